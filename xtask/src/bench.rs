@@ -1,0 +1,45 @@
+//! `cargo xtask bench NAME`: runs one benchmark. Each prints its own figures and the ratio to a
+//! peer measured in the same run; none is a timed test.
+
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+
+/// Options of `cargo xtask bench`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct BenchArgs {
+    /// Which benchmark: one of the names `cargo xtask bench --list` prints.
+    name: Option<String>,
+    /// List the benchmarks.
+    #[arg(long)]
+    list: bool,
+}
+
+/// (name, package, bench target, what it measures)
+const BENCHES: &[(&str, &str, &str, &str)] = &[(
+    "scheduler",
+    "shoal-scheduler",
+    "placement",
+    "100k tasks onto 1k and 10k nodes, with and without spread preferences: placements/s, peak memory",
+)];
+
+pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let Some(name) = args.name.as_deref().filter(|_| !args.list) else {
+        for (name, _, _, what) in BENCHES {
+            println!("{name:<12} {what}");
+        }
+        return Ok(());
+    };
+    let Some((_, package, target, _)) = BENCHES.iter().find(|(n, ..)| *n == name) else {
+        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
+        bail!("no benchmark named {name:?}; available: {}", names.join(", "));
+    };
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["bench", "--package", package, "--bench", target])
+        .status()
+        .context("cannot run cargo bench")?;
+    if !status.success() {
+        bail!("benchmark {name} failed ({status})");
+    }
+    Ok(())
+}

@@ -1,0 +1,102 @@
+//! `cargo xtask`: the single entry point for Shoal's automation (tests, images, clean-up, benchmarks).
+
+// A command-line tool: printing to the terminal is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod bench;
+mod prereq;
+mod test;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Shoal's automation", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Install missing prerequisites, then run fmt, clippy, deny, the whole test suite (privileged
+    /// tests included) and rustdoc; ends with `summary: N passed, N failed, N skipped`.
+    Test(test::TestArgs),
+    /// Check the workspace conventions (layering, `//!` headers, READMEs, lints, no anyhow in libraries).
+    Tidy,
+    /// Build the OCI test image archives from the host's busybox-static.
+    Images {
+        /// Directory for the archives.
+        #[arg(long, default_value = "target/shoal-images")]
+        out: PathBuf,
+    },
+    /// Remove leftovers (namespaces, processes, mounts, cgroups, temp dirs) of killed test runs.
+    Clean,
+    /// Run a benchmark and print its figures (see `cargo xtask bench --help` for the list).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root).with_context(|| format!("cannot enter workspace root {}", root.display()))?;
+    match cli.command {
+        Cmd::Test(args) => test::run(&root, &args),
+        Cmd::Tidy => {
+            let problems = tidy::check_workspace(&root)?;
+            if problems.is_empty() {
+                println!("tidy: workspace follows the conventions");
+                Ok(())
+            } else {
+                for problem in &problems {
+                    eprintln!("tidy: {problem}");
+                }
+                bail!("tidy found {} problem(s)", problems.len())
+            }
+        }
+        Cmd::Images { out } => {
+            let built = shoal_testkit::images::build_all(Path::new(shoal_testkit::images::BUSYBOX), &out)?;
+            for image in built {
+                println!("{:<28} {}  {}", image.def.reference(), image.manifest_digest, image.path.display());
+            }
+            Ok(())
+        }
+        Cmd::Clean => {
+            require_root("clean")?;
+            let report = shoal_testkit::sweep();
+            println!(
+                "removed {} namespace(s), {} process(es), {} cgroup(s), {} directory(ies)",
+                report.namespaces.len(),
+                report.processes.len(),
+                report.cgroups.len(),
+                report.dirs.len()
+            );
+            for line in report.namespaces.iter().map(String::as_str) {
+                println!("  netns {line}");
+            }
+            for dir in &report.dirs {
+                println!("  dir   {}", dir.display());
+            }
+            Ok(())
+        }
+        Cmd::Bench(args) => bench::run(&args),
+    }
+}
+
+/// The workspace root: the parent of xtask's manifest directory.
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).context("xtask's manifest directory has no parent")
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    let uid = Command::new("id").arg("-u").output().context("cannot run `id -u`")?;
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        bail!("`cargo xtask {what}` needs root (network namespaces, mounts): run it with sudo");
+    }
+    Ok(())
+}
