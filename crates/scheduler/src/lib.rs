@@ -43,4 +43,9 @@ pub use model::{
     Availability, HostPort, Node, NodeStatus, Platform, Protocol, Resources, Role, Task, TaskSpec,
 };
 pub use preference::{LabelSource, PlacementPreference, PreferenceError};
+/// The README's example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use schedule::{Assignment, FAILURE_THRESHOLD, Placement, Unplaced, eligible_nodes, schedule};
