@@ -1,0 +1,370 @@
+//! rustls configs for mutual TLS between nodes, on the ring provider, and the credentials they use.
+//!
+//! Servers require a client certificate from the cluster CA (except the join listener, where a
+//! node without a certificate yet may ask for one). Clients present their node certificate and
+//! verify the server against the cluster CA by a fixed server name, the role name
+//! (`shoal-manager`), never by IP address: managers move, their certificates do not name addresses.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::ca::{NodeKey, pem_of};
+use crate::identity::{IdentityError, NodeIdentity, Role, identity_of};
+use crate::keys::{self, KeyError, UnlockKey};
+
+const CERT_FILE: &str = "node.crt";
+const KEY_FILE: &str = "node.key";
+const ROOTS_FILE: &str = "root-ca.crt";
+
+/// Assembling credentials or a trust bundle from PEM, or saving and loading them, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The PEM holds no certificate.
+    #[error("{what} holds no PEM certificate: pass the PEM the CA returned")]
+    NoCertificate {
+        /// What was parsed.
+        what: &'static str,
+    },
+    /// A certificate is not valid PEM or X.509.
+    #[error("{what} is not a valid PEM X.509 certificate: {reason}")]
+    Certificate {
+        /// What was parsed.
+        what: &'static str,
+        /// What the parser reported.
+        reason: String,
+    },
+    /// The certificate's public key is not the node key's.
+    #[error(
+        "node certificate for {node_id} does not belong to this node key: ask the CA again with this key's CSR"
+    )]
+    KeyMismatch {
+        /// The node ID in the certificate.
+        node_id: String,
+    },
+    /// The certificate does not carry a Shoal identity.
+    #[error("node certificate carries no shoal identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// Reading or writing the certificate files failed.
+    #[error("cannot access certificate file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The key file could not be read or written.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+/// Building a rustls config failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConfigError {
+    /// rustls refused the certificates, keys or protocol settings.
+    #[error("cannot build TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// A trust bundle certificate is not a usable trust anchor.
+    #[error("trust bundle certificate cannot be a trust anchor: {0}")]
+    TrustAnchor(String),
+    /// The client certificate verifier could not be built.
+    #[error("cannot build client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+}
+
+/// The root certificates a node trusts, as served by the CA (PEM, one or more certificates).
+///
+/// Its SHA-256 digest is what a join token pins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustBundle {
+    pem: String,
+    roots: Vec<CertificateDer<'static>>,
+}
+
+impl TrustBundle {
+    /// Parses a PEM bundle of root certificates.
+    pub fn from_pem(pem: &str) -> Result<TrustBundle, CredentialsError> {
+        let what = "trust bundle";
+        let roots = parse_certs(pem, what)?;
+        Ok(TrustBundle {
+            pem: pem.to_owned(),
+            roots,
+        })
+    }
+
+    /// Makes a bundle of the given roots.
+    pub(crate) fn from_roots(roots: Vec<CertificateDer<'static>>) -> TrustBundle {
+        let pem = roots.iter().map(pem_of).collect();
+        TrustBundle { pem, roots }
+    }
+
+    /// The bundle in PEM, exactly as served to joining nodes.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    /// SHA-256 of the PEM bytes: what a join token pins.
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        sha256(self.pem.as_bytes())
+    }
+
+    /// Saves the bundle as `root-ca.crt` in `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), CredentialsError> {
+        write_file(&dir.join(ROOTS_FILE), &self.pem)
+    }
+
+    /// Loads a bundle saved by [`TrustBundle::save`].
+    pub fn load(dir: &Path) -> Result<TrustBundle, CredentialsError> {
+        TrustBundle::from_pem(&read_file(&dir.join(ROOTS_FILE))?)
+    }
+
+    fn root_store(&self) -> Result<RootCertStore, TlsConfigError> {
+        let mut store = RootCertStore::empty();
+        for root in &self.roots {
+            store
+                .add(root.clone())
+                .map_err(|e| TlsConfigError::TrustAnchor(e.to_string()))?;
+        }
+        Ok(store)
+    }
+}
+
+/// SHA-256 of some bytes.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// A node's key with its certificate chain (leaf first, then any intermediate).
+pub struct NodeCredentials {
+    chain: Vec<CertificateDer<'static>>,
+    chain_pem: String,
+    key_der: Vec<u8>,
+    key_pem: String,
+    identity: NodeIdentity,
+    not_before: OffsetDateTime,
+    not_after: OffsetDateTime,
+}
+
+impl fmt::Debug for NodeCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeCredentials")
+            .field("identity", &self.identity)
+            .field("not_before", &self.not_before)
+            .field("not_after", &self.not_after)
+            .field("chain_len", &self.chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
+}
+
+impl NodeCredentials {
+    /// Pairs the chain the CA issued (PEM, leaf first) with the node key that made the CSR.
+    pub fn new(chain_pem: &str, key: NodeKey) -> Result<NodeCredentials, CredentialsError> {
+        let what = "node certificate chain";
+        let chain = parse_certs(chain_pem, what)?;
+        let leaf = chain
+            .first()
+            .ok_or(CredentialsError::NoCertificate { what })?;
+        let (_, parsed) =
+            X509Certificate::from_der(leaf).map_err(|e| CredentialsError::Certificate {
+                what,
+                reason: e.to_string(),
+            })?;
+        let identity = identity_of(leaf)?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CredentialsError::KeyMismatch {
+                node_id: identity.node_id,
+            });
+        }
+        let time = |t: &x509_parser::time::ASN1Time| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| {
+                CredentialsError::Certificate {
+                    what,
+                    reason: e.to_string(),
+                }
+            })
+        };
+        let not_before = time(&parsed.validity().not_before)?;
+        let not_after = time(&parsed.validity().not_after)?;
+        Ok(NodeCredentials {
+            chain_pem: chain_pem.to_owned(),
+            chain,
+            key_der: key.pkcs8_der(),
+            key_pem: key.to_pem(),
+            identity,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// Saves `node.crt` and `node.key` (mode 0600, encrypted when `kek` is set) in `dir`.
+    pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CredentialsError> {
+        write_file(&dir.join(CERT_FILE), &self.chain_pem)?;
+        keys::write_key_file(&dir.join(KEY_FILE), self.key_pem.as_bytes(), kek)?;
+        Ok(())
+    }
+
+    /// Loads credentials saved by [`NodeCredentials::save`].
+    pub fn load(dir: &Path, kek: Option<&UnlockKey>) -> Result<NodeCredentials, CredentialsError> {
+        let chain_pem = read_file(&dir.join(CERT_FILE))?;
+        let key_pem = keys::read_key_file(&dir.join(KEY_FILE), kek)?;
+        let key = NodeKey::from_pem(&String::from_utf8_lossy(&key_pem))?;
+        NodeCredentials::new(&chain_pem, key)
+    }
+
+    /// Who this node is, as its certificate says.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// Start of the leaf certificate's validity.
+    pub fn not_before(&self) -> OffsetDateTime {
+        self.not_before
+    }
+
+    /// End of the leaf certificate's validity.
+    pub fn not_after(&self) -> OffsetDateTime {
+        self.not_after
+    }
+
+    /// The certificate chain in PEM, leaf first.
+    pub fn chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
+    /// The leaf certificate in DER.
+    pub fn leaf_der(&self) -> &CertificateDer<'static> {
+        // `new` refuses an empty chain.
+        &self.chain[0]
+    }
+
+    fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// The TLS server name of nodes with `role` (`shoal-manager` or `shoal-worker`): clients check a
+/// server's certificate against it, never against an IP address.
+pub fn server_name(role: Role) -> ServerName<'static> {
+    // Role names are fixed lower-case ASCII labels, valid DNS names (checked by a unit test), so
+    // this cannot fail at run time.
+    #[allow(clippy::expect_used)]
+    let name = DnsName::try_from(role.as_str()).expect("role names are valid DNS names");
+    ServerName::DnsName(name)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server config that requires a client certificate issued by a root in `trust`.
+///
+/// TLS 1.3 only. Set ALPN on the result as the RPC layer needs (`h2` for gRPC).
+pub fn server_config(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, true)
+}
+
+/// A server config for the manager port that also lets nodes without a certificate connect,
+/// so they can present a join token and a CSR. Certificates that are presented must verify;
+/// RPC handlers treat a connection without one as anonymous ([`crate::peer_identity`] fails).
+pub fn join_server_config(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, false)
+}
+
+fn build_server(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+    require_client_cert: bool,
+) -> Result<ServerConfig, TlsConfigError> {
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(trust.root_store()?),
+        provider.clone(),
+    );
+    let verifier = if require_client_cert {
+        builder.build()?
+    } else {
+        builder.allow_unauthenticated().build()?
+    };
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(credentials.chain.clone(), credentials.private_key())?;
+    Ok(config)
+}
+
+/// A client config that presents the node's certificate and verifies servers against `trust`.
+///
+/// Connect with [`server_name`] of the role you expect, e.g. `server_name(Role::Manager)`.
+pub fn client_config(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+) -> Result<ClientConfig, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(trust.root_store()?)
+        .with_client_auth_cert(credentials.chain.clone(), credentials.private_key())?;
+    Ok(config)
+}
+
+/// A client config for a node that has no certificate yet: it verifies the manager against the
+/// root it pinned with the join token ([`crate::JoinToken::verify_root_ca`]) and presents none.
+pub fn join_client_config(trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(trust.root_store()?)
+        .with_no_client_auth();
+    Ok(config)
+}
+
+fn parse_certs(
+    pem: &str,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| CredentialsError::Certificate {
+            what,
+            reason: e.to_string(),
+        })?;
+    if certs.is_empty() {
+        return Err(CredentialsError::NoCertificate { what });
+    }
+    for cert in &certs {
+        X509Certificate::from_der(cert).map_err(|e| CredentialsError::Certificate {
+            what,
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(certs)
+}
+
+fn write_file(path: &Path, content: &str) -> Result<(), CredentialsError> {
+    std::fs::write(path, content).map_err(|source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn read_file(path: &Path) -> Result<String, CredentialsError> {
+    std::fs::read_to_string(path).map_err(|source| CredentialsError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
