@@ -1,4 +1,7 @@
 //! Proof that the cluster harness does what tests rely on: reachability on the underlay, each
+
+// Tests narrate their steps on stderr, which nextest shows when one fails.
+#![allow(clippy::print_stderr)]
 //! fault (killed process, downed link, nftables partition) and complete clean-up.
 
 use std::process::Command;
@@ -62,10 +65,16 @@ fn partition_heal_link_and_cleanup() {
 
     eprintln!("--- a process in node2 with its own log, killed");
     let mut process = cluster
-        .spawn(&n2, "echo", "/bin/busybox", &["sh", "-c", "echo started in $(ip -4 -o addr show eth0 | awk '{print $4}'); exec sleep 600"])
+        .spawn(
+            &n2,
+            "echo",
+            "/bin/busybox",
+            &["sh", "-c", "echo started in $(ip -4 -o addr show eth0 | awk '{print $4}'); exec sleep 600"],
+        )
         .expect("spawn");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while std::fs::read_to_string(process.log()).unwrap_or_default().is_empty() && std::time::Instant::now() < deadline {
+    while std::fs::read_to_string(process.log()).unwrap_or_default().is_empty() && std::time::Instant::now() < deadline
+    {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let log = std::fs::read_to_string(process.log()).expect("read log");
@@ -115,8 +124,8 @@ fn registry_serves_test_images_to_nodes() {
         return;
     }
     let cluster = Cluster::new(2).expect("build cluster");
-    let built = images::build_all(std::path::Path::new(images::BUSYBOX), &cluster.dir().join("images"))
-        .expect("build images");
+    let built =
+        images::build_all(std::path::Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("build images");
     let containerd = Containerd::start(&cluster.dir().join("containerd"), cluster.prefix()).expect("containerd");
     let registry = Registry::start(&cluster).expect("registry");
     registry.push_all(&containerd, &built).expect("push images");
@@ -127,7 +136,14 @@ fn registry_serves_test_images_to_nodes() {
     assert_eq!(reference, "192.0.2.1:5000/shoal-test/sleeper:latest");
     let node2 = cluster.node(2).expect("node2");
     let mut pull = Cluster::command_in(&node2.netns, "ctr");
-    pull.arg("--address").arg(containerd.socket()).args(["--namespace", "pulled", "images", "pull", "--plain-http", &reference]);
+    pull.arg("--address").arg(containerd.socket()).args([
+        "--namespace",
+        "pulled",
+        "images",
+        "pull",
+        "--plain-http",
+        &reference,
+    ]);
     let out = pull.output().expect("run ctr pull");
     assert!(out.status.success(), "pull from node2: {}", String::from_utf8_lossy(&out.stderr));
 

@@ -1,5 +1,8 @@
 //! Each OCI test image, imported into a private containerd and run, does what its description says.
 
+// Tests narrate their steps on stderr, which nextest shows when one fails.
+#![allow(clippy::print_stderr)]
+
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

@@ -9,7 +9,7 @@ mod test;
 mod tidy;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -40,12 +40,43 @@ enum Cmd {
     Bench(bench::BenchArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Test(args) = &cli.command {
+        // `test` prints its own failure and must end with the summary line.
+        return match workspace_root().and_then(|root| enter(&root).map(|()| root)) {
+            Ok(root) if test::run(&root, args) => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::FAILURE,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn enter(root: &Path) -> anyhow::Result<()> {
+    std::env::set_current_dir(root).with_context(|| format!("cannot enter workspace root {}", root.display()))
+}
+
+fn dispatch(command: Cmd) -> anyhow::Result<()> {
     let root = workspace_root()?;
-    std::env::set_current_dir(&root).with_context(|| format!("cannot enter workspace root {}", root.display()))?;
-    match cli.command {
-        Cmd::Test(args) => test::run(&root, &args),
+    enter(&root)?;
+    match command {
+        Cmd::Test(args) => {
+            if test::run(&root, &args) {
+                Ok(())
+            } else {
+                bail!("tests failed")
+            }
+        }
         Cmd::Tidy => {
             let problems = tidy::check_workspace(&root)?;
             if problems.is_empty() {

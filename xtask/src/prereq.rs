@@ -27,11 +27,7 @@ const PREREQS: &[Prereq] = &[
     Prereq { package: "runc", probe: Probe::Command("runc"), why: "containerd's OCI runtime" },
     Prereq { package: "nftables", probe: Probe::Command("nft"), why: "load balancing and fault injection" },
     Prereq { package: "iproute2", probe: Probe::Command("ip"), why: "network namespaces of the harness" },
-    Prereq {
-        package: "busybox-static",
-        probe: Probe::StaticBinary("/bin/busybox"),
-        why: "the test images' userland",
-    },
+    Prereq { package: "busybox-static", probe: Probe::StaticBinary("/bin/busybox"), why: "the test images' userland" },
     Prereq { package: "docker-registry", probe: Probe::Command("docker-registry"), why: "the local test registry" },
     Prereq { package: "protobuf-compiler", probe: Probe::Command("protoc"), why: "builds the gRPC code" },
 ];

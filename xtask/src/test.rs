@@ -23,14 +23,15 @@ struct Counts {
     skipped: u64,
 }
 
-pub(crate) fn run(root: &Path, args: &TestArgs) -> anyhow::Result<()> {
+/// Runs every step; prints why it failed, if it did, and always ends with the summary line.
+pub(crate) fn run(root: &Path, args: &TestArgs) -> bool {
     let mut counts = Counts::default();
     let result = steps(root, args, &mut counts);
     if let Err(err) = &result {
-        eprintln!("xtask test: FAILED: {err:#}");
+        println!("xtask test: FAILED: {err:#}");
     }
     println!("summary: {} passed, {} failed, {} skipped", counts.passed, counts.failed, counts.skipped);
-    result
+    result.is_ok()
 }
 
 fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()> {
@@ -145,10 +146,7 @@ fn parse_junit(xml: &str) -> Counts {
     let tag = &xml[start..xml[start..].find('>').map_or(xml.len(), |end| start + end)];
     let attr = |name: &str| -> u64 {
         let key = format!(" {name}=\"");
-        tag.find(&key)
-            .and_then(|at| tag[at + key.len()..].split('"').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        tag.find(&key).and_then(|at| tag[at + key.len()..].split('"').next()).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
     let failed = attr("failures") + attr("errors");
     Counts { passed: attr("tests").saturating_sub(failed), failed, skipped: 0 }

@@ -139,9 +139,8 @@ pub(crate) fn check_layering(root: &Path, packages: &[Package]) -> Vec<Problem> 
             }
             if TOOLING.contains(&dep_name) {
                 if !is_dev {
-                    problems.push(Problem(format!(
-                        "{name} depends on test tooling {dep_name} outside [dev-dependencies]"
-                    )));
+                    problems
+                        .push(Problem(format!("{name} depends on test tooling {dep_name} outside [dev-dependencies]")));
                 }
                 continue;
             }
@@ -149,7 +148,10 @@ pub(crate) fn check_layering(root: &Path, packages: &[Package]) -> Vec<Problem> 
                 let rule = if SUBSYSTEMS.contains(&name) {
                     "subsystem crates depend on no other Shoal crate".to_owned()
                 } else {
-                    format!("{name} may depend on: {}", if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") })
+                    format!(
+                        "{name} may depend on: {}",
+                        if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") }
+                    )
                 };
                 problems.push(Problem(format!("{name} depends on {dep_name}: {rule} (DESIGN.md §1)")));
             }
@@ -199,7 +201,9 @@ pub(crate) fn check_headers(dirs: &[PathBuf]) -> Vec<Problem> {
             let text = std::fs::read_to_string(file).unwrap_or_default();
             !text.lines().next().is_some_and(|line| line.starts_with("//!"))
         })
-        .map(|file| Problem(format!("{}: first line must be a `//!` comment saying what the file is for", file.display())))
+        .map(|file| {
+            Problem(format!("{}: first line must be a `//!` comment saying what the file is for", file.display()))
+        })
         .collect()
 }
 

@@ -129,10 +129,9 @@ impl Containerd {
 
     /// Kills and deletes every task and container in every namespace of this containerd.
     fn remove_all_containers(&self) {
-        let namespaces = cmd::run(
-            Command::new("ctr").arg("--address").arg(&self.socket).args(["namespaces", "list", "-q"]),
-        )
-        .unwrap_or_default();
+        let namespaces =
+            cmd::run(Command::new("ctr").arg("--address").arg(&self.socket).args(["namespaces", "list", "-q"]))
+                .unwrap_or_default();
         for ns in namespaces.lines().map(str::trim).filter(|ns| !ns.is_empty()) {
             let ctr = |args: &[&str]| {
                 cmd::run(Command::new("ctr").arg("--address").arg(&self.socket).args(["--namespace", ns]).args(args))

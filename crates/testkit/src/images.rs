@@ -146,8 +146,7 @@ pub const ALL: &[ImageDef] = &[
 /// Builds every image in [`ALL`] from the busybox at `busybox` into `out_dir`.
 pub fn build_all(busybox: &Path, out_dir: &Path) -> Result<Vec<BuiltImage>, ImageError> {
     let base = base_layer(busybox)?;
-    std::fs::create_dir_all(out_dir)
-        .map_err(|source| ImageError::Write { path: out_dir.to_owned(), source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| ImageError::Write { path: out_dir.to_owned(), source })?;
     ALL.iter()
         .map(|def| {
             let path = out_dir.join(def.file);

@@ -152,10 +152,12 @@ impl Cluster {
     pub fn new(nodes: usize) -> Result<Self, HarnessError> {
         let prefix = format!("{RUN_PREFIX_ROOT}{}", run_id());
         let dir = std::env::temp_dir().join(&prefix);
-        std::fs::create_dir_all(dir.join("logs"))
-            .map_err(|source| HarnessError::Io { action: "create directory", path: dir.clone(), source })?;
-        let mut cluster =
-            Self { underlay: format!("{prefix}-u"), prefix, nodes: Vec::new(), dir, keep_dir: false };
+        std::fs::create_dir_all(dir.join("logs")).map_err(|source| HarnessError::Io {
+            action: "create directory",
+            path: dir.clone(),
+            source,
+        })?;
+        let mut cluster = Self { underlay: format!("{prefix}-u"), prefix, nodes: Vec::new(), dir, keep_dir: false };
         // From here on `cluster` cleans up after itself if a step fails.
         cluster.build_underlay()?;
         for index in 1..=nodes {
@@ -207,7 +209,11 @@ impl Cluster {
         self.nodes.push(node.clone());
         let ns = node.netns.as_str();
         let u = self.underlay.clone();
-        self.ip_in(&u, "create veth", &["link", "add", &node.link, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        self.ip_in(
+            &u,
+            "create veth",
+            &["link", "add", &node.link, "type", "veth", "peer", "name", "eth0", "netns", ns],
+        )?;
         self.ip_in(&u, "attach veth", &["link", "set", &node.link, "master", "br0", "up"])?;
         self.ip_in(ns, "address eth0", &["addr", "add", &format!("{}/24", node.addr), "dev", "eth0"])?;
         self.ip_in(ns, "bring up eth0", &["link", "set", "eth0", "up"])?;
@@ -265,10 +271,8 @@ impl Cluster {
 
     /// Runs `program args…` to completion in `node`; fails unless it exits 0.
     pub fn exec(&self, node: &Node, program: &str, args: &[&str]) -> Result<String, HarnessError> {
-        cmd::run(Self::command_in(&node.netns, program).args(args)).map_err(|source| HarnessError::Command {
-            action: format!("run {program} in {}", node.name),
-            source,
-        })
+        cmd::run(Self::command_in(&node.netns, program).args(args))
+            .map_err(|source| HarnessError::Command { action: format!("run {program} in {}", node.name), source })
     }
 
     /// Whether `from` gets an ICMP echo reply from `to` within one second.
@@ -280,14 +284,12 @@ impl Cluster {
 
     /// Takes `node`'s underlay link down (the cable is pulled).
     pub fn link_down(&self, node: &Node) -> Result<(), HarnessError> {
-        self.ip_in(&self.underlay, &format!("take {} down", node.name), &["link", "set", &node.link, "down"])
-            .map(drop)
+        self.ip_in(&self.underlay, &format!("take {} down", node.name), &["link", "set", &node.link, "down"]).map(drop)
     }
 
     /// Brings `node`'s underlay link back up.
     pub fn link_up(&self, node: &Node) -> Result<(), HarnessError> {
-        self.ip_in(&self.underlay, &format!("bring {} up", node.name), &["link", "set", &node.link, "up"])
-            .map(drop)
+        self.ip_in(&self.underlay, &format!("bring {} up", node.name), &["link", "set", &node.link, "up"]).map(drop)
     }
 
     /// Drops all traffic between `a` and `b`, in both directions, with nftables rules in both nodes.
@@ -332,8 +334,11 @@ impl Cluster {
 
     fn nft(&self, node: &Node, action: &str, rule_set: &str) -> Result<(), HarnessError> {
         let path = self.dir.join(format!("nft-{}.rules", node.name));
-        std::fs::write(&path, rule_set)
-            .map_err(|source| HarnessError::Io { action: "write nft rules", path: path.clone(), source })?;
+        std::fs::write(&path, rule_set).map_err(|source| HarnessError::Io {
+            action: "write nft rules",
+            path: path.clone(),
+            source,
+        })?;
         let mut nft = Self::command_in(&node.netns, "nft");
         nft.arg("-f").arg(&path);
         cmd::run(&mut nft).map(drop).map_err(|source| HarnessError::Command { action: action.to_owned(), source })
@@ -342,7 +347,8 @@ impl Cluster {
     fn nft_list(&self, node: &Node) -> Result<String, HarnessError> {
         let mut nft = Self::command_in(&node.netns, "nft");
         nft.args(["list", "tables"]);
-        cmd::run(&mut nft).map_err(|source| HarnessError::Command { action: format!("list nft tables in {}", node.name), source })
+        cmd::run(&mut nft)
+            .map_err(|source| HarnessError::Command { action: format!("list nft tables in {}", node.name), source })
     }
 
     /// Keeps the directory (logs) after the cluster is dropped, for a failing test to inspect.
@@ -385,17 +391,15 @@ pub(crate) fn kill_netns_processes(netns: &str) {
 }
 
 /// Runs `f` on a thread that has entered `netns` (sockets it opens belong to that namespace).
-pub fn in_netns<T: Send + 'static>(
-    netns: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, HarnessError> {
+pub fn in_netns<T: Send + 'static>(netns: &str, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HarnessError> {
     let path = PathBuf::from("/run/netns").join(netns);
-    let file = File::open(&path)
-        .map_err(|source| HarnessError::Io { action: "open namespace", path: path.clone(), source })?;
-    let joined = std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map(|()| f())
-    })
-    .join();
+    let file = File::open(&path).map_err(|source| HarnessError::Io {
+        action: "open namespace",
+        path: path.clone(),
+        source,
+    })?;
+    let joined =
+        std::thread::spawn(move || nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map(|()| f())).join();
     match joined {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(errno)) => Err(HarnessError::Io { action: "enter namespace", path, source: errno.into() }),

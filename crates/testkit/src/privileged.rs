@@ -75,7 +75,5 @@ fn unmet(need: Need) -> Option<String> {
 /// Whether `name` is an executable file in a `PATH` directory (or the sbin directories root has).
 pub(crate) fn on_path(name: &str) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/sbin", "/sbin"].map(Into::into))
-        .any(|dir| dir.join(name).is_file())
+    std::env::split_paths(&path).chain(["/usr/sbin", "/sbin"].map(Into::into)).any(|dir| dir.join(name).is_file())
 }

@@ -4,10 +4,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
+use crate::Containerd;
 use crate::cmd::{self, CommandError};
 use crate::images::BuiltImage;
 use crate::netns::{Cluster, HarnessError, Process, UNDERLAY_GATEWAY, in_netns, narrate};
-use crate::Containerd;
 
 /// Starting or filling the registry failed.
 #[derive(Debug, thiserror::Error)]

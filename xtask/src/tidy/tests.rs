@@ -70,12 +70,20 @@ fn each_layering_violation_is_named() {
     let root = Path::new("/ws");
     // (mutation of the good workspace, expected message fragment)
     let cases: &[(&str, &str, &str)] = &[
-        ("shoal-scheduler", "shoal-ca-pki", "shoal-scheduler depends on shoal-ca-pki: subsystem crates depend on no other Shoal crate"),
+        (
+            "shoal-scheduler",
+            "shoal-ca-pki",
+            "shoal-scheduler depends on shoal-ca-pki: subsystem crates depend on no other Shoal crate",
+        ),
         ("shoal-raft-store", "shoal-api", "shoal-raft-store depends on shoal-api: subsystem crates"),
         ("shoal-manager", "shoal-runtime", "shoal-manager depends on shoal-runtime: shoal-manager may depend on:"),
         ("shoal-api", "shoal-manager", "shoal-api depends on shoal-manager: shoal-api may depend on: none"),
         ("shoal-ca-pki", "anyhow", "library crate shoal-ca-pki depends on anyhow"),
-        ("shoal-manager", "shoal-testkit", "shoal-manager depends on test tooling shoal-testkit outside [dev-dependencies]"),
+        (
+            "shoal-manager",
+            "shoal-testkit",
+            "shoal-manager depends on test tooling shoal-testkit outside [dev-dependencies]",
+        ),
     ];
     for (crate_name, dep, expected) in cases {
         let mut packages = good(root);
@@ -97,7 +105,10 @@ fn unknown_crate_must_be_placed_in_a_layer() {
     let mut packages = good(root);
     packages.push(package(root, "crates/gossip", "shoal-gossip", &[]));
     let found = messages(&check_layering(root, &packages));
-    assert!(found.iter().any(|m| m.starts_with("crate shoal-gossip (/ws/crates/gossip) is not in the layering table")), "{found:?}");
+    assert!(
+        found.iter().any(|m| m.starts_with("crate shoal-gossip (/ws/crates/gossip) is not in the layering table")),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -136,9 +147,11 @@ fn missing_readme_and_lints_are_named() {
     for dir in [&good_dir, &bad_dir] {
         std::fs::create_dir_all(dir).expect("mkdir");
     }
-    std::fs::write(good_dir.join("Cargo.toml"), "[package]\nname = \"good\"\n\n[lints]\nworkspace = true\n").expect("write");
+    std::fs::write(good_dir.join("Cargo.toml"), "[package]\nname = \"good\"\n\n[lints]\nworkspace = true\n")
+        .expect("write");
     std::fs::write(good_dir.join("README.md"), "# good\n").expect("write");
-    std::fs::write(bad_dir.join("Cargo.toml"), "[package]\nname = \"bad\"\n[lints.rust]\nunsafe_code = \"deny\"\n").expect("write");
+    std::fs::write(bad_dir.join("Cargo.toml"), "[package]\nname = \"bad\"\n[lints.rust]\nunsafe_code = \"deny\"\n")
+        .expect("write");
     let packages = vec![
         Package { name: "good".to_owned(), dir: good_dir, is_lib: true, deps: vec![] },
         Package { name: "bad".to_owned(), dir: bad_dir.clone(), is_lib: true, deps: vec![] },
