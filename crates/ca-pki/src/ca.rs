@@ -290,12 +290,19 @@ impl RootCa {
         params.serial_number = Some(random::serial().map_err(|_| CaError::Random)?);
         params.not_before = now - BACKDATE;
         // The intermediate never outlives either root.
-        let other_end =
-            OffsetDateTime::from_unix_timestamp(other_cert.validity().not_after.timestamp())
-                .map_err(|e| CaError::Certificate {
-                    reason: e.to_string(),
-                })?;
-        params.not_after = other_end;
+        let (_, this_cert) =
+            X509Certificate::from_der(&self.cert_der).map_err(|e| CaError::Certificate {
+                reason: e.to_string(),
+            })?;
+        let end = other_cert
+            .validity()
+            .not_after
+            .timestamp()
+            .min(this_cert.validity().not_after.timestamp());
+        params.not_after =
+            OffsetDateTime::from_unix_timestamp(end).map_err(|e| CaError::Certificate {
+                reason: e.to_string(),
+            })?;
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(other.issuer.key(), &self.issuer)

@@ -294,7 +294,13 @@ pub fn write_key_file(path: &Path, key: &[u8], kek: Option<&UnlockKey>) -> Resul
             .open(&tmp)?;
         file.write_all(&content)?;
         file.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable, so a crash cannot bring back the old key.
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(parent)?.sync_all()
     })();
     if result.is_err() {
         // Best effort: the temporary file may not exist if the open failed.

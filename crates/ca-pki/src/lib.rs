@@ -15,6 +15,38 @@
 //! - [`UnlockKey`], [`DataKey`], [`write_key_file`] and [`read_key_file`] keep keys at rest.
 //!
 //! Time is always a parameter (`now`), so expiry and renewal are deterministic in tests.
+//!
+//! ```
+//! use shoal_ca_pki::{
+//!     ClusterCa, DEFAULT_NODE_VALIDITY, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, Role,
+//!     RootCa, client_config, server_config,
+//! };
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let now = time::OffsetDateTime::now_utc();
+//! let ca = ClusterCa::new(RootCa::generate(now)?);
+//! let trust = ca.trust_bundle();
+//!
+//! // The node makes its key and CSR; the CA decides who it is.
+//! let key = NodeKey::generate()?;
+//! let identity = NodeIdentity {
+//!     node_id: "node-1".into(),
+//!     role: Role::Worker,
+//!     cluster_id: "cluster-1".into(),
+//! };
+//! let chain = ca.issue(&key.csr_pem()?, &identity, DEFAULT_NODE_VALIDITY, now)?;
+//! let credentials = NodeCredentials::new(&chain, key)?;
+//! assert_eq!(credentials.identity(), &identity);
+//! let _server = server_config(&credentials, &trust)?;
+//! let _client = client_config(&credentials, &trust)?;
+//!
+//! // A joining node's token pins the root CA bundle before it sends anything secret.
+//! let tokens = JoinTokens::generate(&trust)?;
+//! let token = tokens.token(Role::Worker).to_string().parse::<shoal_ca_pki::JoinToken>()?;
+//! token.verify_root_ca(trust.pem())?;
+//! assert_eq!(tokens.role_for(&token)?, Role::Worker);
+//! # Ok(())
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 mod base36;

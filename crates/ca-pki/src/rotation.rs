@@ -209,3 +209,6 @@ impl ClusterCa {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

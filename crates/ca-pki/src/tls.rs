@@ -368,3 +368,6 @@ fn read_file(path: &Path) -> Result<String, CredentialsError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests;
