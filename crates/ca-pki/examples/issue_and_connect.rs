@@ -7,8 +7,8 @@ use std::error::Error;
 use std::sync::Arc;
 
 use shoal_ca_pki::{
-    ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, Role, RootCa,
-    client_config, peer_identity, require_role, server_config, server_name,
+    ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, Role, RootCa, client_config,
+    peer_identity, require_role, server_config, server_name,
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,17 +19,8 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 fn enroll(ca: &ClusterCa, node_id: &str, role: Role) -> Result<NodeCredentials, Box<dyn Error>> {
     let key = NodeKey::generate()?;
     let csr = key.csr_pem()?;
-    let identity = NodeIdentity {
-        node_id: node_id.to_owned(),
-        role,
-        cluster_id: "example-cluster".to_owned(),
-    };
-    let chain = ca.issue(
-        &csr,
-        &identity,
-        DEFAULT_NODE_VALIDITY,
-        OffsetDateTime::now_utc(),
-    )?;
+    let identity = NodeIdentity { node_id: node_id.to_owned(), role, cluster_id: "example-cluster".to_owned() };
+    let chain = ca.issue(&csr, &identity, DEFAULT_NODE_VALIDITY, OffsetDateTime::now_utc())?;
     Ok(NodeCredentials::new(&chain, key)?)
 }
 
@@ -39,11 +30,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let trust = ca.trust_bundle();
     let manager = enroll(&ca, "manager-1", Role::Manager)?;
     let worker = enroll(&ca, "worker-1", Role::Worker)?;
-    println!(
-        "issued {:?} and {:?}",
-        manager.identity(),
-        worker.identity()
-    );
+    println!("issued {:?} and {:?}", manager.identity(), worker.identity());
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;

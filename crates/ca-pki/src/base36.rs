@@ -45,10 +45,7 @@ pub(crate) fn decode<const N: usize>(text: &str) -> Result<[u8; N], DecodeError>
             '0'..='9' => found as u32 - '0' as u32,
             'a'..='z' => found as u32 - 'a' as u32 + 10,
             _ => {
-                return Err(DecodeError::Character {
-                    position: index + 1,
-                    found,
-                });
+                return Err(DecodeError::Character { position: index + 1, found });
             }
         };
         let mut carry = digit;
@@ -96,17 +93,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_characters_and_overflow() {
-        assert_eq!(
-            decode::<2>("0A"),
-            Err(DecodeError::Character {
-                position: 2,
-                found: 'A'
-            })
-        );
+        assert_eq!(decode::<2>("0A"), Err(DecodeError::Character { position: 2, found: 'A' }));
         assert_eq!(decode::<1>("zz"), Err(DecodeError::Range));
-        assert_eq!(
-            decode::<16>(&"z".repeat(WIDTH_16_BYTES)),
-            Err(DecodeError::Range)
-        );
+        assert_eq!(decode::<16>(&"z".repeat(WIDTH_16_BYTES)), Err(DecodeError::Range));
     }
 }

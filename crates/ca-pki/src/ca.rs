@@ -4,9 +4,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, DnValue, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType, DnValue,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -48,9 +47,7 @@ pub enum CaError {
         reason: String,
     },
     /// The certificate is not marked as a CA.
-    #[error(
-        "certificate {subject:?} is not a CA certificate (basic constraints CA:TRUE is missing): import a root CA"
-    )]
+    #[error("certificate {subject:?} is not a CA certificate (basic constraints CA:TRUE is missing): import a root CA")]
     NotCa {
         /// The certificate's subject.
         subject: String,
@@ -59,9 +56,7 @@ pub enum CaError {
     #[error("root CA key is not a usable PEM private key: {0}")]
     Key(#[source] rcgen::Error),
     /// The key does not belong to the certificate.
-    #[error(
-        "root CA key does not match the certificate {subject:?}: pass the key that made this certificate"
-    )]
+    #[error("root CA key does not match the certificate {subject:?}: pass the key that made this certificate")]
     KeyMismatch {
         /// The certificate's subject.
         subject: String,
@@ -115,10 +110,7 @@ pub struct RootCa {
 
 impl fmt::Debug for RootCa {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RootCa")
-            .field("subject", &subject_of(&self.cert_der))
-            .field("key", &"[redacted]")
-            .finish()
+        f.debug_struct("RootCa").field("subject", &subject_of(&self.cert_der)).field("key", &"[redacted]").finish()
     }
 }
 
@@ -128,24 +120,16 @@ impl RootCa {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(CaError::Generate)?;
         let params = root_params(now)?;
         let cert = params.self_signed(&key).map_err(CaError::Generate)?;
-        Ok(RootCa {
-            cert_pem: cert.pem(),
-            cert_der: cert.der().clone(),
-            issuer: Issuer::new(params, key),
-        })
+        Ok(RootCa { cert_pem: cert.pem(), cert_der: cert.der().clone(), issuer: Issuer::new(params, key) })
     }
 
     /// Loads a root from PEM: a root saved by [`RootCa::cert_pem`] and [`RootCa::key_pem`], or an
     /// external root to import (any CA certificate with a key ring can sign with).
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<RootCa, CaError> {
-        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-            CaError::Certificate {
-                reason: e.to_string(),
-            }
-        })?;
-        let (_, cert) = X509Certificate::from_der(&cert_der).map_err(|e| CaError::Certificate {
-            reason: e.to_string(),
-        })?;
+        let cert_der = CertificateDer::from_pem_slice(cert_pem.as_bytes())
+            .map_err(|e| CaError::Certificate { reason: e.to_string() })?;
+        let (_, cert) =
+            X509Certificate::from_der(&cert_der).map_err(|e| CaError::Certificate { reason: e.to_string() })?;
         let subject = cert.subject().to_string();
         if !cert.is_ca() {
             return Err(CaError::NotCa { subject });
@@ -155,23 +139,14 @@ impl RootCa {
             return Err(CaError::KeyMismatch { subject });
         }
         let issuer =
-            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CaError::Certificate {
-                reason: e.to_string(),
-            })?;
-        Ok(RootCa {
-            cert_pem: pem_of(&cert_der),
-            cert_der,
-            issuer,
-        })
+            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CaError::Certificate { reason: e.to_string() })?;
+        Ok(RootCa { cert_pem: pem_of(&cert_der), cert_der, issuer })
     }
 
     /// Saves `ca.crt` and `ca.key` in `dir`; the key file has mode 0600 and is encrypted when `kek` is set.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
         let cert_path = dir.join(CERT_FILE);
-        std::fs::write(&cert_path, &self.cert_pem).map_err(|source| CaError::Io {
-            path: cert_path,
-            source,
-        })?;
+        std::fs::write(&cert_path, &self.cert_pem).map_err(|source| CaError::Io { path: cert_path, source })?;
         keys::write_key_file(&dir.join(KEY_FILE), self.key_pem().as_bytes(), kek)?;
         Ok(())
     }
@@ -179,10 +154,7 @@ impl RootCa {
     /// Loads a root saved by [`RootCa::save`].
     pub fn load(dir: &Path, kek: Option<&UnlockKey>) -> Result<RootCa, CaError> {
         let cert_path = dir.join(CERT_FILE);
-        let cert_pem = std::fs::read_to_string(&cert_path).map_err(|source| CaError::Io {
-            path: cert_path,
-            source,
-        })?;
+        let cert_pem = std::fs::read_to_string(&cert_path).map_err(|source| CaError::Io { path: cert_path, source })?;
         let key_pem = keys::read_key_file(&dir.join(KEY_FILE), kek)?;
         let key_pem = String::from_utf8_lossy(&key_pem);
         RootCa::from_pem(&cert_pem, &key_pem)
@@ -235,9 +207,7 @@ impl RootCa {
             return Err(IssueError::EmptyIdentity { field: "node ID" });
         }
         if identity.cluster_id.is_empty() {
-            return Err(IssueError::EmptyIdentity {
-                field: "cluster ID",
-            });
+            return Err(IssueError::EmptyIdentity { field: "cluster ID" });
         }
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(IssueError::Csr)?;
         let mut params = CertificateParams::default();
@@ -249,64 +219,34 @@ impl RootCa {
         params.not_before = now - BACKDATE;
         params.not_after = now + validity;
         params.serial_number = Some(random::serial().map_err(|_| IssueError::Random)?);
-        params.subject_alt_names = vec![SanType::DnsName(
-            identity
-                .role
-                .as_str()
-                .try_into()
-                .map_err(IssueError::Sign)?,
-        )];
+        params.subject_alt_names = vec![SanType::DnsName(identity.role.as_str().try_into().map_err(IssueError::Sign)?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(&csr.public_key, &self.issuer)
-            .map_err(IssueError::Sign)?;
+        let cert = params.signed_by(&csr.public_key, &self.issuer).map_err(IssueError::Sign)?;
         Ok((cert.der().clone(), cert.pem()))
     }
 
     /// Signs `other`'s root key under this root's name: the cross-signed intermediate that lets
     /// nodes trusting this root verify certificates issued by `other`.
-    pub(crate) fn cross_sign(
-        &self,
-        other: &RootCa,
-        now: OffsetDateTime,
-    ) -> Result<CertificateDer<'static>, CaError> {
+    pub(crate) fn cross_sign(&self, other: &RootCa, now: OffsetDateTime) -> Result<CertificateDer<'static>, CaError> {
         let (_, other_cert) =
-            X509Certificate::from_der(&other.cert_der).map_err(|e| CaError::Certificate {
-                reason: e.to_string(),
-            })?;
+            X509Certificate::from_der(&other.cert_der).map_err(|e| CaError::Certificate { reason: e.to_string() })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = name_of(&other_cert)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.serial_number = Some(random::serial().map_err(|_| CaError::Random)?);
         params.not_before = now - BACKDATE;
         // The intermediate never outlives either root.
         let (_, this_cert) =
-            X509Certificate::from_der(&self.cert_der).map_err(|e| CaError::Certificate {
-                reason: e.to_string(),
-            })?;
-        let end = other_cert
-            .validity()
-            .not_after
-            .timestamp()
-            .min(this_cert.validity().not_after.timestamp());
+            X509Certificate::from_der(&self.cert_der).map_err(|e| CaError::Certificate { reason: e.to_string() })?;
+        let end = other_cert.validity().not_after.timestamp().min(this_cert.validity().not_after.timestamp());
         params.not_after =
-            OffsetDateTime::from_unix_timestamp(end).map_err(|e| CaError::Certificate {
-                reason: e.to_string(),
-            })?;
+            OffsetDateTime::from_unix_timestamp(end).map_err(|e| CaError::Certificate { reason: e.to_string() })?;
         params.use_authority_key_identifier_extension = true;
-        let cert = params
-            .signed_by(other.issuer.key(), &self.issuer)
-            .map_err(CaError::Generate)?;
+        let cert = params.signed_by(other.issuer.key(), &self.issuer).map_err(CaError::Generate)?;
         Ok(cert.der().clone())
     }
 
@@ -329,11 +269,7 @@ fn root_params(now: OffsetDateTime) -> Result<CertificateParams, CaError> {
     name.push(DnType::CommonName, ROOT_CA_COMMON_NAME);
     params.distinguished_name = name;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
     params.not_before = now - BACKDATE;
     params.not_after = now + ROOT_CA_VALIDITY;
     params.serial_number = Some(random::serial().map_err(|_| CaError::Random)?);
@@ -353,18 +289,14 @@ fn name_of(cert: &X509Certificate<'_>) -> Result<DistinguishedName, CaError> {
             .iter()
             .ok_or_else(|| unsupported("an attribute type that is not an OID".into()))?
             .collect();
-        let text = attr
-            .as_str()
-            .map_err(|_| unsupported(format!("a non-string value for {}", attr.attr_type())))?;
+        let text = attr.as_str().map_err(|_| unsupported(format!("a non-string value for {}", attr.attr_type())))?;
         let value = match attr.attr_value().tag() {
-            Tag::PrintableString => DnValue::PrintableString(
-                text.try_into()
-                    .map_err(|_| unsupported("an invalid PrintableString".into()))?,
-            ),
-            Tag::Ia5String => DnValue::Ia5String(
-                text.try_into()
-                    .map_err(|_| unsupported("an invalid IA5String".into()))?,
-            ),
+            Tag::PrintableString => {
+                DnValue::PrintableString(text.try_into().map_err(|_| unsupported("an invalid PrintableString".into()))?)
+            }
+            Tag::Ia5String => {
+                DnValue::Ia5String(text.try_into().map_err(|_| unsupported("an invalid IA5String".into()))?)
+            }
             Tag::Utf8String => DnValue::Utf8String(text.to_owned()),
             other => return Err(unsupported(format!("a value of ASN.1 tag {other}"))),
         };
@@ -375,9 +307,7 @@ fn name_of(cert: &X509Certificate<'_>) -> Result<DistinguishedName, CaError> {
 
 /// A certificate's subject as text, for messages.
 fn subject_of(cert: &CertificateDer<'_>) -> String {
-    X509Certificate::from_der(cert)
-        .map(|(_, c)| c.subject().to_string())
-        .unwrap_or_default()
+    X509Certificate::from_der(cert).map(|(_, c)| c.subject().to_string()).unwrap_or_default()
 }
 
 /// PEM text of one certificate.
@@ -398,11 +328,7 @@ fn base64_encode(data: &[u8]) -> String {
     const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
+        let b = [chunk[0], chunk.get(1).copied().unwrap_or(0), chunk.get(2).copied().unwrap_or(0)];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -435,9 +361,7 @@ impl NodeKey {
 
     /// Loads a key from PKCS#8 PEM.
     pub fn from_pem(key_pem: &str) -> Result<NodeKey, KeyError> {
-        let key = KeyPair::from_pem(key_pem).map_err(|e| KeyError::Malformed {
-            reason: e.to_string(),
-        })?;
+        let key = KeyPair::from_pem(key_pem).map_err(|e| KeyError::Malformed { reason: e.to_string() })?;
         Ok(NodeKey { key })
     }
 
@@ -452,10 +376,7 @@ impl NodeKey {
         let mut name = DistinguishedName::new();
         name.push(DnType::CommonName, "shoal-node");
         params.distinguished_name = name;
-        params
-            .serialize_request(&self.key)
-            .and_then(|csr| csr.pem())
-            .map_err(IssueError::Sign)
+        params.serialize_request(&self.key).and_then(|csr| csr.pem()).map_err(IssueError::Sign)
     }
 
     pub(crate) fn public_key_raw(&self) -> &[u8] {

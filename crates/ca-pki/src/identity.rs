@@ -39,9 +39,7 @@ impl FromStr for Role {
         match s {
             "shoal-manager" => Ok(Role::Manager),
             "shoal-worker" => Ok(Role::Worker),
-            other => Err(IdentityError::UnknownRole {
-                found: other.to_owned(),
-            }),
+            other => Err(IdentityError::UnknownRole { found: other.to_owned() }),
         }
     }
 }
@@ -61,9 +59,7 @@ pub struct NodeIdentity {
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
     /// The TLS session has no peer certificate.
-    #[error(
-        "peer presented no certificate: connect with node credentials issued by the cluster CA"
-    )]
+    #[error("peer presented no certificate: connect with node credentials issued by the cluster CA")]
     NoCertificate,
     /// The certificate is not valid DER X.509.
     #[error("peer certificate is not valid X.509: {reason}")]
@@ -72,9 +68,7 @@ pub enum IdentityError {
         reason: String,
     },
     /// A required subject field is missing or not a string.
-    #[error(
-        "peer certificate has no usable {field} in its subject: it was not issued by a shoal CA"
-    )]
+    #[error("peer certificate has no usable {field} in its subject: it was not issued by a shoal CA")]
     MissingField {
         /// The subject field, `CN`, `OU` or `O`.
         field: &'static str,
@@ -104,26 +98,18 @@ pub struct PermissionError {
 /// Pass `conn.peer_certificates()` of a rustls connection whose config came from this crate, so the
 /// chain has already been verified against the cluster CA; the leaf is the first certificate.
 pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> Result<NodeIdentity, IdentityError> {
-    let leaf = chain
-        .and_then(|certs| certs.first())
-        .ok_or(IdentityError::NoCertificate)?;
+    let leaf = chain.and_then(|certs| certs.first()).ok_or(IdentityError::NoCertificate)?;
     identity_of(leaf)
 }
 
 /// Reads the identity of one certificate (no verification).
 pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Result<NodeIdentity, IdentityError> {
-    let (_, cert) = X509Certificate::from_der(cert).map_err(|e| IdentityError::Malformed {
-        reason: e.to_string(),
-    })?;
+    let (_, cert) = X509Certificate::from_der(cert).map_err(|e| IdentityError::Malformed { reason: e.to_string() })?;
     let subject = cert.subject();
     let node_id = first_str(subject.iter_common_name(), "CN")?;
     let role = first_str(subject.iter_organizational_unit(), "OU")?.parse()?;
     let cluster_id = first_str(subject.iter_organization(), "O")?;
-    Ok(NodeIdentity {
-        node_id,
-        role,
-        cluster_id,
-    })
+    Ok(NodeIdentity { node_id, role, cluster_id })
 }
 
 /// The first value of a subject attribute, as a string.
@@ -131,11 +117,7 @@ fn first_str<'a, 'b: 'a>(
     mut values: impl Iterator<Item = &'a AttributeTypeAndValue<'b>>,
     field: &'static str,
 ) -> Result<String, IdentityError> {
-    values
-        .next()
-        .and_then(|value| value.as_str().ok())
-        .map(str::to_owned)
-        .ok_or(IdentityError::MissingField { field })
+    values.next().and_then(|value| value.as_str().ok()).map(str::to_owned).ok_or(IdentityError::MissingField { field })
 }
 
 /// Allows a call only if the peer has `required` role.
@@ -143,11 +125,7 @@ pub fn require_role(identity: &NodeIdentity, required: Role) -> Result<(), Permi
     if identity.role == required {
         Ok(())
     } else {
-        Err(PermissionError {
-            node_id: identity.node_id.clone(),
-            required,
-            actual: identity.role,
-        })
+        Err(PermissionError { node_id: identity.node_id.clone(), required, actual: identity.role })
     }
 }
 
@@ -161,36 +139,20 @@ mod tests {
             assert_eq!(role.as_str().parse::<Role>().expect("role"), role);
         }
         let err = "admin".parse::<Role>().expect_err("unknown role");
-        assert_eq!(
-            err.to_string(),
-            "certificate role \"admin\" is unknown: expected shoal-manager or shoal-worker"
-        );
+        assert_eq!(err.to_string(), "certificate role \"admin\" is unknown: expected shoal-manager or shoal-worker");
     }
 
     #[test]
     fn require_role_refuses_other_roles() {
-        let worker = NodeIdentity {
-            node_id: "node-1".into(),
-            role: Role::Worker,
-            cluster_id: "c1".into(),
-        };
+        let worker = NodeIdentity { node_id: "node-1".into(), role: Role::Worker, cluster_id: "c1".into() };
         assert!(require_role(&worker, Role::Worker).is_ok());
         let err = require_role(&worker, Role::Manager).expect_err("worker is not a manager");
-        assert_eq!(
-            err.to_string(),
-            "node node-1 has role shoal-worker but this call needs role shoal-manager"
-        );
+        assert_eq!(err.to_string(), "node node-1 has role shoal-worker but this call needs role shoal-manager");
     }
 
     #[test]
     fn no_certificate_is_an_error() {
-        assert!(matches!(
-            peer_identity(None),
-            Err(IdentityError::NoCertificate)
-        ));
-        assert!(matches!(
-            peer_identity(Some(&[])),
-            Err(IdentityError::NoCertificate)
-        ));
+        assert!(matches!(peer_identity(None), Err(IdentityError::NoCertificate)));
+        assert!(matches!(peer_identity(Some(&[])), Err(IdentityError::NoCertificate)));
     }
 }

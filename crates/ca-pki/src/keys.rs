@@ -31,9 +31,7 @@ const AAD_KEY_FILE: &[u8] = b"shoal key file v1";
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The unlock key does not start with `SHKEY-`.
-    #[error(
-        "unlock key must start with SHKEY-, found {found:?}: pass the key printed by `shoal cluster unlock-key`"
-    )]
+    #[error("unlock key must start with SHKEY-, found {found:?}: pass the key printed by `shoal cluster unlock-key`")]
     UnlockKeyPrefix {
         /// The start of what was given.
         found: String,
@@ -51,9 +49,7 @@ pub enum KeyError {
         found: usize,
     },
     /// The unlock key body has a character outside `0-9a-z`.
-    #[error(
-        "unlock key has {found:?} at position {position} of its body: only 0-9 and a-z are allowed"
-    )]
+    #[error("unlock key has {found:?} at position {position} of its body: only 0-9 and a-z are allowed")]
     UnlockKeyCharacter {
         /// 1-based position in the body.
         position: usize,
@@ -64,9 +60,7 @@ pub enum KeyError {
     #[error("unlock key body is larger than 256 bits: the key was altered")]
     UnlockKeyRange,
     /// The unlock key does not open the ciphertext.
-    #[error(
-        "the unlock key does not open {what}: check that it is this cluster's current unlock key"
-    )]
+    #[error("the unlock key does not open {what}: check that it is this cluster's current unlock key")]
     WrongUnlockKey {
         /// What was being opened.
         what: String,
@@ -113,11 +107,7 @@ impl fmt::Debug for UnlockKey {
 impl fmt::Display for UnlockKey {
     /// The `SHKEY-1-…` text. Secret: show it to the operator once.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{UNLOCK_KEY_PREFIX}-{UNLOCK_KEY_VERSION}-{}",
-            base36::encode(&self.0, WIDTH_32_BYTES)
-        )
+        write!(f, "{UNLOCK_KEY_PREFIX}-{UNLOCK_KEY_VERSION}-{}", base36::encode(&self.0, WIDTH_32_BYTES))
     }
 }
 
@@ -128,15 +118,11 @@ impl FromStr for UnlockKey {
         let mut parts = text.splitn(3, '-');
         let prefix = parts.next().unwrap_or_default();
         if prefix != UNLOCK_KEY_PREFIX {
-            return Err(KeyError::UnlockKeyPrefix {
-                found: text.chars().take(6).collect(),
-            });
+            return Err(KeyError::UnlockKeyPrefix { found: text.chars().take(6).collect() });
         }
         let version = parts.next().unwrap_or_default();
         if version != UNLOCK_KEY_VERSION {
-            return Err(KeyError::UnlockKeyVersion {
-                found: version.to_owned(),
-            });
+            return Err(KeyError::UnlockKeyVersion { found: version.to_owned() });
         }
         let body = parts.next().unwrap_or_default();
         let length = body.chars().count();
@@ -145,9 +131,7 @@ impl FromStr for UnlockKey {
         }
         match base36::decode::<32>(body) {
             Ok(bytes) => Ok(UnlockKey(bytes)),
-            Err(DecodeError::Character { position, found }) => {
-                Err(KeyError::UnlockKeyCharacter { position, found })
-            }
+            Err(DecodeError::Character { position, found }) => Err(KeyError::UnlockKeyCharacter { position, found }),
             Err(DecodeError::Range) => Err(KeyError::UnlockKeyRange),
         }
     }
@@ -156,27 +140,16 @@ impl FromStr for UnlockKey {
 impl UnlockKey {
     /// Makes a new random unlock key.
     pub fn generate() -> Result<UnlockKey, KeyError> {
-        random::random_bytes::<32>()
-            .map(UnlockKey)
-            .map_err(|_| KeyError::Crypto {
-                what: "generate an unlock key",
-            })
+        random::random_bytes::<32>().map(UnlockKey).map_err(|_| KeyError::Crypto { what: "generate an unlock key" })
     }
 
     fn seal(&self, plaintext: &[u8], aad: &'static [u8]) -> Result<Vec<u8>, KeyError> {
         let crypto = |what| KeyError::Crypto { what };
-        let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.0).map_err(|_| crypto("seal a key"))?,
-        );
-        let nonce_bytes =
-            random::random_bytes::<NONCE_LEN>().map_err(|_| crypto("make a nonce"))?;
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &self.0).map_err(|_| crypto("seal a key"))?);
+        let nonce_bytes = random::random_bytes::<NONCE_LEN>().map_err(|_| crypto("make a nonce"))?;
         let mut sealed = plaintext.to_vec();
-        key.seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(aad),
-            &mut sealed,
-        )
-        .map_err(|_| crypto("seal a key"))?;
+        key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce_bytes), Aad::from(aad), &mut sealed)
+            .map_err(|_| crypto("seal a key"))?;
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&sealed);
         Ok(out)
@@ -190,17 +163,13 @@ impl UnlockKey {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &self.0)
-                .map_err(|_| KeyError::Crypto { what: "open a key" })?,
+            UnboundKey::new(&AES_256_GCM, &self.0).map_err(|_| KeyError::Crypto { what: "open a key" })?,
         );
-        let nonce = Nonce::try_assume_unique_for_key(nonce)
-            .map_err(|_| KeyError::Crypto { what: "open a key" })?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Crypto { what: "open a key" })?;
         let mut buffer = ciphertext.to_vec();
         let plaintext = key
             .open_in_place(nonce, Aad::from(aad), &mut buffer)
-            .map_err(|_| KeyError::WrongUnlockKey {
-                what: what.to_owned(),
-            })?;
+            .map_err(|_| KeyError::WrongUnlockKey { what: what.to_owned() })?;
         Ok(plaintext.to_vec())
     }
 }
@@ -220,9 +189,7 @@ impl DataKey {
     pub fn generate() -> Result<DataKey, KeyError> {
         random::random_bytes::<32>()
             .map(DataKey)
-            .map_err(|_| KeyError::Crypto {
-                what: "generate a data-encryption key",
-            })
+            .map_err(|_| KeyError::Crypto { what: "generate a data-encryption key" })
     }
 
     /// Uses existing key bytes.
@@ -244,9 +211,9 @@ impl DataKey {
 
     /// Decrypts a key made by [`DataKey::wrap`]; a wrong unlock key gives [`KeyError::WrongUnlockKey`].
     pub fn unwrap(wrapped: &[u8], kek: &UnlockKey) -> Result<DataKey, KeyError> {
-        let (version, sealed) = wrapped.split_first().ok_or_else(|| KeyError::Malformed {
-            reason: "wrapped data-encryption key is empty".into(),
-        })?;
+        let (version, sealed) = wrapped
+            .split_first()
+            .ok_or_else(|| KeyError::Malformed { reason: "wrapped data-encryption key is empty".into() })?;
         if *version != WRAP_VERSION {
             return Err(KeyError::Malformed {
                 reason: format!(
@@ -255,11 +222,9 @@ impl DataKey {
             });
         }
         let plaintext = kek.open(sealed, AAD_DEK, "the wrapped data-encryption key")?;
-        let bytes: [u8; 32] = plaintext
-            .try_into()
-            .map_err(|v: Vec<u8>| KeyError::Malformed {
-                reason: format!("data-encryption key is {} bytes, expected 32", v.len()),
-            })?;
+        let bytes: [u8; 32] = plaintext.try_into().map_err(|v: Vec<u8>| KeyError::Malformed {
+            reason: format!("data-encryption key is {} bytes, expected 32", v.len()),
+        })?;
         Ok(DataKey(bytes))
     }
 }
@@ -276,22 +241,13 @@ pub fn write_key_file(path: &Path, key: &[u8], kek: Option<&UnlockKey>) -> Resul
             format!("{ENCRYPTED_HEADER}\n{}\n", hex_encode(&sealed)).into_bytes()
         }
     };
-    let io = |source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let suffix = random::random_bytes::<8>().map_err(|_| KeyError::Crypto {
-        what: "name a temporary key file",
-    })?;
+    let io = |source| KeyError::Io { path: path.to_owned(), source };
+    let suffix = random::random_bytes::<8>().map_err(|_| KeyError::Crypto { what: "name a temporary key file" })?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp-{}", hex_encode(&suffix)));
     let tmp = PathBuf::from(tmp_name);
     let result = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         file.write_all(&content)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -315,40 +271,22 @@ pub fn write_key_file(path: &Path, key: &[u8], kek: Option<&UnlockKey>) -> Resul
 /// as is whether or not `kek` is given, so a cluster can turn on autolock and re-encrypt with
 /// [`rekey_key_file`].
 pub fn read_key_file(path: &Path, kek: Option<&UnlockKey>) -> Result<Vec<u8>, KeyError> {
-    let content = std::fs::read(path).map_err(|source| KeyError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let Some(body) = content
-        .strip_prefix(ENCRYPTED_HEADER.as_bytes())
-        .and_then(|rest| rest.strip_prefix(b"\n"))
-    else {
+    let content = std::fs::read(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+    let Some(body) = content.strip_prefix(ENCRYPTED_HEADER.as_bytes()).and_then(|rest| rest.strip_prefix(b"\n")) else {
         return Ok(content);
     };
-    let kek = kek.ok_or_else(|| KeyError::Locked {
-        path: path.to_owned(),
-    })?;
-    let text = std::str::from_utf8(body).map_err(|_| KeyError::Malformed {
-        reason: format!("encrypted key file {} is not text", path.display()),
-    })?;
-    let sealed = hex_decode(text.trim()).ok_or_else(|| KeyError::Malformed {
-        reason: format!("encrypted key file {} is not hex", path.display()),
-    })?;
-    kek.open(
-        &sealed,
-        AAD_KEY_FILE,
-        &format!("key file {}", path.display()),
-    )
+    let kek = kek.ok_or_else(|| KeyError::Locked { path: path.to_owned() })?;
+    let text = std::str::from_utf8(body)
+        .map_err(|_| KeyError::Malformed { reason: format!("encrypted key file {} is not text", path.display()) })?;
+    let sealed = hex_decode(text.trim())
+        .ok_or_else(|| KeyError::Malformed { reason: format!("encrypted key file {} is not hex", path.display()) })?;
+    kek.open(&sealed, AAD_KEY_FILE, &format!("key file {}", path.display()))
 }
 
 /// Re-encrypts a key file from `old` to `new` (either may be `None` for plaintext).
 ///
 /// The file is decrypted first: with a wrong `old` key nothing is written.
-pub fn rekey_key_file(
-    path: &Path,
-    old: Option<&UnlockKey>,
-    new: Option<&UnlockKey>,
-) -> Result<(), KeyError> {
+pub fn rekey_key_file(path: &Path, old: Option<&UnlockKey>, new: Option<&UnlockKey>) -> Result<(), KeyError> {
     let key = read_key_file(path, old)?;
     write_key_file(path, &key, new)
 }
@@ -361,10 +299,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) || !text.is_ascii() {
         return None;
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok())
-        .collect()
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(&text[i..i + 2], 16).ok()).collect()
 }
 
 #[cfg(test)]

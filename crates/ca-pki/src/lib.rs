@@ -60,17 +60,15 @@ mod tls;
 mod token;
 
 pub use ca::{
-    CaError, DEFAULT_NODE_VALIDITY, IssueError, MIN_NODE_VALIDITY, NodeKey, ROOT_CA_COMMON_NAME,
-    ROOT_CA_VALIDITY, RootCa,
+    CaError, DEFAULT_NODE_VALIDITY, IssueError, MIN_NODE_VALIDITY, NodeKey, ROOT_CA_COMMON_NAME, ROOT_CA_VALIDITY,
+    RootCa,
 };
-pub use identity::{
-    IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role,
-};
+pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role};
 pub use keys::{DataKey, KeyError, UnlockKey, read_key_file, rekey_key_file, write_key_file};
 pub use renewal::{needs_renewal, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{
-    CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, client_config,
-    join_client_config, join_server_config, server_config, server_name,
+    CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, client_config, join_client_config,
+    join_server_config, server_config, server_name,
 };
 pub use token::{JoinError, JoinToken, JoinTokens, TokenError};

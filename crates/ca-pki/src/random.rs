@@ -9,9 +9,7 @@ pub(crate) struct RandomFailure;
 /// Fills an array with random bytes from the operating system.
 pub(crate) fn random_bytes<const N: usize>() -> Result<[u8; N], RandomFailure> {
     let mut out = [0u8; N];
-    SystemRandom::new()
-        .fill(&mut out)
-        .map_err(|_| RandomFailure)?;
+    SystemRandom::new().fill(&mut out).map_err(|_| RandomFailure)?;
     Ok(out)
 }
 
@@ -26,10 +24,7 @@ pub(crate) fn serial() -> Result<rcgen::SerialNumber, RandomFailure> {
 
 /// Compares two secrets of the same length in time that does not depend on where they differ.
 pub(crate) fn constant_time_eq<const N: usize>(a: &[u8; N], b: &[u8; N]) -> bool {
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | std::hint::black_box(x ^ y));
     std::hint::black_box(diff) == 0
 }
 

@@ -12,31 +12,18 @@ const LATEST: f64 = 0.8;
 ///
 /// `draw` is a random number in `[0, 1]` that the caller picks once per certificate (values
 /// outside are clamped, NaN counts as 0). A certificate with no lifetime renews at `not_before`.
-pub fn renewal_time(
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    draw: f64,
-) -> OffsetDateTime {
+pub fn renewal_time(not_before: OffsetDateTime, not_after: OffsetDateTime, draw: f64) -> OffsetDateTime {
     if not_after <= not_before {
         return not_before;
     }
-    let draw = if draw.is_nan() {
-        0.0
-    } else {
-        draw.clamp(0.0, 1.0)
-    };
+    let draw = if draw.is_nan() { 0.0 } else { draw.clamp(0.0, 1.0) };
     let fraction = EARLIEST + (LATEST - EARLIEST) * draw;
     not_before + (not_after - not_before) * fraction
 }
 
 /// Whether a certificate valid from `not_before` to `not_after` is due for renewal at `now`
 /// (see [`renewal_time`]).
-pub fn needs_renewal(
-    not_before: OffsetDateTime,
-    not_after: OffsetDateTime,
-    now: OffsetDateTime,
-    draw: f64,
-) -> bool {
+pub fn needs_renewal(not_before: OffsetDateTime, not_after: OffsetDateTime, now: OffsetDateTime, draw: f64) -> bool {
     now >= renewal_time(not_before, not_after, draw)
 }
 
@@ -47,8 +34,7 @@ mod tests {
     use super::*;
 
     /// 2030-01-01 00:00 UTC.
-    const START: OffsetDateTime =
-        OffsetDateTime::UNIX_EPOCH.saturating_add(Duration::seconds(1_893_456_000));
+    const START: OffsetDateTime = OffsetDateTime::UNIX_EPOCH.saturating_add(Duration::seconds(1_893_456_000));
 
     #[test]
     fn renewal_point_spans_50_to_80_percent() {
@@ -62,11 +48,7 @@ mod tests {
             (f64::NAN, Duration::days(50)),
         ];
         for (draw, offset) in cases {
-            assert_eq!(
-                renewal_time(START, end, draw),
-                START + offset,
-                "draw {draw}"
-            );
+            assert_eq!(renewal_time(START, end, draw), START + offset, "draw {draw}");
         }
     }
 

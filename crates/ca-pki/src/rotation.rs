@@ -63,10 +63,7 @@ struct Transition {
 impl ClusterCa {
     /// A CA in the stable state with one root.
     pub fn new(root: RootCa) -> ClusterCa {
-        ClusterCa {
-            signer: root,
-            transition: None,
-        }
+        ClusterCa { signer: root, transition: None }
     }
 
     /// Where a rotation stands.
@@ -127,30 +124,20 @@ impl ClusterCa {
     }
 
     /// Starts a rotation to a given root (for example an imported external one).
-    pub fn start_rotation_to(
-        &mut self,
-        new_root: RootCa,
-        now: OffsetDateTime,
-    ) -> Result<(), RotationError> {
+    pub fn start_rotation_to(&mut self, new_root: RootCa, now: OffsetDateTime) -> Result<(), RotationError> {
         if self.transition.is_some() {
             return Err(RotationError::InProgress);
         }
         let cross_signed = self.signer.cross_sign(&new_root, now)?;
         let old_root = std::mem::replace(&mut self.signer, new_root);
-        self.transition = Some(Transition {
-            old_root,
-            cross_signed,
-        });
+        self.transition = Some(Transition { old_root, cross_signed });
         Ok(())
     }
 
     /// Ends the transition: the old root is dropped from the trust bundle, so certificates it
     /// signed are refused from then on.
     pub fn complete_rotation(&mut self) -> Result<(), RotationError> {
-        self.transition
-            .take()
-            .map(|_| ())
-            .ok_or(RotationError::NotInProgress)
+        self.transition.take().map(|_| ()).ok_or(RotationError::NotInProgress)
     }
 
     /// Saves the CA in `dir`: `ca.crt`/`ca.key` for the signing root and, during a transition,
@@ -160,10 +147,8 @@ impl ClusterCa {
         let rotation_dir = dir.join(NEW_ROOT_DIR);
         match &self.transition {
             Some(transition) => {
-                std::fs::create_dir_all(&rotation_dir).map_err(|source| CaError::Io {
-                    path: rotation_dir.clone(),
-                    source,
-                })?;
+                std::fs::create_dir_all(&rotation_dir)
+                    .map_err(|source| CaError::Io { path: rotation_dir.clone(), source })?;
                 transition.old_root.save(&rotation_dir, kek)?;
                 let path = rotation_dir.join(CROSS_SIGNED_FILE);
                 std::fs::write(&path, pem_of(&transition.cross_signed))
@@ -173,10 +158,7 @@ impl ClusterCa {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(source) => {
-                    return Err(CaError::Io {
-                        path: rotation_dir,
-                        source,
-                    });
+                    return Err(CaError::Io { path: rotation_dir, source });
                 }
             },
         }
@@ -192,21 +174,10 @@ impl ClusterCa {
         }
         let old_root = RootCa::load(&rotation_dir, kek)?;
         let path = rotation_dir.join(CROSS_SIGNED_FILE);
-        let pem = std::fs::read_to_string(&path).map_err(|source| CaError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let cross_signed =
-            CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| CaError::Certificate {
-                reason: format!("{}: {e}", path.display()),
-            })?;
-        Ok(ClusterCa {
-            signer,
-            transition: Some(Transition {
-                old_root,
-                cross_signed,
-            }),
-        })
+        let pem = std::fs::read_to_string(&path).map_err(|source| CaError::Io { path: path.clone(), source })?;
+        let cross_signed = CertificateDer::from_pem_slice(pem.as_bytes())
+            .map_err(|e| CaError::Certificate { reason: format!("{}: {e}", path.display()) })?;
+        Ok(ClusterCa { signer, transition: Some(Transition { old_root, cross_signed }) })
     }
 }
 

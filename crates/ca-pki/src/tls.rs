@@ -44,9 +44,7 @@ pub enum CredentialsError {
         reason: String,
     },
     /// The certificate's public key is not the node key's.
-    #[error(
-        "node certificate for {node_id} does not belong to this node key: ask the CA again with this key's CSR"
-    )]
+    #[error("node certificate for {node_id} does not belong to this node key: ask the CA again with this key's CSR")]
     KeyMismatch {
         /// The node ID in the certificate.
         node_id: String,
@@ -96,10 +94,7 @@ impl TrustBundle {
     pub fn from_pem(pem: &str) -> Result<TrustBundle, CredentialsError> {
         let what = "trust bundle";
         let roots = parse_certs(pem, what)?;
-        Ok(TrustBundle {
-            pem: pem.to_owned(),
-            roots,
-        })
+        Ok(TrustBundle { pem: pem.to_owned(), roots })
     }
 
     /// Makes a bundle of the given roots.
@@ -131,9 +126,7 @@ impl TrustBundle {
     fn root_store(&self) -> Result<RootCertStore, TlsConfigError> {
         let mut store = RootCertStore::empty();
         for root in &self.roots {
-            store
-                .add(root.clone())
-                .map_err(|e| TlsConfigError::TrustAnchor(e.to_string()))?;
+            store.add(root.clone()).map_err(|e| TlsConfigError::TrustAnchor(e.to_string()))?;
         }
         Ok(store)
     }
@@ -172,27 +165,16 @@ impl NodeCredentials {
     pub fn new(chain_pem: &str, key: NodeKey) -> Result<NodeCredentials, CredentialsError> {
         let what = "node certificate chain";
         let chain = parse_certs(chain_pem, what)?;
-        let leaf = chain
-            .first()
-            .ok_or(CredentialsError::NoCertificate { what })?;
-        let (_, parsed) =
-            X509Certificate::from_der(leaf).map_err(|e| CredentialsError::Certificate {
-                what,
-                reason: e.to_string(),
-            })?;
+        let leaf = chain.first().ok_or(CredentialsError::NoCertificate { what })?;
+        let (_, parsed) = X509Certificate::from_der(leaf)
+            .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
         let identity = identity_of(leaf)?;
         if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(CredentialsError::KeyMismatch {
-                node_id: identity.node_id,
-            });
+            return Err(CredentialsError::KeyMismatch { node_id: identity.node_id });
         }
         let time = |t: &x509_parser::time::ASN1Time| {
-            OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| {
-                CredentialsError::Certificate {
-                    what,
-                    reason: e.to_string(),
-                }
-            })
+            OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })
         };
         let not_before = time(&parsed.validity().not_before)?;
         let not_after = time(&parsed.validity().not_after)?;
@@ -270,20 +252,14 @@ fn provider() -> Arc<CryptoProvider> {
 /// A server config that requires a client certificate issued by a root in `trust`.
 ///
 /// TLS 1.3 only. Set ALPN on the result as the RPC layer needs (`h2` for gRPC).
-pub fn server_config(
-    credentials: &NodeCredentials,
-    trust: &TrustBundle,
-) -> Result<ServerConfig, TlsConfigError> {
+pub fn server_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ServerConfig, TlsConfigError> {
     build_server(credentials, trust, true)
 }
 
 /// A server config for the manager port that also lets nodes without a certificate connect,
 /// so they can present a join token and a CSR. Certificates that are presented must verify;
 /// RPC handlers treat a connection without one as anonymous ([`crate::peer_identity`] fails).
-pub fn join_server_config(
-    credentials: &NodeCredentials,
-    trust: &TrustBundle,
-) -> Result<ServerConfig, TlsConfigError> {
+pub fn join_server_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ServerConfig, TlsConfigError> {
     build_server(credentials, trust, false)
 }
 
@@ -293,15 +269,8 @@ fn build_server(
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
     let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(
-        Arc::new(trust.root_store()?),
-        provider.clone(),
-    );
-    let verifier = if require_client_cert {
-        builder.build()?
-    } else {
-        builder.allow_unauthenticated().build()?
-    };
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
+    let verifier = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
@@ -312,10 +281,7 @@ fn build_server(
 /// A client config that presents the node's certificate and verifies servers against `trust`.
 ///
 /// Connect with [`server_name`] of the role you expect, e.g. `server_name(Role::Manager)`.
-pub fn client_config(
-    credentials: &NodeCredentials,
-    trust: &TrustBundle,
-) -> Result<ClientConfig, TlsConfigError> {
+pub fn client_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(trust.root_store()?)
@@ -333,40 +299,25 @@ pub fn join_client_config(trust: &TrustBundle) -> Result<ClientConfig, TlsConfig
     Ok(config)
 }
 
-fn parse_certs(
-    pem: &str,
-    what: &'static str,
-) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {
+fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {
     let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CredentialsError::Certificate {
-            what,
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
     if certs.is_empty() {
         return Err(CredentialsError::NoCertificate { what });
     }
     for cert in &certs {
-        X509Certificate::from_der(cert).map_err(|e| CredentialsError::Certificate {
-            what,
-            reason: e.to_string(),
-        })?;
+        X509Certificate::from_der(cert).map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
     }
     Ok(certs)
 }
 
 fn write_file(path: &Path, content: &str) -> Result<(), CredentialsError> {
-    std::fs::write(path, content).map_err(|source| CredentialsError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::write(path, content).map_err(|source| CredentialsError::Io { path: path.to_owned(), source })
 }
 
 fn read_file(path: &Path) -> Result<String, CredentialsError> {
-    std::fs::read_to_string(path).map_err(|source| CredentialsError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| CredentialsError::Io { path: path.to_owned(), source })
 }
 
 #[cfg(test)]

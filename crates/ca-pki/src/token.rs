@@ -51,9 +51,7 @@ pub enum TokenError {
         found: usize,
     },
     /// The digest part has the wrong length.
-    #[error(
-        "join token digest is {found} characters long, expected 50: the token was cut or altered"
-    )]
+    #[error("join token digest is {found} characters long, expected 50: the token was cut or altered")]
     DigestLength {
         /// Its length.
         found: usize,
@@ -70,9 +68,7 @@ pub enum TokenError {
     #[error("join token digest is larger than a SHA-256 value: the token was altered")]
     DigestRange,
     /// The secret part has the wrong length.
-    #[error(
-        "join token secret is {found} characters long, expected 25: the token was cut or altered"
-    )]
+    #[error("join token secret is {found} characters long, expected 25: the token was cut or altered")]
     SecretLength {
         /// Its length.
         found: usize,
@@ -157,15 +153,11 @@ impl FromStr for JoinToken {
         }
         let parts: Vec<&str> = text.split('-').collect();
         if parts[0] != PREFIX {
-            return Err(TokenError::Prefix {
-                found: parts[0].chars().take(16).collect(),
-            });
+            return Err(TokenError::Prefix { found: parts[0].chars().take(16).collect() });
         }
         let version = parts.get(1).ok_or(TokenError::MissingVersion)?;
         if *version != VERSION {
-            return Err(TokenError::Version {
-                found: version.chars().take(16).collect(),
-            });
+            return Err(TokenError::Version { found: version.chars().take(16).collect() });
         }
         if parts.len() != PARTS {
             return Err(TokenError::PartCount { found: parts.len() });
@@ -176,9 +168,7 @@ impl FromStr for JoinToken {
             return Err(TokenError::DigestLength { found: digest_len });
         }
         let digest = base36::decode::<32>(digest).map_err(|e| match e {
-            DecodeError::Character { position, found } => {
-                TokenError::DigestCharacter { position, found }
-            }
+            DecodeError::Character { position, found } => TokenError::DigestCharacter { position, found },
             DecodeError::Range => TokenError::DigestRange,
         })?;
         let secret_len = secret.chars().count();
@@ -186,9 +176,7 @@ impl FromStr for JoinToken {
             return Err(TokenError::SecretLength { found: secret_len });
         }
         let secret = base36::decode::<16>(secret).map_err(|e| match e {
-            DecodeError::Character { position, found } => {
-                TokenError::SecretCharacter { position, found }
-            }
+            DecodeError::Character { position, found } => TokenError::SecretCharacter { position, found },
             DecodeError::Range => TokenError::SecretRange,
         })?;
         Ok(JoinToken { digest, secret })
@@ -206,8 +194,7 @@ impl JoinToken {
         if !random::constant_time_eq(&sha256(served_bundle_pem.as_bytes()), &self.digest) {
             return Err(TokenError::RootCaMismatch);
         }
-        TrustBundle::from_pem(served_bundle_pem)
-            .map_err(|e: CredentialsError| TokenError::RootCa(e.to_string()))
+        TrustBundle::from_pem(served_bundle_pem).map_err(|e: CredentialsError| TokenError::RootCa(e.to_string()))
     }
 }
 
@@ -231,11 +218,7 @@ impl fmt::Debug for JoinTokens {
 impl JoinTokens {
     /// Makes fresh worker and manager tokens for the root CA bundle `trust`.
     pub fn generate(trust: &TrustBundle) -> Result<JoinTokens, JoinError> {
-        Ok(JoinTokens {
-            digest: trust.digest(),
-            worker: new_secret()?,
-            manager: new_secret()?,
-        })
+        Ok(JoinTokens { digest: trust.digest(), worker: new_secret()?, manager: new_secret()? })
     }
 
     /// Rebuilds the registry from stored tokens (as written by [`JoinTokens::token`]).
@@ -243,11 +226,7 @@ impl JoinTokens {
         if worker.digest != manager.digest {
             return Err(JoinError::MixedRoots);
         }
-        Ok(JoinTokens {
-            digest: worker.digest,
-            worker: worker.secret,
-            manager: manager.secret,
-        })
+        Ok(JoinTokens { digest: worker.digest, worker: worker.secret, manager: manager.secret })
     }
 
     /// The current token for `role`.
@@ -256,10 +235,7 @@ impl JoinTokens {
             Role::Manager => self.manager,
             Role::Worker => self.worker,
         };
-        JoinToken {
-            digest: self.digest,
-            secret,
-        }
+        JoinToken { digest: self.digest, secret }
     }
 
     /// Replaces the secret for `role`; the old token is refused from now on.

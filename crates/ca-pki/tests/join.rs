@@ -6,8 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use shoal_ca_pki::{
-    ClusterCa, JoinToken, JoinTokens, Role, RootCa, TokenError, join_client_config,
-    join_server_config, server_name,
+    ClusterCa, JoinToken, JoinTokens, Role, RootCa, TokenError, join_client_config, join_server_config, server_name,
 };
 use support::node;
 use time::OffsetDateTime;
@@ -32,13 +31,8 @@ async fn join(addr: std::net::SocketAddr, token: &str) -> Result<String, TokenEr
     let trust = token.verify_root_ca(&bundle)?;
 
     let connector = TlsConnector::from(Arc::new(join_client_config(&trust).expect("config")));
-    let mut tls = connector
-        .connect(server_name(Role::Manager), tcp)
-        .await
-        .expect("tls to the pinned manager");
-    tls.write_all(format!("{token}\n").as_bytes())
-        .await
-        .expect("send token");
+    let mut tls = connector.connect(server_name(Role::Manager), tcp).await.expect("tls to the pinned manager");
+    tls.write_all(format!("{token}\n").as_bytes()).await.expect("send token");
     tls.flush().await.expect("flush");
     let mut reply = String::new();
     tls.read_to_string(&mut reply).await.expect("reply");
@@ -86,9 +80,7 @@ async fn matching_token_joins_with_its_role_and_rotation_refuses_the_old_one() {
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let acceptor = TlsAcceptor::from(Arc::new(
-        join_server_config(&manager, &trust).expect("server config"),
-    ));
+    let acceptor = TlsAcceptor::from(Arc::new(join_server_config(&manager, &trust).expect("server config")));
     let served = trust.pem().to_owned();
     let checker = tokens.clone();
     let manager_side = tokio::spawn(async move {
@@ -120,14 +112,8 @@ async fn matching_token_joins_with_its_role_and_rotation_refuses_the_old_one() {
         }
     });
 
-    assert_eq!(
-        join(addr, &worker_token).await.expect("worker"),
-        "shoal-worker"
-    );
-    assert_eq!(
-        join(addr, &manager_token).await.expect("manager"),
-        "shoal-manager"
-    );
+    assert_eq!(join(addr, &worker_token).await.expect("worker"), "shoal-worker");
+    assert_eq!(join(addr, &manager_token).await.expect("manager"), "shoal-manager");
     // The manager rotated the worker token before this third join.
     assert_eq!(
         join(addr, &worker_token).await.expect("reply"),

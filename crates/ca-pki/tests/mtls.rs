@@ -3,8 +3,8 @@
 mod support;
 
 use shoal_ca_pki::{
-    ClusterCa, NodeIdentity, Role, RootCa, client_config, join_client_config, join_server_config,
-    require_role, server_config, server_name,
+    ClusterCa, NodeIdentity, Role, RootCa, client_config, join_client_config, join_server_config, require_role,
+    server_config, server_name,
 };
 use support::{CLUSTER, handshake, node, node_at};
 use time::{Duration, OffsetDateTime};
@@ -14,11 +14,7 @@ fn new_ca() -> ClusterCa {
 }
 
 fn identity(node_id: &str, role: Role) -> NodeIdentity {
-    NodeIdentity {
-        node_id: node_id.into(),
-        role,
-        cluster_id: CLUSTER.into(),
-    }
+    NodeIdentity { node_id: node_id.into(), role, cluster_id: CLUSTER.into() }
 }
 
 #[tokio::test]
@@ -35,19 +31,13 @@ async fn valid_certificates_handshake_and_identities_are_read() {
     )
     .await;
 
-    let seen_by_server = outcome
-        .server
-        .expect("server accepts")
-        .expect("client cert");
+    let seen_by_server = outcome.server.expect("server accepts").expect("client cert");
     let seen_by_client = outcome.client.expect("client accepts");
     assert_eq!(seen_by_server, identity("worker-1", Role::Worker));
     assert_eq!(seen_by_client, identity("manager-1", Role::Manager));
     assert!(require_role(&seen_by_client, Role::Manager).is_ok());
     let err = require_role(&seen_by_server, Role::Manager).expect_err("worker is no manager");
-    assert_eq!(
-        err.to_string(),
-        "node worker-1 has role shoal-worker but this call needs role shoal-manager"
-    );
+    assert_eq!(err.to_string(), "node worker-1 has role shoal-worker but this call needs role shoal-manager");
 }
 
 #[tokio::test]
@@ -111,10 +101,7 @@ async fn certificate_from_another_ca_is_refused() {
     .await;
     assert!(!outcome.succeeded(), "{outcome:?}");
     let err = outcome.server.expect_err("server refuses");
-    assert!(
-        err.contains("invalid peer certificate: BadSignature"),
-        "{err}"
-    );
+    assert!(err.contains("invalid peer certificate: BadSignature"), "{err}");
 
     // And a client that trusts only the other CA refuses our server.
     let outcome = handshake(
@@ -124,10 +111,7 @@ async fn certificate_from_another_ca_is_refused() {
     )
     .await;
     let err = outcome.client.expect_err("client refuses");
-    assert!(
-        err.contains("invalid peer certificate: BadSignature"),
-        "{err}"
-    );
+    assert!(err.contains("invalid peer certificate: BadSignature"), "{err}");
 }
 
 #[tokio::test]
@@ -136,13 +120,7 @@ async fn expired_certificate_is_refused() {
     let trust = ca.trust_bundle();
     let manager = node(&ca, "manager-1", Role::Manager);
     let long_ago = OffsetDateTime::now_utc() - Duration::days(100);
-    let expired = node_at(
-        &ca,
-        "worker-old",
-        Role::Worker,
-        long_ago,
-        Duration::days(90),
-    );
+    let expired = node_at(&ca, "worker-old", Role::Worker, long_ago, Duration::days(90));
     assert!(expired.not_after() < OffsetDateTime::now_utc());
 
     let outcome = handshake(
@@ -153,10 +131,7 @@ async fn expired_certificate_is_refused() {
     .await;
     assert!(!outcome.succeeded(), "{outcome:?}");
     let err = outcome.server.expect_err("server refuses");
-    assert!(
-        err.contains("invalid peer certificate: certificate expired"),
-        "{err}"
-    );
+    assert!(err.contains("invalid peer certificate: certificate expired"), "{err}");
 }
 
 #[tokio::test]
@@ -173,10 +148,7 @@ async fn worker_cannot_pose_as_a_manager_server() {
     )
     .await;
     let err = outcome.client.expect_err("client refuses the name");
-    assert!(
-        err.contains("certificate not valid for name \"shoal-manager\""),
-        "{err}"
-    );
+    assert!(err.contains("certificate not valid for name \"shoal-manager\""), "{err}");
 }
 
 #[tokio::test]
@@ -186,8 +158,7 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
     let old_worker = node(&ca, "worker-old", Role::Worker);
     assert_eq!(ca.state(), shoal_ca_pki::RotationState::Stable);
 
-    ca.start_rotation(OffsetDateTime::now_utc())
-        .expect("start rotation");
+    ca.start_rotation(OffsetDateTime::now_utc()).expect("start rotation");
     assert_eq!(ca.state(), shoal_ca_pki::RotationState::Transition);
     let transition_trust = ca.trust_bundle();
     let new_manager = node(&ca, "manager-new", Role::Manager);
@@ -236,8 +207,5 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
     assert!(!outcome.succeeded(), "{outcome:?}");
     let err = outcome.server.expect_err("server refuses the old root");
     // Both roots are named CN=shoal-ca, so webpki finds the new root and its signature check fails.
-    assert!(
-        err.contains("invalid peer certificate: BadSignature"),
-        "{err}"
-    );
+    assert!(err.contains("invalid peer certificate: BadSignature"), "{err}");
 }

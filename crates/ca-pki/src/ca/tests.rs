@@ -13,11 +13,7 @@ fn now() -> OffsetDateTime {
 }
 
 fn identity(role: Role) -> NodeIdentity {
-    NodeIdentity {
-        node_id: "node-abc".into(),
-        role,
-        cluster_id: "cluster-1".into(),
-    }
+    NodeIdentity { node_id: "node-abc".into(), role, cluster_id: "cluster-1".into() }
 }
 
 fn parse(pem: &str) -> CertificateDer<'static> {
@@ -31,10 +27,7 @@ fn root_is_p256_shoal_ca_for_20_years() {
     let (_, cert) = X509Certificate::from_der(&der).expect("x509");
     assert!(cert.is_ca());
     assert_eq!(cert.subject().to_string(), "CN=shoal-ca");
-    assert_eq!(
-        cert.public_key().algorithm.algorithm.to_id_string(),
-        "1.2.840.10045.2.1"
-    );
+    assert_eq!(cert.public_key().algorithm.algorithm.to_id_string(), "1.2.840.10045.2.1");
     let nb = cert.validity().not_before.timestamp();
     let na = cert.validity().not_after.timestamp();
     assert_eq!(nb, (now() - Duration::hours(1)).unix_timestamp());
@@ -48,46 +41,19 @@ fn ca_decides_the_identity_not_the_csr() {
     let key = NodeKey::generate().expect("key");
     // A CSR that claims to be a manager of another cluster.
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::OrganizationalUnitName, "shoal-manager");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "evil");
-    let csr = params
-        .serialize_request(&key.key)
-        .and_then(|c| c.pem())
-        .expect("csr");
+    params.distinguished_name.push(DnType::OrganizationalUnitName, "shoal-manager");
+    params.distinguished_name.push(DnType::OrganizationName, "evil");
+    let csr = params.serialize_request(&key.key).and_then(|c| c.pem()).expect("csr");
 
-    let pem = root
-        .issue(&csr, &identity(Role::Worker), DEFAULT_NODE_VALIDITY, now())
-        .expect("issue");
+    let pem = root.issue(&csr, &identity(Role::Worker), DEFAULT_NODE_VALIDITY, now()).expect("issue");
     let der = parse(&pem);
-    assert_eq!(
-        crate::identity::identity_of(&der).expect("identity"),
-        identity(Role::Worker)
-    );
+    assert_eq!(crate::identity::identity_of(&der).expect("identity"), identity(Role::Worker));
     let (_, cert) = X509Certificate::from_der(&der).expect("x509");
-    assert_eq!(
-        cert.subject().to_string(),
-        "CN=node-abc, OU=shoal-worker, O=cluster-1"
-    );
-    assert_eq!(
-        cert.public_key().subject_public_key.data.as_ref(),
-        key.public_key_raw()
-    );
-    let san = cert
-        .subject_alternative_name()
-        .expect("san ok")
-        .expect("san present");
-    assert_eq!(
-        san.value.general_names,
-        vec![GeneralName::DNSName("shoal-worker")]
-    );
-    let eku = cert
-        .extended_key_usage()
-        .expect("eku ok")
-        .expect("eku present");
+    assert_eq!(cert.subject().to_string(), "CN=node-abc, OU=shoal-worker, O=cluster-1");
+    assert_eq!(cert.public_key().subject_public_key.data.as_ref(), key.public_key_raw());
+    let san = cert.subject_alternative_name().expect("san ok").expect("san present");
+    assert_eq!(san.value.general_names, vec![GeneralName::DNSName("shoal-worker")]);
+    let eku = cert.extended_key_usage().expect("eku ok").expect("eku present");
     assert!(eku.value.server_auth && eku.value.client_auth);
     assert!(!cert.is_ca());
 }
@@ -102,51 +68,26 @@ fn validity_is_backdated_and_bounded() {
         (Duration::days(7), Duration::days(7)),
     ];
     for (asked, lifetime) in cases {
-        let pem = root
-            .issue(&csr, &identity(Role::Manager), asked, now())
-            .expect("issue");
+        let pem = root.issue(&csr, &identity(Role::Manager), asked, now()).expect("issue");
         let der = parse(&pem);
         let (_, cert) = X509Certificate::from_der(&der).expect("x509");
-        assert_eq!(
-            cert.validity().not_before.timestamp(),
-            (now() - Duration::hours(1)).unix_timestamp()
-        );
-        assert_eq!(
-            cert.validity().not_after.timestamp(),
-            (now() + lifetime).unix_timestamp()
-        );
+        assert_eq!(cert.validity().not_before.timestamp(), (now() - Duration::hours(1)).unix_timestamp());
+        assert_eq!(cert.validity().not_after.timestamp(), (now() + lifetime).unix_timestamp());
     }
-    let err = root
-        .issue(&csr, &identity(Role::Manager), Duration::minutes(59), now())
-        .expect_err("too short");
-    assert_eq!(
-        err.to_string(),
-        "node certificate validity of 59m is too short: the minimum is 1 hour"
-    );
+    let err = root.issue(&csr, &identity(Role::Manager), Duration::minutes(59), now()).expect_err("too short");
+    assert_eq!(err.to_string(), "node certificate validity of 59m is too short: the minimum is 1 hour");
 }
 
 #[test]
 fn bad_requests_are_refused() {
     let root = RootCa::generate(now()).expect("root");
     let csr = NodeKey::generate().expect("key").csr_pem().expect("csr");
-    let err = root
-        .issue(
-            "not a csr",
-            &identity(Role::Worker),
-            DEFAULT_NODE_VALIDITY,
-            now(),
-        )
-        .expect_err("garbage");
+    let err = root.issue("not a csr", &identity(Role::Worker), DEFAULT_NODE_VALIDITY, now()).expect_err("garbage");
     assert!(matches!(err, IssueError::Csr(_)), "{err}");
     let mut empty = identity(Role::Worker);
     empty.cluster_id.clear();
-    let err = root
-        .issue(&csr, &empty, DEFAULT_NODE_VALIDITY, now())
-        .expect_err("empty cluster");
-    assert_eq!(
-        err.to_string(),
-        "node identity has an empty cluster ID: pass a node ID and a cluster ID"
-    );
+    let err = root.issue(&csr, &empty, DEFAULT_NODE_VALIDITY, now()).expect_err("empty cluster");
+    assert_eq!(err.to_string(), "node identity has an empty cluster ID: pass a node ID and a cluster ID");
 }
 
 #[test]
@@ -169,12 +110,8 @@ fn imports_an_external_root_and_signs_with_it() {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "Example Corp Root");
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "Example Corp");
+    params.distinguished_name.push(DnType::CommonName, "Example Corp Root");
+    params.distinguished_name.push(DnType::OrganizationName, "Example Corp");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let cert = params.self_signed(&key).expect("self-signed");
@@ -182,9 +119,7 @@ fn imports_an_external_root_and_signs_with_it() {
     let root = RootCa::from_pem(&cert.pem(), &key.serialize_pem()).expect("import");
     assert_eq!(root.cert_der(), cert.der());
     let csr = NodeKey::generate().expect("key").csr_pem().expect("csr");
-    let pem = root
-        .issue(&csr, &identity(Role::Manager), DEFAULT_NODE_VALIDITY, now())
-        .expect("issue");
+    let pem = root.issue(&csr, &identity(Role::Manager), DEFAULT_NODE_VALIDITY, now()).expect("issue");
     assert!(root.signed(&parse(&pem)));
 }
 
@@ -200,12 +135,7 @@ fn import_refuses_mismatched_keys_and_leaf_certificates() {
 
     let node_key = NodeKey::generate().expect("key");
     let leaf = root
-        .issue(
-            &node_key.csr_pem().expect("csr"),
-            &identity(Role::Worker),
-            DEFAULT_NODE_VALIDITY,
-            now(),
-        )
+        .issue(&node_key.csr_pem().expect("csr"), &identity(Role::Worker), DEFAULT_NODE_VALIDITY, now())
         .expect("issue");
     let err = RootCa::from_pem(&leaf, &node_key.to_pem()).expect_err("leaf");
     assert!(matches!(err, CaError::NotCa { .. }), "{err}");

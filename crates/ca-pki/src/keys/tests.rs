@@ -22,10 +22,7 @@ fn malformed_unlock_keys_have_precise_messages() {
             format!("SWMKEY-1-{body}"),
             "unlock key must start with SHKEY-, found \"SWMKEY\": pass the key printed by `shoal cluster unlock-key`",
         ),
-        (
-            format!("SHKEY-2-{body}"),
-            "unlock key version \"2\" is not supported: this build reads version 1",
-        ),
+        (format!("SHKEY-2-{body}"), "unlock key version \"2\" is not supported: this build reads version 1"),
         (
             format!("SHKEY-1-{}", &body[1..]),
             "unlock key body is 49 characters long, expected 50: the key was cut or altered",
@@ -34,10 +31,7 @@ fn malformed_unlock_keys_have_precise_messages() {
             format!("SHKEY-1-{}X", &body[1..]),
             "unlock key has 'X' at position 50 of its body: only 0-9 and a-z are allowed",
         ),
-        (
-            format!("SHKEY-1-{}", "z".repeat(50)),
-            "unlock key body is larger than 256 bits: the key was altered",
-        ),
+        (format!("SHKEY-1-{}", "z".repeat(50)), "unlock key body is larger than 256 bits: the key was altered"),
     ];
     for (input, expected) in table {
         let err = input.parse::<UnlockKey>().expect_err(&input);
@@ -62,22 +56,12 @@ fn data_key_wraps_and_unwraps() {
     let mut tampered = wrapped.clone();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    assert!(matches!(
-        DataKey::unwrap(&tampered, &kek),
-        Err(KeyError::WrongUnlockKey { .. })
-    ));
-    assert!(matches!(
-        DataKey::unwrap(&[], &kek),
-        Err(KeyError::Malformed { .. })
-    ));
+    assert!(matches!(DataKey::unwrap(&tampered, &kek), Err(KeyError::WrongUnlockKey { .. })));
+    assert!(matches!(DataKey::unwrap(&[], &kek), Err(KeyError::Malformed { .. })));
 }
 
 fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .expect("metadata")
-        .permissions()
-        .mode()
-        & 0o777
+    std::fs::metadata(path).expect("metadata").permissions().mode() & 0o777
 }
 
 #[test]
@@ -103,19 +87,10 @@ fn encrypted_key_file_needs_the_unlock_key() {
     assert_eq!(mode(&path), 0o600);
     let on_disk = std::fs::read(&path).expect("read");
     assert!(!on_disk.windows(6).any(|w| w == b"secret"));
-    assert_eq!(
-        read_key_file(&path, Some(&kek)).expect("read"),
-        b"secret key"
-    );
+    assert_eq!(read_key_file(&path, Some(&kek)).expect("read"), b"secret key");
 
     let err = read_key_file(&path, None).expect_err("locked");
-    assert_eq!(
-        err.to_string(),
-        format!(
-            "key file {} is encrypted: supply the cluster's unlock key",
-            path.display()
-        )
-    );
+    assert_eq!(err.to_string(), format!("key file {} is encrypted: supply the cluster's unlock key", path.display()));
 }
 
 #[test]
@@ -142,10 +117,7 @@ fn wrong_unlock_key_is_clear_and_overwrites_nothing() {
     assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
 
     rekey_key_file(&path, Some(&kek), Some(&new)).expect("rekey");
-    assert_eq!(
-        read_key_file(&path, Some(&new)).expect("read"),
-        b"secret key"
-    );
+    assert_eq!(read_key_file(&path, Some(&new)).expect("read"), b"secret key");
     rekey_key_file(&path, Some(&new), None).expect("decrypt");
     assert_eq!(std::fs::read(&path).expect("read"), b"secret key");
 }

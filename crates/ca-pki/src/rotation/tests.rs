@@ -10,20 +10,13 @@ fn now() -> OffsetDateTime {
 }
 
 fn issue(ca: &ClusterCa) -> String {
-    let identity = NodeIdentity {
-        node_id: "node-1".into(),
-        role: Role::Worker,
-        cluster_id: "cluster-1".into(),
-    };
+    let identity = NodeIdentity { node_id: "node-1".into(), role: Role::Worker, cluster_id: "cluster-1".into() };
     let csr = NodeKey::generate().expect("key").csr_pem().expect("csr");
-    ca.issue(&csr, &identity, DEFAULT_NODE_VALIDITY, now())
-        .expect("issue")
+    ca.issue(&csr, &identity, DEFAULT_NODE_VALIDITY, now()).expect("issue")
 }
 
 fn certs(pem: &str) -> Vec<CertificateDer<'static>> {
-    CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .expect("pem")
+    CertificateDer::pem_slice_iter(pem.as_bytes()).collect::<Result<_, _>>().expect("pem")
 }
 
 #[test]
@@ -34,28 +27,19 @@ fn rotation_moves_through_its_states() {
     assert_eq!(certs(ca.trust_bundle().pem()), vec![old_root.clone()]);
     assert_eq!(certs(&issue(&ca)).len(), 1);
     let err = ca.complete_rotation().expect_err("nothing to complete");
-    assert_eq!(
-        err.to_string(),
-        "no root rotation is in progress: start one first"
-    );
+    assert_eq!(err.to_string(), "no root rotation is in progress: start one first");
 
     ca.start_rotation(now()).expect("start");
     assert_eq!(ca.state(), RotationState::Transition);
     let new_root = ca.signing_root().cert_der().clone();
     assert_ne!(new_root, old_root);
-    assert_eq!(
-        certs(ca.trust_bundle().pem()),
-        vec![old_root.clone(), new_root.clone()]
-    );
+    assert_eq!(certs(ca.trust_bundle().pem()), vec![old_root.clone(), new_root.clone()]);
     let chain = issue(&ca);
     let chain_certs = certs(&chain);
     assert_eq!(chain_certs.len(), 2, "leaf and cross-signed intermediate");
     assert!(ca.is_current(&chain));
     let err = ca.start_rotation(now()).expect_err("already rotating");
-    assert_eq!(
-        err.to_string(),
-        "a root rotation is already in progress: complete it before starting another"
-    );
+    assert_eq!(err.to_string(), "a root rotation is already in progress: complete it before starting another");
 
     ca.complete_rotation().expect("complete");
     assert_eq!(ca.state(), RotationState::Stable);

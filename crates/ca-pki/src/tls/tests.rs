@@ -12,18 +12,8 @@ fn ca() -> ClusterCa {
 }
 
 fn issue(ca: &ClusterCa, key: &NodeKey, role: Role) -> String {
-    let identity = NodeIdentity {
-        node_id: "node-7".into(),
-        role,
-        cluster_id: "cluster-9".into(),
-    };
-    ca.issue(
-        &key.csr_pem().expect("csr"),
-        &identity,
-        DEFAULT_NODE_VALIDITY,
-        now(),
-    )
-    .expect("issue")
+    let identity = NodeIdentity { node_id: "node-7".into(), role, cluster_id: "cluster-9".into() };
+    ca.issue(&key.csr_pem().expect("csr"), &identity, DEFAULT_NODE_VALIDITY, now()).expect("issue")
 }
 
 #[test]
@@ -42,10 +32,7 @@ fn credentials_read_identity_and_validity() {
     assert_eq!(creds.identity().node_id, "node-7");
     assert_eq!(creds.identity().role, Role::Manager);
     assert_eq!(creds.identity().cluster_id, "cluster-9");
-    assert_eq!(
-        creds.not_after() - creds.not_before(),
-        DEFAULT_NODE_VALIDITY + time::Duration::hours(1)
-    );
+    assert_eq!(creds.not_after() - creds.not_before(), DEFAULT_NODE_VALIDITY + time::Duration::hours(1));
     assert_eq!(creds.chain_pem(), chain);
     assert!(!format!("{creds:?}").contains("PRIVATE"));
 }
@@ -54,17 +41,13 @@ fn credentials_read_identity_and_validity() {
 fn credentials_refuse_a_foreign_key() {
     let ca = ca();
     let chain = issue(&ca, &NodeKey::generate().expect("key"), Role::Worker);
-    let err = NodeCredentials::new(&chain, NodeKey::generate().expect("other key"))
-        .expect_err("key mismatch");
+    let err = NodeCredentials::new(&chain, NodeKey::generate().expect("other key")).expect_err("key mismatch");
     assert_eq!(
         err.to_string(),
         "node certificate for node-7 does not belong to this node key: ask the CA again with this key's CSR"
     );
     let err = NodeCredentials::new("", NodeKey::generate().expect("key")).expect_err("empty");
-    assert_eq!(
-        err.to_string(),
-        "node certificate chain holds no PEM certificate: pass the PEM the CA returned"
-    );
+    assert_eq!(err.to_string(), "node certificate chain holds no PEM certificate: pass the PEM the CA returned");
 }
 
 #[test]
@@ -84,10 +67,7 @@ fn credentials_and_bundle_save_and_load() {
     assert_eq!(loaded.leaf_der(), creds.leaf_der());
     assert_eq!(TrustBundle::load(dir.path()).expect("load trust"), trust);
     let err = NodeCredentials::load(dir.path(), None).expect_err("locked");
-    assert!(
-        matches!(err, CredentialsError::Key(KeyError::Locked { .. })),
-        "{err}"
-    );
+    assert!(matches!(err, CredentialsError::Key(KeyError::Locked { .. })), "{err}");
     // Configs build from loaded credentials.
     server_config(&loaded, &trust).expect("server config");
     client_config(&loaded, &trust).expect("client config");
@@ -96,8 +76,5 @@ fn credentials_and_bundle_save_and_load() {
 #[test]
 fn trust_bundle_refuses_garbage() {
     let err = TrustBundle::from_pem("hello").expect_err("no certificate");
-    assert_eq!(
-        err.to_string(),
-        "trust bundle holds no PEM certificate: pass the PEM the CA returned"
-    );
+    assert_eq!(err.to_string(), "trust bundle holds no PEM certificate: pass the PEM the CA returned");
 }

@@ -29,10 +29,7 @@ fn malformed_tokens_have_precise_messages() {
     let d = good_digest();
     let s = good_secret();
     let table: Vec<(String, &str)> = vec![
-        (
-            String::new(),
-            "join token is empty: pass the SHTKN-1-… token printed by `shoal-manager init`",
-        ),
+        (String::new(), "join token is empty: pass the SHTKN-1-… token printed by `shoal-manager init`"),
         (
             format!(" {}\n", text(&d, &s)),
             "join token has leading or trailing whitespace: copy it without spaces or line breaks",
@@ -45,14 +42,8 @@ fn malformed_tokens_have_precise_messages() {
             format!("shtkn-1-{d}-{s}"),
             "join token must start with SHTKN-, found \"shtkn\": this is not a shoal join token",
         ),
-        (
-            "SHTKN".to_owned(),
-            "join token ends after SHTKN: expected SHTKN-1-<digest>-<secret>",
-        ),
-        (
-            format!("SHTKN-2-{d}-{s}"),
-            "join token version \"2\" is not supported: this build reads version 1",
-        ),
+        ("SHTKN".to_owned(), "join token ends after SHTKN: expected SHTKN-1-<digest>-<secret>"),
+        (format!("SHTKN-2-{d}-{s}"), "join token version \"2\" is not supported: this build reads version 1"),
         (
             format!("SHTKN-1-{d}"),
             "join token has 3 dash-separated parts, expected 4 (SHTKN-1-<digest>-<secret>): the token was cut or altered",
@@ -61,42 +52,21 @@ fn malformed_tokens_have_precise_messages() {
             format!("SHTKN-1-{d}-{s}-extra"),
             "join token has 5 dash-separated parts, expected 4 (SHTKN-1-<digest>-<secret>): the token was cut or altered",
         ),
-        (
-            text(&d[1..], &s),
-            "join token digest is 49 characters long, expected 50: the token was cut or altered",
-        ),
+        (text(&d[1..], &s), "join token digest is 49 characters long, expected 50: the token was cut or altered"),
         (
             text(&format!("{d}0"), &s),
             "join token digest is 51 characters long, expected 50: the token was cut or altered",
         ),
-        (
-            text(&format!("{}A", &d[1..]), &s),
-            "join token digest has 'A' at position 50: only 0-9 and a-z are allowed",
-        ),
+        (text(&format!("{}A", &d[1..]), &s), "join token digest has 'A' at position 50: only 0-9 and a-z are allowed"),
         (
             text(&format!("0{}", &d[..49].replacen('0', "_", 1)), &s),
             "join token digest has '_' at position 2: only 0-9 and a-z are allowed",
         ),
-        (
-            text(&"z".repeat(50), &s),
-            "join token digest is larger than a SHA-256 value: the token was altered",
-        ),
-        (
-            text(&d, &s[..24]),
-            "join token secret is 24 characters long, expected 25: the token was cut or altered",
-        ),
-        (
-            text(&d, ""),
-            "join token secret is 0 characters long, expected 25: the token was cut or altered",
-        ),
-        (
-            text(&d, &format!("{}é", &s[..24])),
-            "join token secret has 'é' at position 25: only 0-9 and a-z are allowed",
-        ),
-        (
-            text(&d, &"z".repeat(25)),
-            "join token secret is larger than 128 bits: the token was altered",
-        ),
+        (text(&"z".repeat(50), &s), "join token digest is larger than a SHA-256 value: the token was altered"),
+        (text(&d, &s[..24]), "join token secret is 24 characters long, expected 25: the token was cut or altered"),
+        (text(&d, ""), "join token secret is 0 characters long, expected 25: the token was cut or altered"),
+        (text(&d, &format!("{}é", &s[..24])), "join token secret has 'é' at position 25: only 0-9 and a-z are allowed"),
+        (text(&d, &"z".repeat(25)), "join token secret is larger than 128 bits: the token was altered"),
     ];
     assert!(table.len() >= 10);
     for (input, expected) in &table {
@@ -145,20 +115,10 @@ fn generated_tokens_map_to_roles_and_rotate() {
         err.to_string(),
         "join token secret is not valid for this cluster (it may have been rotated): ask a manager for a current token"
     );
-    assert_eq!(
-        tokens.role_for(&manager).expect("manager unchanged"),
-        Role::Manager
-    );
-    assert_eq!(
-        tokens
-            .role_for(&tokens.token(Role::Worker))
-            .expect("new worker token"),
-        Role::Worker
-    );
+    assert_eq!(tokens.role_for(&manager).expect("manager unchanged"), Role::Manager);
+    assert_eq!(tokens.role_for(&tokens.token(Role::Worker)).expect("new worker token"), Role::Worker);
 
-    let rebuilt =
-        JoinTokens::from_tokens(&tokens.token(Role::Worker), &tokens.token(Role::Manager))
-            .expect("rebuild");
+    let rebuilt = JoinTokens::from_tokens(&tokens.token(Role::Worker), &tokens.token(Role::Manager)).expect("rebuild");
     assert_eq!(rebuilt, tokens);
 }
 
@@ -167,9 +127,7 @@ fn tokens_for_another_root_are_refused() {
     let tokens = JoinTokens::generate(&bundle()).expect("tokens");
     let mut other = tokens.clone();
     other.set_root_ca(&bundle());
-    let err = other
-        .role_for(&tokens.token(Role::Manager))
-        .expect_err("other root");
+    let err = other.role_for(&tokens.token(Role::Manager)).expect_err("other root");
     assert!(matches!(err, JoinError::WrongRootCa), "{err}");
     let mixed = JoinTokens::from_tokens(&tokens.token(Role::Worker), &other.token(Role::Manager));
     assert!(matches!(mixed, Err(JoinError::MixedRoots)));
@@ -178,19 +136,12 @@ fn tokens_for_another_root_are_refused() {
 #[test]
 fn verify_root_ca_pins_the_bundle() {
     let trust = bundle();
-    let token = JoinTokens::generate(&trust)
-        .expect("tokens")
-        .token(Role::Worker);
+    let token = JoinTokens::generate(&trust).expect("tokens").token(Role::Worker);
     let pinned = token.verify_root_ca(trust.pem()).expect("matching bundle");
     assert_eq!(pinned, trust);
-    let err = token
-        .verify_root_ca(bundle().pem())
-        .expect_err("another root");
+    let err = token.verify_root_ca(bundle().pem()).expect_err("another root");
     assert_eq!(err, TokenError::RootCaMismatch);
     // One changed byte is enough.
     let altered = trust.pem().replacen("-----\n", "-----\r\n", 1);
-    assert_eq!(
-        token.verify_root_ca(&altered),
-        Err(TokenError::RootCaMismatch)
-    );
+    assert_eq!(token.verify_root_ca(&altered), Err(TokenError::RootCaMismatch));
 }

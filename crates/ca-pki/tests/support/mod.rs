@@ -8,9 +8,7 @@ use std::time::Duration as StdDuration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
-use shoal_ca_pki::{
-    ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, Role, peer_identity,
-};
+use shoal_ca_pki::{ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, Role, peer_identity};
 use time::{Duration, OffsetDateTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -21,13 +19,7 @@ pub(crate) const CLUSTER: &str = "cluster-test";
 
 /// Makes a node key, has `ca` sign its CSR and returns the node's credentials.
 pub(crate) fn node(ca: &ClusterCa, node_id: &str, role: Role) -> NodeCredentials {
-    node_at(
-        ca,
-        node_id,
-        role,
-        OffsetDateTime::now_utc(),
-        DEFAULT_NODE_VALIDITY,
-    )
+    node_at(ca, node_id, role, OffsetDateTime::now_utc(), DEFAULT_NODE_VALIDITY)
 }
 
 /// Like [`node`], signed as if the clock read `now`, valid for `validity`.
@@ -39,14 +31,8 @@ pub(crate) fn node_at(
     validity: Duration,
 ) -> NodeCredentials {
     let key = NodeKey::generate().expect("node key");
-    let identity = NodeIdentity {
-        node_id: node_id.to_owned(),
-        role,
-        cluster_id: CLUSTER.to_owned(),
-    };
-    let chain = ca
-        .issue(&key.csr_pem().expect("csr"), &identity, validity, now)
-        .expect("issue");
+    let identity = NodeIdentity { node_id: node_id.to_owned(), role, cluster_id: CLUSTER.to_owned() };
+    let chain = ca.issue(&key.csr_pem().expect("csr"), &identity, validity, now).expect("issue");
     NodeCredentials::new(&chain, key).expect("credentials")
 }
 
@@ -68,11 +54,7 @@ impl Outcome {
 
 /// Runs a TLS handshake over loopback and a ping/pong exchange, so that a refusal on either side
 /// (TLS 1.3 servers check client certificates after the client thinks it is done) shows up.
-pub(crate) async fn handshake(
-    server: ServerConfig,
-    client: ClientConfig,
-    name: ServerName<'static>,
-) -> Outcome {
+pub(crate) async fn handshake(server: ServerConfig, client: ClientConfig, name: ServerName<'static>) -> Outcome {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let acceptor = TlsAcceptor::from(Arc::new(server));
@@ -93,10 +75,7 @@ pub(crate) async fn handshake(
     let connector = TlsConnector::from(Arc::new(client));
     let client_side = async {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
         tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
         tls.flush().await.map_err(|e| e.to_string())?;
         let mut pong = [0u8; 4];
@@ -104,9 +83,7 @@ pub(crate) async fn handshake(
         peer_identity(tls.get_ref().1.peer_certificates()).map_err(|e| e.to_string())
     };
     let limit = StdDuration::from_secs(20);
-    let client = tokio::time::timeout(limit, client_side)
-        .await
-        .unwrap_or_else(|_| Err("client timed out".into()));
+    let client = tokio::time::timeout(limit, client_side).await.unwrap_or_else(|_| Err("client timed out".into()));
     let server = match tokio::time::timeout(limit, server_side).await {
         Ok(Ok(result)) => result,
         Ok(Err(join)) => Err(join.to_string()),
