@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use shoal_scheduler::{
-    Constraint, ConstraintError, NodeStatus, PlacementPreference, Resources, Role, Task, TaskSpec,
-    eligible_nodes, schedule,
+    Constraint, ConstraintError, NodeStatus, PlacementPreference, Resources, Role, Task, TaskSpec, eligible_nodes,
+    schedule,
 };
 use shoal_scheduler::{Node, Platform};
 
@@ -32,19 +32,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     nodes[4].status = NodeStatus::Down;
 
     // User input is validated by the same parser the scheduler uses.
-    let constraints = ["node.role==worker"]
-        .iter()
-        .map(|c| c.parse::<Constraint>())
-        .collect::<Result<Vec<_>, ConstraintError>>()?;
+    let constraints =
+        ["node.role==worker"].iter().map(|c| c.parse::<Constraint>()).collect::<Result<Vec<_>, ConstraintError>>()?;
     let web = Arc::new(TaskSpec {
         reservations: Resources::new(1_000_000_000, 512 << 20),
         constraints,
         preferences: vec!["spread=node.labels.dc".parse::<PlacementPreference>()?],
         ..TaskSpec::default()
     });
-    let tasks: Vec<Task> = (1..=13)
-        .map(|i| Task::new(format!("web.{i}"), "web", web.clone()))
-        .collect();
+    let tasks: Vec<Task> = (1..=13).map(|i| Task::new(format!("web.{i}"), "web", web.clone())).collect();
 
     let placement = schedule(&nodes, &tasks, 2026);
     let mut per_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -60,10 +56,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // A global service: one task per eligible node.
     let agent = TaskSpec::default();
-    println!(
-        "global service runs on: {}",
-        eligible_nodes(&nodes, &agent).join(", ")
-    );
+    println!("global service runs on: {}", eligible_nodes(&nodes, &agent).join(", "));
 
     match Constraint::parse("node.labels.dc=east") {
         Ok(_) => {}

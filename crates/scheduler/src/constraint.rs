@@ -38,25 +38,19 @@ pub enum ConstraintError {
         constraint: String,
     },
     /// Nothing before the operator.
-    #[error(
-        "constraint {constraint:?} has no key before the operator: expected KEY==VALUE or KEY!=VALUE"
-    )]
+    #[error("constraint {constraint:?} has no key before the operator: expected KEY==VALUE or KEY!=VALUE")]
     EmptyKey {
         /// The constraint as given.
         constraint: String,
     },
     /// Nothing after the operator.
-    #[error(
-        "constraint {constraint:?} has no value after the operator: expected KEY==VALUE or KEY!=VALUE"
-    )]
+    #[error("constraint {constraint:?} has no value after the operator: expected KEY==VALUE or KEY!=VALUE")]
     EmptyValue {
         /// The constraint as given.
         constraint: String,
     },
     /// The key contains whitespace or `=`/`!`.
-    #[error(
-        "key {key:?} in constraint {constraint:?} contains {found:?}: expected no whitespace, '=' or '!'"
-    )]
+    #[error("key {key:?} in constraint {constraint:?} contains {found:?}: expected no whitespace, '=' or '!'")]
     InvalidKey {
         /// The constraint as given.
         constraint: String,
@@ -94,9 +88,7 @@ pub enum ConstraintError {
         value: String,
     },
     /// A `node.role` value other than `manager` or `worker`.
-    #[error(
-        "value {value:?} in constraint {constraint:?} is not a node role: expected manager or worker"
-    )]
+    #[error("value {value:?} in constraint {constraint:?} is not a node role: expected manager or worker")]
     InvalidRole {
         /// The constraint as given.
         constraint: String,
@@ -190,15 +182,11 @@ impl IpNet {
     fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -228,84 +216,49 @@ impl Constraint {
             (Some(e), _) => (e, Operator::Eq),
             (None, Some(n)) => (n, Operator::Ne),
             (None, None) if text.contains('=') => {
-                return Err(ConstraintError::SingleEquals {
-                    constraint: constraint(),
-                });
+                return Err(ConstraintError::SingleEquals { constraint: constraint() });
             }
             (None, None) => {
-                return Err(ConstraintError::NoOperator {
-                    constraint: constraint(),
-                });
+                return Err(ConstraintError::NoOperator { constraint: constraint() });
             }
         };
         let key = text[..pos].trim();
         let value = text[pos + 2..].trim();
         if value.contains("==") || value.contains("!=") {
-            return Err(ConstraintError::ExtraOperator {
-                constraint: constraint(),
-            });
+            return Err(ConstraintError::ExtraOperator { constraint: constraint() });
         }
         if key.is_empty() {
-            return Err(ConstraintError::EmptyKey {
-                constraint: constraint(),
-            });
+            return Err(ConstraintError::EmptyKey { constraint: constraint() });
         }
         if value.is_empty() {
-            return Err(ConstraintError::EmptyValue {
-                constraint: constraint(),
-            });
+            return Err(ConstraintError::EmptyValue { constraint: constraint() });
         }
-        if let Some(found) = key
-            .chars()
-            .find(|c| c.is_whitespace() || *c == '=' || *c == '!')
-        {
-            return Err(ConstraintError::InvalidKey {
-                constraint: constraint(),
-                key: key.to_owned(),
-                found,
-            });
+        if let Some(found) = key.chars().find(|c| c.is_whitespace() || *c == '=' || *c == '!') {
+            return Err(ConstraintError::InvalidKey { constraint: constraint(), key: key.to_owned(), found });
         }
         let key = parse_key(key).map_err(|kind| match kind {
-            KeyError::Unknown => ConstraintError::UnknownKey {
-                constraint: constraint(),
-                key: key.to_owned(),
-            },
-            KeyError::EmptyLabel(prefix) => ConstraintError::EmptyLabel {
-                constraint: constraint(),
-                key: key.to_owned(),
-                prefix,
-            },
+            KeyError::Unknown => ConstraintError::UnknownKey { constraint: constraint(), key: key.to_owned() },
+            KeyError::EmptyLabel(prefix) => {
+                ConstraintError::EmptyLabel { constraint: constraint(), key: key.to_owned(), prefix }
+            }
         })?;
         let mut ip = None;
         match key {
             ConstraintKey::NodeIp => match IpNet::parse(value) {
                 Some(net) => ip = Some(net),
                 None => {
-                    return Err(ConstraintError::InvalidIp {
-                        constraint: constraint(),
-                        value: value.to_owned(),
-                    });
+                    return Err(ConstraintError::InvalidIp { constraint: constraint(), value: value.to_owned() });
                 }
             },
             ConstraintKey::NodeRole => {
-                let known = [Role::Manager, Role::Worker]
-                    .iter()
-                    .any(|r| r.as_str().eq_ignore_ascii_case(value));
+                let known = [Role::Manager, Role::Worker].iter().any(|r| r.as_str().eq_ignore_ascii_case(value));
                 if !known {
-                    return Err(ConstraintError::InvalidRole {
-                        constraint: constraint(),
-                        value: value.to_owned(),
-                    });
+                    return Err(ConstraintError::InvalidRole { constraint: constraint(), value: value.to_owned() });
                 }
             }
             _ => {}
         }
-        Ok(Constraint {
-            key,
-            op,
-            value: value.to_owned(),
-            ip,
-        })
+        Ok(Constraint { key, op, value: value.to_owned(), ip })
     }
 
     /// What the constraint tests.
@@ -335,14 +288,8 @@ impl Constraint {
             ConstraintKey::NodeRole => eq_fold(node.role.as_str(), &self.value),
             ConstraintKey::NodePlatformOs => eq_fold(&node.platform.os, &self.value),
             ConstraintKey::NodePlatformArch => eq_fold(&node.platform.arch, &self.value),
-            ConstraintKey::NodeLabel(name) => node
-                .labels
-                .get(name)
-                .is_some_and(|v| eq_fold(v, &self.value)),
-            ConstraintKey::EngineLabel(name) => node
-                .engine_labels
-                .get(name)
-                .is_some_and(|v| eq_fold(v, &self.value)),
+            ConstraintKey::NodeLabel(name) => node.labels.get(name).is_some_and(|v| eq_fold(v, &self.value)),
+            ConstraintKey::EngineLabel(name) => node.engine_labels.get(name).is_some_and(|v| eq_fold(v, &self.value)),
         };
         match self.op {
             Operator::Eq => equal,
@@ -371,10 +318,7 @@ where
     I: IntoIterator,
     I::Item: AsRef<str>,
 {
-    texts
-        .into_iter()
-        .map(|t| Constraint::parse(t.as_ref()))
-        .collect()
+    texts.into_iter().map(|t| Constraint::parse(t.as_ref())).collect()
 }
 
 enum KeyError {
@@ -397,10 +341,7 @@ fn parse_key(key: &str) -> Result<ConstraintKey, KeyError> {
         }
     }
     for (prefix, make) in [
-        (
-            NODE_LABELS,
-            ConstraintKey::NodeLabel as fn(String) -> ConstraintKey,
-        ),
+        (NODE_LABELS, ConstraintKey::NodeLabel as fn(String) -> ConstraintKey),
         (ENGINE_LABELS, ConstraintKey::EngineLabel),
     ] {
         // `node.labels` without the dot is a missing label name, not an unknown key.
@@ -420,8 +361,7 @@ fn parse_key(key: &str) -> Result<ConstraintKey, KeyError> {
 /// `s` without `prefix`, comparing the prefix ignoring ASCII case.
 pub(crate) fn strip_prefix_fold<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix)
-        .then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
 }
 
 /// Case-insensitive equality; Unicode-aware when either side is not ASCII.
@@ -429,9 +369,7 @@ pub(crate) fn eq_fold(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
         a.eq_ignore_ascii_case(b)
     } else {
-        a.chars()
-            .flat_map(char::to_lowercase)
-            .eq(b.chars().flat_map(char::to_lowercase))
+        a.chars().flat_map(char::to_lowercase).eq(b.chars().flat_map(char::to_lowercase))
     }
 }
 
@@ -450,14 +388,8 @@ mod tests {
             ("node.ip==192.0.2.0/24", "ok: node.ip==192.0.2.0/24"),
             ("node.ip!=2001:db8::1", "ok: node.ip!=2001:db8::1"),
             ("node.labels.a!=b=c", "ok: node.labels.a!=b=c"),
-            (
-                "node.role",
-                r#"constraint "node.role" has no operator: expected KEY==VALUE or KEY!=VALUE"#,
-            ),
-            (
-                "node.role=manager",
-                r#"constraint "node.role=manager" uses "=": expected "==" or "!=""#,
-            ),
+            ("node.role", r#"constraint "node.role" has no operator: expected KEY==VALUE or KEY!=VALUE"#),
+            ("node.role=manager", r#"constraint "node.role=manager" uses "=": expected "==" or "!=""#),
             (
                 "node.role==manager==worker",
                 r#"constraint "node.role==manager==worker" has more than one operator: expected one "==" or "!=""#,
@@ -517,10 +449,7 @@ mod tests {
         node.platform = crate::Platform::new("linux", "amd64");
         node.labels.insert("zone".into(), "East".into());
         node.engine_labels.insert("ssd".into(), "true".into());
-        node.addresses = vec![
-            "192.0.2.7".parse().expect("ip"),
-            "2001:db8::7".parse().expect("ip"),
-        ];
+        node.addresses = vec!["192.0.2.7".parse().expect("ip"), "2001:db8::7".parse().expect("ip")];
         let cases: &[(&str, bool)] = &[
             ("node.id==N1", true),
             ("node.id!=n1", false),
@@ -556,12 +485,7 @@ mod tests {
 
     #[test]
     fn parse_many_reports_first_error() {
-        assert_eq!(
-            parse_constraints(["node.role==worker", "node.labels.zone==a"])
-                .expect("valid")
-                .len(),
-            2
-        );
+        assert_eq!(parse_constraints(["node.role==worker", "node.labels.zone==a"]).expect("valid").len(), 2);
         let err = parse_constraints(["node.role==worker", "bogus"]).expect_err("invalid");
         assert!(matches!(err, ConstraintError::NoOperator { .. }));
     }

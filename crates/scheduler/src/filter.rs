@@ -38,11 +38,7 @@ impl Filter {
     }
 
     fn explain(self, nodes: u32) -> String {
-        let n = if nodes == 1 {
-            "1 node".to_owned()
-        } else {
-            format!("{nodes} nodes")
-        };
+        let n = if nodes == 1 { "1 node".to_owned() } else { format!("{nodes} nodes") };
         match self {
             Filter::Ready => format!("{n} not available for new tasks"),
             Filter::Resources => format!("insufficient resources on {n}"),
@@ -82,10 +78,7 @@ impl Explanation {
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("no suitable node")?;
-        let mut filters: Vec<Filter> = Filter::ALL
-            .into_iter()
-            .filter(|&fl| self.count(fl) > 0)
-            .collect();
+        let mut filters: Vec<Filter> = Filter::ALL.into_iter().filter(|&fl| self.count(fl) > 0).collect();
         if filters.is_empty() {
             return Ok(());
         }
@@ -121,10 +114,7 @@ impl NodeState {
         }
         NodeState {
             nano_cpus: node.total.nano_cpus.saturating_sub(node.reserved.nano_cpus),
-            memory_bytes: node
-                .total
-                .memory_bytes
-                .saturating_sub(node.reserved.memory_bytes),
+            memory_bytes: node.total.memory_bytes.saturating_sub(node.reserved.memory_bytes),
             generic,
             ports: node.host_ports.clone(),
             total_tasks: node.total_tasks(),
@@ -135,15 +125,11 @@ impl NodeState {
         let r = &spec.reservations;
         r.nano_cpus <= self.nano_cpus
             && r.memory_bytes <= self.memory_bytes
-            && r.generic
-                .iter()
-                .all(|(kind, &n)| n == 0 || self.generic.get(kind).is_some_and(|&have| have >= n))
+            && r.generic.iter().all(|(kind, &n)| n == 0 || self.generic.get(kind).is_some_and(|&have| have >= n))
     }
 
     pub(crate) fn ports_free(&self, spec: &TaskSpec) -> bool {
-        spec.host_ports
-            .iter()
-            .all(|p| p.port == 0 || !self.ports.contains(p))
+        spec.host_ports.iter().all(|p| p.port == 0 || !self.ports.contains(p))
     }
 
     /// Takes what one task of `spec` holds; the caller has checked that it fits.
@@ -156,8 +142,7 @@ impl NodeState {
                 *have = have.saturating_sub(n);
             }
         }
-        self.ports
-            .extend(spec.host_ports.iter().filter(|p| p.port != 0).copied());
+        self.ports.extend(spec.host_ports.iter().filter(|p| p.port != 0).copied());
         self.total_tasks += 1;
     }
 }
@@ -171,16 +156,12 @@ pub(crate) fn meets_constraints(node: &Node, spec: &TaskSpec) -> bool {
 }
 
 pub(crate) fn supports_platform(node: &Node, spec: &TaskSpec) -> bool {
-    spec.platforms.is_empty()
-        || spec
-            .platforms
-            .iter()
-            .any(|p| platform_matches(p, &node.platform))
+    spec.platforms.is_empty() || spec.platforms.iter().any(|p| platform_matches(p, &node.platform))
 }
 
 fn platform_matches(wanted: &Platform, node: &Platform) -> bool {
-    let arch_ok = wanted.arch.is_empty()
-        || normalize_arch(&wanted.arch).eq_ignore_ascii_case(normalize_arch(&node.arch));
+    let arch_ok =
+        wanted.arch.is_empty() || normalize_arch(&wanted.arch).eq_ignore_ascii_case(normalize_arch(&node.arch));
     let os_ok = wanted.os.is_empty() || wanted.os.eq_ignore_ascii_case(&node.os);
     arch_ok && os_ok
 }
@@ -202,18 +183,11 @@ pub(crate) fn passes_static(node: &Node, spec: &TaskSpec) -> bool {
 
 /// Whether the filters that change as tasks are placed (resources, ports, replicas) pass.
 pub(crate) fn passes_dynamic(state: &NodeState, service_tasks: u64, spec: &TaskSpec) -> bool {
-    state.has_resources(spec)
-        && state.ports_free(spec)
-        && (spec.max_replicas == 0 || service_tasks < spec.max_replicas)
+    state.has_resources(spec) && state.ports_free(spec) && (spec.max_replicas == 0 || service_tasks < spec.max_replicas)
 }
 
 /// The first filter, in pipeline order, that rejects the node; `None` if the task fits.
-pub(crate) fn first_failure(
-    node: &Node,
-    state: &NodeState,
-    service_tasks: u64,
-    spec: &TaskSpec,
-) -> Option<Filter> {
+pub(crate) fn first_failure(node: &Node, state: &NodeState, service_tasks: u64, spec: &TaskSpec) -> Option<Filter> {
     if !is_ready(node) {
         Some(Filter::Ready)
     } else if !state.has_resources(spec) {
@@ -253,16 +227,9 @@ mod tests {
                 &[(Filter::Resources, 2), (Filter::Constraints, 3)],
                 "no suitable node (scheduling constraints not satisfied on 3 nodes; insufficient resources on 2 nodes)",
             ),
+            (&[(Filter::Ready, 1)], "no suitable node (1 node not available for new tasks)"),
             (
-                &[(Filter::Ready, 1)],
-                "no suitable node (1 node not available for new tasks)",
-            ),
-            (
-                &[
-                    (Filter::MaxReplicas, 2),
-                    (Filter::HostPorts, 2),
-                    (Filter::Platform, 1),
-                ],
+                &[(Filter::MaxReplicas, 2), (Filter::HostPorts, 2), (Filter::Platform, 1)],
                 "no suitable node (host-mode port already in use on 2 nodes; max replicas per node limit reached on 2 nodes; unsupported platform on 1 node)",
             ),
         ];

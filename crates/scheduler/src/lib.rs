@@ -39,9 +39,7 @@ mod schedule;
 
 pub use constraint::{Constraint, ConstraintError, ConstraintKey, Operator, parse_constraints};
 pub use filter::{Explanation, Filter};
-pub use model::{
-    Availability, HostPort, Node, NodeStatus, Platform, Protocol, Resources, Role, Task, TaskSpec,
-};
+pub use model::{Availability, HostPort, Node, NodeStatus, Platform, Protocol, Resources, Role, Task, TaskSpec};
 pub use preference::{LabelSource, PlacementPreference, PreferenceError};
 /// The README's example, compiled and run as a doctest so that it stays true.
 #[cfg(doctest)]

@@ -69,10 +69,7 @@ pub struct Platform {
 impl Platform {
     /// A platform from its OS and architecture.
     pub fn new(os: impl Into<String>, arch: impl Into<String>) -> Self {
-        Platform {
-            os: os.into(),
-            arch: arch.into(),
-        }
+        Platform { os: os.into(), arch: arch.into() }
     }
 }
 
@@ -91,11 +88,7 @@ pub struct Resources {
 impl Resources {
     /// Resources with CPU and memory only.
     pub fn new(nano_cpus: u64, memory_bytes: u64) -> Self {
-        Resources {
-            nano_cpus,
-            memory_bytes,
-            generic: BTreeMap::new(),
-        }
+        Resources { nano_cpus, memory_bytes, generic: BTreeMap::new() }
     }
 
     /// Adds `count` units of a generic resource kind.
@@ -129,18 +122,12 @@ pub struct HostPort {
 impl HostPort {
     /// A TCP port.
     pub fn tcp(port: u16) -> Self {
-        HostPort {
-            protocol: Protocol::Tcp,
-            port,
-        }
+        HostPort { protocol: Protocol::Tcp, port }
     }
 
     /// A UDP port.
     pub fn udp(port: u16) -> Self {
-        HostPort {
-            protocol: Protocol::Udp,
-            port,
-        }
+        HostPort { protocol: Protocol::Udp, port }
     }
 }
 
@@ -193,11 +180,7 @@ impl Node {
     /// A ready, active worker with the given ID (also used as hostname) and nothing else.
     pub fn new(id: impl Into<String>) -> Self {
         let id = id.into();
-        Node {
-            hostname: id.clone(),
-            id,
-            ..Node::default()
-        }
+        Node { hostname: id.clone(), id, ..Node::default() }
     }
 
     /// Active tasks on the node, all services together.
@@ -239,12 +222,7 @@ pub struct Task {
 impl Task {
     /// A task of `service_id` that may go to any node.
     pub fn new(id: impl Into<String>, service_id: impl Into<String>, spec: Arc<TaskSpec>) -> Self {
-        Task {
-            id: id.into(),
-            service_id: service_id.into(),
-            spec,
-            node_id: None,
-        }
+        Task { id: id.into(), service_id: service_id.into(), spec, node_id: None }
     }
 
     /// A task that may go only to `node_id` (a global service's task).
@@ -254,9 +232,6 @@ impl Task {
         spec: Arc<TaskSpec>,
         node_id: impl Into<String>,
     ) -> Self {
-        Task {
-            node_id: Some(node_id.into()),
-            ..Task::new(id, service_id, spec)
-        }
+        Task { node_id: Some(node_id.into()), ..Task::new(id, service_id, spec) }
     }
 }

@@ -28,9 +28,7 @@ pub enum PreferenceError {
         key: String,
     },
     /// The spread key has a prefix but no label name.
-    #[error(
-        "spread key {key:?} in placement preference {preference:?} has no label name: expected {key}KEY"
-    )]
+    #[error("spread key {key:?} in placement preference {preference:?} has no label name: expected {key}KEY")]
     EmptyLabel {
         /// The preference as given.
         preference: String,
@@ -61,58 +59,36 @@ pub struct PlacementPreference {
 impl PlacementPreference {
     /// Spread over the values of node label `name`.
     pub fn spread_node_label(name: impl Into<String>) -> Self {
-        PlacementPreference {
-            source: LabelSource::Node,
-            name: name.into(),
-        }
+        PlacementPreference { source: LabelSource::Node, name: name.into() }
     }
 
     /// Spread over the values of engine label `name`.
     pub fn spread_engine_label(name: impl Into<String>) -> Self {
-        PlacementPreference {
-            source: LabelSource::Engine,
-            name: name.into(),
-        }
+        PlacementPreference { source: LabelSource::Engine, name: name.into() }
     }
 
     /// Parses `spread=node.labels.KEY` or `spread=engine.labels.KEY`.
     pub fn parse(text: &str) -> Result<PlacementPreference, PreferenceError> {
         let preference = || text.to_owned();
         let Some((kind, key)) = text.split_once('=') else {
-            return Err(PreferenceError::NotSpread {
-                preference: preference(),
-            });
+            return Err(PreferenceError::NotSpread { preference: preference() });
         };
         if !kind.trim().eq_ignore_ascii_case("spread") {
-            return Err(PreferenceError::NotSpread {
-                preference: preference(),
-            });
+            return Err(PreferenceError::NotSpread { preference: preference() });
         }
         let key = key.trim();
-        for (prefix, source) in [
-            (NODE_LABELS, LabelSource::Node),
-            (ENGINE_LABELS, LabelSource::Engine),
-        ] {
+        for (prefix, source) in [(NODE_LABELS, LabelSource::Node), (ENGINE_LABELS, LabelSource::Engine)] {
             if let Some(name) = strip_prefix_fold(key, prefix) {
                 if name.is_empty() {
-                    return Err(PreferenceError::EmptyLabel {
-                        preference: preference(),
-                        key: key.to_owned(),
-                    });
+                    return Err(PreferenceError::EmptyLabel { preference: preference(), key: key.to_owned() });
                 }
                 if name.contains(|c: char| c.is_whitespace() || c == '=') {
                     break;
                 }
-                return Ok(PlacementPreference {
-                    source,
-                    name: name.to_owned(),
-                });
+                return Ok(PlacementPreference { source, name: name.to_owned() });
             }
         }
-        Err(PreferenceError::NotALabel {
-            preference: preference(),
-            key: key.to_owned(),
-        })
+        Err(PreferenceError::NotALabel { preference: preference(), key: key.to_owned() })
     }
 
     /// Which label set the preference reads.
@@ -161,10 +137,7 @@ mod tests {
     fn parse_table() {
         let cases: &[(&str, &str)] = &[
             ("spread=node.labels.dc", "ok: spread=node.labels.dc"),
-            (
-                " SPREAD = Engine.Labels.rack ",
-                "ok: spread=engine.labels.rack",
-            ),
+            (" SPREAD = Engine.Labels.rack ", "ok: spread=engine.labels.rack"),
             (
                 "node.labels.dc",
                 r#"placement preference "node.labels.dc" is not a spread: expected spread=node.labels.KEY or spread=engine.labels.KEY"#,
@@ -196,17 +169,8 @@ mod tests {
         let mut node = Node::new("n1");
         node.labels.insert("dc".into(), "east".into());
         node.engine_labels.insert("dc".into(), "west".into());
-        assert_eq!(
-            PlacementPreference::spread_node_label("dc").value_of(&node),
-            Some("east")
-        );
-        assert_eq!(
-            PlacementPreference::spread_engine_label("dc").value_of(&node),
-            Some("west")
-        );
-        assert_eq!(
-            PlacementPreference::spread_node_label("rack").value_of(&node),
-            None
-        );
+        assert_eq!(PlacementPreference::spread_node_label("dc").value_of(&node), Some("east"));
+        assert_eq!(PlacementPreference::spread_engine_label("dc").value_of(&node), Some("west"));
+        assert_eq!(PlacementPreference::spread_node_label("rack").value_of(&node), None);
     }
 }

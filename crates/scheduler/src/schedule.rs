@@ -14,8 +14,10 @@ use std::collections::BinaryHeap;
 use std::collections::HashMap;
 use std::collections::binary_heap::PeekMut;
 
+use crate::constraint::Constraint;
 use crate::filter::{Explanation, NodeState, first_failure, passes_dynamic, passes_static};
-use crate::model::{Node, Task, TaskSpec};
+use crate::model::{Node, Platform, Task, TaskSpec};
+use crate::preference::PlacementPreference;
 use crate::rng::{hash_str, splitmix64};
 
 /// Failures of a service on a node, within the window, at which the node goes last.
@@ -31,6 +33,9 @@ pub struct Assignment {
 }
 
 /// One task that no node can take now, and why.
+///
+/// A task pinned to a node the snapshot does not have gets an explanation that counts no node
+/// (`no suitable node`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Unplaced {
     /// The task.
@@ -68,38 +73,24 @@ pub fn schedule(nodes: &[Node], tasks: &[Task], seed: u64) -> Placement {
         }
         // Batches usually list a service's tasks together: try the last group before hashing.
         let same_as_last = groups.last().is_some_and(|g: &Group<'_>| {
-            g.service == task.service_id
-                && (std::ptr::eq(g.spec, &*task.spec) || *g.spec == *task.spec)
+            g.service == task.service_id && (std::ptr::eq(g.spec, &*task.spec) || *g.spec == *task.spec)
         });
         let g = if same_as_last {
             groups.len() - 1
         } else {
-            *index
-                .entry((task.service_id.as_str(), &*task.spec))
-                .or_insert_with(|| {
-                    groups.push(Group {
-                        service: &task.service_id,
-                        spec: &task.spec,
-                        tasks: Vec::new(),
-                    });
-                    groups.len() - 1
-                })
+            *index.entry((task.service_id.as_str(), &*task.spec)).or_insert_with(|| {
+                groups.push(Group { service: &task.service_id, spec: &task.spec, tasks: Vec::new() });
+                groups.len() - 1
+            })
         };
         groups[g].tasks.push(i);
     }
 
     if !pinned.is_empty() {
-        let by_id: HashMap<&str, usize> = nodes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.id.as_str(), i))
-            .collect();
+        let by_id: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.id.as_str(), i)).collect();
         for &t in &pinned {
             let task = &tasks[t];
-            let node = task
-                .node_id
-                .as_deref()
-                .and_then(|id| by_id.get(id).copied());
+            let node = task.node_id.as_deref().and_then(|id| by_id.get(id).copied());
             outcome[t] = match node {
                 Some(n) => pass.place_pinned(&task.service_id, &task.spec, n),
                 None => Outcome::Unplaced(Explanation::default()),
@@ -113,36 +104,31 @@ pub fn schedule(nodes: &[Node], tasks: &[Task], seed: u64) -> Placement {
     let mut placement = Placement::default();
     for (task, outcome) in tasks.iter().zip(outcome) {
         match outcome {
-            Outcome::Placed(n) => placement.assignments.push(Assignment {
-                task_id: task.id.clone(),
-                node_id: nodes[n as usize].id.clone(),
-            }),
-            Outcome::Unplaced(explanation) => placement.unplaced.push(Unplaced {
-                task_id: task.id.clone(),
-                explanation,
-            }),
+            Outcome::Placed(n) => placement
+                .assignments
+                .push(Assignment { task_id: task.id.clone(), node_id: nodes[n as usize].id.clone() }),
+            Outcome::Unplaced(explanation) => {
+                placement.unplaced.push(Unplaced { task_id: task.id.clone(), explanation })
+            }
             // Every task belongs to a group or is pinned, so none is left pending.
-            Outcome::Pending => placement.unplaced.push(Unplaced {
-                task_id: task.id.clone(),
-                explanation: Explanation::default(),
-            }),
+            Outcome::Pending => {
+                placement.unplaced.push(Unplaced { task_id: task.id.clone(), explanation: Explanation::default() })
+            }
         }
     }
     placement
 }
 
-/// The nodes where a global service with `spec` should run a task: those that are ready and
-/// active and meet the constraints and platforms.
+/// The nodes where a global service with `spec` should start a task now: those that are ready
+/// and active and meet the constraints and platforms.
 ///
 /// Resources, host ports and max replicas are left out on purpose: a global task on a node
 /// short of memory should exist and stay pending with an explanation, as in Swarm, and
-/// [`schedule`] with [`Task::pinned`] checks them.
+/// [`schedule`] with [`Task::pinned`] checks them. A node missing from the list does not by
+/// itself mean its existing task must go: Swarm keeps tasks on paused nodes and removes them
+/// from drained nodes or when the constraints stop matching; that policy is the caller's.
 pub fn eligible_nodes<'a>(nodes: &'a [Node], spec: &TaskSpec) -> Vec<&'a str> {
-    nodes
-        .iter()
-        .filter(|n| passes_static(n, spec))
-        .map(|n| n.id.as_str())
-        .collect()
+    nodes.iter().filter(|n| passes_static(n, spec)).map(|n| n.id.as_str()).collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -160,44 +146,91 @@ struct Group<'a> {
 }
 
 /// State shared by all groups of one call.
+///
+/// Per-service counts are kept sparse (what the snapshot says plus what this pass placed) and
+/// expanded into one reused buffer per group, so a batch of many services costs memory in
+/// proportion to its tasks, not to services × nodes.
 #[derive(Debug)]
 struct Pass<'a> {
     nodes: &'a [Node],
     states: Vec<NodeState>,
-    /// Per service, its task count on each node, created on first use.
-    service_tasks: HashMap<&'a str, Vec<u64>>,
+    /// Per service, (node, tasks) for the nodes the snapshot gives tasks of it.
+    snapshot_tasks: HashMap<&'a str, Vec<(u32, u64)>>,
+    /// Per service, tasks placed on each node during this pass.
+    placed: HashMap<&'a str, HashMap<u32, u64>>,
+    /// Per service, the nodes with at least [`FAILURE_THRESHOLD`] recent failures (ascending).
+    failing: HashMap<&'a str, Vec<u32>>,
+    /// Static filter results (ready, constraints, platform), per distinct constraints and
+    /// platforms: services often share them.
+    static_ok: HashMap<(&'a [Constraint], &'a [Platform]), Vec<bool>>,
+    /// The current group's per-node task counts of its service.
+    counts: Vec<u64>,
+    /// `counts` as the group started, to find what it placed.
+    counts_before: Vec<u64>,
     node_hash: Vec<u64>,
     seed: u64,
 }
 
 impl<'a> Pass<'a> {
     fn new(nodes: &'a [Node], seed: u64) -> Self {
+        let mut snapshot_tasks: HashMap<&str, Vec<(u32, u64)>> = HashMap::new();
+        let mut failing: HashMap<&str, Vec<u32>> = HashMap::new();
+        for (i, node) in nodes.iter().enumerate() {
+            for (service, &n) in &node.tasks_by_service {
+                if n > 0 {
+                    snapshot_tasks.entry(service).or_default().push((i as u32, n));
+                }
+            }
+            for (service, &f) in &node.recent_failures {
+                if f >= FAILURE_THRESHOLD {
+                    failing.entry(service).or_default().push(i as u32);
+                }
+            }
+        }
         Pass {
             nodes,
             states: nodes.iter().map(NodeState::new).collect(),
-            service_tasks: HashMap::new(),
+            snapshot_tasks,
+            placed: HashMap::new(),
+            failing,
+            static_ok: HashMap::new(),
+            counts: Vec::new(),
+            counts_before: Vec::new(),
             node_hash: nodes.iter().map(|n| hash_str(&n.id)).collect(),
             seed: splitmix64(seed),
         }
     }
 
-    fn counts(&mut self, service: &'a str) -> &mut Vec<u64> {
-        let nodes = self.nodes;
-        self.service_tasks.entry(service).or_insert_with(|| {
-            nodes
-                .iter()
-                .map(|n| n.tasks_by_service.get(service).copied().unwrap_or(0))
-                .collect()
-        })
+    /// The service's tasks on node `n`, including those placed in this pass.
+    fn count_on(&self, service: &str, n: u32) -> u64 {
+        let snapshot = self.nodes[n as usize].tasks_by_service.get(service).copied().unwrap_or(0);
+        let placed = self.placed.get(service).and_then(|p| p.get(&n)).copied().unwrap_or(0);
+        snapshot + placed
+    }
+
+    /// Fills `self.counts` with the service's tasks on every node.
+    fn load_counts(&mut self, service: &str) {
+        self.counts.clear();
+        self.counts.resize(self.nodes.len(), 0);
+        for &(n, c) in self.snapshot_tasks.get(service).into_iter().flatten() {
+            self.counts[n as usize] += c;
+        }
+        for (&n, &c) in self.placed.get(service).into_iter().flatten() {
+            self.counts[n as usize] += c;
+        }
+    }
+
+    fn record(&mut self, service: &'a str, n: u32) {
+        *self.placed.entry(service).or_default().entry(n).or_insert(0) += 1;
     }
 
     fn place_pinned(&mut self, service: &'a str, spec: &TaskSpec, n: usize) -> Outcome {
         let node = &self.nodes[n];
-        let count = self.counts(service)[n];
+        let count = self.count_on(service, n as u32);
         match first_failure(node, &self.states[n], count, spec) {
             None => {
                 self.states[n].take(spec);
-                self.counts(service)[n] += 1;
+                self.record(service, n as u32);
                 Outcome::Placed(n as u32)
             }
             Some(filter) => {
@@ -212,30 +245,22 @@ impl<'a> Pass<'a> {
         let nodes = self.nodes;
         let spec = group.spec;
         let service_hash = hash_str(group.service) ^ self.seed;
-        let mut counts = std::mem::take(self.counts(group.service));
+        self.load_counts(group.service);
+        self.counts_before.clone_from(&self.counts);
+        let static_ok = self
+            .static_ok
+            .entry((&spec.constraints, &spec.platforms))
+            .or_insert_with(|| nodes.iter().map(|n| passes_static(n, spec)).collect());
 
-        let failing = |i: usize| {
-            nodes[i]
-                .recent_failures
-                .get(group.service)
-                .is_some_and(|&f| f >= FAILURE_THRESHOLD)
-        };
+        let failing_nodes = self.failing.get(group.service).map_or(&[][..], Vec::as_slice);
+        let failing = |i: usize| failing_nodes.binary_search(&(i as u32)).is_ok();
         let node_hash = &self.node_hash;
         let tiebreak = |i: usize| splitmix64(node_hash[i] ^ service_hash);
-        let mut tree = Tree::build(
-            nodes,
-            spec,
-            &self.states,
-            &counts,
-            service_hash,
-            failing,
-            tiebreak,
-        );
-        let mut ctx = Ctx {
-            states: &mut self.states,
-            counts: &mut counts,
-            spec,
-        };
+        let (states, counts) = (&self.states, &self.counts);
+        let candidate = |i: usize| static_ok[i] && passes_dynamic(&states[i], counts[i], spec);
+        let key = |i: usize| node_key(failing(i), counts[i], states[i].total_tasks, tiebreak(i));
+        let mut tree = Tree::build(nodes, &spec.preferences, counts, service_hash, candidate, key);
+        let mut ctx = Ctx { states: &mut self.states, counts: &mut self.counts, spec };
         let mut placed = 0;
         for &t in &group.tasks {
             match tree.pick(0, &mut ctx) {
@@ -244,12 +269,21 @@ impl<'a> Pass<'a> {
             }
             placed += 1;
         }
+        // Remember what this group added, as a sparse per-node delta.
+        if placed > 0 {
+            let added = self.placed.entry(group.service).or_default();
+            for (i, (&now, &before)) in self.counts.iter().zip(&self.counts_before).enumerate() {
+                if now != before {
+                    *added.entry(i as u32).or_insert(0) += now - before;
+                }
+            }
+        }
         let pending = &group.tasks[placed..];
         if !pending.is_empty() {
             // Nothing more fits: explain once, with the state after the last placement.
             let mut e = Explanation::default();
             for (i, node) in nodes.iter().enumerate() {
-                if let Some(f) = first_failure(node, &self.states[i], counts[i], spec) {
+                if let Some(f) = first_failure(node, &self.states[i], self.counts[i], spec) {
                     e.add(f);
                 }
             }
@@ -257,7 +291,6 @@ impl<'a> Pass<'a> {
                 outcome[t] = Outcome::Unplaced(e);
             }
         }
-        *self.counts(group.service) = counts;
     }
 }
 
@@ -302,33 +335,21 @@ struct Tree {
 }
 
 impl Tree {
+    /// Builds the tree for one group. `counts` are the service's tasks per node, `candidate`
+    /// says whether a node passes every filter now, and `key` ranks a candidate.
     fn build(
         nodes: &[Node],
-        spec: &TaskSpec,
-        states: &[NodeState],
+        preferences: &[PlacementPreference],
         counts: &[u64],
         service_hash: u64,
-        failing: impl Fn(usize) -> bool,
-        tiebreak: impl Fn(usize) -> u64,
+        candidate: impl Fn(usize) -> bool,
+        key: impl Fn(usize) -> u128,
     ) -> Tree {
-        let candidate = |i: usize| {
-            passes_static(&nodes[i], spec) && passes_dynamic(&states[i], counts[i], spec)
-        };
-        let leaf_entry = |i: usize| {
-            Reverse((
-                node_key(failing(i), counts[i], states[i].total_tasks, tiebreak(i)),
-                i as u32,
-            ))
-        };
+        let leaf_entry = |i: usize| Reverse((key(i), i as u32));
 
-        if spec.preferences.is_empty() {
-            let heap = (0..nodes.len())
-                .filter(|&i| candidate(i))
-                .map(leaf_entry)
-                .collect();
-            return Tree {
-                branches: vec![Branch::Leaf(heap)],
-            };
+        if preferences.is_empty() {
+            let heap = (0..nodes.len()).filter(|&i| candidate(i)).map(leaf_entry).collect();
+            return Tree { branches: vec![Branch::Leaf(heap)] };
         }
 
         // First pass: give every branch its service task count (all nodes count, eligible or
@@ -339,17 +360,12 @@ impl Tree {
             children: Vec<u32>,
             nodes: Vec<u32>,
         }
-        let mut building = vec![Building {
-            count: 0,
-            tiebreak: 0,
-            children: Vec::new(),
-            nodes: Vec::new(),
-        }];
+        let mut building = vec![Building { count: 0, tiebreak: 0, children: Vec::new(), nodes: Vec::new() }];
         let mut child_of: HashMap<(u32, Option<&str>), u32> = HashMap::new();
         for (i, node) in nodes.iter().enumerate() {
             let mut b = 0u32;
             building[0].count += counts[i];
-            for (level, pref) in spec.preferences.iter().enumerate() {
+            for (level, pref) in preferences.iter().enumerate() {
                 let value = pref.value_of(node);
                 let next = match child_of.get(&(b, value)) {
                     Some(&c) => c,
@@ -409,15 +425,7 @@ impl Tree {
                 ctx.take(node);
                 let failing = key & FAILING_BIT != 0;
                 let tiebreak = (key & TIEBREAK_MASK) as u64;
-                *top = Reverse((
-                    node_key(
-                        failing,
-                        ctx.counts[node],
-                        ctx.states[node].total_tasks,
-                        tiebreak,
-                    ),
-                    n,
-                ));
+                *top = Reverse((node_key(failing, ctx.counts[node], ctx.states[node].total_tasks, tiebreak), n));
                 return Some(n);
             },
             Branch::Inner(_) => loop {
@@ -434,5 +442,69 @@ impl Tree {
                 // The child has no room left: it stays out of the heap.
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn node_key_orders_failing_then_service_then_total_then_tiebreak() {
+        // Each row must rank strictly before the next.
+        let ranked = [
+            node_key(false, 0, 0, u64::MAX),
+            node_key(false, 0, 1, 0),
+            node_key(false, 1, 0, 0),
+            node_key(false, 1, u64::MAX, 0),
+            node_key(false, u64::MAX, u64::MAX, u64::MAX),
+            node_key(true, 0, 0, 0),
+        ];
+        for pair in ranked.windows(2) {
+            assert!(pair[0] < pair[1], "{:x} should rank before {:x}", pair[0], pair[1]);
+        }
+    }
+
+    #[test]
+    fn the_seed_decides_ties() {
+        let nodes: Vec<Node> = (0..10).map(|i| Node::new(format!("n{i}"))).collect();
+        let tasks = [Task::new("t", "web", Arc::new(TaskSpec::default()))];
+        let chosen: std::collections::BTreeSet<String> =
+            (0..32).map(|seed| schedule(&nodes, &tasks, seed).assignments[0].node_id.clone()).collect();
+        assert!(chosen.len() > 3, "seeds should spread first picks, got {chosen:?}");
+    }
+
+    #[test]
+    fn output_follows_input_order() {
+        let nodes = [Node::new("n1")];
+        let a = Arc::new(TaskSpec::default());
+        let b = Arc::new(TaskSpec { max_replicas: 1, ..TaskSpec::default() });
+        let tasks = [
+            Task::new("b1", "svc-b", b.clone()),
+            Task::new("a1", "svc-a", a.clone()),
+            Task::new("b2", "svc-b", b),
+            Task::pinned("a2", "svc-a", a, "n1"),
+        ];
+        let placement = schedule(&nodes, &tasks, 0);
+        let placed: Vec<&str> = placement.assignments.iter().map(|a| a.task_id.as_str()).collect();
+        assert_eq!(placed, ["b1", "a1", "a2"]);
+        assert_eq!(placement.unplaced[0].task_id, "b2");
+    }
+
+    #[test]
+    fn eligible_nodes_for_a_global_service() {
+        let mut nodes: Vec<Node> = (1..=4).map(|i| Node::new(format!("n{i}"))).collect();
+        nodes[0].availability = crate::Availability::Drain;
+        nodes[1].labels.insert("gpu".into(), "no".into());
+        nodes[2].total = crate::Resources::new(0, 0);
+        let spec = TaskSpec {
+            constraints: vec![crate::Constraint::parse("node.labels.gpu!=no").expect("valid")],
+            reservations: crate::Resources::new(1, 1),
+            ..TaskSpec::default()
+        };
+        // n3 lacks resources but is still eligible: its task waits with an explanation.
+        assert_eq!(eligible_nodes(&nodes, &spec), ["n3", "n4"]);
     }
 }

@@ -9,18 +9,13 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use shoal_scheduler::{
-    Availability, Constraint, Filter, HostPort, Node, NodeStatus, PlacementPreference, Platform,
-    Resources, Role, Task, TaskSpec, schedule,
+    Availability, Constraint, Filter, HostPort, Node, NodeStatus, PlacementPreference, Platform, Resources, Role, Task,
+    TaskSpec, schedule,
 };
 
 const SERVICES: [&str; 2] = ["web", "db"];
-const CONSTRAINTS: [&str; 5] = [
-    "node.labels.dc==a",
-    "node.labels.dc!=b",
-    "node.role==worker",
-    "node.platform.arch==arm64",
-    "node.hostname!=n0",
-];
+const CONSTRAINTS: [&str; 5] =
+    ["node.labels.dc==a", "node.labels.dc!=b", "node.role==worker", "node.platform.arch==arm64", "node.hostname!=n0"];
 
 fn arb_node(i: usize) -> impl Strategy<Value = Node> {
     (
@@ -33,44 +28,31 @@ fn arb_node(i: usize) -> impl Strategy<Value = Node> {
         (any::<bool>(), any::<bool>()),
         (0u64..4, 0u64..4, 0u32..7),
     )
-        .prop_map(
-            move |(
-                (status, avail, manager),
-                (cpu, mem, gpu),
-                (dc, rack),
-                (arm, port),
-                (web, db, fail),
-            )| {
-                let mut node = Node::new(format!("n{i}"));
-                node.status = if status == 0 {
-                    NodeStatus::Down
-                } else {
-                    NodeStatus::Ready
-                };
-                node.availability = match avail {
-                    0 => Availability::Drain,
-                    1 => Availability::Pause,
-                    _ => Availability::Active,
-                };
-                node.role = if manager { Role::Manager } else { Role::Worker };
-                node.platform = Platform::new("linux", if arm { "arm64" } else { "amd64" });
-                node.total =
-                    Resources::new(cpu * 1_000_000_000, mem << 30).with_generic("gpu", gpu);
-                if let Some(dc) = dc {
-                    node.labels.insert("dc".into(), dc.into());
-                }
-                if let Some(rack) = rack {
-                    node.labels.insert("rack".into(), rack.into());
-                }
-                if port {
-                    node.host_ports.push(HostPort::tcp(80));
-                }
-                node.tasks_by_service.insert("web".into(), web);
-                node.tasks_by_service.insert("db".into(), db);
-                node.recent_failures.insert("web".into(), fail);
-                node
-            },
-        )
+        .prop_map(move |((status, avail, manager), (cpu, mem, gpu), (dc, rack), (arm, port), (web, db, fail))| {
+            let mut node = Node::new(format!("n{i}"));
+            node.status = if status == 0 { NodeStatus::Down } else { NodeStatus::Ready };
+            node.availability = match avail {
+                0 => Availability::Drain,
+                1 => Availability::Pause,
+                _ => Availability::Active,
+            };
+            node.role = if manager { Role::Manager } else { Role::Worker };
+            node.platform = Platform::new("linux", if arm { "arm64" } else { "amd64" });
+            node.total = Resources::new(cpu * 1_000_000_000, mem << 30).with_generic("gpu", gpu);
+            if let Some(dc) = dc {
+                node.labels.insert("dc".into(), dc.into());
+            }
+            if let Some(rack) = rack {
+                node.labels.insert("rack".into(), rack.into());
+            }
+            if port {
+                node.host_ports.push(HostPort::tcp(80));
+            }
+            node.tasks_by_service.insert("web".into(), web);
+            node.tasks_by_service.insert("db".into(), db);
+            node.recent_failures.insert("web".into(), fail);
+            node
+        })
 }
 
 fn arb_nodes(max: usize) -> impl Strategy<Value = Vec<Node>> {
@@ -86,54 +68,38 @@ fn arb_spec() -> impl Strategy<Value = TaskSpec> {
         any::<bool>(),
         prop::option::of(any::<bool>()),
     )
-        .prop_map(
-            |((cpu, mem, gpu), constraints, prefs, max, port, platform)| {
-                let mut spec = TaskSpec {
-                    reservations: Resources::new(cpu * 500_000_000, mem << 29),
-                    max_replicas: max,
-                    ..TaskSpec::default()
-                };
-                if gpu > 0 {
-                    spec.reservations.generic.insert("gpu".into(), gpu);
-                }
-                spec.constraints = constraints
-                    .into_iter()
-                    .map(|c| Constraint::parse(CONSTRAINTS[c]).expect("valid constraint"))
-                    .collect();
-                if prefs & 1 != 0 {
-                    spec.preferences
-                        .push(PlacementPreference::spread_node_label("dc"));
-                }
-                if prefs & 2 != 0 {
-                    spec.preferences
-                        .push(PlacementPreference::spread_node_label("rack"));
-                }
-                if port {
-                    spec.host_ports.push(HostPort::tcp(80));
-                }
-                if let Some(arm) = platform {
-                    spec.platforms.push(Platform::new(
-                        "linux",
-                        if arm { "aarch64" } else { "x86_64" },
-                    ));
-                }
-                spec
-            },
-        )
+        .prop_map(|((cpu, mem, gpu), constraints, prefs, max, port, platform)| {
+            let mut spec = TaskSpec {
+                reservations: Resources::new(cpu * 500_000_000, mem << 29),
+                max_replicas: max,
+                ..TaskSpec::default()
+            };
+            if gpu > 0 {
+                spec.reservations.generic.insert("gpu".into(), gpu);
+            }
+            spec.constraints =
+                constraints.into_iter().map(|c| Constraint::parse(CONSTRAINTS[c]).expect("valid constraint")).collect();
+            if prefs & 1 != 0 {
+                spec.preferences.push(PlacementPreference::spread_node_label("dc"));
+            }
+            if prefs & 2 != 0 {
+                spec.preferences.push(PlacementPreference::spread_node_label("rack"));
+            }
+            if port {
+                spec.host_ports.push(HostPort::tcp(80));
+            }
+            if let Some(arm) = platform {
+                spec.platforms.push(Platform::new("linux", if arm { "aarch64" } else { "x86_64" }));
+            }
+            spec
+        })
 }
 
 /// Tasks drawn from three specs, some pinned to a node (which may not exist).
 fn arb_tasks() -> impl Strategy<Value = Vec<Task>> {
     (
         prop::collection::vec(arb_spec(), 3),
-        prop::collection::vec(
-            (
-                0usize..3,
-                0usize..2,
-                prop::option::weighted(0.2, 0usize..12),
-            ),
-            0..40,
-        ),
+        prop::collection::vec((0usize..3, 0usize..2, prop::option::weighted(0.2, 0usize..12)), 0..40),
     )
         .prop_map(|(specs, picks)| {
             let specs: Vec<Arc<TaskSpec>> = specs.into_iter().map(Arc::new).collect();
@@ -141,8 +107,7 @@ fn arb_tasks() -> impl Strategy<Value = Vec<Task>> {
                 .into_iter()
                 .enumerate()
                 .map(|(i, (spec, service, pinned))| {
-                    let mut task =
-                        Task::new(format!("t{i}"), SERVICES[service], specs[spec].clone());
+                    let mut task = Task::new(format!("t{i}"), SERVICES[service], specs[spec].clone());
                     task.node_id = pinned.map(|n| format!("n{n}"));
                     task
                 })
@@ -174,20 +139,14 @@ fn violation(node: &Node, book: &Book, task: &Task) -> Option<&'static str> {
         return Some("node not ready and active");
     }
     let gpu = spec.reservations.generic.get("gpu").copied().unwrap_or(0);
-    if spec.reservations.nano_cpus > book.cpu
-        || spec.reservations.memory_bytes > book.mem
-        || gpu > book.gpu
-    {
+    if spec.reservations.nano_cpus > book.cpu || spec.reservations.memory_bytes > book.mem || gpu > book.gpu {
         return Some("resources exceeded");
     }
     if !spec.constraints.iter().all(|c| c.matches(node)) {
         return Some("constraint broken");
     }
     if !spec.platforms.is_empty()
-        && !spec
-            .platforms
-            .iter()
-            .any(|p| p.os == node.platform.os && arch(&p.arch) == node.platform.arch)
+        && !spec.platforms.iter().any(|p| p.os == node.platform.os && arch(&p.arch) == node.platform.arch)
     {
         return Some("platform unsupported");
     }
@@ -204,19 +163,13 @@ fn violation(node: &Node, book: &Book, task: &Task) -> Option<&'static str> {
 /// Replays the placement and returns the first broken filter, if any.
 fn check_assignments(nodes: &[Node], tasks: &[Task], seed: u64) -> Result<(), String> {
     let placement = schedule(nodes, tasks, seed);
-    let node_of: HashMap<&str, &str> = placement
-        .assignments
-        .iter()
-        .map(|a| (a.task_id.as_str(), a.node_id.as_str()))
-        .collect();
+    let node_of: HashMap<&str, &str> =
+        placement.assignments.iter().map(|a| (a.task_id.as_str(), a.node_id.as_str())).collect();
     if placement.assignments.len() + placement.unplaced.len() != tasks.len() {
         return Err("a task is neither placed nor explained".into());
     }
     for u in &placement.unplaced {
-        let task = tasks
-            .iter()
-            .find(|t| t.id == u.task_id)
-            .ok_or("unknown task")?;
+        let task = tasks.iter().find(|t| t.id == u.task_id).ok_or("unknown task")?;
         let expected = match &task.node_id {
             Some(id) => u32::from(nodes.iter().any(|n| &n.id == id)),
             None => nodes.len() as u32,
@@ -273,10 +226,7 @@ fn check_assignments(nodes: &[Node], tasks: &[Task], seed: u64) -> Result<(), St
         {
             return Err(format!("{} pinned to {pinned} went to {node_id}", task.id));
         }
-        let node = nodes
-            .iter()
-            .find(|n| n.id == node_id)
-            .ok_or("unknown node")?;
+        let node = nodes.iter().find(|n| n.id == node_id).ok_or("unknown node")?;
         let book = books.get_mut(node_id).ok_or("unknown node")?;
         if let Some(why) = violation(node, book, task) {
             return Err(format!("{} on {node_id}: {why}", task.id));

@@ -14,8 +14,8 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use shoal_scheduler::{
-    Availability, Constraint, HostPort, Node, NodeStatus, PlacementPreference, Platform, Protocol,
-    Role, Task, TaskSpec, schedule,
+    Availability, Constraint, HostPort, Node, NodeStatus, PlacementPreference, Platform, Protocol, Role, Task,
+    TaskSpec, schedule,
 };
 
 fn parse_amount(v: &str) -> u64 {
@@ -40,10 +40,7 @@ fn parse_port(v: &str) -> HostPort {
         "sctp" => Protocol::Sctp,
         other => panic!("protocol {other}"),
     };
-    HostPort {
-        protocol,
-        port: port.parse().expect("port number"),
-    }
+    HostPort { protocol, port: port.parse().expect("port number") }
 }
 
 fn parse_platform(v: &str) -> Platform {
@@ -119,11 +116,7 @@ fn parse_node(words: &[&str]) -> Node {
 
 fn parse_tasks(words: &[&str], tasks: &mut Vec<Task>) {
     let service = words[0];
-    let count: usize = words[1]
-        .strip_prefix('x')
-        .expect("xCOUNT")
-        .parse()
-        .expect("count");
+    let count: usize = words[1].strip_prefix('x').expect("xCOUNT").parse().expect("count");
     let mut spec = TaskSpec::default();
     let mut on = None;
     for word in &words[2..] {
@@ -132,16 +125,12 @@ fn parse_tasks(words: &[&str], tasks: &mut Vec<Task>) {
             "cpu" => spec.reservations.nano_cpus = parse_cpu(v),
             "mem" => spec.reservations.memory_bytes = parse_amount(v),
             "gpu" => {
-                spec.reservations
-                    .generic
-                    .insert("gpu".into(), parse_amount(v));
+                spec.reservations.generic.insert("gpu".into(), parse_amount(v));
             }
-            "constraint" => spec
-                .constraints
-                .push(Constraint::parse(v).expect("fixture constraint")),
-            "pref" => spec.preferences.push(
-                PlacementPreference::parse(&format!("spread={v}")).expect("fixture preference"),
-            ),
+            "constraint" => spec.constraints.push(Constraint::parse(v).expect("fixture constraint")),
+            "pref" => {
+                spec.preferences.push(PlacementPreference::parse(&format!("spread={v}")).expect("fixture preference"))
+            }
             "max" => spec.max_replicas = v.parse().expect("max"),
             "port" => spec.host_ports.push(parse_port(v)),
             "platform" => spec.platforms.push(parse_platform(v)),
@@ -182,11 +171,7 @@ fn run(fixture: &str) -> String {
     let mut out = String::new();
     for node in &nodes {
         let mut per_service: Vec<(String, usize)> = Vec::new();
-        for a in placement
-            .assignments
-            .iter()
-            .filter(|a| a.node_id == node.id)
-        {
+        for a in placement.assignments.iter().filter(|a| a.node_id == node.id) {
             let s = service_of(&a.task_id);
             match per_service.iter_mut().find(|(name, _)| *name == s) {
                 Some((_, n)) => *n += 1,
@@ -194,10 +179,7 @@ fn run(fixture: &str) -> String {
             }
         }
         if !per_service.is_empty() {
-            let list: Vec<String> = per_service
-                .iter()
-                .map(|(s, n)| format!("{s}+{n}"))
-                .collect();
+            let list: Vec<String> = per_service.iter().map(|(s, n)| format!("{s}+{n}")).collect();
             writeln!(out, "{}: {}", node.id, list.join(" ")).expect("write");
         }
     }
@@ -217,12 +199,8 @@ fn run(fixture: &str) -> String {
 
 fn check(fixture: &str, expected: &str) {
     let got = run(fixture);
-    let expected: String = expected
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| format!("{l}\n"))
-        .collect();
+    let expected: String =
+        expected.lines().map(str::trim).filter(|l| !l.is_empty()).map(|l| format!("{l}\n")).collect();
     assert_eq!(got, expected, "fixture:\n{fixture}");
 }
 
@@ -554,5 +532,29 @@ fn pinned_tasks_for_global_services() {
          task mon x1 on=n1 cpu=1",
         "n1: mon+1
          unplaced 1 web: no suitable node (insufficient resources on 1 node)",
+    );
+}
+
+#[test]
+fn groups_of_one_service_share_its_counts() {
+    // Two specs of one service (a rolling update): the second sees the first's tasks.
+    check(
+        "node n1
+         node n2
+         task web x2 max=1
+         task web x2 max=2 cpu=1",
+        "n1: web+2
+         n2: web+2",
+    );
+    // The pinned task goes first, so the first group finds n1 at its limit.
+    check(
+        "node n1
+         node n2
+         task web x2 max=1
+         task web x2 max=1 cpu=1
+         task web x1 on=n1 max=2",
+        "n1: web+1
+         n2: web+1
+         unplaced 3 web: no suitable node (max replicas per node limit reached on 2 nodes)",
     );
 }
