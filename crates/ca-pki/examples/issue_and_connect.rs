@@ -7,8 +7,8 @@ use std::error::Error;
 use std::sync::Arc;
 
 use shoal_ca_pki::{
-    ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, Role, RootCa, client_config,
-    peer_identity, require_role, server_config, server_name,
+    ClusterCa, DEFAULT_NODE_VALIDITY, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role, RootCa,
+    client_config, peer_identity, require_role, server_config, server_name,
 };
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let acceptor = TlsAcceptor::from(Arc::new(server_config(&manager, &trust)?));
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(&manager, &trust, &RemovedNodes::new())?));
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await?;
         let mut tls = acceptor.accept(tcp).await?;

@@ -10,7 +10,8 @@
 //! - [`JoinToken`] (`SHTKN-1-<digest>-<secret>`) pins the root CA for a joining node, and
 //!   [`JoinTokens`] is the manager's side: constant-time checks, token to role, rotation.
 //! - [`server_config`], [`client_config`], [`join_server_config`] and [`join_client_config`] build
-//!   rustls configs on the ring provider; [`peer_identity`] and [`require_role`] authorise RPCs.
+//!   rustls configs on the ring provider; [`peer_identity`] and [`require_role`] authorise RPCs;
+//!   [`RemovedNodes`] makes servers refuse removed nodes' certificates.
 //! - [`ClusterCa`] runs root rotation with a cross-signed intermediate ([`RotationState`]).
 //! - [`UnlockKey`], [`DataKey`], [`write_key_file`] and [`read_key_file`] keep keys at rest.
 //!
@@ -19,7 +20,7 @@
 //! ```
 //! use shoal_ca_pki::{
 //!     ClusterCa, DEFAULT_NODE_VALIDITY, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, Role,
-//!     RootCa, client_config, server_config,
+//!     RemovedNodes, RootCa, client_config, server_config,
 //! };
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let now = time::OffsetDateTime::now_utc();
@@ -36,7 +37,7 @@
 //! let chain = ca.issue(&key.csr_pem()?, &identity, DEFAULT_NODE_VALIDITY, now)?;
 //! let credentials = NodeCredentials::new(&chain, key)?;
 //! assert_eq!(credentials.identity(), &identity);
-//! let _server = server_config(&credentials, &trust)?;
+//! let _server = server_config(&credentials, &trust, &RemovedNodes::new())?;
 //! let _client = client_config(&credentials, &trust)?;
 //!
 //! // A joining node's token pins the root CA bundle before it sends anything secret.
@@ -54,6 +55,7 @@ mod ca;
 mod identity;
 mod keys;
 mod random;
+mod removed;
 mod renewal;
 mod rotation;
 mod tls;
@@ -65,6 +67,7 @@ pub use ca::{
 };
 pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role};
 pub use keys::{DataKey, KeyError, UnlockKey, read_key_file, rekey_key_file, write_key_file};
+pub use removed::RemovedNodes;
 pub use renewal::{needs_renewal, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{

@@ -21,6 +21,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::ca::{NodeKey, pem_of};
 use crate::identity::{IdentityError, NodeIdentity, Role, identity_of};
 use crate::keys::{self, KeyError, UnlockKey};
+use crate::removed::{RefuseRemoved, RemovedNodes};
 
 const CERT_FILE: &str = "node.crt";
 const KEY_FILE: &str = "node.key";
@@ -249,28 +250,39 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// A server config that requires a client certificate issued by a root in `trust`.
+/// A server config that requires a client certificate issued by a root in `trust`, and refuses
+/// certificates of nodes in `removed` (checked at every handshake, so later removals count).
 ///
 /// TLS 1.3 only. Set ALPN on the result as the RPC layer needs (`h2` for gRPC).
-pub fn server_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ServerConfig, TlsConfigError> {
-    build_server(credentials, trust, true)
+pub fn server_config(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, removed, true)
 }
 
 /// A server config for the manager port that also lets nodes without a certificate connect,
 /// so they can present a join token and a CSR. Certificates that are presented must verify;
 /// RPC handlers treat a connection without one as anonymous ([`crate::peer_identity`] fails).
-pub fn join_server_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ServerConfig, TlsConfigError> {
-    build_server(credentials, trust, false)
+pub fn join_server_config(
+    credentials: &NodeCredentials,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, removed, false)
 }
 
 fn build_server(
     credentials: &NodeCredentials,
     trust: &TrustBundle,
+    removed: &RemovedNodes,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
     let provider = provider();
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
-    let verifier = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
+    let webpki = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
+    let verifier = Arc::new(RefuseRemoved { inner: webpki, removed: removed.clone() });
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)

@@ -6,7 +6,8 @@ mod support;
 use std::sync::Arc;
 
 use shoal_ca_pki::{
-    ClusterCa, JoinToken, JoinTokens, Role, RootCa, TokenError, join_client_config, join_server_config, server_name,
+    ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role, RootCa, TokenError, join_client_config, join_server_config,
+    server_name,
 };
 use support::node;
 use time::OffsetDateTime;
@@ -80,7 +81,8 @@ async fn matching_token_joins_with_its_role_and_rotation_refuses_the_old_one() {
 
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let acceptor = TlsAcceptor::from(Arc::new(join_server_config(&manager, &trust).expect("server config")));
+    let acceptor =
+        TlsAcceptor::from(Arc::new(join_server_config(&manager, &trust, &RemovedNodes::new()).expect("server config")));
     let served = trust.pem().to_owned();
     let checker = tokens.clone();
     let manager_side = tokio::spawn(async move {

@@ -3,8 +3,8 @@
 mod support;
 
 use shoal_ca_pki::{
-    ClusterCa, NodeIdentity, Role, RootCa, client_config, join_client_config, join_server_config, require_role,
-    server_config, server_name,
+    ClusterCa, NodeIdentity, RemovedNodes, Role, RootCa, client_config, join_client_config, join_server_config,
+    require_role, server_config, server_name,
 };
 use support::{CLUSTER, handshake, node, node_at};
 use time::{Duration, OffsetDateTime};
@@ -25,7 +25,7 @@ async fn valid_certificates_handshake_and_identities_are_read() {
     let worker = node(&ca, "worker-1", Role::Worker);
 
     let outcome = handshake(
-        server_config(&manager, &trust).expect("server config"),
+        server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&worker, &trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -47,7 +47,7 @@ async fn client_without_certificate_is_refused() {
     let manager = node(&ca, "manager-1", Role::Manager);
 
     let outcome = handshake(
-        server_config(&manager, &trust).expect("server config"),
+        server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         join_client_config(&trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -64,7 +64,7 @@ async fn join_listener_lets_anonymous_clients_in_but_no_identity() {
     let manager = node(&ca, "manager-1", Role::Manager);
 
     let outcome = handshake(
-        join_server_config(&manager, &trust).expect("server config"),
+        join_server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         join_client_config(&trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -76,7 +76,7 @@ async fn join_listener_lets_anonymous_clients_in_but_no_identity() {
     let other = new_ca();
     let stranger = node(&other, "stranger", Role::Manager);
     let outcome = handshake(
-        join_server_config(&manager, &trust).expect("server config"),
+        join_server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&stranger, &trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -94,7 +94,7 @@ async fn certificate_from_another_ca_is_refused() {
 
     // The stranger trusts our CA, so only the server's check of its certificate can fail.
     let outcome = handshake(
-        server_config(&manager, &trust).expect("server config"),
+        server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&stranger, &trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -105,7 +105,7 @@ async fn certificate_from_another_ca_is_refused() {
 
     // And a client that trusts only the other CA refuses our server.
     let outcome = handshake(
-        server_config(&manager, &trust).expect("server config"),
+        server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&stranger, &other.trust_bundle()).expect("client config"),
         server_name(Role::Manager),
     )
@@ -124,7 +124,7 @@ async fn expired_certificate_is_refused() {
     assert!(expired.not_after() < OffsetDateTime::now_utc());
 
     let outcome = handshake(
-        server_config(&manager, &trust).expect("server config"),
+        server_config(&manager, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&expired, &trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -142,7 +142,7 @@ async fn worker_cannot_pose_as_a_manager_server() {
     let other_worker = node(&ca, "worker-2", Role::Worker);
 
     let outcome = handshake(
-        server_config(&worker, &trust).expect("server config"),
+        server_config(&worker, &trust, &RemovedNodes::new()).expect("server config"),
         client_config(&other_worker, &trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -167,7 +167,7 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
 
     // Old-root node (trusting only the old root) as client of a new-root node.
     let outcome = handshake(
-        server_config(&new_manager, &transition_trust).expect("server config"),
+        server_config(&new_manager, &transition_trust, &RemovedNodes::new()).expect("server config"),
         client_config(&old_worker, &old_trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -176,7 +176,7 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
 
     // And the other way round.
     let outcome = handshake(
-        server_config(&old_worker, &old_trust).expect("server config"),
+        server_config(&old_worker, &old_trust, &RemovedNodes::new()).expect("server config"),
         client_config(&new_manager, &transition_trust).expect("client config"),
         server_name(Role::Worker),
     )
@@ -190,7 +190,7 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
 
     // Nodes of the new root, including one issued during the transition, still connect.
     let outcome = handshake(
-        server_config(&new_manager, &new_trust).expect("server config"),
+        server_config(&new_manager, &new_trust, &RemovedNodes::new()).expect("server config"),
         client_config(&new_worker, &new_trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -199,7 +199,7 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
 
     // A node that was never reissued is refused.
     let outcome = handshake(
-        server_config(&new_manager, &new_trust).expect("server config"),
+        server_config(&new_manager, &new_trust, &RemovedNodes::new()).expect("server config"),
         client_config(&old_worker, &old_trust).expect("client config"),
         server_name(Role::Manager),
     )
@@ -208,4 +208,24 @@ async fn root_rotation_keeps_nodes_connected_then_cuts_off_old_root() {
     let err = outcome.server.expect_err("server refuses the old root");
     // Both roots are named CN=shoal-ca, so webpki finds the new root and its signature check fails.
     assert!(err.contains("invalid peer certificate: BadSignature"), "{err}");
+}
+
+#[tokio::test]
+async fn removed_node_is_refused_from_then_on() {
+    let ca = new_ca();
+    let trust = ca.trust_bundle();
+    let manager = node(&ca, "manager-1", Role::Manager);
+    let worker = node(&ca, "worker-1", Role::Worker);
+    let removed = RemovedNodes::new();
+    // The config is built before the removal: the set is consulted at each handshake.
+    let config = server_config(&manager, &trust, &removed).expect("server config");
+
+    let outcome =
+        handshake(config.clone(), client_config(&worker, &trust).expect("client"), server_name(Role::Manager)).await;
+    assert!(outcome.succeeded(), "{outcome:?}");
+
+    removed.insert("worker-1");
+    let outcome = handshake(config, client_config(&worker, &trust).expect("client"), server_name(Role::Manager)).await;
+    let err = outcome.server.expect_err("removed node refused");
+    assert!(err.contains("invalid peer certificate: Revoked"), "{err}");
 }

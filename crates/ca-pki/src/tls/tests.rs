@@ -1,7 +1,7 @@
 //! Credentials, trust bundle and config tests that need no network.
 
 use super::*;
-use crate::{ClusterCa, DEFAULT_NODE_VALIDITY, RootCa};
+use crate::{ClusterCa, DEFAULT_NODE_VALIDITY, RemovedNodes, RootCa};
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -69,7 +69,7 @@ fn credentials_and_bundle_save_and_load() {
     let err = NodeCredentials::load(dir.path(), None).expect_err("locked");
     assert!(matches!(err, CredentialsError::Key(KeyError::Locked { .. })), "{err}");
     // Configs build from loaded credentials.
-    server_config(&loaded, &trust).expect("server config");
+    server_config(&loaded, &trust, &RemovedNodes::new()).expect("server config");
     client_config(&loaded, &trust).expect("client config");
 }
 
