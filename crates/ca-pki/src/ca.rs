@@ -189,17 +189,6 @@ impl RootCa {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<String, IssueError> {
-        Ok(self.issue_der(csr_pem, identity, validity, now)?.1)
-    }
-
-    /// Signs a CSR and returns the certificate in DER and PEM.
-    pub(crate) fn issue_der(
-        &self,
-        csr_pem: &str,
-        identity: &NodeIdentity,
-        validity: Duration,
-        now: OffsetDateTime,
-    ) -> Result<(CertificateDer<'static>, String), IssueError> {
         if validity < MIN_NODE_VALIDITY {
             return Err(IssueError::ValidityTooShort { asked: validity });
         }
@@ -224,7 +213,7 @@ impl RootCa {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
         let cert = params.signed_by(&csr.public_key, &self.issuer).map_err(IssueError::Sign)?;
-        Ok((cert.der().clone(), cert.pem()))
+        Ok(cert.pem())
     }
 
     /// Signs `other`'s root key under this root's name: the cross-signed intermediate that lets

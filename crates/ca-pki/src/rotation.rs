@@ -98,7 +98,7 @@ impl ClusterCa {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<String, IssueError> {
-        let (_, mut chain) = self.signer.issue_der(csr_pem, identity, validity, now)?;
+        let mut chain = self.signer.issue(csr_pem, identity, validity, now)?;
         if let Some(transition) = &self.transition {
             chain.push_str(&pem_of(&transition.cross_signed));
         }
