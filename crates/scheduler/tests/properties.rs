@@ -1,4 +1,5 @@
-//! Property tests: no assignment breaks a filter, spread is within one, the seed decides.
+//! Property tests: no assignment breaks a filter, no task waits needlessly, spread is within one,
+//! the seed decides.
 //!
 //! The filter check here is written independently of the library's pipeline: it replays the
 //! assignments in the scheduler's documented order (pinned tasks first, then groups by first
@@ -237,6 +238,18 @@ fn check_assignments(nodes: &[Node], tasks: &[Task], seed: u64) -> Result<(), St
         book.gpu -= r.generic.get("gpu").copied().unwrap_or(0);
         book.ports.extend(task.spec.host_ports.iter().copied());
         *book.by_service.entry(task.service_id.clone()).or_insert(0) += 1;
+    }
+
+    // Nothing is left pending needlessly: filters only get stricter as tasks are placed, so a
+    // task the scheduler gave up on must fit no node (or not its pinned node) at the end.
+    for u in &placement.unplaced {
+        let task = tasks.iter().find(|t| t.id == u.task_id).ok_or("unknown task")?;
+        for node in nodes.iter().filter(|n| task.node_id.as_ref().is_none_or(|id| *id == n.id)) {
+            let book = books.get(node.id.as_str()).ok_or("unknown node")?;
+            if violation(node, book, task).is_none() {
+                return Err(format!("{} left pending but fits {}: {}", task.id, node.id, u.explanation));
+            }
+        }
     }
     Ok(())
 }
