@@ -1,0 +1,227 @@
+//! Tests of the segment-file log store: openraft's storage conformance suite, and crash
+//! consistency (torn tails are cut, other damage is refused with file and offset).
+
+use std::sync::Arc;
+
+use openraft::RaftLogReader;
+use openraft::StorageError;
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use openraft::storage::RaftLogStorage;
+use openraft::testing::log::StoreBuilder;
+use openraft::testing::log::Suite;
+
+use super::*;
+use crate::crypto::EncryptionKey;
+use crate::state_machine::StateMachine;
+use crate::types::Entry;
+
+struct Builder {
+    key: Option<EncryptionKey>,
+}
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::read(openraft::errors::ErrorSource::from_error(&e)))?;
+        let sealer = Arc::new(
+            Sealer::new(self.key.as_ref())
+                .map_err(|e| StorageError::read(openraft::errors::ErrorSource::from_error(&e)))?,
+        );
+        let log = LogStore::open(options(dir.path()), sealer.clone())
+            .map_err(|e| StorageError::read(openraft::errors::ErrorSource::from_error(&e)))?;
+        let sm = StateMachine::open(1, dir.path().join("snapshot"), sealer, 100)
+            .map_err(|e| StorageError::read(openraft::errors::ErrorSource::from_error(&e)))?;
+        Ok((dir, log, sm))
+    }
+}
+
+fn options(dir: &Path) -> LogOptions {
+    // Small segments so the suite crosses segment boundaries.
+    LogOptions { dir: dir.join("log"), segment_bytes: 256, fsync: true }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_conformance_suite() {
+    Suite::test_all(Builder { key: None }).await.expect("conformance suite");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_conformance_suite_encrypted() {
+    Suite::test_all(Builder { key: Some(EncryptionKey::new([3; 32])) }).await.expect("conformance suite");
+}
+
+fn sealer() -> Arc<Sealer> {
+    Arc::new(Sealer::new(None).expect("sealer"))
+}
+
+fn blank(term: u64, index: u64) -> Entry {
+    Entry::new_blank(LogId::new(
+        <<TypeConfig as openraft::RaftTypeConfig>::LeaderId as openraft::vote::RaftLeaderIdExt>::new_committed(term, 1),
+        index,
+    ))
+}
+
+async fn append(log: &mut LogStore, entries: Vec<Entry>) {
+    let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    log.append(entries, IOFlushed::signal(tx)).await.expect("append");
+    rx.await.expect("flushed").expect("flush ok");
+}
+
+async fn indexes(log: &mut LogStore) -> Vec<u64> {
+    log.try_get_log_entries(0..).await.expect("read").iter().map(|e| e.log_id.index).collect()
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn write_ten(dir: &Path) {
+    let mut log = LogStore::open(options(dir), sealer()).expect("open");
+    for i in 1..=10 {
+        append(&mut log, vec![blank(1, i)]).await;
+    }
+    drop(log);
+    // Let the writer thread persist meta and exit.
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+}
+
+#[tokio::test]
+async fn reopen_restores_every_entry_across_segments() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    assert!(segments(dir.path()).len() > 1, "small segments rotate");
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn torn_last_record_is_cut_and_appends_continue() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let last = segments(dir.path()).pop().expect("a segment");
+    let len = fs::metadata(&last).expect("meta").len();
+    tracing::info!("--- cut the last record in half, as a crash mid-append would");
+    let f = OpenOptions::new().write(true).open(&last).expect("open");
+    f.set_len(len - 5).expect("truncate");
+    drop(f);
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("torn tail is repaired");
+    assert_eq!(indexes(&mut log).await, (1..=9).collect::<Vec<_>>());
+    append(&mut log, vec![blank(2, 10)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, (1..=10).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn zero_filled_tail_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let last = segments(dir.path()).pop().expect("a segment");
+    let mut f = OpenOptions::new().append(true).open(&last).expect("open");
+    f.write_all(&[0u8; 100]).expect("zeros");
+    drop(f);
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("zero tail is repaired");
+    assert_eq!(indexes(&mut log).await.len(), 10);
+}
+
+#[tokio::test]
+async fn flipped_byte_in_a_record_refuses_to_open_naming_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let first = segments(dir.path()).remove(0);
+    let mut bytes = fs::read(&first).expect("read");
+    let at = SEGMENT_MAGIC.len() + RECORD_HEADER + 3;
+    bytes[at] ^= 0x40;
+    fs::write(&first, &bytes).expect("write");
+    let err = LogStore::open(options(dir.path()), sealer()).expect_err("corruption is refused");
+    match &err {
+        OpenError::Corrupt { path, offset, reason } => {
+            assert_eq!(path, &first);
+            assert_eq!(*offset, SEGMENT_MAGIC.len() as u64);
+            assert!(reason.contains("checksum"), "{reason}");
+        }
+        other => panic!("expected corrupt error, got {other}"),
+    }
+    assert!(err.to_string().contains(&first.display().to_string()));
+}
+
+#[tokio::test]
+async fn truncated_middle_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 2);
+    let len = fs::metadata(&segs[0]).expect("meta").len();
+    let f = OpenOptions::new().write(true).open(&segs[0]).expect("open");
+    f.set_len(len - 3).expect("truncate");
+    drop(f);
+    let err = LogStore::open(options(dir.path()), sealer()).expect_err("a hole in the log is refused");
+    assert!(matches!(err, OpenError::Corrupt { ref path, .. } if path == &segs[0]), "{err}");
+}
+
+#[tokio::test]
+async fn missing_segment_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let segs = segments(dir.path());
+    assert!(segs.len() >= 3);
+    fs::remove_file(&segs[1]).expect("remove");
+    let err = LogStore::open(options(dir.path()), sealer()).expect_err("a gap is refused");
+    assert!(matches!(err, OpenError::Corrupt { ref path, .. } if path == &segs[2]), "{err}");
+}
+
+#[tokio::test]
+async fn wrong_encryption_key_refuses_to_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = |b| Arc::new(Sealer::new(Some(&EncryptionKey::new([b; 32]))).expect("sealer"));
+    let mut log = LogStore::open(options(dir.path()), key(1)).expect("open");
+    append(&mut log, vec![blank(1, 1), blank(1, 2)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let raw = fs::read(&segments(dir.path())[0]).expect("read");
+    assert!(!String::from_utf8_lossy(&raw).contains("log_id"), "records are not plain JSON");
+    let err = LogStore::open(options(dir.path()), key(2)).expect_err("wrong key");
+    assert!(err.to_string().contains("decryption failed"), "{err}");
+    let mut log = LogStore::open(options(dir.path()), key(1)).expect("right key");
+    assert_eq!(indexes(&mut log).await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn truncate_and_purge_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("open");
+    log.truncate_after(Some(blank(1, 7).log_id)).await.expect("truncate");
+    log.purge(blank(1, 3).log_id).await.expect("purge");
+    append(&mut log, vec![blank(2, 8), blank(2, 9)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![4, 5, 6, 7, 8, 9]);
+    let entries = log.try_get_log_entries(8..).await.expect("read");
+    assert!(entries.iter().all(|e| e.log_id.leader_id.term == 2), "truncated records were replaced");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(3));
+    assert_eq!(state.last_log_id.map(|l| l.index), Some(9));
+}
+
+#[tokio::test]
+async fn purge_past_the_end_then_append_elsewhere_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("open");
+    tracing::info!("--- a snapshot install purges past the local log");
+    log.purge(blank(3, 100).log_id).await.expect("purge");
+    append(&mut log, vec![blank(3, 101)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![101]);
+}

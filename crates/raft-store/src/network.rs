@@ -1,0 +1,259 @@
+//! The transport seam: a [`Transport`] moves opaque, already-encoded messages between members;
+//! this module adapts it to openraft's network traits.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::BasicNode;
+use openraft::OptionalSend;
+use openraft::RaftNetworkFactory;
+use openraft::errors::NetworkError;
+use openraft::errors::RPCError;
+use openraft::errors::ReplicationClosed;
+use openraft::errors::StreamingError;
+use openraft::errors::Unreachable;
+use openraft::network::RPCOption;
+use openraft::network::v2::RaftNetworkV2;
+use openraft::raft::AppendEntriesRequest;
+use openraft::raft::AppendEntriesResponse;
+use openraft::raft::SnapshotResponse;
+use openraft::raft::VoteRequest;
+use openraft::raft::VoteResponse;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::TransportError;
+use crate::types::NodeId;
+use crate::types::SnapshotMeta;
+use crate::types::TypeConfig;
+use crate::types::Vote;
+
+/// The kind of a message between members; the payload's encoding is private to this crate, so a
+/// transport only needs to carry `(kind, bytes)` and return the answer's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    /// Raft log replication and heartbeats.
+    AppendEntries,
+    /// Raft election vote.
+    Vote,
+    /// Raft pre-vote (an election probe that does not disturb a healthy leader).
+    PreVote,
+    /// A whole snapshot for a member that fell behind the leader's log (may be large: transports
+    /// should stream it in chunks).
+    InstallSnapshot,
+    /// A client write forwarded by a follower to the leader.
+    ForwardWrite,
+    /// A follower asks the leader for a read index to serve a linearizable read.
+    ReadIndex,
+    /// A member asks the leader for the cluster status (leader view of reachability).
+    Status,
+}
+
+impl MessageKind {
+    /// Every kind, for transports that map kinds to routes.
+    pub const ALL: [MessageKind; 7] = [
+        MessageKind::AppendEntries,
+        MessageKind::Vote,
+        MessageKind::PreVote,
+        MessageKind::InstallSnapshot,
+        MessageKind::ForwardWrite,
+        MessageKind::ReadIndex,
+        MessageKind::Status,
+    ];
+
+    /// A stable lower-case name (used on the wire by the gRPC transport).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::AppendEntries => "append_entries",
+            MessageKind::Vote => "vote",
+            MessageKind::PreVote => "pre_vote",
+            MessageKind::InstallSnapshot => "install_snapshot",
+            MessageKind::ForwardWrite => "forward_write",
+            MessageKind::ReadIndex => "read_index",
+            MessageKind::Status => "status",
+        }
+    }
+
+    /// The kind named by [`MessageKind::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for MessageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Carries messages from this member to others. The receiving side hands each message to
+/// [`crate::Store::handle`] on the target member and returns its answer.
+///
+/// Implementations: [`crate::InProcessRouter`] (tests, fault injection) and, with the `grpc`
+/// feature, `grpc::GrpcTransport` (tonic over rustls).
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `payload` of `kind` to member `target` at `addr` and waits for its answer.
+    fn send(
+        &self,
+        from: NodeId,
+        target: NodeId,
+        addr: &str,
+        kind: MessageKind,
+        payload: Vec<u8>,
+    ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serialising plain data structures to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}
+
+/// Encodes a snapshot message: `[header len u32][header JSON (vote, meta)][data]`.
+pub(crate) fn encode_snapshot(vote: &Vote, meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
+    let header = encode(&(vote, meta));
+    let mut out = Vec::with_capacity(4 + header.len() + data.len());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(data);
+    out
+}
+
+pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(Vote, SnapshotMeta, Vec<u8>), String> {
+    if bytes.len() < 4 {
+        return Err("snapshot message is too short".into());
+    }
+    let len = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    if bytes.len() < 4 + len {
+        return Err("snapshot header is incomplete".into());
+    }
+    let (vote, meta): (Vote, SnapshotMeta) = decode(&bytes[4..4 + len]).map_err(|e| e.to_string())?;
+    Ok((vote, meta, bytes[4 + len..].to_vec()))
+}
+
+/// openraft's network factory over a [`Transport`].
+#[derive(Clone)]
+pub(crate) struct NetworkFactory {
+    pub(crate) node: NodeId,
+    pub(crate) transport: Arc<dyn Transport>,
+}
+
+pub(crate) struct Connection {
+    node: NodeId,
+    target: NodeId,
+    addr: String,
+    transport: Arc<dyn Transport>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        Connection { node: self.node, target, addr: node.addr.clone(), transport: self.transport.clone() }
+    }
+}
+
+fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
+    match e {
+        TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+impl Connection {
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        kind: MessageKind,
+        req: &Req,
+        ttl: Duration,
+    ) -> Result<Resp, RPCError<TypeConfig>> {
+        let fut = self.transport.send(self.node, self.target, &self.addr, kind, encode(req));
+        let bytes = match tokio::time::timeout(ttl, fut).await {
+            Ok(r) => r.map_err(rpc_error)?,
+            Err(_) => {
+                return Err(rpc_error(TransportError::Unreachable {
+                    target: self.target,
+                    addr: self.addr.clone(),
+                    reason: format!("{kind} timed out after {ttl:?}"),
+                }));
+            }
+        };
+        decode(&bytes).map_err(|e| {
+            RPCError::Network(NetworkError::new(&TransportError::Remote {
+                target: self.target,
+                reason: format!("undecodable {kind} answer: {e}"),
+            }))
+        })
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Connection {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(MessageKind::AppendEntries, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(MessageKind::Vote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(MessageKind::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let payload = encode_snapshot(&vote, &snapshot.meta, &snapshot.snapshot);
+        tracing::info!(
+            node.id = self.node,
+            target.id = self.target,
+            snapshot.last_log_id = ?snapshot.meta.last_log_id,
+            snapshot.bytes = payload.len(),
+            "sending snapshot"
+        );
+        let fut = self.transport.send(self.node, self.target, &self.addr, MessageKind::InstallSnapshot, payload);
+        let ttl = option.hard_ttl().max(Duration::from_secs(10));
+        let bytes = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(ttl, fut) => match r {
+                Ok(r) => r.map_err(|e| StreamingError::from(rpc_error(e)))?,
+                Err(_) => {
+                    return Err(StreamingError::from(rpc_error(TransportError::Unreachable {
+                        target: self.target,
+                        addr: self.addr.clone(),
+                        reason: format!("snapshot timed out after {ttl:?}"),
+                    })));
+                }
+            },
+        };
+        decode(&bytes).map_err(|e| {
+            StreamingError::Network(NetworkError::new(&TransportError::Remote {
+                target: self.target,
+                reason: format!("undecodable snapshot answer: {e}"),
+            }))
+        })
+    }
+}

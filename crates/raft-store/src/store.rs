@@ -1,0 +1,650 @@
+//! The [`Store`] handle: one per member; reads, writes, watches, membership, and the entry point
+//! for messages from other members.
+//!
+//! Follower writes are **forwarded** to the leader over the same [`Transport`] (one hop: the
+//! leader applies it or answers `NotLeader`; it never forwards again). A caller therefore gets
+//! [`WriteError::NotLeader`] only when no leader is known (an election is in progress) or the
+//! member it forwarded to had just lost leadership; retrying after a short pause is correct
+//! for puts and for transactions guarded by a compare. Membership changes are not forwarded: they
+//! run on the leader and answer [`MembershipError::NotLeader`] elsewhere.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use openraft::ChangeMembers;
+use openraft::Instant as _;
+use openraft::ReadPolicy;
+use openraft::ServerState;
+use openraft::SnapshotPolicy;
+use openraft::async_runtime::WatchReceiver as _;
+use openraft::errors::ClientWriteError;
+use openraft::errors::InitializeError;
+use openraft::errors::LinearizableReadError;
+use openraft::errors::RaftError;
+use serde::Deserialize;
+use serde::Serialize;
+
+use crate::crypto::EncryptionKey;
+use crate::crypto::Sealer;
+use crate::error::HandleError;
+use crate::error::MembershipError;
+use crate::error::OpenError;
+use crate::error::ReadError;
+use crate::error::WatchError;
+use crate::error::WriteError;
+use crate::log_store::LogOptions;
+use crate::log_store::LogStore;
+use crate::network::MessageKind;
+use crate::network::NetworkFactory;
+use crate::network::Transport;
+use crate::network::decode;
+use crate::network::decode_snapshot;
+use crate::network::encode;
+use crate::state_machine::StateMachine;
+use crate::state_machine::WatchStream;
+use crate::types::Command;
+use crate::types::Consistency;
+use crate::types::KeyValue;
+use crate::types::NodeId;
+use crate::types::Op;
+use crate::types::Raft;
+use crate::types::RangeResult;
+use crate::types::Txn;
+use crate::types::TxnOutcome;
+
+/// How a member stores data and paces Raft.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// This member's id; stable across restarts.
+    pub node_id: NodeId,
+    /// The address other members reach this one at (as the transport understands it).
+    pub addr: String,
+    /// The directory for the log (`log/`) and snapshots (`snapshot/`).
+    pub data_dir: PathBuf,
+    /// Build a snapshot and compact the log after this many entries (default 10,000).
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging members catch up from the
+    /// log instead of a snapshot (default 1,000).
+    pub keep_entries_after_snapshot: u64,
+    /// Leader heartbeat period (default 100 ms).
+    pub heartbeat_interval: Duration,
+    /// Election timeout range (default 500–1000 ms): a follower that hears nothing from a leader
+    /// for a random time in this range starts an election.
+    pub election_timeout: (Duration, Duration),
+    /// How long a write or linearizable read may wait before it fails (default 5 s).
+    pub request_timeout: Duration,
+    /// Encrypt log records and snapshots at rest with this key.
+    pub encryption_key: Option<EncryptionKey>,
+    /// fsync appended entries before acknowledging them (default true; turn off only to measure).
+    pub fsync: bool,
+    /// Start a new log segment file after this many bytes (default 64 MiB).
+    pub segment_bytes: u64,
+    /// How many recent events are kept for watches that start in the past (default 10,000).
+    pub watch_history: usize,
+}
+
+impl StoreConfig {
+    /// A configuration with defaults for member `node_id` reachable at `addr`, storing under
+    /// `data_dir`.
+    pub fn new(node_id: NodeId, addr: impl Into<String>, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_id,
+            addr: addr.into(),
+            data_dir: data_dir.into(),
+            snapshot_after_entries: 10_000,
+            keep_entries_after_snapshot: 1_000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            request_timeout: Duration::from_secs(5),
+            encryption_key: None,
+            fsync: true,
+            segment_bytes: 64 << 20,
+            watch_history: 10_000,
+        }
+    }
+}
+
+/// Whether a member votes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Counts towards the quorum.
+    Voter,
+    /// Receives the log but does not vote (a member catching up before promotion).
+    Learner,
+}
+
+/// Whether the leader currently hears from a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reachability {
+    /// Acknowledged the leader within the election timeout.
+    Reachable,
+    /// Silent for longer than the election timeout.
+    Unreachable,
+    /// No leader could be asked.
+    Unknown,
+}
+
+/// One member as seen by the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberStatus {
+    /// The member's id.
+    pub id: NodeId,
+    /// Its transport address.
+    pub addr: String,
+    /// Voter or learner.
+    pub role: Role,
+    /// Whether the leader hears from it.
+    pub reachability: Reachability,
+    /// The highest log index known to be replicated to it.
+    pub matched_index: Option<u64>,
+}
+
+/// The cluster as this member (or, when it can ask, the leader) sees it: for `node ls`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The current leader, if known.
+    pub leader: Option<NodeId>,
+    /// The current Raft term.
+    pub term: u64,
+    /// Every member, in id order.
+    pub members: Vec<MemberStatus>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ForwardAnswer {
+    Applied(TxnOutcome),
+    NotLeader(Option<NodeId>),
+    Failed(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum ReadIndexAnswer {
+    Index(u64),
+    NotLeader(Option<NodeId>),
+    Failed(String),
+}
+
+/// A handle on one member of the replicated store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    id: NodeId,
+    addr: String,
+    raft: Raft,
+    sm: StateMachine,
+    log: LogStore,
+    transport: Arc<dyn Transport>,
+    request_timeout: Duration,
+    election_timeout_max: Duration,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("id", &self.inner.id).field("addr", &self.inner.addr).finish()
+    }
+}
+
+/// A handle that does not keep the member alive (held by in-process routers).
+#[derive(Clone)]
+pub(crate) struct WeakStore(std::sync::Weak<Inner>);
+
+impl WeakStore {
+    pub(crate) fn upgrade(&self) -> Option<Store> {
+        self.0.upgrade().map(|inner| Store { inner })
+    }
+}
+
+fn write_stopped<E: std::fmt::Display>(node: NodeId, e: E) -> WriteError {
+    WriteError::Stopped { node, reason: e.to_string() }
+}
+
+impl Store {
+    /// Opens the member's data (or creates it) and starts Raft. A member with no log waits to be
+    /// bootstrapped ([`Store::bootstrap`]) or added by a leader ([`Store::add_learner`]).
+    pub async fn open(config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Self, OpenError> {
+        let id = config.node_id;
+        let (emin, emax) = config.election_timeout;
+        if emin.is_zero() || emax <= emin || config.heartbeat_interval >= emin {
+            return Err(OpenError::Config(format!(
+                "election timeout {emin:?}..{emax:?} must be a non-empty range above the heartbeat interval {:?}",
+                config.heartbeat_interval
+            )));
+        }
+        let sealer =
+            Arc::new(Sealer::new(config.encryption_key.as_ref()).map_err(|e| OpenError::Config(e.to_string()))?);
+        let log = LogStore::open(
+            LogOptions { dir: config.data_dir.join("log"), segment_bytes: config.segment_bytes, fsync: config.fsync },
+            sealer.clone(),
+        )?;
+        let sm = StateMachine::open(id, config.data_dir.join("snapshot"), sealer, config.watch_history)?;
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let raft_config = openraft::Config {
+            cluster_name: "shoal".into(),
+            heartbeat_interval: millis(config.heartbeat_interval),
+            election_timeout_min: millis(emin),
+            election_timeout_max: millis(emax),
+            install_snapshot_timeout: millis(config.request_timeout).max(1000),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries.max(1)),
+            max_in_snapshot_log_to_keep: config.keep_entries_after_snapshot,
+            // The committed log id is persisted lazily, so a restarted leader must win an election
+            // (and commit a new-term entry) before it serves reads.
+            enable_leader_restore: Some(false),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| OpenError::Config(e.to_string()))?;
+        let network = NetworkFactory { node: id, transport: transport.clone() };
+        let raft = Raft::new(id, Arc::new(raft_config), network, log.clone(), sm.clone())
+            .await
+            .map_err(|e| OpenError::Raft { node: id, reason: e.to_string() })?;
+        tracing::info!(node.id = id, node.addr = %config.addr, "raft store opened");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                id,
+                addr: config.addr,
+                raft,
+                sm,
+                log,
+                transport,
+                request_timeout: config.request_timeout,
+                election_timeout_max: emax,
+            }),
+        })
+    }
+
+    pub(crate) fn downgrade(&self) -> WeakStore {
+        WeakStore(Arc::downgrade(&self.inner))
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.id
+    }
+
+    /// This member's transport address.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Makes this member a one-member cluster (its own leader). Only for the first member of a
+    /// new cluster; others join through [`Store::add_learner`] on the leader.
+    pub async fn bootstrap(&self) -> Result<(), MembershipError> {
+        let id = self.inner.id;
+        let members = BTreeMap::from([(id, BasicNode::new(self.inner.addr.clone()))]);
+        match self.inner.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                Err(MembershipError::AlreadyInitialized { node: id })
+            }
+            Err(RaftError::APIError(e)) => Err(MembershipError::Refused { node: id, reason: e.to_string() }),
+            Err(RaftError::Fatal(e)) => Err(MembershipError::Stopped { node: id, reason: e.to_string() }),
+        }
+    }
+
+    /// The leader this member knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.inner.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// Whether this member is the leader right now (it may lose leadership at any time).
+    pub fn is_leader(&self) -> bool {
+        self.inner.raft.metrics().borrow_watched().state == ServerState::Leader
+    }
+
+    /// Waits until this member knows a leader, up to `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<NodeId> {
+        let mut rx = self.inner.raft.metrics();
+        let wait = async {
+            loop {
+                if let Some(l) = rx.borrow_and_update().current_leader {
+                    return Some(l);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok().flatten()
+    }
+
+    /// The store revision this member has applied.
+    pub fn revision(&self) -> u64 {
+        self.inner.sm.revision()
+    }
+
+    /// Sets `key` to `value`.
+    pub async fn put(&self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Result<TxnOutcome, WriteError> {
+        self.txn(Txn::new().and_then(Op::put(key, value))).await
+    }
+
+    /// Deletes `key`; `deleted` in the outcome says whether it existed.
+    pub async fn delete(&self, key: impl Into<Vec<u8>>) -> Result<TxnOutcome, WriteError> {
+        self.txn(Txn::new().and_then(Op::delete(key))).await
+    }
+
+    /// Applies a transaction atomically; forwarded to the leader from a follower.
+    pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
+        match self.write_local(txn.clone()).await {
+            Err(WriteError::NotLeader { leader: Some(leader) }) if leader != self.inner.id => {
+                self.forward(leader, txn).await
+            }
+            other => other,
+        }
+    }
+
+    async fn write_local(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
+        let id = self.inner.id;
+        let fut = self.inner.raft.client_write(Command { txn });
+        match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Err(_) => Err(WriteError::Unconfirmed {
+                node: id,
+                reason: format!("not committed within {:?}", self.inner.request_timeout),
+            }),
+            Ok(Ok(resp)) => Ok(resp.data.outcome),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(WriteError::NotLeader { leader: f.leader_id })
+            }
+            Ok(Err(RaftError::APIError(e))) => Err(WriteError::Unconfirmed { node: id, reason: e.to_string() }),
+            Ok(Err(RaftError::Fatal(e))) => Err(write_stopped(id, e)),
+        }
+    }
+
+    fn leader_addr(&self, leader: NodeId) -> Option<String> {
+        let m = self.inner.raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&leader).map(|n| n.addr.clone())
+    }
+
+    async fn forward(&self, leader: NodeId, txn: Txn) -> Result<TxnOutcome, WriteError> {
+        let Some(addr) = self.leader_addr(leader) else {
+            return Err(WriteError::NotLeader { leader: Some(leader) });
+        };
+        tracing::debug!(node.id = self.inner.id, leader.id = leader, "forwarding write to leader");
+        let fut = self.inner.transport.send(self.inner.id, leader, &addr, MessageKind::ForwardWrite, encode(&txn));
+        let bytes = match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(WriteError::Forward { leader, reason: e.to_string() }),
+            Err(_) => return Err(WriteError::Forward { leader, reason: "timed out".into() }),
+        };
+        match decode::<ForwardAnswer>(&bytes) {
+            Ok(ForwardAnswer::Applied(o)) => Ok(o),
+            Ok(ForwardAnswer::NotLeader(l)) => Err(WriteError::NotLeader { leader: l }),
+            Ok(ForwardAnswer::Failed(reason)) => Err(WriteError::Unconfirmed { node: leader, reason }),
+            Err(e) => Err(WriteError::Forward { leader, reason: format!("undecodable answer: {e}") }),
+        }
+    }
+
+    /// Makes the next local read linearizable: on the leader by read index, on a follower by
+    /// asking the leader for its read index and waiting until this member has applied it.
+    async fn linearize(&self) -> Result<(), ReadError> {
+        let id = self.inner.id;
+        let fut = self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex);
+        let leader = match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Err(_) => {
+                return Err(ReadError::NoQuorum { leader: self.leader(), reason: "read index timed out".into() });
+            }
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => f.leader_id,
+            Ok(Err(RaftError::APIError(e))) => {
+                return Err(ReadError::NoQuorum { leader: self.leader(), reason: e.to_string() });
+            }
+            Ok(Err(RaftError::Fatal(e))) => return Err(ReadError::Stopped { node: id, reason: e.to_string() }),
+        };
+        let Some(leader) = leader.filter(|l| *l != id) else {
+            return Err(ReadError::NoQuorum { leader, reason: "no leader known".into() });
+        };
+        let Some(addr) = self.leader_addr(leader) else {
+            return Err(ReadError::NoQuorum { leader: Some(leader), reason: "leader address unknown".into() });
+        };
+        let fut = self.inner.transport.send(id, leader, &addr, MessageKind::ReadIndex, Vec::new());
+        let bytes = match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return Err(ReadError::NoQuorum { leader: Some(leader), reason: e.to_string() }),
+            Err(_) => return Err(ReadError::NoQuorum { leader: Some(leader), reason: "read index timed out".into() }),
+        };
+        let index = match decode::<ReadIndexAnswer>(&bytes) {
+            Ok(ReadIndexAnswer::Index(i)) => i,
+            Ok(ReadIndexAnswer::NotLeader(l)) => {
+                return Err(ReadError::NoQuorum { leader: l, reason: format!("node {leader} is no longer leader") });
+            }
+            Ok(ReadIndexAnswer::Failed(reason)) => return Err(ReadError::NoQuorum { leader: Some(leader), reason }),
+            Err(e) => {
+                return Err(ReadError::NoQuorum { leader: Some(leader), reason: format!("undecodable answer: {e}") });
+            }
+        };
+        self.inner
+            .raft
+            .wait(Some(self.inner.request_timeout))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+            .map(|_| ())
+            .map_err(|_| ReadError::Timeout { node: id, index })
+    }
+
+    /// Reads one key (linearizable).
+    pub async fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<KeyValue>, ReadError> {
+        self.get_with(key, Consistency::Linearizable).await
+    }
+
+    /// Reads one key with the given consistency.
+    pub async fn get_with(
+        &self,
+        key: impl AsRef<[u8]>,
+        consistency: Consistency,
+    ) -> Result<Option<KeyValue>, ReadError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        Ok(self.inner.sm.get(key.as_ref()).0)
+    }
+
+    /// Reads every key starting with `prefix` (linearizable), in key order.
+    pub async fn range(&self, prefix: impl AsRef<[u8]>) -> Result<RangeResult, ReadError> {
+        self.range_with(prefix, Consistency::Linearizable).await
+    }
+
+    /// Reads every key starting with `prefix` with the given consistency.
+    pub async fn range_with(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        consistency: Consistency,
+    ) -> Result<RangeResult, ReadError> {
+        if consistency == Consistency::Linearizable {
+            self.linearize().await?;
+        }
+        let (kvs, revision) = self.inner.sm.range(prefix.as_ref());
+        Ok(RangeResult { kvs, revision })
+    }
+
+    /// Streams every change under `prefix` with a revision of at least `from_revision`, as this
+    /// member applies them (`0`: only changes after now). Fails with [`WatchError::Compacted`]
+    /// when that revision is older than the history this member keeps.
+    pub fn watch(&self, prefix: impl Into<Vec<u8>>, from_revision: u64) -> Result<WatchStream, WatchError> {
+        self.inner.sm.watch(prefix.into(), from_revision)
+    }
+
+    fn mem_err(
+        &self,
+        e: RaftError<crate::types::TypeConfig, ClientWriteError<crate::types::TypeConfig>>,
+    ) -> MembershipError {
+        let node = self.inner.id;
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                MembershipError::NotLeader { leader: f.leader_id }
+            }
+            RaftError::APIError(e) => MembershipError::Refused { node, reason: e.to_string() },
+            RaftError::Fatal(e) => MembershipError::Stopped { node, reason: e.to_string() },
+        }
+    }
+
+    fn timed_out(&self) -> MembershipError {
+        MembershipError::Refused {
+            node: self.inner.id,
+            reason: format!("timed out after {:?}", self.inner.request_timeout),
+        }
+    }
+
+    /// Adds member `id` at `addr` as a learner and waits until it has caught up (leader only).
+    pub async fn add_learner(&self, id: NodeId, addr: impl Into<String>) -> Result<(), MembershipError> {
+        let fut = self.inner.raft.add_learner(id, BasicNode::new(addr.into()), true);
+        match tokio::time::timeout(self.inner.request_timeout * 4, fut).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Makes learner `id` a voter (leader only).
+    pub async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
+        let fut = self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
+        match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e)),
+            Err(_) => Err(self.timed_out()),
+        }
+    }
+
+    /// Removes member `id`, voter or learner (leader only).
+    pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
+        let is_voter = self.inner.raft.voter_ids().any(|v| v == id);
+        if is_voter {
+            let fut = self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
+            match tokio::time::timeout(self.inner.request_timeout, fut).await {
+                Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e))?,
+                Err(_) => return Err(self.timed_out()),
+            }
+        }
+        let still_member = self.inner.raft.learner_ids().any(|l| l == id);
+        if still_member {
+            let fut = self.inner.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false);
+            match tokio::time::timeout(self.inner.request_timeout, fut).await {
+                Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e))?,
+                Err(_) => return Err(self.timed_out()),
+            }
+        }
+        Ok(())
+    }
+
+    /// This member's own view: reachability is known only on the leader.
+    pub fn local_status(&self) -> ClusterStatus {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_leader = m.state == ServerState::Leader;
+        let limit = self.inner.election_timeout_max;
+        let members = membership
+            .nodes()
+            .map(|(id, node)| {
+                let reachability = if !is_leader {
+                    Reachability::Unknown
+                } else if *id == m.id {
+                    Reachability::Reachable
+                } else {
+                    match m.heartbeat.as_ref().and_then(|h| h.get(id).cloned().flatten()) {
+                        Some(at) if at.elapsed() <= limit => Reachability::Reachable,
+                        _ => Reachability::Unreachable,
+                    }
+                };
+                let matched_index = if *id == m.id {
+                    m.last_log_index
+                } else {
+                    m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index)
+                };
+                MemberStatus {
+                    id: *id,
+                    addr: node.addr.clone(),
+                    role: if voters.contains(id) { Role::Voter } else { Role::Learner },
+                    reachability,
+                    matched_index,
+                }
+            })
+            .collect();
+        ClusterStatus { leader: m.current_leader, term: m.current_term, members }
+    }
+
+    /// The cluster's members with their roles and reachability, asked of the leader when this
+    /// member is not it (falls back to the local view, with unknown reachability).
+    pub async fn status(&self) -> ClusterStatus {
+        let local = self.local_status();
+        let Some(leader) = local.leader.filter(|l| *l != self.inner.id) else {
+            return local;
+        };
+        let Some(addr) = self.leader_addr(leader) else {
+            return local;
+        };
+        let fut = self.inner.transport.send(self.inner.id, leader, &addr, MessageKind::Status, Vec::new());
+        match tokio::time::timeout(self.inner.request_timeout, fut).await {
+            Ok(Ok(bytes)) => match decode::<ClusterStatus>(&bytes) {
+                Ok(s) if s.leader == Some(leader) => s,
+                _ => local,
+            },
+            _ => local,
+        }
+    }
+
+    /// Handles one message from another member (called by transports on the receiving side).
+    pub async fn handle(&self, kind: MessageKind, payload: Vec<u8>) -> Result<Vec<u8>, HandleError> {
+        let node = self.inner.id;
+        let kname = kind.as_str();
+        let malformed = |e: String| HandleError::Malformed { kind: kname, reason: e };
+        let failed = |e: String| HandleError::Failed { node, kind: kname, reason: e };
+        let raft = &self.inner.raft;
+        match kind {
+            MessageKind::AppendEntries => {
+                let req = decode(&payload).map_err(|e| malformed(e.to_string()))?;
+                raft.append_entries(req).await.map(|r| encode(&r)).map_err(|e| failed(e.to_string()))
+            }
+            MessageKind::Vote => {
+                let req = decode(&payload).map_err(|e| malformed(e.to_string()))?;
+                raft.vote(req).await.map(|r| encode(&r)).map_err(|e| failed(e.to_string()))
+            }
+            MessageKind::PreVote => {
+                let req = decode(&payload).map_err(|e| malformed(e.to_string()))?;
+                raft.pre_vote(req).await.map(|r| encode(&r)).map_err(|e| failed(e.to_string()))
+            }
+            MessageKind::InstallSnapshot => {
+                let (vote, meta, data) = decode_snapshot(&payload).map_err(malformed)?;
+                tracing::info!(node.id = node, snapshot.last_log_id = ?meta.last_log_id, "receiving snapshot");
+                let snapshot =
+                    openraft::alias::SnapshotOf::<crate::types::TypeConfig, Vec<u8>> { meta, snapshot: data };
+                raft.install_full_snapshot(vote, snapshot).await.map(|r| encode(&r)).map_err(|e| failed(e.to_string()))
+            }
+            MessageKind::ForwardWrite => {
+                let txn: Txn = decode(&payload).map_err(|e| malformed(e.to_string()))?;
+                let answer = match self.write_local(txn).await {
+                    Ok(o) => ForwardAnswer::Applied(o),
+                    Err(WriteError::NotLeader { leader }) => ForwardAnswer::NotLeader(leader),
+                    Err(e) => ForwardAnswer::Failed(e.to_string()),
+                };
+                Ok(encode(&answer))
+            }
+            MessageKind::ReadIndex => {
+                let fut = raft.get_read_linearizer(ReadPolicy::ReadIndex);
+                let answer = match tokio::time::timeout(self.inner.request_timeout, fut).await {
+                    Ok(Ok(lin)) => ReadIndexAnswer::Index(lin.read_log_id().index()),
+                    Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
+                        ReadIndexAnswer::NotLeader(f.leader_id)
+                    }
+                    Ok(Err(e)) => ReadIndexAnswer::Failed(e.to_string()),
+                    Err(_) => ReadIndexAnswer::Failed("read index timed out".into()),
+                };
+                Ok(encode(&answer))
+            }
+            MessageKind::Status => Ok(encode(&self.local_status())),
+        }
+    }
+
+    /// Stops Raft and ends every watch; the data stays on disk for a later [`Store::open`].
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.inner.raft.shutdown().await {
+            tracing::warn!(node.id = self.inner.id, error = %e, "raft shutdown reported an error");
+        }
+        self.inner.sm.close_watchers();
+        self.inner.log.close().await;
+        tracing::info!(node.id = self.inner.id, "raft store stopped");
+    }
+}

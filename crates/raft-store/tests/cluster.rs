@@ -1,0 +1,256 @@
+//! Three members in one process on the fault-injecting router: replication, forwarding, leader
+//! loss, partitions, restarts from disk, snapshot install on a member that fell behind,
+//! membership changes and status.
+
+mod support;
+
+use std::time::Duration;
+
+use shoal_raft_store::Compare;
+use shoal_raft_store::Consistency;
+use shoal_raft_store::EventKind;
+use shoal_raft_store::InProcessRouter;
+use shoal_raft_store::MembershipError;
+use shoal_raft_store::Op;
+use shoal_raft_store::Reachability;
+use shoal_raft_store::ReadError;
+use shoal_raft_store::Role;
+use shoal_raft_store::Store;
+use shoal_raft_store::StoreConfig;
+use shoal_raft_store::Txn;
+use shoal_raft_store::WatchError;
+use shoal_raft_store::WriteError;
+use support::Cluster;
+use support::Tuning;
+use tracing::info;
+
+fn others(leader: u64) -> Vec<u64> {
+    (1..=3).filter(|id| *id != leader).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn follower_writes_are_forwarded_and_reads_are_linearizable_everywhere() {
+    let c = Cluster::start(3, 1, Tuning::default()).await;
+    let leader = c.wait_leader().await;
+    let follower = others(leader)[0];
+
+    info!("--- a write on a follower is forwarded to the leader");
+    let out = c.store(follower).put("/k", "v1").await.expect("forwarded put");
+    assert!(out.succeeded);
+    info!("--- a linearizable read on any member sees it at once");
+    for id in 1..=3 {
+        let kv = c.store(id).get("/k").await.expect("read").expect("present");
+        assert_eq!(kv.value, b"v1");
+        assert_eq!(kv.mod_revision, out.revision);
+    }
+
+    info!("--- a txn with a stale compare fails on a follower too");
+    let stale = Txn::new().when(Compare::mod_revision("/k", out.revision - 1)).and_then(Op::put("/k", "lost"));
+    assert!(!c.store(follower).txn(stale).await.expect("txn").succeeded);
+    let ok = Txn::new().when(Compare::mod_revision("/k", out.revision)).and_then(Op::put("/k", "v2"));
+    assert!(c.store(follower).txn(ok).await.expect("txn").succeeded);
+    assert_eq!(c.store(leader).get("/k").await.expect("read").expect("kv").version, 2);
+
+    info!("--- a watch on a follower sees changes in order");
+    let mut w = c.store(follower).watch("/w/", 0).expect("watch");
+    for i in 0..5 {
+        c.store(leader).put(format!("/w/{i}"), "x").await.expect("put");
+    }
+    c.store(leader).delete("/w/0").await.expect("delete");
+    let mut revs = Vec::new();
+    for _ in 0..6 {
+        let ev = tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("event");
+        revs.push((ev.kind, ev.kv.mod_revision));
+    }
+    assert!(revs.windows(2).all(|p| p[0].1 < p[1].1), "{revs:?}");
+    assert_eq!(revs.last().map(|r| r.0), Some(EventKind::Delete));
+
+    let range = c.store(follower).range("/w/").await.expect("range");
+    assert_eq!(range.kvs.len(), 4);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_without_leader_answers_not_leader() {
+    support::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = InProcessRouter::new(2);
+    let lone = Store::open(StoreConfig::new(9, "mem://9", dir.path()), router.transport()).await.expect("open");
+    router.register(&lone);
+    info!("--- a member that was never bootstrapped knows no leader");
+    assert_eq!(lone.put("/k", "v").await, Err(WriteError::NotLeader { leader: None }));
+    assert!(matches!(lone.get("/k").await, Err(ReadError::NoQuorum { leader: None, .. })));
+    assert!(matches!(lone.add_learner(10, "mem://10").await, Err(MembershipError::NotLeader { leader: None })));
+    info!("--- stale reads still answer from local state");
+    assert_eq!(lone.get_with("/k", Consistency::Stale).await, Ok(None));
+    lone.bootstrap().await.expect("bootstrap");
+    assert!(matches!(lone.bootstrap().await, Err(MembershipError::AlreadyInitialized { node: 9 })));
+    lone.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_elects_another_and_loses_nothing() {
+    let mut c = Cluster::start(3, 3, Tuning::default()).await;
+    let old = c.wait_leader().await;
+    for i in 0..20 {
+        c.store(old).put(format!("/k/{i}"), format!("{i}")).await.expect("put");
+    }
+    info!("--- kill leader");
+    c.kill(old).await;
+    let new = c.wait_leader().await;
+    assert_ne!(new, old);
+    let got = c.store(new).range("/k/").await.expect("range");
+    assert_eq!(got.kvs.len(), 20, "every acknowledged write survives");
+    c.store(new).put("/after", "1").await.expect("write to new leader");
+
+    info!("--- restart the old leader from disk: it rejoins as follower and catches up");
+    c.open(old).await;
+    c.wait_value(old, "/after", "1").await;
+    assert_eq!(c.store(old).range_with("/k/", Consistency::Stale).await.expect("range").kvs.len(), 20);
+    assert_eq!(c.wait_leader().await, new);
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_of_minority_and_majority() {
+    let c = Cluster::start(3, 4, Tuning::default()).await;
+    let old = c.wait_leader().await;
+    let rest = others(old);
+    c.store(old).put("/before", "1").await.expect("put");
+
+    info!("--- partition the leader into a minority of one");
+    c.router.partition(&[&[old], &rest]);
+    info!("--- the majority elects a leader and accepts writes");
+    let new = c.wait_leader_among(&rest).await;
+    c.store(new).put("/majority", "1").await.expect("majority write");
+    info!("--- the isolated old leader cannot commit or serve linearizable reads");
+    assert!(c.store(old).put("/minority", "1").await.is_err());
+    assert!(c.store(old).get("/majority").await.is_err());
+
+    info!("--- heal: the old leader follows and holds the majority's write, not its own");
+    c.router.heal();
+    c.wait_value(old, "/majority", "1").await;
+    assert_eq!(c.wait_leader().await, new);
+    assert!(c.store(new).get("/minority").await.expect("read").is_none(), "uncommitted minority write is gone");
+
+    info!("--- partition a majority away from the leader: the two-member side takes over");
+    let leader = c.wait_leader().await;
+    let follower = others(leader)[0];
+    let third = others(leader)[1];
+    c.router.partition(&[&[leader], &[follower], &[third]]);
+    assert!(c.store(leader).put("/nobody", "1").await.is_err(), "no quorum anywhere");
+    c.router.partition(&[&[leader], &[follower, third]]);
+    c.router.heal();
+    c.router.partition(&[&[leader], &[follower, third]]);
+    let took_over = c.wait_leader_among(&[follower, third]).await;
+    c.store(took_over).put("/after-split", "1").await.expect("write after split");
+    c.router.heal();
+    c.wait_value(leader, "/after-split", "1").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_that_fell_behind_catch_up_and_a_new_one_installs_a_snapshot() {
+    let mut c = Cluster::start(3, 5, Tuning { snapshot_after_entries: 40, keep_entries_after_snapshot: 0 }).await;
+    let leader = c.wait_leader().await;
+    let lagging = others(leader)[0];
+    info!("--- stop a follower while the others write past several snapshots");
+    c.kill(lagging).await;
+    for i in 0..120 {
+        c.store(leader).put(format!("/s/{i:03}"), format!("{i}")).await.expect("put");
+    }
+    let root = c.dir.path().to_path_buf();
+    let snap_file = |id: u64| root.join(format!("node-{id}")).join("snapshot").join("current.snap");
+    assert!(snap_file(leader).exists(), "the leader compacted its log");
+
+    info!("--- a member that joins now needs purged entries: the leader streams it a snapshot");
+    c.open(4).await;
+    c.store(leader).add_learner(4, support::addr(4)).await.expect("learner");
+    c.wait_value(4, "/s/119", "119").await;
+    assert!(snap_file(4).exists(), "the installed snapshot is on disk");
+    let got = c.store(4).range_with("/s/", Consistency::Stale).await.expect("range");
+    assert_eq!(got.kvs.len(), 120);
+    assert_eq!(got.revision, c.store(leader).revision(), "revisions carry over in the snapshot");
+    info!("--- a watch from before the installed snapshot is refused as compacted");
+    assert!(matches!(c.store(4).watch("/", 1), Err(WatchError::Compacted { requested: 1, .. })));
+    let mut w = c.store(4).watch("/", 0).expect("watch from now");
+    c.store(leader).put("/s/last", "done").await.expect("put");
+    let ev =
+        tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("open").expect("event");
+    assert_eq!(ev.kv.key, b"/s/last");
+
+    info!("--- restart the stopped follower: it catches up with everything");
+    c.open(lagging).await;
+    c.wait_value(lagging, "/s/last", "done").await;
+    let got = c.store(lagging).range_with("/s/", Consistency::Stale).await.expect("range");
+    assert_eq!(got.kvs.len(), 121);
+    assert_eq!(got.revision, c.store(leader).revision());
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_whole_cluster_restarts_from_disk() {
+    let mut c = Cluster::start(3, 6, Tuning { snapshot_after_entries: 30, keep_entries_after_snapshot: 5 }).await;
+    let leader = c.wait_leader().await;
+    for i in 0..50 {
+        c.store(leader).put(format!("/r/{i}"), "v").await.expect("put");
+    }
+    let revision = c.store(leader).get("/r/0").await.expect("read").map(|_| c.store(leader).revision());
+    info!("--- stop every member");
+    for id in 1..=3 {
+        c.kill(id).await;
+    }
+    info!("--- start them again from their data directories");
+    for id in 1..=3 {
+        c.open(id).await;
+    }
+    let leader = c.wait_leader().await;
+    let got = c.store(leader).range("/r/").await.expect("range");
+    assert_eq!(got.kvs.len(), 50);
+    assert_eq!(Some(got.revision), revision, "revisions are rebuilt identically");
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn membership_status_and_removal() {
+    let mut c = Cluster::start(3, 7, Tuning::default()).await;
+    let leader = c.wait_leader().await;
+    let status = c.store(leader).status().await;
+    assert_eq!(status.leader, Some(leader));
+    assert_eq!(status.members.len(), 3);
+    assert!(
+        status.members.iter().all(|m| m.role == Role::Voter && m.reachability == Reachability::Reachable),
+        "{status:?}"
+    );
+
+    info!("--- a follower reports the leader's view");
+    let follower = others(leader)[0];
+    let via_follower = c.store(follower).status().await;
+    assert_eq!(via_follower.leader, Some(leader));
+    assert!(via_follower.members.iter().all(|m| m.reachability == Reachability::Reachable));
+
+    info!("--- a dead member shows as unreachable");
+    let victim = others(leader)[1];
+    c.kill(victim).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let status = c.store(leader).status().await;
+    let dead = status.members.iter().find(|m| m.id == victim).expect("still a member");
+    assert_eq!(dead.reachability, Reachability::Unreachable);
+
+    info!("--- remove it; add a fresh learner and promote it");
+    c.store(leader).remove(victim).await.expect("remove");
+    assert_eq!(c.store(leader).status().await.members.len(), 2);
+    assert!(matches!(c.store(follower).remove(leader).await, Err(MembershipError::NotLeader { leader: Some(_) })));
+    c.open(4).await;
+    c.store(leader).add_learner(4, support::addr(4)).await.expect("learner");
+    let s = c.store(leader).status().await;
+    assert_eq!(s.members.iter().find(|m| m.id == 4).map(|m| m.role), Some(Role::Learner));
+    c.store(leader).promote(4).await.expect("promote");
+    c.store(leader).put("/m", "1").await.expect("put");
+    c.wait_value(4, "/m", "1").await;
+    c.shutdown().await;
+}
