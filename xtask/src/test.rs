@@ -91,21 +91,22 @@ fn step(name: &str) {
 /// with none the advisories check is reported as not run rather than silently passed.
 fn deny() -> anyhow::Result<()> {
     cargo(&["deny", "--log-level", "error", "check", "bans", "licenses", "sources"], &[])?;
-    let db = std::env::var_os("CARGO_HOME")
+    if cargo(&["deny", "--log-level", "error", "check", "advisories"], &[]).is_ok() {
+        return Ok(());
+    }
+    let home = std::env::var_os("CARGO_HOME")
         .map(std::path::PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
-        .map(|home| home.join("advisory-dbs"));
-    let fetched = cargo(&["deny", "--log-level", "error", "check", "advisories"], &[]);
-    match fetched {
-        Ok(()) => Ok(()),
-        Err(_) if db.as_ref().is_some_and(|d| d.exists()) => {
-            println!("deny: advisory database could not be fetched; checking against the local copy");
-            cargo(&["deny", "--log-level", "error", "check", "--disable-fetch", "advisories"], &[])
-        }
-        Err(_) => {
-            println!("deny: advisories NOT checked: the advisory database cannot be fetched from this network");
-            Ok(())
-        }
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let has_local_db = home
+        .map(|home| home.join("advisory-dbs"))
+        .and_then(|dir| std::fs::read_dir(dir).ok())
+        .is_some_and(|entries| entries.flatten().any(|e| e.path().join("crates").is_dir()));
+    if has_local_db {
+        println!("deny: advisory database could not be fetched; checking against the local copy");
+        cargo(&["deny", "--offline", "--log-level", "error", "check", "advisories"], &[])
+    } else {
+        println!("deny: advisories NOT checked: the advisory database cannot be fetched from this network");
+        Ok(())
     }
 }
 
