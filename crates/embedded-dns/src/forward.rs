@@ -1,0 +1,287 @@
+//! Forwarding names the record table does not own to the node's upstream servers, and caching
+//! their answers for as long as their TTL says.
+//!
+//! Each forwarded query gets a fresh socket (a fresh source port, connected to the upstream so
+//! that an ICMP "port unreachable" fails it at once) and a random ID. Upstreams are tried in order,
+//! each for at most the configured timeout; SERVFAIL and REFUSED move on to the next one, and when
+//! none answers the client gets SERVFAIL. A UDP answer with TC set is fetched again over TCP when
+//! the client itself asked over TCP.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Message, MessageType, ResponseCode};
+use hickory_proto::rr::RData;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::handler::{self, Forward};
+use crate::netns::NetnsWorker;
+
+/// Upstream answers are cached for at most this long, whatever their TTL.
+const MAX_CACHE_TTL: u32 = 3600;
+
+/// What the cache is keyed on.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct CacheKey {
+    /// Lower case, no trailing dot.
+    pub(crate) name: String,
+    pub(crate) qtype: u16,
+    pub(crate) qclass: u16,
+}
+
+#[derive(Debug)]
+struct Entry {
+    message: Message,
+    stored: Instant,
+    ttl: u32,
+}
+
+/// Upstream answers by question, each kept for its TTL.
+#[derive(Debug)]
+pub(crate) struct Cache {
+    entries: Mutex<HashMap<CacheKey, Entry>>,
+    capacity: usize,
+}
+
+impl Cache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { entries: Mutex::new(HashMap::new()), capacity }
+    }
+
+    /// The cached answer with its TTLs counted down, if it has not expired.
+    pub(crate) fn get(&self, key: &CacheKey) -> Option<Message> {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = entries.get(key)?;
+        let elapsed = u32::try_from(entry.stored.elapsed().as_secs()).unwrap_or(u32::MAX);
+        if elapsed >= entry.ttl {
+            entries.remove(key);
+            return None;
+        }
+        let mut message = entry.message.clone();
+        drop(entries);
+        for record in
+            message.answers.iter_mut().chain(message.authorities.iter_mut()).chain(message.additionals.iter_mut())
+        {
+            record.ttl = record.ttl.saturating_sub(elapsed);
+        }
+        Some(message)
+    }
+
+    pub(crate) fn insert(&self, key: CacheKey, response: &Message) {
+        let Some(ttl) = cache_ttl(response) else { return };
+        let mut message = response.clone();
+        // OPT records are hop-by-hop (RFC 6891): each answer gets our own.
+        message.edns = None;
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= self.capacity {
+            entries.retain(|_, e| e.stored.elapsed().as_secs() < u64::from(e.ttl));
+            if entries.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.insert(key, Entry { message, stored: Instant::now(), ttl });
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).len()
+    }
+}
+
+/// How long an upstream answer may be cached: the smallest answer TTL, or for a negative answer
+/// the SOA's negative TTL (RFC 2308). `None`: do not cache.
+fn cache_ttl(response: &Message) -> Option<u32> {
+    if response.metadata.truncation
+        || !matches!(response.metadata.response_code, ResponseCode::NoError | ResponseCode::NXDomain)
+    {
+        return None;
+    }
+    let ttl = if response.answers.is_empty() {
+        response.authorities.iter().find_map(|r| match &r.data {
+            RData::SOA(soa) => Some(r.ttl.min(soa.minimum)),
+            _ => None,
+        })?
+    } else {
+        response.answers.iter().map(|r| r.ttl).min()?
+    };
+    (ttl > 0).then_some(ttl.min(MAX_CACHE_TTL))
+}
+
+/// Where upstream sockets are opened.
+#[derive(Debug)]
+pub(crate) enum Sockets {
+    /// In the namespace of the process.
+    Here,
+    /// In another namespace, through a thread that lives there.
+    Netns(NetnsWorker),
+}
+
+impl Sockets {
+    async fn udp(&self, upstream: SocketAddr) -> io::Result<tokio::net::UdpSocket> {
+        let make = move || {
+            let any: SocketAddr = if upstream.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+            let socket = std::net::UdpSocket::bind(any)?;
+            socket.connect(upstream)?;
+            socket.set_nonblocking(true)?;
+            Ok(socket)
+        };
+        let socket = match self {
+            Self::Here => make()?,
+            Self::Netns(worker) => worker.run(make).await?,
+        };
+        tokio::net::UdpSocket::from_std(socket)
+    }
+
+    async fn tcp(&self, upstream: SocketAddr) -> io::Result<tokio::net::TcpStream> {
+        let socket = match self {
+            Self::Here if upstream.is_ipv4() => tokio::net::TcpSocket::new_v4()?,
+            Self::Here => tokio::net::TcpSocket::new_v6()?,
+            Self::Netns(worker) => {
+                let stream = worker
+                    .run(move || {
+                        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+                        let family = if upstream.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+                        let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
+                        let fd = socket(family, SockType::Stream, flags, None).map_err(io::Error::from)?;
+                        Ok(std::net::TcpStream::from(fd))
+                    })
+                    .await?;
+                tokio::net::TcpSocket::from_std_stream(stream)
+            }
+        };
+        socket.connect(upstream).await
+    }
+}
+
+/// Sends queries upstream.
+#[derive(Debug)]
+pub(crate) struct Forwarder {
+    pub(crate) upstreams: Vec<SocketAddr>,
+    pub(crate) timeout: Duration,
+    pub(crate) sockets: Sockets,
+}
+
+static QUERY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// An unpredictable query ID: SipHash, keyed randomly per process, of a counter.
+fn random_id() -> u16 {
+    let mut hasher = std::hash::RandomState::new().build_hasher();
+    hasher.write_u64(QUERY_COUNTER.fetch_add(1, Ordering::Relaxed));
+    (hasher.finish() & 0xffff) as u16
+}
+
+impl Forwarder {
+    /// Resolves `forward` upstream and returns the bytes for the client (SERVFAIL when no
+    /// upstream answered usefully).
+    pub(crate) async fn forward(&self, forward: &Forward, cache: &crate::forward::Cache) -> Vec<u8> {
+        let client_id = forward.request.metadata.id;
+        let mut query = forward.raw.clone();
+        for upstream in &self.upstreams {
+            let id = random_id();
+            query[..2].copy_from_slice(&id.to_be_bytes());
+            let over_tcp = forward.udp_limit.is_none();
+            let answer =
+                match tokio::time::timeout(self.timeout, self.exchange(*upstream, &query, id, forward, over_tcp)).await
+                {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(err)) => {
+                        tracing::debug!(upstream = %upstream, error = %err, "upstream dns query failed");
+                        continue;
+                    }
+                    Err(_) => {
+                        tracing::debug!(upstream = %upstream, timeout = ?self.timeout, "upstream dns query timed out");
+                        continue;
+                    }
+                };
+            let (message, mut bytes) = answer;
+            if matches!(message.metadata.response_code, ResponseCode::ServFail | ResponseCode::Refused) {
+                tracing::debug!(upstream = %upstream, rcode = %message.metadata.response_code, "upstream refused, trying next");
+                continue;
+            }
+            cache.insert(forward.key.clone(), &message);
+            bytes[..2].copy_from_slice(&client_id.to_be_bytes());
+            if forward.udp_limit.is_some_and(|limit| bytes.len() > limit) {
+                let mut message = message;
+                message.metadata.id = client_id;
+                return handler::encode(&message, forward.udp_limit);
+            }
+            return bytes;
+        }
+        tracing::debug!(name = %forward.key.name, "no upstream answered");
+        handler::respond(&forward.request, ResponseCode::ServFail, Vec::new(), false, forward.udp_limit)
+    }
+
+    /// One query to one upstream: UDP, then TCP if the answer is truncated and the client can take
+    /// a large one.
+    async fn exchange(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        forward: &Forward,
+        over_tcp: bool,
+    ) -> io::Result<(Message, Vec<u8>)> {
+        let (message, bytes) = self.exchange_udp(upstream, query, id, forward).await?;
+        if message.metadata.truncation && over_tcp {
+            return self.exchange_tcp(upstream, query, id, forward).await;
+        }
+        Ok((message, bytes))
+    }
+
+    async fn exchange_udp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        forward: &Forward,
+    ) -> io::Result<(Message, Vec<u8>)> {
+        let socket = self.sockets.udp(upstream).await?;
+        socket.send(query).await?;
+        let mut buf = vec![0u8; 65_535];
+        loop {
+            // A connected socket: only the upstream's datagrams arrive, and ICMP errors surface here.
+            let n = socket.recv(&mut buf).await?;
+            if let Some(message) = matching(&buf[..n], id, forward) {
+                buf.truncate(n);
+                return Ok((message, buf));
+            }
+        }
+    }
+
+    async fn exchange_tcp(
+        &self,
+        upstream: SocketAddr,
+        query: &[u8],
+        id: u16,
+        forward: &Forward,
+    ) -> io::Result<(Message, Vec<u8>)> {
+        let mut stream = self.sockets.tcp(upstream).await?;
+        let len = u16::try_from(query.len()).map_err(|_| io::Error::other("query longer than 65535 bytes"))?;
+        let mut framed = Vec::with_capacity(query.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(query);
+        stream.write_all(&framed).await?;
+        loop {
+            let len = stream.read_u16().await?;
+            let mut buf = vec![0u8; usize::from(len)];
+            stream.read_exact(&mut buf).await?;
+            if let Some(message) = matching(&buf, id, forward) {
+                return Ok((message, buf));
+            }
+        }
+    }
+}
+
+/// The response if `bytes` answers our query (same ID, same question), else `None`.
+fn matching(bytes: &[u8], id: u16, forward: &Forward) -> Option<Message> {
+    let message = Message::from_vec(bytes).ok()?;
+    (message.metadata.id == id
+        && message.metadata.message_type == MessageType::Response
+        && message.queries == forward.request.queries)
+        .then_some(message)
+}

@@ -1,0 +1,421 @@
+//! The server: per-container sockets at 127.0.0.11:53 (UDP and TCP) opened inside each
+//! container's namespace, all served by the one runtime, with the container's networks deciding
+//! what it may resolve.
+//!
+//! Local answers are computed inline in the socket's receive loop: no task, no lock held across an
+//! await, so a slow upstream can never hold them up. Only forwarded queries become tasks, bounded
+//! per container by a semaphore.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::forward::{Cache, Forwarder, Sockets};
+use crate::handler::{self, Action, Handler, Transport};
+use crate::netns::{self, NetnsFailure, NetnsWorker};
+use crate::records::RecordTable;
+
+/// Where every container's resolver listens, inside its own namespace.
+pub const RESOLVER_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 11)), 53);
+
+/// Receive buffer asked for on each UDP socket: room for thousands of queued queries, so that a
+/// burst is queued rather than dropped while the loop catches up.
+const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// How long a TCP client may stay idle between queries.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Settings of a [`DnsServer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    /// Upstream servers for names that are not local, tried in order; at most 3 are used. Usually
+    /// [`HostResolvConf::upstreams`](crate::HostResolvConf::upstreams) of the node.
+    pub upstreams: Vec<SocketAddr>,
+    /// The namespace upstream queries are sent from (a path such as `/run/netns/NAME`); `None`: the
+    /// namespace of this process, the node's.
+    pub upstream_netns: Option<PathBuf>,
+    /// How long each upstream has to answer.
+    pub upstream_timeout: Duration,
+    /// TTL of local answers, in seconds: short, so that clients follow changes.
+    pub ttl: u32,
+    /// Names under this domain are local only (never forwarded); `NAME.DOMAIN` resolves as `NAME`.
+    pub cluster_domain: Option<String>,
+    /// The address each container's resolver listens on inside its namespace.
+    pub listen: SocketAddr,
+    /// Forwarded queries (and TCP connections) in flight per container; beyond it, SERVFAIL.
+    pub max_in_flight: usize,
+    /// Upstream answers kept in the cache.
+    pub cache_entries: usize,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        Self {
+            upstreams: Vec::new(),
+            upstream_netns: None,
+            upstream_timeout: Duration::from_secs(4),
+            ttl: 5,
+            cluster_domain: Some("shoal.internal".to_owned()),
+            listen: RESOLVER_ADDR,
+            max_in_flight: 4096,
+            cache_entries: 10_000,
+        }
+    }
+}
+
+/// Starting a server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The namespace for upstream queries could not be entered.
+    #[error("enter upstream namespace {netns}: {source}")]
+    UpstreamNamespace {
+        /// The namespace path.
+        netns: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Attaching a container failed; nothing of it was kept.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The container is already attached.
+    #[error("container {container} is already attached to the dns server")]
+    AlreadyAttached {
+        /// The container ID.
+        container: String,
+    },
+    /// The container's namespace could not be opened or entered.
+    #[error("container {container}: enter namespace {netns}: {source}")]
+    Namespace {
+        /// The container ID.
+        container: String,
+        /// The namespace path.
+        netns: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// A socket could not be bound in the namespace.
+    #[error("container {container}: bind {protocol} {addr} in namespace {netns}: {source}{hint}")]
+    Bind {
+        /// The container ID.
+        container: String,
+        /// The namespace path.
+        netns: PathBuf,
+        /// `udp` or `tcp`.
+        protocol: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+        /// A hint for the usual cause, or empty.
+        hint: &'static str,
+    },
+}
+
+/// Changing a container's networks failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetNetworksError {
+    /// No container with that ID is attached.
+    #[error("container {container} is not attached to the dns server")]
+    NotAttached {
+        /// The container ID.
+        container: String,
+    },
+}
+
+/// What the sockets of one container share.
+#[derive(Debug)]
+struct Container {
+    id: String,
+    /// The networks it is attached to, in order of precedence.
+    networks: RwLock<Arc<[String]>>,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Container {
+    fn networks(&self) -> Arc<[String]> {
+        self.networks.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+#[derive(Debug)]
+struct Attached {
+    container: Arc<Container>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // Aborting the tasks drops their sockets: the container's resolver address is free again.
+        self.tasks.iter().for_each(JoinHandle::abort);
+    }
+}
+
+#[derive(Debug)]
+struct Core {
+    handler: Handler,
+    forwarder: Forwarder,
+}
+
+/// The embedded DNS server of one node: a record table, and a resolver at 127.0.0.11:53 in each
+/// attached container's namespace. Dropping it stops every container's resolver.
+#[derive(Debug)]
+pub struct DnsServer {
+    core: Arc<Core>,
+    config: DnsConfig,
+    containers: Mutex<HashMap<String, Attached>>,
+}
+
+impl DnsServer {
+    /// A server answering from `table`. Opens no socket until [`DnsServer::attach`].
+    pub fn new(config: DnsConfig, table: RecordTable) -> Result<Self, StartError> {
+        let sockets = match &config.upstream_netns {
+            None => Sockets::Here,
+            Some(path) => Sockets::Netns(
+                NetnsWorker::start(path).map_err(|(netns, source)| StartError::UpstreamNamespace { netns, source })?,
+            ),
+        };
+        let upstreams: Vec<SocketAddr> = config.upstreams.iter().take(crate::MAX_UPSTREAMS).copied().collect();
+        let handler = Handler::new(
+            table,
+            Cache::new(config.cache_entries),
+            config.cluster_domain.clone(),
+            config.ttl,
+            !upstreams.is_empty(),
+        );
+        let forwarder = Forwarder { upstreams, timeout: config.upstream_timeout, sockets };
+        Ok(Self { core: Arc::new(Core { handler, forwarder }), config, containers: Mutex::new(HashMap::new()) })
+    }
+
+    /// The record table queries are answered from.
+    pub fn records(&self) -> &RecordTable {
+        &self.core.handler.table
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &DnsConfig {
+        &self.config
+    }
+
+    /// Opens the resolver sockets (UDP and TCP at [`DnsConfig::listen`]) inside the namespace at
+    /// `netns` and serves `container` from `networks` (first match wins). Must be called within a
+    /// tokio runtime, which then runs them.
+    pub async fn attach(&self, container: &str, netns: &Path, networks: Vec<String>) -> Result<(), AttachError> {
+        if self.lock().contains_key(container) {
+            return Err(AttachError::AlreadyAttached { container: container.to_owned() });
+        }
+        let listen = self.config.listen;
+        let opened = netns::run_in(netns, move || open_sockets(listen)).await;
+        let (udp, tcp) = opened.map_err(|failure| {
+            let container = container.to_owned();
+            let netns = netns.to_owned();
+            match failure {
+                NetnsFailure::Open(source) => AttachError::Namespace { container, netns, source },
+                NetnsFailure::Enter(errno) => AttachError::Namespace { container, netns, source: errno.into() },
+                NetnsFailure::Lost => {
+                    AttachError::Namespace { container, netns, source: io::Error::other("namespace thread panicked") }
+                }
+                NetnsFailure::Work((protocol, source)) => {
+                    let hint = if source.kind() == io::ErrorKind::AddrNotAvailable {
+                        " (is the loopback interface up in the namespace?)"
+                    } else {
+                        ""
+                    };
+                    AttachError::Bind { container, netns, protocol, addr: listen, source, hint }
+                }
+            }
+        })?;
+        let bind_err = |protocol, source| AttachError::Bind {
+            container: container.to_owned(),
+            netns: netns.to_owned(),
+            protocol,
+            addr: listen,
+            source,
+            hint: "",
+        };
+        let udp = Arc::new(UdpSocket::from_std(udp).map_err(|e| bind_err("udp", e))?);
+        let tcp = TcpListener::from_std(tcp).map_err(|e| bind_err("tcp", e))?;
+
+        let state = Arc::new(Container {
+            id: container.to_owned(),
+            networks: RwLock::new(networks.into()),
+            in_flight: Arc::new(Semaphore::new(self.config.max_in_flight)),
+        });
+        let tasks = vec![
+            tokio::spawn(serve_udp(self.core.clone(), state.clone(), udp)),
+            tokio::spawn(serve_tcp(self.core.clone(), state.clone(), tcp)),
+        ];
+        let mut containers = self.lock();
+        if containers.contains_key(container) {
+            // Attached concurrently by another caller: keep theirs, drop ours (aborting our tasks).
+            drop(Attached { container: state, tasks });
+            return Err(AttachError::AlreadyAttached { container: container.to_owned() });
+        }
+        tracing::debug!(container, netns = %netns.display(), addr = %listen, "dns resolver attached");
+        containers.insert(container.to_owned(), Attached { container: state, tasks });
+        Ok(())
+    }
+
+    /// Replaces the networks `container` resolves from (first match wins).
+    pub fn set_networks(&self, container: &str, networks: Vec<String>) -> Result<(), SetNetworksError> {
+        let containers = self.lock();
+        let attached = containers
+            .get(container)
+            .ok_or_else(|| SetNetworksError::NotAttached { container: container.to_owned() })?;
+        *attached.container.networks.write().unwrap_or_else(PoisonError::into_inner) = networks.into();
+        Ok(())
+    }
+
+    /// Stops serving `container` and closes its sockets. Returns whether it was attached.
+    pub fn detach(&self, container: &str) -> bool {
+        let removed = self.lock().remove(container);
+        if removed.is_some() {
+            tracing::debug!(container, "dns resolver detached");
+        }
+        removed.is_some()
+    }
+
+    /// The IDs of the attached containers, sorted.
+    pub fn containers(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.lock().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attached>> {
+        self.containers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+type Opened = (std::net::UdpSocket, std::net::TcpListener);
+
+/// Runs on a thread inside the container's namespace.
+fn open_sockets(listen: SocketAddr) -> Result<Opened, (&'static str, io::Error)> {
+    let udp = std::net::UdpSocket::bind(listen).map_err(|e| ("udp", e))?;
+    enlarge_receive_buffer(&udp);
+    udp.set_nonblocking(true).map_err(|e| ("udp", e))?;
+    let tcp = std::net::TcpListener::bind(listen).map_err(|e| ("tcp", e))?;
+    tcp.set_nonblocking(true).map_err(|e| ("tcp", e))?;
+    Ok((udp, tcp))
+}
+
+fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Past net.core.rmem_max only with CAP_NET_ADMIN (RcvBufForce); without it, the plain option
+    // gets as much as the sysctl allows.
+    if setsockopt(socket, sockopt::RcvBufForce, &UDP_RECV_BUFFER).is_err()
+        && let Err(err) = setsockopt(socket, sockopt::RcvBuf, &UDP_RECV_BUFFER)
+    {
+        tracing::debug!(error = %err, "cannot enlarge the dns socket's receive buffer");
+    }
+}
+
+async fn serve_udp(core: Arc<Core>, container: Arc<Container>, socket: Arc<UdpSocket>) {
+    let mut buf = vec![0u8; 65_535];
+    loop {
+        let (n, peer) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(err) => {
+                tracing::warn!(container = %container.id, error = %err, "dns udp receive failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let networks = container.networks();
+        match core.handler.handle(&networks, &buf[..n], Transport::Udp) {
+            Action::Reply(reply) => {
+                if let Err(err) = socket.send_to(&reply, peer).await {
+                    tracing::debug!(container = %container.id, peer = %peer, error = %err, "dns udp send failed");
+                }
+            }
+            Action::Drop => {}
+            Action::Forward(forward) => {
+                let Ok(permit) = container.in_flight.clone().try_acquire_owned() else {
+                    tracing::warn!(container = %container.id, "too many dns queries in flight, answering SERVFAIL");
+                    let reply = handler::respond(
+                        &forward.request,
+                        ResponseCode::ServFail,
+                        Vec::new(),
+                        false,
+                        forward.udp_limit,
+                    );
+                    let _ = socket.send_to(&reply, peer).await;
+                    continue;
+                };
+                let core = core.clone();
+                let socket = socket.clone();
+                let id = container.id.clone();
+                tokio::spawn(async move {
+                    let reply = core.forwarder.forward(&forward, &core.handler.cache).await;
+                    if let Err(err) = socket.send_to(&reply, peer).await {
+                        tracing::debug!(container = %id, peer = %peer, error = %err, "dns udp send failed");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn serve_tcp(core: Arc<Core>, container: Arc<Container>, listener: TcpListener) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                tracing::warn!(container = %container.id, error = %err, "dns tcp accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = container.in_flight.clone().try_acquire_owned() else {
+            tracing::warn!(container = %container.id, peer = %peer, "too many dns connections, closing one");
+            continue;
+        };
+        let core = core.clone();
+        let container = container.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve_connection(&core, &container, stream).await {
+                tracing::debug!(container = %container.id, peer = %peer, error = %err, "dns tcp connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Answers length-prefixed queries on one connection, in order, until the client closes it or
+/// stays idle too long.
+async fn serve_connection(core: &Core, container: &Container, mut stream: TcpStream) -> io::Result<()> {
+    loop {
+        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+            Ok(Ok(len)) => len,
+            Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
+            Ok(Err(err)) => return Err(err),
+            Err(_) => return Ok(()),
+        };
+        let mut query = vec![0u8; usize::from(len)];
+        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query not received in time"))??;
+        let networks = container.networks();
+        let reply = match core.handler.handle(&networks, &query, Transport::Tcp) {
+            Action::Reply(reply) => reply,
+            Action::Forward(forward) => core.forwarder.forward(&forward, &core.handler.cache).await,
+            Action::Drop => return Ok(()),
+        };
+        let len = u16::try_from(reply.len()).map_err(|_| io::Error::other("answer longer than 65535 bytes"))?;
+        let mut framed = Vec::with_capacity(reply.len() + 2);
+        framed.extend_from_slice(&len.to_be_bytes());
+        framed.extend_from_slice(&reply);
+        stream.write_all(&framed).await?;
+    }
+}
