@@ -100,7 +100,8 @@ impl Handler {
         {
             return Action::Reply(respond(&request, ResponseCode::NoError, answers, true, udp_limit));
         }
-        if self.is_ours(&key) {
+        // Names of other networks are not forwarded either: internal names do not leak upstream.
+        if self.is_ours(&key) || self.table.exists_anywhere(self.strip_cluster_domain(&key)) {
             return Action::Reply(respond(&request, ResponseCode::NXDomain, Vec::new(), true, udp_limit));
         }
         if !self.forwarding {

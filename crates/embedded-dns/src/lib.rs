@@ -8,8 +8,8 @@
 //!   container's network namespace and answers a container only from the networks it is attached
 //!   to: the socket a query arrives on says which container asked.
 //! - Other names go to the node's upstream servers (up to 3, 4 s each, answers cached for their
-//!   TTL). Names under the cluster domain, single labels and `tasks.X` never leave the node: unknown
-//!   ones get NXDOMAIN.
+//!   TTL). Names under the cluster domain, single labels, `tasks.X` and names of other networks
+//!   never leave the node: unknown ones get NXDOMAIN.
 //! - [`ContainerResolvConf`] writes the container's resolv.conf; [`HostResolvConf`] reads the node's.
 //!
 //! ```no_run

@@ -299,6 +299,12 @@ impl RecordTable {
         networks.iter().filter_map(|n| index.get(n)).find_map(|idx| idx.get(name)).map(f)
     }
 
+    /// Whether `name` is known on any network, whoever asks.
+    pub(crate) fn exists_anywhere(&self, name: &str) -> bool {
+        let index = self.inner.index.read().unwrap_or_else(PoisonError::into_inner);
+        index.values().any(|idx| idx.get(name).is_some())
+    }
+
     /// The name of the task or service that owns `addr` on one of `networks`.
     pub(crate) fn reverse(&self, networks: &[String], addr: &IpAddr) -> Option<String> {
         let index = self.inner.index.read().unwrap_or_else(PoisonError::into_inner);
