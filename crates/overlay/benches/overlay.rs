@@ -1,0 +1,2 @@
+//! Overlay benchmark.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Table tests of the planner, and convergence through the fake dataplane.

@@ -1,0 +1,111 @@
+//! Shared fixtures of the privileged tests: a harness cluster with one overlay per node, container
+//! namespaces, and guards that remove everything a test made, also when it panics.
+
+// Test support: narrate steps on stderr, where a failing test's output shows them.
+#![allow(clippy::print_stderr, dead_code)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::process::Command;
+
+use shoal_overlay::{Cidr, ContainerSpec, Kernel, KernelConfig, LocalEndpoint, Naming, NetworkSpec, Overlay};
+use shoal_testkit::{Cluster, Node, images};
+
+/// Deletes every named namespace that starts with a prefix (sandboxes and containers of a test)
+/// when dropped. Declared after the cluster so it runs first.
+pub(crate) struct NetnsSweep(pub(crate) String);
+
+impl Drop for NetnsSweep {
+    fn drop(&mut self) {
+        for name in netns_with_prefix(&self.0) {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).output();
+        }
+    }
+}
+
+/// Named namespaces whose names start with `prefix`.
+pub(crate) fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
+    String::from_utf8_lossy(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|ns| ns.starts_with(prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A test world: the harness cluster, and a sweep of everything under its prefix.
+pub(crate) struct World {
+    pub(crate) cluster: Cluster,
+    _sweep: NetnsSweep,
+}
+
+impl World {
+    pub(crate) fn new(nodes: usize) -> Self {
+        let cluster = Cluster::new(nodes).expect("build cluster");
+        let sweep = NetnsSweep(cluster.prefix().to_owned());
+        Self { cluster, _sweep: sweep }
+    }
+
+    pub(crate) fn node(&self, index: usize) -> Node {
+        self.cluster.node(index).expect("node").clone()
+    }
+
+    /// The overlay of `node`, naming its sandboxes `{prefix}-{node}-{network}`.
+    pub(crate) fn overlay(&self, node: &Node) -> Overlay<Kernel> {
+        let config = KernelConfig {
+            node_netns: Some(PathBuf::from("/run/netns").join(&node.netns)),
+            netns_dir: PathBuf::from("/run/netns"),
+        };
+        let naming = Naming {
+            netns_prefix: format!("{}-{}-", self.cluster.prefix(), node.name),
+            nft_table: "shoal_overlay".into(),
+        };
+        Overlay::new(Kernel::new(config).expect("kernel"), naming)
+    }
+
+    /// Creates a container namespace `{prefix}-{name}`; removed with the world.
+    pub(crate) fn container_netns(&self, name: &str) -> (String, PathBuf) {
+        let netns = format!("{}-{name}", self.cluster.prefix());
+        let out = Command::new("ip").args(["netns", "add", &netns]).output().expect("ip netns add");
+        assert!(out.status.success(), "ip netns add {netns}: {}", String::from_utf8_lossy(&out.stderr));
+        let path = PathBuf::from("/run/netns").join(&netns);
+        (netns, path)
+    }
+
+    /// A container with one endpoint per (network, address), named eth0, eth1, …
+    pub(crate) fn container(&self, name: &str, attachments: &[(&str, Ipv4Addr)]) -> (String, ContainerSpec) {
+        let (netns, path) = self.container_netns(name);
+        let endpoints = attachments
+            .iter()
+            .enumerate()
+            .map(|(i, (net, ip))| LocalEndpoint::new(*net, format!("eth{i}"), *ip))
+            .collect();
+        (netns, ContainerSpec { id: name.to_owned(), netns: path, endpoints, egress: None })
+    }
+}
+
+/// A network `id` with VNI `vni` on 198.18.`third`.0/24, gateway .1.
+pub(crate) fn network(id: &str, vni: u32, third: u8) -> NetworkSpec {
+    let subnet: Cidr = format!("198.18.{third}.0/24").parse().expect("cidr");
+    NetworkSpec::new(id, vni, subnet, IpAddr::V4(Ipv4Addr::new(198, 18, third, 1)))
+}
+
+/// Whether a ping from namespace `netns` to `to` is answered within a second.
+pub(crate) fn ping(netns: &str, to: impl ToString) -> bool {
+    Cluster::command_in(netns, images::BUSYBOX)
+        .args(["ping", "-c", "1", "-W", "1", &to.to_string()])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Runs `ip ARGS` in `netns` and returns its output.
+pub(crate) fn ip_in(netns: &str, args: &[&str]) -> String {
+    let out = Command::new("ip").arg("-n").arg(netns).args(args).output().expect("run ip");
+    assert!(out.status.success(), "ip -n {netns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub(crate) fn narrate(step: &str) {
+    eprintln!("--- {step}");
+}
