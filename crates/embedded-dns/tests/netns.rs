@@ -202,7 +202,7 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
         assert_eq!(addresses(&ask_udp(&c1, "web.", RecordType::A).await), ["198.18.0.2"]);
     }
     let local = started.elapsed();
-    assert!(local < Duration::from_millis(500), "20 local answers took {local:?} with a slow upstream");
+    assert!(local < Duration::from_secs(1), "20 local answers took {local:?} with a slow upstream");
     assert!(!slow.is_finished(), "the slow query is still waiting for the upstream");
     assert_eq!(addresses(&slow.await.expect("slow query")), ["203.0.113.7"]);
 
@@ -212,7 +212,7 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
     let reply = ask_udp(&c1, "down.example.test.", RecordType::A).await;
     let took = started.elapsed();
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
-    assert!(took < Duration::from_secs(1), "SERVFAIL took {took:?}");
+    assert!(took < Duration::from_secs(2), "SERVFAIL took {took:?}");
     assert_eq!(addresses(&ask_udp(&c1, "web.", RecordType::A).await), ["198.18.0.2"]);
     assert_eq!(addresses(&ask_tcp(&c1, "tasks.web.", RecordType::A).await), ["198.18.0.10", "198.18.0.11"]);
 }

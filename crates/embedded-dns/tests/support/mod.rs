@@ -64,6 +64,9 @@ impl Upstream {
     pub(crate) fn start(netns: &str, delay: Duration) -> Self {
         let (udp, tcp) = in_netns(netns, || {
             let udp = std::net::UdpSocket::bind(UPSTREAM).expect("bind upstream udp");
+            // Room for a burst of a thousand forwarded queries.
+            nix::sys::socket::setsockopt(&udp, nix::sys::socket::sockopt::RcvBufForce, &(8usize << 20))
+                .expect("receive buffer");
             udp.set_nonblocking(true).expect("nonblocking");
             let tcp = std::net::TcpListener::bind(UPSTREAM).expect("bind upstream tcp");
             tcp.set_nonblocking(true).expect("nonblocking");
