@@ -129,6 +129,12 @@ impl<D: Dataplane> Overlay<D> {
         Ok(Report { applied: ops })
     }
 
+    /// Removes everything this library made on the node: every sandbox with the prefix, every
+    /// egress veth, the gateway bridge and the masquerade table.
+    pub fn teardown_all(&mut self) -> Result<Report, ReconcileError> {
+        self.reconcile(&Desired::default())
+    }
+
     /// Removes everything of `network` on this node: its sandbox, bridge, VXLAN device, peer
     /// entries and the veths of its endpoints. Containers keep their other networks.
     pub fn teardown(&mut self, network: &str) -> Result<Report, ReconcileError> {

@@ -1,20 +1,29 @@
 //! Privileged tests in namespaces made by the test: two nodes on an underlay, overlays between
 //! them, and what the kernel ends up with.
 
+// Tests print timings and narrate their steps on stderr.
+#![allow(clippy::print_stderr)]
+
 mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use shoal_overlay::{Desired, RemoteEndpoint};
+use shoal_overlay::{ContainerSpec, Desired, Egress, GatewayBridge, LocalEndpoint, Op, RemoteEndpoint};
 use shoal_testkit::privileged;
-use support::{World, narrate, network, ping};
+use support::{World, ip_in, narrate, netns_with_prefix, network, ping};
 
 fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
     Ipv4Addr::new(a, b, c, d)
 }
 
+fn remote(network: &str, address: Ipv4Addr, node: Ipv4Addr) -> RemoteEndpoint {
+    RemoteEndpoint::new(network, address, IpAddr::V4(node))
+}
+
 #[test]
-fn containers_on_two_nodes_reach_each_other() {
+fn containers_on_two_nodes_reach_each_other_and_teardown_leaves_nothing() {
     if !privileged::require("containers_on_two_nodes_reach_each_other", privileged::NETNS) {
         return;
     }
@@ -27,26 +36,294 @@ fn containers_on_two_nodes_reach_each_other() {
     let desired1 = Desired {
         networks: vec![net.clone()],
         containers: vec![c1],
-        remotes: vec![RemoteEndpoint::new("blue", a2, IpAddr::V4(n2.addr))],
+        remotes: vec![remote("blue", a2, n2.addr)],
         gateway: None,
     };
     let desired2 = Desired {
         networks: vec![net],
         containers: vec![c2],
-        remotes: vec![RemoteEndpoint::new("blue", a1, IpAddr::V4(n1.addr))],
+        remotes: vec![remote("blue", a1, n1.addr)],
         gateway: None,
     };
     let mut o1 = world.overlay(&n1);
     let mut o2 = world.overlay(&n2);
     narrate("apply on both nodes");
-    let r1 = o1.reconcile(&desired1).expect("reconcile node1");
+    assert!(!o1.reconcile(&desired1).expect("reconcile node1").applied.is_empty());
     o2.reconcile(&desired2).expect("reconcile node2");
-    assert!(!r1.applied.is_empty());
+
+    narrate("what the kernel has: sandbox, VXLAN without learning, eth0 with the Docker MAC");
+    let sandbox = format!("{}-node1-blue", world.cluster.prefix());
+    let vxlan = ip_in(&sandbox, &["-d", "link", "show", "shl-vx4097"]);
+    assert!(vxlan.contains("vxlan id 4097") && vxlan.contains("dstport 4789"), "{vxlan}");
+    assert!(vxlan.contains("nolearning") && vxlan.contains("proxy") && vxlan.contains("mtu 1450"), "{vxlan}");
+    assert!(vxlan.contains("master shl-br"), "{vxlan}");
+    let eth0 = ip_in(&c1_ns, &["addr", "show", "eth0"]);
+    assert!(
+        eth0.contains("02:42:c6:12:00:02") && eth0.contains("198.18.0.2/24") && eth0.contains("mtu 1450"),
+        "{eth0}"
+    );
+    let fdb = std::process::Command::new("bridge")
+        .args(["-n", &sandbox, "fdb", "show", "dev", "shl-vx4097"])
+        .output()
+        .expect("bridge fdb");
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    let entry = fdb.lines().find(|l| l.starts_with("02:42:c6:12:00:03 dst 192.0.2.12")).unwrap_or_default();
+    assert!(entry.contains("self permanent"), "{fdb}");
+
     narrate("c1 -> c2 and back over VXLAN");
     assert!(ping(&c1_ns, a2), "c1 reaches c2");
     assert!(ping(&c2_ns, a1), "c2 reaches c1");
     assert!(ping(&c1_ns, "198.18.0.1"), "c1 reaches its gateway");
     narrate("applying again changes nothing");
-    let again = o1.reconcile(&desired1).expect("reconcile again");
-    assert_eq!(again.applied, vec![], "second apply on node1");
+    assert_eq!(o1.reconcile(&desired1).expect("reconcile again").applied, vec![], "second apply on node1");
+
+    narrate("teardown of blue on node1");
+    let report = o1.teardown("blue").expect("teardown");
+    assert_eq!(report.applied, vec![Op::DeleteSandbox { network: "blue".into() }]);
+    assert!(!netns_with_prefix(&sandbox).contains(&sandbox), "sandbox namespace removed");
+    assert!(!ip_in(&c1_ns, &["link"]).contains("eth0"), "c1's eth0 left with the sandbox");
+    assert!(!ip_in(&n1.netns, &["link"]).contains("shl-"), "nothing of ours is left in node1");
+    assert!(!ping(&c2_ns, a1), "c2 no longer reaches c1");
+    narrate("teardown_all on node2");
+    o2.teardown_all().expect("teardown all");
+    assert!(netns_with_prefix(&format!("{}-node2-", world.cluster.prefix())).is_empty());
+}
+
+#[test]
+fn three_networks_are_isolated_from_each_other() {
+    if !privileged::require("three_networks_are_isolated_from_each_other", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(2);
+    let (n1, n2) = (world.node(1), world.node(2));
+    // The same subnet on all three: only the VNI and the sandbox keep them apart.
+    let names = ["blue", "red", "green"];
+    let nets: Vec<_> = names.iter().zip(4101..).map(|(name, vni)| network(name, vni, 0)).collect();
+    let mut desired = [Desired::default(), Desired::default()];
+    let mut containers = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let offset = u8::try_from(i * 2).expect("small");
+        let (a1, a2) = (ip(198, 18, 0, 2 + offset), ip(198, 18, 0, 3 + offset));
+        let (ns1, c1) = world.container(&format!("{name}1"), &[(name, a1)]);
+        let (ns2, c2) = world.container(&format!("{name}2"), &[(name, a2)]);
+        desired[0].containers.push(c1);
+        desired[1].containers.push(c2);
+        desired[0].remotes.push(remote(name, a2, n2.addr));
+        desired[1].remotes.push(remote(name, a1, n1.addr));
+        containers.push((ns1, ns2, a1, a2));
+    }
+    for (d, node) in desired.iter_mut().zip([&n1, &n2]) {
+        d.networks = nets.clone();
+        world.overlay(node).reconcile(d).expect("reconcile");
+    }
+    for (i, (ns1, _, _, a2)) in containers.iter().enumerate() {
+        for (j, (_, ns2, a1, other)) in containers.iter().enumerate() {
+            let same = i == j;
+            narrate(&format!("{} on node1 -> {} on node2: {}", names[i], names[j], if same { "reach" } else { "no" }));
+            assert_eq!(ping(ns1, other), same, "{} -> {}", names[i], names[j]);
+            if same {
+                assert!(ping(ns2, a1), "{} back", names[j]);
+                assert_eq!(a2, other);
+            }
+        }
+    }
+    narrate("and no cross-network reach on one node either");
+    assert!(!ping(&containers[0].0, containers[1].2), "blue1 -> red1 (same node)");
+}
+
+#[test]
+fn removing_a_remote_endpoint_cuts_only_that_endpoint() {
+    if !privileged::require("removing_a_remote_endpoint_cuts_only_that_endpoint", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(2);
+    let (n1, n2) = (world.node(1), world.node(2));
+    let net = network("blue", 4097, 0);
+    let (a1, a2, a3) = (ip(198, 18, 0, 2), ip(198, 18, 0, 3), ip(198, 18, 0, 4));
+    let (c1_ns, c1) = world.container("c1", &[("blue", a1)]);
+    let (_, c2) = world.container("c2", &[("blue", a2)]);
+    let (_, c3) = world.container("c3", &[("blue", a3)]);
+    let mut desired1 = Desired {
+        networks: vec![net.clone()],
+        containers: vec![c1],
+        remotes: vec![remote("blue", a2, n2.addr), remote("blue", a3, n2.addr)],
+        gateway: None,
+    };
+    let desired2 = Desired {
+        networks: vec![net],
+        containers: vec![c2, c3],
+        remotes: vec![remote("blue", a1, n1.addr)],
+        gateway: None,
+    };
+    let mut o1 = world.overlay(&n1);
+    o1.reconcile(&desired1).expect("reconcile node1");
+    world.overlay(&n2).reconcile(&desired2).expect("reconcile node2");
+    assert!(ping(&c1_ns, a2) && ping(&c1_ns, a3), "c1 reaches both");
+
+    narrate("remove c3 from node1's remote endpoints");
+    desired1.remotes.pop();
+    let applied: Vec<String> =
+        o1.reconcile(&desired1).expect("reconcile").applied.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        applied,
+        vec![
+            "network blue: delete fdb 02:42:c6:12:00:04 dst 192.0.2.12 on shl-vx4097",
+            "network blue: delete neighbour 198.18.0.4 on shl-vx4097",
+        ],
+        "only c3's entries are touched"
+    );
+    assert!(!ping(&c1_ns, a3), "c3 is cut off");
+    assert!(ping(&c1_ns, a2), "c2 still reachable");
+}
+
+#[test]
+fn a_restarted_planner_adopts_existing_state_and_repairs_damage() {
+    if !privileged::require("a_restarted_planner_adopts_existing_state", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(2);
+    let (n1, n2) = (world.node(1), world.node(2));
+    let gateway =
+        GatewayBridge { subnet: "198.19.255.0/24".parse().expect("cidr"), address: ip(198, 19, 255, 1), mtu: 1500 };
+    let net =
+        network("blue", 4097, 0).with_subnet("fd00:18::/64".parse().expect("cidr"), "fd00:18::1".parse().expect("v6"));
+    let (a1, a2) = (ip(198, 18, 0, 2), ip(198, 18, 0, 3));
+    let (c1_ns, mut c1) = world.container("c1", &[("blue", a1)]);
+    c1.endpoints[0] = c1.endpoints[0].clone().with_ipv6("fd00:18::2".parse().expect("v6"));
+    c1.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 2) });
+    let mut peer = remote("blue", a2, n2.addr);
+    peer.addresses.push("fd00:18::3".parse().expect("v6"));
+    let desired =
+        Desired { networks: vec![net.clone()], containers: vec![c1], remotes: vec![peer], gateway: Some(gateway) };
+    world.overlay(&n1).reconcile(&desired).expect("first reconcile");
+
+    narrate("a new planner (as after an agent restart) finds nothing to do");
+    let mut restarted = world.overlay(&n1);
+    assert_eq!(restarted.plan(&desired).expect("plan"), vec![], "adopted, not recreated");
+    assert!(ip_in(&c1_ns, &["-6", "addr", "show", "eth0"]).contains("fd00:18::2/64"), "IPv6 address on eth0");
+
+    narrate("damage: c1's eth0 deleted, a neighbour entry deleted, forwarding off");
+    let sandbox = format!("{}-node1-blue", world.cluster.prefix());
+    ip_in(&c1_ns, &["link", "del", "eth0"]);
+    ip_in(&sandbox, &["neigh", "del", "198.18.0.3", "dev", "shl-vx4097"]);
+    let off = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1.netns, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"])
+        .status()
+        .expect("sysctl");
+    assert!(off.success());
+    let report = restarted.reconcile(&desired).expect("repair");
+    let applied: Vec<String> = report.applied.iter().map(|o| o.to_string()).collect();
+    // The veth's sandbox end died with eth0, so the endpoint is simply made again.
+    assert_eq!(applied.len(), 3, "{applied:#?}");
+    assert!(applied[0].contains("neighbour 198.18.0.3"), "{applied:#?}");
+    assert!(applied[1].contains("forwarding"), "{applied:#?}");
+    assert!(applied[2].contains("create endpoint"), "{applied:#?}");
+    assert_eq!(restarted.plan(&desired).expect("plan"), vec![], "converged");
+    let _ = n2;
+}
+
+#[test]
+fn five_hundred_endpoints_on_one_network_apply_in_bounded_time() {
+    if !privileged::require("five_hundred_endpoints_on_one_network", privileged::NETNS) {
+        return;
+    }
+    const LOCAL: usize = 500;
+    let world = World::new(2);
+    let (n1, n2) = (world.node(1), world.node(2));
+    // A /22 holds 500 local and 500 remote endpoints.
+    let mut net = network("big", 4200, 0);
+    net.subnets[0].cidr = "198.18.0.0/22".parse().expect("cidr");
+    let address = |i: usize| {
+        let n = u32::from(ip(198, 18, 0, 10)) + u32::try_from(i).expect("small");
+        Ipv4Addr::from(n)
+    };
+    let paths = world.container_netns_many("e", LOCAL);
+    let containers: Vec<ContainerSpec> = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| ContainerSpec {
+            id: format!("e{i}"),
+            netns: path.clone(),
+            endpoints: vec![LocalEndpoint::new("big", "eth0", address(i))],
+            egress: None,
+        })
+        .collect();
+    let remotes: Vec<RemoteEndpoint> = (LOCAL..LOCAL * 2).map(|i| remote("big", address(i), n2.addr)).collect();
+    let desired = Desired { networks: vec![net], containers, remotes, gateway: None };
+    let mut o1 = world.overlay(&n1);
+    let start = Instant::now();
+    let report = o1.reconcile(&desired).expect("reconcile");
+    let first = start.elapsed();
+    let start = Instant::now();
+    let again = o1.reconcile(&desired).expect("reconcile again");
+    let second = start.elapsed();
+    eprintln!(
+        "{LOCAL} local endpoints + {LOCAL} remote endpoints on one network: first apply {} ops in {first:.2?}, \
+         no-change pass in {second:.2?}",
+        report.applied.len()
+    );
+    assert_eq!(again.applied, vec![]);
+    assert!(first < Duration::from_secs(45), "first apply took {first:?}");
+    let first_ns = paths[0].file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+    assert!(ping(&first_ns, address(LOCAL - 1)), "first local endpoint reaches the last");
+}
+
+#[test]
+fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
+    if !privileged::require("internal_networks_have_no_egress", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(1);
+    let n1 = world.node(1);
+    narrate("a fake outside: its own namespace at 203.0.113.1, on a link from node1, with no route back");
+    let (outside, _) = world.container_netns("out");
+    ip_in(&n1.netns, &["link", "add", "out0", "type", "veth", "peer", "name", "eth0", "netns", &outside]);
+    ip_in(&n1.netns, &["addr", "add", "203.0.113.2/24", "dev", "out0"]);
+    ip_in(&n1.netns, &["link", "set", "out0", "up"]);
+    ip_in(&outside, &["addr", "add", "203.0.113.1/24", "dev", "eth0"]);
+    ip_in(&outside, &["link", "set", "eth0", "up"]);
+
+    let gateway =
+        GatewayBridge { subnet: "198.19.255.0/24".parse().expect("cidr"), address: ip(198, 19, 255, 1), mtu: 1500 };
+    let (open_ns, mut open) = world.container("open", &[("blue", ip(198, 18, 0, 2))]);
+    open.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 2) });
+    let (closed_ns, mut closed) = world.container("closed", &[("vault", ip(198, 18, 1, 2))]);
+    closed.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 3) });
+    let desired = Desired {
+        networks: vec![network("blue", 4301, 0), network("vault", 4302, 1).internal()],
+        containers: vec![open, closed],
+        remotes: vec![],
+        gateway: Some(gateway),
+    };
+    let mut overlay = world.overlay(&n1);
+    overlay.reconcile(&desired).expect("reconcile");
+
+    narrate("the normal network's container reaches the outside through masquerade");
+    assert!(ping(&open_ns, "203.0.113.1"), "egress through the gateway bridge");
+    assert!(ip_in(&open_ns, &["route", "show", "default"]).contains("via 198.19.255.1 dev eth1"));
+    narrate("the internal network's container has no route out");
+    assert_eq!(ip_in(&closed_ns, &["route", "show", "default"]).trim(), "", "no default route");
+    assert!(!ip_in(&closed_ns, &["link"]).contains("eth1"), "no egress link");
+    assert!(!ping(&closed_ns, "203.0.113.1"), "internal: no egress");
+
+    narrate("without the masquerade rule the outside cannot answer; reconcile puts it back");
+    let nft = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1.netns, "nft", "delete", "table", "ip", "shoal_overlay"])
+        .status()
+        .expect("nft");
+    assert!(nft.success());
+    assert!(!ping(&open_ns, "203.0.113.1"), "no masquerade, no reply");
+    let repaired = overlay.reconcile(&desired).expect("repair");
+    assert!(matches!(repaired.applied.as_slice(), [Op::SetMasquerade { .. }]), "{:?}", repaired.applied);
+    assert!(ping(&open_ns, "203.0.113.1"), "egress again");
+
+    narrate("teardown_all removes the gateway bridge, egress links and the table");
+    overlay.teardown_all().expect("teardown all");
+    assert!(!ip_in(&n1.netns, &["link"]).contains("shl-"), "no links of ours in node1");
+    let tables = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1.netns, "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(!String::from_utf8_lossy(&tables.stdout).contains("shoal_overlay"));
+    let _ = PathBuf::new();
 }

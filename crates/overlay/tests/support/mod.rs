@@ -17,10 +17,25 @@ pub(crate) struct NetnsSweep(pub(crate) String);
 
 impl Drop for NetnsSweep {
     fn drop(&mut self) {
-        for name in netns_with_prefix(&self.0) {
-            let _ = Command::new("ip").args(["netns", "delete", &name]).output();
-        }
+        let names = netns_with_prefix(&self.0);
+        let batch: String = names.iter().map(|n| format!("netns delete {n}\n")).collect();
+        ip_batch(&batch);
     }
+}
+
+/// Runs `ip -force -batch -` with `commands` on standard input (one process for many commands).
+pub(crate) fn ip_batch(commands: &str) -> bool {
+    use std::io::Write as _;
+    let Ok(mut child) = Command::new("ip")
+        .args(["-force", "-batch", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let written = child.stdin.take().is_some_and(|mut stdin| stdin.write_all(commands.as_bytes()).is_ok());
+    child.wait().is_ok_and(|s| s.success()) && written
 }
 
 /// Named namespaces whose names start with `prefix`.
@@ -71,6 +86,14 @@ impl World {
         assert!(out.status.success(), "ip netns add {netns}: {}", String::from_utf8_lossy(&out.stderr));
         let path = PathBuf::from("/run/netns").join(&netns);
         (netns, path)
+    }
+
+    /// Creates `count` container namespaces `{prefix}-{stem}{i}` with one `ip` process.
+    pub(crate) fn container_netns_many(&self, stem: &str, count: usize) -> Vec<PathBuf> {
+        let names: Vec<String> = (0..count).map(|i| format!("{}-{stem}{i}", self.cluster.prefix())).collect();
+        let batch: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
+        assert!(ip_batch(&batch), "ip -batch netns add");
+        names.iter().map(|n| PathBuf::from("/run/netns").join(n)).collect()
     }
 
     /// A container with one endpoint per (network, address), named eth0, eth1, …
