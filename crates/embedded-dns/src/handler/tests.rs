@@ -226,3 +226,32 @@ fn cached_upstream_answers_are_served_inline() {
     h.cache.insert(crate::forward::CacheKey { name: "a.test".into(), qtype: 1, qclass: 1 }, &nx);
     assert_eq!(h.cache.len(), before + 1);
 }
+
+#[test]
+fn the_fast_path_answers_as_the_general_path_does() {
+    let h = handler(true);
+    let networks = vec!["front".to_owned()];
+    let mut cases = 0;
+    for name in ["web.", "WEB.shoal.internal.", "Web.Shoal.Internal.", "big.7."] {
+        for qtype in [RecordType::A, RecordType::AAAA] {
+            for edns in [false, true] {
+                for transport in [Transport::Udp, Transport::Tcp] {
+                    let bytes = query(name, qtype, edns);
+                    let fast = h.fast_local(&networks, &bytes, transport).expect("fast path takes it");
+                    let Action::Reply(general) = h.handle_general(&networks, &bytes, transport) else {
+                        panic!("expected a reply");
+                    };
+                    let fast = Message::from_vec(&fast).expect("decode fast");
+                    let general = Message::from_vec(&general).expect("decode general");
+                    assert_eq!(fast, general, "{name} {qtype} edns={edns} {transport:?}");
+                    cases += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(cases, 32);
+    for (name, qtype) in [("nosuch.", RecordType::A), ("web.", RecordType::MX), ("big.", RecordType::A)] {
+        let bytes = query(name, qtype, false);
+        assert!(h.fast_local(&networks, &bytes, Transport::Udp).is_none(), "{name} {qtype} takes the general path");
+    }
+}
