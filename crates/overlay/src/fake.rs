@@ -59,7 +59,7 @@ impl FakeDataplane {
     fn remove_link(&mut self, place: &Place, name: &str) -> bool {
         let removed = match place {
             Place::Node if name == GATEWAY_BRIDGE => self.state.node.gateway.take().is_some(),
-            Place::Node => self.state.node.ports.remove(name).is_some(),
+            Place::Node => self.state.node.ports.remove(name).is_some() || self.state.node.stray.remove(name),
             Place::Sandbox(network) => self.state.sandboxes.get_mut(network).is_some_and(|s| {
                 if name == SANDBOX_BRIDGE {
                     s.bridge.take().is_some()

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
@@ -436,10 +436,13 @@ impl Kernel {
                         .map_err(nl(format!("find {ifname} in {at}")))?
                         .ok_or_else(|| not_found(format!("{ifname} in {at}")))?;
                     let message = match via {
-                        IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(*v4),
-                        IpAddr::V6(_) => return Err(not_found(format!("ipv4 gateway (got {via})"))),
+                        IpAddr::V4(v4) => {
+                            RouteMessageBuilder::<Ipv4Addr>::new().gateway(*v4).output_interface(index).build()
+                        }
+                        IpAddr::V6(v6) => {
+                            RouteMessageBuilder::<Ipv6Addr>::new().gateway(*v6).output_interface(index).build()
+                        }
                     };
-                    let message = message.output_interface(index).build();
                     handle
                         .route()
                         .add(message)
@@ -825,6 +828,9 @@ async fn observe_node(handle: &Handle) -> Result<NodeState, rtnetlink::Error> {
             node.gateway = Some(link.state);
         } else if link.name.starts_with(EGRESS_PREFIX) {
             node.ports.insert(link.name, link.state);
+        } else if link.name.starts_with(crate::model::LINK_PREFIX) && link.kind == Some(InfoKind::Vxlan) {
+            // VXLAN devices belong in sandboxes; one here was left by a crash before the move.
+            node.stray.insert(link.name);
         }
     }
     Ok(node)

@@ -78,6 +78,9 @@ pub struct NodeState {
     pub forwarding: bool,
     /// The comment of the masquerade rule, which records what it was made for.
     pub masquerade: Option<String>,
+    /// Links of ours that have no business in the node namespace (a VXLAN device left there by
+    /// a crash between creating it and moving it into its sandbox).
+    pub stray: BTreeSet<String>,
 }
 
 /// What is there: sandboxes found by name prefix, the desired containers' namespaces that exist,
@@ -398,7 +401,10 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
     let mut ops = Vec::new();
     let networks: BTreeMap<&str, &NetworkSpec> = desired.networks.iter().map(|n| (n.id.as_str(), n)).collect();
 
-    // 1. Sandboxes of networks this node no longer has.
+    // 1. Leftovers in the node namespace, and sandboxes of networks this node no longer has.
+    for name in &observed.node.stray {
+        ops.push(Op::DeleteLink { place: Place::Node, name: name.clone() });
+    }
     for network in observed.sandboxes.keys() {
         if !networks.contains_key(network.as_str()) {
             ops.push(Op::DeleteSandbox { network: network.clone() });

@@ -29,20 +29,28 @@ fn containers_on_two_nodes_reach_each_other_and_teardown_leaves_nothing() {
     }
     let world = World::new(2);
     let (n1, n2) = (world.node(1), world.node(2));
-    let net = network("blue", 4097, 0);
+    let v6 = |s: &str| -> std::net::Ipv6Addr { s.parse().expect("ipv6") };
+    let net = network("blue", 4097, 0).with_subnet("fd00:18::/64".parse().expect("cidr"), IpAddr::V6(v6("fd00:18::1")));
     let (a1, a2) = (ip(198, 18, 0, 2), ip(198, 18, 0, 3));
-    let (c1_ns, c1) = world.container("c1", &[("blue", a1)]);
-    let (c2_ns, c2) = world.container("c2", &[("blue", a2)]);
+    let (c1_ns, mut c1) = world.container("c1", &[("blue", a1)]);
+    let (c2_ns, mut c2) = world.container("c2", &[("blue", a2)]);
+    c1.endpoints[0] = c1.endpoints[0].clone().with_ipv6(v6("fd00:18::2"));
+    c2.endpoints[0] = c2.endpoints[0].clone().with_ipv6(v6("fd00:18::3"));
+    let dual = |address: Ipv4Addr, six: &str, node: Ipv4Addr| {
+        let mut endpoint = remote("blue", address, node);
+        endpoint.addresses.push(IpAddr::V6(v6(six)));
+        endpoint
+    };
     let desired1 = Desired {
         networks: vec![net.clone()],
         containers: vec![c1],
-        remotes: vec![remote("blue", a2, n2.addr)],
+        remotes: vec![dual(a2, "fd00:18::3", n2.addr)],
         gateway: None,
     };
     let desired2 = Desired {
         networks: vec![net],
         containers: vec![c2],
-        remotes: vec![remote("blue", a1, n1.addr)],
+        remotes: vec![dual(a1, "fd00:18::2", n1.addr)],
         gateway: None,
     };
     let mut o1 = world.overlay(&n1);
@@ -74,6 +82,8 @@ fn containers_on_two_nodes_reach_each_other_and_teardown_leaves_nothing() {
     assert!(ping(&c1_ns, a2), "c1 reaches c2");
     assert!(ping(&c2_ns, a1), "c2 reaches c1");
     assert!(ping(&c1_ns, "198.18.0.1"), "c1 reaches its gateway");
+    narrate("and over IPv6 (neighbour discovery answered by the VXLAN proxy)");
+    assert!(ping(&c1_ns, "fd00:18::3"), "c1 reaches c2 over IPv6");
     narrate("applying again changes nothing");
     assert_eq!(o1.reconcile(&desired1).expect("reconcile again").applied, vec![], "second apply on node1");
 
@@ -219,6 +229,12 @@ fn a_restarted_planner_adopts_existing_state_and_repairs_damage() {
     assert!(applied[1].contains("forwarding"), "{applied:#?}");
     assert!(applied[2].contains("create endpoint"), "{applied:#?}");
     assert_eq!(restarted.plan(&desired).expect("plan"), vec![], "converged");
+
+    narrate("a VXLAN device stranded in the node namespace (crash before the move) is removed");
+    ip_in(&n1.netns, &["link", "add", "shl-vx4099", "type", "vxlan", "id", "4099", "dstport", "4789"]);
+    let report = restarted.reconcile(&desired).expect("sweep stray");
+    assert_eq!(report.applied.len(), 1, "{:?}", report.applied);
+    assert!(!ip_in(&n1.netns, &["link"]).contains("shl-vx4099"));
     let _ = n2;
 }
 
@@ -326,4 +342,26 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
         .expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("shoal_overlay"));
     let _ = PathBuf::new();
+}
+
+#[test]
+fn errors_name_the_network_and_namespace() {
+    if !privileged::require("errors_name_the_network_and_namespace", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(1);
+    let n1 = world.node(1);
+    let missing = PathBuf::from(format!("/run/netns/{}-gone", world.cluster.prefix()));
+    // The planner only sees container namespaces that exist; this one vanishes in between.
+    let (gone_ns, mut spec) = world.container("gone", &[("blue", ip(198, 18, 0, 2))]);
+    let mut overlay = world.overlay(&n1);
+    let desired = Desired { networks: vec![network("blue", 4097, 0)], containers: vec![], ..Default::default() };
+    overlay.reconcile(&desired).expect("network alone");
+    ip_in("", &["netns", "delete", &gone_ns]);
+    spec.netns.clone_from(&missing);
+    let desired = Desired { containers: vec![spec], ..desired };
+    let err = overlay.reconcile(&desired).expect_err("missing container namespace").to_string();
+    assert!(err.contains("network blue") && err.contains(&missing.display().to_string()), "{err}");
+    assert!(err.contains("eth0"), "{err}");
+    eprintln!("error: {err}");
 }

@@ -353,3 +353,30 @@ fn teardown_removes_one_network() {
         }
     );
 }
+
+#[test]
+fn a_vxlan_device_stranded_in_the_node_namespace_is_removed() {
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    let desired = one_network();
+    reconcile(&mut overlay, &desired);
+    overlay.dataplane_mut().state.node.stray.insert("shl-vx4097".into());
+    let ops: Vec<String> = reconcile(&mut overlay, &desired).iter().map(ToString::to_string).collect();
+    assert_eq!(ops, vec!["delete link shl-vx4097 in the node namespace"]);
+    assert_eq!(reconcile(&mut overlay, &desired), vec![]);
+}
+
+#[test]
+fn apply_errors_name_the_operation_and_what_is_missing() {
+    let mut fake = FakeDataplane::new();
+    let op = Op::SetFdb {
+        network: "blue".into(),
+        vxlan: "shl-vx4097".into(),
+        mac: MacAddr::from_ipv4(v4("198.18.0.3")),
+        node: IpAddr::V4(v4("192.0.2.12")),
+    };
+    let err = fake.apply(&op, &Naming::default()).expect_err("no sandbox");
+    assert_eq!(
+        err.to_string(),
+        "network blue: fdb 02:42:c6:12:00:03 dst 192.0.2.12 on shl-vx4097: sandbox of network blue not found"
+    );
+}

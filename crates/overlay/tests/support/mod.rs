@@ -123,8 +123,13 @@ pub(crate) fn ping(netns: &str, to: impl ToString) -> bool {
 }
 
 /// Runs `ip ARGS` in `netns` and returns its output.
+/// An empty `netns` runs `ip ARGS` in the test's own namespace.
 pub(crate) fn ip_in(netns: &str, args: &[&str]) -> String {
-    let out = Command::new("ip").arg("-n").arg(netns).args(args).output().expect("run ip");
+    let mut command = Command::new("ip");
+    if !netns.is_empty() {
+        command.arg("-n").arg(netns);
+    }
+    let out = command.args(args).output().expect("run ip");
     assert!(out.status.success(), "ip -n {netns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
