@@ -139,7 +139,12 @@ impl Kernel {
             .map_err(io_err(format!("sandboxes in {}", self.config.netns_dir.display())))?;
         for (network, path) in sandboxes {
             let what = format!("sandbox of network {network} ({})", path.display());
-            let handle = self.conn(Some(&path)).map_err(io_err(what.clone()))?;
+            let Ok(handle) = self.conn(Some(&path)) else {
+                // A file that is not a namespace: a crash between creating it and mounting on it.
+                tracing::warn!(network = %network, netns = %path.display(), "sandbox cannot be entered; remaking it");
+                observed.sandboxes.insert(network, SandboxState { broken: true, ..SandboxState::default() });
+                continue;
+            };
             let sandbox = self
                 .rt
                 .block_on(observe_sandbox(&handle))
@@ -198,8 +203,8 @@ impl Kernel {
         match op {
             Op::DeleteSandbox { network } => {
                 let path = self.sandbox_path(naming, network);
-                if path.exists() {
-                    let handle = self.conn(Some(&path)).map_err(io_err(format!("enter {}", path.display())))?;
+                // A sandbox that cannot be entered has no links to delete first.
+                if let Ok(handle) = self.conn(Some(&path)) {
                     self.rt
                         .block_on(delete_all_links(&handle))
                         .map_err(nl(format!("delete links in {}", path.display())))?;

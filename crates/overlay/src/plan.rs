@@ -56,6 +56,8 @@ pub struct SandboxState {
     pub fdb: BTreeMap<MacAddr, IpAddr>,
     /// Permanent neighbour entries of the VXLAN device: address to MAC.
     pub neighbours: BTreeMap<IpAddr, MacAddr>,
+    /// The namespace file exists but cannot be entered (a crash before its mount): remake it.
+    pub broken: bool,
 }
 
 /// A container namespace as observed.
@@ -405,8 +407,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
     for name in &observed.node.stray {
         ops.push(Op::DeleteLink { place: Place::Node, name: name.clone() });
     }
-    for network in observed.sandboxes.keys() {
-        if !networks.contains_key(network.as_str()) {
+    for (network, sandbox) in &observed.sandboxes {
+        if sandbox.broken || !networks.contains_key(network.as_str()) {
             ops.push(Op::DeleteSandbox { network: network.clone() });
         }
     }
@@ -414,7 +416,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
     // 2. Each network's sandbox, bridge, VXLAN device, stale ports and peer entries.
     let empty = SandboxState::default();
     for network in &desired.networks {
-        let sandbox = observed.sandboxes.get(&network.id);
+        let sandbox = observed.sandboxes.get(&network.id).filter(|s| !s.broken);
         if sandbox.is_none() {
             ops.push(Op::CreateSandbox { network: network.id.clone() });
         }
@@ -583,7 +585,7 @@ fn plan_container(
         let Some(network) = networks.get(endpoint.network.as_str()) else { continue };
         let addresses: Vec<Cidr> =
             endpoint.addresses.iter().filter_map(|a| network.subnet_of(*a).map(|s| s.cidr.with_addr(*a))).collect();
-        let sandbox_port = observed.sandboxes.get(&network.id).and_then(|s| s.ports.get(&port));
+        let sandbox_port = observed.sandboxes.get(&network.id).filter(|s| !s.broken).and_then(|s| s.ports.get(&port));
         let link = state.links.get(&endpoint.ifname);
         let link_ok = link.is_some_and(|l| matches_link(l, endpoint.mac, network.mtu, &addresses));
         let in_sandbox = Place::Sandbox(network.id.clone());

@@ -356,7 +356,11 @@ fn errors_name_the_network_and_namespace() {
     let (gone_ns, mut spec) = world.container("gone", &[("blue", ip(198, 18, 0, 2))]);
     let mut overlay = world.overlay(&n1);
     let desired = Desired { networks: vec![network("blue", 4097, 0)], containers: vec![], ..Default::default() };
+    // A sandbox file without a namespace behind it (a crash before the mount) is remade.
+    let sandbox = PathBuf::from(format!("/run/netns/{}-node1-blue", world.cluster.prefix()));
+    std::fs::write(&sandbox, b"").expect("plant a broken sandbox");
     overlay.reconcile(&desired).expect("network alone");
+    assert!(ip_in(sandbox.file_name().and_then(|n| n.to_str()).expect("name"), &["link"]).contains("shl-br"));
     ip_in("", &["netns", "delete", &gone_ns]);
     spec.netns.clone_from(&missing);
     let desired = Desired { containers: vec![spec], ..desired };

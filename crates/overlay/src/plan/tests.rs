@@ -380,3 +380,18 @@ fn apply_errors_name_the_operation_and_what_is_missing() {
         "network blue: fdb 02:42:c6:12:00:03 dst 192.0.2.12 on shl-vx4097: sandbox of network blue not found"
     );
 }
+
+#[test]
+fn a_sandbox_that_cannot_be_entered_is_remade() {
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    let desired = one_network();
+    let broken = crate::plan::SandboxState { broken: true, ..Default::default() };
+    overlay.dataplane_mut().state.sandboxes.insert("blue".into(), broken.clone());
+    overlay.dataplane_mut().state.sandboxes.insert("old".into(), broken);
+    let ops: Vec<String> = reconcile(&mut overlay, &desired).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        ops[..3],
+        ["network blue: delete sandbox", "network old: delete sandbox", "network blue: create sandbox"]
+    );
+    assert_eq!(reconcile(&mut overlay, &desired), vec![]);
+}
