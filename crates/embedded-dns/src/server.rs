@@ -17,7 +17,7 @@ use hickory_proto::op::ResponseCode;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::forward::{Cache, Forwarder, Sockets};
 use crate::handler::{self, Action, Handler, Transport};
@@ -322,7 +322,11 @@ fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
 
 async fn serve_udp(core: Arc<Core>, container: Arc<Container>, socket: Arc<UdpSocket>) {
     let mut buf = vec![0u8; 65_535];
+    // Forwarded queries live in this set: aborting this task (detach) aborts them too, and with
+    // them the last references to the socket, so the address is free at once.
+    let mut forwards = JoinSet::new();
     loop {
+        while forwards.try_join_next().is_some() {}
         let (n, peer) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
             Err(err) => {
@@ -355,7 +359,7 @@ async fn serve_udp(core: Arc<Core>, container: Arc<Container>, socket: Arc<UdpSo
                 let core = core.clone();
                 let socket = socket.clone();
                 let id = container.id.clone();
-                tokio::spawn(async move {
+                forwards.spawn(async move {
                     let reply = core.forwarder.forward(&forward, &core.handler.cache).await;
                     if let Err(err) = socket.send_to(&reply, peer).await {
                         tracing::debug!(container = %id, peer = %peer, error = %err, "dns udp send failed");
@@ -368,7 +372,10 @@ async fn serve_udp(core: Arc<Core>, container: Arc<Container>, socket: Arc<UdpSo
 }
 
 async fn serve_tcp(core: Arc<Core>, container: Arc<Container>, listener: TcpListener) {
+    // Connections live in this set, so that detaching closes them too.
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
@@ -383,7 +390,7 @@ async fn serve_tcp(core: Arc<Core>, container: Arc<Container>, listener: TcpList
         };
         let core = core.clone();
         let container = container.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             if let Err(err) = serve_connection(&core, &container, stream).await {
                 tracing::debug!(container = %container.id, peer = %peer, error = %err, "dns tcp connection ended");
             }

@@ -193,6 +193,19 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
     two_networks(&env);
     let c1 = env.container("c1", &["front"]).await;
 
+    eprintln!("--- detach with a slow upstream query in flight frees the address at once");
+    let slow_ns = c1.clone();
+    let pending = tokio::spawn(async move { ask_udp(&slow_ns, "slow0.example.test.", RecordType::A).await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(env.server.detach("c1"));
+    let c1_path = std::path::PathBuf::from("/run/netns").join(&c1);
+    let deadline = Instant::now() + Duration::from_millis(500);
+    while let Err(err) = env.server.attach("c1", &c1_path, vec!["front".into()]).await {
+        assert!(Instant::now() < deadline, "re-attach while a forwarded query was in flight: {err}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pending.abort();
+
     eprintln!("--- a slow upstream query in flight, local answers meanwhile");
     let slow_ns = c1.clone();
     let slow = tokio::spawn(async move { ask_udp(&slow_ns, "slow.example.test.", RecordType::A).await });
