@@ -38,12 +38,14 @@ pub enum ObserveError {
         source: std::io::Error,
     },
     /// nftables could not be listed.
-    #[error("observe {what}: {source}")]
+    #[error("observe {what}: {source}{stderr}")]
     Nft {
         /// What was being read.
         what: String,
         /// The nftables error.
-        source: nftables::helper::NftablesError,
+        source: Box<nftables::helper::NftablesError>,
+        /// What `nft` printed on standard error (`": …"`), empty when nothing.
+        stderr: String,
     },
 }
 
@@ -71,12 +73,14 @@ pub enum ApplyError {
         source: std::io::Error,
     },
     /// nftables refused the rule set.
-    #[error("{op}: {source}")]
+    #[error("{op}: {source}{stderr}")]
     Nft {
         /// The operation.
         op: String,
         /// The nftables error.
-        source: nftables::helper::NftablesError,
+        source: Box<nftables::helper::NftablesError>,
+        /// What `nft` printed on standard error (`": …"`), empty when nothing.
+        stderr: String,
     },
     /// Something the operation needs is not there.
     #[error("{op}: {missing} not found")]
@@ -92,4 +96,14 @@ pub enum ApplyError {
         /// The operation.
         op: String,
     },
+}
+
+/// `": <stderr>"` of a failed `nft` run, which the nftables error's message leaves out.
+pub(crate) fn nft_stderr(err: &nftables::helper::NftablesError) -> String {
+    match err {
+        nftables::helper::NftablesError::NftFailed { stderr, .. } if !stderr.trim().is_empty() => {
+            format!(": {}", stderr.trim())
+        }
+        _ => String::new(),
+    }
 }

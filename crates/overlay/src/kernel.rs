@@ -26,11 +26,12 @@ use netlink_packet_route::neighbour::{
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
-use crate::dataplane::{ApplyError, Dataplane, ObserveError};
+use crate::dataplane::{ApplyError, Dataplane, ObserveError, nft_stderr};
 use crate::model::{Cidr, Desired, GATEWAY_BRIDGE, MacAddr, Naming, SANDBOX_BRIDGE};
 use crate::netns;
 use crate::nft;
 use crate::plan::{ContainerState, LinkState, NodeState, Observed, Op, Place, SandboxState, VxlanState};
+use nftables::helper::NftablesError;
 
 const ENOENT: i32 = 2;
 const ENODEV: i32 = 19;
@@ -179,12 +180,20 @@ impl Kernel {
             .trim()
             == "1";
         let table = naming.nft_table.clone();
-        state.masquerade = netns::run_in(node.as_deref(), move || nft::observe(&table))
+        state.masquerade = match netns::run_in(node.as_deref(), move || nft::observe(&table))
             .map_err(io_err(format!("nftables in {what}")))?
-            .map_err(|source| ObserveError::Nft {
-                what: format!("nftables table ip {} in {what}", naming.nft_table),
-                source,
-            })?;
+        {
+            Ok(comment) => comment,
+            // Without `nft` there cannot be a table of ours; applying one will say what is missing.
+            Err(NftablesError::NftExecution { inner, .. }) if inner.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(ObserveError::Nft {
+                    what: format!("nftables table ip {} in {what}", naming.nft_table),
+                    stderr: nft_stderr(&source),
+                    source: Box::new(source),
+                });
+            }
+        };
         observed.node = state;
         Ok(observed)
     }
@@ -422,13 +431,21 @@ impl Kernel {
                 let comment = crate::plan::masquerade_comment(subnet, &bridge);
                 netns::run_in(self.node().as_deref(), move || nft::set(&table, subnet, &bridge, &comment))
                     .map_err(io_err("enter the node namespace".to_owned()))?
-                    .map_err(|source| ApplyError::Nft { op: name.clone(), source })
+                    .map_err(|source| ApplyError::Nft {
+                        op: name.clone(),
+                        stderr: nft_stderr(&source),
+                        source: Box::new(source),
+                    })
             }
             Op::DeleteMasquerade => {
                 let table = naming.nft_table.clone();
                 netns::run_in(self.node().as_deref(), move || nft::delete(&table))
                     .map_err(io_err("enter the node namespace".to_owned()))?
-                    .map_err(|source| ApplyError::Nft { op: name.clone(), source })
+                    .map_err(|source| ApplyError::Nft {
+                        op: name.clone(),
+                        stderr: nft_stderr(&source),
+                        source: Box::new(source),
+                    })
             }
             Op::SetDefaultRoute { netns: container, ifname, via } => {
                 let handle = self
