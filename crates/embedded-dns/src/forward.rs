@@ -158,12 +158,17 @@ impl Sockets {
     }
 }
 
+/// An upstream that failed or timed out is tried after the others for this long.
+const SUSPECT_FOR: Duration = Duration::from_secs(30);
+
 /// Sends queries upstream.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    pub(crate) upstreams: Vec<SocketAddr>,
-    pub(crate) timeout: Duration,
-    pub(crate) sockets: Sockets,
+    upstreams: Vec<SocketAddr>,
+    timeout: Duration,
+    sockets: Sockets,
+    /// Per upstream: until when it goes last, after a failure.
+    suspect: Mutex<Vec<Option<Instant>>>,
 }
 
 static QUERY_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -176,28 +181,52 @@ fn random_id() -> u16 {
 }
 
 impl Forwarder {
+    pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration, sockets: Sockets) -> Self {
+        let suspect = Mutex::new(vec![None; upstreams.len()]);
+        Self { upstreams, timeout, sockets, suspect }
+    }
+
+    /// The upstreams in the order to try them: as configured, those that failed lately last (so a
+    /// dead first server costs one timeout, not one per query).
+    fn order(&self) -> Vec<(usize, SocketAddr)> {
+        let now = Instant::now();
+        let suspect = self.suspect.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut order: Vec<(usize, SocketAddr)> = self.upstreams.iter().copied().enumerate().collect();
+        order.sort_by_key(|(i, _)| suspect.get(*i).copied().flatten().is_some_and(|until| until > now));
+        order
+    }
+
+    fn mark(&self, index: usize, failed: bool) {
+        let mut suspect = self.suspect.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = suspect.get_mut(index) {
+            *slot = failed.then(|| Instant::now() + SUSPECT_FOR);
+        }
+    }
+
     /// Resolves `forward` upstream and returns the bytes for the client (SERVFAIL when no
     /// upstream answered usefully).
     pub(crate) async fn forward(&self, forward: &Forward, cache: &crate::forward::Cache) -> Vec<u8> {
         let client_id = forward.request.metadata.id;
         let mut query = forward.raw.clone();
-        for upstream in &self.upstreams {
+        for (index, upstream) in self.order() {
             let id = random_id();
             query[..2].copy_from_slice(&id.to_be_bytes());
             let over_tcp = forward.udp_limit.is_none();
-            let answer =
-                match tokio::time::timeout(self.timeout, self.exchange(*upstream, &query, id, forward, over_tcp)).await
-                {
-                    Ok(Ok(answer)) => answer,
-                    Ok(Err(err)) => {
-                        tracing::debug!(upstream = %upstream, error = %err, "upstream dns query failed");
-                        continue;
-                    }
-                    Err(_) => {
-                        tracing::debug!(upstream = %upstream, timeout = ?self.timeout, "upstream dns query timed out");
-                        continue;
-                    }
-                };
+            let exchange = self.exchange(upstream, &query, id, forward, over_tcp);
+            let answer = match tokio::time::timeout(self.timeout, exchange).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(err)) => {
+                    tracing::debug!(upstream = %upstream, error = %err, "upstream dns query failed");
+                    self.mark(index, true);
+                    continue;
+                }
+                Err(_) => {
+                    tracing::debug!(upstream = %upstream, timeout = ?self.timeout, "upstream dns query timed out");
+                    self.mark(index, true);
+                    continue;
+                }
+            };
+            self.mark(index, false);
             let (message, mut bytes) = answer;
             if matches!(message.metadata.response_code, ResponseCode::ServFail | ResponseCode::Refused) {
                 tracing::debug!(upstream = %upstream, rcode = %message.metadata.response_code, "upstream refused, trying next");

@@ -193,7 +193,7 @@ impl DnsServer {
             config.ttl,
             !upstreams.is_empty(),
         );
-        let forwarder = Forwarder { upstreams, timeout: config.upstream_timeout, sockets };
+        let forwarder = Forwarder::new(upstreams, config.upstream_timeout, sockets);
         Ok(Self { core: Arc::new(Core { handler, forwarder }), config, containers: Mutex::new(HashMap::new()) })
     }
 

@@ -231,6 +231,26 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_first_upstream_costs_one_timeout() {
+    if !privileged::require("a_dead_first_upstream_costs_one_timeout", privileged::NETNS) {
+        return;
+    }
+    // 192.0.2.99 is on the underlay but nobody has it: queries to it vanish.
+    let dead = "192.0.2.99:53".parse().expect("address");
+    let mut env = Env::with_upstreams(Duration::ZERO, vec![dead, support::UPSTREAM], Duration::from_millis(500));
+    let c1 = env.container("c1", &["front"]).await;
+    let started = Instant::now();
+    assert_eq!(addresses(&ask_udp(&c1, "one.example.test.", RecordType::A).await), ["203.0.113.7"]);
+    let first = started.elapsed();
+    assert!(first >= Duration::from_millis(450), "the first query waits for the dead upstream: {first:?}");
+    let started = Instant::now();
+    assert_eq!(addresses(&ask_udp(&c1, "two.example.test.", RecordType::A).await), ["203.0.113.7"]);
+    let second = started.elapsed();
+    assert!(second < Duration::from_millis(400), "the dead upstream now goes last: {second:?}");
+    assert_eq!(env.upstream.seen(), ["one.example.test", "two.example.test"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_answers_fall_back_to_tcp() {
     if !privileged::require("large_answers_fall_back_to_tcp", privileged::NETNS) {
         return;

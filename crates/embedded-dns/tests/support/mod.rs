@@ -178,12 +178,18 @@ pub(crate) struct Env {
 
 impl Env {
     pub(crate) fn new(upstream_delay: Duration) -> Self {
+        Self::with_upstreams(upstream_delay, vec![UPSTREAM], Duration::from_secs(4))
+    }
+
+    /// Like [`Env::new`] with other upstream addresses and timeout (the fake one is at [`UPSTREAM`]).
+    pub(crate) fn with_upstreams(upstream_delay: Duration, upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
         let cluster = Cluster::new(1).expect("build cluster");
         let upstream = Upstream::start(cluster.underlay_netns(), upstream_delay);
         let node = cluster.node(1).expect("node1");
         let config = DnsConfig {
-            upstreams: vec![UPSTREAM],
+            upstreams,
             upstream_netns: Some(PathBuf::from("/run/netns").join(&node.netns)),
+            upstream_timeout: timeout,
             ..DnsConfig::default()
         };
         let server = DnsServer::new(config, RecordTable::new()).expect("start server");
