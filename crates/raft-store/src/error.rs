@@ -39,17 +39,29 @@ pub enum OpenError {
     },
 }
 
-/// A put, delete or transaction failed; nothing is known to be applied unless stated.
+/// A put, delete or transaction failed.
+///
+/// [`WriteError::NotLeader`] and [`WriteError::LeaderUnreachable`] guarantee that the write was
+/// not applied; after the others it may or may not be applied (retry only what is idempotent or
+/// guarded by a compare).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
     /// This member is not the leader and could not hand the write to one: the leader is unknown
-    /// (election in progress), or the member it forwarded to was no longer leader.
+    /// (election in progress), or the member it forwarded to was no longer leader. Not applied.
     #[error("not the leader; leader is {leader:?}")]
     NotLeader {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
     },
-    /// The write was forwarded to the leader but the transport failed; it may or may not have
+    /// The leader could not be reached to forward the write to it. Not applied.
+    #[error("leader {leader} is unreachable: {reason}")]
+    LeaderUnreachable {
+        /// The leader the write was meant for.
+        leader: NodeId,
+        /// The transport's error.
+        reason: String,
+    },
+    /// The write was forwarded to the leader but no answer came back; it may or may not have
     /// been applied.
     #[error("forwarding to leader {leader} failed: {reason}")]
     Forward {
@@ -162,13 +174,22 @@ pub enum MembershipError {
 /// A transport could not deliver a message or get its answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransportError {
-    /// The target could not be reached (down, partitioned, refused the connection).
+    /// The message was not delivered: the target is down, partitioned away, or refused the
+    /// connection. Transports must only use this when the target cannot have received it.
     #[error("node {target} at {addr} is unreachable: {reason}")]
     Unreachable {
         /// The target member.
         target: NodeId,
         /// Its address.
         addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The message may have been delivered, but no answer arrived (timeout, connection lost).
+    #[error("no answer from node {target}: {reason}")]
+    NoAnswer {
+        /// The target member.
+        target: NodeId,
         /// Why.
         reason: String,
     },

@@ -160,7 +160,9 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
     match e {
-        TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        TransportError::Unreachable { .. } | TransportError::NoAnswer { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         TransportError::Remote { .. } => RPCError::Network(NetworkError::new(&e)),
     }
 }
@@ -176,9 +178,8 @@ impl Connection {
         let bytes = match tokio::time::timeout(ttl, fut).await {
             Ok(r) => r.map_err(rpc_error)?,
             Err(_) => {
-                return Err(rpc_error(TransportError::Unreachable {
+                return Err(rpc_error(TransportError::NoAnswer {
                     target: self.target,
-                    addr: self.addr.clone(),
                     reason: format!("{kind} timed out after {ttl:?}"),
                 }));
             }
@@ -241,9 +242,8 @@ impl RaftNetworkV2<TypeConfig> for Connection {
             r = tokio::time::timeout(ttl, fut) => match r {
                 Ok(r) => r.map_err(|e| StreamingError::from(rpc_error(e)))?,
                 Err(_) => {
-                    return Err(StreamingError::from(rpc_error(TransportError::Unreachable {
+                    return Err(StreamingError::from(rpc_error(TransportError::NoAnswer {
                         target: self.target,
-                        addr: self.addr.clone(),
                         reason: format!("snapshot timed out after {ttl:?}"),
                     })));
                 }

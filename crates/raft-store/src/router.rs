@@ -182,11 +182,12 @@ impl Transport for InProcessRouter {
                 .await
                 .map_err(|e| TransportError::Remote { target, reason: e.to_string() })?;
             // The answer crosses the same link back.
+            let lost = |reason: &str| TransportError::NoAnswer { target, reason: reason.into() };
             if router.faults().cut.contains(&(target, from)) {
-                return Err(unreachable("answer lost: link is partitioned"));
+                return Err(lost("answer lost: link is partitioned"));
             }
             if drop_answer {
-                return Err(unreachable("answer dropped"));
+                return Err(lost("answer dropped"));
             }
             Ok(answer)
         })

@@ -21,6 +21,7 @@ use openraft::ReadPolicy;
 use openraft::ServerState;
 use openraft::SnapshotPolicy;
 use openraft::async_runtime::WatchReceiver as _;
+use openraft::errors::ChangeMembershipError;
 use openraft::errors::ClientWriteError;
 use openraft::errors::InitializeError;
 use openraft::errors::LinearizableReadError;
@@ -34,6 +35,7 @@ use crate::error::HandleError;
 use crate::error::MembershipError;
 use crate::error::OpenError;
 use crate::error::ReadError;
+use crate::error::TransportError;
 use crate::error::WatchError;
 use crate::error::WriteError;
 use crate::log_store::LogOptions;
@@ -279,7 +281,25 @@ impl Store {
         let id = self.inner.id;
         let members = BTreeMap::from([(id, BasicNode::new(self.inner.addr.clone()))]);
         match self.inner.raft.initialize(members).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                // Return once this member leads and its first membership is committed, so the
+                // next membership change is not refused as "in progress".
+                let waited = self
+                    .inner
+                    .raft
+                    .wait(Some(self.inner.request_timeout))
+                    .metrics(
+                        |m| {
+                            m.state == ServerState::Leader
+                                && m.last_applied.is_some()
+                                && m.last_applied.as_ref().map(|l| l.index)
+                                    >= m.membership_config.log_id().as_ref().map(|l| l.index)
+                        },
+                        "bootstrap",
+                    )
+                    .await;
+                waited.map(|_| ()).map_err(|e| MembershipError::Refused { node: id, reason: e.to_string() })
+            }
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
                 Err(MembershipError::AlreadyInitialized { node: id })
             }
@@ -369,6 +389,9 @@ impl Store {
         let fut = self.inner.transport.send(self.inner.id, leader, &addr, MessageKind::ForwardWrite, encode(&txn));
         let bytes = match tokio::time::timeout(self.inner.request_timeout, fut).await {
             Ok(Ok(b)) => b,
+            Ok(Err(e @ TransportError::Unreachable { .. })) => {
+                return Err(WriteError::LeaderUnreachable { leader, reason: e.to_string() });
+            }
             Ok(Err(e)) => return Err(WriteError::Forward { leader, reason: e.to_string() }),
             Err(_) => return Err(WriteError::Forward { leader, reason: "timed out".into() }),
         };
@@ -483,6 +506,34 @@ impl Store {
         }
     }
 
+    /// Runs a membership change, retrying while another one is still in progress.
+    async fn change<F, Fut>(&self, what: &str, limit: Duration, mut f: F) -> Result<(), MembershipError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<
+                Output = Result<
+                    openraft::raft::ClientWriteResponse<crate::types::TypeConfig>,
+                    RaftError<crate::types::TypeConfig, ClientWriteError<crate::types::TypeConfig>>,
+                >,
+            >,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match tokio::time::timeout(left, f()).await {
+                Err(_) => return Err(self.timed_out()),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(p),
+                )))) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(node.id = self.inner.id, change = what, in_progress = %p, "membership change waits");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return Err(self.mem_err(e)),
+            }
+        }
+    }
+
     fn timed_out(&self) -> MembershipError {
         MembershipError::Refused {
             node: self.inner.id,
@@ -492,39 +543,37 @@ impl Store {
 
     /// Adds member `id` at `addr` as a learner and waits until it has caught up (leader only).
     pub async fn add_learner(&self, id: NodeId, addr: impl Into<String>) -> Result<(), MembershipError> {
-        let fut = self.inner.raft.add_learner(id, BasicNode::new(addr.into()), true);
-        match tokio::time::timeout(self.inner.request_timeout * 4, fut).await {
-            Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e)),
-            Err(_) => Err(self.timed_out()),
-        }
+        let node = BasicNode::new(addr.into());
+        // Blocking: returns once the learner has caught up, which may take a snapshot transfer.
+        self.change("add learner", self.inner.request_timeout * 6, || {
+            self.inner.raft.add_learner(id, node.clone(), true)
+        })
+        .await
     }
 
     /// Makes learner `id` a voter (leader only).
     pub async fn promote(&self, id: NodeId) -> Result<(), MembershipError> {
-        let fut = self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false);
-        match tokio::time::timeout(self.inner.request_timeout, fut).await {
-            Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e)),
-            Err(_) => Err(self.timed_out()),
-        }
+        self.change("promote", self.inner.request_timeout, || {
+            self.inner.raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        })
+        .await
     }
 
     /// Removes member `id`, voter or learner (leader only).
     pub async fn remove(&self, id: NodeId) -> Result<(), MembershipError> {
         let is_voter = self.inner.raft.voter_ids().any(|v| v == id);
         if is_voter {
-            let fut = self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false);
-            match tokio::time::timeout(self.inner.request_timeout, fut).await {
-                Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e))?,
-                Err(_) => return Err(self.timed_out()),
-            }
+            self.change("remove voter", self.inner.request_timeout, || {
+                self.inner.raft.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
+            })
+            .await?;
         }
         let still_member = self.inner.raft.learner_ids().any(|l| l == id);
         if still_member {
-            let fut = self.inner.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false);
-            match tokio::time::timeout(self.inner.request_timeout, fut).await {
-                Ok(r) => r.map(|_| ()).map_err(|e| self.mem_err(e))?,
-                Err(_) => return Err(self.timed_out()),
-            }
+            self.change("remove node", self.inner.request_timeout, || {
+                self.inner.raft.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
+            })
+            .await?;
         }
         Ok(())
     }
