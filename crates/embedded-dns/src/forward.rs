@@ -12,12 +12,13 @@ use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, ResponseCode};
 use hickory_proto::rr::RData;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::watch;
 
 use crate::handler::{self, Forward};
 use crate::netns::NetnsWorker;
@@ -161,6 +162,18 @@ impl Sockets {
 /// An upstream that failed or timed out is tried after the others for this long.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
+/// Identical questions in flight share one upstream query. TCP and UDP clients do not share: a
+/// UDP answer may be truncated where a TCP client needs it whole.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct FlightKey {
+    key: CacheKey,
+    tcp: bool,
+}
+
+/// What the first asker of a question hands to the others: the upstream's answer, or `None` when
+/// no upstream answered.
+type Shared = Option<Arc<Option<Message>>>;
+
 /// Sends queries upstream.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
@@ -169,6 +182,20 @@ pub(crate) struct Forwarder {
     sockets: Sockets,
     /// Per upstream: until when it goes last, after a failure.
     suspect: Mutex<Vec<Option<Instant>>>,
+    flights: Mutex<HashMap<FlightKey, watch::Receiver<Shared>>>,
+}
+
+/// Removes a flight when its leader is done or dropped (a detached container's task is aborted):
+/// followers then see the channel close and ask for themselves.
+struct FlightGuard<'a> {
+    flights: &'a Mutex<HashMap<FlightKey, watch::Receiver<Shared>>>,
+    key: FlightKey,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&self.key);
+    }
 }
 
 static QUERY_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -183,7 +210,7 @@ fn random_id() -> u16 {
 impl Forwarder {
     pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration, sockets: Sockets) -> Self {
         let suspect = Mutex::new(vec![None; upstreams.len()]);
-        Self { upstreams, timeout, sockets, suspect }
+        Self { upstreams, timeout, sockets, suspect, flights: Mutex::new(HashMap::new()) }
     }
 
     /// The upstreams in the order to try them: as configured, those that failed lately last (so a
@@ -204,8 +231,43 @@ impl Forwarder {
     }
 
     /// Resolves `forward` upstream and returns the bytes for the client (SERVFAIL when no
-    /// upstream answered usefully).
-    pub(crate) async fn forward(&self, forward: &Forward, cache: &crate::forward::Cache) -> Vec<u8> {
+    /// upstream answered usefully). A question already in flight waits for that query's answer.
+    pub(crate) async fn forward(&self, forward: &Forward, cache: &Cache) -> Vec<u8> {
+        let key = FlightKey { key: forward.key.clone(), tcp: forward.udp_limit.is_none() };
+        let leader = {
+            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+            match flights.get(&key) {
+                Some(receiver) => Err(receiver.clone()),
+                None => {
+                    let (sender, receiver) = watch::channel(None);
+                    flights.insert(key.clone(), receiver);
+                    Ok(sender)
+                }
+            }
+        };
+        match leader {
+            Ok(sender) => {
+                let guard = FlightGuard { flights: &self.flights, key };
+                let (bytes, answer) = self.forward_alone(forward, cache).await;
+                let _ = sender.send(Some(Arc::new(answer)));
+                drop(guard);
+                bytes
+            }
+            Err(mut receiver) => {
+                let shared = receiver.wait_for(Option::is_some).await.ok().and_then(|shared| shared.clone());
+                match shared.as_deref() {
+                    Some(Some(answer)) => handler::from_cache(&forward.request, answer.clone(), forward.udp_limit),
+                    Some(None) => servfail(forward),
+                    // The leader went away without an answer: ask ourselves.
+                    None => self.forward_alone(forward, cache).await.0,
+                }
+            }
+        }
+    }
+
+    /// One client's query, upstream after upstream: the bytes for the client and, when an
+    /// upstream answered, its answer for others asking the same.
+    async fn forward_alone(&self, forward: &Forward, cache: &Cache) -> (Vec<u8>, Option<Message>) {
         let client_id = forward.request.metadata.id;
         let mut query = forward.raw.clone();
         for (index, upstream) in self.order() {
@@ -235,14 +297,14 @@ impl Forwarder {
             cache.insert(forward.key.clone(), &message);
             bytes[..2].copy_from_slice(&client_id.to_be_bytes());
             if forward.udp_limit.is_some_and(|limit| bytes.len() > limit) {
-                let mut message = message;
-                message.metadata.id = client_id;
-                return handler::encode(&message, forward.udp_limit);
+                let mut ours = message.clone();
+                ours.metadata.id = client_id;
+                return (handler::encode(&ours, forward.udp_limit), Some(message));
             }
-            return bytes;
+            return (bytes, Some(message));
         }
         tracing::debug!(name = %forward.key.name, "no upstream answered");
-        handler::respond(&forward.request, ResponseCode::ServFail, Vec::new(), false, forward.udp_limit)
+        (servfail(forward), None)
     }
 
     /// One query to one upstream: UDP, then TCP if the answer is truncated and the client can take
@@ -304,6 +366,10 @@ impl Forwarder {
             }
         }
     }
+}
+
+fn servfail(forward: &Forward) -> Vec<u8> {
+    handler::respond(&forward.request, ResponseCode::ServFail, Vec::new(), false, forward.udp_limit)
 }
 
 /// The response if `bytes` answers our query (same ID, same question), else `None`.

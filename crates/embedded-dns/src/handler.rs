@@ -297,8 +297,8 @@ fn our_edns() -> Edns {
     edns
 }
 
-/// A cached upstream answer, re-addressed to `request`.
-fn from_cache(request: &Message, mut cached: Message, udp_limit: Option<usize>) -> Vec<u8> {
+/// A cached (or shared) upstream answer, re-addressed to `request`.
+pub(crate) fn from_cache(request: &Message, mut cached: Message, udp_limit: Option<usize>) -> Vec<u8> {
     cached.metadata.id = request.metadata.id;
     cached.metadata.recursion_desired = request.metadata.recursion_desired;
     // Echo the client's spelling of the name (some resolvers check it, 0x20 randomisation).

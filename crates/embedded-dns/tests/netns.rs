@@ -284,6 +284,8 @@ async fn answers_1024_concurrent_queries() {
         ("local", (|_| "web.".to_owned()) as fn(u16) -> String),
         // Each a different name, so none is served from the cache: 1,024 upstream queries of 300 ms.
         ("forwarded", |i| format!("slow{i}.example.test.")),
+        // The same name, not cached yet: one upstream query, 1,024 answers.
+        ("identical forwarded", |_| "slowsame.example.test.".to_owned()),
     ] {
         eprintln!("--- 1,024 {what} queries sent at once");
         let socket = udp_client(&c1);
@@ -310,6 +312,9 @@ async fn answers_1024_concurrent_queries() {
         eprintln!("--- {what}: 1024 answered in {took:?}");
         assert!(took < Duration::from_secs(3), "{what}: answers were serialised ({took:?})");
     }
+    let seen = env.upstream.seen();
+    assert_eq!(seen.iter().filter(|n| n.starts_with("slow") && *n != "slowsame.example.test").count(), 1024);
+    assert_eq!(seen.iter().filter(|n| *n == "slowsame.example.test").count(), 1, "identical questions share a query");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
