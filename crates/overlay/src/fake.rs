@@ -18,6 +18,8 @@ pub struct FakeDataplane {
     pub log: Vec<Op>,
     /// Fail the operation with this index in [`FakeDataplane::log`] (a crash half-way).
     pub fail_at: Option<usize>,
+    /// Container namespaces that do not exist; every other desired one does.
+    pub missing_netns: std::collections::BTreeSet<PathBuf>,
     peers: BTreeMap<(Place, String), (Place, String)>,
     routes: BTreeMap<PathBuf, String>,
 }
@@ -116,6 +118,13 @@ impl Dataplane for FakeDataplane {
         let _ = naming;
         let mut observed = self.state.clone();
         observed.containers.retain(|netns, _| desired.containers.iter().any(|c| c.netns == *netns));
+        for container in &desired.containers {
+            if self.missing_netns.contains(&container.netns) {
+                observed.containers.remove(&container.netns);
+            } else {
+                observed.containers.entry(container.netns.clone()).or_default();
+            }
+        }
         Ok(observed)
     }
 

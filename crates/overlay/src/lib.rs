@@ -36,7 +36,10 @@ pub use model::{
     Cidr, CidrParseError, ContainerSpec, DEFAULT_MTU, DEFAULT_VXLAN_PORT, Desired, Egress, GATEWAY_BRIDGE,
     GatewayBridge, LINK_PREFIX, LocalEndpoint, MacAddr, Naming, NetworkSpec, RemoteEndpoint, SANDBOX_BRIDGE, Subnet,
 };
-pub use plan::{ContainerState, LinkState, NodeState, Observed, Op, Place, PlanError, SandboxState, VxlanState, plan};
+pub use plan::{
+    ContainerState, LinkState, NodeState, Observed, Op, Place, PlanError, SandboxState, VxlanState, missing_namespaces,
+    plan,
+};
 
 /// A reconcile pass failed.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +67,8 @@ pub enum ReconcileError {
 pub struct Report {
     /// The operations applied, in order; empty when nothing needed to change.
     pub applied: Vec<Op>,
+    /// Desired containers left out because their network namespace does not exist.
+    pub missing: Vec<String>,
 }
 
 /// Reconciles a node's overlay networks: observe, plan, apply.
@@ -114,6 +119,10 @@ impl<D: Dataplane> Overlay<D> {
     fn reconcile_inner(&mut self, desired: &Desired) -> Result<Report, ReconcileError> {
         let observed = self.dataplane.observe(desired, &self.naming)?;
         let ops = plan(desired, &observed)?;
+        let missing = missing_namespaces(desired, &observed);
+        for container in &missing {
+            tracing::warn!(container = %container, "container network namespace not found; not wired");
+        }
         let planned = ops.len();
         for (applied, op) in ops.iter().enumerate() {
             tracing::debug!(op = %op, "apply");
@@ -126,7 +135,7 @@ impl<D: Dataplane> Overlay<D> {
         if planned > 0 {
             tracing::info!(operations = planned, "overlay reconciled");
         }
-        Ok(Report { applied: ops })
+        Ok(Report { applied: ops, missing })
     }
 
     /// Removes everything this library made on the node: every sandbox with the prefix, every
@@ -149,7 +158,7 @@ impl<D: Dataplane> Overlay<D> {
                 planned: 1,
                 source: Box::new(source),
             })?;
-            Ok(Report { applied: vec![op] })
+            Ok(Report { applied: vec![op], missing: Vec::new() })
         });
         self.dataplane.finish();
         result

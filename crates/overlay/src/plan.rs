@@ -396,8 +396,15 @@ pub(crate) fn masquerade_comment(subnet: Cidr, bridge: &str) -> String {
     format!("shoal-overlay masquerade {subnet} not via {bridge}")
 }
 
+/// IDs of desired containers whose network namespace was not observed (it does not exist).
+/// [`plan`] leaves them out, so that one vanished container does not hold up the others.
+pub fn missing_namespaces(desired: &Desired, observed: &Observed) -> Vec<String> {
+    desired.containers.iter().filter(|c| !observed.containers.contains_key(&c.netns)).map(|c| c.id.clone()).collect()
+}
+
 /// Computes the operations that take `observed` to `desired`. Remote endpoints on networks that
-/// are not desired on this node are ignored (the node no longer has a sandbox for them).
+/// are not desired on this node are ignored (the node no longer has a sandbox for them), and so
+/// are containers whose namespace was not observed (see [`missing_namespaces`]).
 pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError> {
     validate(desired)?;
     let mut ops = Vec::new();
@@ -576,8 +583,9 @@ fn plan_container(
     ops: &mut Vec<Op>,
     egress_ports: &mut BTreeSet<String>,
 ) {
-    let empty = ContainerState::default();
-    let state = observed.containers.get(&container.netns).unwrap_or(&empty);
+    // A namespace that does not exist (the container is gone or not started) cannot be wired;
+    // it is reported by `missing_namespaces` rather than failing the whole pass.
+    let Some(state) = observed.containers.get(&container.netns) else { return };
     let port = endpoint_port(&container.id);
     let in_container = Place::Container(container.netns.clone());
     for endpoint in &container.endpoints {

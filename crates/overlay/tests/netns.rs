@@ -345,15 +345,12 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
 }
 
 #[test]
-fn errors_name_the_network_and_namespace() {
-    if !privileged::require("errors_name_the_network_and_namespace", privileged::NETNS) {
+fn missing_namespaces_are_reported_and_errors_name_what_failed() {
+    if !privileged::require("missing_namespaces_are_reported", privileged::NETNS) {
         return;
     }
     let world = World::new(1);
     let n1 = world.node(1);
-    let missing = PathBuf::from(format!("/run/netns/{}-gone", world.cluster.prefix()));
-    // The planner only sees container namespaces that exist; this one vanishes in between.
-    let (gone_ns, mut spec) = world.container("gone", &[("blue", ip(198, 18, 0, 2))]);
     let mut overlay = world.overlay(&n1);
     let desired = Desired { networks: vec![network("blue", 4097, 0)], containers: vec![], ..Default::default() };
     // A sandbox file without a namespace behind it (a crash before the mount) is remade.
@@ -361,11 +358,23 @@ fn errors_name_the_network_and_namespace() {
     std::fs::write(&sandbox, b"").expect("plant a broken sandbox");
     overlay.reconcile(&desired).expect("network alone");
     assert!(ip_in(sandbox.file_name().and_then(|n| n.to_str()).expect("name"), &["link"]).contains("shl-br"));
-    ip_in("", &["netns", "delete", &gone_ns]);
-    spec.netns.clone_from(&missing);
-    let desired = Desired { containers: vec![spec], ..desired };
-    let err = overlay.reconcile(&desired).expect_err("missing container namespace").to_string();
-    assert!(err.contains("network blue") && err.contains(&missing.display().to_string()), "{err}");
-    assert!(err.contains("eth0"), "{err}");
+
+    narrate("a container whose namespace is gone is reported, the others are wired");
+    let (_, mut gone) = world.container("gone", &[("blue", ip(198, 18, 0, 2))]);
+    let (here_ns, here) = world.container("here", &[("blue", ip(198, 18, 0, 3))]);
+    gone.netns = PathBuf::from(format!("/run/netns/{}-vanished", world.cluster.prefix()));
+    let with_containers = Desired { containers: vec![gone, here], ..desired.clone() };
+    let report = overlay.reconcile(&with_containers).expect("reconcile");
+    assert_eq!(report.missing, vec!["gone".to_owned()]);
+    assert!(ping(&here_ns, "198.18.0.1"), "the other container is wired");
+
+    narrate("a namespace path that is not a namespace: the error names the container and the path");
+    let not_netns = world.cluster.dir().join("not-a-netns");
+    std::fs::write(&not_netns, b"").expect("write file");
+    let (_, mut odd) = world.container("odd", &[("blue", ip(198, 18, 0, 4))]);
+    odd.netns.clone_from(&not_netns);
+    let err =
+        overlay.reconcile(&Desired { containers: vec![odd], ..desired }).expect_err("not a namespace").to_string();
+    assert!(err.contains("container odd") && err.contains(&not_netns.display().to_string()), "{err}");
     eprintln!("error: {err}");
 }

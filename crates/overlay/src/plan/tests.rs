@@ -34,6 +34,15 @@ fn gateway() -> GatewayBridge {
     GatewayBridge { subnet: cidr("198.19.255.0/24"), address: v4("198.19.255.1"), mtu: 1500 }
 }
 
+/// What a node with nothing of ours but the desired containers' namespaces looks like.
+fn bare(desired: &Desired) -> Observed {
+    let mut observed = Observed::default();
+    for container in &desired.containers {
+        observed.containers.insert(container.netns.clone(), Default::default());
+    }
+    observed
+}
+
 /// The one place that calls the planner in table tests: ops rendered one per line.
 fn check(desired: &Desired, observed: &Observed, expect: &str) {
     let ops = plan(desired, observed).expect("plan");
@@ -60,7 +69,7 @@ fn one_network() -> Desired {
 fn fresh_node_gets_sandbox_bridge_vxlan_endpoint_and_peer() {
     check(
         &one_network(),
-        &Observed::default(),
+        &bare(&one_network()),
         "network blue: create sandbox
          network blue: create bridge shl-br mtu 1450 addresses [198.18.0.1/24]
          network blue: create vxlan shl-vx4097 vni 4097 port 4789 mtu 1450
@@ -91,7 +100,7 @@ fn a_crash_at_any_point_converges_on_the_next_pass() {
     desired.containers.push(container("c2", vec![LocalEndpoint::new("blue", "eth0", v4("198.18.0.5"))]));
     desired.containers[0].egress = Some(Egress { ifname: "eth1".into(), address: v4("198.19.255.2") });
     desired.gateway = Some(gateway());
-    let total = plan(&desired, &Observed::default()).expect("plan").len();
+    let total = plan(&desired, &bare(&desired)).expect("plan").len();
     for crash in 0..total {
         let mut fake = FakeDataplane::new();
         fake.fail_at = Some(crash);
@@ -252,7 +261,7 @@ fn dual_stack_addresses_reach_bridge_endpoint_and_neighbours() {
     };
     check(
         &desired,
-        &Observed::default(),
+        &bare(&desired),
         "network blue: create sandbox
          network blue: create bridge shl-br mtu 1450 addresses [198.18.0.1/24,fd00:18::1/64]
          network blue: create vxlan shl-vx4097 vni 4097 port 4789 mtu 1450
@@ -394,4 +403,20 @@ fn a_sandbox_that_cannot_be_entered_is_remade() {
         ["network blue: delete sandbox", "network old: delete sandbox", "network blue: create sandbox"]
     );
     assert_eq!(reconcile(&mut overlay, &desired), vec![]);
+}
+
+#[test]
+fn a_container_whose_namespace_is_gone_is_reported_not_fatal() {
+    let mut fake = FakeDataplane::new();
+    let mut desired = one_network();
+    desired.containers.push(container("c2", vec![LocalEndpoint::new("blue", "eth0", v4("198.18.0.5"))]));
+    fake.missing_netns.insert(PathBuf::from("/run/netns/c1"));
+    let mut overlay = Overlay::new(fake, Naming::default());
+    let report = overlay.reconcile(&desired).expect("reconcile");
+    assert_eq!(report.missing, vec!["c1".to_owned()]);
+    let endpoints: Vec<&Op> = report.applied.iter().filter(|o| matches!(o, Op::CreateEndpoint { .. })).collect();
+    assert_eq!(endpoints.len(), 1, "c2 is wired regardless");
+    overlay.dataplane_mut().missing_netns.clear();
+    let ops = reconcile(&mut overlay, &desired);
+    assert!(matches!(ops.as_slice(), [Op::CreateEndpoint { container, .. }] if container == "c1"), "{ops:?}");
 }
