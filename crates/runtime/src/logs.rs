@@ -1,0 +1,235 @@
+//! Container logs: a JSON-lines file per container, written by a logging process that
+//! containerd's shim starts for each container (the `binary://` log URI), read back with
+//! since/tail/follow.
+//!
+//! Why a logging process rather than FIFOs read by the agent: the shim owns it, so logs keep
+//! flowing (and containers never block on a full pipe) while the agent restarts. Each record is
+//! `{"t":UNIX_NANOS,"s":"out"|"err","l":"line"}`; lines are split on `\n`, and a final line
+//! without one is kept.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Which stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Stream {
+    /// Standard output.
+    #[serde(rename = "out")]
+    Stdout,
+    /// Standard error.
+    #[serde(rename = "err")]
+    Stderr,
+}
+
+/// One line of a container's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When the logging process read it.
+    pub time: SystemTime,
+    /// Which stream.
+    pub stream: Stream,
+    /// The line, without its newline (invalid UTF-8 replaced).
+    pub line: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    t: u128,
+    s: Stream,
+    l: String,
+}
+
+impl LogLine {
+    fn to_record(&self) -> Record {
+        let t = self.time.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
+        Record { t, s: self.stream, l: self.line.clone() }
+    }
+
+    fn from_record(record: Record) -> Self {
+        let nanos = u64::try_from(record.t).unwrap_or(u64::MAX);
+        Self { time: UNIX_EPOCH + Duration::from_nanos(nanos), stream: record.s, line: record.l }
+    }
+}
+
+/// Appends `line` to a log file (used by the logging process, and by the simulated runtime).
+pub(crate) fn append(file: &mut impl Write, line: &LogLine) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(&line.to_record()).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    file.write_all(&bytes)
+}
+
+/// Reads the complete records of `path` from byte `offset`; returns them and the offset after
+/// the last complete record (a record still being written is left for the next read).
+pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
+        Err(err) => return Err(err),
+    };
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let mut lines = Vec::new();
+    let mut consumed = 0;
+    for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+        if chunk.last() != Some(&b'\n') {
+            break;
+        }
+        consumed += chunk.len();
+        // A record that does not parse (a torn write after a crash) is skipped, not fatal.
+        if let Ok(record) = serde_json::from_slice::<Record>(chunk) {
+            lines.push(LogLine::from_record(record));
+        }
+    }
+    Ok((lines, offset + consumed as u64))
+}
+
+/// Applies `since` and `tail` to lines read from the start of a log.
+pub(crate) fn select(lines: Vec<LogLine>, since: Option<SystemTime>, tail: Option<usize>) -> Vec<LogLine> {
+    let mut lines: Vec<LogLine> = match since {
+        Some(since) => lines.into_iter().filter(|l| l.time >= since).collect(),
+        None => lines,
+    };
+    if let Some(tail) = tail {
+        let skip = lines.len().saturating_sub(tail);
+        lines.drain(..skip);
+    }
+    lines
+}
+
+/// Where the logging process writes, parsed from its arguments.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverArgs {
+    /// The JSON-lines log file.
+    pub path: PathBuf,
+}
+
+impl DriverArgs {
+    /// Parses the arguments the shim passes: the log URI's query as `key value` pairs, in any
+    /// order (`binary:///path/to/logger?path=/var/…/log.jsonl` gives `path /var/…/log.jsonl`).
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
+        let args: Vec<String> = args.into_iter().collect();
+        let mut path = None;
+        for pair in args.chunks(2) {
+            match pair {
+                [key, value] if key == "path" => path = Some(PathBuf::from(value)),
+                [key, _] => return Err(format!("unknown argument {key:?} (expected: path FILE)")),
+                [lone] => return Err(format!("argument {lone:?} has no value (expected: path FILE)")),
+                _ => {}
+            }
+        }
+        path.map(|path| Self { path }).ok_or_else(|| "missing argument: path FILE".to_owned())
+    }
+}
+
+/// The logging process's work, as containerd's shim runs it: the container's stdout is fd 3,
+/// its stderr fd 4, and closing fd 5 tells the shim the logger is ready. Returns when both
+/// streams reach end of file (the container exited).
+///
+/// # Safety
+///
+/// Call only in a process started by the shim's `binary://` log URI (or a test that set up the
+/// same descriptors): it takes ownership of file descriptors 3, 4 and 5.
+pub unsafe fn run_driver(args: &DriverArgs) -> std::io::Result<()> {
+    use std::os::fd::FromRawFd as _;
+    if let Some(dir) = args.path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&args.path)?;
+    // SAFETY: the caller guarantees fds 3, 4 and 5 are the shim's pipes and owned by no one else.
+    let (stdout, stderr, ready) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4), File::from_raw_fd(5)) };
+    drop(ready);
+    let (tx, rx) = mpsc::channel::<LogLine>();
+    let readers: Vec<_> = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
+        .into_iter()
+        .map(|(pipe, stream)| {
+            let tx = tx.clone();
+            std::thread::spawn(move || forward(pipe, stream, &tx))
+        })
+        .collect();
+    drop(tx);
+    for line in rx {
+        append(&mut out, &line)?;
+    }
+    for reader in readers {
+        let _ = reader.join();
+    }
+    out.sync_data()
+}
+
+fn forward(pipe: File, stream: Stream, tx: &mpsc::Sender<LogLine>) {
+    let mut reader = BufReader::new(pipe);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                }
+                let line =
+                    LogLine { time: SystemTime::now(), stream, line: String::from_utf8_lossy(&buf).into_owned() };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(secs: u64, stream: Stream, text: &str) -> LogLine {
+        LogLine { time: UNIX_EPOCH + Duration::from_secs(secs), stream, line: text.to_owned() }
+    }
+
+    #[test]
+    fn round_trip_and_torn_tail() {
+        let dir = std::env::temp_dir().join(format!("shoal-runtime-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("log.jsonl");
+        let mut file = File::create(&path).expect("create");
+        let written = [line(1, Stream::Stdout, "hello"), line(2, Stream::Stderr, "wörld \"quoted\"")];
+        for l in &written {
+            append(&mut file, l).expect("append");
+        }
+        file.write_all(br#"{"t":3,"s":"out","l":"half"#).expect("torn write");
+        let (read, offset) = read_from(&path, 0).expect("read");
+        assert_eq!(read, written);
+        // Finishing the torn record makes it readable from the returned offset.
+        file.write_all(b"\"}\n").expect("finish");
+        let (rest, _) = read_from(&path, offset).expect("read rest");
+        assert_eq!(
+            rest,
+            vec![LogLine { time: UNIX_EPOCH + Duration::from_nanos(3), stream: Stream::Stdout, line: "half".into() }]
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn since_and_tail() {
+        let lines: Vec<LogLine> = (1..=5).map(|s| line(s, Stream::Stdout, &s.to_string())).collect();
+        let texts = |ls: Vec<LogLine>| ls.into_iter().map(|l| l.line).collect::<Vec<_>>();
+        assert_eq!(texts(select(lines.clone(), None, Some(2))), ["4", "5"]);
+        assert_eq!(texts(select(lines.clone(), Some(UNIX_EPOCH + Duration::from_secs(3)), None)), ["3", "4", "5"]);
+        assert_eq!(texts(select(lines.clone(), Some(UNIX_EPOCH + Duration::from_secs(2)), Some(1))), ["5"]);
+        assert_eq!(texts(select(lines, None, Some(0))), Vec::<String>::new());
+    }
+
+    #[test]
+    fn driver_arguments() {
+        let args = |a: &[&str]| DriverArgs::parse(a.iter().map(|s| (*s).to_owned()));
+        assert_eq!(args(&["path", "/x/log"]), Ok(DriverArgs { path: "/x/log".into() }));
+        assert_eq!(args(&[]), Err("missing argument: path FILE".to_owned()));
+        assert_eq!(args(&["colour", "red"]), Err("unknown argument \"colour\" (expected: path FILE)".to_owned()));
+        assert_eq!(args(&["path"]), Err("argument \"path\" has no value (expected: path FILE)".to_owned()));
+    }
+}

@@ -1,0 +1,477 @@
+//! The OCI runtime spec for a container, generated from its [`ContainerSpec`] and its image's
+//! config: Docker's defaults (mounts, capabilities, masked paths) with the caller's overrides.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+use crate::spec::{ContainerSpec, Mount};
+
+/// Docker's default capability set.
+pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// What the runtime needs of an image's config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ImageConfig {
+    pub(crate) entrypoint: Vec<String>,
+    pub(crate) cmd: Vec<String>,
+    pub(crate) env: Vec<String>,
+    pub(crate) workdir: String,
+    pub(crate) user: String,
+    pub(crate) stop_signal: Option<String>,
+}
+
+impl ImageConfig {
+    /// Reads the `config` object of an OCI image config.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("image config is not JSON: {e}"))?;
+        let config = &value["config"];
+        let strings = |key: &str| -> Vec<String> {
+            config[key].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(str::to_owned)).collect()
+        };
+        Ok(Self {
+            entrypoint: strings("Entrypoint"),
+            cmd: strings("Cmd"),
+            env: strings("Env"),
+            workdir: config["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: config["User"].as_str().unwrap_or_default().to_owned(),
+            stop_signal: config["StopSignal"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
+        })
+    }
+}
+
+/// Host files and names the spec refers to.
+#[derive(Debug, Clone)]
+pub(crate) struct SpecContext<'a> {
+    /// containerd namespace (the cgroup parent).
+    pub(crate) namespace: &'a str,
+    /// Host paths bind-mounted at /etc/hosts, /etc/resolv.conf and /etc/hostname.
+    pub(crate) hosts: &'a Path,
+    pub(crate) resolv_conf: &'a Path,
+    pub(crate) hostname_file: &'a Path,
+    /// The image's /etc/passwd and /etc/group, for user names (empty when not needed).
+    pub(crate) passwd: &'a str,
+    pub(crate) group: &'a str,
+}
+
+/// The process's command line: the entrypoint and command, each from the spec or the image
+/// (overriding the entrypoint drops the image's command, as Docker does).
+pub(crate) fn command_line(spec: &ContainerSpec, image: &ImageConfig) -> Vec<String> {
+    let entrypoint = spec.entrypoint.clone().unwrap_or_else(|| image.entrypoint.clone());
+    let cmd = match (&spec.args, &spec.entrypoint) {
+        (Some(args), _) => args.clone(),
+        (None, Some(_)) => Vec::new(),
+        (None, None) => image.cmd.clone(),
+    };
+    entrypoint.into_iter().chain(cmd).collect()
+}
+
+/// The environment: the image's, overridden by the spec's, with PATH and HOSTNAME ensured.
+pub(crate) fn environment(spec: &ContainerSpec, image: &ImageConfig, hostname: &str) -> Vec<String> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let default_path = [DEFAULT_PATH.to_owned()];
+    let hostname = [format!("HOSTNAME={hostname}")];
+    let sources = default_path.iter().chain(&hostname).chain(&image.env).chain(&spec.env);
+    for entry in sources {
+        let (key, value) = entry.split_once('=').unwrap_or((entry.as_str(), ""));
+        if !env.contains_key(key) {
+            order.push(key.to_owned());
+        }
+        env.insert(key.to_owned(), value.to_owned());
+    }
+    order.into_iter().map(|key| format!("{key}={}", env[&key])).collect()
+}
+
+/// Resolves `user` (`uid[:gid]`, `name[:group]`, empty for root) against the image's files.
+pub(crate) fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<(u32, u32), String> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let (user_part, group_part) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let (uid, primary_gid) = if let Ok(uid) = user_part.parse::<u32>() {
+        let gid = passwd_entries(passwd).find(|e| e.2 == uid).map_or(0, |e| e.3);
+        (uid, gid)
+    } else {
+        passwd_entries(passwd)
+            .find(|e| e.0 == user_part)
+            .map(|e| (e.2, e.3))
+            .ok_or_else(|| format!("user {user_part:?} is not in the image's /etc/passwd"))?
+    };
+    let gid = match group_part {
+        None => primary_gid,
+        Some(g) => match g.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.first() == Some(&g))
+                .and_then(|f| f.get(2)?.parse().ok())
+                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
+        },
+    };
+    Ok((uid, gid))
+}
+
+fn passwd_entries(passwd: &str) -> impl Iterator<Item = (&str, &str, u32, u32)> {
+    passwd.lines().filter_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        Some((*f.first()?, *f.get(1)?, f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?))
+    })
+}
+
+/// Signal number of `SIGTERM`, `TERM` or `15`.
+pub(crate) fn signal_number(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = name.trim_start_matches("SIG").to_ascii_uppercase();
+    let table = [
+        ("HUP", 1),
+        ("INT", 2),
+        ("QUIT", 3),
+        ("ILL", 4),
+        ("TRAP", 5),
+        ("ABRT", 6),
+        ("BUS", 7),
+        ("FPE", 8),
+        ("KILL", 9),
+        ("USR1", 10),
+        ("SEGV", 11),
+        ("USR2", 12),
+        ("PIPE", 13),
+        ("ALRM", 14),
+        ("TERM", 15),
+        ("STKFLT", 16),
+        ("CHLD", 17),
+        ("CONT", 18),
+        ("STOP", 19),
+        ("TSTP", 20),
+        ("TTIN", 21),
+        ("TTOU", 22),
+        ("URG", 23),
+        ("XCPU", 24),
+        ("XFSZ", 25),
+        ("VTALRM", 26),
+        ("PROF", 27),
+        ("WINCH", 28),
+        ("IO", 29),
+        ("PWR", 30),
+        ("SYS", 31),
+    ];
+    table.iter().find(|(n, _)| *n == name).map(|(_, number)| *number)
+}
+
+/// The stop signal's number: the spec's, else the image's, else SIGTERM.
+pub(crate) fn stop_signal(spec: &ContainerSpec, image: &ImageConfig) -> Result<u32, String> {
+    let name = spec.stop_signal.as_deref().or(image.stop_signal.as_deref()).unwrap_or("SIGTERM");
+    signal_number(name).ok_or_else(|| format!("unknown stop signal {name:?} (use a name such as SIGTERM or a number)"))
+}
+
+/// Builds the runtime spec.
+pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<Value, String> {
+    let args = command_line(spec, image);
+    if args.is_empty() {
+        return Err("no command: the image has no entrypoint or command and the spec gives none".to_owned());
+    }
+    let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.chars().take(12).collect());
+    let user = spec.user.as_deref().unwrap_or(&image.user);
+    let (uid, gid) = resolve_user(user, ctx.passwd, ctx.group)?;
+    let cwd = spec
+        .workdir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .unwrap_or_else(|| if image.workdir.is_empty() { "/".to_owned() } else { image.workdir.clone() });
+    if !cwd.starts_with('/') {
+        return Err(format!("working directory {cwd:?} must be an absolute path"));
+    }
+    let caps = DEFAULT_CAPABILITIES;
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["ro", "nosuid", "noexec", "nodev", "relatime"]}),
+    ];
+    for (target, source) in
+        [("/etc/hosts", ctx.hosts), ("/etc/resolv.conf", ctx.resolv_conf), ("/etc/hostname", ctx.hostname_file)]
+    {
+        mounts.push(json!({"destination": target, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
+    }
+    for mount in &spec.mounts {
+        mounts.push(match mount {
+            Mount::Bind { source, target, read_only } | Mount::Volume { source, target, read_only } => {
+                check_target(target)?;
+                json!({"destination": target, "type": "bind", "source": source,
+                       "options": ["rbind", "rprivate", if *read_only { "ro" } else { "rw" }]})
+            }
+            Mount::Tmpfs { target, size_bytes, mode } => {
+                check_target(target)?;
+                let mut options = vec!["nosuid".to_owned(), "nodev".to_owned(), format!("mode={mode:o}")];
+                if *size_bytes > 0 {
+                    options.push(format!("size={size_bytes}"));
+                }
+                json!({"destination": target, "type": "tmpfs", "source": "tmpfs", "options": options})
+            }
+        });
+    }
+    let mut network = json!({"type": "network"});
+    if let Some(path) = &spec.netns {
+        network["path"] = json!(path);
+    }
+    let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let r = &spec.resources;
+    if let Some(limit) = r.memory_bytes {
+        resources["memory"] = json!({"limit": limit});
+    }
+    let mut cpu = serde_json::Map::new();
+    if let Some(nano) = r.nano_cpus {
+        cpu.insert("quota".into(), json!(nano.saturating_mul(CPU_PERIOD_US) / 1_000_000_000));
+        cpu.insert("period".into(), json!(CPU_PERIOD_US));
+    }
+    if let Some(shares) = r.cpu_shares {
+        cpu.insert("shares".into(), json!(shares));
+    }
+    if !cpu.is_empty() {
+        resources["cpu"] = Value::Object(cpu);
+    }
+    if let Some(pids) = r.pids {
+        resources["pids"] = json!({"limit": pids});
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": environment(spec, image, &hostname),
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false,
+        },
+        "root": {"path": "rootfs", "readonly": spec.read_only_rootfs},
+        "hostname": hostname,
+        "mounts": mounts,
+        "linux": {
+            "resources": resources,
+            "cgroupsPath": format!("/{}/{}", ctx.namespace, spec.id),
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network],
+            "maskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                            "/sys/firmware", "/sys/devices/virtual/powercap"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+        },
+    }))
+}
+
+fn check_target(target: &str) -> Result<(), String> {
+    if target.starts_with('/') && !target.split('/').any(|c| c == "..") {
+        Ok(())
+    } else {
+        Err(format!("mount target {target:?} must be an absolute path without '..'"))
+    }
+}
+
+/// The OCI process spec for an exec inside a container whose runtime spec is `base`.
+pub(crate) fn exec_process(base: &Value, cmd: &[String]) -> Value {
+    let mut process = base["process"].clone();
+    process["args"] = json!(cmd);
+    process["terminal"] = json!(false);
+    process
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Resources;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into(), "--port=80".into()],
+            env: vec!["PATH=/image/bin".into(), "MODE=image".into()],
+            workdir: "/app".into(),
+            user: String::new(),
+            stop_signal: Some("SIGQUIT".into()),
+        }
+    }
+
+    fn ctx() -> SpecContext<'static> {
+        SpecContext {
+            namespace: "ns",
+            hosts: Path::new("/state/c1/hosts"),
+            resolv_conf: Path::new("/state/c1/resolv.conf"),
+            hostname_file: Path::new("/state/c1/hostname"),
+            passwd: "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/false\n",
+            group: "root:x:0:\nstaff:x:50:\n",
+        }
+    }
+
+    fn spec() -> ContainerSpec {
+        ContainerSpec { id: "c1".into(), image: "docker.io/x/y:1".into(), ..ContainerSpec::default() }
+    }
+
+    #[test]
+    fn command_line_follows_docker() {
+        let img = image();
+        // (entrypoint override, args override, expected)
+        type Override = Option<Vec<&'static str>>;
+        let cases: [(Override, Override, Vec<&str>); 4] = [
+            (None, None, vec!["/entry", "serve", "--port=80"]),
+            (None, Some(vec!["other"]), vec!["/entry", "other"]),
+            (Some(vec!["/bin/sh"]), None, vec!["/bin/sh"]),
+            (Some(vec!["/bin/sh", "-c"]), Some(vec!["echo hi"]), vec!["/bin/sh", "-c", "echo hi"]),
+        ];
+        for (entrypoint, args, expected) in cases {
+            let s = ContainerSpec {
+                entrypoint: entrypoint.map(|v| v.into_iter().map(str::to_owned).collect()),
+                args: args.map(|v| v.into_iter().map(str::to_owned).collect()),
+                ..spec()
+            };
+            assert_eq!(command_line(&s, &img), expected);
+        }
+    }
+
+    #[test]
+    fn environment_merges_in_order() {
+        let s = ContainerSpec { env: vec!["MODE=spec".into(), "EXTRA=1".into()], ..spec() };
+        assert_eq!(environment(&s, &image(), "h1"), ["PATH=/image/bin", "HOSTNAME=h1", "MODE=spec", "EXTRA=1"]);
+    }
+
+    #[test]
+    fn users_resolve_or_say_why_not() {
+        let c = ctx();
+        let cases = [
+            ("", Ok((0, 0))),
+            ("1000", Ok((1000, 0))),
+            ("33", Ok((33, 44))),
+            ("1000:1000", Ok((1000, 1000))),
+            ("web", Ok((33, 44))),
+            ("web:staff", Ok((33, 50))),
+            ("nobody", Err("user \"nobody\" is not in the image's /etc/passwd".to_owned())),
+            ("web:wheel", Err("group \"wheel\" is not in the image's /etc/group".to_owned())),
+        ];
+        for (user, expected) in cases {
+            assert_eq!(resolve_user(user, c.passwd, c.group), expected, "{user}");
+        }
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(signal_number("SIGTERM"), Some(15));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGNOPE"), None);
+        assert_eq!(signal_number("99"), None);
+        assert_eq!(stop_signal(&spec(), &image()), Ok(3));
+        let bad = ContainerSpec { stop_signal: Some("SIGNOPE".into()), ..spec() };
+        assert_eq!(
+            stop_signal(&bad, &image()),
+            Err("unknown stop signal \"SIGNOPE\" (use a name such as SIGTERM or a number)".into())
+        );
+    }
+
+    #[test]
+    fn spec_carries_limits_mounts_and_namespaces() {
+        let s = ContainerSpec {
+            hostname: Some("web-1".into()),
+            user: Some("web".into()),
+            netns: Some("/run/netns/task1".into()),
+            read_only_rootfs: true,
+            resources: Resources {
+                nano_cpus: Some(500_000_000),
+                cpu_shares: Some(512),
+                memory_bytes: Some(64 << 20),
+                pids: Some(100),
+            },
+            mounts: vec![
+                Mount::Bind { source: "/srv/data".into(), target: "/data".into(), read_only: true },
+                Mount::Tmpfs { target: "/scratch".into(), size_bytes: 1 << 20, mode: 0o1777 },
+            ],
+            ..spec()
+        };
+        let v = runtime_spec(&s, &image(), &ctx()).expect("spec");
+        assert_eq!(v["hostname"], "web-1");
+        assert_eq!(v["process"]["user"], json!({"uid": 33, "gid": 44}));
+        assert_eq!(v["process"]["cwd"], "/app");
+        assert_eq!(v["root"], json!({"path": "rootfs", "readonly": true}));
+        assert_eq!(v["linux"]["cgroupsPath"], "/ns/c1");
+        assert_eq!(v["linux"]["resources"]["memory"], json!({"limit": 64 << 20}));
+        assert_eq!(v["linux"]["resources"]["cpu"], json!({"quota": 50_000, "period": 100_000, "shares": 512}));
+        assert_eq!(v["linux"]["resources"]["pids"], json!({"limit": 100}));
+        assert_eq!(v["linux"]["namespaces"][4], json!({"type": "network", "path": "/run/netns/task1"}));
+        let mounts = v["mounts"].as_array().expect("mounts");
+        let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).cloned();
+        assert_eq!(find("/data").map(|m| m["options"].clone()), Some(json!(["rbind", "rprivate", "ro"])));
+        assert_eq!(
+            find("/scratch").map(|m| m["options"].clone()),
+            Some(json!(["nosuid", "nodev", "mode=1777", "size=1048576"]))
+        );
+        assert_eq!(find("/etc/resolv.conf").map(|m| m["source"].clone()), Some(json!("/state/c1/resolv.conf")));
+        assert_eq!(v["process"]["capabilities"]["bounding"].as_array().map(Vec::len), Some(14));
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_reasons() {
+        let no_cmd = ImageConfig::default();
+        assert_eq!(
+            runtime_spec(&spec(), &no_cmd, &ctx()).err().as_deref(),
+            Some("no command: the image has no entrypoint or command and the spec gives none")
+        );
+        let relative = ContainerSpec { workdir: Some("app".into()), ..spec() };
+        assert_eq!(
+            runtime_spec(&relative, &image(), &ctx()).err().as_deref(),
+            Some("working directory \"app\" must be an absolute path")
+        );
+        let escape = ContainerSpec {
+            mounts: vec![Mount::Tmpfs { target: "/a/../etc".into(), size_bytes: 0, mode: 0o755 }],
+            ..spec()
+        };
+        assert_eq!(
+            runtime_spec(&escape, &image(), &ctx()).err().as_deref(),
+            Some("mount target \"/a/../etc\" must be an absolute path without '..'")
+        );
+    }
+
+    #[test]
+    fn parses_image_config() {
+        let bytes = br#"{"architecture":"amd64","os":"linux","config":{"Env":["A=1"],"Entrypoint":["/e"],"Cmd":null,"WorkingDir":"/w","User":"1:2","StopSignal":"SIGINT"}}"#;
+        let parsed = ImageConfig::parse(bytes).expect("parse");
+        assert_eq!(
+            parsed,
+            ImageConfig {
+                entrypoint: vec!["/e".into()],
+                cmd: vec![],
+                env: vec!["A=1".into()],
+                workdir: "/w".into(),
+                user: "1:2".into(),
+                stop_signal: Some("SIGINT".into()),
+            }
+        );
+        assert!(ImageConfig::parse(b"not json").is_err());
+    }
+}

@@ -1,0 +1,210 @@
+//! The runtime's own types: what to run, how it ended, what to look for.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// Registry credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials").field("username", &self.username).field("password", &"<redacted>").finish()
+    }
+}
+
+/// Where an image comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// Pull from an OCI distribution registry.
+    Registry {
+        /// `[host[:port]/]repository[:tag][@digest]`, Docker's normalisation applies.
+        reference: String,
+        /// Optional basic or token credentials.
+        credentials: Option<Credentials>,
+    },
+    /// Load an OCI image-layout archive; `reference` names the image when the archive does not.
+    Archive {
+        /// The archive's path.
+        path: PathBuf,
+        /// Name to give the image if the archive has no `io.containerd.image.name` annotation.
+        reference: Option<String>,
+    },
+}
+
+impl ImageSource {
+    /// A registry pull without credentials.
+    pub fn registry(reference: impl Into<String>) -> Self {
+        Self::Registry { reference: reference.into(), credentials: None }
+    }
+}
+
+/// A mount in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mount {
+    /// A host path (file or directory).
+    Bind {
+        /// Host path.
+        source: PathBuf,
+        /// Path in the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A named volume: a directory the caller manages, bind-mounted.
+    Volume {
+        /// The volume's directory on the host.
+        source: PathBuf,
+        /// Path in the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A tmpfs.
+    Tmpfs {
+        /// Path in the container.
+        target: String,
+        /// Size limit in bytes (0: the kernel's default, half of RAM).
+        size_bytes: u64,
+        /// Mode of the mount's root, e.g. `0o1777`.
+        mode: u32,
+    },
+}
+
+/// Resource limits, applied through cgroups.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU limit in nano-CPUs (1e9 = one CPU), as a CFS quota over a 100 ms period.
+    pub nano_cpus: Option<u64>,
+    /// Relative CPU weight (cgroup v1 shares, 2–262144).
+    pub cpu_shares: Option<u64>,
+    /// Memory limit in bytes; a process over it is OOM-killed.
+    pub memory_bytes: Option<u64>,
+    /// Maximum number of processes.
+    pub pids: Option<i64>,
+}
+
+/// What to run. Fields left empty take the image's values (entrypoint, command, user, workdir).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSpec {
+    /// Container ID, unique in the runtime's namespace (`[A-Za-z0-9][A-Za-z0-9_.-]*`, ≤ 76 chars).
+    pub id: String,
+    /// Image reference, as returned by [`ContainerRuntime::ensure_image`](crate::ContainerRuntime::ensure_image).
+    pub image: String,
+    /// Overrides the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Overrides the image's command.
+    pub args: Option<Vec<String>>,
+    /// `KEY=value` entries, added to (and overriding) the image's.
+    pub env: Vec<String>,
+    /// `uid[:gid]` or a user name from the image's `/etc/passwd`.
+    pub user: Option<String>,
+    /// Working directory.
+    pub workdir: Option<String>,
+    /// Hostname (UTS namespace).
+    pub hostname: Option<String>,
+    /// Labels, for [`ContainerRuntime::list`](crate::ContainerRuntime::list).
+    pub labels: BTreeMap<String, String>,
+    /// Join this network namespace (a path such as `/run/netns/NAME`); `None`: a new, empty one.
+    pub netns: Option<PathBuf>,
+    /// Mounts.
+    pub mounts: Vec<Mount>,
+    /// Root filesystem read-only.
+    pub read_only_rootfs: bool,
+    /// Resource limits.
+    pub resources: Resources,
+    /// Stop signal (`SIGTERM` when `None` and the image names none).
+    pub stop_signal: Option<String>,
+    /// Content of `/etc/hosts`; `None`: a minimal one with localhost and the hostname.
+    pub hosts: Option<String>,
+    /// Content of `/etc/resolv.conf`; `None`: an empty one.
+    pub resolv_conf: Option<String>,
+}
+
+/// How a container's main process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// Exit code; 128 + N for a process killed by signal N.
+    pub code: i32,
+    /// Whether the kernel's OOM killer ended it.
+    pub oom_killed: bool,
+    /// When it started (`UNIX_EPOCH` when never started).
+    pub started_at: SystemTime,
+    /// When it exited.
+    pub finished_at: SystemTime,
+}
+
+/// A command to run in a running container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    /// Command and arguments (not passed through a shell).
+    pub cmd: Vec<String>,
+    /// Killed after this long; the output then says so and the exit code is 137.
+    pub timeout: Duration,
+}
+
+/// The result of an exec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// Exit code (137 when killed at the timeout).
+    pub code: i32,
+    /// Whether the timeout killed it.
+    pub timed_out: bool,
+    /// Standard output, at most 4 KiB kept (as Docker keeps for health checks).
+    pub stdout: String,
+    /// Standard error, at most 4 KiB kept.
+    pub stderr: String,
+}
+
+/// Which log lines to read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    /// Only lines written at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only the last N lines (of those `since` allows).
+    pub tail: Option<usize>,
+    /// Keep streaming new lines until the container exits.
+    pub follow: bool,
+}
+
+/// A container's life-cycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started.
+    Created,
+    /// Its main process runs.
+    Running,
+    /// Its main process has exited.
+    Stopped,
+}
+
+/// A container found by [`ContainerRuntime::list`](crate::ContainerRuntime::list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// Its ID.
+    pub id: String,
+    /// Its image reference.
+    pub image: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Where it is in its life.
+    pub state: ContainerState,
+}
+
+/// Something that happened to a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// Its main process exited.
+    Exited {
+        /// The container.
+        id: String,
+        /// How.
+        status: ExitStatus,
+    },
+}

@@ -1,0 +1,299 @@
+//! The containerd runtime against a private containerd: the conformance suite, then what only a
+//! real runtime can show (env, args, user, mounts, read-only root, memory limit and OOM kill,
+//! network namespace, archive loading, pulls from the test registry).
+//!
+//! Each test builds a one-node harness cluster with the test registry on its underlay and runs
+//! its async body on a thread inside node1's network namespace, so registry pulls (done by this
+//! client, as containerd 1.6 has no Transfer service) reach 192.0.2.1:5000.
+
+// Tests narrate their steps on stderr, which nextest shows when one fails.
+#![allow(clippy::print_stderr)]
+
+mod conformance;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use conformance::{Fixture, Program};
+use futures::StreamExt as _;
+use shoal_runtime::{
+    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ImageSource, LogOptions, Mount, Resources,
+};
+use shoal_testkit::images::{self, BuiltImage};
+use shoal_testkit::{Cluster, Registry, privileged};
+
+struct Env {
+    cluster: Cluster,
+    containerd: shoal_testkit::Containerd,
+    registry: Registry,
+    built: Vec<BuiltImage>,
+    config: ContainerdConfig,
+}
+
+fn env(test: &str) -> Option<Env> {
+    let mut needs = privileged::CONTAINERD.to_vec();
+    needs.extend_from_slice(privileged::REGISTRY);
+    if !privileged::require(test, &needs) {
+        return None;
+    }
+    let cluster = Cluster::new(1).expect("cluster");
+    let built = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
+    let containerd =
+        shoal_testkit::Containerd::start(&cluster.dir().join("containerd"), "shoaltest-push").expect("containerd");
+    let registry = Registry::start(&cluster).expect("registry");
+    registry.push_all(&containerd, &built).expect("push");
+    let mut config = ContainerdConfig::new(
+        containerd.socket(),
+        cluster.prefix(),
+        cluster.dir().join("runtime"),
+        env!("CARGO_BIN_EXE_shoal-runtime-logger"),
+    );
+    config.insecure_registries = vec![registry.addr().to_string()];
+    Some(Env { cluster, containerd, registry, built, config })
+}
+
+impl Env {
+    fn remote(&self, repository: &str) -> String {
+        let image = self.built.iter().find(|i| i.def.repository == repository).expect("image");
+        self.registry.reference(image)
+    }
+
+    /// Runs `body` on a current-thread runtime inside node1's network namespace.
+    fn block_on<F: std::future::Future<Output = ()> + 'static>(&self, body: impl FnOnce() -> F + Send + 'static) {
+        let netns = self.cluster.node(1).expect("node1").netns.clone();
+        shoal_testkit::in_netns(&netns, move || {
+            let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("info").try_init();
+            tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio").block_on(body());
+        })
+        .expect("enter node1");
+    }
+}
+
+struct CtrFixture {
+    config: ContainerdConfig,
+    runtime: Arc<Containerd>,
+    sleeper: String,
+    tools: String,
+    crasher: String,
+}
+
+impl Fixture for CtrFixture {
+    fn runtime(&self) -> Arc<dyn ContainerRuntime> {
+        self.runtime.clone()
+    }
+
+    async fn reconnect(&self) -> Arc<dyn ContainerRuntime> {
+        Arc::new(Containerd::connect(self.config.clone()).await.expect("reconnect"))
+    }
+
+    fn program(&self, program: &Program) -> (ImageSource, ContainerSpec) {
+        let shell = |script: String| ContainerSpec {
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script]),
+            args: Some(vec![]),
+            ..Default::default()
+        };
+        match program {
+            Program::Sleeper => (ImageSource::registry(&self.sleeper), ContainerSpec::default()),
+            Program::Exit { code, after_ms } => (
+                ImageSource::registry(&self.crasher),
+                ContainerSpec {
+                    env: vec![format!("CRASH_CODE={code}"), format!("CRASH_AFTER={}", *after_ms as f64 / 1000.0)],
+                    ..Default::default()
+                },
+            ),
+            Program::IgnoresTerm => {
+                (ImageSource::registry(&self.tools), shell("trap '' TERM; while :; do sleep 1; done".into()))
+            }
+            Program::Print { stdout, stderr } => {
+                let mut script: Vec<String> = stdout.iter().map(|l| format!("echo {l}")).collect();
+                script.extend(stderr.iter().map(|l| format!("echo {l} >&2")));
+                (ImageSource::registry(&self.tools), shell(script.join("; ")))
+            }
+        }
+    }
+
+    fn missing_image(&self) -> ImageSource {
+        ImageSource::registry(self.sleeper.replace("shoal-test/sleeper", "shoal-test/nonexistent"))
+    }
+
+    fn exec_prints_hello_exits_3(&self) -> Vec<String> {
+        ["/bin/sh", "-c", "echo hello; exit 3"].map(str::to_owned).to_vec()
+    }
+
+    fn exec_hangs(&self) -> Vec<String> {
+        ["/bin/sleep", "3600"].map(str::to_owned).to_vec()
+    }
+}
+
+#[test]
+fn conformance() {
+    let Some(env) = env("containerd conformance") else { return };
+    let (config, sleeper, tools, crasher) = (
+        env.config.clone(),
+        env.remote("shoal-test/sleeper"),
+        env.remote("shoal-test/tools"),
+        env.remote("shoal-test/crasher"),
+    );
+    env.block_on(move || async move {
+        let runtime = Arc::new(Containerd::connect(config.clone()).await.expect("connect"));
+        conformance::run_all(&CtrFixture { config, runtime, sleeper, tools, crasher }).await;
+    });
+    drop(env.containerd);
+}
+
+/// Runs a tools container with `spec` tweaks and the shell `script`; returns (exit code, stdout).
+async fn run_script(
+    rt: &Containerd,
+    image: &str,
+    id: &str,
+    script: &str,
+    tweak: impl FnOnce(&mut ContainerSpec),
+) -> (i32, String) {
+    let mut spec = ContainerSpec {
+        id: id.to_owned(),
+        image: image.to_owned(),
+        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script.to_owned()]),
+        args: Some(vec![]),
+        ..Default::default()
+    };
+    tweak(&mut spec);
+    rt.create(&spec).await.expect("create");
+    rt.start(id).await.expect("start");
+    let status = rt.wait(id).await.expect("wait");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines: Vec<String> = rt.logs(id, &LogOptions::default()).await.expect("logs").map(|l| l.line).collect().await;
+    rt.stop(id, Duration::from_secs(1)).await.expect("stop");
+    rt.remove(id).await.expect("remove");
+    (status.code, lines.join("\n"))
+}
+
+#[test]
+fn real_containers() {
+    let Some(env) = env("containerd real_containers") else { return };
+    let config = env.config.clone();
+    let tools_remote = env.remote("shoal-test/tools");
+    let web =
+        env.built.iter().find(|i| i.def.repository == "shoal-test/web" && i.def.tag == "v2").expect("web").path.clone();
+    let data = env.cluster.dir().join("data");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::write(data.join("greeting"), "from the host\n").expect("write");
+    let task_netns = format!("{}-task", env.cluster.prefix());
+    let netns_guard = NetnsGuard::new(&task_netns);
+    let netns_path = PathBuf::from("/run/netns").join(&netns_guard.0);
+    env.block_on(move || async move {
+        let rt = Containerd::connect(config).await.expect("connect");
+
+        eprintln!("--- pull from the test registry, load from an archive");
+        let tools = rt.ensure_image(&ImageSource::registry(&tools_remote)).await.expect("pull tools");
+        assert_eq!(tools, "192.0.2.1:5000/shoal-test/tools:latest");
+        let again = rt.ensure_image(&ImageSource::registry(&tools_remote)).await.expect("pull again (cached)");
+        assert_eq!(again, tools);
+        let web = rt.ensure_image(&ImageSource::Archive { path: web, reference: None }).await.expect("load archive");
+        assert_eq!(web, "docker.io/shoal-test/web:v2");
+
+        eprintln!("--- args, env, workdir, user, hostname");
+        let (code, out) =
+            run_script(&rt, &tools, "env-args", "echo $GREETING $0 $(pwd) $(id -u):$(id -g) $(hostname)", |s| {
+                s.env = vec!["GREETING=hi".into()];
+                s.workdir = Some("/tmp".into());
+                s.user = Some("nobody".into());
+                s.hostname = Some("task-host".into());
+            })
+            .await;
+        assert_eq!((code, out.as_str()), (0, "hi /bin/sh /tmp 65534:65534 task-host"));
+
+        eprintln!("--- bind mount (read-only), tmpfs, read-only root, hosts and resolv.conf");
+        let script = "cat /data/greeting; touch /data/x 2>/dev/null && echo data-writable; \
+                      touch /scratch/y && echo scratch-ok; touch /z 2>/dev/null || echo root-ro; \
+                      grep -c nameserver /etc/resolv.conf; grep -q db.internal /etc/hosts && echo hosts-ok";
+        let (code, out) = run_script(&rt, &tools, "mounts", script, |s| {
+            s.mounts = vec![
+                Mount::Bind { source: data.clone(), target: "/data".into(), read_only: true },
+                Mount::Tmpfs { target: "/scratch".into(), size_bytes: 1 << 20, mode: 0o1777 },
+            ];
+            s.read_only_rootfs = true;
+            s.resolv_conf = Some("nameserver 198.51.100.53\n".into());
+            s.hosts = Some("127.0.0.1 localhost\n198.18.0.9 db.internal\n".into());
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "from the host\nscratch-ok\nroot-ro\n1\nhosts-ok"));
+
+        eprintln!("--- the network namespace the caller gives");
+        let (code, out) =
+            run_script(&rt, &tools, "netns", "ip -o link show | wc -l; cat /sys/class/net/lo/operstate", |s| {
+                s.netns = Some(netns_path.clone());
+            })
+            .await;
+        assert_eq!(code, 0);
+        assert!(out.starts_with("1\n"), "only lo in the task's netns: {out}");
+
+        eprintln!("--- memory limit: a process over it is OOM-killed and reported so");
+        let mut spec = ContainerSpec {
+            id: "oom".into(),
+            image: tools.clone(),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), "dd if=/dev/zero of=/dev/null bs=64M count=1".into()]),
+            args: Some(vec![]),
+            resources: Resources { memory_bytes: Some(16 << 20), pids: Some(64), ..Default::default() },
+            ..Default::default()
+        };
+        rt.create(&spec).await.expect("create");
+        rt.start("oom").await.expect("start");
+        let status = rt.wait("oom").await.expect("wait");
+        assert!(status.oom_killed, "reported as OOM-killed: {status:?}");
+        assert_eq!(status.code, 137);
+        rt.remove("oom").await.expect("remove");
+
+        eprintln!("--- follow logs while the container writes");
+        spec = ContainerSpec {
+            id: "follow".into(),
+            image: tools.clone(),
+            entrypoint: Some(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                "for i in 1 2 3; do echo line$i; sleep 0.2; done".into(),
+            ]),
+            args: Some(vec![]),
+            ..Default::default()
+        };
+        rt.create(&spec).await.expect("create");
+        rt.start("follow").await.expect("start");
+        let followed: Vec<String> = tokio::time::timeout(
+            Duration::from_secs(10),
+            rt.logs("follow", &LogOptions { follow: true, ..Default::default() })
+                .await
+                .expect("logs")
+                .map(|l| l.line)
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .expect("follow ends when the container exits");
+        assert_eq!(followed, ["line1", "line2", "line3"]);
+        rt.remove("follow").await.expect("remove");
+
+        eprintln!("--- errors name the container and the image");
+        let err = rt.start("nope").await.expect_err("unknown container");
+        assert_eq!(err.to_string(), "no such container: nope");
+        let bad = ContainerSpec { id: "bad id".into(), image: tools.clone(), ..Default::default() };
+        let err = rt.create(&bad).await.expect_err("invalid id");
+        assert!(err.to_string().starts_with("container bad id: invalid spec: id \"bad id\""), "{err}");
+    });
+    drop(env.containerd);
+}
+
+/// A network namespace for a task, deleted on drop.
+struct NetnsGuard(String);
+
+impl NetnsGuard {
+    fn new(name: &str) -> Self {
+        let status = std::process::Command::new("ip").args(["netns", "add", name]).status().expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        Self(name.to_owned())
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip").args(["netns", "delete", &self.0]).status();
+    }
+}
