@@ -22,6 +22,8 @@
 
 mod crypto;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 mod log_store;
 mod network;
 mod router;

@@ -136,6 +136,9 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(Vote, SnapshotMeta, Vec<u
     Ok((vote, meta, bytes[4 + len..].to_vec()))
 }
 
+/// The least time allowed for an append that carries entries.
+const BATCH_TTL: Duration = Duration::from_secs(5);
+
 /// openraft's network factory over a [`Transport`].
 #[derive(Clone)]
 pub(crate) struct NetworkFactory {
@@ -201,7 +204,9 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(MessageKind::AppendEntries, &rpc, option.hard_ttl()).await
+        // openraft's deadline suits heartbeats; a batch of large entries needs longer to cross.
+        let ttl = if rpc.entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(BATCH_TTL) };
+        self.call(MessageKind::AppendEntries, &rpc, ttl).await
     }
 
     async fn vote(

@@ -1,0 +1,16 @@
+//! Build script: compiles `proto/shoal/v1/raft.proto` with tonic-prost-build when the `grpc`
+//! feature is on (needs `protoc`), and does nothing otherwise.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "grpc")]
+    {
+        let proto = "../../proto/shoal/v1/raft.proto";
+        println!("cargo:rerun-if-changed={proto}");
+        tonic_prost_build::configure()
+            .build_client(true)
+            .build_server(true)
+            .compile_protos(&[proto], &["../../proto"])?;
+    }
+    Ok(())
+}
