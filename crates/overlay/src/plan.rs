@@ -497,7 +497,7 @@ fn plan_sandbox(
             if state.vni == network.vni && state.port == network.vxlan_port && !state.learning && state.proxy =>
         {
             let bridge = Some(SANDBOX_BRIDGE.to_owned());
-            ops.extend(configure(place.clone(), &vxlan, &state.link, network.mtu, bridge, &state.addresses_vec()));
+            ops.extend(configure(place.clone(), &vxlan, &state.link, network.mtu, bridge, &[]));
             false
         }
         existing => {
@@ -567,12 +567,6 @@ fn plan_sandbox(
         }
     }
     Ok(())
-}
-
-impl VxlanState {
-    fn addresses_vec(&self) -> Vec<Cidr> {
-        self.link.addresses.iter().copied().collect()
-    }
 }
 
 fn plan_container(
