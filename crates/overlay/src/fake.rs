@@ -65,8 +65,13 @@ impl FakeDataplane {
             Place::Sandbox(network) => self.state.sandboxes.get_mut(network).is_some_and(|s| {
                 if name == SANDBOX_BRIDGE {
                     s.bridge.take().is_some()
+                } else if s.vxlans.remove(name).is_some() {
+                    // FDB and neighbour entries live on the VXLAN device and go with it.
+                    s.fdb.clear();
+                    s.neighbours.clear();
+                    true
                 } else {
-                    s.vxlans.remove(name).is_some() || s.ports.remove(name).is_some()
+                    s.ports.remove(name).is_some()
                 }
             }),
             Place::Container(netns) => {

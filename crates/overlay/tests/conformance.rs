@@ -99,9 +99,10 @@ fn kernel_and_fake_dataplanes_agree_step_by_step() {
 
     desired.remotes.remove(1);
     desired.remotes[1].node = IpAddr::V4(v4("192.0.2.14"));
+    desired.networks[1].vni = 5001;
     desired.containers[1].endpoints[0].addresses = vec![IpAddr::V4(v4("198.18.1.4"))];
     desired.containers[1].endpoints[0].mac = shoal_overlay::MacAddr::from_ipv4(v4("198.18.1.4"));
-    step("a peer leaves, a peer moves, an endpoint changes address", &desired, &mut kernel, &mut fake);
+    step("a peer leaves, a peer moves, an endpoint changes address, red changes VNI", &desired, &mut kernel, &mut fake);
 
     desired.networks[0].mtu = 1400;
     desired.networks.truncate(1);
