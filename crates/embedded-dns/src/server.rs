@@ -9,11 +9,13 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use hickory_proto::op::ResponseCode;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
@@ -320,54 +322,133 @@ fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
     }
 }
 
+/// Datagrams taken from the kernel per system call (`recvmmsg`).
+const BATCH: usize = 32;
+/// The largest query read; a longer one is cut short, fails to parse and gets FORMERR.
+const MAX_QUERY: usize = 4096;
+
 async fn serve_udp(core: Arc<Core>, container: Arc<Container>, socket: Arc<UdpSocket>) {
-    let mut buf = vec![0u8; 65_535];
+    let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
+    let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
+    let mut replies: Vec<(Vec<u8>, SocketAddr)> = Vec::with_capacity(BATCH);
     // Forwarded queries live in this set: aborting this task (detach) aborts them too, and with
     // them the last references to the socket, so the address is free at once.
     let mut forwards = JoinSet::new();
+    let fd = socket.as_raw_fd();
     loop {
         while forwards.try_join_next().is_some() {}
-        let (n, peer) = match socket.recv_from(&mut buf).await {
-            Ok(received) => received,
-            Err(err) => {
-                tracing::warn!(container = %container.id, error = %err, "dns udp receive failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+        received.clear();
+        if let Err(err) = socket.async_io(Interest::READABLE, || receive_batch(fd, &mut bufs, &mut received)).await {
+            tracing::warn!(container = %container.id, error = %err, "dns udp receive failed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        }
         let networks = container.networks();
-        match core.handler.handle(&networks, &buf[..n], Transport::Udp) {
-            Action::Reply(reply) => {
-                if let Err(err) = socket.send_to(&reply, peer).await {
-                    tracing::debug!(container = %container.id, peer = %peer, error = %err, "dns udp send failed");
-                }
-            }
-            Action::Drop => {}
-            Action::Forward(forward) => {
-                let Ok(permit) = container.in_flight.clone().try_acquire_owned() else {
-                    tracing::warn!(container = %container.id, "too many dns queries in flight, answering SERVFAIL");
-                    let reply = handler::respond(
-                        &forward.request,
-                        ResponseCode::ServFail,
-                        Vec::new(),
-                        false,
-                        forward.udp_limit,
-                    );
-                    let _ = socket.send_to(&reply, peer).await;
+        for (buf, &(n, peer)) in bufs.iter().zip(&received) {
+            let forward = match core.handler.handle(&networks, &buf[..n], Transport::Udp) {
+                Action::Reply(reply) => {
+                    replies.push((reply, peer));
                     continue;
-                };
-                let core = core.clone();
-                let socket = socket.clone();
-                let id = container.id.clone();
-                forwards.spawn(async move {
-                    let reply = core.forwarder.forward(&forward, &core.handler.cache).await;
-                    if let Err(err) = socket.send_to(&reply, peer).await {
-                        tracing::debug!(container = %id, peer = %peer, error = %err, "dns udp send failed");
-                    }
-                    drop(permit);
-                });
+                }
+                Action::Drop => continue,
+                Action::Forward(forward) => forward,
+            };
+            let Ok(permit) = container.in_flight.clone().try_acquire_owned() else {
+                tracing::warn!(container = %container.id, "too many dns queries in flight, answering SERVFAIL");
+                let reply =
+                    handler::respond(&forward.request, ResponseCode::ServFail, Vec::new(), false, forward.udp_limit);
+                send(&socket, &container.id, &reply, peer).await;
+                continue;
+            };
+            let core = core.clone();
+            let socket = socket.clone();
+            let id = container.id.clone();
+            forwards.spawn(async move {
+                let reply = core.forwarder.forward(&forward, &core.handler.cache).await;
+                send(&socket, &id, &reply, peer).await;
+                drop(permit);
+            });
+        }
+        send_batch(&socket, &container.id, &replies).await;
+        replies.clear();
+    }
+}
+
+/// Sends the local answers of one batch, as many per system call as the socket takes.
+async fn send_batch(socket: &UdpSocket, container: &str, replies: &[(Vec<u8>, SocketAddr)]) {
+    let fd = socket.as_raw_fd();
+    let mut start = 0;
+    while start < replies.len() {
+        match socket.async_io(Interest::WRITABLE, || send_many(fd, &replies[start..])).await {
+            Ok(sent) => start += sent.max(1),
+            Err(err) => {
+                // The first pending answer failed (its peer is gone, say): skip it.
+                let peer = replies[start].1;
+                tracing::debug!(container, peer = %peer, error = %err, "dns udp send failed");
+                start += 1;
             }
         }
+    }
+}
+
+/// One `sendmmsg` call: how many of `replies` the kernel took.
+fn send_many(fd: RawFd, replies: &[(Vec<u8>, SocketAddr)]) -> io::Result<usize> {
+    use nix::libc;
+    use nix::sys::socket::{SockaddrLike as _, SockaddrStorage};
+    let addrs: Vec<SockaddrStorage> = replies.iter().map(|(_, peer)| SockaddrStorage::from(*peer)).collect();
+    let mut iovs: Vec<libc::iovec> = replies
+        .iter()
+        .map(|(bytes, _)| libc::iovec { iov_base: bytes.as_ptr().cast_mut().cast(), iov_len: bytes.len() })
+        .collect();
+    let mut headers: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .zip(&addrs)
+        .map(|(iov, addr)| {
+            // SAFETY: `mmsghdr` is plain old data, for which all zeroes is a valid (empty) value.
+            let mut header: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            header.msg_hdr.msg_name = addr.as_ptr().cast_mut().cast();
+            header.msg_hdr.msg_namelen = addr.len();
+            header.msg_hdr.msg_iov = iov;
+            header.msg_hdr.msg_iovlen = 1;
+            header
+        })
+        .collect();
+    let count = u32::try_from(headers.len()).unwrap_or(u32::MAX);
+    // SAFETY: every header points into `addrs`, `iovs` and `replies`, which outlive the call, and
+    // `count` is at most the length of `headers`; the kernel only reads them.
+    let sent = unsafe { libc::sendmmsg(fd, headers.as_mut_ptr(), count, libc::MSG_DONTWAIT) };
+    usize::try_from(sent).map_err(|_| io::Error::last_os_error())
+}
+
+/// Reads up to [`BATCH`] datagrams in one system call; `WouldBlock` when there are none.
+fn receive_batch(fd: RawFd, bufs: &mut [[u8; MAX_QUERY]], out: &mut Vec<(usize, SocketAddr)>) -> io::Result<()> {
+    use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg};
+    let mut headers = MultiHeaders::<SockaddrStorage>::preallocate(bufs.len(), None);
+    let mut slices: Vec<[io::IoSliceMut<'_>; 1]> = bufs.iter_mut().map(|b| [io::IoSliceMut::new(b)]).collect();
+    let messages = recvmmsg(fd, &mut headers, slices.iter_mut(), MsgFlags::MSG_DONTWAIT, None)?;
+    for message in messages {
+        let peer = message.address.as_ref().and_then(|a| {
+            a.as_sockaddr_in()
+                .map(|v4| SocketAddr::from(*v4))
+                .or_else(|| a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6)))
+        });
+        // Every datagram keeps its slot, so that slot i of `out` is buffer i; one without a
+        // usable source address gets length 0, which the handler drops as too short.
+        match peer {
+            Some(peer) => out.push((message.bytes, peer)),
+            None => out.push((0, SocketAddr::from(([0, 0, 0, 0], 0)))),
+        }
+    }
+    Ok(())
+}
+
+async fn send(socket: &UdpSocket, container: &str, reply: &[u8], peer: SocketAddr) {
+    let sent = match socket.try_send_to(reply, peer) {
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => socket.send_to(reply, peer).await,
+        other => other,
+    };
+    if let Err(err) = sent {
+        tracing::debug!(container, peer = %peer, error = %err, "dns udp send failed");
     }
 }
 
