@@ -2,9 +2,10 @@
 //! container's namespace, all served by the one runtime, with the container's networks deciding
 //! what it may resolve.
 //!
-//! Local answers are computed inline in the socket's receive loop: no task, no lock held across an
-//! await, so a slow upstream can never hold them up. Only forwarded queries become tasks, bounded
-//! per container by a semaphore.
+//! The UDP loop takes up to 32 datagrams per system call (`recvmmsg`), answers the local ones
+//! inline — no task, no lock held across an await, so a slow upstream can never hold them up — and
+//! sends those answers together (`sendmmsg`). Only forwarded queries become tasks, bounded per
+//! container by a semaphore and owned by the loop, so that detaching a container ends them too.
 
 use std::collections::HashMap;
 use std::io;
