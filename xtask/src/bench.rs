@@ -16,12 +16,20 @@ pub(crate) struct BenchArgs {
 }
 
 /// (name, package, bench target, what it measures)
-const BENCHES: &[(&str, &str, &str, &str)] = &[(
-    "scheduler",
-    "shoal-scheduler",
-    "placement",
-    "100k tasks onto 1k and 10k nodes, with and without spread preferences: placements/s, peak memory",
-)];
+const BENCHES: &[(&str, &str, &str, &str)] = &[
+    (
+        "scheduler",
+        "shoal-scheduler",
+        "placement",
+        "100k tasks onto 1k and 10k nodes, with and without spread preferences: placements/s, peak memory",
+    ),
+    (
+        "runtime",
+        "shoal-runtime",
+        "runtime",
+        "100 sleeper containers created, started, stopped and removed 4 at a time, vs `ctr run -d`",
+    ),
+];
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let Some(name) = args.name.as_deref().filter(|_| !args.list) else {

@@ -181,25 +181,35 @@ impl Containerd {
 
     // ----- images -----
 
-    async fn with_lease<T>(
-        &self,
-        reference: &str,
-        work: impl AsyncFnOnce(&str) -> Result<T, ImageError>,
-    ) -> Result<T, ImageError> {
+    /// Creates a lease that protects what is made under it from containerd's garbage collector
+    /// (for an hour, should this process die before deleting it).
+    async fn create_lease(&self) -> Result<String, Status> {
         let id = self.unique("lease");
         let expire = rfc3339(SystemTime::now() + Duration::from_secs(3600));
         let labels = BTreeMap::from([("containerd.io/gc.expire".to_owned(), expire)]).into_iter().collect();
         LeasesClient::new(self.inner.channel.clone())
             .create(self.request(CreateLeaseRequest { id: id.clone(), labels }))
-            .await
-            .map_err(image_status(reference, "create lease"))?;
-        let result = work(&id).await;
+            .await?;
+        Ok(id)
+    }
+
+    async fn delete_lease(&self, id: String) {
         let deleted = LeasesClient::new(self.inner.channel.clone())
             .delete(self.request(DeleteLeaseRequest { id, sync: false }))
             .await;
         if let Err(status) = deleted {
-            tracing::warn!(reference, error = %status.message(), "could not delete pull lease; containerd expires it in an hour");
+            tracing::warn!(error = %status.message(), "could not delete a lease; containerd expires it in an hour");
         }
+    }
+
+    async fn with_lease<T>(
+        &self,
+        reference: &str,
+        work: impl AsyncFnOnce(&str) -> Result<T, ImageError>,
+    ) -> Result<T, ImageError> {
+        let id = self.create_lease().await.map_err(image_status(reference, "create lease"))?;
+        let result = work(&id).await;
+        self.delete_lease(id).await;
         result
     }
 
@@ -807,18 +817,27 @@ impl ContainerRuntime for Containerd {
             std::fs::write(&path, content).map_err(self.io_err(id, &path))?;
         }
 
-        let mounts = self
+        // Until the container record references the snapshot, a lease keeps the collector off it.
+        let lease = self.create_lease().await.map_err(container_status(id, "create lease"))?;
+        let prepared = self
             .snapshots()
-            .prepare(self.request(PrepareSnapshotRequest {
-                snapshotter: self.snapshotter(),
-                key: id.to_owned(),
-                parent: image.chain_id.clone(),
-                ..Default::default()
-            }))
-            .await
-            .map_err(container_status(id, "prepare snapshot"))?
-            .into_inner()
-            .mounts;
+            .prepare(self.leased(
+                PrepareSnapshotRequest {
+                    snapshotter: self.snapshotter(),
+                    key: id.to_owned(),
+                    parent: image.chain_id.clone(),
+                    ..Default::default()
+                },
+                &lease,
+            ))
+            .await;
+        let mounts = match prepared {
+            Ok(response) => response.into_inner().mounts,
+            Err(status) => {
+                self.delete_lease(lease).await;
+                return Err(container_status(id, "prepare snapshot")(status));
+            }
+        };
         let user = spec.user.as_deref().unwrap_or(&image.config.user);
         let needs_files = !user.is_empty() && user.split(':').any(|part| part.parse::<u32>().is_err());
         let result = async {
@@ -859,6 +878,7 @@ impl ContainerRuntime for Containerd {
         if result.is_err() {
             self.remove_snapshot(id).await;
         }
+        self.delete_lease(lease).await;
         tracing::debug!(container.id = id, image = %image_name, ok = result.is_ok(), "created container");
         result
     }
