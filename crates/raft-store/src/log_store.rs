@@ -59,6 +59,9 @@ pub(crate) struct LogOptions {
     pub(crate) segment_bytes: u64,
     /// Whether appends are fsynced (off only for benchmarks that measure the rest).
     pub(crate) fsync: bool,
+    /// Test hook: a segment write that would grow the log's segments past this many bytes writes
+    /// only part of its records and fails as a full disk would.
+    pub(crate) disk_full_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -400,6 +403,12 @@ impl Writer {
                     let result = self.append_batch(&batch);
                     if let Err(e) = &result {
                         tracing::error!(error = %e, log.dir = %self.options.dir.display(), "raft log append failed");
+                        // The files hold only whole records up to the failed batch; make memory agree.
+                        if let Some(shared) = self.shared.upgrade()
+                            && let Some(first) = batch.first()
+                        {
+                            let _ = lock(&shared.mem).entries.split_off(&first.first_index);
+                        }
                     }
                     if result.is_ok()
                         && let Some(shared) = self.shared.upgrade()
@@ -471,8 +480,17 @@ impl Writer {
         for PendingAppend { records, first_index, .. } in batch {
             self.open_current(*first_index)?;
             let before = self.segments.last().map(|s| s.len).unwrap_or(0);
+            let total: u64 = self.segments.iter().map(|s| s.len).sum();
             let file = self.current.as_mut().ok_or_else(|| io::Error::other("no raft log segment open"))?;
-            if let Err(e) = file.write_all(records) {
+            let write = match self.options.disk_full_after {
+                Some(limit) if total + records.len() as u64 > limit => {
+                    let fits = usize::try_from(limit.saturating_sub(total)).unwrap_or(0).min(records.len());
+                    file.write_all(&records[..fits])
+                        .and(Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)")))
+                }
+                _ => file.write_all(records),
+            };
+            if let Err(e) = write {
                 // Disk full or I/O error: roll back the partial write so the segment stays a
                 // sequence of whole records.
                 let _ = file.set_len(before);

@@ -144,10 +144,14 @@ const BATCH_TTL: Duration = Duration::from_secs(5);
 pub(crate) struct NetworkFactory {
     pub(crate) node: NodeId,
     pub(crate) transport: Arc<dyn Transport>,
+    /// The least time an RPC may take before it counts as lost (openraft's own deadline is the
+    /// heartbeat interval, too tight for a loaded TLS connection).
+    pub(crate) min_ttl: Duration,
 }
 
 pub(crate) struct Connection {
     node: NodeId,
+    min_ttl: Duration,
     target: NodeId,
     addr: String,
     transport: Arc<dyn Transport>,
@@ -157,7 +161,13 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
-        Connection { node: self.node, target, addr: node.addr.clone(), transport: self.transport.clone() }
+        Connection {
+            node: self.node,
+            min_ttl: self.min_ttl,
+            target,
+            addr: node.addr.clone(),
+            transport: self.transport.clone(),
+        }
     }
 }
 
@@ -177,6 +187,7 @@ impl Connection {
         req: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
+        let ttl = ttl.max(self.min_ttl);
         let fut = self.transport.send(self.node, self.target, &self.addr, kind, encode(req));
         let bytes = match tokio::time::timeout(ttl, fut).await {
             Ok(r) => r.map_err(rpc_error)?,

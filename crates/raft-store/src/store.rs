@@ -222,7 +222,12 @@ impl Store {
         let sealer =
             Arc::new(Sealer::new(config.encryption_key.as_ref()).map_err(|e| OpenError::Config(e.to_string()))?);
         let log = LogStore::open(
-            LogOptions { dir: config.data_dir.join("log"), segment_bytes: config.segment_bytes, fsync: config.fsync },
+            LogOptions {
+                dir: config.data_dir.join("log"),
+                segment_bytes: config.segment_bytes,
+                fsync: config.fsync,
+                disk_full_after: None,
+            },
             sealer.clone(),
         )?;
         let sm = StateMachine::open(id, config.data_dir.join("snapshot"), sealer, config.watch_history)?;
@@ -242,7 +247,7 @@ impl Store {
         }
         .validate()
         .map_err(|e| OpenError::Config(e.to_string()))?;
-        let network = NetworkFactory { node: id, transport: transport.clone() };
+        let network = NetworkFactory { node: id, transport: transport.clone(), min_ttl: emin / 2 };
         let raft = Raft::new(id, Arc::new(raft_config), network, log.clone(), sm.clone())
             .await
             .map_err(|e| OpenError::Raft { node: id, reason: e.to_string() })?;

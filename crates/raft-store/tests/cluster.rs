@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use shoal_raft_store::Compare;
 use shoal_raft_store::Consistency;
+use shoal_raft_store::EncryptionKey;
 use shoal_raft_store::EventKind;
 use shoal_raft_store::InProcessRouter;
 use shoal_raft_store::MembershipError;
 use shoal_raft_store::Op;
+use shoal_raft_store::OpenError;
 use shoal_raft_store::Reachability;
 use shoal_raft_store::ReadError;
 use shoal_raft_store::Role;
@@ -219,7 +221,15 @@ async fn the_whole_cluster_restarts_from_disk() {
 async fn membership_status_and_removal() {
     let mut c = Cluster::start(3, 7, Tuning::default()).await;
     let leader = c.wait_leader().await;
-    let status = c.store(leader).status().await;
+    info!("--- every member acknowledges the leader soon after joining");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let s = c.store(leader).status().await;
+        if s.members.iter().all(|m| m.reachability == Reachability::Reachable) || std::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     assert_eq!(status.leader, Some(leader));
     assert_eq!(status.members.len(), 3);
     assert!(
@@ -253,4 +263,42 @@ async fn membership_status_and_removal() {
     c.store(leader).put("/m", "1").await.expect("put");
     c.wait_value(4, "/m", "1").await;
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_member_reopens_only_with_its_key() {
+    support::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = InProcessRouter::new(8);
+    let config = |key: u8| {
+        let mut c = StoreConfig::new(1, "mem://1", dir.path());
+        c.encryption_key = Some(EncryptionKey::new([key; 32]));
+        c.snapshot_after_entries = 10;
+        c
+    };
+    let store = Store::open(config(1), router.transport()).await.expect("open");
+    router.register(&store);
+    store.bootstrap().await.expect("bootstrap");
+    for i in 0..15 {
+        store.put(format!("/secret/{i}"), "top-secret-value").await.expect("put");
+    }
+    store.shutdown().await;
+    router.unregister(1);
+
+    info!("--- nothing readable on disk");
+    for sub in ["log", "snapshot"] {
+        for entry in std::fs::read_dir(dir.path().join(sub)).expect("dir") {
+            let bytes = std::fs::read(entry.expect("entry").path()).expect("read");
+            assert!(!String::from_utf8_lossy(&bytes).contains("top-secret"), "plaintext found in {sub}");
+        }
+    }
+    info!("--- a wrong key refuses to open");
+    let err = Store::open(config(2), router.transport()).await.expect_err("wrong key");
+    assert!(matches!(err, OpenError::Corrupt { .. }), "{err}");
+    info!("--- the right key opens and serves the data");
+    let store = Store::open(config(1), router.transport()).await.expect("reopen");
+    router.register(&store);
+    store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
+    assert_eq!(store.range("/secret/").await.expect("range").kvs.len(), 15);
+    store.shutdown().await;
 }

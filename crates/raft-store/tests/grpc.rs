@@ -55,8 +55,8 @@ struct Member {
 async fn start(id: u64, listener: TcpListener, dir: &std::path::Path, tls: &Tls) -> Member {
     let addr = listener.local_addr().expect("addr").to_string();
     let mut config = StoreConfig::new(id, addr, dir.join(format!("node-{id}")));
-    config.heartbeat_interval = Duration::from_millis(50);
-    config.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.election_timeout = (Duration::from_millis(1000), Duration::from_millis(2000));
     config.request_timeout = Duration::from_secs(5);
     config.snapshot_after_entries = 20;
     config.keep_entries_after_snapshot = 0;
@@ -98,8 +98,8 @@ async fn three_members_over_grpc_with_tls() {
     m(&members, 1).add_learner(2, &addrs[&2]).await.expect("learner 2");
     m(&members, 1).promote(2).await.expect("promote 2");
 
-    info!("--- write 1 MiB values past two snapshots, so member 3 needs a chunked snapshot");
-    let value = vec![b'x'; 100 * 1024];
+    info!("--- write 32 KiB values past two snapshots, so member 3 needs a chunked snapshot");
+    let value = vec![b'x'; 32 * 1024];
     for i in 0..45 {
         m(&members, 1).put(format!("/big/{i:02}"), value.clone()).await.expect("put");
     }

@@ -37,7 +37,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 fn options(dir: &Path) -> LogOptions {
     // Small segments so the suite crosses segment boundaries.
-    LogOptions { dir: dir.join("log"), segment_bytes: 256, fsync: true }
+    LogOptions { dir: dir.join("log"), segment_bytes: 256, fsync: true, disk_full_after: None }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,4 +224,39 @@ async fn purge_past_the_end_then_append_elsewhere_reopens() {
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![101]);
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_the_append_and_leaves_whole_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(dir.path());
+    opts.segment_bytes = 1 << 20;
+    opts.disk_full_after = Some(600);
+    let mut log = LogStore::open(opts, sealer()).expect("open");
+    let mut acked = Vec::new();
+    let mut failure = None;
+    for i in 1..=20 {
+        let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+        log.append(vec![blank(1, i), blank(1, i + 100)].into_iter().take(1), IOFlushed::signal(tx))
+            .await
+            .expect("queued");
+        match rx.await.expect("answer") {
+            Ok(()) => acked.push(i),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let failure = failure.expect("the disk fills up");
+    assert_eq!(failure.kind(), io::ErrorKind::StorageFull, "{failure}");
+    assert!(!acked.is_empty());
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tracing::info!("--- reopen: every acknowledged entry, and no torn record to cut");
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, acked);
+    let seg = segments(dir.path()).pop().expect("segment");
+    let len = fs::metadata(&seg).expect("meta").len();
+    assert!(len <= 600, "the partial write was rolled back ({len} bytes)");
 }
