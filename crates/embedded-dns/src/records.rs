@@ -163,12 +163,17 @@ impl NetworkIndex {
                 reverse.insert(*addr, task.name.to_ascii_lowercase());
             }
         }
+        // Healthy task addresses per service, in one pass over the tasks.
+        let mut healthy_by_service: HashMap<&str, Addresses> = HashMap::new();
+        for task in data.tasks.values().filter(|t| t.healthy) {
+            if let Some(service) = task.service_id.as_deref() {
+                let entry = healthy_by_service.entry(service).or_default();
+                task.addresses.iter().for_each(|a| entry.push(*a));
+            }
+        }
         let mut service_names: HashMap<String, Addresses> = HashMap::new();
         for service in data.services.values() {
-            let mut healthy = Addresses::default();
-            for task in data.tasks.values().filter(|t| t.healthy && t.service_id.as_deref() == Some(&service.id)) {
-                task.addresses.iter().for_each(|a| healthy.push(*a));
-            }
+            let healthy = healthy_by_service.get(service.id.as_str()).cloned().unwrap_or_default();
             let by_name = match &service.endpoint {
                 Endpoint::Vip(vips) => {
                     let mut a = Addresses::default();
@@ -462,6 +467,39 @@ mod tests {
             .expect("apply");
         assert_eq!(lookup(&table, &["b", "a"], "api"), Some(vec![ip("198.18.1.2")]));
         assert_eq!(lookup(&table, &["a", "b"], "api"), Some(vec![ip("198.18.0.2")]));
+    }
+
+    #[test]
+    fn a_large_network_rebuilds_quickly() {
+        let table = RecordTable::new();
+        let mut deltas = Vec::new();
+        for s in 0..1_000u32 {
+            let endpoint =
+                if s % 2 == 0 { Endpoint::DnsRr } else { Endpoint::Vip(vec![IpAddr::from([198, 19, 0, 1])]) };
+            let service = ServiceRecord { id: format!("s{s}"), name: format!("svc{s}"), aliases: vec![], endpoint };
+            deltas.push(Delta::UpsertService { network: "big".into(), service });
+            for t in 0..10u32 {
+                let n = s * 10 + t;
+                let task = TaskRecord {
+                    id: format!("t{n}"),
+                    service_id: Some(format!("s{s}")),
+                    name: format!("svc{s}.{t}"),
+                    hostname: None,
+                    aliases: vec![],
+                    addresses: vec![IpAddr::from([198, 18, (n >> 8) as u8, n as u8])],
+                    healthy: true,
+                };
+                deltas.push(Delta::UpsertTask { network: "big".into(), task });
+            }
+        }
+        let started = std::time::Instant::now();
+        table.apply(deltas).expect("apply");
+        table.apply([Delta::RemoveTask { network: "big".into(), task_id: "t0".into() }]).expect("apply one more");
+        // Linear in tasks + services: 10k tasks take milliseconds, not the seconds a
+        // services × tasks scan would (generous bound for debug builds on a busy machine).
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
+        assert_eq!(lookup(&table, &["big"], "svc0").map(|a| a.len()), Some(9));
+        assert_eq!(lookup(&table, &["big"], "tasks.svc1").map(|a| a.len()), Some(10));
     }
 
     #[test]
