@@ -1,0 +1,17 @@
+//! Shoal's protobuf API: the cluster objects (nodes, services, tasks, the cluster) and the
+//! control, dispatcher and CA gRPC services, generated from `proto/shoal/v1/` with
+//! tonic-prost-build, plus the few helpers every user of the types needs (task-state order,
+//! durations and timestamps). No logic: `manager` and `agent` translate between these messages
+//! and the subsystem crates' own types.
+#![warn(missing_docs)]
+
+mod convert;
+mod state;
+
+pub use convert::{from_duration, from_timestamp, to_duration, to_timestamp};
+
+/// The generated messages and services of package `shoal.v1`.
+#[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all, rust_2018_idioms)]
+pub mod v1 {
+    tonic::include_proto!("shoal.v1");
+}

@@ -1,0 +1,78 @@
+//! The task state machine's order: a task's state only moves forward, to a larger value.
+
+use crate::v1::TaskState;
+
+impl TaskState {
+    /// Whether `next` may follow `self` (states only move forward; REMOVE and ORPHANED are
+    /// reachable from any state, as the manager decides them).
+    pub fn may_become(self, next: TaskState) -> bool {
+        (next as i32) > (self as i32)
+    }
+
+    /// Whether the task's container has ended for good (COMPLETE and after).
+    pub fn is_terminal(self) -> bool {
+        (self as i32) >= (TaskState::Complete as i32)
+    }
+
+    /// The word `docker service ps` shows: `Running`, `Shutdown`, `Failed` …
+    pub fn label(self) -> &'static str {
+        match self {
+            TaskState::New => "New",
+            TaskState::Pending => "Pending",
+            TaskState::Assigned => "Assigned",
+            TaskState::Accepted => "Accepted",
+            TaskState::Preparing => "Preparing",
+            TaskState::Ready => "Ready",
+            TaskState::Starting => "Starting",
+            TaskState::Running => "Running",
+            TaskState::Complete => "Complete",
+            TaskState::Shutdown => "Shutdown",
+            TaskState::Failed => "Failed",
+            TaskState::Rejected => "Rejected",
+            TaskState::Remove => "Remove",
+            TaskState::Orphaned => "Orphaned",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ORDER: [TaskState; 14] = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Accepted,
+        TaskState::Preparing,
+        TaskState::Ready,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Shutdown,
+        TaskState::Failed,
+        TaskState::Rejected,
+        TaskState::Remove,
+        TaskState::Orphaned,
+    ];
+
+    #[test]
+    fn states_only_move_forward() {
+        for (i, from) in ORDER.iter().enumerate() {
+            for (j, to) in ORDER.iter().enumerate() {
+                assert_eq!(from.may_become(*to), j > i, "{} -> {}", from.label(), to.label());
+            }
+        }
+    }
+
+    #[test]
+    fn terminal_states_and_labels() {
+        let terminal: Vec<&str> = ORDER.iter().filter(|s| s.is_terminal()).map(|s| s.label()).collect();
+        assert_eq!(terminal, ["Complete", "Shutdown", "Failed", "Rejected", "Remove", "Orphaned"]);
+        // Labels are the proto names in docker's capitalisation.
+        for state in ORDER {
+            let proto = state.as_str_name().trim_start_matches("TASK_STATE_").to_ascii_lowercase();
+            assert_eq!(state.label().to_ascii_lowercase(), proto);
+        }
+    }
+}
