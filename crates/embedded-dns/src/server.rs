@@ -473,7 +473,7 @@ async fn serve_tcp(core: Arc<Core>, container: Arc<Container>, listener: TcpList
         let core = core.clone();
         let container = container.clone();
         connections.spawn(async move {
-            if let Err(err) = serve_connection(&core, &container, stream).await {
+            if let Err(err) = serve_connection(core, &container, stream).await {
                 tracing::debug!(container = %container.id, peer = %peer, error = %err, "dns tcp connection ended");
             }
             drop(permit);
@@ -481,30 +481,53 @@ async fn serve_tcp(core: Arc<Core>, container: Arc<Container>, listener: TcpList
     }
 }
 
-/// Answers length-prefixed queries on one connection, in order, until the client closes it or
-/// stays idle too long.
-async fn serve_connection(core: &Core, container: &Container, mut stream: TcpStream) -> io::Result<()> {
-    loop {
-        let len = match tokio::time::timeout(TCP_IDLE, stream.read_u16()).await {
+/// Answers length-prefixed queries on one connection until the client closes it or stays idle too
+/// long. Local answers go out at once; forwarded ones as they come back, so that a slow upstream
+/// does not hold up the queries pipelined behind it (RFC 7766).
+async fn serve_connection(core: Arc<Core>, container: &Container, stream: TcpStream) -> io::Result<()> {
+    let (mut reader, writer) = stream.into_split();
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let mut forwards = JoinSet::new();
+    let result = loop {
+        while forwards.try_join_next().is_some() {}
+        let len = match tokio::time::timeout(TCP_IDLE, reader.read_u16()).await {
             Ok(Ok(len)) => len,
-            Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(err)) => return Err(err),
-            Err(_) => return Ok(()),
+            Ok(Err(err)) if err.kind() == io::ErrorKind::UnexpectedEof => break Ok(()),
+            Ok(Err(err)) => break Err(err),
+            Err(_) => break Ok(()),
         };
         let mut query = vec![0u8; usize::from(len)];
-        tokio::time::timeout(TCP_IDLE, stream.read_exact(&mut query))
-            .await
-            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "query not received in time"))??;
+        match tokio::time::timeout(TCP_IDLE, reader.read_exact(&mut query)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(err)) => break Err(err),
+            Err(_) => break Err(io::Error::new(io::ErrorKind::TimedOut, "query not received in time")),
+        }
         let networks = container.networks();
-        let reply = match core.handler.handle(&networks, &query, Transport::Tcp) {
-            Action::Reply(reply) => reply,
-            Action::Forward(forward) => core.forwarder.forward(&forward, &core.handler.cache).await,
-            Action::Drop => return Ok(()),
-        };
-        let len = u16::try_from(reply.len()).map_err(|_| io::Error::other("answer longer than 65535 bytes"))?;
-        let mut framed = Vec::with_capacity(reply.len() + 2);
-        framed.extend_from_slice(&len.to_be_bytes());
-        framed.extend_from_slice(&reply);
-        stream.write_all(&framed).await?;
+        match core.handler.handle(&networks, &query, Transport::Tcp) {
+            Action::Reply(reply) => write_framed(&writer, &reply).await?,
+            Action::Forward(forward) => {
+                let (core, writer) = (core.clone(), writer.clone());
+                forwards.spawn(async move {
+                    let reply = core.forwarder.forward(&forward, &core.handler.cache).await;
+                    write_framed(&writer, &reply).await
+                });
+            }
+            Action::Drop => break Ok(()),
+        }
+    };
+    // The client may close its side right after its last query: answer what is still pending.
+    while let Some(done) = forwards.join_next().await {
+        if let Ok(Err(err)) = done {
+            return Err(err);
+        }
     }
+    result
+}
+
+async fn write_framed(writer: &tokio::sync::Mutex<tokio::net::tcp::OwnedWriteHalf>, reply: &[u8]) -> io::Result<()> {
+    let len = u16::try_from(reply.len()).map_err(|_| io::Error::other("answer longer than 65535 bytes"))?;
+    let mut framed = Vec::with_capacity(reply.len() + 2);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(reply);
+    writer.lock().await.write_all(&framed).await
 }

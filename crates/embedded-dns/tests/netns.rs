@@ -217,6 +217,15 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
     let local = started.elapsed();
     assert!(local < Duration::from_secs(1), "20 local answers took {local:?} with a slow upstream");
     assert!(!slow.is_finished(), "the slow query is still waiting for the upstream");
+
+    eprintln!("--- over one TCP connection, a local query behind a slow one is answered first");
+    let mut stream = support::tcp_client(&c1);
+    support::send_tcp(&mut stream, 1, "slowtcp.example.test.", RecordType::A).await;
+    support::send_tcp(&mut stream, 2, "web.", RecordType::A).await;
+    let first = support::read_tcp(&mut stream, Duration::from_secs(1)).await;
+    assert_eq!((first.metadata.id, addresses(&first)), (2, vec!["198.18.0.2".to_owned()]));
+    let second = support::read_tcp(&mut stream, Duration::from_secs(5)).await;
+    assert_eq!((second.metadata.id, addresses(&second)), (1, vec!["203.0.113.7".to_owned()]));
     assert_eq!(addresses(&slow.await.expect("slow query")), ["203.0.113.7"]);
 
     eprintln!("--- upstream down: SERVFAIL quickly, local names still answered");

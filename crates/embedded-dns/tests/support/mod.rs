@@ -255,24 +255,37 @@ pub(crate) async fn ask_udp(netns: &str, name: &str, qtype: RecordType) -> Messa
 
 /// Asks the container's resolver over TCP.
 pub(crate) async fn ask_tcp(netns: &str, name: &str, qtype: RecordType) -> Message {
+    let mut stream = tcp_client(netns);
+    send_tcp(&mut stream, 8, name, qtype).await;
+    read_tcp(&mut stream, Duration::from_secs(5)).await
+}
+
+/// A TCP connection to the container's resolver, from inside its namespace.
+pub(crate) fn tcp_client(netns: &str) -> tokio::net::TcpStream {
     let stream = in_netns(netns, || {
         let stream = std::net::TcpStream::connect("127.0.0.11:53").expect("connect over tcp");
         stream.set_nonblocking(true).expect("nonblocking");
         stream
     })
     .expect("enter container namespace");
-    let mut stream = tokio::net::TcpStream::from_std(stream).expect("register");
-    let request = query(8, name, qtype, false);
+    tokio::net::TcpStream::from_std(stream).expect("register")
+}
+
+pub(crate) async fn send_tcp(stream: &mut tokio::net::TcpStream, id: u16, name: &str, qtype: RecordType) {
+    let request = query(id, name, qtype, false);
     let mut framed = (request.len() as u16).to_be_bytes().to_vec();
     framed.extend_from_slice(&request);
     stream.write_all(&framed).await.expect("write");
+}
+
+pub(crate) async fn read_tcp(stream: &mut tokio::net::TcpStream, within: Duration) -> Message {
     let read = async {
         let len = stream.read_u16().await.expect("read length");
         let mut buf = vec![0u8; usize::from(len)];
         stream.read_exact(&mut buf).await.expect("read answer");
         buf
     };
-    let buf = tokio::time::timeout(Duration::from_secs(5), read).await.expect("tcp answer within 5 s");
+    let buf = tokio::time::timeout(within, read).await.unwrap_or_else(|_| panic!("no tcp answer within {within:?}"));
     Message::from_vec(&buf).expect("decode")
 }
 
