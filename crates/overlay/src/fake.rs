@@ -115,7 +115,7 @@ impl FakeDataplane {
 }
 
 fn up(mtu: u32, mac: Option<MacAddr>, controller: Option<&str>) -> LinkState {
-    LinkState { mtu, up: true, mac, controller: controller.map(str::to_owned), addresses: Default::default() }
+    LinkState { mtu, up: true, mac, controller: controller.map(str::to_owned), ..LinkState::default() }
 }
 
 impl Dataplane for FakeDataplane {
@@ -218,7 +218,8 @@ impl Dataplane for FakeDataplane {
             Op::CreateEgress { netns, port, ifname, mac, address, mtu, .. } => {
                 let mut inner = up(*mtu, Some(*mac), None);
                 inner.addresses.insert(*address);
-                let outer = up(*mtu, Some(MacAddr([2, 0, 0, 0, 0, 5])), Some(GATEWAY_BRIDGE));
+                let mut outer = up(*mtu, Some(MacAddr([2, 0, 0, 0, 0, 5])), Some(GATEWAY_BRIDGE));
+                outer.isolated = true;
                 self.add_pair(
                     (Place::Node, port.clone()),
                     outer,

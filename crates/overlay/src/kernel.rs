@@ -18,13 +18,16 @@ use futures::TryStreamExt as _;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 
 use crate::dataplane::{ApplyError, Dataplane, ObserveError, nft_stderr};
 use crate::model::{Cidr, Desired, GATEWAY_BRIDGE, MacAddr, Naming, SANDBOX_BRIDGE};
@@ -347,7 +350,18 @@ impl Kernel {
                     .map_err(io_err(format!("open container namespace {}", container.display())))?;
                 self.rt.block_on(async {
                     handle.link().add(veth).execute().await.map_err(nl(format!("add veth {port} in {at}")))?;
-                    attach(&handle, port, GATEWAY_BRIDGE, *mtu).await.map_err(|e| e.into_apply(&name, &at))
+                    attach(&handle, port, GATEWAY_BRIDGE, *mtu).await.map_err(|e| e.into_apply(&name, &at))?;
+                    let index = index_of(&handle, port)
+                        .await
+                        .map_err(nl(format!("find {port} in {at}")))?
+                        .ok_or_else(|| not_found(format!("{port} in {at}")))?;
+                    let isolated = LinkBridgePort::new(index).isolated(true).build();
+                    handle
+                        .link()
+                        .set_port(isolated)
+                        .execute()
+                        .await
+                        .map_err(nl(format!("isolate bridge port {port} in {at}")))
                 })?;
                 drop(inner);
                 self.configure_inner(&name, container, ifname, std::slice::from_ref(address))
@@ -724,6 +738,9 @@ fn parse_link(message: &LinkMessage, addresses: &mut HashMap<u32, BTreeSet<Cidr>
                 for info in infos {
                     match info {
                         LinkInfo::Kind(kind) => link.kind = Some(kind.clone()),
+                        LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
+                            link.state.isolated = port.contains(&InfoBridgePort::Isolated(true));
+                        }
                         LinkInfo::Data(InfoData::Vxlan(data)) => {
                             let mut vxlan = VxlanState::default();
                             for item in data {

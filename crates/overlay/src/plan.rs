@@ -26,6 +26,9 @@ pub struct LinkState {
     pub controller: Option<String>,
     /// Addresses, link-local IPv6 left out (the kernel adds those by itself).
     pub addresses: BTreeSet<Cidr>,
+    /// A bridge port that may not forward to other isolated ports (egress ports on the gateway
+    /// bridge are, so that containers of different networks do not meet there).
+    pub isolated: bool,
 }
 
 /// A VXLAN device as observed.
@@ -246,7 +249,8 @@ pub enum Op {
     },
     /// Removes the masquerade table.
     DeleteMasquerade,
-    /// Creates a container's egress veth: `port` on the gateway bridge, `ifname` in the container.
+    /// Creates a container's egress veth: `port` on the gateway bridge (an isolated port, so that
+    /// containers of different networks cannot reach each other there), `ifname` in the container.
     CreateEgress {
         /// Container ID.
         container: String,
@@ -628,7 +632,7 @@ fn plan_container(
     let existing = observed.node.ports.get(&node_port);
     let mut recreated = false;
     match (link_ok, existing) {
-        (true, Some(p)) => {
+        (true, Some(p)) if p.isolated => {
             ops.extend(configure(Place::Node, &node_port, p, gateway.mtu, Some(GATEWAY_BRIDGE.to_owned()), &[]));
         }
         _ => {

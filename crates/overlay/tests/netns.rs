@@ -323,9 +323,11 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
     open.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 2) });
     let (closed_ns, mut closed) = world.container("closed", &[("vault", ip(198, 18, 1, 2))]);
     closed.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 3) });
+    let (other_ns, mut other) = world.container("other", &[("green", ip(198, 18, 2, 2))]);
+    other.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 4) });
     let desired = Desired {
-        networks: vec![network("blue", 4301, 0), network("vault", 4302, 1).internal()],
-        containers: vec![open, closed],
+        networks: vec![network("blue", 4301, 0), network("vault", 4302, 1).internal(), network("green", 4303, 2)],
+        containers: vec![open, closed, other],
         remotes: vec![],
         gateway: Some(gateway),
     };
@@ -335,10 +337,15 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
     narrate("the normal network's container reaches the outside through masquerade");
     assert!(ping(&open_ns, "203.0.113.1"), "egress through the gateway bridge");
     assert!(ip_in(&open_ns, &["route", "show", "default"]).contains("via 198.19.255.1 dev eth1"));
+    assert!(ping(&open_ns, "198.19.255.1"), "the gateway answers");
     narrate("the internal network's container has no route out");
     assert_eq!(ip_in(&closed_ns, &["route", "show", "default"]).trim(), "", "no default route");
     assert!(!ip_in(&closed_ns, &["link"]).contains("eth1"), "no egress link");
     assert!(!ping(&closed_ns, "203.0.113.1"), "internal: no egress");
+    narrate("containers of different networks do not meet on the gateway bridge (isolated ports)");
+    assert!(ping(&other_ns, "203.0.113.1"), "green has egress too");
+    assert!(!ping(&open_ns, "198.19.255.4"), "blue -> green's egress address");
+    assert!(!ping(&other_ns, "198.19.255.2"), "green -> blue's egress address");
 
     narrate("without the masquerade rule the outside cannot answer; reconcile puts it back");
     let nft = std::process::Command::new("ip")

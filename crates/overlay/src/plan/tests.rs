@@ -420,3 +420,24 @@ fn a_container_whose_namespace_is_gone_is_reported_not_fatal() {
     let ops = reconcile(&mut overlay, &desired);
     assert!(matches!(ops.as_slice(), [Op::CreateEndpoint { container, .. }] if container == "c1"), "{ops:?}");
 }
+
+#[test]
+fn an_egress_port_that_is_not_isolated_is_remade() {
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    let mut desired = one_network();
+    desired.gateway = Some(gateway());
+    desired.containers[0].egress = Some(Egress { ifname: "eth1".into(), address: v4("198.19.255.2") });
+    reconcile(&mut overlay, &desired);
+    let port = overlay.dataplane_mut().state.node.ports.get_mut("shl-eg8829dfd9").expect("egress port");
+    port.isolated = false;
+    let ops: Vec<String> = reconcile(&mut overlay, &desired).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        ops,
+        vec![
+            "delete link shl-eg8829dfd9 in the node namespace",
+            "delete link eth1 in container namespace /run/netns/c1",
+            "create egress shl-eg8829dfd9 <-> eth1 (198.19.255.2/24) of container c1 in /run/netns/c1",
+            "default route via 198.19.255.1 dev eth1 in /run/netns/c1",
+        ]
+    );
+}
