@@ -159,6 +159,9 @@ impl Sockets {
     }
 }
 
+/// A UDP query with no answer yet is sent again after this long.
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+
 /// An upstream that failed or timed out is tried after the others for this long.
 const SUSPECT_FOR: Duration = Duration::from_secs(30);
 
@@ -333,13 +336,25 @@ impl Forwarder {
     ) -> io::Result<(Message, Vec<u8>)> {
         let socket = self.sockets.udp(upstream).await?;
         socket.send(query).await?;
+        // A lost datagram is sent again every second until the caller's timeout: other askers of
+        // the same question wait on this query rather than sending their own.
+        let mut resend = tokio::time::interval_at(tokio::time::Instant::now() + RESEND_AFTER, RESEND_AFTER);
         let mut buf = vec![0u8; 65_535];
         loop {
-            // A connected socket: only the upstream's datagrams arrive, and ICMP errors surface here.
-            let n = socket.recv(&mut buf).await?;
-            if let Some(message) = matching(&buf[..n], id, forward) {
-                buf.truncate(n);
-                return Ok((message, buf));
+            tokio::select! {
+                // A connected socket: only the upstream's datagrams arrive, and ICMP errors
+                // surface here.
+                received = socket.recv(&mut buf) => {
+                    let n = received?;
+                    if let Some(message) = matching(&buf[..n], id, forward) {
+                        buf.truncate(n);
+                        return Ok((message, buf));
+                    }
+                }
+                _ = resend.tick() => {
+                    tracing::debug!(upstream = %upstream, "no answer yet, sending the query again");
+                    socket.send(query).await?;
+                }
             }
         }
     }

@@ -171,11 +171,18 @@ async fn forwards_to_the_upstream_in_another_netns_and_caches() {
     assert_nxdomain(&ask_udp(&c1, "nx.example.test.", RecordType::A).await, "negative answer from the cache");
     assert_eq!(env.upstream.seen(), ["www.example.test", "nx.example.test"], "one upstream query per name");
 
+    eprintln!("--- a lost upstream datagram is sent again after a second, not after the 4 s timeout");
+    let started = Instant::now();
+    assert_eq!(addresses(&ask_udp(&c1, "lossy.example.test.", RecordType::A).await), ["203.0.113.7"]);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(env.upstream.seen().iter().filter(|n| *n == "lossy.example.test").count(), 2);
+
     eprintln!("--- the cluster domain, single labels and tasks.X never leak");
     for name in ["nosuch.shoal.internal.", "web.other.shoal.internal.", "nosuch.", "tasks.nosuch."] {
         assert_nxdomain(&ask_udp(&c1, name, RecordType::A).await, name);
     }
-    assert_eq!(env.upstream.seen().len(), 2, "{:?}", env.upstream.seen());
+    assert_eq!(env.upstream.seen().len(), 4, "{:?}", env.upstream.seen());
 
     eprintln!("--- a truncated upstream answer is fetched over TCP for a TCP client");
     let udp = ask_udp(&c1, "big.example.test.", RecordType::A).await;

@@ -51,7 +51,8 @@ fn run(command: &mut Command) {
 /// The fake upstream at 192.0.2.1:53 (UDP and TCP) in the underlay namespace.
 ///
 /// Under `example.test.`: `nx.*` is NXDOMAIN (with an SOA), `big.*` has 100 A records, names
-/// starting with `slow` are answered after the delay, anything else gets one A record
+/// starting with `slow` are answered after the delay, those starting with `lossy` only the second
+/// time they are asked, anything else gets one A record
 /// 203.0.113.7 with TTL 60. Every question it sees is recorded.
 pub(crate) struct Upstream {
     pub(crate) seen: Arc<Mutex<Vec<String>>>,
@@ -80,11 +81,14 @@ impl Upstream {
             let seen = seen.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
+                // Answers in flight belong to this task: stopping it closes the socket at once.
+                let mut answers = tokio::task::JoinSet::new();
                 loop {
+                    while answers.try_join_next().is_some() {}
                     let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
                     let request = buf[..n].to_vec();
                     let (udp, seen) = (udp.clone(), seen.clone());
-                    tokio::spawn(async move {
+                    answers.spawn(async move {
                         if let Some(reply) = answer(&request, &seen, delay, true).await {
                             let _ = udp.send_to(&reply, peer).await;
                         }
@@ -95,10 +99,12 @@ impl Upstream {
         let tcp_task = {
             let seen = seen.clone();
             tokio::spawn(async move {
+                let mut connections = tokio::task::JoinSet::new();
                 loop {
+                    while connections.try_join_next().is_some() {}
                     let Ok((mut stream, _)) = tcp.accept().await else { continue };
                     let seen = seen.clone();
-                    tokio::spawn(async move {
+                    connections.spawn(async move {
                         while let Ok(len) = stream.read_u16().await {
                             let mut request = vec![0u8; usize::from(len)];
                             if stream.read_exact(&mut request).await.is_err() {
@@ -137,7 +143,15 @@ async fn answer(request: &[u8], seen: &Mutex<Vec<String>>, delay: Duration, udp:
     let query = request.queries.first()?.clone();
     let name = query.name().to_ascii().to_ascii_lowercase();
     let name = name.trim_end_matches('.').to_owned();
-    seen.lock().expect("lock").push(name.clone());
+    let times_seen = {
+        let mut seen = seen.lock().expect("lock");
+        seen.push(name.clone());
+        seen.iter().filter(|n| **n == name).count()
+    };
+    if name.starts_with("lossy") && times_seen == 1 {
+        // As if the first datagram were lost.
+        return None;
+    }
     if name.starts_with("slow") {
         tokio::time::sleep(delay).await;
     }
