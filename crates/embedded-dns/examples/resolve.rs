@@ -96,7 +96,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n = tokio::task::block_in_place(|| client.recv(&mut buf))?;
         let reply = Message::from_vec(&buf[..n])?;
         let answers: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
-        println!("{qname:<22} {qtype:<5} {:<9} {}", format!("{:?}", reply.metadata.response_code), answers.join(" "));
+        let (qtype, rcode) = (qtype.to_string(), format!("{:?}", reply.metadata.response_code));
+        println!("{qname:<22} {qtype:<5} {rcode:<9} {}", answers.join(" "));
     }
 
     let host = HostResolvConf::parse("nameserver 192.0.2.53\nsearch corp.example\n");
