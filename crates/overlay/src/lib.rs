@@ -19,6 +19,25 @@
 //! assert!(overlay.reconcile(&desired)?.applied.is_empty()); // idempotent
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The same with the fake, which needs no privileges — and shows that forgetting a remote
+//! endpoint touches only its entries:
+//!
+//! ```
+//! use shoal_overlay::{Desired, FakeDataplane, NetworkSpec, Op, Overlay, RemoteEndpoint};
+//!
+//! let mut overlay = Overlay::new(FakeDataplane::new(), Default::default());
+//! let net = NetworkSpec::new("blue", 4097, "198.18.0.0/24".parse()?, "198.18.0.1".parse()?);
+//! let peer = |ip: &str| -> Result<RemoteEndpoint, std::net::AddrParseError> {
+//!     Ok(RemoteEndpoint::new("blue", ip.parse()?, "192.0.2.12".parse()?))
+//! };
+//! let mut desired = Desired { networks: vec![net], remotes: vec![peer("198.18.0.3")?, peer("198.18.0.4")?], ..Default::default() };
+//! overlay.reconcile(&desired)?;
+//! desired.remotes.pop();
+//! let report = overlay.reconcile(&desired)?;
+//! assert!(matches!(report.applied.as_slice(), [Op::DeleteFdb { .. }, Op::DeleteNeighbour { .. }]));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 #![warn(missing_docs)]
 
 mod dataplane;
