@@ -184,10 +184,12 @@ async fn answer(request: &[u8], seen: &Mutex<Vec<String>>, delay: Duration, udp:
 /// A test environment: one node namespace on the underlay, the fake upstream on the underlay's
 /// bridge address, and a server that forwards from the node's namespace.
 pub(crate) struct Env {
-    pub(crate) cluster: Cluster,
-    pub(crate) upstream: Upstream,
+    // Dropped in this order: the server (and its thread in the node namespace), the upstream,
+    // the container namespaces, and last the cluster.
     pub(crate) server: DnsServer,
+    pub(crate) upstream: Upstream,
     containers: Vec<Netns>,
+    pub(crate) cluster: Cluster,
 }
 
 impl Env {
@@ -207,7 +209,7 @@ impl Env {
             ..DnsConfig::default()
         };
         let server = DnsServer::new(config, RecordTable::new()).expect("start server");
-        Self { cluster, upstream, server, containers: Vec::new() }
+        Self { server, upstream, containers: Vec::new(), cluster }
     }
 
     /// A new container namespace attached to `networks`; returns its namespace name.
