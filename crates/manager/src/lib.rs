@@ -1,0 +1,17 @@
+//! Shoal's control plane: the cluster state in raft-store, the orchestrators that turn services
+//! into tasks, the scheduler driver, the dispatcher that hands tasks to nodes, and the CA, all
+//! composed from the subsystem crates (raft-store, scheduler, ca-pki) and spoken over `api`.
+//!
+//! Built so far: the typed object store with optimistic concurrency ([`ObjectStore`]), spec
+//! validation ([`validate_service_spec`], [`validate_name`]) and the replicated orchestrator's
+//! reconcile step ([`reconcile_replicated`]). The API server, dispatcher, scheduler driver and
+//! the `init`/`join` flows come next (see ARCHITECTURE.md).
+#![warn(missing_docs)]
+
+mod objects;
+mod orchestrator;
+mod validate;
+
+pub use objects::{Object, ObjectError, ObjectStore};
+pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
+pub use validate::{SpecError, validate_name, validate_service_spec};

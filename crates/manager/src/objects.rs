@@ -1,0 +1,265 @@
+//! Typed access to the cluster objects in raft-store: each object is prost-encoded under its
+//! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/cluster/ID`), names that must be
+//! unique have an index key (`/names/services/NAME`), and `Meta.version` is the key's mod
+//! revision: an update or delete naming another version is refused, so two writers can never
+//! overwrite each other's changes unseen.
+
+use prost::Message;
+use shoal_api::v1;
+use shoal_raft_store::{Compare, Op, ReadError, Store, Txn, WriteError};
+
+/// A kind of stored object.
+pub trait Object: Message + Default + Clone {
+    /// Key prefix, e.g. `/services/`.
+    const PREFIX: &'static str;
+    /// Kind in messages, e.g. `service`.
+    const KIND: &'static str;
+    /// Whether names of this kind are unique (services: yes; nodes, whose names are hostnames: no).
+    const UNIQUE_NAMES: bool;
+    /// The object's ID.
+    fn id(&self) -> &str;
+    /// The object's name, if it has one.
+    fn name(&self) -> Option<&str>;
+    /// Its bookkeeping.
+    fn meta_mut(&mut self) -> &mut v1::Meta;
+    /// The version it was read at (0 for an object never stored).
+    fn version(&self) -> u64;
+}
+
+macro_rules! object {
+    ($ty:ty, $prefix:literal, $kind:literal, $unique:literal, |$o:ident| $name:expr) => {
+        impl Object for $ty {
+            const PREFIX: &'static str = $prefix;
+            const KIND: &'static str = $kind;
+            const UNIQUE_NAMES: bool = $unique;
+            fn id(&self) -> &str {
+                &self.id
+            }
+            fn name(&self) -> Option<&str> {
+                let $o = self;
+                $name
+            }
+            fn meta_mut(&mut self) -> &mut v1::Meta {
+                self.meta.get_or_insert_with(Default::default)
+            }
+            fn version(&self) -> u64 {
+                self.meta.as_ref().map_or(0, |m| m.version)
+            }
+        }
+    };
+}
+
+object!(v1::Node, "/nodes/", "node", false, |o| o.description.as_ref().map(|d| d.hostname.as_str()));
+object!(v1::Service, "/services/", "service", true, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.annotations.as_ref())
+    .map(|a| a.name.as_str()));
+object!(v1::Task, "/tasks/", "task", false, |o| o.annotations.as_ref().map(|a| a.name.as_str()));
+object!(v1::Cluster, "/cluster/", "cluster", false, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.annotations.as_ref())
+    .map(|a| a.name.as_str()));
+
+/// A read or write of the object store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectError {
+    /// No object of that kind has that ID.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// Kind.
+        kind: &'static str,
+        /// ID.
+        id: String,
+    },
+    /// An object with that ID exists already.
+    #[error("{kind} {id} already exists")]
+    Exists {
+        /// Kind.
+        kind: &'static str,
+        /// ID.
+        id: String,
+    },
+    /// The name belongs to another object of the same kind.
+    #[error("{kind} name {name:?} is already in use by {kind} {owner}")]
+    NameTaken {
+        /// Kind.
+        kind: &'static str,
+        /// The name.
+        name: String,
+        /// The object that has it.
+        owner: String,
+    },
+    /// The object changed since the version the caller read.
+    #[error("{kind} {id} was changed by someone else (version {expected} is out of date); read it again and retry")]
+    Conflict {
+        /// Kind.
+        kind: &'static str,
+        /// ID.
+        id: String,
+        /// The version the caller named.
+        expected: u64,
+    },
+    /// A stored value does not decode (disk corruption or a version mismatch).
+    #[error("{kind} {id}: stored value does not decode: {reason}")]
+    Corrupt {
+        /// Kind.
+        kind: &'static str,
+        /// ID.
+        id: String,
+        /// The decode error.
+        reason: String,
+    },
+    /// The store could not serve a read.
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// The store could not apply a write.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// The cluster objects on top of a raft-store member.
+#[derive(Debug, Clone)]
+pub struct ObjectStore {
+    store: Store,
+}
+
+fn key<T: Object>(id: &str) -> String {
+    format!("{}{id}", T::PREFIX)
+}
+
+fn name_key<T: Object>(name: &str) -> String {
+    format!("/names/{}{name}", T::PREFIX.trim_start_matches('/'))
+}
+
+fn decode<T: Object>(id: &str, bytes: &[u8], revision: u64) -> Result<T, ObjectError> {
+    let mut object = T::decode(bytes).map_err(|e| ObjectError::Corrupt {
+        kind: T::KIND,
+        id: id.to_owned(),
+        reason: e.to_string(),
+    })?;
+    object.meta_mut().version = revision;
+    Ok(object)
+}
+
+impl ObjectStore {
+    /// Wraps a raft-store member.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The object with `id` (linearizable read).
+    pub async fn get<T: Object>(&self, id: &str) -> Result<T, ObjectError> {
+        let kv = self.store.get(key::<T>(id)).await?;
+        let kv = kv.ok_or_else(|| ObjectError::NotFound { kind: T::KIND, id: id.to_owned() })?;
+        decode(id, &kv.value, kv.mod_revision)
+    }
+
+    /// Every object of kind `T`, in ID order.
+    pub async fn list<T: Object>(&self) -> Result<Vec<T>, ObjectError> {
+        let range = self.store.range(T::PREFIX).await?;
+        range
+            .kvs
+            .iter()
+            .map(|kv| {
+                let id = String::from_utf8_lossy(&kv.key[T::PREFIX.len()..]).into_owned();
+                decode(&id, &kv.value, kv.mod_revision)
+            })
+            .collect()
+    }
+
+    /// Stores a new object; refused if its ID exists or (for unique kinds) its name is taken.
+    pub async fn create<T: Object>(&self, mut object: T) -> Result<T, ObjectError> {
+        object.meta_mut().version = 0;
+        let id = object.id().to_owned();
+        let mut txn = Txn::new().when(Compare::missing(key::<T>(&id)));
+        let name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
+        if let Some(name) = &name {
+            txn = txn.when(Compare::missing(name_key::<T>(name))).and_then(Op::put(name_key::<T>(name), id.clone()));
+        }
+        txn = txn.and_then(Op::put(key::<T>(&id), object.encode_to_vec()));
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(self.explain_refusal::<T>(&id, name.as_deref(), 0).await);
+        }
+        object.meta_mut().version = outcome.revision;
+        Ok(object)
+    }
+
+    /// Replaces an object read at `object`'s version; refused if it changed since.
+    pub async fn update<T: Object>(&self, mut object: T) -> Result<T, ObjectError> {
+        let id = object.id().to_owned();
+        let version = object.version();
+        let current: T = self.get(&id).await?;
+        let mut txn = Txn::new().when(Compare::mod_revision(key::<T>(&id), version));
+        let new_name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
+        let old_name = current.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
+        if new_name != old_name {
+            if let Some(name) = &new_name {
+                txn =
+                    txn.when(Compare::missing(name_key::<T>(name))).and_then(Op::put(name_key::<T>(name), id.clone()));
+            }
+            if let Some(name) = &old_name {
+                txn = txn.and_then(Op::delete(name_key::<T>(name)));
+            }
+        }
+        object.meta_mut().version = 0;
+        txn = txn.and_then(Op::put(key::<T>(&id), object.encode_to_vec()));
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(self.explain_refusal::<T>(&id, new_name.as_deref(), version).await);
+        }
+        object.meta_mut().version = outcome.revision;
+        Ok(object)
+    }
+
+    /// Deletes an object read at `version` (its name with it); refused if it changed since.
+    pub async fn delete<T: Object>(&self, id: &str, version: u64) -> Result<(), ObjectError> {
+        let current: T = self.get(id).await?;
+        let mut txn = Txn::new().when(Compare::mod_revision(key::<T>(id), version)).and_then(Op::delete(key::<T>(id)));
+        if let Some(name) = current.name().filter(|_| T::UNIQUE_NAMES) {
+            txn = txn.and_then(Op::delete(name_key::<T>(name)));
+        }
+        let outcome = self.store.txn(txn).await?;
+        if !outcome.succeeded {
+            return Err(self.explain_refusal::<T>(id, None, version).await);
+        }
+        Ok(())
+    }
+
+    /// Why a transaction's compares failed, found by reading the keys it compared.
+    async fn explain_refusal<T: Object>(&self, id: &str, name: Option<&str>, version: u64) -> ObjectError {
+        match self.store.get(key::<T>(id)).await {
+            Ok(None) if version != 0 => return ObjectError::NotFound { kind: T::KIND, id: id.to_owned() },
+            Ok(Some(kv)) if version == 0 => return ObjectError::Exists { kind: T::KIND, id: kv_id::<T>(&kv.key) },
+            Ok(Some(kv)) if kv.mod_revision != version => {
+                return ObjectError::Conflict { kind: T::KIND, id: id.to_owned(), expected: version };
+            }
+            Err(err) => return ObjectError::Read(err),
+            _ => {}
+        }
+        if let Some(name) = name
+            && let Ok(Some(owner)) = self.store.get(name_key::<T>(name)).await
+        {
+            return ObjectError::NameTaken {
+                kind: T::KIND,
+                name: name.to_owned(),
+                owner: String::from_utf8_lossy(&owner.value).into_owned(),
+            };
+        }
+        ObjectError::Conflict { kind: T::KIND, id: id.to_owned(), expected: version }
+    }
+}
+
+fn kv_id<T: Object>(key: &[u8]) -> String {
+    String::from_utf8_lossy(&key[T::PREFIX.len().min(key.len())..]).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

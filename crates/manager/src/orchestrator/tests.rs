@@ -1,0 +1,204 @@
+//! Table tests of the replicated reconcile step.
+
+use super::*;
+
+const NOW_SECS: u64 = 1_800_000_000;
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
+}
+
+fn service(replicas: u64, restart: Option<v1::RestartPolicy>) -> v1::Service {
+    v1::Service {
+        id: "svc".into(),
+        spec: Some(v1::ServiceSpec {
+            mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas })),
+            task: Some(v1::TaskSpec { restart, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn node(id: &str, down: bool, drain: bool) -> v1::Node {
+    v1::Node {
+        id: id.into(),
+        spec: Some(v1::NodeSpec {
+            availability: if drain { v1::NodeAvailability::Drain } else { v1::NodeAvailability::Active } as i32,
+            ..Default::default()
+        }),
+        status: Some(v1::NodeStatus {
+            state: if down { v1::node_status::State::Down } else { v1::node_status::State::Ready } as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A task: `spec` is "ID SLOT NODE STATE [DESIRED] [exit=N] [age=SECONDS]".
+fn task(spec: &str) -> v1::Task {
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let parse_state = |w: &str| TaskState::from_str_name(&format!("TASK_STATE_{}", w.to_ascii_uppercase())).expect(w);
+    let mut desired = TaskState::Running;
+    let mut exit = 0;
+    let mut age = 0;
+    for w in &words[4..] {
+        if let Some(code) = w.strip_prefix("exit=") {
+            exit = code.parse().expect("exit");
+        } else if let Some(secs) = w.strip_prefix("age=") {
+            age = secs.parse().expect("age");
+        } else {
+            desired = parse_state(w);
+        }
+    }
+    v1::Task {
+        id: words[0].into(),
+        service_id: "svc".into(),
+        slot: words[1].parse().expect("slot"),
+        node_id: if words[2] == "-" { String::new() } else { words[2].into() },
+        desired_state: desired as i32,
+        status: Some(v1::TaskStatus {
+            state: parse_state(words[3]) as i32,
+            timestamp: Some(shoal_api::to_timestamp(now() - Duration::from_secs(age))),
+            container: Some(v1::ContainerStatus { exit_code: exit, ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn policy(condition: Condition, delay_s: u64, max_attempts: u64, window_s: u64) -> Option<v1::RestartPolicy> {
+    Some(v1::RestartPolicy {
+        condition: condition as i32,
+        delay: Some(shoal_api::to_duration(Duration::from_secs(delay_s))),
+        max_attempts,
+        window: Some(shoal_api::to_duration(Duration::from_secs(window_s))),
+    })
+}
+
+fn plan(creates: &[(u64, u64)], shutdown: &[&str]) -> ReplicatedPlan {
+    ReplicatedPlan {
+        create: creates.iter().map(|(slot, secs)| (*slot, Duration::from_secs(*secs))).collect(),
+        shutdown: shutdown.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn reconcile_table() {
+    let nodes =
+        [node("n1", false, false), node("n2", false, false), node("down", true, false), node("drained", false, true)];
+    let any5 = policy(Condition::Any, 5, 0, 0);
+    // (what, service, tasks, expected)
+    let cases: Vec<(&str, v1::Service, Vec<&str>, ReplicatedPlan)> = vec![
+        ("a new service fills every slot at once", service(3, None), vec![], plan(&[(1, 0), (2, 0), (3, 0)], &[])),
+        (
+            "a converged service needs nothing",
+            service(2, None),
+            vec!["t1 1 n1 running", "t2 2 n2 running"],
+            plan(&[], &[]),
+        ),
+        (
+            "pending and starting tasks occupy their slots",
+            service(2, None),
+            vec!["t1 1 - pending", "t2 2 n1 starting"],
+            plan(&[], &[]),
+        ),
+        (
+            "scale 5 -> 2 shuts down the highest slots",
+            service(2, None),
+            vec!["t1 1 n1 running", "t2 2 n2 running", "t3 3 n1 running", "t4 4 n2 running", "t5 5 n1 running"],
+            plan(&[], &["t3", "t4", "t5"]),
+        ),
+        ("scale up adds the missing slots", service(3, None), vec!["t1 1 n1 running"], plan(&[(2, 0), (3, 0)], &[])),
+        (
+            "a failed task is replaced after the restart delay",
+            service(1, any5),
+            vec!["t1 1 n1 failed exit=137"],
+            plan(&[(1, 5)], &["t1"]),
+        ),
+        (
+            "the replacement is planned once: history with a current task needs nothing",
+            service(1, any5),
+            vec!["t1 1 n1 failed shutdown exit=137", "t2 1 n2 running"],
+            plan(&[], &[]),
+        ),
+        (
+            "a task on a down node is replaced at once, without delay",
+            service(2, any5),
+            vec!["t1 1 down running", "t2 2 n1 running"],
+            plan(&[(1, 0)], &["t1"]),
+        ),
+        ("draining moves tasks", service(1, any5), vec!["t1 1 drained running"], plan(&[(1, 0)], &["t1"])),
+        (
+            "on-failure does not restart a clean exit",
+            service(1, policy(Condition::OnFailure, 5, 0, 0)),
+            vec!["t1 1 n1 complete exit=0"],
+            plan(&[], &["t1"]),
+        ),
+        (
+            "on-failure restarts a non-zero exit",
+            service(1, policy(Condition::OnFailure, 2, 0, 0)),
+            vec!["t1 1 n1 failed exit=1"],
+            plan(&[(1, 2)], &["t1"]),
+        ),
+        (
+            "condition none never restarts",
+            service(1, policy(Condition::None, 5, 0, 0)),
+            vec!["t1 1 n1 failed exit=1"],
+            plan(&[], &["t1"]),
+        ),
+        (
+            "condition none: a stopped slot stays empty on later passes",
+            service(1, policy(Condition::None, 5, 0, 0)),
+            vec!["t1 1 n1 failed shutdown exit=1"],
+            plan(&[], &[]),
+        ),
+        (
+            "max attempts: two restarts allowed, the third failure ends it",
+            service(1, policy(Condition::Any, 0, 2, 0)),
+            vec!["t1 1 n1 failed shutdown", "t2 1 n1 failed shutdown", "t3 1 n1 failed"],
+            plan(&[], &["t3"]),
+        ),
+        (
+            "max attempts counts only failures inside the window",
+            service(1, policy(Condition::Any, 0, 1, 60)),
+            vec!["t1 1 n1 failed shutdown age=600", "t2 1 n1 failed shutdown age=300", "t3 1 n1 failed age=1"],
+            plan(&[(1, 0)], &["t3"]),
+        ),
+        (
+            "a slot emptied by a scale-down is refilled at once on scale-up",
+            service(2, any5),
+            vec!["t1 1 n1 running", "t2 2 n1 shutdown shutdown"],
+            plan(&[(2, 0)], &[]),
+        ),
+        (
+            "two current tasks in one slot: the older is shut down",
+            service(1, None),
+            vec!["t1 1 n1 running", "t2 1 n2 running"],
+            plan(&[], &["t1"]),
+        ),
+    ];
+    for (what, svc, tasks, expected) in cases {
+        let mut tasks: Vec<v1::Task> = tasks.into_iter().map(task).collect();
+        for (i, t) in tasks.iter_mut().enumerate() {
+            t.meta = Some(v1::Meta { version: i as u64 + 1, ..Default::default() });
+        }
+        assert_eq!(reconcile_replicated(&svc, &tasks, &nodes, now()), expected, "{what}");
+    }
+}
+
+#[test]
+fn other_services_and_modes_are_ignored() {
+    let mut other = task("x1 1 n1 running");
+    other.service_id = "other".into();
+    let global = v1::Service {
+        id: "svc".into(),
+        spec: Some(v1::ServiceSpec {
+            mode: Some(v1::service_spec::Mode::Global(v1::GlobalService {})),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert_eq!(reconcile_replicated(&global, &[], &[], now()), ReplicatedPlan::default());
+    assert_eq!(reconcile_replicated(&service(1, None), &[other], &[], now()), plan(&[(1, 0)], &[]));
+}

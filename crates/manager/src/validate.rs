@@ -1,0 +1,258 @@
+//! Validation of names and service specs before anything is stored: each refusal names the
+//! field, the value and what is expected, so the CLI can print it as is.
+
+use shoal_api::v1;
+
+/// A spec that cannot be accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    /// A name that is not 1–63 letters, digits, `-` and `_`, starting and ending with a letter or digit.
+    #[error(
+        "invalid {kind} name {name:?}: use 1-63 letters, digits, '-' and '_', starting and ending with a letter or digit"
+    )]
+    Name {
+        /// What is named.
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A required field is missing.
+    #[error("service spec has no {field}")]
+    Missing {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field has a value that cannot work.
+    #[error("invalid {field} {value:?}: {reason}")]
+    Invalid {
+        /// The field (e.g. `constraint`, `mount target`).
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it cannot be accepted.
+        reason: String,
+    },
+}
+
+/// Checks a name of kind `kind` (service, node label…) the way Swarm does, plus DNS's 63-byte limit.
+pub fn validate_name(kind: &'static str, name: &str) -> Result<(), SpecError> {
+    let bytes = name.as_bytes();
+    let valid = (1..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_');
+    if valid { Ok(()) } else { Err(SpecError::Name { kind, name: name.to_owned() }) }
+}
+
+fn invalid(field: &'static str, value: impl Into<String>, reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid { field, value: value.into(), reason: reason.into() }
+}
+
+/// Checks a service spec: name, image, mode, placement (with the scheduler's own parsers),
+/// resources, restart policy, env and mounts.
+pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
+    let name = spec.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default();
+    if name.is_empty() {
+        return Err(SpecError::Missing { field: "name" });
+    }
+    validate_name("service", name)?;
+    let task = spec.task.as_ref().ok_or(SpecError::Missing { field: "task" })?;
+    let container = task.container.as_ref().ok_or(SpecError::Missing { field: "container" })?;
+    if container.image.trim().is_empty() {
+        return Err(SpecError::Missing { field: "image" });
+    }
+    if container.image.contains(char::is_whitespace) {
+        return Err(invalid("image", &container.image, "an image reference has no spaces"));
+    }
+    match spec.mode.as_ref().ok_or(SpecError::Missing { field: "mode" })? {
+        v1::service_spec::Mode::ReplicatedJob(job) if job.total_completions == 0 => {
+            return Err(invalid("total completions", "0", "a replicated job needs at least one completion"));
+        }
+        _ => {}
+    }
+    for entry in &container.env {
+        if entry.split('=').next().is_none_or(str::is_empty) {
+            return Err(invalid("env", entry, "expected KEY=value"));
+        }
+    }
+    for mount in &container.mounts {
+        validate_mount(mount)?;
+    }
+    if let Some(placement) = &task.placement {
+        for text in &placement.constraints {
+            shoal_scheduler::Constraint::parse(text).map_err(|e| invalid("constraint", text, e.to_string()))?;
+        }
+        for text in &placement.preferences {
+            shoal_scheduler::PlacementPreference::parse(text)
+                .map_err(|e| invalid("placement preference", text, e.to_string()))?;
+        }
+    }
+    if let Some(resources) = &task.resources {
+        validate_resources(resources)?;
+    }
+    if let Some(restart) = &task.restart {
+        for (field, d) in [("restart delay", &restart.delay), ("restart window", &restart.window)] {
+            if d.as_ref().is_some_and(|d| d.seconds < 0 || d.nanos < 0) {
+                return Err(invalid(field, format!("{d:?}"), "durations cannot be negative"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate_mount(mount: &v1::Mount) -> Result<(), SpecError> {
+    let kind = v1::mount::Type::try_from(mount.r#type).unwrap_or(v1::mount::Type::Bind);
+    if !mount.target.starts_with('/') || mount.target.split('/').any(|c| c == "..") {
+        return Err(invalid("mount target", &mount.target, "must be an absolute path without '..'"));
+    }
+    match kind {
+        v1::mount::Type::Bind if !mount.source.starts_with('/') => {
+            Err(invalid("bind mount source", &mount.source, "must be an absolute path on the node"))
+        }
+        v1::mount::Type::Volume => validate_name("volume", &mount.source),
+        v1::mount::Type::Tmpfs if !mount.source.is_empty() => {
+            Err(invalid("tmpfs mount source", &mount.source, "a tmpfs mount has no source"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_resources(resources: &v1::ResourceRequirements) -> Result<(), SpecError> {
+    const MIN_MEMORY: i64 = 6 << 20;
+    for (which, r) in [("limit", &resources.limits), ("reservation", &resources.reservations)] {
+        let Some(r) = r else { continue };
+        if r.nano_cpus < 0 {
+            return Err(invalid(
+                if which == "limit" { "cpu limit" } else { "cpu reservation" },
+                r.nano_cpus.to_string(),
+                "cannot be negative",
+            ));
+        }
+        if r.memory_bytes != 0 && r.memory_bytes < MIN_MEMORY {
+            let field = if which == "limit" { "memory limit" } else { "memory reservation" };
+            return Err(invalid(field, r.memory_bytes.to_string(), "must be at least 6 MiB"));
+        }
+    }
+    if let (Some(limits), Some(reservations)) = (&resources.limits, &resources.reservations) {
+        if limits.memory_bytes != 0 && reservations.memory_bytes > limits.memory_bytes {
+            return Err(invalid(
+                "memory reservation",
+                reservations.memory_bytes.to_string(),
+                format!("exceeds the memory limit {}", limits.memory_bytes),
+            ));
+        }
+        if limits.nano_cpus != 0 && reservations.nano_cpus > limits.nano_cpus {
+            return Err(invalid(
+                "cpu reservation",
+                reservations.nano_cpus.to_string(),
+                format!("exceeds the cpu limit {}", limits.nano_cpus),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> v1::ServiceSpec {
+        v1::ServiceSpec {
+            annotations: Some(v1::Annotations { name: "web".into(), ..Default::default() }),
+            mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 1 })),
+            task: Some(v1::TaskSpec {
+                container: Some(v1::ContainerSpec { image: "shoal-test/web:v1".into(), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn container(s: &mut v1::ServiceSpec) -> &mut v1::ContainerSpec {
+        s.task.as_mut().and_then(|t| t.container.as_mut()).expect("container")
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["web", "w", "my_stack_web", "a-b", &"x".repeat(63)] {
+            assert_eq!(validate_name("service", ok), Ok(()), "{ok}");
+        }
+        for bad in ["", "-web", "web-", "we b", "web.1", "wéb", &"x".repeat(64)] {
+            assert!(validate_name("service", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            validate_name("service", "web.1").map_err(|e| e.to_string()),
+            Err("invalid service name \"web.1\": use 1-63 letters, digits, '-' and '_', starting and ending with a letter or digit".into())
+        );
+    }
+
+    #[test]
+    fn each_refusal_names_the_field() {
+        type Mutation = fn(&mut v1::ServiceSpec);
+        let cases: Vec<(Mutation, &str)> = vec![
+            (|s| s.annotations = None, "service spec has no name"),
+            (|s| s.mode = None, "service spec has no mode"),
+            (|s| container(s).image = String::new(), "service spec has no image"),
+            (|s| container(s).image = "web v1".into(), "invalid image \"web v1\": an image reference has no spaces"),
+            (|s| container(s).env = vec!["=x".into()], "invalid env \"=x\": expected KEY=value"),
+            (
+                |s| {
+                    s.mode = Some(v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob::default()));
+                },
+                "invalid total completions \"0\": a replicated job needs at least one completion",
+            ),
+            (
+                |s| {
+                    s.task.as_mut().expect("task").placement =
+                        Some(v1::Placement { constraints: vec!["node.role=worker".into()], ..Default::default() });
+                },
+                "invalid constraint \"node.role=worker\": ",
+            ),
+            (
+                |s| {
+                    s.task.as_mut().expect("task").placement =
+                        Some(v1::Placement { preferences: vec!["pack=node.labels.zone".into()], ..Default::default() });
+                },
+                "invalid placement preference \"pack=node.labels.zone\": ",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount { target: "data".into(), ..Default::default() }];
+                },
+                "invalid mount target \"data\": must be an absolute path without '..'",
+            ),
+            (
+                |s| {
+                    container(s).mounts =
+                        vec![v1::Mount { source: "rel".into(), target: "/data".into(), ..Default::default() }];
+                },
+                "invalid bind mount source \"rel\": must be an absolute path on the node",
+            ),
+            (
+                |s| {
+                    s.task.as_mut().expect("task").resources = Some(v1::ResourceRequirements {
+                        limits: Some(v1::Resources { memory_bytes: 1024, ..Default::default() }),
+                        reservations: None,
+                    });
+                },
+                "invalid memory limit \"1024\": must be at least 6 MiB",
+            ),
+            (
+                |s| {
+                    s.task.as_mut().expect("task").resources = Some(v1::ResourceRequirements {
+                        limits: Some(v1::Resources { memory_bytes: 64 << 20, ..Default::default() }),
+                        reservations: Some(v1::Resources { memory_bytes: 128 << 20, ..Default::default() }),
+                    });
+                },
+                "invalid memory reservation \"134217728\": exceeds the memory limit 67108864",
+            ),
+        ];
+        assert_eq!(validate_service_spec(&spec()), Ok(()));
+        for (mutate, expected) in cases {
+            let mut s = spec();
+            mutate(&mut s);
+            let err = validate_service_spec(&s).expect_err(expected).to_string();
+            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+        }
+    }
+}
