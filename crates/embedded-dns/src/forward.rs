@@ -180,11 +180,10 @@ type Shared = Option<Arc<Option<Message>>>;
 /// Sends queries upstream.
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    upstreams: Vec<SocketAddr>,
+    /// The upstreams, each with the time until which it goes last after a failure.
+    upstreams: Mutex<Vec<(SocketAddr, Option<Instant>)>>,
     timeout: Duration,
     sockets: Sockets,
-    /// Per upstream: until when it goes last, after a failure.
-    suspect: Mutex<Vec<Option<Instant>>>,
     flights: Mutex<HashMap<FlightKey, watch::Receiver<Shared>>>,
 }
 
@@ -212,24 +211,35 @@ fn random_id() -> u16 {
 
 impl Forwarder {
     pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration, sockets: Sockets) -> Self {
-        let suspect = Mutex::new(vec![None; upstreams.len()]);
-        Self { upstreams, timeout, sockets, suspect, flights: Mutex::new(HashMap::new()) }
+        let upstreams = Mutex::new(upstreams.into_iter().map(|u| (u, None)).collect());
+        Self { upstreams, timeout, sockets, flights: Mutex::new(HashMap::new()) }
+    }
+
+    /// Replaces the upstreams (the node's resolv.conf changed); queries in flight finish with the
+    /// old ones.
+    pub(crate) fn set_upstreams(&self, upstreams: &[SocketAddr]) {
+        let mut current = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        // Keep what is known about servers that stay.
+        let kept: Vec<(SocketAddr, Option<Instant>)> = upstreams
+            .iter()
+            .map(|u| (*u, current.iter().find(|(c, _)| c == u).and_then(|(_, until)| *until)))
+            .collect();
+        *current = kept;
     }
 
     /// The upstreams in the order to try them: as configured, those that failed lately last (so a
     /// dead first server costs one timeout, not one per query).
-    fn order(&self) -> Vec<(usize, SocketAddr)> {
+    fn order(&self) -> Vec<SocketAddr> {
         let now = Instant::now();
-        let suspect = self.suspect.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut order: Vec<(usize, SocketAddr)> = self.upstreams.iter().copied().enumerate().collect();
-        order.sort_by_key(|(i, _)| suspect.get(*i).copied().flatten().is_some_and(|until| until > now));
-        order
+        let mut order = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        order.sort_by_key(|(_, until)| until.is_some_and(|until| until > now));
+        order.into_iter().map(|(u, _)| u).collect()
     }
 
-    fn mark(&self, index: usize, failed: bool) {
-        let mut suspect = self.suspect.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(slot) = suspect.get_mut(index) {
-            *slot = failed.then(|| Instant::now() + SUSPECT_FOR);
+    fn mark(&self, upstream: SocketAddr, failed: bool) {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((_, until)) = upstreams.iter_mut().find(|(u, _)| *u == upstream) {
+            *until = failed.then(|| Instant::now() + SUSPECT_FOR);
         }
     }
 
@@ -273,7 +283,7 @@ impl Forwarder {
     async fn forward_alone(&self, forward: &Forward, cache: &Cache) -> (Vec<u8>, Option<Message>) {
         let client_id = forward.request.metadata.id;
         let mut query = forward.raw.clone();
-        for (index, upstream) in self.order() {
+        for upstream in self.order() {
             let id = random_id();
             query[..2].copy_from_slice(&id.to_be_bytes());
             let over_tcp = forward.udp_limit.is_none();
@@ -282,16 +292,16 @@ impl Forwarder {
                 Ok(Ok(answer)) => answer,
                 Ok(Err(err)) => {
                     tracing::debug!(upstream = %upstream, error = %err, "upstream dns query failed");
-                    self.mark(index, true);
+                    self.mark(upstream, true);
                     continue;
                 }
                 Err(_) => {
                     tracing::debug!(upstream = %upstream, timeout = ?self.timeout, "upstream dns query timed out");
-                    self.mark(index, true);
+                    self.mark(upstream, true);
                     continue;
                 }
             };
-            self.mark(index, false);
+            self.mark(upstream, false);
             let (message, mut bytes) = answer;
             if matches!(message.metadata.response_code, ResponseCode::ServFail | ResponseCode::Refused) {
                 tracing::debug!(upstream = %upstream, rcode = %message.metadata.response_code, "upstream refused, trying next");

@@ -1,7 +1,7 @@
 //! Deciding what to do with one query: answer it from the record table or the cache, refuse it,
 //! or hand it to the forwarder. No I/O, so that every rule here is unit-tested.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, AAAA, PTR};
@@ -52,7 +52,8 @@ pub(crate) struct Handler {
     /// Lower case, no leading or trailing dot.
     pub(crate) cluster_domain: Option<String>,
     pub(crate) ttl: u32,
-    pub(crate) forwarding: bool,
+    /// Whether there is any upstream to forward to; SERVFAIL for outside names otherwise.
+    pub(crate) forwarding: AtomicBool,
     /// Rotates DNS round-robin answers.
     rotation: AtomicUsize,
 }
@@ -66,7 +67,14 @@ impl Handler {
         forwarding: bool,
     ) -> Self {
         let cluster_domain = cluster_domain.map(|d| d.trim_matches('.').to_ascii_lowercase()).filter(|d| !d.is_empty());
-        Self { table, cache, cluster_domain, ttl, forwarding, rotation: AtomicUsize::new(0) }
+        Self {
+            table,
+            cache,
+            cluster_domain,
+            ttl,
+            forwarding: AtomicBool::new(forwarding),
+            rotation: AtomicUsize::new(0),
+        }
     }
 
     pub(crate) fn handle(&self, networks: &[String], bytes: &[u8], transport: Transport) -> Action {
@@ -112,7 +120,7 @@ impl Handler {
         if self.is_ours(&key) || self.table.exists_anywhere(self.strip_cluster_domain(&key)) {
             return Action::Reply(respond(&request, ResponseCode::NXDomain, Vec::new(), true, udp_limit));
         }
-        if !self.forwarding {
+        if !self.forwarding.load(Ordering::Relaxed) {
             return Action::Reply(respond(&request, ResponseCode::ServFail, Vec::new(), false, udp_limit));
         }
         let key = CacheKey { name: key, qtype: u16::from(qtype), qclass: u16::from(query.query_class()) };

@@ -205,7 +205,7 @@ impl DnsServer {
         &self.core.handler.table
     }
 
-    /// The settings.
+    /// The settings it was created with ([`DnsServer::set_upstreams`] does not change them).
     pub fn config(&self) -> &DnsConfig {
         &self.config
     }
@@ -277,6 +277,16 @@ impl DnsServer {
             .ok_or_else(|| SetNetworksError::NotAttached { container: container.to_owned() })?;
         *attached.container.networks.write().unwrap_or_else(PoisonError::into_inner) = networks.into();
         Ok(())
+    }
+
+    /// Replaces the upstream servers (at most [`MAX_UPSTREAMS`](crate::MAX_UPSTREAMS) are used), for
+    /// when the node's resolv.conf changes; an empty list turns forwarding off (SERVFAIL for
+    /// outside names).
+    pub fn set_upstreams(&self, upstreams: &[SocketAddr]) {
+        let upstreams = &upstreams[..upstreams.len().min(crate::MAX_UPSTREAMS)];
+        self.core.forwarder.set_upstreams(upstreams);
+        self.core.handler.forwarding.store(!upstreams.is_empty(), std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(upstreams = ?upstreams, "dns upstreams replaced");
     }
 
     /// Stops serving `container` and closes its sockets. Returns whether it was attached.

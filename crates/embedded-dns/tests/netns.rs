@@ -189,6 +189,13 @@ async fn forwards_to_the_upstream_in_another_netns_and_caches() {
     assert!(udp.metadata.truncation, "a UDP client gets TC");
     let tcp = ask_tcp(&c1, "big.example.test.", RecordType::A).await;
     assert_eq!(tcp.answers.len(), 100);
+
+    eprintln!("--- no upstreams: SERVFAIL for outside names; upstreams back: answers again");
+    env.server.set_upstreams(&[]);
+    let reply = ask_udp(&c1, "other.example.test.", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
+    env.server.set_upstreams(&[support::UPSTREAM]);
+    assert_eq!(addresses(&ask_udp(&c1, "other.example.test.", RecordType::A).await), ["203.0.113.7"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
