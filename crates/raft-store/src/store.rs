@@ -74,7 +74,7 @@ pub struct StoreConfig {
     pub keep_entries_after_snapshot: u64,
     /// Leader heartbeat period (default 100 ms).
     pub heartbeat_interval: Duration,
-    /// Election timeout range (default 500–1000 ms): a follower that hears nothing from a leader
+    /// Election timeout range (default 400–800 ms): a follower that hears nothing from a leader
     /// for a random time in this range starts an election.
     pub election_timeout: (Duration, Duration),
     /// How long a write or linearizable read may wait before it fails (default 5 s).
@@ -100,7 +100,7 @@ impl StoreConfig {
             snapshot_after_entries: 10_000,
             keep_entries_after_snapshot: 1_000,
             heartbeat_interval: Duration::from_millis(100),
-            election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            election_timeout: (Duration::from_millis(400), Duration::from_millis(800)),
             request_timeout: Duration::from_secs(5),
             encryption_key: None,
             fsync: true,
