@@ -3,15 +3,17 @@
 //! composed from the subsystem crates (raft-store, scheduler, ca-pki) and spoken over `api`.
 //!
 //! Built so far: the typed object store with optimistic concurrency ([`ObjectStore`]), spec
-//! validation ([`validate_service_spec`], [`validate_name`]) and the replicated orchestrator's
-//! reconcile step ([`reconcile_replicated`]). The API server, dispatcher, scheduler driver and
+//! validation ([`validate_service_spec`], [`validate_name`]), the replicated orchestrator's
+//! reconcile step ([`reconcile_replicated`]) and the scheduler driver's translation ([`place`]). The API server, dispatcher, scheduler driver and
 //! the `init`/`join` flows come next (see ARCHITECTURE.md).
 #![warn(missing_docs)]
 
 mod objects;
 mod orchestrator;
+mod placement;
 mod validate;
 
 pub use objects::{Object, ObjectError, ObjectStore};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
+pub use placement::{PlacementResult, place};
 pub use validate::{SpecError, validate_name, validate_service_spec};
