@@ -441,3 +441,10 @@ fn an_egress_port_that_is_not_isolated_is_remade() {
         ]
     );
 }
+
+#[test]
+fn the_kernel_overlay_can_move_to_a_blocking_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Overlay<crate::Kernel>>();
+    assert_send::<Overlay<FakeDataplane>>();
+}
