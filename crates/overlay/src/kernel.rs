@@ -202,342 +202,293 @@ impl Kernel {
     }
 
     fn apply_inner(&mut self, op: &Op, naming: &Naming) -> Result<(), ApplyError> {
-        let name = op.to_string();
-        let io_err = |step: String| {
-            let op = name.clone();
-            move |source| ApplyError::Io { op, step, source }
-        };
-        let nl = |step: String| {
-            let op = name.clone();
-            move |source| ApplyError::Netlink { op, step, source }
-        };
-        let not_found = |missing: String| ApplyError::NotFound { op: name.clone(), missing };
-        match op {
-            Op::DeleteSandbox { network } => {
-                let path = self.sandbox_path(naming, network);
-                // A sandbox that cannot be entered has no links to delete first.
-                if let Ok(handle) = self.conn(Some(&path)) {
-                    self.rt
-                        .block_on(delete_all_links(&handle))
-                        .map_err(nl(format!("delete links in {}", path.display())))?;
-                    self.close(Some(&path));
-                }
-                netns::delete_named(&path).map_err(io_err(format!("delete namespace {}", path.display())))
-            }
-            Op::CreateSandbox { network } => {
-                let path = self.sandbox_path(naming, network);
-                netns::create_named(&path).map_err(io_err(format!("create namespace {}", path.display())))?;
-                let handle = self.conn(Some(&path)).map_err(io_err(format!("enter {}", path.display())))?;
-                self.rt.block_on(set_up(&handle, "lo")).map_err(nl(format!("bring up lo in {}", path.display())))
-            }
+        let result = match op {
+            Op::DeleteSandbox { network } => self.delete_sandbox(&self.sandbox_path(naming, network)),
+            Op::CreateSandbox { network } => self.create_sandbox(&self.sandbox_path(naming, network)),
             Op::CreateBridge { network, mtu, addresses } => {
                 let path = self.sandbox_path(naming, network);
-                let handle = self.conn(Some(&path)).map_err(io_err(format!("enter {}", path.display())))?;
-                let at = path.display().to_string();
-                self.rt.block_on(async {
-                    let message = LinkBridge::new(SANDBOX_BRIDGE).mtu(*mtu).build();
-                    handle.link().add(message).execute().await.map_err(nl(format!("add bridge in {at}")))?;
-                    let index = index_of(&handle, SANDBOX_BRIDGE)
-                        .await
-                        .map_err(nl(format!("find bridge in {at}")))?
-                        .ok_or_else(|| not_found(format!("bridge {SANDBOX_BRIDGE} in {at}")))?;
-                    for cidr in addresses {
-                        add_address(&handle, index, *cidr).await.map_err(nl(format!("add {cidr} in {at}")))?;
-                    }
-                    Ok(())
-                })
+                self.create_bridge(Some(&path), SANDBOX_BRIDGE, *mtu, addresses)
             }
-            Op::CreateVxlan { network, name: vxlan, vni, port, mtu } => {
-                let path = self.sandbox_path(naming, network);
-                let node = self.node();
-                let node_handle = self.conn(node.as_deref()).map_err(io_err("enter the node namespace".to_owned()))?;
-                let handle = self.conn(Some(&path)).map_err(io_err(format!("enter {}", path.display())))?;
-                let sandbox = File::open(&path).map_err(io_err(format!("open {}", path.display())))?;
-                let at = path.display().to_string();
-                self.rt.block_on(async {
-                    // A crash between creating and moving leaves the device in the node namespace.
-                    if let Some(stale) = index_of(&node_handle, vxlan).await.map_err(nl("find leftover".to_owned()))? {
-                        node_handle.link().del(stale).execute().await.map_err(nl("delete leftover".to_owned()))?;
-                    }
-                    let message = LinkVxlan::new(vxlan, *vni).port(*port).learning(false).proxy(true).mtu(*mtu).build();
-                    node_handle
-                        .link()
-                        .add(message)
-                        .execute()
-                        .await
-                        .map_err(nl("add in the node namespace".to_owned()))?;
-                    let index = index_of(&node_handle, vxlan)
-                        .await
-                        .map_err(nl("find in the node namespace".to_owned()))?
-                        .ok_or_else(|| not_found(format!("{vxlan} in the node namespace")))?;
-                    let moved = LinkUnspec::new_with_index(index).setns_by_fd(sandbox.as_raw_fd()).build();
-                    if let Err(err) = node_handle.link().set(moved).execute().await {
-                        let _ = node_handle.link().del(index).execute().await;
-                        return Err(nl(format!("move into {at}"))(err));
-                    }
-                    attach(&handle, vxlan, SANDBOX_BRIDGE, *mtu).await.map_err(|e| e.into_apply(&name, &at))
-                })
+            Op::CreateVxlan { network, name, vni, port, mtu } => {
+                self.create_vxlan(&self.sandbox_path(naming, network), name, *vni, *port, *mtu)
             }
-            Op::ConfigureLink { place, name: link, mtu, controller, add, remove } => {
+            Op::ConfigureLink { place, name, mtu, controller, add, remove } => {
                 let path = self.place_path(naming, place);
-                let handle = self.conn(path.as_deref()).map_err(io_err(format!("enter {place}")))?;
-                let at = place.to_string();
-                let result = self.rt.block_on(async {
-                    let index = index_of(&handle, link)
-                        .await
-                        .map_err(nl(format!("find {link} in {at}")))?
-                        .ok_or_else(|| not_found(format!("{link} in {at}")))?;
-                    let mut message = LinkUnspec::new_with_index(index).mtu(*mtu).up();
-                    if let Some(controller) = controller {
-                        let bridge = index_of(&handle, controller)
-                            .await
-                            .map_err(nl(format!("find {controller} in {at}")))?
-                            .ok_or_else(|| not_found(format!("{controller} in {at}")))?;
-                        message = message.controller(bridge);
-                    }
-                    handle.link().set(message.build()).execute().await.map_err(nl(format!("set {link} in {at}")))?;
-                    for cidr in add {
-                        add_address(&handle, index, *cidr)
-                            .await
-                            .map_err(nl(format!("add {cidr} to {link} in {at}")))?;
-                    }
-                    for cidr in remove {
-                        del_address(&handle, index, *cidr)
-                            .await
-                            .map_err(nl(format!("remove {cidr} from {link} in {at}")))?;
-                    }
-                    Ok(())
-                });
+                let result = self.configure_link(path.as_deref(), name, *mtu, controller.as_deref(), add, remove);
                 self.close_container(place);
                 result
             }
-            Op::DeleteLink { place, name: link } => {
+            Op::DeleteLink { place, name } => {
                 let path = self.place_path(naming, place);
-                if path.as_ref().is_some_and(|p| !p.exists()) {
-                    return Ok(());
-                }
-                let handle = self.conn(path.as_deref()).map_err(io_err(format!("enter {place}")))?;
-                let at = place.to_string();
-                let result = self.rt.block_on(async {
-                    // Already gone (a veth whose peer was deleted) is what was asked for.
-                    if let Some(index) = index_of(&handle, link).await.map_err(nl(format!("find {link} in {at}")))? {
-                        ignore_missing(handle.link().del(index).execute().await)
-                            .map_err(nl(format!("delete {link} in {at}")))?;
-                    }
-                    Ok(())
-                });
+                let result = self.delete_link(path.as_deref(), name);
                 self.close_container(place);
                 result
             }
-            Op::CreateEndpoint { network, netns: container, port, ifname, mac, addresses, mtu, .. } => {
-                let path = self.sandbox_path(naming, network);
-                let handle = self.conn(Some(&path)).map_err(io_err(format!("enter {}", path.display())))?;
-                let at = path.display().to_string();
-                let (veth, inner) = veth_pair(port, ifname, *mac, *mtu, container)
-                    .map_err(io_err(format!("open container namespace {}", container.display())))?;
-                self.rt.block_on(async {
-                    handle.link().add(veth).execute().await.map_err(nl(format!("add veth {port} in {at}")))?;
-                    attach(&handle, port, SANDBOX_BRIDGE, *mtu).await.map_err(|e| e.into_apply(&name, &at))
-                })?;
-                drop(inner);
-                self.configure_inner(&name, container, ifname, addresses)
+            Op::CreateEndpoint { network, netns, port, ifname, mac, addresses, mtu, .. } => {
+                let veth = Veth { port, ifname, mac: *mac, mtu: *mtu, container: netns };
+                self.create_veth(Some(&self.sandbox_path(naming, network)), SANDBOX_BRIDGE, &veth, false, addresses)
             }
-            Op::CreateEgress { netns: container, port, ifname, mac, address, mtu, .. } => {
+            Op::CreateEgress { netns, port, ifname, mac, address, mtu, .. } => {
+                let veth = Veth { port, ifname, mac: *mac, mtu: *mtu, container: netns };
                 let node = self.node();
-                let handle = self.conn(node.as_deref()).map_err(io_err("enter the node namespace".to_owned()))?;
-                let at = "the node namespace".to_owned();
-                let (veth, inner) = veth_pair(port, ifname, *mac, *mtu, container)
-                    .map_err(io_err(format!("open container namespace {}", container.display())))?;
-                self.rt.block_on(async {
-                    handle.link().add(veth).execute().await.map_err(nl(format!("add veth {port} in {at}")))?;
-                    attach(&handle, port, GATEWAY_BRIDGE, *mtu).await.map_err(|e| e.into_apply(&name, &at))?;
-                    let index = index_of(&handle, port)
-                        .await
-                        .map_err(nl(format!("find {port} in {at}")))?
-                        .ok_or_else(|| not_found(format!("{port} in {at}")))?;
-                    let isolated = LinkBridgePort::new(index).isolated(true).build();
-                    handle
-                        .link()
-                        .set_port(isolated)
-                        .execute()
-                        .await
-                        .map_err(nl(format!("isolate bridge port {port} in {at}")))
-                })?;
-                drop(inner);
-                self.configure_inner(&name, container, ifname, std::slice::from_ref(address))
+                self.create_veth(node.as_deref(), GATEWAY_BRIDGE, &veth, true, std::slice::from_ref(address))
             }
             Op::SetFdb { network, vxlan, mac, node } => {
-                let handle = self.sandbox_conn(naming, network, &name)?;
-                self.rt.block_on(async {
-                    let index = self.vxlan_index(&handle, vxlan, &name).await?;
-                    handle
-                        .neighbours()
-                        .add_bridge(index, &mac.0)
-                        .destination(*node)
-                        .flags(NeighbourFlags::Own)
-                        .state(NeighbourState::Permanent)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(nl(format!("bridge fdb replace on {vxlan}")))
-                })
+                self.neighbour(&self.sandbox_path(naming, network), vxlan, Neighbour::SetFdb(*mac, *node))
             }
             Op::DeleteFdb { network, vxlan, mac, node } => {
-                let handle = self.sandbox_conn(naming, network, &name)?;
-                self.rt.block_on(async {
-                    let index = self.vxlan_index(&handle, vxlan, &name).await?;
+                self.neighbour(&self.sandbox_path(naming, network), vxlan, Neighbour::DeleteFdb(*mac, *node))
+            }
+            Op::SetNeighbour { network, vxlan, address, mac } => {
+                self.neighbour(&self.sandbox_path(naming, network), vxlan, Neighbour::Set(*address, *mac))
+            }
+            Op::DeleteNeighbour { network, vxlan, address } => {
+                self.neighbour(&self.sandbox_path(naming, network), vxlan, Neighbour::Delete(*address))
+            }
+            Op::CreateGatewayBridge { address, mtu } => {
+                let node = self.node();
+                self.create_bridge(node.as_deref(), GATEWAY_BRIDGE, *mtu, std::slice::from_ref(address))
+            }
+            Op::EnableForwarding => netns::run_in(self.node().as_deref(), || std::fs::write(FORWARDING, "1"))
+                .and_then(|written| written)
+                .map_err(io_step(format!("write {FORWARDING} in the node namespace"))),
+            Op::SetMasquerade { subnet, bridge } => {
+                let (table, subnet, bridge) = (naming.nft_table.clone(), *subnet, bridge.clone());
+                let comment = crate::plan::masquerade_comment(subnet, &bridge);
+                netns::run_in(self.node().as_deref(), move || nft::set(&table, subnet, &bridge, &comment))
+                    .map_err(io_step("enter the node namespace"))
+                    .and_then(|applied| applied.map_err(Step::Nft))
+            }
+            Op::DeleteMasquerade => {
+                let table = naming.nft_table.clone();
+                netns::run_in(self.node().as_deref(), move || nft::delete(&table))
+                    .map_err(io_step("enter the node namespace"))
+                    .and_then(|applied| applied.map_err(Step::Nft))
+            }
+            Op::SetDefaultRoute { netns, ifname, via } => {
+                let result = self.set_default_route(netns, ifname, *via);
+                self.close(Some(netns));
+                result
+            }
+        };
+        result.map_err(|step| step.into_apply(op))
+    }
+
+    /// A socket into `netns`, as a step of an operation.
+    fn enter(&mut self, netns: Option<&Path>) -> Result<Handle, Step> {
+        self.conn(netns).map_err(io_step(format!("enter {}", describe(netns))))
+    }
+
+    fn delete_sandbox(&mut self, path: &Path) -> Result<(), Step> {
+        // A sandbox that cannot be entered has no links to delete first.
+        if let Ok(handle) = self.conn(Some(path)) {
+            let deleted = self.rt.block_on(delete_all_links(&handle));
+            self.close(Some(path));
+            deleted.map_err(nl_step(format!("delete links in {}", path.display())))?;
+        }
+        netns::delete_named(path).map_err(io_step(format!("delete namespace {}", path.display())))
+    }
+
+    fn create_sandbox(&mut self, path: &Path) -> Result<(), Step> {
+        netns::create_named(path).map_err(io_step(format!("create namespace {}", path.display())))?;
+        let handle = self.enter(Some(path))?;
+        self.rt.block_on(set_up(&handle, "lo")).map_err(nl_step(format!("bring up lo in {}", path.display())))
+    }
+
+    fn create_bridge(&mut self, netns: Option<&Path>, name: &str, mtu: u32, addresses: &[Cidr]) -> Result<(), Step> {
+        let handle = self.enter(netns)?;
+        let at = describe(netns);
+        self.rt.block_on(async {
+            let message = LinkBridge::new(name).mtu(mtu).build();
+            handle.link().add(message).execute().await.map_err(nl_step(format!("add bridge {name} in {at}")))?;
+            let index = find(&handle, name, &at).await?;
+            for cidr in addresses {
+                add_address(&handle, index, *cidr).await.map_err(nl_step(format!("add {cidr} to {name} in {at}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Makes the VXLAN device in the node namespace, where its UDP socket must live, then moves
+    /// it into the sandbox and puts it on the bridge.
+    fn create_vxlan(&mut self, sandbox: &Path, name: &str, vni: u32, port: u16, mtu: u32) -> Result<(), Step> {
+        let node = self.node();
+        let node_handle = self.enter(node.as_deref())?;
+        let handle = self.enter(Some(sandbox))?;
+        let file = File::open(sandbox).map_err(io_step(format!("open {}", sandbox.display())))?;
+        let (at_node, at) = (describe(node.as_deref()), sandbox.display().to_string());
+        self.rt.block_on(async {
+            // A crash between creating and moving leaves the device in the node namespace.
+            if let Some(stale) =
+                index_of(&node_handle, name).await.map_err(nl_step(format!("find {name} in {at_node}")))?
+            {
+                let deleted = node_handle.link().del(stale).execute().await;
+                deleted.map_err(nl_step(format!("delete leftover {name} in {at_node}")))?;
+            }
+            let message = LinkVxlan::new(name, vni).port(port).learning(false).proxy(true).mtu(mtu).build();
+            node_handle.link().add(message).execute().await.map_err(nl_step(format!("add {name} in {at_node}")))?;
+            let index = find(&node_handle, name, &at_node).await?;
+            let moved = LinkUnspec::new_with_index(index).setns_by_fd(file.as_raw_fd()).build();
+            if let Err(err) = node_handle.link().set(moved).execute().await {
+                let _ = node_handle.link().del(index).execute().await;
+                return Err(nl_step(format!("move {name} into {at}"))(err));
+            }
+            attach(&handle, name, SANDBOX_BRIDGE, mtu, &at).await
+        })
+    }
+
+    fn configure_link(
+        &mut self,
+        netns: Option<&Path>,
+        name: &str,
+        mtu: u32,
+        controller: Option<&str>,
+        add: &[Cidr],
+        remove: &[Cidr],
+    ) -> Result<(), Step> {
+        let handle = self.enter(netns)?;
+        let at = describe(netns);
+        self.rt.block_on(async {
+            let index = find(&handle, name, &at).await?;
+            let mut message = LinkUnspec::new_with_index(index).mtu(mtu).up();
+            if let Some(controller) = controller {
+                message = message.controller(find(&handle, controller, &at).await?);
+            }
+            handle.link().set(message.build()).execute().await.map_err(nl_step(format!("set {name} in {at}")))?;
+            for cidr in add {
+                add_address(&handle, index, *cidr).await.map_err(nl_step(format!("add {cidr} to {name} in {at}")))?;
+            }
+            for cidr in remove {
+                let removed = del_address(&handle, index, *cidr).await;
+                removed.map_err(nl_step(format!("remove {cidr} from {name} in {at}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_link(&mut self, netns: Option<&Path>, name: &str) -> Result<(), Step> {
+        if netns.is_some_and(|p| !p.exists()) {
+            return Ok(());
+        }
+        let handle = self.enter(netns)?;
+        let at = describe(netns);
+        self.rt.block_on(async {
+            // Already gone (a veth whose peer was deleted) is what was asked for.
+            if let Some(index) = index_of(&handle, name).await.map_err(nl_step(format!("find {name} in {at}")))? {
+                let deleted = ignore_missing(handle.link().del(index).execute().await);
+                deleted.map_err(nl_step(format!("delete {name} in {at}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// A veth whose `port` end goes on `bridge` here and whose other end is made directly inside
+    /// the container with its name, MAC, MTU and `addresses`.
+    fn create_veth(
+        &mut self,
+        netns: Option<&Path>,
+        bridge: &str,
+        veth: &Veth<'_>,
+        isolated: bool,
+        addresses: &[Cidr],
+    ) -> Result<(), Step> {
+        let handle = self.enter(netns)?;
+        let at = describe(netns);
+        let container = File::open(veth.container)
+            .map_err(io_step(format!("open container namespace {}", veth.container.display())))?;
+        let peer = LinkUnspec::new_with_name(veth.ifname)
+            .address(veth.mac.0.to_vec())
+            .mtu(veth.mtu)
+            .setns_by_fd(container.as_raw_fd())
+            .build();
+        let message = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+            .name(veth.port)
+            .mtu(veth.mtu)
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build();
+        let port = veth.port;
+        self.rt.block_on(async {
+            handle.link().add(message).execute().await.map_err(nl_step(format!("add veth {port} in {at}")))?;
+            attach(&handle, port, bridge, veth.mtu, &at).await?;
+            if isolated {
+                let index = find(&handle, port, &at).await?;
+                let message = LinkBridgePort::new(index).isolated(true).build();
+                let set = handle.link().set_port(message).execute().await;
+                set.map_err(nl_step(format!("isolate bridge port {port} in {at}")))?;
+            }
+            Ok(())
+        })?;
+        // The namespace file had to stay open until the kernel had made the peer in it.
+        drop(container);
+        let result = self.configure_inner(veth.container, veth.ifname, addresses);
+        self.close(Some(veth.container));
+        result
+    }
+
+    /// Addresses and up for the container end of a new veth, then loopback up.
+    fn configure_inner(&mut self, container: &Path, ifname: &str, addresses: &[Cidr]) -> Result<(), Step> {
+        let handle = self.enter(Some(container))?;
+        let at = describe(Some(container));
+        self.rt.block_on(async {
+            let index = find(&handle, ifname, &at).await?;
+            for cidr in addresses {
+                add_address(&handle, index, *cidr).await.map_err(nl_step(format!("add {cidr} to {ifname} in {at}")))?;
+            }
+            let up = LinkUnspec::new_with_index(index).up().build();
+            handle.link().set(up).execute().await.map_err(nl_step(format!("bring up {ifname} in {at}")))?;
+            set_up(&handle, "lo").await.map_err(nl_step(format!("bring up lo in {at}")))
+        })
+    }
+
+    fn neighbour(&mut self, sandbox: &Path, vxlan: &str, change: Neighbour) -> Result<(), Step> {
+        let handle = self.enter(Some(sandbox))?;
+        let at = sandbox.display().to_string();
+        self.rt.block_on(async {
+            let index = find(&handle, vxlan, &at).await?;
+            let neighbours = handle.neighbours();
+            let (result, what) = match change {
+                Neighbour::SetFdb(mac, node) => {
+                    let request = neighbours.add_bridge(index, &mac.0).destination(node).flags(NeighbourFlags::Own);
+                    (request.state(NeighbourState::Permanent).replace().execute().await, "bridge fdb replace")
+                }
+                Neighbour::DeleteFdb(mac, node) => {
                     let mut message = NeighbourMessage::default();
                     message.header.family = AddressFamily::Bridge;
                     message.header.ifindex = index;
                     message.header.flags = NeighbourFlags::Own;
                     message.header.state = NeighbourState::Permanent;
                     message.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
-                    message.attributes.push(NeighbourAttribute::Destination(neighbour_address(*node)));
-                    ignore_missing(handle.neighbours().del(message).execute().await)
-                        .map_err(nl(format!("bridge fdb del on {vxlan}")))
-                })
-            }
-            Op::SetNeighbour { network, vxlan, address, mac } => {
-                let handle = self.sandbox_conn(naming, network, &name)?;
-                self.rt.block_on(async {
-                    let index = self.vxlan_index(&handle, vxlan, &name).await?;
-                    handle
-                        .neighbours()
-                        .add(index, *address)
-                        .link_layer_address(&mac.0)
-                        .state(NeighbourState::Permanent)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(nl(format!("neighbour replace on {vxlan}")))
-                })
-            }
-            Op::DeleteNeighbour { network, vxlan, address } => {
-                let handle = self.sandbox_conn(naming, network, &name)?;
-                self.rt.block_on(async {
-                    let index = self.vxlan_index(&handle, vxlan, &name).await?;
+                    message.attributes.push(NeighbourAttribute::Destination(neighbour_address(node)));
+                    (ignore_missing(neighbours.del(message).execute().await), "bridge fdb del")
+                }
+                Neighbour::Set(address, mac) => {
+                    let request = neighbours.add(index, address).link_layer_address(&mac.0);
+                    (request.state(NeighbourState::Permanent).replace().execute().await, "neighbour replace")
+                }
+                Neighbour::Delete(address) => {
                     let mut message = NeighbourMessage::default();
-                    message.header.family = family(*address);
+                    message.header.family = family(address);
                     message.header.ifindex = index;
-                    message.attributes.push(NeighbourAttribute::Destination(neighbour_address(*address)));
-                    ignore_missing(handle.neighbours().del(message).execute().await)
-                        .map_err(nl(format!("neighbour del on {vxlan}")))
-                })
-            }
-            Op::CreateGatewayBridge { address, mtu } => {
-                let node = self.node();
-                let handle = self.conn(node.as_deref()).map_err(io_err("enter the node namespace".to_owned()))?;
-                self.rt.block_on(async {
-                    let message = LinkBridge::new(GATEWAY_BRIDGE).mtu(*mtu).build();
-                    handle.link().add(message).execute().await.map_err(nl("add bridge".to_owned()))?;
-                    let index = index_of(&handle, GATEWAY_BRIDGE)
-                        .await
-                        .map_err(nl("find bridge".to_owned()))?
-                        .ok_or_else(|| not_found(format!("{GATEWAY_BRIDGE} in the node namespace")))?;
-                    add_address(&handle, index, *address).await.map_err(nl(format!("add {address}")))
-                })
-            }
-            Op::EnableForwarding => netns::run_in(self.node().as_deref(), || std::fs::write(FORWARDING, "1"))
-                .and_then(|written| written)
-                .map_err(io_err(format!("write {FORWARDING} in the node namespace"))),
-            Op::SetMasquerade { subnet, bridge } => {
-                let (table, subnet, bridge) = (naming.nft_table.clone(), *subnet, bridge.clone());
-                let comment = crate::plan::masquerade_comment(subnet, &bridge);
-                netns::run_in(self.node().as_deref(), move || nft::set(&table, subnet, &bridge, &comment))
-                    .map_err(io_err("enter the node namespace".to_owned()))?
-                    .map_err(|source| ApplyError::Nft {
-                        op: name.clone(),
-                        stderr: nft_stderr(&source),
-                        source: Box::new(source),
-                    })
-            }
-            Op::DeleteMasquerade => {
-                let table = naming.nft_table.clone();
-                netns::run_in(self.node().as_deref(), move || nft::delete(&table))
-                    .map_err(io_err("enter the node namespace".to_owned()))?
-                    .map_err(|source| ApplyError::Nft {
-                        op: name.clone(),
-                        stderr: nft_stderr(&source),
-                        source: Box::new(source),
-                    })
-            }
-            Op::SetDefaultRoute { netns: container, ifname, via } => {
-                let handle = self
-                    .conn(Some(container))
-                    .map_err(io_err(format!("enter container namespace {}", container.display())))?;
-                let at = container.display().to_string();
-                let result = self.rt.block_on(async {
-                    let index = index_of(&handle, ifname)
-                        .await
-                        .map_err(nl(format!("find {ifname} in {at}")))?
-                        .ok_or_else(|| not_found(format!("{ifname} in {at}")))?;
-                    let message = match via {
-                        IpAddr::V4(v4) => {
-                            RouteMessageBuilder::<Ipv4Addr>::new().gateway(*v4).output_interface(index).build()
-                        }
-                        IpAddr::V6(v6) => {
-                            RouteMessageBuilder::<Ipv6Addr>::new().gateway(*v6).output_interface(index).build()
-                        }
-                    };
-                    handle
-                        .route()
-                        .add(message)
-                        .replace()
-                        .execute()
-                        .await
-                        .map_err(nl(format!("replace default route in {at}")))
-                });
-                self.close(Some(container));
-                result
-            }
-        }
-    }
-
-    fn sandbox_conn(&mut self, naming: &Naming, network: &str, op: &str) -> Result<Handle, ApplyError> {
-        let path = self.sandbox_path(naming, network);
-        self.conn(Some(&path)).map_err(|source| ApplyError::Io {
-            op: op.to_owned(),
-            step: format!("enter {}", path.display()),
-            source,
+                    message.attributes.push(NeighbourAttribute::Destination(neighbour_address(address)));
+                    (ignore_missing(neighbours.del(message).execute().await), "neighbour del")
+                }
+            };
+            result.map_err(nl_step(format!("{what} on {vxlan} in {at}")))
         })
     }
 
-    async fn vxlan_index(&self, handle: &Handle, vxlan: &str, op: &str) -> Result<u32, ApplyError> {
-        index_of(handle, vxlan)
-            .await
-            .map_err(|source| ApplyError::Netlink { op: op.to_owned(), step: format!("find {vxlan}"), source })?
-            .ok_or_else(|| ApplyError::NotFound { op: op.to_owned(), missing: format!("vxlan device {vxlan}") })
-    }
-
-    /// Addresses and up for the container end of a new veth, then loopback up.
-    fn configure_inner(
-        &mut self,
-        op: &str,
-        container: &Path,
-        ifname: &str,
-        addresses: &[Cidr],
-    ) -> Result<(), ApplyError> {
-        let at = format!("container namespace {}", container.display());
-        let handle = self.conn(Some(container)).map_err(|source| ApplyError::Io {
-            op: op.to_owned(),
-            step: format!("enter {at}"),
-            source,
-        })?;
-        let nl = |step: String| move |source| ApplyError::Netlink { op: op.to_owned(), step, source };
-        let result = self.rt.block_on(async {
-            let index = index_of(&handle, ifname)
-                .await
-                .map_err(nl(format!("find {ifname} in {at}")))?
-                .ok_or_else(|| ApplyError::NotFound { op: op.to_owned(), missing: format!("{ifname} in {at}") })?;
-            for cidr in addresses {
-                add_address(&handle, index, *cidr).await.map_err(nl(format!("add {cidr} to {ifname} in {at}")))?;
-            }
-            let up = LinkUnspec::new_with_index(index).up().build();
-            handle.link().set(up).execute().await.map_err(nl(format!("bring up {ifname} in {at}")))?;
-            set_up(&handle, "lo").await.map_err(nl(format!("bring up lo in {at}")))
-        });
-        self.close(Some(container));
-        result
+    fn set_default_route(&mut self, container: &Path, ifname: &str, via: IpAddr) -> Result<(), Step> {
+        let handle = self.enter(Some(container))?;
+        let at = describe(Some(container));
+        self.rt.block_on(async {
+            let index = find(&handle, ifname, &at).await?;
+            let message = match via {
+                IpAddr::V4(v4) => RouteMessageBuilder::<Ipv4Addr>::new().gateway(v4).output_interface(index).build(),
+                IpAddr::V6(v6) => RouteMessageBuilder::<Ipv6Addr>::new().gateway(v6).output_interface(index).build(),
+            };
+            let replaced = handle.route().add(message).replace().execute().await;
+            replaced.map_err(nl_step(format!("replace default route via {via} dev {ifname} in {at}")))
+        })
     }
 
     fn close_container(&mut self, place: &Place) {
@@ -549,56 +500,76 @@ impl Kernel {
 
 const FORWARDING: &str = "/proc/sys/net/ipv4/ip_forward";
 
-/// A veth `port` (here) whose peer `ifname` is made directly inside `container` with its MAC and
-/// MTU. Returns the message and the open namespace file, which must stay open until it is sent.
-fn veth_pair(port: &str, ifname: &str, mac: MacAddr, mtu: u32, container: &Path) -> io::Result<(LinkMessage, File)> {
-    let file = File::open(container)?;
-    let peer = LinkUnspec::new_with_name(ifname).address(mac.0.to_vec()).mtu(mtu).setns_by_fd(file.as_raw_fd()).build();
-    let message = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
-        .name(port)
-        .mtu(mtu)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .build();
-    Ok((message, file))
+/// The two ends of a container's veth.
+struct Veth<'a> {
+    port: &'a str,
+    ifname: &'a str,
+    mac: MacAddr,
+    mtu: u32,
+    container: &'a Path,
 }
 
-/// A failed step of attaching a link to a bridge.
-enum AttachError {
+/// A change to one FDB or neighbour entry of a VXLAN device.
+enum Neighbour {
+    SetFdb(MacAddr, IpAddr),
+    DeleteFdb(MacAddr, IpAddr),
+    Set(IpAddr, MacAddr),
+    Delete(IpAddr),
+}
+
+/// The step of an operation that failed, named with its namespace and device; the operation's
+/// own description is added when it becomes an [`ApplyError`].
+enum Step {
     Netlink(String, rtnetlink::Error),
+    Io(String, io::Error),
     Missing(String),
+    Nft(NftablesError),
 }
 
-impl AttachError {
-    fn into_apply(self, op: &str, at: &str) -> ApplyError {
+impl Step {
+    fn into_apply(self, op: &Op) -> ApplyError {
+        let op = op.to_string();
         match self {
-            Self::Netlink(step, source) => {
-                ApplyError::Netlink { op: op.to_owned(), step: format!("{step} in {at}"), source }
-            }
-            Self::Missing(what) => ApplyError::NotFound { op: op.to_owned(), missing: format!("{what} in {at}") },
+            Self::Netlink(step, source) => ApplyError::Netlink { op, step, source },
+            Self::Io(step, source) => ApplyError::Io { op, step, source },
+            Self::Missing(missing) => ApplyError::NotFound { op, missing },
+            Self::Nft(source) => ApplyError::Nft { op, stderr: nft_stderr(&source), source: Box::new(source) },
         }
     }
 }
 
-/// Puts `link` on `bridge`, sets its MTU and brings it up.
-async fn attach(handle: &Handle, link: &str, bridge: &str, mtu: u32) -> Result<(), AttachError> {
-    let find = |name: &str| {
-        let name = name.to_owned();
-        async move {
-            index_of(handle, &name)
-                .await
-                .map_err(|e| AttachError::Netlink(format!("find {name}"), e))?
-                .ok_or(AttachError::Missing(name))
-        }
-    };
-    let index = find(link).await?;
-    let controller = find(bridge).await?;
-    let message = LinkUnspec::new_with_index(index).controller(controller).mtu(mtu).up().build();
-    handle
-        .link()
-        .set(message)
-        .execute()
+fn nl_step(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Step {
+    let step = step.into();
+    move |source| Step::Netlink(step, source)
+}
+
+fn io_step(step: impl Into<String>) -> impl FnOnce(io::Error) -> Step {
+    let step = step.into();
+    move |source| Step::Io(step, source)
+}
+
+/// How messages name a namespace.
+fn describe(netns: Option<&Path>) -> String {
+    match netns {
+        Some(path) => format!("namespace {}", path.display()),
+        None => "the node namespace".to_owned(),
+    }
+}
+
+/// The index of link `name` in the namespace `at`, which must have it.
+async fn find(handle: &Handle, name: &str, at: &str) -> Result<u32, Step> {
+    index_of(handle, name)
         .await
-        .map_err(|e| AttachError::Netlink(format!("attach {link} to {bridge}"), e))
+        .map_err(nl_step(format!("find {name} in {at}")))?
+        .ok_or_else(|| Step::Missing(format!("{name} in {at}")))
+}
+
+/// Puts `link` on `bridge`, sets its MTU and brings it up.
+async fn attach(handle: &Handle, link: &str, bridge: &str, mtu: u32, at: &str) -> Result<(), Step> {
+    let index = find(handle, link, at).await?;
+    let controller = find(handle, bridge, at).await?;
+    let message = LinkUnspec::new_with_index(index).controller(controller).mtu(mtu).up().build();
+    handle.link().set(message).execute().await.map_err(nl_step(format!("attach {link} to {bridge} in {at}")))
 }
 
 fn errno(err: &rtnetlink::Error) -> Option<i32> {
