@@ -219,7 +219,7 @@ impl DnsServer {
         }
         let listen = self.config.listen;
         let opened = netns::run_in(netns, move || open_sockets(listen)).await;
-        let (udp, tcp) = opened.map_err(|failure| {
+        let ((udp, tcp), lo_up) = opened.map_err(|failure| {
             let container = container.to_owned();
             let netns = netns.to_owned();
             match failure {
@@ -246,6 +246,13 @@ impl DnsServer {
             source,
             hint: "",
         };
+        if !lo_up {
+            tracing::warn!(
+                container,
+                netns = %netns.display(),
+                "loopback interface is down in the container's namespace: its resolver at 127.0.0.11 is unreachable until it is up"
+            );
+        }
         let udp = Arc::new(UdpSocket::from_std(udp).map_err(|e| bind_err("udp", e))?);
         let tcp = TcpListener::from_std(tcp).map_err(|e| bind_err("tcp", e))?;
 
@@ -313,7 +320,15 @@ impl DnsServer {
 type Opened = (std::net::UdpSocket, std::net::TcpListener);
 
 /// Runs on a thread inside the container's namespace.
-fn open_sockets(listen: SocketAddr) -> Result<Opened, (&'static str, io::Error)> {
+fn open_sockets(listen: SocketAddr) -> Result<(Opened, bool), (&'static str, io::Error)> {
+    // 127.0.0.11 binds even while `lo` is down, but then nothing reaches it: tell the caller.
+    let lo_up = nix::ifaddrs::getifaddrs().is_ok_and(|mut addrs| {
+        addrs.any(|a| a.interface_name == "lo" && a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+    });
+    open_bound(listen).map(|opened| (opened, lo_up))
+}
+
+fn open_bound(listen: SocketAddr) -> Result<Opened, (&'static str, io::Error)> {
     let udp = std::net::UdpSocket::bind(listen).map_err(|e| ("udp", e))?;
     enlarge_receive_buffer(&udp);
     udp.set_nonblocking(true).map_err(|e| ("udp", e))?;

@@ -365,6 +365,11 @@ async fn attach_errors_name_the_container_and_namespace() {
     );
     drop(squatter);
 
+    eprintln!("--- lo down: attach works (with a warning), nothing answers until lo is up");
+    let lo_down = Netns::new(format!("{prefix}-lodown"), false);
+    env.server.attach("cz", &lo_down.path(), vec![]).await.expect("attach with lo down");
+    assert!(env.server.detach("cz"));
+
     let c1 = env.container("c1", &["front"]).await;
     let c1_path = std::path::PathBuf::from("/run/netns").join(&c1);
     let err = env.server.attach("c1", &c1_path, vec![]).await.expect_err("twice");
