@@ -176,7 +176,11 @@ impl ObjectStore {
 
     /// Stores a new object; refused if its ID exists or (for unique kinds) its name is taken.
     pub async fn create<T: Object>(&self, mut object: T) -> Result<T, ObjectError> {
-        object.meta_mut().version = 0;
+        let now = shoal_api::to_timestamp(std::time::SystemTime::now());
+        let meta = object.meta_mut();
+        meta.version = 0;
+        meta.created_at = Some(now);
+        meta.updated_at = Some(now);
         let id = object.id().to_owned();
         let mut txn = Txn::new().when(Compare::missing(key::<T>(&id)));
         let name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
@@ -209,7 +213,9 @@ impl ObjectStore {
                 txn = txn.and_then(Op::delete(name_key::<T>(name)));
             }
         }
-        object.meta_mut().version = 0;
+        let meta = object.meta_mut();
+        meta.version = 0;
+        meta.updated_at = Some(shoal_api::to_timestamp(std::time::SystemTime::now()));
         txn = txn.and_then(Op::put(key::<T>(&id), object.encode_to_vec()));
         let outcome = self.store.txn(txn).await?;
         if !outcome.succeeded {

@@ -2,26 +2,8 @@
 //! unique names, deletes.
 
 use super::*;
-use shoal_raft_store::{InProcessRouter, StoreConfig};
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-async fn store(tag: &str) -> (ObjectStore, TempDir) {
-    let dir = std::env::temp_dir().join(format!("shoal-manager-objects-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let router = InProcessRouter::new(1);
-    let store = Store::open(StoreConfig::new(1, "mem://m1", &dir), router.transport()).await.expect("open");
-    router.register(&store);
-    store.bootstrap().await.expect("bootstrap");
-    store.wait_for_leader(std::time::Duration::from_secs(5)).await.expect("leader");
-    (ObjectStore::new(store), TempDir(dir))
-}
+use crate::testutil::store;
 
 fn service(id: &str, name: &str, replicas: u64) -> v1::Service {
     v1::Service {

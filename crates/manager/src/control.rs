@@ -1,0 +1,295 @@
+//! The control API (`shoal.v1.Control`): what the CLI calls on any manager. Reads and writes go
+//! through the object store, so a write on a follower reaches the leader (raft-store forwards it)
+//! and, without a quorum, every call fails fast with the `no quorum` message.
+//!
+//! Nodes, services and tasks are named by full ID, by name, or by a unique ID prefix, as the
+//! docker CLI allows.
+
+use shoal_api::v1::{self, control_server::Control};
+use shoal_ca_pki::{JoinToken, JoinTokens, RemovedNodes, Role};
+use tonic::{Request, Response, Status};
+
+use crate::ids::new_id;
+use crate::objects::{Object, ObjectError, ObjectStore};
+use crate::validate::validate_service_spec;
+
+/// The control service of one manager.
+#[derive(Debug, Clone)]
+pub struct ControlService {
+    objects: ObjectStore,
+    removed: RemovedNodes,
+}
+
+impl ControlService {
+    /// Serves the objects in `objects`; node IDs removed through it are added to `removed`, which
+    /// the manager's TLS configs consult at every handshake.
+    pub fn new(objects: ObjectStore, removed: RemovedNodes) -> Self {
+        Self { objects, removed }
+    }
+
+    /// The object of kind `T` that `reference` names: full ID, then name, then unique ID prefix.
+    async fn resolve<T: Object>(&self, reference: &str) -> Result<T, Status> {
+        if reference.is_empty() {
+            return Err(Status::invalid_argument(format!("no {} given", T::KIND)));
+        }
+        match self.objects.get::<T>(reference).await {
+            Ok(object) => return Ok(object),
+            Err(ObjectError::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+        let all = self.objects.list::<T>().await?;
+        let by_name: Vec<&T> = all.iter().filter(|o| o.name() == Some(reference)).collect();
+        let candidates =
+            if by_name.is_empty() { all.iter().filter(|o| o.id().starts_with(reference)).collect() } else { by_name };
+        match candidates.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] => Err(Status::not_found(format!("no such {}: {reference}", T::KIND))),
+            many => Err(Status::failed_precondition(format!(
+                "{kind} {reference:?} is ambiguous ({} {kind}s match); use a longer ID",
+                many.len(),
+                kind = T::KIND
+            ))),
+        }
+    }
+
+    fn check_version<T: Object>(current: &T, requested: u64) -> Result<(), Status> {
+        if requested != current.version() {
+            return Err(
+                ObjectError::Conflict { kind: T::KIND, id: current.id().to_owned(), expected: requested }.into()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn service_name(spec: &v1::ServiceSpec) -> &str {
+    spec.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default()
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn get_node(&self, request: Request<v1::GetNodeRequest>) -> Result<Response<v1::GetNodeResponse>, Status> {
+        let node = self.resolve::<v1::Node>(&request.into_inner().node).await?;
+        Ok(Response::new(v1::GetNodeResponse { node: Some(node) }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<v1::ListNodesRequest>,
+    ) -> Result<Response<v1::ListNodesResponse>, Status> {
+        let filter = request.into_inner();
+        let nodes = self
+            .objects
+            .list::<v1::Node>()
+            .await?
+            .into_iter()
+            .filter(|n| filter.names.is_empty() || n.name().is_some_and(|name| filter.names.iter().any(|f| f == name)))
+            .filter(|n| filter.roles.is_empty() || filter.roles.contains(&n.role))
+            .collect();
+        Ok(Response::new(v1::ListNodesResponse { nodes }))
+    }
+
+    async fn update_node(
+        &self,
+        request: Request<v1::UpdateNodeRequest>,
+    ) -> Result<Response<v1::UpdateNodeResponse>, Status> {
+        let request = request.into_inner();
+        let mut node = self.resolve::<v1::Node>(&request.node).await?;
+        Self::check_version(&node, request.version)?;
+        let spec = request.spec.ok_or_else(|| Status::invalid_argument("update node: no spec given"))?;
+        for key in spec.annotations.iter().flat_map(|a| a.labels.keys()) {
+            if key.is_empty() || key.contains(char::is_whitespace) {
+                return Err(Status::invalid_argument(format!("invalid node label key {key:?}: no spaces, not empty")));
+            }
+        }
+        node.spec = Some(spec);
+        let node = self.objects.update(node).await?;
+        tracing::info!(node.id = %node.id, "node updated");
+        Ok(Response::new(v1::UpdateNodeResponse { node: Some(node) }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<v1::RemoveNodeRequest>,
+    ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
+        let request = request.into_inner();
+        let node = self.resolve::<v1::Node>(&request.node).await?;
+        let name = node.name().unwrap_or(&node.id).to_owned();
+        if node.role == v1::NodeRole::Manager as i32 {
+            return Err(Status::failed_precondition(format!(
+                "node {name} is a manager; demote it first (shoal node demote {name})"
+            )));
+        }
+        let ready = node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32);
+        if ready && !request.force {
+            return Err(Status::failed_precondition(format!(
+                "node {name} is not down and can't be removed; stop its agent first, or use --force"
+            )));
+        }
+        self.objects.delete::<v1::Node>(&node.id, node.version()).await?;
+        self.removed.insert(node.id.clone());
+        tracing::info!(node.id = %node.id, forced = request.force, "node removed");
+        Ok(Response::new(v1::RemoveNodeResponse {}))
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<v1::CreateServiceRequest>,
+    ) -> Result<Response<v1::CreateServiceResponse>, Status> {
+        let spec =
+            request.into_inner().spec.ok_or_else(|| Status::invalid_argument("create service: no spec given"))?;
+        validate_service_spec(&spec)?;
+        let service = v1::Service { id: new_id(), spec: Some(spec), spec_version: 1, ..Default::default() };
+        let service = self.objects.create(service).await?;
+        tracing::info!(service.id = %service.id, service.name = %service.name().unwrap_or_default(), "service created");
+        Ok(Response::new(v1::CreateServiceResponse { service: Some(service) }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<v1::GetServiceRequest>,
+    ) -> Result<Response<v1::GetServiceResponse>, Status> {
+        let service = self.resolve::<v1::Service>(&request.into_inner().service).await?;
+        Ok(Response::new(v1::GetServiceResponse { service: Some(service) }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<v1::ListServicesRequest>,
+    ) -> Result<Response<v1::ListServicesResponse>, Status> {
+        let names = request.into_inner().names;
+        let services = self
+            .objects
+            .list::<v1::Service>()
+            .await?
+            .into_iter()
+            .filter(|s| names.is_empty() || s.name().is_some_and(|name| names.iter().any(|n| n == name)))
+            .collect();
+        Ok(Response::new(v1::ListServicesResponse { services }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<v1::UpdateServiceRequest>,
+    ) -> Result<Response<v1::UpdateServiceResponse>, Status> {
+        let request = request.into_inner();
+        let mut service = self.resolve::<v1::Service>(&request.service).await?;
+        Self::check_version(&service, request.version)?;
+        let current = service.spec.clone().unwrap_or_default();
+        let next = if request.rollback {
+            service.previous_spec.clone().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "service {} has no previous spec to roll back to",
+                    service_name(&current)
+                ))
+            })?
+        } else {
+            request.spec.ok_or_else(|| Status::invalid_argument("update service: no spec given"))?
+        };
+        validate_service_spec(&next)?;
+        let mode = |s: &v1::ServiceSpec| s.mode.as_ref().map(std::mem::discriminant);
+        if mode(&next) != mode(&current) {
+            return Err(Status::invalid_argument(format!(
+                "service {}: the mode (replicated, global, job) cannot change; create a new service",
+                service_name(&current)
+            )));
+        }
+        service.previous_spec = Some(current);
+        service.spec = Some(next);
+        service.spec_version += 1;
+        let service = self.objects.update(service).await?;
+        tracing::info!(service.id = %service.id, spec_version = service.spec_version, rollback = request.rollback, "service updated");
+        Ok(Response::new(v1::UpdateServiceResponse { service: Some(service) }))
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<v1::RemoveServiceRequest>,
+    ) -> Result<Response<v1::RemoveServiceResponse>, Status> {
+        let service = self.resolve::<v1::Service>(&request.into_inner().service).await?;
+        self.objects.delete::<v1::Service>(&service.id, service.version()).await?;
+        // Its tasks are told to go; agents stop them and the reaper deletes them.
+        for mut task in self.objects.list::<v1::Task>().await?.into_iter().filter(|t| t.service_id == service.id) {
+            task.desired_state = v1::TaskState::Remove as i32;
+            if let Err(err) = self.objects.update(task).await {
+                tracing::warn!(service.id = %service.id, error = %err, "could not mark a task for removal; the orchestrator will");
+            }
+        }
+        tracing::info!(service.id = %service.id, "service removed");
+        Ok(Response::new(v1::RemoveServiceResponse {}))
+    }
+
+    async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {
+        let task = self.resolve::<v1::Task>(&request.into_inner().task).await?;
+        Ok(Response::new(v1::GetTaskResponse { task: Some(task) }))
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<v1::ListTasksRequest>,
+    ) -> Result<Response<v1::ListTasksResponse>, Status> {
+        let f = request.into_inner();
+        let tasks = self
+            .objects
+            .list::<v1::Task>()
+            .await?
+            .into_iter()
+            .filter(|t| f.service_ids.is_empty() || f.service_ids.contains(&t.service_id))
+            .filter(|t| f.node_ids.is_empty() || f.node_ids.contains(&t.node_id))
+            .filter(|t| f.desired_states.is_empty() || f.desired_states.contains(&t.desired_state))
+            .collect();
+        Ok(Response::new(v1::ListTasksResponse { tasks }))
+    }
+
+    async fn get_cluster(&self, _: Request<v1::GetClusterRequest>) -> Result<Response<v1::GetClusterResponse>, Status> {
+        let cluster = self.objects.list::<v1::Cluster>().await?.into_iter().next();
+        let cluster =
+            cluster.ok_or_else(|| Status::failed_precondition("this node is not part of an initialised cluster"))?;
+        Ok(Response::new(v1::GetClusterResponse { cluster: Some(cluster) }))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<v1::UpdateClusterRequest>,
+    ) -> Result<Response<v1::UpdateClusterResponse>, Status> {
+        let request = request.into_inner();
+        let mut cluster = self
+            .objects
+            .list::<v1::Cluster>()
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Status::failed_precondition("this node is not part of an initialised cluster"))?;
+        Self::check_version(&cluster, request.version)?;
+        if let Some(spec) = request.spec {
+            cluster.spec = Some(spec);
+        }
+        if request.rotate_worker_token || request.rotate_manager_token {
+            let stored = cluster.join_tokens.clone().unwrap_or_default();
+            let parse = |t: &str| {
+                t.parse::<JoinToken>().map_err(|e| Status::data_loss(format!("stored join token does not parse: {e}")))
+            };
+            let mut tokens = JoinTokens::from_tokens(&parse(&stored.worker)?, &parse(&stored.manager)?)
+                .map_err(|e| Status::data_loss(format!("stored join tokens: {e}")))?;
+            let rotations = [
+                (request.rotate_worker_token, Role::Worker, "worker"),
+                (request.rotate_manager_token, Role::Manager, "manager"),
+            ];
+            for (rotate, role, label) in rotations {
+                if rotate {
+                    tokens.rotate(role).map_err(|e| Status::internal(format!("rotate the {label} join token: {e}")))?;
+                    tracing::info!(role = label, "join token rotated");
+                }
+            }
+            cluster.join_tokens = Some(v1::JoinTokens {
+                worker: tokens.token(Role::Worker).to_string(),
+                manager: tokens.token(Role::Manager).to_string(),
+            });
+        }
+        let cluster = self.objects.update(cluster).await?;
+        Ok(Response::new(v1::UpdateClusterResponse { cluster: Some(cluster) }))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! The control service called directly (no network): names, prefixes, versions, validation,
+//! node removal rules and token rotation, each with the status code and message a CLI shows.
+
+use super::*;
+use crate::testutil::store;
+use tonic::Code;
+
+fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
+    v1::ServiceSpec {
+        annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
+        mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas })),
+        task: Some(v1::TaskSpec {
+            container: Some(v1::ContainerSpec { image: "shoal-test/web:v1".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn create(control: &ControlService, name: &str) -> v1::Service {
+    let request = Request::new(v1::CreateServiceRequest { spec: Some(spec(name, 1)) });
+    control.create_service(request).await.expect("create").into_inner().service.expect("service")
+}
+
+#[tokio::test]
+async fn services_by_id_name_and_prefix() {
+    let (objects, _dir) = store("control-services").await;
+    let control = ControlService::new(objects, RemovedNodes::new());
+    let web = create(&control, "web").await;
+    assert_eq!(web.id.len(), crate::ids::ID_LEN);
+    assert_eq!(web.spec_version, 1);
+    for reference in [web.id.clone(), "web".to_owned(), web.id[..6].to_owned()] {
+        let got = control.get_service(Request::new(v1::GetServiceRequest { service: reference.clone() })).await;
+        assert_eq!(got.expect(&reference).into_inner().service.map(|s| s.id), Some(web.id.clone()));
+    }
+    let missing = control.get_service(Request::new(v1::GetServiceRequest { service: "nope".into() })).await;
+    let status = missing.expect_err("missing");
+    assert_eq!((status.code(), status.message()), (Code::NotFound, "no such service: nope"));
+
+    let dup = control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(spec("web", 2)) })).await;
+    let status = dup.expect_err("duplicate name");
+    assert_eq!(status.code(), Code::AlreadyExists);
+    assert_eq!(status.message(), format!("service name \"web\" is already in use by service {}", web.id));
+
+    let bad = control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(spec("web.1", 1)) })).await;
+    assert_eq!(bad.expect_err("invalid name").code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn updates_need_the_current_version_and_keep_the_previous_spec() {
+    let (objects, _dir) = store("control-update").await;
+    let control = ControlService::new(objects, RemovedNodes::new());
+    let web = create(&control, "web").await;
+    let update = |version: u64, replicas: u64, rollback: bool| v1::UpdateServiceRequest {
+        service: "web".into(),
+        version,
+        spec: Some(spec("web", replicas)),
+        rollback,
+    };
+    let updated = control.update_service(Request::new(update(web.version(), 5, false))).await.expect("update");
+    let updated = updated.into_inner().service.expect("service");
+    assert_eq!(updated.spec_version, 2);
+    assert_eq!(updated.previous_spec, web.spec);
+
+    let stale = control.update_service(Request::new(update(web.version(), 7, false))).await.expect_err("stale");
+    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert!(stale.message().contains("was changed by someone else"), "{}", stale.message());
+
+    let rolled = control.update_service(Request::new(update(updated.version(), 0, true))).await.expect("rollback");
+    assert_eq!(rolled.into_inner().service.and_then(|s| s.spec), web.spec, "rollback restores the previous spec");
+
+    let mut global = spec("web", 0);
+    global.mode = Some(v1::service_spec::Mode::Global(v1::GlobalService {}));
+    let current =
+        control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await.expect("get");
+    let version = current.into_inner().service.map(|s| s.version()).unwrap_or_default();
+    let request = v1::UpdateServiceRequest { service: "web".into(), version, spec: Some(global), rollback: false };
+    let status = control.update_service(Request::new(request)).await.expect_err("mode change");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn removing_a_service_marks_its_tasks_for_removal() {
+    let (objects, _dir) = store("control-remove").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new());
+    let web = create(&control, "web").await;
+    for (id, service) in [("t1", web.id.as_str()), ("t2", "other")] {
+        let task = v1::Task {
+            id: id.into(),
+            service_id: service.into(),
+            desired_state: v1::TaskState::Running as i32,
+            ..Default::default()
+        };
+        objects.create(task).await.expect("task");
+    }
+    control.remove_service(Request::new(v1::RemoveServiceRequest { service: "web".into() })).await.expect("remove");
+    let t1: v1::Task = objects.get("t1").await.expect("t1");
+    let t2: v1::Task = objects.get("t2").await.expect("t2");
+    assert_eq!(t1.desired_state, v1::TaskState::Remove as i32);
+    assert_eq!(t2.desired_state, v1::TaskState::Running as i32);
+    let listed = control
+        .list_tasks(Request::new(v1::ListTasksRequest { service_ids: vec!["other".into()], ..Default::default() }));
+    assert_eq!(listed.await.expect("list").into_inner().tasks.len(), 1);
+}
+
+#[tokio::test]
+async fn node_removal_rules() {
+    let (objects, _dir) = store("control-nodes").await;
+    let removed = RemovedNodes::new();
+    let control = ControlService::new(objects.clone(), removed.clone());
+    let node = |id: &str, host: &str, role: v1::NodeRole, state: v1::node_status::State| v1::Node {
+        id: id.into(),
+        role: role as i32,
+        description: Some(v1::NodeDescription { hostname: host.into(), ..Default::default() }),
+        status: Some(v1::NodeStatus { state: state as i32, ..Default::default() }),
+        ..Default::default()
+    };
+    objects.create(node("m1id", "m1", v1::NodeRole::Manager, v1::node_status::State::Ready)).await.expect("m1");
+    objects.create(node("w1id", "w1", v1::NodeRole::Worker, v1::node_status::State::Ready)).await.expect("w1");
+    objects.create(node("w2id", "w2", v1::NodeRole::Worker, v1::node_status::State::Down)).await.expect("w2");
+    let remove =
+        |node: &str, force: bool| control.remove_node(Request::new(v1::RemoveNodeRequest { node: node.into(), force }));
+
+    let status = remove("m1", false).await.expect_err("manager");
+    assert_eq!(status.message(), "node m1 is a manager; demote it first (shoal node demote m1)");
+    let status = remove("w1", false).await.expect_err("ready");
+    assert_eq!(status.message(), "node w1 is not down and can't be removed; stop its agent first, or use --force");
+    remove("w2", false).await.expect("a down node goes");
+    remove("w1", true).await.expect("forced");
+    assert!(removed.contains("w1id") && removed.contains("w2id"), "removed nodes are refused at the TLS layer");
+    let left = control.list_nodes(Request::new(v1::ListNodesRequest::default())).await.expect("list").into_inner();
+    assert_eq!(left.nodes.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), ["m1id"]);
+}
+
+#[tokio::test]
+async fn rotating_a_join_token_replaces_it() {
+    let (objects, _dir) = store("control-cluster").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new());
+    let missing = control.get_cluster(Request::new(v1::GetClusterRequest {})).await.expect_err("no cluster yet");
+    assert_eq!(missing.code(), Code::FailedPrecondition);
+
+    let now = time::OffsetDateTime::now_utc();
+    let ca = shoal_ca_pki::ClusterCa::new(shoal_ca_pki::RootCa::generate(now).expect("root"));
+    let tokens = JoinTokens::generate(&ca.trust_bundle()).expect("tokens");
+    let join_tokens = v1::JoinTokens {
+        worker: tokens.token(Role::Worker).to_string(),
+        manager: tokens.token(Role::Manager).to_string(),
+    };
+    let cluster = v1::Cluster { id: "c1".into(), join_tokens: Some(join_tokens.clone()), ..Default::default() };
+    let cluster = objects.create(cluster).await.expect("cluster");
+    let request =
+        v1::UpdateClusterRequest { version: cluster.version(), rotate_worker_token: true, ..Default::default() };
+    let rotated =
+        control.update_cluster(Request::new(request)).await.expect("rotate").into_inner().cluster.expect("cluster");
+    let rotated_tokens = rotated.join_tokens.expect("tokens");
+    assert_ne!(rotated_tokens.worker, join_tokens.worker, "the worker token changed");
+    assert_eq!(rotated_tokens.manager, join_tokens.manager, "the manager token did not");
+    let fresh = JoinTokens::from_tokens(
+        &rotated_tokens.worker.parse().expect("worker"),
+        &rotated_tokens.manager.parse().expect("manager"),
+    )
+    .expect("tokens");
+    let old: JoinToken = join_tokens.worker.parse().expect("old worker token");
+    assert!(fresh.role_for(&old).is_err(), "the old worker token is refused");
+}

@@ -1,0 +1,47 @@
+//! Errors become `tonic::Status` here, at the API edge, with the code a client can act on and a
+//! message that names the object.
+
+use shoal_raft_store::{ReadError, WriteError};
+use tonic::{Code, Status};
+
+use crate::objects::ObjectError;
+use crate::validate::SpecError;
+
+/// The message every request gets while the managers cannot form a quorum.
+pub(crate) const NO_QUORUM: &str = "no quorum: the managers cannot elect a leader (fewer than half are reachable); bring managers back or recover the cluster";
+
+impl From<ObjectError> for Status {
+    fn from(err: ObjectError) -> Self {
+        let code = match &err {
+            ObjectError::NotFound { .. } => Code::NotFound,
+            ObjectError::Exists { .. } | ObjectError::NameTaken { .. } => Code::AlreadyExists,
+            ObjectError::Conflict { .. } => Code::FailedPrecondition,
+            ObjectError::Corrupt { .. } => Code::DataLoss,
+            ObjectError::Read(read) => return read_status(read),
+            ObjectError::Write(write) => return write_status(write),
+        };
+        Status::new(code, err.to_string())
+    }
+}
+
+impl From<SpecError> for Status {
+    fn from(err: SpecError) -> Self {
+        Status::invalid_argument(err.to_string())
+    }
+}
+
+fn read_status(err: &ReadError) -> Status {
+    match err {
+        ReadError::NoQuorum { .. } | ReadError::Timeout { .. } => Status::unavailable(format!("{NO_QUORUM} ({err})")),
+        ReadError::Stopped { .. } => Status::unavailable(err.to_string()),
+    }
+}
+
+fn write_status(err: &WriteError) -> Status {
+    match err {
+        WriteError::NotLeader { leader: None } | WriteError::Unconfirmed { .. } => {
+            Status::unavailable(format!("{NO_QUORUM} ({err})"))
+        }
+        other => Status::unavailable(other.to_string()),
+    }
+}

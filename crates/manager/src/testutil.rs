@@ -1,0 +1,27 @@
+//! Test fixtures shared by the manager's unit tests.
+
+use shoal_raft_store::{InProcessRouter, Store, StoreConfig};
+
+use crate::objects::ObjectStore;
+
+/// A directory removed on drop.
+#[derive(Debug)]
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An object store on a fresh one-member in-process raft-store that is leader.
+pub(crate) async fn store(tag: &str) -> (ObjectStore, TempDir) {
+    let dir = std::env::temp_dir().join(format!("shoal-manager-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let router = InProcessRouter::new(1);
+    let store = Store::open(StoreConfig::new(1, "mem://m1", &dir), router.transport()).await.expect("open store");
+    router.register(&store);
+    store.bootstrap().await.expect("bootstrap");
+    store.wait_for_leader(std::time::Duration::from_secs(5)).await.expect("leader");
+    (ObjectStore::new(store), TempDir(dir))
+}
