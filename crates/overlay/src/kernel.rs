@@ -316,7 +316,7 @@ impl Kernel {
         let node_handle = self.enter(node.as_deref())?;
         let handle = self.enter(Some(sandbox))?;
         let file = File::open(sandbox).map_err(io_step(format!("open {}", sandbox.display())))?;
-        let (at_node, at) = (describe(node.as_deref()), sandbox.display().to_string());
+        let (at_node, at) = (describe(node.as_deref()), describe(Some(sandbox)));
         self.rt.block_on(async {
             // A crash between creating and moving leaves the device in the node namespace.
             if let Some(stale) =
@@ -442,7 +442,7 @@ impl Kernel {
 
     fn neighbour(&mut self, sandbox: &Path, vxlan: &str, change: Neighbour) -> Result<(), Step> {
         let handle = self.enter(Some(sandbox))?;
-        let at = sandbox.display().to_string();
+        let at = describe(Some(sandbox));
         self.rt.block_on(async {
             let index = find(&handle, vxlan, &at).await?;
             let neighbours = handle.neighbours();

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use shoal_overlay::{ContainerSpec, Desired, Egress, GatewayBridge, LocalEndpoint, Op, RemoteEndpoint};
+use shoal_overlay::{ContainerSpec, Dataplane as _, Desired, Egress, GatewayBridge, LocalEndpoint, Op, RemoteEndpoint};
 use shoal_testkit::privileged;
 use support::{World, ip_in, narrate, netns_with_prefix, network, ping};
 
@@ -407,5 +407,21 @@ fn missing_namespaces_are_reported_and_errors_name_what_failed() {
     let err =
         overlay.reconcile(&Desired { containers: vec![odd], ..desired }).expect_err("not a namespace").to_string();
     assert!(err.contains("container odd") && err.contains(&not_netns.display().to_string()), "{err}");
+    eprintln!("error: {err}");
+
+    narrate("an operation on a device that is not there names the network, device and namespace");
+    let op = Op::SetFdb {
+        network: "blue".into(),
+        vxlan: "shl-vx9".into(),
+        mac: shoal_overlay::MacAddr::from_ipv4(ip(198, 18, 0, 9)),
+        node: IpAddr::V4(ip(192, 0, 2, 12)),
+    };
+    let naming = overlay.naming().clone();
+    let err = overlay.dataplane_mut().apply(&op, &naming).expect_err("no such device").to_string();
+    overlay.dataplane_mut().finish();
+    assert!(
+        err.contains("network blue") && err.contains("shl-vx9 in namespace") && err.contains("-node1-blue"),
+        "{err}"
+    );
     eprintln!("error: {err}");
 }
