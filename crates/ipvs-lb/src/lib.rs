@@ -1,0 +1,193 @@
+//! Service load balancing for Shoal: virtual services (a VIP or node address, a port and a
+//! protocol) balanced across weighted backends inside a network namespace, through nftables or
+//! through IPVS over generic netlink, behind one trait.
+//!
+//! - [`NftBalancer`] programs one nftables table per namespace: a verdict map keyed by
+//!   (destination address, protocol, destination port) jumps to one chain per service, which
+//!   DNATs with `numgen inc` over the backends' weight ranges. A change to one service rewrites
+//!   only that service's chain and map element, and every change is one `nft` run.
+//! - [`IpvsBalancer`] talks to the kernel's `IPVS` generic-netlink family: NAT forwarding, round
+//!   robin (weighted round robin when the weights differ).
+//! - [`open`] picks IPVS when the family resolves in the namespace and nftables otherwise, and
+//!   logs the choice.
+//!
+//! Draining a backend is setting its weight to 0: it gets no new connections and keeps the ones
+//! it has. What happens to a removed backend's flows is described on [`LoadBalancer`].
+#![warn(missing_docs)]
+
+mod ipvs;
+mod model;
+mod netns;
+mod nft;
+
+pub use ipvs::IpvsBalancer;
+pub use model::{Backend, BackendKind, MAX_WEIGHT, Protocol, Service, ServiceKey};
+pub use netns::Netns;
+pub use nft::NftBalancer;
+
+use std::net::SocketAddrV4;
+
+/// Opening a load balancer in a namespace failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The namespace could not be entered.
+    #[error("cannot enter network namespace {netns}: {source}")]
+    Netns {
+        /// The namespace.
+        netns: Netns,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The nftables table could not be created or read.
+    #[error("cannot set up nftables table {table} in network namespace {netns}: {detail}")]
+    Nft {
+        /// The namespace.
+        netns: Netns,
+        /// The table.
+        table: String,
+        /// What nft said.
+        detail: String,
+    },
+    /// The IPVS generic-netlink family could not be used.
+    #[error("cannot use IPVS in network namespace {netns}: {detail}")]
+    Ipvs {
+        /// The namespace.
+        netns: Netns,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// Applying a change (set, remove, replace all, drain) failed. Nothing of a failed nftables
+/// change is applied (one `nft` transaction); IPVS applies message by message and stops at the
+/// first failure, which the message names.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// A service or backend is not acceptable.
+    #[error("invalid service {service}: {reason}")]
+    Invalid {
+        /// The service.
+        service: ServiceKey,
+        /// Why.
+        reason: String,
+    },
+    /// Drain named a service that is not set.
+    #[error("no service {service} in network namespace {netns}")]
+    NoSuchService {
+        /// The namespace.
+        netns: Netns,
+        /// The service.
+        service: ServiceKey,
+    },
+    /// Drain named a backend the service does not have.
+    #[error("service {service} has no backend {backend} in network namespace {netns}")]
+    NoSuchBackend {
+        /// The namespace.
+        netns: Netns,
+        /// The service.
+        service: ServiceKey,
+        /// The backend.
+        backend: SocketAddrV4,
+    },
+    /// `nft` rejected the batch.
+    #[error("nftables table {table} in network namespace {netns}: {detail}")]
+    Nft {
+        /// The namespace.
+        netns: Netns,
+        /// The table.
+        table: String,
+        /// What nft said.
+        detail: String,
+    },
+    /// The kernel rejected an IPVS request.
+    #[error("IPVS in network namespace {netns}: {detail}")]
+    Ipvs {
+        /// The namespace.
+        netns: Netns,
+        /// The request and the kernel's answer.
+        detail: String,
+    },
+    /// Listing the current state (needed by the change) failed.
+    #[error(transparent)]
+    List(#[from] ListError),
+}
+
+/// Reading the services back from the kernel failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// `nft` could not list the table, or printed something this crate does not understand.
+    #[error("cannot list nftables table {table} in network namespace {netns}: {detail}")]
+    Nft {
+        /// The namespace.
+        netns: Netns,
+        /// The table.
+        table: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The IPVS dump failed.
+    #[error("cannot list IPVS services in network namespace {netns}: {detail}")]
+    Ipvs {
+        /// The namespace.
+        netns: Netns,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// A load balancer in one network namespace. Calls block (they run `nft` or talk netlink);
+/// async callers use `spawn_blocking`.
+///
+/// Conntrack hygiene: established flows are never flushed by this crate. Draining (weight 0)
+/// keeps a backend's flows and sends it no new ones. After removal, nftables flows keep their
+/// NAT binding and drain naturally: they reach the old backend until they end or their conntrack
+/// entry times out. IPVS keeps a removed destination's connection entries too, but by the
+/// kernel's default (`net.ipv4.vs.expire_nodest_conn = 0`) silently drops their packets, so
+/// with IPVS a removed backend's flows stop. Drain first, remove when the connections are gone.
+pub trait LoadBalancer: std::fmt::Debug + Send {
+    /// Which kind of dataplane this is.
+    fn kind(&self) -> BackendKind;
+
+    /// The namespace it programs.
+    fn netns(&self) -> &Netns;
+
+    /// Adds these services or replaces them (matched by key); other services are untouched.
+    fn set(&mut self, services: &[Service]) -> Result<(), ApplyError>;
+
+    /// Removes these services; keys that are not set are ignored.
+    fn remove(&mut self, keys: &[ServiceKey]) -> Result<(), ApplyError>;
+
+    /// Makes the set of services exactly `services`, touching only what differs.
+    fn replace_all(&mut self, services: &[Service]) -> Result<(), ApplyError>;
+
+    /// The services as the kernel has them, sorted by key, backends sorted by address and port.
+    fn list(&self) -> Result<Vec<Service>, ListError>;
+
+    /// Sets one backend's weight to 0: no new connections, existing ones kept.
+    fn drain(&mut self, service: &ServiceKey, backend: SocketAddrV4) -> Result<(), ApplyError> {
+        let current = self.list()?;
+        let Some(mut found) = current.into_iter().find(|s| s.key == *service) else {
+            return Err(ApplyError::NoSuchService { netns: self.netns().clone(), service: *service });
+        };
+        let Some(b) = found.backends.iter_mut().find(|b| b.socket_addr() == backend) else {
+            return Err(ApplyError::NoSuchBackend { netns: self.netns().clone(), service: *service, backend });
+        };
+        b.weight = 0;
+        self.set(&[found])
+    }
+}
+
+/// Opens the best load balancer for `netns`: IPVS when its generic-netlink family resolves there,
+/// nftables (table `table`) otherwise. The choice and the reason are logged.
+pub fn open(netns: &Netns, table: &str) -> Result<Box<dyn LoadBalancer>, OpenError> {
+    match IpvsBalancer::open(netns) {
+        Ok(ipvs) => {
+            tracing::info!(netns = %netns, backend = "ipvs", "load balancer: IPVS family resolved");
+            Ok(Box::new(ipvs))
+        }
+        Err(err) => {
+            tracing::info!(netns = %netns, backend = "nftables", reason = %err, "load balancer: IPVS unavailable, using nftables");
+            Ok(Box::new(NftBalancer::open(netns, table)?))
+        }
+    }
+}

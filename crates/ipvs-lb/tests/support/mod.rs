@@ -1,0 +1,366 @@
+//! The conformance suite every load-balancer backend must pass, and the namespaces it runs in:
+//! a balancer namespace (the harness's underlay) and three backend namespaces, each running a
+//! TCP and a UDP echo that answer with their name and the address they see the client at.
+//!
+//! Shared by `tests/conformance.rs` (nftables, on this host) and `examples/vm_guest.rs` (IPVS,
+//! inside the VM that `cargo xtask vm-test` boots).
+#![allow(dead_code, unreachable_pub, clippy::print_stderr)] // Each including binary uses part of it; steps narrate on stderr.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use shoal_ipvs_lb::{ApplyError, Backend, BackendKind, LoadBalancer, Netns, Service, ServiceKey};
+use shoal_testkit::{Cluster, in_netns};
+
+/// The VIP of the suite's main service. 198.18.0.0/24 is local to the balancer namespace (an
+/// AnyIP route), so clients there reach any VIP through the output hook.
+pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// The VIP of the 10,000 bulk services (ports `BULK_PORT..`).
+pub const BULK_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+pub const BULK_PORT: u16 = 20_000;
+/// The balancer namespace's address on the task subnet.
+pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
+pub const TCP_PORT: u16 = 8080;
+pub const UDP_PORT: u16 = 5353;
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+pub fn narrate(message: &str) {
+    eprintln!("--- {message}");
+}
+
+/// Backend `i` (0-based) is `b{i+1}` at 198.18.1.(11+i).
+pub fn backend_addr(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 1, 11 + u8::try_from(i).unwrap_or(0))
+}
+
+/// A TCP or UDP echo in a namespace, stopped on drop.
+pub struct Echo {
+    stop: Arc<AtomicBool>,
+    netns: String,
+    tcp: SocketAddrV4,
+    udp: SocketAddrV4,
+}
+
+impl Echo {
+    /// Starts both echoes in `netns`, answering `name PEER-ADDRESS\n`.
+    pub fn start(netns: &str, name: &str, addr: Ipv4Addr) -> Echo {
+        let tcp_addr = SocketAddrV4::new(addr, TCP_PORT);
+        let udp_addr = SocketAddrV4::new(addr, UDP_PORT);
+        let (listener, udp) = in_netns(netns, move || {
+            (TcpListener::bind(tcp_addr).expect("bind tcp echo"), UdpSocket::bind(udp_addr).expect("bind udp echo"))
+        })
+        .expect("enter backend namespace");
+        let stop = Arc::new(AtomicBool::new(false));
+        let (name_tcp, stop_tcp) = (name.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop_tcp.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let name = name_tcp.clone();
+                std::thread::spawn(move || {
+                    let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                    let _ = conn.set_nodelay(true);
+                    if conn.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                    let mut buf = [0; 512];
+                    while let Ok(n) = conn.read(&mut buf) {
+                        if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        let (name_udp, stop_udp) = (name.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0; 512];
+            while let Ok((_, peer)) = udp.recv_from(&mut buf) {
+                if stop_udp.load(Ordering::Relaxed) {
+                    return;
+                }
+                let _ = udp.send_to(format!("{name_udp} {}\n", peer.ip()).as_bytes(), peer);
+            }
+        });
+        Echo { stop, netns: netns.to_owned(), tcp: tcp_addr, udp: udp_addr }
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (tcp, udp) = (self.tcp, self.udp);
+        // Wake both loops so they see the flag.
+        let _ = in_netns(&self.netns, move || {
+            let _ = TcpStream::connect_timeout(&tcp.into(), Duration::from_millis(200));
+            if let Ok(socket) = UdpSocket::bind("0.0.0.0:0") {
+                let _ = socket.send_to(b"stop", udp);
+            }
+        });
+    }
+}
+
+/// The namespaces of the suite.
+pub struct Env {
+    pub cluster: Cluster,
+    /// The balancer namespace: clients connect from here.
+    pub lb_netns: String,
+    pub backends: Vec<String>,
+    _echoes: Vec<Echo>,
+}
+
+impl Env {
+    /// Builds the balancer namespace and three backends with their echoes.
+    pub fn new() -> Env {
+        let cluster = Cluster::new(3).expect("build namespaces");
+        let lb_netns = cluster.underlay_netns().to_owned();
+        let ip = |netns: &str, args: &[&str]| {
+            let out = std::process::Command::new("ip").arg("-n").arg(netns).args(args).output().expect("run ip");
+            assert!(out.status.success(), "ip -n {netns} {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&lb_netns, &["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"]);
+        ip(&lb_netns, &["route", "add", "local", "198.18.0.0/24", "dev", "lo"]);
+        let mut backends = Vec::new();
+        let mut echoes = Vec::new();
+        for (i, node) in cluster.nodes().iter().enumerate() {
+            let addr = backend_addr(i);
+            ip(&node.netns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ip(&node.netns, &["route", "add", "198.18.0.0/24", "via", &GATEWAY.to_string()]);
+            echoes.push(Echo::start(&node.netns, &format!("b{}", i + 1), addr));
+            backends.push(node.netns.clone());
+        }
+        Env { cluster, lb_netns, backends, _echoes: echoes }
+    }
+
+    pub fn netns(&self) -> Netns {
+        Netns::named(&self.lb_netns)
+    }
+
+    /// Opens `count` TCP connections to `to` from the balancer namespace, one after another;
+    /// returns how many each backend name answered and the peer address each reported.
+    pub fn tcp_tally(&self, to: SocketAddrV4, count: usize) -> (BTreeMap<String, usize>, Vec<String>) {
+        let answers = in_netns(&self.lb_netns, move || {
+            (0..count).map(|_| tcp_hello(to).map(|(_, line)| line)).collect::<Vec<_>>()
+        })
+        .expect("enter balancer namespace");
+        tally(answers)
+    }
+
+    /// Sends one datagram from each of `count` fresh sockets (fresh flows) to `to`.
+    pub fn udp_tally(&self, to: SocketAddrV4, count: usize) -> (BTreeMap<String, usize>, Vec<String>) {
+        let answers = in_netns(&self.lb_netns, move || (0..count).map(|_| udp_hello(to)).collect::<Vec<_>>())
+            .expect("enter balancer namespace");
+        tally(answers)
+    }
+
+    /// A long-lived connection to `to` (opened in the balancer namespace) and the backend's name.
+    pub fn open_conn(&self, to: SocketAddrV4) -> (TcpStream, String) {
+        let (stream, line) = in_netns(&self.lb_netns, move || tcp_hello(to))
+            .expect("enter balancer namespace")
+            .unwrap_or_else(|e| panic!("connect to {to}: {e}"));
+        (stream, line.split(' ').next().unwrap_or_default().to_owned())
+    }
+}
+
+fn tally(answers: Vec<Result<String, String>>) -> (BTreeMap<String, usize>, Vec<String>) {
+    let mut names = BTreeMap::new();
+    let mut peers = Vec::new();
+    for answer in answers {
+        let line = answer.unwrap_or_else(|e| format!("error {e}"));
+        let mut parts = line.split(' ');
+        *names.entry(parts.next().unwrap_or_default().to_owned()).or_insert(0) += 1;
+        peers.push(parts.next().unwrap_or_default().to_owned());
+    }
+    (names, peers)
+}
+
+/// Connects and reads the greeting line.
+pub fn tcp_hello(to: SocketAddrV4) -> Result<(TcpStream, String), String> {
+    let stream = TcpStream::connect_timeout(&SocketAddr::V4(to), TIMEOUT).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    let mut line = String::new();
+    BufReader::new(&stream).read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok((stream, line.trim().to_owned()))
+}
+
+fn udp_hello(to: SocketAddrV4) -> Result<String, String> {
+    let socket = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
+    socket.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    socket.send_to(b"hello", to).map_err(|e| e.to_string())?;
+    let mut buf = [0; 512];
+    let n = socket.recv(&mut buf).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&buf[..n]).trim().to_owned())
+}
+
+/// Whether a long-lived connection still echoes.
+pub fn still_echoes(stream: &mut TcpStream) -> bool {
+    if stream.write_all(b"ping\n").is_err() {
+        return false;
+    }
+    let mut buf = [0; 5];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"ping\n"
+}
+
+fn three(port: u16) -> Vec<Backend> {
+    (0..3).map(|i| Backend::new(backend_addr(i), port)).collect()
+}
+
+fn assert_even(names: &BTreeMap<String, usize>, expected: &[&str], total: usize, what: &str) {
+    let share = total / expected.len();
+    let slack = share * 15 / 100;
+    for name in expected {
+        let got = names.get(*name).copied().unwrap_or(0);
+        assert!(got.abs_diff(share) <= slack, "{what}: {name} got {got} of {total}, want {share} ± 15 %: {names:?}");
+    }
+    let others: usize = names.iter().filter(|(n, _)| !expected.contains(&n.as_str())).map(|(_, c)| c).sum();
+    assert_eq!(others, 0, "{what}: answers from outside {expected:?}: {names:?}");
+}
+
+/// The conformance cases, by name, each taking a fresh balancer in a fresh environment.
+/// One conformance case.
+pub type Case = fn(&Env, &mut dyn LoadBalancer);
+
+pub const CASES: &[(&str, Case)] = &[
+    ("distribution", distribution),
+    ("drain", drain),
+    ("removal", removal),
+    ("udp", udp),
+    ("source_nat", source_nat),
+    ("replace_all_and_list", replace_all_and_list),
+    ("update_among_10000", update_among_10000),
+];
+
+/// 300 connections split evenly (within ±15 %) over three backends.
+pub fn distribution(env: &Env, lb: &mut dyn LoadBalancer) {
+    let key = ServiceKey::tcp(VIP, 80);
+    lb.set(&[Service::new(key, three(TCP_PORT))]).expect("set service");
+    narrate("300 connections through the VIP");
+    let (names, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 300);
+    assert_even(&names, &["b1", "b2", "b3"], 300, "distribution");
+    narrate("without source NAT the backend sees the client's address");
+    assert!(peers.iter().all(|p| p == &VIP.to_string()), "peers: {:?}", &peers[..3]);
+}
+
+/// Weight 0: no new connections, the existing one kept; list shows the weight.
+pub fn drain(env: &Env, lb: &mut dyn LoadBalancer) {
+    let key = ServiceKey::tcp(VIP, 80);
+    lb.set(&[Service::new(key, three(TCP_PORT))]).expect("set service");
+    narrate("open connections until one lands on b3");
+    let mut on_b3 = None;
+    for _ in 0..6 {
+        let (stream, name) = env.open_conn(SocketAddrV4::new(VIP, 80));
+        if name == "b3" {
+            on_b3 = Some(stream);
+            break;
+        }
+    }
+    let mut on_b3 = on_b3.expect("a connection on b3");
+    narrate("drain b3");
+    lb.drain(&key, SocketAddrV4::new(backend_addr(2), TCP_PORT)).expect("drain");
+    let listed = lb.list().expect("list");
+    let weights: Vec<u32> = listed.iter().flat_map(|s| s.backends.iter().map(|b| b.weight)).collect();
+    assert_eq!(weights, [1, 1, 0], "listed: {listed:?}");
+    let (names, _) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 60);
+    assert_even(&names, &["b1", "b2"], 60, "after drain");
+    assert!(still_echoes(&mut on_b3), "the drained backend's existing connection must keep working");
+    let err = lb.drain(&key, SocketAddrV4::new(backend_addr(0), 9)).expect_err("unknown backend");
+    assert!(matches!(err, ApplyError::NoSuchBackend { .. }), "{err}");
+    assert!(err.to_string().contains("198.18.1.11:9"), "{err}");
+}
+
+/// A removed backend gets nothing; a removed service is gone.
+pub fn removal(env: &Env, lb: &mut dyn LoadBalancer) {
+    let key = ServiceKey::tcp(VIP, 80);
+    lb.set(&[Service::new(key, three(TCP_PORT))]).expect("set service");
+    narrate("remove b3 from the service");
+    lb.set(&[Service::new(key, three(TCP_PORT)[..2].to_vec())]).expect("update service");
+    let (names, _) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 60);
+    assert_even(&names, &["b1", "b2"], 60, "after removal");
+    narrate("remove the service");
+    lb.remove(&[key]).expect("remove");
+    assert!(lb.list().expect("list").is_empty());
+    let refused = in_netns(&env.lb_netns, || tcp_hello(SocketAddrV4::new(VIP, 80)).is_err()).expect("netns");
+    assert!(refused, "nothing answers a removed service");
+    lb.remove(&[key]).expect("removing again is a no-op");
+}
+
+/// A UDP service: every fresh flow balanced.
+pub fn udp(env: &Env, lb: &mut dyn LoadBalancer) {
+    let key = ServiceKey::udp(VIP, 53);
+    lb.set(&[Service::new(key, three(UDP_PORT))]).expect("set service");
+    let (names, _) = env.udp_tally(SocketAddrV4::new(VIP, 53), 60);
+    assert_even(&names, &["b1", "b2", "b3"], 60, "udp");
+}
+
+/// With source NAT the backend sees the balancer's address, not the client's (nftables); the
+/// IPVS backend refuses the option by name.
+pub fn source_nat(env: &Env, lb: &mut dyn LoadBalancer) {
+    let key = ServiceKey::tcp(VIP, 81);
+    let service = Service { key, backends: three(TCP_PORT), source_nat: true };
+    if lb.kind() == BackendKind::Ipvs {
+        let err = lb.set(&[service]).expect_err("IPVS has no source NAT here");
+        assert!(err.to_string().contains("198.18.0.10:81/tcp"), "{err}");
+        return;
+    }
+    lb.set(std::slice::from_ref(&service)).expect("set service");
+    assert_eq!(lb.list().expect("list"), vec![service]);
+    let (names, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 81), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "source NAT");
+    assert!(peers.iter().all(|p| p != &VIP.to_string() && !p.is_empty()), "masqueraded peers: {peers:?}");
+}
+
+/// replace_all makes the set exact; list reads it back sorted.
+pub fn replace_all_and_list(_env: &Env, lb: &mut dyn LoadBalancer) {
+    let a = Service::new(ServiceKey::tcp(VIP, 80), three(TCP_PORT));
+    let b = Service::new(ServiceKey::udp(VIP, 53), vec![Backend { weight: 3, ..Backend::new(backend_addr(1), 53) }]);
+    let c = Service::new(ServiceKey::tcp(BULK_VIP, 80), vec![Backend::new(backend_addr(0), TCP_PORT)]);
+    lb.replace_all(&[a.clone(), b.clone()]).expect("replace all");
+    assert_eq!(lb.list().expect("list"), vec![b.clone(), a.clone()], "sorted by address, port, protocol");
+    lb.replace_all(&[c.clone(), a.clone()]).expect("replace all");
+    assert_eq!(lb.list().expect("list"), vec![a, c]);
+    lb.replace_all(&[]).expect("replace all with nothing");
+    assert!(lb.list().expect("list").is_empty());
+    let bad = Service::new(ServiceKey::tcp(VIP, 0), three(TCP_PORT));
+    let err = lb.set(&[bad]).expect_err("port 0");
+    assert!(err.to_string().contains("198.18.0.10:0/tcp"), "{err}");
+}
+
+/// 10,000 services; one changes; connections of others keep working and their split is intact.
+pub fn update_among_10000(env: &Env, lb: &mut dyn LoadBalancer) {
+    let services: Vec<Service> = (0..10_000u16)
+        .map(|i| {
+            let key = ServiceKey::tcp(BULK_VIP, BULK_PORT + i);
+            Service::new(key, vec![Backend::new(backend_addr(usize::from(i % 3)), TCP_PORT)])
+        })
+        .chain([Service::new(ServiceKey::tcp(VIP, 80), three(TCP_PORT))])
+        .collect();
+    narrate("set 10,001 services");
+    let started = Instant::now();
+    lb.replace_all(&services).expect("set 10,001 services");
+    narrate(&format!("set in {:?}", started.elapsed()));
+    let mut held: Vec<(TcpStream, String)> =
+        (0..6).map(|i| env.open_conn(SocketAddrV4::new(BULK_VIP, BULK_PORT + i * 1000))).collect();
+    held.push(env.open_conn(SocketAddrV4::new(VIP, 80)));
+    narrate("change one service among them");
+    let changed = Service::new(ServiceKey::tcp(BULK_VIP, BULK_PORT + 5000), three(TCP_PORT));
+    let started = Instant::now();
+    lb.set(&[changed]).expect("change one");
+    narrate(&format!("changed in {:?}", started.elapsed()));
+    for (stream, name) in &mut held {
+        assert!(still_echoes(stream), "connection to {name} disturbed by another service's change");
+    }
+    let (names, _) = env.tcp_tally(SocketAddrV4::new(BULK_VIP, BULK_PORT + 5000), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "changed service");
+    let (names, _) = env.tcp_tally(SocketAddrV4::new(BULK_VIP, BULK_PORT + 7000), 5);
+    assert_eq!(names.keys().collect::<Vec<_>>(), ["b2"], "untouched service keeps its backend");
+    let (names, _) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "untouched three-backend service");
+    assert_eq!(lb.list().expect("list").len(), 10_001);
+}
