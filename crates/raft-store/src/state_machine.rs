@@ -304,12 +304,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = Vec<u8>;
 
     async fn build_snapshot(&mut self) -> Result<openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>, io::Error> {
+        // Copy under the lock (cheap), encode outside it, so applies are not held up by a large state.
         let (meta, body) = {
             let st = self.lock();
             let body = SnapshotBody { revision: st.revision, kvs: st.kv.values().cloned().collect() };
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
-            (meta, serde_json::to_vec(&body).map_err(io::Error::other)?)
+            (meta, body)
         };
+        let body = serde_json::to_vec(&body).map_err(io::Error::other)?;
         self.write_snapshot_file(&meta, &body)?;
         tracing::info!(
             node.id = self.shared.node,
@@ -406,7 +408,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 /// An ordered stream of changes under a prefix, from [`crate::Store::watch`].
 ///
 /// Yields `Ok(event)` in revision order; yields one `Err` and ends when the watch cannot continue
-/// (a snapshot replaced the history this member keeps, or the store stopped).
+/// (a snapshot replaced the history this member keeps, or the store stopped). Events wait in an
+/// unbounded buffer until read: a watcher that stops reading should drop the stream.
 #[derive(Debug)]
 pub struct WatchStream {
     rx: mpsc::UnboundedReceiver<Result<Event, WatchError>>,

@@ -302,3 +302,45 @@ async fn encrypted_member_reopens_only_with_its_key() {
     assert_eq!(store.range("/secret/").await.expect("range").kvs.len(), 15);
     store.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_repairs_a_torn_log_tail_and_refuses_a_corrupted_log() {
+    support::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = InProcessRouter::new(9);
+    let config = || StoreConfig::new(1, "mem://1", dir.path());
+    let store = Store::open(config(), router.transport()).await.expect("open");
+    router.register(&store);
+    store.bootstrap().await.expect("bootstrap");
+    for i in 0..10 {
+        store.put(format!("/k/{i}"), "v").await.expect("put");
+    }
+    store.shutdown().await;
+    router.unregister(1);
+    let segment = std::fs::read_dir(dir.path().join("log"))
+        .expect("log dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "log"))
+        .expect("a segment");
+    let bytes = std::fs::read(&segment).expect("read");
+
+    info!("--- a crash mid-append: half of a record at the end is cut and the store opens");
+    let mut torn = bytes.clone();
+    torn.extend_from_slice(&[0x40, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&segment, &torn).expect("write");
+    let store = Store::open(config(), router.transport()).await.expect("torn tail is repaired");
+    router.register(&store);
+    store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
+    assert_eq!(store.range("/k/").await.expect("range").kvs.len(), 10);
+    store.shutdown().await;
+    router.unregister(1);
+
+    info!("--- a flipped bit inside the log refuses to open, naming the file and offset");
+    let mut bytes = std::fs::read(&segment).expect("read");
+    bytes[40] ^= 0x01;
+    std::fs::write(&segment, &bytes).expect("write");
+    let err = Store::open(config(), router.transport()).await.expect_err("corruption is refused");
+    let text = err.to_string();
+    assert!(matches!(&err, OpenError::Corrupt { path, .. } if path == &segment), "{text}");
+    assert!(text.contains("offset"), "{text}");
+}
