@@ -134,12 +134,14 @@ impl Session<'_> {
     async fn get(&mut self, url: &str, accept: Option<&str>) -> Result<Response<Incoming>, ImageError> {
         let mut url = url.to_owned();
         let mut challenged = false;
-        let mut same_host = true;
+        // Credentials go only to the origin (scheme and host) they were meant for: not to a CDN
+        // a blob redirects to, and not over plain HTTP after a redirect from HTTPS.
+        let mut same_origin = true;
         for _ in 0..6 {
-            let auth = if same_host { self.authorization.clone() } else { None };
+            let auth = if same_origin { self.authorization.clone() } else { None };
             let response = self.send(&url, accept, auth.as_deref()).await?;
             let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && same_host && !challenged {
+            if status == StatusCode::UNAUTHORIZED && same_origin && !challenged {
                 challenged = true;
                 let challenge = response
                     .headers()
@@ -167,7 +169,7 @@ impl Session<'_> {
                     .and_then(|v| v.to_str().ok())
                     .ok_or_else(|| self.fail(format!("{status} without a Location from {url}")))?;
                 let next = resolve(&url, location);
-                same_host = host_of(&next) == host_of(&url) && same_host;
+                same_origin = origin_of(&next) == origin_of(&url) && same_origin;
                 url = next;
                 continue;
             }
@@ -308,10 +310,11 @@ fn resolve(base: &str, location: &str) -> String {
     )
 }
 
-fn host_of(url: &str) -> &str {
+/// The scheme and authority of a URL (`https://host:port`).
+fn origin_of(url: &str) -> &str {
     let start = url.find("://").map_or(0, |i| i + 3);
-    let rest = &url[start..];
-    &rest[..rest.find('/').unwrap_or(rest.len())]
+    let end = url[start..].find('/').map_or(url.len(), |i| start + i);
+    &url[..end]
 }
 
 fn url_encode(value: &str) -> String {
@@ -374,7 +377,10 @@ mod tests {
     fn resolves_redirects() {
         assert_eq!(resolve("http://r:5000/v2/a/blobs/x", "/other/path"), "http://r:5000/other/path");
         assert_eq!(resolve("http://r:5000/v2/a", "https://cdn.example/blob?sig=1"), "https://cdn.example/blob?sig=1");
-        assert_eq!(host_of("https://cdn.example/blob"), "cdn.example");
+        assert_eq!(origin_of("https://cdn.example/blob"), "https://cdn.example");
+        assert_eq!(origin_of("http://r:5000"), "http://r:5000");
+        // A downgrade to plain HTTP on the same host is another origin: no credentials follow it.
+        assert_ne!(origin_of("https://r/v2/a"), origin_of("http://r/v2/a"));
         assert_eq!(url_encode("repository:a/b:pull"), "repository%3Aa%2Fb%3Apull");
     }
 }
