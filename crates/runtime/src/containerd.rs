@@ -818,7 +818,13 @@ impl ContainerRuntime for Containerd {
         }
 
         // Until the container record references the snapshot, a lease keeps the collector off it.
-        let lease = self.create_lease().await.map_err(container_status(id, "create lease"))?;
+        let lease = match self.create_lease().await {
+            Ok(lease) => lease,
+            Err(status) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(container_status(id, "create lease")(status));
+            }
+        };
         let prepared = self
             .snapshots()
             .prepare(self.leased(
@@ -835,6 +841,7 @@ impl ContainerRuntime for Containerd {
             Ok(response) => response.into_inner().mounts,
             Err(status) => {
                 self.delete_lease(lease).await;
+                let _ = std::fs::remove_dir_all(&dir);
                 return Err(container_status(id, "prepare snapshot")(status));
             }
         };
@@ -877,6 +884,8 @@ impl ContainerRuntime for Containerd {
         .await;
         if result.is_err() {
             self.remove_snapshot(id).await;
+            // The hosts, resolv.conf and hostname files belong to a container that does not exist.
+            let _ = std::fs::remove_dir_all(&dir);
         }
         self.delete_lease(lease).await;
         tracing::debug!(container.id = id, image = %image_name, ok = result.is_ok(), "created container");
@@ -907,10 +916,11 @@ impl ContainerRuntime for Containerd {
             stderr: uri,
             ..Default::default()
         };
-        self.tasks().create(self.request(request)).await.map_err(container_status(id, "create task"))?;
+        // Written before the task exists, so that failing to write it cannot leave a task behind.
         let _ = std::fs::remove_file(dir.join("exit"));
         let started = dir.join("started");
         std::fs::write(&started, unix_nanos(SystemTime::now()).to_string()).map_err(self.io_err(id, &started))?;
+        self.tasks().create(self.request(request)).await.map_err(container_status(id, "create task"))?;
         if let Err(status) =
             self.tasks().start(self.request(StartRequest { container_id: id.to_owned(), exec_id: String::new() })).await
         {
@@ -959,7 +969,10 @@ impl ContainerRuntime for Containerd {
                 let id = id.to_owned();
                 tokio::spawn(async move { this.wait_task(&id, "").await })
             };
-            self.kill(id, "", signal).await?;
+            if let Err(err) = self.kill(id, "", signal).await {
+                waiter.abort();
+                return Err(err);
+            }
             tracing::debug!(container.id = id, signal, grace_ms = grace.as_millis() as u64, "stopping container");
             let waiter = match tokio::time::timeout(grace, waiter).await {
                 Ok(done) => Some(done),

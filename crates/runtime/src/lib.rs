@@ -71,5 +71,9 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerInfo>, ContainerError>;
 
     /// Subscribes to container exits from now on.
+    ///
+    /// The stream ends when the runtime loses its connection to the daemon (or cannot subscribe);
+    /// a caller that needs every exit subscribes again and calls [`ContainerRuntime::list`] to
+    /// catch exits it missed.
     async fn events(&self) -> Result<EventStream, ContainerError>;
 }
