@@ -2,24 +2,31 @@
 //! into tasks, the scheduler driver, the dispatcher that hands tasks to nodes, and the CA, all
 //! composed from the subsystem crates (raft-store, scheduler, ca-pki) and spoken over `api`.
 //!
-//! Built so far: the control API service ([`ControlService`]), the typed object store with optimistic concurrency ([`ObjectStore`]), spec
+//! Built so far: the manager port ([`serve`]: control API, CA, Raft transport behind role checks
+//! over mutual TLS), the control API service ([`ControlService`]), the typed object store with optimistic concurrency ([`ObjectStore`]), spec
 //! validation ([`validate_service_spec`], [`validate_name`]), the replicated orchestrator's
 //! reconcile step ([`reconcile_replicated`]) and the scheduler driver's translation ([`place`]). The API server, dispatcher, scheduler driver and
 //! the `init`/`join` flows come next (see ARCHITECTURE.md).
 #![warn(missing_docs)]
 
+mod ca_service;
 mod control;
 mod ids;
 mod objects;
 mod orchestrator;
 mod placement;
+mod server;
 mod status;
 #[cfg(test)]
 mod testutil;
+mod tls;
 mod validate;
 
+pub use ca_service::CaService;
 pub use control::ControlService;
 pub use objects::{Object, ObjectError, ObjectStore};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};
+pub use server::{Services, serve};
+pub use tls::{PeerInfo, connect};
 pub use validate::{SpecError, validate_name, validate_service_spec};

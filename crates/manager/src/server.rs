@@ -1,0 +1,59 @@
+//! Everything a manager serves on its one port: the control API (managers only), the CA
+//! (anyone with a join token; renewal for nodes), and the Raft transport (managers only), each
+//! behind its role check. The dispatcher joins here as it lands.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use shoal_api::v1::{ca_server::CaServer, control_server::ControlServer};
+use shoal_ca_pki::{ClusterCa, RemovedNodes, Role};
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+
+use crate::ca_service::CaService;
+use crate::control::ControlService;
+use crate::objects::ObjectStore;
+use crate::tls::{incoming, require};
+
+/// What one manager serves.
+#[derive(Debug, Clone)]
+pub struct Services {
+    /// The cluster state.
+    pub objects: ObjectStore,
+    /// Node IDs refused at the TLS layer (shared with the TLS config).
+    pub removed: RemovedNodes,
+    /// The cluster CA.
+    pub ca: Arc<Mutex<ClusterCa>>,
+    /// The cluster's ID (certificates' O).
+    pub cluster_id: String,
+    /// How long issued node certificates are valid.
+    pub cert_validity: Duration,
+}
+
+/// Serves `services` on `listener` with `tls` (ca-pki's `join_server_config`, so that joining
+/// nodes without a certificate can reach the CA) until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    tls: rustls::ServerConfig,
+    services: Services,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let control = ControlService::new(services.objects.clone(), services.removed.clone());
+    let ca = CaService::new(
+        services.objects.clone(),
+        services.ca.clone(),
+        services.cluster_id.clone(),
+        services.cert_validity,
+    );
+    let raft = shoal_raft_store::grpc::service(services.objects.store().clone());
+    tonic::transport::Server::builder()
+        .add_service(ControlServer::with_interceptor(control, require("the control API", &[Role::Manager])))
+        .add_service(CaServer::new(ca))
+        .add_service(InterceptedService::new(raft, require("the raft transport", &[Role::Manager])))
+        .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,163 @@
+//! The manager's one port: TLS (ca-pki's configs, client certificates optional so that joining
+//! nodes can reach the CA) under tonic, with each connection's verified peer identity attached
+//! to every request, role checks per service, and the client-side connector that the CLI, agents
+//! and other managers use.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use shoal_ca_pki::{NodeIdentity, Role, peer_identity, server_name};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+
+/// Who is on the other end of a connection, attached to each of its requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerInfo {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// The verified certificate identity; `None` for a node without a certificate (joining).
+    pub identity: Option<NodeIdentity>,
+}
+
+/// A TLS connection carrying its peer's identity.
+#[derive(Debug)]
+pub(crate) struct PeerStream {
+    inner: TlsStream<TcpStream>,
+    info: PeerInfo,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Accepts connections on `listener` and completes their TLS handshakes (each on its own task,
+/// so a slow or hostile client cannot hold up others); the stream yields established ones.
+pub(crate) fn incoming(
+    listener: TcpListener,
+    mut tls: rustls::ServerConfig,
+) -> tokio_stream::wrappers::ReceiverStream<Result<PeerStream, std::io::Error>> {
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let identity = peer_identity(stream.get_ref().1.peer_certificates()).ok();
+                        let _ = conn_tx.send(Ok(PeerStream { inner: stream, info: PeerInfo { addr, identity } })).await;
+                    }
+                    Ok(Err(err)) => tracing::debug!(peer = %addr, error = %err, "tls handshake refused"),
+                    Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The caller's identity, or `Unauthenticated` for a caller without a certificate.
+pub(crate) fn caller<T>(request: &Request<T>) -> Result<NodeIdentity, Status> {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .and_then(|p| p.identity.clone())
+        .ok_or_else(|| Status::unauthenticated("this call needs a node certificate; join the cluster first"))
+}
+
+/// An interceptor admitting only callers whose certificate has one of `roles`.
+pub(crate) fn require(
+    service: &'static str,
+    roles: &'static [Role],
+) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
+    move |request: Request<()>| {
+        let identity = caller(&request)?;
+        if roles.contains(&identity.role) {
+            Ok(request)
+        } else {
+            let wanted: Vec<&str> = roles.iter().map(|r| role_word(*r)).collect();
+            Err(Status::permission_denied(format!(
+                "{service} needs a {} certificate; node {} is a {}",
+                wanted.join(" or "),
+                identity.node_id,
+                role_word(identity.role)
+            )))
+        }
+    }
+}
+
+pub(crate) fn role_word(role: Role) -> &'static str {
+    match role {
+        Role::Manager => "manager",
+        Role::Worker => "worker",
+    }
+}
+
+/// A gRPC channel to the manager at `addr` over TLS with `tls` (ca-pki's `client_config` for
+/// nodes and the CLI, `join_client_config` for a node that is joining).
+pub async fn connect(addr: &str, mut tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    // The URI only carries the address: TLS is done by the connector below, so "http" it is.
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(10));
+    endpoint
+        .connect_with_connector(tower::service_fn(move |uri: tonic::transport::Uri| {
+            let connector = connector.clone();
+            async move {
+                let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+                let port = uri.port_u16().unwrap_or(2377);
+                let tcp = TcpStream::connect((host, port)).await?;
+                tcp.set_nodelay(true)?;
+                let tls = connector.connect(server_name(Role::Manager), tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await
+}
