@@ -780,15 +780,7 @@ impl ContainerRuntime for Containerd {
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
         let id = spec.id.as_str();
         let invalid_spec = |reason: String| ContainerError::InvalidSpec { id: id.to_owned(), reason };
-        let valid_id = !id.is_empty()
-            && id.len() <= 76
-            && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-        if !valid_id {
-            return Err(invalid_spec(format!(
-                "id {id:?} must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters"
-            )));
-        }
+        spec.check_id()?;
         let image_name = Reference::parse(&spec.image).map_err(|e| invalid_spec(e.to_string()))?.to_string();
         match self.get_container(id).await {
             Ok(_) => return Err(ContainerError::AlreadyExists { id: id.to_owned() }),

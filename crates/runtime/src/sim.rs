@@ -250,6 +250,7 @@ impl ContainerRuntime for Simulated {
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
+        spec.check_id()?;
         let id = spec.id.clone();
         let image = Reference::parse(&spec.image)
             .map_err(|e| ContainerError::InvalidSpec { id: id.clone(), reason: e.to_string() })?

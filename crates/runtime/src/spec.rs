@@ -127,6 +127,23 @@ pub struct ContainerSpec {
     pub resolv_conf: Option<String>,
 }
 
+impl ContainerSpec {
+    /// Refuses an ID containerd would not take, or that could leave the runtime's state directory.
+    pub(crate) fn check_id(&self) -> Result<(), crate::ContainerError> {
+        let id = self.id.as_str();
+        let valid = id.len() <= 76
+            && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+        if valid {
+            return Ok(());
+        }
+        Err(crate::ContainerError::InvalidSpec {
+            id: id.to_owned(),
+            reason: format!("id {id:?} must match [A-Za-z0-9][A-Za-z0-9_.-]* and be at most 76 characters"),
+        })
+    }
+}
+
 /// How a container's main process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExitStatus {

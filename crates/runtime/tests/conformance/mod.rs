@@ -103,6 +103,11 @@ async fn missing_image(f: &impl Fixture) {
 async fn life_cycle(f: &impl Fixture) {
     let rt = f.runtime();
     let spec = spec_for(f, "conf-life", &Program::Sleeper).await;
+    // An ID that containerd would refuse, or that names a path outside the state directory.
+    for bad in ["", "../conf-escape", "-conf", "conf life"] {
+        let err = rt.create(&ContainerSpec { id: bad.into(), ..spec.clone() }).await.expect_err("invalid id");
+        assert!(matches!(err, ContainerError::InvalidSpec { .. }), "{bad:?}: {err:?}");
+    }
     rt.create(&spec).await.expect("create");
     assert_eq!(state_of(&*rt, "conf-life").await, Some(ContainerState::Created));
     let again = rt.create(&spec).await.expect_err("duplicate create");
