@@ -126,8 +126,29 @@ pub(crate) fn ensure_cargo_deny() -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A minimal 64-bit little-endian ELF file with one program header of type `p_type`.
+    fn elf_with_program_header(p_type: u32) -> Vec<u8> {
+        let mut bytes = vec![0u8; 64 + 56];
+        bytes[..6].copy_from_slice(&[0x7f, b'E', b'L', b'F', 2, 1]);
+        bytes[0x20..0x28].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        bytes[0x36..0x38].copy_from_slice(&56u16.to_le_bytes()); // e_phentsize
+        bytes[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+        bytes[64..68].copy_from_slice(&p_type.to_le_bytes());
+        bytes
+    }
+
     #[test]
     fn static_and_dynamic_binaries_are_told_apart() {
+        let dir = std::env::temp_dir().join(format!("shoal-prereq-elf-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let (static_elf, dynamic_elf) = (dir.join("static"), dir.join("dynamic"));
+        std::fs::write(&static_elf, elf_with_program_header(1)).expect("write"); // PT_LOAD
+        std::fs::write(&dynamic_elf, elf_with_program_header(3)).expect("write"); // PT_INTERP
+        let (is_static, is_dynamic) = (is_static_elf(&static_elf), is_static_elf(&dynamic_elf));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(is_static, "an ELF file without PT_INTERP is static");
+        assert!(!is_dynamic, "an ELF file with PT_INTERP is dynamic");
+
         // The test binary itself is dynamically linked (it has an interpreter).
         let me = std::env::current_exe().expect("current exe");
         assert!(!is_static_elf(&me));

@@ -57,7 +57,8 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
     nextest.extend(args.nextest.iter().map(String::as_str));
     let skip_env = skip_log.to_string_lossy().into_owned();
     let nextest_result = cargo(&nextest, &[("SHOAL_SKIP_LOG", &skip_env)]);
-    let suite = parse_junit(&std::fs::read_to_string(&junit).unwrap_or_default());
+    let report = std::fs::read_to_string(&junit);
+    let suite = parse_junit(report.as_deref().unwrap_or_default());
     let skipped = std::fs::read_to_string(&skip_log).map(|s| s.lines().count() as u64).unwrap_or(0);
     counts.passed += suite.passed.saturating_sub(skipped);
     counts.failed += suite.failed;
@@ -67,6 +68,13 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
         print!("{}", std::fs::read_to_string(&skip_log).unwrap_or_default());
     }
     nextest_result?;
+    if let Err(err) = report {
+        // Without the report the summary would count every test as not run.
+        bail!(
+            "nextest wrote no JUnit report at {} ({err}): keep [profile.default.junit] in .config/nextest.toml",
+            junit.display()
+        );
+    }
 
     step("cargo test --doc");
     let doc = cargo_captured(&["test", "--doc", "--workspace", "--locked"])?;
