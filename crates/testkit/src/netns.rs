@@ -40,6 +40,14 @@ pub enum HarnessError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Signalling or reaping a process the harness started failed.
+    #[error("harness {action}: {source}")]
+    Process {
+        /// What the harness was doing, e.g. `kill process node1-manager (4242)`.
+        action: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A node index outside `1..=N`.
     #[error("no node {index} in a cluster of {count} nodes (nodes are numbered from 1)")]
     NoSuchNode {
@@ -96,9 +104,9 @@ impl Process {
             Ok(()) => {}
             // Already exited: nothing to kill, still reap below.
             Err(err) if err.kind() == std::io::ErrorKind::InvalidInput => {}
-            Err(source) => return Err(io_error_to_command(action, source)),
+            Err(source) => return Err(process_error(action, source)),
         }
-        self.child.wait().map(drop).map_err(|source| io_error_to_command(action, source))
+        self.child.wait().map(drop).map_err(|source| process_error(action, source))
     }
 
     /// Waits for it to exit by itself and returns its exit code (`None` when killed by a signal).
@@ -107,7 +115,7 @@ impl Process {
         self.child
             .wait()
             .map(|status| status.code())
-            .map_err(|source| io_error_to_command(format!("wait for process {name}"), source))
+            .map_err(|source| process_error(format!("wait for process {name}"), source))
     }
 }
 
@@ -118,8 +126,8 @@ impl Drop for Process {
     }
 }
 
-fn io_error_to_command(action: String, source: std::io::Error) -> HarnessError {
-    HarnessError::Command { action, source: CommandError::Spawn { command: "kill".to_owned(), source } }
+fn process_error(action: String, source: std::io::Error) -> HarnessError {
+    HarnessError::Process { action, source }
 }
 
 /// A harness cluster. Dropping it kills every process in its namespaces, deletes the namespaces
@@ -366,7 +374,10 @@ impl Drop for Cluster {
         let namespaces = self.nodes.iter().map(|n| n.netns.clone()).chain([self.underlay.clone()]);
         for netns in namespaces {
             kill_netns_processes(&netns);
-            let _ = cmd::run(Command::new("ip").args(["netns", "delete", &netns]));
+            // Drop cannot fail, but a namespace left behind must not go unnoticed.
+            if let Err(err) = cmd::run(Command::new("ip").args(["netns", "delete", &netns])) {
+                narrate(&format!("could not delete namespace {netns} ({err}); `cargo xtask clean` removes it"));
+            }
         }
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
