@@ -1,8 +1,8 @@
 //! Proof that the cluster harness does what tests rely on: reachability on the underlay, each
+//! fault (killed process, downed link, nftables partition) and complete clean-up.
 
 // Tests narrate their steps on stderr, which nextest shows when one fails.
 #![allow(clippy::print_stderr)]
-//! fault (killed process, downed link, nftables partition) and complete clean-up.
 
 use std::process::Command;
 
@@ -102,17 +102,21 @@ fn cleanup_on_panic() {
     if !privileged::require("cleanup_on_panic", privileged::NETNS) {
         return;
     }
-    let prefix = std::sync::Mutex::new(String::new());
+    let made = std::sync::Mutex::new((String::new(), std::path::PathBuf::new(), 0u32));
     let result = std::panic::catch_unwind(|| {
         let cluster = Cluster::new(2).expect("build cluster");
-        *prefix.lock().expect("lock") = cluster.prefix().to_owned();
-        let _p = cluster.spawn(cluster.node(1).expect("node"), "sleeper", "/bin/busybox", &["sleep", "600"]);
+        let sleeper =
+            cluster.spawn(cluster.node(1).expect("node"), "sleeper", "/bin/busybox", &["sleep", "600"]).expect("spawn");
+        *made.lock().expect("lock") = (cluster.prefix().to_owned(), cluster.dir().to_owned(), sleeper.pid());
         panic!("a test fails half-way");
     });
     assert!(result.is_err());
-    let prefix = prefix.into_inner().expect("lock");
-    assert!(prefix.starts_with(shoal_testkit::RUN_PREFIX_ROOT));
+    let (prefix, dir, pid) = made.into_inner().expect("lock");
+    assert!(prefix.starts_with(shoal_testkit::RUN_PREFIX_ROOT), "the cluster was built: {prefix:?}");
     assert_eq!(netns_with_prefix(&prefix), Vec::<String>::new(), "namespaces removed despite the panic");
+    assert!(!dir.exists(), "the run's directory {} is removed despite the panic", dir.display());
+    // The process guard reaped it, so no such process is left, not even a zombie.
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} survived the panic");
 }
 
 #[test]
