@@ -2,15 +2,18 @@
 //! into tasks, the scheduler driver, the dispatcher that hands tasks to nodes, and the CA, all
 //! composed from the subsystem crates (raft-store, scheduler, ca-pki) and spoken over `api`.
 //!
-//! Built so far: the manager port ([`serve`]: control API, CA, Raft transport behind role checks
-//! over mutual TLS), the control API service ([`ControlService`]), the typed object store with optimistic concurrency ([`ObjectStore`]), spec
-//! validation ([`validate_service_spec`], [`validate_name`]), the replicated orchestrator's
-//! reconcile step ([`reconcile_replicated`]) and the scheduler driver's translation ([`place`]). The API server, dispatcher, scheduler driver and
-//! the `init`/`join` flows come next (see ARCHITECTURE.md).
+//! Built so far: the manager port ([`serve`]: control API, CA, dispatcher and Raft transport
+//! behind role checks over mutual TLS), the control API ([`ControlService`]), the dispatcher
+//! ([`Dispatcher`]), the CA service ([`CaService`]), the typed object store with optimistic
+//! concurrency ([`ObjectStore`]), spec validation ([`validate_service_spec`], [`validate_name`]),
+//! the replicated orchestrator's reconcile step ([`reconcile_replicated`]) and the scheduler
+//! driver's translation ([`place`]). The leader's control loops, `init`/`join` and the binaries
+//! come next (see README.md).
 #![warn(missing_docs)]
 
 mod ca_service;
 mod control;
+mod dispatcher;
 mod ids;
 mod objects;
 mod orchestrator;
@@ -24,6 +27,7 @@ mod validate;
 
 pub use ca_service::CaService;
 pub use control::ControlService;
+pub use dispatcher::Dispatcher;
 pub use objects::{Object, ObjectError, ObjectStore};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};

@@ -133,7 +133,7 @@ fn name_key<T: Object>(name: &str) -> String {
     format!("/names/{}{name}", T::PREFIX.trim_start_matches('/'))
 }
 
-fn decode<T: Object>(id: &str, bytes: &[u8], revision: u64) -> Result<T, ObjectError> {
+pub(crate) fn decode<T: Object>(id: &str, bytes: &[u8], revision: u64) -> Result<T, ObjectError> {
     let mut object = T::decode(bytes).map_err(|e| ObjectError::Corrupt {
         kind: T::KIND,
         id: id.to_owned(),
@@ -163,15 +163,18 @@ impl ObjectStore {
 
     /// Every object of kind `T`, in ID order.
     pub async fn list<T: Object>(&self) -> Result<Vec<T>, ObjectError> {
+        Ok(self.list_at::<T>().await?.0)
+    }
+
+    /// Every object of kind `T` and the store revision the list was read at (to watch from).
+    pub async fn list_at<T: Object>(&self) -> Result<(Vec<T>, u64), ObjectError> {
         let range = self.store.range(T::PREFIX).await?;
-        range
+        let objects = range
             .kvs
             .iter()
-            .map(|kv| {
-                let id = String::from_utf8_lossy(&kv.key[T::PREFIX.len()..]).into_owned();
-                decode(&id, &kv.value, kv.mod_revision)
-            })
-            .collect()
+            .map(|kv| decode(&kv_id::<T>(&kv.key), &kv.value, kv.mod_revision))
+            .collect::<Result<_, _>>()?;
+        Ok((objects, range.revision))
     }
 
     /// Stores a new object; refused if its ID exists or (for unique kinds) its name is taken.
@@ -263,7 +266,7 @@ impl ObjectStore {
     }
 }
 
-fn kv_id<T: Object>(key: &[u8]) -> String {
+pub(crate) fn kv_id<T: Object>(key: &[u8]) -> String {
     String::from_utf8_lossy(&key[T::PREFIX.len().min(key.len())..]).into_owned()
 }
 

@@ -1,18 +1,19 @@
 //! Everything a manager serves on its one port: the control API (managers only), the CA
 //! (anyone with a join token; renewal for nodes), and the Raft transport (managers only), each
-//! behind its role check. The dispatcher joins here as it lands.
+//! behind its role check, and the dispatcher (any node with a certificate).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::v1::{ca_server::CaServer, control_server::ControlServer};
+use shoal_api::v1::{ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer};
 use shoal_ca_pki::{ClusterCa, RemovedNodes, Role};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
 use crate::ca_service::CaService;
 use crate::control::ControlService;
+use crate::dispatcher::Dispatcher;
 use crate::objects::ObjectStore;
 use crate::tls::{incoming, require};
 
@@ -29,6 +30,8 @@ pub struct Services {
     pub cluster_id: String,
     /// How long issued node certificates are valid.
     pub cert_validity: Duration,
+    /// The dispatcher (shared with the leader's liveness loop).
+    pub dispatcher: Dispatcher,
 }
 
 /// Serves `services` on `listener` with `tls` (ca-pki's `join_server_config`, so that joining
@@ -50,6 +53,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(ControlServer::with_interceptor(control, require("the control API", &[Role::Manager])))
         .add_service(CaServer::new(ca))
+        .add_service(DispatcherServer::with_interceptor(
+            services.dispatcher.clone(),
+            require("the dispatcher", &[Role::Manager, Role::Worker]),
+        ))
         .add_service(InterceptedService::new(raft, require("the raft transport", &[Role::Manager])))
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await

@@ -44,6 +44,7 @@ async fn fixture(tag: &str) -> Fixture {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr").to_string();
     let services = Services {
+        dispatcher: crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
         objects,
         removed,
         ca: ca.clone(),
@@ -83,6 +84,11 @@ async fn each_service_checks_the_callers_role() {
     assert_eq!(denied.message(), "the control API needs a manager certificate; node worker-1 is a worker");
     let anon = ControlClient::new(anonymous.clone()).list_nodes(v1::ListNodesRequest::default()).await;
     assert_eq!(anon.expect_err("anonymous").code(), Code::Unauthenticated);
+    // The dispatcher needs a node certificate of either role.
+    let dispatcher = v1::dispatcher_client::DispatcherClient::new(anonymous.clone())
+        .heartbeat(v1::HeartbeatRequest { session_id: "x".into() })
+        .await;
+    assert_eq!(dispatcher.expect_err("anonymous dispatcher").code(), Code::Unauthenticated);
     // The raft transport is for managers only as well.
     let raft = shoal_raft_store::grpc::proto::raft_transport_client::RaftTransportClient::new(anonymous)
         .call(shoal_raft_store::grpc::proto::RaftMessage::default())

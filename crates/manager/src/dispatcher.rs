@@ -1,0 +1,289 @@
+//! The dispatcher (`shoal.v1.Dispatcher`): one session per node, heartbeats that keep the node
+//! Ready, batched task status reports, and the stream of the node's assignments (one complete
+//! set, then increments following the store's watch).
+//!
+//! Liveness: [`Dispatcher::check_heartbeats`], called by the leader's loop, marks a node Down when
+//! it has missed three heartbeat periods; the replicated orchestrator then replaces its tasks at
+//! once. A node that comes back starts a new session and gets its assignments again; tasks that
+//! were rescheduled meanwhile are no longer its own, so the agent stops them.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use shoal_api::v1::{self, TaskState, dispatcher_server::Dispatcher as DispatcherApi};
+use shoal_raft_store::EventKind;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use crate::ids::new_id;
+use crate::objects::{Object, ObjectError, ObjectStore, decode, kv_id};
+use crate::tls::{PeerInfo, caller};
+
+/// Heartbeats missed before a node is Down.
+const MISSED_HEARTBEATS: u32 = 3;
+
+#[derive(Debug)]
+struct Session {
+    id: String,
+    last_heartbeat: Instant,
+}
+
+/// The dispatcher of a manager. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    objects: ObjectStore,
+    period: Duration,
+    sessions: Mutex<HashMap<String, Session>>,
+}
+
+impl Dispatcher {
+    /// A dispatcher asking nodes for a heartbeat every `period` (Shoal's default is 1 s).
+    pub fn new(objects: ObjectStore, period: Duration) -> Self {
+        Self { inner: Arc::new(Inner { objects, period, sessions: Mutex::new(HashMap::new()) }) }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The node of a request whose session is current, or why not.
+    fn session_node<T>(&self, request: &Request<T>, session_id: &str) -> Result<String, Status> {
+        let node_id = caller(request)?.node_id;
+        match self.sessions().get(&node_id) {
+            Some(session) if session.id == session_id => Ok(node_id),
+            _ => Err(Status::not_found(format!(
+                "session {session_id:?} of node {node_id} has ended; start a new session"
+            ))),
+        }
+    }
+
+    /// Marks Down every node with a session that missed [`MISSED_HEARTBEATS`] periods, and ends
+    /// its session. Returns the nodes it marked. The leader calls this every period.
+    pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {
+        let deadline = self.inner.period * MISSED_HEARTBEATS;
+        let expired: Vec<String> = {
+            let mut sessions = self.sessions();
+            let expired: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.last_heartbeat.elapsed() > deadline)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &expired {
+                sessions.remove(id);
+            }
+            expired
+        };
+        for node_id in &expired {
+            tracing::info!(node.id = %node_id, missed = MISSED_HEARTBEATS, "node missed its heartbeats: down");
+            self.set_node_state(node_id, v1::node_status::State::Down, "heartbeat failure", None).await?;
+        }
+        Ok(expired)
+    }
+
+    async fn set_node_state(
+        &self,
+        node_id: &str,
+        state: v1::node_status::State,
+        message: &str,
+        update: Option<(v1::NodeDescription, SocketAddr)>,
+    ) -> Result<v1::Node, ObjectError> {
+        // Retry on a concurrent change (a CLI update of the same node): last writer reads first.
+        for _ in 0..5 {
+            let mut node: v1::Node = self.inner.objects.get(node_id).await?;
+            let status = node.status.get_or_insert_with(Default::default);
+            status.state = state as i32;
+            status.message = message.to_owned();
+            if let Some((description, addr)) = &update {
+                status.addr = addr.ip().to_string();
+                node.description = Some(description.clone());
+            }
+            match self.inner.objects.update(node).await {
+                Ok(node) => return Ok(node),
+                Err(ObjectError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
+    }
+
+    /// The node's tasks that the agent must know about: everything assigned to it that is not
+    /// both finished and told to stop.
+    fn relevant(task: &v1::Task, node_id: &str) -> bool {
+        let state = task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
+        let desired = TaskState::try_from(task.desired_state).unwrap_or(TaskState::New);
+        task.node_id == node_id && !(state.is_terminal() && desired as i32 >= TaskState::Shutdown as i32)
+    }
+}
+
+type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;
+type AssignmentStream = ReceiverStream<Result<v1::AssignmentsMessage, Status>>;
+
+#[tonic::async_trait]
+impl DispatcherApi for Dispatcher {
+    type SessionStream = SessionStream;
+    type AssignmentsStream = AssignmentStream;
+
+    async fn session(&self, request: Request<v1::SessionRequest>) -> Result<Response<SessionStream>, Status> {
+        let identity = caller(&request)?;
+        let addr = request.extensions().get::<PeerInfo>().map(|p| p.addr).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
+        let description = request.into_inner().description.unwrap_or_default();
+        let node = match self
+            .set_node_state(&identity.node_id, v1::node_status::State::Ready, "", Some((description, addr)))
+            .await
+        {
+            Ok(node) => node,
+            Err(ObjectError::NotFound { .. }) => {
+                return Err(Status::permission_denied(format!(
+                    "node {} is not part of this cluster (was it removed?); join again with a token",
+                    identity.node_id
+                )));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let session_id = new_id();
+        self.sessions()
+            .insert(identity.node_id.clone(), Session { id: session_id.clone(), last_heartbeat: Instant::now() });
+        tracing::info!(node.id = %identity.node_id, peer = %addr, "node session started");
+        let (tx, rx) = mpsc::channel(4);
+        let message = v1::SessionMessage { session_id, node: Some(node), managers: Vec::new() };
+        let _ = tx.send(Ok(message)).await;
+        // The stream stays open while the session lives; the agent's end closing it is normal.
+        tokio::spawn(async move { tx.closed().await });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<v1::HeartbeatRequest>,
+    ) -> Result<Response<v1::HeartbeatResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let node_id = self.session_node(&request, &session_id)?;
+        if let Some(session) = self.sessions().get_mut(&node_id) {
+            session.last_heartbeat = Instant::now();
+        }
+        Ok(Response::new(v1::HeartbeatResponse { period: Some(shoal_api::to_duration(self.inner.period)) }))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<v1::UpdateTaskStatusRequest>,
+    ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let node_id = self.session_node(&request, &session_id)?;
+        for update in request.into_inner().updates {
+            let Some(status) = update.status else { continue };
+            let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+            for _ in 0..5 {
+                let mut task: v1::Task = match self.inner.objects.get(&update.task_id).await {
+                    Ok(task) => task,
+                    // The task was deleted meanwhile: nothing to record.
+                    Err(ObjectError::NotFound { .. }) => break,
+                    Err(err) => return Err(err.into()),
+                };
+                if task.node_id != node_id {
+                    return Err(Status::permission_denied(format!(
+                        "task {} is not assigned to node {node_id}",
+                        update.task_id
+                    )));
+                }
+                let current =
+                    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
+                if !current.may_become(next) {
+                    break; // states only move forward; a late or repeated report changes nothing
+                }
+                let mut status = status.clone();
+                status.timestamp.get_or_insert_with(|| shoal_api::to_timestamp(SystemTime::now()));
+                task.status = Some(status);
+                match self.inner.objects.update(task).await {
+                    Ok(_) => break,
+                    Err(ObjectError::Conflict { .. }) => continue,
+                    Err(err) => return Err(err.into()),
+                }
+            }
+        }
+        Ok(Response::new(v1::UpdateTaskStatusResponse {}))
+    }
+
+    async fn assignments(
+        &self,
+        request: Request<v1::AssignmentsRequest>,
+    ) -> Result<Response<AssignmentStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let node_id = self.session_node(&request, &session_id)?;
+        let (tasks, revision) = self.inner.objects.list_at::<v1::Task>().await?;
+        let mut known: HashSet<String> = HashSet::new();
+        let changes: Vec<v1::AssignmentChange> = tasks
+            .into_iter()
+            .filter(|t| Self::relevant(t, &node_id))
+            .map(|task| {
+                known.insert(task.id.clone());
+                v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task) }
+            })
+            .collect();
+        let (tx, rx) = mpsc::channel(16);
+        let complete = v1::AssignmentsMessage {
+            r#type: v1::assignments_message::Type::Complete as i32,
+            applies_to: 0,
+            results_in: 1,
+            changes,
+        };
+        let _ = tx.send(Ok(complete)).await;
+        let mut watch = self
+            .inner
+            .objects
+            .store()
+            .watch(v1::Task::PREFIX, revision + 1)
+            .map_err(|e| Status::unavailable(format!("cannot follow task changes: {e}")))?;
+        tokio::spawn(async move {
+            let mut sequence = 1u64;
+            loop {
+                let event = tokio::select! {
+                    () = tx.closed() => return,
+                    event = watch.next() => event,
+                };
+                let Some(Ok(event)) = event else {
+                    let _ = tx.send(Err(Status::unavailable("task watch ended; start a new session"))).await;
+                    return;
+                };
+                let id = kv_id::<v1::Task>(&event.kv.key);
+                let change = match event.kind {
+                    EventKind::Put => match decode::<v1::Task>(&id, &event.kv.value, event.kv.mod_revision) {
+                        Ok(task) if Self::relevant(&task, &node_id) => {
+                            known.insert(id);
+                            Some((v1::assignment_change::Action::Update, task))
+                        }
+                        Ok(task) if known.remove(&id) => Some((v1::assignment_change::Action::Remove, task)),
+                        _ => None,
+                    },
+                    EventKind::Delete if known.remove(&id) => {
+                        Some((v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() }))
+                    }
+                    EventKind::Delete => None,
+                };
+                let Some((action, task)) = change else { continue };
+                let message = v1::AssignmentsMessage {
+                    r#type: v1::assignments_message::Type::Incremental as i32,
+                    applies_to: sequence,
+                    results_in: sequence + 1,
+                    changes: vec![v1::AssignmentChange { action: action as i32, task: Some(task) }],
+                };
+                sequence += 1;
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests;

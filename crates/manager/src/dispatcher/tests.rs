@@ -1,0 +1,151 @@
+//! The dispatcher called directly, with the peer identity a TLS connection would attach.
+
+use super::*;
+use crate::testutil::store;
+use futures::StreamExt as _;
+use shoal_ca_pki::{NodeIdentity, Role};
+use tonic::Code;
+
+fn req<T>(message: T, node_id: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    let identity = NodeIdentity { node_id: node_id.into(), role: Role::Worker, cluster_id: "c".into() };
+    request.extensions_mut().insert(PeerInfo { addr: ([192, 0, 2, 12], 40000).into(), identity: Some(identity) });
+    request
+}
+
+async fn node(objects: &ObjectStore, id: &str) {
+    let node = v1::Node { id: id.into(), role: v1::NodeRole::Worker as i32, ..Default::default() };
+    objects.create(node).await.expect("node");
+}
+
+fn task(id: &str, node: &str, state: TaskState, desired: TaskState) -> v1::Task {
+    v1::Task {
+        id: id.into(),
+        node_id: node.into(),
+        desired_state: desired as i32,
+        status: Some(v1::TaskStatus { state: state as i32, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+async fn start(d: &Dispatcher, node_id: &str) -> String {
+    let description = v1::NodeDescription { hostname: format!("host-{node_id}"), ..Default::default() };
+    let mut stream = d
+        .session(req(v1::SessionRequest { description: Some(description), session_id: String::new() }, node_id))
+        .await
+        .expect("session")
+        .into_inner();
+    let first = stream.next().await.expect("first message").expect("ok");
+    // Keep the stream open for the test's duration.
+    tokio::spawn(async move { while stream.next().await.is_some() {} });
+    first.session_id
+}
+
+#[tokio::test]
+async fn sessions_heartbeats_and_liveness() {
+    let (objects, _dir) = store("dispatcher-live").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(50));
+
+    let stranger = d.session(req(v1::SessionRequest::default(), "nobody")).await.expect_err("unknown node");
+    assert_eq!(stranger.code(), Code::PermissionDenied);
+
+    let session = start(&d, "w1").await;
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    let status = w1.status.expect("status");
+    assert_eq!((status.state, status.addr.as_str()), (v1::node_status::State::Ready as i32, "192.0.2.12"));
+    assert_eq!(w1.description.map(|d| d.hostname), Some("host-w1".to_owned()));
+
+    let beat = d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone() }, "w1")).await.expect("heartbeat");
+    assert_eq!(beat.into_inner().period, Some(shoal_api::to_duration(Duration::from_millis(50))));
+    let wrong =
+        d.heartbeat(req(v1::HeartbeatRequest { session_id: "other".into() }, "w1")).await.expect_err("wrong session");
+    assert_eq!(wrong.code(), Code::NotFound);
+
+    tracing::info!("--- the node stops beating: down after three periods, not before");
+    assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()]);
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Down as i32));
+    let ended = d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect_err("session over");
+    assert_eq!(ended.code(), Code::NotFound);
+
+    tracing::info!("--- it comes back with a new session and is Ready again");
+    start(&d, "w1").await;
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
+}
+
+#[tokio::test]
+async fn task_status_only_moves_forward_and_only_for_own_tasks() {
+    let (objects, _dir) = store("dispatcher-status").await;
+    node(&objects, "w1").await;
+    objects.create(task("t1", "w1", TaskState::Assigned, TaskState::Running)).await.expect("t1");
+    objects.create(task("t2", "w2", TaskState::Assigned, TaskState::Running)).await.expect("t2");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let session = start(&d, "w1").await;
+    let report = |id: &str, state: TaskState| v1::UpdateTaskStatusRequest {
+        session_id: session.clone(),
+        updates: vec![v1::TaskStatusUpdate {
+            task_id: id.into(),
+            status: Some(v1::TaskStatus { state: state as i32, message: "started".into(), ..Default::default() }),
+        }],
+    };
+    d.update_task_status(req(report("t1", TaskState::Running), "w1")).await.expect("running");
+    d.update_task_status(req(report("t1", TaskState::Preparing), "w1")).await.expect("a late report is ignored");
+    let t1: v1::Task = objects.get("t1").await.expect("t1");
+    let status = t1.status.expect("status");
+    assert_eq!(status.state, TaskState::Running as i32);
+    assert!(status.timestamp.is_some(), "the dispatcher stamps reports");
+    let other = d.update_task_status(req(report("t2", TaskState::Running), "w1")).await.expect_err("not its task");
+    assert_eq!(other.message(), "task t2 is not assigned to node w1");
+}
+
+#[tokio::test]
+async fn assignments_start_complete_then_follow_changes() {
+    let (objects, _dir) = store("dispatcher-assign").await;
+    node(&objects, "w1").await;
+    objects.create(task("t1", "w1", TaskState::Assigned, TaskState::Running)).await.expect("t1");
+    objects.create(task("t2", "w2", TaskState::Assigned, TaskState::Running)).await.expect("t2");
+    objects.create(task("old", "w1", TaskState::Failed, TaskState::Shutdown)).await.expect("old");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let session = start(&d, "w1").await;
+    let mut stream =
+        d.assignments(req(v1::AssignmentsRequest { session_id: session }, "w1")).await.expect("assign").into_inner();
+    let next = async |stream: &mut AssignmentStream| {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok")
+    };
+    let ids = |m: &v1::AssignmentsMessage| -> Vec<(i32, String)> {
+        m.changes.iter().map(|c| (c.action, c.task.as_ref().map(|t| t.id.clone()).unwrap_or_default())).collect()
+    };
+    let update = v1::assignment_change::Action::Update as i32;
+    let remove = v1::assignment_change::Action::Remove as i32;
+
+    let complete = next(&mut stream).await;
+    assert_eq!(complete.r#type, v1::assignments_message::Type::Complete as i32);
+    assert_eq!(ids(&complete), vec![(update, "t1".to_owned())], "only w1's live tasks");
+
+    objects.create(task("t2b", "w2", TaskState::Assigned, TaskState::Running)).await.expect("other node's task");
+    objects.create(task("t3", "w1", TaskState::Assigned, TaskState::Running)).await.expect("t3");
+    let added = next(&mut stream).await;
+    assert_eq!((added.applies_to, added.results_in), (1, 2));
+    assert_eq!(ids(&added), vec![(update, "t3".to_owned())]);
+
+    let mut t1: v1::Task = objects.get("t1").await.expect("t1");
+    t1.desired_state = TaskState::Shutdown as i32;
+    let t1 = objects.update(t1).await.expect("shutdown t1");
+    assert_eq!(ids(&next(&mut stream).await), vec![(update, "t1".to_owned())], "told to stop");
+    let mut t1 = t1;
+    t1.status = Some(v1::TaskStatus { state: TaskState::Shutdown as i32, ..Default::default() });
+    objects.update(t1).await.expect("t1 stopped");
+    assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t1".to_owned())], "finished and told to stop: gone");
+
+    let t3: v1::Task = objects.get("t3").await.expect("t3");
+    objects.delete::<v1::Task>("t3", t3.version()).await.expect("delete t3");
+    assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t3".to_owned())]);
+}
