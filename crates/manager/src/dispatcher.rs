@@ -65,7 +65,7 @@ impl Dispatcher {
         }
     }
 
-    /// Marks Down every node with a session that missed [`MISSED_HEARTBEATS`] periods, and ends
+    /// Marks Down every node with a session that missed three heartbeat periods, and ends
     /// its session. Returns the nodes it marked. The leader calls this every period.
     pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {
         let deadline = self.inner.period * MISSED_HEARTBEATS;
