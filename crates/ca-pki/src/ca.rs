@@ -29,6 +29,8 @@ pub const MIN_NODE_VALIDITY: Duration = Duration::hours(1);
 const BACKDATE: Duration = Duration::hours(1);
 
 const CERT_FILE: &str = "ca.crt";
+/// Certificates are public: readable by all, writable by the owner.
+pub(crate) const CERT_MODE: u32 = 0o644;
 const KEY_FILE: &str = "ca.key";
 
 /// Creating, loading, importing or saving a root CA failed.
@@ -146,7 +148,8 @@ impl RootCa {
     /// Saves `ca.crt` and `ca.key` in `dir`; the key file has mode 0600 and is encrypted when `kek` is set.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
         let cert_path = dir.join(CERT_FILE);
-        std::fs::write(&cert_path, &self.cert_pem).map_err(|source| CaError::Io { path: cert_path, source })?;
+        keys::write_atomic(&cert_path, self.cert_pem.as_bytes(), CERT_MODE)
+            .map_err(|source| CaError::Io { path: cert_path, source })?;
         keys::write_key_file(&dir.join(KEY_FILE), self.key_pem().as_bytes(), kek)?;
         Ok(())
     }

@@ -241,17 +241,23 @@ pub fn write_key_file(path: &Path, key: &[u8], kek: Option<&UnlockKey>) -> Resul
             format!("{ENCRYPTED_HEADER}\n{}\n", hex_encode(&sealed)).into_bytes()
         }
     };
-    let io = |source| KeyError::Io { path: path.to_owned(), source };
-    let suffix = random::random_bytes::<8>().map_err(|_| KeyError::Crypto { what: "name a temporary key file" })?;
+    write_atomic(path, &content, 0o600).map_err(|source| KeyError::Io { path: path.to_owned(), source })
+}
+
+/// Writes `content` to a temporary file with `mode` in the same directory, syncs it and renames it
+/// over `path`, so that a crash leaves the old file or the new one, never a torn one.
+pub(crate) fn write_atomic(path: &Path, content: &[u8], mode: u32) -> std::io::Result<()> {
+    let suffix = random::random_bytes::<8>()
+        .map_err(|_| std::io::Error::other("the system random number generator failed naming a temporary file"))?;
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".tmp-{}", hex_encode(&suffix)));
     let tmp = PathBuf::from(tmp_name);
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-        file.write_all(&content)?;
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        file.write_all(content)?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable, so a crash cannot bring back the old key.
+        // Make the rename itself durable, so a crash cannot bring back the old file.
         let parent = match path.parent() {
             Some(parent) if !parent.as_os_str().is_empty() => parent,
             _ => Path::new("."),
@@ -262,7 +268,7 @@ pub fn write_key_file(path: &Path, key: &[u8], kek: Option<&UnlockKey>) -> Resul
         // Best effort: the temporary file may not exist if the open failed.
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io)
+    result
 }
 
 /// Reads a key file written by [`write_key_file`], decrypting it when it is encrypted.

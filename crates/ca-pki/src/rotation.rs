@@ -13,12 +13,13 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
-use crate::ca::{CaError, IssueError, RootCa, pem_of};
+use crate::ca::{CERT_MODE, CaError, IssueError, RootCa, pem_of};
 use crate::identity::NodeIdentity;
-use crate::keys::UnlockKey;
+use crate::keys::{self, UnlockKey};
 use crate::tls::TrustBundle;
 
-const NEW_ROOT_DIR: &str = "rotation";
+/// During a transition: the old root and the cross-signed intermediate.
+const ROTATION_DIR: &str = "rotation";
 const CROSS_SIGNED_FILE: &str = "cross-signed.crt";
 
 /// Where a root rotation stands.
@@ -142,25 +143,32 @@ impl ClusterCa {
 
     /// Saves the CA in `dir`: `ca.crt`/`ca.key` for the signing root and, during a transition,
     /// `rotation/ca.crt`/`rotation/ca.key` for the old root and `rotation/cross-signed.crt`.
+    ///
+    /// Each file is replaced atomically. The old root is saved before the new signing root
+    /// replaces it in `ca.crt`/`ca.key`, so a crash part-way through starting a rotation never
+    /// loses the root that every node still trusts.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
-        self.signer.save(dir, kek)?;
-        let rotation_dir = dir.join(NEW_ROOT_DIR);
+        let rotation_dir = dir.join(ROTATION_DIR);
         match &self.transition {
             Some(transition) => {
                 std::fs::create_dir_all(&rotation_dir)
                     .map_err(|source| CaError::Io { path: rotation_dir.clone(), source })?;
                 transition.old_root.save(&rotation_dir, kek)?;
                 let path = rotation_dir.join(CROSS_SIGNED_FILE);
-                std::fs::write(&path, pem_of(&transition.cross_signed))
+                keys::write_atomic(&path, pem_of(&transition.cross_signed).as_bytes(), CERT_MODE)
                     .map_err(|source| CaError::Io { path, source })?;
+                self.signer.save(dir, kek)?;
             }
-            None => match std::fs::remove_dir_all(&rotation_dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(source) => {
-                    return Err(CaError::Io { path: rotation_dir, source });
+            None => {
+                self.signer.save(dir, kek)?;
+                match std::fs::remove_dir_all(&rotation_dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(source) => {
+                        return Err(CaError::Io { path: rotation_dir, source });
+                    }
                 }
-            },
+            }
         }
         Ok(())
     }
@@ -168,7 +176,7 @@ impl ClusterCa {
     /// Loads a CA saved by [`ClusterCa::save`].
     pub fn load(dir: &Path, kek: Option<&UnlockKey>) -> Result<ClusterCa, CaError> {
         let signer = RootCa::load(dir, kek)?;
-        let rotation_dir = dir.join(NEW_ROOT_DIR);
+        let rotation_dir = dir.join(ROTATION_DIR);
         if !rotation_dir.exists() {
             return Ok(ClusterCa::new(signer));
         }

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::ca::{NodeKey, pem_of};
+use crate::ca::{CERT_MODE, NodeKey, pem_of};
 use crate::identity::{IdentityError, NodeIdentity, Role, identity_of};
 use crate::keys::{self, KeyError, UnlockKey};
 use crate::removed::{RefuseRemoved, RemovedNodes};
@@ -325,7 +325,8 @@ fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'stat
 }
 
 fn write_file(path: &Path, content: &str) -> Result<(), CredentialsError> {
-    std::fs::write(path, content).map_err(|source| CredentialsError::Io { path: path.to_owned(), source })
+    keys::write_atomic(path, content.as_bytes(), CERT_MODE)
+        .map_err(|source| CredentialsError::Io { path: path.to_owned(), source })
 }
 
 fn read_file(path: &Path) -> Result<String, CredentialsError> {

@@ -81,3 +81,21 @@ fn rotation_state_survives_save_and_load() {
     assert_eq!(loaded.state(), RotationState::Stable);
     assert_eq!(loaded.trust_bundle(), ca.trust_bundle());
 }
+
+#[test]
+fn saving_a_rotation_writes_the_old_root_before_replacing_it() {
+    let mut ca = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    let old_root_pem = ca.signing_root().cert_pem().to_owned();
+    ca.start_rotation(now()).expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Make replacing `ca.crt` fail, as a crash at that point would stop the save.
+    std::fs::create_dir_all(dir.path().join("ca.crt").join("in-the-way")).expect("block ca.crt");
+
+    let err = ca.save(dir.path(), None).expect_err("ca.crt cannot be replaced");
+    assert!(err.to_string().contains("ca.crt"), "{err}");
+    // The old root, which every node still trusts, was saved first.
+    let saved = std::fs::read_to_string(dir.path().join(ROTATION_DIR).join("ca.crt")).expect("old root saved");
+    assert_eq!(saved, old_root_pem);
+    assert!(dir.path().join(ROTATION_DIR).join("ca.key").is_file());
+    assert!(dir.path().join(ROTATION_DIR).join(CROSS_SIGNED_FILE).is_file());
+}
