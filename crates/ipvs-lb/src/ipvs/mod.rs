@@ -132,14 +132,20 @@ impl IpvsBalancer {
             return Ok(());
         }
         let count = messages.len();
-        let result = self.send(messages);
-        // Whatever happened, the kernel is the truth from here on.
-        let refreshed = self.list();
-        if let Ok(listed) = refreshed {
-            self.applied = listed.into_iter().map(|s| (s.key, s)).collect();
+        if let Err(detail) = self.send(messages) {
+            // Part of the change may have been applied: the kernel is the truth from here on.
+            if let Ok(listed) = self.list() {
+                self.applied = listed.into_iter().map(|s| (s.key, s)).collect();
+            }
+            return Err(ApplyError::Ipvs { netns: self.netns.clone(), detail });
         }
-        result.map_err(|detail| ApplyError::Ipvs { netns: self.netns.clone(), detail })?;
         tracing::debug!(netns = %self.netns, requests = count, changed = done.len(), "IPVS services applied");
+        for key in removals {
+            self.applied.remove(key);
+        }
+        for service in done {
+            self.applied.insert(service.key, service);
+        }
         Ok(())
     }
 }

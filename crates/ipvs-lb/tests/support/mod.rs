@@ -362,5 +362,6 @@ pub fn update_among_10000(env: &Env, lb: &mut dyn LoadBalancer) {
     assert_eq!(names.keys().collect::<Vec<_>>(), ["b2"], "untouched service keeps its backend");
     let (names, _) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 30);
     assert_even(&names, &["b1", "b2", "b3"], 30, "untouched three-backend service");
-    assert_eq!(lb.list().expect("list").len(), 10_001);
+    // (No full `list` here: with IPVS it is one dump per service, 20 s under the VM's emulation;
+    // `replace_all_and_list` covers reading back.)
 }
