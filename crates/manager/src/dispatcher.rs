@@ -65,6 +65,16 @@ impl Dispatcher {
         }
     }
 
+    /// Starts the heartbeat clock for nodes that were Ready under a previous leader: unless they
+    /// open a session with this dispatcher within three periods, they are marked Down.
+    pub fn expect_nodes(&self, node_ids: impl IntoIterator<Item = String>) {
+        let mut sessions = self.sessions();
+        for node_id in node_ids {
+            // An empty session ID matches no request: the node has to start a new session.
+            sessions.entry(node_id).or_insert_with(|| Session { id: String::new(), last_heartbeat: Instant::now() });
+        }
+    }
+
     /// Marks Down every node with a session that missed three heartbeat periods, and ends
     /// its session. Returns the nodes it marked. The leader calls this every period.
     pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {

@@ -26,8 +26,9 @@ const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
 /// What the orchestrator should do for one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicatedPlan {
-    /// Slots that need a new task, with how long that task waits before it starts.
-    pub create: Vec<(u64, Duration)>,
+    /// Slots that need a new task, each with the time before which it must not be created (the
+    /// previous task's end plus the restart delay; `now` when there is nothing to wait for).
+    pub create: Vec<(u64, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN.
     pub shutdown: Vec<String>,
 }
@@ -124,10 +125,10 @@ pub fn reconcile_replicated(
             match last {
                 Some(last) if ended_by_itself(last) => {
                     if restart_allowed(policy, history, last, now) {
-                        refill.push((slot, delay));
+                        refill.push((slot, status_time(last).unwrap_or(now) + delay));
                     }
                 }
-                _ => refill.push((slot, Duration::ZERO)),
+                _ => refill.push((slot, now)),
             }
             continue;
         }
@@ -141,13 +142,13 @@ pub fn reconcile_replicated(
         let Some(task) = newest else { continue };
         if node_lost(task, &nodes) {
             plan.shutdown.push(task.id.clone());
-            refill.push((slot, Duration::ZERO));
+            refill.push((slot, now));
         } else if state(task) as i32 > TaskState::Running as i32 {
             plan.shutdown.push(task.id.clone());
             if ended_by_itself(task) && restart_allowed(policy, history, task, now) {
-                refill.push((slot, delay));
+                refill.push((slot, status_time(task).unwrap_or(now) + delay));
             } else if !ended_by_itself(task) {
-                refill.push((slot, Duration::ZERO));
+                refill.push((slot, now));
             }
         } else {
             occupied.push((slot, task.id.clone()));
@@ -164,7 +165,7 @@ pub fn reconcile_replicated(
     // Slots never used yet (scale-up, a new service) start at once.
     for slot in 1..=replicas {
         if !occupied_slots.contains(&slot) && !planned.contains(&slot) && !slots.contains_key(&slot) {
-            plan.create.push((slot, Duration::ZERO));
+            plan.create.push((slot, now));
         }
     }
     plan.create.sort_unstable();

@@ -1,0 +1,219 @@
+//! The leader's passes on a one-member store: the control-plane scenarios without
+//! agents (task states are advanced by hand where an agent would report them).
+
+use super::*;
+use crate::testutil::store;
+
+fn node(id: &str, labels: &[(&str, &str)]) -> v1::Node {
+    v1::Node {
+        id: id.into(),
+        role: v1::NodeRole::Worker as i32,
+        spec: Some(v1::NodeSpec {
+            annotations: Some(v1::Annotations {
+                name: String::new(),
+                labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            }),
+            ..Default::default()
+        }),
+        description: Some(v1::NodeDescription {
+            hostname: id.into(),
+            platform: Some(v1::Platform { architecture: "amd64".into(), os: "linux".into() }),
+            resources: Some(v1::Resources { nano_cpus: 2_000_000_000, memory_bytes: 8 << 30, ..Default::default() }),
+            ..Default::default()
+        }),
+        status: Some(v1::NodeStatus { state: v1::node_status::State::Ready as i32, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn service(name: &str, mode: v1::service_spec::Mode, constraints: &[&str], restart_delay_s: u64) -> v1::Service {
+    v1::Service {
+        id: format!("id-{name}"),
+        spec_version: 1,
+        spec: Some(v1::ServiceSpec {
+            annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
+            mode: Some(mode),
+            task: Some(v1::TaskSpec {
+                container: Some(v1::ContainerSpec { image: "shoal-test/sleeper".into(), ..Default::default() }),
+                placement: Some(v1::Placement {
+                    constraints: constraints.iter().map(|c| (*c).to_owned()).collect(),
+                    ..Default::default()
+                }),
+                restart: Some(v1::RestartPolicy {
+                    delay: Some(shoal_api::to_duration(Duration::from_secs(restart_delay_s))),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn replicated(n: u64) -> v1::service_spec::Mode {
+    v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: n })
+}
+
+async fn leader(tag: &str, nodes: &[v1::Node]) -> (Leader, ObjectStore, crate::testutil::TempDir) {
+    let (objects, dir) = store(tag).await;
+    for n in nodes {
+        objects.create(n.clone()).await.expect("node");
+    }
+    let leader =
+        Leader::new(objects.clone(), Dispatcher::new(objects.clone(), Duration::from_secs(1)), DEFAULT_TASK_HISTORY);
+    (leader, objects, dir)
+}
+
+async fn live_tasks(objects: &ObjectStore, service: &str) -> Vec<v1::Task> {
+    let mut tasks: Vec<v1::Task> = objects
+        .list::<v1::Task>()
+        .await
+        .expect("tasks")
+        .into_iter()
+        .filter(|t| t.service_id == service && live(t))
+        .collect();
+    tasks.sort_by_key(|t| t.slot);
+    tasks
+}
+
+fn per_node(tasks: &[v1::Task]) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for t in tasks {
+        *counts.entry(t.node_id.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+async fn set_replicas(objects: &ObjectStore, id: &str, n: u64) {
+    let mut svc: v1::Service = objects.get(id).await.expect("service");
+    svc.spec.as_mut().expect("spec").mode = Some(replicated(n));
+    objects.update(svc).await.expect("scale");
+}
+
+#[tokio::test]
+async fn replicas_spread_scale_and_move_off_lost_nodes() {
+    let nodes: Vec<v1::Node> = (1..=5).map(|i| node(&format!("n{i}"), &[])).collect();
+    let (leader, objects, _dir) = leader("leader-spread", &nodes).await;
+    objects.create(service("web", replicated(10), &[], 5)).await.expect("service");
+    let now = SystemTime::now();
+
+    tracing::info!("--- 10 replicas on 5 nodes: 2 each");
+    let report = leader.pass(now).await.expect("pass");
+    assert_eq!((report.created, report.assigned), (10, 10));
+    let tasks = live_tasks(&objects, "id-web").await;
+    assert_eq!(per_node(&tasks).values().copied().collect::<Vec<_>>(), [2, 2, 2, 2, 2]);
+    assert_eq!(tasks[0].annotations.as_ref().map(|a| a.name.as_str()), Some("web.1"));
+    assert_eq!(leader.pass(now).await.expect("second pass"), PassReport::default(), "converged: nothing to do");
+
+    tracing::info!("--- scale 10 -> 3 keeps slots 1-3");
+    set_replicas(&objects, "id-web", 3).await;
+    let report = leader.pass(now).await.expect("pass");
+    assert_eq!(report.stopped, 7);
+    let slots: Vec<u64> = live_tasks(&objects, "id-web").await.iter().map(|t| t.slot).collect();
+    assert_eq!(slots, [1, 2, 3]);
+
+    tracing::info!("--- a node goes down: its tasks run elsewhere at once");
+    let victim = live_tasks(&objects, "id-web").await[0].node_id.clone();
+    let mut down: v1::Node = objects.get(&victim).await.expect("node");
+    down.status.as_mut().expect("status").state = v1::node_status::State::Down as i32;
+    objects.update(down).await.expect("down");
+    let report = leader.pass(now).await.expect("pass");
+    assert_eq!((report.stopped, report.created, report.assigned), (1, 1, 1));
+    let tasks = live_tasks(&objects, "id-web").await;
+    assert_eq!(tasks.len(), 3);
+    assert!(tasks.iter().all(|t| t.node_id != victim), "nothing left on the lost node");
+}
+
+#[tokio::test]
+async fn failed_tasks_wait_for_the_restart_delay_and_history_is_reaped() {
+    let (leader, objects, _dir) = leader("leader-restart", &[node("n1", &[])]).await;
+    objects.create(service("job", replicated(1), &[], 5)).await.expect("service");
+    let t0 = SystemTime::now();
+    leader.pass(t0).await.expect("pass");
+
+    for round in 0..7u64 {
+        let mut task = live_tasks(&objects, "id-job").await.pop().expect("a live task");
+        let failed_at = t0 + Duration::from_secs(10 * round);
+        task.status = Some(v1::TaskStatus {
+            state: TaskState::Failed as i32,
+            err: "task: non-zero exit (137)".into(),
+            timestamp: Some(shoal_api::to_timestamp(failed_at)),
+            ..Default::default()
+        });
+        objects.update(task).await.expect("fail");
+        let report = leader.pass(failed_at + Duration::from_secs(1)).await.expect("pass within the delay");
+        assert_eq!((report.stopped, report.created), (1, 0), "round {round}: shut down, not yet replaced");
+        let report = leader.pass(failed_at + Duration::from_secs(6)).await.expect("pass after the delay");
+        assert_eq!(report.created, 1, "round {round}: replaced after 5 s");
+    }
+    let all = objects.list::<v1::Task>().await.expect("tasks");
+    let finished = all.iter().filter(|t| state(t).is_terminal()).count();
+    assert_eq!(finished, DEFAULT_TASK_HISTORY, "history beyond 5 tasks per slot is reaped");
+    let failed = all.iter().find(|t| state(t) == TaskState::Failed).expect("a failed task");
+    assert_eq!(failed.status.as_ref().map(|s| s.err.as_str()), Some("task: non-zero exit (137)"));
+}
+
+#[tokio::test]
+async fn impossible_constraints_leave_tasks_pending_with_the_reason() {
+    let (leader, objects, _dir) = leader("leader-pending", &[node("n1", &[]), node("n2", &[])]).await;
+    objects.create(service("nowhere", replicated(1), &["node.labels.zone==mars"], 5)).await.expect("service");
+    let report = leader.pass(SystemTime::now()).await.expect("pass");
+    assert_eq!((report.created, report.unplaced), (1, 1));
+    let task = live_tasks(&objects, "id-nowhere").await.pop().expect("task");
+    assert_eq!(task.node_id, "");
+    assert_eq!(task.status.as_ref().map(|s| s.state), Some(TaskState::Pending as i32));
+    let err = task.status.map(|s| s.err).unwrap_or_default();
+    assert_eq!(err, "no suitable node (scheduling constraints not satisfied on 2 nodes)");
+}
+
+#[tokio::test]
+async fn global_services_follow_nodes() {
+    let (leader, objects, _dir) = leader("leader-global", &[node("n1", &[]), node("n2", &[])]).await;
+    objects.create(service("agent", v1::service_spec::Mode::Global(v1::GlobalService {}), &[], 5)).await.expect("svc");
+    let now = SystemTime::now();
+    assert_eq!(leader.pass(now).await.expect("pass").created, 2);
+    let on: Vec<String> = live_tasks(&objects, "id-agent").await.iter().map(|t| t.node_id.clone()).collect();
+    assert_eq!(on.iter().collect::<HashSet<_>>(), ["n1".to_owned(), "n2".to_owned()].iter().collect());
+
+    tracing::info!("--- a node joins later, another is drained");
+    objects.create(node("n3", &[])).await.expect("n3");
+    let mut n1: v1::Node = objects.get("n1").await.expect("n1");
+    n1.spec.as_mut().expect("spec").availability = v1::NodeAvailability::Drain as i32;
+    objects.update(n1).await.expect("drain");
+    let report = leader.pass(now).await.expect("pass");
+    assert_eq!((report.created, report.stopped), (1, 1));
+    let mut on: Vec<String> = live_tasks(&objects, "id-agent").await.iter().map(|t| t.node_id.clone()).collect();
+    on.sort();
+    assert_eq!(on, ["n2", "n3"]);
+}
+
+#[tokio::test]
+async fn removed_services_take_their_tasks_and_pause_places_nothing_new() {
+    let (leader, objects, _dir) = leader("leader-remove", &[node("n1", &[]), node("n2", &[])]).await;
+    let svc = objects.create(service("web", replicated(2), &[], 5)).await.expect("service");
+    let now = SystemTime::now();
+    leader.pass(now).await.expect("pass");
+
+    tracing::info!("--- pause n2: existing tasks stay, new ones go to n1");
+    let mut n2: v1::Node = objects.get("n2").await.expect("n2");
+    n2.spec.as_mut().expect("spec").availability = v1::NodeAvailability::Pause as i32;
+    objects.update(n2).await.expect("pause");
+    set_replicas(&objects, "id-web", 4).await;
+    leader.pass(now).await.expect("pass");
+    let counts = per_node(&live_tasks(&objects, "id-web").await);
+    assert_eq!(counts.get("n2"), Some(&1), "the paused node keeps its task and gets no new one");
+    assert_eq!(counts.get("n1"), Some(&3));
+
+    tracing::info!("--- remove the service: its tasks are removed, then reaped once stopped");
+    let current: v1::Service = objects.get(&svc.id).await.expect("service");
+    objects.delete::<v1::Service>(&svc.id, current.version()).await.expect("delete");
+    let report = leader.pass(now).await.expect("pass");
+    assert_eq!(report.stopped, 4);
+    for mut task in objects.list::<v1::Task>().await.expect("tasks") {
+        task.status = Some(v1::TaskStatus { state: TaskState::Shutdown as i32, ..Default::default() });
+        objects.update(task).await.expect("agent reports shutdown");
+    }
+    assert_eq!(leader.pass(now).await.expect("pass").reaped, 4);
+    assert!(objects.list::<v1::Task>().await.expect("tasks").is_empty());
+}
