@@ -4,8 +4,8 @@
 //!
 //! Why a logging process rather than FIFOs read by the agent: the shim owns it, so logs keep
 //! flowing (and containers never block on a full pipe) while the agent restarts. Each record is
-//! `{"t":UNIX_NANOS,"s":"out"|"err","l":"line"}`; lines are split on `\n`, and a final line
-//! without one is kept.
+//! `{"t":UNIX_NANOS,"s":"out"|"err","l":"line"}`; lines are split on `\n`, longer ones are cut
+//! every 16 KiB, and a final line without a newline is kept.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
@@ -153,25 +153,43 @@ pub unsafe fn run_driver(args: &DriverArgs) -> std::io::Result<()> {
         })
         .collect();
     drop(tx);
+    // A write that fails (a full disk) loses lines but must not stop the draining: were this
+    // process to exit, the container would get EPIPE, or block, on its next write.
+    let mut first_error = None;
     for line in rx {
-        append(&mut out, &line)?;
+        if let Err(err) = append(&mut out, &line) {
+            first_error.get_or_insert(err);
+        }
     }
     for reader in readers {
         let _ = reader.join();
     }
-    out.sync_data()
+    match first_error {
+        Some(err) => Err(err),
+        None => out.sync_data(),
+    }
 }
+
+/// Output without a newline is cut into lines of at most this many bytes (as Docker does), so
+/// a container cannot make the logging process hold an unbounded line in memory.
+const MAX_LINE: usize = 16 * 1024;
 
 fn forward(pipe: File, stream: Stream, tx: &mpsc::Sender<LogLine>) {
     let mut reader = BufReader::new(pipe);
     let mut buf = Vec::new();
+    // Whether the last line was cut at MAX_LINE: a newline right after it ends that line.
+    let mut cut = false;
     loop {
         buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
+        match (&mut reader).take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {
+                let was_cut = std::mem::replace(&mut cut, buf.last() != Some(&b'\n'));
                 if buf.last() == Some(&b'\n') {
                     buf.pop();
+                    if was_cut && buf.is_empty() {
+                        continue;
+                    }
                 }
                 let line =
                     LogLine { time: SystemTime::now(), stream, line: String::from_utf8_lossy(&buf).into_owned() };
@@ -222,6 +240,23 @@ mod tests {
         assert_eq!(texts(select(lines.clone(), Some(UNIX_EPOCH + Duration::from_secs(3)), None)), ["3", "4", "5"]);
         assert_eq!(texts(select(lines.clone(), Some(UNIX_EPOCH + Duration::from_secs(2)), Some(1))), ["5"]);
         assert_eq!(texts(select(lines, None, Some(0))), Vec::<String>::new());
+    }
+
+    #[test]
+    fn long_output_is_cut_into_bounded_lines() {
+        let dir = std::env::temp_dir().join(format!("shoal-runtime-long-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("out");
+        let long = "x".repeat(MAX_LINE * 2 + 10);
+        let exact = "y".repeat(MAX_LINE);
+        std::fs::write(&path, format!("{long}\nshort\n{exact}\n\nend")).expect("write");
+        let (tx, rx) = mpsc::channel();
+        forward(File::open(&path).expect("open"), Stream::Stdout, &tx);
+        drop(tx);
+        let lengths: Vec<usize> = rx.into_iter().map(|l| l.line.len()).collect();
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+        // A line of exactly MAX_LINE bytes stays one line; a real empty line after it stays too.
+        assert_eq!(lengths, [MAX_LINE, MAX_LINE, 10, 5, MAX_LINE, 0, 3]);
     }
 
     #[test]
