@@ -1028,7 +1028,8 @@ impl ContainerRuntime for Containerd {
         let base: serde_json::Value =
             container.spec.as_ref().and_then(|any| serde_json::from_slice(&any.value).ok()).unwrap_or_default();
         let process = oci::exec_process(&base, &exec.cmd);
-        let exec_id = format!("exec-{}", self.inner.sequence.fetch_add(1, Ordering::Relaxed));
+        // Unique across agent restarts too: an exec left behind by a crashed agent keeps its ID.
+        let exec_id = self.unique("exec");
         let dir = self.container_dir(id);
         let (out, err) = (dir.join(format!("{exec_id}.out")), dir.join(format!("{exec_id}.err")));
         let request = ExecProcessRequest {
@@ -1052,11 +1053,14 @@ impl ContainerRuntime for Containerd {
             Ok(_) => match tokio::time::timeout(exec.timeout, self.wait_task(id, &exec_id)).await {
                 Ok(Ok((code, _))) => Ok((i32::try_from(code).unwrap_or(i32::MAX), false)),
                 Ok(Err(status)) => Err(container_status(id, "wait for exec")(status)),
-                Err(_) => {
-                    self.kill(id, &exec_id, 9).await?;
-                    let _ = self.wait_task(id, &exec_id).await;
-                    Ok((137, true))
-                }
+                // Timed out: kill it, but fall through to the clean-up below either way.
+                Err(_) => match self.kill(id, &exec_id, 9).await {
+                    Ok(()) => {
+                        let _ = self.wait_task(id, &exec_id).await;
+                        Ok((137, true))
+                    }
+                    Err(err) => Err(err),
+                },
             },
         };
         let _ = self
