@@ -2,7 +2,8 @@
 //! namespaces over VXLAN, against the same between the nodes over plain veth on the underlay, and
 //! the time to program 1,000 remote endpoints. Needs root and Debian's `iperf3`.
 //!
-//! `SHOAL_BENCH_SECONDS` sets the length of each iperf3 run (default 5).
+//! `SHOAL_BENCH_SECONDS` sets the length of each iperf3 run (default 3), `SHOAL_BENCH_ROUNDS`
+//! how many times each path is measured, alternating (default 3; medians are compared).
 
 // A benchmark reports its figures on standard output and problems on standard error.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -17,7 +18,7 @@ use shoal_overlay::{
 };
 use shoal_testkit::{Cluster, Node};
 
-/// Removes the bench's container and sandbox namespaces when dropped (the cluster removes its own).
+/// Removes the bench's container and sandbox namespaces when dropped.
 struct Sweep(String);
 
 impl Drop for Sweep {
@@ -59,14 +60,16 @@ type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn overlay_for(cluster: &Cluster, node: &Node) -> BenchResult<Overlay<Kernel>> {
     let config = KernelConfig { node_netns: Some(PathBuf::from("/run/netns").join(&node.netns)), ..Default::default() };
-    let naming = Naming { netns_prefix: format!("{}-{}-", cluster.prefix(), node.name), ..Default::default() };
+    let naming = Naming { netns_prefix: format!("{}-ov-{}-", cluster.prefix(), node.name), ..Default::default() };
     Ok(Overlay::new(Kernel::new(config)?, naming))
 }
 
 fn run() -> BenchResult<()> {
-    let seconds: u32 = std::env::var("SHOAL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let seconds: u32 = std::env::var("SHOAL_BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3);
+    let rounds: u32 = std::env::var("SHOAL_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1);
     let cluster = Cluster::new(2)?;
-    let _sweep = Sweep(cluster.prefix().to_owned());
+    // Only what the overlay and this program made: the cluster removes its own namespaces.
+    let _sweep = Sweep(format!("{}-ov-", cluster.prefix()));
     let (n1, n2) = (cluster.node(1)?.clone(), cluster.node(2)?.clone());
     let net = NetworkSpec::new("bench", 4097, "198.18.0.0/22".parse()?, "198.18.0.1".parse()?);
     let addresses = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
@@ -74,7 +77,7 @@ fn run() -> BenchResult<()> {
     let mut containers = Vec::new();
     let mut overlays = Vec::new();
     for (i, node) in [&n1, &n2].into_iter().enumerate() {
-        let container = format!("{}-c{}", cluster.prefix(), i + 1);
+        let container = format!("{}-ov-c{}", cluster.prefix(), i + 1);
         let status = Command::new("ip").args(["netns", "add", &container]).status()?;
         if !status.success() {
             return Err(format!("ip netns add {container} failed").into());
@@ -97,12 +100,26 @@ fn run() -> BenchResult<()> {
         containers.push(container);
     }
 
-    println!("overlay bench: iperf3 single stream, {seconds} s each");
-    let underlay = iperf(&cluster, &n2.netns, &n1.netns, n2.addr, seconds)?;
-    println!("  plain veth on the underlay (node1 -> node2):   {:>8.2} Gbit/s", underlay / 1e9);
-    let overlay = iperf(&cluster, &containers[1], &containers[0], addresses[1], seconds)?;
-    println!("  overlay, VXLAN (container on node1 -> node2):  {:>8.2} Gbit/s", overlay / 1e9);
-    println!("  ratio overlay / underlay:                      {:>8.3} (goal >= 0.8)", overlay / underlay);
+    // Alternate the two paths for several rounds and compare medians, so that a burst of other
+    // work on the machine does not land on one path only.
+    println!("overlay bench: iperf3 single stream, {rounds} rounds of {seconds} s per path, alternating");
+    let (mut underlay, mut overlay) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let u = iperf(&cluster, &n2.netns, &n1.netns, n2.addr, seconds)?;
+        let o = iperf(&cluster, &containers[1], &containers[0], addresses[1], seconds)?;
+        println!(
+            "  round {round}: underlay {:>6.2} Gbit/s, overlay {:>6.2} Gbit/s, ratio {:.3}",
+            u / 1e9,
+            o / 1e9,
+            o / u
+        );
+        underlay.push(u);
+        overlay.push(o);
+    }
+    let (underlay, overlay) = (median(&mut underlay), median(&mut overlay));
+    println!("  plain veth on the underlay (node1 -> node2), median:   {:>8.2} Gbit/s", underlay / 1e9);
+    println!("  overlay, VXLAN (container on node1 -> node2), median:  {:>8.2} Gbit/s", overlay / 1e9);
+    println!("  ratio overlay / underlay:                              {:>8.3} (goal >= 0.8)", overlay / underlay);
 
     // Programming remote endpoints: 1,000 FDB + 1,000 neighbour entries on node1's sandbox.
     let (overlay1, desired1) = &mut overlays[0];
@@ -134,6 +151,11 @@ fn run() -> BenchResult<()> {
         overlay.teardown_all()?;
     }
     Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or_default()
 }
 
 fn per_second(elapsed: Duration) -> f64 {

@@ -29,13 +29,14 @@ impl Drop for Sweep {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = Cluster::new(2)?;
-    let _sweep = Sweep(cluster.prefix().to_owned());
+    // Only what the overlay and this program made: the cluster removes its own namespaces.
+    let _sweep = Sweep(format!("{}-ov-", cluster.prefix()));
     let blue = NetworkSpec::new("blue", 4097, "198.18.0.0/24".parse()?, "198.18.0.1".parse()?);
     let addresses = [Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 3)];
 
     let mut containers = Vec::new();
     for (i, node) in cluster.nodes().iter().enumerate() {
-        let container = format!("{}-c{}", cluster.prefix(), i + 1);
+        let container = format!("{}-ov-c{}", cluster.prefix(), i + 1);
         let status = Command::new("ip").args(["netns", "add", &container]).status()?;
         assert!(status.success(), "ip netns add {container}");
         let peer = &cluster.nodes()[1 - i];
@@ -52,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let config =
             KernelConfig { node_netns: Some(PathBuf::from("/run/netns").join(&node.netns)), ..Default::default() };
-        let naming = Naming { netns_prefix: format!("{}-{}-", cluster.prefix(), node.name), ..Default::default() };
+        let naming = Naming { netns_prefix: format!("{}-ov-{}-", cluster.prefix(), node.name), ..Default::default() };
         let mut overlay = Overlay::new(Kernel::new(config)?, naming);
         let report = overlay.reconcile(&desired)?;
         println!("{}: {} operations", node.name, report.applied.len());
