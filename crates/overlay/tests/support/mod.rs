@@ -114,15 +114,25 @@ pub(crate) fn network(id: &str, vni: u32, third: u8) -> NetworkSpec {
     NetworkSpec::new(id, vni, subnet, IpAddr::V4(Ipv4Addr::new(198, 18, third, 1)))
 }
 
-/// Whether a ping from namespace `netns` to `to` is answered within a second.
+/// Whether a ping from namespace `netns` to `to` is answered: up to three tries of a second
+/// each, so that a loaded machine does not fail a test that expects a reply.
 pub(crate) fn ping(netns: &str, to: impl ToString) -> bool {
+    let to = to.to_string();
+    (0..3).any(|_| ping_once(netns, &to))
+}
+
+/// Whether one ping from `netns` to `to` goes unanswered for a second (for paths that must be cut).
+pub(crate) fn no_reply(netns: &str, to: impl ToString) -> bool {
+    !ping_once(netns, &to.to_string())
+}
+
+fn ping_once(netns: &str, to: &str) -> bool {
     Cluster::command_in(netns, images::BUSYBOX)
-        .args(["ping", "-c", "1", "-W", "1", &to.to_string()])
+        .args(["ping", "-c", "1", "-W", "1", to])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-/// Runs `ip ARGS` in `netns` and returns its output.
 /// An empty `netns` runs `ip ARGS` in the test's own namespace.
 pub(crate) fn ip_in(netns: &str, args: &[&str]) -> String {
     let mut command = Command::new("ip");
