@@ -163,18 +163,27 @@ pub trait LoadBalancer: std::fmt::Debug + Send {
     /// The services as the kernel has them, sorted by key, backends sorted by address and port.
     fn list(&self) -> Result<Vec<Service>, ListError>;
 
-    /// Sets one backend's weight to 0: no new connections, existing ones kept.
-    fn drain(&mut self, service: &ServiceKey, backend: SocketAddrV4) -> Result<(), ApplyError> {
-        let current = self.list()?;
-        let Some(mut found) = current.into_iter().find(|s| s.key == *service) else {
-            return Err(ApplyError::NoSuchService { netns: self.netns().clone(), service: *service });
-        };
-        let Some(b) = found.backends.iter_mut().find(|b| b.socket_addr() == backend) else {
-            return Err(ApplyError::NoSuchBackend { netns: self.netns().clone(), service: *service, backend });
-        };
-        b.weight = 0;
-        self.set(&[found])
-    }
+    /// Sets one backend's weight to 0: no new connections, existing ones kept. Only that
+    /// service is touched (from what this balancer applied, not from a full listing).
+    fn drain(&mut self, service: &ServiceKey, backend: SocketAddrV4) -> Result<(), ApplyError>;
+}
+
+/// The service `service` of `applied` with `backend`'s weight set to 0.
+fn drained(
+    applied: &std::collections::BTreeMap<ServiceKey, Service>,
+    netns: &Netns,
+    service: &ServiceKey,
+    backend: SocketAddrV4,
+) -> Result<Service, ApplyError> {
+    let Some(found) = applied.get(service) else {
+        return Err(ApplyError::NoSuchService { netns: netns.clone(), service: *service });
+    };
+    let mut found = found.clone();
+    let Some(b) = found.backends.iter_mut().find(|b| b.socket_addr() == backend) else {
+        return Err(ApplyError::NoSuchBackend { netns: netns.clone(), service: *service, backend });
+    };
+    b.weight = 0;
+    Ok(found)
 }
 
 /// Opens the best load balancer for `netns`: IPVS when its generic-netlink family resolves there,

@@ -221,6 +221,11 @@ impl LoadBalancer for NftBalancer {
         self.change(services, &removals)
     }
 
+    fn drain(&mut self, service: &ServiceKey, backend: std::net::SocketAddrV4) -> Result<(), ApplyError> {
+        let drained = crate::drained(&self.applied, &self.netns, service, backend)?;
+        self.change(&[drained], &[])
+    }
+
     fn list(&self) -> Result<Vec<Service>, ListError> {
         let err = |detail: String| ListError::Nft { netns: self.netns.clone(), table: self.table.clone(), detail };
         let args = ["list", "table", "ip", self.table.as_str()];

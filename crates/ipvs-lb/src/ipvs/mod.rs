@@ -291,6 +291,11 @@ impl LoadBalancer for IpvsBalancer {
         self.change(services, &removals)
     }
 
+    fn drain(&mut self, service: &ServiceKey, backend: std::net::SocketAddrV4) -> Result<(), ApplyError> {
+        let drained = crate::drained(&self.applied, &self.netns, service, backend)?;
+        self.change(&[drained], &[])
+    }
+
     fn list(&self) -> Result<Vec<Service>, ListError> {
         let err = |detail: String| ListError::Ipvs { netns: self.netns.clone(), detail };
         let dumped = self.dump(IpvsMessage::new(Command::GetService, None, None)).map_err(err)?;
