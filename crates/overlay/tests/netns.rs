@@ -261,7 +261,6 @@ fn a_restarted_planner_adopts_existing_state_and_repairs_damage() {
     let report = restarted.reconcile(&desired).expect("sweep stray");
     assert_eq!(report.applied.len(), 1, "{:?}", report.applied);
     assert!(!ip_in(&n1.netns, &["link"]).contains("shl-vx4099"));
-    let _ = n2;
 }
 
 #[test]
@@ -374,7 +373,6 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
         .output()
         .expect("nft");
     assert!(!String::from_utf8_lossy(&tables.stdout).contains("shoal_overlay"));
-    let _ = PathBuf::new();
 }
 
 #[test]
