@@ -29,7 +29,8 @@ const BATCH: usize = 256;
 
 type Handle = ConnectionHandle<GenlMessage<IpvsMessage>>;
 
-/// The IPVS load balancer for one namespace.
+/// The IPVS load balancer for one namespace. It owns a small tokio runtime: call it and drop it
+/// outside async tasks (from `spawn_blocking` in async code).
 #[derive(Debug)]
 pub struct IpvsBalancer {
     netns: Netns,
