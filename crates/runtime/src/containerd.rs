@@ -886,10 +886,16 @@ impl ContainerRuntime for Containerd {
 
     async fn start(&self, id: &str) -> Result<(), ContainerError> {
         self.get_container(id).await?;
-        if let Some((status, ..)) = self.task_status(id).await? {
-            let state =
-                if status == TaskStatus::Running { "running" } else { "exited (remove it and create it again)" };
-            return Err(ContainerError::WrongState { id: id.to_owned(), operation: "start", state });
+        match self.task_status(id).await? {
+            None => {}
+            // Created but never started (a start that failed half-way, or an agent that died
+            // between creating and starting the task): nothing ran, so clear it and start afresh.
+            Some((TaskStatus::Created, ..)) => self.delete_task(id).await?,
+            Some((status, ..)) => {
+                let state =
+                    if status == TaskStatus::Running { "running" } else { "exited (remove it and create it again)" };
+                return Err(ContainerError::WrongState { id: id.to_owned(), operation: "start", state });
+            }
         }
         let rootfs = self
             .snapshots()
@@ -947,13 +953,17 @@ impl ContainerRuntime for Containerd {
 
     async fn stop(&self, id: &str, grace: Duration) -> Result<ExitStatus, ContainerError> {
         let container = self.get_container(id).await?;
+        let never_started =
+            || ContainerError::WrongState { id: id.to_owned(), operation: "stop", state: "created (never started)" };
         let Some((state, code, exited_at)) = self.task_status(id).await? else {
-            return self.recorded_exit(id).ok_or(ContainerError::WrongState {
-                id: id.to_owned(),
-                operation: "stop",
-                state: "created (never started)",
-            });
+            return self.recorded_exit(id).ok_or_else(never_started);
         };
+        if state == TaskStatus::Created {
+            // Its process never ran: there is nothing to signal, and waiting for an exit would
+            // block for ever.
+            self.delete_task(id).await?;
+            return Err(never_started());
+        }
         if state != TaskStatus::Stopped {
             let signal = container.labels.get(STOP_SIGNAL_LABEL).and_then(|s| s.parse().ok()).unwrap_or(15);
             let waiter = {

@@ -182,7 +182,7 @@ fn real_containers() {
     let netns_guard = NetnsGuard::new(&task_netns);
     let netns_path = PathBuf::from("/run/netns").join(&netns_guard.0);
     env.block_on(move || async move {
-        let rt = Containerd::connect(config).await.expect("connect");
+        let rt = Containerd::connect(config.clone()).await.expect("connect");
 
         eprintln!("--- pull from the test registry, load from an archive");
         let tools = rt.ensure_image(&ImageSource::registry(&tools_remote)).await.expect("pull tools");
@@ -271,6 +271,26 @@ fn real_containers() {
         assert_eq!(followed, ["line1", "line2", "line3"]);
         rt.remove("follow").await.expect("remove");
 
+        eprintln!("--- a task created but never started (an agent that died between the two calls)");
+        spec = ContainerSpec {
+            id: "half".into(),
+            image: tools.clone(),
+            entrypoint: Some(vec!["/bin/sleep".into(), "600".into()]),
+            args: Some(vec![]),
+            ..Default::default()
+        };
+        rt.create(&spec).await.expect("create");
+        create_task_only(&config, "half").await;
+        let stopped = tokio::time::timeout(Duration::from_secs(10), rt.stop("half", Duration::from_secs(1)))
+            .await
+            .expect("stop does not wait for a process that never ran");
+        let err = stopped.expect_err("never started");
+        assert_eq!(err.to_string(), "container half: cannot stop while created (never started)");
+        create_task_only(&config, "half").await;
+        rt.start("half").await.expect("start clears the stale task and starts");
+        rt.stop("half", Duration::from_secs(1)).await.expect("stop");
+        rt.remove("half").await.expect("remove");
+
         eprintln!("--- errors name the container and the image");
         let err = rt.start("nope").await.expect_err("unknown container");
         assert_eq!(err.to_string(), "no such container: nope");
@@ -279,6 +299,29 @@ fn real_containers() {
         assert!(err.to_string().starts_with("container bad id: invalid spec: id \"bad id\""), "{err}");
     });
     drop(env.containerd);
+}
+
+/// Creates the task of container `id` without starting it, straight through containerd's API.
+async fn create_task_only(config: &ContainerdConfig, id: &str) {
+    use containerd_client::services::v1::CreateTaskRequest;
+    use containerd_client::services::v1::snapshots::MountsRequest;
+    use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+    use containerd_client::services::v1::tasks_client::TasksClient;
+
+    let channel = containerd_client::connect(&config.socket).await.expect("connect to containerd");
+    fn namespaced<T>(config: &ContainerdConfig, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("containerd-namespace", config.namespace.parse().expect("namespace"));
+        request
+    }
+    let rootfs = SnapshotsClient::new(channel.clone())
+        .mounts(namespaced(config, MountsRequest { snapshotter: config.snapshotter.clone(), key: id.to_owned() }))
+        .await
+        .expect("snapshot mounts")
+        .into_inner()
+        .mounts;
+    let request = CreateTaskRequest { container_id: id.to_owned(), rootfs, ..Default::default() };
+    TasksClient::new(channel).create(namespaced(config, request)).await.expect("create task");
 }
 
 /// A network namespace for a task, deleted on drop.
