@@ -1,0 +1,356 @@
+//! A manager's life on disk: `init` creates a cluster (root CA, this manager's certificate, the
+//! first Raft member, the cluster object with its join tokens, an admin client bundle) and runs;
+//! `start` resumes from the same data directory after a restart, without joining again.
+//!
+//! Data directory layout:
+//!
+//! ```text
+//! DATA/manager.json   cluster ID, node ID, Raft ID, advertised address
+//! DATA/certs/         this node's key and certificate chain, the trusted roots
+//! DATA/ca/            the cluster CA (root key and certificate; cross-signed state during rotation)
+//! DATA/raft/          raft-store's log and snapshots
+//! DATA/admin/         a client bundle for the CLI (key, certificate, roots), mode 0600 keys
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use shoal_api::v1;
+use shoal_ca_pki::{
+    ClusterCa, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role, RootCa, TrustBundle,
+    client_config, join_server_config,
+};
+use shoal_raft_store::{Store, StoreConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::dispatcher::Dispatcher;
+use crate::ids::new_id;
+use crate::leader::{DEFAULT_TASK_HISTORY, Leader};
+use crate::objects::{ObjectError, ObjectStore};
+use crate::server::{Services, serve};
+
+/// How a manager runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagerConfig {
+    /// Where its state lives.
+    pub data_dir: PathBuf,
+    /// Where it listens (e.g. `0.0.0.0:2377`).
+    pub listen_addr: SocketAddr,
+    /// Where other nodes reach it (e.g. `192.0.2.11:2377`).
+    pub advertise_addr: SocketAddr,
+    /// How often nodes send heartbeats (Shoal's default: 1 s).
+    pub heartbeat_period: Duration,
+    /// How long node certificates are valid.
+    pub cert_validity: Duration,
+}
+
+impl ManagerConfig {
+    /// Defaults for everything but the data directory and addresses.
+    pub fn new(data_dir: impl Into<PathBuf>, listen_addr: SocketAddr, advertise_addr: SocketAddr) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            listen_addr,
+            advertise_addr,
+            heartbeat_period: Duration::from_secs(1),
+            cert_validity: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
+
+/// What a manager remembers about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Identity {
+    cluster_id: String,
+    node_id: String,
+    raft_id: u64,
+    advertise_addr: String,
+}
+
+/// Creating or resuming a manager failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The data directory already holds a cluster (for `init`) or holds none (for `start`).
+    #[error("{path}: {reason}")]
+    DataDir {
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A file of the data directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Certificates or keys could not be made, loaded or used.
+    #[error("certificates: {0}")]
+    Pki(String),
+    /// The replicated store could not be opened or bootstrapped.
+    #[error("raft store in {path}: {reason}")]
+    Store {
+        /// Its directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source} (is another manager running, or is the port taken?)")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The first objects could not be written.
+    #[error("cannot write the cluster's first objects: {0}")]
+    Objects(#[from] ObjectError),
+}
+
+/// What `init` made, for printing the join commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitOutcome {
+    /// The new cluster's ID.
+    pub cluster_id: String,
+    /// This manager's node ID.
+    pub node_id: String,
+    /// `SHTKN-1-…` for workers.
+    pub worker_token: String,
+    /// `SHTKN-1-…` for managers.
+    pub manager_token: String,
+    /// The admin client bundle's directory.
+    pub admin_bundle: PathBuf,
+}
+
+/// A running manager: its port, its store, its leader loop.
+#[derive(Debug)]
+pub struct RunningManager {
+    /// This node's ID.
+    pub node_id: String,
+    /// The address it listens on (the bound port when 0 was asked).
+    pub local_addr: SocketAddr,
+    objects: ObjectStore,
+    stop: Option<oneshot::Sender<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningManager {
+    /// The cluster state, for embedding and tests.
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    /// Stops serving and leading, and closes the store.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        self.objects.store().shutdown().await;
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StartError + use<> {
+    let path = path.to_owned();
+    move |source| StartError::Io { path: path.clone(), source }
+}
+
+fn pki(err: impl std::fmt::Display) -> StartError {
+    StartError::Pki(err.to_string())
+}
+
+fn random_u64() -> u64 {
+    let id = new_id();
+    // An ID is 25 base36 digits of 128 random bits; its first 12 digits fit a u64 with room.
+    u64::from_str_radix(&id[..12], 36).unwrap_or(1).max(1)
+}
+
+/// Creates a new cluster in `config.data_dir` (which must not hold one) and runs its first manager.
+pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome), StartError> {
+    let data = &config.data_dir;
+    if data.join("manager.json").exists() {
+        return Err(StartError::DataDir {
+            path: data.clone(),
+            reason: "already holds a cluster; start the manager without `init` to resume it, or use another --data-dir"
+                .to_owned(),
+        });
+    }
+    for dir in [data.clone(), data.join("ca"), data.join("certs"), data.join("admin")] {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let ca = ClusterCa::new(RootCa::generate(now).map_err(pki)?);
+    let identity = Identity {
+        cluster_id: new_id(),
+        node_id: new_id(),
+        raft_id: random_u64(),
+        advertise_addr: config.advertise_addr.to_string(),
+    };
+    ca.save(&data.join("ca"), None).map_err(pki)?;
+    let credentials = issue(&ca, &identity.node_id, Role::Manager, &identity.cluster_id, config.cert_validity)?;
+    credentials.save(&data.join("certs"), None).map_err(pki)?;
+    ca.trust_bundle().save(&data.join("certs")).map_err(pki)?;
+    let admin_id = format!("admin-{}", new_id());
+    let admin = issue(&ca, &admin_id, Role::Manager, &identity.cluster_id, config.cert_validity)?;
+    admin.save(&data.join("admin"), None).map_err(pki)?;
+    ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;
+    let json = serde_json::to_vec_pretty(&identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
+    let identity_path = data.join("manager.json");
+    std::fs::write(&identity_path, json).map_err(io(&identity_path))?;
+
+    let trust = ca.trust_bundle();
+    let running = run(config, &identity, ca, credentials, true).await?;
+    let tokens = JoinTokens::generate(&trust).map_err(pki)?;
+    let join_tokens = v1::JoinTokens {
+        worker: tokens.token(Role::Worker).to_string(),
+        manager: tokens.token(Role::Manager).to_string(),
+    };
+    let cluster = v1::Cluster {
+        id: identity.cluster_id.clone(),
+        spec: Some(v1::ClusterSpec {
+            annotations: Some(v1::Annotations { name: "default".into(), ..Default::default() }),
+            task_history_retention_limit: DEFAULT_TASK_HISTORY as i64,
+            heartbeat_period: Some(shoal_api::to_duration(config.heartbeat_period)),
+            node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
+            autolock_managers: false,
+        }),
+        join_tokens: Some(join_tokens.clone()),
+        root_ca_cert: trust.pem().as_bytes().to_vec(),
+        root_ca_digest: join_tokens.worker.split('-').nth(2).unwrap_or_default().to_owned(),
+        ..Default::default()
+    };
+    running.objects.create(cluster).await?;
+    let node = v1::Node {
+        id: identity.node_id.clone(),
+        role: v1::NodeRole::Manager as i32,
+        spec: Some(v1::NodeSpec { desired_role: v1::NodeRole::Manager as i32, ..Default::default() }),
+        manager_status: Some(v1::ManagerStatus {
+            raft_id: identity.raft_id,
+            addr: identity.advertise_addr.clone(),
+            leader: true,
+            reachability: v1::manager_status::Reachability::Reachable as i32,
+        }),
+        ..Default::default()
+    };
+    running.objects.create(node).await?;
+    tracing::info!(cluster.id = %identity.cluster_id, node.id = %identity.node_id, addr = %config.advertise_addr, "cluster initialised");
+    let outcome = InitOutcome {
+        cluster_id: identity.cluster_id,
+        node_id: identity.node_id,
+        worker_token: join_tokens.worker,
+        manager_token: join_tokens.manager,
+        admin_bundle: data.join("admin"),
+    };
+    Ok((running, outcome))
+}
+
+/// Resumes the manager whose state is in `config.data_dir`.
+pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError> {
+    let data = &config.data_dir;
+    let identity_path = data.join("manager.json");
+    let bytes = std::fs::read(&identity_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StartError::DataDir {
+            path: data.clone(),
+            reason: "holds no cluster; run `shoal-manager init` or `shoal-manager join` first".to_owned(),
+        },
+        _ => io(&identity_path)(e),
+    })?;
+    let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| StartError::DataDir {
+        path: identity_path.clone(),
+        reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
+    })?;
+    let ca = ClusterCa::load(&data.join("ca"), None).map_err(pki)?;
+    let credentials = NodeCredentials::load(&data.join("certs"), None).map_err(pki)?;
+    run(config, &identity, ca, credentials, false).await
+}
+
+fn issue(
+    ca: &ClusterCa,
+    node_id: &str,
+    role: Role,
+    cluster_id: &str,
+    validity: Duration,
+) -> Result<NodeCredentials, StartError> {
+    let key = NodeKey::generate().map_err(pki)?;
+    let identity = NodeIdentity { node_id: node_id.to_owned(), role, cluster_id: cluster_id.to_owned() };
+    let validity = time::Duration::try_from(validity).map_err(pki)?;
+    let chain =
+        ca.issue(&key.csr_pem().map_err(pki)?, &identity, validity, time::OffsetDateTime::now_utc()).map_err(pki)?;
+    NodeCredentials::new(&chain, key).map_err(pki)
+}
+
+async fn run(
+    config: &ManagerConfig,
+    identity: &Identity,
+    ca: ClusterCa,
+    credentials: NodeCredentials,
+    bootstrap: bool,
+) -> Result<RunningManager, StartError> {
+    let trust: TrustBundle = ca.trust_bundle();
+    let raft_dir = config.data_dir.join("raft");
+    let store_err = |reason: String| StartError::Store { path: raft_dir.clone(), reason };
+    let client = client_config(&credentials, &trust).map_err(pki)?;
+    let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client), "shoal-manager")
+        .map_err(|e| store_err(e.to_string()))?
+        .into_transport();
+    let store = Store::open(StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir), transport)
+        .await
+        .map_err(|e| store_err(e.to_string()))?;
+    let listener = TcpListener::bind(config.listen_addr)
+        .await
+        .map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
+    let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
+    let removed = RemovedNodes::new();
+    let tls = join_server_config(&credentials, &trust, &removed).map_err(pki)?;
+    let objects = ObjectStore::new(store.clone());
+    let dispatcher = Dispatcher::new(objects.clone(), config.heartbeat_period);
+    let services = Services {
+        objects: objects.clone(),
+        removed,
+        ca: Arc::new(Mutex::new(ca)),
+        cluster_id: identity.cluster_id.clone(),
+        cert_validity: config.cert_validity,
+        dispatcher: dispatcher.clone(),
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let stopped = futures::future::FutureExt::shared(async move {
+        let _ = stopped.await;
+    });
+    let serving = {
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            if let Err(err) = serve(listener, tls, services, stopped).await {
+                tracing::error!(error = %err, "manager port stopped");
+            }
+        })
+    };
+    if bootstrap {
+        store.bootstrap().await.map_err(|e| store_err(e.to_string()))?;
+    }
+    if store.wait_for_leader(Duration::from_secs(10)).await.is_none() {
+        tracing::warn!("no Raft leader yet; requests fail with `no quorum` until enough managers are back");
+    }
+    let leader = Leader::new(objects.clone(), dispatcher, DEFAULT_TASK_HISTORY);
+    let period = config.heartbeat_period;
+    let leading = tokio::spawn(async move { leader.run(Duration::from_millis(100), period, stopped).await });
+    tracing::info!(node.id = %identity.node_id, addr = %local_addr, "manager running");
+    Ok(RunningManager {
+        node_id: identity.node_id.clone(),
+        local_addr,
+        objects,
+        stop: Some(stop),
+        tasks: vec![serving, leading],
+    })
+}
+
+#[cfg(test)]
+mod tests;
