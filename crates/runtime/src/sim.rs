@@ -294,6 +294,14 @@ impl ContainerRuntime for Simulated {
         let (behavior, stop_rx) = {
             let mut state = self.state();
             let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
+            // Another start may have finished during the latency: only one of them runs it.
+            if container.started_at.is_some() {
+                return Err(ContainerError::WrongState {
+                    id: id.to_owned(),
+                    operation: "start",
+                    state: "started already",
+                });
+            }
             let now = SystemTime::now();
             container.started_at = Some(now);
             if let SimBehavior::Print { stdout, stderr } = &container.behavior {

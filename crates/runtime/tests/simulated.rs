@@ -80,6 +80,13 @@ async fn injected_failures_and_latency() {
     sim.start("slow").await.expect("start");
     assert!(started.elapsed() >= Duration::from_millis(200));
 
+    // Two starts racing through the latency: one runs the container, the other is refused.
+    let spec = ContainerSpec { id: "raced".into(), image: image.clone(), ..Default::default() };
+    sim.create(&spec).await.expect("create");
+    let (a, b) = tokio::join!(sim.start("raced"), sim.start("raced"));
+    assert!(a.is_ok() != b.is_ok(), "exactly one start succeeds: {a:?} {b:?}");
+    sim.stop("raced", Duration::from_secs(1)).await.expect("stop");
+
     sim.fail_start("doomed", "no space left on device");
     sim.create(&ContainerSpec { id: "doomed".into(), image, ..Default::default() }).await.expect("create");
     let err = sim.start("doomed").await.expect_err("injected start failure");
