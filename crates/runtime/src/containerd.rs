@@ -118,8 +118,7 @@ struct LocalImage {
 impl Containerd {
     /// Connects to containerd and checks that it answers.
     pub async fn connect(config: ContainerdConfig) -> Result<Self, ConnectError> {
-        let valid = !config.namespace.is_empty()
-            && config.namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        let valid = valid_identifier(&config.namespace);
         let namespace = config
             .namespace
             .parse()
@@ -1344,6 +1343,13 @@ fn choose_platform(name: &str, index: &[u8]) -> Result<Descriptor, ImageError> {
         .ok_or_else(|| ImageError::NoPlatform { reference: name.to_owned(), platform: format!("linux/{arch}") })
 }
 
+/// containerd's rule for namespace names: `[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`, at most 76
+/// characters. Checked here so a bad name fails at connect, naming itself, not at a later call.
+fn valid_identifier(name: &str) -> bool {
+    name.len() <= 76
+        && name.split(['.', '_', '-']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
@@ -1403,6 +1409,16 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
+    }
+
+    #[test]
+    fn namespace_names_follow_containerd() {
+        for good in ["shoal", "shoaltest-ab12cd", "a.b_c-d", "A1"] {
+            assert!(valid_identifier(good), "{good:?}");
+        }
+        for bad in ["", "-a", "a-", "a..b", "a b", "a/b", &"x".repeat(77)] {
+            assert!(!valid_identifier(bad), "{bad:?}");
+        }
     }
 
     #[test]

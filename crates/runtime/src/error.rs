@@ -153,7 +153,9 @@ pub enum ConnectError {
         reason: String,
     },
     /// The namespace name is not valid for containerd.
-    #[error("invalid containerd namespace {namespace:?}: use letters, digits, '.', '_' and '-'")]
+    #[error(
+        "invalid containerd namespace {namespace:?}: use letters and digits, with single '.', '_' or '-' between them (at most 76 characters)"
+    )]
     Namespace {
         /// The name given.
         namespace: String,
