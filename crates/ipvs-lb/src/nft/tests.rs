@@ -74,3 +74,16 @@ fn invalid_services_name_the_service() {
     let err = service.validate().expect_err("duplicate backend");
     assert_eq!(err.to_string(), "invalid service 198.18.0.10:80/tcp: backend 198.18.1.12:8080 is listed twice");
 }
+
+#[test]
+fn sctp_and_udp_services_match_their_protocol_and_key_by_it() {
+    for (protocol, name) in [(Protocol::Sctp, "sctp"), (Protocol::Udp, "udp")] {
+        let key = ServiceKey { addr: Ipv4Addr::new(198, 18, 0, 11), port: 3868, protocol };
+        let service = Service::new(key, vec![Backend::new(Ipv4Addr::new(198, 18, 1, 11), 3868)]);
+        let rules = service_rules(&service);
+        let dnat = rules.last().map(|(r, _)| r.to_string()).unwrap_or_default();
+        assert!(dnat.contains(&format!(r#""right":"{name}""#)), "{dnat}");
+        assert_eq!(element_key(&key).to_string(), format!(r#"{{"concat":["198.18.0.11","{name}",3868]}}"#));
+        assert_eq!(chain_name(&key), format!("svc_198_18_0_11_{name}_3868"));
+    }
+}
