@@ -28,6 +28,8 @@ pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CPU_PERIOD_US: u64 = 100_000;
+/// The smallest CFS quota the kernel takes: 1 ms per period, 0.01 CPU.
+const MIN_CPU_QUOTA_US: u64 = 1_000;
 
 /// What the runtime needs of an image's config.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -250,7 +252,12 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
     }
     let mut cpu = serde_json::Map::new();
     if let Some(nano) = r.nano_cpus {
-        cpu.insert("quota".into(), json!(nano.saturating_mul(CPU_PERIOD_US) / 1_000_000_000));
+        let quota = nano.saturating_mul(CPU_PERIOD_US) / 1_000_000_000;
+        // The kernel refuses a CFS quota under 1 ms; say so here rather than at task start.
+        if quota < MIN_CPU_QUOTA_US {
+            return Err(format!("CPU limit of {nano} nano-CPUs is below the minimum of 0.01 CPU (10000000)"));
+        }
+        cpu.insert("quota".into(), json!(quota));
         cpu.insert("period".into(), json!(CPU_PERIOD_US));
     }
     if let Some(shares) = r.cpu_shares {
@@ -455,6 +462,16 @@ mod tests {
             runtime_spec(&escape, &image(), &ctx()).err().as_deref(),
             Some("mount target \"/a/../etc\" must be an absolute path without '..'")
         );
+        let tiny_cpu =
+            ContainerSpec { resources: Resources { nano_cpus: Some(9_999_999), ..Default::default() }, ..spec() };
+        assert_eq!(
+            runtime_spec(&tiny_cpu, &image(), &ctx()).err().as_deref(),
+            Some("CPU limit of 9999999 nano-CPUs is below the minimum of 0.01 CPU (10000000)")
+        );
+        let least_cpu =
+            ContainerSpec { resources: Resources { nano_cpus: Some(10_000_000), ..Default::default() }, ..spec() };
+        let v = runtime_spec(&least_cpu, &image(), &ctx()).expect("0.01 CPU is allowed");
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 1_000);
     }
 
     #[test]

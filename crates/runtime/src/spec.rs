@@ -80,7 +80,7 @@ pub enum Mount {
 /// Resource limits, applied through cgroups.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Resources {
-    /// CPU limit in nano-CPUs (1e9 = one CPU), as a CFS quota over a 100 ms period.
+    /// CPU limit in nano-CPUs (1e9 = one CPU, at least 1e7), as a CFS quota over a 100 ms period.
     pub nano_cpus: Option<u64>,
     /// Relative CPU weight (cgroup v1 shares, 2–262144).
     pub cpu_shares: Option<u64>,
