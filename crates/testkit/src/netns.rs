@@ -16,6 +16,9 @@ use std::time::{Duration, Instant};
 use crate::RUN_PREFIX_ROOT;
 use crate::cmd::{self, CommandError};
 
+/// The most nodes a cluster can have: node `i` is 192.0.2.(10+i).
+const MAX_NODES: usize = 244;
+
 /// The underlay bridge's address in its namespace.
 pub const UNDERLAY_GATEWAY: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
@@ -47,6 +50,12 @@ pub enum HarnessError {
         action: String,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// A node index that has no underlay address.
+    #[error("node index {index} is out of range: nodes are numbered 1 to 244 (192.0.2.11 to 192.0.2.254)")]
+    NodeIndex {
+        /// The index asked for.
+        index: usize,
     },
     /// A node index outside `1..=N`.
     #[error("no node {index} in a cluster of {count} nodes (nodes are numbered from 1)")]
@@ -205,7 +214,11 @@ impl Cluster {
 
     /// Adds one more node to a running cluster (as a machine joining later would).
     pub fn add_node(&mut self, index: usize) -> Result<&Node, HarnessError> {
-        let last_octet = u8::try_from(10 + index).map_err(|_| HarnessError::NoSuchNode { index, count: 244 })?;
+        // Nodes are 192.0.2.11 to 192.0.2.254: .255 is the underlay's broadcast address.
+        let last_octet = u8::try_from(10 + index)
+            .ok()
+            .filter(|_| (1..=MAX_NODES).contains(&index))
+            .ok_or(HarnessError::NodeIndex { index })?;
         let node = Node {
             index,
             name: format!("node{index}"),
@@ -424,5 +437,27 @@ pub(crate) fn narrate(message: &str) {
     #[allow(clippy::print_stderr)]
     {
         eprintln!("--- {message}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_indexes_without_an_address_are_refused() {
+        // No namespace is made: the index is checked first. Dropping the cluster finds nothing to delete.
+        let mut cluster = Cluster {
+            prefix: "shoaltest-unit".into(),
+            underlay: "shoaltest-unit-none".into(),
+            nodes: Vec::new(),
+            dir: std::env::temp_dir().join("shoaltest-unit-none"),
+            keep_dir: true,
+        };
+        for index in [0, MAX_NODES + 1, 1000] {
+            let err = cluster.add_node(index).expect_err("no address");
+            assert!(matches!(err, HarnessError::NodeIndex { index: i } if i == index), "{err}");
+        }
+        assert!(cluster.nodes.is_empty());
     }
 }
