@@ -365,12 +365,30 @@ proptest! {
     }
 
     #[test]
-    fn explanation_names_only_real_filters(nodes in arb_nodes(12), tasks in arb_tasks(), seed in any::<u64>()) {
+    fn explanations_count_what_each_filter_rejects(nodes in arb_nodes(12), tasks in arb_tasks(), seed in any::<u64>()) {
         let placement = schedule(&nodes, &tasks, seed);
+        let ready = |n: &Node| n.status == NodeStatus::Ready && n.availability == Availability::Active;
         for u in &placement.unplaced {
-            let total: u32 = Filter::ALL.iter().map(|&f| u.explanation.count(f)).sum();
-            prop_assert_eq!(total, u.explanation.nodes());
-            prop_assert!(u.explanation.to_string().starts_with("no suitable node"));
+            let task = tasks.iter().find(|t| t.id == u.task_id).expect("unplaced task is in the batch");
+            if task.node_id.is_some() {
+                continue; // one node or none; checked by no_assignment_breaks_a_filter
+            }
+            let e = &u.explanation;
+            // Ready is first in the pipeline and does not change: it rejects exactly the nodes
+            // that are not ready and active.
+            prop_assert_eq!(e.count(Filter::Ready), nodes.iter().filter(|n| !ready(n)).count() as u32);
+            // Constraints come after resources, so they reject at most the ready nodes they fail.
+            let failing_constraints = nodes
+                .iter()
+                .filter(|n| ready(n) && !task.spec.constraints.iter().all(|c| c.matches(n)))
+                .count() as u32;
+            prop_assert!(e.count(Filter::Constraints) <= failing_constraints, "{} > {}", e, failing_constraints);
+            // Each filter that rejected a node is named, the one that rejected most first.
+            let text = e.to_string();
+            prop_assert!(text.starts_with("no suitable node"));
+            let named = Filter::ALL.iter().filter(|&&f| e.count(f) > 0).count();
+            let listed = if named == 0 { 0 } else { text.matches("; ").count() + 1 };
+            prop_assert_eq!(listed, named, "{}", text);
         }
     }
 }
