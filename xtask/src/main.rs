@@ -35,6 +35,9 @@ enum Cmd {
         out: PathBuf,
     },
     /// Remove leftovers (namespaces, processes, mounts, cgroups, temp dirs) of killed test runs.
+    ///
+    /// It removes everything named `shoaltest-…`, so do not run it while tests are running: it
+    /// would take their namespaces and processes too.
     Clean,
     /// Run a benchmark and print its figures (see `cargo xtask bench --help` for the list).
     Bench(bench::BenchArgs),
