@@ -204,6 +204,17 @@ impl Session<'_> {
         }
         let scope = param("scope").unwrap_or_else(|| format!("repository:{}:pull", self.reference.repository));
         token_url.push_str(&format!("{sep}scope={}", url_encode(&scope)));
+        let insecure = self.client.insecure.iter().any(|h| h == &self.reference.registry);
+        if basic.is_some() && !insecure && !realm.starts_with("https://") {
+            return Err(ImageError::Unauthorized {
+                registry: self.reference.registry.clone(),
+                reference: self.reference.to_string(),
+                reason: format!(
+                    "token service {realm} is not HTTPS: refusing to send credentials in the clear \
+                     (list the registry as insecure if that is intended)"
+                ),
+            });
+        }
         let response = self.send(&token_url, None, basic.as_deref()).await?;
         let status = response.status();
         let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
