@@ -23,6 +23,8 @@ fn main() {
     }
     let dir =
         std::env::temp_dir().join(format!("{}bench-runtime-{}", shoal_testkit::RUN_PREFIX_ROOT, std::process::id()));
+    // Declared before the containerd guard, so dropped after it: the directory goes also on panic.
+    let _remove_dir = RemoveOnDrop(dir.clone());
     let built = images::build_all(Path::new(images::BUSYBOX), &dir.join("images")).expect("build test images");
     let sleeper = built.iter().find(|i| i.def.repository == "shoal-test/sleeper").expect("sleeper image").clone();
     let ctr_ns = format!("{}bench-ctr", shoal_testkit::RUN_PREFIX_ROOT);
@@ -55,8 +57,15 @@ fn main() {
         ratio(ours.1, peer.1),
         ratio(ours.0 + ours.1, peer.0 + peer.1)
     );
-    drop(containerd);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes the bench's directory when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn shoal(dir: &Path, containerd: &shoal_testkit::Containerd, archive: &Path) -> (Duration, Duration) {
