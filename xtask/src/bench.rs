@@ -41,6 +41,12 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
         "overlay",
         "iperf3 container to container over VXLAN vs plain veth; time to program 1,000 remote endpoints",
     ),
+    (
+        "lb",
+        "shoal-ipvs-lb",
+        "lb",
+        "first packet through a VIP vs direct at 1, 1k and 10k services; one service change among 10k (nftables)",
+    ),
 ];
 
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {

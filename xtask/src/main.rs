@@ -41,6 +41,12 @@ enum Cmd {
     Clean,
     /// Run a benchmark and print its figures (see `cargo xtask bench --help` for the list).
     Bench(bench::BenchArgs),
+    /// Boot Debian's cloud kernel in a qemu VM and run the IPVS conformance tests inside it
+    /// (this host's kernel has no IPVS). Extra arguments filter the test cases.
+    VmTest {
+        /// Test case names to run (all when none).
+        filters: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -118,6 +124,14 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::VmTest { filters } => {
+            require_root("vm-test")?;
+            let (passed, failed) = test::vm_test(&filters)?;
+            if failed > 0 {
+                bail!("{failed} IPVS conformance test(s) failed in the VM ({passed} passed)");
+            }
+            Ok(())
+        }
     }
 }
 

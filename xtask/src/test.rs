@@ -85,6 +85,14 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
         bail!("doc tests failed");
     }
 
+    step("IPVS conformance in a qemu VM (cargo xtask vm-test)");
+    let (passed, failed) = vm_test(&[])?;
+    counts.passed += passed;
+    counts.failed += failed;
+    if failed > 0 {
+        bail!("{failed} IPVS conformance test(s) failed in the VM");
+    }
+
     step("cargo doc (warnings denied)");
     cargo(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     Ok(())
@@ -146,6 +154,38 @@ fn cargo_captured(args: &[&str]) -> anyhow::Result<(String, bool)> {
     }
     let status = child.wait().context("waiting for cargo")?;
     Ok((copy, status.success()))
+}
+
+/// Runs the IPVS conformance suite in a VM booting Debian's cloud kernel (the VM program is an
+/// example of `shoal-ipvs-lb`; it installs qemu and fetches the kernel package when missing) and
+/// returns its (passed, failed) counts from its `ipvs-conformance: N passed, M failed` line.
+pub(crate) fn vm_test(filters: &[String]) -> anyhow::Result<(u64, u64)> {
+    let mut args = vec!["run", "--locked", "-p", "shoal-ipvs-lb", "--example", "vm_test", "--"];
+    args.extend(filters.iter().map(String::as_str));
+    let (output, success) = cargo_captured(&args)?;
+    // The guest console is relayed with a prefix: take what follows the marker.
+    let line = output.lines().rev().find_map(|l| l.split_once("ipvs-conformance:").map(|(_, rest)| rest));
+    let Some(line) = line else {
+        bail!(
+            "the VM test printed no `ipvs-conformance:` result line (exit {})",
+            if success { "0" } else { "non-zero" }
+        );
+    };
+    // "8 passed, 0 failed in 4.2s"
+    let count = |word: &str| -> u64 {
+        line.split(',')
+            .find_map(|part| {
+                let mut words = part.split_whitespace();
+                let n = words.next()?.parse().ok()?;
+                (words.next()? == word).then_some(n)
+            })
+            .unwrap_or(0)
+    };
+    let (passed, failed) = (count("passed"), count("failed"));
+    if !success && failed == 0 {
+        bail!("the VM test failed before reporting any failing case");
+    }
+    Ok((passed, failed))
 }
 
 /// Counts from nextest's JUnit report: the `<testsuites …>` element's `tests`, `failures` and
