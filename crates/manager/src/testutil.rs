@@ -19,7 +19,11 @@ pub(crate) async fn store(tag: &str) -> (ObjectStore, TempDir) {
     let dir = std::env::temp_dir().join(format!("shoal-manager-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let router = InProcessRouter::new(1);
-    let store = Store::open(StoreConfig::new(1, "mem://m1", &dir), router.transport()).await.expect("open store");
+    // Durability is raft-store's to test; here an fsync stalled by a loaded CI disk would only
+    // turn into spurious "not committed" timeouts.
+    let mut config = StoreConfig::new(1, "mem://m1", &dir);
+    config.fsync = false;
+    let store = Store::open(config, router.transport()).await.expect("open store");
     router.register(&store);
     store.bootstrap().await.expect("bootstrap");
     store.wait_for_leader(std::time::Duration::from_secs(5)).await.expect("leader");
