@@ -885,14 +885,18 @@ impl ContainerRuntime for Containerd {
 
     async fn start(&self, id: &str) -> Result<(), ContainerError> {
         self.get_container(id).await?;
+        const EXITED: &str = "exited (remove it and create it again)";
         match self.task_status(id).await? {
+            // Stopped already: its task is gone but its exit is recorded. A container runs once.
+            None if self.recorded_exit(id).is_some() => {
+                return Err(ContainerError::WrongState { id: id.to_owned(), operation: "start", state: EXITED });
+            }
             None => {}
             // Created but never started (a start that failed half-way, or an agent that died
             // between creating and starting the task): nothing ran, so clear it and start afresh.
             Some((TaskStatus::Created, ..)) => self.delete_task(id).await?,
             Some((status, ..)) => {
-                let state =
-                    if status == TaskStatus::Running { "running" } else { "exited (remove it and create it again)" };
+                let state = if status == TaskStatus::Running { "running" } else { EXITED };
                 return Err(ContainerError::WrongState { id: id.to_owned(), operation: "start", state });
             }
         }

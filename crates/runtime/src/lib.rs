@@ -48,7 +48,8 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Creates (but does not start) a container.
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError>;
 
-    /// Starts a created container.
+    /// Starts a created container. A container runs once: starting one that has run gives
+    /// [`ContainerError::WrongState`]; remove it and create it again.
     async fn start(&self, id: &str) -> Result<(), ContainerError>;
 
     /// Waits until the container's main process exits.

@@ -217,6 +217,12 @@ fn normalise(reference: &str) -> String {
     Reference::parse(reference).map_or_else(|_| reference.to_owned(), |r| r.to_string())
 }
 
+/// Starting a container that has run: a container runs once.
+fn already_started(id: &str, container: &SimContainer) -> ContainerError {
+    let state = if container.exit_tx.borrow().is_some() { "exited (remove it and create it again)" } else { "running" };
+    ContainerError::WrongState { id: id.to_owned(), operation: "start", state }
+}
+
 fn not_found(id: &str) -> ContainerError {
     ContainerError::NotFound { id: id.to_owned() }
 }
@@ -277,11 +283,7 @@ impl ContainerRuntime for Simulated {
             let state = self.state();
             let container = state.containers.get(id).ok_or_else(|| not_found(id))?;
             if container.started_at.is_some() {
-                return Err(ContainerError::WrongState {
-                    id: id.to_owned(),
-                    operation: "start",
-                    state: "started already",
-                });
+                return Err(already_started(id, container));
             }
             if let Some(reason) = state.start_failures.get(id) {
                 return Err(ContainerError::Injected { id: id.to_owned(), reason: reason.clone() });
@@ -296,11 +298,7 @@ impl ContainerRuntime for Simulated {
             let container = state.containers.get_mut(id).ok_or_else(|| not_found(id))?;
             // Another start may have finished during the latency: only one of them runs it.
             if container.started_at.is_some() {
-                return Err(ContainerError::WrongState {
-                    id: id.to_owned(),
-                    operation: "start",
-                    state: "started already",
-                });
+                return Err(already_started(id, container));
             }
             let now = SystemTime::now();
             container.started_at = Some(now);

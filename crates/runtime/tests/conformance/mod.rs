@@ -116,7 +116,7 @@ async fn life_cycle(f: &impl Fixture) {
     rt.start("conf-life").await.expect("start");
     assert_eq!(state_of(&*rt, "conf-life").await, Some(ContainerState::Running));
     let twice = rt.start("conf-life").await.expect_err("start twice");
-    assert!(matches!(twice, ContainerError::WrongState { .. }), "{twice:?}");
+    assert_eq!(twice.to_string(), "container conf-life: cannot start while running");
     let removing = rt.remove("conf-life").await.expect_err("remove while running");
     assert!(matches!(removing, ContainerError::WrongState { .. }), "{removing:?}");
 
@@ -127,6 +127,8 @@ async fn life_cycle(f: &impl Fixture) {
     assert!(status.finished_at >= status.started_at);
     assert_eq!(rt.wait("conf-life").await.expect("wait after stop"), status, "wait reports the same exit");
     assert_eq!(rt.stop("conf-life", Duration::from_secs(1)).await.expect("stop again"), status, "stop is idempotent");
+    let restart = rt.start("conf-life").await.expect_err("a container runs once");
+    assert_eq!(restart.to_string(), "container conf-life: cannot start while exited (remove it and create it again)");
     assert_eq!(state_of(&*rt, "conf-life").await, Some(ContainerState::Stopped));
 
     rt.remove("conf-life").await.expect("remove");
