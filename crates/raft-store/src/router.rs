@@ -105,9 +105,11 @@ impl InProcessRouter {
         self.members().remove(&id);
     }
 
-    /// Cuts every link between members of different groups; links inside a group work.
+    /// Replaces the partition: cuts every link between members of different groups, restores
+    /// every other link.
     pub fn partition(&self, groups: &[&[NodeId]]) {
         let mut f = self.faults();
+        f.cut.clear();
         for (i, a) in groups.iter().enumerate() {
             for (j, b) in groups.iter().enumerate() {
                 if i != j {

@@ -187,6 +187,19 @@ struct Inner {
     election_timeout_max: Duration,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The last handle is gone: stop Raft's tasks rather than leave them running unowned.
+        // (`Store::shutdown` does this and waits; here nothing can wait.)
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let raft = self.raft.clone();
+            rt.spawn(async move {
+                let _ = raft.shutdown().await;
+            });
+        }
+    }
+}
+
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("id", &self.inner.id).field("addr", &self.inner.addr).finish()
@@ -692,7 +705,9 @@ impl Store {
         }
     }
 
-    /// Stops Raft and ends every watch; the data stays on disk for a later [`Store::open`].
+    /// Stops Raft, ends every watch and waits for the log to be closed; the data stays on disk
+    /// for a later [`Store::open`] (which may follow at once). Dropping the last handle also
+    /// stops Raft, without waiting.
     pub async fn shutdown(&self) {
         if let Err(e) = self.inner.raft.shutdown().await {
             tracing::warn!(node.id = self.inner.id, error = %e, "raft shutdown reported an error");

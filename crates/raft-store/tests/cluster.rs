@@ -103,32 +103,29 @@ async fn killing_the_leader_elects_another_and_loses_nothing() {
     }
     info!("--- kill leader");
     c.kill(old).await;
-    let new = c.wait_leader().await;
+    let new = c.put_via_leader(&others(old), "/after", "1").await;
     assert_ne!(new, old);
     let got = c.store(new).range("/k/").await.expect("range");
     assert_eq!(got.kvs.len(), 20, "every acknowledged write survives");
-    c.store(new).put("/after", "1").await.expect("write to new leader");
 
     info!("--- restart the old leader from disk: it rejoins as follower and catches up");
     c.open(old).await;
     c.wait_value(old, "/after", "1").await;
     assert_eq!(c.store(old).range_with("/k/", Consistency::Stale).await.expect("range").kvs.len(), 20);
-    assert_eq!(c.wait_leader().await, new);
+    c.wait_leader().await;
     c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_of_minority_and_majority() {
     let c = Cluster::start(3, 4, Tuning::default()).await;
-    let old = c.wait_leader().await;
+    let old = c.put_via_leader(&[1, 2, 3], "/before", "1").await;
     let rest = others(old);
-    c.store(old).put("/before", "1").await.expect("put");
 
     info!("--- partition the leader into a minority of one");
     c.router.partition(&[&[old], &rest]);
     info!("--- the majority elects a leader and accepts writes");
-    let new = c.wait_leader_among(&rest).await;
-    c.store(new).put("/majority", "1").await.expect("majority write");
+    c.put_via_leader(&rest, "/majority", "1").await;
     info!("--- the isolated old leader cannot commit or serve linearizable reads");
     assert!(c.store(old).put("/minority", "1").await.is_err());
     assert!(c.store(old).get("/majority").await.is_err());
@@ -136,8 +133,9 @@ async fn partitions_of_minority_and_majority() {
     info!("--- heal: the old leader follows and holds the majority's write, not its own");
     c.router.heal();
     c.wait_value(old, "/majority", "1").await;
-    assert_eq!(c.wait_leader().await, new);
-    assert!(c.store(new).get("/minority").await.expect("read").is_none(), "uncommitted minority write is gone");
+    let now = c.wait_leader().await;
+    assert_ne!(now, old, "the deposed leader cannot win back without the majority's log");
+    assert!(c.store(now).get("/minority").await.expect("read").is_none(), "uncommitted minority write is gone");
 
     info!("--- partition a majority away from the leader: the two-member side takes over");
     let leader = c.wait_leader().await;
@@ -146,10 +144,7 @@ async fn partitions_of_minority_and_majority() {
     c.router.partition(&[&[leader], &[follower], &[third]]);
     assert!(c.store(leader).put("/nobody", "1").await.is_err(), "no quorum anywhere");
     c.router.partition(&[&[leader], &[follower, third]]);
-    c.router.heal();
-    c.router.partition(&[&[leader], &[follower, third]]);
-    let took_over = c.wait_leader_among(&[follower, third]).await;
-    c.store(took_over).put("/after-split", "1").await.expect("write after split");
+    c.put_via_leader(&[follower, third], "/after-split", "1").await;
     c.router.heal();
     c.wait_value(leader, "/after-split", "1").await;
     c.shutdown().await;

@@ -13,6 +13,7 @@ use shoal_raft_store::InProcessRouter;
 use shoal_raft_store::NodeId;
 use shoal_raft_store::Store;
 use shoal_raft_store::StoreConfig;
+use shoal_raft_store::WriteError;
 
 pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -48,7 +49,7 @@ impl Cluster {
     pub(crate) fn config(&self, id: NodeId) -> StoreConfig {
         let mut c = StoreConfig::new(id, addr(id), self.data_dir(id));
         c.heartbeat_interval = Duration::from_millis(50);
-        c.election_timeout = (Duration::from_millis(300), Duration::from_millis(600));
+        c.election_timeout = (Duration::from_millis(400), Duration::from_millis(800));
         c.request_timeout = Duration::from_secs(2);
         c.snapshot_after_entries = self.tuning.snapshot_after_entries;
         c.keep_entries_after_snapshot = self.tuning.keep_entries_after_snapshot;
@@ -117,6 +118,23 @@ impl Cluster {
             }
             assert!(Instant::now() < deadline, "no single leader among {ids:?} within 10 s (leaders: {leaders:?})");
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Writes through the leader among `ids`, retrying while leadership is still settling (only
+    /// on errors that guarantee the write was not applied); returns the leader that took it.
+    pub(crate) async fn put_via_leader(&self, ids: &[NodeId], key: &str, value: &str) -> NodeId {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let leader = self.wait_leader_among(ids).await;
+            match self.store(leader).put(key, value).await {
+                Ok(_) => return leader,
+                Err(e @ (WriteError::NotLeader { .. } | WriteError::LeaderUnreachable { .. })) => {
+                    assert!(Instant::now() < deadline, "no leader among {ids:?} accepted {key} within 10 s: {e}");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("write of {key} through leader {leader} failed: {e}"),
+            }
         }
     }
 
