@@ -54,6 +54,8 @@ const RUNC: &str = "io.containerd.runc.v2";
 const STOP_SIGNAL_LABEL: &str = "io.shoal.runtime.stop-signal";
 const CHUNK: usize = 1 << 20;
 const EXEC_OUTPUT_LIMIT: usize = 4096;
+/// How long [`Containerd::connect`] waits for containerd to answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 const INDEX_TYPES: &[&str] =
     &["application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json"];
@@ -116,8 +118,12 @@ struct LocalImage {
 }
 
 impl Containerd {
-    /// Connects to containerd and checks that it answers.
+    /// Connects to containerd and checks that it answers (within 10 seconds).
     pub async fn connect(config: ContainerdConfig) -> Result<Self, ConnectError> {
+        Self::connect_within(config, CONNECT_TIMEOUT).await
+    }
+
+    async fn connect_within(config: ContainerdConfig, timeout: Duration) -> Result<Self, ConnectError> {
         let valid = valid_identifier(&config.namespace);
         let namespace = config
             .namespace
@@ -126,11 +132,18 @@ impl Containerd {
             .filter(|_| valid)
             .ok_or_else(|| ConnectError::Namespace { namespace: config.namespace.clone() })?;
         let unreachable = |reason: String| ConnectError::Unreachable { socket: config.socket.clone(), reason };
-        let channel = containerd_client::connect(&config.socket).await.map_err(|e| unreachable(e.to_string()))?;
-        containerd_client::services::v1::version_client::VersionClient::new(channel.clone())
-            .version(())
-            .await
-            .map_err(|e| unreachable(e.message().to_owned()))?;
+        // A daemon that accepts connections but never answers must not hang the agent's start.
+        let answered = tokio::time::timeout(timeout, async {
+            let channel = containerd_client::connect(&config.socket).await.map_err(|e| unreachable(e.to_string()))?;
+            containerd_client::services::v1::version_client::VersionClient::new(channel.clone())
+                .version(())
+                .await
+                .map_err(|e| unreachable(e.message().to_owned()))?;
+            Ok(channel)
+        })
+        .await;
+        let channel =
+            answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {} ms", timeout.as_millis()))))?;
         let registry = RegistryClient::new(config.insecure_registries.clone());
         Ok(Self { inner: Arc::new(Inner { config, channel, namespace, registry, sequence: AtomicU64::new(0) }) })
     }
@@ -1413,6 +1426,33 @@ mod tests {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(UNIX_EPOCH + Duration::from_secs(1_795_000_000)), "2026-11-18T11:06:40Z");
+    }
+
+    #[tokio::test]
+    async fn connect_gives_up_on_a_daemon_that_never_answers() {
+        let dir = std::env::temp_dir().join(format!("shoal-runtime-mute-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let socket = dir.join("mute.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        // Accepts connections and never reads or writes.
+        let mute = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let config = ContainerdConfig::new(&socket, "shoal", dir.join("state"), "/nonexistent/logger");
+        let result = Containerd::connect_within(config, Duration::from_millis(300)).await;
+        mute.abort();
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = result.expect_err("a mute daemon is unreachable");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach containerd at {}: no answer within 300 ms (is containerd running, and is this the right --containerd-socket?)",
+                socket.display()
+            )
+        );
     }
 
     #[test]
