@@ -5,12 +5,15 @@
 //! Nodes, services and tasks are named by full ID, by name, or by a unique ID prefix, as the
 //! docker CLI allows.
 
+use std::sync::{Arc, Mutex};
+
 use shoal_api::v1::{self, control_server::Control};
-use shoal_ca_pki::{JoinToken, JoinTokens, RemovedNodes, Role};
+use shoal_ca_pki::{ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role};
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
 use crate::objects::{Object, ObjectError, ObjectStore};
+use crate::tls::caller;
 use crate::validate::validate_service_spec;
 
 /// The control service of one manager.
@@ -18,13 +21,26 @@ use crate::validate::validate_service_spec;
 pub struct ControlService {
     objects: ObjectStore,
     removed: RemovedNodes,
+    ca: Arc<Mutex<ClusterCa>>,
 }
 
 impl ControlService {
     /// Serves the objects in `objects`; node IDs removed through it are added to `removed`, which
-    /// the manager's TLS configs consult at every handshake.
-    pub fn new(objects: ObjectStore, removed: RemovedNodes) -> Self {
-        Self { objects, removed }
+    /// the manager's TLS configs consult at every handshake; `ca` is handed to joining managers.
+    pub fn new(objects: ObjectStore, removed: RemovedNodes, ca: Arc<Mutex<ClusterCa>>) -> Self {
+        Self { objects, removed, ca }
+    }
+
+    /// The calling node's record, which must be a manager's (an admin bundle has no node record).
+    async fn calling_manager<T>(&self, request: &Request<T>) -> Result<v1::Node, Status> {
+        let identity = caller(request)?;
+        match self.objects.get::<v1::Node>(&identity.node_id).await {
+            Ok(node) if node.role == v1::NodeRole::Manager as i32 => Ok(node),
+            Ok(_) | Err(ObjectError::NotFound { .. }) => {
+                Err(Status::permission_denied(format!("{} is not a manager node of this cluster", identity.node_id)))
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// The object of kind `T` that `reference` names: full ID, then name, then unique ID prefix.
@@ -288,6 +304,47 @@ impl Control for ControlService {
         }
         let cluster = self.objects.update(cluster).await?;
         Ok(Response::new(v1::UpdateClusterResponse { cluster: Some(cluster) }))
+    }
+
+    async fn get_cluster_ca(
+        &self,
+        request: Request<v1::GetClusterCaRequest>,
+    ) -> Result<Response<v1::GetClusterCaResponse>, Status> {
+        let node = self.calling_manager(&request).await?;
+        let (ca_cert, ca_key) = {
+            let ca = self.ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let root = ca.signing_root();
+            (root.cert_pem().as_bytes().to_vec(), root.key_pem().into_bytes())
+        };
+        tracing::info!(node.id = %node.id, "handed the cluster CA to a joining manager");
+        Ok(Response::new(v1::GetClusterCaResponse { ca_cert, ca_key }))
+    }
+
+    async fn join_raft(&self, request: Request<v1::JoinRaftRequest>) -> Result<Response<v1::JoinRaftResponse>, Status> {
+        let mut node = self.calling_manager(&request).await?;
+        let v1::JoinRaftRequest { raft_id, addr } = request.into_inner();
+        if raft_id == 0 || addr.is_empty() {
+            return Err(Status::invalid_argument("join raft: a non-zero raft_id and an address are required"));
+        }
+        let store = self.objects.store();
+        if !store.is_leader() {
+            return Err(Status::unavailable(format!(
+                "this manager is not the Raft leader (leader: {:?}); join through another manager",
+                store.leader()
+            )));
+        }
+        let membership = |e: shoal_raft_store::MembershipError| Status::unavailable(format!("raft membership: {e}"));
+        store.add_learner(raft_id, addr.clone()).await.map_err(membership)?;
+        store.promote(raft_id).await.map_err(membership)?;
+        node.manager_status = Some(v1::ManagerStatus {
+            raft_id,
+            addr: addr.clone(),
+            leader: false,
+            reachability: v1::manager_status::Reachability::Reachable as i32,
+        });
+        self.objects.update(node.clone()).await?;
+        tracing::info!(node.id = %node.id, raft_id, %addr, "manager joined the Raft group");
+        Ok(Response::new(v1::JoinRaftResponse {}))
     }
 }
 

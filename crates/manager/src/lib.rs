@@ -31,7 +31,7 @@ pub use ca_service::CaService;
 pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
-pub use node::{InitOutcome, ManagerConfig, RunningManager, StartError, init, start};
+pub use node::{InitOutcome, ManagerConfig, RunningManager, StartError, init, join, start};
 pub use objects::{Object, ObjectError, ObjectStore};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};

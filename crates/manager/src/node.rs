@@ -112,6 +112,14 @@ pub enum StartError {
     /// The first objects could not be written.
     #[error("cannot write the cluster's first objects: {0}")]
     Objects(#[from] ObjectError),
+    /// Joining through the manager at `remote` failed.
+    #[error("join through {remote}: {reason}")]
+    Join {
+        /// The manager asked.
+        remote: String,
+        /// What went wrong and what to do.
+        reason: String,
+    },
 }
 
 /// What `init` made, for printing the join commands.
@@ -147,13 +155,16 @@ impl RunningManager {
         &self.objects
     }
 
-    /// Stops serving and leading, and closes the store.
+    /// Stops serving and leading, and closes the store. Open connections get a moment to finish
+    /// their calls; long-lived streams (sessions, other managers' channels) are then cut.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        for task in self.tasks.drain(..) {
-            let _ = task.await;
+        for mut task in self.tasks.drain(..) {
+            if tokio::time::timeout(Duration::from_secs(1), &mut task).await.is_err() {
+                task.abort();
+            }
         }
         self.objects.store().shutdown().await;
     }
@@ -251,6 +262,104 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
         admin_bundle: data.join("admin"),
     };
     Ok((running, outcome))
+}
+
+/// Joins the cluster of the manager at `remote` as a manager, with a manager join token, and runs.
+///
+/// The node first fetches the root CA over an unverified connection and checks it against the
+/// token's digest, so nothing secret (the token, the CSR) is sent to an impostor; then it gets
+/// its certificate, the cluster CA, starts its port and joins the Raft group as a voter.
+pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<RunningManager, StartError> {
+    use shoal_api::v1::{ca_client::CaClient, control_client::ControlClient};
+    let data = &config.data_dir;
+    let failed = |reason: String| StartError::Join { remote: remote.to_owned(), reason };
+    if data.join("manager.json").exists() {
+        return Err(StartError::DataDir {
+            path: data.clone(),
+            reason: "already holds a cluster; start the manager without `join` to resume it, or use another --data-dir"
+                .to_owned(),
+        });
+    }
+    let token: shoal_ca_pki::JoinToken = token.parse().map_err(|e| failed(format!("invalid join token: {e}")))?;
+    let status = |what: &str| {
+        let what = what.to_owned();
+        move |s: tonic::Status| StartError::Join {
+            remote: remote.to_owned(),
+            reason: format!("{what}: {}", s.message()),
+        }
+    };
+    let connect = async |tls: rustls::ClientConfig| {
+        crate::connect(remote, tls)
+            .await
+            .map_err(|e| failed(format!("cannot connect: {e}; check the address and port")))
+    };
+
+    let unverified = crate::tls::unverified_client_config().map_err(pki)?;
+    let served = CaClient::new(connect(unverified).await?)
+        .get_root_ca_certificate(v1::GetRootCaCertificateRequest {})
+        .await
+        .map_err(status("fetch the root CA"))?
+        .into_inner();
+    let served =
+        String::from_utf8(served.certificate).map_err(|_| failed("the served root CA is not PEM text".into()))?;
+    let trust = token.verify_root_ca(&served).map_err(|e| {
+        failed(format!("the root CA it serves does not match the token ({e}); check the address and the token"))
+    })?;
+
+    let key = NodeKey::generate().map_err(pki)?;
+    let request = v1::IssueNodeCertificateRequest {
+        csr: key.csr_pem().map_err(pki)?.into_bytes(),
+        token: token.to_string(),
+        availability: v1::NodeAvailability::Active as i32,
+    };
+    let issued = CaClient::new(connect(shoal_ca_pki::join_client_config(&trust).map_err(pki)?).await?)
+        .issue_node_certificate(request)
+        .await
+        .map_err(status("get a certificate"))?
+        .into_inner();
+    if issued.role != v1::NodeRole::Manager as i32 {
+        return Err(failed(
+            "that is a worker token: join workers with `shoal-agent join`, or get the manager token with `shoal join-token manager`"
+                .to_owned(),
+        ));
+    }
+    let chain =
+        String::from_utf8(issued.certificate_chain).map_err(|_| failed("the certificate is not PEM text".into()))?;
+    let credentials = NodeCredentials::new(&chain, key).map_err(pki)?;
+    let mut control = ControlClient::new(connect(client_config(&credentials, &trust).map_err(pki)?).await?);
+    let ca =
+        control.get_cluster_ca(v1::GetClusterCaRequest {}).await.map_err(status("get the cluster CA"))?.into_inner();
+    let cert = String::from_utf8(ca.ca_cert).map_err(|_| failed("the CA certificate is not PEM text".into()))?;
+    let ca_key = String::from_utf8(ca.ca_key).map_err(|_| failed("the CA key is not PEM text".into()))?;
+    let ca = ClusterCa::new(RootCa::from_pem(&cert, &ca_key).map_err(pki)?);
+
+    for dir in [data.clone(), data.join("ca"), data.join("certs")] {
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    }
+    ca.save(&data.join("ca"), None).map_err(pki)?;
+    credentials.save(&data.join("certs"), None).map_err(pki)?;
+    trust.save(&data.join("certs")).map_err(pki)?;
+    let identity = Identity {
+        cluster_id: issued.cluster_id,
+        node_id: issued.node_id,
+        raft_id: random_u64(),
+        advertise_addr: config.advertise_addr.to_string(),
+    };
+    let running = run(config, &identity, ca, credentials, false).await?;
+    let joined = control
+        .join_raft(v1::JoinRaftRequest { raft_id: identity.raft_id, addr: identity.advertise_addr.clone() })
+        .await
+        .map_err(status("join the Raft group"));
+    if let Err(err) = joined {
+        running.shutdown().await;
+        return Err(err);
+    }
+    // Only now is the node a member for good: a crash before this line leaves nothing to resume.
+    let json = serde_json::to_vec_pretty(&identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
+    let identity_path = data.join("manager.json");
+    std::fs::write(&identity_path, json).map_err(io(&identity_path))?;
+    tracing::info!(node.id = %identity.node_id, raft_id = identity.raft_id, "joined the cluster as a manager");
+    Ok(running)
 }
 
 /// Resumes the manager whose state is in `config.data_dir`.

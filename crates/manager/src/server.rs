@@ -42,7 +42,7 @@ pub async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let control = ControlService::new(services.objects.clone(), services.removed.clone());
+    let control = ControlService::new(services.objects.clone(), services.removed.clone(), services.ca.clone());
     let ca = CaService::new(
         services.objects.clone(),
         services.ca.clone(),

@@ -5,6 +5,11 @@ use super::*;
 use crate::testutil::store;
 use tonic::Code;
 
+fn ca() -> std::sync::Arc<std::sync::Mutex<shoal_ca_pki::ClusterCa>> {
+    let root = shoal_ca_pki::RootCa::generate(time::OffsetDateTime::now_utc()).expect("root");
+    std::sync::Arc::new(std::sync::Mutex::new(shoal_ca_pki::ClusterCa::new(root)))
+}
+
 fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
     v1::ServiceSpec {
         annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
@@ -25,7 +30,7 @@ async fn create(control: &ControlService, name: &str) -> v1::Service {
 #[tokio::test]
 async fn services_by_id_name_and_prefix() {
     let (objects, _dir) = store("control-services").await;
-    let control = ControlService::new(objects, RemovedNodes::new());
+    let control = ControlService::new(objects, RemovedNodes::new(), ca());
     let web = create(&control, "web").await;
     assert_eq!(web.id.len(), crate::ids::ID_LEN);
     assert_eq!(web.spec_version, 1);
@@ -49,7 +54,7 @@ async fn services_by_id_name_and_prefix() {
 #[tokio::test]
 async fn updates_need_the_current_version_and_keep_the_previous_spec() {
     let (objects, _dir) = store("control-update").await;
-    let control = ControlService::new(objects, RemovedNodes::new());
+    let control = ControlService::new(objects, RemovedNodes::new(), ca());
     let web = create(&control, "web").await;
     let update = |version: u64, replicas: u64, rollback: bool| v1::UpdateServiceRequest {
         service: "web".into(),
@@ -82,7 +87,7 @@ async fn updates_need_the_current_version_and_keep_the_previous_spec() {
 #[tokio::test]
 async fn removing_a_service_marks_its_tasks_for_removal() {
     let (objects, _dir) = store("control-remove").await;
-    let control = ControlService::new(objects.clone(), RemovedNodes::new());
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
     let web = create(&control, "web").await;
     for (id, service) in [("t1", web.id.as_str()), ("t2", "other")] {
         let task = v1::Task {
@@ -107,7 +112,7 @@ async fn removing_a_service_marks_its_tasks_for_removal() {
 async fn node_removal_rules() {
     let (objects, _dir) = store("control-nodes").await;
     let removed = RemovedNodes::new();
-    let control = ControlService::new(objects.clone(), removed.clone());
+    let control = ControlService::new(objects.clone(), removed.clone(), ca());
     let node = |id: &str, host: &str, role: v1::NodeRole, state: v1::node_status::State| v1::Node {
         id: id.into(),
         role: role as i32,
@@ -135,7 +140,7 @@ async fn node_removal_rules() {
 #[tokio::test]
 async fn rotating_a_join_token_replaces_it() {
     let (objects, _dir) = store("control-cluster").await;
-    let control = ControlService::new(objects.clone(), RemovedNodes::new());
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
     let missing = control.get_cluster(Request::new(v1::GetClusterRequest {})).await.expect_err("no cluster yet");
     assert_eq!(missing.code(), Code::FailedPrecondition);
 

@@ -78,3 +78,92 @@ async fn init_then_resume_from_the_data_dir() {
     }
     manager.shutdown().await;
 }
+
+/// A free loopback address (the port is released for the manager to bind).
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+fn manager_config(root: &Path, name: &str) -> ManagerConfig {
+    let addr = free_addr();
+    ManagerConfig::new(root.join(name), addr, addr)
+}
+
+async fn control_at(addr: SocketAddr, bundle: &Path) -> ControlClient<tonic::transport::Channel> {
+    let credentials = NodeCredentials::load(bundle, None).expect("admin credentials");
+    let trust = TrustBundle::load(bundle).expect("admin trust");
+    ControlClient::new(
+        crate::connect(&addr.to_string(), client_config(&credentials, &trust).expect("tls")).await.expect("connect"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_managers_survive_the_loss_of_the_leader() {
+    let root = crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-manager-ha-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
+    let (c1, c2, c3) = (manager_config(&root.0, "m1"), manager_config(&root.0, "m2"), manager_config(&root.0, "m3"));
+    let (m1, outcome) = init(&c1).await.expect("init m1");
+    let remote = c1.advertise_addr.to_string();
+
+    tracing::info!("--- refusals: a worker token, a token of another cluster");
+    let err = join(&manager_config(&root.0, "w"), &remote, &outcome.worker_token).await.expect_err("worker token");
+    assert!(err.to_string().contains("that is a worker token"), "{err}");
+    let other = manager_config(&root.0, "other");
+    let (other_cluster, other_outcome) = init(&other).await.expect("another cluster");
+    let err =
+        join(&manager_config(&root.0, "x"), &remote, &other_outcome.manager_token).await.expect_err("foreign token");
+    assert!(err.to_string().contains("does not match the token"), "{err}");
+    other_cluster.shutdown().await;
+
+    tracing::info!("--- two managers join");
+    let m2 = join(&c2, &remote, &outcome.manager_token).await.expect("join m2");
+    let m3 = join(&c3, &remote, &outcome.manager_token).await.expect("join m3");
+    let status = m1.objects().store().status().await;
+    assert_eq!(status.members.len(), 3, "{status:?}");
+
+    tracing::info!("--- a write through a follower reaches the leader; every manager reads it");
+    let spec = v1::ServiceSpec {
+        annotations: Some(v1::Annotations { name: "web".into(), ..Default::default() }),
+        mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 1 })),
+        task: Some(v1::TaskSpec {
+            container: Some(v1::ContainerSpec { image: "shoal-test/web:v1".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut via_m2 = control_at(m2.local_addr, &outcome.admin_bundle).await;
+    via_m2.create_service(v1::CreateServiceRequest { spec: Some(spec) }).await.expect("create via m2");
+    let mut via_m3 = control_at(m3.local_addr, &outcome.admin_bundle).await;
+    let services = via_m3.list_services(v1::ListServicesRequest::default()).await.expect("list via m3").into_inner();
+    assert_eq!(services.services.len(), 1);
+
+    tracing::info!("--- kill the leader: another leads and the API keeps working");
+    m1.shutdown().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let listed = via_m2.list_nodes(v1::ListNodesRequest::default()).await;
+        if listed.is_ok() && m2.objects().store().leader().is_some_and(|l| Some(l) != Some(0)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no new leader within 15 s: {listed:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut scaled =
+        via_m3.get_service(v1::GetServiceRequest { service: "web".into() }).await.expect("get").into_inner();
+    let service = scaled.service.take().expect("service");
+    let mut new_spec = service.spec.clone().expect("spec");
+    new_spec.mode = Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 3 }));
+    let version = service.meta.map(|m| m.version).unwrap_or_default();
+    via_m3
+        .update_service(v1::UpdateServiceRequest {
+            service: "web".into(),
+            version,
+            spec: Some(new_spec),
+            rollback: false,
+        })
+        .await
+        .expect("update after failover");
+    m2.shutdown().await;
+    m3.shutdown().await;
+}
