@@ -77,6 +77,9 @@ pub(crate) struct SmShared {
     sealer: Arc<Sealer>,
     history_limit: usize,
     state: Mutex<KvState>,
+    /// The last log id of the snapshot file on disk; held while the file is replaced so a
+    /// snapshot built from an older state never overwrites a newer installed one.
+    on_disk: Mutex<Option<LogId>>,
 }
 
 /// The state machine handed to openraft; clones share state with the [`crate::Store`] handle.
@@ -134,6 +137,7 @@ impl StateMachine {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(OpenError::Io { path, source }),
         }
+        let on_disk = Mutex::new(state.last_applied);
         Ok(Self {
             shared: Arc::new(SmShared {
                 node,
@@ -141,6 +145,7 @@ impl StateMachine {
                 sealer,
                 history_limit: history_limit.max(1),
                 state: Mutex::new(state),
+                on_disk,
             }),
         })
     }
@@ -275,7 +280,19 @@ impl StateMachine {
         file.extend_from_slice(SNAPSHOT_MAGIC);
         file.extend_from_slice(&crc32fast::hash(&sealed).to_le_bytes());
         file.extend_from_slice(&sealed);
-        write_atomically(&self.shared.dir, SNAPSHOT_FILE, &file)
+        let mut on_disk = self.shared.on_disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *on_disk > meta.last_log_id {
+            tracing::debug!(
+                node.id = self.shared.node,
+                snapshot.last_log_id = ?meta.last_log_id,
+                snapshot.on_disk = ?*on_disk,
+                "not replacing a newer snapshot file"
+            );
+            return Ok(());
+        }
+        write_atomically(&self.shared.dir, SNAPSHOT_FILE, &file)?;
+        *on_disk = meta.last_log_id;
+        Ok(())
     }
 }
 

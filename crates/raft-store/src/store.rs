@@ -223,6 +223,12 @@ fn write_stopped<E: std::fmt::Display>(node: NodeId, e: E) -> WriteError {
 impl Store {
     /// Opens the member's data (or creates it) and starts Raft. A member with no log waits to be
     /// bootstrapped ([`Store::bootstrap`]) or added by a leader ([`Store::add_learner`]).
+    ///
+    /// After a restart the member serves its last snapshot plus the entries it knows were
+    /// committed; [`Consistency::Stale`] reads may lag until the leader's next commit reaches it,
+    /// linearizable reads wait for it. A damaged log or snapshot fails with
+    /// [`OpenError::Corrupt`] naming the file and offset; a record torn by a crash at the end of
+    /// the log is cut off (with a warning).
     pub async fn open(config: StoreConfig, transport: Arc<dyn Transport>) -> Result<Self, OpenError> {
         let id = config.node_id;
         let (emin, emax) = config.election_timeout;

@@ -148,3 +148,16 @@ async fn corrupted_snapshot_refuses_to_open() {
         .expect_err("refused");
     assert!(matches!(&err, OpenError::Corrupt { path: p, .. } if p == &path), "{err}");
 }
+
+#[tokio::test]
+async fn an_older_snapshot_never_replaces_a_newer_file() {
+    let mut f = Fixture::new();
+    f.apply(put("/a", "1")).await;
+    let old = f.sm.build_snapshot().await.expect("build");
+    f.apply(put("/a", "2")).await;
+    let new = f.sm.build_snapshot().await.expect("build");
+    tracing::info!("--- a slow build of the older state finishes last");
+    f.sm.write_snapshot_file(&old.meta, &old.snapshot).expect("write");
+    let current = f.sm.get_current_snapshot().await.expect("read").expect("some");
+    assert_eq!(current.meta.last_log_id, new.meta.last_log_id);
+}
