@@ -210,7 +210,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
     let credentials = issue(&ca, &identity.node_id, Role::Manager, &identity.cluster_id, config.cert_validity)?;
     credentials.save(&data.join("certs"), None).map_err(pki)?;
     ca.trust_bundle().save(&data.join("certs")).map_err(pki)?;
-    let admin_id = format!("admin-{}", new_id());
+    let admin_id = format!("{}{}", crate::tls::ADMIN_PREFIX, new_id());
     let admin = issue(&ca, &admin_id, Role::Manager, &identity.cluster_id, config.cert_validity)?;
     admin.save(&data.join("admin"), None).map_err(pki)?;
     ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_api::v1::{ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer};
-use shoal_ca_pki::{ClusterCa, RemovedNodes, Role};
+use shoal_ca_pki::{ClusterCa, RemovedNodes};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 
@@ -15,7 +15,7 @@ use crate::ca_service::CaService;
 use crate::control::ControlService;
 use crate::dispatcher::Dispatcher;
 use crate::objects::ObjectStore;
-use crate::tls::{incoming, require};
+use crate::tls::{Callers, incoming, require};
 
 /// What one manager serves.
 #[derive(Debug, Clone)]
@@ -51,13 +51,13 @@ pub async fn serve(
     );
     let raft = shoal_raft_store::grpc::service(services.objects.store().clone());
     tonic::transport::Server::builder()
-        .add_service(ControlServer::with_interceptor(control, require("the control API", &[Role::Manager])))
+        .add_service(ControlServer::with_interceptor(control, require("the control API", Callers::ManagersAndAdmins)))
         .add_service(CaServer::new(ca))
         .add_service(DispatcherServer::with_interceptor(
             services.dispatcher.clone(),
-            require("the dispatcher", &[Role::Manager, Role::Worker]),
+            require("the dispatcher", Callers::Nodes),
         ))
-        .add_service(InterceptedService::new(raft, require("the raft transport", &[Role::Manager])))
+        .add_service(InterceptedService::new(raft, require("the raft transport", Callers::Managers)))
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await
 }

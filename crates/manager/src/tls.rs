@@ -109,16 +109,48 @@ pub(crate) fn caller<T>(request: &Request<T>) -> Result<NodeIdentity, Status> {
         .ok_or_else(|| Status::unauthenticated("this call needs a node certificate; join the cluster first"))
 }
 
-/// An interceptor admitting only callers whose certificate has one of `roles`.
+/// The common name of admin client bundles starts with this. Node IDs are base36 and never
+/// contain '-', and the CA alone decides common names, so the prefix cannot be claimed by a node.
+pub(crate) const ADMIN_PREFIX: &str = "admin-";
+
+/// Whether `identity` is an admin client bundle (a manager-role certificate that is no node).
+pub(crate) fn is_admin(identity: &NodeIdentity) -> bool {
+    identity.role == Role::Manager && identity.node_id.starts_with(ADMIN_PREFIX)
+}
+
+/// Who may call a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Callers {
+    /// Manager nodes and admin bundles (the control API).
+    ManagersAndAdmins,
+    /// Manager nodes only (the Raft transport).
+    Managers,
+    /// Any node, manager or worker, but no admin bundle (the dispatcher).
+    Nodes,
+}
+
+/// An interceptor admitting only `callers`.
 pub(crate) fn require(
     service: &'static str,
-    roles: &'static [Role],
+    callers: Callers,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let identity = caller(&request)?;
-        if roles.contains(&identity.role) {
+        let admin = is_admin(&identity);
+        let allowed = match callers {
+            Callers::ManagersAndAdmins => identity.role == Role::Manager,
+            Callers::Managers => identity.role == Role::Manager && !admin,
+            Callers::Nodes => !admin,
+        };
+        if allowed {
             Ok(request)
+        } else if admin {
+            Err(Status::permission_denied(format!("{service} is for cluster nodes, not for admin clients")))
         } else {
+            let roles: &[Role] = match callers {
+                Callers::ManagersAndAdmins | Callers::Managers => &[Role::Manager],
+                Callers::Nodes => &[Role::Manager, Role::Worker],
+            };
             let wanted: Vec<&str> = roles.iter().map(|r| role_word(*r)).collect();
             Err(Status::permission_denied(format!(
                 "{service} needs a {} certificate; node {} is a {}",

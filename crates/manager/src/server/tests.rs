@@ -5,7 +5,7 @@ use super::*;
 use crate::testutil::store;
 use shoal_api::v1::{self, ca_client::CaClient, control_client::ControlClient};
 use shoal_ca_pki::{
-    JoinToken, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, RootCa, TrustBundle, client_config,
+    JoinToken, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, Role, RootCa, TrustBundle, client_config,
     join_client_config, join_server_config,
 };
 use tonic::Code;
@@ -94,6 +94,20 @@ async fn each_service_checks_the_callers_role() {
         .call(shoal_raft_store::grpc::proto::RaftMessage::default())
         .await;
     assert_eq!(raft.expect_err("anonymous raft").code(), Code::Unauthenticated);
+
+    tracing::info!("--- an admin bundle reaches the control API, not the Raft transport nor the dispatcher");
+    let admin = f.as_node(&credentials(&f.ca, "admin-0123", Role::Manager)).await;
+    ControlClient::new(admin.clone()).list_nodes(v1::ListNodesRequest::default()).await.expect("an admin may");
+    let raft = shoal_raft_store::grpc::proto::raft_transport_client::RaftTransportClient::new(admin.clone())
+        .call(shoal_raft_store::grpc::proto::RaftMessage::default())
+        .await
+        .expect_err("admin raft");
+    assert_eq!(raft.code(), Code::PermissionDenied);
+    assert_eq!(raft.message(), "the raft transport is for cluster nodes, not for admin clients");
+    let dispatcher = v1::dispatcher_client::DispatcherClient::new(admin)
+        .heartbeat(v1::HeartbeatRequest { session_id: "x".into() })
+        .await;
+    assert_eq!(dispatcher.expect_err("admin dispatcher").code(), Code::PermissionDenied);
 }
 
 #[tokio::test]
