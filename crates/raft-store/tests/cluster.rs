@@ -151,7 +151,7 @@ async fn partitions_of_minority_and_majority() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn members_that_fell_behind_catch_up_and_a_new_one_installs_a_snapshot() {
+async fn members_that_fell_behind_install_a_snapshot() {
     let mut c = Cluster::start(3, 5, Tuning { snapshot_after_entries: 40, keep_entries_after_snapshot: 0 }).await;
     let leader = c.wait_leader().await;
     let lagging = others(leader)[0];
@@ -180,12 +180,27 @@ async fn members_that_fell_behind_catch_up_and_a_new_one_installs_a_snapshot() {
         tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("in time").expect("open").expect("event");
     assert_eq!(ev.kv.key, b"/s/last");
 
-    info!("--- restart the stopped follower: it catches up with everything");
+    info!("--- once the leader has purged the entries the stopped follower lacks, restart it");
+    let leader_meta = root.join(format!("node-{leader}")).join("log").join("meta.json");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&leader_meta).unwrap_or_default()).unwrap_or_default();
+        if meta["last_purged"]["index"].as_u64().is_some_and(|i| i >= 100) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the leader never purged its log: {meta}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     c.open(lagging).await;
     c.wait_value(lagging, "/s/last", "done").await;
     let got = c.store(lagging).range_with("/s/", Consistency::Stale).await.expect("range");
     assert_eq!(got.kvs.len(), 121);
     assert_eq!(got.revision, c.store(leader).revision());
+    assert!(
+        matches!(c.store(lagging).watch("/", 1), Err(WatchError::Compacted { .. })),
+        "the follower caught up from a snapshot, not by replaying the whole log"
+    );
     c.shutdown().await;
 }
 
