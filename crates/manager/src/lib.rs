@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod ca_service;
+mod client;
 mod control;
 mod dispatcher;
 mod ids;
@@ -28,6 +29,7 @@ mod tls;
 mod validate;
 
 pub use ca_service::CaService;
+pub use client::{ClientError, connect_with_bundle};
 pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
