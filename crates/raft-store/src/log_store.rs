@@ -9,8 +9,10 @@
 //!   payload is the JSON of one entry, sealed when encryption at rest is on.
 //!
 //! Architecture invariant: every entry the log store acknowledges through its `IOFlushed` callback
-//! is on disk (fsynced). On open, an incomplete record at the very end of the last segment (a
-//! crash mid-append) is cut off; any other damage refuses to open with the file and offset.
+//! is on disk (fsynced). On open, a record torn by a crash mid-append at the very end of the last
+//! segment is cut off: incomplete, or a valid header over data that reads back as zeros (pages
+//! never written). Any other damage, such as a checksum mismatch elsewhere, refuses to open with
+//! the file and offset.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -331,6 +333,15 @@ fn scan_segments(
             }
             let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
             if crc32fast::hash(payload) != crc {
+                // The append being written when the machine crashed can have its header on disk
+                // but not all of its data pages, which read back as zeros. Only that shape, at
+                // the very end of the log, is a torn write; anything else is damage.
+                let at_end = is_last && RECORD_HEADER + len == rest.len();
+                let unwritten_tail = payload.len() >= 16 && payload[payload.len() - 16..].iter().all(|b| *b == 0);
+                if at_end && unwritten_tail {
+                    torn_at = Some(offset);
+                    break;
+                }
                 return Err(corrupt(offset, "record checksum mismatch"));
             }
             let plain = sealer.open(LOG_AAD, payload).map_err(|e| corrupt(offset, &e.to_string()))?;

@@ -260,3 +260,29 @@ async fn a_full_disk_fails_the_append_and_leaves_whole_records() {
     let len = fs::metadata(&seg).expect("meta").len();
     assert!(len <= 600, "the partial write was rolled back ({len} bytes)");
 }
+
+#[tokio::test]
+async fn a_last_record_with_unwritten_zero_pages_is_cut_but_a_flipped_last_byte_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let last = segments(dir.path()).pop().expect("a segment");
+    let original = fs::read(&last).expect("read");
+
+    tracing::info!("--- the last record's data pages never reached the disk: zeros under a valid header");
+    let mut torn = original.clone();
+    let n = torn.len();
+    torn[n - 20..].fill(0);
+    fs::write(&last, &torn).expect("write");
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("torn write is repaired");
+    assert_eq!(indexes(&mut log).await, (1..=9).collect::<Vec<_>>());
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+
+    tracing::info!("--- one flipped byte in the last record is damage, not a torn write");
+    let mut flipped = original;
+    let n = flipped.len();
+    flipped[n - 2] ^= 0x01;
+    fs::write(&last, &flipped).expect("write");
+    let err = LogStore::open(options(dir.path()), sealer()).expect_err("refused");
+    assert!(err.to_string().contains("checksum"), "{err}");
+}
