@@ -1,0 +1,216 @@
+//! Output as docker prints it: tables with the same columns, `-q` for IDs, `--format json`.
+//! Pure functions of api objects and the current time, so they are tested as tables.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use shoal_api::v1::{self, TaskState};
+
+/// Pads columns to their widest cell, three spaces apart, as docker's tabwriter does.
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push('\n');
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out.push('\n');
+    out
+}
+
+/// "5 seconds ago", "About a minute ago", "2 hours ago", as docker words it.
+pub(crate) fn ago(then: Option<SystemTime>, now: SystemTime) -> String {
+    let Some(then) = then else { return String::new() };
+    let secs = now.duration_since(then).unwrap_or_default().as_secs();
+    let text = match secs {
+        0 => "Less than a second".to_owned(),
+        1..=59 => format!("{secs} seconds"),
+        60..=119 => "About a minute".to_owned(),
+        120..=3599 => format!("{} minutes", secs / 60),
+        3600..=7199 => "About an hour".to_owned(),
+        7200..=172_799 => format!("{} hours", secs / 3600),
+        _ => format!("{} days", secs / 86_400),
+    };
+    format!("{text} ago")
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn node_status(node: &v1::Node) -> &'static str {
+    match node.status.as_ref().and_then(|s| v1::node_status::State::try_from(s.state).ok()) {
+        Some(v1::node_status::State::Ready) => "Ready",
+        Some(v1::node_status::State::Down) => "Down",
+        Some(v1::node_status::State::Disconnected) => "Disconnected",
+        _ => "Unknown",
+    }
+}
+
+fn availability(node: &v1::Node) -> &'static str {
+    match node.spec.as_ref().and_then(|s| v1::NodeAvailability::try_from(s.availability).ok()) {
+        Some(v1::NodeAvailability::Pause) => "Pause",
+        Some(v1::NodeAvailability::Drain) => "Drain",
+        _ => "Active",
+    }
+}
+
+fn manager_status(node: &v1::Node) -> &'static str {
+    match &node.manager_status {
+        None => "",
+        Some(m) if m.leader => "Leader",
+        Some(m) if m.reachability == v1::manager_status::Reachability::Unreachable as i32 => "Unreachable",
+        Some(_) => "Reachable",
+    }
+}
+
+/// `shoal node ls`: `self_addr` marks the node the CLI talks to with `*`.
+pub(crate) fn nodes(nodes: &[v1::Node], self_addr: &str) -> String {
+    let mut nodes: Vec<&v1::Node> = nodes.iter().collect();
+    nodes.sort_by(|a, b| hostname(a).cmp(hostname(b)).then(a.id.cmp(&b.id)));
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let is_self = n.manager_status.as_ref().is_some_and(|m| m.addr == self_addr);
+            vec![
+                format!("{}{}", n.id, if is_self { " *" } else { "" }),
+                hostname(n).to_owned(),
+                node_status(n).to_owned(),
+                availability(n).to_owned(),
+                manager_status(n).to_owned(),
+                n.description
+                    .as_ref()
+                    .and_then(|d| d.engine.as_ref())
+                    .map(|e| e.engine_version.clone())
+                    .unwrap_or_default(),
+            ]
+        })
+        .collect();
+    table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], &rows)
+}
+
+fn hostname(node: &v1::Node) -> &str {
+    node.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or_default()
+}
+
+fn service_name(service: &v1::Service) -> &str {
+    service.spec.as_ref().and_then(|s| s.annotations.as_ref()).map(|a| a.name.as_str()).unwrap_or_default()
+}
+
+fn image(spec: Option<&v1::TaskSpec>) -> &str {
+    spec.and_then(|t| t.container.as_ref()).map(|c| c.image.as_str()).unwrap_or_default()
+}
+
+fn state(task: &v1::Task) -> TaskState {
+    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
+}
+
+/// `shoal service ls`: REPLICAS counts running tasks against the desired number (for global
+/// services, against the tasks that should run).
+pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
+    let mut running: HashMap<&str, usize> = HashMap::new();
+    let mut wanted: HashMap<&str, usize> = HashMap::new();
+    for task in tasks {
+        if task.desired_state <= TaskState::Running as i32 {
+            *wanted.entry(task.service_id.as_str()).or_default() += 1;
+            if state(task) == TaskState::Running {
+                *running.entry(task.service_id.as_str()).or_default() += 1;
+            }
+        }
+    }
+    let mut services: Vec<&v1::Service> = services.iter().collect();
+    services.sort_by(|a, b| service_name(a).cmp(service_name(b)));
+    let rows: Vec<Vec<String>> = services
+        .iter()
+        .map(|s| {
+            let spec = s.spec.as_ref();
+            let (mode, desired) = match spec.and_then(|s| s.mode.as_ref()) {
+                Some(v1::service_spec::Mode::Replicated(r)) => ("replicated", r.replicas as usize),
+                Some(v1::service_spec::Mode::Global(_)) => ("global", wanted.get(s.id.as_str()).copied().unwrap_or(0)),
+                Some(v1::service_spec::Mode::ReplicatedJob(j)) => ("replicated job", j.total_completions as usize),
+                Some(v1::service_spec::Mode::GlobalJob(_)) => {
+                    ("global job", wanted.get(s.id.as_str()).copied().unwrap_or(0))
+                }
+                None => ("", 0),
+            };
+            vec![
+                short(&s.id).to_owned(),
+                service_name(s).to_owned(),
+                mode.to_owned(),
+                format!("{}/{desired}", running.get(s.id.as_str()).copied().unwrap_or(0)),
+                image(spec.and_then(|s| s.task.as_ref())).to_owned(),
+                String::new(),
+            ]
+        })
+        .collect();
+    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
+}
+
+/// `shoal service ps`: per slot (or node, for global services) the current task first, then its
+/// history as `\_ name` rows, newest first; the error column quotes the task's error.
+pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> String {
+    let hostnames: HashMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), hostname(n))).collect();
+    let mut groups: Vec<Vec<&v1::Task>> = Vec::new();
+    let mut index: HashMap<(String, u64, String), usize> = HashMap::new();
+    let mut sorted: Vec<&v1::Task> = tasks.iter().collect();
+    let time = |t: &v1::Task| shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref()));
+    sorted.sort_by(|a, b| {
+        (a.service_name.as_str(), a.slot, a.node_id.as_str()).cmp(&(
+            b.service_name.as_str(),
+            b.slot,
+            b.node_id.as_str(),
+        ))
+    });
+    for task in sorted {
+        let key =
+            (task.service_id.clone(), task.slot, if task.slot == 0 { task.node_id.clone() } else { String::new() });
+        let at = *index.entry(key).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[at].push(task);
+    }
+    let mut rows = Vec::new();
+    for mut group in groups {
+        // Current (desired running) first, then the rest newest first.
+        group.sort_by(|a, b| {
+            let live = |t: &v1::Task| t.desired_state <= TaskState::Running as i32;
+            live(b).cmp(&live(a)).then(time(b).cmp(&time(a)))
+        });
+        for (i, task) in group.iter().enumerate() {
+            let name = task.annotations.as_ref().map(|a| a.name.clone()).unwrap_or_default();
+            let desired = TaskState::try_from(task.desired_state).unwrap_or(TaskState::New);
+            let err = task.status.as_ref().map(|s| s.err.as_str()).unwrap_or_default();
+            rows.push(vec![
+                short(&task.id).to_owned(),
+                if i == 0 { name } else { format!(r"\_ {name}") },
+                image(task.spec.as_ref()).to_owned(),
+                hostnames.get(task.node_id.as_str()).copied().unwrap_or_default().to_owned(),
+                desired.label().to_owned(),
+                format!("{} {}", state(task).label(), ago(time(task), now)).trim_end().to_owned(),
+                if err.is_empty() { String::new() } else { format!("\"{err}\"") },
+                String::new(),
+            ]);
+        }
+    }
+    table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,121 @@
+//! The `shoal` binary against a manager started in the test (on loopback, with the admin bundle
+//! `init` writes): output as docker prints it, errors as one line and a non-zero exit.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+
+struct Cli<'a> {
+    host: String,
+    bundle: &'a Path,
+}
+
+impl Cli<'_> {
+    /// Runs `shoal ARGS…`; returns (success, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_HOST", &self.host)
+            .env("SHOAL_CERT_PATH", self.bundle)
+            .output()
+            .expect("run shoal");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.run(args);
+        assert!(ok, "shoal {} failed: {err}", args.join(" "));
+        out
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let (ok, _, err) = self.run(args);
+        assert!(!ok, "shoal {} should fail", args.join(" "));
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        err
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_like_commands_against_a_manager() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+
+    let nodes = cli.ok(&["node", "ls"]);
+    assert!(nodes.starts_with("ID "), "{nodes}");
+    assert!(nodes.contains(&format!("{} *", outcome.node_id)) && nodes.contains("Leader"), "{nodes}");
+    assert_eq!(cli.ok(&["node", "ls", "-q"]).trim(), outcome.node_id);
+
+    let id = cli.ok(&["service", "create", "--name", "web", "--replicas", "3", "--detach", "shoal-test/web:v1"]);
+    assert_eq!(id.trim().len(), 25, "prints the new service's ID: {id}");
+    let ls = cli.ok(&["service", "ls"]);
+    let row = ls.lines().nth(1).expect("a row");
+    assert!(
+        row.contains("web") && row.contains("replicated") && row.contains("0/3") && row.contains("shoal-test/web:v1"),
+        "{ls}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["service", "ls", "--format", "json"])).expect("json");
+    assert_eq!(json[0]["Spec"]["Mode"]["Replicated"]["Replicas"], 3);
+
+    // No node runs tasks yet (the manager has no agent): each task waits with a reason.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let ps = loop {
+        let ps = cli.ok(&["service", "ps", "web"]);
+        if ps.matches("no suitable node").count() == 3 || std::time::Instant::now() > deadline {
+            break ps;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(ps.lines().count(), 4, "{ps}");
+    assert!(ps.lines().nth(1).is_some_and(|l| l.contains("web.1") && l.contains("Pending")), "{ps}");
+    assert_eq!(ps.matches("no suitable node").count(), 3, "{ps}");
+
+    assert_eq!(cli.ok(&["service", "scale", "--detach", "web=1"]).trim(), "web scaled to 1");
+    let inspect: serde_json::Value = serde_json::from_str(&cli.ok(&["service", "inspect", "web"])).expect("json");
+    assert_eq!(inspect["Spec"]["Mode"]["Replicated"]["Replicas"], 1);
+    assert_eq!(inspect["SpecVersion"], 2);
+
+    let token = cli.ok(&["join-token", "worker", "-q"]);
+    assert_eq!(token.trim(), outcome.worker_token);
+    let rotated = cli.ok(&["join-token", "--rotate", "worker"]);
+    assert!(rotated.starts_with("Successfully rotated worker join token."), "{rotated}");
+    assert!(!rotated.contains(&outcome.worker_token), "a new token");
+    let manager_hint = cli.ok(&["join-token", "manager"]);
+    assert!(
+        manager_hint.contains(&format!("shoal-manager join --token {} {addr}", outcome.manager_token)),
+        "{manager_hint}"
+    );
+
+    let label = cli.ok(&["node", "update", "--label-add", "zone=a", "--availability", "drain", &outcome.node_id]);
+    assert_eq!(label.trim(), outcome.node_id);
+    let node: serde_json::Value = serde_json::from_str(&cli.ok(&["node", "inspect", &outcome.node_id])).expect("json");
+    assert_eq!(
+        (node["Labels"]["zone"].as_str(), node["Availability"].as_str()),
+        (Some("a"), Some("NODE_AVAILABILITY_DRAIN"))
+    );
+
+    assert!(
+        cli.fails(&["service", "create", "--name", "web.1", "--detach", "x"])
+            .starts_with("Error: invalid service name \"web.1\"")
+    );
+    assert!(cli.fails(&["service", "create", "--name", "web", "--detach", "x"]).contains("already in use"));
+    assert!(cli.fails(&["node", "rm", &outcome.node_id]).contains("is a manager; demote it first"));
+    assert!(cli.fails(&["service", "ps", "nope"]).contains("no such service: nope"));
+    assert!(cli.fails(&["service", "scale", "web=many"]).contains("expected a whole number"));
+
+    assert_eq!(cli.ok(&["service", "rm", "web"]).trim(), "web");
+    assert_eq!(cli.ok(&["service", "ls", "-q"]).trim(), "");
+
+    let wrong = Cli { host: cli.host.clone(), bundle: Path::new("/nonexistent/bundle") };
+    assert!(wrong.fails(&["node", "ls"]).contains("cannot load the client bundle in /nonexistent/bundle"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
