@@ -3,9 +3,15 @@
 //! `cargo xtask soak` use to run members as separate processes (and to kill -9 a leader).
 //!
 //! ```text
-//! raft_member certs DIR                      # self-signed cert.der + key.der for "shoal-manager"
+//! raft_member certs DIR                      # a CA and a leaf for "shoal-manager", localhost, 127.0.0.1
 //! raft_member serve --id N --listen 127.0.0.1:PORT --dir DATA --tls DIR [--no-fsync]
+//! raft_member bench [--clients 1,16,256] [--ops N] [--bytes 256]
 //! ```
+//!
+//! `bench` runs the whole benchmark: three `serve` children of this binary on loopback with TLS
+//! and fsync, puts from 1, 16 and 256 concurrent clients embedded in the leader (the way Shoal's
+//! manager uses the store), then kill -9 of the leader and the time until a put through a
+//! follower succeeds. Build with `--release` for meaningful figures.
 //!
 //! Commands on stdin (one per line; each answer is one line starting with `ok` or `err`):
 //! `bootstrap` · `add ID ADDR` (learner, then voter) · `leader` · `put KEY VALUE` · `get KEY` ·
@@ -35,24 +41,42 @@ fn arg(args: &[String], name: &str) -> Option<String> {
 }
 
 fn certs(dir: &str) -> Result<(), Error> {
-    let ck = rcgen::generate_simple_self_signed(vec!["shoal-manager".to_owned()])?;
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(PathBuf::from(dir).join("cert.der"), ck.cert.der())?;
-    std::fs::write(PathBuf::from(dir).join("key.der"), ck.signing_key.serialize_der())?;
-    println!("ok");
+    // A CA and one leaf for every member (and for etcd in the comparison): valid for the role
+    // name the gRPC transport checks and for loopback.
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "raft bench ca");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key)?;
+    let leaf_params = rcgen::CertificateParams::new(vec![
+        "shoal-manager".to_owned(),
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+    ])?;
+    let leaf_key = rcgen::KeyPair::generate()?;
+    let leaf = leaf_params.signed_by(&leaf_key, &ca)?;
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("ca.der"), ca.der())?;
+    std::fs::write(dir.join("ca.pem"), ca.pem())?;
+    std::fs::write(dir.join("cert.der"), leaf.der())?;
+    std::fs::write(dir.join("cert.pem"), leaf.pem())?;
+    std::fs::write(dir.join("key.der"), leaf_key.serialize_der())?;
+    std::fs::write(dir.join("key.pem"), leaf_key.serialize_pem())?;
     Ok(())
 }
 
 fn tls(dir: &str) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = CertificateDer::from(std::fs::read(PathBuf::from(dir).join("ca.der"))?);
     let cert = CertificateDer::from(std::fs::read(PathBuf::from(dir).join("cert.der"))?);
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(std::fs::read(PathBuf::from(dir).join("key.der"))?));
     let server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(vec![cert.clone()], key)?;
+        .with_single_cert(vec![cert], key)?;
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert)?;
+    roots.add(ca)?;
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -163,6 +187,84 @@ async fn serve(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+/// A child member process driven over its stdin and stdout.
+struct Member {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    out: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Member {
+    async fn spawn(exe: &std::path::Path, id: u64, root: &std::path::Path) -> Result<(Self, String), Error> {
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve", "--id", &id.to_string(), "--listen", "127.0.0.1:0"])
+            .arg("--dir")
+            .arg(root.join(format!("member-{id}")))
+            .arg("--tls")
+            .arg(root.join("tls"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            // Members log warnings (a killed leader is "unreachable"); keep the figures readable.
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().ok_or("no stdin")?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut member = Self { child, stdin, out: tokio::io::BufReader::new(stdout).lines() };
+        let first = member.out.next_line().await?.ok_or("member exited")?;
+        let addr = first.strip_prefix("ok listening ").ok_or_else(|| format!("member {id}: {first}"))?.to_owned();
+        Ok((member, addr))
+    }
+
+    async fn ask(&mut self, command: &str) -> Result<String, Error> {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{command}\n").as_bytes()).await?;
+        let line = self.out.next_line().await?.ok_or("member exited")?;
+        match line.strip_prefix("ok") {
+            Some(rest) => Ok(rest.trim().to_owned()),
+            None => Err(format!("{command}: {line}").into()),
+        }
+    }
+}
+
+async fn bench(args: &[String]) -> Result<(), Error> {
+    let clients: Vec<usize> = arg(args, "--clients")
+        .unwrap_or_else(|| "1,16,256".to_owned())
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    let bytes: usize = arg(args, "--bytes").map_or(Ok(256), |b| b.parse())?;
+    let ops: Option<usize> = arg(args, "--ops").map(|o| o.parse()).transpose()?;
+    let exe = std::env::current_exe()?;
+    let root = tempfile::tempdir()?;
+    certs(&root.path().join("tls").to_string_lossy())?;
+    let mut members = Vec::new();
+    let mut addrs = Vec::new();
+    for id in 1..=3 {
+        let (m, addr) = Member::spawn(&exe, id, root.path()).await?;
+        members.push(m);
+        addrs.push(addr);
+    }
+    members[0].ask("bootstrap").await?;
+    for id in 2..=3u64 {
+        members[0].ask(&format!("add {id} {}", addrs[usize::try_from(id)? - 1])).await?;
+    }
+    println!("shoal: three members on loopback, gRPC over TLS, fsync on, {bytes}-byte puts");
+    for c in &clients {
+        let n = ops.unwrap_or((c * 40).max(2_000));
+        let result = members[0].ask(&format!("load {c} {n} {bytes}")).await?;
+        println!("shoal clients={c} {result}");
+    }
+    members[0].child.start_kill()?;
+    let _ = members[0].child.wait().await;
+    let failover = members[1].ask("failover-put /bench/failover").await?;
+    println!("shoal leader kill -9 -> first successful put: {failover}");
+    for m in members.iter_mut().skip(1) {
+        let _ = m.ask("quit").await;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -170,8 +272,14 @@ async fn main() -> Result<(), Error> {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("certs") => certs(args.get(1).ok_or("certs DIR")?),
+        Some("certs") => {
+            certs(args.get(1).ok_or("certs DIR")?)?;
+            println!("ok");
+            Ok(())
+        }
         Some("serve") => serve(&args).await,
-        _ => Err("usage: raft_member certs DIR | serve --id N --listen ADDR --dir DATA --tls DIR [--no-fsync]".into()),
+        Some("bench") => bench(&args).await,
+        _ => Err("usage: raft_member certs DIR | serve --id N --listen ADDR --dir DATA --tls DIR [--no-fsync] | bench"
+            .into()),
     }
 }
