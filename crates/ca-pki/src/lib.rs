@@ -71,7 +71,7 @@ pub use removed::RemovedNodes;
 pub use renewal::{needs_renewal, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{
-    CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, client_config, join_client_config,
-    join_server_config, server_config, server_name,
+    CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, bootstrap_client_config, client_config,
+    join_client_config, join_server_config, server_config, server_name,
 };
 pub use token::{JoinError, JoinToken, JoinTokens, TokenError};

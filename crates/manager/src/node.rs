@@ -294,7 +294,7 @@ pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<R
             .map_err(|e| failed(format!("cannot connect: {e}; check the address and port")))
     };
 
-    let unverified = crate::tls::unverified_client_config().map_err(pki)?;
+    let unverified = shoal_ca_pki::bootstrap_client_config().map_err(pki)?;
     let served = CaClient::new(connect(unverified).await?)
         .get_root_ca_certificate(v1::GetRootCaCertificateRequest {})
         .await
