@@ -187,6 +187,135 @@ async fn serve(args: &[String]) -> Result<(), Error> {
     Ok(())
 }
 
+/// The etcd v3 client messages the comparison needs (`proto/etcd_bench.proto`).
+#[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
+mod etcdpb {
+    tonic::include_proto!("etcdserverpb");
+}
+
+fn free_port() -> Result<u16, Error> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn etcd_channel(tls_dir: &std::path::Path, port: u16) -> Result<tonic::transport::Channel, Error> {
+    let ca = std::fs::read_to_string(tls_dir.join("ca.pem"))?;
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .domain_name("localhost");
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("https://127.0.0.1:{port}"))?
+        .tls_config(tls)?
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(2));
+    Ok(endpoint.connect().await?)
+}
+
+/// Starts three etcd members on loopback with TLS (client and peer), waits for a leader and
+/// returns the processes and a channel to the leader; `None` when etcd is not installed.
+async fn start_etcd(
+    root: &std::path::Path,
+) -> Result<Option<(Vec<tokio::process::Child>, tonic::transport::Channel)>, Error> {
+    let Some(etcd) = ["/usr/bin/etcd", "/usr/local/bin/etcd"].into_iter().map(PathBuf::from).find(|p| p.exists())
+    else {
+        return Ok(None);
+    };
+    let tls = root.join("tls");
+    let ports: Vec<(u16, u16)> = (0..3).map(|_| Ok((free_port()?, free_port()?))).collect::<Result<_, Error>>()?;
+    let cluster = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, peer))| format!("e{i}=https://127.0.0.1:{peer}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut children = Vec::new();
+    for (i, (client, peer)) in ports.iter().enumerate() {
+        let file = |name: &str| tls.join(name).to_string_lossy().into_owned();
+        let child = tokio::process::Command::new(&etcd)
+            .args(["--name", &format!("e{i}")])
+            .arg("--data-dir")
+            .arg(root.join(format!("etcd-{i}")))
+            .args(["--listen-client-urls", &format!("https://127.0.0.1:{client}")])
+            .args(["--advertise-client-urls", &format!("https://127.0.0.1:{client}")])
+            .args(["--listen-peer-urls", &format!("https://127.0.0.1:{peer}")])
+            .args(["--initial-advertise-peer-urls", &format!("https://127.0.0.1:{peer}")])
+            .args(["--initial-cluster", &cluster, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "shoal-bench"])
+            .args(["--cert-file", &file("cert.pem"), "--key-file", &file("key.pem")])
+            .args(["--peer-cert-file", &file("cert.pem"), "--peer-key-file", &file("key.pem")])
+            .args(["--peer-trusted-ca-file", &file("ca.pem")])
+            .args(["--log-level", "error", "--logger", "zap"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()?;
+        children.push(child);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (client, _) in &ports {
+            let Ok(channel) = etcd_channel(&tls, *client).await else { continue };
+            let mut m = etcdpb::maintenance_client::MaintenanceClient::new(channel.clone());
+            if let Ok(status) = m.status(etcdpb::StatusRequest {}).await {
+                let status = status.into_inner();
+                if status.leader != 0 && status.header.as_ref().is_some_and(|h| h.member_id == status.leader) {
+                    return Ok(Some((children, channel)));
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err("etcd did not elect a leader within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn etcd_load(
+    channel: &tonic::transport::Channel,
+    clients: usize,
+    ops: usize,
+    bytes: usize,
+) -> Result<String, Error> {
+    let value = vec![b'v'; bytes];
+    let per_client = ops.div_ceil(clients.max(1));
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let mut kv = etcdpb::kv_client::KvClient::new(channel.clone());
+            let value = value.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let t = Instant::now();
+                    kv.put(etcdpb::PutRequest { key: format!("/bench/{c}/{i}").into_bytes(), value: value.clone() })
+                        .await?;
+                    lat.push(t.elapsed());
+                }
+                Ok::<_, tonic::Status>(lat)
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(ops);
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    Ok(format!(
+        "puts_per_sec={:.0} p50_us={} p99_us={} puts={}",
+        all.len() as f64 / secs,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all.len()
+    ))
+}
+
+fn field(result: &str, name: &str) -> f64 {
+    result
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(name).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A child member process driven over its stdin and stdout.
 struct Member {
     child: tokio::process::Child,
@@ -249,11 +378,14 @@ async fn bench(args: &[String]) -> Result<(), Error> {
     for id in 2..=3u64 {
         members[0].ask(&format!("add {id} {}", addrs[usize::try_from(id)? - 1])).await?;
     }
-    println!("shoal: three members on loopback, gRPC over TLS, fsync on, {bytes}-byte puts");
+    println!("shoal: three member processes on loopback, gRPC over TLS, fsync on, {bytes}-byte puts,");
+    println!("       clients embedded in the leader process (how Shoal's manager uses the store)");
+    let mut shoal = Vec::new();
     for c in &clients {
         let n = ops.unwrap_or((c * 40).max(2_000));
         let result = members[0].ask(&format!("load {c} {n} {bytes}")).await?;
         println!("shoal clients={c} {result}");
+        shoal.push((*c, result));
     }
     members[0].child.start_kill()?;
     let _ = members[0].child.wait().await;
@@ -261,6 +393,27 @@ async fn bench(args: &[String]) -> Result<(), Error> {
     println!("shoal leader kill -9 -> first successful put: {failover}");
     for m in members.iter_mut().skip(1) {
         let _ = m.ask("quit").await;
+    }
+    drop(members);
+
+    match start_etcd(root.path()).await? {
+        None => println!("etcd: not installed (Debian package etcd-server); comparison skipped"),
+        Some((mut etcd, channel)) => {
+            println!("etcd: three member processes on loopback, TLS on client and peer links, fsync on,");
+            println!("      clients in this process over one TLS gRPC connection to the leader (how etcd is used)");
+            for (c, shoal_result) in &shoal {
+                let n = ops.unwrap_or((c * 40).max(2_000));
+                let result = etcd_load(&channel, *c, n, bytes).await?;
+                println!("etcd  clients={c} {result}");
+                let ratio = field(shoal_result, "puts_per_sec") / field(&result, "puts_per_sec").max(1.0);
+                let p99 = field(shoal_result, "p99_us") / field(&result, "p99_us").max(1.0);
+                println!("ratio clients={c} shoal/etcd puts_per_sec={ratio:.2} p99={p99:.2}");
+            }
+            for child in &mut etcd {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+            }
+        }
     }
     Ok(())
 }
