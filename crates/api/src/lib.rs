@@ -1,13 +1,15 @@
 //! Shoal's protobuf API: the cluster objects (nodes, services, tasks, the cluster) and the
 //! control, dispatcher and CA gRPC services, generated from `proto/shoal/v1/` with
 //! tonic-prost-build, plus the few helpers every user of the types needs (task-state order,
-//! durations and timestamps). No logic: `manager` and `agent` translate between these messages
+//! durations and timestamps) and the TLS channel every client of the manager port opens. No logic: `manager` and `agent` translate between these messages
 //! and the subsystem crates' own types.
 #![warn(missing_docs)]
 
+mod channel;
 mod convert;
 mod state;
 
+pub use channel::connect;
 pub use convert::{from_duration, from_timestamp, to_duration, to_timestamp};
 
 /// The generated messages and services of package `shoal.v1`.

@@ -9,14 +9,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use shoal_ca_pki::{NodeIdentity, Role, peer_identity, server_name};
+use shoal_ca_pki::{NodeIdentity, Role, peer_identity};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
+use tonic::transport::Channel;
 use tonic::transport::server::Connected;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 /// Who is on the other end of a connection, attached to each of its requests.
@@ -171,25 +170,6 @@ pub(crate) fn role_word(role: Role) -> &'static str {
 
 /// A gRPC channel to the manager at `addr` over TLS with `tls` (ca-pki's `client_config` for
 /// nodes and the CLI, `join_client_config` for a node that is joining).
-pub async fn connect(addr: &str, mut tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-    // The URI only carries the address: TLS is done by the connector below, so "http" it is.
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10));
-    endpoint
-        .connect_with_connector(tower::service_fn(move |uri: tonic::transport::Uri| {
-            let connector = connector.clone();
-            async move {
-                let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-                let port = uri.port_u16().unwrap_or(2377);
-                let tcp = TcpStream::connect((host, port)).await?;
-                tcp.set_nodelay(true)?;
-                let tls = connector.connect(server_name(Role::Manager), tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await
+pub async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
+    shoal_api::connect(addr, tls).await
 }

@@ -1,0 +1,24 @@
+//! Shoal's worker: joins a cluster with a worker token, keeps a session with a manager (failing
+//! over to the others the session names), and runs the tasks assigned to its node through a
+//! [`ContainerRuntime`](shoal_runtime::ContainerRuntime), reporting every state change.
+//!
+//! Composed from `runtime` and `ca-pki`, speaking `api`; the `shoal-agent` binary and the manager
+//! process (which runs a worker too) embed it.
+#![warn(missing_docs)]
+
+mod executor;
+mod join;
+mod session;
+
+pub use join::{JoinError, join};
+pub use session::{Agent, AgentConfig, AgentError};
+
+/// Labels the agent puts on its containers, to find them again after a restart.
+pub mod labels {
+    /// The task a container runs.
+    pub const TASK: &str = "io.shoal.task.id";
+    /// The node that runs it.
+    pub const NODE: &str = "io.shoal.node.id";
+    /// The task's service.
+    pub const SERVICE: &str = "io.shoal.service.id";
+}
