@@ -9,9 +9,11 @@
 mod executor;
 mod join;
 mod session;
+mod worker;
 
 pub use join::{JoinError, join};
 pub use session::{Agent, AgentConfig, AgentError};
+pub use worker::{WorkerConfig, WorkerError, describe_node, join_worker, run_worker};
 
 /// Labels the agent puts on its containers, to find them again after a restart.
 pub mod labels {

@@ -1,0 +1,136 @@
+//! `shoal-agent`: a worker-only node. `join` once with a worker token, then `run` (also after a
+//! restart). The work is in the `shoal-agent` library; this is flags and printing.
+
+// A command-line program: printing is its job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use shoal_agent::WorkerConfig;
+
+#[derive(Debug, Parser)]
+#[command(name = "shoal-agent", version, about = "A worker-only Shoal node")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct Common {
+    /// Where the node keeps its state.
+    #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal-agent")]
+    data_dir: PathBuf,
+    /// containerd's socket.
+    #[arg(long, env = "SHOAL_CONTAINERD_SOCKET", default_value = "/run/containerd/containerd.sock")]
+    containerd_socket: PathBuf,
+    /// The containerd namespace for this node's containers.
+    #[arg(long, env = "SHOAL_CONTAINERD_NAMESPACE", default_value = "shoal")]
+    containerd_namespace: String,
+    /// The shoal-runtime-logger executable (default: next to shoal-agent).
+    #[arg(long, env = "SHOAL_RUNTIME_LOGGER")]
+    logger: Option<PathBuf>,
+    /// A registry (HOST:PORT) to reach over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", env = "SHOAL_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Join a cluster with a worker token, then run.
+    Join {
+        /// The worker join token (`shoal join-token worker`).
+        #[arg(long, env = "SHOAL_JOIN_TOKEN")]
+        token: String,
+        /// A manager, HOST:PORT.
+        remote: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Resume from the data directory, and run.
+    Run {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
+    let logger = match common.logger {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
+            .with_file_name("shoal-runtime-logger"),
+    };
+    anyhow::ensure!(
+        logger.is_file(),
+        "logger {} not found: install shoal-runtime-logger next to shoal-agent or pass --logger",
+        logger.display()
+    );
+    Ok(WorkerConfig {
+        data_dir: common.data_dir,
+        containerd_socket: common.containerd_socket,
+        containerd_namespace: common.containerd_namespace,
+        logger,
+        insecure_registries: common.insecure_registries,
+    })
+}
+
+async fn until_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for SIGTERM; stopping on SIGINT only");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Join { token, remote, common } => {
+            let config = worker_config(common)?;
+            let remote = if remote.contains(':') { remote } else { format!("{remote}:2377") };
+            let node_id = shoal_agent::join_worker(&config.data_dir, &remote, &token).await?;
+            println!("This node joined a cluster as a worker ({node_id}).");
+            shoal_agent::run_worker(&config, until_signal()).await?;
+        }
+        Command::Run { common } => {
+            let config = worker_config(common)?;
+            shoal_agent::run_worker(&config, until_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("shoal-agent: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("shoal-agent: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! A worker node on disk and on containerd: `join` once (certificates and the managers to talk
+//! to under the data directory), then `run` after every start. The `shoal-agent` binary is flags
+//! around these two.
+//!
+//! ```text
+//! DATA/agent.json   node ID and manager addresses
+//! DATA/certs/       the node's key and certificate, the cluster's roots
+//! DATA/runtime/     per-container files (logs, hosts, resolv.conf)
+//! DATA/volumes/     named volumes
+//! ```
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shoal_api::v1;
+use shoal_ca_pki::{NodeCredentials, TrustBundle, client_config};
+use shoal_runtime::{Containerd, ContainerdConfig};
+
+use crate::{Agent, AgentConfig};
+
+/// Where a worker keeps its state and how it reaches containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// containerd's socket.
+    pub containerd_socket: PathBuf,
+    /// The containerd namespace for this node's images and containers.
+    pub containerd_namespace: String,
+    /// The `shoal-runtime-logger` executable (next to the agent's own by default).
+    pub logger: PathBuf,
+    /// Registries (`host[:port]`) reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+/// Joining or running a worker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Joining failed.
+    #[error(transparent)]
+    Join(#[from] crate::JoinError),
+    /// The data directory holds no joined node, or holds one already.
+    #[error("{path}: {reason}")]
+    DataDir {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// containerd could not be reached.
+    #[error(transparent)]
+    Containerd(#[from] shoal_runtime::ConnectError),
+    /// The agent could not run.
+    #[error(transparent)]
+    Agent(#[from] crate::AgentError),
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct State {
+    node_id: String,
+    managers: Vec<String>,
+}
+
+fn data_error(path: &Path, reason: impl Into<String>) -> WorkerError {
+    WorkerError::DataDir { path: path.to_owned(), reason: reason.into() }
+}
+
+/// Joins the cluster of the manager at `remote` with a worker `token`; returns the node ID.
+pub async fn join_worker(data_dir: &Path, remote: &str, token: &str) -> Result<String, WorkerError> {
+    let state_path = data_dir.join("agent.json");
+    if state_path.exists() {
+        return Err(data_error(
+            data_dir,
+            "already holds a joined node; run `shoal-agent run` to resume, or use another --data-dir",
+        ));
+    }
+    let (credentials, _) = crate::join(remote, token, &data_dir.join("certs")).await?;
+    let state = State { node_id: credentials.identity().node_id.clone(), managers: vec![remote.to_owned()] };
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
+    std::fs::write(&state_path, json).map_err(|e| data_error(&state_path, e.to_string()))?;
+    Ok(state.node_id)
+}
+
+/// What this machine says about itself in its session.
+pub fn describe_node() -> v1::NodeDescription {
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
+    let memory_kib: i64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines().find_map(|l| l.strip_prefix("MemTotal:")?.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    v1::NodeDescription {
+        hostname,
+        platform: Some(v1::Platform { architecture: arch.to_owned(), os: std::env::consts::OS.to_owned() }),
+        resources: Some(v1::Resources {
+            nano_cpus: cpus * 1_000_000_000,
+            memory_bytes: memory_kib * 1024,
+            ..Default::default()
+        }),
+        engine: Some(v1::EngineDescription {
+            engine_version: env!("CARGO_PKG_VERSION").to_owned(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// Runs the worker joined in `config.data_dir` on containerd until `shutdown` resolves.
+pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+    let state_path = config.data_dir.join("agent.json");
+    let bytes = std::fs::read(&state_path).map_err(|_| {
+        data_error(&config.data_dir, "holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first")
+    })?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+        data_error(&state_path, format!("is not a valid agent state ({e}); join again with a fresh --data-dir"))
+    })?;
+    let certs = config.data_dir.join("certs");
+    let credentials = NodeCredentials::load(&certs, None).map_err(|e| data_error(&certs, e.to_string()))?;
+    let trust = TrustBundle::load(&certs).map_err(|e| data_error(&certs, e.to_string()))?;
+    let tls = client_config(&credentials, &trust).map_err(|e| data_error(&certs, e.to_string()))?;
+    let mut containerd = ContainerdConfig::new(
+        &config.containerd_socket,
+        &config.containerd_namespace,
+        config.data_dir.join("runtime"),
+        &config.logger,
+    );
+    containerd.insecure_registries = config.insecure_registries.clone();
+    let runtime = Containerd::connect(containerd).await?;
+    let agent = Agent::new(
+        AgentConfig {
+            managers: state.managers,
+            tls,
+            node_id: state.node_id,
+            description: describe_node(),
+            volumes_dir: config.data_dir.join("volumes"),
+        },
+        Arc::new(runtime),
+    );
+    agent.run(shutdown).await?;
+    Ok(())
+}
