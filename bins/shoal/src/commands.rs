@@ -294,6 +294,27 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
     })
 }
 
+async fn get_service(control: &mut ControlClient<Channel>, service: impl Into<String>) -> anyhow::Result<v1::Service> {
+    let request = v1::GetServiceRequest { service: service.into() };
+    control
+        .get_service(request)
+        .await
+        .map_err(api)?
+        .into_inner()
+        .service
+        .context("the manager answered without a service")
+}
+
+async fn get_node(control: &mut ControlClient<Channel>, node: String) -> anyhow::Result<v1::Node> {
+    control
+        .get_node(v1::GetNodeRequest { node })
+        .await
+        .map_err(api)?
+        .into_inner()
+        .node
+        .context("the manager answered without a node")
+}
+
 /// A control API error as one line: its message, which already names the object and the remedy.
 fn api(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
@@ -361,23 +382,11 @@ async fn node_command(control: &mut ControlClient<Channel>, host: &str, command:
             }
         }
         NodeCommand::Inspect { node } => {
-            let node = control
-                .get_node(v1::GetNodeRequest { node })
-                .await
-                .map_err(api)?
-                .into_inner()
-                .node
-                .context("no node")?;
+            let node = get_node(control, node).await?;
             println!("{}", serde_json::to_string_pretty(&node_json(&node))?);
         }
         NodeCommand::Update { availability, label_add, label_rm, node } => {
-            let mut current = control
-                .get_node(v1::GetNodeRequest { node })
-                .await
-                .map_err(api)?
-                .into_inner()
-                .node
-                .context("no node")?;
+            let mut current = get_node(control, node).await?;
             let mut spec = current.spec.take().unwrap_or_default();
             if let Some(a) = availability {
                 spec.availability = match a {
@@ -487,13 +496,7 @@ async fn service_command(control: &mut ControlClient<Channel>, command: ServiceC
             }
         }
         ServiceCommand::Ps { list, service } => {
-            let service = control
-                .get_service(v1::GetServiceRequest { service })
-                .await
-                .map_err(api)?
-                .into_inner()
-                .service
-                .context("no service")?;
+            let service = get_service(control, service).await?;
             let request = v1::ListTasksRequest { service_ids: vec![service.id.clone()], ..Default::default() };
             let tasks = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
             let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
@@ -518,13 +521,7 @@ async fn service_command(control: &mut ControlClient<Channel>, command: ServiceC
             }
         }
         ServiceCommand::Inspect { service } => {
-            let service = control
-                .get_service(v1::GetServiceRequest { service })
-                .await
-                .map_err(api)?
-                .into_inner()
-                .service
-                .context("no service")?;
+            let service = get_service(control, service).await?;
             println!("{}", serde_json::to_string_pretty(&service_json(&service))?);
         }
         ServiceCommand::Scale { detach, scales } => {
@@ -542,13 +539,7 @@ async fn service_command(control: &mut ControlClient<Channel>, command: ServiceC
                 bail!("shoal service scale needs at least one SERVICE=REPLICAS");
             }
             for (name, replicas) in targets {
-                let service = control
-                    .get_service(v1::GetServiceRequest { service: name.clone() })
-                    .await
-                    .map_err(api)?
-                    .into_inner()
-                    .service
-                    .context("no service")?;
+                let service = get_service(control, name.clone()).await?;
                 let mut spec = service.spec.clone().unwrap_or_default();
                 match spec.mode {
                     Some(v1::service_spec::Mode::Replicated(ref mut r)) => r.replicas = replicas,
@@ -581,13 +572,7 @@ async fn service_command(control: &mut ControlClient<Channel>, command: ServiceC
 async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
-        let service = control
-            .get_service(v1::GetServiceRequest { service: service_id.to_owned() })
-            .await
-            .map_err(api)?
-            .into_inner()
-            .service
-            .context("no service")?;
+        let service = get_service(control, service_id.to_owned()).await?;
         let request = v1::ListTasksRequest { service_ids: vec![service_id.to_owned()], ..Default::default() };
         let tasks = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
         let live: Vec<&v1::Task> = tasks.iter().filter(|t| t.desired_state <= TaskState::Running as i32).collect();
