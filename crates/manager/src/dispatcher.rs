@@ -78,43 +78,73 @@ impl Dispatcher {
     /// Marks Down every node with a session that missed three heartbeat periods, and ends
     /// its session. Returns the nodes it marked. The leader calls this every period.
     pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {
-        let deadline = self.inner.period * MISSED_HEARTBEATS;
-        let expired: Vec<String> = {
-            let mut sessions = self.sessions();
-            let expired: Vec<String> = sessions
-                .iter()
-                .filter(|(_, s)| s.last_heartbeat.elapsed() > deadline)
-                .map(|(id, _)| id.clone())
-                .collect();
-            for id in &expired {
-                sessions.remove(id);
+        let expired = self.end_expired_sessions();
+        let mut marked = Vec::with_capacity(expired.len());
+        for node_id in expired {
+            if self.mark_down(&node_id).await? {
+                tracing::info!(node.id = %node_id, missed = MISSED_HEARTBEATS, "node missed its heartbeats: down");
+                marked.push(node_id);
             }
-            expired
-        };
-        for node_id in &expired {
-            tracing::info!(node.id = %node_id, missed = MISSED_HEARTBEATS, "node missed its heartbeats: down");
-            self.set_node_state(node_id, v1::node_status::State::Down, "heartbeat failure", None).await?;
         }
-        Ok(expired)
+        Ok(marked)
     }
 
-    async fn set_node_state(
+    /// Ends the sessions that missed three heartbeat periods; returns their nodes.
+    fn end_expired_sessions(&self) -> Vec<String> {
+        let deadline = self.inner.period * MISSED_HEARTBEATS;
+        let mut sessions = self.sessions();
+        let expired: Vec<String> =
+            sessions.iter().filter(|(_, s)| s.last_heartbeat.elapsed() > deadline).map(|(id, _)| id.clone()).collect();
+        for id in &expired {
+            sessions.remove(id);
+        }
+        expired
+    }
+
+    /// Marks a node whose session expired Down, unless it has started a new session meanwhile
+    /// (then it is Ready and stays so). Returns whether it was marked.
+    ///
+    /// The check sits between the read and the versioned write: a session registers itself
+    /// before it writes Ready, so either this sees the session, or the session's Ready write
+    /// comes after (and wins over) this one, or this write fails its version check and retries.
+    async fn mark_down(&self, node_id: &str) -> Result<bool, ObjectError> {
+        for _ in 0..5 {
+            let mut node: v1::Node = match self.inner.objects.get(node_id).await {
+                Ok(node) => node,
+                // Removed meanwhile: nothing to mark.
+                Err(ObjectError::NotFound { .. }) => return Ok(false),
+                Err(err) => return Err(err),
+            };
+            if self.sessions().contains_key(node_id) {
+                return Ok(false);
+            }
+            let status = node.status.get_or_insert_with(Default::default);
+            status.state = v1::node_status::State::Down as i32;
+            status.message = "heartbeat failure".to_owned();
+            match self.inner.objects.update(node).await {
+                Ok(_) => return Ok(true),
+                Err(ObjectError::Conflict { .. }) => continue,
+                Err(err) => return Err(err),
+            }
+        }
+        Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
+    }
+
+    /// Records a node that started a session as Ready, with its description and address.
+    async fn set_ready(
         &self,
         node_id: &str,
-        state: v1::node_status::State,
-        message: &str,
-        update: Option<(v1::NodeDescription, SocketAddr)>,
+        description: &v1::NodeDescription,
+        addr: SocketAddr,
     ) -> Result<v1::Node, ObjectError> {
         // Retry on a concurrent change (a CLI update of the same node): last writer reads first.
         for _ in 0..5 {
             let mut node: v1::Node = self.inner.objects.get(node_id).await?;
             let status = node.status.get_or_insert_with(Default::default);
-            status.state = state as i32;
-            status.message = message.to_owned();
-            if let Some((description, addr)) = &update {
-                status.addr = addr.ip().to_string();
-                node.description = Some(description.clone());
-            }
+            status.state = v1::node_status::State::Ready as i32;
+            status.message = String::new();
+            status.addr = addr.ip().to_string();
+            node.description = Some(description.clone());
             match self.inner.objects.update(node).await {
                 Ok(node) => return Ok(node),
                 Err(ObjectError::Conflict { .. }) => continue,
@@ -145,22 +175,27 @@ impl DispatcherApi for Dispatcher {
         let identity = caller(&request)?;
         let addr = request.extensions().get::<PeerInfo>().map(|p| p.addr).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let description = request.into_inner().description.unwrap_or_default();
-        let node = match self
-            .set_node_state(&identity.node_id, v1::node_status::State::Ready, "", Some((description, addr)))
-            .await
-        {
-            Ok(node) => node,
-            Err(ObjectError::NotFound { .. }) => {
-                return Err(Status::permission_denied(format!(
-                    "node {} is not part of this cluster (was it removed?); join again with a token",
-                    identity.node_id
-                )));
-            }
-            Err(err) => return Err(err.into()),
-        };
+        // The session exists before the node is written Ready, so that a heartbeat check ending
+        // the previous session meanwhile sees it and does not write Down over Ready.
         let session_id = new_id();
         self.sessions()
             .insert(identity.node_id.clone(), Session { id: session_id.clone(), last_heartbeat: Instant::now() });
+        let node = match self.set_ready(&identity.node_id, &description, addr).await {
+            Ok(node) => node,
+            Err(err) => {
+                let mut sessions = self.sessions();
+                if sessions.get(&identity.node_id).is_some_and(|s| s.id == session_id) {
+                    sessions.remove(&identity.node_id);
+                }
+                return Err(match err {
+                    ObjectError::NotFound { .. } => Status::permission_denied(format!(
+                        "node {} is not part of this cluster (was it removed?); join again with a token",
+                        identity.node_id
+                    )),
+                    err => err.into(),
+                });
+            }
+        };
         tracing::info!(node.id = %identity.node_id, peer = %addr, "node session started");
         let (tx, rx) = mpsc::channel(4);
         let message = v1::SessionMessage { session_id, node: Some(node), managers: Vec::new() };

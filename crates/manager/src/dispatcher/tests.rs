@@ -149,3 +149,21 @@ async fn assignments_start_complete_then_follow_changes() {
     objects.delete::<v1::Task>("t3", t3.version()).await.expect("delete t3");
     assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t3".to_owned())]);
 }
+
+#[tokio::test]
+async fn a_node_back_while_its_old_session_expires_stays_ready() {
+    let (objects, _dir) = store("dispatcher-flap").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(20));
+    start(&d, "w1").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    tracing::info!("--- the check ends the silent session; before it writes Down, the node starts a new one");
+    assert_eq!(d.end_expired_sessions(), vec!["w1".to_owned()]);
+    let session = start(&d, "w1").await;
+    assert!(!d.mark_down("w1").await.expect("mark down"), "a node with a live session is not marked Down");
+
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
+    d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect("the new session lives");
+}
