@@ -6,7 +6,9 @@
 //!   atomically (temp file, fsync, rename, fsync dir);
 //! - `NNNNNNNNNNNNNNNNNNNN.log`: a segment named after the index of its first record; each file
 //!   starts with an 8-byte magic and holds records `[len u32 LE][crc32 u32 LE][payload]`, where the
-//!   payload is the JSON of one entry, sealed when encryption at rest is on.
+//!   payload is the JSON of one entry, sealed when encryption at rest is on. The last segment is
+//!   zero-filled ahead of its records (up to 1 MiB at a time, synced once), so an append's fdatasync
+//!   has no file size to journal; a sealed segment is trimmed to its last record.
 //!
 //! Architecture invariant: every entry the log store acknowledges through its `IOFlushed` callback
 //! is on disk (fsynced). On open, a record torn by a crash mid-append at the very end of the last
@@ -22,6 +24,7 @@ use std::fs::OpenOptions;
 use std::io;
 use std::io::Write;
 use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,6 +54,9 @@ const LOG_AAD: &[u8] = b"shoal-raft-log";
 /// Records larger than this are treated as damage, not as a real length.
 const MAX_RECORD: usize = 256 << 20;
 const META_FILE: &str = "meta.json";
+/// Segments grow in steps of zeros written ahead of the records (at most this much), so that an
+/// append overwrites allocated blocks and its fdatasync has no file size or extent to journal.
+const PREALLOCATE: u64 = 1 << 20;
 
 /// How the log store is laid out and synced.
 #[derive(Debug, Clone)]
@@ -140,7 +146,10 @@ enum WriteOp {
 struct Segment {
     first_index: u64,
     path: PathBuf,
+    /// End of the last whole record.
     len: u64,
+    /// File length: `len` plus zeros written ahead.
+    allocated: u64,
     /// `(index, offset)` of every record, in order.
     offsets: Vec<(u64, u64)>,
 }
@@ -164,6 +173,19 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Resu
     }
     fs::rename(&tmp, dir.join(name))?;
     sync_dir(dir)
+}
+
+/// Writes zeros from `from` up to `to` and syncs the new file length; returns `to`.
+fn write_ahead(file: &File, from: u64, to: u64) -> io::Result<u64> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from((to - at).min(ZEROS.len() as u64)).unwrap_or(ZEROS.len());
+        file.write_all_at(&ZEROS[..n], at)?;
+        at += n as u64;
+    }
+    file.sync_all()?;
+    Ok(to)
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -321,6 +343,15 @@ fn scan_segments(
             }
             let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
             let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+            if len == 0 {
+                // No record is empty: this is the zeroed space ahead of the records. In the last
+                // segment anything after it is a write that never completed in order.
+                if is_last {
+                    torn_at = Some(offset);
+                    break;
+                }
+                return Err(corrupt(offset, "empty record"));
+            }
             if len > MAX_RECORD {
                 return Err(corrupt(offset, &format!("record length {len} is implausible")));
             }
@@ -336,7 +367,7 @@ fn scan_segments(
                 // The append being written when the machine crashed can have its header on disk
                 // but not all of its data pages, which read back as zeros. Only that shape, at
                 // the very end of the log, is a torn write; anything else is damage.
-                let at_end = is_last && RECORD_HEADER + len == rest.len();
+                let at_end = is_last && rest[RECORD_HEADER + len..].iter().all(|b| *b == 0);
                 let unwritten_tail = payload.len() >= 16 && payload[payload.len() - 16..].iter().all(|b| *b == 0);
                 if at_end && unwritten_tail {
                     torn_at = Some(offset);
@@ -362,19 +393,23 @@ fn scan_segments(
         }
         let mut len = bytes.len() as u64;
         if let Some(at) = torn_at {
-            tracing::warn!(
-                log.segment = %path.display(),
-                log.offset = at,
-                log.cut_bytes = bytes.len() - at,
-                "cutting a torn record at the end of the log"
-            );
+            if bytes[at..].iter().all(|b| *b == 0) {
+                tracing::debug!(log.segment = %path.display(), log.offset = at, "dropping zeros written ahead");
+            } else {
+                tracing::warn!(
+                    log.segment = %path.display(),
+                    log.offset = at,
+                    log.cut_bytes = bytes.len() - at,
+                    "cutting a torn record at the end of the log"
+                );
+            }
             let f = OpenOptions::new().write(true).open(&path).map_err(|e| io_err(&path, e))?;
             f.set_len(at as u64).map_err(|e| io_err(&path, e))?;
             f.sync_all().map_err(|e| io_err(&path, e))?;
             len = at as u64;
         }
         expected = Some(next_index);
-        segments.push(Segment { first_index, path, len, offsets });
+        segments.push(Segment { first_index, path, len, allocated: len, offsets });
     }
     Ok((segments, entries))
 }
@@ -469,6 +504,17 @@ impl Writer {
             Some(s) => s.len >= self.options.segment_bytes,
         };
         if needs_new {
+            // Seal the full segment: its records durable, its zeros written ahead dropped, so
+            // only the last segment can end in zeros.
+            if let Some(seg) = self.segments.last_mut() {
+                if let Some(f) = self.current.take() {
+                    f.sync_data()?;
+                }
+                let f = OpenOptions::new().write(true).open(&seg.path)?;
+                f.set_len(seg.len)?;
+                f.sync_all()?;
+                seg.allocated = seg.len;
+            }
             self.current = None;
             let path = self.options.dir.join(segment_name(first_index));
             let mut f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
@@ -476,13 +522,14 @@ impl Writer {
             f.sync_all()?;
             sync_dir(&self.options.dir)?;
             tracing::debug!(log.segment = %path.display(), "new raft log segment");
-            self.segments.push(Segment { first_index, path, len: SEGMENT_MAGIC.len() as u64, offsets: Vec::new() });
+            let len = SEGMENT_MAGIC.len() as u64;
+            self.segments.push(Segment { first_index, path, len, allocated: len, offsets: Vec::new() });
         }
         if self.current.is_none() {
             let Some(seg) = self.segments.last() else {
                 return Err(io::Error::other("no raft log segment to append to"));
             };
-            self.current = Some(OpenOptions::new().append(true).open(&seg.path)?);
+            self.current = Some(OpenOptions::new().write(true).open(&seg.path)?);
         }
         Ok(())
     }
@@ -491,24 +538,39 @@ impl Writer {
         for PendingAppend { records, first_index, .. } in batch {
             self.open_current(*first_index)?;
             let before = self.segments.last().map(|s| s.len).unwrap_or(0);
+            let allocated = self.segments.last().map(|s| s.allocated).unwrap_or(0);
             let total: u64 = self.segments.iter().map(|s| s.len).sum();
+            let step = self.options.segment_bytes.clamp(1, PREALLOCATE);
             let file = self.current.as_mut().ok_or_else(|| io::Error::other("no raft log segment open"))?;
+            let end = before + records.len() as u64;
+            let mut new_allocated = allocated;
             let write = match self.options.disk_full_after {
                 Some(limit) if total + records.len() as u64 > limit => {
                     let fits = usize::try_from(limit.saturating_sub(total)).unwrap_or(0).min(records.len());
-                    file.write_all(&records[..fits])
+                    file.write_all_at(&records[..fits], before)
                         .and(Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device (injected)")))
                 }
-                _ => file.write_all(records),
+                _ => {
+                    let grown = if end > allocated {
+                        write_ahead(file, allocated, end.max(allocated + step)).map(|to| new_allocated = to)
+                    } else {
+                        Ok(())
+                    };
+                    grown.and_then(|()| file.write_all_at(records, before))
+                }
             };
             if let Err(e) = write {
                 // Disk full or I/O error: roll back the partial write so the segment stays a
                 // sequence of whole records.
                 let _ = file.set_len(before);
                 let _ = file.sync_all();
+                if let Some(seg) = self.segments.last_mut() {
+                    seg.allocated = before;
+                }
                 return Err(e);
             }
             let seg = self.segments.last_mut().ok_or_else(|| io::Error::other("segment vanished"))?;
+            seg.allocated = new_allocated.max(end);
             let mut offset = 0usize;
             let mut index = *first_index;
             while offset + RECORD_HEADER <= records.len() {
@@ -566,6 +628,7 @@ impl Writer {
             f.sync_all()?;
             seg.offsets.truncate(pos);
             seg.len = cut;
+            seg.allocated = cut;
         }
         Ok(())
     }
