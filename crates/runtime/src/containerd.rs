@@ -234,6 +234,8 @@ impl Containerd {
     }
 
     /// Writes a blob whose bytes arrive on `chunks` into the content store, checking its digest.
+    /// Returns `false` when the store already had it (another pull of the same image on this node
+    /// wrote it first): then nothing was written, `labels` included.
     async fn write_blob(
         &self,
         reference: &str,
@@ -241,8 +243,18 @@ impl Containerd {
         desc: &Descriptor,
         labels: &BTreeMap<String, String>,
         mut chunks: mpsc::Receiver<Result<Vec<u8>, String>>,
-    ) -> Result<(), ImageError> {
+    ) -> Result<bool, ImageError> {
         let fail = image_status(reference, "write content");
+        // A concurrent writer of the same blob can win at any step; the blob is then present.
+        macro_rules! step {
+            ($call:expr) => {
+                match $call {
+                    Ok(value) => value,
+                    Err(status) if status.code() == Code::AlreadyExists => return Ok(false),
+                    Err(status) => return Err(fail(status)),
+                }
+            };
+        }
         let (tx, rx) = mpsc::channel::<WriteContentRequest>(2);
         let base = WriteContentRequest {
             r#ref: self.unique(&format!("ingest-{}", desc.digest.trim_start_matches("sha256:"))),
@@ -260,13 +272,10 @@ impl Containerd {
         if sent.is_err() {
             return Err(invalid(reference, "content writer closed".to_owned()));
         }
-        let mut responses = self
-            .content()
-            .write(self.leased(tokio_stream::wrappers::ReceiverStream::new(rx), lease))
-            .await
-            .map_err(&fail)?
-            .into_inner();
-        responses.message().await.map_err(&fail)?;
+        let mut responses =
+            step!(self.content().write(self.leased(tokio_stream::wrappers::ReceiverStream::new(rx), lease)).await)
+                .into_inner();
+        step!(responses.message().await);
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk.map_err(|reason| invalid(reference, reason))?;
             hasher.update(&chunk);
@@ -277,7 +286,7 @@ impl Containerd {
             if tx.send(message).await.is_err() {
                 break;
             }
-            responses.message().await.map_err(&fail)?;
+            step!(responses.message().await);
         }
         let actual = format!("sha256:{}", hex(&hasher.finalize()));
         if actual != desc.digest || offset != desc.size {
@@ -293,13 +302,9 @@ impl Containerd {
             ..base
         };
         if tx.send(commit).await.is_ok() {
-            match responses.message().await {
-                Ok(_) => {}
-                Err(status) if status.code() == Code::AlreadyExists => {}
-                Err(status) => return Err(fail(status)),
-            }
+            step!(responses.message().await);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Puts a small blob (manifest, config, index) with labels; updates labels if it exists.
@@ -311,7 +316,17 @@ impl Containerd {
         bytes: &[u8],
         labels: BTreeMap<String, String>,
     ) -> Result<(), ImageError> {
-        if self.content_exists(&desc.digest).await.map_err(image_status(reference, "stat content"))? {
+        let exists = self.content_exists(&desc.digest).await.map_err(image_status(reference, "stat content"))?;
+        if !exists {
+            let (tx, rx) = mpsc::channel(1);
+            let _ = tx.send(Ok(bytes.to_vec())).await;
+            drop(tx);
+            if self.write_blob(reference, lease, desc, &labels, rx).await? {
+                return Ok(());
+            }
+        }
+        // Present already (or written by a concurrent pull first): make sure it has our labels.
+        {
             if labels.is_empty() {
                 return Ok(());
             }
@@ -328,12 +343,8 @@ impl Containerd {
                 }))
                 .await
                 .map_err(image_status(reference, "label content"))?;
-            return Ok(());
+            Ok(())
         }
-        let (tx, rx) = mpsc::channel(1);
-        let _ = tx.send(Ok(bytes.to_vec())).await;
-        drop(tx);
-        self.write_blob(reference, lease, desc, &labels, rx).await
     }
 
     async fn read_blob(&self, reference: &str, digest: &str) -> Result<Vec<u8>, ImageError> {
@@ -426,7 +437,7 @@ impl Containerd {
                         let this = self.clone();
                         let (name, lease) = (label.clone(), lease.to_owned());
                         let task = tokio::spawn(async move {
-                            this.write_blob(&name, &lease, &desc, &BTreeMap::new(), chunks_rx).await
+                            this.write_blob(&name, &lease, &desc, &BTreeMap::new(), chunks_rx).await.map(drop)
                         });
                         current = Some(BlobWriter { chunks, task });
                     }

@@ -173,6 +173,12 @@ fn real_containers() {
     let Some(env) = env("containerd real_containers") else { return };
     let config = env.config.clone();
     let tools_remote = env.remote("shoal-test/tools");
+    let web_v1_remote = env
+        .built
+        .iter()
+        .find(|i| i.def.repository == "shoal-test/web" && i.def.tag == "v1")
+        .map(|i| env.registry.reference(i))
+        .expect("web v1");
     let web =
         env.built.iter().find(|i| i.def.repository == "shoal-test/web" && i.def.tag == "v2").expect("web").path.clone();
     let data = env.cluster.dir().join("data");
@@ -183,6 +189,20 @@ fn real_containers() {
     let netns_path = PathBuf::from("/run/netns").join(&netns_guard.0);
     env.block_on(move || async move {
         let rt = Containerd::connect(config.clone()).await.expect("connect");
+
+        eprintln!("--- four tasks pulling the same image at once all get it (blob writes race)");
+        let rt = std::sync::Arc::new(rt);
+        let pulls: Vec<_> = (0..4)
+            .map(|_| {
+                let (rt, reference) = (rt.clone(), web_v1_remote.clone());
+                tokio::spawn(async move { rt.ensure_image(&ImageSource::registry(&reference)).await })
+            })
+            .collect();
+        for pull in pulls {
+            let name = pull.await.expect("join").expect("concurrent pull");
+            assert_eq!(name, "192.0.2.1:5000/shoal-test/web:v1");
+        }
+        let rt = std::sync::Arc::try_unwrap(rt).expect("only handle");
 
         eprintln!("--- pull from the test registry, load from an archive");
         let tools = rt.ensure_image(&ImageSource::registry(&tools_remote)).await.expect("pull tools");
