@@ -48,7 +48,10 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
     step("cargo deny check");
     deny()?;
 
-    step("cargo nextest run (unit, integration and privileged tests)");
+    step("cargo build --workspace --bins (the end-to-end tests run the binaries)");
+    cargo(&["build", "--workspace", "--bins", "--locked"], &[])?;
+
+    step("cargo nextest run (unit, integration, privileged and end-to-end tests)");
     let skip_log = root.join("target").join("shoal-skipped.log");
     let _ = std::fs::remove_file(&skip_log);
     let junit = root.join("target").join("nextest").join("default").join("junit.xml");

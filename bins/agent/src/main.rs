@@ -35,6 +35,9 @@ struct Common {
     /// A registry (HOST:PORT) to reach over plain HTTP (repeatable).
     #[arg(long = "insecure-registry", env = "SHOAL_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// The hostname this node reports (default: the machine's).
+    #[arg(long, env = "SHOAL_HOSTNAME")]
+    hostname: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,7 @@ fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         containerd_namespace: common.containerd_namespace,
         logger,
         insecure_registries: common.insecure_registries,
+        hostname: common.hostname,
     })
 }
 

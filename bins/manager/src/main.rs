@@ -35,6 +35,24 @@ struct Common {
     /// Seconds between node heartbeats; a node missing three is Down.
     #[arg(long, env = "SHOAL_HEARTBEAT_PERIOD", default_value_t = 1.0)]
     heartbeat_period: f64,
+    /// Do not run tasks on this node (no worker role, no containerd needed).
+    #[arg(long, env = "SHOAL_NO_WORKER")]
+    no_worker: bool,
+    /// containerd's socket, for the worker role.
+    #[arg(long, env = "SHOAL_CONTAINERD_SOCKET", default_value = "/run/containerd/containerd.sock")]
+    containerd_socket: PathBuf,
+    /// The containerd namespace for this node's containers.
+    #[arg(long, env = "SHOAL_CONTAINERD_NAMESPACE", default_value = "shoal")]
+    containerd_namespace: String,
+    /// The shoal-runtime-logger executable (default: next to shoal-manager).
+    #[arg(long, env = "SHOAL_RUNTIME_LOGGER")]
+    logger: Option<PathBuf>,
+    /// A registry (HOST:PORT) to reach over plain HTTP (repeatable).
+    #[arg(long = "insecure-registry", env = "SHOAL_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+    /// The hostname this node reports (default: the machine's).
+    #[arg(long, env = "SHOAL_HOSTNAME")]
+    hostname: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -91,16 +109,59 @@ fn config(common: &Common, advertise_addr: SocketAddr) -> anyhow::Result<Manager
     Ok(config)
 }
 
-async fn serve_until_signal(manager: RunningManager) -> anyhow::Result<()> {
+/// Runs the manager, and (unless `--no-worker`) the worker role that runs tasks on this node,
+/// until SIGINT or SIGTERM. Tasks' containers keep running; the next start adopts them.
+async fn serve_until_signal(manager: RunningManager, common: &Common, advertised: SocketAddr) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = if common.no_worker {
+        None
+    } else {
+        let logger = match &common.logger {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()
+                .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
+                .with_file_name("shoal-runtime-logger"),
+        };
+        let config = shoal_agent::WorkerConfig {
+            data_dir: common.data_dir.clone(),
+            containerd_socket: common.containerd_socket.clone(),
+            containerd_namespace: common.containerd_namespace.clone(),
+            logger,
+            insecure_registries: common.insecure_registries.clone(),
+            hostname: common.hostname.clone(),
+        };
+        let certs = common.data_dir.join("certs");
+        let node_id = manager.node_id.clone();
+        Some(tokio::spawn(async move {
+            let stopped = async {
+                let _ = worker_stopped.await;
+            };
+            shoal_agent::run_node(&config, &certs, node_id, vec![advertised.to_string()], stopped).await
+        }))
+    };
+    let worker_failed = async {
+        match worker {
+            Some(handle) => match handle.await {
+                Ok(Ok(())) => std::future::pending().await,
+                Ok(Err(err)) => {
+                    anyhow::anyhow!("worker role: {err} (pass --no-worker to run a manager that runs no tasks)")
+                }
+                Err(err) => anyhow::anyhow!("worker role stopped: {err}"),
+            },
+            None => std::future::pending().await,
+        }
+    };
+    let result = tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(()),
+        _ = term.recv() => Ok(()),
+        err = worker_failed => Err(err),
+    };
     tracing::info!("shutting down");
+    let _ = stop_worker.send(());
     manager.shutdown().await;
-    Ok(())
+    result
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -118,14 +179,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!();
             println!("To use the CLI from another host, copy {} and run:", outcome.admin_bundle.display());
             println!("    export SHOAL_HOST={advertised} SHOAL_CERT_PATH={}", outcome.admin_bundle.display());
-            serve_until_signal(manager).await
+            serve_until_signal(manager, &common, advertised).await
         }
         Command::Join { token, advertise_addr, remote, common } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;
             let remote = if remote.contains(':') { remote } else { format!("{remote}:{DEFAULT_PORT}") };
             let manager = shoal_manager::join(&config(&common, advertised)?, &remote, &token).await?;
             println!("This node joined a cluster as a manager ({}).", manager.node_id);
-            serve_until_signal(manager).await
+            serve_until_signal(manager, &common, advertised).await
         }
         Command::Run { advertise_addr, common } => {
             let advertised = match advertise_addr {
@@ -133,7 +194,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None => common.listen_addr,
             };
             let manager = shoal_manager::start(&config(&common, advertised)?).await?;
-            serve_until_signal(manager).await
+            serve_until_signal(manager, &common, advertised).await
         }
     }
 }

@@ -13,7 +13,7 @@ mod worker;
 
 pub use join::{JoinError, join};
 pub use session::{Agent, AgentConfig, AgentError};
-pub use worker::{WorkerConfig, WorkerError, describe_node, join_worker, run_worker};
+pub use worker::{WorkerConfig, WorkerError, describe_node, join_worker, run_node, run_worker};
 
 /// Labels the agent puts on its containers, to find them again after a restart.
 pub mod labels {

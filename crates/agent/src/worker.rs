@@ -32,6 +32,9 @@ pub struct WorkerConfig {
     pub logger: PathBuf,
     /// Registries (`host[:port]`) reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// The hostname the node reports (the machine's when `None`; set it when several nodes share
+    /// a machine, as in the test harness).
+    pub hostname: Option<String>,
 }
 
 /// Joining or running a worker failed.
@@ -82,10 +85,11 @@ pub async fn join_worker(data_dir: &Path, remote: &str, token: &str) -> Result<S
     Ok(state.node_id)
 }
 
-/// What this machine says about itself in its session.
-pub fn describe_node() -> v1::NodeDescription {
-    let hostname =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+/// What this machine says about itself in its session; `hostname` overrides the machine's.
+pub fn describe_node(hostname: Option<&str>) -> v1::NodeDescription {
+    let hostname = hostname.map(str::to_owned).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    });
     let cpus = std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1);
     let memory_kib: i64 = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -122,10 +126,21 @@ pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()
     let state: State = serde_json::from_slice(&bytes).map_err(|e| {
         data_error(&state_path, format!("is not a valid agent state ({e}); join again with a fresh --data-dir"))
     })?;
-    let certs = config.data_dir.join("certs");
-    let credentials = NodeCredentials::load(&certs, None).map_err(|e| data_error(&certs, e.to_string()))?;
-    let trust = TrustBundle::load(&certs).map_err(|e| data_error(&certs, e.to_string()))?;
-    let tls = client_config(&credentials, &trust).map_err(|e| data_error(&certs, e.to_string()))?;
+    run_node(config, &config.data_dir.join("certs"), state.node_id, state.managers, shutdown).await
+}
+
+/// Runs the worker role of a node whose certificates are in `certs` (a manager runs one too, with
+/// its own certificate, against itself and the other managers).
+pub async fn run_node(
+    config: &WorkerConfig,
+    certs: &Path,
+    node_id: String,
+    managers: Vec<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), WorkerError> {
+    let credentials = NodeCredentials::load(certs, None).map_err(|e| data_error(certs, e.to_string()))?;
+    let trust = TrustBundle::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
+    let tls = client_config(&credentials, &trust).map_err(|e| data_error(certs, e.to_string()))?;
     let mut containerd = ContainerdConfig::new(
         &config.containerd_socket,
         &config.containerd_namespace,
@@ -136,10 +151,10 @@ pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()
     let runtime = Containerd::connect(containerd).await?;
     let agent = Agent::new(
         AgentConfig {
-            managers: state.managers,
+            managers,
             tls,
-            node_id: state.node_id,
-            description: describe_node(),
+            node_id,
+            description: describe_node(config.hostname.as_deref()),
             volumes_dir: config.data_dir.join("volumes"),
         },
         Arc::new(runtime),
