@@ -17,3 +17,7 @@ pub use convert::{from_duration, from_timestamp, to_duration, to_timestamp};
 pub mod v1 {
     tonic::include_proto!("shoal.v1");
 }
+
+/// The gRPC metadata key with which a manager that is not the Raft leader names the leader's
+/// address (HOST:PORT) when it refuses a dispatcher call, so that the node can go there.
+pub const LEADER_METADATA: &str = "shoal-leader";

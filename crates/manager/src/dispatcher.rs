@@ -54,6 +54,48 @@ impl Dispatcher {
         self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Refuses a call on a manager that is not the Raft leader: only the leader's loop checks
+    /// heartbeats, so a session held anywhere else would leave a live node marked Down. The
+    /// refusal carries the leader's address, when known, in the [`shoal_api::LEADER_METADATA`] header.
+    fn require_leader(&self) -> Result<(), Status> {
+        let store = self.inner.objects.store();
+        if store.is_leader() {
+            return Ok(());
+        }
+        let view = store.local_status();
+        let leader = view.leader.and_then(|id| view.members.into_iter().find(|m| m.id == id)).map(|m| m.addr);
+        let Some(leader) = leader else {
+            return Err(Status::unavailable(format!(
+                "manager {} is not the leader and knows of none (no quorum?); try another manager",
+                store.addr()
+            )));
+        };
+        let mut status = Status::unavailable(format!(
+            "manager {} is not the leader; open the session with the leader at {leader}",
+            store.addr()
+        ));
+        if let Ok(value) = leader.parse() {
+            status.metadata_mut().insert(shoal_api::LEADER_METADATA, value);
+        }
+        Err(status)
+    }
+
+    /// The managers a node may fail over to, from their stored records.
+    async fn managers(&self) -> Result<Vec<v1::WeightedPeer>, ObjectError> {
+        Ok(self
+            .inner
+            .objects
+            .list::<v1::Node>()
+            .await?
+            .into_iter()
+            .filter(|n| n.role == v1::NodeRole::Manager as i32)
+            .filter_map(|n| {
+                let addr = n.manager_status.map(|m| m.addr).filter(|a| !a.is_empty())?;
+                Some(v1::WeightedPeer { node_id: n.id, addr, weight: 1 })
+            })
+            .collect())
+    }
+
     /// The node of a request whose session is current, or why not.
     fn session_node<T>(&self, request: &Request<T>, session_id: &str) -> Result<String, Status> {
         let node_id = caller(request)?.node_id;
@@ -173,6 +215,7 @@ impl DispatcherApi for Dispatcher {
 
     async fn session(&self, request: Request<v1::SessionRequest>) -> Result<Response<SessionStream>, Status> {
         let identity = caller(&request)?;
+        self.require_leader()?;
         let addr = request.extensions().get::<PeerInfo>().map(|p| p.addr).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let description = request.into_inner().description.unwrap_or_default();
         // The session exists before the node is written Ready, so that a heartbeat check ending
@@ -198,7 +241,11 @@ impl DispatcherApi for Dispatcher {
         };
         tracing::info!(node.id = %identity.node_id, peer = %addr, "node session started");
         let (tx, rx) = mpsc::channel(4);
-        let message = v1::SessionMessage { session_id, node: Some(node), managers: Vec::new() };
+        let managers = self.managers().await.unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "cannot list managers for the session; the node keeps the ones it knows");
+            Vec::new()
+        });
+        let message = v1::SessionMessage { session_id, node: Some(node), managers };
         let _ = tx.send(Ok(message)).await;
         // The stream stays open while the session lives; the agent's end closing it is normal.
         tokio::spawn(async move { tx.closed().await });
@@ -210,6 +257,8 @@ impl DispatcherApi for Dispatcher {
         request: Request<v1::HeartbeatRequest>,
     ) -> Result<Response<v1::HeartbeatResponse>, Status> {
         let session_id = request.get_ref().session_id.clone();
+        // A deposed leader ends its sessions here, so that nodes move to the new leader.
+        self.require_leader()?;
         let node_id = self.session_node(&request, &session_id)?;
         if let Some(session) = self.sessions().get_mut(&node_id) {
             session.last_heartbeat = Instant::now();

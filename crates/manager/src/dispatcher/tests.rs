@@ -167,3 +167,54 @@ async fn a_node_back_while_its_old_session_expires_stays_ready() {
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
     d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect("the new session lives");
 }
+
+#[tokio::test]
+async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
+    use shoal_raft_store::{InProcessRouter, Store, StoreConfig};
+    let router = InProcessRouter::new(1);
+    let open = async |id: u64, dir: &crate::testutil::TempDir| {
+        let _ = std::fs::remove_dir_all(&dir.0);
+        let mut config = StoreConfig::new(id, format!("mem://m{id}"), &dir.0);
+        config.fsync = false;
+        let store = Store::open(config, router.transport()).await.expect("open store");
+        router.register(&store);
+        store
+    };
+    let tmp = |tag: &str| {
+        crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-dispatcher-{tag}-{}", std::process::id())))
+    };
+    let (leader_dir, follower_dir) = (tmp("leader"), tmp("follower"));
+    let leader_store = open(1, &leader_dir).await;
+    leader_store.bootstrap().await.expect("bootstrap");
+    leader_store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
+    let leader = ObjectStore::new(leader_store.clone());
+    node(&leader, "w1").await;
+    let manager = v1::Node {
+        id: "m1".into(),
+        role: v1::NodeRole::Manager as i32,
+        manager_status: Some(v1::ManagerStatus { addr: "192.0.2.11:2377".into(), ..Default::default() }),
+        ..Default::default()
+    };
+    leader.create(manager).await.expect("manager node");
+
+    tracing::info!("--- a second member that follows");
+    let follower = open(2, &follower_dir).await;
+    leader_store.add_learner(2, "mem://m2").await.expect("add learner");
+    follower.wait_for_leader(Duration::from_secs(5)).await.expect("the follower hears the leader");
+
+    let on_follower = Dispatcher::new(ObjectStore::new(follower.clone()), Duration::from_secs(1));
+    let refused = on_follower.session(req(v1::SessionRequest::default(), "w1")).await.expect_err("not the leader");
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(refused.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok()), Some("mem://m1"));
+    let beat = on_follower.heartbeat(req(v1::HeartbeatRequest { session_id: "s".into() }, "w1")).await;
+    assert_eq!(beat.expect_err("not the leader").code(), Code::Unavailable);
+
+    tracing::info!("--- the leader's session names the managers to fail over to");
+    let on_leader = Dispatcher::new(leader.clone(), Duration::from_secs(1));
+    let mut stream = on_leader.session(req(v1::SessionRequest::default(), "w1")).await.expect("session").into_inner();
+    let first = stream.next().await.expect("first").expect("ok");
+    let managers: Vec<(String, String)> = first.managers.into_iter().map(|m| (m.node_id, m.addr)).collect();
+    assert_eq!(managers, vec![("m1".to_owned(), "192.0.2.11:2377".to_owned())]);
+    follower.shutdown().await;
+    leader_store.shutdown().await;
+}
