@@ -91,6 +91,9 @@ impl Leader {
                 if let Err(err) = self.dispatcher.check_heartbeats().await {
                     tracing::warn!(error = %err, "heartbeat check failed");
                 }
+                if let Err(err) = self.refresh_manager_status().await {
+                    tracing::warn!(error = %err, "manager status refresh failed");
+                }
             }
             match self.pass(SystemTime::now()).await {
                 Ok(report) if report != PassReport::default() => tracing::debug!(?report, "control loop pass"),
@@ -98,6 +101,32 @@ impl Leader {
                 Err(err) => tracing::warn!(error = %err, "control loop pass failed; retrying next tick"),
             }
         }
+    }
+
+    /// Records in each manager's node which manager leads and which the leader can reach (the
+    /// MANAGER STATUS column of `shoal node ls`), from the Raft group's own view.
+    pub async fn refresh_manager_status(&self) -> Result<(), ObjectError> {
+        use shoal_raft_store::Reachability;
+        let status = self.objects.store().status().await;
+        for mut node in self.objects.list::<v1::Node>().await? {
+            let Some(current) = node.manager_status.clone() else { continue };
+            let member = status.members.iter().find(|m| m.id == current.raft_id);
+            let reachability = match member.map(|m| &m.reachability) {
+                Some(Reachability::Reachable) => v1::manager_status::Reachability::Reachable,
+                Some(Reachability::Unreachable) => v1::manager_status::Reachability::Unreachable,
+                _ => v1::manager_status::Reachability::Unknown,
+            } as i32;
+            let leader = status.leader == Some(current.raft_id);
+            if current.leader == leader && current.reachability == reachability {
+                continue;
+            }
+            node.manager_status = Some(v1::ManagerStatus { leader, reachability, ..current });
+            match self.objects.update(node).await {
+                Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// One pass: orchestrate, schedule, reap.
