@@ -1,8 +1,10 @@
 //! The agent's session with a manager: open a session (the node is Ready), send heartbeats at
 //! the period the manager asks, apply the assignment stream to the executor, and report task
 //! status in batches. When the session breaks, tasks keep running; the agent tries the next
-//! manager it knows, backing off from 100 ms to 8 s, and the new session's complete assignment
-//! set reconciles what changed meanwhile.
+//! manager it knows (the leader first, when a manager that is not the leader named it), backing
+//! off from 100 ms to 8 s (from 100 ms again after a session that had started), and the new
+//! session's complete assignment set reconciles what changed meanwhile. A heartbeat unanswered
+//! for three periods ends the session, as the manager would.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -51,10 +53,70 @@ pub struct Agent {
 }
 
 /// Why a session ended.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 enum SessionEnd {
     Shutdown,
-    Broken(String),
+    Broken {
+        /// What failed, for the log.
+        reason: String,
+        /// Whether the session had started (then the next attempt starts over from a short wait).
+        established: bool,
+        /// The leader's address, when a manager that is not the leader named it.
+        leader: Option<String>,
+    },
+}
+
+/// Heartbeat periods without an answer after which the agent gives up on a manager (the
+/// manager marks the node Down after as many).
+const MISSED_HEARTBEATS: u32 = 3;
+
+/// Which manager to try next, and how long to wait first.
+#[derive(Debug)]
+struct Failover {
+    managers: Vec<String>,
+    next: usize,
+    backoff: Duration,
+}
+
+impl Failover {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(8);
+
+    fn new(managers: Vec<String>) -> Self {
+        Self { managers, next: 0, backoff: Self::FIRST }
+    }
+
+    /// The manager to try now.
+    fn pick(&mut self) -> String {
+        let addr = self.managers[self.next % self.managers.len()].clone();
+        self.next = (self.next + 1) % self.managers.len();
+        addr
+    }
+
+    /// Adds managers a session named.
+    fn learn(&mut self, addrs: impl IntoIterator<Item = String>) {
+        for addr in addrs {
+            if !addr.is_empty() && !self.managers.contains(&addr) {
+                self.managers.push(addr);
+            }
+        }
+    }
+
+    /// How long to wait after a session broke: a session that had started starts over from the
+    /// shortest wait, repeated failures double it up to 8 s; a refusal that named the leader
+    /// makes the leader the next manager tried.
+    fn after_broken(&mut self, established: bool, leader: Option<String>) -> Duration {
+        if let Some(leader) = leader {
+            self.learn([leader.clone()]);
+            self.next = self.managers.iter().position(|m| *m == leader).unwrap_or(self.next);
+        }
+        if established {
+            self.backoff = Self::FIRST;
+        }
+        let wait = self.backoff;
+        self.backoff = (self.backoff * 2).min(Self::MAX);
+        wait
+    }
 }
 
 impl Agent {
@@ -84,26 +146,19 @@ impl Agent {
             })
         };
         tokio::pin!(shutdown);
-        let mut managers = self.config.managers.clone();
-        let mut backoff = Duration::from_millis(100);
-        let mut next = 0;
+        let mut failover = Failover::new(self.config.managers.clone());
         loop {
-            let addr = managers[next % managers.len()].clone();
-            next += 1;
+            let addr = failover.pick();
             let end = tokio::select! {
                 () = &mut shutdown => SessionEnd::Shutdown,
-                end = self.session(&addr, &mut executor, &pending, &mut managers) => end,
+                end = self.session(&addr, &mut executor, &pending, &mut failover) => end,
             };
-            match end {
-                SessionEnd::Shutdown => break,
-                SessionEnd::Broken(reason) => {
-                    tracing::warn!(manager = %addr, %reason, retry_in_ms = backoff.as_millis() as u64, "session ended");
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(8));
-                }
+            let SessionEnd::Broken { reason, established, leader } = end else { break };
+            let wait = failover.after_broken(established, leader);
+            tracing::warn!(manager = %addr, %reason, retry_in_ms = wait.as_millis() as u64, "session ended");
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = tokio::time::sleep(wait) => {}
             }
         }
         collector.abort();
@@ -115,45 +170,60 @@ impl Agent {
         addr: &str,
         executor: &mut Executor,
         pending: &Mutex<BTreeMap<String, v1::TaskStatus>>,
-        managers: &mut Vec<String>,
+        failover: &mut Failover,
     ) -> SessionEnd {
-        let broken = |what: &str, e: &dyn std::fmt::Display| SessionEnd::Broken(format!("{what}: {e}"));
+        let refused = |what: &str, e: &dyn std::fmt::Display| SessionEnd::Broken {
+            reason: format!("{what}: {e}"),
+            established: false,
+            leader: None,
+        };
+        // A refusal by a manager that is not the leader names the leader, to be tried next.
+        let refused_by = |what: &str, status: &tonic::Status, established: bool| SessionEnd::Broken {
+            reason: format!("{what}: {}", status.message()),
+            established,
+            leader: status.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok()).map(str::to_owned),
+        };
         let channel: Channel = match shoal_api::connect(addr, self.config.tls.clone()).await {
             Ok(channel) => channel,
-            Err(err) => return broken("connect", &err),
+            Err(err) => return refused("connect", &err),
         };
         let mut dispatcher = DispatcherClient::new(channel);
         let request =
             v1::SessionRequest { description: Some(self.config.description.clone()), session_id: String::new() };
         let mut session = match dispatcher.session(request).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return broken("open session", &status.message()),
+            Err(status) => return refused_by("open session", &status, false),
         };
         let first = match session.message().await {
             Ok(Some(first)) => first,
-            Ok(None) => return SessionEnd::Broken("session closed at once".into()),
-            Err(status) => return broken("session", &status.message()),
+            Ok(None) => return refused("session", &"closed at once"),
+            Err(status) => return refused_by("session", &status, false),
         };
         let session_id = first.session_id;
-        for peer in first.managers {
-            if !managers.contains(&peer.addr) && !peer.addr.is_empty() {
-                managers.push(peer.addr);
-            }
-        }
+        failover.learn(first.managers.into_iter().map(|peer| peer.addr));
         let request = v1::AssignmentsRequest { session_id: session_id.clone() };
         let mut assignments = match dispatcher.assignments(request).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return broken("assignments", &status.message()),
+            Err(status) => return refused_by("assignments", &status, false),
         };
         tracing::info!(manager = %addr, "session started");
+        let broken = |what: &str, e: &dyn std::fmt::Display| SessionEnd::Broken {
+            reason: format!("{what}: {e}"),
+            established: true,
+            leader: None,
+        };
         let mut period = Duration::from_secs(1);
         let mut heartbeat = tokio::time::interval(period);
         let mut flush = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
-                    match dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone() }).await {
-                        Ok(response) => {
+                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone() });
+                    // A manager cut off by a partition never answers; a TCP keep-alive would
+                    // notice only after tens of seconds.
+                    match tokio::time::timeout(period * MISSED_HEARTBEATS, beat).await {
+                        Err(_) => return broken("heartbeat", &format!("no answer within {} ms", (period * MISSED_HEARTBEATS).as_millis())),
+                        Ok(Ok(response)) => {
                             let asked = shoal_api::from_duration(response.into_inner().period.as_ref()).unwrap_or(period);
                             if asked != period && !asked.is_zero() {
                                 period = asked;
@@ -161,7 +231,7 @@ impl Agent {
                                 heartbeat.tick().await;
                             }
                         }
-                        Err(status) => return broken("heartbeat", &status.message()),
+                        Ok(Err(status)) => return refused_by("heartbeat", &status, true),
                     }
                 }
                 _ = flush.tick() => {
@@ -190,12 +260,12 @@ impl Agent {
                 }
                 message = assignments.message() => match message {
                     Ok(Some(message)) => apply(executor, message),
-                    Ok(None) => return SessionEnd::Broken("assignment stream ended".into()),
+                    Ok(None) => return broken("assignments", &"stream ended"),
                     Err(status) => return broken("assignments", &status.message()),
                 },
                 message = session.message() => match message {
                     Ok(Some(_)) => {}
-                    Ok(None) => return SessionEnd::Broken("the manager ended the session".into()),
+                    Ok(None) => return broken("session", &"the manager ended it"),
                     Err(status) => return broken("session", &status.message()),
                 },
             }
@@ -218,3 +288,6 @@ fn apply(executor: &mut Executor, message: v1::AssignmentsMessage) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
