@@ -114,6 +114,17 @@ impl Executor {
     }
 }
 
+/// An agent that stops (or restarts) leaves its containers running, to be adopted by the next
+/// agent: the controllers are cancelled before their task senders drop, since a dropped sender
+/// means "no longer assigned here" and would stop and remove the container.
+impl Drop for Executor {
+    fn drop(&mut self) {
+        for controller in self.controllers.values() {
+            controller.handle.abort();
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Ctx {
     runtime: Arc<dyn ContainerRuntime>,
@@ -294,3 +305,6 @@ impl Ctx {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
