@@ -6,9 +6,9 @@
 //! behind role checks over mutual TLS), the control API ([`ControlService`]), the dispatcher
 //! ([`Dispatcher`]), the CA service ([`CaService`]), the typed object store with optimistic
 //! concurrency ([`ObjectStore`]), spec validation ([`validate_service_spec`], [`validate_name`]),
-//! the replicated orchestrator's reconcile step ([`reconcile_replicated`]) and the scheduler
-//! driver's translation ([`place`]). The leader's control loops, `init`/`join` and the binaries
-//! come next (see README.md).
+//! the replicated orchestrator's reconcile step ([`reconcile_replicated`]), the scheduler
+//! driver's translation ([`place`]), the leader's control loops ([`Leader`]) and a manager's life
+//! on disk ([`init`], [`join`], [`start`]). What comes next is in README.md.
 #![warn(missing_docs)]
 
 mod ca_service;
