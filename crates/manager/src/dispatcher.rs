@@ -109,8 +109,14 @@ impl Dispatcher {
 
     /// Starts the heartbeat clock for nodes that were Ready under a previous leader: unless they
     /// open a session with this dispatcher within three periods, they are marked Down.
+    ///
+    /// Sessions left from an earlier term of this manager's leadership went silent while it
+    /// followed (a follower refuses heartbeats); they are dropped first, so that their old clocks
+    /// do not mark nodes Down at once, without the grace.
     pub fn expect_nodes(&self, node_ids: impl IntoIterator<Item = String>) {
+        let deadline = self.inner.period * MISSED_HEARTBEATS;
         let mut sessions = self.sessions();
+        sessions.retain(|_, s| s.last_heartbeat.elapsed() <= deadline);
         for node_id in node_ids {
             // An empty session ID matches no request: the node has to start a new session.
             sessions.entry(node_id).or_insert_with(|| Session { id: String::new(), last_heartbeat: Instant::now() });

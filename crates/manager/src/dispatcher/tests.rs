@@ -218,3 +218,18 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
     follower.shutdown().await;
     leader_store.shutdown().await;
 }
+
+#[tokio::test]
+async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
+    let (objects, _dir) = store("dispatcher-term").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(20));
+    start(&d, "w1").await;
+
+    tracing::info!("--- this manager follows for a while (its sessions go silent), then leads again");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    d.expect_nodes(["w1".to_owned()]);
+    assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new(), "three periods of grace first");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()], "then silent nodes are Down");
+}
