@@ -71,7 +71,13 @@ pub(crate) fn incoming(
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {
-            let (tcp, addr) = match listener.accept().await {
+            // The server dropping its end (shutdown) ends the loop and closes the listener at
+            // once, not at the next connection attempt: the port is free for a restart.
+            let accepted = tokio::select! {
+                () = tx.closed() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, addr) = match accepted {
                 Ok(accepted) => accepted,
                 Err(err) => {
                     tracing::warn!(error = %err, "accept failed");
@@ -91,9 +97,6 @@ pub(crate) fn incoming(
                     Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
                 }
             });
-            if tx.is_closed() {
-                return;
-            }
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
@@ -172,4 +175,28 @@ pub(crate) fn role_word(role: Role) -> &'static str {
 /// nodes and the CLI, `join_client_config` for a node that is joining).
 pub async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
     shoal_api::connect(addr, tls).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dropping_the_connection_stream_frees_the_port() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("tls versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::server::ResolvesServerCertUsingSni::new()));
+        drop(incoming(listener, tls));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while TcpListener::bind(addr).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the port is free again without another connection");
+    }
 }
