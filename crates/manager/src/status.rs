@@ -15,7 +15,8 @@ impl From<ObjectError> for Status {
         let code = match &err {
             ObjectError::NotFound { .. } => Code::NotFound,
             ObjectError::Exists { .. } | ObjectError::NameTaken { .. } => Code::AlreadyExists,
-            ObjectError::Conflict { .. } => Code::FailedPrecondition,
+            // gRPC's code for a failed test-and-set: redo the read-modify-write.
+            ObjectError::Conflict { .. } => Code::Aborted,
             ObjectError::Corrupt { .. } => Code::DataLoss,
             ObjectError::Read(read) => return read_status(read),
             ObjectError::Write(write) => return write_status(write),

@@ -68,7 +68,7 @@ async fn updates_need_the_current_version_and_keep_the_previous_spec() {
     assert_eq!(updated.previous_spec, web.spec);
 
     let stale = control.update_service(Request::new(update(web.version(), 7, false))).await.expect_err("stale");
-    assert_eq!(stale.code(), Code::FailedPrecondition);
+    assert_eq!(stale.code(), Code::Aborted, "a stale version is retried by reading again");
     assert!(stale.message().contains("was changed by someone else"), "{}", stale.message());
 
     let rolled = control.update_service(Request::new(update(updated.version(), 0, true))).await.expect("rollback");
