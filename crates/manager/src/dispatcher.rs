@@ -202,6 +202,12 @@ impl Dispatcher {
         Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
     }
 
+    /// Whether a node may report `state`: what it observes running the task, from ACCEPTED to
+    /// REJECTED. The states before are the manager's scheduling, REMOVE and ORPHANED its verdicts.
+    fn observable(state: TaskState) -> bool {
+        (TaskState::Accepted as i32..=TaskState::Rejected as i32).contains(&(state as i32))
+    }
+
     /// The node's tasks that the agent must know about: everything assigned to it that is not
     /// both finished and told to stop.
     fn relevant(task: &v1::Task, node_id: &str) -> bool {
@@ -281,6 +287,12 @@ impl DispatcherApi for Dispatcher {
         for update in request.into_inner().updates {
             let Some(status) = update.status else { continue };
             let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+            if !Self::observable(next) {
+                // Ignored like a late report, rather than refusing the batch: a refused batch is
+                // sent again as it was, and would end every session of the node.
+                tracing::warn!(node.id = %node_id, task.id = %update.task_id, state = status.state, "ignored a task state that nodes do not report");
+                continue;
+            }
             for _ in 0..5 {
                 let mut task: v1::Task = match self.inner.objects.get(&update.task_id).await {
                     Ok(task) => task,

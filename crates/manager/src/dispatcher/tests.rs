@@ -100,6 +100,13 @@ async fn task_status_only_moves_forward_and_only_for_own_tasks() {
     assert!(status.timestamp.is_some(), "the dispatcher stamps reports");
     let other = d.update_task_status(req(report("t2", TaskState::Running), "w1")).await.expect_err("not its task");
     assert_eq!(other.message(), "task t2 is not assigned to node w1");
+
+    tracing::info!("--- REMOVE and ORPHANED are the manager's to decide, not a node's to report");
+    for state in [TaskState::Remove, TaskState::Orphaned] {
+        d.update_task_status(req(report("t1", state), "w1")).await.expect("ignored");
+    }
+    let t1: v1::Task = objects.get("t1").await.expect("t1");
+    assert_eq!(t1.status.map(|s| s.state), Some(TaskState::Running as i32));
 }
 
 #[tokio::test]
