@@ -14,7 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use shoal_api::v1::{self, TaskState, dispatcher_server::Dispatcher as DispatcherApi};
 use shoal_raft_store::EventKind;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -29,6 +29,8 @@ const MISSED_HEARTBEATS: u32 = 3;
 struct Session {
     id: String,
     last_heartbeat: Instant,
+    /// Dropped with the session (expired, or replaced by a newer one), which ends its stream.
+    _alive: Option<oneshot::Sender<()>>,
 }
 
 /// The dispatcher of a manager. Cheap to clone.
@@ -119,7 +121,11 @@ impl Dispatcher {
         sessions.retain(|_, s| s.last_heartbeat.elapsed() <= deadline);
         for node_id in node_ids {
             // An empty session ID matches no request: the node has to start a new session.
-            sessions.entry(node_id).or_insert_with(|| Session { id: String::new(), last_heartbeat: Instant::now() });
+            sessions.entry(node_id).or_insert_with(|| Session {
+                id: String::new(),
+                last_heartbeat: Instant::now(),
+                _alive: None,
+            });
         }
     }
 
@@ -233,8 +239,9 @@ impl DispatcherApi for Dispatcher {
         // The session exists before the node is written Ready, so that a heartbeat check ending
         // the previous session meanwhile sees it and does not write Down over Ready.
         let session_id = new_id();
-        self.sessions()
-            .insert(identity.node_id.clone(), Session { id: session_id.clone(), last_heartbeat: Instant::now() });
+        let (alive, ended) = oneshot::channel::<()>();
+        let session = Session { id: session_id.clone(), last_heartbeat: Instant::now(), _alive: Some(alive) };
+        self.sessions().insert(identity.node_id.clone(), session);
         let node = match self.set_ready(&identity.node_id, &description, addr).await {
             Ok(node) => node,
             Err(err) => {
@@ -259,8 +266,14 @@ impl DispatcherApi for Dispatcher {
         });
         let message = v1::SessionMessage { session_id, node: Some(node), managers };
         let _ = tx.send(Ok(message)).await;
-        // The stream stays open while the session lives; the agent's end closing it is normal.
-        tokio::spawn(async move { tx.closed().await });
+        // The stream stays open while the session lives and ends with it, so that the node opens
+        // a new one at once; the agent's end closing it is normal.
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tx.closed() => {}
+                _ = ended => {}
+            }
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

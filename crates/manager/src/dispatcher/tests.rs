@@ -240,3 +240,30 @@ async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()], "then silent nodes are Down");
 }
+
+#[tokio::test]
+async fn the_session_stream_ends_with_the_session() {
+    let (objects, _dir) = store("dispatcher-stream").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(20));
+    let open = async || {
+        let request = req(v1::SessionRequest::default(), "w1");
+        let mut stream = d.session(request).await.expect("session").into_inner();
+        stream.next().await.expect("first").expect("ok");
+        stream
+    };
+    let ends = async |stream: &mut SessionStream| {
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        assert!(matches!(end, Ok(None)), "the stream ends with its session: {end:?}");
+    };
+
+    tracing::info!("--- a newer session replaces it");
+    let mut first = open().await;
+    let mut second = open().await;
+    ends(&mut first).await;
+
+    tracing::info!("--- it misses its heartbeats");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()]);
+    ends(&mut second).await;
+}
