@@ -120,8 +120,11 @@ pub fn describe_node(hostname: Option<&str>) -> v1::NodeDescription {
 /// Runs the worker joined in `config.data_dir` on containerd until `shutdown` resolves.
 pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
     let state_path = config.data_dir.join("agent.json");
-    let bytes = std::fs::read(&state_path).map_err(|_| {
-        data_error(&config.data_dir, "holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first")
+    let bytes = std::fs::read(&state_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            data_error(&config.data_dir, "holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first")
+        }
+        _ => data_error(&state_path, format!("cannot be read: {e}")),
     })?;
     let state: State = serde_json::from_slice(&bytes).map_err(|e| {
         data_error(&state_path, format!("is not a valid agent state ({e}); join again with a fresh --data-dir"))
@@ -161,4 +164,35 @@ pub async fn run_node(
     );
     agent.run(shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data_dir: &Path) -> WorkerConfig {
+        WorkerConfig {
+            data_dir: data_dir.to_owned(),
+            containerd_socket: data_dir.join("no-containerd.sock"),
+            containerd_namespace: "shoal-test".into(),
+            logger: data_dir.join("logger"),
+            insecure_registries: Vec::new(),
+            hostname: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_data_dir_says_whether_it_holds_no_node_or_cannot_be_read() {
+        let dir = std::env::temp_dir().join(format!("shoal-agent-worker-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let err = run_worker(&config(&dir), async {}).await.expect_err("no node");
+        assert!(err.to_string().ends_with("holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first"));
+
+        // A state file that exists but cannot be read is not "no node": the error says why.
+        std::fs::create_dir(dir.join("agent.json")).expect("unreadable state");
+        let err = run_worker(&config(&dir), async {}).await.expect_err("unreadable");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(err.to_string().contains("agent.json: cannot be read: "), "{err}");
+    }
 }
