@@ -75,6 +75,231 @@ fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// What every e2e test starts from: a harness cluster, containerd, the registry with the images.
+struct Env {
+    cluster: Cluster,
+    containerd: Containerd,
+    registry_addr: String,
+    bins: PathBuf,
+}
+
+fn env(test: &str, nodes: usize) -> Option<Env> {
+    let mut needs = privileged::CONTAINERD.to_vec();
+    needs.extend_from_slice(privileged::REGISTRY);
+    needs.push(Need::Command("nft"));
+    if !privileged::require(test, &needs) {
+        return None;
+    }
+    let bins = bin_dir();
+    let missing: Vec<&str> = BINARIES.iter().filter(|b| !bins.join(b).is_file()).copied().collect();
+    if !missing.is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "binaries {missing:?} missing in {}; `cargo xtask test` builds them (cargo build --workspace --bins)",
+            bins.display()
+        );
+        eprintln!(
+            "{test}: skipped: binaries {missing:?} not built in {} (cargo build --workspace --bins)",
+            bins.display()
+        );
+        return None;
+    }
+    let mut cluster = Cluster::new(nodes).expect("cluster");
+    if std::env::var_os("SHOAL_KEEP_LOGS").is_some() {
+        eprintln!("--- keeping {} (SHOAL_KEEP_LOGS)", cluster.dir().display());
+        cluster.keep_dir();
+    }
+    let built = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
+    let containerd = Containerd::start(&cluster.dir().join("containerd"), &format!("{}-push", cluster.prefix()))
+        .expect("containerd");
+    let registry = Registry::start(&cluster).expect("registry");
+    registry.push_all(&containerd, &built).expect("push");
+    let registry_addr = registry.addr().to_string();
+    // The registry process belongs to the cluster's underlay namespace and dies with it.
+    std::mem::forget(registry);
+    Some(Env { cluster, containerd, registry_addr, bins })
+}
+
+impl Env {
+    /// Flags every node process takes: its data dir, containerd, logger, registry, hostname.
+    fn node_flags(&self, node: &Node) -> Vec<String> {
+        vec![
+            "--data-dir".into(),
+            self.cluster.dir().join(&node.name).to_string_lossy().into_owned(),
+            "--containerd-socket".into(),
+            self.containerd.socket().to_string_lossy().into_owned(),
+            "--containerd-namespace".into(),
+            format!("{}-{}", self.cluster.prefix(), node.name),
+            "--logger".into(),
+            self.bins.join("shoal-runtime-logger").to_string_lossy().into_owned(),
+            "--insecure-registry".into(),
+            self.registry_addr.clone(),
+            "--hostname".into(),
+            node.name.clone(),
+        ]
+    }
+
+    fn spawn(&self, node: &Node, binary: &str, args: Vec<String>) -> shoal_testkit::Process {
+        let mut all = args;
+        all.extend(self.node_flags(node));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.cluster.spawn(node, binary, &self.bins.join(binary).to_string_lossy(), &all).expect(binary)
+    }
+
+    fn manager_args(verb: &str, node: &Node) -> Vec<String> {
+        vec![
+            verb.into(),
+            "--advertise-addr".into(),
+            node.addr.to_string(),
+            "--listen-addr".into(),
+            format!("{}:2377", node.addr),
+            "--heartbeat-period".into(),
+            "0.5".into(),
+        ]
+    }
+
+    fn shoal<'a>(&'a self, node: &'a Node, bundle_of: &Node) -> Shoal<'a> {
+        Shoal { node, bins: self.bins.clone(), bundle: self.cluster.dir().join(&bundle_of.name).join("admin") }
+    }
+}
+
+/// The token after `--token` in a process's log.
+fn token_in(log: &Path) -> String {
+    let mut token = String::new();
+    wait_for("a join command in the log", 20, || {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        token = text.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default().to_owned();
+        token.starts_with("SHTKN-1-")
+    });
+    token
+}
+
+/// The tasks running now and meant to (desired and current state Running), per node name.
+/// A task told to stop on a node that is Down still shows Running until the node returns, as in
+/// Swarm, so the desired state matters.
+fn running_per_node(ps: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for row in ps.lines().skip(1).filter(|l| !l.contains(r"\_")) {
+        let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        if cells.get(4) == Some(&"Running") && cells.get(5).is_some_and(|c| c.starts_with("Running")) {
+            *counts.entry(cells[3].to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn three_managers_two_workers() {
+    let Some(env) = env("e2e three_managers_two_workers", 6) else { return };
+    let nodes: Vec<Node> = (1..=6).map(|i| env.cluster.node(i).expect("node").clone()).collect();
+    let (m1, m2, m3, w1, w2, w3) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3], &nodes[4], &nodes[5]);
+
+    eprintln!("--- m1 inits; m2 and m3 join as managers; w1 and w2 as workers");
+    let mut m1_process = env.spawn(m1, "shoal-manager", Env::manager_args("init", m1));
+    let worker_token = token_in(m1_process.log());
+    let shoal = env.shoal(m1, m1);
+    let manager_token = shoal.ok(&["join-token", "manager", "-q"]).trim().to_owned();
+    let mut managers = Vec::new();
+    for m in [m2, m3] {
+        let mut args = Env::manager_args("join", m);
+        args.extend(["--token".into(), manager_token.clone(), format!("{}:2377", m1.addr)]);
+        managers.push(env.spawn(m, "shoal-manager", args));
+        shoal.until(&format!("{} Ready", m.name), 30, &["node", "ls"], |out| {
+            out.lines().any(|l| l.contains(&format!(" {} ", m.name)) && l.contains(" Ready "))
+        });
+    }
+    let mut workers = Vec::new();
+    for w in [w1, w2] {
+        workers.push(env.spawn(
+            w,
+            "shoal-agent",
+            vec!["join".into(), "--token".into(), worker_token.clone(), format!("{}:2377", m1.addr)],
+        ));
+    }
+    let nodes_out = shoal.until("5 Ready, 1 Leader, 2 Reachable", 30, &["node", "ls"], |out| {
+        out.matches(" Ready ").count() == 5
+            && out.matches("Leader").count() == 1
+            && out.matches("Reachable").count() == 2
+    });
+    eprintln!("{nodes_out}");
+
+    eprintln!("--- 10 sleepers spread 2 per node");
+    let image = format!("{}/shoal-test/sleeper:latest", env.registry_addr);
+    shoal.ok(&[
+        "service",
+        "create",
+        "--name",
+        "sleep",
+        "--replicas",
+        "10",
+        "--restart-delay",
+        "1s",
+        "--detach",
+        &image,
+    ]);
+    let ps = shoal
+        .until("10/10", 90, &["service", "ps", "sleep"], |out| running_per_node(out).values().sum::<usize>() == 10);
+    assert!(running_per_node(&ps).values().all(|n| *n == 2), "{ps}");
+
+    eprintln!("--- drain w1: its tasks move");
+    shoal.ok(&["node", "update", "--availability", "drain", &w1.name]);
+    let ps = shoal.until("nothing on w1, 10 running", 60, &["service", "ps", "sleep"], |out| {
+        let counts = running_per_node(out);
+        counts.values().sum::<usize>() == 10 && !counts.contains_key(&w1.name)
+    });
+    shoal.ok(&["node", "update", "--availability", "active", &w1.name]);
+
+    eprintln!("--- a global service runs on every node, including w3 joining later");
+    shoal.ok(&["service", "create", "--name", "everywhere", "--mode", "global", "--detach", &image]);
+    shoal.until("5 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 5);
+    workers.push(env.spawn(
+        w3,
+        "shoal-agent",
+        vec!["join".into(), "--token".into(), worker_token.clone(), format!("{}:2377", m1.addr)],
+    ));
+    shoal.until("6 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 6);
+
+    eprintln!("--- cut w2's link: Down, its tasks run elsewhere; back: its stale containers are stopped");
+    env.cluster.link_down(w2).expect("link down");
+    let w2_row = format!(" {} ", w2.name);
+    shoal.until("w2 Down", 15, &["node", "ls"], |out| out.lines().any(|l| l.contains(&w2_row) && l.contains(" Down ")));
+    shoal.until("10 sleepers without w2", 60, &["service", "ps", "sleep"], |out| {
+        let counts = running_per_node(out);
+        counts.values().sum::<usize>() == 10 && !counts.contains_key(&w2.name)
+    });
+    env.cluster.link_up(w2).expect("link up");
+    shoal.until("w2 Ready again", 30, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains(&w2_row) && l.contains(" Ready "))
+    });
+    let ns = format!("{}-{}", env.cluster.prefix(), w2.name);
+    wait_for("w2 runs only its global task", 30, || {
+        let out = env.containerd.ctr().args(["--namespace", &ns, "tasks", "list"]).output().expect("ctr");
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("RUNNING")).count() == 1
+    });
+
+    eprintln!("--- kill the leader's process: another leads, the CLI keeps working on m2");
+    m1_process.kill().expect("kill m1");
+    let via_m2 = env.shoal(m2, m1);
+    let m1_row = format!(" {} ", m1.name);
+    let nodes_out = via_m2.until("a new leader", 30, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains("Leader") && !l.contains(&m1_row))
+            && out.lines().any(|l| l.contains(&m1_row) && l.contains("Unreachable"))
+    });
+    eprintln!("{nodes_out}");
+    via_m2.ok(&["service", "scale", "--detach", "sleep=8"]);
+    via_m2
+        .until("8 sleepers", 60, &["service", "ps", "sleep"], |out| running_per_node(out).values().sum::<usize>() == 8);
+
+    eprintln!("--- restart m1 from its data dir: Reachable again, no re-join");
+    let m1_again = env.spawn(m1, "shoal-manager", Env::manager_args("run", m1));
+    via_m2.until("m1 Reachable", 30, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains(&m1_row) && l.contains(" Ready ") && l.contains("Reachable"))
+    });
+    drop(m1_again);
+    drop(managers);
+    drop(workers);
+}
+
 #[test]
 fn manager_and_worker_run_containers() {
     let mut needs = privileged::CONTAINERD.to_vec();
@@ -173,7 +398,8 @@ fn manager_and_worker_run_containers() {
         .expect("kill");
     assert!(killed.success());
     let ps = shoal.until("a replacement and the failed task in history", 30, &["service", "ps", "sleep"], |out| {
-        let current_running = out.lines().filter(|l| !l.contains(r"\_") && current_state(l).starts_with("Running")).count();
+        let current_running =
+            out.lines().filter(|l| !l.contains(r"\_") && current_state(l).starts_with("Running")).count();
         out.contains("task: non-zero exit (137)") && current_running == 4
     });
     let history = ps.lines().find(|l| l.contains("task: non-zero exit (137)")).expect("the failed task");
@@ -199,7 +425,10 @@ fn manager_and_worker_run_containers() {
         out.lines().any(|l| l.contains("node2") && l.contains(" Down "))
     });
     shoal.until("4 running on node1", 30, &["service", "ps", "sleep"], |out| {
-        out.lines().filter(|l| l.contains(" node1 ") && current_state(l).starts_with("Running") && !l.contains(r"\_")).count() == 4
+        out.lines()
+            .filter(|l| l.contains(" node1 ") && current_state(l).starts_with("Running") && !l.contains(r"\_"))
+            .count()
+            == 4
     });
     eprintln!("    tasks running again on node1 {:?} after the agent was killed", started.elapsed());
     drop(manager);
