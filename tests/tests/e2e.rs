@@ -243,7 +243,7 @@ fn three_managers_two_workers() {
 
     eprintln!("--- drain w1: its tasks move");
     shoal.ok(&["node", "update", "--availability", "drain", &w1.name]);
-    let ps = shoal.until("nothing on w1, 10 running", 60, &["service", "ps", "sleep"], |out| {
+    shoal.until("nothing on w1, 10 running", 60, &["service", "ps", "sleep"], |out| {
         let counts = running_per_node(out);
         counts.values().sum::<usize>() == 10 && !counts.contains_key(&w1.name)
     });
