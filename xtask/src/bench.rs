@@ -49,15 +49,25 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// The raft-store benchmark drives three member processes and etcd from an example binary.
+const RAFT: (&str, &str) = (
+    "raft",
+    "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 clients; leader failover",
+);
+
 pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let Some(name) = args.name.as_deref().filter(|_| !args.list) else {
         for (name, _, _, what) in BENCHES {
             println!("{name:<12} {what}");
         }
+        println!("{:<12} {}", RAFT.0, RAFT.1);
         return Ok(());
     };
+    if name == RAFT.0 {
+        return raft();
+    }
     let Some((_, package, target, _)) = BENCHES.iter().find(|(n, ..)| *n == name) else {
-        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).collect();
+        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).chain([RAFT.0]).collect();
         bail!("no benchmark named {name:?}; available: {}", names.join(", "));
     };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
@@ -66,6 +76,53 @@ pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .context("cannot run cargo bench")?;
     if !status.success() {
         bail!("benchmark {name} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+}
+
+/// `cargo xtask bench raft`: etcd (Debian's etcd-server) is the peer; installed when missing.
+fn raft() -> anyhow::Result<()> {
+    crate::prereq::ensure_packages(&[("etcd-server", "etcd", "the peer of the raft-store benchmark")])?;
+    let status = cargo()
+        .args(["build", "--release", "--locked", "-p", "shoal-raft-store", "--example", "raft_member"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !status.success() {
+        bail!("building the raft benchmark failed ({status})");
+    }
+    let binary = std::path::Path::new("target/release/examples/raft_member");
+    let status =
+        Command::new(binary).arg("bench").status().with_context(|| format!("cannot run {}", binary.display()))?;
+    if !status.success() {
+        bail!("benchmark raft failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo xtask soak raft --seeds N [--secs S]`: the linearizability check over N seeded fault runs.
+pub(crate) fn soak_raft(seeds: u64, secs: u64) -> anyhow::Result<()> {
+    let status = cargo()
+        .args([
+            "test",
+            "--release",
+            "--locked",
+            "-p",
+            "shoal-raft-store",
+            "--test",
+            "linearizability",
+            "--",
+            "--nocapture",
+        ])
+        .env("SHOAL_RAFT_SOAK_SEEDS", seeds.to_string())
+        .env("SHOAL_RAFT_SOAK_SECS", secs.to_string())
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("the raft soak found a problem ({status}); its output above names the seed");
     }
     Ok(())
 }

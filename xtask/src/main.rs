@@ -41,6 +41,19 @@ enum Cmd {
     Clean,
     /// Run a benchmark and print its figures (see `cargo xtask bench --help` for the list).
     Bench(bench::BenchArgs),
+    /// Long fault-injection runs: `soak raft --seeds N` checks linearizability over N seeded runs.
+    Soak {
+        /// What to soak (only `raft` so far).
+        what: String,
+        /// How many seeds.
+        #[arg(long, default_value_t = 20)]
+        seeds: u64,
+        /// Seconds per seed.
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+    },
+    /// Build the binaries and run the end-to-end tests on the netns cluster (also part of `test`).
+    E2e,
     /// Boot Debian's cloud kernel in a qemu VM and run the IPVS conformance tests inside it
     /// (this host's kernel has no IPVS). Extra arguments filter the test cases.
     VmTest {
@@ -124,6 +137,25 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Soak { what, seeds, secs } => match what.as_str() {
+            "raft" => bench::soak_raft(seeds, secs),
+            other => bail!("nothing to soak named {other:?}; available: raft"),
+        },
+        Cmd::E2e => {
+            require_root("e2e")?;
+            prereq::ensure()?;
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            for args in [
+                vec!["build", "--workspace", "--bins", "--locked"],
+                vec!["nextest", "run", "--locked", "-p", "shoal-tests", "-E", "binary(e2e)"],
+            ] {
+                let status = Command::new(&cargo).args(&args).status().context("cannot run cargo")?;
+                if !status.success() {
+                    bail!("`cargo {}` failed ({status})", args.join(" "));
+                }
+            }
+            Ok(())
+        }
         Cmd::VmTest { filters } => {
             require_root("vm-test")?;
             let (passed, failed) = test::vm_test(&filters)?;

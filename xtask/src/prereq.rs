@@ -122,6 +122,33 @@ pub(crate) fn ensure_cargo_deny() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Installs Debian packages `(package, command, why)` whose command is missing (root and apt
+/// only; otherwise says what to run).
+pub(crate) fn ensure_packages(packages: &[(&str, &'static str, &str)]) -> anyhow::Result<()> {
+    let missing: Vec<&(&str, &'static str, &str)> =
+        packages.iter().filter(|(_, cmd, _)| !present(Probe::Command(cmd))).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = missing.iter().map(|(p, ..)| *p).collect();
+    let is_root = Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !is_root || !Path::new("/usr/bin/apt-get").exists() {
+        bail!("missing {}; install with: sudo apt-get install -y {}", names.join(", "), names.join(" "));
+    }
+    for (package, _, why) in &missing {
+        println!("prerequisites: installing {package} ({why})");
+    }
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend(&names);
+    for args in [vec!["update", "-qq"], install] {
+        let status = Command::new("apt-get").args(&args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
+        if !status.success() {
+            bail!("`apt-get {}` failed ({status})", args.join(" "));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
