@@ -328,9 +328,13 @@ impl Control for ControlService {
         }
         let store = self.objects.store();
         if !store.is_leader() {
+            let leader = crate::status::leader_addr(store).map_or_else(
+                || "no leader is known (no quorum?)".to_owned(),
+                |addr| format!("the leader is at {addr}"),
+            );
             return Err(Status::unavailable(format!(
-                "this manager is not the Raft leader (leader: {:?}); join through another manager",
-                store.leader()
+                "manager {} is not the Raft leader and cannot add members; {leader}: join through it",
+                store.addr()
             )));
         }
         let membership = |e: shoal_raft_store::MembershipError| Status::unavailable(format!("raft membership: {e}"));

@@ -64,9 +64,7 @@ impl Dispatcher {
         if store.is_leader() {
             return Ok(());
         }
-        let view = store.local_status();
-        let leader = view.leader.and_then(|id| view.members.into_iter().find(|m| m.id == id)).map(|m| m.addr);
-        let Some(leader) = leader else {
+        let Some(leader) = crate::status::leader_addr(store) else {
             return Err(Status::unavailable(format!(
                 "manager {} is not the leader and knows of none (no quorum?); try another manager",
                 store.addr()

@@ -31,6 +31,13 @@ impl From<SpecError> for Status {
     }
 }
 
+/// The Raft leader's address (HOST:PORT) as `store` knows it, for messages that send a caller
+/// there.
+pub(crate) fn leader_addr(store: &shoal_raft_store::Store) -> Option<String> {
+    let view = store.local_status();
+    view.leader.and_then(|id| view.members.into_iter().find(|m| m.id == id)).map(|m| m.addr)
+}
+
 fn read_status(err: &ReadError) -> Status {
     match err {
         ReadError::NoQuorum { .. } | ReadError::Timeout { .. } => Status::unavailable(format!("{NO_QUORUM} ({err})")),

@@ -168,3 +168,25 @@ async fn rotating_a_join_token_replaces_it() {
     let old: JoinToken = join_tokens.worker.parse().expect("old worker token");
     assert!(fresh.role_for(&old).is_err(), "the old worker token is refused");
 }
+
+#[tokio::test]
+async fn joining_raft_through_a_follower_names_the_leader() {
+    let (leader, follower, _dirs) = crate::testutil::leader_and_follower("control-join").await;
+    let manager = v1::Node { id: "m2".into(), role: v1::NodeRole::Manager as i32, ..Default::default() };
+    leader.create(manager).await.expect("manager node");
+    let control = ControlService::new(follower.clone(), RemovedNodes::new(), ca());
+    let mut request = Request::new(v1::JoinRaftRequest { raft_id: 3, addr: "192.0.2.13:2377".into() });
+    let identity =
+        shoal_ca_pki::NodeIdentity { node_id: "m2".into(), role: shoal_ca_pki::Role::Manager, cluster_id: "c".into() };
+    request
+        .extensions_mut()
+        .insert(crate::PeerInfo { addr: ([192, 0, 2, 13], 40000).into(), identity: Some(identity) });
+    let refused = control.join_raft(request).await.expect_err("not the leader");
+    assert_eq!(refused.code(), Code::Unavailable);
+    assert_eq!(
+        refused.message(),
+        "manager mem://m2 is not the Raft leader and cannot add members; the leader is at mem://m1: join through it"
+    );
+    follower.store().shutdown().await;
+    leader.store().shutdown().await;
+}

@@ -177,24 +177,7 @@ async fn a_node_back_while_its_old_session_expires_stays_ready() {
 
 #[tokio::test]
 async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
-    use shoal_raft_store::{InProcessRouter, Store, StoreConfig};
-    let router = InProcessRouter::new(1);
-    let open = async |id: u64, dir: &crate::testutil::TempDir| {
-        let _ = std::fs::remove_dir_all(&dir.0);
-        let mut config = StoreConfig::new(id, format!("mem://m{id}"), &dir.0);
-        config.fsync = false;
-        let store = Store::open(config, router.transport()).await.expect("open store");
-        router.register(&store);
-        store
-    };
-    let tmp = |tag: &str| {
-        crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-dispatcher-{tag}-{}", std::process::id())))
-    };
-    let (leader_dir, follower_dir) = (tmp("leader"), tmp("follower"));
-    let leader_store = open(1, &leader_dir).await;
-    leader_store.bootstrap().await.expect("bootstrap");
-    leader_store.wait_for_leader(Duration::from_secs(5)).await.expect("leader");
-    let leader = ObjectStore::new(leader_store.clone());
+    let (leader, follower, _dirs) = crate::testutil::leader_and_follower("dispatcher-follower").await;
     node(&leader, "w1").await;
     let manager = v1::Node {
         id: "m1".into(),
@@ -204,12 +187,7 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
     };
     leader.create(manager).await.expect("manager node");
 
-    tracing::info!("--- a second member that follows");
-    let follower = open(2, &follower_dir).await;
-    leader_store.add_learner(2, "mem://m2").await.expect("add learner");
-    follower.wait_for_leader(Duration::from_secs(5)).await.expect("the follower hears the leader");
-
-    let on_follower = Dispatcher::new(ObjectStore::new(follower.clone()), Duration::from_secs(1));
+    let on_follower = Dispatcher::new(follower.clone(), Duration::from_secs(1));
     let refused = on_follower.session(req(v1::SessionRequest::default(), "w1")).await.expect_err("not the leader");
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(refused.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok()), Some("mem://m1"));
@@ -222,8 +200,8 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
     let first = stream.next().await.expect("first").expect("ok");
     let managers: Vec<(String, String)> = first.managers.into_iter().map(|m| (m.node_id, m.addr)).collect();
     assert_eq!(managers, vec![("m1".to_owned(), "192.0.2.11:2377".to_owned())]);
-    follower.shutdown().await;
-    leader_store.shutdown().await;
+    follower.store().shutdown().await;
+    leader.store().shutdown().await;
 }
 
 #[tokio::test]
