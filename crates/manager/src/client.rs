@@ -36,7 +36,7 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
     let credentials = NodeCredentials::load(bundle, None).map_err(|e| bad(e.to_string()))?;
     let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
     let tls = client_config(&credentials, &trust).map_err(|e| bad(e.to_string()))?;
-    crate::connect(addr, tls)
+    shoal_api::connect(addr, tls)
         .await
         .map_err(|e| ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) })
 }

@@ -38,5 +38,5 @@ pub use objects::{Object, ObjectError, ObjectStore};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
-pub use tls::{PeerInfo, connect};
+pub use tls::PeerInfo;
 pub use validate::{SpecError, validate_name, validate_service_spec};

@@ -289,7 +289,7 @@ pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<R
         }
     };
     let connect = async |tls: rustls::ClientConfig| {
-        crate::connect(remote, tls)
+        shoal_api::connect(remote, tls)
             .await
             .map_err(|e| failed(format!("cannot connect: {e}; check the address and port")))
     };

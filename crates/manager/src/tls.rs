@@ -1,7 +1,6 @@
 //! The manager's one port: TLS (ca-pki's configs, client certificates optional so that joining
 //! nodes can reach the CA) under tonic, with each connection's verified peer identity attached
-//! to every request, role checks per service, and the client-side connector that the CLI, agents
-//! and other managers use.
+//! to every request, and role checks per service. The client side is `shoal_api::connect`.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -14,7 +13,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
-use tonic::transport::Channel;
 use tonic::transport::server::Connected;
 use tonic::{Request, Status};
 
@@ -169,12 +167,6 @@ pub(crate) fn role_word(role: Role) -> &'static str {
         Role::Manager => "manager",
         Role::Worker => "worker",
     }
-}
-
-/// A gRPC channel to the manager at `addr` over TLS with `tls` (ca-pki's `client_config` for
-/// nodes and the CLI, `join_client_config` for a node that is joining).
-pub async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
-    shoal_api::connect(addr, tls).await
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ async fn admin(manager: &RunningManager, bundle: &Path) -> ControlClient<tonic::
     let credentials = NodeCredentials::load(bundle, None).expect("admin credentials");
     let trust = TrustBundle::load(bundle).expect("admin trust");
     let tls = client_config(&credentials, &trust).expect("tls");
-    ControlClient::new(crate::connect(&manager.local_addr.to_string(), tls).await.expect("connect"))
+    ControlClient::new(shoal_api::connect(&manager.local_addr.to_string(), tls).await.expect("connect"))
 }
 
 #[tokio::test]
@@ -94,7 +94,9 @@ async fn control_at(addr: SocketAddr, bundle: &Path) -> ControlClient<tonic::tra
     let credentials = NodeCredentials::load(bundle, None).expect("admin credentials");
     let trust = TrustBundle::load(bundle).expect("admin trust");
     ControlClient::new(
-        crate::connect(&addr.to_string(), client_config(&credentials, &trust).expect("tls")).await.expect("connect"),
+        shoal_api::connect(&addr.to_string(), client_config(&credentials, &trust).expect("tls"))
+            .await
+            .expect("connect"),
     )
 }
 

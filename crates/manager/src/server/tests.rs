@@ -63,11 +63,13 @@ async fn fixture(tag: &str) -> Fixture {
 
 impl Fixture {
     async fn as_node(&self, credentials: &NodeCredentials) -> tonic::transport::Channel {
-        crate::connect(&self.addr, client_config(credentials, &self.trust).expect("client tls")).await.expect("connect")
+        shoal_api::connect(&self.addr, client_config(credentials, &self.trust).expect("client tls"))
+            .await
+            .expect("connect")
     }
 
     async fn anonymous(&self) -> tonic::transport::Channel {
-        crate::connect(&self.addr, join_client_config(&self.trust).expect("join tls")).await.expect("connect")
+        shoal_api::connect(&self.addr, join_client_config(&self.trust).expect("join tls")).await.expect("connect")
     }
 }
 
@@ -169,7 +171,7 @@ async fn a_node_joins_with_a_token_and_renews() {
         .await
         .expect("remove");
     let refused = async {
-        let channel = crate::connect(&f.addr, client_config(&renewed, &f.trust).ok()?).await.ok()?;
+        let channel = shoal_api::connect(&f.addr, client_config(&renewed, &f.trust).ok()?).await.ok()?;
         CaClient::new(channel).renew_node_certificate(v1::RenewNodeCertificateRequest { csr: Vec::new() }).await.ok()
     };
     assert!(refused.await.is_none(), "a removed node's certificate no longer gets through");
