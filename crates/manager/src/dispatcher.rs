@@ -25,6 +25,9 @@ use crate::tls::{PeerInfo, caller};
 /// Heartbeats missed before a node is Down.
 const MISSED_HEARTBEATS: u32 = 3;
 
+/// Reads and writes of one task status before the report is handed back as conflicting.
+const STATUS_ATTEMPTS: u32 = 5;
+
 #[derive(Debug)]
 struct Session {
     id: String,
@@ -206,6 +209,52 @@ impl Dispatcher {
         Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
     }
 
+    /// Records one reported task status, reading the task again when a concurrent write (the
+    /// leader's) changed it, up to `attempts` times. Ok when recorded or rightly ignored (a late
+    /// report, a deleted task); after that many conflicts the caller is told to send it again,
+    /// so that a report is never dropped unseen.
+    async fn record_status(&self, node_id: &str, update: v1::TaskStatusUpdate, attempts: u32) -> Result<(), Status> {
+        let Some(status) = update.status else { return Ok(()) };
+        let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+        if !Self::observable(next) {
+            // Ignored like a late report, rather than refusing the batch: a refused batch is
+            // sent again as it was, and would end every session of the node.
+            tracing::warn!(node.id = %node_id, task.id = %update.task_id, state = status.state, "ignored a task state that nodes do not report");
+            return Ok(());
+        }
+        for _ in 0..attempts {
+            let mut task: v1::Task = match self.inner.objects.get(&update.task_id).await {
+                Ok(task) => task,
+                // The task was deleted meanwhile: nothing to record.
+                Err(ObjectError::NotFound { .. }) => return Ok(()),
+                Err(err) => return Err(err.into()),
+            };
+            if task.node_id != node_id {
+                return Err(Status::permission_denied(format!(
+                    "task {} is not assigned to node {node_id}",
+                    update.task_id
+                )));
+            }
+            let current =
+                task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
+            if !current.may_become(next) {
+                return Ok(()); // states only move forward; a late or repeated report changes nothing
+            }
+            let mut status = status.clone();
+            status.timestamp.get_or_insert_with(|| shoal_api::to_timestamp(SystemTime::now()));
+            task.status = Some(status);
+            match self.inner.objects.update(task).await {
+                Ok(_) => return Ok(()),
+                Err(ObjectError::Conflict { .. }) => continue,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        Err(Status::aborted(format!(
+            "task {}: status not recorded in {attempts} attempts (the task kept changing); send the report again",
+            update.task_id
+        )))
+    }
+
     /// Whether a node may report `state`: what it observes running the task, from ACCEPTED to
     /// REJECTED. The states before are the manager's scheduling, REMOVE and ORPHANED its verdicts.
     fn observable(state: TaskState) -> bool {
@@ -296,41 +345,7 @@ impl DispatcherApi for Dispatcher {
         let session_id = request.get_ref().session_id.clone();
         let node_id = self.session_node(&request, &session_id)?;
         for update in request.into_inner().updates {
-            let Some(status) = update.status else { continue };
-            let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
-            if !Self::observable(next) {
-                // Ignored like a late report, rather than refusing the batch: a refused batch is
-                // sent again as it was, and would end every session of the node.
-                tracing::warn!(node.id = %node_id, task.id = %update.task_id, state = status.state, "ignored a task state that nodes do not report");
-                continue;
-            }
-            for _ in 0..5 {
-                let mut task: v1::Task = match self.inner.objects.get(&update.task_id).await {
-                    Ok(task) => task,
-                    // The task was deleted meanwhile: nothing to record.
-                    Err(ObjectError::NotFound { .. }) => break,
-                    Err(err) => return Err(err.into()),
-                };
-                if task.node_id != node_id {
-                    return Err(Status::permission_denied(format!(
-                        "task {} is not assigned to node {node_id}",
-                        update.task_id
-                    )));
-                }
-                let current =
-                    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
-                if !current.may_become(next) {
-                    break; // states only move forward; a late or repeated report changes nothing
-                }
-                let mut status = status.clone();
-                status.timestamp.get_or_insert_with(|| shoal_api::to_timestamp(SystemTime::now()));
-                task.status = Some(status);
-                match self.inner.objects.update(task).await {
-                    Ok(_) => break,
-                    Err(ObjectError::Conflict { .. }) => continue,
-                    Err(err) => return Err(err.into()),
-                }
-            }
+            self.record_status(&node_id, update, STATUS_ATTEMPTS).await?;
         }
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
     }

@@ -245,3 +245,25 @@ async fn the_session_stream_ends_with_the_session() {
     assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()]);
     ends(&mut second).await;
 }
+
+#[tokio::test]
+async fn a_status_that_keeps_conflicting_is_handed_back_not_dropped() {
+    let (objects, _dir) = store("dispatcher-conflict").await;
+    node(&objects, "w1").await;
+    objects.create(task("t1", "w1", TaskState::Assigned, TaskState::Running)).await.expect("t1");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let update = v1::TaskStatusUpdate {
+        task_id: "t1".into(),
+        status: Some(v1::TaskStatus { state: TaskState::Running as i32, ..Default::default() }),
+    };
+    // No attempt left stands for every attempt losing to a concurrent write.
+    let refused = d.record_status("w1", update.clone(), 0).await.expect_err("no attempt succeeded");
+    assert_eq!(refused.code(), Code::Aborted);
+    assert_eq!(
+        refused.message(),
+        "task t1: status not recorded in 0 attempts (the task kept changing); send the report again"
+    );
+    d.record_status("w1", update, 1).await.expect("recorded");
+    let t1: v1::Task = objects.get("t1").await.expect("t1");
+    assert_eq!(t1.status.map(|s| s.state), Some(TaskState::Running as i32));
+}
