@@ -321,7 +321,7 @@ impl Control for ControlService {
     }
 
     async fn join_raft(&self, request: Request<v1::JoinRaftRequest>) -> Result<Response<v1::JoinRaftResponse>, Status> {
-        let mut node = self.calling_manager(&request).await?;
+        let node = self.calling_manager(&request).await?;
         let v1::JoinRaftRequest { raft_id, addr } = request.into_inner();
         if raft_id == 0 || addr.is_empty() {
             return Err(Status::invalid_argument("join raft: a non-zero raft_id and an address are required"));
@@ -340,13 +340,24 @@ impl Control for ControlService {
         let membership = |e: shoal_raft_store::MembershipError| Status::unavailable(format!("raft membership: {e}"));
         store.add_learner(raft_id, addr.clone()).await.map_err(membership)?;
         store.promote(raft_id).await.map_err(membership)?;
-        node.manager_status = Some(v1::ManagerStatus {
+        // The node is a voter now; recording it must not fail over a concurrent write of its
+        // record (its first session, for one), so read it again and retry on a conflict.
+        let status = v1::ManagerStatus {
             raft_id,
             addr: addr.clone(),
             leader: false,
             reachability: v1::manager_status::Reachability::Reachable as i32,
-        });
-        self.objects.update(node.clone()).await?;
+        };
+        let mut attempts = 0;
+        loop {
+            let mut current: v1::Node = self.objects.get(&node.id).await?;
+            current.manager_status = Some(status.clone());
+            match self.objects.update(current).await {
+                Ok(_) => break,
+                Err(ObjectError::Conflict { .. }) if attempts < 5 => attempts += 1,
+                Err(err) => return Err(err.into()),
+            }
+        }
         tracing::info!(node.id = %node.id, raft_id, %addr, "manager joined the Raft group");
         Ok(Response::new(v1::JoinRaftResponse {}))
     }
