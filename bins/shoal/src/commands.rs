@@ -189,6 +189,9 @@ pub(crate) enum ServiceCommand {
 
 /// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim().is_empty() {
+        return Err("invalid duration \"\": expected e.g. 5s, 1m30s, 500ms".to_owned());
+    }
     if let Ok(secs) = text.parse::<f64>() {
         return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"));
     }
@@ -613,6 +616,7 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
         assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
         assert_eq!(parse_bytes("64M"), Ok(64 << 20));
         assert_eq!(parse_bytes("1g"), Ok(1 << 30));
         assert_eq!(parse_bytes("1024"), Ok(1024));
