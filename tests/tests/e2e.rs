@@ -13,9 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::privileged::{self, Need};
+use shoal_testkit::shoal::{Cli, ShoalCluster, missing_binaries};
 use shoal_testkit::{Cluster, Containerd, Node, Registry, images};
-
-const BINARIES: [&str; 4] = ["shoal-manager", "shoal-agent", "shoal", "shoal-runtime-logger"];
 
 fn bin_dir() -> PathBuf {
     std::env::var_os("SHOAL_BIN_DIR")
@@ -23,42 +22,23 @@ fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
 }
 
-struct Shoal<'a> {
-    node: &'a Node,
-    bins: PathBuf,
-    bundle: PathBuf,
+/// `shoal ARGS…`, which must succeed.
+fn ok(cli: &Cli, args: &[&str]) -> String {
+    let (ok, out, err) = cli.run(args).expect("run shoal");
+    assert!(ok, "shoal {}: {err}", args.join(" "));
+    out
 }
 
-impl Shoal<'_> {
-    /// `shoal ARGS…` inside the manager's namespace; (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let mut command = Cluster::command_in(&self.node.netns, &self.bins.join("shoal").to_string_lossy());
-        command.args(["--host", &format!("{}:2377", self.node.addr)]).arg("--cert-path").arg(&self.bundle).args(args);
-        let out = command.output().expect("run shoal");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "shoal {}: {err}", args.join(" "));
-        out
-    }
-
-    /// Polls `shoal ARGS…` until `check` accepts its output.
-    fn until(&self, what: &str, secs: u64, args: &[&str], check: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            let (ok, out, _) = self.run(args);
-            if ok && check(&out) {
-                return out;
-            }
-            assert!(Instant::now() < deadline, "{what}: not within {secs} s; last output:\n{out}");
-            std::thread::sleep(Duration::from_millis(250));
+/// Polls `shoal ARGS…` until `check` accepts its output.
+fn until(cli: &Cli, what: &str, secs: u64, args: &[&str], check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (ok, out, _) = cli.run(args).expect("run shoal");
+        if ok && check(&out) {
+            return out;
         }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s; last output:\n{out}");
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
 
@@ -91,7 +71,7 @@ fn env(test: &str, nodes: usize) -> Option<Env> {
         return None;
     }
     let bins = bin_dir();
-    let missing: Vec<&str> = BINARIES.iter().filter(|b| !bins.join(b).is_file()).copied().collect();
+    let missing = missing_binaries(&bins);
     if !missing.is_empty() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -121,57 +101,9 @@ fn env(test: &str, nodes: usize) -> Option<Env> {
 }
 
 impl Env {
-    /// Flags every node process takes: its data dir, containerd, logger, registry, hostname.
-    fn node_flags(&self, node: &Node) -> Vec<String> {
-        vec![
-            "--data-dir".into(),
-            self.cluster.dir().join(&node.name).to_string_lossy().into_owned(),
-            "--containerd-socket".into(),
-            self.containerd.socket().to_string_lossy().into_owned(),
-            "--containerd-namespace".into(),
-            format!("{}-{}", self.cluster.prefix(), node.name),
-            "--logger".into(),
-            self.bins.join("shoal-runtime-logger").to_string_lossy().into_owned(),
-            "--insecure-registry".into(),
-            self.registry_addr.clone(),
-            "--hostname".into(),
-            node.name.clone(),
-        ]
+    fn shoal(&self) -> ShoalCluster<'_> {
+        ShoalCluster::new(&self.cluster, &self.bins, self.containerd.socket(), &self.registry_addr, "0.5")
     }
-
-    fn spawn(&self, node: &Node, binary: &str, args: Vec<String>) -> shoal_testkit::Process {
-        let mut all = args;
-        all.extend(self.node_flags(node));
-        let all: Vec<&str> = all.iter().map(String::as_str).collect();
-        self.cluster.spawn(node, binary, &self.bins.join(binary).to_string_lossy(), &all).expect(binary)
-    }
-
-    fn manager_args(verb: &str, node: &Node) -> Vec<String> {
-        vec![
-            verb.into(),
-            "--advertise-addr".into(),
-            node.addr.to_string(),
-            "--listen-addr".into(),
-            format!("{}:2377", node.addr),
-            "--heartbeat-period".into(),
-            "0.5".into(),
-        ]
-    }
-
-    fn shoal<'a>(&'a self, node: &'a Node, bundle_of: &Node) -> Shoal<'a> {
-        Shoal { node, bins: self.bins.clone(), bundle: self.cluster.dir().join(&bundle_of.name).join("admin") }
-    }
-}
-
-/// The token after `--token` in a process's log.
-fn token_in(log: &Path) -> String {
-    let mut token = String::new();
-    wait_for("a join command in the log", 20, || {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        token = text.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default().to_owned();
-        token.starts_with("SHTKN-1-")
-    });
-    token
 }
 
 /// The tasks running now and meant to (desired and current state Running), per node name.
@@ -195,28 +127,22 @@ fn three_managers_two_workers() {
     let (m1, m2, m3, w1, w2, w3) = (&nodes[0], &nodes[1], &nodes[2], &nodes[3], &nodes[4], &nodes[5]);
 
     eprintln!("--- m1 inits; m2 and m3 join as managers; w1 and w2 as workers");
-    let mut m1_process = env.spawn(m1, "shoal-manager", Env::manager_args("init", m1));
-    let worker_token = token_in(m1_process.log());
-    let shoal = env.shoal(m1, m1);
-    let manager_token = shoal.ok(&["join-token", "manager", "-q"]).trim().to_owned();
+    let sc = env.shoal();
+    let (mut m1_process, worker_token) = sc.init(m1).expect("init");
+    let shoal = sc.cli(m1, m1);
+    let manager_token = ok(&shoal, &["join-token", "manager", "-q"]).trim().to_owned();
     let mut managers = Vec::new();
     for m in [m2, m3] {
-        let mut args = Env::manager_args("join", m);
-        args.extend(["--token".into(), manager_token.clone(), format!("{}:2377", m1.addr)]);
-        managers.push(env.spawn(m, "shoal-manager", args));
-        shoal.until(&format!("{} Ready", m.name), 30, &["node", "ls"], |out| {
+        managers.push(sc.join_manager(m, &manager_token, m1).expect("join manager"));
+        until(&shoal, &format!("{} Ready", m.name), 30, &["node", "ls"], |out| {
             out.lines().any(|l| l.contains(&format!(" {} ", m.name)) && l.contains(" Ready "))
         });
     }
     let mut workers = Vec::new();
     for w in [w1, w2] {
-        workers.push(env.spawn(
-            w,
-            "shoal-agent",
-            vec!["join".into(), "--token".into(), worker_token.clone(), format!("{}:2377", m1.addr)],
-        ));
+        workers.push(sc.join_worker(w, &worker_token, m1).expect("join worker"));
     }
-    let nodes_out = shoal.until("5 Ready, 1 Leader, 2 Reachable", 30, &["node", "ls"], |out| {
+    let nodes_out = until(&shoal, "5 Ready, 1 Leader, 2 Reachable", 30, &["node", "ls"], |out| {
         out.matches(" Ready ").count() == 5
             && out.matches("Leader").count() == 1
             && out.matches("Reachable").count() == 2
@@ -225,50 +151,41 @@ fn three_managers_two_workers() {
 
     eprintln!("--- 10 sleepers spread 2 per node");
     let image = format!("{}/shoal-test/sleeper:latest", env.registry_addr);
-    shoal.ok(&[
-        "service",
-        "create",
-        "--name",
-        "sleep",
-        "--replicas",
-        "10",
-        "--restart-delay",
-        "1s",
-        "--detach",
-        &image,
-    ]);
-    let ps = shoal
-        .until("10/10", 90, &["service", "ps", "sleep"], |out| running_per_node(out).values().sum::<usize>() == 10);
+    ok(
+        &shoal,
+        &["service", "create", "--name", "sleep", "--replicas", "10", "--restart-delay", "1s", "--detach", &image],
+    );
+    let ps = until(&shoal, "10/10", 90, &["service", "ps", "sleep"], |out| {
+        running_per_node(out).values().sum::<usize>() == 10
+    });
     assert!(running_per_node(&ps).values().all(|n| *n == 2), "{ps}");
 
     eprintln!("--- drain w1: its tasks move");
-    shoal.ok(&["node", "update", "--availability", "drain", &w1.name]);
-    shoal.until("nothing on w1, 10 running", 60, &["service", "ps", "sleep"], |out| {
+    ok(&shoal, &["node", "update", "--availability", "drain", &w1.name]);
+    until(&shoal, "nothing on w1, 10 running", 60, &["service", "ps", "sleep"], |out| {
         let counts = running_per_node(out);
         counts.values().sum::<usize>() == 10 && !counts.contains_key(&w1.name)
     });
-    shoal.ok(&["node", "update", "--availability", "active", &w1.name]);
+    ok(&shoal, &["node", "update", "--availability", "active", &w1.name]);
 
     eprintln!("--- a global service runs on every node, including w3 joining later");
-    shoal.ok(&["service", "create", "--name", "everywhere", "--mode", "global", "--detach", &image]);
-    shoal.until("5 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 5);
-    workers.push(env.spawn(
-        w3,
-        "shoal-agent",
-        vec!["join".into(), "--token".into(), worker_token.clone(), format!("{}:2377", m1.addr)],
-    ));
-    shoal.until("6 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 6);
+    ok(&shoal, &["service", "create", "--name", "everywhere", "--mode", "global", "--detach", &image]);
+    until(&shoal, "5 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 5);
+    workers.push(sc.join_worker(w3, &worker_token, m1).expect("join worker"));
+    until(&shoal, "6 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 6);
 
     eprintln!("--- cut w2's link: Down, its tasks run elsewhere; back: its stale containers are stopped");
     env.cluster.link_down(w2).expect("link down");
     let w2_row = format!(" {} ", w2.name);
-    shoal.until("w2 Down", 15, &["node", "ls"], |out| out.lines().any(|l| l.contains(&w2_row) && l.contains(" Down ")));
-    shoal.until("10 sleepers without w2", 60, &["service", "ps", "sleep"], |out| {
+    until(&shoal, "w2 Down", 15, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains(&w2_row) && l.contains(" Down "))
+    });
+    until(&shoal, "10 sleepers without w2", 60, &["service", "ps", "sleep"], |out| {
         let counts = running_per_node(out);
         counts.values().sum::<usize>() == 10 && !counts.contains_key(&w2.name)
     });
     env.cluster.link_up(w2).expect("link up");
-    shoal.until("w2 Ready again", 30, &["node", "ls"], |out| {
+    until(&shoal, "w2 Ready again", 30, &["node", "ls"], |out| {
         out.lines().any(|l| l.contains(&w2_row) && l.contains(" Ready "))
     });
     let ns = format!("{}-{}", env.cluster.prefix(), w2.name);
@@ -279,20 +196,21 @@ fn three_managers_two_workers() {
 
     eprintln!("--- kill the leader's process: another leads, the CLI keeps working on m2");
     m1_process.kill().expect("kill m1");
-    let via_m2 = env.shoal(m2, m1);
+    let via_m2 = sc.cli(m2, m1);
     let m1_row = format!(" {} ", m1.name);
-    let nodes_out = via_m2.until("a new leader", 30, &["node", "ls"], |out| {
+    let nodes_out = until(&via_m2, "a new leader", 30, &["node", "ls"], |out| {
         out.lines().any(|l| l.contains("Leader") && !l.contains(&m1_row))
             && out.lines().any(|l| l.contains(&m1_row) && l.contains("Unreachable"))
     });
     eprintln!("{nodes_out}");
-    via_m2.ok(&["service", "scale", "--detach", "sleep=8"]);
-    via_m2
-        .until("8 sleepers", 60, &["service", "ps", "sleep"], |out| running_per_node(out).values().sum::<usize>() == 8);
+    ok(&via_m2, &["service", "scale", "--detach", "sleep=8"]);
+    until(&via_m2, "8 sleepers", 60, &["service", "ps", "sleep"], |out| {
+        running_per_node(out).values().sum::<usize>() == 8
+    });
 
     eprintln!("--- restart m1 from its data dir: Reachable again, no re-join");
-    let m1_again = env.spawn(m1, "shoal-manager", Env::manager_args("run", m1));
-    via_m2.until("m1 Reachable", 30, &["node", "ls"], |out| {
+    let m1_again = sc.restart_manager(m1).expect("restart m1");
+    until(&via_m2, "m1 Reachable", 30, &["node", "ls"], |out| {
         out.lines().any(|l| l.contains(&m1_row) && l.contains(" Ready ") && l.contains("Reachable"))
     });
     drop(m1_again);
@@ -302,82 +220,28 @@ fn three_managers_two_workers() {
 
 #[test]
 fn manager_and_worker_run_containers() {
-    let mut needs = privileged::CONTAINERD.to_vec();
-    needs.extend_from_slice(privileged::REGISTRY);
-    needs.push(Need::Command("nft"));
-    if !privileged::require("e2e manager_and_worker_run_containers", &needs) {
-        return;
-    }
-    let bins = bin_dir();
-    let missing: Vec<&str> = BINARIES.iter().filter(|b| !bins.join(b).is_file()).copied().collect();
-    if !missing.is_empty() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "binaries {missing:?} missing in {}; `cargo xtask test` builds them (cargo build --workspace --bins)",
-            bins.display()
-        );
-        eprintln!(
-            "e2e: skipped: binaries {missing:?} not built in {} (cargo build --workspace --bins)",
-            bins.display()
-        );
-        return;
-    }
-    let cluster = Cluster::new(2).expect("cluster");
-    let built = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
-    let containerd = Containerd::start(&cluster.dir().join("containerd"), &format!("{}-push", cluster.prefix()))
-        .expect("containerd");
-    let registry = Registry::start(&cluster).expect("registry");
-    registry.push_all(&containerd, &built).expect("push");
-    let (m1, w1) = (cluster.node(1).expect("node1").clone(), cluster.node(2).expect("node2").clone());
-    let socket = containerd.socket().to_string_lossy().into_owned();
-    let logger = bins.join("shoal-runtime-logger").to_string_lossy().into_owned();
-    let registry_addr = registry.addr().to_string();
-    let node_flags = |node: &Node| -> Vec<String> {
-        vec![
-            "--data-dir".into(),
-            cluster.dir().join(&node.name).to_string_lossy().into_owned(),
-            "--containerd-socket".into(),
-            socket.clone(),
-            "--containerd-namespace".into(),
-            format!("{}-{}", cluster.prefix(), node.name),
-            "--logger".into(),
-            logger.clone(),
-            "--insecure-registry".into(),
-            registry_addr.clone(),
-            "--hostname".into(),
-            node.name.clone(),
-        ]
-    };
+    let Some(env) = env("e2e manager_and_worker_run_containers", 2) else { return };
+    let (m1, w1) = (env.cluster.node(1).expect("node1").clone(), env.cluster.node(2).expect("node2").clone());
+    let (cluster, containerd, registry_addr) = (&env.cluster, &env.containerd, &env.registry_addr);
+    let sc = env.shoal();
 
     eprintln!("--- shoal-manager init on node1");
-    let mut args: Vec<String> = vec!["init".into(), "--advertise-addr".into(), m1.addr.to_string()];
-    args.extend(["--listen-addr".into(), format!("{}:2377", m1.addr), "--heartbeat-period".into(), "0.5".into()]);
-    args.extend(node_flags(&m1));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let manager =
-        cluster.spawn(&m1, "shoal-manager", &bins.join("shoal-manager").to_string_lossy(), &args).expect("manager");
-    let mut token = String::new();
-    wait_for("the worker join command", 20, || {
-        let log = std::fs::read_to_string(manager.log()).unwrap_or_default();
-        token = log.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default().to_owned();
-        token.starts_with("SHTKN-1-")
-    });
-    let shoal = Shoal { node: &m1, bins: bins.clone(), bundle: cluster.dir().join("node1/admin") };
+    let (manager, token) = sc.init(&m1).expect("init");
+    let shoal = sc.cli(&m1, &m1);
 
     eprintln!("--- shoal-agent join on node2");
-    let mut args: Vec<String> = vec!["join".into(), "--token".into(), token.clone(), format!("{}:2377", m1.addr)];
-    args.extend(node_flags(&w1));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut agent =
-        cluster.spawn(&w1, "shoal-agent", &bins.join("shoal-agent").to_string_lossy(), &args).expect("agent");
-    let nodes = shoal.until("two Ready nodes", 30, &["node", "ls"], |out| out.matches(" Ready ").count() == 2);
+    let mut agent = sc.join_worker(&w1, &token, &m1).expect("agent");
+    let nodes = until(&shoal, "two Ready nodes", 30, &["node", "ls"], |out| out.matches(" Ready ").count() == 2);
     assert!(nodes.contains("Leader"), "{nodes}");
 
     eprintln!("--- 4 sleepers from the registry: 2 per node, all running");
     let image = format!("{registry_addr}/shoal-test/sleeper:latest");
-    shoal.ok(&["service", "create", "--name", "sleep", "--replicas", "4", "--restart-delay", "1s", "--detach", &image]);
-    shoal.until("4/4 running", 60, &["service", "ls"], |out| out.contains("4/4"));
-    let ps = shoal.ok(&["service", "ps", "sleep"]);
+    ok(
+        &shoal,
+        &["service", "create", "--name", "sleep", "--replicas", "4", "--restart-delay", "1s", "--detach", &image],
+    );
+    until(&shoal, "4/4 running", 60, &["service", "ls"], |out| out.contains("4/4"));
+    let ps = ok(&shoal, &["service", "ps", "sleep"]);
     assert_eq!(ps.matches(" node1 ").count(), 2, "{ps}");
     assert_eq!(ps.matches(" node2 ").count(), 2, "{ps}");
 
@@ -397,7 +261,7 @@ fn manager_and_worker_run_containers() {
         .status()
         .expect("kill");
     assert!(killed.success());
-    let ps = shoal.until("a replacement and the failed task in history", 30, &["service", "ps", "sleep"], |out| {
+    let ps = until(&shoal, "a replacement and the failed task in history", 30, &["service", "ps", "sleep"], |out| {
         let current_running =
             out.lines().filter(|l| !l.contains(r"\_") && current_state(l).starts_with("Running")).count();
         out.contains("task: non-zero exit (137)") && current_running == 4
@@ -406,25 +270,21 @@ fn manager_and_worker_run_containers() {
     assert!(history.contains(r"\_ sleep.") && history.contains("Shutdown") && history.contains("Failed"), "{ps}");
 
     eprintln!("--- an image that does not exist is rejected with the reason");
-    shoal.ok(&[
-        "service",
-        "create",
-        "--name",
-        "ghost",
-        "--detach",
-        &format!("{registry_addr}/shoal-test/nonexistent:1"),
-    ]);
-    shoal.until("a rejected task", 30, &["service", "ps", "ghost"], |out| {
+    ok(
+        &shoal,
+        &["service", "create", "--name", "ghost", "--detach", &format!("{registry_addr}/shoal-test/nonexistent:1")],
+    );
+    until(&shoal, "a rejected task", 30, &["service", "ps", "ghost"], |out| {
         out.contains("Rejected") && out.contains("image not found")
     });
 
     eprintln!("--- kill -9 the worker's agent: Down within seconds, its tasks run on node1");
     agent.kill().expect("kill agent");
     let started = Instant::now();
-    shoal.until("node2 Down", 15, &["node", "ls"], |out| {
+    until(&shoal, "node2 Down", 15, &["node", "ls"], |out| {
         out.lines().any(|l| l.contains("node2") && l.contains(" Down "))
     });
-    shoal.until("4 running on node1", 30, &["service", "ps", "sleep"], |out| {
+    until(&shoal, "4 running on node1", 30, &["service", "ps", "sleep"], |out| {
         out.lines()
             .filter(|l| l.contains(" node1 ") && current_state(l).starts_with("Running") && !l.contains(r"\_"))
             .count()
@@ -432,5 +292,4 @@ fn manager_and_worker_run_containers() {
     });
     eprintln!("    tasks running again on node1 {:?} after the agent was killed", started.elapsed());
     drop(manager);
-    drop(containerd);
 }

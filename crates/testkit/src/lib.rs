@@ -13,13 +13,14 @@ pub mod images;
 mod netns;
 pub mod privileged;
 mod registry;
+pub mod shoal;
 mod sweep;
 
 pub use cmd::CommandError;
 pub use containerd::{Containerd, ContainerdError};
 pub use netns::{Cluster, HarnessError, Node, Process, UNDERLAY_GATEWAY, in_netns};
 pub use registry::{Registry, RegistryError};
-pub use sweep::{SweepReport, sweep};
+pub use sweep::{SweepReport, sweep, sweep_prefix};
 
 /// Every namespace, directory and containerd namespace made by this crate starts with this.
 pub const RUN_PREFIX_ROOT: &str = "shoaltest-";

@@ -57,6 +57,14 @@ pub enum HarnessError {
         /// The index asked for.
         index: usize,
     },
+    /// Something the harness waits for did not happen in time.
+    #[error("harness: {what} did not happen in time; see {log}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The log to look at.
+        log: PathBuf,
+    },
     /// A node index outside `1..=N`.
     #[error("no node {index} in a cluster of {count} nodes (nodes are numbered from 1)")]
     NoSuchNode {
@@ -167,7 +175,13 @@ fn run_id() -> String {
 impl Cluster {
     /// Builds an underlay and `nodes` node namespaces on it, under a fresh per-run prefix.
     pub fn new(nodes: usize) -> Result<Self, HarnessError> {
-        let prefix = format!("{RUN_PREFIX_ROOT}{}", run_id());
+        Self::with_run_id(&run_id(), nodes)
+    }
+
+    /// Like [`Cluster::new`] with a chosen run ID (names become `shoaltest-<run_id>-…`), for a
+    /// cluster that outlives its creator, such as `cargo xtask demo`'s.
+    pub fn with_run_id(run_id: &str, nodes: usize) -> Result<Self, HarnessError> {
+        let prefix = format!("{RUN_PREFIX_ROOT}{run_id}");
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(dir.join("logs")).map_err(|source| HarnessError::Io {
             action: "create directory",

@@ -26,10 +26,15 @@ pub struct SweepReport {
 /// temp dir, and cgroups of containers in leftover containerd namespaces. Safe to run while no
 /// test runs; it would tear down a running test's harness too.
 pub fn sweep() -> SweepReport {
+    sweep_prefix(RUN_PREFIX_ROOT)
+}
+
+/// Like [`sweep`], for the leftovers whose names start with `prefix` only (one run, or the demo).
+pub fn sweep_prefix(prefix: &str) -> SweepReport {
     let mut report = SweepReport::default();
     let listed = cmd::run(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
     for netns in listed.lines().filter_map(|l| l.split_whitespace().next()) {
-        if netns.starts_with(RUN_PREFIX_ROOT) {
+        if netns.starts_with(prefix) {
             kill_netns_processes(netns);
             if cmd::run(Command::new("ip").args(["netns", "delete", netns])).is_ok() {
                 report.namespaces.push(netns.to_owned());
@@ -41,7 +46,7 @@ pub fn sweep() -> SweepReport {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(RUN_PREFIX_ROOT))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
         .map(|e| e.path())
         .collect();
     for dir in dirs {
@@ -51,7 +56,7 @@ pub fn sweep() -> SweepReport {
             report.dirs.push(dir);
         }
     }
-    report.cgroups = remove_cgroups(Path::new("/sys/fs/cgroup"));
+    report.cgroups = remove_cgroups(Path::new("/sys/fs/cgroup"), prefix);
     report
 }
 
@@ -93,13 +98,13 @@ pub(crate) fn unmount_under(dir: &Path) {
 
 /// Removes cgroups named after a run (containerd namespaces are the run prefix), killing what
 /// is left in them. Handles cgroup v1 controller hierarchies and the v2 unified tree.
-fn remove_cgroups(root: &Path) -> Vec<PathBuf> {
+fn remove_cgroups(root: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut hierarchies = vec![root.to_owned()];
     hierarchies.extend(std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()));
     let mut removed = Vec::new();
     for hierarchy in hierarchies {
         for entry in std::fs::read_dir(&hierarchy).into_iter().flatten().flatten() {
-            if entry.file_name().to_string_lossy().starts_with(RUN_PREFIX_ROOT) {
+            if entry.file_name().to_string_lossy().starts_with(prefix) {
                 remove_cgroup_tree(&entry.path(), &mut removed);
             }
         }

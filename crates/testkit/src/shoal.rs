@@ -1,0 +1,173 @@
+//! Shoal's own binaries on the harness: start managers and workers in node namespaces with the
+//! flags a harness node needs (its data dir, the private containerd, the test registry, its
+//! hostname), and run the `shoal` CLI from a node. Used by the end-to-end tests and `cargo xtask
+//! demo`; it only runs executables, so it knows no Shoal crate.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::cmd::{self, CommandError};
+use crate::netns::{Cluster, HarnessError, Node, Process};
+
+/// The executables a Shoal cluster needs.
+pub const BINARIES: [&str; 4] = ["shoal-manager", "shoal-agent", "shoal", "shoal-runtime-logger"];
+
+/// The binaries that are missing from `dir`.
+pub fn missing_binaries(dir: &Path) -> Vec<&'static str> {
+    BINARIES.iter().filter(|b| !dir.join(b).is_file()).copied().collect()
+}
+
+/// A Shoal cluster's processes on a harness cluster.
+#[derive(Debug)]
+pub struct ShoalCluster<'a> {
+    cluster: &'a Cluster,
+    bins: PathBuf,
+    containerd_socket: PathBuf,
+    registry: String,
+    heartbeat: String,
+}
+
+impl<'a> ShoalCluster<'a> {
+    /// Nodes of `cluster` run the executables in `bins`, on the containerd at `containerd_socket`,
+    /// pulling from `registry` (HOST:PORT, plain HTTP), with a `heartbeat` period in seconds.
+    pub fn new(cluster: &'a Cluster, bins: &Path, containerd_socket: &Path, registry: &str, heartbeat: &str) -> Self {
+        Self {
+            cluster,
+            bins: bins.to_owned(),
+            containerd_socket: containerd_socket.to_owned(),
+            registry: registry.to_owned(),
+            heartbeat: heartbeat.to_owned(),
+        }
+    }
+
+    /// The flags every node process takes.
+    pub fn node_flags(&self, node: &Node) -> Vec<String> {
+        vec![
+            "--data-dir".into(),
+            self.data_dir(node).to_string_lossy().into_owned(),
+            "--containerd-socket".into(),
+            self.containerd_socket.to_string_lossy().into_owned(),
+            "--containerd-namespace".into(),
+            format!("{}-{}", self.cluster.prefix(), node.name),
+            "--logger".into(),
+            self.bins.join("shoal-runtime-logger").to_string_lossy().into_owned(),
+            "--insecure-registry".into(),
+            self.registry.clone(),
+            "--hostname".into(),
+            node.name.clone(),
+        ]
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self, node: &Node) -> PathBuf {
+        self.cluster.dir().join(&node.name)
+    }
+
+    /// The containerd namespace of the node's containers.
+    pub fn containerd_namespace(&self, node: &Node) -> String {
+        format!("{}-{}", self.cluster.prefix(), node.name)
+    }
+
+    fn spawn(&self, node: &Node, binary: &str, mut args: Vec<String>) -> Result<Process, HarnessError> {
+        args.extend(self.node_flags(node));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cluster.spawn(node, binary, &self.bins.join(binary).to_string_lossy(), &args)
+    }
+
+    fn manager_args(&self, verb: &str, node: &Node) -> Vec<String> {
+        vec![
+            verb.into(),
+            "--advertise-addr".into(),
+            node.addr.to_string(),
+            "--listen-addr".into(),
+            format!("{}:2377", node.addr),
+            "--heartbeat-period".into(),
+            self.heartbeat.clone(),
+        ]
+    }
+
+    /// `shoal-manager init` on `node`; returns the process and the worker join token it printed.
+    pub fn init(&self, node: &Node) -> Result<(Process, String), HarnessError> {
+        let process = self.spawn(node, "shoal-manager", self.manager_args("init", node))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = std::fs::read_to_string(process.log()).unwrap_or_default();
+            let token = log.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default();
+            if token.starts_with("SHTKN-1-") {
+                return Ok((process, token.to_owned()));
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("`shoal-manager init` on {} to print a join token", node.name),
+                    log: process.log().to_owned(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `shoal-manager join` on `node` with a manager `token`, through the manager on `leader`.
+    pub fn join_manager(&self, node: &Node, token: &str, leader: &Node) -> Result<Process, HarnessError> {
+        let mut args = self.manager_args("join", node);
+        args.extend(["--token".into(), token.into(), format!("{}:2377", leader.addr)]);
+        self.spawn(node, "shoal-manager", args)
+    }
+
+    /// `shoal-manager run` on `node` (a restart from its data dir).
+    pub fn restart_manager(&self, node: &Node) -> Result<Process, HarnessError> {
+        self.spawn(node, "shoal-manager", self.manager_args("run", node))
+    }
+
+    /// `shoal-agent join` on `node` with a worker `token`, through the manager on `manager`.
+    pub fn join_worker(&self, node: &Node, token: &str, manager: &Node) -> Result<Process, HarnessError> {
+        self.spawn(
+            node,
+            "shoal-agent",
+            vec!["join".into(), "--token".into(), token.into(), format!("{}:2377", manager.addr)],
+        )
+    }
+
+    /// The CLI as run inside `via`'s namespace against its manager, with `bundle_of`'s admin bundle.
+    pub fn cli(&self, via: &Node, bundle_of: &Node) -> Cli {
+        Cli {
+            netns: via.netns.clone(),
+            host: format!("{}:2377", via.addr),
+            shoal: self.bins.join("shoal"),
+            bundle: self.data_dir(bundle_of).join("admin"),
+        }
+    }
+}
+
+/// The `shoal` CLI aimed at one manager from inside a node's namespace.
+#[derive(Debug, Clone)]
+pub struct Cli {
+    netns: String,
+    host: String,
+    shoal: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Cli {
+    /// Runs `shoal ARGS…`; returns (success, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> Result<(bool, String, String), CommandError> {
+        let mut command = Cluster::command_in(&self.netns, &self.shoal.to_string_lossy());
+        command.args(["--host", &self.host]).arg("--cert-path").arg(&self.bundle).args(args);
+        let out = cmd::output(&mut command)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// The command line a person would type to do what this does, for instructions.
+    pub fn command_line(&self) -> String {
+        format!(
+            "ip netns exec {} {} --host {} --cert-path {}",
+            self.netns,
+            self.shoal.display(),
+            self.host,
+            self.bundle.display()
+        )
+    }
+}
