@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod demo;
 mod prereq;
 mod test;
 mod tidy;
@@ -54,6 +55,13 @@ enum Cmd {
     },
     /// Build the binaries and run the end-to-end tests on the netns cluster (also part of `test`).
     E2e,
+    /// Bring up a 3-manager + 2-worker cluster in network namespaces with a service running
+    /// (`--down` removes it).
+    Demo {
+        /// Tear the demo cluster down.
+        #[arg(long)]
+        down: bool,
+    },
     /// Boot Debian's cloud kernel in a qemu VM and run the IPVS conformance tests inside it
     /// (this host's kernel has no IPVS). Extra arguments filter the test cases.
     VmTest {
@@ -141,6 +149,14 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             "raft" => bench::soak_raft(seeds, secs),
             other => bail!("nothing to soak named {other:?}; available: raft"),
         },
+        Cmd::Demo { down } => {
+            if down {
+                require_root("demo --down")?;
+                demo::down()
+            } else {
+                demo::context(demo::up(&root))
+            }
+        }
         Cmd::E2e => {
             require_root("e2e")?;
             prereq::ensure()?;

@@ -409,6 +409,8 @@ impl Drop for Cluster {
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+        // containerd namespaces named after the run leave their (empty) parent cgroups behind.
+        crate::sweep::remove_cgroups(Path::new("/sys/fs/cgroup"), &self.prefix);
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) fn unmount_under(dir: &Path) {
 
 /// Removes cgroups named after a run (containerd namespaces are the run prefix), killing what
 /// is left in them. Handles cgroup v1 controller hierarchies and the v2 unified tree.
-fn remove_cgroups(root: &Path, prefix: &str) -> Vec<PathBuf> {
+pub(crate) fn remove_cgroups(root: &Path, prefix: &str) -> Vec<PathBuf> {
     let mut hierarchies = vec![root.to_owned()];
     hierarchies.extend(std::fs::read_dir(root).into_iter().flatten().flatten().map(|e| e.path()));
     let mut removed = Vec::new();
