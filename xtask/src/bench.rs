@@ -49,25 +49,33 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
     ),
 ];
 
+/// The whole stack: a netns cluster of release binaries on containerd.
+const CONVERGE: (&str, &str) =
+    ("converge", "100 sleepers on one node through the whole stack vs ctr run -d; agent kill to tasks moved; idle RSS");
+
 /// The raft-store benchmark drives three member processes and etcd from an example binary.
 const RAFT: (&str, &str) = (
     "raft",
     "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 clients; leader failover",
 );
 
-pub(crate) fn run(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     let Some(name) = args.name.as_deref().filter(|_| !args.list) else {
         for (name, _, _, what) in BENCHES {
             println!("{name:<12} {what}");
         }
         println!("{:<12} {}", RAFT.0, RAFT.1);
+        println!("{:<12} {}", CONVERGE.0, CONVERGE.1);
         return Ok(());
     };
     if name == RAFT.0 {
         return raft();
     }
+    if name == CONVERGE.0 {
+        return crate::converge::run(root);
+    }
     let Some((_, package, target, _)) = BENCHES.iter().find(|(n, ..)| *n == name) else {
-        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).chain([RAFT.0]).collect();
+        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).chain([RAFT.0, CONVERGE.0]).collect();
         bail!("no benchmark named {name:?}; available: {}", names.join(", "));
     };
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))

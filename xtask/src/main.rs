@@ -4,6 +4,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod bench;
+mod converge;
 mod demo;
 mod prereq;
 mod test;
@@ -144,7 +145,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench(args) => bench::run(&args),
+        Cmd::Bench(args) => bench::run(&root, &args),
         Cmd::Soak { what, seeds, secs } => match what.as_str() {
             "raft" => bench::soak_raft(seeds, secs),
             other => bail!("nothing to soak named {other:?}; available: raft"),
