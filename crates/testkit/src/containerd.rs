@@ -128,7 +128,8 @@ impl Containerd {
     }
 
     /// Kills and deletes every task and container in every namespace of this containerd.
-    fn remove_all_containers(&self) {
+    /// Returns the namespaces it found.
+    fn remove_all_containers(&self) -> Vec<String> {
         let namespaces =
             cmd::run(Command::new("ctr").arg("--address").arg(&self.socket).args(["namespaces", "list", "-q"]))
                 .unwrap_or_default();
@@ -146,12 +147,13 @@ impl Containerd {
                 let _ = ctr(&["containers", "delete", container]);
             }
         }
+        namespaces.lines().map(str::trim).filter(|ns| !ns.is_empty()).map(str::to_owned).collect()
     }
 }
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        self.remove_all_containers();
+        let namespaces = self.remove_all_containers();
         if let Some(mut child) = self.child.take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -166,5 +168,10 @@ impl Drop for Containerd {
         crate::sweep::kill_processes_mentioning(&self.dir);
         crate::sweep::unmount_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
+        // Containers' cgroups (and their namespaces' parents) can outlive a forced delete until
+        // the shims are gone; remove what is left of the run's now.
+        for ns in namespaces.iter().filter(|ns| ns.starts_with(crate::RUN_PREFIX_ROOT)) {
+            crate::sweep::remove_cgroups(std::path::Path::new("/sys/fs/cgroup"), ns);
+        }
     }
 }
