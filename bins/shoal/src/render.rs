@@ -117,10 +117,6 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
     spec.and_then(|t| t.container.as_ref()).map(|c| c.image.as_str()).unwrap_or_default()
 }
 
-fn state(task: &v1::Task) -> TaskState {
-    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
-}
-
 /// `shoal service ls`: REPLICAS counts running tasks against the desired number (for global
 /// services, against the tasks that should run).
 pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
@@ -129,7 +125,7 @@ pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
     for task in tasks {
         if task.desired_state <= TaskState::Running as i32 {
             *wanted.entry(task.service_id.as_str()).or_default() += 1;
-            if state(task) == TaskState::Running {
+            if task.observed_state() == TaskState::Running {
                 *running.entry(task.service_id.as_str()).or_default() += 1;
             }
         }
@@ -195,7 +191,7 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
         });
         for (i, task) in group.iter().enumerate() {
             let name = task.annotations.as_ref().map(|a| a.name.clone()).unwrap_or_default();
-            let desired = TaskState::try_from(task.desired_state).unwrap_or(TaskState::New);
+            let desired = task.desired();
             let err = task.status.as_ref().map(|s| s.err.as_str()).unwrap_or_default();
             rows.push(vec![
                 short(&task.id).to_owned(),
@@ -203,7 +199,7 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
                 image(task.spec.as_ref()).to_owned(),
                 hostnames.get(task.node_id.as_str()).copied().unwrap_or_default().to_owned(),
                 desired.label().to_owned(),
-                format!("{} {}", state(task).label(), ago(time(task), now)).trim_end().to_owned(),
+                format!("{} {}", task.observed_state().label(), ago(time(task), now)).trim_end().to_owned(),
                 if err.is_empty() { String::new() } else { format!("\"{err}\"") },
                 String::new(),
             ]);

@@ -38,10 +38,6 @@ pub(crate) struct Executor {
     found: HashMap<String, bool>,
 }
 
-fn desired(task: &v1::Task) -> TaskState {
-    TaskState::try_from(task.desired_state).unwrap_or(TaskState::New)
-}
-
 impl Executor {
     pub(crate) fn new(
         runtime: Arc<dyn ContainerRuntime>,
@@ -162,7 +158,7 @@ impl Ctx {
         }
         // Keep the stopped container (for its logs) until the task is removed from the node.
         loop {
-            if desired(&updates.borrow()) == TaskState::Remove || updates.changed().await.is_err() {
+            if updates.borrow().desired() == TaskState::Remove || updates.changed().await.is_err() {
                 break;
             }
         }
@@ -175,7 +171,7 @@ impl Ctx {
     /// Prepares and starts the task's container; returns whether it runs.
     async fn start(&self, task: &v1::Task) -> bool {
         let id = task.id.as_str();
-        if desired(task) as i32 > TaskState::Running as i32 {
+        if task.desired() as i32 > TaskState::Running as i32 {
             self.report(id, TaskState::Shutdown, "shut down before it started", "", None);
             return false;
         }
@@ -227,7 +223,7 @@ impl Ctx {
                     return;
                 }
                 changed = updates.changed() => {
-                    let stop = changed.is_err() || desired(&updates.borrow()) as i32 > TaskState::Running as i32;
+                    let stop = changed.is_err() || updates.borrow().desired() as i32 > TaskState::Running as i32;
                     if stop {
                         let grace = updates
                             .borrow()

@@ -1,6 +1,18 @@
 //! The task state machine's order: a task's state only moves forward, to a larger value.
 
-use crate::v1::TaskState;
+use crate::v1::{Task, TaskState};
+
+impl Task {
+    /// The state the node last reported (NEW when none was).
+    pub fn observed_state(&self) -> TaskState {
+        self.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
+    }
+
+    /// The state the manager wants (NEW for a value this version does not know).
+    pub fn desired(&self) -> TaskState {
+        TaskState::try_from(self.desired_state).unwrap_or(TaskState::New)
+    }
+}
 
 impl TaskState {
     /// Whether `next` may follow `self` (states only move forward; REMOVE and ORPHANED are
@@ -63,6 +75,17 @@ mod tests {
                 assert_eq!(from.may_become(*to), j > i, "{} -> {}", from.label(), to.label());
             }
         }
+    }
+
+    #[test]
+    fn a_task_reads_its_states() {
+        let mut task = Task::default();
+        assert_eq!((task.observed_state(), task.desired()), (TaskState::New, TaskState::New));
+        task.desired_state = TaskState::Running as i32;
+        task.status = Some(crate::v1::TaskStatus { state: TaskState::Failed as i32, ..Default::default() });
+        assert_eq!((task.observed_state(), task.desired()), (TaskState::Failed, TaskState::Running));
+        task.desired_state = 12_345;
+        assert_eq!(task.desired(), TaskState::New, "an unknown value reads as NEW");
     }
 
     #[test]

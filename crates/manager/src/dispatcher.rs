@@ -235,8 +235,7 @@ impl Dispatcher {
                     update.task_id
                 )));
             }
-            let current =
-                task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
+            let current = task.observed_state();
             if !current.may_become(next) {
                 return Ok(()); // states only move forward; a late or repeated report changes nothing
             }
@@ -264,8 +263,8 @@ impl Dispatcher {
     /// The node's tasks that the agent must know about: everything assigned to it that is not
     /// both finished and told to stop.
     fn relevant(task: &v1::Task, node_id: &str) -> bool {
-        let state = task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New);
-        let desired = TaskState::try_from(task.desired_state).unwrap_or(TaskState::New);
+        let state = task.observed_state();
+        let desired = task.desired();
         task.node_id == node_id && !(state.is_terminal() && desired as i32 >= TaskState::Shutdown as i32)
     }
 }

@@ -42,16 +42,8 @@ pub struct Leader {
     seed: u64,
 }
 
-fn state(task: &v1::Task) -> TaskState {
-    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
-}
-
-fn desired(task: &v1::Task) -> TaskState {
-    TaskState::try_from(task.desired_state).unwrap_or(TaskState::New)
-}
-
 fn live(task: &v1::Task) -> bool {
-    desired(task) as i32 <= TaskState::Running as i32 && !state(task).is_terminal()
+    task.desired() as i32 <= TaskState::Running as i32 && !task.observed_state().is_terminal()
 }
 
 impl Leader {
@@ -139,7 +131,7 @@ impl Leader {
     }
 
     async fn set_desired(&self, mut task: v1::Task, to: TaskState) -> Result<bool, ObjectError> {
-        if desired(&task) as i32 >= to as i32 {
+        if task.desired() as i32 >= to as i32 {
             return Ok(false);
         }
         task.desired_state = to as i32;
@@ -264,7 +256,7 @@ impl Leader {
         for node in eligible.iter().filter(|n| !covered.contains(**n)) {
             let last_end = tasks
                 .iter()
-                .filter(|t| t.node_id == *node && matches!(state(t), TaskState::Failed | TaskState::Rejected))
+                .filter(|t| t.node_id == *node && matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected))
                 .filter_map(|t| shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref())))
                 .max();
             if last_end.is_some_and(|end| end + delay > now) {
@@ -281,7 +273,9 @@ impl Leader {
         let pending: Vec<v1::Task> = tasks
             .iter()
             .filter(|t| {
-                t.node_id.is_empty() && desired(t) == TaskState::Running && state(t) as i32 <= TaskState::Pending as i32
+                t.node_id.is_empty()
+                    && t.desired() == TaskState::Running
+                    && t.observed_state() as i32 <= TaskState::Pending as i32
             })
             .cloned()
             .collect();
@@ -333,8 +327,8 @@ impl Leader {
         let mut history: BTreeMap<(String, u64, String), Vec<&v1::Task>> = BTreeMap::new();
         let mut doomed: Vec<&v1::Task> = Vec::new();
         for task in &tasks {
-            let finished = state(task).is_terminal() && desired(task) as i32 >= TaskState::Shutdown as i32;
-            if desired(task) == TaskState::Remove && (finished || task.node_id.is_empty()) {
+            let finished = task.observed_state().is_terminal() && task.desired() as i32 >= TaskState::Shutdown as i32;
+            if task.desired() == TaskState::Remove && (finished || task.node_id.is_empty()) {
                 doomed.push(task);
             } else if finished {
                 let node = if task.slot == 0 { task.node_id.clone() } else { String::new() };

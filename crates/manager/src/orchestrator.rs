@@ -33,14 +33,6 @@ pub struct ReplicatedPlan {
     pub shutdown: Vec<String>,
 }
 
-fn state(task: &v1::Task) -> TaskState {
-    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
-}
-
-fn desired(task: &v1::Task) -> TaskState {
-    TaskState::try_from(task.desired_state).unwrap_or(TaskState::New)
-}
-
 /// Whether the node a task is on can no longer run it.
 fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bool {
     if task.node_id.is_empty() {
@@ -53,7 +45,7 @@ fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bool {
 }
 
 fn ended_by_itself(task: &v1::Task) -> bool {
-    matches!(state(task), TaskState::Complete | TaskState::Failed | TaskState::Rejected)
+    matches!(task.observed_state(), TaskState::Complete | TaskState::Failed | TaskState::Rejected)
 }
 
 fn exit_code(task: &v1::Task) -> i32 {
@@ -74,7 +66,7 @@ fn restart_allowed(
     let condition = policy.and_then(|p| Condition::try_from(p.condition).ok()).unwrap_or(Condition::Any);
     let wanted = match condition {
         Condition::Any => true,
-        Condition::OnFailure => !(state(last) == TaskState::Complete && exit_code(last) == 0),
+        Condition::OnFailure => !(last.observed_state() == TaskState::Complete && exit_code(last) == 0),
         Condition::None => false,
     };
     let max_attempts = policy.map_or(0, |p| p.max_attempts);
@@ -117,7 +109,7 @@ pub fn reconcile_replicated(
     let mut refill = Vec::new();
     for (&slot, history) in &slots {
         let current: Vec<&&v1::Task> =
-            history.iter().filter(|t| desired(t) as i32 <= TaskState::Running as i32).collect();
+            history.iter().filter(|t| t.desired() as i32 <= TaskState::Running as i32).collect();
         if current.is_empty() {
             // Nothing runs here: refill only if the last task's end allows it (idempotent, as
             // the decision depends on the history alone).
@@ -143,7 +135,7 @@ pub fn reconcile_replicated(
         if node_lost(task, &nodes) {
             plan.shutdown.push(task.id.clone());
             refill.push((slot, now));
-        } else if state(task) as i32 > TaskState::Running as i32 {
+        } else if task.observed_state() as i32 > TaskState::Running as i32 {
             plan.shutdown.push(task.id.clone());
             if ended_by_itself(task) && restart_allowed(policy, history, task, now) {
                 refill.push((slot, status_time(task).unwrap_or(now) + delay));

@@ -23,10 +23,6 @@ pub struct PlacementResult {
     pub unplaced: Vec<(String, String)>,
 }
 
-fn state(task: &v1::Task) -> TaskState {
-    task.status.as_ref().and_then(|s| TaskState::try_from(s.state).ok()).unwrap_or(TaskState::New)
-}
-
 fn resources(r: Option<&v1::Resources>) -> sched::Resources {
     let Some(r) = r else { return sched::Resources::default() };
     let mut out =
@@ -100,14 +96,14 @@ pub(crate) fn snapshot(nodes: &[v1::Node], tasks: &[v1::Task], now: SystemTime) 
             out.total = resources(description.resources.as_ref());
             let mut failures: BTreeMap<String, u32> = BTreeMap::new();
             for task in by_node.get(node.id.as_str()).into_iter().flatten() {
-                let desired = TaskState::try_from(task.desired_state).unwrap_or(TaskState::New);
-                let live = (desired as i32) <= (TaskState::Running as i32) && !state(task).is_terminal();
+                let desired = task.desired();
+                let live = (desired as i32) <= (TaskState::Running as i32) && !task.observed_state().is_terminal();
                 if live {
                     *out.tasks_by_service.entry(task.service_id.clone()).or_insert(0) += 1;
                     if let Ok(spec) = task_spec(task.spec.as_ref()) {
                         add(&mut out.reserved, &spec.reservations);
                     }
-                } else if state(task) == TaskState::Failed || state(task) == TaskState::Rejected {
+                } else if task.observed_state() == TaskState::Failed || task.observed_state() == TaskState::Rejected {
                     let at = shoal_api::from_timestamp(task.status.as_ref().and_then(|s| s.timestamp.as_ref()));
                     if at.is_some_and(|at| now.duration_since(at).unwrap_or_default() <= FAILURE_WINDOW) {
                         *failures.entry(task.service_id.clone()).or_insert(0) += 1;

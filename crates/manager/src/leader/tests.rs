@@ -150,9 +150,9 @@ async fn failed_tasks_wait_for_the_restart_delay_and_history_is_reaped() {
         assert_eq!(report.created, 1, "round {round}: replaced after 5 s");
     }
     let all = objects.list::<v1::Task>().await.expect("tasks");
-    let finished = all.iter().filter(|t| state(t).is_terminal()).count();
+    let finished = all.iter().filter(|t| t.observed_state().is_terminal()).count();
     assert_eq!(finished, DEFAULT_TASK_HISTORY, "history beyond 5 tasks per slot is reaped");
-    let failed = all.iter().find(|t| state(t) == TaskState::Failed).expect("a failed task");
+    let failed = all.iter().find(|t| t.observed_state() == TaskState::Failed).expect("a failed task");
     assert_eq!(failed.status.as_ref().map(|s| s.err.as_str()), Some("task: non-zero exit (137)"));
 }
 
