@@ -45,7 +45,7 @@ async fn start(d: &Dispatcher, node_id: &str) -> String {
 async fn sessions_heartbeats_and_liveness() {
     let (objects, _dir) = store("dispatcher-live").await;
     node(&objects, "w1").await;
-    let d = Dispatcher::new(objects.clone(), Duration::from_millis(50));
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(150));
 
     let stranger = d.session(req(v1::SessionRequest::default(), "nobody")).await.expect_err("unknown node");
     assert_eq!(stranger.code(), Code::PermissionDenied);
@@ -57,14 +57,14 @@ async fn sessions_heartbeats_and_liveness() {
     assert_eq!(w1.description.map(|d| d.hostname), Some("host-w1".to_owned()));
 
     let beat = d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone() }, "w1")).await.expect("heartbeat");
-    assert_eq!(beat.into_inner().period, Some(shoal_api::to_duration(Duration::from_millis(50))));
+    assert_eq!(beat.into_inner().period, Some(shoal_api::to_duration(Duration::from_millis(150))));
     let wrong =
         d.heartbeat(req(v1::HeartbeatRequest { session_id: "other".into() }, "w1")).await.expect_err("wrong session");
     assert_eq!(wrong.code(), Code::NotFound);
 
     tracing::info!("--- the node stops beating: down after three periods, not before");
     assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new());
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()]);
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Down as i32));
@@ -208,14 +208,15 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
 async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
     let (objects, _dir) = store("dispatcher-term").await;
     node(&objects, "w1").await;
-    let d = Dispatcher::new(objects.clone(), Duration::from_millis(20));
+    // Periods long enough that a loaded CI machine stays inside the grace window between two calls.
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(200));
     start(&d, "w1").await;
 
     tracing::info!("--- this manager follows for a while (its sessions go silent), then leads again");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     d.expect_nodes(["w1".to_owned()]);
     assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new(), "three periods of grace first");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()], "then silent nodes are Down");
 }
 
