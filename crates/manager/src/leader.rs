@@ -11,7 +11,7 @@ use shoal_api::v1::{self, TaskState};
 
 use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
-use crate::objects::{Object, ObjectError, ObjectStore};
+use crate::objects::{Object, ObjectError, ObjectStore, Write};
 use crate::orchestrator::reconcile_replicated;
 use crate::placement::{place, snapshot, task_spec};
 
@@ -121,26 +121,37 @@ impl Leader {
         Ok(())
     }
 
-    /// One pass: orchestrate, schedule, reap.
+    /// One pass: orchestrate, schedule, reap. It reads services, nodes and tasks once, decides
+    /// in memory — new tasks are scheduled before they are first written, so a new task costs
+    /// one write — and writes the differences in batches ([`ObjectStore::write_all`]).
     pub async fn pass(&self, now: SystemTime) -> Result<PassReport, ObjectError> {
+        let services = self.objects.list::<v1::Service>().await?;
+        let nodes = self.objects.list::<v1::Node>().await?;
+        let tasks = self.objects.list::<v1::Task>().await?;
         let mut report = PassReport::default();
-        self.orchestrate(now, &mut report).await?;
-        self.schedule(now, &mut report).await?;
-        self.reap(&mut report).await?;
+        let reaped = self.reap(&tasks);
+        let mut work = Working::new(tasks);
+        self.orchestrate(&services, &nodes, &mut work, now, &mut report);
+        self.schedule(&nodes, &mut work, now, &mut report);
+        let changed: HashSet<&str> = work.changed_ids().collect();
+        let deletes: Vec<Write<v1::Task>> = reaped
+            .into_iter()
+            .filter(|(id, _)| !changed.contains(id.as_str()))
+            .map(|(id, version)| Write::Delete { id, version })
+            .collect();
+        let reaping = deletes.len();
+        let mut writes = work.into_writes();
+        let creating = writes.len() - writes.iter().filter(|w| matches!(w, Write::Update(_))).count();
+        writes.extend(deletes);
+        let outcomes = self.objects.write_all(writes).await?;
+        // A refused write (an agent's report came first) is redone from fresh state next pass.
+        let refused = outcomes.iter().filter(|o| o.is_err()).count();
+        if refused > 0 {
+            tracing::debug!(refused, "some writes of this pass lost to concurrent changes; next pass redoes them");
+        }
+        report.created = creating;
+        report.reaped = outcomes.iter().rev().take(reaping).filter(|o| o.is_ok()).count();
         Ok(report)
-    }
-
-    async fn set_desired(&self, mut task: v1::Task, to: TaskState) -> Result<bool, ObjectError> {
-        if task.desired() as i32 >= to as i32 {
-            return Ok(false);
-        }
-        task.desired_state = to as i32;
-        match self.objects.update(task).await {
-            Ok(_) => Ok(true),
-            // Someone (an agent's report) changed it: the next pass sees the new state.
-            Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => Ok(false),
-            Err(err) => Err(err),
-        }
     }
 
     fn new_task(service: &v1::Service, slot: u64, node_id: &str, now: SystemTime) -> v1::Task {
@@ -166,65 +177,65 @@ impl Leader {
         }
     }
 
-    async fn orchestrate(&self, now: SystemTime, report: &mut PassReport) -> Result<(), ObjectError> {
-        let services = self.objects.list::<v1::Service>().await?;
-        let tasks = self.objects.list::<v1::Task>().await?;
-        let nodes = self.objects.list::<v1::Node>().await?;
-        let mut by_service: HashMap<&str, Vec<v1::Task>> = HashMap::new();
-        for task in &tasks {
-            by_service.entry(task.service_id.as_str()).or_default().push(task.clone());
+    fn orchestrate(
+        &self,
+        services: &[v1::Service],
+        nodes: &[v1::Node],
+        work: &mut Working,
+        now: SystemTime,
+        report: &mut PassReport,
+    ) {
+        let mut by_service: HashMap<String, Vec<v1::Task>> = HashMap::new();
+        for task in &work.tasks {
+            by_service.entry(task.service_id.clone()).or_default().push(task.clone());
         }
         let known: HashSet<&str> = services.iter().map(|s| s.id.as_str()).collect();
         // Tasks whose service is gone are removed.
-        for task in tasks.iter().filter(|t| !known.contains(t.service_id.as_str())) {
-            if self.set_desired(task.clone(), TaskState::Remove).await? {
+        let orphans: Vec<String> =
+            work.tasks.iter().filter(|t| !known.contains(t.service_id.as_str())).map(|t| t.id.clone()).collect();
+        for id in orphans {
+            if work.set_desired(&id, TaskState::Remove) {
                 report.stopped += 1;
             }
         }
-        for service in &services {
+        for service in services {
             let own = by_service.get(service.id.as_str()).map(Vec::as_slice).unwrap_or_default();
             match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
                 Some(v1::service_spec::Mode::Replicated(_)) => {
-                    let plan = reconcile_replicated(service, own, &nodes, now);
+                    let plan = reconcile_replicated(service, own, nodes, now);
                     for id in &plan.shutdown {
-                        if let Some(task) = own.iter().find(|t| &t.id == id)
-                            && self.set_desired(task.clone(), TaskState::Shutdown).await?
-                        {
+                        if work.set_desired(id, TaskState::Shutdown) {
                             report.stopped += 1;
                         }
                     }
                     for (slot, not_before) in plan.create {
                         if not_before <= now {
-                            self.objects.create(Self::new_task(service, slot, "", now)).await?;
-                            report.created += 1;
+                            work.add(Self::new_task(service, slot, "", now));
                         }
                     }
                 }
-                Some(v1::service_spec::Mode::Global(_)) => {
-                    self.orchestrate_global(service, own, &nodes, now, report).await?
-                }
+                Some(v1::service_spec::Mode::Global(_)) => Self::orchestrate_global(service, own, nodes, work, now, report),
                 // Jobs come with their own orchestrator.
                 _ => {}
             }
         }
-        Ok(())
     }
 
     /// One task per eligible node: new nodes get one, nodes that are gone, down, draining or no
     /// longer match the constraints lose theirs. Paused nodes keep what they run.
-    async fn orchestrate_global(
-        &self,
+    fn orchestrate_global(
         service: &v1::Service,
         tasks: &[v1::Task],
         nodes: &[v1::Node],
+        work: &mut Working,
         now: SystemTime,
         report: &mut PassReport,
-    ) -> Result<(), ObjectError> {
+    ) {
         let spec = match task_spec(service.spec.as_ref().and_then(|s| s.task.as_ref())) {
             Ok(spec) => spec,
             Err(reason) => {
                 tracing::warn!(service.id = %service.id, %reason, "global service cannot be placed");
-                return Ok(());
+                return;
             }
         };
         let snapshot = snapshot(nodes, &[], now);
@@ -241,7 +252,7 @@ impl Leader {
             let node = task.node_id.as_str();
             if eligible.contains(node) || keeps.contains(node) {
                 covered.insert(node.to_owned());
-            } else if self.set_desired(task.clone(), TaskState::Shutdown).await? {
+            } else if work.set_desired(&task.id, TaskState::Shutdown) {
                 report.stopped += 1;
             }
         }
@@ -253,24 +264,26 @@ impl Leader {
             .and_then(|t| t.restart.as_ref())
             .and_then(|r| shoal_api::from_duration(r.delay.as_ref()))
             .unwrap_or(Duration::from_secs(5));
-        for node in eligible.iter().filter(|n| !covered.contains(**n)) {
+        let mut uncovered: Vec<&str> = eligible.iter().copied().filter(|n| !covered.contains(*n)).collect();
+        uncovered.sort_unstable();
+        for node in uncovered {
             let last_end = tasks
                 .iter()
-                .filter(|t| t.node_id == *node && matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected))
+                .filter(|t| t.node_id == node && matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected))
                 .filter_map(|t| shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref())))
                 .max();
             if last_end.is_some_and(|end| end + delay > now) {
                 continue;
             }
-            self.objects.create(Self::new_task(service, 0, node, now)).await?;
-            report.created += 1;
+            work.add(Self::new_task(service, 0, node, now));
         }
-        Ok(())
     }
 
-    async fn schedule(&self, now: SystemTime, report: &mut PassReport) -> Result<(), ObjectError> {
-        let tasks = self.objects.list::<v1::Task>().await?;
-        let pending: Vec<v1::Task> = tasks
+    /// Places every pending task (those of earlier passes and the new ones) in one scheduler
+    /// batch; tasks that fit nowhere stay PENDING with the scheduler's reason.
+    fn schedule(&self, nodes: &[v1::Node], work: &mut Working, now: SystemTime, report: &mut PassReport) {
+        let pending: Vec<v1::Task> = work
+            .tasks
             .iter()
             .filter(|t| {
                 t.node_id.is_empty()
@@ -280,59 +293,49 @@ impl Leader {
             .cloned()
             .collect();
         if pending.is_empty() {
-            return Ok(());
+            return;
         }
-        let nodes = self.objects.list::<v1::Node>().await?;
-        let result = place(&nodes, &tasks, &pending, now, self.seed);
-        let by_id: HashMap<&str, &v1::Task> = pending.iter().map(|t| (t.id.as_str(), t)).collect();
+        let result = place(nodes, &work.tasks, &pending, now, self.seed);
         for (task_id, node_id) in result.assigned {
-            let Some(task) = by_id.get(task_id.as_str()) else { continue };
-            let mut task = (*task).clone();
-            task.node_id = node_id;
-            task.status = Some(v1::TaskStatus {
-                timestamp: Some(shoal_api::to_timestamp(now)),
-                state: TaskState::Assigned as i32,
-                message: "scheduler assigned task to node".to_owned(),
-                ..Default::default()
+            work.change(&task_id, |task| {
+                task.node_id = node_id;
+                task.status = Some(v1::TaskStatus {
+                    timestamp: Some(shoal_api::to_timestamp(now)),
+                    state: TaskState::Assigned as i32,
+                    message: "scheduler assigned task to node".to_owned(),
+                    ..Default::default()
+                });
+                true
             });
-            match self.objects.update(task).await {
-                Ok(_) => report.assigned += 1,
-                Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
+            report.assigned += 1;
         }
         for (task_id, reason) in result.unplaced {
-            let Some(task) = by_id.get(task_id.as_str()) else { continue };
             report.unplaced += 1;
-            if task.status.as_ref().is_some_and(|s| s.err == reason) {
-                continue;
-            }
-            let mut task = (*task).clone();
-            let status = task.status.get_or_insert_with(Default::default);
-            status.state = TaskState::Pending as i32;
-            status.err = reason;
-            status.timestamp = Some(shoal_api::to_timestamp(now));
-            match self.objects.update(task).await {
-                Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
-            }
+            work.change(&task_id, |task| {
+                if task.status.as_ref().is_some_and(|s| s.err == reason) {
+                    return false;
+                }
+                let status = task.status.get_or_insert_with(Default::default);
+                status.state = TaskState::Pending as i32;
+                status.err = reason;
+                status.timestamp = Some(shoal_api::to_timestamp(now));
+                true
+            });
         }
-        Ok(())
     }
 
-    /// Deletes finished tasks beyond the history limit of each slot (or node, for global
-    /// services), and tasks marked for removal that no agent runs.
-    async fn reap(&self, report: &mut PassReport) -> Result<(), ObjectError> {
-        let tasks = self.objects.list::<v1::Task>().await?;
-        let mut history: BTreeMap<(String, u64, String), Vec<&v1::Task>> = BTreeMap::new();
+    /// The finished tasks beyond the history limit of each slot (or node, for global
+    /// services), and tasks marked for removal that no agent runs: (ID, version) to delete.
+    fn reap(&self, tasks: &[v1::Task]) -> Vec<(String, u64)> {
+        let mut history: BTreeMap<(&str, u64, &str), Vec<&v1::Task>> = BTreeMap::new();
         let mut doomed: Vec<&v1::Task> = Vec::new();
-        for task in &tasks {
+        for task in tasks {
             let finished = task.observed_state().is_terminal() && task.desired() as i32 >= TaskState::Shutdown as i32;
             if task.desired() == TaskState::Remove && (finished || task.node_id.is_empty()) {
                 doomed.push(task);
             } else if finished {
-                let node = if task.slot == 0 { task.node_id.clone() } else { String::new() };
-                history.entry((task.service_id.clone(), task.slot, node)).or_default().push(task);
+                let node = if task.slot == 0 { task.node_id.as_str() } else { "" };
+                history.entry((task.service_id.as_str(), task.slot, node)).or_default().push(task);
             }
         }
         for (_, mut finished) in history {
@@ -345,14 +348,69 @@ impl Leader {
             let excess = finished.len() - self.history;
             doomed.extend(finished.into_iter().take(excess));
         }
-        for task in doomed {
-            match self.objects.delete::<v1::Task>(&task.id, task.version()).await {
-                Ok(()) => report.reaped += 1,
-                Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
-                Err(err) => return Err(err),
+        doomed.into_iter().map(|t| (t.id.clone(), t.version())).collect()
+    }
+}
+
+/// The tasks as one pass sees and changes them: those read at its start (flagged when
+/// changed) followed by the ones it creates.
+#[derive(Debug)]
+struct Working {
+    tasks: Vec<v1::Task>,
+    stored: usize,
+    changed: Vec<bool>,
+    index: HashMap<String, usize>,
+}
+
+impl Working {
+    fn new(tasks: Vec<v1::Task>) -> Self {
+        let index = tasks.iter().enumerate().map(|(i, t)| (t.id.clone(), i)).collect();
+        Self { stored: tasks.len(), changed: vec![false; tasks.len()], tasks, index }
+    }
+
+    fn add(&mut self, task: v1::Task) {
+        self.index.insert(task.id.clone(), self.tasks.len());
+        self.tasks.push(task);
+        self.changed.push(true);
+    }
+
+    /// Applies `edit` to the task with `id`; it reports whether it changed anything.
+    fn change(&mut self, id: &str, edit: impl FnOnce(&mut v1::Task) -> bool) -> bool {
+        let Some(&i) = self.index.get(id) else { return false };
+        let changed = edit(&mut self.tasks[i]);
+        self.changed[i] |= changed;
+        changed
+    }
+
+    /// Raises a task's desired state (it never goes back); whether it changed.
+    fn set_desired(&mut self, id: &str, to: TaskState) -> bool {
+        self.change(id, |task| {
+            if task.desired() as i32 >= to as i32 {
+                return false;
+            }
+            task.desired_state = to as i32;
+            true
+        })
+    }
+
+    fn changed_ids(&self) -> impl Iterator<Item = &str> {
+        self.tasks.iter().zip(&self.changed).filter(|(_, c)| **c).map(|(t, _)| t.id.as_str())
+    }
+
+    /// The writes: creates for new tasks (first), updates for changed ones.
+    fn into_writes(self) -> Vec<Write<v1::Task>> {
+        let stored = self.stored;
+        let mut creates = Vec::new();
+        let mut updates = Vec::new();
+        for (i, (task, changed)) in self.tasks.into_iter().zip(self.changed).enumerate() {
+            if i >= stored {
+                creates.push(Write::Create(task));
+            } else if changed {
+                updates.push(Write::Update(task));
             }
         }
-        Ok(())
+        creates.extend(updates);
+        creates
     }
 }
 

@@ -119,6 +119,26 @@ pub enum ObjectError {
     Write(#[from] WriteError),
 }
 
+/// Most writes [`ObjectStore::write_all`] puts in one transaction (a few hundred kilobytes of
+/// tasks: one Raft entry that a follower takes in one message).
+pub const BATCH: usize = 500;
+
+/// One write of [`ObjectStore::write_all`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write<T> {
+    /// Store a new object (refused if its ID exists).
+    Create(T),
+    /// Replace the object read at its version (refused if it changed since).
+    Update(T),
+    /// Delete the object read at `version`.
+    Delete {
+        /// Its ID.
+        id: String,
+        /// The version read.
+        version: u64,
+    },
+}
+
 /// The cluster objects on top of a raft-store member.
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
@@ -203,10 +223,15 @@ impl ObjectStore {
     pub async fn update<T: Object>(&self, mut object: T) -> Result<T, ObjectError> {
         let id = object.id().to_owned();
         let version = object.version();
-        let current: T = self.get(&id).await?;
         let mut txn = Txn::new().when(Compare::mod_revision(key::<T>(&id), version));
         let new_name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
-        let old_name = current.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
+        // Only a kind with unique names needs the stored object: to move its name index.
+        let old_name = if T::UNIQUE_NAMES {
+            let current: T = self.get(&id).await?;
+            current.name().map(str::to_owned)
+        } else {
+            None
+        };
         if new_name != old_name {
             if let Some(name) = &new_name {
                 txn =
@@ -240,6 +265,66 @@ impl ObjectStore {
             return Err(self.explain_refusal::<T>(id, None, version).await);
         }
         Ok(())
+    }
+
+    /// Applies `writes` of one kind in transactions of up to [`BATCH`] writes each, so that the
+    /// leader's passes and the nodes' status reports cost one Raft entry per batch, not per
+    /// object. Each write keeps its own version check: a transaction refused because one of its
+    /// objects changed is redone write by write, so that one stale object holds back no other.
+    /// Returns each write's outcome, in order; the outer error is a failure of the store itself.
+    ///
+    /// Kinds with unique names take the one-by-one path (their name index needs a read), and an
+    /// object may appear at most once in `writes`.
+    pub async fn write_all<T: Object>(&self, writes: Vec<Write<T>>) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
+        let mut outcomes = Vec::with_capacity(writes.len());
+        let mut rest = writes.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<Write<T>> = rest.by_ref().take(if T::UNIQUE_NAMES { 1 } else { BATCH }).collect();
+            if chunk.len() > 1 {
+                let now = shoal_api::to_timestamp(std::time::SystemTime::now());
+                let mut txn = Txn::new();
+                for write in &chunk {
+                    txn = match write {
+                        Write::Create(object) | Write::Update(object) => {
+                            let mut object = object.clone();
+                            let version = object.version();
+                            let meta = object.meta_mut();
+                            meta.version = 0;
+                            meta.updated_at = Some(now);
+                            if version == 0 {
+                                meta.created_at = Some(now);
+                            }
+                            let key = key::<T>(object.id());
+                            let compare = if matches!(write, Write::Create(_)) {
+                                Compare::missing(key.clone())
+                            } else {
+                                Compare::mod_revision(key.clone(), version)
+                            };
+                            txn.when(compare).and_then(Op::put(key, object.encode_to_vec()))
+                        }
+                        Write::Delete { id, version } => {
+                            txn.when(Compare::mod_revision(key::<T>(id), *version)).and_then(Op::delete(key::<T>(id)))
+                        }
+                    };
+                }
+                if self.store.txn(txn).await?.succeeded {
+                    outcomes.extend(chunk.iter().map(|_| Ok(())));
+                    continue;
+                }
+            }
+            for write in chunk {
+                let outcome = match write {
+                    Write::Create(object) => self.create(object).await.map(drop),
+                    Write::Update(object) => self.update(object).await.map(drop),
+                    Write::Delete { id, version } => self.delete::<T>(&id, version).await,
+                };
+                match outcome {
+                    Err(err @ (ObjectError::Read(_) | ObjectError::Write(_))) => return Err(err),
+                    outcome => outcomes.push(outcome),
+                }
+            }
+        }
+        Ok(outcomes)
     }
 
     /// Why a transaction's compares failed, found by reading the keys it compared.

@@ -104,3 +104,42 @@ async fn names_and_ids_are_unique() {
         objects.create(node).await.expect("node");
     }
 }
+
+fn task(id: &str, slot: u64) -> v1::Task {
+    v1::Task { id: id.to_owned(), service_id: "s".into(), slot, ..Default::default() }
+}
+
+#[tokio::test]
+async fn batches_apply_together_and_a_stale_object_holds_back_no_other() {
+    let (objects, _dir) = store("batch").await;
+    let writes: Vec<Write<v1::Task>> = (0..1200).map(|i| Write::Create(task(&format!("t{i:04}"), i))).collect();
+    let before = objects.store().revision();
+    let outcomes = objects.write_all(writes).await.expect("batch");
+    assert!(outcomes.iter().all(Result::is_ok), "{:?}", outcomes.iter().find(|o| o.is_err()));
+    assert_eq!(objects.store().revision() - before, 3, "1,200 creates in three transactions of at most {BATCH}");
+    let stored: Vec<v1::Task> = objects.list().await.expect("list");
+    assert_eq!(stored.len(), 1200);
+    assert!(stored.iter().all(|t| t.meta.as_ref().is_some_and(|m| m.created_at.is_some())));
+
+    // t0001 changes behind the batch's back: its write is refused, every other one applies.
+    let mut sneaky = stored[1].clone();
+    sneaky.slot = 99;
+    objects.update(sneaky).await.expect("concurrent write");
+    let writes = vec![
+        Write::Update(v1::Task { slot: 7, ..stored[0].clone() }),
+        Write::Update(v1::Task { slot: 8, ..stored[1].clone() }),
+        Write::Delete { id: stored[2].id.clone(), version: stored[2].version() },
+        Write::Create(task("t0000", 1)),
+        Write::Delete { id: "nowhere".into(), version: 3 },
+    ];
+    let outcomes = objects.write_all(writes).await.expect("batch");
+    let kinds: Vec<String> = outcomes.iter().map(|o| o.as_ref().map_or_else(ToString::to_string, |()| "ok".into())).collect();
+    assert_eq!(kinds[0], "ok");
+    assert!(kinds[1].starts_with("task t0001 was changed by someone else"), "{}", kinds[1]);
+    assert_eq!(kinds[2], "ok");
+    assert_eq!(kinds[3], "task t0000 already exists");
+    assert_eq!(kinds[4], "task nowhere not found");
+    assert_eq!(objects.get::<v1::Task>("t0000").await.expect("t0").slot, 7);
+    assert_eq!(objects.get::<v1::Task>("t0001").await.expect("t1").slot, 99);
+    assert!(objects.get::<v1::Task>("t0002").await.is_err());
+}
