@@ -34,7 +34,7 @@ pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
 pub use node::{InitOutcome, ManagerConfig, RunningManager, StartError, init, join, start};
-pub use objects::{Object, ObjectError, ObjectStore};
+pub use objects::{BATCH, Object, ObjectError, ObjectStore, Write};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
