@@ -19,7 +19,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
-use crate::objects::{Object, ObjectError, ObjectStore, decode, kv_id};
+use crate::objects::{Object, ObjectError, ObjectStore, Write, decode, kv_id};
 use crate::tls::{PeerInfo, caller};
 
 /// Heartbeats missed before a node is Down.
@@ -47,16 +47,123 @@ struct Inner {
     objects: ObjectStore,
     period: Duration,
     sessions: Mutex<HashMap<String, Session>>,
+    feed: Mutex<Feed>,
+}
+
+/// Most task changes queued for one node's assignment stream; a node that falls this far
+/// behind has its stream ended and starts over with a complete set.
+const FEED_BUFFER: usize = 8192;
+
+/// A task change routed to the node it concerns, with the store revision it happened at.
+#[derive(Debug)]
+enum Routed {
+    Put(u64, v1::Task),
+    Delete(u64, String),
+}
+
+/// One watch of the task prefix for the whole dispatcher, decoding each change once and
+/// routing it to the assignment streams of the node it concerns — rather than one watch per
+/// node, which would decode every change once per node.
+#[derive(Debug, Default)]
+struct Feed {
+    running: bool,
+    subscribers: HashMap<String, Vec<mpsc::Sender<Routed>>>,
 }
 
 impl Dispatcher {
     /// A dispatcher asking nodes for a heartbeat every `period` (Shoal's default is 1 s).
     pub fn new(objects: ObjectStore, period: Duration) -> Self {
-        Self { inner: Arc::new(Inner { objects, period, sessions: Mutex::new(HashMap::new()) }) }
+        Self {
+            inner: Arc::new(Inner {
+                objects,
+                period,
+                sessions: Mutex::new(HashMap::new()),
+                feed: Mutex::new(Feed::default()),
+            }),
+        }
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn feed(&self) -> MutexGuard<'_, Feed> {
+        self.inner.feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Routes the task changes applied from now on to `node_id`'s receiver, starting the shared
+    /// watch if it is not running.
+    fn subscribe(&self, node_id: &str) -> Result<mpsc::Receiver<Routed>, Status> {
+        let (tx, rx) = mpsc::channel(FEED_BUFFER);
+        let mut feed = self.feed();
+        if !feed.running {
+            let watch = self
+                .inner
+                .objects
+                .store()
+                .watch(v1::Task::PREFIX, 0)
+                .map_err(|e| Status::unavailable(format!("cannot follow task changes: {e}")))?;
+            feed.running = true;
+            let this = self.clone();
+            tokio::spawn(async move { this.run_feed(watch).await });
+        }
+        feed.subscribers.entry(node_id.to_owned()).or_default().push(tx);
+        Ok(rx)
+    }
+
+    /// The shared watch: decodes each task change and hands it to the streams of its node. A
+    /// delete names no node, so the node a task was last seen on is remembered; deletes of tasks
+    /// not seen since the feed started go to every stream (each knows its own tasks). Stops
+    /// when no stream is left, and ends every stream when the watch fails.
+    async fn run_feed(&self, mut watch: shoal_raft_store::WatchStream) {
+        let mut owner: HashMap<String, String> = HashMap::new();
+        loop {
+            let event = match watch.next().await {
+                Some(Ok(event)) => event,
+                end => {
+                    tracing::warn!(?end, "task watch ended; assignment streams restart");
+                    let mut feed = self.feed();
+                    feed.running = false;
+                    feed.subscribers.clear();
+                    return;
+                }
+            };
+            let id = kv_id::<v1::Task>(&event.kv.key);
+            let revision = event.kv.mod_revision;
+            let (node, routed) = match event.kind {
+                EventKind::Put => match decode::<v1::Task>(&id, &event.kv.value, revision) {
+                    Ok(task) => {
+                        owner.insert(id, task.node_id.clone());
+                        (Some(task.node_id.clone()), Routed::Put(revision, task))
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "undecodable task change skipped");
+                        continue;
+                    }
+                },
+                EventKind::Delete => (owner.remove(&id), Routed::Delete(revision, id)),
+            };
+            let mut feed = self.feed();
+            match node {
+                Some(node) if node.is_empty() => {}
+                Some(node) => {
+                    if let Some(senders) = feed.subscribers.get_mut(&node) {
+                        deliver(senders, routed);
+                    }
+                }
+                None => {
+                    for senders in feed.subscribers.values_mut() {
+                        let Routed::Delete(revision, id) = &routed else { break };
+                        deliver(senders, Routed::Delete(*revision, id.clone()));
+                    }
+                }
+            }
+            feed.subscribers.retain(|_, senders| !senders.is_empty());
+            if feed.subscribers.is_empty() {
+                feed.running = false;
+                return;
+            }
+        }
     }
 
     /// Refuses a call on a manager that is not the Raft leader: only the leader's loop checks
@@ -254,6 +361,60 @@ impl Dispatcher {
         )))
     }
 
+    /// Records a node's batch of status reports: each task read as this member has it, the
+    /// changes written in batches ([`ObjectStore::write_all`]); a report whose write lost to a
+    /// concurrent change, or whose task this member has not seen yet, goes through
+    /// [`Self::record_status`] with fresh reads.
+    async fn record_statuses(&self, node_id: &str, updates: Vec<v1::TaskStatusUpdate>) -> Result<(), Status> {
+        let now = shoal_api::to_timestamp(SystemTime::now());
+        let mut writes = Vec::with_capacity(updates.len());
+        let mut reports = Vec::with_capacity(updates.len());
+        let mut again = Vec::new();
+        // One write per task: of several reports of one task in a batch, the furthest counts.
+        let mut latest: HashMap<String, v1::TaskStatusUpdate> = HashMap::new();
+        for update in updates {
+            let Some(status) = &update.status else { continue };
+            match latest.get(&update.task_id).and_then(|u| u.status.as_ref()) {
+                Some(seen) if seen.state >= status.state => {}
+                _ => {
+                    latest.insert(update.task_id.clone(), update);
+                }
+            }
+        }
+        for (task_id, update) in latest {
+            let Some(mut status) = update.status.clone() else { continue };
+            let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+            if !Self::observable(next) {
+                again.push(update);
+                continue;
+            }
+            let mut task: v1::Task = match self.inner.objects.get_local(&task_id).await {
+                Ok(task) => task,
+                Err(ObjectError::NotFound { .. }) => {
+                    again.push(update);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if task.node_id != node_id {
+                return Err(Status::permission_denied(format!("task {task_id} is not assigned to node {node_id}")));
+            }
+            if !task.observed_state().may_become(next) {
+                continue; // a late or repeated report changes nothing
+            }
+            status.timestamp.get_or_insert(now);
+            task.status = Some(status);
+            writes.push(Write::Update(task));
+            reports.push(update);
+        }
+        let outcomes = self.inner.objects.write_all(writes).await?;
+        again.extend(reports.into_iter().zip(outcomes).filter(|(_, o)| o.is_err()).map(|(update, _)| update));
+        for update in again {
+            self.record_status(node_id, update, STATUS_ATTEMPTS).await?;
+        }
+        Ok(())
+    }
+
     /// Whether a node may report `state`: what it observes running the task, from ACCEPTED to
     /// REJECTED. The states before are the manager's scheduling, REMOVE and ORPHANED its verdicts.
     fn observable(state: TaskState) -> bool {
@@ -343,9 +504,7 @@ impl DispatcherApi for Dispatcher {
     ) -> Result<Response<v1::UpdateTaskStatusResponse>, Status> {
         let session_id = request.get_ref().session_id.clone();
         let node_id = self.session_node(&request, &session_id)?;
-        for update in request.into_inner().updates {
-            self.record_status(&node_id, update, STATUS_ATTEMPTS).await?;
-        }
+        self.record_statuses(&node_id, request.into_inner().updates).await?;
         Ok(Response::new(v1::UpdateTaskStatusResponse {}))
     }
 
@@ -355,7 +514,10 @@ impl DispatcherApi for Dispatcher {
     ) -> Result<Response<AssignmentStream>, Status> {
         let session_id = request.get_ref().session_id.clone();
         let node_id = self.session_node(&request, &session_id)?;
-        let (tasks, revision) = self.inner.objects.list_at::<v1::Task>().await?;
+        // Subscribed before the list is read: every change after the list's revision arrives,
+        // and the ones before it, also in the list, are skipped by revision.
+        let mut feed = self.subscribe(&node_id)?;
+        let (tasks, listed_at) = self.inner.objects.list_at::<v1::Task>().await?;
         let mut known: HashSet<String> = HashSet::new();
         let changes: Vec<v1::AssignmentChange> = tasks
             .into_iter()
@@ -373,44 +535,35 @@ impl DispatcherApi for Dispatcher {
             changes,
         };
         let _ = tx.send(Ok(complete)).await;
-        let mut watch = self
-            .inner
-            .objects
-            .store()
-            .watch(v1::Task::PREFIX, revision + 1)
-            .map_err(|e| Status::unavailable(format!("cannot follow task changes: {e}")))?;
         tokio::spawn(async move {
             let mut sequence = 1u64;
             loop {
-                let event = tokio::select! {
+                let first = tokio::select! {
                     () = tx.closed() => return,
-                    event = watch.next() => event,
+                    routed = feed.recv() => routed,
                 };
-                let Some(Ok(event)) = event else {
-                    let _ = tx.send(Err(Status::unavailable("task watch ended; start a new session"))).await;
+                let Some(first) = first else {
+                    let message = "task changes fell behind or their watch ended; start a new session";
+                    let _ = tx.send(Err(Status::unavailable(message))).await;
                     return;
                 };
-                let id = kv_id::<v1::Task>(&event.kv.key);
-                let change = match event.kind {
-                    EventKind::Put => match decode::<v1::Task>(&id, &event.kv.value, event.kv.mod_revision) {
-                        Ok(task) if Self::relevant(&task, &node_id) => {
-                            known.insert(id);
-                            Some((v1::assignment_change::Action::Update, task))
-                        }
-                        Ok(task) if known.remove(&id) => Some((v1::assignment_change::Action::Remove, task)),
-                        _ => None,
-                    },
-                    EventKind::Delete if known.remove(&id) => {
-                        Some((v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() }))
+                // Everything already queued goes out in one message.
+                let mut changes = Vec::new();
+                let mut next = Some(first);
+                while let Some(routed) = next {
+                    if let Some(change) = Self::assignment_change(routed, listed_at, &node_id, &mut known) {
+                        changes.push(change);
                     }
-                    EventKind::Delete => None,
-                };
-                let Some((action, task)) = change else { continue };
+                    next = feed.try_recv().ok();
+                }
+                if changes.is_empty() {
+                    continue;
+                }
                 let message = v1::AssignmentsMessage {
                     r#type: v1::assignments_message::Type::Incremental as i32,
                     applies_to: sequence,
                     results_in: sequence + 1,
-                    changes: vec![v1::AssignmentChange { action: action as i32, task: Some(task) }],
+                    changes,
                 };
                 sequence += 1;
                 if tx.send(Ok(message)).await.is_err() {
@@ -419,6 +572,54 @@ impl DispatcherApi for Dispatcher {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl Dispatcher {
+    /// What a routed change means to a node's agent: an update of a task it must run or know
+    /// about, the removal of one it knew, or nothing (already in the complete set, or not its
+    /// business).
+    fn assignment_change(
+        routed: Routed,
+        listed_at: u64,
+        node_id: &str,
+        known: &mut HashSet<String>,
+    ) -> Option<v1::AssignmentChange> {
+        let (action, task) = match routed {
+            Routed::Put(revision, _) | Routed::Delete(revision, _) if revision <= listed_at => return None,
+            Routed::Put(_, task) if Self::relevant(&task, node_id) => {
+                known.insert(task.id.clone());
+                (v1::assignment_change::Action::Update, task)
+            }
+            Routed::Put(_, task) if known.remove(&task.id) => (v1::assignment_change::Action::Remove, task),
+            Routed::Delete(_, id) if known.remove(&id) => {
+                (v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() })
+            }
+            Routed::Put(..) | Routed::Delete(..) => return None,
+        };
+        Some(v1::AssignmentChange { action: action as i32, task: Some(task) })
+    }
+}
+
+/// Queues `routed` to each live receiver of one node; a receiver that is gone, or that fell
+/// [`FEED_BUFFER`] changes behind, is dropped (its stream then ends and the node starts over).
+fn deliver(senders: &mut Vec<mpsc::Sender<Routed>>, routed: Routed) {
+    senders.retain(|s| !s.is_closed());
+    match senders.as_slice() {
+        [] => {}
+        [only] => {
+            if only.try_send(routed).is_err() {
+                senders.clear();
+            }
+        }
+        // Rare: a node with two streams for a moment (a new session replacing the old).
+        [..] => senders.retain(|s| {
+            let copy = match &routed {
+                Routed::Put(r, t) => Routed::Put(*r, t.clone()),
+                Routed::Delete(r, id) => Routed::Delete(*r, id.clone()),
+            };
+            s.try_send(copy).is_ok()
+        }),
     }
 }
 

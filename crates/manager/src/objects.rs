@@ -181,6 +181,15 @@ impl ObjectStore {
         decode(id, &kv.value, kv.mod_revision)
     }
 
+    /// The object with `id` as this member has applied it, without asking the leader: for a
+    /// read whose write compares the version anyway, where being behind costs a retry, not
+    /// correctness.
+    pub async fn get_local<T: Object>(&self, id: &str) -> Result<T, ObjectError> {
+        let kv = self.store.get_with(key::<T>(id), shoal_raft_store::Consistency::Stale).await?;
+        let kv = kv.ok_or_else(|| ObjectError::NotFound { kind: T::KIND, id: id.to_owned() })?;
+        decode(id, &kv.value, kv.mod_revision)
+    }
+
     /// Every object of kind `T`, in ID order.
     pub async fn list<T: Object>(&self) -> Result<Vec<T>, ObjectError> {
         Ok(self.list_at::<T>().await?.0)
@@ -275,7 +284,10 @@ impl ObjectStore {
     ///
     /// Kinds with unique names take the one-by-one path (their name index needs a read), and an
     /// object may appear at most once in `writes`.
-    pub async fn write_all<T: Object>(&self, writes: Vec<Write<T>>) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
+    pub async fn write_all<T: Object>(
+        &self,
+        writes: Vec<Write<T>>,
+    ) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
         let mut outcomes = Vec::with_capacity(writes.len());
         let mut rest = writes.into_iter().peekable();
         while rest.peek().is_some() {

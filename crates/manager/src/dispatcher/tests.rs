@@ -1,6 +1,7 @@
 //! The dispatcher called directly, with the peer identity a TLS connection would attach.
 
 use super::*;
+use crate::objects::Write;
 use crate::testutil::store;
 use futures::StreamExt as _;
 use shoal_ca_pki::{NodeIdentity, Role};
@@ -155,6 +156,61 @@ async fn assignments_start_complete_then_follow_changes() {
     let t3: v1::Task = objects.get("t3").await.expect("t3");
     objects.delete::<v1::Task>("t3", t3.version()).await.expect("delete t3");
     assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t3".to_owned())]);
+}
+
+#[tokio::test]
+async fn one_watch_feeds_every_node_and_queued_changes_go_out_together() {
+    let (objects, _dir) = store("dispatcher-feed").await;
+    node(&objects, "w1").await;
+    node(&objects, "w2").await;
+    objects.create(task("before", "w2", TaskState::Assigned, TaskState::Running)).await.expect("before");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let mut streams = Vec::new();
+    for id in ["w1", "w2"] {
+        let session = start(&d, id).await;
+        let mut stream =
+            d.assignments(req(v1::AssignmentsRequest { session_id: session }, id)).await.expect("assign").into_inner();
+        stream.next().await.expect("complete").expect("ok");
+        streams.push(stream);
+    }
+    let next = async |stream: &mut AssignmentStream| {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok")
+    };
+    let writes: Vec<Write<v1::Task>> = (0..40)
+        .map(|i| {
+            Write::Create(task(
+                &format!("b{i:02}"),
+                if i % 2 == 0 { "w1" } else { "w2" },
+                TaskState::Assigned,
+                TaskState::Running,
+            ))
+        })
+        .collect();
+    objects.write_all(writes).await.expect("batch");
+    for (stream, parity) in streams.iter_mut().zip([0, 1]) {
+        let mut seen = Vec::new();
+        while seen.len() < 20 {
+            let message = next(stream).await;
+            assert!(message.changes.len() > 1 || seen.len() == 19, "changes queued together go out together");
+            seen.extend(message.changes.into_iter().filter_map(|c| c.task).map(|t| t.id));
+        }
+        let mut expected: Vec<String> = (0..40).filter(|i| i % 2 == parity).map(|i| format!("b{i:02}")).collect();
+        seen.sort();
+        expected.sort();
+        assert_eq!(seen, expected, "each node gets exactly its own tasks");
+    }
+
+    tracing::info!("--- a task written before the feed started is deleted: its node hears of it");
+    let before: v1::Task = objects.get("before").await.expect("before");
+    objects.delete::<v1::Task>("before", before.version()).await.expect("delete");
+    let removed = next(&mut streams[1]).await;
+    assert_eq!(removed.changes.len(), 1);
+    assert_eq!(removed.changes[0].action, v1::assignment_change::Action::Remove as i32);
+    assert_eq!(removed.changes[0].task.as_ref().map(|t| t.id.as_str()), Some("before"));
 }
 
 #[tokio::test]
