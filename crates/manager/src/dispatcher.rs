@@ -57,7 +57,7 @@ const FEED_BUFFER: usize = 8192;
 /// A task change routed to the node it concerns, with the store revision it happened at.
 #[derive(Debug)]
 enum Routed {
-    Put(u64, v1::Task),
+    Put(u64, Box<v1::Task>),
     Delete(u64, String),
 }
 
@@ -134,7 +134,7 @@ impl Dispatcher {
                 EventKind::Put => match decode::<v1::Task>(&id, &event.kv.value, revision) {
                     Ok(task) => {
                         owner.insert(id, task.node_id.clone());
-                        (Some(task.node_id.clone()), Routed::Put(revision, task))
+                        (Some(task.node_id.clone()), Routed::Put(revision, Box::new(task)))
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "undecodable task change skipped");
@@ -589,9 +589,9 @@ impl Dispatcher {
             Routed::Put(revision, _) | Routed::Delete(revision, _) if revision <= listed_at => return None,
             Routed::Put(_, task) if Self::relevant(&task, node_id) => {
                 known.insert(task.id.clone());
-                (v1::assignment_change::Action::Update, task)
+                (v1::assignment_change::Action::Update, *task)
             }
-            Routed::Put(_, task) if known.remove(&task.id) => (v1::assignment_change::Action::Remove, task),
+            Routed::Put(_, task) if known.remove(&task.id) => (v1::assignment_change::Action::Remove, *task),
             Routed::Delete(_, id) if known.remove(&id) => {
                 (v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() })
             }
