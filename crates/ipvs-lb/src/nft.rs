@@ -1,42 +1,53 @@
-//! The nftables dataplane: one table per namespace, driven through `nft -j` by the `nftables`
-//! crate, every change one transaction.
+//! The nftables dataplane: one table per namespace, created by `nft`, changed through nf_tables
+//! netlink messages on a socket the balancer keeps open (`wire`), every change one transaction,
+//! read back with `nft -j list table`.
 //!
 //! ```text
 //! table ip shoal_lb {
-//!   map services { type ipv4_addr . inet_proto . inet_service : verdict
+//!   map services { type ipv4_addr . inet_proto . inet_service : verdict         # → goto svc_…
 //!                  elements = { 198.18.0.10 . tcp . 80 : goto svc_198_18_0_10_tcp_80 } }
+//!   map backends { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport
+//!                  elements = { 198.18.0.10 . tcp . 80 . 0 : 198.18.1.11 . 8080,      # one per slot
+//!                               198.18.0.10 . tcp . 80 . 1 : 198.18.1.12 . 8080,
+//!                               198.18.0.10 . tcp . 80 . 2 : 198.18.1.12 . 8080 } }
 //!   chain prerouting  { type nat hook prerouting priority -100; ip daddr . meta l4proto . th dport vmap @services }
 //!   chain output      { type nat hook output priority -100;     ip daddr . meta l4proto . th dport vmap @services }
 //!   chain postrouting { type nat hook postrouting priority 100; ct mark & 0x20000000 == 0x20000000 masquerade }
 //!   chain svc_198_18_0_10_tcp_80 {
 //!     comment "drained 198.18.1.13:8080"             # weight-0 backends, so `list` can return them
 //!     ct mark set ct mark | 0x20000000                # only with source NAT
-//!     meta l4proto tcp dnat to numgen inc mod 3 map { 0 : 198.18.1.11 . 8080, 1-2 : 198.18.1.12 . 8080 }
+//!     dnat to ip daddr . meta l4proto . th dport . numgen inc mod 3 map @backends
 //!   }
 //! }
 //! ```
 //!
-//! Each backend owns a range of `numgen inc` values as wide as its weight, so the split is exact
-//! (round robin, weighted) rather than random. A change to one service flushes and refills that
-//! service's chain and touches its one map element; nothing else in the table changes.
-//!
-//! The typed schema of the `nftables` crate (0.6) has no `verdict` map type, so the payload is
-//! built as JSON values in nft's JSON schema and handed to the crate's raw apply function.
+//! Each backend owns as many consecutive `numgen inc` slots of its service as its weight, and
+//! each service's chain has its own `numgen` counter, so the split is exact weighted round robin
+//! rather than random. A change to one service touches only its own chain, map elements and
+//! slots; nothing else in the table is rewritten, and nothing is read from the kernel first
+//! (the balancer knows what it applied), so its cost does not grow with the number of services.
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::process::{Command, Stdio};
 
 use nftables::helper::{self, NftablesError};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::model::{Backend, BackendKind, Protocol, Service, ServiceKey};
 use crate::netns::Netns;
 use crate::{ApplyError, ListError, LoadBalancer, OpenError};
 
+mod wire;
+
+use wire::{Answer, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP};
+
 /// The conntrack mark bit that asks the postrouting chain to masquerade a connection.
 const SNAT_MARK: u32 = 0x2000_0000;
-const MAP: &str = "services";
 const DRAINED: &str = "drained ";
+/// The `nft` program (on `PATH`), as the `nftables` crate runs it.
+const NFT: &str = "nft";
 
 /// The nftables load balancer for one namespace. See the module docs for the table it keeps.
 #[derive(Debug)]
@@ -45,20 +56,25 @@ pub struct NftBalancer {
     table: String,
     /// What this balancer last applied (read back from the kernel at open), normalized.
     applied: BTreeMap<ServiceKey, Service>,
+    /// The nf_tables socket changes go through, opened in `netns` and kept open.
+    socket: Socket,
 }
 
 impl NftBalancer {
-    /// Creates (or adopts) table `table` in `netns`: the map and base chains are (re)made, the
+    /// Creates (or adopts) table `table` in `netns`: the maps and base chains are (re)made, the
     /// services already in it are read back and kept until changed.
     pub fn open(netns: &Netns, table: &str) -> Result<Self, OpenError> {
-        let mut this = Self { netns: netns.clone(), table: table.to_owned(), applied: BTreeMap::new() };
-        let base = this.base_commands();
-        this.apply(base).map_err(|detail| OpenError::Nft { netns: netns.clone(), table: table.to_owned(), detail })?;
-        let listed = this.list().map_err(|err| OpenError::Nft {
-            netns: netns.clone(),
-            table: table.to_owned(),
-            detail: err.to_string(),
-        })?;
+        let fail = |detail: String| OpenError::Nft { netns: netns.clone(), table: table.to_owned(), detail };
+        if table.is_empty() || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || table.len() > 200 {
+            return Err(fail("a table name is 1 to 200 ASCII letters, digits or underscores".to_owned()));
+        }
+        nft_script(netns, &base_script(table)).map_err(fail)?;
+        let socket = netns
+            .run(Socket::open)
+            .map_err(|source| OpenError::Netns { netns: netns.clone(), source })?
+            .map_err(|err| fail(format!("cannot open an nf_tables netlink socket: {err}")))?;
+        let mut this = Self { netns: netns.clone(), table: table.to_owned(), applied: BTreeMap::new(), socket };
+        let listed = this.list().map_err(|err| fail(err.to_string()))?;
         this.applied = listed.into_iter().map(|s| (s.key, s)).collect();
         tracing::debug!(netns = %netns, table, services = this.applied.len(), "nftables load balancer open");
         Ok(this)
@@ -71,74 +87,15 @@ impl NftBalancer {
 
     /// Removes the whole table (every service of this balancer) from the namespace.
     pub fn delete(self) -> Result<(), ApplyError> {
-        let table = json!({"table": {"family": "ip", "name": self.table}});
-        self.apply(vec![json!({"add": table.clone()}), json!({"delete": table})]).map_err(|detail| ApplyError::Nft {
+        let t = &self.table;
+        nft_script(&self.netns, &format!("add table ip {t}\ndelete table ip {t}\n")).map_err(|detail| ApplyError::Nft {
             netns: self.netns.clone(),
             table: self.table.clone(),
             detail,
         })
     }
 
-    fn base_commands(&self) -> Vec<Value> {
-        let t = &self.table;
-        let lookup = json!([{"vmap": {
-            "key": {"concat": [
-                {"payload": {"protocol": "ip", "field": "daddr"}},
-                {"meta": {"key": "l4proto"}},
-                {"payload": {"protocol": "th", "field": "dport"}},
-            ]},
-            "data": format!("@{MAP}"),
-        }}]);
-        let masquerade = json!([
-            {"match": {"op": "==", "left": {"&": [{"ct": {"key": "mark"}}, SNAT_MARK]}, "right": SNAT_MARK}},
-            {"masquerade": null},
-        ]);
-        let mut commands = vec![
-            json!({"add": {"table": {"family": "ip", "name": t}}}),
-            json!({"add": {"map": {"family": "ip", "table": t, "name": MAP,
-                "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict"}}}),
-        ];
-        for (chain, hook, prio, expr) in [
-            ("prerouting", "prerouting", -100, &lookup),
-            ("output", "output", -100, &lookup),
-            ("postrouting", "postrouting", 100, &masquerade),
-        ] {
-            commands.push(json!({"add": {"chain": {"family": "ip", "table": t, "name": chain,
-                "type": "nat", "hook": hook, "prio": prio, "policy": "accept"}}}));
-            commands.push(json!({"flush": {"chain": {"family": "ip", "table": t, "name": chain}}}));
-            commands.push(json!({"add": {"rule": {"family": "ip", "table": t, "chain": chain, "expr": expr}}}));
-        }
-        commands
-    }
-
-    /// Commands that make `service` current (new chain and element, or a refilled chain).
-    fn upsert_commands(&self, service: &Service, commands: &mut Vec<Value>, elements: &mut Vec<Value>) {
-        let t = &self.table;
-        let chain = chain_name(&service.key);
-        if self.applied.contains_key(&service.key) {
-            commands.push(json!({"flush": {"chain": {"family": "ip", "table": t, "name": chain}}}));
-        } else {
-            commands.push(json!({"add": {"chain": {"family": "ip", "table": t, "name": chain}}}));
-            elements.push(json!([element_key(&service.key), {"goto": {"target": chain}}]));
-        }
-        for (rule, comment) in service_rules(service) {
-            let mut body = json!({"family": "ip", "table": t, "chain": chain, "expr": rule});
-            if let (Some(comment), Some(map)) = (comment, body.as_object_mut()) {
-                map.insert("comment".to_owned(), Value::String(comment));
-            }
-            commands.push(json!({"add": {"rule": body}}));
-        }
-    }
-
-    fn remove_commands(&self, key: &ServiceKey, commands: &mut Vec<Value>, elements: &mut Vec<Value>) {
-        let t = &self.table;
-        let chain = chain_name(key);
-        elements.push(element_key(key));
-        commands.push(json!({"flush": {"chain": {"family": "ip", "table": t, "name": chain}}}));
-        commands.push(json!({"delete": {"chain": {"family": "ip", "table": t, "name": chain}}}));
-    }
-
-    /// One transaction: removals (element first, then the chain it pointed to), then upserts.
+    /// One transaction: removals, then upserts; services that did not change are skipped.
     fn change(&mut self, upserts: &[Service], removals: &[ServiceKey]) -> Result<(), ApplyError> {
         for service in upserts {
             service.validate()?;
@@ -149,45 +106,77 @@ impl NftBalancer {
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }
-        let t = self.table.clone();
-        let mut commands = Vec::new();
-        let mut deleted = Vec::new();
-        let mut chain_commands = Vec::new();
+        let mut ops = Vec::new();
         for key in &removals {
-            self.remove_commands(key, &mut chain_commands, &mut deleted);
+            ops.extend(plan(self.applied.get(key), None));
         }
-        let mut added = Vec::new();
         for service in &upserts {
-            self.upsert_commands(service, &mut chain_commands, &mut added);
+            ops.extend(plan(self.applied.get(&service.key), Some(service)));
         }
-        if !deleted.is_empty() {
-            commands.push(json!({"delete": {"element": {"family": "ip", "table": t, "name": MAP, "elem": deleted}}}));
-        }
-        commands.extend(chain_commands);
-        if !added.is_empty() {
-            commands.push(json!({"add": {"element": {"family": "ip", "table": t, "name": MAP, "elem": added}}}));
-        }
-        self.apply(commands).map_err(|detail| ApplyError::Nft { netns: self.netns.clone(), table: t, detail })?;
+        self.socket.apply(&self.table, &ops).map_err(|detail| ApplyError::Nft {
+            netns: self.netns.clone(),
+            table: self.table.clone(),
+            detail,
+        })?;
         for key in &removals {
             self.applied.remove(key);
         }
         tracing::debug!(
             netns = %self.netns, table = %self.table, changed = upserts.len(), removed = removals.len(),
-            "nftables services applied"
+            messages = ops.len(), "nftables services applied"
         );
         for service in upserts {
             self.applied.insert(service.key, service);
         }
         Ok(())
     }
+}
 
-    fn apply(&self, commands: Vec<Value>) -> Result<(), String> {
-        let payload = json!({"nftables": commands}).to_string();
-        self.netns
-            .run(|| helper::apply_ruleset_raw(&payload, helper::DEFAULT_NFT, helper::DEFAULT_ARGS))
-            .map_err(|err| format!("cannot enter namespace: {err}"))?
-            .map(drop)
-            .map_err(describe)
+/// The table, its maps and base chains, as an `nft -f` script. Text rather than JSON: nft
+/// 1.0.6's JSON input cannot declare the backends map (a `typeof` key with `numgen`).
+fn base_script(t: &str) -> String {
+    let lookup = format!("ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}");
+    let masquerade = format!("ct mark & {SNAT_MARK:#x} == {SNAT_MARK:#x} masquerade");
+    let mut script = format!(
+        "add table ip {t}\n\
+         add map ip {t} {SERVICES_MAP} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
+         add map ip {t} {BACKENDS_MAP} {{ typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }}\n"
+    );
+    for (chain, hook, prio, rule) in [
+        ("prerouting", "prerouting", -100, &lookup),
+        ("output", "output", -100, &lookup),
+        ("postrouting", "postrouting", 100, &masquerade),
+    ] {
+        script.push_str(&format!(
+            "add chain ip {t} {chain} {{ type nat hook {hook} priority {prio}; policy accept; }}\n\
+             flush chain ip {t} {chain}\n\
+             add rule ip {t} {chain} {rule}\n"
+        ));
+    }
+    script
+}
+
+/// Runs `nft -f -` with `script` in `netns`: one transaction.
+fn nft_script(netns: &Netns, script: &str) -> Result<(), String> {
+    let output = netns
+        .run(|| {
+            let mut child = Command::new(NFT)
+                .args(["-f", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(script.as_bytes())?;
+            }
+            child.wait_with_output()
+        })
+        .map_err(|err| format!("cannot enter namespace: {err}"))?
+        .map_err(|err| format!("cannot run {NFT}: {err}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("nft failed: {}", String::from_utf8_lossy(&output.stderr).trim()))
     }
 }
 
@@ -239,65 +228,192 @@ impl LoadBalancer for NftBalancer {
     }
 }
 
+/// The nf_tables netlink socket of one namespace.
+#[derive(Debug)]
+struct Socket {
+    socket: netlink_sys::Socket,
+    /// The next batch's first sequence number.
+    seq: u32,
+    /// The send buffer size set so far (a batch is one datagram).
+    sndbuf: usize,
+}
+
+impl Socket {
+    /// Opens the socket in the calling thread's namespace. Non-blocking: the kernel handles a
+    /// batch inside `sendmsg`, so every answer is queued when `send` returns.
+    fn open() -> Result<Self, std::io::Error> {
+        let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        socket.set_non_blocking(true)?;
+        // Errors echo only the failed message's header, not the whole message.
+        socket.set_cap_ack(true)?;
+        Ok(Self { socket, seq: 1, sndbuf: 0 })
+    }
+
+    /// Sends `ops` as one batch and waits for the kernel's verdict.
+    fn apply(&mut self, table: &str, ops: &[Op]) -> Result<(), String> {
+        let mut batch = Batch::new(table, self.seq);
+        for op in ops {
+            batch.push(op);
+        }
+        let Some(encoded) = batch.finish()? else { return Ok(()) };
+        self.seq = encoded.last_seq.wrapping_add(2);
+        let wanted = encoded.bytes.len() + 64 * 1024;
+        if wanted > self.sndbuf {
+            nix::sys::socket::setsockopt(&self.socket, nix::sys::socket::sockopt::SndBufForce, &wanted)
+                .map_err(|err| format!("cannot size the netlink send buffer to {wanted} bytes: {err}"))?;
+            self.sndbuf = wanted;
+        }
+        let sent =
+            self.socket.send(&encoded.bytes, 0).map_err(|err| format!("cannot send the nf_tables batch: {err}"))?;
+        if sent != encoded.bytes.len() {
+            return Err(format!("sent {sent} of the batch's {} bytes", encoded.bytes.len()));
+        }
+        let mut refused = Vec::new();
+        loop {
+            let datagram = match self.socket.recv_from_full() {
+                Ok((datagram, _)) => datagram,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(refusals(&encoded.sent, &refused, "the kernel did not acknowledge the batch"));
+                }
+                Err(err) => {
+                    return Err(refusals(&encoded.sent, &refused, &format!("cannot read the kernel's answer: {err}")));
+                }
+            };
+            for Answer { seq, errno } in wire::parse_answers(&datagram)? {
+                if seq < encoded.begin_seq || seq > encoded.last_seq {
+                    continue; // an answer to an earlier batch that was given up on
+                }
+                if errno != 0 {
+                    refused.push(Answer { seq, errno });
+                }
+                if seq == encoded.begin_seq || seq == encoded.last_seq {
+                    return if refused.is_empty() {
+                        Ok(())
+                    } else {
+                        Err(refusals(&encoded.sent, &refused, "nothing of the batch was applied"))
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Names the messages the kernel refused, and why.
+fn refusals(sent: &[(u32, String)], refused: &[Answer], outcome: &str) -> String {
+    let mut text = String::new();
+    for Answer { seq, errno } in refused {
+        let what = sent.iter().find(|(s, _)| s == seq).map_or("the batch", |(_, what)| what.as_str());
+        text.push_str(&format!("the kernel refused to {what}: {}; ", std::io::Error::from_raw_os_error(*errno)));
+    }
+    text.push_str(outcome);
+    text
+}
+
 /// The chain of a service: its key spelled out, so a listing maps back to keys without state.
 pub(crate) fn chain_name(key: &ServiceKey) -> String {
     let [a, b, c, d] = key.addr.octets();
     format!("svc_{a}_{b}_{c}_{d}_{}_{}", key.protocol, key.port)
 }
 
-fn element_key(key: &ServiceKey) -> Value {
-    json!({"concat": [key.addr.to_string(), key.protocol.name(), key.port]})
+/// The rules of a service's chain.
+pub(crate) fn service_rules(service: &Service) -> Vec<Rule> {
+    let mut rules: Vec<Rule> =
+        service.backends.iter().filter(|b| b.weight == 0).map(|b| Rule::Drained(b.socket_addr())).collect();
+    if service.source_nat {
+        rules.push(Rule::Mark(SNAT_MARK));
+    }
+    let modulus: u32 = service.backends.iter().map(|b| b.weight).sum();
+    // No backend takes new connections: drop rather than let the packet reach the VIP itself.
+    rules.push(if modulus == 0 { Rule::Drop } else { Rule::Dnat { modulus } });
+    rules
 }
 
-/// The rules of a service's chain, each with an optional comment.
-pub(crate) fn service_rules(service: &Service) -> Vec<(Value, Option<String>)> {
-    let mut rules = Vec::new();
-    for drained in service.backends.iter().filter(|b| b.weight == 0) {
-        rules.push((json!([]), Some(format!("{DRAINED}{}", drained.socket_addr()))));
-    }
-    if service.source_nat {
-        rules.push((
-            json!([{"mangle": {"key": {"ct": {"key": "mark"}}, "value": {"|": [{"ct": {"key": "mark"}}, SNAT_MARK]}}}]),
-            None,
-        ));
-    }
-    let mut entries = Vec::new();
+/// The `numgen` slots of a service: each backend of non-zero weight owns `weight` consecutive
+/// slots, in the order the backends are given (normalized: by address and port).
+pub(crate) fn service_slots(service: &Service) -> BTreeMap<u32, SocketAddrV4> {
+    let mut slots = BTreeMap::new();
     let mut next: u32 = 0;
     for backend in service.backends.iter().filter(|b| b.weight > 0) {
-        let first = next;
-        next += backend.weight;
-        let last = next - 1;
-        let slot = if first == last { json!(first) } else { json!({"range": [first, last]}) };
-        entries.push(json!([slot, {"concat": [backend.addr.to_string(), backend.port]}]));
+        for _ in 0..backend.weight {
+            slots.insert(next, backend.socket_addr());
+            next += 1;
+        }
     }
-    if entries.is_empty() {
-        // No backend takes new connections: drop rather than let the packet reach the VIP itself.
-        rules.push((json!([{"drop": null}]), None));
-    } else {
-        rules.push((
-            json!([
-                {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": service.key.protocol.name()}},
-                {"dnat": {"family": "ip", "addr": {"map": {
-                    "key": {"numgen": {"mode": "inc", "mod": next, "offset": 0}},
-                    "data": {"set": entries},
-                }}}},
-            ]),
-            None,
-        ));
+    slots
+}
+
+/// The operations that turn service `old` (as applied) into `new` (normalized); `None` is absent.
+pub(crate) fn plan(old: Option<&Service>, new: Option<&Service>) -> Vec<Op> {
+    let (old_slots, new_slots) =
+        (old.map(service_slots).unwrap_or_default(), new.map(service_slots).unwrap_or_default());
+    let mut ops = Vec::new();
+    let Some(service) = new.or(old).map(|s| s.key) else { return ops };
+    let chain = chain_name(&service);
+    match (old, new) {
+        (None, None) => {}
+        (Some(_), None) => {
+            // The element first: a chain that a map element still points to cannot be deleted.
+            ops.push(Op::DelService { service });
+            ops.push(Op::DelChain { service, chain });
+            ops.push(Op::DelSlots { service, slots: old_slots.into_keys().collect() });
+        }
+        (None, Some(new)) => {
+            ops.push(Op::NewChain { service, chain: chain.clone() });
+            for rule in service_rules(new) {
+                ops.push(Op::NewRule { service, chain: chain.clone(), rule });
+            }
+            ops.push(Op::NewSlots { service, slots: new_slots.into_iter().collect() });
+            ops.push(Op::NewService { service, chain });
+        }
+        (Some(old), Some(new)) => {
+            let rules = service_rules(new);
+            if service_rules(old) != rules {
+                ops.push(Op::FlushChain { service, chain: chain.clone() });
+                for rule in rules {
+                    ops.push(Op::NewRule { service, chain: chain.clone(), rule });
+                }
+            }
+            // A map element's value cannot be replaced in place: delete, then add.
+            let stale: Vec<u32> =
+                old_slots.iter().filter(|(slot, b)| new_slots.get(slot) != Some(b)).map(|(slot, _)| *slot).collect();
+            let fresh: Vec<(u32, SocketAddrV4)> =
+                new_slots.iter().filter(|(slot, b)| old_slots.get(slot) != Some(b)).map(|(s, b)| (*s, *b)).collect();
+            if !stale.is_empty() {
+                ops.push(Op::DelSlots { service, slots: stale });
+            }
+            if !fresh.is_empty() {
+                ops.push(Op::NewSlots { service, slots: fresh });
+            }
+        }
     }
-    rules
+    ops.retain(|op| !matches!(op, Op::NewSlots { slots, .. } if slots.is_empty()));
+    ops.retain(|op| !matches!(op, Op::DelSlots { slots, .. } if slots.is_empty()));
+    ops
 }
 
 /// Reads the services back from `nft -j list table ip NAME`.
 pub(crate) fn parse_table(listing: &Value) -> Result<Vec<Service>, String> {
     let objects = listing.get("nftables").and_then(Value::as_array).ok_or("no `nftables` array in the listing")?;
     let mut keys_by_chain: BTreeMap<String, ServiceKey> = BTreeMap::new();
+    let mut slots: BTreeMap<ServiceKey, BTreeMap<u32, SocketAddrV4>> = BTreeMap::new();
     let mut rules_by_chain: BTreeMap<String, Vec<&Value>> = BTreeMap::new();
     for object in objects {
-        if let Some(map) = object.get("map").filter(|m| m.get("name").and_then(Value::as_str) == Some(MAP)) {
-            for elem in map.get("elem").and_then(Value::as_array).into_iter().flatten() {
-                let (key, chain) = parse_element(elem).ok_or_else(|| format!("unexpected map element {elem}"))?;
+        let map = object.get("map");
+        let map_name = map.and_then(|m| m.get("name")).and_then(Value::as_str);
+        let elements = map.and_then(|m| m.get("elem")).and_then(Value::as_array).into_iter().flatten();
+        if map_name == Some(SERVICES_MAP) {
+            for elem in elements {
+                let (key, chain) =
+                    parse_element(elem).ok_or_else(|| format!("unexpected {SERVICES_MAP} element {elem}"))?;
                 keys_by_chain.insert(chain, key);
+            }
+        } else if map_name == Some(BACKENDS_MAP) {
+            for elem in elements {
+                let (key, slot, backend) =
+                    parse_slot(elem).ok_or_else(|| format!("unexpected {BACKENDS_MAP} element {elem}"))?;
+                slots.entry(key).or_default().insert(slot, backend);
             }
         } else if let Some(rule) = object.get("rule")
             && let Some(chain) = rule.get("chain").and_then(Value::as_str)
@@ -308,26 +424,60 @@ pub(crate) fn parse_table(listing: &Value) -> Result<Vec<Service>, String> {
     let mut services = Vec::new();
     for (chain, key) in keys_by_chain {
         let mut service = Service::new(key, Vec::new());
+        let mut modulus = 0;
         for rule in rules_by_chain.get(&chain).into_iter().flatten() {
-            parse_rule(rule, &mut service).map_err(|e| format!("chain {chain}: {e}"))?;
+            parse_rule(rule, &mut service, &mut modulus).map_err(|e| format!("chain {chain}: {e}"))?;
         }
+        let slots = slots.remove(&key).unwrap_or_default();
+        if usize::try_from(modulus).ok() != Some(slots.len()) || slots.keys().copied().ne(0..modulus) {
+            return Err(format!("chain {chain}: numgen modulus {modulus} but {} backend slots", slots.len()));
+        }
+        let mut weights: BTreeMap<SocketAddrV4, u32> = BTreeMap::new();
+        for backend in slots.values() {
+            *weights.entry(*backend).or_default() += 1;
+        }
+        service.backends.extend(weights.into_iter().map(|(b, weight)| Backend {
+            addr: *b.ip(),
+            port: b.port(),
+            weight,
+        }));
         services.push(service.normalized());
     }
     services.sort_by_key(|s| s.key);
     Ok(services)
 }
 
-fn parse_element(elem: &Value) -> Option<(ServiceKey, String)> {
-    let pair = elem.as_array()?;
-    let concat = pair.first()?.get("concat")?.as_array()?;
-    let addr: Ipv4Addr = concat.first()?.as_str()?.parse().ok()?;
-    let protocol = Protocol::from_name(concat.get(1)?.as_str()?)?;
-    let port = u16::try_from(concat.get(2)?.as_u64()?).ok()?;
-    let chain = pair.get(1)?.get("goto")?.get("target")?.as_str()?.to_owned();
-    Some((ServiceKey { addr, port, protocol }, chain))
+/// A JSON number, or a number nft printed as a string.
+fn number(value: &Value) -> Option<u64> {
+    value.as_u64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
-fn parse_rule(rule: &Value, service: &mut Service) -> Result<(), String> {
+fn parse_service_key(concat: &[Value]) -> Option<ServiceKey> {
+    let addr: Ipv4Addr = concat.first()?.as_str()?.parse().ok()?;
+    let protocol = Protocol::from_name(concat.get(1)?.as_str()?)?;
+    let port = u16::try_from(number(concat.get(2)?)?).ok()?;
+    Some(ServiceKey { addr, port, protocol })
+}
+
+fn parse_element(elem: &Value) -> Option<(ServiceKey, String)> {
+    let pair = elem.as_array()?;
+    let key = parse_service_key(pair.first()?.get("concat")?.as_array()?)?;
+    let chain = pair.get(1)?.get("goto")?.get("target")?.as_str()?.to_owned();
+    Some((key, chain))
+}
+
+fn parse_slot(elem: &Value) -> Option<(ServiceKey, u32, SocketAddrV4)> {
+    let pair = elem.as_array()?;
+    let concat = pair.first()?.get("concat")?.as_array()?;
+    let key = parse_service_key(concat)?;
+    let slot = u32::try_from(number(concat.get(3)?)?).ok()?;
+    let target = pair.get(1)?.get("concat")?.as_array()?;
+    let addr: Ipv4Addr = target.first()?.as_str()?.parse().ok()?;
+    let port = u16::try_from(number(target.get(1)?)?).ok()?;
+    Some((key, slot, SocketAddrV4::new(addr, port)))
+}
+
+fn parse_rule(rule: &Value, service: &mut Service, modulus: &mut u32) -> Result<(), String> {
     if let Some(comment) = rule.get("comment").and_then(Value::as_str)
         && let Some(backend) = comment.strip_prefix(DRAINED)
     {
@@ -340,28 +490,11 @@ fn parse_rule(rule: &Value, service: &mut Service) -> Result<(), String> {
             service.source_nat = true;
         }
         let Some(map) = stmt.get("dnat").and_then(|d| d.get("addr")).and_then(|a| a.get("map")) else { continue };
-        let entries = map.get("data").and_then(|d| d.get("set")).and_then(Value::as_array);
-        for entry in entries.into_iter().flatten() {
-            service.backends.push(parse_entry(entry).ok_or_else(|| format!("unexpected dnat map entry {entry}"))?);
-        }
+        let numgen = map.get("key").and_then(|k| k.get("concat")).and_then(Value::as_array).and_then(|c| c.last());
+        let found = numgen.and_then(|n| n.get("numgen")).and_then(|n| n.get("mod")).and_then(number);
+        *modulus = found.and_then(|m| u32::try_from(m).ok()).ok_or_else(|| format!("unexpected dnat map {map}"))?;
     }
     Ok(())
-}
-
-fn parse_entry(entry: &Value) -> Option<Backend> {
-    let pair = entry.as_array()?;
-    let slot = pair.first()?;
-    let weight = match slot.get("range").and_then(Value::as_array) {
-        Some(range) => range.get(1)?.as_u64()? - range.first()?.as_u64()? + 1,
-        None => {
-            slot.as_u64()?;
-            1
-        }
-    };
-    let concat = pair.get(1)?.get("concat")?.as_array()?;
-    let addr = concat.first()?.as_str()?.parse().ok()?;
-    let port = u16::try_from(concat.get(1)?.as_u64()?).ok()?;
-    Some(Backend { addr, port, weight: u32::try_from(weight).ok()? })
 }
 
 #[cfg(test)]

@@ -1,0 +1,1 @@
+//! Byte-vector tests of the nf_tables messages (placeholder, filled below).
