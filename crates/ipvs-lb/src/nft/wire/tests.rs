@@ -1,1 +1,236 @@
-//! Byte-vector tests of the nf_tables messages (placeholder, filled below).
+//! Byte-vector tests of the nf_tables messages, written from `nf_tables.h`/`nfnetlink.h`
+//! (native-endian netlink headers, big-endian attribute values), and of reading answers.
+
+use std::net::Ipv4Addr;
+
+use super::*;
+
+fn key() -> ServiceKey {
+    ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), 80)
+}
+
+/// `nlmsghdr` + `nfgenmsg` of a message of `len` bytes.
+fn header(len: u32, kind: u16, flags: u16, seq: u32, family: u8) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&len.to_ne_bytes());
+    bytes.extend_from_slice(&kind.to_ne_bytes());
+    bytes.extend_from_slice(&flags.to_ne_bytes());
+    bytes.extend_from_slice(&seq.to_ne_bytes());
+    bytes.extend_from_slice(&0u32.to_ne_bytes());
+    bytes.extend_from_slice(&[family, 0, 0, 10]);
+    bytes
+}
+
+fn attr(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&u16::try_from(4 + payload.len()).expect("short").to_ne_bytes());
+    bytes.extend_from_slice(&kind.to_ne_bytes());
+    bytes.extend_from_slice(payload);
+    while bytes.len() % 4 != 0 {
+        bytes.push(0);
+    }
+    bytes
+}
+
+fn nested(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+    attr(kind | 0x8000, &parts.concat())
+}
+
+#[test]
+fn a_flush_is_a_batch_of_one_rule_deletion_naming_only_the_chain() {
+    let mut batch = Batch::new("lb", 7);
+    batch.push(&Op::FlushChain { service: key(), chain: "svc_x".to_owned() });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let body = [attr(1, b"lb\0"), attr(2, b"svc_x\0")].concat();
+    let expected = [
+        header(20, 0x10, 0x1, 7, 0),                // NFNL_MSG_BATCH_BEGIN, res_id NFTABLES
+        header(40, (10 << 8) | 8, 0x1 | 0x4, 8, 2), // NFT_MSG_DELRULE, REQUEST|ACK, ip
+        body,                                       // NFTA_RULE_TABLE, NFTA_RULE_CHAIN
+        header(20, 0x11, 0x1, 9, 0),                // NFNL_MSG_BATCH_END
+    ]
+    .concat();
+    assert_eq!(encoded.bytes, expected);
+    assert_eq!((encoded.begin_seq, encoded.last_seq), (7, 8));
+    assert_eq!(encoded.sent, vec![(8, "flush chain svc_x of service 198.18.0.10:80/tcp".to_owned())]);
+}
+
+#[test]
+fn an_empty_batch_is_nothing_to_send() {
+    assert!(Batch::new("lb", 1).finish().expect("encodes").is_none());
+}
+
+#[test]
+fn only_the_last_message_asks_for_an_acknowledgement() {
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewChain { service: key(), chain: "svc_x".to_owned() });
+    batch.push(&Op::DelService { service: key() });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let chain = [attr(1, b"lb\0"), attr(3, b"svc_x\0")].concat();
+    let first = [header(40, (10 << 8) | 3, 0x1 | 0x400, 2, 2), chain].concat(); // NEWCHAIN, CREATE
+    assert_eq!(&encoded.bytes[20..60], first.as_slice());
+    let flags = u16::from_ne_bytes([encoded.bytes[60 + 6], encoded.bytes[60 + 7]]);
+    assert_eq!(flags, 0x1 | 0x4, "the DELSETELEM message: REQUEST|ACK");
+    assert_eq!(encoded.last_seq, 3);
+}
+
+#[test]
+fn keys_and_values_are_registers_of_the_concatenation() {
+    // 198.18.0.10 . tcp . 80 . slot 2 (host order) → 198.18.1.12 . 8080
+    let mut expected = vec![198, 18, 0, 10, 6, 0, 0, 0, 0, 80, 0, 0];
+    assert_eq!(service_key_bytes(&key()), expected);
+    expected.extend_from_slice(&2u32.to_ne_bytes());
+    assert_eq!(slot_key_bytes(&key(), 2), expected);
+    assert_eq!(
+        backend_bytes(SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080)),
+        [198, 18, 1, 12, 0x1f, 0x90, 0, 0]
+    );
+}
+
+#[test]
+fn a_slot_element_and_a_service_element() {
+    let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080);
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewSlots { service: key(), slots: vec![(2, backend)] });
+    batch.push(&Op::NewService { service: key(), chain: "svc_x".to_owned() });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let slot = nested(
+        1,
+        &[
+            nested(1, &[attr(1, &slot_key_bytes(&key(), 2))]), // NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
+            nested(2, &[attr(1, &backend_bytes(backend))]),    // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE }
+        ],
+    );
+    let slots = [attr(1, b"lb\0"), attr(2, b"backends\0"), nested(3, &[slot])].concat();
+    let verdict = nested(2, &[attr(1, &(-4i32).to_be_bytes()), attr(2, b"svc_x\0")]); // NFT_GOTO svc_x
+    let service = nested(1, &[nested(1, &[attr(1, &service_key_bytes(&key()))]), nested(2, &[verdict])]);
+    let services = [attr(1, b"lb\0"), attr(2, b"services\0"), nested(3, &[service])].concat();
+    let first_len = u32::try_from(20 + slots.len()).expect("short");
+    let second_len = u32::try_from(20 + services.len()).expect("short");
+    let expected = [
+        header(20, 0x10, 0x1, 1, 0),
+        header(first_len, (10 << 8) | 12, 0x1 | 0x400, 2, 2), // NEWSETELEM, CREATE
+        slots,
+        header(second_len, (10 << 8) | 12, 0x1 | 0x400 | 0x4, 3, 2),
+        services,
+        header(20, 0x11, 0x1, 4, 0),
+    ]
+    .concat();
+    assert_eq!(encoded.bytes, expected);
+}
+
+#[test]
+fn many_slots_are_split_over_messages_under_the_attribute_limit() {
+    let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080);
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewSlots { service: key(), slots: (0..1200).map(|s| (s, backend)).collect() });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    assert_eq!(encoded.sent.len(), 3, "500 + 500 + 200 elements");
+}
+
+/// The rule body (after `nlmsghdr`, `nfgenmsg`, table and chain) of a one-rule batch.
+fn rule_body(rule: Rule) -> Vec<u8> {
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewRule { service: key(), chain: "c".to_owned(), rule });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let start = 20 + 20 + 8 + 8; // BATCH_BEGIN, headers, NFTA_RULE_TABLE "lb", NFTA_RULE_CHAIN "c"
+    assert_eq!(&encoded.bytes[start - 16..start], [attr(1, b"lb\0"), attr(2, b"c\0")].concat().as_slice());
+    encoded.bytes[start..encoded.bytes.len() - 20].to_vec()
+}
+
+fn expr(name: &[u8], data: &[Vec<u8>]) -> Vec<u8> {
+    nested(1, &[attr(1, name), nested(2, data)])
+}
+
+fn be32(kind: u16, value: u32) -> Vec<u8> {
+    attr(kind, &value.to_be_bytes())
+}
+
+#[test]
+fn a_drained_backend_is_a_rule_with_only_a_comment() {
+    // As nft stores `comment "drained 1.2.3.4:80"`: type 0, length with the NUL, the text.
+    let mut udata = vec![0, 19];
+    udata.extend_from_slice(b"drained 1.2.3.4:80\0");
+    let rule = Rule::Drained(SocketAddrV4::new(Ipv4Addr::new(1, 2, 3, 4), 80));
+    assert_eq!(rule_body(rule), attr(7, &udata));
+}
+
+#[test]
+fn drop_is_an_immediate_verdict() {
+    let verdict = nested(2, &[nested(2, &[be32(1, 0)])]); // NFTA_IMMEDIATE_DATA { VERDICT { CODE NF_DROP } }
+    assert_eq!(rule_body(Rule::Drop), nested(4, &[expr(b"immediate\0", &[be32(1, 0), verdict])]));
+}
+
+#[test]
+fn the_masquerade_mark_is_ct_load_bitwise_ct_set() {
+    let mark = 0x2000_0000u32;
+    let expected = nested(
+        4,
+        &[
+            expr(b"ct\0", &[be32(1, 1), be32(2, 3)]), // dreg 1, key mark
+            expr(
+                b"bitwise\0",
+                &[
+                    be32(1, 1),
+                    be32(2, 1),
+                    be32(3, 4),
+                    nested(4, &[attr(1, &(!mark).to_ne_bytes())]), // mask
+                    nested(5, &[attr(1, &mark.to_ne_bytes())]),    // xor
+                ],
+            ),
+            expr(b"ct\0", &[be32(2, 3), be32(4, 1)]), // key mark, sreg 1
+        ],
+    );
+    assert_eq!(rule_body(Rule::Mark(mark)), expected);
+}
+
+#[test]
+fn dnat_looks_the_slot_up_in_the_backends_map() {
+    // What `nft --debug=netlink` shows for the same rule:
+    // payload load 4b @ network header + 16 => reg 1; meta load l4proto => reg 9;
+    // payload load 2b @ transport header + 2 => reg 10; numgen reg 11 = inc mod 3;
+    // lookup reg 1 set backends dreg 1; nat dnat ip addr_min reg 1 addr_max reg 1
+    // proto_min reg 9 proto_max reg 9 flags 0x3
+    let expected = nested(
+        4,
+        &[
+            expr(b"payload\0", &[be32(1, 1), be32(2, 1), be32(3, 16), be32(4, 4)]),
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
+            expr(b"payload\0", &[be32(1, 10), be32(2, 2), be32(3, 2), be32(4, 2)]),
+            expr(b"numgen\0", &[be32(1, 11), be32(2, 3), be32(3, 0), be32(4, 0)]),
+            expr(b"lookup\0", &[attr(1, b"backends\0"), be32(2, 1), be32(3, 1)]),
+            expr(b"nat\0", &[be32(1, 1), be32(2, 2), be32(3, 1), be32(4, 1), be32(5, 9), be32(6, 9), be32(7, 3)]),
+        ],
+    );
+    assert_eq!(rule_body(Rule::Dnat { modulus: 3 }), expected);
+}
+
+/// An `NLMSG_ERROR` answering `seq` with `error` (0 or a negative errno), capped.
+fn answer(seq: u32, error: i32) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(&36u32.to_ne_bytes());
+    bytes.extend_from_slice(&2u16.to_ne_bytes());
+    bytes.extend_from_slice(&0x100u16.to_ne_bytes()); // NLM_F_CAPPED
+    bytes.extend_from_slice(&seq.to_ne_bytes());
+    bytes.extend_from_slice(&1234u32.to_ne_bytes());
+    bytes.extend_from_slice(&error.to_ne_bytes());
+    bytes.extend_from_slice(&header(40, (10 << 8) | 12, 0x1, seq, 2)[..16]);
+    bytes
+}
+
+#[test]
+fn answers_are_read_with_their_sequence_numbers() {
+    let datagram = [answer(5, -2), answer(9, 0)].concat();
+    let answers = parse_answers(&datagram).expect("parses");
+    assert_eq!(answers, vec![Answer { seq: 5, errno: 2 }, Answer { seq: 9, errno: 0 }]);
+}
+
+#[test]
+fn truncated_answers_are_errors_not_panics() {
+    let datagram = answer(5, -2);
+    for cut in [17, 30, 35] {
+        assert!(parse_answers(&datagram[..cut]).is_err(), "cut at {cut}");
+    }
+    let mut short = datagram.clone();
+    short[..4].copy_from_slice(&20u32.to_ne_bytes());
+    assert!(parse_answers(&short).is_err(), "an error message too short for its header");
+}
