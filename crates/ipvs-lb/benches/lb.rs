@@ -89,7 +89,7 @@ fn main() {
         );
     }
     report_changes(&mut lb, 10_000, ServiceKey::tcp(BULK_VIP, BULK_PORT + 5000));
-    println!("(the floor: one nft transaction in a table with a single service)");
+    println!("(the floor: one transaction in a table with a single service)");
     lb.replace_all(&services(1)).unwrap_or_else(|e| panic!("back to one service: {e}"));
     report_changes(&mut lb, 1, ServiceKey::tcp(VIP, 80));
 }
@@ -105,7 +105,7 @@ fn report_changes(lb: &mut NftBalancer, count: usize, key: ServiceKey) {
     }
     times.sort();
     println!(
-        "one service change among {count} services ({CHANGES} changes, one nft run each): p50 {:.2?}  p99 {:.2?}  max {:.2?}",
+        "one service change among {count} services ({CHANGES} changes, one transaction each): p50 {:.2?}  p99 {:.2?}  max {:.2?}",
         percentile(&times, 50),
         percentile(&times, 99),
         times.last().copied().unwrap_or_default()

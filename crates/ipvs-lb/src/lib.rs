@@ -4,8 +4,9 @@
 //!
 //! - [`NftBalancer`] programs one nftables table per namespace: a verdict map keyed by
 //!   (destination address, protocol, destination port) jumps to one chain per service, which
-//!   DNATs with `numgen inc` over the backends' weight ranges. A change to one service rewrites
-//!   only that service's chain and map element, and every change is one `nft` run.
+//!   DNATs with `numgen inc` through a shared map of the backends' weight slots. A change to one
+//!   service touches only that service's chain and elements, and every change is one nf_tables
+//!   transaction sent on a netlink socket the balancer keeps open (`nft` creates and lists).
 //! - [`IpvsBalancer`] talks to the kernel's `IPVS` generic-netlink family: NAT forwarding, round
 //!   robin (weighted round robin when the weights differ).
 //! - [`open`] picks IPVS when the family resolves in the namespace and nftables otherwise, and

@@ -5,7 +5,8 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::ApplyError;
 
-/// The largest backend weight accepted (IPVS takes an `int`; nftables ranges are sums of weights).
+/// The largest backend weight accepted (IPVS takes an `int`; nftables keeps one map element per
+/// unit of weight, so weights this large cost as many elements).
 pub const MAX_WEIGHT: u32 = 65_535;
 
 /// A transport protocol a virtual service listens on.
@@ -167,7 +168,7 @@ impl Service {
 /// Which dataplane a [`LoadBalancer`](crate::LoadBalancer) drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// nftables through `nft -j`.
+    /// nftables: nf_tables netlink for changes, `nft` to create and list the table.
     Nftables,
     /// IPVS through generic netlink.
     Ipvs,

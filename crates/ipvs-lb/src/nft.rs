@@ -6,17 +6,18 @@
 //! table ip shoal_lb {
 //!   map services { type ipv4_addr . inet_proto . inet_service : verdict         # → goto svc_…
 //!                  elements = { 198.18.0.10 . tcp . 80 : goto svc_198_18_0_10_tcp_80 } }
-//!   map backends { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport
-//!                  elements = { 198.18.0.10 . tcp . 80 . 0 : 198.18.1.11 . 8080,      # one per slot
-//!                               198.18.0.10 . tcp . 80 . 1 : 198.18.1.12 . 8080,
-//!                               198.18.0.10 . tcp . 80 . 2 : 198.18.1.12 . 8080 } }
+//!   map backends_29 { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport
+//!                     elements = { 198.18.0.10 . tcp . 80 . 0 : 198.18.1.11 . 8080,   # one per slot
+//!                                  198.18.0.10 . tcp . 80 . 1 : 198.18.1.12 . 8080,
+//!                                  198.18.0.10 . tcp . 80 . 2 : 198.18.1.12 . 8080 } }
+//!   map backends_00 … backends_63 (the same)     # a service's slots are in the map its key hashes to
 //!   chain prerouting  { type nat hook prerouting priority -100; ip daddr . meta l4proto . th dport vmap @services }
 //!   chain output      { type nat hook output priority -100;     ip daddr . meta l4proto . th dport vmap @services }
 //!   chain postrouting { type nat hook postrouting priority 100; ct mark & 0x20000000 == 0x20000000 masquerade }
 //!   chain svc_198_18_0_10_tcp_80 {
 //!     comment "drained 198.18.1.13:8080"             # weight-0 backends, so `list` can return them
 //!     ct mark set ct mark | 0x20000000                # only with source NAT
-//!     dnat to ip daddr . meta l4proto . th dport . numgen inc mod 3 map @backends
+//!     dnat to ip daddr . meta l4proto . th dport . numgen inc mod 3 map @backends_29
 //!   }
 //! }
 //! ```
@@ -25,7 +26,10 @@
 //! each service's chain has its own `numgen` counter, so the split is exact weighted round robin
 //! rather than random. A change to one service touches only its own chain, map elements and
 //! slots; nothing else in the table is rewritten, and nothing is read from the kernel first
-//! (the balancer knows what it applied), so its cost does not grow with the number of services.
+//! (the balancer knows what it applied). What still grows with the table is the kernel's own
+//! validation of the table at commit when a rule or a `goto` element is added (a walk of every
+//! chain reachable from the base chains); the 64 backend maps keep the other per-rule kernel
+//! check (every element of the map a new lookup binds to) at 1/64 of the slots.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -41,7 +45,7 @@ use crate::{ApplyError, ListError, LoadBalancer, OpenError};
 
 mod wire;
 
-use wire::{Answer, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP};
+use wire::{Answer, BACKEND_SHARDS, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP};
 
 /// The conntrack mark bit that asks the postrouting chain to masquerade a connection.
 const SNAT_MARK: u32 = 0x2000_0000;
@@ -140,8 +144,14 @@ fn base_script(t: &str) -> String {
     let mut script = format!(
         "add table ip {t}\n\
          add map ip {t} {SERVICES_MAP} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
-         add map ip {t} {BACKENDS_MAP} {{ typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }}\n"
+"
     );
+    for shard in 0..BACKEND_SHARDS {
+        script.push_str(&format!(
+            "add map ip {t} {BACKENDS_MAP}_{shard:02} \
+             {{ typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }}\n"
+        ));
+    }
     for (chain, hook, prio, rule) in [
         ("prerouting", "prerouting", -100, &lookup),
         ("output", "output", -100, &lookup),
@@ -409,10 +419,10 @@ pub(crate) fn parse_table(listing: &Value) -> Result<Vec<Service>, String> {
                     parse_element(elem).ok_or_else(|| format!("unexpected {SERVICES_MAP} element {elem}"))?;
                 keys_by_chain.insert(chain, key);
             }
-        } else if map_name == Some(BACKENDS_MAP) {
+        } else if map_name.is_some_and(|name| name.strip_prefix(BACKENDS_MAP).is_some_and(|n| n.starts_with('_'))) {
             for elem in elements {
                 let (key, slot, backend) =
-                    parse_slot(elem).ok_or_else(|| format!("unexpected {BACKENDS_MAP} element {elem}"))?;
+                    parse_slot(elem).ok_or_else(|| format!("unexpected backend slot element {elem}"))?;
                 slots.entry(key).or_default().insert(slot, backend);
             }
         } else if let Some(rule) = object.get("rule")

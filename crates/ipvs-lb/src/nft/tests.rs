@@ -117,7 +117,7 @@ fn listing(modulus: u64, slots: &[(u64, &str)]) -> serde_json::Value {
         {"metainfo": {"version": "1.0.6"}},
         {"map": {"name": "services", "type": ["ipv4_addr", "inet_proto", "inet_service"], "map": "verdict",
                  "elem": [[{"concat": ["198.18.0.10", "tcp", 80]}, {"goto": {"target": CHAIN}}]]}},
-        {"map": {"name": "backends", "type": ["ipv4_addr", "inet_proto", "inet_service", "integer"],
+        {"map": {"name": "backends_29", "type": ["ipv4_addr", "inet_proto", "inet_service", "integer"],
                  "map": "ipv4_addr . inet_service", "elem": elems}},
         {"chain": {"name": CHAIN}},
         {"rule": {"chain": CHAIN, "comment": "drained 198.18.1.13:8080", "expr": []}},
@@ -127,7 +127,7 @@ fn listing(modulus: u64, slots: &[(u64, &str)]) -> serde_json::Value {
             "key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}},
                                {"payload": {"protocol": "th", "field": "dport"}},
                                {"numgen": {"mode": "inc", "mod": modulus, "offset": 0}}]},
-            "data": "@backends"}}}}]}},
+            "data": "@backends_29"}}}}]}},
     ]})
 }
 
@@ -165,11 +165,13 @@ fn the_base_script_declares_both_maps_and_the_hooks() {
     let script = base_script("lb");
     for line in [
         "add map ip lb services { type ipv4_addr . inet_proto . inet_service : verdict; }",
-        "add map ip lb backends { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }",
+        "add map ip lb backends_00 { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }",
         "add rule ip lb prerouting ip daddr . meta l4proto . th dport vmap @services",
         "add rule ip lb output ip daddr . meta l4proto . th dport vmap @services",
         "add rule ip lb postrouting ct mark & 0x20000000 == 0x20000000 masquerade",
     ] {
         assert!(script.lines().any(|l| l == line), "missing {line:?} in\n{script}");
     }
+    assert_eq!(script.lines().filter(|l| l.starts_with("add map ip lb backends_")).count(), 64);
+    assert!(script.contains("add map ip lb backends_63 {"), "{script}");
 }

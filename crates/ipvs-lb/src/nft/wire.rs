@@ -108,8 +108,23 @@ const ELEMENTS_PER_MESSAGE: usize = 500;
 
 /// The map from (address, protocol, port) to the service's chain.
 pub(crate) const SERVICES_MAP: &str = "services";
-/// The map from (address, protocol, port, `numgen` slot) to a backend's address and port.
+/// The prefix of the maps from (address, protocol, port, `numgen` slot) to a backend's address
+/// and port: `backends_00` … `backends_63`.
 pub(crate) const BACKENDS_MAP: &str = "backends";
+/// How many backend maps the services are spread over. When a rule that looks a slot up is
+/// added, the kernel checks the rule against every element of its map (`nf_tables_bind_set`),
+/// so one shared map would make every rule change cost the slots of all services.
+pub(crate) const BACKEND_SHARDS: u32 = 64;
+
+/// The backend map of a service: a hash (FNV-1a) of its key. Stable: a table written by one
+/// version is changed by the next.
+pub(crate) fn backends_map(key: &ServiceKey) -> String {
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in service_key_bytes(key) {
+        hash = (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193);
+    }
+    format!("{BACKENDS_MAP}_{:02}", hash % BACKEND_SHARDS)
+}
 
 /// One rule of a service's chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,7 +134,7 @@ pub(crate) enum Rule {
     Drained(SocketAddrV4),
     /// `ct mark set ct mark | MARK`: asks the postrouting chain to masquerade.
     Mark(u32),
-    /// `dnat to ip daddr . meta l4proto . th dport . numgen inc mod MODULUS map @backends`.
+    /// `dnat to ip daddr . meta l4proto . th dport . numgen inc mod MODULUS map @backends_NN`.
     Dnat {
         /// The sum of the backends' weights: one slot per unit of weight.
         modulus: u32,
@@ -161,8 +176,8 @@ impl Op {
             }
             Self::NewService { service, .. } => format!("add {SERVICES_MAP} element of service {service}"),
             Self::DelService { service } => format!("delete {SERVICES_MAP} element of service {service}"),
-            Self::NewSlots { service, .. } => format!("add {BACKENDS_MAP} elements of service {service}"),
-            Self::DelSlots { service, .. } => format!("delete {BACKENDS_MAP} elements of service {service}"),
+            Self::NewSlots { service, .. } => format!("add {} elements of service {service}", backends_map(service)),
+            Self::DelSlots { service, .. } => format!("delete {} elements of service {service}", backends_map(service)),
         }
     }
 }
@@ -248,11 +263,13 @@ impl Batch {
                 b.put_str(NFTA_RULE_TABLE, &b.table.clone());
                 b.put_str(NFTA_RULE_CHAIN, chain);
             }),
-            Op::NewRule { chain, rule, .. } => self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what, |b| {
-                b.put_str(NFTA_RULE_TABLE, &b.table.clone());
-                b.put_str(NFTA_RULE_CHAIN, chain);
-                b.rule(rule);
-            }),
+            Op::NewRule { service, chain, rule } => {
+                self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what, |b| {
+                    b.put_str(NFTA_RULE_TABLE, &b.table.clone());
+                    b.put_str(NFTA_RULE_CHAIN, chain);
+                    b.rule(service, rule);
+                })
+            }
             Op::NewService { service, chain } => self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, what, |b| {
                 b.elements(SERVICES_MAP, |b| {
                     b.nest(NFTA_LIST_ELEM, |b| {
@@ -276,7 +293,7 @@ impl Batch {
             Op::NewSlots { service, slots } => {
                 for chunk in slots.chunks(ELEMENTS_PER_MESSAGE) {
                     self.message(NFT_MSG_NEWSETELEM, NLM_F_CREATE, what.clone(), |b| {
-                        b.elements(BACKENDS_MAP, |b| {
+                        b.elements(&backends_map(service), |b| {
                             for (slot, backend) in chunk {
                                 b.nest(NFTA_LIST_ELEM, |b| {
                                     b.nest(NFTA_SET_ELEM_KEY, |b| {
@@ -292,7 +309,7 @@ impl Batch {
             Op::DelSlots { service, slots } => {
                 for chunk in slots.chunks(ELEMENTS_PER_MESSAGE) {
                     self.message(NFT_MSG_DELSETELEM, 0, what.clone(), |b| {
-                        b.elements(BACKENDS_MAP, |b| {
+                        b.elements(&backends_map(service), |b| {
                             for slot in chunk {
                                 b.nest(NFTA_LIST_ELEM, |b| {
                                     b.nest(NFTA_SET_ELEM_KEY, |b| {
@@ -358,7 +375,7 @@ impl Batch {
         self.nest(NFTA_SET_ELEM_LIST_ELEMENTS, list);
     }
 
-    fn rule(&mut self, rule: &Rule) {
+    fn rule(&mut self, service: &ServiceKey, rule: &Rule) {
         match rule {
             Rule::Drained(backend) => {
                 let comment = format!("drained {backend}");
@@ -408,7 +425,7 @@ impl Batch {
                     b.put_be32(NFTA_NG_OFFSET, 0);
                 });
                 b.expr("lookup", |b| {
-                    b.put_str(NFTA_LOOKUP_SET, BACKENDS_MAP);
+                    b.put_str(NFTA_LOOKUP_SET, &backends_map(service));
                     b.put_be32(NFTA_LOOKUP_SREG, NFT_REG_1);
                     b.put_be32(NFTA_LOOKUP_DREG, NFT_REG_1);
                 });

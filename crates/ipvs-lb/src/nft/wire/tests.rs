@@ -87,6 +87,13 @@ fn keys_and_values_are_registers_of_the_concatenation() {
 }
 
 #[test]
+fn backend_maps_are_a_stable_hash_of_the_key() {
+    // FNV-1a of the key's bytes, modulo 64: a table written by one version is changed by the next.
+    assert_eq!(backends_map(&key()), "backends_29");
+    assert_eq!(backends_map(&ServiceKey::udp(Ipv4Addr::new(198, 18, 0, 20), 20_000)), "backends_10");
+}
+
+#[test]
 fn a_slot_element_and_a_service_element() {
     let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080);
     let mut batch = Batch::new("lb", 1);
@@ -100,7 +107,7 @@ fn a_slot_element_and_a_service_element() {
             nested(2, &[attr(1, &backend_bytes(backend))]),    // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE }
         ],
     );
-    let slots = [attr(1, b"lb\0"), attr(2, b"backends\0"), nested(3, &[slot])].concat();
+    let slots = [attr(1, b"lb\0"), attr(2, b"backends_29\0"), nested(3, &[slot])].concat();
     let verdict = nested(2, &[attr(1, &(-4i32).to_be_bytes()), attr(2, b"svc_x\0")]); // NFT_GOTO svc_x
     let service = nested(1, &[nested(1, &[attr(1, &service_key_bytes(&key()))]), nested(2, &[verdict])]);
     let services = [attr(1, b"lb\0"), attr(2, b"services\0"), nested(3, &[service])].concat();
@@ -188,7 +195,7 @@ fn dnat_looks_the_slot_up_in_the_backends_map() {
     // What `nft --debug=netlink` shows for the same rule:
     // payload load 4b @ network header + 16 => reg 1; meta load l4proto => reg 9;
     // payload load 2b @ transport header + 2 => reg 10; numgen reg 11 = inc mod 3;
-    // lookup reg 1 set backends dreg 1; nat dnat ip addr_min reg 1 addr_max reg 1
+    // lookup reg 1 set backends_29 dreg 1; nat dnat ip addr_min reg 1 addr_max reg 1
     // proto_min reg 9 proto_max reg 9 flags 0x3
     let expected = nested(
         4,
@@ -197,7 +204,7 @@ fn dnat_looks_the_slot_up_in_the_backends_map() {
             expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
             expr(b"payload\0", &[be32(1, 10), be32(2, 2), be32(3, 2), be32(4, 2)]),
             expr(b"numgen\0", &[be32(1, 11), be32(2, 3), be32(3, 0), be32(4, 0)]),
-            expr(b"lookup\0", &[attr(1, b"backends\0"), be32(2, 1), be32(3, 1)]),
+            expr(b"lookup\0", &[attr(1, b"backends_29\0"), be32(2, 1), be32(3, 1)]),
             expr(b"nat\0", &[be32(1, 1), be32(2, 2), be32(3, 1), be32(4, 1), be32(5, 9), be32(6, 9), be32(7, 3)]),
         ],
     );
