@@ -8,7 +8,8 @@
 //! 3. Builds `examples/vm_guest.rs` (the suite against `IpvsBalancer`).
 //! 4. Packs a gzip'd newc initramfs: busybox-static, iproute2's `ip`, the guest program, the
 //!    shared libraries both link (from `ldd`), and the kernel modules (ip_vs, ip_vs_rr,
-//!    ip_vs_wrr, veth, bridge and their dependencies, read from each module's `depends=`), with
+//!    ip_vs_wrr, veth, bridge, and for source NAT nf_tables, nft_chain_nat, nft_ct, nft_masq,
+//!    with their dependencies, read from each module's `depends=`), with
 //!    an `/init` that mounts the pseudo file systems, `insmod`s the modules in dependency order,
 //!    runs the guest and powers off.
 //! 5. Boots `qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot` (KVM hangs on this
@@ -27,7 +28,11 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 /// The modules the guest needs; their dependencies are added.
-const MODULES: &[&str] = &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge"];
+/// The nftables ones are for IPVS source NAT: the table (`nf_tables`), its `nat` chain
+/// (`nft_chain_nat`, which brings `nf_nat`), `ct original …` (`nft_ct`) and `masquerade`
+/// (`nft_masq`).
+const MODULES: &[&str] =
+    &["ip_vs", "ip_vs_rr", "ip_vs_wrr", "veth", "bridge", "nf_tables", "nft_chain_nat", "nft_ct", "nft_masq"];
 /// How long the guest may run before it is killed.
 const GUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// What `/init` prints last.

@@ -43,7 +43,7 @@ use crate::model::{Backend, BackendKind, Protocol, Service, ServiceKey};
 use crate::netns::Netns;
 use crate::{ApplyError, ListError, LoadBalancer, OpenError};
 
-mod wire;
+pub(crate) mod wire;
 
 use wire::{Answer, BACKEND_SHARDS, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP};
 
@@ -240,7 +240,7 @@ impl LoadBalancer for NftBalancer {
 
 /// The nf_tables netlink socket of one namespace.
 #[derive(Debug)]
-struct Socket {
+pub(crate) struct Socket {
     socket: netlink_sys::Socket,
     /// The next batch's first sequence number.
     seq: u32,
@@ -251,7 +251,7 @@ struct Socket {
 impl Socket {
     /// Opens the socket in the calling thread's namespace. Non-blocking: the kernel handles a
     /// batch inside `sendmsg`, so every answer is queued when `send` returns.
-    fn open() -> Result<Self, std::io::Error> {
+    pub(crate) fn open() -> Result<Self, std::io::Error> {
         let mut socket = netlink_sys::Socket::new(netlink_sys::protocols::NETLINK_NETFILTER)?;
         socket.bind_auto()?;
         socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
@@ -261,8 +261,41 @@ impl Socket {
         Ok(Self { socket, seq: 1, sndbuf: 0 })
     }
 
+    /// The element keys of set `set` of table `table`; `None` when the table or the set does
+    /// not exist.
+    pub(crate) fn set_elements(&mut self, table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, String> {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let request = wire::set_elements_request(table, set, seq);
+        let sent = self.socket.send(&request, 0).map_err(|err| format!("cannot send the dump of set {set}: {err}"))?;
+        if sent != request.len() {
+            return Err(format!("sent {sent} of the {} bytes of the dump request of set {set}", request.len()));
+        }
+        // The kernel queues the first part of a dump inside `sendmsg` and each next part inside
+        // the `recvmsg` that takes the previous one, so a non-blocking read never waits for it.
+        let mut keys = Vec::new();
+        loop {
+            let datagram = match self.socket.recv_from_full() {
+                Ok((datagram, _)) => datagram,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {
+                    return Err(format!("the dump of set {set} ended without its end message"));
+                }
+                Err(err) => return Err(format!("cannot read the dump of set {set}: {err}")),
+            };
+            match wire::parse_set_elements(&datagram, seq, &mut keys)? {
+                None => {}
+                Some(0) => return Ok(Some(keys)),
+                Some(errno) if errno == nix::errno::Errno::ENOENT as i32 => return Ok(None),
+                Some(errno) => {
+                    let errno = std::io::Error::from_raw_os_error(errno);
+                    return Err(format!("the kernel refused the dump of set {set}: {errno}"));
+                }
+            }
+        }
+    }
+
     /// Sends `ops` as one batch and waits for the kernel's verdict.
-    fn apply(&mut self, table: &str, ops: &[Op]) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, table: &str, ops: &[Op]) -> Result<(), String> {
         let mut batch = Batch::new(table, self.seq);
         for op in ops {
             batch.push(op);

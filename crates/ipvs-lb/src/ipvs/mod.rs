@@ -1,13 +1,15 @@
 //! The IPVS dataplane: the kernel's `IPVS` generic-netlink family over netlink-proto, NAT
-//! forwarding (masquerade), round robin, weighted round robin when the weights differ.
+//! forwarding (masquerade), round robin, weighted round robin when the weights differ; source NAT
+//! through a small nftables table of its own (`snat`).
 //!
 //! The socket is opened inside the namespace (IPVS state is per namespace) and driven by a
 //! current-thread tokio runtime the balancer owns, so the blocking [`LoadBalancer`] calls can
 //! run from any thread.
 
 pub(crate) mod codec;
+mod snat;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use futures::StreamExt as _;
@@ -39,6 +41,8 @@ pub struct IpvsBalancer {
     family: u16,
     /// What this balancer last applied (read back from the kernel at open), normalized.
     applied: BTreeMap<ServiceKey, Service>,
+    /// The source-NAT table.
+    snat: snat::Snat,
 }
 
 impl IpvsBalancer {
@@ -50,9 +54,19 @@ impl IpvsBalancer {
             .run(connect)
             .map_err(|source| OpenError::Netns { netns: netns.clone(), source })?
             .map_err(ipvs_err)?;
-        let mut this = Self { netns: netns.clone(), runtime, handle, family, applied: BTreeMap::new() };
+        let snat = snat::Snat::open(netns).map_err(|detail| OpenError::Nft {
+            netns: netns.clone(),
+            table: snat::TABLE.to_owned(),
+            detail,
+        })?;
+        let mut this = Self { netns: netns.clone(), runtime, handle, family, applied: BTreeMap::new(), snat };
         let listed = this.list().map_err(|err| ipvs_err(err.to_string()))?;
         this.applied = listed.into_iter().map(|s| (s.key, s)).collect();
+        this.adopt_snat().map_err(|detail| OpenError::Nft {
+            netns: netns.clone(),
+            table: snat::TABLE.to_owned(),
+            detail,
+        })?;
         tracing::debug!(netns = %netns, family, services = this.applied.len(), "IPVS load balancer open");
         Ok(this)
     }
@@ -106,16 +120,40 @@ impl IpvsBalancer {
         netlink
     }
 
+    /// At open: drops set elements of services IPVS does not have (left by a change that
+    /// stopped half-way) and, when adopted services use source NAT, makes sure the table and
+    /// the sysctl are in place.
+    fn adopt_snat(&mut self) -> Result<(), String> {
+        let stale: Vec<ServiceKey> = self.snat.keys()?.into_iter().filter(|k| !self.applied.contains_key(k)).collect();
+        if !stale.is_empty() {
+            tracing::info!(netns = %self.netns, stale = stale.len(), "IPVS source NAT: dropping elements of absent services");
+            self.snat.remove(stale)?;
+        }
+        if self.applied.values().any(|s| s.source_nat) {
+            self.snat.ensure()?;
+        }
+        Ok(())
+    }
+
+    fn snat_err(&self, detail: String) -> ApplyError {
+        ApplyError::Nft { netns: self.netns.clone(), table: snat::TABLE.to_owned(), detail }
+    }
+
+    /// After a failure: part of the change may have been applied, the kernel is the truth.
+    fn resync(&mut self) {
+        if let Ok(listed) = self.list() {
+            self.applied = listed.into_iter().map(|s| (s.key, s)).collect();
+        }
+    }
+
     fn change(&mut self, upserts: &[Service], removals: &[ServiceKey]) -> Result<(), ApplyError> {
         for service in upserts {
             service.validate()?;
-            if service.source_nat {
-                return Err(ApplyError::Invalid {
-                    service: service.key,
-                    reason: "source NAT is not offered by the IPVS backend (use nftables)".to_owned(),
-                });
-            }
         }
+        // Source NAT is switched on before IPVS takes a service's connections and off after it
+        // stops taking them, so no connection of a source-NAT service goes out unmasqueraded.
+        let (snat_on, snat_off) = snat_changes(&self.applied, upserts, removals);
+        self.snat.add(snat_on).map_err(|detail| self.snat_err(detail))?;
         let mut messages = Vec::new();
         let mut done = Vec::new();
         for key in removals.iter().filter(|k| self.applied.contains_key(k)) {
@@ -129,16 +167,16 @@ impl IpvsBalancer {
             diff(old, &service, &mut messages);
             done.push(service);
         }
-        if messages.is_empty() {
-            return Ok(());
-        }
         let count = messages.len();
-        if let Err(detail) = self.send(messages) {
-            // Part of the change may have been applied: the kernel is the truth from here on.
-            if let Ok(listed) = self.list() {
-                self.applied = listed.into_iter().map(|s| (s.key, s)).collect();
-            }
+        if count > 0
+            && let Err(detail) = self.send(messages)
+        {
+            self.resync();
             return Err(ApplyError::Ipvs { netns: self.netns.clone(), detail });
+        }
+        if let Err(detail) = self.snat.remove(snat_off) {
+            self.resync();
+            return Err(self.snat_err(detail));
         }
         tracing::debug!(netns = %self.netns, requests = count, changed = done.len(), "IPVS services applied");
         for key in removals {
@@ -229,6 +267,30 @@ fn describe_request(quoted: &[u8]) -> String {
     }
 }
 
+/// Which services' source NAT goes on (not on in `applied`, asked for by an upsert) and which
+/// goes off (on in `applied`; asked off by an upsert, or removed).
+pub(crate) fn snat_changes(
+    applied: &BTreeMap<ServiceKey, Service>,
+    upserts: &[Service],
+    removals: &[ServiceKey],
+) -> (Vec<ServiceKey>, Vec<ServiceKey>) {
+    let was_on = |key: &ServiceKey| applied.get(key).is_some_and(|s| s.source_nat);
+    let mut on = BTreeSet::new();
+    let mut off = BTreeSet::new();
+    for key in removals.iter().filter(|k| was_on(k)) {
+        off.insert(*key);
+    }
+    for service in upserts {
+        if service.source_nat && !was_on(&service.key) {
+            on.insert(service.key);
+            off.remove(&service.key);
+        } else if !service.source_nat && was_on(&service.key) {
+            off.insert(service.key);
+        }
+    }
+    (on.into_iter().collect(), off.into_iter().collect())
+}
+
 fn service_id(key: &ServiceKey) -> ServiceId {
     ServiceId::Addr { protocol: key.protocol.number(), addr: key.addr, port: key.port }
 }
@@ -300,6 +362,7 @@ impl LoadBalancer for IpvsBalancer {
     fn list(&self) -> Result<Vec<Service>, ListError> {
         let err = |detail: String| ListError::Ipvs { netns: self.netns.clone(), detail };
         let dumped = self.dump(IpvsMessage::new(Command::GetService, None, None)).map_err(err)?;
+        let snat = self.snat.keys().map_err(|e| err(format!("nftables table {}: {e}", snat::TABLE)))?;
         let mut services = Vec::new();
         for message in dumped {
             let Some(attrs) = message.service else { continue };
@@ -315,7 +378,9 @@ impl LoadBalancer for IpvsBalancer {
                 .filter_map(|m| m.dest)
                 .map(|d| Backend { addr: d.addr, port: d.port, weight: d.weight.unwrap_or_default() })
                 .collect();
-            services.push(Service::new(key, backends).normalized());
+            let mut service = Service::new(key, backends).normalized();
+            service.source_nat = snat.contains(&key);
+            services.push(service);
         }
         services.sort_by_key(|s| s.key);
         Ok(services)

@@ -49,3 +49,16 @@ fn removed_backends_are_deleted() {
 fn an_unchanged_service_needs_nothing() {
     assert!(plan(Some(&svc(&[2, 2])), &svc(&[2, 2])).is_empty());
 }
+
+#[test]
+fn source_nat_goes_on_before_and_off_after_the_ipvs_change() {
+    let key = |port| ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), port);
+    let with = |port, source_nat| Service { key: key(port), source_nat, ..svc(&[1]) };
+    let applied: BTreeMap<ServiceKey, Service> =
+        [with(80, true), with(81, false), with(82, true)].into_iter().map(|s| (s.key, s)).collect();
+    // 80 stays on (nothing), 81 turns on, 82 turns off, 83 is new with it, 84 new without.
+    let upserts = [with(80, true), with(81, true), with(82, false), with(83, true), with(84, false)];
+    assert_eq!(snat_changes(&applied, &upserts, &[]), (vec![key(81), key(83)], vec![key(82)]));
+    // Removing a source-NAT service turns it off; removing a plain or unknown one does nothing.
+    assert_eq!(snat_changes(&applied, &[], &[key(80), key(81), key(99)]), (vec![], vec![key(80)]));
+}

@@ -18,24 +18,43 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 
+const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_DELRULE: u16 = 8;
+const NFT_MSG_NEWSET: u16 = 9;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
+/// `NLM_F_ROOT | NLM_F_MATCH`.
+const NLM_F_DUMP: u16 = 0x300;
 const NLM_F_CREATE: u16 = 0x400;
 const NLM_F_APPEND: u16 = 0x800;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// The type bits of an attribute's kind (without `NLA_F_NESTED` and `NLA_F_NET_BYTEORDER`).
+const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // Attribute numbers (enum nft_*_attributes).
 const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_TABLE_NAME: u16 = 1;
 const NFTA_CHAIN_TABLE: u16 = 1;
 const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_ID: u16 = 10;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
 const NFTA_RULE_EXPRESSIONS: u16 = 4;
@@ -73,6 +92,7 @@ const NFTA_NAT_REG_PROTO_MAX: u16 = 6;
 const NFTA_NAT_FLAGS: u16 = 7;
 const NFTA_CT_DREG: u16 = 1;
 const NFTA_CT_KEY: u16 = 2;
+const NFTA_CT_DIRECTION: u16 = 3;
 const NFTA_CT_SREG: u16 = 4;
 const NFTA_BITWISE_SREG: u16 = 1;
 const NFTA_BITWISE_DREG: u16 = 2;
@@ -96,6 +116,18 @@ const NFT_NG_INCREMENTAL: u32 = 0;
 const NFT_NAT_DNAT: u32 = 1;
 const NF_NAT_RANGE_MAP_IPS_AND_PROTO: u32 = 0x3;
 const NFT_CT_MARK: u32 = 3;
+const NFT_CT_PROTO_DST: u32 = 12;
+const NFT_CT_DST_IP: u32 = 20;
+/// `IP_CT_DIR_ORIGINAL`: the tuple of the connection's first packet, before any NAT.
+const IP_CT_DIR_ORIGINAL: u8 = 0;
+const NF_INET_POST_ROUTING: u32 = 4;
+const NF_ACCEPT: u32 = 1;
+/// The `nat` chains' source-NAT priority (`srcnat`).
+const NF_IP_PRI_NAT_SRC: i32 = 100;
+/// nft's type of a service key, `ipv4_addr . inet_proto . inet_service` (`TYPE_IPADDR` 7,
+/// `TYPE_INET_PROTOCOL` 12, `TYPE_INET_SERVICE` 13, six bits each): the kernel only stores it,
+/// `nft list` shows the set with it.
+const SERVICE_KEY_TYPE: u32 = (7 << 12) | (12 << 6) | 13;
 const NF_DROP: u32 = 0;
 const NFT_GOTO: i32 = -4;
 /// `NFTNL_UDATA_RULE_COMMENT`: the type of a rule comment in the rule's user data (how `nft`
@@ -162,6 +194,35 @@ pub(crate) enum Op {
     NewSlots { service: ServiceKey, slots: Vec<(u32, SocketAddrV4)> },
     /// Deletes backends-map elements by slot.
     DelSlots { service: ServiceKey, slots: Vec<u32> },
+    /// Creates the table; an existing one is kept.
+    NewTable,
+    /// Creates a set of service keys (`ipv4_addr . inet_proto . inet_service`); an existing one
+    /// is kept.
+    NewKeySet { set: String },
+    /// Creates a base chain `type nat hook postrouting priority srcnat; policy accept`; an
+    /// existing one is kept.
+    NewPostroutingChain { chain: String },
+    /// Deletes all rules of a chain that belongs to no service.
+    FlushBaseChain { chain: String },
+    /// Appends `ct original ip daddr . meta l4proto . ct original proto-dst @SET masquerade`:
+    /// masquerades the connections whose first packet was addressed to a service in the set,
+    /// whatever rewrote their destination since (IPVS, a `dnat`).
+    NewMasqueradeRule { chain: String, set: String },
+    /// Adds service keys to a set.
+    NewKeys { set: String, keys: Vec<ServiceKey> },
+    /// Deletes service keys from a set.
+    DelKeys { set: String, keys: Vec<ServiceKey> },
+}
+
+/// The services of a set-element message, for its description: the first few and a count.
+fn keys_text(keys: &[ServiceKey]) -> String {
+    const SHOWN: usize = 4;
+    let mut text = keys.iter().take(SHOWN).map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    if keys.len() > SHOWN {
+        text.push_str(&format!(" and {} more", keys.len() - SHOWN));
+    }
+    let noun = if keys.len() == 1 { "service" } else { "services" };
+    format!("{noun} {text}")
 }
 
 impl Op {
@@ -178,6 +239,13 @@ impl Op {
             Self::DelService { service } => format!("delete {SERVICES_MAP} element of service {service}"),
             Self::NewSlots { service, .. } => format!("add {} elements of service {service}", backends_map(service)),
             Self::DelSlots { service, .. } => format!("delete {} elements of service {service}", backends_map(service)),
+            Self::NewTable => "add the table".to_owned(),
+            Self::NewKeySet { set } => format!("add set {set}"),
+            Self::NewPostroutingChain { chain } => format!("add chain {chain}"),
+            Self::FlushBaseChain { chain } => format!("flush chain {chain}"),
+            Self::NewMasqueradeRule { chain, set } => format!("add the masquerade rule for set {set} to chain {chain}"),
+            Self::NewKeys { set, keys } => format!("add {set} elements of {}", keys_text(keys)),
+            Self::DelKeys { set, keys } => format!("delete {set} elements of {}", keys_text(keys)),
         }
     }
 }
@@ -191,6 +259,14 @@ pub(crate) fn service_key_bytes(key: &ServiceKey) -> Vec<u8> {
     bytes.extend_from_slice(&key.port.to_be_bytes());
     bytes.extend_from_slice(&[0, 0]);
     bytes
+}
+
+/// The service key a set element's key holds ([`service_key_bytes`] read back); `None` when the
+/// bytes are not one.
+pub(crate) fn service_key_from_bytes(bytes: &[u8]) -> Option<ServiceKey> {
+    let [a, b, c, d, protocol, 0, 0, 0, p, q, 0, 0] = *bytes else { return None };
+    let protocol = crate::model::Protocol::from_number(protocol)?;
+    Some(ServiceKey { addr: std::net::Ipv4Addr::new(a, b, c, d), port: u16::from_be_bytes([p, q]), protocol })
 }
 
 /// The backends-map key: the service key and the `numgen` slot (host order, as `numgen` writes
@@ -321,6 +397,81 @@ impl Batch {
                     });
                 }
             }
+            Op::NewTable => self.message(NFT_MSG_NEWTABLE, NLM_F_CREATE, what, |b| {
+                b.put_str(NFTA_TABLE_NAME, &b.table.clone());
+            }),
+            Op::NewKeySet { set } => self.message(NFT_MSG_NEWSET, NLM_F_CREATE, what, |b| {
+                b.put_str(NFTA_SET_TABLE, &b.table.clone());
+                b.put_str(NFTA_SET_NAME, set);
+                b.put_be32(NFTA_SET_KEY_TYPE, SERVICE_KEY_TYPE);
+                b.put_be32(NFTA_SET_KEY_LEN, 12);
+                // Required; names the set to later messages of the same batch.
+                b.put_be32(NFTA_SET_ID, 1);
+            }),
+            Op::NewPostroutingChain { chain } => self.message(NFT_MSG_NEWCHAIN, NLM_F_CREATE, what, |b| {
+                b.put_str(NFTA_CHAIN_TABLE, &b.table.clone());
+                b.put_str(NFTA_CHAIN_NAME, chain);
+                b.nest(NFTA_CHAIN_HOOK, |b| {
+                    b.put_be32(NFTA_HOOK_HOOKNUM, NF_INET_POST_ROUTING);
+                    b.put(NFTA_HOOK_PRIORITY, &NF_IP_PRI_NAT_SRC.to_be_bytes());
+                });
+                b.put_be32(NFTA_CHAIN_POLICY, NF_ACCEPT);
+                b.put_str(NFTA_CHAIN_TYPE, "nat");
+            }),
+            Op::FlushBaseChain { chain } => self.message(NFT_MSG_DELRULE, 0, what, |b| {
+                b.put_str(NFTA_RULE_TABLE, &b.table.clone());
+                b.put_str(NFTA_RULE_CHAIN, chain);
+            }),
+            Op::NewMasqueradeRule { chain, set } => {
+                self.message(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, what, |b| {
+                    b.put_str(NFTA_RULE_TABLE, &b.table.clone());
+                    b.put_str(NFTA_RULE_CHAIN, chain);
+                    b.nest(NFTA_RULE_EXPRESSIONS, |b| {
+                        // The service key as the client addressed it: the original direction's
+                        // tuple, which neither IPVS nor NAT rewrites.
+                        b.expr("ct", |b| {
+                            b.put_be32(NFTA_CT_DREG, NFT_REG_1);
+                            b.put_be32(NFTA_CT_KEY, NFT_CT_DST_IP);
+                            b.put(NFTA_CT_DIRECTION, &[IP_CT_DIR_ORIGINAL]);
+                        });
+                        b.expr("meta", |b| {
+                            b.put_be32(NFTA_META_DREG, NFT_REG32_01);
+                            b.put_be32(NFTA_META_KEY, NFT_META_L4PROTO);
+                        });
+                        b.expr("ct", |b| {
+                            b.put_be32(NFTA_CT_DREG, NFT_REG32_02);
+                            b.put_be32(NFTA_CT_KEY, NFT_CT_PROTO_DST);
+                            b.put(NFTA_CT_DIRECTION, &[IP_CT_DIR_ORIGINAL]);
+                        });
+                        b.expr("lookup", |b| {
+                            b.put_str(NFTA_LOOKUP_SET, set);
+                            b.put_be32(NFTA_LOOKUP_SREG, NFT_REG_1);
+                        });
+                        b.expr("masq", |_| {});
+                    });
+                })
+            }
+            Op::NewKeys { set, keys } => self.keys(NFT_MSG_NEWSETELEM, set, keys),
+            Op::DelKeys { set, keys } => self.keys(NFT_MSG_DELSETELEM, set, keys),
+        }
+    }
+
+    /// Appends the messages of a set-element change, `ELEMENTS_PER_MESSAGE` keys per message,
+    /// each described by the services it carries.
+    fn keys(&mut self, kind: u16, set: &str, keys: &[ServiceKey]) {
+        for chunk in keys.chunks(ELEMENTS_PER_MESSAGE) {
+            let verb = if kind == NFT_MSG_NEWSETELEM { "add" } else { "delete" };
+            let what = format!("{verb} {set} elements of {}", keys_text(chunk));
+            let flags = if kind == NFT_MSG_NEWSETELEM { NLM_F_CREATE } else { 0 };
+            self.message(kind, flags, what, |b| {
+                b.elements(set, |b| {
+                    for key in chunk {
+                        b.nest(NFTA_LIST_ELEM, |b| {
+                            b.nest(NFTA_SET_ELEM_KEY, |b| b.put(NFTA_DATA_VALUE, &service_key_bytes(key)));
+                        });
+                    }
+                });
+            });
         }
     }
 
@@ -500,6 +651,80 @@ impl Batch {
             self.buf.push(0);
         }
     }
+}
+
+/// A dump request for the elements of set `set` of table `table` (family `ip`), sequence `seq`.
+pub(crate) fn set_elements_request(table: &str, set: &str, seq: u32) -> Vec<u8> {
+    let mut request =
+        Batch { buf: Vec::new(), table: table.to_owned(), seq, sent: Vec::new(), last_start: None, too_long: false };
+    request.message(NFT_MSG_GETSETELEM, NLM_F_DUMP, String::new(), |b| {
+        b.put_str(NFTA_SET_ELEM_LIST_TABLE, table);
+        b.put_str(NFTA_SET_ELEM_LIST_SET, set);
+    });
+    request.buf
+}
+
+/// Reads one datagram of the answer to [`set_elements_request`] number `seq`: appends the
+/// element keys to `keys`, and returns `Some(0)` at the end of the dump, `Some(errno)` when the
+/// kernel refused it, `None` when more is to come. Messages of other requests are skipped.
+pub(crate) fn parse_set_elements(datagram: &[u8], seq: u32, keys: &mut Vec<Vec<u8>>) -> Result<Option<i32>, String> {
+    let mut rest = datagram;
+    while rest.len() >= 16 {
+        let word = |at: usize| u32::from_ne_bytes([rest[at], rest[at + 1], rest[at + 2], rest[at + 3]]);
+        let len = usize::try_from(word(0)).map_err(|_| "netlink message length overflows".to_owned())?;
+        if len < 16 || len > rest.len() {
+            return Err(format!("netlink message of length {len} in a datagram of {} bytes", rest.len()));
+        }
+        let (message, kind) = (&rest[..len], u16::from_ne_bytes([rest[4], rest[5]]));
+        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
+        if word(8) != seq {
+            continue;
+        }
+        match kind {
+            NLMSG_DONE => return Ok(Some(0)),
+            NLMSG_ERROR => {
+                let errno = message.get(16..20).ok_or("netlink error message is truncated")?;
+                let errno = i32::from_ne_bytes([errno[0], errno[1], errno[2], errno[3]]);
+                return Ok(Some(errno.saturating_neg()));
+            }
+            _ if kind == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM => {
+                let body = message.get(20..).ok_or("set-element message is truncated")?;
+                for (kind, list) in attributes(body)? {
+                    if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+                        continue;
+                    }
+                    for (_, element) in attributes(list)? {
+                        for (kind, key) in attributes(element)? {
+                            if kind != NFTA_SET_ELEM_KEY {
+                                continue;
+                            }
+                            if let Some((_, value)) = attributes(key)?.into_iter().find(|(k, _)| *k == NFTA_DATA_VALUE)
+                            {
+                                keys.push(value.to_vec());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+/// The attributes of a netlink message body or nested attribute: (type, payload).
+fn attributes(mut bytes: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+    let mut out = Vec::new();
+    while bytes.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]) & NLA_TYPE_MASK;
+        if len < 4 || len > bytes.len() {
+            return Err(format!("netlink attribute of length {len} in {} bytes", bytes.len()));
+        }
+        out.push((kind, &bytes[4..len]));
+        bytes = &bytes[len.next_multiple_of(4).min(bytes.len())..];
+    }
+    Ok(out)
 }
 
 /// One `NLMSG_ERROR` answer: the sequence number it answers and the errno (0: acknowledged).

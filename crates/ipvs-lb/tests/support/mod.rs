@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shoal_ipvs_lb::{ApplyError, Backend, BackendKind, LoadBalancer, Netns, Service, ServiceKey};
+use shoal_ipvs_lb::{ApplyError, Backend, LoadBalancer, Netns, Service, ServiceKey};
 use shoal_testkit::{Cluster, in_netns};
 
-/// The VIP of the suite's main service. 198.18.0.0/24 is local to the balancer namespace (an
+/// The VIP of the suite's services. 198.18.0.0/24 is local to the balancer namespace (an
 /// AnyIP route), so clients there reach any VIP through the output hook.
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 /// The VIP of the 10,000 bulk services (ports `BULK_PORT..`).
@@ -299,21 +299,39 @@ pub fn udp(env: &Env, lb: &mut dyn LoadBalancer) {
     assert_even(&names, &["b1", "b2", "b3"], 60, "udp");
 }
 
-/// With source NAT the backend sees the balancer's address, not the client's (nftables); the
-/// IPVS backend refuses the option by name.
+/// With source NAT the backends see the balancer's address, not the client's; `list` reads the
+/// option back; turned off, the client's address is kept again; a removed service leaves
+/// nothing behind.
 pub fn source_nat(env: &Env, lb: &mut dyn LoadBalancer) {
     let key = ServiceKey::tcp(VIP, 81);
+    let plain = Service::new(ServiceKey::tcp(VIP, 80), three(TCP_PORT));
     let service = Service { key, backends: three(TCP_PORT), source_nat: true };
-    if lb.kind() == BackendKind::Ipvs {
-        let err = lb.set(&[service]).expect_err("IPVS has no source NAT here");
-        assert!(err.to_string().contains("198.18.0.10:81/tcp"), "{err}");
-        return;
-    }
-    lb.set(std::slice::from_ref(&service)).expect("set service");
-    assert_eq!(lb.list().expect("list"), vec![service]);
+    lb.set(&[service.clone(), plain.clone()]).expect("set services");
+    assert_eq!(lb.list().expect("list"), vec![plain.clone(), service.clone()]);
+    narrate("30 connections to the source-NAT service");
     let (names, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 81), 30);
     assert_even(&names, &["b1", "b2", "b3"], 30, "source NAT");
-    assert!(peers.iter().all(|p| p != &VIP.to_string() && !p.is_empty()), "masqueraded peers: {peers:?}");
+    assert!(peers.iter().all(|p| p == &GATEWAY.to_string()), "masqueraded to the balancer's address: {peers:?}");
+    narrate("the service beside it keeps the client's address");
+    let (_, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 6);
+    assert!(peers.iter().all(|p| p == &VIP.to_string()), "not masqueraded: {peers:?}");
+
+    narrate("source NAT off");
+    let kept = Service { source_nat: false, ..service.clone() };
+    lb.set(std::slice::from_ref(&kept)).expect("turn source NAT off");
+    assert_eq!(lb.list().expect("list"), vec![plain.clone(), kept.clone()]);
+    let (names, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 81), 6);
+    assert_eq!(names.values().sum::<usize>(), 6, "{names:?}");
+    assert!(peers.iter().all(|p| p == &VIP.to_string()), "the client's address again: {peers:?}");
+
+    narrate("on again, then removed");
+    lb.set(std::slice::from_ref(&service)).expect("turn source NAT on again");
+    assert_eq!(lb.list().expect("list"), vec![plain.clone(), service]);
+    lb.remove(&[key]).expect("remove");
+    assert_eq!(lb.list().expect("list"), vec![plain.clone()]);
+    narrate("added back without source NAT: nothing of the old one is left");
+    lb.set(std::slice::from_ref(&kept)).expect("add it back");
+    assert_eq!(lb.list().expect("list"), vec![plain, kept]);
 }
 
 /// replace_all makes the set exact; list reads it back sorted.

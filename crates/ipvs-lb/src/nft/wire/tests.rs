@@ -241,3 +241,123 @@ fn truncated_answers_are_errors_not_panics() {
     short[..4].copy_from_slice(&20u32.to_ne_bytes());
     assert!(parse_answers(&short).is_err(), "an error message too short for its header");
 }
+
+/// The body (after `nlmsghdr` and `nfgenmsg`) of the only message of a one-op batch, and its
+/// header's type and flags.
+fn only_message(op: &Op) -> (u16, u16, Vec<u8>) {
+    let mut batch = Batch::new("shoal_ipvs", 1);
+    batch.push(op);
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    assert_eq!(encoded.sent.len(), 1, "one message");
+    let message = &encoded.bytes[20..encoded.bytes.len() - 20];
+    let kind = u16::from_ne_bytes([message[4], message[5]]);
+    let flags = u16::from_ne_bytes([message[6], message[7]]);
+    (kind, flags, message[20..].to_vec())
+}
+
+#[test]
+fn the_source_nat_table_set_and_chain() {
+    let table = attr(1, b"shoal_ipvs\0");
+    assert_eq!(only_message(&Op::NewTable), ((10 << 8), 0x1 | 0x400 | 0x4, table.clone()));
+    let set = [
+        table.clone(),
+        attr(2, b"snat_services\0"),
+        be32(4, (7 << 12) | (12 << 6) | 13), // NFTA_SET_KEY_TYPE ipv4_addr . inet_proto . inet_service
+        be32(5, 12),                         // NFTA_SET_KEY_LEN
+        be32(10, 1),                         // NFTA_SET_ID
+    ]
+    .concat();
+    assert_eq!(only_message(&Op::NewKeySet { set: "snat_services".to_owned() }), ((10 << 8) | 9, 0x405, set));
+    let chain = [
+        table.clone(),
+        attr(3, b"postrouting\0"),
+        nested(4, &[be32(1, 4), be32(2, 100)]), // NFTA_CHAIN_HOOK { NF_INET_POST_ROUTING, srcnat }
+        be32(5, 1),                             // NFTA_CHAIN_POLICY NF_ACCEPT
+        attr(7, b"nat\0"),                      // NFTA_CHAIN_TYPE
+    ]
+    .concat();
+    assert_eq!(
+        only_message(&Op::NewPostroutingChain { chain: "postrouting".to_owned() }),
+        ((10 << 8) | 3, 0x405, chain)
+    );
+}
+
+#[test]
+fn the_masquerade_rule_looks_up_the_original_destination() {
+    let op = Op::NewMasqueradeRule { chain: "postrouting".to_owned(), set: "snat_services".to_owned() };
+    let direction = attr(3, &[0]); // NFTA_CT_DIRECTION IP_CT_DIR_ORIGINAL (u8)
+    let expressions = nested(
+        4,
+        &[
+            expr(b"ct\0", &[be32(1, 1), be32(2, 20), direction.clone()]), // reg 1 = ct original ip daddr
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),                  // reg 9 = meta l4proto
+            expr(b"ct\0", &[be32(1, 10), be32(2, 12), direction]),        // reg 10 = ct original proto-dst
+            expr(b"lookup\0", &[attr(1, b"snat_services\0"), be32(2, 1)]), // @snat_services, sreg 1
+            expr(b"masq\0", &[]),
+        ],
+    );
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"postrouting\0"), expressions].concat();
+    assert_eq!(only_message(&op), ((10 << 8) | 6, 0x1 | 0x400 | 0x800 | 0x4, body));
+}
+
+#[test]
+fn service_keys_are_set_elements_without_data() {
+    let keys = vec![key(), ServiceKey::udp(Ipv4Addr::new(198, 18, 0, 10), 53)];
+    let elements = |keys: &[ServiceKey]| {
+        let list: Vec<Vec<u8>> =
+            keys.iter().map(|k| nested(1, &[nested(1, &[attr(1, &service_key_bytes(k))])])).collect();
+        [attr(1, b"shoal_ipvs\0"), attr(2, b"snat_services\0"), nested(3, &list)].concat()
+    };
+    let add = Op::NewKeys { set: "snat_services".to_owned(), keys: keys.clone() };
+    assert_eq!(only_message(&add), ((10 << 8) | 12, 0x405, elements(&keys)));
+    let del = Op::DelKeys { set: "snat_services".to_owned(), keys: keys[..1].to_vec() };
+    assert_eq!(only_message(&del), ((10 << 8) | 14, 0x5, elements(&keys[..1])));
+    assert_eq!(
+        del.describe(),
+        "delete snat_services elements of service 198.18.0.10:80/tcp",
+        "a refusal names the service"
+    );
+    let many: Vec<ServiceKey> = (1..=6).map(|p| ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), p)).collect();
+    assert_eq!(
+        Op::NewKeys { set: "s".to_owned(), keys: many }.describe(),
+        "add s elements of services 198.18.0.10:1/tcp, 198.18.0.10:2/tcp, 198.18.0.10:3/tcp, 198.18.0.10:4/tcp and 2 more"
+    );
+}
+
+#[test]
+fn a_service_key_reads_back_from_its_bytes() {
+    assert_eq!(service_key_from_bytes(&service_key_bytes(&key())), Some(key()));
+    assert_eq!(service_key_from_bytes(&[198, 18, 0, 10, 6, 0, 0, 0, 0, 80]), None, "too short");
+    assert_eq!(service_key_from_bytes(&[198, 18, 0, 10, 1, 0, 0, 0, 0, 80, 0, 0]), None, "icmp is no service");
+}
+
+#[test]
+fn a_set_element_dump_request_and_its_answer() {
+    let request = set_elements_request("shoal_ipvs", "snat_services", 42);
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"snat_services\0")].concat();
+    let len = u32::try_from(20 + body.len()).expect("short");
+    assert_eq!(request, [header(len, (10 << 8) | 13, 0x1 | 0x300, 42, 2), body].concat()); // GETSETELEM, DUMP
+
+    // One NEWSETELEM message as the kernel dumps it (the element has flags too), then DONE;
+    // a message of another request in between is skipped.
+    let element = nested(1, &[nested(1, &[attr(1, &service_key_bytes(&key()))]), be32(3, 0)]);
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"snat_services\0"), nested(3, &[element])].concat();
+    let len = u32::try_from(20 + body.len()).expect("short");
+    let mut datagram = [header(len, (10 << 8) | 12, 0x2, 42, 2), body.clone()].concat();
+    datagram.extend([header(len, (10 << 8) | 12, 0x2, 41, 2), body].concat());
+    let mut keys = Vec::new();
+    assert_eq!(parse_set_elements(&datagram, 42, &mut keys), Ok(None), "more to come");
+    assert_eq!(keys, vec![service_key_bytes(&key())]);
+    let mut done = header(20, 3, 0x2, 42, 0); // NLMSG_DONE (its payload: the int 0)
+    done.truncate(16);
+    done.extend_from_slice(&0i32.to_ne_bytes());
+    assert_eq!(parse_set_elements(&done, 42, &mut keys), Ok(Some(0)));
+
+    // No such table: an NLMSG_ERROR with -ENOENT.
+    let mut error = header(36, 2, 0, 42, 0);
+    error.truncate(16);
+    error.extend_from_slice(&(-2i32).to_ne_bytes());
+    error.extend_from_slice(&header(len, (10 << 8) | 13, 0x301, 42, 2)[..16]);
+    assert_eq!(parse_set_elements(&error, 42, &mut keys), Ok(Some(2)));
+    assert!(parse_set_elements(&error[..30], 42, &mut keys).is_err(), "truncated");
+}
