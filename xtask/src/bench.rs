@@ -47,6 +47,12 @@ const BENCHES: &[(&str, &str, &str, &str)] = &[
         "lb",
         "first packet through a VIP vs direct at 1, 1k and 10k services; one service change among 10k (nftables)",
     ),
+    (
+        "control-plane",
+        "shoal-local-cluster",
+        "control_plane",
+        "1 manager + 1,000 simulated agents in one process, one service of 100k replicas: converge time, placements/s through Raft, RSS",
+    ),
 ];
 
 /// The whole stack: a netns cluster of release binaries on containerd.

@@ -26,7 +26,7 @@ const SUBSYSTEMS: &[&str] = &[
 
 /// Test and automation crates: never published, may use any crate, and no product crate may
 /// depend on them other than as a dev-dependency.
-const TOOLING: &[&str] = &["shoal-testkit", "xtask", "shoal-tests"];
+const TOOLING: &[&str] = &["shoal-testkit", "shoal-local-cluster", "xtask", "shoal-tests"];
 
 /// Which Shoal crates each layer may depend on (normal and build dependencies). A crate under
 /// `bins/` takes the `bins/*` row.

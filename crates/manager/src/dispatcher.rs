@@ -7,7 +7,7 @@
 //! once. A node that comes back starts a new session and gets its assignments again; tasks that
 //! were rescheduled meanwhile are no longer its own, so the agent stops them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -518,12 +518,12 @@ impl DispatcherApi for Dispatcher {
         // and the ones before it, also in the list, are skipped by revision.
         let mut feed = self.subscribe(&node_id)?;
         let (tasks, listed_at) = self.inner.objects.list_at::<v1::Task>().await?;
-        let mut known: HashSet<String> = HashSet::new();
+        let mut known: HashMap<String, Told> = HashMap::new();
         let changes: Vec<v1::AssignmentChange> = tasks
             .into_iter()
             .filter(|t| Self::relevant(t, &node_id))
             .map(|task| {
-                known.insert(task.id.clone());
+                known.insert(task.id.clone(), Told::of(&task));
                 v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task) }
             })
             .collect();
@@ -577,27 +577,45 @@ impl DispatcherApi for Dispatcher {
 
 impl Dispatcher {
     /// What a routed change means to a node's agent: an update of a task it must run or know
-    /// about, the removal of one it knew, or nothing (already in the complete set, or not its
-    /// business).
+    /// about, the removal of one it knew, or nothing — already in the complete set, not its
+    /// business, or a change of the status alone, which the node itself reported (as Swarm's
+    /// dispatcher, it sends a known task again only when what the manager decides changed).
     fn assignment_change(
         routed: Routed,
         listed_at: u64,
         node_id: &str,
-        known: &mut HashSet<String>,
+        known: &mut HashMap<String, Told>,
     ) -> Option<v1::AssignmentChange> {
         let (action, task) = match routed {
             Routed::Put(revision, _) | Routed::Delete(revision, _) if revision <= listed_at => return None,
             Routed::Put(_, task) if Self::relevant(&task, node_id) => {
-                known.insert(task.id.clone());
+                let told = Told::of(&task);
+                if known.insert(task.id.clone(), told) == Some(told) {
+                    return None;
+                }
                 (v1::assignment_change::Action::Update, *task)
             }
-            Routed::Put(_, task) if known.remove(&task.id) => (v1::assignment_change::Action::Remove, *task),
-            Routed::Delete(_, id) if known.remove(&id) => {
+            Routed::Put(_, task) if known.remove(&task.id).is_some() => (v1::assignment_change::Action::Remove, *task),
+            Routed::Delete(_, id) if known.remove(&id).is_some() => {
                 (v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() })
             }
             Routed::Put(..) | Routed::Delete(..) => return None,
         };
         Some(v1::AssignmentChange { action: action as i32, task: Some(task) })
+    }
+}
+
+/// What a node was last told of a task: the parts the manager decides. A change of anything
+/// else (the status the node reports) is not sent back to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Told {
+    desired_state: i32,
+    spec_version: u64,
+}
+
+impl Told {
+    fn of(task: &v1::Task) -> Self {
+        Self { desired_state: task.desired_state, spec_version: task.spec_version }
     }
 }
 

@@ -214,7 +214,9 @@ impl Leader {
                         }
                     }
                 }
-                Some(v1::service_spec::Mode::Global(_)) => Self::orchestrate_global(service, own, nodes, work, now, report),
+                Some(v1::service_spec::Mode::Global(_)) => {
+                    Self::orchestrate_global(service, own, nodes, work, now, report)
+                }
                 // Jobs come with their own orchestrator.
                 _ => {}
             }

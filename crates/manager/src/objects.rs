@@ -123,6 +123,9 @@ pub enum ObjectError {
 /// tasks: one Raft entry that a follower takes in one message).
 pub const BATCH: usize = 500;
 
+/// Transactions of one [`ObjectStore::write_all`] in flight at once.
+const IN_FLIGHT: usize = 4;
+
 /// One write of [`ObjectStore::write_all`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write<T> {
@@ -288,52 +291,67 @@ impl ObjectStore {
         &self,
         writes: Vec<Write<T>>,
     ) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
-        let mut outcomes = Vec::with_capacity(writes.len());
+        use futures::StreamExt as _;
+        let size = if T::UNIQUE_NAMES { 1 } else { BATCH };
+        let mut chunks = Vec::with_capacity(writes.len().div_ceil(size));
         let mut rest = writes.into_iter().peekable();
         while rest.peek().is_some() {
-            let chunk: Vec<Write<T>> = rest.by_ref().take(if T::UNIQUE_NAMES { 1 } else { BATCH }).collect();
-            if chunk.len() > 1 {
-                let now = shoal_api::to_timestamp(std::time::SystemTime::now());
-                let mut txn = Txn::new();
-                for write in &chunk {
-                    txn = match write {
-                        Write::Create(object) | Write::Update(object) => {
-                            let mut object = object.clone();
-                            let version = object.version();
-                            let meta = object.meta_mut();
-                            meta.version = 0;
-                            meta.updated_at = Some(now);
-                            if version == 0 {
-                                meta.created_at = Some(now);
-                            }
-                            let key = key::<T>(object.id());
-                            let compare = if matches!(write, Write::Create(_)) {
-                                Compare::missing(key.clone())
-                            } else {
-                                Compare::mod_revision(key.clone(), version)
-                            };
-                            txn.when(compare).and_then(Op::put(key, object.encode_to_vec()))
+            chunks.push(rest.by_ref().take(size).collect::<Vec<_>>());
+        }
+        // A few transactions in flight at once, so that encoding, the disk and applying overlap
+        // (and the log's group commit shares one fsync among them); outcomes stay in order.
+        let mut results =
+            futures::stream::iter(chunks.into_iter().map(|chunk| self.write_chunk(chunk))).buffered(IN_FLIGHT);
+        let mut outcomes = Vec::new();
+        while let Some(chunk) = results.next().await {
+            outcomes.extend(chunk?);
+        }
+        Ok(outcomes)
+    }
+
+    /// One transaction of [`Self::write_all`], redone write by write when refused.
+    async fn write_chunk<T: Object>(&self, chunk: Vec<Write<T>>) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
+        if chunk.len() > 1 {
+            let now = shoal_api::to_timestamp(std::time::SystemTime::now());
+            let mut txn = Txn::new();
+            for write in &chunk {
+                txn = match write {
+                    Write::Create(object) | Write::Update(object) => {
+                        let mut object = object.clone();
+                        let version = object.version();
+                        let meta = object.meta_mut();
+                        meta.version = 0;
+                        meta.updated_at = Some(now);
+                        if version == 0 {
+                            meta.created_at = Some(now);
                         }
-                        Write::Delete { id, version } => {
-                            txn.when(Compare::mod_revision(key::<T>(id), *version)).and_then(Op::delete(key::<T>(id)))
-                        }
-                    };
-                }
-                if self.store.txn(txn).await?.succeeded {
-                    outcomes.extend(chunk.iter().map(|_| Ok(())));
-                    continue;
-                }
-            }
-            for write in chunk {
-                let outcome = match write {
-                    Write::Create(object) => self.create(object).await.map(drop),
-                    Write::Update(object) => self.update(object).await.map(drop),
-                    Write::Delete { id, version } => self.delete::<T>(&id, version).await,
+                        let key = key::<T>(object.id());
+                        let compare = if matches!(write, Write::Create(_)) {
+                            Compare::missing(key.clone())
+                        } else {
+                            Compare::mod_revision(key.clone(), version)
+                        };
+                        txn.when(compare).and_then(Op::put(key, object.encode_to_vec()))
+                    }
+                    Write::Delete { id, version } => {
+                        txn.when(Compare::mod_revision(key::<T>(id), *version)).and_then(Op::delete(key::<T>(id)))
+                    }
                 };
-                match outcome {
-                    Err(err @ (ObjectError::Read(_) | ObjectError::Write(_))) => return Err(err),
-                    outcome => outcomes.push(outcome),
-                }
+            }
+            if self.store.txn(txn).await?.succeeded {
+                return Ok(chunk.iter().map(|_| Ok(())).collect());
+            }
+        }
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        for write in chunk {
+            let outcome = match write {
+                Write::Create(object) => self.create(object).await.map(drop),
+                Write::Update(object) => self.update(object).await.map(drop),
+                Write::Delete { id, version } => self.delete::<T>(&id, version).await,
+            };
+            match outcome {
+                Err(err @ (ObjectError::Read(_) | ObjectError::Write(_))) => return Err(err),
+                outcome => outcomes.push(outcome),
             }
         }
         Ok(outcomes)

@@ -151,15 +151,10 @@ pub fn reconcile_replicated(
         tracing::debug!(service.id = %service.id, slot, task.id = %id, "scaling down");
         plan.shutdown.push(id.clone());
     }
-    let occupied_slots: Vec<u64> = occupied.iter().map(|(slot, _)| *slot).collect();
     plan.create = refill.into_iter().filter(|(slot, _)| *slot <= replicas).collect();
-    let planned: Vec<u64> = plan.create.iter().map(|(slot, _)| *slot).collect();
-    // Slots never used yet (scale-up, a new service) start at once.
-    for slot in 1..=replicas {
-        if !occupied_slots.contains(&slot) && !planned.contains(&slot) && !slots.contains_key(&slot) {
-            plan.create.push((slot, now));
-        }
-    }
+    // Slots never used yet (scale-up, a new service) start at once; every used slot is
+    // occupied, planned or waiting already.
+    plan.create.extend((1..=replicas).filter(|slot| !slots.contains_key(slot)).map(|slot| (slot, now)));
     plan.create.sort_unstable();
     plan.shutdown.sort_unstable();
     plan.shutdown.dedup();

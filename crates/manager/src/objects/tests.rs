@@ -133,7 +133,8 @@ async fn batches_apply_together_and_a_stale_object_holds_back_no_other() {
         Write::Delete { id: "nowhere".into(), version: 3 },
     ];
     let outcomes = objects.write_all(writes).await.expect("batch");
-    let kinds: Vec<String> = outcomes.iter().map(|o| o.as_ref().map_or_else(ToString::to_string, |()| "ok".into())).collect();
+    let kinds: Vec<String> =
+        outcomes.iter().map(|o| o.as_ref().map_or_else(ToString::to_string, |()| "ok".into())).collect();
     assert_eq!(kinds[0], "ok");
     assert!(kinds[1].starts_with("task t0001 was changed by someone else"), "{}", kinds[1]);
     assert_eq!(kinds[2], "ok");

@@ -1,0 +1,110 @@
+//! `cargo xtask bench control-plane`: one manager and 1,000 simulated agents in this process,
+//! one service of 100,000 replicas. Prints the time from `service create` until every task is
+//! RUNNING, placements per second through Raft (tasks ASSIGNED per second, each a replicated
+//! write), and the process's peak RSS (manager and all agents together, so an upper bound for
+//! the manager). Targets from the issue: ≥ 20,000 placements/s, converge ≤ 10 s, RSS ≤ 2 GB.
+//! Scale with SHOAL_BENCH_AGENTS and SHOAL_BENCH_REPLICAS.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::time::{Duration, Instant};
+
+use shoal_api::v1::{self, TaskState};
+use shoal_local_cluster::{LocalCluster, LocalOptions};
+use shoal_manager::Object as _;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(bench())
+}
+
+async fn bench() -> Result<(), Box<dyn std::error::Error>> {
+    let agents = env_or("SHOAL_BENCH_AGENTS", 1_000) as usize;
+    let replicas = env_or("SHOAL_BENCH_REPLICAS", 100_000);
+    println!("control plane: 1 manager, {agents} simulated agents in one process, one service of {replicas} replicas");
+
+    let started = Instant::now();
+    let options = LocalOptions { heartbeat_period: Duration::from_secs(1), ..Default::default() };
+    let mut cluster = LocalCluster::start(options).await?;
+    cluster.add_workers("w", agents, 50).await?;
+    cluster.wait_ready(agents, 120).await?;
+    println!(
+        "  {agents} agents joined and Ready in {:.1} s; RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_kib("VmRSS:") / 1024
+    );
+
+    let objects = cluster.objects(0).ok_or("the manager is gone")?.clone();
+    let mut control = cluster.control().await?;
+    let spec = v1::ServiceSpec {
+        annotations: Some(v1::Annotations { name: "bench".into(), ..Default::default() }),
+        mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas })),
+        task: Some(v1::TaskSpec {
+            container: Some(v1::ContainerSpec { image: "shoal-test/sleeper".into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut watch = objects.store().watch(v1::Task::PREFIX, 0)?;
+    let created = Instant::now();
+    control.create_service(v1::CreateServiceRequest { spec: Some(spec) }).await?;
+
+    // Counted from the manager's own watch of the task prefix (each change decoded once, as
+    // the dispatcher does), not by listing: observing costs the manager little.
+    let mut nodes: std::collections::HashMap<Vec<u8>, (bool, bool)> = std::collections::HashMap::new();
+    let (mut assigned, mut running) = (0u64, 0u64);
+    let mut assigned_at = None;
+    let mut running_at = None;
+    let mut last_print = Instant::now();
+    let deadline = created + Duration::from_secs(300);
+    while running_at.is_none() {
+        let Ok(Some(event)) = tokio::time::timeout_at(deadline.into(), watch.next()).await else { break };
+        let event = event?;
+        let was = nodes.get(&event.kv.key).copied().unwrap_or_default();
+        let now = if event.kind == shoal_raft_store::EventKind::Delete {
+            (false, false)
+        } else {
+            let task = <v1::Task as prost::Message>::decode(event.kv.value.as_slice())?;
+            (!task.node_id.is_empty(), task.observed_state() == TaskState::Running)
+        };
+        assigned = assigned + u64::from(now.0) - u64::from(was.0);
+        running = running + u64::from(now.1) - u64::from(was.1);
+        nodes.insert(event.kv.key, now);
+        if assigned_at.is_none() && assigned >= replicas {
+            assigned_at = Some(created.elapsed());
+        }
+        if running >= replicas {
+            running_at = Some(created.elapsed());
+        }
+        if last_print.elapsed() >= Duration::from_millis(500) {
+            last_print = Instant::now();
+            eprintln!("  {:>6.2} s: {assigned} assigned, {running} running", created.elapsed().as_secs_f64());
+        }
+    }
+    let peak = rss_kib("VmHWM:") / 1024;
+    cluster.shutdown().await;
+    let (Some(assigned), Some(running)) = (assigned_at, running_at) else {
+        return Err("not converged within 300 s".into());
+    };
+    let placements = replicas as f64 / assigned.as_secs_f64();
+    println!(
+        "  all {replicas} assigned after {:.2} s: {placements:.0} placements/s through Raft (target ≥ 20,000)",
+        assigned.as_secs_f64()
+    );
+    println!("  all {replicas} RUNNING after {:.2} s (target ≤ 10 s)", running.as_secs_f64());
+    println!(
+        "  peak RSS of the whole process (manager + {agents} agents): {peak} MiB (target for the manager ≤ 2,048 MiB)"
+    );
+    Ok(())
+}
