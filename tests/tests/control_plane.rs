@@ -1,58 +1,21 @@
-//! The control plane with in-process agents on the simulated runtime: a manager on loopback,
-//! three workers joined with the worker token, and the scenarios — spread, a crashed
-//! container replaced with its exit code in the history, a lost worker's tasks moved, a missing
-//! image rejected.
+//! The control plane in one process (`shoal-local-cluster`): three managers on loopback, three
+//! workers on the simulated runtime, and the scenarios — node list, spread, a crashed
+//! container replaced with its exit code in the history, a job run to completion, a lost
+//! worker's tasks moved, the leader lost, a missing image rejected.
 
 // Tests narrate their steps on stderr, which nextest shows when one fails.
 #![allow(clippy::print_stderr)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use shoal_agent::{Agent, AgentConfig};
 use shoal_api::v1::{self, TaskState, control_client::ControlClient};
-use shoal_runtime::{SimBehavior, Simulated};
+use shoal_local_cluster::{LocalCluster, LocalOptions, eventually};
+use shoal_runtime::SimBehavior;
 use tonic::transport::Channel;
-
-struct Worker {
-    sim: Simulated,
-    node_id: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-async fn worker(addr: SocketAddr, token: &str, dir: &std::path::Path, name: &str) -> Worker {
-    let (credentials, trust) = shoal_agent::join(&addr.to_string(), token, &dir.join(name)).await.expect("join");
-    let sim = Simulated::new();
-    sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
-    let node_id = credentials.identity().node_id.clone();
-    let config = AgentConfig {
-        managers: vec![addr.to_string()],
-        tls: shoal_ca_pki::client_config(&credentials, &trust).expect("tls"),
-        node_id: node_id.clone(),
-        description: v1::NodeDescription {
-            hostname: name.to_owned(),
-            platform: Some(v1::Platform { architecture: "amd64".into(), os: "linux".into() }),
-            resources: Some(v1::Resources { nano_cpus: 2_000_000_000, memory_bytes: 4 << 30, ..Default::default() }),
-            ..Default::default()
-        },
-        volumes_dir: dir.join(name).join("volumes"),
-    };
-    let agent = Agent::new(config, Arc::new(sim.clone()));
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let _ = agent
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await;
-    });
-    Worker { sim, node_id, stop: Some(stop) }
-}
 
 async fn tasks(control: &mut ControlClient<Channel>, service: &str) -> Vec<v1::Task> {
     let request = v1::ListTasksRequest { service_ids: vec![service.to_owned()], ..Default::default() };
-    control.list_tasks(request).await.expect("list tasks").into_inner().tasks
+    control.list_tasks(request).await.map(|r| r.into_inner().tasks).unwrap_or_default()
 }
 
 fn running(tasks: &[v1::Task]) -> Vec<&v1::Task> {
@@ -61,18 +24,6 @@ fn running(tasks: &[v1::Task]) -> Vec<&v1::Task> {
         .filter(|t| t.desired_state == TaskState::Running as i32)
         .filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32))
         .collect()
-}
-
-/// Polls `check` every 100 ms until it returns `Some`, or fails after `secs`.
-async fn eventually<T>(what: &str, secs: u64, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn spec(name: &str, image: &str, replicas: u64) -> v1::ServiceSpec {
@@ -93,30 +44,17 @@ fn spec(name: &str, image: &str, replicas: u64) -> v1::ServiceSpec {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_run_tasks_and_the_cluster_heals() {
-    let dir = std::env::temp_dir().join(format!("shoal-control-plane-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port");
-    let mut config = shoal_manager::ManagerConfig::new(dir.join("m1"), addr, addr);
-    config.heartbeat_period = Duration::from_millis(300);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
-    let mut control = ControlClient::new(
-        shoal_manager::connect_with_bundle(&addr.to_string(), &outcome.admin_bundle).await.expect("admin"),
-    );
-
-    eprintln!("--- three workers join with the worker token and become Ready");
-    let mut workers = Vec::new();
-    for name in ["w1", "w2", "w3"] {
-        workers.push(worker(addr, &outcome.worker_token, &dir, name).await);
-    }
-    eventually("3 Ready workers", 10, async || {
-        let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.ok()?.into_inner().nodes;
-        let ready = nodes
-            .iter()
-            .filter(|n| n.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32))
-            .count();
-        (ready == 3).then_some(())
-    })
-    .await;
+    eprintln!("--- three managers and three workers; the workers become Ready");
+    let mut images = LocalOptions::default().images;
+    images.push(("shoal-test/batch".to_owned(), SimBehavior::ExitAfter { code: 0, after: Duration::from_millis(200) }));
+    let options = LocalOptions { managers: 3, workers: 3, images, ..Default::default() };
+    let mut cluster = LocalCluster::start(options).await.expect("cluster");
+    let mut control = cluster.control().await.expect("admin client");
+    let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.expect("node ls").into_inner().nodes;
+    let managers: Vec<&v1::Node> = nodes.iter().filter(|n| n.role == v1::NodeRole::Manager as i32).collect();
+    assert_eq!((nodes.len(), managers.len()), (6, 3));
+    let leaders = managers.iter().filter(|n| n.manager_status.as_ref().is_some_and(|m| m.leader)).count();
+    assert_eq!(leaders, 1, "one leader among the managers");
 
     eprintln!("--- 6 replicas run, 2 per worker");
     let service = control
@@ -130,16 +68,18 @@ async fn workers_run_tasks_and_the_cluster_heals() {
         let all = tasks(&mut control, &service.id).await;
         (running(&all).len() == 6).then_some(all)
     })
-    .await;
-    for w in &workers {
+    .await
+    .expect("converged");
+    for w in cluster.workers() {
         let on = running(&placed).iter().filter(|t| t.node_id == w.node_id).count();
         assert_eq!(on, 2, "worker {} runs 2", w.node_id);
         assert_eq!(w.sim.container_count(), 2);
     }
 
     eprintln!("--- a container is killed (exit 137): a new task replaces it, the history keeps the exit code");
-    let victim = running(&placed).into_iter().find(|t| t.node_id == workers[0].node_id).expect("a task on w1").clone();
-    workers[0].sim.kill_externally(&victim.id, 137, false).expect("kill");
+    let victim_node = cluster.workers()[0].node_id.clone();
+    let victim = running(&placed).into_iter().find(|t| t.node_id == victim_node).expect("a task on w1").clone();
+    cluster.workers()[0].sim.kill_externally(&victim.id, 137, false).expect("kill");
     let history = eventually("the killed task replaced", 15, async || {
         let all = tasks(&mut control, &service.id).await;
         let failed = all
@@ -147,29 +87,63 @@ async fn workers_run_tasks_and_the_cluster_heals() {
             .find(|t| t.id == victim.id && t.status.as_ref().is_some_and(|s| s.state == TaskState::Failed as i32))?;
         (running(&all).len() == 6).then(|| failed.clone())
     })
-    .await;
+    .await
+    .expect("replaced");
     assert_eq!(history.status.map(|s| s.err), Some("task: non-zero exit (137)".to_owned()));
     assert_eq!(history.desired_state, TaskState::Shutdown as i32);
 
+    eprintln!("--- a replicated job: 4 completions, 2 at a time");
+    let mut job = spec("batch", "shoal-test/batch", 0);
+    job.mode =
+        Some(v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob { max_concurrent: 2, total_completions: 4 }));
+    let job = control
+        .create_service(v1::CreateServiceRequest { spec: Some(job) })
+        .await
+        .expect("create job")
+        .into_inner()
+        .service
+        .expect("job");
+    let done = eventually("4 completed job tasks", 20, async || {
+        let all = tasks(&mut control, &job.id).await;
+        let complete = all.iter().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Complete as i32));
+        (complete.count() == 4).then_some(all)
+    })
+    .await
+    .expect("job complete");
+    assert_eq!(done.len(), 4, "no task beyond the completions asked for");
+
     eprintln!("--- a worker stops heartbeating: Down within three periods, its tasks run elsewhere");
-    let lost = workers.pop().expect("w3");
+    let lost = cluster.workers()[2].node_id.clone();
     let lost_at = Instant::now();
-    drop(lost.stop);
+    cluster.stop_worker(2);
     eventually("the lost worker Down", 10, async || {
-        let node = control.get_node(v1::GetNodeRequest { node: lost.node_id.clone() }).await.ok()?.into_inner().node?;
+        let node = control.get_node(v1::GetNodeRequest { node: lost.clone() }).await.ok()?.into_inner().node?;
         (node.status?.state == v1::node_status::State::Down as i32).then_some(())
     })
-    .await;
+    .await
+    .expect("down");
     eprintln!("    down after {:?}", lost_at.elapsed());
-    let moved = eventually("6 running on the other two", 15, async || {
+    eventually("6 running on the other two", 15, async || {
         let all = tasks(&mut control, &service.id).await;
         let live = running(&all);
-        (live.len() == 6 && live.iter().all(|t| t.node_id != lost.node_id)).then_some(())
+        (live.len() == 6 && live.iter().all(|t| t.node_id != lost)).then_some(())
     })
-    .await;
-    let () = moved;
+    .await
+    .expect("moved");
     eprintln!("    tasks running elsewhere {:?} after the agent stopped", lost_at.elapsed());
     assert!(lost_at.elapsed() < Duration::from_secs(6), "replaced within 6 s with a 300 ms heartbeat");
+
+    eprintln!("--- the leading manager goes away: another leads, the API keeps working on the survivors");
+    let leader_id = managers.iter().find(|n| n.manager_status.as_ref().is_some_and(|m| m.leader)).map(|n| n.id.clone());
+    let index = cluster.manager_ids().iter().position(|id| *id == leader_id).expect("the leader is one of ours");
+    cluster.kill_manager(index).await;
+    let mut control = cluster.control().await.expect("a surviving manager");
+    eventually("a new leader that serves writes", 20, async || {
+        let request = v1::CreateServiceRequest { spec: Some(spec("after", "shoal-test/sleeper", 1)) };
+        control.create_service(request).await.ok().map(drop)
+    })
+    .await
+    .expect("new leader");
 
     eprintln!("--- an image that does not exist: the task is rejected with `image not found`");
     let missing = control
@@ -185,14 +159,8 @@ async fn workers_run_tasks_and_the_cluster_heals() {
             .into_iter()
             .find(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Rejected as i32))
     })
-    .await;
+    .await
+    .expect("rejected");
     assert_eq!(rejected.status.map(|s| s.err), Some("image not found: docker.io/shoal-test/nonexistent:1".to_owned()));
-
-    for mut w in workers {
-        if let Some(stop) = w.stop.take() {
-            let _ = stop.send(());
-        }
-    }
-    manager.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    cluster.shutdown().await;
 }

@@ -95,6 +95,8 @@ pub(crate) enum Availability {
 pub(crate) enum Mode {
     Replicated,
     Global,
+    ReplicatedJob,
+    GlobalJob,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -109,12 +111,15 @@ pub(crate) struct CreateArgs {
     /// Service name.
     #[arg(long)]
     name: String,
-    /// Number of tasks (replicated mode).
+    /// Number of tasks (replicated mode); completions to reach (replicated-job mode).
     #[arg(long)]
     replicas: Option<u64>,
-    /// replicated or global.
+    /// replicated, global, replicated-job or global-job.
     #[arg(long, value_enum, default_value = "replicated")]
     mode: Mode,
+    /// Job tasks run at once (replicated-job mode; default: as many as --replicas).
+    #[arg(long = "max-concurrent")]
+    max_concurrent: Option<u64>,
     /// Placement constraint, e.g. node.role==worker (repeatable).
     #[arg(long)]
     constraint: Vec<String>,
@@ -249,8 +254,18 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
             v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: replicas.unwrap_or(1) })
         }
         (Mode::Global, None) => v1::service_spec::Mode::Global(v1::GlobalService {}),
-        (Mode::Global, Some(_)) => bail!("--replicas can only be used with replicated mode"),
+        (Mode::ReplicatedJob, replicas) => v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob {
+            total_completions: replicas.unwrap_or(1),
+            max_concurrent: args.max_concurrent.unwrap_or(0),
+        }),
+        (Mode::GlobalJob, None) => v1::service_spec::Mode::GlobalJob(v1::GlobalJob {}),
+        (Mode::Global | Mode::GlobalJob, Some(_)) => {
+            bail!("--replicas can only be used with replicated and replicated-job modes")
+        }
     };
+    if args.max_concurrent.is_some() && args.mode != Mode::ReplicatedJob {
+        bail!("--max-concurrent can only be used with replicated-job mode");
+    }
     let restart = v1::RestartPolicy {
         condition: match args.restart_condition.unwrap_or(RestartCondition::Any) {
             RestartCondition::Any => v1::restart_policy::Condition::Any,
@@ -585,6 +600,27 @@ async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> any
         };
         let running =
             live.iter().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32)).count();
+        // A job converges when its tasks have completed, not while they run.
+        let job_total = match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
+            Some(v1::service_spec::Mode::ReplicatedJob(j)) => Some(j.total_completions as usize),
+            Some(v1::service_spec::Mode::GlobalJob(_)) => Some(tasks.iter().filter(|t| t.slot == 0).count()),
+            _ => None,
+        };
+        if let Some(total) = job_total {
+            let complete = |t: &&v1::Task| t.status.as_ref().is_some_and(|s| s.state == TaskState::Complete as i32);
+            let completed = tasks.iter().filter(complete).count();
+            let line = format!("job progress: {completed} out of {total} complete, {running} running");
+            if line != last {
+                println!("{line}");
+                last = line;
+            }
+            if total > 0 && completed >= total {
+                println!("verify: Job complete");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
         let line = format!("overall progress: {running} out of {desired} tasks");
         if line != last {
             println!("{line}");

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,6 +49,8 @@ struct Inner {
     period: Duration,
     sessions: Mutex<HashMap<String, Session>>,
     feed: Mutex<Feed>,
+    /// Set when a node reported a task ending, for the leader's loop to react to.
+    task_ended: AtomicBool,
 }
 
 /// Most task changes queued for one node's assignment stream; a node that falls this far
@@ -79,12 +82,25 @@ impl Dispatcher {
                 period,
                 sessions: Mutex::new(HashMap::new()),
                 feed: Mutex::new(Feed::default()),
+                task_ended: AtomicBool::new(false),
             }),
         }
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a node reported a task ending (FAILED, COMPLETE, SHUTDOWN, REJECTED) since the
+    /// last call: what the orchestrators act on, unlike reports of tasks starting.
+    pub fn take_task_ended(&self) -> bool {
+        self.inner.task_ended.swap(false, Ordering::AcqRel)
+    }
+
+    fn note_state(&self, state: TaskState) {
+        if state.is_terminal() {
+            self.inner.task_ended.store(true, Ordering::Release);
+        }
     }
 
     fn feed(&self) -> MutexGuard<'_, Feed> {
@@ -350,7 +366,10 @@ impl Dispatcher {
             status.timestamp.get_or_insert_with(|| shoal_api::to_timestamp(SystemTime::now()));
             task.status = Some(status);
             match self.inner.objects.update(task).await {
-                Ok(_) => return Ok(()),
+                Ok(_) => {
+                    self.note_state(next);
+                    return Ok(());
+                }
                 Err(ObjectError::Conflict { .. }) => continue,
                 Err(err) => return Err(err.into()),
             }
@@ -404,6 +423,7 @@ impl Dispatcher {
             }
             status.timestamp.get_or_insert(now);
             task.status = Some(status);
+            self.note_state(next);
             writes.push(Write::Update(task));
             reports.push(update);
         }

@@ -11,6 +11,7 @@ use shoal_api::v1::{self, TaskState};
 
 use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
+use crate::jobs::reconcile_job;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
 use crate::orchestrator::reconcile_replicated;
 use crate::placement::{place, snapshot, task_spec};
@@ -31,7 +32,24 @@ pub struct PassReport {
     pub unplaced: usize,
     /// Old tasks deleted.
     pub reaped: usize,
+    /// The earliest time a task is due that this pass had to hold back (a restart delay): the
+    /// loop runs a pass then even if nothing else happens.
+    pub next_due: Option<SystemTime>,
 }
+
+impl PassReport {
+    /// Whether the pass wrote anything.
+    pub fn changed(&self) -> bool {
+        self.created + self.stopped + self.assigned + self.reaped > 0
+    }
+
+    fn due(&mut self, at: SystemTime) {
+        self.next_due = Some(self.next_due.map_or(at, |due| due.min(at)));
+    }
+}
+
+/// Passes run when something they act on changed; with nothing to react to, still this often.
+const IDLE_PASS: Duration = Duration::from_secs(10);
 
 /// The leader's loops of one manager.
 #[derive(Debug, Clone)]
@@ -52,23 +70,49 @@ impl Leader {
         Self { objects, dispatcher, history, seed: 0x5eed }
     }
 
-    /// Runs the loops until `shutdown` resolves: a pass every `tick` while this manager is the
-    /// Raft leader, heartbeats checked every `period`.
+    /// Runs the loops until `shutdown` resolves: while this manager is the Raft leader, checks
+    /// heartbeats every `period`, and at most every `tick` runs a pass when something it acts
+    /// on changed — a service or node (watched in the store), a task that ended (the dispatcher
+    /// says so), its own previous pass's writes, or a restart delay that came due — and at least
+    /// every ten seconds. Reports of tasks starting and running, the bulk of the traffic, wake
+    /// it up not.
     pub async fn run(&self, tick: Duration, period: Duration, shutdown: impl std::future::Future<Output = ()>) {
+        use futures::FutureExt as _;
         tokio::pin!(shutdown);
+        let store = self.objects.store();
+        let mut watches: Vec<(&str, Option<shoal_raft_store::WatchStream>)> =
+            vec![(v1::Service::PREFIX, None), (v1::Node::PREFIX, None)];
         let mut leading = false;
+        let mut dirty = true;
+        let mut due: Option<Instant> = None;
+        let mut last_pass = Instant::now();
         let mut last_check = Instant::now();
         loop {
             tokio::select! {
                 () = &mut shutdown => return,
                 () = tokio::time::sleep(tick) => {}
             }
-            if !self.objects.store().is_leader() {
+            for (prefix, watch) in &mut watches {
+                if watch.is_none() {
+                    *watch = store.watch(*prefix, 0).ok();
+                    dirty = true;
+                }
+                while let Some(event) = watch.as_mut().and_then(|w| w.next().now_or_never()) {
+                    dirty = true;
+                    if !matches!(event, Some(Ok(_))) {
+                        *watch = None;
+                        break;
+                    }
+                }
+            }
+            dirty |= self.dispatcher.take_task_ended();
+            if !store.is_leader() {
                 leading = false;
                 continue;
             }
             if !leading {
                 leading = true;
+                dirty = true;
                 // Nodes that were Ready under the previous leader get three periods to reach us.
                 match self.objects.list::<v1::Node>().await {
                     Ok(nodes) => {
@@ -80,17 +124,34 @@ impl Leader {
             }
             if last_check.elapsed() >= period {
                 last_check = Instant::now();
-                if let Err(err) = self.dispatcher.check_heartbeats().await {
-                    tracing::warn!(error = %err, "heartbeat check failed");
+                match self.dispatcher.check_heartbeats().await {
+                    Ok(down) => dirty |= !down.is_empty(),
+                    Err(err) => tracing::warn!(error = %err, "heartbeat check failed"),
                 }
                 if let Err(err) = self.refresh_manager_status().await {
                     tracing::warn!(error = %err, "manager status refresh failed");
                 }
             }
+            let timer = due.is_some_and(|due| Instant::now() >= due) || last_pass.elapsed() >= IDLE_PASS;
+            if !(dirty || timer) {
+                continue;
+            }
+            last_pass = Instant::now();
             match self.pass(SystemTime::now()).await {
-                Ok(report) if report != PassReport::default() => tracing::debug!(?report, "control loop pass"),
-                Ok(_) => {}
-                Err(err) => tracing::warn!(error = %err, "control loop pass failed; retrying next tick"),
+                Ok(report) => {
+                    if report.changed() {
+                        tracing::debug!(?report, "control loop pass");
+                    }
+                    // What it wrote may call for more (a node's tasks moved, say): look again.
+                    dirty = report.changed();
+                    due = report
+                        .next_due
+                        .map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "control loop pass failed; retrying next tick");
+                    dirty = true;
+                }
             }
         }
     }
@@ -211,14 +272,18 @@ impl Leader {
                     for (slot, not_before) in plan.create {
                         if not_before <= now {
                             work.add(Self::new_task(service, slot, "", now));
+                        } else {
+                            report.due(not_before);
                         }
                     }
                 }
                 Some(v1::service_spec::Mode::Global(_)) => {
                     Self::orchestrate_global(service, own, nodes, work, now, report)
                 }
-                // Jobs come with their own orchestrator.
-                _ => {}
+                Some(v1::service_spec::Mode::ReplicatedJob(_) | v1::service_spec::Mode::GlobalJob(_)) => {
+                    Self::orchestrate_job(service, own, nodes, work, now, report)
+                }
+                None => {}
             }
         }
     }
@@ -274,10 +339,44 @@ impl Leader {
                 .filter(|t| t.node_id == node && matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected))
                 .filter_map(|t| shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref())))
                 .max();
-            if last_end.is_some_and(|end| end + delay > now) {
+            if let Some(end) = last_end.filter(|end| *end + delay > now) {
+                report.due(end + delay);
                 continue;
             }
             work.add(Self::new_task(service, 0, node, now));
+        }
+    }
+
+    /// A replicated or global job ([`reconcile_job`]): new tasks carry the job's iteration, and a
+    /// task that completed is told to stop, so that its node forgets it (it stays COMPLETE in
+    /// the history, where the job counts it).
+    fn orchestrate_job(
+        service: &v1::Service,
+        tasks: &[v1::Task],
+        nodes: &[v1::Node],
+        work: &mut Working,
+        now: SystemTime,
+        report: &mut PassReport,
+    ) {
+        let plan = reconcile_job(service, tasks, nodes, now);
+        let completed = tasks
+            .iter()
+            .filter(|t| t.observed_state() == TaskState::Complete && t.desired() as i32 <= TaskState::Running as i32);
+        for id in plan.shutdown.iter().chain(completed.map(|t| &t.id)) {
+            if work.set_desired(id, TaskState::Shutdown) {
+                report.stopped += 1;
+            }
+        }
+        let slots = plan.create_slots.into_iter().map(|(slot, at)| (slot, String::new(), at));
+        let nodes = plan.create_nodes.into_iter().map(|(node, at)| (0, node, at));
+        for (slot, node, not_before) in slots.chain(nodes) {
+            if not_before > now {
+                report.due(not_before);
+                continue;
+            }
+            let mut task = Self::new_task(service, slot, &node, now);
+            task.job_iteration = plan.iteration;
+            work.add(task);
         }
     }
 

@@ -219,3 +219,66 @@ async fn removed_services_take_their_tasks_and_pause_places_nothing_new() {
     assert_eq!(leader.pass(now).await.expect("pass").reaped, 4);
     assert!(objects.list::<v1::Task>().await.expect("tasks").is_empty());
 }
+
+/// Sets a task's observed state as its agent would report it.
+async fn report(objects: &ObjectStore, task: &v1::Task, state: TaskState, at: SystemTime) {
+    let mut task: v1::Task = objects.get(&task.id).await.expect("task");
+    task.status = Some(v1::TaskStatus {
+        state: state as i32,
+        timestamp: Some(shoal_api::to_timestamp(at)),
+        ..Default::default()
+    });
+    objects.update(task).await.expect("report");
+}
+
+#[tokio::test]
+async fn jobs_run_to_completion_within_their_concurrency() {
+    let nodes: Vec<v1::Node> = (1..=3).map(|i| node(&format!("n{i}"), &[])).collect();
+    let (leader, objects, _dir) = leader("leader-jobs", &nodes).await;
+    let job = v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob { max_concurrent: 2, total_completions: 3 });
+    objects.create(service("batch", job, &[], 5)).await.expect("job");
+    let now = SystemTime::now();
+
+    tracing::info!("--- 3 completions, 2 at a time: two tasks start");
+    let report_1 = leader.pass(now).await.expect("pass");
+    assert_eq!((report_1.created, report_1.assigned), (2, 2));
+    let first = live_tasks(&objects, "id-batch").await;
+    assert_eq!(first.iter().map(|t| t.slot).collect::<Vec<_>>(), [1, 2]);
+
+    tracing::info!("--- one completes: it is told to stop (its node forgets it) and the third starts");
+    report(&objects, &first[0], TaskState::Complete, now).await;
+    let report_2 = leader.pass(now).await.expect("pass");
+    assert_eq!((report_2.stopped, report_2.created), (1, 1));
+    let done: v1::Task = objects.get(&first[0].id).await.expect("done");
+    assert_eq!((done.observed_state(), done.desired()), (TaskState::Complete, TaskState::Shutdown));
+
+    tracing::info!("--- one fails: retried in its slot after the delay, then everything completes");
+    report(&objects, &first[1], TaskState::Failed, now).await;
+    let held = leader.pass(now).await.expect("pass");
+    assert_eq!((held.stopped, held.created), (1, 0));
+    assert_eq!(held.next_due, Some(now + Duration::from_secs(5)), "the loop knows when to come back");
+    let later = now + Duration::from_secs(6);
+    let retried = leader.pass(later).await.expect("pass");
+    assert_eq!(retried.created, 1);
+    for task in live_tasks(&objects, "id-batch").await {
+        report(&objects, &task, TaskState::Complete, later).await;
+    }
+    leader.pass(later).await.expect("pass");
+    let finished = leader.pass(later).await.expect("pass");
+    assert_eq!(finished, PassReport::default(), "done: nothing more to run");
+    let all: Vec<v1::Task> = objects.list().await.expect("tasks");
+    let mut completed: Vec<u64> =
+        all.iter().filter(|t| t.observed_state() == TaskState::Complete).map(|t| t.slot).collect();
+    completed.sort_unstable();
+    assert_eq!(completed, [1, 2, 3]);
+
+    tracing::info!("--- a global job runs once on every node");
+    objects.create(service("once", v1::service_spec::Mode::GlobalJob(v1::GlobalJob {}), &[], 5)).await.expect("job");
+    let report_g = leader.pass(later).await.expect("pass");
+    assert_eq!(report_g.created, 3);
+    for task in live_tasks(&objects, "id-once").await {
+        report(&objects, &task, TaskState::Complete, later).await;
+    }
+    leader.pass(later).await.expect("pass");
+    assert_eq!(leader.pass(later).await.expect("pass").created, 0, "completed nodes get no other");
+}
