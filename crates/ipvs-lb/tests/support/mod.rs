@@ -25,6 +25,8 @@ pub const BULK_PORT: u16 = 20_000;
 /// The balancer namespace's address on the task subnet.
 pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 1);
 pub const TCP_PORT: u16 = 8080;
+/// The address of the client outside the balancer.
+pub const OUTSIDE_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
 pub const UDP_PORT: u16 = 5353;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -112,13 +114,16 @@ pub struct Env {
     /// The balancer namespace: clients connect from here.
     pub lb_netns: String,
     pub backends: Vec<String>,
+    /// A client outside the balancer (at [`OUTSIDE_CLIENT`]), whose connections arrive on the
+    /// balancer's bridge as the routing mesh's do.
+    pub client_netns: String,
     _echoes: Vec<Echo>,
 }
 
 impl Env {
     /// Builds the balancer namespace and three backends with their echoes.
     pub fn new() -> Env {
-        let cluster = Cluster::new(3).expect("build namespaces");
+        let cluster = Cluster::new(4).expect("build namespaces");
         let lb_netns = cluster.underlay_netns().to_owned();
         let ip = |netns: &str, args: &[&str]| {
             let out = std::process::Command::new("ip").arg("-n").arg(netns).args(args).output().expect("run ip");
@@ -126,16 +131,24 @@ impl Env {
         };
         ip(&lb_netns, &["addr", "add", &format!("{GATEWAY}/24"), "dev", "br0"]);
         ip(&lb_netns, &["route", "add", "local", "198.18.0.0/24", "dev", "lo"]);
+        // A routing-mesh node forwards what it balances for clients elsewhere.
+        in_netns(&lb_netns, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+            .expect("enter balancer namespace")
+            .expect("turn forwarding on in the balancer namespace");
         let mut backends = Vec::new();
         let mut echoes = Vec::new();
-        for (i, node) in cluster.nodes().iter().enumerate() {
+        let (nodes, client) = cluster.nodes().split_at(3);
+        let client_netns = client.first().map(|n| n.netns.clone()).expect("a fourth namespace");
+        ip(&client_netns, &["addr", "add", &format!("{OUTSIDE_CLIENT}/24"), "dev", "eth0"]);
+        ip(&client_netns, &["route", "add", "198.18.0.0/24", "via", &GATEWAY.to_string()]);
+        for (i, node) in nodes.iter().enumerate() {
             let addr = backend_addr(i);
             ip(&node.netns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
             ip(&node.netns, &["route", "add", "198.18.0.0/24", "via", &GATEWAY.to_string()]);
             echoes.push(Echo::start(&node.netns, &format!("b{}", i + 1), addr));
             backends.push(node.netns.clone());
         }
-        Env { cluster, lb_netns, backends, _echoes: echoes }
+        Env { cluster, lb_netns, backends, client_netns, _echoes: echoes }
     }
 
     pub fn netns(&self) -> Netns {
@@ -149,6 +162,20 @@ impl Env {
             (0..count).map(|_| tcp_hello(to).map(|(_, line)| line)).collect::<Vec<_>>()
         })
         .expect("enter balancer namespace");
+        tally(answers)
+    }
+
+    /// Like [`Env::tcp_tally`], from namespace `netns` (a client outside the balancer, whose
+    /// packets arrive on its bridge).
+    pub fn tcp_tally_from(
+        &self,
+        netns: &str,
+        to: SocketAddrV4,
+        count: usize,
+    ) -> (BTreeMap<String, usize>, Vec<String>) {
+        let answers =
+            in_netns(netns, move || (0..count).map(|_| tcp_hello(to).map(|(_, line)| line)).collect::<Vec<_>>())
+                .expect("enter client namespace");
         tally(answers)
     }
 
@@ -312,6 +339,10 @@ pub fn source_nat(env: &Env, lb: &mut dyn LoadBalancer) {
     let (names, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 81), 30);
     assert_even(&names, &["b1", "b2", "b3"], 30, "source NAT");
     assert!(peers.iter().all(|p| p == &GATEWAY.to_string()), "masqueraded to the balancer's address: {peers:?}");
+    narrate("30 from a client outside the balancer, as the routing mesh's arrive");
+    let (names, peers) = env.tcp_tally_from(&env.client_netns, SocketAddrV4::new(VIP, 81), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "source NAT, clients outside");
+    assert!(peers.iter().all(|p| p == &GATEWAY.to_string()), "masqueraded: {peers:?}");
     narrate("the service beside it keeps the client's address");
     let (_, peers) = env.tcp_tally(SocketAddrV4::new(VIP, 80), 6);
     assert!(peers.iter().all(|p| p == &VIP.to_string()), "not masqueraded: {peers:?}");
