@@ -8,7 +8,9 @@
 //!   service touches only that service's chain and elements, and every change is one nf_tables
 //!   transaction sent on a netlink socket the balancer keeps open (`nft` creates and lists).
 //! - [`IpvsBalancer`] talks to the kernel's `IPVS` generic-netlink family: NAT forwarding, round
-//!   robin (weighted round robin when the weights differ).
+//!   robin (weighted round robin when the weights differ). Source NAT is a masquerade rule in an
+//!   nftables table of its own that matches the connection's original destination, with IPVS
+//!   connection tracking on in the namespace.
 //! - [`open`] picks IPVS when the family resolves in the namespace and nftables otherwise, and
 //!   logs the choice.
 //!

@@ -262,7 +262,7 @@ impl Socket {
     }
 
     /// The element keys of set `set` of table `table`; `None` when the table or the set does
-    /// not exist.
+    /// not exist, or the kernel has no nf_tables.
     pub(crate) fn set_elements(&mut self, table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, String> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
@@ -286,6 +286,9 @@ impl Socket {
                 None => {}
                 Some(0) => return Ok(Some(keys)),
                 Some(errno) if errno == nix::errno::Errno::ENOENT as i32 => return Ok(None),
+                // nfnetlink answers EINVAL for a subsystem it does not have: nf_tables is not
+                // loaded and cannot be, so there is no such table either.
+                Some(errno) if errno == nix::errno::Errno::EINVAL as i32 => return Ok(None),
                 Some(errno) => {
                     let errno = std::io::Error::from_raw_os_error(errno);
                     return Err(format!("the kernel refused the dump of set {set}: {errno}"));

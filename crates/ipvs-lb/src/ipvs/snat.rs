@@ -43,7 +43,9 @@ const CONNTRACK_SYSCTL: &str = "/proc/sys/net/ipv4/vs/conntrack";
 pub(crate) struct Snat {
     netns: Netns,
     /// Behind a `RefCell` because reading the set (from `list(&self)`) numbers a request.
-    socket: RefCell<Socket>,
+    /// `None` when the kernel has no nfnetlink: then there is no table either, and only
+    /// turning source NAT on fails, so IPVS without it still works there.
+    socket: Option<RefCell<Socket>>,
     /// Whether this balancer has made the table and set the sysctl (it re-does both once, so a
     /// restart also repairs them).
     ready: bool,
@@ -52,17 +54,33 @@ pub(crate) struct Snat {
 impl Snat {
     /// Opens the nf_tables socket in `netns`. Changes nothing.
     pub(crate) fn open(netns: &Netns) -> Result<Self, String> {
-        let socket = netns
-            .run(Socket::open)
-            .map_err(|err| format!("cannot enter the namespace: {err}"))?
-            .map_err(|err| format!("cannot open an nf_tables netlink socket: {err}"))?;
-        Ok(Self { netns: netns.clone(), socket: RefCell::new(socket), ready: false })
+        let opened = netns.run(Socket::open).map_err(|err| format!("cannot enter the namespace: {err}"))?;
+        let socket = match opened {
+            Ok(socket) => Some(RefCell::new(socket)),
+            Err(err) if err.raw_os_error() == Some(nix::errno::Errno::EPROTONOSUPPORT as i32) => {
+                tracing::debug!(netns = %netns, "no nfnetlink in this kernel: IPVS without source NAT");
+                None
+            }
+            Err(err) => return Err(format!("cannot open an nf_tables netlink socket: {err}")),
+        };
+        Ok(Self { netns: netns.clone(), socket, ready: false })
+    }
+
+    fn socket(&self) -> Result<std::cell::RefMut<'_, Socket>, String> {
+        let Some(socket) = &self.socket else {
+            return Err("source NAT needs nf_tables (with nft_chain_nat, nft_ct, nft_masq) and this kernel \
+                        has no nfnetlink"
+                .to_owned());
+        };
+        socket.try_borrow_mut().map_err(|_| "the nf_tables socket is in use".to_owned())
     }
 
     /// The source-NAT services in the kernel's set; none when the table does not exist.
     pub(crate) fn keys(&self) -> Result<BTreeSet<ServiceKey>, String> {
-        let mut socket = self.socket.try_borrow_mut().map_err(|_| "the nf_tables socket is in use".to_owned())?;
-        let Some(raw) = socket.set_elements(TABLE, SET)? else { return Ok(BTreeSet::new()) };
+        if self.socket.is_none() {
+            return Ok(BTreeSet::new());
+        }
+        let Some(raw) = self.socket()?.set_elements(TABLE, SET)? else { return Ok(BTreeSet::new()) };
         raw.iter()
             .map(|bytes| {
                 wire::service_key_from_bytes(bytes)
@@ -105,8 +123,7 @@ impl Snat {
     }
 
     fn apply(&mut self, ops: &[Op]) -> Result<(), String> {
-        let mut socket = self.socket.try_borrow_mut().map_err(|_| "the nf_tables socket is in use".to_owned())?;
-        socket.apply(TABLE, ops)
+        self.socket()?.apply(TABLE, ops)
     }
 }
 
