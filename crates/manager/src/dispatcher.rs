@@ -7,7 +7,7 @@
 //! once. A node that comes back starts a new session and gets its assignments again; tasks that
 //! were rescheduled meanwhile are no longer its own, so the agent stops them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -51,6 +51,26 @@ struct Inner {
     feed: Mutex<Feed>,
     /// Set when a node reported a task ending, for the leader's loop to react to.
     task_ended: AtomicBool,
+    /// Status reports waiting for the status writer.
+    reports: Mutex<ReportQueue>,
+}
+
+/// How long the status writer lets reports gather before it writes them together.
+const STATUS_GATHER: Duration = Duration::from_millis(10);
+
+#[derive(Debug, Default)]
+struct ReportQueue {
+    pending: Vec<QueuedReport>,
+    /// Whether a writer is running (it stops when the queue is empty).
+    writing: bool,
+}
+
+/// One `UpdateTaskStatus` call waiting for the status writer.
+#[derive(Debug)]
+struct QueuedReport {
+    node_id: String,
+    updates: Vec<v1::TaskStatusUpdate>,
+    reply: oneshot::Sender<Result<(), Status>>,
 }
 
 /// Most task changes queued for one node's assignment stream; a node that falls this far
@@ -83,6 +103,7 @@ impl Dispatcher {
                 sessions: Mutex::new(HashMap::new()),
                 feed: Mutex::new(Feed::default()),
                 task_ended: AtomicBool::new(false),
+                reports: Mutex::new(ReportQueue::default()),
             }),
         }
     }
@@ -380,23 +401,117 @@ impl Dispatcher {
         )))
     }
 
-    /// Records a node's batch of status reports: each task read as this member has it, the
-    /// changes written in batches ([`ObjectStore::write_all`]); a report whose write lost to a
-    /// concurrent change, or whose task this member has not seen yet, goes through
-    /// [`Self::record_status`] with fresh reads.
+    /// Queues a node's batch of status reports for the status writer and waits for its
+    /// verdict. The writer takes every batch queued meanwhile (from all nodes) and writes them
+    /// together, as Swarm's dispatcher does: a thousand nodes reporting every few tens of
+    /// milliseconds then cost a few Raft entries, not thousands.
     async fn record_statuses(&self, node_id: &str, updates: Vec<v1::TaskStatusUpdate>) -> Result<(), Status> {
-        let now = shoal_api::to_timestamp(SystemTime::now());
-        let mut writes = Vec::with_capacity(updates.len());
-        let mut reports = Vec::with_capacity(updates.len());
+        let (reply, verdict) = oneshot::channel();
+        let start = {
+            let mut queue = self.inner.reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            queue.pending.push(QueuedReport { node_id: node_id.to_owned(), updates, reply });
+            !std::mem::replace(&mut queue.writing, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.write_reports().await });
+        }
+        verdict.await.unwrap_or_else(|_| Err(Status::unavailable("the status writer stopped; send the report again")))
+    }
+
+    /// The status writer: runs while reports are queued.
+    async fn write_reports(&self) {
+        loop {
+            // Let the reports of a moment gather.
+            tokio::time::sleep(STATUS_GATHER).await;
+            let batch = {
+                let mut queue = self.inner.reports.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if queue.pending.is_empty() {
+                    queue.writing = false;
+                    return;
+                }
+                std::mem::take(&mut queue.pending)
+            };
+            self.write_batch(batch).await;
+        }
+    }
+
+    /// Writes queued reports: each task read as this member has it, all changes in batched
+    /// writes ([`ObjectStore::write_all`]); a report whose write lost to a concurrent change, or
+    /// whose task this member has not seen yet, goes through [`Self::record_status`] with fresh
+    /// reads. Each queued report gets its own verdict.
+    async fn write_batch(&self, batch: Vec<QueuedReport>) {
+        let now = SystemTime::now();
+        let mut writes = Vec::new();
+        let mut owners = Vec::new();
+        let mut again: Vec<Vec<v1::TaskStatusUpdate>> = batch.iter().map(|_| Vec::new()).collect();
+        let mut verdicts: Vec<Result<(), Status>> = batch.iter().map(|_| Ok(())).collect();
+        let mut written: HashSet<String> = HashSet::new();
+        for (index, report) in batch.iter().enumerate() {
+            match self.prepare_statuses(&report.node_id, &report.updates, now).await {
+                Ok((ready, later)) => {
+                    again[index] = later;
+                    for (task, update) in ready {
+                        // One write per task in a transaction batch; a second report waits.
+                        if written.insert(task.id.clone()) {
+                            writes.push(Write::Update(task));
+                            owners.push((index, update));
+                        } else {
+                            again[index].push(update);
+                        }
+                    }
+                }
+                Err(status) => verdicts[index] = Err(status),
+            }
+        }
+        match self.inner.objects.write_all(writes).await {
+            Ok(outcomes) => {
+                for ((index, update), outcome) in owners.into_iter().zip(outcomes) {
+                    if outcome.is_err() {
+                        again[index].push(update);
+                    }
+                }
+            }
+            Err(err) => {
+                let status = Status::from(err);
+                for verdict in verdicts.iter_mut().filter(|v| v.is_ok()) {
+                    *verdict = Err(status.clone());
+                }
+            }
+        }
+        for ((report, later), mut verdict) in batch.into_iter().zip(again).zip(verdicts) {
+            if verdict.is_ok() {
+                for update in later {
+                    if let Err(status) = self.record_status(&report.node_id, update, STATUS_ATTEMPTS).await {
+                        verdict = Err(status);
+                        break;
+                    }
+                }
+            }
+            let _ = report.reply.send(verdict);
+        }
+    }
+
+    /// A node's reports turned into task writes (with the report each came from), and the
+    /// reports that need the careful path; refused whole when the node reports a task that is
+    /// not its own.
+    async fn prepare_statuses(
+        &self,
+        node_id: &str,
+        updates: &[v1::TaskStatusUpdate],
+        now: SystemTime,
+    ) -> Result<(Vec<(v1::Task, v1::TaskStatusUpdate)>, Vec<v1::TaskStatusUpdate>), Status> {
+        let now = shoal_api::to_timestamp(now);
+        let mut ready = Vec::with_capacity(updates.len());
         let mut again = Vec::new();
-        // One write per task: of several reports of one task in a batch, the furthest counts.
-        let mut latest: HashMap<String, v1::TaskStatusUpdate> = HashMap::new();
+        // Of several reports of one task, the furthest counts.
+        let mut latest: HashMap<&str, &v1::TaskStatusUpdate> = HashMap::new();
         for update in updates {
             let Some(status) = &update.status else { continue };
-            match latest.get(&update.task_id).and_then(|u| u.status.as_ref()) {
+            match latest.get(update.task_id.as_str()).and_then(|u| u.status.as_ref()) {
                 Some(seen) if seen.state >= status.state => {}
                 _ => {
-                    latest.insert(update.task_id.clone(), update);
+                    latest.insert(&update.task_id, update);
                 }
             }
         }
@@ -404,13 +519,13 @@ impl Dispatcher {
             let Some(mut status) = update.status.clone() else { continue };
             let next = TaskState::try_from(status.state).unwrap_or(TaskState::New);
             if !Self::observable(next) {
-                again.push(update);
+                again.push(update.clone());
                 continue;
             }
-            let mut task: v1::Task = match self.inner.objects.get_local(&task_id).await {
+            let mut task: v1::Task = match self.inner.objects.get_local(task_id).await {
                 Ok(task) => task,
                 Err(ObjectError::NotFound { .. }) => {
-                    again.push(update);
+                    again.push(update.clone());
                     continue;
                 }
                 Err(err) => return Err(err.into()),
@@ -424,15 +539,9 @@ impl Dispatcher {
             status.timestamp.get_or_insert(now);
             task.status = Some(status);
             self.note_state(next);
-            writes.push(Write::Update(task));
-            reports.push(update);
+            ready.push((task, update.clone()));
         }
-        let outcomes = self.inner.objects.write_all(writes).await?;
-        again.extend(reports.into_iter().zip(outcomes).filter(|(_, o)| o.is_err()).map(|(update, _)| update));
-        for update in again {
-            self.record_status(node_id, update, STATUS_ATTEMPTS).await?;
-        }
-        Ok(())
+        Ok((ready, again))
     }
 
     /// Whether a node may report `state`: what it observes running the task, from ACCEPTED to
