@@ -26,6 +26,19 @@ pub enum OpenError {
         /// What is wrong.
         reason: String,
     },
+    /// A log segment or snapshot was written in an on-disk format this version does not read
+    /// (format 1 is the JSON records of earlier versions).
+    #[error("{path} is in on-disk format {found}; this version reads format {supported} only: {hint}")]
+    Format {
+        /// The file.
+        path: PathBuf,
+        /// The format version found in its header.
+        found: u8,
+        /// The format version this build reads and writes.
+        supported: u8,
+        /// What to do about it.
+        hint: &'static str,
+    },
     /// The configuration is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

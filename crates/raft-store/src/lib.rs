@@ -20,6 +20,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod codec;
 mod crypto;
 mod error;
 #[cfg(feature = "grpc")]

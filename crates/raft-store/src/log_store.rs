@@ -5,8 +5,10 @@
 //! - `meta.json`: vote, last purged log id and a lower bound of the committed log id, replaced
 //!   atomically (temp file, fsync, rename, fsync dir);
 //! - `NNNNNNNNNNNNNNNNNNNN.log`: a segment named after the index of its first record; each file
-//!   starts with an 8-byte magic and holds records `[len u32 LE][crc32 u32 LE][payload]`, where the
-//!   payload is the JSON of one entry, sealed when encryption at rest is on. The last segment is
+//!   starts with an 8-byte magic whose last byte is the format version (2) and holds records
+//!   `[len u32 LE][crc32 u32 LE][payload]`, where the payload is the binary encoding of one entry
+//!   ([`crate::codec`]) followed by an end mark, sealed when encryption at rest is on. A segment in
+//!   format 1 (the JSON records of earlier versions) refuses to open with [`OpenError::Format`]. The last segment is
 //!   zero-filled ahead of its records (up to 1 MiB at a time, synced once), so an append's fdatasync
 //!   has no file size to journal; a sealed segment is trimmed to its last record.
 //!
@@ -41,6 +43,8 @@ use openraft::storage::RaftLogStorage;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::codec;
+use crate::codec::Encode;
 use crate::crypto::Sealer;
 use crate::error::OpenError;
 use crate::types::Entry;
@@ -48,7 +52,15 @@ use crate::types::LogId;
 use crate::types::TypeConfig;
 use crate::types::Vote;
 
-const SEGMENT_MAGIC: &[u8; 8] = b"SHLOG\x00\x00\x01";
+/// Segment files start with this magic; its last byte is the record format version.
+const SEGMENT_MAGIC: &[u8; 8] = b"SHLOG\x00\x00\x02";
+/// Every record's plain payload ends with this byte, so a record whose last data page never
+/// reached the disk (reads back as zeros) cannot pass for one that ends in zeros.
+const RECORD_END: u8 = 0xa5;
+/// What an operator should do with a log or snapshot in an older format.
+pub(crate) const OLD_FORMAT_HINT: &str = "it was written by an earlier Shoal (JSON records); there is no \
+    converter: remove this member's data directory and add the member to the cluster again, which \
+    copies the state from the leader";
 const RECORD_HEADER: usize = 8;
 const LOG_AAD: &[u8] = b"shoal-raft-log";
 /// Records larger than this are treated as damage, not as a real length.
@@ -270,6 +282,21 @@ impl LogStore {
     }
 }
 
+/// The plain payload of a record: the entry's binary encoding and [`RECORD_END`].
+fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(entry.size_hint() + 1);
+    entry.encode(out);
+    out.push(RECORD_END);
+}
+
+fn decode_record(plain: &[u8]) -> Result<Entry, String> {
+    match plain.split_last() {
+        Some((&RECORD_END, body)) => codec::from_slice(body).map_err(|e| e.to_string()),
+        _ => Err("record end mark is missing".into()),
+    }
+}
+
 /// Reads every segment, returns them with the entries above `purged`, and cuts a torn tail.
 fn scan_segments(
     dir: &Path,
@@ -314,6 +341,16 @@ fn scan_segments(
                 continue;
             }
             return Err(corrupt(0, "segment header is incomplete"));
+        }
+        if bytes[..SEGMENT_MAGIC.len() - 1] == SEGMENT_MAGIC[..SEGMENT_MAGIC.len() - 1]
+            && bytes[SEGMENT_MAGIC.len() - 1] != SEGMENT_MAGIC[SEGMENT_MAGIC.len() - 1]
+        {
+            return Err(OpenError::Format {
+                path: path.clone(),
+                found: bytes[SEGMENT_MAGIC.len() - 1],
+                supported: SEGMENT_MAGIC[SEGMENT_MAGIC.len() - 1],
+                hint: OLD_FORMAT_HINT,
+            });
         }
         if &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
             return Err(corrupt(0, "segment header magic is wrong"));
@@ -368,7 +405,9 @@ fn scan_segments(
                 // but not all of its data pages, which read back as zeros. Only that shape, at
                 // the very end of the log, is a torn write; anything else is damage.
                 let at_end = is_last && rest[RECORD_HEADER + len..].iter().all(|b| *b == 0);
-                let unwritten_tail = payload.len() >= 16 && payload[payload.len() - 16..].iter().all(|b| *b == 0);
+                // (A whole record never ends in zeros: plain ones end in RECORD_END, sealed ones in
+                // an authentication tag; 16 zeros, or all of a shorter one, are not a bit flip.)
+                let unwritten_tail = payload[payload.len().saturating_sub(16)..].iter().all(|b| *b == 0);
                 if at_end && unwritten_tail {
                     torn_at = Some(offset);
                     break;
@@ -376,8 +415,7 @@ fn scan_segments(
                 return Err(corrupt(offset, "record checksum mismatch"));
             }
             let plain = sealer.open(LOG_AAD, payload).map_err(|e| corrupt(offset, &e.to_string()))?;
-            let entry: Entry =
-                serde_json::from_slice(&plain).map_err(|e| corrupt(offset, &format!("record does not decode: {e}")))?;
+            let entry = decode_record(&plain).map_err(|e| corrupt(offset, &format!("record does not decode: {e}")))?;
             if entry.log_id.index != next_index {
                 return Err(corrupt(
                     offset,
@@ -717,9 +755,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut first_index = None;
         let mut last_index = 0;
         let mut payload = Vec::new();
+        let mut plain = Vec::new();
         let mut staged = Vec::new();
         for entry in entries {
-            let plain = serde_json::to_vec(&entry).map_err(io::Error::other)?;
+            encode_record(&entry, &mut plain);
             payload.clear();
             self.shared.sealer.seal_into(LOG_AAD, &plain, &mut payload).map_err(io::Error::other)?;
             let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("log record too large"))?;

@@ -5,6 +5,15 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::codec;
+use crate::codec::Decode;
+use crate::codec::DecodeError;
+use crate::codec::Encode;
+use crate::error::TransportError;
+use crate::types::NodeId;
+use crate::types::SnapshotMeta;
+use crate::types::TypeConfig;
+use crate::types::Vote;
 use futures::future::BoxFuture;
 use openraft::BasicNode;
 use openraft::OptionalSend;
@@ -21,14 +30,6 @@ use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use crate::error::TransportError;
-use crate::types::NodeId;
-use crate::types::SnapshotMeta;
-use crate::types::TypeConfig;
-use crate::types::Vote;
 
 /// The kind of a message between members; the payload's encoding is private to this crate, so a
 /// transport only needs to carry `(kind, bytes)` and return the answer's bytes.
@@ -105,19 +106,23 @@ pub trait Transport: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<Vec<u8>, TransportError>>;
 }
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    // Serialising plain data structures to JSON cannot fail (no maps with non-string keys).
-    serde_json::to_vec(value).unwrap_or_default()
+/// Encodes a message to another member (see [`crate::codec`]).
+pub(crate) fn encode<T: Encode>(value: &T) -> Vec<u8> {
+    codec::message(value)
 }
 
-pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(bytes)
+/// Decodes a message from another member.
+pub(crate) fn decode<T: Decode>(bytes: &[u8]) -> Result<T, DecodeError> {
+    codec::from_message(bytes)
 }
 
-/// Encodes a snapshot message: `[header len u32][header JSON (vote, meta)][data]`.
+/// Encodes a snapshot message: `[version][header len u32 LE][header: vote, meta][data]`.
 pub(crate) fn encode_snapshot(vote: &Vote, meta: &SnapshotMeta, data: &[u8]) -> Vec<u8> {
-    let header = encode(&(vote, meta));
-    let mut out = Vec::with_capacity(4 + header.len() + data.len());
+    let mut header = Vec::with_capacity(64);
+    vote.encode(&mut header);
+    meta.encode(&mut header);
+    let mut out = Vec::with_capacity(5 + header.len() + data.len());
+    out.push(codec::MESSAGE_VERSION);
     out.extend_from_slice(&(header.len() as u32).to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(data);
@@ -125,6 +130,12 @@ pub(crate) fn encode_snapshot(vote: &Vote, meta: &SnapshotMeta, data: &[u8]) -> 
 }
 
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(Vote, SnapshotMeta, Vec<u8>), String> {
+    let Some((&version, bytes)) = bytes.split_first() else {
+        return Err("snapshot message is empty".into());
+    };
+    if version != codec::MESSAGE_VERSION {
+        return Err(format!("snapshot message encoding version {version} is not {}", codec::MESSAGE_VERSION));
+    }
     if bytes.len() < 4 {
         return Err("snapshot message is too short".into());
     }
@@ -132,7 +143,10 @@ pub(crate) fn decode_snapshot(bytes: &[u8]) -> Result<(Vote, SnapshotMeta, Vec<u
     if bytes.len() < 4 + len {
         return Err("snapshot header is incomplete".into());
     }
-    let (vote, meta): (Vote, SnapshotMeta) = decode(&bytes[4..4 + len]).map_err(|e| e.to_string())?;
+    let mut r = codec::Reader::new(&bytes[4..4 + len]);
+    let vote = Vote::decode(&mut r).map_err(|e| e.to_string())?;
+    let meta = SnapshotMeta::decode(&mut r).map_err(|e| e.to_string())?;
+    r.finish().map_err(|e| e.to_string())?;
     Ok((vote, meta, bytes[4 + len..].to_vec()))
 }
 
@@ -181,7 +195,7 @@ fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
 }
 
 impl Connection {
-    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+    async fn call<Req: Encode, Resp: Decode>(
         &self,
         kind: MessageKind,
         req: &Req,

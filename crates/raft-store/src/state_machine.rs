@@ -21,10 +21,13 @@ use openraft::OptionalSend;
 use openraft::RaftSnapshotBuilder;
 use openraft::storage::EntryResponder;
 use openraft::storage::RaftStateMachine;
-use serde::Deserialize;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
+use crate::codec;
+use crate::codec::Decode;
+use crate::codec::DecodeError;
+use crate::codec::Encode;
+use crate::codec::Reader;
 use crate::crypto::Sealer;
 use crate::error::OpenError;
 use crate::error::WatchError;
@@ -44,14 +47,34 @@ use crate::types::TxnOutcome;
 use crate::types::TypeConfig;
 
 const SNAPSHOT_FILE: &str = "current.snap";
-const SNAPSHOT_MAGIC: &[u8; 8] = b"SHSNP\x00\x00\x01";
+/// Snapshot files start with this magic; its last byte is the format version.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"SHSNP\x00\x00\x02";
 const SNAPSHOT_AAD: &[u8] = b"shoal-raft-snapshot";
 
-/// The serialised state machine carried by a snapshot (JSON, plain; encryption is per member).
-#[derive(Debug, Serialize, Deserialize)]
+/// The serialised state machine carried by a snapshot (binary, [`crate::codec`]; plain on the
+/// wire, encryption is per member).
+#[derive(Debug)]
 struct SnapshotBody {
     revision: u64,
     kvs: Vec<KeyValue>,
+}
+
+impl Encode for SnapshotBody {
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.reserve(self.size_hint());
+        self.revision.encode(out);
+        codec::put_items(out, &self.kvs);
+    }
+
+    fn size_hint(&self) -> usize {
+        16 + self.kvs.iter().map(Encode::size_hint).sum::<usize>()
+    }
+}
+
+impl Decode for SnapshotBody {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(SnapshotBody { revision: u64::decode(r)?, kvs: codec::get_items(r, "snapshot keys")? })
+    }
 }
 
 struct Watcher {
@@ -119,9 +142,17 @@ impl StateMachine {
         let path = dir.join(SNAPSHOT_FILE);
         match fs::read(&path) {
             Ok(bytes) => {
+                if bytes.len() >= 8 && bytes[..7] == SNAPSHOT_MAGIC[..7] && bytes[7] != SNAPSHOT_MAGIC[7] {
+                    return Err(OpenError::Format {
+                        path,
+                        found: bytes[7],
+                        supported: SNAPSHOT_MAGIC[7],
+                        hint: crate::log_store::OLD_FORMAT_HINT,
+                    });
+                }
                 let (meta, body) = decode_snapshot_file(&sealer, &bytes).map_err(|e| snapshot_corrupt(&path, e))?;
                 let body: SnapshotBody =
-                    serde_json::from_slice(&body).map_err(|e| snapshot_corrupt(&path, e.to_string()))?;
+                    codec::from_slice(&body).map_err(|e| snapshot_corrupt(&path, e.to_string()))?;
                 tracing::info!(
                     node.id = node,
                     snapshot.revision = body.revision,
@@ -269,10 +300,10 @@ impl StateMachine {
     }
 
     fn write_snapshot_file(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
-        let meta_json = serde_json::to_vec(meta).map_err(io::Error::other)?;
-        let mut plain = Vec::with_capacity(4 + meta_json.len() + body.len());
-        plain.extend_from_slice(&u32::try_from(meta_json.len()).map_err(io::Error::other)?.to_le_bytes());
-        plain.extend_from_slice(&meta_json);
+        let meta_bytes = codec::to_vec(meta);
+        let mut plain = Vec::with_capacity(4 + meta_bytes.len() + body.len());
+        plain.extend_from_slice(&u32::try_from(meta_bytes.len()).map_err(io::Error::other)?.to_le_bytes());
+        plain.extend_from_slice(&meta_bytes);
         plain.extend_from_slice(body);
         let mut sealed = Vec::with_capacity(plain.len() + 64);
         self.shared.sealer.seal_into(SNAPSHOT_AAD, &plain, &mut sealed).map_err(io::Error::other)?;
@@ -313,7 +344,7 @@ fn decode_snapshot_file(sealer: &Sealer, bytes: &[u8]) -> Result<(SnapshotMeta, 
     if plain.len() < 4 + meta_len {
         return Err("snapshot meta is incomplete".into());
     }
-    let meta: SnapshotMeta = serde_json::from_slice(&plain[4..4 + meta_len]).map_err(|e| e.to_string())?;
+    let meta: SnapshotMeta = codec::from_slice(&plain[4..4 + meta_len]).map_err(|e| e.to_string())?;
     Ok((meta, plain[4 + meta_len..].to_vec()))
 }
 
@@ -328,7 +359,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
             (meta, body)
         };
-        let body = serde_json::to_vec(&body).map_err(io::Error::other)?;
+        let body = codec::to_vec(&body);
         self.write_snapshot_file(&meta, &body)?;
         tracing::info!(
             node.id = self.shared.node,
@@ -382,7 +413,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
         let body: SnapshotBody =
-            serde_json::from_slice(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            codec::from_slice(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         // Durable first: a crash after this point restarts from the installed snapshot.
         self.write_snapshot_file(meta, &snapshot)?;
         let node = self.shared.node;

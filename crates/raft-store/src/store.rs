@@ -29,6 +29,11 @@ use openraft::errors::RaftError;
 use serde::Deserialize;
 use serde::Serialize;
 
+use crate::codec;
+use crate::codec::Decode;
+use crate::codec::DecodeError;
+use crate::codec::Encode;
+use crate::codec::Reader;
 use crate::crypto::EncryptionKey;
 use crate::crypto::Sealer;
 use crate::error::HandleError;
@@ -156,18 +161,132 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 enum ForwardAnswer {
     Applied(TxnOutcome),
     NotLeader(Option<NodeId>),
     Failed(String),
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug)]
 enum ReadIndexAnswer {
     Index(u64),
     NotLeader(Option<NodeId>),
     Failed(String),
+}
+
+impl Encode for ForwardAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ForwardAnswer::Applied(o) => {
+                codec::put_tag(out, 0);
+                o.encode(out);
+            }
+            ForwardAnswer::NotLeader(l) => {
+                codec::put_tag(out, 1);
+                l.encode(out);
+            }
+            ForwardAnswer::Failed(reason) => {
+                codec::put_tag(out, 2);
+                codec::put_str(out, reason);
+            }
+        }
+    }
+}
+
+impl Decode for ForwardAnswer {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match codec::get_tag(r, "forward answer")? {
+            (_, 0) => Ok(ForwardAnswer::Applied(TxnOutcome::decode(r)?)),
+            (_, 1) => Ok(ForwardAnswer::NotLeader(Option::decode(r)?)),
+            (_, 2) => Ok(ForwardAnswer::Failed(codec::get_string(r, "forward failure")?)),
+            (at, tag) => Err(DecodeError::Tag { at, what: "forward answer", tag: u64::from(tag) }),
+        }
+    }
+}
+
+impl Encode for ReadIndexAnswer {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            ReadIndexAnswer::Index(i) => {
+                codec::put_tag(out, 0);
+                i.encode(out);
+            }
+            ReadIndexAnswer::NotLeader(l) => {
+                codec::put_tag(out, 1);
+                l.encode(out);
+            }
+            ReadIndexAnswer::Failed(reason) => {
+                codec::put_tag(out, 2);
+                codec::put_str(out, reason);
+            }
+        }
+    }
+}
+
+impl Decode for ReadIndexAnswer {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match codec::get_tag(r, "read index answer")? {
+            (_, 0) => Ok(ReadIndexAnswer::Index(u64::decode(r)?)),
+            (_, 1) => Ok(ReadIndexAnswer::NotLeader(Option::decode(r)?)),
+            (_, 2) => Ok(ReadIndexAnswer::Failed(codec::get_string(r, "read index failure")?)),
+            (at, tag) => Err(DecodeError::Tag { at, what: "read index answer", tag: u64::from(tag) }),
+        }
+    }
+}
+
+impl Encode for MemberStatus {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.id.encode(out);
+        codec::put_str(out, &self.addr);
+        codec::put_tag(out, matches!(self.role, Role::Learner).into());
+        codec::put_tag(
+            out,
+            match self.reachability {
+                Reachability::Reachable => 0,
+                Reachability::Unreachable => 1,
+                Reachability::Unknown => 2,
+            },
+        );
+        self.matched_index.encode(out);
+    }
+}
+
+impl Decode for MemberStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let id = u64::decode(r)?;
+        let addr = codec::get_string(r, "member address")?;
+        let role = match codec::get_tag(r, "member role")? {
+            (_, 0) => Role::Voter,
+            (_, 1) => Role::Learner,
+            (at, tag) => return Err(DecodeError::Tag { at, what: "member role", tag: u64::from(tag) }),
+        };
+        let reachability = match codec::get_tag(r, "member reachability")? {
+            (_, 0) => Reachability::Reachable,
+            (_, 1) => Reachability::Unreachable,
+            (_, 2) => Reachability::Unknown,
+            (at, tag) => return Err(DecodeError::Tag { at, what: "member reachability", tag: u64::from(tag) }),
+        };
+        Ok(MemberStatus { id, addr, role, reachability, matched_index: Option::decode(r)? })
+    }
+}
+
+impl Encode for ClusterStatus {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.leader.encode(out);
+        self.term.encode(out);
+        codec::put_items(out, &self.members);
+    }
+}
+
+impl Decode for ClusterStatus {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ClusterStatus {
+            leader: Option::decode(r)?,
+            term: u64::decode(r)?,
+            members: codec::get_items(r, "members")?,
+        })
+    }
 }
 
 /// A handle on one member of the replicated store; cheap to clone.

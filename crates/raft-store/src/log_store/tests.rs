@@ -61,6 +61,14 @@ fn blank(term: u64, index: u64) -> Entry {
     ))
 }
 
+/// An entry of the size a small put makes (about 60 bytes as a record).
+fn put(term: u64, index: u64) -> Entry {
+    let mut e = blank(term, index);
+    let txn = crate::types::Txn::new().and_then(crate::types::Op::put(format!("/k/{index}"), vec![b'v'; 40]));
+    e.payload = openraft::EntryPayload::Normal(crate::types::Command { txn });
+    e
+}
+
 async fn append(log: &mut LogStore, entries: Vec<Entry>) {
     let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
     log.append(entries, IOFlushed::signal(tx)).await.expect("append");
@@ -93,7 +101,7 @@ fn strip_zeros(path: &Path) -> Vec<u8> {
 async fn write_ten(dir: &Path) {
     let mut log = LogStore::open(options(dir), sealer()).expect("open");
     for i in 1..=10 {
-        append(&mut log, vec![blank(1, i)]).await;
+        append(&mut log, vec![put(1, i)]).await;
     }
     drop(log);
     // Let the writer thread persist meta and exit.
@@ -246,9 +254,7 @@ async fn a_full_disk_fails_the_append_and_leaves_whole_records() {
     let mut failure = None;
     for i in 1..=20 {
         let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
-        log.append(vec![blank(1, i), blank(1, i + 100)].into_iter().take(1), IOFlushed::signal(tx))
-            .await
-            .expect("queued");
+        log.append(vec![put(1, i), put(1, i + 100)].into_iter().take(1), IOFlushed::signal(tx)).await.expect("queued");
         match rx.await.expect("answer") {
             Ok(()) => acked.push(i),
             Err(e) => {
@@ -294,4 +300,22 @@ async fn a_last_record_with_unwritten_zero_pages_is_cut_but_a_flipped_last_byte_
     fs::write(&last, &flipped).expect("write");
     let err = LogStore::open(options(dir.path()), sealer()).expect_err("refused");
     assert!(err.to_string().contains("checksum"), "{err}");
+}
+
+#[tokio::test]
+async fn a_segment_in_the_json_format_is_refused_naming_the_file_and_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let first = segments(dir.path()).remove(0);
+    tracing::info!("--- the segment as an earlier version wrote it: format byte 1");
+    let mut bytes = fs::read(&first).expect("read");
+    bytes[SEGMENT_MAGIC.len() - 1] = 1;
+    fs::write(&first, bytes).expect("write");
+    let err = LogStore::open(options(dir.path()), sealer()).expect_err("refused");
+    assert!(matches!(&err, OpenError::Format { path, found: 1, supported: 2, .. } if path == &first), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&first.display().to_string()) && text.contains("add the member to the cluster again"),
+        "{text}"
+    );
 }

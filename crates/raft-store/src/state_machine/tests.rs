@@ -161,3 +161,19 @@ async fn an_older_snapshot_never_replaces_a_newer_file() {
     let current = f.sm.get_current_snapshot().await.expect("read").expect("some");
     assert_eq!(current.meta.last_log_id, new.meta.last_log_id);
 }
+
+#[tokio::test]
+async fn a_snapshot_in_the_json_format_is_refused_with_what_to_do() {
+    let mut f = Fixture::new();
+    f.apply(put("/a", "1")).await;
+    f.sm.build_snapshot().await.expect("build");
+    let path = f.sm.snapshot_path();
+    tracing::info!("--- the file as an earlier version wrote it: format byte 1");
+    let mut bytes = fs::read(&path).expect("read");
+    bytes[7] = 1;
+    fs::write(&path, bytes).expect("write");
+    let err = StateMachine::open(1, f._dir.path().to_path_buf(), Arc::new(Sealer::new(None).expect("sealer")), 4)
+        .expect_err("refused");
+    assert!(matches!(&err, OpenError::Format { path: p, found: 1, supported: 2, .. } if p == &path), "{err}");
+    assert!(err.to_string().contains("remove this member's data directory"), "{err}");
+}
