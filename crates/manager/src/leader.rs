@@ -383,7 +383,7 @@ impl Leader {
     /// Places every pending task (those of earlier passes and the new ones) in one scheduler
     /// batch; tasks that fit nowhere stay PENDING with the scheduler's reason.
     fn schedule(&self, nodes: &[v1::Node], work: &mut Working, now: SystemTime, report: &mut PassReport) {
-        let pending: Vec<v1::Task> = work
+        let pending: Vec<&v1::Task> = work
             .tasks
             .iter()
             .filter(|t| {
@@ -391,7 +391,6 @@ impl Leader {
                     && t.desired() == TaskState::Running
                     && t.observed_state() as i32 <= TaskState::Pending as i32
             })
-            .cloned()
             .collect();
         if pending.is_empty() {
             return;

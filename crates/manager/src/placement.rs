@@ -121,7 +121,7 @@ pub(crate) fn snapshot(nodes: &[v1::Node], tasks: &[v1::Task], now: SystemTime) 
 pub fn place(
     nodes: &[v1::Node],
     tasks: &[v1::Task],
-    pending: &[v1::Task],
+    pending: &[&v1::Task],
     now: SystemTime,
     seed: u64,
 ) -> PlacementResult {
@@ -201,7 +201,7 @@ mod tests {
         let existing = [task("e1", "web", "n1", None), task("e2", "web", "n1", None)];
         let pending: Vec<v1::Task> = (0..4).map(|i| task(&format!("p{i}"), "web", "", None)).collect();
         let all: Vec<v1::Task> = existing.iter().chain(&pending).cloned().collect();
-        let result = place(&nodes, &all, &pending, SystemTime::now(), 7);
+        let result = place(&nodes, &all, &pending.iter().collect::<Vec<_>>(), SystemTime::now(), 7);
         let on_n2 = result.assigned.iter().filter(|(_, n)| n == "n2").count();
         assert_eq!(on_n2, 3, "the emptier node takes the first new tasks: {result:?}");
         assert!(result.unplaced.is_empty());
@@ -229,7 +229,7 @@ mod tests {
             constrained("t-none", "node.hostname==nowhere"),
             constrained("t-bad", "node.role=worker"),
         ];
-        let result = place(&nodes, &pending, &pending, SystemTime::now(), 1);
+        let result = place(&nodes, &pending, &pending.iter().collect::<Vec<_>>(), SystemTime::now(), 1);
         let assigned: BTreeMap<_, _> = result.assigned.iter().cloned().collect();
         assert_eq!(assigned.get("t-worker").map(String::as_str), Some("w1"));
         assert_eq!(assigned.get("t-zone-a").map(String::as_str), Some("m1"), "w2 is down");
