@@ -37,7 +37,13 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 fn options(dir: &Path) -> LogOptions {
     // Small segments so the suite crosses segment boundaries.
-    LogOptions { dir: dir.join("log"), segment_bytes: 256, fsync: true, disk_full_after: None }
+    LogOptions {
+        dir: dir.join("log"),
+        segment_bytes: 256,
+        fsync: true,
+        spin: std::time::Duration::from_micros(200),
+        disk_full_after: None,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
