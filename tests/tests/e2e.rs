@@ -213,6 +213,24 @@ fn three_managers_two_workers() {
     until(&via_m2, "m1 Reachable", 30, &["node", "ls"], |out| {
         out.lines().any(|l| l.contains(&m1_row) && l.contains(" Ready ") && l.contains("Reachable"))
     });
+
+    eprintln!("--- demote m3: it leaves Raft and runs on as a worker; promote it: a Reachable manager again");
+    let m3_row = format!(" {} ", m3.name);
+    let m3_line = |out: &str| out.lines().find(|l| l.contains(&m3_row)).map(str::to_owned).unwrap_or_default();
+    let demoted = ok(&via_m2, &["node", "demote", &m3.name]);
+    assert!(demoted.contains("demoted"), "{demoted}");
+    until(&via_m2, "m3 a Ready worker", 30, &["node", "ls"], |out| {
+        let line = m3_line(out);
+        line.contains(" Ready ") && !line.contains("Reachable") && !line.contains("Leader")
+    });
+    ok(&via_m2, &["node", "promote", &m3.name]);
+    let nodes_out = until(&via_m2, "m3 Reachable again", 60, &["node", "ls"], |out| {
+        let line = m3_line(out);
+        line.contains(" Ready ") && (line.contains("Reachable") || line.contains("Leader"))
+    });
+    eprintln!("{nodes_out}");
+    let (refused, _, err) = via_m2.run(&["node", "promote", &w1.name]).expect("run shoal");
+    assert!(!refused && err.contains("runs shoal-agent, which cannot run a manager"), "{err}");
     drop(m1_again);
     drop(managers);
     drop(workers);

@@ -78,6 +78,8 @@ fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         logger,
         insecure_registries: common.insecure_registries,
         hostname: common.hostname,
+        // shoal-agent has no manager in it: such a node is not promotable.
+        can_manage: false,
     })
 }
 

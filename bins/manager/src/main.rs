@@ -65,9 +65,10 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
-    /// Join an existing cluster as a manager (with a manager join token), and run.
+    /// Join an existing cluster: as a manager with a manager token, or as a worker that can later
+    /// be promoted with a worker token; then run.
     Join {
-        /// The manager join token (`shoal join-token manager`).
+        /// The join token (`shoal join-token manager|worker`).
         #[arg(long, env = "SHOAL_JOIN_TOKEN")]
         token: String,
         /// Address other nodes reach this one at (IP, or IP:PORT).
@@ -109,56 +110,165 @@ fn config(common: &Common, advertise_addr: SocketAddr) -> anyhow::Result<Manager
     Ok(config)
 }
 
-/// Runs the manager, and (unless `--no-worker`) the worker role that runs tasks on this node,
-/// until SIGINT or SIGTERM. Tasks' containers keep running; the next start adopts them.
-async fn serve_until_signal(manager: RunningManager, common: &Common, advertised: SocketAddr) -> anyhow::Result<()> {
+/// What this node is right now.
+enum NodeState {
+    /// A manager (with its worker role unless `--no-worker`).
+    Manager(RunningManager),
+    /// A worker that can be promoted: joined with a worker token, or demoted.
+    Worker,
+}
+
+/// How one role's run ended.
+enum RoleEnd {
+    /// SIGINT or SIGTERM: the process exits.
+    Signal,
+    /// The cluster changed the node's role (`shoal node promote|demote`); its certificate
+    /// already carries the new one.
+    Changed { role: shoal_api::v1::NodeRole, managers: Vec<String> },
+}
+
+fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
+    let logger = match &common.logger {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
+            .with_file_name("shoal-runtime-logger"),
+    };
+    Ok(shoal_agent::WorkerConfig {
+        data_dir: common.data_dir.clone(),
+        containerd_socket: common.containerd_socket.clone(),
+        containerd_namespace: common.containerd_namespace.clone(),
+        logger,
+        insecure_registries: common.insecure_registries.clone(),
+        hostname: common.hostname.clone(),
+        can_manage: true,
+    })
+}
+
+/// Serves the node until SIGINT or SIGTERM, following role changes: a promoted worker starts a
+/// manager (Raft member, port) beside its worker role, a demoted manager stops its manager and
+/// forgets its state. Tasks' containers keep running throughout; the next start adopts them.
+async fn serve_node(mut state: NodeState, common: &Common, advertised: SocketAddr) -> anyhow::Result<()> {
+    let config = config(common, advertised)?;
+    loop {
+        state = match state {
+            NodeState::Manager(manager) => {
+                let node_id = manager.node_id.clone();
+                match serve_manager(manager, common, advertised).await? {
+                    RoleEnd::Signal => return Ok(()),
+                    RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, managers } => {
+                        shoal_manager::forget_manager(&common.data_dir)?;
+                        shoal_agent::record_worker(&common.data_dir, &node_id, managers)?;
+                        if common.no_worker {
+                            println!("This node was demoted to a worker; it runs no tasks (--no-worker), so it stops.");
+                            return Ok(());
+                        }
+                        println!("This node was demoted: it is a worker now.");
+                        NodeState::Worker
+                    }
+                    // The certificate was renewed for the role the node already has: resume.
+                    RoleEnd::Changed { .. } => NodeState::Manager(shoal_manager::start(&config).await?),
+                }
+            }
+            NodeState::Worker => match serve_worker(common).await? {
+                RoleEnd::Signal => return Ok(()),
+                // A certificate left from before a demotion, renewed: a worker still.
+                RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, .. } => NodeState::Worker,
+                RoleEnd::Changed { managers, .. } => {
+                    let manager = shoal_manager::promote(&config, &managers).await?;
+                    shoal_agent::forget_worker(&common.data_dir)?;
+                    println!("This node was promoted: it is a manager now ({advertised}).");
+                    NodeState::Manager(manager)
+                }
+            },
+        };
+    }
+}
+
+fn signals() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+/// A worker that can be promoted, until a signal or a role change.
+async fn serve_worker(common: &Common) -> anyhow::Result<RoleEnd> {
+    let signal = signals()?;
+    let config = worker_config(common)?;
+    match shoal_agent::run_worker(&config, signal).await? {
+        shoal_agent::AgentExit::Stopped => Ok(RoleEnd::Signal),
+        shoal_agent::AgentExit::RoleChanged { role, managers } => Ok(RoleEnd::Changed { role, managers }),
+    }
+}
+
+/// The manager, and (unless `--no-worker`) the worker role that runs tasks on this node, until a
+/// signal or a role change; the manager is shut down when it returns.
+async fn serve_manager(manager: RunningManager, common: &Common, advertised: SocketAddr) -> anyhow::Result<RoleEnd> {
+    let signal = signals()?;
     let (stop_worker, worker_stopped) = tokio::sync::oneshot::channel::<()>();
     let worker = if common.no_worker {
         None
     } else {
-        let logger = match &common.logger {
-            Some(path) => path.clone(),
-            None => std::env::current_exe()
-                .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
-                .with_file_name("shoal-runtime-logger"),
-        };
-        let config = shoal_agent::WorkerConfig {
-            data_dir: common.data_dir.clone(),
-            containerd_socket: common.containerd_socket.clone(),
-            containerd_namespace: common.containerd_namespace.clone(),
-            logger,
-            insecure_registries: common.insecure_registries.clone(),
-            hostname: common.hostname.clone(),
-        };
+        let config = worker_config(common)?;
         let certs = common.data_dir.join("certs");
         let node_id = manager.node_id.clone();
         Some(tokio::spawn(async move {
             let stopped = async {
                 let _ = worker_stopped.await;
             };
-            shoal_agent::run_node(&config, &certs, node_id, vec![advertised.to_string()], stopped).await
+            let managers = vec![advertised.to_string()];
+            shoal_agent::run_node(&config, &certs, node_id, managers, shoal_api::v1::NodeRole::Manager, stopped).await
         }))
     };
-    let worker_failed = async {
+    // A demotion removes this member from the Raft group first: seen here (twice in a row, so
+    // that a member still catching up on its own admission is not mistaken), it ends the manager
+    // role even when no worker role hears of it (--no-worker), or when the leader went away
+    // before recording the demotion.
+    let removed = {
+        let store = manager.objects().store().clone();
+        async move {
+            let mut seen = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                let status = store.local_status();
+                let member = status.members.iter().any(|m| m.id == store.id());
+                seen = if status.leader.is_some() && !member { seen + 1 } else { 0 };
+                if seen >= 2 {
+                    let others: Vec<String> = status.members.iter().map(|m| m.addr.clone()).collect();
+                    return others;
+                }
+            }
+        }
+    };
+    let worker_ended = async {
         match worker {
             Some(handle) => match handle.await {
-                Ok(Ok(())) => std::future::pending().await,
-                Ok(Err(err)) => {
-                    anyhow::anyhow!("worker role: {err} (pass --no-worker to run a manager that runs no tasks)")
+                Ok(Ok(shoal_agent::AgentExit::RoleChanged { role, managers })) => {
+                    Ok(RoleEnd::Changed { role, managers })
                 }
-                Err(err) => anyhow::anyhow!("worker role stopped: {err}"),
+                Ok(Ok(shoal_agent::AgentExit::Stopped)) => std::future::pending().await,
+                Ok(Err(err)) => {
+                    Err(anyhow::anyhow!("worker role: {err} (pass --no-worker to run a manager that runs no tasks)"))
+                }
+                Err(err) => Err(anyhow::anyhow!("worker role stopped: {err}")),
             },
             None => std::future::pending().await,
         }
     };
     let result = tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = term.recv() => Ok(()),
-        err = worker_failed => Err(err),
+        () = signal => Ok(RoleEnd::Signal),
+        end = worker_ended => end,
+        managers = removed => {
+            tracing::info!("this manager was removed from the Raft group: it runs as a worker now");
+            Ok(RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, managers })
+        }
     };
-    tracing::info!("shutting down");
+    tracing::info!("stopping the manager");
     let _ = stop_worker.send(());
     manager.shutdown().await;
     result
@@ -179,22 +289,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!();
             println!("To use the CLI from another host, copy {} and run:", outcome.admin_bundle.display());
             println!("    export SHOAL_HOST={advertised} SHOAL_CERT_PATH={}", outcome.admin_bundle.display());
-            serve_until_signal(manager, &common, advertised).await
+            serve_node(NodeState::Manager(manager), &common, advertised).await
         }
         Command::Join { token, advertise_addr, remote, common } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;
             let remote = if remote.contains(':') { remote } else { format!("{remote}:{DEFAULT_PORT}") };
-            let manager = shoal_manager::join(&config(&common, advertised)?, &remote, &token).await?;
-            println!("This node joined a cluster as a manager ({}).", manager.node_id);
-            serve_until_signal(manager, &common, advertised).await
+            match shoal_manager::join_node(&config(&common, advertised)?, &remote, &token).await? {
+                shoal_manager::Joined::Manager(manager) => {
+                    println!("This node joined a cluster as a manager ({}).", manager.node_id);
+                    serve_node(NodeState::Manager(manager), &common, advertised).await
+                }
+                shoal_manager::Joined::Worker { node_id } => {
+                    shoal_agent::record_worker(&common.data_dir, &node_id, vec![remote])?;
+                    println!(
+                        "This node joined a cluster as a worker ({node_id}); `shoal node promote` can make it a manager."
+                    );
+                    serve_node(NodeState::Worker, &common, advertised).await
+                }
+            }
         }
         Command::Run { advertise_addr, common } => {
             let advertised = match advertise_addr {
                 Some(addr) => advertise(&addr, common.listen_addr)?,
                 None => common.listen_addr,
             };
+            if !shoal_manager::holds_manager(&common.data_dir) && shoal_agent::holds_worker(&common.data_dir) {
+                return serve_node(NodeState::Worker, &common, advertised).await;
+            }
             let manager = shoal_manager::start(&config(&common, advertised)?).await?;
-            serve_until_signal(manager, &common, advertised).await
+            serve_node(NodeState::Manager(manager), &common, advertised).await
         }
     }
 }

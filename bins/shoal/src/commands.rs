@@ -74,6 +74,10 @@ pub(crate) enum NodeCommand {
         label_rm: Vec<String>,
         node: String,
     },
+    /// Make nodes managers (their process must be shoal-manager).
+    Promote { nodes: Vec<String> },
+    /// Make managers workers (refused for the last manager or when it would lose the quorum).
+    Demote { nodes: Vec<String> },
     /// Remove a node from the cluster.
     #[command(alias = "remove")]
     Rm {
@@ -431,11 +435,54 @@ async fn node_command(control: &mut ControlClient<Channel>, host: &str, command:
             control.update_node(request).await.map_err(api)?;
             println!("{}", current.id);
         }
+        NodeCommand::Promote { nodes } => set_roles(control, nodes, v1::NodeRole::Manager).await?,
+        NodeCommand::Demote { nodes } => set_roles(control, nodes, v1::NodeRole::Worker).await?,
         NodeCommand::Rm { force, nodes } => {
             for node in nodes {
                 control.remove_node(v1::RemoveNodeRequest { node: node.clone(), force }).await.map_err(api)?;
                 println!("{node}");
             }
+        }
+    }
+    Ok(())
+}
+
+/// `node promote|demote`: sets each node's desired role; the leader makes Raft membership and
+/// the node's certificate follow.
+async fn set_roles(control: &mut ControlClient<Channel>, nodes: Vec<String>, role: v1::NodeRole) -> anyhow::Result<()> {
+    anyhow::ensure!(!nodes.is_empty(), "name at least one node");
+    for name in nodes {
+        // The managers update node records too (status, manager status): a write that lost to
+        // one of theirs is read again and retried.
+        let mut attempts = 0;
+        let changed = loop {
+            let mut node = get_node(control, name.clone()).await?;
+            let mut spec = node.spec.take().unwrap_or_default();
+            if spec.desired_role == role as i32 {
+                break false;
+            }
+            spec.desired_role = role as i32;
+            let request = v1::UpdateNodeRequest {
+                node: node.id.clone(),
+                version: node.meta.as_ref().map_or(0, |m| m.version),
+                spec: Some(spec),
+            };
+            match control.update_node(request).await {
+                Ok(_) => break true,
+                Err(status) if status.code() == tonic::Code::Aborted && attempts < 5 => attempts += 1,
+                Err(status) => return Err(api(status)),
+            }
+        };
+        if !changed {
+            match role {
+                v1::NodeRole::Manager => println!("Node {name} is already a manager."),
+                v1::NodeRole::Worker => println!("Node {name} is already a worker."),
+            }
+            continue;
+        }
+        match role {
+            v1::NodeRole::Manager => println!("Node {name} promoted to a manager in the cluster."),
+            v1::NodeRole::Worker => println!("Manager {name} demoted in the cluster."),
         }
     }
     Ok(())

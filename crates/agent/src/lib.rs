@@ -12,8 +12,11 @@ mod session;
 mod worker;
 
 pub use join::{JoinError, join};
-pub use session::{Agent, AgentConfig, AgentError};
-pub use worker::{WorkerConfig, WorkerError, describe_node, join_worker, run_node, run_worker};
+pub use session::{Agent, AgentConfig, AgentError, AgentExit};
+pub use worker::{
+    WorkerConfig, WorkerError, describe_node, forget_worker, holds_worker, join_worker, record_worker, run_node,
+    run_worker,
+};
 
 /// Labels the agent puts on its containers, to find them again after a restart.
 pub mod labels {

@@ -32,6 +32,31 @@ pub struct AgentConfig {
     pub description: v1::NodeDescription,
     /// Where named volumes live.
     pub volumes_dir: PathBuf,
+    /// The role the embedding process runs the node as (a worker, or a manager with its worker
+    /// role).
+    pub role: v1::NodeRole,
+    /// The role of the node's certificate (the two differ only while a role change is under way).
+    pub certificate_role: v1::NodeRole,
+    /// Where the node's key and certificate live. With it, when the role the cluster gives the
+    /// node (`shoal node promote|demote`) differs from the process's or the certificate's, the
+    /// agent renews its certificate there and [`Agent::run`] returns
+    /// [`AgentExit::RoleChanged`]; without it, role changes are logged and otherwise ignored.
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// Why [`Agent::run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentExit {
+    /// Its shutdown future resolved.
+    Stopped,
+    /// The cluster gives the node `role`, and its certificate in `certs_dir` now carries it: the
+    /// embedder starts or stops the node's manager as needed and runs the agent again.
+    RoleChanged {
+        /// The new role.
+        role: v1::NodeRole,
+        /// The managers the agent knew of, to reach the cluster from the new role.
+        managers: Vec<String>,
+    },
 }
 
 /// The agent could not run at all.
@@ -56,6 +81,8 @@ pub struct Agent {
 #[derive(Debug, PartialEq, Eq)]
 enum SessionEnd {
     Shutdown,
+    /// The certificate was renewed with this role.
+    RoleChanged(v1::NodeRole),
     Broken {
         /// What failed, for the log.
         reason: String,
@@ -127,7 +154,7 @@ impl Agent {
 
     /// Runs until `shutdown` resolves. Containers keep running after it returns; an agent started
     /// again adopts them.
-    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) -> Result<AgentExit, AgentError> {
         if self.config.managers.is_empty() {
             return Err(AgentError::NoManagers);
         }
@@ -153,7 +180,14 @@ impl Agent {
                 () = &mut shutdown => SessionEnd::Shutdown,
                 end = self.session(&addr, &mut executor, &pending, &mut failover) => end,
             };
-            let SessionEnd::Broken { reason, established, leader } = end else { break };
+            let (reason, established, leader) = match end {
+                SessionEnd::Shutdown => break,
+                SessionEnd::RoleChanged(role) => {
+                    collector.abort();
+                    return Ok(AgentExit::RoleChanged { role, managers: failover.managers.clone() });
+                }
+                SessionEnd::Broken { reason, established, leader } => (reason, established, leader),
+            };
             let wait = failover.after_broken(established, leader);
             tracing::warn!(manager = %addr, %reason, retry_in_ms = wait.as_millis() as u64, "session ended");
             tokio::select! {
@@ -162,7 +196,28 @@ impl Agent {
             }
         }
         collector.abort();
-        Ok(())
+        Ok(AgentExit::Stopped)
+    }
+
+    /// Renews the node's certificate for its new role through the CA of the manager at `addr`
+    /// and saves it in `certs_dir` (key and certificate replaced together).
+    async fn renew_for_role(
+        &self,
+        channel: tonic::transport::Channel,
+        certs_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        use shoal_api::v1::ca_client::CaClient;
+        let key = shoal_ca_pki::NodeKey::generate().map_err(|e| e.to_string())?;
+        let csr = key.csr_pem().map_err(|e| e.to_string())?.into_bytes();
+        let renewed = CaClient::new(channel)
+            .renew_node_certificate(v1::RenewNodeCertificateRequest { csr })
+            .await
+            .map_err(|s| format!("renew the certificate: {}", s.message()))?
+            .into_inner();
+        let chain =
+            String::from_utf8(renewed.certificate_chain).map_err(|_| "the certificate is not PEM text".to_owned())?;
+        let credentials = shoal_ca_pki::NodeCredentials::new(&chain, key).map_err(|e| e.to_string())?;
+        credentials.save(certs_dir, None).map_err(|e| format!("save the certificate in {}: {e}", certs_dir.display()))
     }
 
     async fn session(
@@ -187,7 +242,8 @@ impl Agent {
             Ok(channel) => channel,
             Err(err) => return refused("connect", &err),
         };
-        let mut dispatcher = DispatcherClient::new(channel);
+        let mut dispatcher = DispatcherClient::new(channel.clone());
+        let mut told_role_change = false;
         let request =
             v1::SessionRequest { description: Some(self.config.description.clone()), session_id: String::new() };
         let mut session = match dispatcher.session(request).await {
@@ -224,7 +280,25 @@ impl Agent {
                     match tokio::time::timeout(period * MISSED_HEARTBEATS, beat).await {
                         Err(_) => return broken("heartbeat", &format!("no answer within {} ms", (period * MISSED_HEARTBEATS).as_millis())),
                         Ok(Ok(response)) => {
-                            let asked = shoal_api::from_duration(response.into_inner().period.as_ref()).unwrap_or(period);
+                            let response = response.into_inner();
+                            let role = v1::NodeRole::try_from(response.role).unwrap_or(self.config.role);
+                            if role != self.config.role || role != self.config.certificate_role {
+                                match &self.config.certs_dir {
+                                    Some(dir) => match self.renew_for_role(channel.clone(), dir).await {
+                                        Ok(()) => {
+                                            tracing::info!(role = role.as_str_name(), "the cluster changed this node's role; certificate renewed");
+                                            return SessionEnd::RoleChanged(role);
+                                        }
+                                        Err(err) => return broken("change role", &err),
+                                    },
+                                    None if !told_role_change => {
+                                        told_role_change = true;
+                                        tracing::warn!(role = role.as_str_name(), "the cluster changed this node's role, which this agent cannot follow");
+                                    }
+                                    None => {}
+                                }
+                            }
+                            let asked = shoal_api::from_duration(response.period.as_ref()).unwrap_or(period);
                             if asked != period && !asked.is_zero() {
                                 period = asked;
                                 heartbeat = tokio::time::interval(period);

@@ -17,7 +17,7 @@ use shoal_api::v1;
 use shoal_ca_pki::{NodeCredentials, TrustBundle, client_config};
 use shoal_runtime::{Containerd, ContainerdConfig};
 
-use crate::{Agent, AgentConfig};
+use crate::{Agent, AgentConfig, AgentExit};
 
 /// Where a worker keeps its state and how it reaches containerd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,9 @@ pub struct WorkerConfig {
     /// The hostname the node reports (the machine's when `None`; set it when several nodes share
     /// a machine, as in the test harness).
     pub hostname: Option<String>,
+    /// Whether the process running the worker can also run a manager (`shoal-manager`): such a
+    /// node can be promoted, and follows role changes by renewing its certificate.
+    pub can_manage: bool,
 }
 
 /// Joining or running a worker failed.
@@ -79,10 +82,9 @@ pub async fn join_worker(data_dir: &Path, remote: &str, token: &str) -> Result<S
         ));
     }
     let (credentials, _) = crate::join(remote, token, &data_dir.join("certs")).await?;
-    let state = State { node_id: credentials.identity().node_id.clone(), managers: vec![remote.to_owned()] };
-    let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
-    std::fs::write(&state_path, json).map_err(|e| data_error(&state_path, e.to_string()))?;
-    Ok(state.node_id)
+    let node_id = credentials.identity().node_id.clone();
+    record_worker(data_dir, &node_id, vec![remote.to_owned()])?;
+    Ok(node_id)
 }
 
 /// What this machine says about itself in its session; `hostname` overrides the machine's.
@@ -114,11 +116,12 @@ pub fn describe_node(hostname: Option<&str>) -> v1::NodeDescription {
             engine_version: env!("CARGO_PKG_VERSION").to_owned(),
             ..Default::default()
         }),
+        can_manage: false,
     }
 }
 
 /// Runs the worker joined in `config.data_dir` on containerd until `shutdown` resolves.
-pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<(), WorkerError> {
+pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<AgentExit, WorkerError> {
     let state_path = config.data_dir.join("agent.json");
     let bytes = std::fs::read(&state_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
@@ -129,19 +132,26 @@ pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()
     let state: State = serde_json::from_slice(&bytes).map_err(|e| {
         data_error(&state_path, format!("is not a valid agent state ({e}); join again with a fresh --data-dir"))
     })?;
-    run_node(config, &config.data_dir.join("certs"), state.node_id, state.managers, shutdown).await
+    run_node(config, &config.data_dir.join("certs"), state.node_id, state.managers, v1::NodeRole::Worker, shutdown)
+        .await
 }
 
 /// Runs the worker role of a node whose certificates are in `certs` (a manager runs one too, with
-/// its own certificate, against itself and the other managers).
+/// its own certificate, against itself and the other managers); `runs_as` is the role the
+/// process runs the node as.
 pub async fn run_node(
     config: &WorkerConfig,
     certs: &Path,
     node_id: String,
     managers: Vec<String>,
+    runs_as: v1::NodeRole,
     shutdown: impl Future<Output = ()>,
-) -> Result<(), WorkerError> {
+) -> Result<AgentExit, WorkerError> {
     let credentials = NodeCredentials::load(certs, None).map_err(|e| data_error(certs, e.to_string()))?;
+    let certificate_role = match credentials.identity().role {
+        shoal_ca_pki::Role::Manager => v1::NodeRole::Manager,
+        shoal_ca_pki::Role::Worker => v1::NodeRole::Worker,
+    };
     let trust = TrustBundle::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
     let tls = client_config(&credentials, &trust).map_err(|e| data_error(certs, e.to_string()))?;
     let mut containerd = ContainerdConfig::new(
@@ -157,13 +167,42 @@ pub async fn run_node(
             managers,
             tls,
             node_id,
-            description: describe_node(config.hostname.as_deref()),
+            description: v1::NodeDescription {
+                can_manage: config.can_manage,
+                ..describe_node(config.hostname.as_deref())
+            },
             volumes_dir: config.data_dir.join("volumes"),
+            role: runs_as,
+            certificate_role,
+            certs_dir: config.can_manage.then(|| certs.to_owned()),
         },
         Arc::new(runtime),
     );
-    agent.run(shutdown).await?;
-    Ok(())
+    Ok(agent.run(shutdown).await?)
+}
+
+/// Records in `data_dir` a node that runs as a worker (node ID and the managers to reach), as
+/// `join_worker` does after joining: for a node that joined otherwise, or that was demoted.
+pub fn record_worker(data_dir: &Path, node_id: &str, managers: Vec<String>) -> Result<(), WorkerError> {
+    let state_path = data_dir.join("agent.json");
+    let state = State { node_id: node_id.to_owned(), managers };
+    let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
+    std::fs::write(&state_path, json).map_err(|e| data_error(&state_path, e.to_string()))
+}
+
+/// Forgets that `data_dir` holds a worker (after a promotion: the node runs as a manager).
+pub fn forget_worker(data_dir: &Path) -> Result<(), WorkerError> {
+    let state_path = data_dir.join("agent.json");
+    match std::fs::remove_file(&state_path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(data_error(&state_path, e.to_string())),
+    }
+}
+
+/// Whether `data_dir` holds a joined worker.
+pub fn holds_worker(data_dir: &Path) -> bool {
+    data_dir.join("agent.json").is_file()
 }
 
 #[cfg(test)]
@@ -178,6 +217,7 @@ mod tests {
             logger: data_dir.join("logger"),
             insecure_registries: Vec::new(),
             hostname: None,
+            can_manage: false,
         }
     }
 

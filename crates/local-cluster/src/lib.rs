@@ -259,6 +259,10 @@ impl LocalCluster {
                 ..Default::default()
             },
             volumes_dir: dir.join("volumes"),
+            role: v1::NodeRole::Worker,
+            certificate_role: v1::NodeRole::Worker,
+            // In-process workers cannot become managers: promotion needs a process that runs one.
+            certs_dir: None,
         };
         let agent = Agent::new(config, Arc::new(sim.clone()));
         let (stop, stopped) = oneshot::channel::<()>();

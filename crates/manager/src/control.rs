@@ -25,6 +25,53 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    /// Refuses a promotion of a node whose process cannot run a manager, and a demotion that
+    /// would leave no manager or lose the Raft quorum (as Swarm's `node demote`).
+    async fn check_role_change(&self, node: &v1::Node, desired_role: i32) -> Result<(), Status> {
+        let name = node.name().unwrap_or(&node.id).to_owned();
+        if desired_role == v1::NodeRole::Manager as i32 {
+            if !node.description.as_ref().is_some_and(|d| d.can_manage) {
+                return Err(Status::failed_precondition(format!(
+                    "node {name} runs shoal-agent, which cannot run a manager; to make it promotable, run                      shoal-manager on it instead (shoal-manager join --token <worker token> …)"
+                )));
+            }
+            return Ok(());
+        }
+        let managers: Vec<v1::Node> = self
+            .objects
+            .list::<v1::Node>()
+            .await?
+            .into_iter()
+            .filter(|n| n.spec.as_ref().is_some_and(|s| s.desired_role == v1::NodeRole::Manager as i32))
+            .collect();
+        if managers.iter().all(|m| m.id == node.id) {
+            return Err(Status::failed_precondition(format!(
+                "node {name} is the last manager of the cluster; promote another node first"
+            )));
+        }
+        let status = self.objects.store().status().await;
+        let voter = |m: &&shoal_raft_store::MemberStatus| m.role == shoal_raft_store::Role::Voter;
+        let voters = status.members.iter().filter(voter).count();
+        let reachable_after = status
+            .members
+            .iter()
+            .filter(voter)
+            .filter(|m| m.reachability == shoal_raft_store::Reachability::Reachable)
+            .filter(|m| node.manager_status.as_ref().is_none_or(|s| s.raft_id != m.id))
+            .count();
+        let remaining =
+            if node.manager_status.as_ref().is_some_and(|s| status.members.iter().any(|m| m.id == s.raft_id)) {
+                voters - 1
+            } else {
+                voters
+            };
+        if reachable_after < remaining / 2 + 1 {
+            return Err(Status::failed_precondition(format!(
+                "demoting node {name} would leave {reachable_after} reachable of {remaining} managers, less than a                  quorum; bring the unreachable managers back first"
+            )));
+        }
+        Ok(())
+    }
     /// Serves the objects in `objects`; node IDs removed through it are added to `removed`, which
     /// the manager's TLS configs consult at every handshake; `ca` is handed to joining managers.
     pub fn new(objects: ObjectStore, removed: RemovedNodes, ca: Arc<Mutex<ClusterCa>>) -> Self {
@@ -117,6 +164,10 @@ impl Control for ControlService {
             if key.is_empty() || key.contains(char::is_whitespace) {
                 return Err(Status::invalid_argument(format!("invalid node label key {key:?}: no spaces, not empty")));
             }
+        }
+        let desired = |spec: Option<&v1::NodeSpec>| spec.map_or(v1::NodeRole::Worker as i32, |s| s.desired_role);
+        if desired(Some(&spec)) != desired(node.spec.as_ref()) {
+            self.check_role_change(&node, spec.desired_role).await?;
         }
         node.spec = Some(spec);
         let node = self.objects.update(node).await?;

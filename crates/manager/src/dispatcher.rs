@@ -624,7 +624,16 @@ impl DispatcherApi for Dispatcher {
         if let Some(session) = self.sessions().get_mut(&node_id) {
             session.last_heartbeat = Instant::now();
         }
-        Ok(Response::new(v1::HeartbeatResponse { period: Some(shoal_api::to_duration(self.inner.period)) }))
+        // The role as this member has it: a promotion or demotion reaches the node a beat later
+        // at worst.
+        let role = match self.inner.objects.get_local::<v1::Node>(&node_id).await {
+            Ok(node) => node.role,
+            Err(ObjectError::NotFound { .. }) => {
+                return Err(Status::permission_denied(format!("node {node_id} was removed from the cluster")));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        Ok(Response::new(v1::HeartbeatResponse { period: Some(shoal_api::to_duration(self.inner.period)), role }))
     }
 
     async fn update_task_status(

@@ -131,6 +131,9 @@ impl Leader {
                 if let Err(err) = self.refresh_manager_status().await {
                     tracing::warn!(error = %err, "manager status refresh failed");
                 }
+                if let Err(err) = self.reconcile_roles().await {
+                    tracing::warn!(error = %err, "role reconciliation failed");
+                }
             }
             let timer = due.is_some_and(|due| Instant::now() >= due) || last_pass.elapsed() >= IDLE_PASS;
             if !(dirty || timer) {
@@ -154,6 +157,47 @@ impl Leader {
                 }
             }
         }
+    }
+
+    /// Makes each node's role follow its desired role (`shoal node promote|demote`). A promoted
+    /// node's role becomes Manager at once: its next heartbeat tells it, it renews its
+    /// certificate (the CA issues the stored role) and, with a manager certificate, joins the
+    /// Raft group itself (`Control.JoinRaft`). A demoted node first leaves the Raft group, then
+    /// its role becomes Worker and its manager status goes; its heartbeat tells it to renew and
+    /// stop its manager. A leader that demotes itself steps down once its removal commits, and
+    /// the next leader finishes the record.
+    pub async fn reconcile_roles(&self) -> Result<(), ObjectError> {
+        let store = self.objects.store();
+        for mut node in self.objects.list::<v1::Node>().await? {
+            let desired = node.spec.as_ref().map_or(v1::NodeRole::Worker as i32, |s| s.desired_role);
+            if desired == node.role {
+                continue;
+            }
+            if desired == v1::NodeRole::Manager as i32 {
+                tracing::info!(node.id = %node.id, "node promoted: it joins the Raft group with its next certificate");
+                node.role = desired;
+            } else {
+                if let Some(raft_id) = node.manager_status.as_ref().map(|m| m.raft_id)
+                    && store.status().await.members.iter().any(|m| m.id == raft_id)
+                {
+                    tracing::info!(node.id = %node.id, raft_id, "node demoted: removing it from the Raft group");
+                    if let Err(err) = store.remove(raft_id).await {
+                        tracing::warn!(node.id = %node.id, error = %err, "cannot remove a demoted manager from Raft yet");
+                        continue;
+                    }
+                    if !store.is_leader() {
+                        return Ok(()); // it was this manager: the next leader records the rest
+                    }
+                }
+                node.role = desired;
+                node.manager_status = None;
+            }
+            match self.objects.update(node).await {
+                Ok(_) | Err(ObjectError::Conflict { .. } | ObjectError::NotFound { .. }) => {}
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(())
     }
 
     /// Records in each manager's node which manager leads and which the leader can reach (the

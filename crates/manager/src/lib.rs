@@ -35,7 +35,10 @@ pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use jobs::{JobPlan, JobProgress, job_progress, reconcile_job};
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
-pub use node::{InitOutcome, ManagerConfig, RunningManager, StartError, init, join, start};
+pub use node::{
+    InitOutcome, Joined, ManagerConfig, RunningManager, StartError, forget_manager, holds_manager, init, join,
+    join_node, promote, start,
+};
 pub use objects::{BATCH, Object, ObjectError, ObjectStore, Write};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};

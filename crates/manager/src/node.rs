@@ -270,7 +270,34 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
 /// token's digest, so nothing secret (the token, the CSR) is sent to an impostor; then it gets
 /// its certificate, the cluster CA, starts its port and joins the Raft group as a voter.
 pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<RunningManager, StartError> {
-    use shoal_api::v1::{ca_client::CaClient, control_client::ControlClient};
+    match join_node(config, remote, token).await? {
+        Joined::Manager(running) => Ok(running),
+        Joined::Worker { .. } => Err(StartError::Join {
+            remote: remote.to_owned(),
+            reason: "that is a worker token: join workers with `shoal-agent join`, or get the manager token with \
+                     `shoal join-token manager`"
+                .to_owned(),
+        }),
+    }
+}
+
+/// What [`join_node`] made of this node.
+#[derive(Debug)]
+pub enum Joined {
+    /// A manager token: a Raft voter, running.
+    Manager(RunningManager),
+    /// A worker token: the node's worker certificate and the cluster's roots are in
+    /// `DATA/certs`; the caller runs it as a worker, which `shoal node promote` can make a manager.
+    Worker {
+        /// The node's ID.
+        node_id: String,
+    },
+}
+
+/// Joins the cluster of the manager at `remote` with either token: as a manager (like [`join`])
+/// or, with a worker token, as a worker whose process can later be promoted.
+pub async fn join_node(config: &ManagerConfig, remote: &str, token: &str) -> Result<Joined, StartError> {
+    use shoal_api::v1::ca_client::CaClient;
     let data = &config.data_dir;
     let failed = |reason: String| StartError::Join { remote: remote.to_owned(), reason };
     if data.join("manager.json").exists() {
@@ -317,16 +344,99 @@ pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<R
         .await
         .map_err(status("get a certificate"))?
         .into_inner();
-    if issued.role != v1::NodeRole::Manager as i32 {
-        return Err(failed(
-            "that is a worker token: join workers with `shoal-agent join`, or get the manager token with `shoal join-token manager`"
-                .to_owned(),
-        ));
-    }
     let chain =
         String::from_utf8(issued.certificate_chain).map_err(|_| failed("the certificate is not PEM text".into()))?;
     let credentials = NodeCredentials::new(&chain, key).map_err(pki)?;
-    let mut control = ControlClient::new(connect(client_config(&credentials, &trust).map_err(pki)?).await?);
+    if issued.role != v1::NodeRole::Manager as i32 {
+        let certs = data.join("certs");
+        std::fs::create_dir_all(&certs).map_err(io(&certs))?;
+        credentials.save(&certs, None).map_err(pki)?;
+        trust.save(&certs).map_err(pki)?;
+        tracing::info!(node.id = %issued.node_id, "joined the cluster as a worker");
+        return Ok(Joined::Worker { node_id: issued.node_id });
+    }
+    become_manager(config, remote, credentials, trust, issued.cluster_id, issued.node_id).await.map(Joined::Manager)
+}
+
+/// Turns a node that runs as a worker into a manager, after `shoal node promote`: its agent
+/// renewed the certificate in `DATA/certs` (now a manager's) and handed over the managers it knew;
+/// this fetches the cluster CA, joins the Raft group and starts the manager, as `join` does.
+pub async fn promote(config: &ManagerConfig, managers: &[String]) -> Result<RunningManager, StartError> {
+    let certs = config.data_dir.join("certs");
+    let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
+    let trust = TrustBundle::load(&certs).map_err(pki)?;
+    let identity = credentials.identity().clone();
+    if identity.role != Role::Manager {
+        return Err(StartError::DataDir {
+            path: certs,
+            reason: "holds a worker certificate; a node is promoted with `shoal node promote`, which renews it".into(),
+        });
+    }
+    let mut last = StartError::Join { remote: String::new(), reason: "no manager address known".into() };
+    for remote in managers {
+        let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
+        let (cluster_id, node_id) = (identity.cluster_id.clone(), identity.node_id.clone());
+        match become_manager(config, remote, credentials, trust.clone(), cluster_id, node_id).await {
+            Ok(running) => return Ok(running),
+            Err(err) => {
+                tracing::warn!(manager = %remote, error = %err, "cannot become a manager through this one");
+                last = err;
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Removes the manager's state from `data_dir` after a demotion (the Raft group already let it
+/// go): its identity, Raft log and snapshots, and the cluster CA's key. The node's certificate
+/// stays (renewed as a worker's).
+pub fn forget_manager(data_dir: &std::path::Path) -> Result<(), StartError> {
+    let identity = data_dir.join("manager.json");
+    match std::fs::remove_file(&identity) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&identity)(e)),
+    }
+    for dir in [data_dir.join("raft"), data_dir.join("ca")] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(&dir)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Whether `data_dir` holds a manager (made by `init`, `join` or `promote`).
+pub fn holds_manager(data_dir: &std::path::Path) -> bool {
+    data_dir.join("manager.json").is_file()
+}
+
+/// The second half of joining as a manager, with a manager certificate in hand: the cluster CA
+/// from the manager at `remote`, this member's Raft store and port, then `JoinRaft`.
+async fn become_manager(
+    config: &ManagerConfig,
+    remote: &str,
+    credentials: NodeCredentials,
+    trust: TrustBundle,
+    cluster_id: String,
+    node_id: String,
+) -> Result<RunningManager, StartError> {
+    use shoal_api::v1::control_client::ControlClient;
+    let data = &config.data_dir;
+    let failed = |reason: String| StartError::Join { remote: remote.to_owned(), reason };
+    let status = |what: &str| {
+        let what = what.to_owned();
+        move |s: tonic::Status| StartError::Join {
+            remote: remote.to_owned(),
+            reason: format!("{what}: {}", s.message()),
+        }
+    };
+    let tls = client_config(&credentials, &trust).map_err(pki)?;
+    let channel = shoal_api::connect(remote, tls)
+        .await
+        .map_err(|e| failed(format!("cannot connect: {e}; check the address and port")))?;
+    let mut control = ControlClient::new(channel);
     let ca =
         control.get_cluster_ca(v1::GetClusterCaRequest {}).await.map_err(status("get the cluster CA"))?.into_inner();
     let cert = String::from_utf8(ca.ca_cert).map_err(|_| failed("the CA certificate is not PEM text".into()))?;
@@ -339,12 +449,8 @@ pub async fn join(config: &ManagerConfig, remote: &str, token: &str) -> Result<R
     ca.save(&data.join("ca"), None).map_err(pki)?;
     credentials.save(&data.join("certs"), None).map_err(pki)?;
     trust.save(&data.join("certs")).map_err(pki)?;
-    let identity = Identity {
-        cluster_id: issued.cluster_id,
-        node_id: issued.node_id,
-        raft_id: random_u64(),
-        advertise_addr: config.advertise_addr.to_string(),
-    };
+    let identity =
+        Identity { cluster_id, node_id, raft_id: random_u64(), advertise_addr: config.advertise_addr.to_string() };
     let running = run(config, &identity, ca, credentials, false).await?;
     let joined = control
         .join_raft(v1::JoinRaftRequest { raft_id: identity.raft_id, addr: identity.advertise_addr.clone() })

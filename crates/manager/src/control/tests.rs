@@ -190,3 +190,36 @@ async fn joining_raft_through_a_follower_names_the_leader() {
     follower.store().shutdown().await;
     leader.store().shutdown().await;
 }
+
+#[tokio::test]
+async fn role_changes_need_a_manager_capable_node_and_keep_a_manager() {
+    let (objects, _dir) = store("control-roles").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
+    let node = |id: &str, role: v1::NodeRole, can_manage: bool| v1::Node {
+        id: id.into(),
+        role: role as i32,
+        spec: Some(v1::NodeSpec { desired_role: role as i32, ..Default::default() }),
+        description: Some(v1::NodeDescription { hostname: id.into(), can_manage, ..Default::default() }),
+        ..Default::default()
+    };
+    objects.create(node("m1", v1::NodeRole::Manager, true)).await.expect("m1");
+    objects.create(node("agent", v1::NodeRole::Worker, false)).await.expect("agent");
+    objects.create(node("spare", v1::NodeRole::Worker, true)).await.expect("spare");
+    let set_role = async |id: &str, role: v1::NodeRole| {
+        let current: v1::Node = objects.get(id).await.expect("node");
+        let spec = v1::NodeSpec { desired_role: role as i32, ..current.spec.clone().unwrap_or_default() };
+        let request = v1::UpdateNodeRequest { node: id.into(), version: current.version(), spec: Some(spec) };
+        control.update_node(Request::new(request)).await
+    };
+
+    let status = set_role("agent", v1::NodeRole::Manager).await.expect_err("shoal-agent node");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(status.message().starts_with("node agent runs shoal-agent, which cannot run a manager"), "{status:?}");
+    let status = set_role("m1", v1::NodeRole::Worker).await.expect_err("last manager");
+    assert_eq!(status.message(), "node m1 is the last manager of the cluster; promote another node first");
+
+    set_role("spare", v1::NodeRole::Manager).await.expect("a shoal-manager worker is promotable");
+    let spare: v1::Node = objects.get("spare").await.expect("spare");
+    assert_eq!(spare.spec.map(|s| s.desired_role), Some(v1::NodeRole::Manager as i32));
+    assert_eq!(spare.role, v1::NodeRole::Worker as i32, "the leader's loop changes the role, not the API");
+}

@@ -282,3 +282,26 @@ async fn jobs_run_to_completion_within_their_concurrency() {
     leader.pass(later).await.expect("pass");
     assert_eq!(leader.pass(later).await.expect("pass").created, 0, "completed nodes get no other");
 }
+
+#[tokio::test]
+async fn roles_follow_promotions_and_demotions() {
+    let mut promoted = node("p", &[]);
+    promoted.spec.get_or_insert_with(Default::default).desired_role = v1::NodeRole::Manager as i32;
+    let mut demoted = node("d", &[]);
+    demoted.role = v1::NodeRole::Manager as i32;
+    // A manager whose Raft member is already gone (its removal committed before a failover).
+    demoted.manager_status =
+        Some(v1::ManagerStatus { raft_id: 999, addr: "192.0.2.19:2377".into(), ..Default::default() });
+    let (leader, objects, _dir) = leader("leader-roles", &[promoted, demoted, node("w", &[])]).await;
+
+    leader.reconcile_roles().await.expect("reconcile");
+    let p: v1::Node = objects.get("p").await.expect("p");
+    assert_eq!(p.role, v1::NodeRole::Manager as i32, "promoted: the CA now issues it a manager certificate");
+    let d: v1::Node = objects.get("d").await.expect("d");
+    assert_eq!((d.role, d.manager_status), (v1::NodeRole::Worker as i32, None), "demoted: a worker, no manager status");
+    let w: v1::Node = objects.get("w").await.expect("w");
+    assert_eq!(w.role, v1::NodeRole::Worker as i32);
+    let before = objects.store().revision();
+    leader.reconcile_roles().await.expect("reconcile again");
+    assert_eq!(objects.store().revision(), before, "nothing more to change");
+}
