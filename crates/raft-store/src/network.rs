@@ -10,11 +10,17 @@ use crate::codec::Decode;
 use crate::codec::DecodeError;
 use crate::codec::Encode;
 use crate::error::TransportError;
+use crate::types::LogId;
 use crate::types::NodeId;
 use crate::types::SnapshotMeta;
 use crate::types::TypeConfig;
 use crate::types::Vote;
+use futures::Stream;
+use futures::StreamExt;
 use futures::future::BoxFuture;
+use futures::future::Either;
+use futures::stream::BoxStream;
+use futures::stream::FuturesOrdered;
 use openraft::BasicNode;
 use openraft::OptionalSend;
 use openraft::RaftNetworkFactory;
@@ -28,6 +34,7 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::StreamAppendResult;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
@@ -201,23 +208,148 @@ impl Connection {
         req: &Req,
         ttl: Duration,
     ) -> Result<Resp, RPCError<TypeConfig>> {
-        let ttl = ttl.max(self.min_ttl);
-        let fut = self.transport.send(self.node, self.target, &self.addr, kind, encode(req));
-        let bytes = match tokio::time::timeout(ttl, fut).await {
-            Ok(r) => r.map_err(rpc_error)?,
-            Err(_) => {
-                return Err(rpc_error(TransportError::NoAnswer {
-                    target: self.target,
-                    reason: format!("{kind} timed out after {ttl:?}"),
-                }));
+        send_call(
+            self.transport.clone(),
+            self.node,
+            self.target,
+            self.addr.clone(),
+            kind,
+            encode(req),
+            ttl.max(self.min_ttl),
+        )
+        .await
+    }
+
+    /// One append sent on its own: the future owns what it needs, so several can be in flight.
+    fn append_call(&self, rpc: &AppendEntriesRequest<TypeConfig>, option: &RPCOption) -> AppendCall {
+        // openraft's deadline suits heartbeats; a batch of large entries needs longer to cross.
+        let ttl = if rpc.entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(BATCH_TTL) };
+        let prev = rpc.prev_log_id;
+        let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+        let answer = send_call(
+            self.transport.clone(),
+            self.node,
+            self.target,
+            self.addr.clone(),
+            MessageKind::AppendEntries,
+            encode(rpc),
+            ttl.max(self.min_ttl),
+        );
+        Box::pin(async move { (prev, last, answer.await) })
+    }
+}
+
+/// An append in flight: its range and, once answered, the follower's response.
+type AppendCall =
+    BoxFuture<'static, (Option<LogId>, Option<LogId>, Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>>)>;
+
+/// How many appends without entries may be in flight ahead of the next request.
+const MAX_PIPELINED: usize = 4;
+
+async fn send_call<Resp: Decode>(
+    transport: Arc<dyn Transport>,
+    node: NodeId,
+    target: NodeId,
+    addr: String,
+    kind: MessageKind,
+    payload: Vec<u8>,
+    ttl: Duration,
+) -> Result<Resp, RPCError<TypeConfig>> {
+    let fut = transport.send(node, target, &addr, kind, payload);
+    let bytes = match tokio::time::timeout(ttl, fut).await {
+        Ok(r) => r.map_err(rpc_error)?,
+        Err(_) => {
+            return Err(rpc_error(TransportError::NoAnswer {
+                target,
+                reason: format!("{kind} timed out after {ttl:?}"),
+            }));
+        }
+    };
+    decode(&bytes).map_err(|e| {
+        RPCError::Network(NetworkError::new(&TransportError::Remote {
+            target,
+            reason: format!("undecodable {kind} answer: {e}"),
+        }))
+    })
+}
+
+/// The state of one replication stream (see [`Connection::stream_append`]).
+struct AppendStream<S> {
+    input: S,
+    input_done: bool,
+    stopped: bool,
+    inflight: FuturesOrdered<AppendCall>,
+    /// Whether an append carrying entries is among `inflight`.
+    entries_inflight: usize,
+}
+
+impl<S> AppendStream<S>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin,
+{
+    /// The next answer in request order, sending requests as they come while only entry-less
+    /// appends are unanswered; `None` once the input ended and every answer was yielded, or
+    /// after an error, a conflict or a partial success (as openraft's sequential stream does).
+    async fn next(
+        &mut self,
+        conn: &Connection,
+        option: &RPCOption,
+    ) -> Option<Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>> {
+        loop {
+            if self.stopped || (self.input_done && self.inflight.is_empty()) {
+                return None;
             }
-        };
-        decode(&bytes).map_err(|e| {
-            RPCError::Network(NetworkError::new(&TransportError::Remote {
-                target: self.target,
-                reason: format!("undecodable {kind} answer: {e}"),
-            }))
-        })
+            let may_send = !self.input_done && self.entries_inflight == 0 && self.inflight.len() < MAX_PIPELINED;
+            let event = if may_send && !self.inflight.is_empty() {
+                match futures::future::select(self.input.next(), self.inflight.next()).await {
+                    Either::Left((req, _)) => Either::Left(req),
+                    Either::Right((answer, _)) => Either::Right(answer),
+                }
+            } else if may_send {
+                Either::Left(self.input.next().await)
+            } else {
+                Either::Right(self.inflight.next().await)
+            };
+            match event {
+                Either::Left(None) => self.input_done = true,
+                Either::Left(Some(req)) => {
+                    if !req.entries.is_empty() {
+                        self.entries_inflight += 1;
+                    }
+                    self.inflight.push_back(conn.append_call(&req, option));
+                }
+                Either::Right(None) => {}
+                Either::Right(Some((prev, last, answer))) => {
+                    if last != prev {
+                        self.entries_inflight = self.entries_inflight.saturating_sub(1);
+                    }
+                    let resp = match answer {
+                        Ok(resp) => resp,
+                        Err(e) => {
+                            self.stopped = true;
+                            return Some(Err(e));
+                        }
+                    };
+                    let partial = match &resp {
+                        AppendEntriesResponse::PartialSuccess(m) => Some(*m),
+                        _ => None,
+                    };
+                    if matches!(resp, AppendEntriesResponse::Conflict) && prev.is_none() {
+                        // Nothing precedes the first entry, so nothing can conflict.
+                        self.stopped = true;
+                        return Some(Err(RPCError::Network(NetworkError::new(&TransportError::Remote {
+                            target: conn.target,
+                            reason: "conflict reported before the first log entry".into(),
+                        }))));
+                    }
+                    let result = resp.into_stream_result(prev, last);
+                    if result.is_err() || partial.is_some_and(|m| m != last) {
+                        self.stopped = true;
+                    }
+                    return Some(Ok(result));
+                }
+            }
+        }
     }
 }
 
@@ -229,9 +361,43 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        // openraft's deadline suits heartbeats; a batch of large entries needs longer to cross.
-        let ttl = if rpc.entries.is_empty() { option.hard_ttl() } else { option.hard_ttl().max(BATCH_TTL) };
-        self.call(MessageKind::AppendEntries, &rpc, ttl).await
+        self.append_call(&rpc, &option).await.2
+    }
+
+    /// Replication as openraft streams it, with one change from its sequential default: a
+    /// request is sent while the appends still unanswered carry no entries. Each commit makes
+    /// openraft send an entry-less append to every follower, and the next write's entries used to
+    /// wait for its round trip (and its tail); they go out at once now. An entry-less append and
+    /// the one after it have the same previous log id, so the follower may take them in either
+    /// order; appends with entries still go one at a time, in order. Answers come back in
+    /// request order.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>, RPCError<TypeConfig>>,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let conn: &'s Connection = self;
+        let state = AppendStream {
+            input,
+            input_done: false,
+            stopped: false,
+            inflight: FuturesOrdered::new(),
+            entries_inflight: 0,
+        };
+        let stream = futures::stream::unfold(state, move |mut state| {
+            let option = option.clone();
+            async move {
+                let item = state.next(conn, &option).await?;
+                Some((item, state))
+            }
+        });
+        Box::pin(async move { Ok(stream.boxed()) })
     }
 
     async fn vote(
@@ -287,3 +453,6 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
