@@ -3,7 +3,7 @@
 //! registry, driven by the `shoal` CLI. (The full 3-manager + 2-worker scenario list of issue 8
 //! grows from here.)
 //!
-//! The binaries come from `SHOAL_BIN_DIR` (default: the workspace's `target/debug`); `cargo xtask
+//! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
 
 // Tests narrate their steps on stderr, which nextest shows when one fails.
@@ -19,6 +19,12 @@ use shoal_testkit::{Cluster, Containerd, Node, Registry, images};
 fn bin_dir() -> PathBuf {
     std::env::var_os("SHOAL_BIN_DIR")
         .map(PathBuf::from)
+        .or_else(|| {
+            // This test runs from TARGET/debug/deps: the binaries are in TARGET/debug, wherever
+            // CARGO_TARGET_DIR put it.
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_owned())
+        })
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
 }
 
