@@ -668,17 +668,13 @@ async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> any
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
-        let line = format!("overall progress: {running} out of {desired} tasks");
-        if line != last {
-            println!("{line}");
-            for task in &live {
-                let status = task.status.clone().unwrap_or_default();
-                let state = TaskState::try_from(status.state).unwrap_or(TaskState::New);
-                let name = task.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default();
-                let detail = if status.err.is_empty() { String::new() } else { format!(" ({})", status.err) };
-                println!("{name}: {}{detail}", state.label().to_ascii_lowercase());
-            }
-            last = line;
+        let global =
+            matches!(service.spec.as_ref().and_then(|s| s.mode.as_ref()), Some(v1::service_spec::Mode::Global(_)));
+        // Printed again whenever a task moved (not redrawn in place: the output may be a file).
+        let block = render::progress(&live, desired, global);
+        if block != last {
+            print!("{block}");
+            last = block;
         }
         if running == desired && live.len() == desired {
             println!("verify: Service converged");

@@ -208,5 +208,56 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
     table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
 }
 
+/// Width of a task's progress bar, as docker's.
+const BAR: usize = 50;
+
+/// One task's progress line as `docker service create` prints it while converging: how far it
+/// got from NEW to RUNNING as a bar, or the error of a task that ended.
+fn progress_line(label: &str, task: Option<&v1::Task>) -> String {
+    let Some(task) = task else { return format!("{label}: ") };
+    let status = task.status.clone().unwrap_or_default();
+    let state = TaskState::try_from(status.state).unwrap_or(TaskState::New);
+    if !status.err.is_empty() && state != TaskState::Running {
+        return format!("{label}: {}", status.err);
+    }
+    let steps = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Accepted,
+        TaskState::Preparing,
+        TaskState::Ready,
+        TaskState::Starting,
+        TaskState::Running,
+    ];
+    let reached = steps.iter().rposition(|s| *s as i32 <= state as i32).unwrap_or(0);
+    let filled = BAR * reached / (steps.len() - 1);
+    let bar = format!("{}>{}", "=".repeat(filled), " ".repeat(BAR - filled));
+    format!("{label}: {:<9} [{bar}]", state.label().to_ascii_lowercase())
+}
+
+/// The progress block of a converging service: `overall progress: N out of M tasks`, then one
+/// line per slot (`1/3: running [====>]`) or, for a global service, per node (its short ID).
+pub(crate) fn progress(live: &[&v1::Task], desired: usize, global: bool) -> String {
+    let running =
+        live.iter().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32)).count();
+    let mut out = format!("overall progress: {running} out of {desired} tasks\n");
+    if global {
+        let mut by_node: Vec<&&v1::Task> = live.iter().collect();
+        by_node.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        for task in by_node {
+            out.push_str(&progress_line(short(&task.node_id), Some(task)));
+            out.push('\n');
+        }
+    } else {
+        for slot in 1..=desired as u64 {
+            let task = live.iter().filter(|t| t.slot == slot).max_by_key(|t| t.meta.as_ref().map_or(0, |m| m.version));
+            out.push_str(&progress_line(&format!("{slot}/{desired}"), task.copied()));
+            out.push('\n');
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests;

@@ -147,3 +147,30 @@ fn service_ls_counts_running_against_desired() {
         "ID             NAME   MODE         REPLICAS   IMAGE    PORTS\n0123456789ab   web    replicated   1/3        web:v1\n"
     );
 }
+
+#[test]
+fn progress_bars_like_docker() {
+    let task = |slot: u64, node: &str, state: TaskState, err: &str| v1::Task {
+        slot,
+        node_id: node.into(),
+        status: Some(v1::TaskStatus { state: state as i32, err: err.into(), ..Default::default() }),
+        ..Default::default()
+    };
+    let tasks = [
+        task(1, "n1", TaskState::Running, ""),
+        task(2, "n2", TaskState::Preparing, ""),
+        task(3, "n3", TaskState::Rejected, "image not found: docker.io/x:1"),
+    ];
+    let live: Vec<&v1::Task> = tasks.iter().collect();
+    let full = format!("[{}>]", "=".repeat(50));
+    let four_of_seven = format!("[{}>{}]", "=".repeat(28), " ".repeat(22));
+    assert_eq!(
+        progress(&live, 4, false),
+        format!(
+            "overall progress: 1 out of 4 tasks\n1/4: running   {full}\n2/4: preparing {four_of_seven}\n\
+             3/4: image not found: docker.io/x:1\n4/4: \n"
+        )
+    );
+    let global = progress(&live[..2], 2, true);
+    assert!(global.starts_with("overall progress: 1 out of 2 tasks\nn1: running   [="), "{global}");
+}
