@@ -260,10 +260,13 @@ fn manager_and_worker_run_containers() {
 
     eprintln!("--- 4 sleepers from the registry: 2 per node, all running");
     let image = format!("{registry_addr}/shoal-test/sleeper:latest");
-    ok(
-        &shoal,
-        &["service", "create", "--name", "sleep", "--replicas", "4", "--restart-delay", "1s", "--detach", &image],
-    );
+    // Not detached: the CLI follows the tasks to RUNNING with docker's progress lines.
+    let created =
+        ok(&shoal, &["service", "create", "--name", "sleep", "--replicas", "4", "--restart-delay", "1s", &image]);
+    let full = format!("running   [{}>]", "=".repeat(50));
+    assert!(created.contains("overall progress: 4 out of 4 tasks"), "{created}");
+    assert!((1..=4).all(|slot| created.contains(&format!("{slot}/4: {full}"))), "{created}");
+    assert!(created.trim_end().ends_with("verify: Service converged"), "{created}");
     until(&shoal, "4/4 running", 60, &["service", "ls"], |out| out.contains("4/4"));
     let ps = ok(&shoal, &["service", "ps", "sleep"]);
     assert_eq!(ps.matches(" node1 ").count(), 2, "{ps}");
