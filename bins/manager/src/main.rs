@@ -174,12 +174,21 @@ async fn serve_node(mut state: NodeState, common: &Common, advertised: SocketAdd
                 RoleEnd::Signal => return Ok(()),
                 // A certificate left from before a demotion, renewed: a worker still.
                 RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, .. } => NodeState::Worker,
-                RoleEnd::Changed { managers, .. } => {
-                    let manager = shoal_manager::promote(&config, &managers).await?;
-                    shoal_agent::forget_worker(&common.data_dir)?;
-                    println!("This node was promoted: it is a manager now ({advertised}).");
-                    NodeState::Manager(manager)
-                }
+                RoleEnd::Changed { managers, .. } => match shoal_manager::promote(&config, &managers).await {
+                    Ok(manager) => {
+                        shoal_agent::forget_worker(&common.data_dir)?;
+                        println!("This node was promoted: it is a manager now ({advertised}).");
+                        NodeState::Manager(manager)
+                    }
+                    // No leader to join through right now, say: stay a worker, whose next
+                    // heartbeat asks again, without the half-made manager state.
+                    Err(err) => {
+                        tracing::warn!(error = %err, "promotion failed; retrying as the cluster asks again");
+                        shoal_manager::forget_manager(&common.data_dir)?;
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        NodeState::Worker
+                    }
+                },
             },
         };
     }
