@@ -48,6 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState, restart_policy::Condition};
 
+use crate::orchestrator::{exit_code, status_time};
 use crate::placement::{snapshot, task_spec};
 
 /// Swarm's default restart delay.
@@ -115,10 +116,6 @@ fn current(task: &v1::Task) -> bool {
     task.desired() as i32 <= TaskState::Running as i32
 }
 
-fn exit_code(task: &v1::Task) -> i32 {
-    task.status.as_ref().and_then(|s| s.container.as_ref()).map_or(0, |c| c.exit_code)
-}
-
 fn succeeded(task: &v1::Task) -> bool {
     task.observed_state() == TaskState::Complete && exit_code(task) == 0
 }
@@ -130,10 +127,6 @@ fn failed(task: &v1::Task) -> bool {
         TaskState::Complete => exit_code(task) != 0,
         _ => false,
     }
-}
-
-fn status_time(task: &v1::Task) -> Option<SystemTime> {
-    shoal_api::from_timestamp(task.status.as_ref().and_then(|s| s.timestamp.as_ref()))
 }
 
 fn version(task: &v1::Task) -> u64 {

@@ -48,11 +48,13 @@ fn ended_by_itself(task: &v1::Task) -> bool {
     matches!(task.observed_state(), TaskState::Complete | TaskState::Failed | TaskState::Rejected)
 }
 
-fn exit_code(task: &v1::Task) -> i32 {
+/// The exit code a task's container ended with (0 when none is known).
+pub(crate) fn exit_code(task: &v1::Task) -> i32 {
     task.status.as_ref().and_then(|s| s.container.as_ref()).map_or(0, |c| c.exit_code)
 }
 
-fn status_time(task: &v1::Task) -> Option<SystemTime> {
+/// When the task's status was last set.
+pub(crate) fn status_time(task: &v1::Task) -> Option<SystemTime> {
     shoal_api::from_timestamp(task.status.as_ref().and_then(|s| s.timestamp.as_ref()))
 }
 
