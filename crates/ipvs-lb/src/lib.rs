@@ -171,6 +171,51 @@ pub trait LoadBalancer: std::fmt::Debug + Send {
     fn drain(&mut self, service: &ServiceKey, backend: SocketAddrV4) -> Result<(), ApplyError>;
 }
 
+/// What each dataplane provides; [`LoadBalancer`] is the same for both on top of it (set,
+/// remove, replace and drain are all one change of what was applied).
+trait Dataplane: std::fmt::Debug + Send {
+    fn kind(&self) -> BackendKind;
+    fn netns(&self) -> &Netns;
+    /// The services this balancer applied (or adopted when it opened), by key.
+    fn applied(&self) -> &std::collections::BTreeMap<ServiceKey, Service>;
+    /// Sets `set` and removes `remove` in one transaction, skipping what is unchanged.
+    fn apply(&mut self, set: &[Service], remove: &[ServiceKey]) -> Result<(), ApplyError>;
+    fn list(&self) -> Result<Vec<Service>, ListError>;
+}
+
+impl<T: Dataplane> LoadBalancer for T {
+    fn kind(&self) -> BackendKind {
+        Dataplane::kind(self)
+    }
+
+    fn netns(&self) -> &Netns {
+        Dataplane::netns(self)
+    }
+
+    fn set(&mut self, services: &[Service]) -> Result<(), ApplyError> {
+        self.apply(services, &[])
+    }
+
+    fn remove(&mut self, keys: &[ServiceKey]) -> Result<(), ApplyError> {
+        self.apply(&[], keys)
+    }
+
+    fn replace_all(&mut self, services: &[Service]) -> Result<(), ApplyError> {
+        let wanted: std::collections::BTreeSet<ServiceKey> = services.iter().map(|s| s.key).collect();
+        let removals: Vec<ServiceKey> = self.applied().keys().filter(|k| !wanted.contains(k)).copied().collect();
+        self.apply(services, &removals)
+    }
+
+    fn list(&self) -> Result<Vec<Service>, ListError> {
+        Dataplane::list(self)
+    }
+
+    fn drain(&mut self, service: &ServiceKey, backend: SocketAddrV4) -> Result<(), ApplyError> {
+        let drained = drained(self.applied(), Dataplane::netns(self), service, backend)?;
+        self.apply(&[drained], &[])
+    }
+}
+
 /// The service `service` of `applied` with `backend`'s weight set to 0.
 fn drained(
     applied: &std::collections::BTreeMap<ServiceKey, Service>,

@@ -331,7 +331,7 @@ pub(crate) fn diff(old: Option<&Service>, new: &Service, out: &mut Vec<IpvsMessa
     }
 }
 
-impl LoadBalancer for IpvsBalancer {
+impl crate::Dataplane for IpvsBalancer {
     fn kind(&self) -> BackendKind {
         BackendKind::Ipvs
     }
@@ -340,23 +340,12 @@ impl LoadBalancer for IpvsBalancer {
         &self.netns
     }
 
-    fn set(&mut self, services: &[Service]) -> Result<(), ApplyError> {
-        self.change(services, &[])
+    fn applied(&self) -> &std::collections::BTreeMap<ServiceKey, Service> {
+        &self.applied
     }
 
-    fn remove(&mut self, keys: &[ServiceKey]) -> Result<(), ApplyError> {
-        self.change(&[], keys)
-    }
-
-    fn replace_all(&mut self, services: &[Service]) -> Result<(), ApplyError> {
-        let wanted: std::collections::BTreeSet<ServiceKey> = services.iter().map(|s| s.key).collect();
-        let removals: Vec<ServiceKey> = self.applied.keys().filter(|k| !wanted.contains(k)).copied().collect();
-        self.change(services, &removals)
-    }
-
-    fn drain(&mut self, service: &ServiceKey, backend: std::net::SocketAddrV4) -> Result<(), ApplyError> {
-        let drained = crate::drained(&self.applied, &self.netns, service, backend)?;
-        self.change(&[drained], &[])
+    fn apply(&mut self, set: &[Service], remove: &[ServiceKey]) -> Result<(), ApplyError> {
+        self.change(set, remove)
     }
 
     fn list(&self) -> Result<Vec<Service>, ListError> {
