@@ -92,6 +92,30 @@ fn percentile(sorted: &[Duration], p: f64) -> u128 {
     sorted[i.min(sorted.len() - 1)].as_micros()
 }
 
+/// Waits for the clients' latencies and prints throughput and percentiles, the same for both
+/// stores.
+async fn summarize<E>(
+    tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>,
+    start: Instant,
+) -> Result<String, Error>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    Ok(format!(
+        "puts_per_sec={:.0} p50_us={} p99_us={} puts={}",
+        all.len() as f64 / secs,
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        all.len()
+    ))
+}
+
 async fn load(store: &Store, clients: usize, ops: usize, bytes: usize) -> Result<String, Error> {
     let value = vec![b'v'; bytes];
     let per_client = ops.div_ceil(clients.max(1));
@@ -111,19 +135,7 @@ async fn load(store: &Store, clients: usize, ops: usize, bytes: usize) -> Result
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(ops);
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    Ok(format!(
-        "ok puts_per_sec={:.0} p50_us={} p99_us={} puts={}",
-        all.len() as f64 / secs,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        all.len()
-    ))
+    Ok(format!("ok {}", summarize(tasks, start).await?))
 }
 
 async fn command(store: &Store, line: &str) -> Result<Option<String>, Error> {
@@ -293,19 +305,7 @@ async fn etcd_load(
             })
         })
         .collect();
-    let mut all = Vec::with_capacity(ops);
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    Ok(format!(
-        "puts_per_sec={:.0} p50_us={} p99_us={} puts={}",
-        all.len() as f64 / secs,
-        percentile(&all, 0.50),
-        percentile(&all, 0.99),
-        all.len()
-    ))
+    summarize(tasks, start).await
 }
 
 fn field(result: &str, name: &str) -> f64 {
