@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState, restart_policy::Condition};
 
-use crate::orchestrator::{exit_code, status_time};
+use crate::orchestrator::{exit_code, node_lost, status_time};
 use crate::placement::{snapshot, task_spec};
 
 /// Swarm's default restart delay.
@@ -131,14 +131,6 @@ fn failed(task: &v1::Task) -> bool {
 
 fn version(task: &v1::Task) -> u64 {
     task.meta.as_ref().map_or(0, |m| m.version)
-}
-
-/// Whether the node a task is on is Down, draining or gone.
-fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bool {
-    let Some(node) = nodes.get(task.node_id.as_str()) else { return true };
-    let down = node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Down as i32);
-    let draining = node.spec.as_ref().is_some_and(|s| s.availability == v1::NodeAvailability::Drain as i32);
-    down || draining
 }
 
 impl Policy<'_> {

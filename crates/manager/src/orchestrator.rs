@@ -33,8 +33,9 @@ pub struct ReplicatedPlan {
     pub shutdown: Vec<String>,
 }
 
-/// Whether the node a task is on can no longer run it.
-fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bool {
+/// Whether the node a task is on can no longer run it (Down, draining or gone; a task on no
+/// node yet is not lost).
+pub(crate) fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bool {
     if task.node_id.is_empty() {
         return false;
     }
