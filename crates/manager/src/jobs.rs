@@ -265,7 +265,7 @@ fn replicated(
 ) -> JobProgress {
     let nodes: HashMap<&str, &v1::Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
     // A pending task has no node yet and cannot have lost it.
-    let lost = |t: &v1::Task| !t.node_id.is_empty() && node_lost(t, &nodes);
+    let lost = |t: &v1::Task| node_lost(t, &nodes);
     let mut slots: BTreeMap<u64, Vec<&v1::Task>> = BTreeMap::new();
     for &task in tasks {
         if task.slot > 0 {
