@@ -37,13 +37,23 @@ fn wait(cli: &Cli, what: &str, secs: u64, args: &[&str], check: impl Fn(&str) ->
     }
 }
 
-fn rss_mib(pid: u32) -> f64 {
+/// A process's resident set from `/proc/PID/status`, in MiB: total, anonymous, file-backed.
+fn rss_mib(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:")?.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
+    let field = |name: &str| -> f64 {
+        let kib: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        kib / 1024.0
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
+/// One idle-RSS line: the total against its target, then how it splits.
+fn print_rss(what: &str, pid: u32, target: &str) {
+    let (total, anon, file) = rss_mib(pid);
+    println!("{what:<38}{total:>10.1} MiB   ({target}; {anon:.1} anonymous, {file:.1} file-backed)");
 }
 
 /// Running tasks per node name in `shoal service ps` output (current rows only).
@@ -168,12 +178,8 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     shoal(&cli, &["service", "rm", "moving"])?;
     std::thread::sleep(Duration::from_secs(5));
     println!("\nidle RSS (release builds):");
-    println!(
-        "{:<38}{:>10.1} MiB   (target <= 40; dockerd about 154)",
-        "shoal-manager (with its worker role)",
-        rss_mib(manager.pid())
-    );
-    println!("{:<38}{:>10.1} MiB   (target <= 20)", "shoal-agent", rss_mib(w2.pid()));
+    print_rss("shoal-manager (with its worker role)", manager.pid(), "target <= 40 MB; dockerd about 154");
+    print_rss("shoal-agent", w2.pid(), "target <= 20 MB");
     drop((manager, w2, registry, containerd, cluster));
     Ok(())
 }
