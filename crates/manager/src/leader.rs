@@ -164,8 +164,8 @@ impl Leader {
     /// certificate (the CA issues the stored role) and, with a manager certificate, joins the
     /// Raft group itself (`Control.JoinRaft`). A demoted node first leaves the Raft group, then
     /// its role becomes Worker and its manager status goes; its heartbeat tells it to renew and
-    /// stop its manager. A leader that demotes itself steps down once its removal commits, and
-    /// the next leader finishes the record.
+    /// stop its manager. A demoted leader first hands leadership to another manager
+    /// ([`shoal_raft_store::Store::transfer_leadership`]), which then removes it.
     pub async fn reconcile_roles(&self) -> Result<(), ObjectError> {
         let store = self.objects.store();
         for mut node in self.objects.list::<v1::Node>().await? {
@@ -180,13 +180,23 @@ impl Leader {
                 if let Some(raft_id) = node.manager_status.as_ref().map(|m| m.raft_id)
                     && store.status().await.members.iter().any(|m| m.id == raft_id)
                 {
+                    if raft_id == store.id() {
+                        // This leader is demoted: it hands leadership over and the next leader
+                        // removes it, so the group is not without a leader meanwhile.
+                        match store.transfer_leadership().await {
+                            Ok(next) => {
+                                tracing::info!(node.id = %node.id, next, "demoted leader handed over leadership")
+                            }
+                            Err(err) => {
+                                tracing::warn!(node.id = %node.id, error = %err, "demoted leader cannot hand over leadership yet")
+                            }
+                        }
+                        return Ok(());
+                    }
                     tracing::info!(node.id = %node.id, raft_id, "node demoted: removing it from the Raft group");
                     if let Err(err) = store.remove(raft_id).await {
                         tracing::warn!(node.id = %node.id, error = %err, "cannot remove a demoted manager from Raft yet");
                         continue;
-                    }
-                    if !store.is_leader() {
-                        return Ok(()); // it was this manager: the next leader records the rest
                     }
                 }
                 node.role = desired;

@@ -22,6 +22,8 @@ use openraft::impls::leader_id_adv::LeaderId;
 use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
+use openraft::raft::TransferLeaderError;
+use openraft::raft::TransferLeaderRequest;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
@@ -642,6 +644,57 @@ impl Decode for VoteResponse<TypeConfig> {
         let vote = Vote::decode(r)?;
         let granted = r.bool("vote granted")?;
         Ok(VoteResponse::new(vote, r.option("last log id")?, granted))
+    }
+}
+
+impl Encode for TransferLeaderRequest<TypeConfig> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        self.from_leader().encode(out);
+        put_u64(out, *self.to_node_id());
+        put_option(out, self.last_log_id());
+    }
+}
+
+impl Decode for TransferLeaderRequest<TypeConfig> {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let from = Vote::decode(r)?;
+        let to = r.u64("transfer target")?;
+        Ok(TransferLeaderRequest::new(from, to, r.option("last log id")?))
+    }
+}
+
+impl Encode for Result<(), TransferLeaderError<TypeConfig>> {
+    fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Ok(()) => out.push(0),
+            Err(TransferLeaderError::VoteChanged { expected, actual }) => {
+                out.push(1);
+                expected.encode(out);
+                actual.encode(out);
+            }
+            Err(TransferLeaderError::LogNotFlushed { expected, actual }) => {
+                out.push(2);
+                put_option(out, expected.as_ref());
+                put_option(out, actual.as_ref());
+            }
+        }
+    }
+}
+
+impl Decode for Result<(), TransferLeaderError<TypeConfig>> {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match r.tag("transfer leader response")? {
+            (_, 0) => Ok(Ok(())),
+            (_, 1) => {
+                let expected = Vote::decode(r)?;
+                Ok(Err(TransferLeaderError::VoteChanged { expected, actual: Vote::decode(r)? }))
+            }
+            (_, 2) => {
+                let expected = r.option("expected log id")?;
+                Ok(Err(TransferLeaderError::LogNotFlushed { expected, actual: r.option("flushed log id")? }))
+            }
+            (at, tag) => Err(DecodeError::Tag { at, what: "transfer leader response", tag: u64::from(tag) }),
+        }
     }
 }
 

@@ -35,6 +35,8 @@ use openraft::raft::AppendEntriesRequest;
 use openraft::raft::AppendEntriesResponse;
 use openraft::raft::SnapshotResponse;
 use openraft::raft::StreamAppendResult;
+use openraft::raft::TransferLeaderRequest;
+use openraft::raft::TransferLeaderResponse;
 use openraft::raft::VoteRequest;
 use openraft::raft::VoteResponse;
 
@@ -57,11 +59,13 @@ pub enum MessageKind {
     ReadIndex,
     /// A member asks the leader for the cluster status (leader view of reachability).
     Status,
+    /// The leader asks the voters to let one of them take over (it is stepping down).
+    TransferLeader,
 }
 
 impl MessageKind {
     /// Every kind, for transports that map kinds to routes.
-    pub const ALL: [MessageKind; 7] = [
+    pub const ALL: [MessageKind; 8] = [
         MessageKind::AppendEntries,
         MessageKind::Vote,
         MessageKind::PreVote,
@@ -69,6 +73,7 @@ impl MessageKind {
         MessageKind::ForwardWrite,
         MessageKind::ReadIndex,
         MessageKind::Status,
+        MessageKind::TransferLeader,
     ];
 
     /// A stable lower-case name (used on the wire by the gRPC transport).
@@ -81,6 +86,7 @@ impl MessageKind {
             MessageKind::ForwardWrite => "forward_write",
             MessageKind::ReadIndex => "read_index",
             MessageKind::Status => "status",
+            MessageKind::TransferLeader => "transfer_leader",
         }
     }
 
@@ -414,6 +420,14 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         self.call(MessageKind::PreVote, &rpc, option.hard_ttl()).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.call(MessageKind::TransferLeader, &req, option.hard_ttl()).await
     }
 
     async fn full_snapshot(

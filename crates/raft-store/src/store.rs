@@ -26,6 +26,7 @@ use openraft::errors::ClientWriteError;
 use openraft::errors::InitializeError;
 use openraft::errors::LinearizableReadError;
 use openraft::errors::RaftError;
+use openraft::raft::TransferLeaderRequest;
 use serde::Deserialize;
 use serde::Serialize;
 
@@ -729,6 +730,57 @@ impl Store {
         Ok(())
     }
 
+    /// Hands leadership to the most up-to-date voter this leader hears from, and waits until
+    /// another member leads (leader only); returns the new leader. A leader about to leave the
+    /// group calls this first, so the group elects its successor at once instead of after an
+    /// election timeout. From the call on, this member proposes nothing more and stops sending
+    /// heartbeats; if the chosen voter does not take over, the others elect a leader after
+    /// their election timeout, as they would after a crash.
+    pub async fn transfer_leadership(&self) -> Result<NodeId, MembershipError> {
+        let me = self.inner.id;
+        let status = self.local_status();
+        if status.leader != Some(me) {
+            return Err(MembershipError::NotLeader { leader: status.leader });
+        }
+        let target = status
+            .members
+            .iter()
+            .filter(|m| m.id != me && m.role == Role::Voter && m.reachability == Reachability::Reachable)
+            .max_by_key(|m| (m.matched_index, std::cmp::Reverse(m.id)))
+            .map(|m| m.id)
+            .ok_or_else(|| MembershipError::Refused {
+                node: me,
+                reason: "no other voter is reachable to take over leadership".into(),
+            })?;
+        tracing::info!(node.id = me, target.id = target, "transferring leadership");
+        self.inner
+            .raft
+            .trigger()
+            .transfer_leader(target)
+            .await
+            .map_err(|e| MembershipError::Stopped { node: me, reason: e.to_string() })?;
+        let mut rx = self.inner.raft.metrics();
+        let successor = async {
+            loop {
+                if let Some(leader) = rx.borrow_and_update().current_leader.filter(|l| *l != me) {
+                    return Some(leader);
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        let limit = self.inner.election_timeout_max * 3;
+        match tokio::time::timeout(limit, successor).await {
+            Ok(Some(leader)) => Ok(leader),
+            Ok(None) => Err(MembershipError::Stopped { node: me, reason: "raft stopped during the transfer".into() }),
+            Err(_) => Err(MembershipError::Refused {
+                node: me,
+                reason: format!("node {target} did not take over leadership within {limit:?}"),
+            }),
+        }
+    }
+
     /// This member's own view: reachability is known only on the leader.
     pub fn local_status(&self) -> ClusterStatus {
         let m = self.inner.raft.metrics().borrow_watched().clone();
@@ -835,6 +887,11 @@ impl Store {
                 Ok(encode(&answer))
             }
             MessageKind::Status => Ok(encode(&self.local_status())),
+            MessageKind::TransferLeader => {
+                let req: TransferLeaderRequest<crate::types::TypeConfig> =
+                    decode(&payload).map_err(|e| malformed(e.to_string()))?;
+                raft.handle_transfer_leader(req).await.map(|r| encode(&r)).map_err(|e| failed(e.to_string()))
+            }
         }
     }
 

@@ -30,6 +30,18 @@ fn others(leader: u64) -> Vec<u64> {
     (1..=3).filter(|id| *id != leader).collect()
 }
 
+/// The leader's status once it hears from every member (or after 5 s, for the caller to check).
+async fn all_reachable(c: &Cluster, leader: u64) -> shoal_raft_store::ClusterStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = c.store(leader).status().await;
+        if s.members.iter().all(|m| m.reachability == Reachability::Reachable) || std::time::Instant::now() > deadline {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_writes_are_forwarded_and_reads_are_linearizable_everywhere() {
     let c = Cluster::start(3, 1, Tuning::default()).await;
@@ -232,14 +244,7 @@ async fn membership_status_and_removal() {
     let mut c = Cluster::start(3, 7, Tuning::default()).await;
     let leader = c.wait_leader().await;
     info!("--- every member acknowledges the leader soon after joining");
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        let s = c.store(leader).status().await;
-        if s.members.iter().all(|m| m.reachability == Reachability::Reachable) || std::time::Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = all_reachable(&c, leader).await;
     assert_eq!(status.leader, Some(leader));
     assert_eq!(status.members.len(), 3);
     assert!(
@@ -272,6 +277,40 @@ async fn membership_status_and_removal() {
     c.store(leader).promote(4).await.expect("promote");
     c.store(leader).put("/m", "1").await.expect("put");
     c.wait_value(4, "/m", "1").await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leadership_is_handed_to_a_voter_the_leader_hears_from() {
+    let mut c = Cluster::start(3, 11, Tuning::default()).await;
+    let first = c.wait_leader().await;
+    all_reachable(&c, first).await;
+    c.store(first).put("/before", "1").await.expect("put");
+    let follower = others(first)[0];
+    assert!(matches!(c.store(follower).transfer_leadership().await, Err(MembershipError::NotLeader { .. })));
+
+    info!("--- the leader hands over: another member leads and takes writes, nothing is lost");
+    let second = c.store(first).transfer_leadership().await.expect("transfer");
+    assert_ne!(second, first);
+    assert_eq!(c.wait_leader().await, second);
+    c.store(second).put("/after", "2").await.expect("put on the new leader");
+    c.wait_value(first, "/after", "2").await;
+    assert_eq!(c.store(second).get("/before").await.expect("get").map(|kv| kv.value), Some(b"1".to_vec()));
+
+    info!("--- with one follower dead, the only voter it hears from is chosen");
+    let dead = others(second).into_iter().find(|id| *id != first).expect("third member");
+    all_reachable(&c, second).await;
+    c.kill(dead).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(c.store(second).transfer_leadership().await.expect("transfer back"), first);
+
+    info!("--- alone with no reachable voter, it refuses and stays leader");
+    c.kill(second).await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    match c.store(first).transfer_leadership().await {
+        Err(MembershipError::Refused { reason, .. }) => assert!(reason.contains("no other voter"), "{reason}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     c.shutdown().await;
 }
 

@@ -89,6 +89,15 @@ fn every_type_round_trips_and_rejects_truncation_and_trailing_bytes() {
     round_trip(&vote_req);
     round_trip(&VoteResponse::<TypeConfig>::new(committed_vote(4, 1), None, true));
     round_trip(&SnapshotResponse::<TypeConfig>::new(Vote::new(1, 1)));
+    round_trip(&TransferLeaderRequest::<TypeConfig>::new(committed_vote(6, 2), 3, Some(log_id(6, 40))));
+    round_trip(&TransferLeaderRequest::<TypeConfig>::new(committed_vote(6, 2), 3, None));
+    for resp in [
+        Ok(()),
+        Err(TransferLeaderError::<TypeConfig>::VoteChanged { expected: committed_vote(6, 2), actual: Vote::new(7, 3) }),
+        Err(TransferLeaderError::LogNotFlushed { expected: Some(log_id(6, 40)), actual: None }),
+    ] {
+        round_trip(&resp);
+    }
     round_trip(&SnapshotMeta {
         last_log_id: Some(log_id(5, 100)),
         last_membership: StoredMembership::new(Some(log_id(1, 2)), membership()),
