@@ -331,6 +331,28 @@ fn scan_segments(
         }
     }
     names.sort();
+    // Segments wholly at or below the purge point are removed first. `meta.json` records a purge
+    // before its segments are removed, so a crash in between leaves them behind; and a purge past
+    // the end of the log (a snapshot install) leaves a gap before the next segment. Left in place,
+    // the next append could land in one of them under the wrong name.
+    // (The last segment is judged by its records, once read, below.)
+    if let Some(p) = purged {
+        let mut kept = Vec::with_capacity(names.len());
+        for (i, (first_index, path)) in names.iter().enumerate() {
+            // Every record of a segment is below the next segment's first index.
+            let wholly_purged = names.get(i + 1).is_some_and(|(next_first, _)| *next_first <= p.saturating_add(1));
+            if wholly_purged {
+                tracing::info!(log.segment = %path.display(), log.last_purged = p, "removing a purged segment");
+                fs::remove_file(path).map_err(|e| io_err(path, e))?;
+            } else {
+                kept.push((*first_index, path.clone()));
+            }
+        }
+        if kept.len() != names.len() {
+            sync_dir(dir).map_err(|e| io_err(dir, e))?;
+        }
+        names = kept;
+    }
     let mut segments = Vec::new();
     let mut entries = BTreeMap::new();
     let mut expected: Option<u64> = None;
@@ -456,10 +478,30 @@ fn scan_segments(
             f.sync_all().map_err(|e| io_err(&path, e))?;
             len = at as u64;
         }
+        if is_last
+            && let Some(p) = purged
+            && wholly_purged(first_index, offsets.last().map(|(i, _)| *i), p)
+        {
+            tracing::info!(log.segment = %path.display(), log.last_purged = p, "removing a purged segment");
+            fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
+            sync_dir(dir).map_err(|e| io_err(dir, e))?;
+            continue;
+        }
         expected = Some(next_index);
         segments.push(Segment { first_index, path, len, allocated: len, offsets });
     }
     Ok((segments, entries))
+}
+
+/// Whether a segment starting at `first_index` whose last record is `last_record` (none: it has
+/// no records) holds nothing above the purge point `upto`.
+fn wholly_purged(first_index: u64, last_record: Option<u64>, upto: u64) -> bool {
+    match last_record {
+        Some(last) => last <= upto,
+        // An empty segment (its records cut as a torn tail) would take appends from its first
+        // index on; once that is at or below the purge point, it can only be in the way.
+        None => first_index <= upto.saturating_add(1),
+    }
 }
 
 /// The single thread that writes segment files and `meta.json`.
@@ -566,16 +608,35 @@ impl Writer {
     fn open_current(&mut self, first_index: u64) -> io::Result<()> {
         let needs_new = match self.segments.last() {
             None => true,
-            Some(s) => s.len >= self.options.segment_bytes,
+            Some(s) => {
+                let next = s.first_index + s.offsets.len() as u64;
+                if first_index < next {
+                    return Err(io::Error::other(format!(
+                        "raft log append at index {first_index} overlaps segment {} holding up to index {} \
+                         (entries must be truncated before they are replaced)",
+                        s.path.display(),
+                        next - 1
+                    )));
+                }
+                // An index that does not follow the last record (a purge past the end of the log,
+                // as a snapshot install does) starts a segment named after it, so every segment
+                // holds consecutive records from the index in its name.
+                s.len >= self.options.segment_bytes || first_index != next
+            }
         };
         if needs_new {
-            // Seal the full segment: its records durable, its zeros written ahead dropped, so
-            // only the last segment can end in zeros.
-            if let Some(seg) = self.segments.last_mut() {
-                if let Some(f) = self.current.take() {
-                    f.sync_data()?;
+            self.current = None;
+            if self.segments.last().is_some_and(|s| s.offsets.is_empty()) {
+                // A segment without records (its tail cut as torn) is of no use: remove it.
+                if let Some(seg) = self.segments.pop() {
+                    fs::remove_file(&seg.path)?;
+                    sync_dir(&self.options.dir)?;
                 }
+            } else if let Some(seg) = self.segments.last_mut() {
+                // Seal the segment: its records durable, its zeros written ahead dropped, so
+                // only the last segment can end in zeros.
                 let f = OpenOptions::new().write(true).open(&seg.path)?;
+                f.sync_data()?;
                 f.set_len(seg.len)?;
                 f.sync_all()?;
                 seg.allocated = seg.len;
@@ -714,7 +775,7 @@ impl Writer {
         }
         if let Some(seg) = self.segments.last()
             && self.segments.len() == 1
-            && seg.offsets.last().is_some_and(|(i, _)| *i <= upto)
+            && wholly_purged(seg.first_index, seg.offsets.last().map(|(i, _)| *i), upto)
         {
             // The only segment is fully purged: start over with the next append.
             let seg = self.segments.remove(0);

@@ -325,3 +325,68 @@ async fn a_segment_in_the_json_format_is_refused_naming_the_file_and_what_to_do(
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn purge_past_the_end_of_a_log_whose_last_segment_lost_its_records_then_append_reopens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    tracing::info!("--- a crash tore every record of the last segment: only its header is left");
+    let last = segments(dir.path()).pop().expect("a segment");
+    let f = OpenOptions::new().write(true).open(&last).expect("open");
+    f.set_len(SEGMENT_MAGIC.len() as u64 + 5).expect("truncate");
+    drop(f);
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("torn tail is repaired");
+    let kept = indexes(&mut log).await;
+    assert!(!kept.is_empty() && kept.len() < 10, "{kept:?}");
+
+    tracing::info!("--- a snapshot install purges past the local log; the next append follows the purge point");
+    log.purge(blank(3, 100).log_id).await.expect("purge");
+    append(&mut log, vec![blank(3, 101), blank(3, 102)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![101, 102]);
+    assert_eq!(segments(dir.path()), vec![dir.path().join("log").join(segment_name(101))]);
+}
+
+#[tokio::test]
+async fn a_crash_between_the_purge_record_and_the_segment_removal_is_finished_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    tracing::info!("--- meta.json records a purge past the end, then the member crashes before removing segments");
+    let meta = Meta { last_purged: Some(blank(3, 100).log_id), ..Meta::default() };
+    write_atomically(&dir.path().join("log"), META_FILE, &serde_json::to_vec(&meta).expect("json")).expect("meta");
+    assert!(segments(dir.path()).len() > 1);
+
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("open");
+    assert!(segments(dir.path()).is_empty(), "purged segments are removed on open");
+    assert_eq!(indexes(&mut log).await, Vec::<u64>::new());
+    tracing::info!("--- openraft sees the purge done and appends after it");
+    log.purge(blank(3, 100).log_id).await.expect("purge again is a no-op");
+    append(&mut log, vec![blank(3, 101)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![101]);
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|l| l.index), Some(100));
+}
+
+#[tokio::test]
+async fn a_crash_after_a_partial_purge_keeps_the_segments_above_the_purge_point() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_ten(dir.path()).await;
+    let meta = Meta { last_purged: Some(blank(1, 6).log_id), ..Meta::default() };
+    write_atomically(&dir.path().join("log"), META_FILE, &serde_json::to_vec(&meta).expect("json")).expect("meta");
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("open");
+    assert_eq!(indexes(&mut log).await, vec![7, 8, 9, 10]);
+    let first_kept = segments(dir.path()).remove(0);
+    let first: u64 =
+        first_kept.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).expect("segment name");
+    assert!(first <= 7, "the segment holding index 7 is kept, not {first}");
+    append(&mut log, vec![put(1, 11)]).await;
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
+    assert_eq!(indexes(&mut log).await, vec![7, 8, 9, 10, 11]);
+}
