@@ -30,7 +30,6 @@ use containerd_client::services::v1::{
 use containerd_client::types::v1::Status as TaskStatus;
 use containerd_client::types::{Descriptor, Mount as CtrMount};
 use futures::StreamExt as _;
-use http_body_util::BodyExt as _;
 use prost_types::Any;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
@@ -264,6 +263,18 @@ impl Containerd {
         };
         // containerd reads the first message before it answers, so it must be queued first.
         let first = chunks.recv().await.unwrap_or(Ok(Vec::new())).map_err(|reason| invalid(reference, reason))?;
+        let too_long = |desc: &Descriptor| {
+            invalid(
+                reference,
+                format!(
+                    "blob {} is longer than the {} bytes its descriptor declares: refusing it (the image is corrupt)",
+                    desc.digest, desc.size
+                ),
+            )
+        };
+        if first.len() as i64 > desc.size {
+            return Err(too_long(desc));
+        }
         let mut hasher = Sha256::new();
         hasher.update(&first);
         let mut offset = first.len() as i64;
@@ -278,8 +289,11 @@ impl Containerd {
         step!(responses.message().await);
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk.map_err(|reason| invalid(reference, reason))?;
-            hasher.update(&chunk);
             let len = chunk.len() as i64;
+            if offset + len > desc.size {
+                return Err(too_long(desc));
+            }
+            hasher.update(&chunk);
             let message =
                 WriteContentRequest { action: WriteAction::Write as i32, offset, data: chunk, ..base.clone() };
             offset += len;
@@ -402,7 +416,8 @@ impl Containerd {
                 }
                 let body = session.blob(&blob.digest).await?;
                 let (tx, rx) = mpsc::channel(4);
-                let pump = tokio::spawn(pump_body(body, tx));
+                let (desc, idle) = (blob.clone(), self.inner.registry.idle_timeout());
+                let pump = tokio::spawn(async move { pump_body(body, &desc, idle, tx).await });
                 let written = self.write_blob(&name, lease, blob, &BTreeMap::new(), rx).await;
                 pump.abort();
                 written?;
@@ -1279,21 +1294,39 @@ fn read_archive(path: &Path, tx: &mpsc::Sender<ArchiveItem>) -> Result<(), Strin
     Ok(())
 }
 
-/// Forwards a response body in chunks of about [`CHUNK`] bytes.
-async fn pump_body(mut body: hyper::body::Incoming, tx: mpsc::Sender<Result<Vec<u8>, String>>) {
+/// Forwards the body of blob `desc` in chunks of about [`CHUNK`] bytes. A body that pauses
+/// longer than `idle`, or runs past the descriptor's size, ends with an error instead: a
+/// registry must not stall a pull for ever or fill the disk with a blob that never ends.
+async fn pump_body(
+    mut body: hyper::body::Incoming,
+    desc: &Descriptor,
+    idle: Duration,
+    tx: mpsc::Sender<Result<Vec<u8>, String>>,
+) {
     let mut pending = Vec::with_capacity(CHUNK);
-    while let Some(frame) = body.frame().await {
-        match frame {
-            Ok(frame) => {
-                if let Ok(data) = frame.into_data() {
-                    pending.extend_from_slice(&data);
-                    if pending.len() >= CHUNK && tx.send(Ok(std::mem::take(&mut pending))).await.is_err() {
-                        return;
-                    }
+    let mut received = 0u64;
+    let declared = u64::try_from(desc.size).unwrap_or_default();
+    loop {
+        match crate::registry::next_data(&mut body, idle).await {
+            Ok(Some(data)) => {
+                received += data.len() as u64;
+                if received > declared {
+                    let reason = format!(
+                        "the registry sent more than the {declared} bytes the manifest declares for blob {}: \
+                         refusing it (the registry or the manifest is corrupt)",
+                        desc.digest
+                    );
+                    let _ = tx.send(Err(reason)).await;
+                    return;
+                }
+                pending.extend_from_slice(&data);
+                if pending.len() >= CHUNK && tx.send(Ok(std::mem::take(&mut pending))).await.is_err() {
+                    return;
                 }
             }
-            Err(err) => {
-                let _ = tx.send(Err(format!("download interrupted: {err}"))).await;
+            Ok(None) => break,
+            Err(reason) => {
+                let _ = tx.send(Err(format!("blob {}: {reason}", desc.digest))).await;
                 return;
             }
         }
@@ -1463,6 +1496,52 @@ mod tests {
                 "cannot reach containerd at {}: no answer within 300 ms (is containerd running, and is this the right --containerd-socket?)",
                 socket.display()
             )
+        );
+    }
+
+    /// What `pump_body` forwards of the fake registry's blob, declared to be `declared` bytes.
+    async fn pumped(reply: Vec<u8>, declared: i64) -> Vec<Result<Vec<u8>, String>> {
+        use crate::registry::fake::FakeRegistry;
+        let registry = FakeRegistry::start(reply).await;
+        let client = registry.client();
+        let reference = registry.reference();
+        let desc = Descriptor { digest: "sha256:ab".to_owned(), size: declared, ..Default::default() };
+        let body = client.session(&reference, None).blob(&desc.digest).await.expect("blob response");
+        let (tx, mut rx) = mpsc::channel(4);
+        let pump = tokio::spawn(async move { pump_body(body, &desc, crate::registry::fake::SHORT, tx).await });
+        let mut got = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("pump ends") {
+            got.push(chunk);
+        }
+        pump.await.expect("pump task");
+        got
+    }
+
+    #[tokio::test]
+    async fn a_blob_longer_than_its_descriptor_is_refused() {
+        let mut reply = crate::registry::fake::head("200 OK", "application/octet-stream", 100);
+        reply.extend_from_slice(&[7u8; 100]);
+        let got = pumped(reply.clone(), 100).await;
+        assert_eq!(got, [Ok(vec![7u8; 100])]);
+        let got = pumped(reply, 10).await;
+        assert_eq!(
+            got,
+            [Err("the registry sent more than the 10 bytes the manifest declares for blob sha256:ab: refusing it \
+                  (the registry or the manifest is corrupt)"
+                .to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_that_stops_moving_is_abandoned() {
+        let mut reply = crate::registry::fake::head("200 OK", "application/octet-stream", 100);
+        reply.extend_from_slice(&[7u8; 10]);
+        let got = pumped(reply, 100).await;
+        assert_eq!(
+            got,
+            [Err("blob sha256:ab: the registry sent nothing for 300 ms in the middle of a body \
+                  (is it overloaded, or the network down?)"
+                .to_owned())]
         );
     }
 

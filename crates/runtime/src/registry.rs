@@ -1,8 +1,15 @@
 //! A small OCI distribution client: manifests and blobs over HTTP/1.1 (hyper), HTTPS with
 //! rustls on ring, plain HTTP only for registries the caller marks insecure; bearer-token and
 //! basic authentication; redirects for blobs served from elsewhere.
+//!
+//! Every step is bounded: a registry that stalls (connect, TLS handshake, response headers, or
+//! a body that stops moving) fails the pull after a timeout instead of holding it for ever, and
+//! bodies read into memory (manifests, indexes, tokens, error pages) have a size cap, so a
+//! hostile registry cannot exhaust the agent's memory. Blobs are streamed, not buffered; the
+//! caller bounds them by their descriptor's size.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::{Bytes, Incoming};
@@ -20,6 +27,30 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+jso
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
+/// Largest manifest or index a pull accepts (containerd's Go client uses the same limit).
+pub(crate) const MANIFEST_LIMIT: usize = 4 << 20;
+/// Largest token-service answer a pull accepts.
+const TOKEN_LIMIT: usize = 1 << 20;
+/// How much of an error answer is read, to quote the start of it.
+const EXCERPT_LIMIT: usize = 4 << 10;
+
+/// How long a registry may take at each step before a pull gives up on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Timeouts {
+    /// TCP connect, and again the TLS handshake.
+    pub(crate) connect: Duration,
+    /// From sending a request to the end of the response headers.
+    pub(crate) response: Duration,
+    /// Longest pause between two parts of a body (manifests, tokens and blobs alike).
+    pub(crate) idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { connect: Duration::from_secs(30), response: Duration::from_secs(60), idle: Duration::from_secs(60) }
+    }
+}
+
 /// The pull session for one repository: where to connect and which credentials to present.
 pub(crate) struct Session<'a> {
     client: &'a RegistryClient,
@@ -32,18 +63,33 @@ pub(crate) struct Session<'a> {
 pub(crate) struct RegistryClient {
     tls: Arc<rustls::ClientConfig>,
     insecure: Vec<String>,
+    timeouts: Timeouts,
 }
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RegistryClient").field("insecure", &self.insecure).finish_non_exhaustive()
+        f.debug_struct("RegistryClient")
+            .field("insecure", &self.insecure)
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
     }
 }
 
 impl RegistryClient {
     /// `insecure` lists `host[:port]` registries reached over plain HTTP.
     pub(crate) fn new(insecure: Vec<String>) -> Self {
-        Self { tls: Arc::new(tls_config()), insecure }
+        Self { tls: Arc::new(tls_config()), insecure, timeouts: Timeouts::default() }
+    }
+
+    /// A client with other timeouts (tests use short ones).
+    #[cfg(test)]
+    pub(crate) fn with_timeouts(insecure: Vec<String>, timeouts: Timeouts) -> Self {
+        Self { timeouts, ..Self::new(insecure) }
+    }
+
+    /// The longest pause allowed between two parts of a body.
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        self.timeouts.idle
     }
 
     pub(crate) fn session<'a>(&'a self, reference: &'a Reference, credentials: Option<&'a Credentials>) -> Session<'a> {
@@ -103,8 +149,10 @@ impl Session<'_> {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned())
             .unwrap_or_default();
-        let body = response.into_body().collect().await.map_err(|e| self.fail(format!("read manifest: {e}")))?;
-        Ok((media_type, body.to_bytes()))
+        let body = read_limited(response.into_body(), MANIFEST_LIMIT, self.client.timeouts.idle)
+            .await
+            .map_err(|e| self.fail(format!("read manifest {object} from {url}: {e}")))?;
+        Ok((media_type, body))
     }
 
     /// Opens a blob for streaming.
@@ -125,7 +173,7 @@ impl Session<'_> {
             return Ok(response);
         }
         let status = response.status();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = read_prefix(response.into_body(), EXCERPT_LIMIT, self.client.timeouts.idle).await;
         let excerpt: String = String::from_utf8_lossy(&body).chars().take(200).collect();
         Err(self.fail(format!("GET {url}: {status}: {}", excerpt.trim())))
     }
@@ -217,7 +265,6 @@ impl Session<'_> {
         }
         let response = self.send(&token_url, None, basic.as_deref()).await?;
         let status = response.status();
-        let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if !status.is_success() {
             return Err(ImageError::Unauthorized {
                 registry: self.reference.registry.clone(),
@@ -225,6 +272,9 @@ impl Session<'_> {
                 reason: format!("token service {realm} answered {status}"),
             });
         }
+        let body = read_limited(response.into_body(), TOKEN_LIMIT, self.client.timeouts.idle)
+            .await
+            .map_err(|e| self.fail(format!("read token from {realm}: {e}")))?;
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| self.fail(format!("token service {realm}: invalid JSON: {e}")))?;
         let token = json["token"].as_str().or_else(|| json["access_token"].as_str());
@@ -244,8 +294,15 @@ impl Session<'_> {
         let host = uri.host().ok_or_else(|| self.fail(format!("URL without host: {url}")))?.to_owned();
         let https = uri.scheme_str() == Some("https");
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.as_str(), port))
+        let timeouts = self.client.timeouts;
+        let tcp = tokio::time::timeout(timeouts.connect, TcpStream::connect((host.as_str(), port)))
             .await
+            .map_err(|_| {
+                self.fail(format!(
+                    "connect {host}:{port}: no connection within {} (is the registry up and reachable from this node?)",
+                    human(timeouts.connect)
+                ))
+            })?
             .map_err(|e| self.fail(format!("connect {host}:{port}: {e}")))?;
         let mut request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(header::HOST, uri.authority().map_or(host.as_str(), |a| a.as_str()))
@@ -260,15 +317,31 @@ impl Session<'_> {
         let result = if https {
             let name = rustls::pki_types::ServerName::try_from(host.clone())
                 .map_err(|e| self.fail(format!("invalid TLS server name {host}: {e}")))?;
-            let tls = tokio_rustls::TlsConnector::from(self.client.tls.clone())
-                .connect(name, tcp)
+            let handshake = tokio_rustls::TlsConnector::from(self.client.tls.clone()).connect(name, tcp);
+            let tls = tokio::time::timeout(timeouts.connect, handshake)
                 .await
+                .map_err(|_| {
+                    self.fail(format!(
+                        "TLS handshake with {host}:{port}: no answer within {} (does it speak HTTPS? \
+                         list it in insecure registries if it serves plain HTTP)",
+                        human(timeouts.connect)
+                    ))
+                })?
                 .map_err(|e| self.fail(format!("TLS handshake with {host}:{port}: {e}")))?;
-            roundtrip(TokioIo::new(tls), request).await
+            tokio::time::timeout(timeouts.response, roundtrip(TokioIo::new(tls), request)).await
         } else {
-            roundtrip(TokioIo::new(tcp), request).await
+            tokio::time::timeout(timeouts.response, roundtrip(TokioIo::new(tcp), request)).await
         };
-        result.map_err(|e| self.fail(format!("GET {url}: {e}")))
+        // Dropping the unfinished exchange also ends its connection (hyper closes it once the
+        // response can no longer be delivered).
+        result
+            .map_err(|_| {
+                self.fail(format!(
+                    "GET {url}: no response within {} (the registry accepted the connection but did not answer)",
+                    human(timeouts.response)
+                ))
+            })?
+            .map_err(|e| self.fail(format!("GET {url}: {e}")))
     }
 }
 
@@ -283,6 +356,62 @@ where
         }
     });
     sender.send_request(request).await
+}
+
+/// The next data of `body`, waiting at most `idle` for it; `None` at its end.
+pub(crate) async fn next_data(body: &mut Incoming, idle: Duration) -> Result<Option<Bytes>, String> {
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(format!(
+                    "the registry sent nothing for {} in the middle of a body (is it overloaded, or the network down?)",
+                    human(idle)
+                ));
+            }
+            Ok(None) => return Ok(None),
+            Ok(Some(Err(err))) => return Err(format!("download interrupted: {err}")),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    return Ok(Some(data));
+                }
+            }
+        }
+    }
+}
+
+/// A whole body of at most `limit` bytes.
+async fn read_limited(mut body: Incoming, limit: usize, idle: Duration) -> Result<Bytes, String> {
+    let mut bytes = Vec::new();
+    while let Some(data) = next_data(&mut body, idle).await? {
+        if bytes.len() + data.len() > limit {
+            return Err(format!(
+                "answer is larger than {limit} bytes, the most accepted: refusing it (is this really a registry?)"
+            ));
+        }
+        bytes.extend_from_slice(&data);
+    }
+    Ok(Bytes::from(bytes))
+}
+
+/// The first `limit` bytes of a body (or less, if it ends, fails or stalls first).
+async fn read_prefix(mut body: Incoming, limit: usize, idle: Duration) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    while bytes.len() < limit {
+        match next_data(&mut body, idle).await {
+            Ok(Some(data)) => bytes.extend_from_slice(&data[..data.len().min(limit - bytes.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    bytes
+}
+
+/// `300 ms`, `60 s`.
+fn human(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{} s", duration.as_secs())
+    } else {
+        format!("{} ms", duration.as_millis())
+    }
 }
 
 fn challenge_param(params: &str, name: &str) -> Option<String> {
@@ -354,9 +483,248 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// A registry on 127.0.0.1 that misbehaves on purpose, for tests of the limits above.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::sync::mpsc;
+
+    use super::{RegistryClient, Timeouts};
+    use crate::reference::Reference;
+
+    /// Short timeouts, so that a stalled step fails in a fraction of a second.
+    pub(crate) const SHORT: Duration = Duration::from_millis(300);
+
+    /// A server that answers every connection by writing `reply` (nothing at all if empty) and
+    /// then holding the connection open until the client closes it; each close is reported on
+    /// the returned channel, so a test can check that a client gave up without leaking it.
+    pub(crate) struct FakeRegistry {
+        pub(crate) addr: SocketAddr,
+        pub(crate) closed: mpsc::UnboundedReceiver<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl Drop for FakeRegistry {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
+
+    impl FakeRegistry {
+        pub(crate) async fn start(reply: Vec<u8>) -> Self {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+            let addr = listener.local_addr().expect("local address");
+            let (tx, closed) = mpsc::unbounded_channel();
+            let task = tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let (reply, tx) = (reply.clone(), tx.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 8192];
+                        let mut request = Vec::new();
+                        // Read the request head (a TLS ClientHello has none: then read on).
+                        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match stream.read(&mut buf).await {
+                                Ok(0) | Err(_) => {
+                                    let _ = tx.send(());
+                                    return;
+                                }
+                                Ok(n) => request.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        if !reply.is_empty() {
+                            let _ = stream.write_all(&reply).await;
+                        }
+                        while let Ok(n) = stream.read(&mut buf).await {
+                            if n == 0 {
+                                break;
+                            }
+                        }
+                        let _ = tx.send(());
+                    });
+                }
+            });
+            Self { addr, closed, task }
+        }
+
+        /// A reference to repository `test/image` on this registry.
+        pub(crate) fn reference(&self) -> Reference {
+            Reference::parse(&format!("{}/test/image:v1", self.addr)).expect("reference")
+        }
+
+        /// A client with short timeouts that reaches this registry over plain HTTP.
+        pub(crate) fn client(&self) -> RegistryClient {
+            RegistryClient::with_timeouts(
+                vec![self.addr.to_string()],
+                Timeouts { connect: SHORT, response: SHORT, idle: SHORT },
+            )
+        }
+
+        /// Waits (a little) for the client to close its connection.
+        pub(crate) async fn client_closed(&mut self) -> bool {
+            tokio::time::timeout(Duration::from_secs(5), self.closed.recv()).await.is_ok_and(|c| c.is_some())
+        }
+    }
+
+    /// Response headers announcing `length` bytes of `content_type`.
+    pub(crate) fn head(status: &str, content_type: &str, length: usize) -> Vec<u8> {
+        format!("HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n").into_bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fake::{FakeRegistry, head};
     use super::*;
+
+    const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
+
+    /// Fetches the manifest of the fake registry's image; returns the error, timed.
+    async fn manifest_error(registry: &FakeRegistry, https: bool) -> (String, Duration) {
+        let client = if https {
+            RegistryClient::with_timeouts(
+                Vec::new(),
+                Timeouts { connect: fake::SHORT, response: fake::SHORT, idle: fake::SHORT },
+            )
+        } else {
+            registry.client()
+        };
+        let reference = registry.reference();
+        let mut session = client.session(&reference, None);
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(Duration::from_secs(10), session.manifest("v1"))
+            .await
+            .expect("the client gives up on its own, well before 10 s");
+        let err = result.expect_err("a misbehaving registry fails the fetch");
+        (err.to_string(), started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_never_answers_times_out() {
+        let mut registry = FakeRegistry::start(Vec::new()).await;
+        let (err, took) = manifest_error(&registry, false).await;
+        let url = format!("http://{}/v2/test/image/manifests/v1", registry.addr);
+        assert_eq!(
+            err,
+            format!(
+                "pull {}/test/image:v1 from {}: GET {url}: no response within 300 ms \
+                 (the registry accepted the connection but did not answer)",
+                registry.addr, registry.addr
+            )
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(registry.client_closed().await, "the abandoned connection is closed");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_tls_handshake_times_out() {
+        let mut registry = FakeRegistry::start(Vec::new()).await;
+        let (err, _) = manifest_error(&registry, true).await;
+        assert!(
+            err.ends_with(&format!(
+                "TLS handshake with 127.0.0.1:{}: no answer within 300 ms (does it speak HTTPS? \
+                 list it in insecure registries if it serves plain HTTP)",
+                registry.addr.port()
+            )),
+            "{err}"
+        );
+        assert!(registry.client_closed().await, "the abandoned connection is closed");
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_moving_times_out() {
+        // Promises 100 bytes, sends 10, then nothing.
+        let mut reply = head("200 OK", MANIFEST_TYPE, 100);
+        reply.extend_from_slice(b"{\"schema\":");
+        let mut registry = FakeRegistry::start(reply).await;
+        let (err, took) = manifest_error(&registry, false).await;
+        assert!(
+            err.ends_with(
+                "the registry sent nothing for 300 ms in the middle of a body (is it overloaded, or the network down?)"
+            ),
+            "{err}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(registry.client_closed().await, "the abandoned connection is closed");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_manifest_is_refused() {
+        let size = MANIFEST_LIMIT + 1;
+        let mut reply = head("200 OK", MANIFEST_TYPE, size);
+        reply.resize(reply.len() + size, b' ');
+        let registry = FakeRegistry::start(reply).await;
+        let (err, _) = manifest_error(&registry, false).await;
+        assert!(
+            err.ends_with(&format!(
+                "read manifest v1 from http://{}/v2/test/image/manifests/v1: answer is larger than {MANIFEST_LIMIT} \
+                 bytes, the most accepted: refusing it (is this really a registry?)",
+                registry.addr
+            )),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oversized_token_is_refused() {
+        // One server plays registry and token service: the first request is challenged, the
+        // token request gets a body over the limit.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = vec![0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let reply = if request.starts_with(b"GET /token") {
+                    let mut reply = head("200 OK", "application/json", TOKEN_LIMIT + 1);
+                    reply.resize(reply.len() + TOKEN_LIMIT + 1, b' ');
+                    reply
+                } else {
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://{addr}/token\"\r\n\
+                         Content-Length: 0\r\n\r\n"
+                    )
+                    .into_bytes()
+                };
+                let _ = stream.write_all(&reply).await;
+            }
+        });
+        let client = RegistryClient::with_timeouts(
+            vec![addr.to_string()],
+            Timeouts { connect: fake::SHORT, response: fake::SHORT, idle: fake::SHORT },
+        );
+        let reference = Reference::parse(&format!("{addr}/test/image:v1")).expect("reference");
+        let result = client.session(&reference, None).manifest("v1").await;
+        server.abort();
+        let err = result.expect_err("an oversized token is refused").to_string();
+        assert!(
+            err.ends_with(&format!(
+                "read token from http://{addr}/token: answer is larger than {TOKEN_LIMIT} bytes, the most \
+                 accepted: refusing it (is this really a registry?)"
+            )),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn error_excerpts_read_only_the_start_of_a_body() {
+        // A 500 whose body never ends: the excerpt is taken from its start without waiting.
+        let mut reply = head("500 Internal Server Error", "text/plain", 100 << 20);
+        reply.extend_from_slice(&b"x".repeat(2 * EXCERPT_LIMIT));
+        let registry = FakeRegistry::start(reply).await;
+        let (err, took) = manifest_error(&registry, false).await;
+        assert!(err.contains(&format!(": 500 Internal Server Error: {}", "x".repeat(200))), "{err}");
+        assert!(took < fake::SHORT, "the excerpt does not wait for the rest of the body: {took:?}");
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
