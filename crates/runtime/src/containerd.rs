@@ -1133,8 +1133,12 @@ impl ContainerRuntime for Containerd {
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream, ContainerError> {
         self.get_container(id).await?;
         let path = self.container_dir(id).join("log.jsonl");
-        let (lines, offset) = logs::read_from(&path, 0).map_err(self.io_err(id, &path))?;
-        let first = logs::select(lines, options.since, options.tail);
+        // A tail is read backwards from the end, so its cost does not grow with the log.
+        let (first, offset) = match options.tail {
+            Some(tail) => logs::read_tail(&path, tail, options.since),
+            None => logs::read_from(&path, 0).map(|(lines, offset)| (logs::select(lines, options.since, None), offset)),
+        }
+        .map_err(self.io_err(id, &path))?;
         let head = futures::stream::iter(first);
         if !options.follow {
             return Ok(head.boxed());

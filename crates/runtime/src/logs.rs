@@ -89,6 +89,87 @@ pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<LogLin
     Ok((lines, offset + consumed as u64))
 }
 
+/// How much of a log [`read_tail`] reads at a time, going backwards from its end.
+const TAIL_CHUNK: u64 = 64 * 1024;
+
+/// The last `tail` complete records of `path` that are not older than `since`, found by reading
+/// backwards from the end in chunks (so the cost follows `tail`, not the size of the log); and
+/// the offset after the last complete record, where following it continues. Going backwards
+/// stops at the first record older than `since`: records are in the order the logging process
+/// read them, so their times only go backwards by the few microseconds between its two readers.
+pub(crate) fn read_tail(path: &Path, tail: usize, since: Option<SystemTime>) -> std::io::Result<(Vec<LogLine>, u64)> {
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(err) => return Err(err),
+    };
+    let len = file.metadata()?.len();
+    tail_of(&mut file, len, tail, since)
+}
+
+/// [`read_tail`] on any seekable reader of `len` bytes.
+fn tail_of(
+    file: &mut (impl Read + Seek),
+    len: u64,
+    tail: usize,
+    since: Option<SystemTime>,
+) -> std::io::Result<(Vec<LogLine>, u64)> {
+    let mut newest_first = Vec::new();
+    // `buf` holds the bytes from `pos` up to the records already taken (or, before `end` is
+    // known, up to the end of the file).
+    let mut buf: Vec<u8> = Vec::new();
+    let mut pos = len;
+    let mut end = None;
+    loop {
+        if let Some(end) = end
+            && newest_first.len() >= tail
+        {
+            newest_first.reverse();
+            return Ok((newest_first, end));
+        }
+        if end.is_none() {
+            if let Some(last) = buf.iter().rposition(|b| *b == b'\n') {
+                // Bytes after the last newline are a record still being written: not ours yet.
+                buf.truncate(last + 1);
+                end = Some(pos + buf.len() as u64);
+                continue;
+            }
+        } else if let Some(start) = record_start(&buf, pos) {
+            // A record that does not parse (a torn write after a crash) is skipped, not fatal.
+            if let Ok(record) = serde_json::from_slice::<Record>(&buf[start..]) {
+                let line = LogLine::from_record(record);
+                if since.is_some_and(|since| line.time < since) {
+                    buf.clear();
+                    pos = 0;
+                    continue;
+                }
+                newest_first.push(line);
+            }
+            buf.truncate(start);
+            continue;
+        }
+        if pos == 0 {
+            // Nothing before: either no complete record at all, or every record is taken.
+            newest_first.reverse();
+            return Ok((newest_first, end.unwrap_or_default()));
+        }
+        let start = pos.saturating_sub(TAIL_CHUNK);
+        let mut chunk = vec![0u8; usize::try_from(pos - start).unwrap_or_default()];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(&mut chunk)?;
+        chunk.append(&mut buf);
+        buf = chunk;
+        pos = start;
+    }
+}
+
+/// Where the last record in `buf` (which ends with a newline) starts, if `buf` holds all of it:
+/// after the newline before it, or at 0 when `buf` starts the file (`pos` 0).
+fn record_start(buf: &[u8], pos: u64) -> Option<usize> {
+    let body = buf.strip_suffix(b"\n")?;
+    body.iter().rposition(|b| *b == b'\n').map(|i| i + 1).or((pos == 0).then_some(0))
+}
+
 /// Applies `since` and `tail` to lines read from the start of a log.
 pub(crate) fn select(lines: Vec<LogLine>, since: Option<SystemTime>, tail: Option<usize>) -> Vec<LogLine> {
     let mut lines: Vec<LogLine> = match since {
@@ -230,6 +311,82 @@ mod tests {
             vec![LogLine { time: UNIX_EPOCH + Duration::from_nanos(3), stream: Stream::Stdout, line: "half".into() }]
         );
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A reader that counts the bytes read through it.
+    struct Counting<R> {
+        inner: R,
+        read: u64,
+    }
+
+    impl<R: Read> Read for Counting<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.read += n as u64;
+            Ok(n)
+        }
+    }
+
+    impl<R: Seek> Seek for Counting<R> {
+        fn seek(&mut self, pos: SeekFrom) -> std::io::Result<u64> {
+            self.inner.seek(pos)
+        }
+    }
+
+    /// `tail_of` over `bytes`: the lines' texts, the end offset and how many bytes it read.
+    fn tail_texts(bytes: &[u8], tail: usize, since: Option<u64>) -> (Vec<String>, u64, u64) {
+        let mut reader = Counting { inner: std::io::Cursor::new(bytes), read: 0 };
+        let since = since.map(|s| UNIX_EPOCH + Duration::from_secs(s));
+        let (lines, end) = tail_of(&mut reader, bytes.len() as u64, tail, since).expect("tail");
+        (lines.into_iter().map(|l| l.line).collect(), end, reader.read)
+    }
+
+    fn log_of(lines: impl IntoIterator<Item = LogLine>) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for l in lines {
+            append(&mut bytes, &l).expect("append");
+        }
+        bytes
+    }
+
+    #[test]
+    fn tail_reads_backwards_from_the_end() {
+        // About 4 MiB of log: the last lines come from its last chunk, not from reading it all.
+        let big = log_of((1..=100_000).map(|s| line(s, Stream::Stdout, &format!("{s:040}"))));
+        let (texts, end, read) = tail_texts(&big, 2, None);
+        assert_eq!(texts, [format!("{:040}", 99_999), format!("{:040}", 100_000)]);
+        assert_eq!(end, big.len() as u64);
+        assert!(read <= TAIL_CHUNK, "read {read} bytes of {} for two lines", big.len());
+
+        // Every line, through many chunks, is the same as reading forwards.
+        let (texts, _, _) = tail_texts(&big, usize::MAX, None);
+        assert_eq!(texts.len(), 100_000);
+        assert_eq!(texts.first().map(String::as_str), Some(format!("{:040}", 1).as_str()));
+        // `since` stops going backwards at the first older record.
+        let (texts, _, read) = tail_texts(&big, 1000, Some(99_998));
+        assert_eq!(texts.len(), 3);
+        assert!(read <= TAIL_CHUNK, "{read}");
+    }
+
+    #[test]
+    fn tail_edges() {
+        let five = log_of((1..=5).map(|s| line(s, Stream::Stdout, &s.to_string())));
+        let torn = [five.as_slice(), br#"{"t":6,"s":"out","l":"ha"#].concat();
+        let junk = [br#"not json"#.as_slice(), b"\n", &five].concat();
+        for (name, bytes, tail, since, expected, end) in [
+            ("empty", &b""[..], 3, None, vec![], 0),
+            ("only torn", &br#"{"t":1,"#[..], 3, None, vec![], 0),
+            ("tail 0", &five[..], 0, None, vec![], five.len()),
+            ("tail 2", &five[..], 2, None, vec!["4", "5"], five.len()),
+            ("more than there is", &five[..], 9, None, vec!["1", "2", "3", "4", "5"], five.len()),
+            ("torn last record", &torn[..], 2, None, vec!["4", "5"], five.len()),
+            ("since", &five[..], 9, Some(4), vec!["4", "5"], five.len()),
+            ("since after all", &five[..], 9, Some(9), vec![], five.len()),
+            ("junk skipped", &junk[..], 9, None, vec!["1", "2", "3", "4", "5"], junk.len()),
+        ] {
+            let (texts, got_end, _) = tail_texts(bytes, tail, since);
+            assert_eq!((texts, got_end), (expected.iter().map(|s| (*s).to_owned()).collect(), end as u64), "{name}");
+        }
     }
 
     #[test]
