@@ -8,8 +8,9 @@
 //! change to any encoding below must bump those versions.
 //!
 //! Architecture invariant: decoding never panics and never allocates more than the input could
-//! describe (a length is checked against the bytes that remain before anything is reserved), so
-//! a damaged record or a hostile message yields a [`DecodeError`] naming the byte offset.
+//! describe (a length is checked against the bytes that remain before anything is reserved, and
+//! a list reserves at most [`MAX_PREALLOCATED`] elements ahead of decoding them), so a damaged
+//! record or a hostile message yields a [`DecodeError`] naming the byte offset.
 
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
@@ -180,7 +181,7 @@ impl<'a> Reader<'a> {
 
     fn list<T: Decode>(&mut self, what: &'static str) -> Result<Vec<T>, DecodeError> {
         let n = self.len(what)?;
-        let mut out = Vec::with_capacity(n);
+        let mut out = Vec::with_capacity(preallocate(n));
         for _ in 0..n {
             out.push(T::decode(self)?);
         }
@@ -202,6 +203,16 @@ impl<'a> Reader<'a> {
             count => Err(DecodeError::Trailing { at: self.at, count }),
         }
     }
+}
+
+/// At most this many elements of a list are reserved before they are decoded.
+const MAX_PREALLOCATED: usize = 1024;
+
+/// How many elements to reserve for a list that claims `n`: a length is checked against the
+/// bytes left, but one byte of input can stand for an element of a hundred bytes in memory, so a
+/// crafted length could still reserve gigabytes. Longer lists grow as they decode.
+fn preallocate(n: usize) -> usize {
+    n.min(MAX_PREALLOCATED)
 }
 
 pub(crate) fn put_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -472,7 +483,7 @@ impl Encode for Membership<NodeId, BasicNode> {
 impl Decode for Membership<NodeId, BasicNode> {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let n = r.len("membership configs")?;
-        let mut configs = Vec::with_capacity(n);
+        let mut configs = Vec::with_capacity(preallocate(n));
         for _ in 0..n {
             let ids: Vec<u64> = r.list("membership voters")?;
             configs.push(ids.into_iter().collect::<BTreeSet<NodeId>>());

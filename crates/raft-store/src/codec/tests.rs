@@ -1,10 +1,57 @@
 //! Tests of the binary encoding: every type round-trips, every truncation and stray byte is an
 //! error with an offset (never a panic or a huge allocation), and the encoding is compact.
 
+use std::alloc::GlobalAlloc;
+use std::alloc::Layout;
+use std::alloc::System;
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 use super::*;
+
+/// The system allocator, noting the largest single allocation each thread asks for, so a test
+/// can check what decoding reserves.
+#[derive(Debug)]
+struct LargestAllocation;
+
+thread_local! {
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
+}
+
+fn note(size: usize) {
+    let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; noting a size allocates nothing.
+unsafe impl GlobalAlloc for LargestAllocation {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note(layout.size());
+        // SAFETY: the caller's contract for `alloc` is the system allocator's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System.alloc` or `System.realloc` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note(new_size);
+        // SAFETY: `ptr` came from the system allocator with `layout`; the caller's contract holds.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: LargestAllocation = LargestAllocation;
+
+/// The largest single allocation `f` makes on this thread.
+fn largest_allocation<R>(f: impl FnOnce() -> R) -> usize {
+    LARGEST.with(|l| l.set(0));
+    let _ = std::hint::black_box(f());
+    LARGEST.with(Cell::get)
+}
 
 fn leader(term: u64, node: u64) -> LeaderId<u64, NodeId> {
     LeaderId { term, node_id: node }
@@ -186,4 +233,49 @@ fn a_transaction_of_large_values_costs_little_more_than_its_bytes() {
     let json = serde_json::to_vec(&entry).expect("json").len();
     assert!(binary <= raw + 500 * 4 + 16, "binary {binary} bytes for {raw} bytes of keys and values");
     assert!(binary * 2 < json, "binary {binary} bytes, json {json} bytes");
+}
+
+#[test]
+fn a_crafted_list_length_reserves_no_more_than_a_small_bound() {
+    // A message of 1 MiB claiming a million entries: the length check passes (one byte of input
+    // per element), but a million entries in memory are a hundred times that. (The bytes after
+    // the length are no valid entry, so only what was reserved up front is measured.)
+    let n: usize = 1 << 20;
+    let mut bytes = Vec::new();
+    put_u64(&mut bytes, n as u64);
+    bytes.resize(bytes.len() + n, 0xff);
+    let entry_size = std::mem::size_of::<Entry>();
+    assert!(entry_size >= 32, "entries are larger than a byte of input ({entry_size})");
+    let largest = largest_allocation(|| get_items::<Entry>(&mut Reader::new(&bytes), "entries"));
+    assert!(
+        largest <= MAX_PREALLOCATED * entry_size,
+        "decoding reserved {largest} bytes for a {} byte input",
+        bytes.len()
+    );
+
+    tracing::info!("--- the same for the voter sets of a membership");
+    let mut bytes = Vec::new();
+    put_u64(&mut bytes, n as u64);
+    bytes.resize(bytes.len() + n, 0xff);
+    let largest = largest_allocation(|| from_slice::<Membership<NodeId, BasicNode>>(&bytes));
+    assert!(largest <= MAX_PREALLOCATED * std::mem::size_of::<BTreeSet<NodeId>>(), "reserved {largest} bytes");
+}
+
+#[test]
+fn a_list_longer_than_the_preallocation_decodes_whole() {
+    let kvs: Vec<KeyValue> = (0..3 * MAX_PREALLOCATED as u64)
+        .map(|i| KeyValue {
+            key: i.to_be_bytes().to_vec(),
+            value: vec![1],
+            create_revision: i,
+            mod_revision: i,
+            version: 1,
+        })
+        .collect();
+    let mut bytes = Vec::new();
+    put_items(&mut bytes, &kvs);
+    let mut r = Reader::new(&bytes);
+    let back: Vec<KeyValue> = get_items(&mut r, "key-values").expect("decodes");
+    r.finish().expect("every byte read");
+    assert_eq!(back, kvs);
 }
