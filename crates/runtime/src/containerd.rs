@@ -287,6 +287,20 @@ impl Containerd {
             step!(self.content().write(self.leased(tokio_stream::wrappers::ReceiverStream::new(rx), lease)).await)
                 .into_inner();
         step!(responses.message().await);
+        // A send fails only when containerd has ended the write: its answer says why.
+        macro_rules! closed {
+            () => {{
+                step!(responses.message().await);
+                return Err(invalid(
+                    reference,
+                    format!(
+                        "containerd ended the write of blob {} at byte {offset} of {} without saying why \
+                         (see containerd's log)",
+                        desc.digest, desc.size
+                    ),
+                ));
+            }};
+        }
         while let Some(chunk) = chunks.recv().await {
             let chunk = chunk.map_err(|reason| invalid(reference, reason))?;
             let len = chunk.len() as i64;
@@ -296,10 +310,10 @@ impl Containerd {
             hasher.update(&chunk);
             let message =
                 WriteContentRequest { action: WriteAction::Write as i32, offset, data: chunk, ..base.clone() };
-            offset += len;
             if tx.send(message).await.is_err() {
-                break;
+                closed!();
             }
+            offset += len;
             step!(responses.message().await);
         }
         let actual = format!("sha256:{}", hex(&hasher.finalize()));
@@ -315,9 +329,10 @@ impl Containerd {
             labels: labels.clone().into_iter().collect(),
             ..base
         };
-        if tx.send(commit).await.is_ok() {
-            step!(responses.message().await);
+        if tx.send(commit).await.is_err() {
+            closed!();
         }
+        step!(responses.message().await);
         Ok(true)
     }
 
