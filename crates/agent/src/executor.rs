@@ -34,8 +34,8 @@ pub(crate) struct Executor {
     volumes: std::path::PathBuf,
     reports: Reports,
     controllers: HashMap<String, Controller>,
-    /// Containers found at start (task ID → running?), adopted by their tasks' controllers.
-    found: HashMap<String, bool>,
+    /// Containers found at start (task ID → state), adopted by their tasks' controllers.
+    found: HashMap<String, ContainerState>,
 }
 
 impl Executor {
@@ -51,7 +51,7 @@ impl Executor {
     /// Finds this node's containers (after an agent restart), to adopt them.
     pub(crate) async fn discover(&mut self) -> Result<(), ContainerError> {
         let mine = self.runtime.list(&[(labels::NODE.to_owned(), self.node_id.clone())]).await?;
-        self.found = mine.into_iter().map(|c| (c.id, c.state == ContainerState::Running)).collect();
+        self.found = mine.into_iter().map(|c| (c.id, c.state)).collect();
         tracing::info!(containers = self.found.len(), "found containers of this node");
         Ok(())
     }
@@ -146,12 +146,19 @@ impl Ctx {
         let _ = self.reports.send((task_id.to_owned(), status));
     }
 
-    async fn run(self, mut updates: watch::Receiver<v1::Task>, adopted: Option<bool>) {
+    async fn run(self, mut updates: watch::Receiver<v1::Task>, adopted: Option<ContainerState>) {
         let task = updates.borrow().clone();
         let id = task.id.clone();
         let started = match adopted {
-            Some(_) => true,
-            None => self.start(&task).await,
+            // Found after an agent restart: a running container is followed again (the
+            // monitor stops it at once if its task should no longer run), one that exited
+            // reports its exit through the monitor, one never started starts afresh.
+            Some(ContainerState::Running) => {
+                self.report(&id, TaskState::Running, "running (adopted after an agent restart)", "", None);
+                true
+            }
+            Some(ContainerState::Stopped) => true,
+            Some(ContainerState::Created) | None => self.start(&task).await,
         };
         if started {
             self.monitor(&id, &mut updates).await;
@@ -206,9 +213,25 @@ impl Ctx {
         true
     }
 
-    /// Follows a running task until it exits or is told to stop.
+    /// Follows a running task until it exits or is told to stop (including by the desired state
+    /// it already has when the monitor starts).
     async fn monitor(&self, id: &str, updates: &mut watch::Receiver<v1::Task>) {
+        let mut assigned = true;
         loop {
+            if !assigned || updates.borrow_and_update().desired() as i32 > TaskState::Running as i32 {
+                let grace = updates
+                    .borrow()
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.container.as_ref())
+                    .and_then(|c| shoal_api::from_duration(c.stop_grace_period.as_ref()))
+                    .unwrap_or(DEFAULT_GRACE);
+                match self.runtime.stop(id, grace).await {
+                    Ok(status) => self.report(id, TaskState::Shutdown, "shutdown", "", Some(status.code)),
+                    Err(err) => self.report(id, TaskState::Shutdown, "shutdown", &err.to_string(), None),
+                }
+                return;
+            }
             tokio::select! {
                 exit = self.runtime.wait(id) => {
                     match exit {
@@ -222,23 +245,8 @@ impl Ctx {
                     }
                     return;
                 }
-                changed = updates.changed() => {
-                    let stop = changed.is_err() || updates.borrow().desired() as i32 > TaskState::Running as i32;
-                    if stop {
-                        let grace = updates
-                            .borrow()
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.container.as_ref())
-                            .and_then(|c| shoal_api::from_duration(c.stop_grace_period.as_ref()))
-                            .unwrap_or(DEFAULT_GRACE);
-                        match self.runtime.stop(id, grace).await {
-                            Ok(status) => self.report(id, TaskState::Shutdown, "shutdown", "", Some(status.code)),
-                            Err(err) => self.report(id, TaskState::Shutdown, "shutdown", &err.to_string(), None),
-                        }
-                        return;
-                    }
-                }
+                // A dropped sender: the task left this node's assignments.
+                changed = updates.changed() => assigned = changed.is_ok(),
             }
         }
     }

@@ -61,6 +61,7 @@ pub async fn join(remote: &str, token: &str, certs_dir: &Path) -> Result<(NodeCr
         csr: key.csr_pem().map_err(|e| certs(&e))?.into_bytes(),
         token: token.to_string(),
         availability: v1::NodeAvailability::Active as i32,
+        worker_only: true,
     };
     let issued = CaClient::new(channel(join_client_config(&trust).map_err(|e| certs(&e))?).await?)
         .issue_node_certificate(request)

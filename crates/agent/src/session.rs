@@ -270,7 +270,7 @@ impl Agent {
         };
         let mut period = Duration::from_secs(1);
         let mut heartbeat = tokio::time::interval(period);
-        let mut flush = tokio::time::interval(Duration::from_millis(50));
+        let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
         loop {
             tokio::select! {
                 _ = heartbeat.tick() => {
@@ -284,12 +284,17 @@ impl Agent {
                             let role = v1::NodeRole::try_from(response.role).unwrap_or(self.config.role);
                             if role != self.config.role || role != self.config.certificate_role {
                                 match &self.config.certs_dir {
-                                    Some(dir) => match self.renew_for_role(channel.clone(), dir).await {
-                                        Ok(()) => {
+                                    Some(dir) => match tokio::time::timeout(period * MISSED_HEARTBEATS, self.renew_for_role(channel.clone(), dir)).await {
+                                        Ok(Ok(())) => {
                                             tracing::info!(role = role.as_str_name(), "the cluster changed this node's role; certificate renewed");
+                                            // What the tasks reported last goes out before the agent stops.
+                                            if let Err(err) = flush(&mut dispatcher, &session_id, pending, period * MISSED_HEARTBEATS).await {
+                                                tracing::warn!(error = %err, "could not deliver the last task states before the role change");
+                                            }
                                             return SessionEnd::RoleChanged(role);
                                         }
-                                        Err(err) => return broken("change role", &err),
+                                        Ok(Err(err)) => return broken("change role", &err),
+                                        Err(_) => return broken("change role", &format!("no answer within {} ms", (period * MISSED_HEARTBEATS).as_millis())),
                                     },
                                     None if !told_role_change => {
                                         told_role_change = true;
@@ -308,28 +313,9 @@ impl Agent {
                         Ok(Err(status)) => return refused_by("heartbeat", &status, true),
                     }
                 }
-                _ = flush.tick() => {
-                    let batch: Vec<v1::TaskStatusUpdate> = pending
-                        .lock()
-                        .await
-                        .iter()
-                        .map(|(task_id, status)| v1::TaskStatusUpdate { task_id: task_id.clone(), status: Some(status.clone()) })
-                        .collect();
-                    if batch.is_empty() {
-                        continue;
-                    }
-                    let sent: Vec<(String, Option<i32>)> =
-                        batch.iter().map(|u| (u.task_id.clone(), u.status.as_ref().map(|s| s.state))).collect();
-                    let request = v1::UpdateTaskStatusRequest { session_id: session_id.clone(), updates: batch };
-                    if let Err(status) = dispatcher.update_task_status(request).await {
-                        return broken("report task status", &status.message());
-                    }
-                    // Forget what was delivered, unless a newer status arrived meanwhile.
-                    let mut pending = pending.lock().await;
-                    for (task_id, state) in sent {
-                        if pending.get(&task_id).map(|s| Some(s.state)) == Some(state) {
-                            pending.remove(&task_id);
-                        }
+                _ = flush_tick.tick() => {
+                    if let Err(err) = flush(&mut dispatcher, &session_id, pending, period * MISSED_HEARTBEATS).await {
+                        return broken("report task status", &err);
                     }
                 }
                 message = assignments.message() => match message {
@@ -345,6 +331,40 @@ impl Agent {
             }
         }
     }
+}
+
+/// Sends the pending task states in one batch, waiting at most `limit` for the answer, and
+/// forgets what was delivered (unless a newer state arrived meanwhile).
+async fn flush(
+    dispatcher: &mut DispatcherClient<Channel>,
+    session_id: &str,
+    pending: &Mutex<BTreeMap<String, v1::TaskStatus>>,
+    limit: Duration,
+) -> Result<(), String> {
+    let batch: Vec<v1::TaskStatusUpdate> = pending
+        .lock()
+        .await
+        .iter()
+        .map(|(task_id, status)| v1::TaskStatusUpdate { task_id: task_id.clone(), status: Some(status.clone()) })
+        .collect();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let sent: Vec<(String, Option<i32>)> =
+        batch.iter().map(|u| (u.task_id.clone(), u.status.as_ref().map(|s| s.state))).collect();
+    let request = v1::UpdateTaskStatusRequest { session_id: session_id.to_owned(), updates: batch };
+    match tokio::time::timeout(limit, dispatcher.update_task_status(request)).await {
+        Err(_) => return Err(format!("no answer within {} ms", limit.as_millis())),
+        Ok(Err(status)) => return Err(status.message().to_owned()),
+        Ok(Ok(_)) => {}
+    }
+    let mut pending = pending.lock().await;
+    for (task_id, state) in sent {
+        if pending.get(&task_id).map(|s| Some(s.state)) == Some(state) {
+            pending.remove(&task_id);
+        }
+    }
+    Ok(())
 }
 
 fn apply(executor: &mut Executor, message: v1::AssignmentsMessage) {

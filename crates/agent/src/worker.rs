@@ -187,7 +187,17 @@ pub fn record_worker(data_dir: &Path, node_id: &str, managers: Vec<String>) -> R
     let state_path = data_dir.join("agent.json");
     let state = State { node_id: node_id.to_owned(), managers };
     let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
-    std::fs::write(&state_path, json).map_err(|e| data_error(&state_path, e.to_string()))
+    // Replaced atomically (a temporary file, synced, renamed, the directory synced): a crash
+    // leaves the old record or the new one, never a torn one.
+    let tmp = data_dir.join("agent.json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &state_path)?;
+        std::fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|e| data_error(&state_path, e.to_string()))
 }
 
 /// Forgets that `data_dir` holds a worker (after a promotion: the node runs as a manager).

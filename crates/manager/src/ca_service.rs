@@ -71,6 +71,11 @@ impl Ca for CaService {
                 "join token refused: {e} (get a current one with `shoal join-token worker|manager`)"
             ))
         })?;
+        if request.worker_only && role == Role::Manager {
+            return Err(Status::failed_precondition(
+                "that is a manager token: join managers with `shoal-manager join`, workers with the worker token",
+            ));
+        }
         let identity = NodeIdentity { node_id: new_id(), role, cluster_id: self.cluster_id.clone() };
         let chain = self.issue(&request.csr, &identity)?;
         let node_role = if role == Role::Manager { v1::NodeRole::Manager } else { v1::NodeRole::Worker };

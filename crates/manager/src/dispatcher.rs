@@ -281,13 +281,36 @@ impl Dispatcher {
     pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {
         let expired = self.end_expired_sessions();
         let mut marked = Vec::with_capacity(expired.len());
-        for node_id in expired {
-            if self.mark_down(&node_id).await? {
-                tracing::info!(node.id = %node_id, missed = MISSED_HEARTBEATS, "node missed its heartbeats: down");
-                marked.push(node_id);
+        for (i, node_id) in expired.iter().enumerate() {
+            match self.mark_down(node_id).await {
+                Ok(true) => {
+                    tracing::info!(node.id = %node_id, missed = MISSED_HEARTBEATS, "node missed its heartbeats: down");
+                    marked.push(node_id.clone());
+                }
+                Ok(false) => {}
+                Err(err) => {
+                    // Not marked (no quorum, say): these nodes stay expired for the next check.
+                    self.keep_expired(&expired[i..]);
+                    return Err(err);
+                }
             }
         }
         Ok(marked)
+    }
+
+    /// Puts back nodes whose sessions ended but that are not marked Down yet, as sessions that
+    /// have already missed their heartbeats (a node that started a new session keeps it).
+    fn keep_expired(&self, node_ids: &[String]) {
+        let missed = self.inner.period * MISSED_HEARTBEATS + Duration::from_millis(1);
+        let long_ago = Instant::now().checked_sub(missed).unwrap_or_else(Instant::now);
+        let mut sessions = self.sessions();
+        for node_id in node_ids {
+            sessions.entry(node_id.clone()).or_insert_with(|| Session {
+                id: String::new(),
+                last_heartbeat: long_ago,
+                _alive: None,
+            });
+        }
     }
 
     /// Ends the sessions that missed three heartbeat periods; returns their nodes.

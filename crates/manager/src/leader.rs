@@ -118,7 +118,12 @@ impl Leader {
                     Ok(nodes) => {
                         self.dispatcher.expect_nodes(nodes.iter().filter(|n| is_ready(n)).map(|n| n.id.clone()))
                     }
-                    Err(err) => tracing::warn!(error = %err, "cannot list nodes after becoming leader"),
+                    Err(err) => {
+                        // Try again next tick: without it, nodes that never reconnect stay Ready.
+                        tracing::warn!(error = %err, "cannot list nodes after becoming leader");
+                        leading = false;
+                        continue;
+                    }
                 }
                 tracing::info!("became leader: control loops running");
             }

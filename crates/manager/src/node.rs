@@ -195,6 +195,9 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
                 .to_owned(),
         });
     }
+    // manager.json is written last: without it, a Raft log or CA here is what an `init` or `join`
+    // that did not finish left behind, and belongs to no cluster.
+    forget_manager(data)?;
     for dir in [data.clone(), data.join("ca"), data.join("certs"), data.join("admin")] {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
     }
@@ -214,12 +217,51 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
     let admin = issue(&ca, &admin_id, Role::Manager, &identity.cluster_id, config.cert_validity)?;
     admin.save(&data.join("admin"), None).map_err(pki)?;
     ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;
-    let json = serde_json::to_vec_pretty(&identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
-    let identity_path = data.join("manager.json");
-    std::fs::write(&identity_path, json).map_err(io(&identity_path))?;
 
     let trust = ca.trust_bundle();
     let running = run(config, &identity, ca, credentials, true).await?;
+    match first_records(config, &identity, &trust, &running).await {
+        Ok(join_tokens) => {
+            write_identity(data, &identity)?;
+            tracing::info!(cluster.id = %identity.cluster_id, node.id = %identity.node_id, addr = %config.advertise_addr, "cluster initialised");
+            let outcome = InitOutcome {
+                cluster_id: identity.cluster_id,
+                node_id: identity.node_id,
+                worker_token: join_tokens.worker,
+                manager_token: join_tokens.manager,
+                admin_bundle: data.join("admin"),
+            };
+            Ok((running, outcome))
+        }
+        Err(err) => {
+            running.shutdown().await;
+            Err(err)
+        }
+    }
+}
+
+/// Writes the node's identity (`manager.json`) atomically: the last step of `init` and `join`.
+fn write_identity(data: &Path, identity: &Identity) -> Result<(), StartError> {
+    let json = serde_json::to_vec_pretty(identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
+    let path = data.join("manager.json");
+    let tmp = data.join("manager.json.tmp");
+    let write = || -> std::io::Result<()> {
+        let mut file = std::fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut file, &json)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(data)?.sync_all()
+    };
+    write().map_err(io(&path))
+}
+
+/// A new cluster's first records: its join tokens (returned) and CA, and the first manager's node.
+async fn first_records(
+    config: &ManagerConfig,
+    identity: &Identity,
+    trust: &TrustBundle,
+    running: &RunningManager,
+) -> Result<v1::JoinTokens, StartError> {
     let tokens = JoinTokens::generate(&trust).map_err(pki)?;
     let join_tokens = v1::JoinTokens {
         worker: tokens.token(Role::Worker).to_string(),
@@ -253,15 +295,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
         ..Default::default()
     };
     running.objects.create(node).await?;
-    tracing::info!(cluster.id = %identity.cluster_id, node.id = %identity.node_id, addr = %config.advertise_addr, "cluster initialised");
-    let outcome = InitOutcome {
-        cluster_id: identity.cluster_id,
-        node_id: identity.node_id,
-        worker_token: join_tokens.worker,
-        manager_token: join_tokens.manager,
-        admin_bundle: data.join("admin"),
-    };
-    Ok((running, outcome))
+    Ok(join_tokens)
 }
 
 /// Joins the cluster of the manager at `remote` as a manager, with a manager join token, and runs.
@@ -338,6 +372,7 @@ pub async fn join_node(config: &ManagerConfig, remote: &str, token: &str) -> Res
         csr: key.csr_pem().map_err(pki)?.into_bytes(),
         token: token.to_string(),
         availability: v1::NodeAvailability::Active as i32,
+        worker_only: false,
     };
     let issued = CaClient::new(connect(shoal_ca_pki::join_client_config(&trust).map_err(pki)?).await?)
         .issue_node_certificate(request)
@@ -461,9 +496,10 @@ async fn become_manager(
         return Err(err);
     }
     // Only now is the node a member for good: a crash before this line leaves nothing to resume.
-    let json = serde_json::to_vec_pretty(&identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
-    let identity_path = data.join("manager.json");
-    std::fs::write(&identity_path, json).map_err(io(&identity_path))?;
+    if let Err(err) = write_identity(data, &identity) {
+        running.shutdown().await;
+        return Err(err);
+    }
     tracing::info!(node.id = %identity.node_id, raft_id = identity.raft_id, "joined the cluster as a manager");
     Ok(running)
 }

@@ -30,6 +30,24 @@ async fn reported(reports: &mut mpsc::UnboundedReceiver<(String, v1::TaskStatus)
     .unwrap_or_else(|_| panic!("{task_id} not {} within 5 s", state.label()));
 }
 
+/// Waits for every (task, state) report in `expected`, in any order.
+async fn reported_all(
+    reports: &mut mpsc::UnboundedReceiver<(String, v1::TaskStatus)>,
+    mut expected: Vec<(&str, TaskState)>,
+) {
+    let wait = async {
+        while let Some((id, status)) = reports.recv().await {
+            expected.retain(|(task, state)| !(id == *task && status.state == *state as i32));
+            if expected.is_empty() {
+                return;
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), wait).await.is_err() {
+        panic!("not reported within 5 s: {expected:?}");
+    }
+}
+
 async fn running(sim: &Simulated) -> Vec<String> {
     let all = sim.list(&[]).await.expect("list");
     all.into_iter().filter(|c| c.state == ContainerState::Running).map(|c| c.id).collect()
@@ -56,4 +74,33 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     executor.remove("t1");
     reported(&mut reports, "t1", TaskState::Shutdown).await;
+}
+
+#[tokio::test]
+async fn adopted_containers_follow_their_tasks_desired_state() {
+    let sim = Simulated::new();
+    sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
+    let (tx, mut reports) = mpsc::unbounded_channel();
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    let ids = ["keeps", "scaled-down", "exited"];
+    executor.set_complete(ids.iter().map(|id| task(id, TaskState::Running)).collect());
+    reported_all(&mut reports, ids.iter().map(|id| (*id, TaskState::Running)).collect()).await;
+    drop(executor);
+
+    tracing::info!("--- while the agent is away one task is scaled down and another's container exits");
+    sim.kill_externally("exited", 3, false).expect("kill");
+    let (tx, mut reports) = mpsc::unbounded_channel();
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    executor.discover().await.expect("discover");
+    executor.set_complete(vec![
+        task("keeps", TaskState::Running),
+        task("scaled-down", TaskState::Shutdown),
+        task("exited", TaskState::Running),
+    ]);
+    reported_all(
+        &mut reports,
+        vec![("keeps", TaskState::Running), ("scaled-down", TaskState::Shutdown), ("exited", TaskState::Failed)],
+    )
+    .await;
+    assert_eq!(running(&sim).await, ["keeps"], "only the task that should run still runs");
 }

@@ -277,6 +277,25 @@ async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
 }
 
 #[tokio::test]
+async fn nodes_not_yet_marked_down_stay_expired_for_the_next_check() {
+    let (objects, _dir) = store("dispatcher-requeue").await;
+    node(&objects, "w1").await;
+    node(&objects, "w2").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(200));
+    start(&d, "w2").await;
+    d.expect_nodes(["w1".to_owned()]);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let mut expired = d.end_expired_sessions();
+    expired.sort();
+    assert_eq!(expired, ["w1", "w2"]);
+    tracing::info!("--- marking w1 failed (no quorum, say): w1 and w2 are kept; w2 has a new session meanwhile");
+    start(&d, "w2").await;
+    d.keep_expired(&expired);
+    assert_eq!(d.end_expired_sessions(), ["w1"], "a kept node expires at once; a new session is left alone");
+    assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new());
+}
+
+#[tokio::test]
 async fn the_session_stream_ends_with_the_session() {
     let (objects, _dir) = store("dispatcher-stream").await;
     node(&objects, "w1").await;

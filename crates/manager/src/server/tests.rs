@@ -126,8 +126,12 @@ async fn a_node_joins_with_a_token_and_renews() {
     tracing::info!("--- bad tokens are refused with reasons");
     let key = NodeKey::generate().expect("key");
     let csr = key.csr_pem().expect("csr").into_bytes();
-    let issue =
-        |token: &str| v1::IssueNodeCertificateRequest { csr: csr.clone(), token: token.into(), availability: 0 };
+    let issue = |token: &str| v1::IssueNodeCertificateRequest {
+        csr: csr.clone(),
+        token: token.into(),
+        availability: 0,
+        worker_only: false,
+    };
     let malformed = ca.issue_node_certificate(issue("SHTKN-2-nope")).await.expect_err("malformed");
     assert_eq!(malformed.code(), Code::InvalidArgument);
     assert!(malformed.message().starts_with("invalid join token: "), "{}", malformed.message());
@@ -153,6 +157,18 @@ async fn a_node_joins_with_a_token_and_renews() {
         .node
         .expect("node");
     assert_eq!(node.role, v1::NodeRole::Worker as i32);
+
+    tracing::info!("--- a manager token from a worker-only program is refused before anything is recorded");
+    let mut control = ControlClient::new(manager.clone());
+    let count = async |control: &mut ControlClient<_>| {
+        control.list_nodes(v1::ListNodesRequest::default()).await.expect("list").into_inner().nodes.len()
+    };
+    let before = count(&mut control).await;
+    let worker_only = v1::IssueNodeCertificateRequest { worker_only: true, ..issue(&f.tokens.manager) };
+    let refused = ca.issue_node_certificate(worker_only).await.expect_err("manager token from shoal-agent");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().starts_with("that is a manager token"), "{}", refused.message());
+    assert_eq!(count(&mut control).await, before, "no node recorded");
 
     tracing::info!("--- the new node renews over its own certificate, and is refused once removed");
     let channel = f.as_node(&joined).await;
