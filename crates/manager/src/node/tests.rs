@@ -28,6 +28,15 @@ async fn init_then_resume_from_the_data_dir() {
         "{err}"
     );
 
+    tracing::info!("--- an init that fails (its port is taken) leaves nothing that blocks the next one");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let busy = ManagerConfig::new(&dir.0, taken.local_addr().expect("addr"), "127.0.0.1:2377".parse().expect("addr"));
+    let failed = init(&busy).await.expect_err("port taken");
+    assert!(matches!(failed, StartError::Listen { .. }), "{failed}");
+    let err = start(&config).await.expect_err("the failed init left no cluster");
+    assert!(err.to_string().contains("holds no cluster"), "{err}");
+    drop(taken);
+
     let (manager, outcome) = init(&config).await.expect("init");
     assert!(outcome.worker_token.starts_with("SHTKN-1-") && outcome.manager_token.starts_with("SHTKN-1-"));
     assert_ne!(outcome.worker_token, outcome.manager_token);
