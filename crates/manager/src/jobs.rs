@@ -44,15 +44,12 @@
 //!   task without a node (global tasks are created on theirs) is shut down.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use shoal_api::v1::{self, TaskState, restart_policy::Condition};
+use shoal_api::v1;
 
-use crate::orchestrator::{exit_code, node_lost, status_time};
+use crate::orchestrator::{Restarts, Verdict, current, node_lost, succeeded};
 use crate::placement::{snapshot, task_spec};
-
-/// Swarm's default restart delay.
-const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
 
 /// What the jobs orchestrator should do for one job.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,99 +101,26 @@ enum Unit {
     GaveUp,
 }
 
-/// The parts of the spec every judgement needs.
-#[derive(Debug)]
-struct Policy<'a> {
-    restart: Option<&'a v1::RestartPolicy>,
-    delay: Duration,
-    now: SystemTime,
-}
-
-fn current(task: &v1::Task) -> bool {
-    task.desired() as i32 <= TaskState::Running as i32
-}
-
-fn succeeded(task: &v1::Task) -> bool {
-    task.observed_state() == TaskState::Complete && exit_code(task) == 0
-}
-
-/// Ended by itself without success: the failures the restart policy is about.
-fn failed(task: &v1::Task) -> bool {
-    match task.observed_state() {
-        TaskState::Failed | TaskState::Rejected => true,
-        TaskState::Complete => exit_code(task) != 0,
-        _ => false,
-    }
-}
-
-fn version(task: &v1::Task) -> u64 {
-    task.meta.as_ref().map_or(0, |m| m.version)
-}
-
-impl Policy<'_> {
-    /// Whether the failure that ended a unit's last task may be retried, given the unit's history.
-    fn retry_allowed(&self, history: &[&v1::Task]) -> bool {
-        let condition = self.restart.and_then(|p| Condition::try_from(p.condition).ok()).unwrap_or(Condition::Any);
-        if condition == Condition::None {
-            return false;
-        }
-        // `any` and `on-failure` are the same for a job: only failures reach this point.
-        let max_attempts = self.restart.map_or(0, |p| p.max_attempts);
-        if max_attempts == 0 {
-            return true;
-        }
-        let window = self.restart.and_then(|p| shoal_api::from_duration(p.window.as_ref())).unwrap_or_default();
-        let within = |t: &&&v1::Task| {
-            window.is_zero()
-                || status_time(t).is_some_and(|at| self.now.duration_since(at).unwrap_or_default() <= window)
-        };
-        let failures = history.iter().filter(|t| failed(t)).filter(within).count() as u64;
-        // The first run is not a retry: N attempts allow N retries after it.
-        failures <= max_attempts
-    }
-
-    /// What follows a unit's last task, which is no longer running (or no longer wanted).
-    fn after(&self, last: &v1::Task, history: &[&v1::Task]) -> Unit {
-        if !failed(last) {
-            // Stopped without ending by itself (its node was lost, or it was told to stop):
-            // not the task's failure, so it is replaced at once.
-            return Unit::Retry(self.now);
-        }
-        if self.retry_allowed(history) {
-            Unit::Retry(status_time(last).unwrap_or(self.now) + self.delay)
-        } else {
-            Unit::GaveUp
-        }
-    }
-
-    /// Judges one slot's or node's tasks of the current iteration (`history`, never empty);
-    /// `lost` says whether a task's node can no longer run it. Tasks to stop go to `shutdown`.
-    fn judge(&self, history: &[&v1::Task], lost: impl Fn(&v1::Task) -> bool, shutdown: &mut Vec<String>) -> Unit {
-        if history.iter().any(|t| succeeded(t)) {
-            for task in history.iter().filter(|t| current(t) && !succeeded(t)) {
-                shutdown.push(task.id.clone());
-            }
-            return Unit::Completed;
-        }
-        let wanted: Vec<&v1::Task> = history.iter().copied().filter(|t| current(t)).collect();
-        // Normally one current task; keep the newest, stop the others.
-        let Some(newest) = wanted.iter().copied().max_by_key(|t| version(t)) else {
-            let last = history.iter().copied().max_by_key(|t| (status_time(t), version(t)));
-            return last.map_or(Unit::Retry(self.now), |last| self.after(last, history));
-        };
-        for task in wanted.iter().filter(|t| t.id != newest.id) {
+/// Judges one slot's or node's tasks of the current iteration (`history`, never empty): a
+/// completion ends the unit, anything else follows the restart policy ([`Restarts::judge`];
+/// only failures reach it, so condition `any` acts as `on-failure`). `lost` says whether a
+/// task's node can no longer run it. Tasks to stop go to `shutdown`.
+fn judge(
+    restarts: &Restarts<'_>,
+    history: &[&v1::Task],
+    lost: impl Fn(&v1::Task) -> bool,
+    shutdown: &mut Vec<String>,
+) -> Unit {
+    if history.iter().any(|t| succeeded(t)) {
+        for task in history.iter().filter(|t| current(t) && !succeeded(t)) {
             shutdown.push(task.id.clone());
         }
-        // Nothing lies between RUNNING and COMPLETE: a task that is not live has ended.
-        if newest.observed_state().is_terminal() {
-            shutdown.push(newest.id.clone());
-            return self.after(newest, history);
-        }
-        if lost(newest) {
-            shutdown.push(newest.id.clone());
-            return Unit::Retry(self.now);
-        }
-        Unit::Running
+        return Unit::Completed;
+    }
+    match restarts.judge(history, lost, shutdown) {
+        Verdict::Occupied => Unit::Running,
+        Verdict::Refill(at) => Unit::Retry(at),
+        Verdict::GiveUp => Unit::GaveUp,
     }
 }
 
@@ -229,12 +153,7 @@ fn reconcile(
         v1::service_spec::Mode::GlobalJob(_) => None,
         _ => return None,
     };
-    let restart = spec.task.as_ref().and_then(|t| t.restart.as_ref());
-    let policy = Policy {
-        restart,
-        delay: restart.and_then(|p| shoal_api::from_duration(p.delay.as_ref())).unwrap_or(DEFAULT_RESTART_DELAY),
-        now,
-    };
+    let restarts = Restarts::new(Some(spec), now);
     let iteration = service.job_status.as_ref().map_or(0, |s| s.job_iteration);
     let mut plan = JobPlan { iteration, ..JobPlan::default() };
     let own = tasks.iter().filter(|t| t.service_id == service.id);
@@ -247,8 +166,8 @@ fn reconcile(
     }
     let this: Vec<&v1::Task> = own.filter(|t| t.job_iteration == iteration).collect();
     let progress = match replicated_job {
-        Some(job) => replicated(service, job, &this, nodes, &policy, &mut plan),
-        None => global(service, &this, nodes, &policy, &mut plan),
+        Some(job) => replicated(service, job, &this, nodes, &restarts, &mut plan),
+        None => global(service, &this, nodes, &restarts, &mut plan),
     };
     plan.shutdown.sort_unstable();
     plan.shutdown.dedup();
@@ -260,7 +179,7 @@ fn replicated(
     job: &v1::ReplicatedJob,
     tasks: &[&v1::Task],
     nodes: &[v1::Node],
-    policy: &Policy<'_>,
+    restarts: &Restarts<'_>,
     plan: &mut JobPlan,
 ) -> JobProgress {
     let nodes: HashMap<&str, &v1::Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
@@ -278,7 +197,7 @@ fn replicated(
     let mut progress = JobProgress { total: job.total_completions, ..JobProgress::default() };
     let mut retries = Vec::new();
     for (&slot, history) in &slots {
-        match policy.judge(history, lost, &mut plan.shutdown) {
+        match judge(restarts, history, lost, &mut plan.shutdown) {
             Unit::Completed => progress.completed += 1,
             Unit::Running => progress.running += 1,
             Unit::Retry(at) => retries.push((slot, at)),
@@ -303,7 +222,7 @@ fn replicated(
     let mut fresh = (1..).filter(|slot| !slots.contains_key(slot));
     for _ in 0..needed.min(room) {
         let Some(slot) = fresh.next() else { break };
-        plan.create_slots.push((slot, policy.now));
+        plan.create_slots.push((slot, restarts.now));
     }
     plan.create_slots.sort_unstable();
     progress
@@ -313,10 +232,10 @@ fn global(
     service: &v1::Service,
     tasks: &[&v1::Task],
     nodes: &[v1::Node],
-    policy: &Policy<'_>,
+    restarts: &Restarts<'_>,
     plan: &mut JobPlan,
 ) -> JobProgress {
-    let snapshot = snapshot(nodes, &[], policy.now);
+    let snapshot = snapshot(nodes, &[], restarts.now);
     let (eligible, matching): (HashSet<String>, HashSet<String>) =
         match task_spec(service.spec.as_ref().and_then(|s| s.task.as_ref())) {
             Ok(spec) => {
@@ -352,7 +271,7 @@ fn global(
     }
     let mut progress = JobProgress::default();
     for (&node, history) in &on_node {
-        let counted = match policy.judge(history, lost, &mut plan.shutdown) {
+        let counted = match judge(restarts, history, lost, &mut plan.shutdown) {
             Unit::Completed => {
                 progress.completed += 1;
                 true
@@ -378,7 +297,7 @@ fn global(
         }
     }
     for node in eligible.iter().filter(|n| !on_node.contains_key(n.as_str())) {
-        plan.create_nodes.push((node.clone(), policy.now));
+        plan.create_nodes.push((node.clone(), restarts.now));
     }
     progress.total += eligible.len() as u64;
     plan.create_nodes.sort_unstable();

@@ -13,8 +13,8 @@ use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
 use crate::jobs::reconcile_job;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
-use crate::orchestrator::reconcile_replicated;
-use crate::placement::{place, snapshot, task_spec};
+use crate::orchestrator::{reconcile_global, reconcile_replicated};
+use crate::placement::place;
 
 /// Swarm's default number of tasks kept per slot.
 pub const DEFAULT_TASK_HISTORY: usize = 5;
@@ -58,10 +58,6 @@ pub struct Leader {
     dispatcher: Dispatcher,
     history: usize,
     seed: u64,
-}
-
-fn live(task: &v1::Task) -> bool {
-    task.desired() as i32 <= TaskState::Running as i32 && !task.observed_state().is_terminal()
 }
 
 impl Leader {
@@ -347,8 +343,7 @@ impl Leader {
         }
     }
 
-    /// One task per eligible node: new nodes get one, nodes that are gone, down, draining or no
-    /// longer match the constraints lose theirs. Paused nodes keep what they run.
+    /// One task per eligible node ([`reconcile_global`]), created on that node.
     fn orchestrate_global(
         service: &v1::Service,
         tasks: &[v1::Task],
@@ -357,52 +352,18 @@ impl Leader {
         now: SystemTime,
         report: &mut PassReport,
     ) {
-        let spec = match task_spec(service.spec.as_ref().and_then(|s| s.task.as_ref())) {
-            Ok(spec) => spec,
-            Err(reason) => {
-                tracing::warn!(service.id = %service.id, %reason, "global service cannot be placed");
-                return;
-            }
-        };
-        let snapshot = snapshot(nodes, &[], now);
-        let eligible: HashSet<&str> = shoal_scheduler::eligible_nodes(&snapshot, &spec).into_iter().collect();
-        let keeps: HashSet<&str> = snapshot
-            .iter()
-            .filter(|n| {
-                n.availability == shoal_scheduler::Availability::Pause && n.status == shoal_scheduler::NodeStatus::Ready
-            })
-            .map(|n| n.id.as_str())
-            .collect();
-        let mut covered = HashSet::new();
-        for task in tasks.iter().filter(|t| live(t)) {
-            let node = task.node_id.as_str();
-            if eligible.contains(node) || keeps.contains(node) {
-                covered.insert(node.to_owned());
-            } else if work.set_desired(&task.id, TaskState::Shutdown) {
+        let plan = reconcile_global(service, tasks, nodes, now);
+        for id in &plan.shutdown {
+            if work.set_desired(id, TaskState::Shutdown) {
                 report.stopped += 1;
             }
         }
-        // A node whose last task failed waits for its restart delay like a slot would.
-        let delay = service
-            .spec
-            .as_ref()
-            .and_then(|s| s.task.as_ref())
-            .and_then(|t| t.restart.as_ref())
-            .and_then(|r| shoal_api::from_duration(r.delay.as_ref()))
-            .unwrap_or(Duration::from_secs(5));
-        let mut uncovered: Vec<&str> = eligible.iter().copied().filter(|n| !covered.contains(*n)).collect();
-        uncovered.sort_unstable();
-        for node in uncovered {
-            let last_end = tasks
-                .iter()
-                .filter(|t| t.node_id == node && matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected))
-                .filter_map(|t| shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref())))
-                .max();
-            if let Some(end) = last_end.filter(|end| *end + delay > now) {
-                report.due(end + delay);
-                continue;
+        for (node, not_before) in plan.create {
+            if not_before <= now {
+                work.add(Self::new_task(service, 0, &node, now));
+            } else {
+                report.due(not_before);
             }
-            work.add(Self::new_task(service, 0, node, now));
         }
     }
 

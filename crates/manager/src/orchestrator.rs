@@ -1,27 +1,42 @@
-//! The replicated orchestrator's reconcile step, as a pure function: a service, its tasks and the
-//! nodes in; which slots need a new task and which tasks to shut down out. The leader's control
-//! loop applies the plan through the object store; keeping the decision pure keeps it testable.
+//! The replicated and global orchestrators' reconcile steps, as pure functions: a service, its
+//! tasks and the nodes in; which slots (or nodes) need a new task and which tasks to shut down
+//! out. The leader's control loop applies the plans through the object store; keeping the
+//! decision pure keeps it testable. The restart policy ([`Restarts`]) is applied here for every
+//! orchestrator, jobs included.
 //!
-//! Rules (Swarm's, with one deliberate difference noted):
-//! - A slot is *occupied* by its current task (desired state RUNNING or earlier) while that task
-//!   has not ended and its node is neither Down nor draining.
-//! - A current task on a Down or draining node is shut down and its slot refilled at once: a lost
-//!   node is not a task failure, so no restart delay and no restart-attempt count apply.
+//! Rules (Swarm's, with one deliberate difference noted). A *unit* is a replicated service's
+//! slot, or one node of a global service; its history is every task it ever had.
+//! - A unit is *occupied* by its current task (desired state RUNNING or earlier) while that task
+//!   has not ended and its node can still run it (replicated: not Down, draining or gone;
+//!   global: eligible, or paused and Ready).
 //! - A current task that ended by itself (COMPLETE, FAILED, REJECTED) is shut down (moved to
-//!   history); its slot is refilled when the restart policy allows it: condition `any` always,
-//!   `on-failure` unless it completed with exit 0, `none` never; at most `max_attempts` such
-//!   restarts within `window`; the new task waits `delay` before it starts.
+//!   history), wherever its node is now; its unit is refilled when the restart policy allows it:
+//!   condition `any` always, `on-failure` unless it completed with exit 0, `none` never; at most
+//!   `max_attempts` such restarts within `window`; the new task waits `delay` (default 5 s)
+//!   after the end before it starts.
+//! - A current task whose node can no longer run it is shut down and its unit refilled at once
+//!   (a global service's node only once it is eligible again): a lost node is not a task
+//!   failure, so no restart delay and no restart-attempt count apply. A unit whose last task was
+//!   stopped without ending by itself is likewise refilled at once.
 //! - Scaling down shuts down the occupied slots above the replica count, so the lowest slots
 //!   stay. (Swarm also prefers non-running tasks and the busiest nodes; with dense slot numbers
 //!   the slot number alone decides, which keeps `service ps` stable.)
+//! - Global: every eligible node (`shoal_scheduler::eligible_nodes`: Ready, Active, meeting the
+//!   constraints and platforms) without a unit gets a task at once; a task on no node is shut
+//!   down.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState, restart_policy::Condition};
 
-/// Swarm's default restart delay.
-const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
+use crate::placement::{snapshot, task_spec};
+
+/// Swarm's default restart delay, for every orchestrator.
+pub(crate) const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
+
+/// The latest time a protobuf timestamp can hold (9999-12-31T23:59:59Z), as seconds since 1970.
+const LATEST_TIMESTAMP: Duration = Duration::from_secs(253_402_300_799);
 
 /// What the orchestrator should do for one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,6 +46,27 @@ pub struct ReplicatedPlan {
     pub create: Vec<(u64, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN.
     pub shutdown: Vec<String>,
+}
+
+/// What the global orchestrator should do for one service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct GlobalPlan {
+    /// Nodes that need a new task (created on that node), each with the time before which it
+    /// must not be created, as for slots. Sorted by node ID.
+    pub(crate) create: Vec<(String, SystemTime)>,
+    /// Tasks whose desired state becomes SHUTDOWN. Sorted, without duplicates.
+    pub(crate) shutdown: Vec<String>,
+}
+
+/// Whether a task is wanted (desired RUNNING or earlier) and has not ended: it holds its slot
+/// or node, and its node's resources.
+pub(crate) fn live(task: &v1::Task) -> bool {
+    current(task) && !task.observed_state().is_terminal()
+}
+
+/// Whether a task is wanted: desired RUNNING or earlier.
+pub(crate) fn current(task: &v1::Task) -> bool {
+    task.desired() as i32 <= TaskState::Running as i32
 }
 
 /// Whether the node a task is on can no longer run it (Down, draining or gone; a task on no
@@ -45,8 +81,14 @@ pub(crate) fn node_lost(task: &v1::Task, nodes: &HashMap<&str, &v1::Node>) -> bo
     down || draining
 }
 
-fn ended_by_itself(task: &v1::Task) -> bool {
+/// Whether a task ended by itself (COMPLETE, FAILED, REJECTED) rather than being stopped.
+pub(crate) fn ended_by_itself(task: &v1::Task) -> bool {
     matches!(task.observed_state(), TaskState::Complete | TaskState::Failed | TaskState::Rejected)
+}
+
+/// Whether a task completed successfully: COMPLETE with exit code 0.
+pub(crate) fn succeeded(task: &v1::Task) -> bool {
+    task.observed_state() == TaskState::Complete && exit_code(task) == 0
 }
 
 /// The exit code a task's container ended with (0 when none is known).
@@ -59,33 +101,120 @@ pub(crate) fn status_time(task: &v1::Task) -> Option<SystemTime> {
     shoal_api::from_timestamp(task.status.as_ref().and_then(|s| s.timestamp.as_ref()))
 }
 
-/// Whether the restart policy lets a slot whose last task ended by itself get a new task.
-fn restart_allowed(
-    policy: Option<&v1::RestartPolicy>,
-    history: &[&v1::Task],
-    last: &v1::Task,
-    now: SystemTime,
-) -> bool {
-    let condition = policy.and_then(|p| Condition::try_from(p.condition).ok()).unwrap_or(Condition::Any);
-    let wanted = match condition {
-        Condition::Any => true,
-        Condition::OnFailure => !(last.observed_state() == TaskState::Complete && exit_code(last) == 0),
-        Condition::None => false,
-    };
-    let max_attempts = policy.map_or(0, |p| p.max_attempts);
-    if !wanted || max_attempts == 0 {
-        return wanted;
+/// The task's store version (0 before it is stored).
+pub(crate) fn version(task: &v1::Task) -> u64 {
+    task.meta.as_ref().map_or(0, |m| m.version)
+}
+
+/// `at + delay`, saturating at the latest time a protobuf timestamp holds: a delay read from a
+/// stored spec must not panic the leader, and the result must still convert to a timestamp.
+pub(crate) fn later(at: SystemTime, delay: Duration) -> SystemTime {
+    let latest = SystemTime::UNIX_EPOCH.checked_add(LATEST_TIMESTAMP).unwrap_or(at).max(at);
+    at.checked_add(delay).unwrap_or(latest).min(latest)
+}
+
+/// Where one unit (a slot, or a node of a global service or job) stands after its tasks were
+/// judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Its current task runs (or is on its way to).
+    Occupied,
+    /// It needs a new task, not before this time.
+    Refill(SystemTime),
+    /// Its last task ended by itself and the restart policy allows no other.
+    GiveUp,
+}
+
+/// A service's restart policy as every orchestrator applies it, at one moment.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Restarts<'a> {
+    policy: Option<&'a v1::RestartPolicy>,
+    delay: Duration,
+    window: Duration,
+    /// The time of the pass.
+    pub(crate) now: SystemTime,
+}
+
+impl<'a> Restarts<'a> {
+    /// The restart policy of `spec` (Swarm's defaults where it has none) at `now`.
+    pub(crate) fn new(spec: Option<&'a v1::ServiceSpec>, now: SystemTime) -> Self {
+        let policy = spec.and_then(|s| s.task.as_ref()).and_then(|t| t.restart.as_ref());
+        let delay = policy.and_then(|p| shoal_api::from_duration(p.delay.as_ref())).unwrap_or(DEFAULT_RESTART_DELAY);
+        let window = policy.and_then(|p| shoal_api::from_duration(p.window.as_ref())).unwrap_or_default();
+        Self { policy, delay, window, now }
     }
-    let window = policy.and_then(|p| shoal_api::from_duration(p.window.as_ref())).unwrap_or_default();
-    let attempts = history
-        .iter()
-        .filter(|t| ended_by_itself(t))
-        .filter(|t| {
-            window.is_zero() || status_time(t).is_some_and(|at| now.duration_since(at).unwrap_or_default() <= window)
-        })
-        .count() as u64;
-    // The first run is not a restart: N attempts allow N restarts after it.
-    attempts <= max_attempts
+
+    fn max_attempts(&self) -> u64 {
+        self.policy.map_or(0, |p| p.max_attempts)
+    }
+
+    /// Whether `task` counts toward `max_attempts` now: it ended by itself inside the window.
+    pub(crate) fn is_attempt(&self, task: &v1::Task) -> bool {
+        ended_by_itself(task)
+            && (self.window.is_zero()
+                || status_time(task).is_some_and(|at| self.now.duration_since(at).unwrap_or_default() <= self.window))
+    }
+
+    /// Whether a unit whose `last` task ended by itself may get a new task, given its `history`.
+    fn allowed(&self, history: &[&v1::Task], last: &v1::Task) -> bool {
+        let condition = self.policy.and_then(|p| Condition::try_from(p.condition).ok()).unwrap_or(Condition::Any);
+        let wanted = match condition {
+            Condition::Any => true,
+            Condition::OnFailure => !succeeded(last),
+            Condition::None => false,
+        };
+        let max_attempts = self.max_attempts();
+        if !wanted || max_attempts == 0 {
+            return wanted;
+        }
+        let attempts = history.iter().filter(|t| self.is_attempt(t)).count() as u64;
+        // The first run is not a restart: N attempts allow N restarts after it.
+        attempts <= max_attempts
+    }
+
+    /// What follows a unit's `last` task, which is no longer running (or no longer wanted).
+    fn after(&self, last: &v1::Task, history: &[&v1::Task]) -> Verdict {
+        if !ended_by_itself(last) {
+            // Stopped without ending by itself (its node was lost, or it was told to stop):
+            // not the task's failure, so it is replaced at once.
+            return Verdict::Refill(self.now);
+        }
+        if self.allowed(history, last) {
+            Verdict::Refill(later(status_time(last).unwrap_or(self.now), self.delay))
+        } else {
+            Verdict::GiveUp
+        }
+    }
+
+    /// Judges one unit's tasks (`history`, never empty); `lost` says whether a task's node can
+    /// no longer run it. Tasks to stop go to `shutdown`.
+    pub(crate) fn judge(
+        &self,
+        history: &[&v1::Task],
+        lost: impl Fn(&v1::Task) -> bool,
+        shutdown: &mut Vec<String>,
+    ) -> Verdict {
+        let wanted: Vec<&v1::Task> = history.iter().copied().filter(|t| current(t)).collect();
+        // Normally one current task; keep the newest, stop the others.
+        let Some(newest) = wanted.iter().copied().max_by_key(|t| version(t)) else {
+            // Nothing runs here: the decision depends on the history alone, so later passes
+            // plan the same refill (idempotent).
+            let last = history.iter().copied().max_by_key(|t| (status_time(t), version(t)));
+            return last.map_or(Verdict::Refill(self.now), |last| self.after(last, history));
+        };
+        for task in wanted.iter().filter(|t| t.id != newest.id) {
+            shutdown.push(task.id.clone());
+        }
+        if newest.observed_state().is_terminal() {
+            shutdown.push(newest.id.clone());
+            return self.after(newest, history);
+        }
+        if lost(newest) {
+            shutdown.push(newest.id.clone());
+            return Verdict::Refill(self.now);
+        }
+        Verdict::Occupied
+    }
 }
 
 /// Plans the replicated `service`'s slots from its `tasks` and the cluster's `nodes`.
@@ -99,65 +228,89 @@ pub fn reconcile_replicated(
     let Some(v1::service_spec::Mode::Replicated(mode)) = spec.and_then(|s| s.mode.as_ref()) else {
         return ReplicatedPlan::default();
     };
-    let policy = spec.and_then(|s| s.task.as_ref()).and_then(|t| t.restart.as_ref());
-    let delay = policy.and_then(|p| shoal_api::from_duration(p.delay.as_ref())).unwrap_or(DEFAULT_RESTART_DELAY);
+    let restarts = Restarts::new(spec, now);
     let nodes: HashMap<&str, &v1::Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
+    let lost = |t: &v1::Task| node_lost(t, &nodes);
 
     let mut slots: BTreeMap<u64, Vec<&v1::Task>> = BTreeMap::new();
     for task in tasks.iter().filter(|t| t.service_id == service.id && t.slot > 0) {
         slots.entry(task.slot).or_default().push(task);
     }
-    let mut plan = ReplicatedPlan::default();
-    let mut occupied = Vec::new();
-    let mut refill = Vec::new();
-    for (&slot, history) in &slots {
-        let current: Vec<&&v1::Task> =
-            history.iter().filter(|t| t.desired() as i32 <= TaskState::Running as i32).collect();
-        if current.is_empty() {
-            // Nothing runs here: refill only if the last task's end allows it (idempotent, as
-            // the decision depends on the history alone).
-            let last = history.iter().max_by_key(|t| (status_time(t), t.meta.as_ref().map_or(0, |m| m.version)));
-            match last {
-                Some(last) if ended_by_itself(last) => {
-                    if restart_allowed(policy, history, last, now) {
-                        refill.push((slot, status_time(last).unwrap_or(now) + delay));
-                    }
-                }
-                _ => refill.push((slot, now)),
-            }
-            continue;
-        }
-        // Normally one current task; keep the newest, shut the others down.
-        let newest = current.iter().max_by_key(|t| t.meta.as_ref().map_or(0, |m| m.version)).copied();
-        for task in &current {
-            if Some(*task) != newest {
-                plan.shutdown.push(task.id.clone());
-            }
-        }
-        let Some(task) = newest else { continue };
-        if node_lost(task, &nodes) {
-            plan.shutdown.push(task.id.clone());
-            refill.push((slot, now));
-        } else if task.observed_state() as i32 > TaskState::Running as i32 {
-            plan.shutdown.push(task.id.clone());
-            if ended_by_itself(task) && restart_allowed(policy, history, task, now) {
-                refill.push((slot, status_time(task).unwrap_or(now) + delay));
-            } else if !ended_by_itself(task) {
-                refill.push((slot, now));
-            }
-        } else {
-            occupied.push((slot, task.id.clone()));
-        }
-    }
     let replicas = mode.replicas;
-    for (slot, id) in occupied.iter().filter(|(slot, _)| *slot > replicas) {
-        tracing::debug!(service.id = %service.id, slot, task.id = %id, "scaling down");
-        plan.shutdown.push(id.clone());
+    let mut plan = ReplicatedPlan::default();
+    for (&slot, history) in &slots {
+        let mut shutdown = Vec::new();
+        match restarts.judge(history, lost, &mut shutdown) {
+            Verdict::Occupied if slot > replicas => {
+                // Scaling down: the occupied slots above the replica count stop.
+                let current = history.iter().filter(|t| current(t)).max_by_key(|t| version(t));
+                if let Some(task) = current {
+                    tracing::debug!(service.id = %service.id, slot, task.id = %task.id, "scaling down");
+                    shutdown.push(task.id.clone());
+                }
+            }
+            Verdict::Refill(at) if slot <= replicas => plan.create.push((slot, at)),
+            Verdict::Occupied | Verdict::Refill(_) | Verdict::GiveUp => {}
+        }
+        plan.shutdown.extend(shutdown);
     }
-    plan.create = refill.into_iter().filter(|(slot, _)| *slot <= replicas).collect();
     // Slots never used yet (scale-up, a new service) start at once; every used slot is
-    // occupied, planned or waiting already.
+    // occupied, planned or given up already.
     plan.create.extend((1..=replicas).filter(|slot| !slots.contains_key(slot)).map(|slot| (slot, now)));
+    plan.create.sort_unstable();
+    plan.shutdown.sort_unstable();
+    plan.shutdown.dedup();
+    plan
+}
+
+/// Plans the global `service`'s nodes from its `tasks` and the cluster's `nodes`: one task per
+/// eligible node; nodes that are gone, down, draining or no longer match the constraints lose
+/// theirs, paused nodes keep what they run.
+pub(crate) fn reconcile_global(
+    service: &v1::Service,
+    tasks: &[v1::Task],
+    nodes: &[v1::Node],
+    now: SystemTime,
+) -> GlobalPlan {
+    let spec = service.spec.as_ref();
+    if !matches!(spec.and_then(|s| s.mode.as_ref()), Some(v1::service_spec::Mode::Global(_))) {
+        return GlobalPlan::default();
+    }
+    let task_spec = match task_spec(spec.and_then(|s| s.task.as_ref())) {
+        Ok(task_spec) => task_spec,
+        Err(reason) => {
+            // Refused at create time; a spec that still does not parse places nothing new and
+            // takes nothing away.
+            tracing::warn!(service.id = %service.id, %reason, "global service cannot be placed");
+            return GlobalPlan::default();
+        }
+    };
+    let snapshot = snapshot(nodes, &[], now);
+    let eligible: HashSet<&str> = shoal_scheduler::eligible_nodes(&snapshot, &task_spec).into_iter().collect();
+    let keeps: HashSet<&str> = snapshot
+        .iter()
+        .filter(|n| {
+            n.availability == shoal_scheduler::Availability::Pause && n.status == shoal_scheduler::NodeStatus::Ready
+        })
+        .map(|n| n.id.as_str())
+        .collect();
+    // A task on no node (global tasks are created on theirs) is lost too.
+    let lost = |t: &v1::Task| !(eligible.contains(t.node_id.as_str()) || keeps.contains(t.node_id.as_str()));
+    let restarts = Restarts::new(spec, now);
+
+    let mut on_node: BTreeMap<&str, Vec<&v1::Task>> = BTreeMap::new();
+    for task in tasks.iter().filter(|t| t.service_id == service.id) {
+        on_node.entry(task.node_id.as_str()).or_default().push(task);
+    }
+    let mut plan = GlobalPlan::default();
+    for (&node, history) in &on_node {
+        if let Verdict::Refill(at) = restarts.judge(history, lost, &mut plan.shutdown)
+            && eligible.contains(node)
+        {
+            plan.create.push((node.to_owned(), at));
+        }
+    }
+    plan.create.extend(eligible.iter().filter(|n| !on_node.contains_key(*n)).map(|n| ((*n).to_owned(), now)));
     plan.create.sort_unstable();
     plan.shutdown.sort_unstable();
     plan.shutdown.dedup();

@@ -96,9 +96,7 @@ pub(crate) fn snapshot(nodes: &[v1::Node], tasks: &[v1::Task], now: SystemTime) 
             out.total = resources(description.resources.as_ref());
             let mut failures: BTreeMap<String, u32> = BTreeMap::new();
             for task in by_node.get(node.id.as_str()).into_iter().flatten() {
-                let desired = task.desired();
-                let live = (desired as i32) <= (TaskState::Running as i32) && !task.observed_state().is_terminal();
-                if live {
+                if crate::orchestrator::live(task) {
                     *out.tasks_by_service.entry(task.service_id.clone()).or_insert(0) += 1;
                     if let Ok(spec) = task_spec(task.spec.as_ref()) {
                         add(&mut out.reserved, &spec.reservations);

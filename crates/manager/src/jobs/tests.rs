@@ -1,6 +1,8 @@
 //! Table tests of the jobs reconcile step, and a replicated job driven pass by pass to the end.
 
 use super::*;
+use shoal_api::v1::{TaskState, restart_policy::Condition};
+use std::time::Duration;
 
 const NOW_SECS: u64 = 1_800_000_000;
 

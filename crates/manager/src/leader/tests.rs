@@ -2,6 +2,7 @@
 //! agents (task states are advanced by hand where an agent would report them).
 
 use super::*;
+use crate::orchestrator::live;
 use crate::testutil::store;
 
 fn node(id: &str, labels: &[(&str, &str)]) -> v1::Node {
@@ -188,6 +189,38 @@ async fn global_services_follow_nodes() {
     let mut on: Vec<String> = live_tasks(&objects, "id-agent").await.iter().map(|t| t.node_id.clone()).collect();
     on.sort();
     assert_eq!(on, ["n2", "n3"]);
+}
+
+#[tokio::test]
+async fn global_tasks_that_end_follow_the_restart_policy() {
+    let (leader, objects, _dir) = leader("leader-global-restart", &[node("n1", &[]), node("n2", &[])]).await;
+    let mut svc = service("agent", v1::service_spec::Mode::Global(v1::GlobalService {}), &[], 5);
+    if let Some(restart) = svc.spec.as_mut().and_then(|s| s.task.as_mut()).and_then(|t| t.restart.as_mut()) {
+        restart.condition = v1::restart_policy::Condition::OnFailure as i32;
+    }
+    objects.create(svc).await.expect("service");
+    let now = SystemTime::now();
+    assert_eq!(leader.pass(now).await.expect("pass").created, 2);
+    let tasks = live_tasks(&objects, "id-agent").await;
+    let (on_n1, on_n2): (Vec<_>, Vec<_>) = tasks.iter().partition(|t| t.node_id == "n1");
+
+    tracing::info!("--- n1's task exits 0: on-failure stops it and starts no other, now or later");
+    report(&objects, on_n1[0], TaskState::Complete, now).await;
+    let report_1 = leader.pass(now).await.expect("pass");
+    assert_eq!((report_1.stopped, report_1.created), (1, 0));
+    let done: v1::Task = objects.get(&on_n1[0].id).await.expect("task");
+    assert_eq!(done.desired(), TaskState::Shutdown, "the agent is told to forget it");
+    let later = now + Duration::from_secs(60);
+    assert_eq!(leader.pass(later).await.expect("pass"), PassReport::default(), "nothing more for n1");
+
+    tracing::info!("--- n2's task fails: stopped, and replaced on n2 after the restart delay");
+    report(&objects, on_n2[0], TaskState::Failed, later).await;
+    let held = leader.pass(later).await.expect("pass");
+    assert_eq!((held.stopped, held.created, held.next_due), (1, 0, Some(later + Duration::from_secs(5))));
+    let replaced = leader.pass(later + Duration::from_secs(6)).await.expect("pass");
+    assert_eq!(replaced.created, 1);
+    let on: Vec<String> = live_tasks(&objects, "id-agent").await.iter().map(|t| t.node_id.clone()).collect();
+    assert_eq!(on, ["n2"]);
 }
 
 #[tokio::test]

@@ -202,3 +202,196 @@ fn other_services_and_modes_are_ignored() {
     assert_eq!(reconcile_replicated(&global, &[], &[], now()), ReplicatedPlan::default());
     assert_eq!(reconcile_replicated(&service(1, None), &[other], &[], now()), plan(&[(1, 0)], &[]));
 }
+
+fn global(restart: Option<v1::RestartPolicy>, constraints: &[&str]) -> v1::Service {
+    v1::Service {
+        id: "svc".into(),
+        spec: Some(v1::ServiceSpec {
+            mode: Some(v1::service_spec::Mode::Global(v1::GlobalService {})),
+            task: Some(v1::TaskSpec {
+                restart,
+                placement: Some(v1::Placement {
+                    constraints: constraints.iter().map(|c| (*c).to_owned()).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A node: `spec` is "ID [down] [drain] [pause] [zone=VALUE]"; Ready and Active unless told.
+fn node_line(spec: &str) -> v1::Node {
+    let words: Vec<&str> = spec.split_whitespace().collect();
+    let has = |w: &str| words[1..].contains(&w);
+    let mut node = node(words[0], has("down"), has("drain"));
+    let node_spec = node.spec.get_or_insert_default();
+    if has("pause") {
+        node_spec.availability = v1::NodeAvailability::Pause as i32;
+    }
+    let labels = words[1..].iter().filter_map(|w| w.strip_prefix("zone=")).map(|z| ("zone".to_owned(), z.to_owned()));
+    node_spec.annotations = Some(v1::Annotations { name: String::new(), labels: labels.collect() });
+    node
+}
+
+/// A global plan: (node, seconds from now, negative: earlier) to create, task IDs to shut down.
+fn on_nodes(creates: &[(&str, i64)], shutdown: &[&str]) -> GlobalPlan {
+    let at = |secs: i64| {
+        if secs >= 0 {
+            now() + Duration::from_secs(secs.unsigned_abs())
+        } else {
+            now() - Duration::from_secs(secs.unsigned_abs())
+        }
+    };
+    GlobalPlan {
+        create: creates.iter().map(|(node, secs)| ((*node).to_owned(), at(*secs))).collect(),
+        shutdown: shutdown.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+/// (what, service, node lines, task lines, expected)
+type GlobalCase = (&'static str, v1::Service, Vec<&'static str>, Vec<&'static str>, GlobalPlan);
+
+#[test]
+fn global_table() {
+    let two = vec!["n1", "n2"];
+    let any5 = policy(Condition::Any, 5, 0, 0);
+    let cases: Vec<GlobalCase> = vec![
+        (
+            "one task per eligible node; down and draining nodes get none",
+            global(None, &[]),
+            vec!["n1", "n2", "off down", "out drain"],
+            vec![],
+            on_nodes(&[("n1", 0), ("n2", 0)], &[]),
+        ),
+        (
+            "a converged service needs nothing",
+            global(None, &[]),
+            two.clone(),
+            vec!["t1 0 n1 running", "t2 0 n2 starting"],
+            on_nodes(&[], &[]),
+        ),
+        (
+            "a failed task is shut down and replaced on its node after the delay",
+            global(any5, &[]),
+            two.clone(),
+            vec!["t1 0 n1 failed exit=1 age=1", "t2 0 n2 running"],
+            on_nodes(&[("n1", 4)], &["t1"]),
+        ),
+        (
+            "the replacement is planned the same on later passes, from the failure's time",
+            global(any5, &[]),
+            two.clone(),
+            vec!["t1 0 n1 failed shutdown exit=1 age=7", "t2 0 n2 running"],
+            on_nodes(&[("n1", -2)], &[]),
+        ),
+        (
+            "no restart policy: Swarm's 5 s delay, a rejected task included",
+            global(None, &[]),
+            two.clone(),
+            vec!["t1 0 n1 rejected", "t2 0 n2 running"],
+            on_nodes(&[("n1", 5)], &["t1"]),
+        ),
+        (
+            "condition any restarts a clean exit after the delay",
+            global(any5, &[]),
+            two.clone(),
+            vec!["t1 0 n1 complete exit=0", "t2 0 n2 running"],
+            on_nodes(&[("n1", 5)], &["t1"]),
+        ),
+        (
+            "on-failure leaves a clean exit stopped",
+            global(policy(Condition::OnFailure, 5, 0, 0), &[]),
+            two.clone(),
+            vec!["t1 0 n1 complete exit=0", "t2 0 n2 complete shutdown exit=0"],
+            on_nodes(&[], &["t1"]),
+        ),
+        (
+            "condition none never restarts, on later passes either",
+            global(policy(Condition::None, 5, 0, 0), &[]),
+            two.clone(),
+            vec!["t1 0 n1 failed exit=1", "t2 0 n2 failed shutdown exit=1"],
+            on_nodes(&[], &["t1"]),
+        ),
+        (
+            "max attempts applies per node",
+            global(policy(Condition::Any, 0, 1, 0), &[]),
+            two.clone(),
+            vec!["t1 0 n1 failed shutdown", "t2 0 n1 failed", "t3 0 n2 failed"],
+            on_nodes(&[("n2", 0)], &["t2", "t3"]),
+        ),
+        (
+            "max attempts counts only failures inside the window",
+            global(policy(Condition::Any, 0, 1, 60), &[]),
+            vec!["n1"],
+            vec!["t1 0 n1 failed shutdown age=600", "t2 0 n1 failed shutdown age=300", "t3 0 n1 failed"],
+            on_nodes(&[("n1", 0)], &["t3"]),
+        ),
+        (
+            "a drained node's task is shut down and the node gets none",
+            global(None, &[]),
+            vec!["n1", "n2 drain"],
+            vec!["t1 0 n1 running", "t2 0 n2 running"],
+            on_nodes(&[], &["t2"]),
+        ),
+        (
+            "a down node's task is shut down; back up, the node gets a new one at once",
+            global(any5, &[]),
+            vec!["n1 down", "n2"],
+            vec!["t1 0 n1 running", "t2 0 n2 running shutdown"],
+            on_nodes(&[("n2", 0)], &["t1"]),
+        ),
+        (
+            "a task that failed on a node now drained gets no replacement",
+            global(any5, &[]),
+            vec!["n1 drain"],
+            vec!["t1 0 n1 failed exit=1 age=60"],
+            on_nodes(&[], &["t1"]),
+        ),
+        (
+            "a paused node keeps its task and gets no new one",
+            global(None, &[]),
+            vec!["n1 pause", "n2 pause"],
+            vec!["t1 0 n1 running"],
+            on_nodes(&[], &[]),
+        ),
+        (
+            "a paused node's failed task is shut down and not replaced while paused",
+            global(any5, &[]),
+            vec!["n1 pause"],
+            vec!["t1 0 n1 failed exit=1"],
+            on_nodes(&[], &["t1"]),
+        ),
+        (
+            "constraints pick the nodes; a task on a node that stopped matching is shut down",
+            global(None, &["node.labels.zone==a"]),
+            vec!["n1 zone=a", "n2 zone=b", "n3 zone=a"],
+            vec!["t2 0 n2 running", "t3 0 n3 running"],
+            on_nodes(&[("n1", 0)], &["t2"]),
+        ),
+        (
+            "a task without a node is shut down",
+            global(None, &[]),
+            vec!["n1"],
+            vec!["t0 0 - pending", "t1 0 n1 running"],
+            on_nodes(&[], &["t0"]),
+        ),
+        (
+            "two current tasks on one node: the older is shut down",
+            global(None, &[]),
+            vec!["n1"],
+            vec!["t1 0 n1 running", "t2 0 n1 running"],
+            on_nodes(&[], &["t1"]),
+        ),
+    ];
+    for (what, svc, node_lines, lines, expected) in cases {
+        let nodes: Vec<v1::Node> = node_lines.into_iter().map(node_line).collect();
+        let mut tasks: Vec<v1::Task> = lines.into_iter().map(task).collect();
+        for (i, t) in tasks.iter_mut().enumerate() {
+            t.meta = Some(v1::Meta { version: i as u64 + 1, ..Default::default() });
+        }
+        assert_eq!(reconcile_global(&svc, &tasks, &nodes, now()), expected, "{what}");
+    }
+}
