@@ -51,6 +51,14 @@ use proto::raft_transport_server::RaftTransportServer;
 const CHUNK_BYTES: usize = 1 << 20;
 /// Largest single message accepted (log batches are bounded by openraft's payload limits).
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// The largest snapshot [`service`] and [`serve`] accept, in bytes (1 GiB): the chunks are
+/// gathered in memory before the snapshot is installed, so a sender must not be able to make
+/// them grow without end. Far above the state a Shoal manager keeps; a store that outgrows it
+/// mounts [`service_with_snapshot_limit`] with a larger one.
+pub const MAX_SNAPSHOT_BYTES: usize = 1 << 30;
+/// How long an accepted connection may take to complete its TLS handshake in [`serve`] before
+/// it is dropped, so connections that never speak do not pile up.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Setting up or running the gRPC transport failed.
 #[derive(Debug, thiserror::Error)]
@@ -229,15 +237,58 @@ impl tonic::codegen::Service<Uri> for TlsConnect {
 #[derive(Debug, Clone)]
 pub struct RaftService {
     store: Store,
+    max_snapshot_bytes: usize,
 }
 
-/// The tonic service for `store`, to mount on a server with the other services of the node.
+/// The tonic service for `store`, to mount on a server with the other services of the node;
+/// it accepts snapshots of up to [`MAX_SNAPSHOT_BYTES`].
 ///
 /// Authorisation is the TLS layer's: the server's rustls config must only admit members.
 pub fn service(store: Store) -> RaftTransportServer<RaftService> {
-    RaftTransportServer::new(RaftService { store })
+    service_with_snapshot_limit(store, MAX_SNAPSHOT_BYTES)
+}
+
+/// [`service`] accepting snapshots of up to `max_snapshot_bytes`; a larger one is refused with
+/// `RESOURCE_EXHAUSTED` naming the limit.
+pub fn service_with_snapshot_limit(store: Store, max_snapshot_bytes: usize) -> RaftTransportServer<RaftService> {
+    RaftTransportServer::new(RaftService { store, max_snapshot_bytes })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+/// Gathers a snapshot's chunks for member `me`, refusing one addressed to another member or
+/// larger than `limit` bytes.
+async fn collect_snapshot(
+    mut stream: impl futures::Stream<Item = Result<SnapshotChunk, tonic::Status>> + Unpin,
+    me: NodeId,
+    limit: usize,
+) -> Result<Vec<u8>, tonic::Status> {
+    let mut data = Vec::new();
+    let mut from = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        let sender = match from {
+            Some(sender) => sender,
+            None => {
+                if chunk.target != me {
+                    return Err(tonic::Status::failed_precondition(format!(
+                        "snapshot for node {} reached node {me}",
+                        chunk.target
+                    )));
+                }
+                *from.insert(chunk.from)
+            }
+        };
+        if data.len().saturating_add(chunk.data.len()) > limit {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "snapshot from node {sender} to node {me} is larger than the limit of {limit} bytes \
+                 ({} bytes received); raise the limit with grpc::service_with_snapshot_limit on node {me}",
+                data.len() + chunk.data.len()
+            )));
+        }
+        data.extend_from_slice(&chunk.data);
+    }
+    Ok(data)
 }
 
 fn handle_error(e: crate::error::HandleError) -> tonic::Status {
@@ -268,23 +319,7 @@ impl RaftTransport for RaftService {
         &self,
         request: tonic::Request<tonic::Streaming<SnapshotChunk>>,
     ) -> Result<tonic::Response<RaftReply>, tonic::Status> {
-        let mut stream = request.into_inner();
-        let mut data = Vec::new();
-        let mut first = true;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            if first {
-                if chunk.target != self.store.id() {
-                    return Err(tonic::Status::failed_precondition(format!(
-                        "snapshot for node {} reached node {}",
-                        chunk.target,
-                        self.store.id()
-                    )));
-                }
-                first = false;
-            }
-            data.extend_from_slice(&chunk.data);
-        }
+        let data = collect_snapshot(request.into_inner(), self.store.id(), self.max_snapshot_bytes).await?;
         let payload = self.store.handle(MessageKind::InstallSnapshot, data).await.map_err(handle_error)?;
         Ok(tonic::Response::new(RaftReply { payload }))
     }
@@ -319,8 +354,46 @@ impl AsyncWrite for ServerTls {
     }
 }
 
+/// Accepts connections on `listener` and hands each to `tx` once its TLS handshake completes;
+/// handshakes run concurrently, and one that fails or takes longer than `handshake_timeout`
+/// only drops its connection.
+async fn accept_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    handshake_timeout: Duration,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<ServerTls>>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "raft grpc accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = tx.send(Ok(ServerTls(tls))).await;
+                }
+                Ok(Err(e)) => tracing::warn!(peer = %peer, error = %e, "raft grpc tls handshake failed"),
+                Err(_) => tracing::warn!(
+                    peer = %peer,
+                    timeout = ?handshake_timeout,
+                    "raft grpc tls handshake timed out; connection dropped"
+                ),
+            }
+        });
+    }
+}
+
 /// Serves the Raft transport of `store` alone on `listener` with `tls` until `shutdown`
-/// completes. Handshakes run concurrently; a failed handshake only drops that connection.
+/// completes. Handshakes run concurrently; a failed handshake, or one not done within 10 s,
+/// only drops that connection.
 pub async fn serve(
     store: Store,
     listener: TcpListener,
@@ -328,31 +401,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GrpcError> {
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<ServerTls>>(64);
-    let accept_loop = tokio::spawn(async move {
-        loop {
-            let (tcp, peer) = match listener.accept().await {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "raft grpc accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                match acceptor.accept(tcp).await {
-                    Ok(tls) => {
-                        let _ = tx.send(Ok(ServerTls(tls))).await;
-                    }
-                    Err(e) => tracing::warn!(peer = %peer, error = %e, "raft grpc tls handshake failed"),
-                }
-            });
-        }
-    });
+    let accept_loop = tokio::spawn(accept_tls(listener, tokio_rustls::TlsAcceptor::from(tls), HANDSHAKE_TIMEOUT, tx));
     let incoming = tokio_stream::wrappers::ReceiverStream::new(rx);
     let result = tonic::transport::Server::builder()
         .tcp_nodelay(true)
@@ -363,3 +413,6 @@ pub async fn serve(
     accept_loop.abort();
     result
 }
+
+#[cfg(test)]
+mod tests;
