@@ -15,6 +15,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::identity::NodeIdentity;
 use crate::keys::{self, KeyError, UnlockKey};
+use crate::pair::{PairError, PairFiles};
 use crate::random;
 
 /// The CN of every root Shoal creates.
@@ -62,6 +63,19 @@ pub enum CaError {
     KeyMismatch {
         /// The certificate's subject.
         subject: String,
+    },
+    /// The saved certificate does not match the saved key (an interrupted save is finished on
+    /// load, so this means the files were changed by something else).
+    #[error(
+        "root CA certificate {cert} does not match the key {key}: restore {dir} from a backup; a manager in a cluster with other managers can instead be removed from the cluster and joined again with an empty --data-dir"
+    )]
+    SavedKeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// The directory that holds them.
+        dir: PathBuf,
     },
     /// Reading or writing the files failed.
     #[error("cannot access root CA file {path}: {source}")]
@@ -145,22 +159,28 @@ impl RootCa {
         Ok(RootCa { cert_pem: pem_of(&cert_der), cert_der, issuer })
     }
 
-    /// Saves `ca.crt` and `ca.key` in `dir`; the key file has mode 0600 and is encrypted when `kek` is set.
+    /// Saves `ca.crt` and `ca.key` in `dir`, replacing both together (after a crash,
+    /// [`RootCa::load`] finds either the old pair or this one); the key file has mode 0600 and is
+    /// encrypted when `kek` is set.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
-        let cert_path = dir.join(CERT_FILE);
-        keys::write_atomic(&cert_path, self.cert_pem.as_bytes(), CERT_MODE)
-            .map_err(|source| CaError::Io { path: cert_path, source })?;
-        keys::write_key_file(&dir.join(KEY_FILE), self.key_pem().as_bytes(), kek)?;
-        Ok(())
+        files(dir).save(&self.cert_pem, self.key_pem().as_bytes(), kek).map_err(pair_error)
     }
 
-    /// Loads a root saved by [`RootCa::save`].
+    /// Loads a root saved by [`RootCa::save`], first finishing a save that a crash interrupted
+    /// after its commit point.
     pub fn load(dir: &Path, kek: Option<&UnlockKey>) -> Result<RootCa, CaError> {
-        let cert_path = dir.join(CERT_FILE);
+        let files = files(dir);
+        files.finish().map_err(pair_error)?;
+        let cert_path = files.cert_path();
         let cert_pem = std::fs::read_to_string(&cert_path).map_err(|source| CaError::Io { path: cert_path, source })?;
-        let key_pem = keys::read_key_file(&dir.join(KEY_FILE), kek)?;
+        let key_pem = keys::read_key_file(&files.key_path(), kek)?;
         let key_pem = String::from_utf8_lossy(&key_pem);
-        RootCa::from_pem(&cert_pem, &key_pem)
+        RootCa::from_pem(&cert_pem, &key_pem).map_err(|e| match e {
+            CaError::KeyMismatch { .. } => {
+                CaError::SavedKeyMismatch { cert: files.cert_path(), key: files.key_path(), dir: dir.to_owned() }
+            }
+            other => other,
+        })
     }
 
     /// The root certificate in PEM.
@@ -251,6 +271,26 @@ impl RootCa {
             return false;
         };
         cert.verify_signature(Some(root.public_key())).is_ok()
+    }
+}
+
+/// The root certificate saved in `dir` by [`RootCa::save`] (finishing an interrupted save
+/// first), or `None` when there is none or it cannot be read; the key is not read.
+pub(crate) fn saved_cert_der(dir: &Path) -> Option<CertificateDer<'static>> {
+    let files = files(dir);
+    files.finish().ok()?;
+    let pem = std::fs::read_to_string(files.cert_path()).ok()?;
+    CertificateDer::from_pem_slice(pem.as_bytes()).ok()
+}
+
+fn files(dir: &Path) -> PairFiles<'_> {
+    PairFiles { dir, cert: CERT_FILE, key: KEY_FILE }
+}
+
+pub(crate) fn pair_error(e: PairError) -> CaError {
+    match e {
+        PairError::Io { path, source } => CaError::Io { path, source },
+        PairError::Key(e) => CaError::KeyFile(e),
     }
 }
 

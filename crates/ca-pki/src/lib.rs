@@ -54,6 +54,7 @@ mod base36;
 mod ca;
 mod identity;
 mod keys;
+mod pair;
 mod random;
 mod removed;
 mod renewal;

@@ -13,14 +13,19 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 use time::{Duration, OffsetDateTime};
 
-use crate::ca::{CERT_MODE, CaError, IssueError, RootCa, pem_of};
+use crate::ca::{CERT_MODE, CaError, IssueError, RootCa, pair_error, pem_of, saved_cert_der};
 use crate::identity::NodeIdentity;
 use crate::keys::{self, UnlockKey};
+use crate::pair::sync_dir;
 use crate::tls::TrustBundle;
 
 /// During a transition: the old root and the cross-signed intermediate.
 const ROTATION_DIR: &str = "rotation";
 const CROSS_SIGNED_FILE: &str = "cross-signed.crt";
+/// A rotation directory being built; renamed to `rotation` once whole.
+const STAGING_DIR: &str = "rotation.new";
+/// A rotation directory being deleted; renamed from `rotation` first, so it vanishes in one step.
+const DISCARD_DIR: &str = "rotation.old";
 
 /// Where a root rotation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,30 +149,39 @@ impl ClusterCa {
     /// Saves the CA in `dir`: `ca.crt`/`ca.key` for the signing root and, during a transition,
     /// `rotation/ca.crt`/`rotation/ca.key` for the old root and `rotation/cross-signed.crt`.
     ///
-    /// Each file is replaced atomically. The old root is saved before the new signing root
-    /// replaces it in `ca.crt`/`ca.key`, so a crash part-way through starting a rotation never
-    /// loses the root that every node still trusts.
+    /// A crash at any point leaves a directory [`ClusterCa::load`] reads as the state before or
+    /// after the save. Each key and certificate pair is replaced as one step. A new `rotation/` is
+    /// built as `rotation.new/` and renamed into place whole, before the new signing root replaces
+    /// `ca.crt`/`ca.key`, so the root every node still trusts is never lost; an old one is renamed
+    /// to `rotation.old/` before it is deleted, so it never loads half deleted.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
+        // Leftovers of a save a crash interrupted; `load` ignores them.
+        remove_dir_if_present(&dir.join(STAGING_DIR))?;
+        remove_dir_if_present(&dir.join(DISCARD_DIR))?;
         let rotation_dir = dir.join(ROTATION_DIR);
         match &self.transition {
             Some(transition) => {
-                std::fs::create_dir_all(&rotation_dir)
-                    .map_err(|source| CaError::Io { path: rotation_dir.clone(), source })?;
-                transition.old_root.save(&rotation_dir, kek)?;
-                let path = rotation_dir.join(CROSS_SIGNED_FILE);
-                keys::write_atomic(&path, pem_of(&transition.cross_signed).as_bytes(), CERT_MODE)
-                    .map_err(|source| CaError::Io { path, source })?;
+                if saved_cert_der(&rotation_dir).as_ref() == Some(transition.old_root.cert_der()) {
+                    // This transition saved again (under another unlock key, say): each file is
+                    // replaced safely in place, and every state in between loads as this transition.
+                    transition.save(&rotation_dir, kek)?;
+                } else {
+                    // Until the new signing root is saved below, `ca.crt`/`ca.key` hold the root
+                    // this transition starts from, so the CA loads as stable on that root while
+                    // `rotation/` is replaced.
+                    discard_rotation_dir(dir)?;
+                    let staging = dir.join(STAGING_DIR);
+                    std::fs::create_dir(&staging).map_err(|source| CaError::Io { path: staging.clone(), source })?;
+                    transition.save(&staging, kek)?;
+                    std::fs::rename(&staging, &rotation_dir)
+                        .map_err(|source| CaError::Io { path: rotation_dir.clone(), source })?;
+                    sync_dir(dir).map_err(pair_error)?;
+                }
                 self.signer.save(dir, kek)?;
             }
             None => {
                 self.signer.save(dir, kek)?;
-                match std::fs::remove_dir_all(&rotation_dir) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => {
-                        return Err(CaError::Io { path: rotation_dir, source });
-                    }
-                }
+                discard_rotation_dir(dir)?;
             }
         }
         Ok(())
@@ -181,11 +195,47 @@ impl ClusterCa {
             return Ok(ClusterCa::new(signer));
         }
         let old_root = RootCa::load(&rotation_dir, kek)?;
+        if old_root.cert_der() == signer.cert_der() {
+            // A save that started a rotation stopped after writing `rotation/` and before the new
+            // root replaced `ca.crt`/`ca.key`: the new root was lost, so the rotation never began.
+            return Ok(ClusterCa::new(signer));
+        }
         let path = rotation_dir.join(CROSS_SIGNED_FILE);
         let pem = std::fs::read_to_string(&path).map_err(|source| CaError::Io { path: path.clone(), source })?;
         let cross_signed = CertificateDer::from_pem_slice(pem.as_bytes())
             .map_err(|e| CaError::Certificate { reason: format!("{}: {e}", path.display()) })?;
         Ok(ClusterCa { signer, transition: Some(Transition { old_root, cross_signed }) })
+    }
+}
+
+impl Transition {
+    /// Saves the old root and the cross-signed intermediate in `dir`.
+    fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CaError> {
+        self.old_root.save(dir, kek)?;
+        let path = dir.join(CROSS_SIGNED_FILE);
+        keys::write_atomic(&path, pem_of(&self.cross_signed).as_bytes(), CERT_MODE)
+            .map_err(|source| CaError::Io { path, source })
+    }
+}
+
+/// Removes `rotation/` so that it disappears in one step: renamed aside, then deleted.
+fn discard_rotation_dir(dir: &Path) -> Result<(), CaError> {
+    let rotation_dir = dir.join(ROTATION_DIR);
+    let discard = dir.join(DISCARD_DIR);
+    match std::fs::rename(&rotation_dir, &discard) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(CaError::Io { path: rotation_dir, source }),
+    }
+    sync_dir(dir).map_err(pair_error)?;
+    remove_dir_if_present(&discard)
+}
+
+fn remove_dir_if_present(path: &Path) -> Result<(), CaError> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(CaError::Io { path: path.to_owned(), source }),
     }
 }
 

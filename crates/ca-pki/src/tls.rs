@@ -21,6 +21,7 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 use crate::ca::{CERT_MODE, NodeKey, pem_of};
 use crate::identity::{IdentityError, NodeIdentity, Role, identity_of};
 use crate::keys::{self, KeyError, UnlockKey};
+use crate::pair::{PairError, PairFiles};
 use crate::removed::{RefuseRemoved, RemovedNodes};
 
 const CERT_FILE: &str = "node.crt";
@@ -45,10 +46,27 @@ pub enum CredentialsError {
         reason: String,
     },
     /// The certificate's public key is not the node key's.
-    #[error("node certificate for {node_id} does not belong to this node key: ask the CA again with this key's CSR")]
+    #[error(
+        "node certificate for {node_id} was not issued for this node key: pair the chain with the key whose CSR the CA signed"
+    )]
     KeyMismatch {
         /// The node ID in the certificate.
         node_id: String,
+    },
+    /// The saved certificate's public key is not the saved key's (an interrupted save is finished
+    /// on load, so this means the files were changed by something else).
+    #[error(
+        "node certificate {cert} (node {node_id}) does not belong to the key {key}: restore {dir} from a backup, or remove the node from the cluster (`shoal node rm {node_id}`) and join it again with an empty --data-dir"
+    )]
+    SavedKeyMismatch {
+        /// The node ID in the certificate.
+        node_id: String,
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// The directory that holds them.
+        dir: PathBuf,
     },
     /// The certificate does not carry a Shoal identity.
     #[error("node certificate carries no shoal identity: {0}")]
@@ -190,19 +208,30 @@ impl NodeCredentials {
         })
     }
 
-    /// Saves `node.crt` and `node.key` (mode 0600, encrypted when `kek` is set) in `dir`.
+    /// Saves `node.crt` and `node.key` (mode 0600, encrypted when `kek` is set) in `dir`,
+    /// replacing both together: after a crash, [`NodeCredentials::load`] finds either the old
+    /// pair or this one.
     pub fn save(&self, dir: &Path, kek: Option<&UnlockKey>) -> Result<(), CredentialsError> {
-        write_file(&dir.join(CERT_FILE), &self.chain_pem)?;
-        keys::write_key_file(&dir.join(KEY_FILE), self.key_pem.as_bytes(), kek)?;
-        Ok(())
+        files(dir).save(&self.chain_pem, self.key_pem.as_bytes(), kek).map_err(pair_error)
     }
 
-    /// Loads credentials saved by [`NodeCredentials::save`].
+    /// Loads credentials saved by [`NodeCredentials::save`], first finishing a save that a crash
+    /// interrupted after its commit point.
     pub fn load(dir: &Path, kek: Option<&UnlockKey>) -> Result<NodeCredentials, CredentialsError> {
-        let chain_pem = read_file(&dir.join(CERT_FILE))?;
-        let key_pem = keys::read_key_file(&dir.join(KEY_FILE), kek)?;
+        let files = files(dir);
+        files.finish().map_err(pair_error)?;
+        let chain_pem = read_file(&files.cert_path())?;
+        let key_pem = keys::read_key_file(&files.key_path(), kek)?;
         let key = NodeKey::from_pem(&String::from_utf8_lossy(&key_pem))?;
-        NodeCredentials::new(&chain_pem, key)
+        NodeCredentials::new(&chain_pem, key).map_err(|e| match e {
+            CredentialsError::KeyMismatch { node_id } => CredentialsError::SavedKeyMismatch {
+                node_id,
+                cert: files.cert_path(),
+                key: files.key_path(),
+                dir: dir.to_owned(),
+            },
+            other => other,
+        })
     }
 
     /// Who this node is, as its certificate says.
@@ -322,6 +351,17 @@ fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'stat
         X509Certificate::from_der(cert).map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
     }
     Ok(certs)
+}
+
+fn files(dir: &Path) -> PairFiles<'_> {
+    PairFiles { dir, cert: CERT_FILE, key: KEY_FILE }
+}
+
+fn pair_error(e: PairError) -> CredentialsError {
+    match e {
+        PairError::Io { path, source } => CredentialsError::Io { path, source },
+        PairError::Key(e) => CredentialsError::Key(e),
+    }
 }
 
 fn write_file(path: &Path, content: &str) -> Result<(), CredentialsError> {

@@ -1,5 +1,7 @@
 //! Rotation state tests: state changes, trust bundles, chains and persistence.
 
+use std::path::PathBuf;
+
 use rustls_pki_types::pem::PemObject;
 
 use super::*;
@@ -98,4 +100,117 @@ fn saving_a_rotation_writes_the_old_root_before_replacing_it() {
     assert_eq!(saved, old_root_pem);
     assert!(dir.path().join(ROTATION_DIR).join("ca.key").is_file());
     assert!(dir.path().join(ROTATION_DIR).join(CROSS_SIGNED_FILE).is_file());
+}
+
+/// Lays out `files` (destination name, source path) in a fresh directory.
+fn lay_out(files: Layout) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (name, source) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::copy(source, &path).expect("copy");
+    }
+    dir
+}
+
+/// `names` copied from `from` into `into` (relative to the directory laid out).
+fn files(from: &Path, into: &str, names: &[&str]) -> Layout {
+    names.iter().map(|name| (format!("{into}/{name}"), from.join(name))).collect()
+}
+
+/// Files to lay out (destination name, source path).
+type Layout = Vec<(String, PathBuf)>;
+
+/// Every state a crash can leave during a save loads as the CA before or after it (as
+/// `expected` says), and saving the CA after it works from there.
+fn check_crash_states(states: Vec<(&str, Layout, &ClusterCa)>, after: &ClusterCa) {
+    for (step, layout, expected) in states {
+        let dir = lay_out(layout);
+        let loaded = ClusterCa::load(dir.path(), None).unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert_eq!(loaded.state(), expected.state(), "{step}");
+        assert_eq!(loaded.trust_bundle(), expected.trust_bundle(), "{step}");
+        assert_eq!(loaded.signing_root().cert_der(), expected.signing_root().cert_der(), "{step}");
+        after.save(dir.path(), None).unwrap_or_else(|e| panic!("{step}: save: {e}"));
+        let loaded = ClusterCa::load(dir.path(), None).expect("load after save");
+        assert_eq!(loaded.trust_bundle(), after.trust_bundle(), "{step}: after save");
+        assert_eq!(loaded.signing_root().cert_der(), after.signing_root().cert_der(), "{step}: after save");
+        for leftover in [STAGING_DIR, DISCARD_DIR] {
+            assert!(!dir.path().join(leftover).exists(), "{step}: {leftover} left after save");
+        }
+    }
+}
+
+fn copy_of(root: &RootCa) -> RootCa {
+    RootCa::from_pem(root.cert_pem(), &root.key_pem()).expect("copy")
+}
+
+#[test]
+fn starting_a_rotation_survives_a_crash_at_every_step_of_its_save() {
+    let stable = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    let mut rotating = ClusterCa::new(copy_of(stable.signing_root()));
+    rotating.start_rotation(now()).expect("start");
+    let (s, t) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    stable.save(s.path(), None).expect("save");
+    rotating.save(t.path(), None).expect("save");
+    let (s, t) = (s.path(), t.path());
+    let old_signer = || files(s, ".", &["ca.crt", "ca.key"]);
+    let rotation = |into| files(&t.join(ROTATION_DIR), into, &["ca.crt", "ca.key", CROSS_SIGNED_FILE]);
+    let new_key = vec![("ca.key.new".to_owned(), t.join("ca.key"))];
+    let new_cert = vec![("ca.crt.new".to_owned(), t.join("ca.crt"))];
+    let states = vec![
+        ("rotation.new half built", [old_signer(), rotation(STAGING_DIR)[..1].to_vec()].concat(), &stable),
+        ("rotation/ in place, new root not saved", [old_signer(), rotation(ROTATION_DIR)].concat(), &stable),
+        ("new root's key written", [old_signer(), rotation(ROTATION_DIR), new_key.clone()].concat(), &stable),
+        ("new root's pair committed", [old_signer(), rotation(ROTATION_DIR), new_key, new_cert].concat(), &rotating),
+        ("done", [files(t, ".", &["ca.crt", "ca.key"]), rotation(ROTATION_DIR)].concat(), &rotating),
+    ];
+    check_crash_states(states, &rotating);
+}
+
+#[test]
+fn completing_a_rotation_survives_a_crash_at_every_step_of_its_save() {
+    let mut rotating = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    rotating.start_rotation(now()).expect("start");
+    let t = tempfile::tempdir().expect("tempdir");
+    rotating.save(t.path(), None).expect("save");
+    let completed = ClusterCa::new(copy_of(rotating.signing_root()));
+    let t = t.path();
+    let signer = || files(t, ".", &["ca.crt", "ca.key"]);
+    let rotation = |into, names: &[&str]| files(&t.join(ROTATION_DIR), into, names);
+    let all = ["ca.crt", "ca.key", CROSS_SIGNED_FILE];
+    let states = vec![
+        ("signing root saved again", [signer(), rotation(ROTATION_DIR, &all)].concat(), &rotating),
+        ("rotation/ renamed aside", [signer(), rotation(DISCARD_DIR, &all)].concat(), &completed),
+        ("rotation.old half deleted", [signer(), rotation(DISCARD_DIR, &["ca.crt"])].concat(), &completed),
+    ];
+    check_crash_states(states, &completed);
+}
+
+#[test]
+fn a_rotation_started_over_an_unsaved_completion_replaces_the_stale_rotation_dir() {
+    let mut ca = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    ca.start_rotation(now()).expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ca.save(dir.path(), None).expect("save");
+    ca.complete_rotation().expect("complete");
+    ca.start_rotation(now()).expect("start again");
+    ca.save(dir.path(), None).expect("save");
+    let loaded = ClusterCa::load(dir.path(), None).expect("load");
+    assert_eq!(loaded.trust_bundle(), ca.trust_bundle());
+    assert_eq!(issue(&loaded).lines().count(), issue(&ca).lines().count());
+    assert!(certs(&issue(&loaded))[1..] == certs(&issue(&ca))[1..], "same cross-signed intermediate");
+}
+
+#[test]
+fn a_transition_saved_again_under_a_new_unlock_key_loads_with_it() {
+    let mut ca = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    ca.start_rotation(now()).expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    ca.save(dir.path(), None).expect("save");
+    let kek = UnlockKey::generate().expect("kek");
+    ca.save(dir.path(), Some(&kek)).expect("save under a key");
+    let loaded = ClusterCa::load(dir.path(), Some(&kek)).expect("load");
+    assert_eq!(loaded.trust_bundle(), ca.trust_bundle());
+    let err = ClusterCa::load(dir.path(), None).expect_err("locked");
+    assert!(err.to_string().contains("is encrypted"), "{err}");
 }

@@ -44,7 +44,7 @@ fn credentials_refuse_a_foreign_key() {
     let err = NodeCredentials::new(&chain, NodeKey::generate().expect("other key")).expect_err("key mismatch");
     assert_eq!(
         err.to_string(),
-        "node certificate for node-7 does not belong to this node key: ask the CA again with this key's CSR"
+        "node certificate for node-7 was not issued for this node key: pair the chain with the key whose CSR the CA signed"
     );
     let err = NodeCredentials::new("", NodeKey::generate().expect("key")).expect_err("empty");
     assert_eq!(err.to_string(), "node certificate chain holds no PEM certificate: pass the PEM the CA returned");
