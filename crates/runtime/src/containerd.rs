@@ -1148,12 +1148,9 @@ impl ContainerRuntime for Containerd {
     async fn logs(&self, id: &str, options: &LogOptions) -> Result<LogStream, ContainerError> {
         self.get_container(id).await?;
         let path = self.container_dir(id).join("log.jsonl");
-        // A tail is read backwards from the end, so its cost does not grow with the log.
-        let (first, offset) = match options.tail {
-            Some(tail) => logs::read_tail(&path, tail, options.since),
-            None => logs::read_from(&path, 0).map(|(lines, offset)| (logs::select(lines, options.since, None), offset)),
-        }
-        .map_err(self.io_err(id, &path))?;
+        // A tail is read backwards from the end, so its cost does not grow with the log; the
+        // rotated part (`log.jsonl.1`) is read when the current file has too few lines.
+        let (first, follower) = logs::read_log(&path, options.since, options.tail).map_err(self.io_err(id, &path))?;
         let head = futures::stream::iter(first);
         if !options.follow {
             return Ok(head.boxed());
@@ -1161,27 +1158,26 @@ impl ContainerRuntime for Containerd {
         let this = self.clone();
         let id = id.to_owned();
         let since = options.since;
-        let tail = futures::stream::unfold((offset, false), move |(offset, finished)| {
-            let (this, id, path) = (this.clone(), id.clone(), path.clone());
+        let tail = futures::stream::unfold((follower, false), move |(mut follower, finished)| {
+            let (this, id) = (this.clone(), id.clone());
             async move {
                 if finished {
                     return None;
                 }
+                let keep = |lines: Vec<LogLine>| -> Vec<LogLine> {
+                    lines.into_iter().filter(|l| since.is_none_or(|s| l.time >= s)).collect()
+                };
                 loop {
                     let running = matches!(this.task_status(&id).await, Ok(Some((TaskStatus::Running, ..))));
-                    let (lines, next) = logs::read_from(&path, offset).unwrap_or_default();
-                    let lines: Vec<LogLine> = lines.into_iter().filter(|l| since.is_none_or(|s| l.time >= s)).collect();
+                    let mut lines = keep(follower.next_lines());
                     if !lines.is_empty() || !running {
                         // After the task stops, the logger may still flush: one more read catches it.
                         let done = !running;
-                        let lines = if done {
+                        if done {
                             tokio::time::sleep(Duration::from_millis(100)).await;
-                            let (more, _) = logs::read_from(&path, next).unwrap_or_default();
-                            lines.into_iter().chain(more).collect()
-                        } else {
-                            lines
-                        };
-                        return Some((futures::stream::iter(lines), (next, done)));
+                            lines.extend(keep(follower.next_lines()));
+                        }
+                        return Some((futures::stream::iter(lines), (follower, done)));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }

@@ -6,9 +6,14 @@
 //! flowing (and containers never block on a full pipe) while the agent restarts. Each record is
 //! `{"t":UNIX_NANOS,"s":"out"|"err","l":"line"}`; lines are split on `\n`, longer ones are cut
 //! every 16 KiB, and a final line without a newline is kept.
+//!
+//! A log file is capped at [`MAX_LOG_FILE`] (10 MiB): when the next record would take it past
+//! that, it is renamed `<log>.1` (replacing the previous one) and a new `<log>` begins, so a
+//! container's logs take at most about 20 MiB of disk. Reading covers both files.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -56,21 +61,158 @@ impl LogLine {
     }
 }
 
-/// Appends `line` to a log file (used by the logging process, and by the simulated runtime).
-pub(crate) fn append(file: &mut impl Write, line: &LogLine) -> std::io::Result<()> {
+/// Appends `line` to a log file (tests write logs with it).
+#[cfg(test)]
+fn append(file: &mut impl Write, line: &LogLine) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(&line.to_record()).map_err(std::io::Error::other)?;
     bytes.push(b'\n');
     file.write_all(&bytes)
 }
 
+/// The largest a log file grows before it is rotated to `<log>.1`.
+pub const MAX_LOG_FILE: u64 = 10 << 20;
+
+/// Where a log's older part goes when it is rotated: `<log>.1`.
+pub(crate) fn rotated(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".1");
+    path.with_file_name(name)
+}
+
+/// A log file that rotates to `<log>.1` instead of growing past its limit.
+struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    limit: u64,
+}
+
+impl RotatingLog {
+    fn open(path: &Path, limit: u64) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let size = file.metadata()?.len();
+        Ok(Self { path: path.to_owned(), file, size, limit })
+    }
+
+    fn append(&mut self, line: &LogLine) -> std::io::Result<()> {
+        let mut bytes = serde_json::to_vec(&line.to_record()).map_err(std::io::Error::other)?;
+        bytes.push(b'\n');
+        if self.size > 0 && self.size + bytes.len() as u64 > self.limit {
+            self.rotate()?;
+        }
+        self.file.write_all(&bytes)?;
+        self.size += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Renames the file to `<log>.1` and starts a new one. A reader that follows the log sees
+    /// the inode change and finishes the old file under its new name first.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        std::fs::rename(&self.path, rotated(&self.path))?;
+        self.file = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = 0;
+        Ok(())
+    }
+}
+
+/// Opens `path`, or gives `None` when it does not exist.
+fn open_optional(path: &Path) -> std::io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(err),
+    }
+}
+
+/// A container's log read with `since` and `tail`, across `<log>.1` and `<log>`: the lines, and
+/// a [`Follower`] placed after them.
+pub(crate) fn read_log(
+    path: &Path,
+    since: Option<SystemTime>,
+    tail: Option<usize>,
+) -> std::io::Result<(Vec<LogLine>, Follower)> {
+    let (mut lines, ino, end) = match open_optional(path)? {
+        Some(mut file) => {
+            let meta = file.metadata()?;
+            let (lines, end) = match tail {
+                Some(tail) => tail_of(&mut file, meta.len(), tail, since)?,
+                None => {
+                    let (lines, end) = records_from(&mut file, 0)?;
+                    (select(lines, since, None), end)
+                }
+            };
+            (lines, meta.ino(), end)
+        }
+        None => (Vec::new(), 0, 0),
+    };
+    let wanted = tail.map_or(usize::MAX, |tail| tail.saturating_sub(lines.len()));
+    if wanted > 0 {
+        let older = rotated(path);
+        if let Some(mut file) = open_optional(&older)? {
+            let meta = file.metadata()?;
+            // Rotated while we read: then `older` is the file just read, not one before it.
+            if meta.ino() != ino {
+                let (older, _) = match tail {
+                    Some(_) => tail_of(&mut file, meta.len(), wanted, since)?,
+                    None => {
+                        let (lines, end) = records_from(&mut file, 0)?;
+                        (select(lines, since, None), end)
+                    }
+                };
+                lines.splice(0..0, older);
+            }
+        }
+    }
+    Ok((lines, Follower { path: path.to_owned(), ino, offset: end }))
+}
+
+/// Reads what is appended to a log after a point, across rotations.
+#[derive(Debug, Clone)]
+pub(crate) struct Follower {
+    path: PathBuf,
+    /// The inode of the file `offset` is in (0: none yet).
+    ino: u64,
+    offset: u64,
+}
+
+impl Follower {
+    /// The complete records written since the last call (none if the log cannot be read).
+    pub(crate) fn next_lines(&mut self) -> Vec<LogLine> {
+        let mut lines = Vec::new();
+        let Ok(Some(mut file)) = open_optional(&self.path) else { return lines };
+        let Ok(meta) = file.metadata() else { return lines };
+        if meta.ino() != self.ino {
+            // Rotated since the last read: finish the old file, now `<log>.1`, then start anew.
+            if let Ok(Some(mut old)) = open_optional(&rotated(&self.path))
+                && old.metadata().is_ok_and(|m| m.ino() == self.ino)
+                && let Ok((rest, _)) = records_from(&mut old, self.offset)
+            {
+                lines.extend(rest);
+            }
+            self.ino = meta.ino();
+            self.offset = 0;
+        }
+        if let Ok((more, next)) = records_from(&mut file, self.offset) {
+            lines.extend(more);
+            self.offset = next;
+        }
+        lines
+    }
+}
+
 /// Reads the complete records of `path` from byte `offset`; returns them and the offset after
 /// the last complete record (a record still being written is left for the next read).
+#[cfg(test)]
 pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), offset)),
-        Err(err) => return Err(err),
-    };
+    match open_optional(path)? {
+        Some(mut file) => records_from(&mut file, offset),
+        None => Ok((Vec::new(), offset)),
+    }
+}
+
+/// [`read_from`] on an open file.
+fn records_from(file: &mut File, offset: u64) -> std::io::Result<(Vec<LogLine>, u64)> {
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = Vec::new();
     file.read_to_end(&mut bytes)?;
@@ -92,22 +234,12 @@ pub(crate) fn read_from(path: &Path, offset: u64) -> std::io::Result<(Vec<LogLin
 /// How much of a log [`read_tail`] reads at a time, going backwards from its end.
 const TAIL_CHUNK: u64 = 64 * 1024;
 
-/// The last `tail` complete records of `path` that are not older than `since`, found by reading
-/// backwards from the end in chunks (so the cost follows `tail`, not the size of the log); and
-/// the offset after the last complete record, where following it continues. Going backwards
-/// stops at the first record older than `since`: records are in the order the logging process
-/// read them, so their times only go backwards by the few microseconds between its two readers.
-pub(crate) fn read_tail(path: &Path, tail: usize, since: Option<SystemTime>) -> std::io::Result<(Vec<LogLine>, u64)> {
-    let mut file = match File::open(path) {
-        Ok(file) => file,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(err) => return Err(err),
-    };
-    let len = file.metadata()?.len();
-    tail_of(&mut file, len, tail, since)
-}
-
-/// [`read_tail`] on any seekable reader of `len` bytes.
+/// The last `tail` complete records of a log of `len` bytes that are not older than `since`,
+/// found by reading backwards from the end in chunks (so the cost follows `tail`, not the size
+/// of the log); and the offset after the last complete record, where following it continues.
+/// Going backwards stops at the first record older than `since`: records are in the order the
+/// logging process read them, so their times only go backwards by the microseconds between its
+/// two readers.
 fn tail_of(
     file: &mut (impl Read + Seek),
     len: u64,
@@ -221,10 +353,15 @@ pub unsafe fn run_driver(args: &DriverArgs) -> std::io::Result<()> {
     if let Some(dir) = args.path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&args.path)?;
+    let out = RotatingLog::open(&args.path, MAX_LOG_FILE)?;
     // SAFETY: the caller guarantees fds 3, 4 and 5 are the shim's pipes and owned by no one else.
     let (stdout, stderr, ready) = unsafe { (File::from_raw_fd(3), File::from_raw_fd(4), File::from_raw_fd(5)) };
     drop(ready);
+    drive(stdout, stderr, out)
+}
+
+/// Copies `stdout` and `stderr` into `out` until both end.
+fn drive(stdout: File, stderr: File, mut out: RotatingLog) -> std::io::Result<()> {
     let (tx, rx) = mpsc::channel::<LogLine>();
     let readers: Vec<_> = [(stdout, Stream::Stdout), (stderr, Stream::Stderr)]
         .into_iter()
@@ -238,7 +375,7 @@ pub unsafe fn run_driver(args: &DriverArgs) -> std::io::Result<()> {
     // process to exit, the container would get EPIPE, or block, on its next write.
     let mut first_error = None;
     for line in rx {
-        if let Err(err) = append(&mut out, &line) {
+        if let Err(err) = out.append(&line) {
             first_error.get_or_insert(err);
         }
     }
@@ -247,7 +384,7 @@ pub unsafe fn run_driver(args: &DriverArgs) -> std::io::Result<()> {
     }
     match first_error {
         Some(err) => Err(err),
-        None => out.sync_data(),
+        None => out.file.sync_data(),
     }
 }
 
@@ -414,6 +551,79 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("cleanup");
         // A line of exactly MAX_LINE bytes stays one line; a real empty line after it stays too.
         assert_eq!(lengths, [MAX_LINE, MAX_LINE, 10, 5, MAX_LINE, 0, 3]);
+    }
+
+    /// A directory for one test, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("shoal-runtime-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("mkdir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn texts(lines: Vec<LogLine>) -> Vec<String> {
+        lines.into_iter().map(|l| l.line).collect()
+    }
+
+    #[test]
+    fn the_logger_rotates_and_reading_spans_both_files() {
+        let dir = TempDir::new("rotate");
+        let (out, err, log) = (dir.0.join("out"), dir.0.join("err"), dir.0.join("log.jsonl"));
+        let lines: Vec<String> = (0..1000).map(|i| format!("line {i:04}")).collect();
+        std::fs::write(&out, lines.join("\n") + "\n").expect("write stdout");
+        std::fs::write(&err, "").expect("write stderr");
+        // Each record is about 60 bytes: a 20 KiB cap rotates three times for 1000 lines.
+        let limit = 20 * 1024;
+        let open = |p: &Path| File::open(p).expect("open");
+        drive(open(&out), open(&err), RotatingLog::open(&log, limit).expect("open log")).expect("drive");
+
+        let size = |p: &Path| std::fs::metadata(p).expect("stat").len();
+        assert!(size(&log) <= limit && size(&rotated(&log)) <= limit, "the cap holds for both files");
+        assert!(size(&log) + size(&rotated(&log)) < 1000 * 50, "older lines were dropped by rotation");
+        let current = read_from(&log, 0).expect("read").0.len();
+        assert!(current > 0 && current < 1000, "{current}");
+
+        // A tail longer than the current file continues into the rotated one, in order.
+        let want = current + 10;
+        let (tail, _) = read_log(&log, None, Some(want)).expect("tail");
+        assert_eq!(texts(tail), lines[1000 - want..]);
+        // Everything that is kept, when no tail is asked for, is the end of the output, in order.
+        let (all, _) = read_log(&log, None, None).expect("all");
+        let all = texts(all);
+        assert!(all.len() > current);
+        assert_eq!(all, lines[1000 - all.len()..]);
+    }
+
+    #[test]
+    fn following_a_log_crosses_a_rotation() {
+        let dir = TempDir::new("follow");
+        let log = dir.0.join("log.jsonl");
+        let mut writer = RotatingLog::open(&log, 400).expect("open");
+        let write = |writer: &mut RotatingLog, range: std::ops::Range<u64>| {
+            for i in range {
+                writer.append(&line(i, Stream::Stdout, &format!("n{i}"))).expect("append");
+            }
+        };
+        write(&mut writer, 0..3);
+        let (first, mut follower) = read_log(&log, None, Some(2)).expect("read");
+        assert_eq!(texts(first), ["n1", "n2"]);
+        // Enough to rotate once (about 40 bytes a record, 400 a file): nothing is lost or repeated.
+        write(&mut writer, 3..15);
+        assert!(rotated(&log).exists());
+        assert_eq!(texts(follower.next_lines()), (3..15).map(|i| format!("n{i}")).collect::<Vec<_>>());
+        write(&mut writer, 15..16);
+        assert_eq!(texts(follower.next_lines()), ["n15"]);
+        assert_eq!(texts(follower.next_lines()), Vec::<String>::new());
     }
 
     #[test]
