@@ -5,6 +5,18 @@ use std::path::PathBuf;
 
 use crate::types::NodeId;
 
+/// What to do about a damaged log, snapshot or meta file.
+pub(crate) const CORRUPT_HINT: &str = "if other members hold the data, remove this member's data directory \
+    and add the member to the cluster again, which copies the state from the leader";
+
+/// Names the leader in a "not the leader" error, or says why there is none.
+fn leader_hint(leader: &Option<NodeId>) -> String {
+    match leader {
+        Some(id) => format!("leader is node {id}"),
+        None => "no leader yet (an election is in progress); retry shortly".into(),
+    }
+}
+
 /// Opening a store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -17,7 +29,7 @@ pub enum OpenError {
         source: io::Error,
     },
     /// A log segment, snapshot or meta file is damaged in a way that is not a torn last write.
-    #[error("corrupt data in {path} at offset {offset}: {reason}")]
+    #[error("corrupt data in {path} at offset {offset}: {reason}; {hint}", hint = CORRUPT_HINT)]
     Corrupt {
         /// The damaged file.
         path: PathBuf,
@@ -61,7 +73,7 @@ pub enum OpenError {
 pub enum WriteError {
     /// This member is not the leader and could not hand the write to one: the leader is unknown
     /// (election in progress), or the member it forwarded to was no longer leader. Not applied.
-    #[error("not the leader; leader is {leader:?}")]
+    #[error("not the leader; {}", leader_hint(.leader))]
     NotLeader {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
@@ -106,7 +118,7 @@ pub enum WriteError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReadError {
     /// No leader is known, or the leader could not confirm its leadership with a quorum.
-    #[error("no leader could confirm a linearizable read (leader {leader:?}): {reason}")]
+    #[error("no leader could confirm a linearizable read ({}): {reason}", leader_hint(.leader))]
     NoQuorum {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
@@ -155,7 +167,7 @@ pub enum WatchError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MembershipError {
     /// Membership changes run on the leader; this member is not it.
-    #[error("not the leader; leader is {leader:?}")]
+    #[error("not the leader (membership changes run on the leader); {}", leader_hint(.leader))]
     NotLeader {
         /// The leader this member knows of, if any.
         leader: Option<NodeId>,
@@ -237,4 +249,31 @@ pub enum HandleError {
         /// Why.
         reason: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_names_the_leader_or_says_an_election_is_on() {
+        assert_eq!(WriteError::NotLeader { leader: Some(3) }.to_string(), "not the leader; leader is node 3");
+        assert_eq!(
+            WriteError::NotLeader { leader: None }.to_string(),
+            "not the leader; no leader yet (an election is in progress); retry shortly"
+        );
+        let text = MembershipError::NotLeader { leader: Some(2) }.to_string();
+        assert!(text.ends_with("leader is node 2") && !text.contains("Some"), "{text}");
+        let text = ReadError::NoQuorum { leader: None, reason: "read index timed out".into() }.to_string();
+        assert!(text.contains("no leader yet") && !text.contains("None"), "{text}");
+    }
+
+    #[test]
+    fn corrupt_says_what_to_do() {
+        let e =
+            OpenError::Corrupt { path: "/d/log/1.log".into(), offset: 8, reason: "record checksum mismatch".into() };
+        let text = e.to_string();
+        assert!(text.starts_with("corrupt data in /d/log/1.log at offset 8: record checksum mismatch; "), "{text}");
+        assert!(text.contains("remove this member's data directory and add the member to the cluster again"), "{text}");
+    }
 }

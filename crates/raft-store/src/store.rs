@@ -673,7 +673,7 @@ impl Store {
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             match tokio::time::timeout(left, f()).await {
-                Err(_) => return Err(self.timed_out()),
+                Err(_) => return Err(self.timed_out(what, limit)),
                 Ok(Ok(_)) => return Ok(()),
                 Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(p),
@@ -686,11 +686,8 @@ impl Store {
         }
     }
 
-    fn timed_out(&self) -> MembershipError {
-        MembershipError::Refused {
-            node: self.inner.id,
-            reason: format!("timed out after {:?}", self.inner.request_timeout),
-        }
+    fn timed_out(&self, what: &str, limit: Duration) -> MembershipError {
+        MembershipError::Refused { node: self.inner.id, reason: format!("{what} timed out after {limit:?}") }
     }
 
     /// Adds member `id` at `addr` as a learner and waits until it has caught up (leader only).

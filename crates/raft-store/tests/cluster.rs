@@ -106,6 +106,36 @@ async fn a_member_without_leader_answers_not_leader() {
     lone.shutdown().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adding_a_learner_without_a_quorum_times_out_naming_the_time_waited() {
+    support::init_tracing();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let router = InProcessRouter::new(3);
+    let mut stores = Vec::new();
+    for id in [1, 2] {
+        let mut config = StoreConfig::new(id, support::addr(id), dir.path().join(format!("node-{id}")));
+        config.request_timeout = Duration::from_millis(200);
+        let store = Store::open(config, router.transport()).await.expect("open");
+        router.register(&store);
+        stores.push(store);
+    }
+    stores[0].bootstrap().await.expect("bootstrap");
+    stores[0].add_learner(2, support::addr(2)).await.expect("add learner");
+    stores[0].promote(2).await.expect("promote");
+    info!("--- cut the leader off from the other voter: no membership change can commit");
+    router.partition(&[&[1], &[2]]);
+    let started = std::time::Instant::now();
+    let err = stores[0].add_learner(10, "mem://nobody").await.expect_err("cannot commit");
+    let text = err.to_string();
+    assert!(matches!(err, MembershipError::Refused { node: 1, .. }), "{text}");
+    info!("--- add_learner waits six request timeouts, and says so");
+    assert!(text.contains("add learner timed out after 1.2s"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(1200));
+    for store in stores {
+        store.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leader_elects_another_and_loses_nothing() {
     let mut c = Cluster::start(3, 3, Tuning::default()).await;
