@@ -18,12 +18,21 @@ pub fn to_duration(d: Duration) -> prost_types::Duration {
     }
 }
 
-/// A protobuf timestamp as a `SystemTime`; absent or before 1970 is `None`.
+/// The latest time a protobuf timestamp may hold, 9999-12-31T23:59:59.999999999Z, in seconds
+/// since 1970 (the well-known type's documented range).
+const MAX_TIMESTAMP_SECONDS: u64 = 253_402_300_799;
+const MAX_NANOS: u32 = 999_999_999;
+
+/// A protobuf timestamp as a `SystemTime`; absent or before 1970 is `None`. Timestamps past the
+/// well-known type's range (year 9999), which only a faulty or hostile peer sends, are clamped
+/// to its end, so that the time is representable and a delay can still be added to it.
 pub fn from_timestamp(t: Option<&prost_types::Timestamp>) -> Option<SystemTime> {
     let t = t?;
     let secs = u64::try_from(t.seconds).ok()?;
     let nanos = u32::try_from(t.nanos).ok()?;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
+    let (secs, nanos) =
+        if secs >= MAX_TIMESTAMP_SECONDS { (MAX_TIMESTAMP_SECONDS, MAX_NANOS) } else { (secs, nanos.min(MAX_NANOS)) };
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 /// A `SystemTime` as a protobuf timestamp (times before 1970 become the epoch).
@@ -49,6 +58,19 @@ mod tests {
         assert_eq!(from_duration(None), None);
         let t = UNIX_EPOCH + Duration::new(1_795_000_000, 123);
         assert_eq!(from_timestamp(Some(&to_timestamp(t))), Some(t));
+    }
+
+    #[test]
+    fn timestamps_past_year_9999_are_clamped_not_panicking() {
+        let end = UNIX_EPOCH + Duration::new(MAX_TIMESTAMP_SECONDS, MAX_NANOS);
+        for (seconds, nanos) in [(i64::MAX, 0), (i64::MAX, i32::MAX), (i64::MAX - 1, 999_999_999), (253_402_300_800, 0)]
+        {
+            let t = prost_types::Timestamp { seconds, nanos };
+            assert_eq!(from_timestamp(Some(&t)), Some(end), "{t:?}");
+        }
+        let t = prost_types::Timestamp { seconds: 1, nanos: i32::MAX };
+        assert_eq!(from_timestamp(Some(&t)), Some(UNIX_EPOCH + Duration::new(1, MAX_NANOS)), "nanos beyond a second");
+        assert_eq!(from_timestamp(Some(&prost_types::Timestamp { seconds: -1, nanos: 0 })), None);
     }
 
     #[test]

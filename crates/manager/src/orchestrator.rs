@@ -35,8 +35,8 @@ use crate::placement::{snapshot, task_spec};
 /// Swarm's default restart delay, for every orchestrator.
 pub(crate) const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
 
-/// The latest time a protobuf timestamp can hold (9999-12-31T23:59:59Z), as seconds since 1970.
-const LATEST_TIMESTAMP: Duration = Duration::from_secs(253_402_300_799);
+/// The latest time a protobuf timestamp can hold (9999-12-31T23:59:59.999999999Z), since 1970.
+const LATEST_TIMESTAMP: Duration = Duration::new(253_402_300_799, 999_999_999);
 
 /// What the orchestrator should do for one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,7 +1,18 @@
 //! Validation of names and service specs before anything is stored: each refusal names the
 //! field, the value and what is expected, so the CLI can print it as is.
 
+use std::time::Duration;
+
 use shoal_api::v1;
+
+/// The longest wait a spec may ask for: restart delay, stop grace period, update and rollback
+/// delay and monitor period, health-check interval, timeout and start period. A day is far
+/// beyond any real need; a longer value is more likely a slip of units (`--restart-delay 1e19`),
+/// and the cap keeps every time computed from these representable.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// The longest restart window (the period `max_attempts` counts failures in): a week.
+pub(crate) const MAX_RESTART_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 /// A spec that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -90,11 +101,37 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     if let Some(resources) = &task.resources {
         validate_resources(resources)?;
     }
+    let mut waits = Vec::new();
     if let Some(restart) = &task.restart {
-        for (field, d) in [("restart delay", &restart.delay), ("restart window", &restart.window)] {
-            if d.as_ref().is_some_and(|d| d.seconds < 0 || d.nanos < 0) {
-                return Err(invalid(field, format!("{d:?}"), "durations cannot be negative"));
-            }
+        waits.push(("restart delay", restart.delay.as_ref(), MAX_WAIT, "24h"));
+        waits.push(("restart window", restart.window.as_ref(), MAX_RESTART_WINDOW, "7 days (168h)"));
+    }
+    if let Some(grace) = container.stop_grace_period.as_ref() {
+        waits.push(("stop grace period", Some(grace), MAX_WAIT, "24h"));
+    }
+    if let Some(health) = &container.healthcheck {
+        waits.push(("health-check interval", health.interval.as_ref(), MAX_WAIT, "24h"));
+        waits.push(("health-check timeout", health.timeout.as_ref(), MAX_WAIT, "24h"));
+        waits.push(("health-check start period", health.start_period.as_ref(), MAX_WAIT, "24h"));
+    }
+    for (which, update) in [("update", &spec.update), ("rollback", &spec.rollback)] {
+        let Some(update) = update else { continue };
+        let (delay, monitor) = if which == "update" {
+            ("update delay", "update monitor period")
+        } else {
+            ("rollback delay", "rollback monitor period")
+        };
+        waits.push((delay, update.delay.as_ref(), MAX_WAIT, "24h"));
+        waits.push((monitor, update.monitor.as_ref(), MAX_WAIT, "24h"));
+    }
+    for (field, d, max, max_text) in waits {
+        let Some(d) = d else { continue };
+        let text = if d.nanos == 0 { format!("{}s", d.seconds) } else { format!("{}.{:09}s", d.seconds, d.nanos) };
+        if d.seconds < 0 || d.nanos < 0 {
+            return Err(invalid(field, text, "durations cannot be negative"));
+        }
+        if shoal_api::from_duration(Some(d)).is_none_or(|d| d > max) {
+            return Err(invalid(field, text, format!("at most {max_text}")));
         }
     }
     Ok(())
@@ -186,9 +223,62 @@ mod tests {
         );
     }
 
+    type Mutation = fn(&mut v1::ServiceSpec);
+
+    /// A protobuf duration of `$seconds` (which may be negative), without naming prost-types.
+    macro_rules! seconds {
+        ($seconds:expr) => {{
+            let mut d = shoal_api::to_duration(Duration::ZERO);
+            d.seconds = $seconds;
+            Some(d)
+        }};
+    }
+
+    fn restart(s: &mut v1::ServiceSpec) -> &mut v1::RestartPolicy {
+        s.task.as_mut().expect("task").restart.get_or_insert_default()
+    }
+
+    /// Waits beyond their maximum, and negative ones.
+    fn wait_cases() -> Vec<(Mutation, &'static str)> {
+        vec![
+            (|s| restart(s).delay = seconds!(-1), "invalid restart delay \"-1s\": durations cannot be negative"),
+            (|s| restart(s).delay = seconds!(86_401), "invalid restart delay \"86401s\": at most 24h"),
+            (|s| restart(s).delay = seconds!(i64::MAX), "invalid restart delay \"9223372036854775807s\": at most 24h"),
+            (|s| restart(s).window = seconds!(604_801), "invalid restart window \"604801s\": at most 7 days (168h)"),
+            (
+                |s| container(s).stop_grace_period = seconds!(100_000),
+                "invalid stop grace period \"100000s\": at most 24h",
+            ),
+            (
+                |s| {
+                    container(s).healthcheck =
+                        Some(v1::HealthConfig { timeout: seconds!(100_000), ..Default::default() });
+                },
+                "invalid health-check timeout \"100000s\": at most 24h",
+            ),
+            (
+                |s| s.update = Some(v1::UpdateConfig { delay: seconds!(100_000), ..Default::default() }),
+                "invalid update delay \"100000s\": at most 24h",
+            ),
+            (
+                |s| s.rollback = Some(v1::UpdateConfig { monitor: seconds!(-5), ..Default::default() }),
+                "invalid rollback monitor period \"-5s\": durations cannot be negative",
+            ),
+        ]
+    }
+
+    #[test]
+    fn waits_up_to_their_maximum_are_accepted() {
+        let mut s = spec();
+        restart(&mut s).delay = seconds!(86_400);
+        restart(&mut s).window = seconds!(604_800);
+        container(&mut s).stop_grace_period = seconds!(86_400);
+        s.update = Some(v1::UpdateConfig { delay: seconds!(86_400), monitor: seconds!(0), ..Default::default() });
+        assert_eq!(validate_service_spec(&s), Ok(()));
+    }
+
     #[test]
     fn each_refusal_names_the_field() {
-        type Mutation = fn(&mut v1::ServiceSpec);
         let cases: Vec<(Mutation, &str)> = vec![
             (|s| s.annotations = None, "service spec has no name"),
             (|s| s.mode = None, "service spec has no mode"),
@@ -248,7 +338,7 @@ mod tests {
             ),
         ];
         assert_eq!(validate_service_spec(&spec()), Ok(()));
-        for (mutate, expected) in cases {
+        for (mutate, expected) in cases.into_iter().chain(wait_cases()) {
             let mut s = spec();
             mutate(&mut s);
             let err = validate_service_spec(&s).expect_err(expected).to_string();

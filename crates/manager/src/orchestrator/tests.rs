@@ -395,3 +395,37 @@ fn global_table() {
         assert_eq!(reconcile_global(&svc, &tasks, &nodes, now()), expected, "{what}");
     }
 }
+
+/// A restart delay or a status timestamp too large to add (stored before validation capped
+/// them, or reported by a faulty agent) gives the latest representable time, not a panic.
+#[test]
+fn huge_delays_and_timestamps_saturate() {
+    let latest = SystemTime::UNIX_EPOCH + LATEST_TIMESTAMP;
+    let huge = Some(v1::RestartPolicy { delay: Some(shoal_api::to_duration(Duration::MAX)), ..Default::default() });
+    let failed = |line: &str| {
+        let mut t = task(line);
+        t.meta = Some(v1::Meta { version: 1, ..Default::default() });
+        t
+    };
+    let nodes = [node("n1", false, false)];
+    let slot_1 = ReplicatedPlan { create: vec![(1, latest)], shutdown: vec!["t1".into()] };
+    assert_eq!(reconcile_replicated(&service(1, huge), &[failed("t1 1 n1 failed")], &nodes, now()), slot_1);
+
+    let mut far = failed("t1 1 n1 failed");
+    if let Some(ts) = far.status.as_mut().and_then(|s| s.timestamp.as_mut()) {
+        (ts.seconds, ts.nanos) = (i64::MAX, i32::MAX);
+    }
+    let five = policy(Condition::Any, 5, 0, 0);
+    assert_eq!(reconcile_replicated(&service(1, five), &[far], &nodes, now()), slot_1, "a timestamp past year 9999");
+
+    let on_n1 = GlobalPlan { create: vec![("n1".into(), latest)], shutdown: vec!["t1".into()] };
+    assert_eq!(reconcile_global(&global(huge, &[]), &[failed("t1 0 n1 failed")], &nodes, now()), on_n1);
+
+    let mut job = service(1, huge);
+    if let Some(spec) = job.spec.as_mut() {
+        let mode = v1::ReplicatedJob { max_concurrent: 1, total_completions: 1 };
+        spec.mode = Some(v1::service_spec::Mode::ReplicatedJob(mode));
+    }
+    let plan = crate::jobs::reconcile_job(&job, &[failed("t1 1 n1 failed")], &nodes, now());
+    assert_eq!((plan.create_slots, plan.shutdown), (vec![(1, latest)], vec!["t1".to_owned()]));
+}
