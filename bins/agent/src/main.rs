@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shoal_agent::WorkerConfig;
 
@@ -60,17 +59,7 @@ enum Command {
 }
 
 fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
-    let logger = match common.logger {
-        Some(path) => path,
-        None => std::env::current_exe()
-            .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
-            .with_file_name("shoal-runtime-logger"),
-    };
-    anyhow::ensure!(
-        logger.is_file(),
-        "logger {} not found: install shoal-runtime-logger next to shoal-agent or pass --logger",
-        logger.display()
-    );
+    let logger = shoal_agent::find_logger(common.logger.as_deref(), "shoal-agent")?;
     Ok(WorkerConfig {
         data_dir: common.data_dir,
         containerd_socket: common.containerd_socket,

@@ -81,7 +81,8 @@ enum Command {
     },
     /// Resume from the data directory (after a restart), and run.
     Run {
-        /// Address other nodes reach this one at; defaults to the one recorded at init/join.
+        /// Address other nodes reach this one at; defaults to the one a manager recorded at
+        /// init/join, and to the listen address for a worker (which must then not be 0.0.0.0).
         #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
         advertise_addr: Option<String>,
         #[command(flatten)]
@@ -128,12 +129,7 @@ enum RoleEnd {
 }
 
 fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
-    let logger = match &common.logger {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()
-            .context("cannot find this executable to locate shoal-runtime-logger; pass --logger")?
-            .with_file_name("shoal-runtime-logger"),
-    };
+    let logger = shoal_agent::find_logger(common.logger.as_deref(), "shoal-manager")?;
     Ok(shoal_agent::WorkerConfig {
         data_dir: common.data_dir.clone(),
         containerd_socket: common.containerd_socket.clone(),
@@ -320,7 +316,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { advertise_addr, common } => {
             let advertised = match advertise_addr {
                 Some(addr) => advertise(&addr, common.listen_addr)?,
-                None => common.listen_addr,
+                None if shoal_manager::holds_manager(&common.data_dir) => {
+                    advertise(&shoal_manager::recorded_advertise_addr(&common.data_dir)?, common.listen_addr)?
+                }
+                None => {
+                    // A worker that may be promoted must tell the managers where to reach it.
+                    anyhow::ensure!(
+                        !common.listen_addr.ip().is_unspecified(),
+                        "give --advertise-addr: this node listens on {} and records no address other nodes can reach it at",
+                        common.listen_addr
+                    );
+                    common.listen_addr
+                }
             };
             if !shoal_manager::holds_manager(&common.data_dir) && shoal_agent::holds_worker(&common.data_dir) {
                 return serve_node(NodeState::Worker, &common, advertised).await;

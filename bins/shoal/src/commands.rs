@@ -342,9 +342,13 @@ fn api(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+/// The largest answer the CLI accepts from a manager.
+const MAX_ANSWER_BYTES: usize = 256 << 20;
+
 pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyhow::Result<()> {
     let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
-    let mut control = ControlClient::new(channel);
+    // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
+    let mut control = ControlClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
     match command {
         Command::Node(node) => node_command(&mut control, host, node).await,
         Command::Service(service) => service_command(&mut control, service).await,
@@ -408,32 +412,28 @@ async fn node_command(control: &mut ControlClient<Channel>, host: &str, command:
             println!("{}", serde_json::to_string_pretty(&node_json(&node))?);
         }
         NodeCommand::Update { availability, label_add, label_rm, node } => {
-            let mut current = get_node(control, node).await?;
-            let mut spec = current.spec.take().unwrap_or_default();
-            if let Some(a) = availability {
-                spec.availability = match a {
-                    Availability::Active => v1::NodeAvailability::Active,
-                    Availability::Pause => v1::NodeAvailability::Pause,
-                    Availability::Drain => v1::NodeAvailability::Drain,
-                } as i32;
-            }
-            let labels = &mut spec.annotations.get_or_insert_with(Default::default).labels;
-            for pair in &label_add {
-                let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
-                labels.insert(k.to_owned(), v.to_owned());
-            }
-            for key in &label_rm {
-                if labels.remove(key).is_none() {
-                    bail!("key {key:?} doesn't exist in node's labels");
+            let (id, _) = edit_node_spec(control, &node, |spec| {
+                if let Some(a) = availability {
+                    spec.availability = match a {
+                        Availability::Active => v1::NodeAvailability::Active,
+                        Availability::Pause => v1::NodeAvailability::Pause,
+                        Availability::Drain => v1::NodeAvailability::Drain,
+                    } as i32;
                 }
-            }
-            let request = v1::UpdateNodeRequest {
-                node: current.id.clone(),
-                version: current.meta.as_ref().map_or(0, |m| m.version),
-                spec: Some(spec),
-            };
-            control.update_node(request).await.map_err(api)?;
-            println!("{}", current.id);
+                let labels = &mut spec.annotations.get_or_insert_with(Default::default).labels;
+                for pair in &label_add {
+                    let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+                    labels.insert(k.to_owned(), v.to_owned());
+                }
+                for key in &label_rm {
+                    if labels.remove(key).is_none() {
+                        bail!("key {key:?} doesn't exist in node's labels");
+                    }
+                }
+                Ok(true)
+            })
+            .await?;
+            println!("{id}");
         }
         NodeCommand::Promote { nodes } => set_roles(control, nodes, v1::NodeRole::Manager).await?,
         NodeCommand::Demote { nodes } => set_roles(control, nodes, v1::NodeRole::Worker).await?,
@@ -447,32 +447,46 @@ async fn node_command(control: &mut ControlClient<Channel>, host: &str, command:
     Ok(())
 }
 
+/// Reads node `name`, lets `edit` change its spec (it returns whether anything is to be written)
+/// and writes it back; returns the node's ID and whether it wrote. The managers update node
+/// records too (status, manager status): a write that lost to one of theirs is read again and
+/// edited again.
+async fn edit_node_spec(
+    control: &mut ControlClient<Channel>,
+    name: &str,
+    mut edit: impl FnMut(&mut v1::NodeSpec) -> anyhow::Result<bool>,
+) -> anyhow::Result<(String, bool)> {
+    let mut attempts = 0;
+    loop {
+        let mut node = get_node(control, name.to_owned()).await?;
+        let mut spec = node.spec.take().unwrap_or_default();
+        if !edit(&mut spec)? {
+            return Ok((node.id, false));
+        }
+        let request = v1::UpdateNodeRequest {
+            node: node.id.clone(),
+            version: node.meta.as_ref().map_or(0, |m| m.version),
+            spec: Some(spec),
+        };
+        match control.update_node(request).await {
+            Ok(_) => return Ok((node.id, true)),
+            Err(status) if status.code() == tonic::Code::Aborted && attempts < 5 => attempts += 1,
+            Err(status) => return Err(api(status)),
+        }
+    }
+}
+
 /// `node promote|demote`: sets each node's desired role; the leader makes Raft membership and
 /// the node's certificate follow.
 async fn set_roles(control: &mut ControlClient<Channel>, nodes: Vec<String>, role: v1::NodeRole) -> anyhow::Result<()> {
     anyhow::ensure!(!nodes.is_empty(), "name at least one node");
     for name in nodes {
-        // The managers update node records too (status, manager status): a write that lost to
-        // one of theirs is read again and retried.
-        let mut attempts = 0;
-        let changed = loop {
-            let mut node = get_node(control, name.clone()).await?;
-            let mut spec = node.spec.take().unwrap_or_default();
-            if spec.desired_role == role as i32 {
-                break false;
-            }
+        let (_, changed) = edit_node_spec(control, &name, |spec| {
+            let change = spec.desired_role != role as i32;
             spec.desired_role = role as i32;
-            let request = v1::UpdateNodeRequest {
-                node: node.id.clone(),
-                version: node.meta.as_ref().map_or(0, |m| m.version),
-                spec: Some(spec),
-            };
-            match control.update_node(request).await {
-                Ok(_) => break true,
-                Err(status) if status.code() == tonic::Code::Aborted && attempts < 5 => attempts += 1,
-                Err(status) => return Err(api(status)),
-            }
-        };
+            Ok(change)
+        })
+        .await?;
         if !changed {
             match role {
                 v1::NodeRole::Manager => println!("Node {name} is already a manager."),
@@ -647,21 +661,32 @@ async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> any
         };
         let running =
             live.iter().filter(|t| t.status.as_ref().is_some_and(|s| s.state == TaskState::Running as i32)).count();
-        // A job converges when its tasks have completed, not while they run.
-        let job_total = match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
-            Some(v1::service_spec::Mode::ReplicatedJob(j)) => Some(j.total_completions as usize),
-            Some(v1::service_spec::Mode::GlobalJob(_)) => Some(tasks.iter().filter(|t| t.slot == 0).count()),
-            _ => None,
-        };
-        if let Some(total) = job_total {
-            let complete = |t: &&v1::Task| t.status.as_ref().is_some_and(|s| s.state == TaskState::Complete as i32);
-            let completed = tasks.iter().filter(complete).count();
-            let line = format!("job progress: {completed} out of {total} complete, {running} running");
+        // A job converges when its tasks have completed, not while they run; its progress is
+        // judged as the leader judges it (the current iteration, exit codes, the restart policy).
+        let is_job = matches!(
+            service.spec.as_ref().and_then(|s| s.mode.as_ref()),
+            Some(v1::service_spec::Mode::ReplicatedJob(_) | v1::service_spec::Mode::GlobalJob(_))
+        );
+        if is_job {
+            let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
+            let progress =
+                shoal_manager::job_progress(&service, &tasks, &nodes, std::time::SystemTime::now()).unwrap_or_default();
+            let failed = if progress.failed > 0 { format!(", {} failed", progress.failed) } else { String::new() };
+            let line = format!(
+                "job progress: {} out of {} complete, {} running{failed}",
+                progress.completed, progress.total, progress.running
+            );
             if line != last {
                 println!("{line}");
                 last = line;
             }
-            if total > 0 && completed >= total {
+            if progress.finished() && progress.total > 0 {
+                anyhow::ensure!(
+                    progress.failed == 0,
+                    "job {service_id}: {} of {} failed and will not be retried; see `shoal service ps {service_id}`",
+                    progress.failed,
+                    progress.total
+                );
                 println!("verify: Job complete");
                 return Ok(());
             }

@@ -250,9 +250,18 @@ pub(crate) fn progress(live: &[&v1::Task], desired: usize, global: bool) -> Stri
             out.push('\n');
         }
     } else {
+        // The newest task of each slot, found in one pass (100,000 slots would make a scan per
+        // slot 10^10 steps).
+        let version = |t: &v1::Task| t.meta.as_ref().map_or(0, |m| m.version);
+        let mut newest: std::collections::HashMap<u64, &v1::Task> = std::collections::HashMap::new();
+        for task in live {
+            let entry = newest.entry(task.slot).or_insert(task);
+            if version(task) > version(entry) {
+                *entry = task;
+            }
+        }
         for slot in 1..=desired as u64 {
-            let task = live.iter().filter(|t| t.slot == slot).max_by_key(|t| t.meta.as_ref().map_or(0, |m| m.version));
-            out.push_str(&progress_line(&format!("{slot}/{desired}"), task.copied()));
+            out.push_str(&progress_line(&format!("{slot}/{desired}"), newest.get(&slot).copied()));
             out.push('\n');
         }
     }

@@ -14,8 +14,8 @@ mod worker;
 pub use join::{JoinError, join};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 pub use worker::{
-    WorkerConfig, WorkerError, describe_node, forget_worker, holds_worker, join_worker, record_worker, run_node,
-    run_worker,
+    WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,
+    run_node, run_worker,
 };
 
 /// Labels the agent puts on its containers, to find them again after a restart.

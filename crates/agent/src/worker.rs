@@ -54,6 +54,14 @@ pub enum WorkerError {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The container log writer is missing.
+    #[error("logger {path}: {reason}")]
+    Logger {
+        /// Where it was looked for.
+        path: PathBuf,
+        /// What to do.
+        reason: String,
+    },
     /// containerd could not be reached.
     #[error(transparent)]
     Containerd(#[from] shoal_runtime::ConnectError),
@@ -66,6 +74,27 @@ pub enum WorkerError {
 struct State {
     node_id: String,
     managers: Vec<String>,
+}
+
+/// The `shoal-runtime-logger` executable: `given`, or the one next to the running program
+/// (`program` names it in the error).
+pub fn find_logger(given: Option<&Path>, program: &str) -> Result<PathBuf, WorkerError> {
+    let logger = match given {
+        Some(path) => path.to_owned(),
+        None => std::env::current_exe()
+            .map_err(|e| WorkerError::Logger {
+                path: PathBuf::from("shoal-runtime-logger"),
+                reason: format!("cannot find {program} itself to look beside it ({e}); pass --logger"),
+            })?
+            .with_file_name("shoal-runtime-logger"),
+    };
+    if !logger.is_file() {
+        return Err(WorkerError::Logger {
+            path: logger,
+            reason: format!("not found; install shoal-runtime-logger next to {program} or pass --logger"),
+        });
+    }
+    Ok(logger)
 }
 
 fn data_error(path: &Path, reason: impl Into<String>) -> WorkerError {

@@ -12,7 +12,7 @@ use shoal_ca_pki::{ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role};
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
-use crate::objects::{Object, ObjectError, ObjectStore};
+use crate::objects::{Object, ObjectError, ObjectStore, Write};
 use crate::tls::caller;
 use crate::validate::validate_service_spec;
 
@@ -32,7 +32,8 @@ impl ControlService {
         if desired_role == v1::NodeRole::Manager as i32 {
             if !node.description.as_ref().is_some_and(|d| d.can_manage) {
                 return Err(Status::failed_precondition(format!(
-                    "node {name} runs shoal-agent, which cannot run a manager; to make it promotable, run                      shoal-manager on it instead (shoal-manager join --token <worker token> …)"
+                    "node {name} runs shoal-agent, which cannot run a manager; to make it promotable, run \
+                     shoal-manager on it instead (shoal-manager join --token <worker token> …)"
                 )));
             }
             return Ok(());
@@ -67,7 +68,8 @@ impl ControlService {
             };
         if reachable_after < remaining / 2 + 1 {
             return Err(Status::failed_precondition(format!(
-                "demoting node {name} would leave {reachable_after} reachable of {remaining} managers, less than a                  quorum; bring the unreachable managers back first"
+                "demoting node {name} would leave {reachable_after} reachable of {remaining} managers, less than a \
+                 quorum; bring the unreachable managers back first"
             )));
         }
         Ok(())
@@ -275,12 +277,23 @@ impl Control for ControlService {
     ) -> Result<Response<v1::RemoveServiceResponse>, Status> {
         let service = self.resolve::<v1::Service>(&request.into_inner().service).await?;
         self.objects.delete::<v1::Service>(&service.id, service.version()).await?;
-        // Its tasks are told to go; agents stop them and the reaper deletes them.
-        for mut task in self.objects.list::<v1::Task>().await?.into_iter().filter(|t| t.service_id == service.id) {
-            task.desired_state = v1::TaskState::Remove as i32;
-            if let Err(err) = self.objects.update(task).await {
-                tracing::warn!(service.id = %service.id, error = %err, "could not mark a task for removal; the orchestrator will");
-            }
+        // Its tasks are told to go, in batched writes; agents stop them and the reaper deletes
+        // them. A task whose write lost to another (a status report) is left to the leader,
+        // whose passes remove the tasks of services that are gone.
+        let marked: Vec<Write<v1::Task>> = self
+            .objects
+            .list::<v1::Task>()
+            .await?
+            .into_iter()
+            .filter(|t| t.service_id == service.id)
+            .map(|mut task| {
+                task.desired_state = v1::TaskState::Remove as i32;
+                Write::Update(task)
+            })
+            .collect();
+        let left = self.objects.write_all(marked).await?.into_iter().filter(Result::is_err).count();
+        if left > 0 {
+            tracing::debug!(service.id = %service.id, left, "tasks not marked for removal here; the leader will");
         }
         tracing::info!(service.id = %service.id, "service removed");
         Ok(Response::new(v1::RemoveServiceResponse {}))

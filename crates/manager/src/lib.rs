@@ -37,7 +37,7 @@ pub use jobs::{JobPlan, JobProgress, job_progress, reconcile_job};
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
 pub use node::{
     InitOutcome, Joined, ManagerConfig, RunningManager, StartError, forget_manager, holds_manager, init, join,
-    join_node, promote, start,
+    join_node, promote, recorded_advertise_addr, start,
 };
 pub use objects::{BATCH, Object, ObjectError, ObjectStore, Write};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};

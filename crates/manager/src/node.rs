@@ -447,6 +447,34 @@ pub fn holds_manager(data_dir: &std::path::Path) -> bool {
     data_dir.join("manager.json").is_file()
 }
 
+/// The address the manager in `data_dir` advertises (recorded by `init`, `join` or `promote`).
+pub fn recorded_advertise_addr(data_dir: &std::path::Path) -> Result<String, StartError> {
+    let path = data_dir.join("manager.json");
+    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| StartError::DataDir {
+        path: path.clone(),
+        reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
+    })?;
+    Ok(identity.advertise_addr)
+}
+
+/// How many times a joining manager asks for `JoinRaft` before it gives up.
+const JOIN_RAFT_ATTEMPTS: u32 = 5;
+
+/// Whether a refused call may succeed when made again unchanged.
+fn is_transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::Aborted
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::ResourceExhausted
+    )
+}
+
 /// The second half of joining as a manager, with a manager certificate in hand: the cluster CA
 /// from the manager at `remote`, this member's Raft store and port, then `JoinRaft`.
 async fn become_manager(
@@ -487,10 +515,21 @@ async fn become_manager(
     let identity =
         Identity { cluster_id, node_id, raft_id: random_u64(), advertise_addr: config.advertise_addr.to_string() };
     let running = run(config, &identity, ca, credentials, false).await?;
-    let joined = control
-        .join_raft(v1::JoinRaftRequest { raft_id: identity.raft_id, addr: identity.advertise_addr.clone() })
-        .await
-        .map_err(status("join the Raft group"));
+    // `JoinRaft` is idempotent: a lost answer or a passing failure (a leader change, a
+    // conflicting write) is retried, since the leader may already count this node as a voter.
+    let request = v1::JoinRaftRequest { raft_id: identity.raft_id, addr: identity.advertise_addr.clone() };
+    let mut attempt = 1;
+    let joined = loop {
+        match control.join_raft(request.clone()).await {
+            Ok(_) => break Ok(()),
+            Err(s) if attempt < JOIN_RAFT_ATTEMPTS && is_transient(&s) => {
+                tracing::warn!(attempt, error = %s.message(), "joining the Raft group failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(s) => break Err(status("join the Raft group")(s)),
+        }
+    };
     if let Err(err) = joined {
         running.shutdown().await;
         return Err(err);
