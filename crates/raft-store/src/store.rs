@@ -169,32 +169,29 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
+/// A leader's answer to a request another member sent it (a forwarded write, a read index).
 #[derive(Debug)]
-enum ForwardAnswer {
-    Applied(TxnOutcome),
+enum LeaderAnswer<T> {
+    /// Done: the outcome of the write, or the read index.
+    Done(T),
+    /// The member asked is not the leader; it knows this one, if any.
     NotLeader(Option<NodeId>),
+    /// The leader failed the request.
     Failed(String),
 }
 
-#[derive(Debug)]
-enum ReadIndexAnswer {
-    Index(u64),
-    NotLeader(Option<NodeId>),
-    Failed(String),
-}
-
-impl Encode for ForwardAnswer {
+impl<T: Encode> Encode for LeaderAnswer<T> {
     fn encode(&self, out: &mut Vec<u8>) {
         match self {
-            ForwardAnswer::Applied(o) => {
+            LeaderAnswer::Done(value) => {
                 codec::put_tag(out, 0);
-                o.encode(out);
+                value.encode(out);
             }
-            ForwardAnswer::NotLeader(l) => {
+            LeaderAnswer::NotLeader(l) => {
                 codec::put_tag(out, 1);
                 l.encode(out);
             }
-            ForwardAnswer::Failed(reason) => {
+            LeaderAnswer::Failed(reason) => {
                 codec::put_tag(out, 2);
                 codec::put_str(out, reason);
             }
@@ -202,45 +199,32 @@ impl Encode for ForwardAnswer {
     }
 }
 
-impl Decode for ForwardAnswer {
+impl<T: Decode> Decode for LeaderAnswer<T> {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match codec::get_tag(r, "forward answer")? {
-            (_, 0) => Ok(ForwardAnswer::Applied(TxnOutcome::decode(r)?)),
-            (_, 1) => Ok(ForwardAnswer::NotLeader(Option::decode(r)?)),
-            (_, 2) => Ok(ForwardAnswer::Failed(codec::get_string(r, "forward failure")?)),
-            (at, tag) => Err(DecodeError::Tag { at, what: "forward answer", tag: u64::from(tag) }),
+        match codec::get_tag(r, "leader answer")? {
+            (_, 0) => Ok(LeaderAnswer::Done(T::decode(r)?)),
+            (_, 1) => Ok(LeaderAnswer::NotLeader(Option::decode(r)?)),
+            (_, 2) => Ok(LeaderAnswer::Failed(codec::get_string(r, "leader failure")?)),
+            (at, tag) => Err(DecodeError::Tag { at, what: "leader answer", tag: u64::from(tag) }),
         }
     }
 }
 
-impl Encode for ReadIndexAnswer {
-    fn encode(&self, out: &mut Vec<u8>) {
-        match self {
-            ReadIndexAnswer::Index(i) => {
-                codec::put_tag(out, 0);
-                i.encode(out);
-            }
-            ReadIndexAnswer::NotLeader(l) => {
-                codec::put_tag(out, 1);
-                l.encode(out);
-            }
-            ReadIndexAnswer::Failed(reason) => {
-                codec::put_tag(out, 2);
-                codec::put_str(out, reason);
-            }
-        }
-    }
-}
-
-impl Decode for ReadIndexAnswer {
-    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        match codec::get_tag(r, "read index answer")? {
-            (_, 0) => Ok(ReadIndexAnswer::Index(u64::decode(r)?)),
-            (_, 1) => Ok(ReadIndexAnswer::NotLeader(Option::decode(r)?)),
-            (_, 2) => Ok(ReadIndexAnswer::Failed(codec::get_string(r, "read index failure")?)),
-            (at, tag) => Err(DecodeError::Tag { at, what: "read index answer", tag: u64::from(tag) }),
-        }
-    }
+/// Asking the leader got no answer (see [`Store::ask_leader`]).
+#[derive(Debug, thiserror::Error)]
+enum AskError {
+    /// The leader is not in this member's membership view.
+    #[error("address of leader {0} unknown")]
+    NoAddress(NodeId),
+    /// The transport failed.
+    #[error("{0}")]
+    Transport(TransportError),
+    /// No answer came within the request timeout.
+    #[error("no answer within {0:?}")]
+    TimedOut(Duration),
+    /// The answer does not decode.
+    #[error("undecodable answer: {0}")]
+    Undecodable(DecodeError),
 }
 
 impl Encode for MemberStatus {
@@ -502,11 +486,31 @@ impl Store {
     }
 
     /// Applies a transaction atomically; forwarded to the leader from a follower.
+    ///
+    /// A member that believes it leads proposes the transaction itself (moving it, not copying
+    /// its values); if it has just lost leadership, openraft does not hand the command back and
+    /// the caller gets [`WriteError::NotLeader`] naming the new leader.
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
-        match self.write_local(txn.clone()).await {
-            Err(WriteError::NotLeader { leader: Some(leader) }) if leader != self.inner.id => {
-                self.forward(leader, txn).await
-            }
+        let me = self.inner.id;
+        let (leading, known) = {
+            let m = self.inner.raft.metrics().borrow_watched().clone();
+            (m.state == ServerState::Leader, m.current_leader)
+        };
+        if leading {
+            return self.write_local(txn).await;
+        }
+        let leader = match known.filter(|l| *l != me) {
+            Some(leader) => leader,
+            // No leader known yet (an election is on): Raft may know more than its metrics, or
+            // this member may have just won. Rare, so the copy kept for forwarding is cheap.
+            None => match self.write_local(txn.clone()).await {
+                Err(WriteError::NotLeader { leader: Some(leader) }) if leader != me => leader,
+                other => return other,
+            },
+        };
+        match self.forward(leader, &txn).await {
+            // This member was elected meanwhile: the leader it asked says so.
+            Err(WriteError::NotLeader { leader: Some(l) }) if l == me => self.write_local(txn).await,
             other => other,
         }
     }
@@ -533,25 +537,31 @@ impl Store {
         m.membership().get_node(&leader).map(|n| n.addr.clone())
     }
 
-    async fn forward(&self, leader: NodeId, txn: Txn) -> Result<TxnOutcome, WriteError> {
-        let Some(addr) = self.leader_addr(leader) else {
-            return Err(WriteError::NotLeader { leader: Some(leader) });
+    /// Sends `payload` to `leader` and decodes its answer, within the request timeout.
+    async fn ask_leader<T: Decode>(&self, leader: NodeId, kind: MessageKind, payload: Vec<u8>) -> Result<T, AskError> {
+        let addr = self.leader_addr(leader).ok_or(AskError::NoAddress(leader))?;
+        let limit = self.inner.request_timeout;
+        let fut = self.inner.transport.send(self.inner.id, leader, &addr, kind, payload);
+        let bytes = match tokio::time::timeout(limit, fut).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e)) => return Err(AskError::Transport(e)),
+            Err(_) => return Err(AskError::TimedOut(limit)),
         };
+        decode(&bytes).map_err(AskError::Undecodable)
+    }
+
+    async fn forward(&self, leader: NodeId, txn: &Txn) -> Result<TxnOutcome, WriteError> {
         tracing::debug!(node.id = self.inner.id, leader.id = leader, "forwarding write to leader");
-        let fut = self.inner.transport.send(self.inner.id, leader, &addr, MessageKind::ForwardWrite, encode(&txn));
-        let bytes = match tokio::time::timeout(self.inner.request_timeout, fut).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e @ TransportError::Unreachable { .. })) => {
-                return Err(WriteError::LeaderUnreachable { leader, reason: e.to_string() });
+        match self.ask_leader(leader, MessageKind::ForwardWrite, encode(txn)).await {
+            Ok(LeaderAnswer::Done(outcome)) => Ok(outcome),
+            Ok(LeaderAnswer::NotLeader(l)) => Err(WriteError::NotLeader { leader: l }),
+            Ok(LeaderAnswer::Failed(reason)) => Err(WriteError::Unconfirmed { node: leader, reason }),
+            // Nothing was sent in these two cases.
+            Err(AskError::NoAddress(_)) => Err(WriteError::NotLeader { leader: Some(leader) }),
+            Err(AskError::Transport(e @ TransportError::Unreachable { .. })) => {
+                Err(WriteError::LeaderUnreachable { leader, reason: e.to_string() })
             }
-            Ok(Err(e)) => return Err(WriteError::Forward { leader, reason: e.to_string() }),
-            Err(_) => return Err(WriteError::Forward { leader, reason: "timed out".into() }),
-        };
-        match decode::<ForwardAnswer>(&bytes) {
-            Ok(ForwardAnswer::Applied(o)) => Ok(o),
-            Ok(ForwardAnswer::NotLeader(l)) => Err(WriteError::NotLeader { leader: l }),
-            Ok(ForwardAnswer::Failed(reason)) => Err(WriteError::Unconfirmed { node: leader, reason }),
-            Err(e) => Err(WriteError::Forward { leader, reason: format!("undecodable answer: {e}") }),
+            Err(e) => Err(WriteError::Forward { leader, reason: e.to_string() }),
         }
     }
 
@@ -560,9 +570,11 @@ impl Store {
     async fn linearize(&self) -> Result<(), ReadError> {
         let id = self.inner.id;
         let fut = self.inner.raft.ensure_linearizable(ReadPolicy::ReadIndex);
-        let leader = match tokio::time::timeout(self.inner.request_timeout, fut).await {
+        let limit = self.inner.request_timeout;
+        let leader = match tokio::time::timeout(limit, fut).await {
             Err(_) => {
-                return Err(ReadError::NoQuorum { leader: self.leader(), reason: "read index timed out".into() });
+                let reason = format!("read index not confirmed by a quorum within {limit:?}");
+                return Err(ReadError::NoQuorum { leader: self.leader(), reason });
             }
             Ok(Ok(_)) => return Ok(()),
             Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => f.leader_id,
@@ -574,24 +586,13 @@ impl Store {
         let Some(leader) = leader.filter(|l| *l != id) else {
             return Err(ReadError::NoQuorum { leader, reason: "no leader known".into() });
         };
-        let Some(addr) = self.leader_addr(leader) else {
-            return Err(ReadError::NoQuorum { leader: Some(leader), reason: "leader address unknown".into() });
-        };
-        let fut = self.inner.transport.send(id, leader, &addr, MessageKind::ReadIndex, Vec::new());
-        let bytes = match tokio::time::timeout(self.inner.request_timeout, fut).await {
-            Ok(Ok(b)) => b,
-            Ok(Err(e)) => return Err(ReadError::NoQuorum { leader: Some(leader), reason: e.to_string() }),
-            Err(_) => return Err(ReadError::NoQuorum { leader: Some(leader), reason: "read index timed out".into() }),
-        };
-        let index = match decode::<ReadIndexAnswer>(&bytes) {
-            Ok(ReadIndexAnswer::Index(i)) => i,
-            Ok(ReadIndexAnswer::NotLeader(l)) => {
+        let index = match self.ask_leader(leader, MessageKind::ReadIndex, Vec::new()).await {
+            Ok(LeaderAnswer::Done(index)) => index,
+            Ok(LeaderAnswer::NotLeader(l)) => {
                 return Err(ReadError::NoQuorum { leader: l, reason: format!("node {leader} is no longer leader") });
             }
-            Ok(ReadIndexAnswer::Failed(reason)) => return Err(ReadError::NoQuorum { leader: Some(leader), reason }),
-            Err(e) => {
-                return Err(ReadError::NoQuorum { leader: Some(leader), reason: format!("undecodable answer: {e}") });
-            }
+            Ok(LeaderAnswer::Failed(reason)) => return Err(ReadError::NoQuorum { leader: Some(leader), reason }),
+            Err(e) => return Err(ReadError::NoQuorum { leader: Some(leader), reason: e.to_string() }),
         };
         self.inner
             .raft
@@ -822,15 +823,8 @@ impl Store {
         let Some(leader) = local.leader.filter(|l| *l != self.inner.id) else {
             return local;
         };
-        let Some(addr) = self.leader_addr(leader) else {
-            return local;
-        };
-        let fut = self.inner.transport.send(self.inner.id, leader, &addr, MessageKind::Status, Vec::new());
-        match tokio::time::timeout(self.inner.request_timeout, fut).await {
-            Ok(Ok(bytes)) => match decode::<ClusterStatus>(&bytes) {
-                Ok(s) if s.leader == Some(leader) => s,
-                _ => local,
-            },
+        match self.ask_leader::<ClusterStatus>(leader, MessageKind::Status, Vec::new()).await {
+            Ok(s) if s.leader == Some(leader) => s,
             _ => local,
         }
     }
@@ -865,21 +859,22 @@ impl Store {
             MessageKind::ForwardWrite => {
                 let txn: Txn = decode(&payload).map_err(|e| malformed(e.to_string()))?;
                 let answer = match self.write_local(txn).await {
-                    Ok(o) => ForwardAnswer::Applied(o),
-                    Err(WriteError::NotLeader { leader }) => ForwardAnswer::NotLeader(leader),
-                    Err(e) => ForwardAnswer::Failed(e.to_string()),
+                    Ok(o) => LeaderAnswer::Done(o),
+                    Err(WriteError::NotLeader { leader }) => LeaderAnswer::NotLeader(leader),
+                    Err(e) => LeaderAnswer::Failed(e.to_string()),
                 };
                 Ok(encode(&answer))
             }
             MessageKind::ReadIndex => {
                 let fut = raft.get_read_linearizer(ReadPolicy::ReadIndex);
-                let answer = match tokio::time::timeout(self.inner.request_timeout, fut).await {
-                    Ok(Ok(lin)) => ReadIndexAnswer::Index(lin.read_log_id().index()),
+                let limit = self.inner.request_timeout;
+                let answer = match tokio::time::timeout(limit, fut).await {
+                    Ok(Ok(lin)) => LeaderAnswer::Done(lin.read_log_id().index()),
                     Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f)))) => {
-                        ReadIndexAnswer::NotLeader(f.leader_id)
+                        LeaderAnswer::NotLeader(f.leader_id)
                     }
-                    Ok(Err(e)) => ReadIndexAnswer::Failed(e.to_string()),
-                    Err(_) => ReadIndexAnswer::Failed("read index timed out".into()),
+                    Ok(Err(e)) => LeaderAnswer::Failed(e.to_string()),
+                    Err(_) => LeaderAnswer::Failed(format!("read index not confirmed by a quorum within {limit:?}")),
                 };
                 Ok(encode(&answer))
             }
@@ -902,5 +897,31 @@ impl Store {
         self.inner.sm.close_watchers();
         self.inner.log.close().await;
         tracing::info!(node.id = self.inner.id, "raft store stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T: Encode + Decode + std::fmt::Debug>(answer: LeaderAnswer<T>) -> Vec<u8> {
+        let bytes = codec::to_vec(&answer);
+        let back: LeaderAnswer<T> = codec::from_slice(&bytes).expect("decodes");
+        assert_eq!(format!("{back:?}"), format!("{answer:?}"));
+        bytes
+    }
+
+    #[test]
+    fn leader_answers_round_trip_with_the_tags_members_already_send() {
+        // The encoding of the former ForwardAnswer and ReadIndexAnswer, so members on either
+        // build understand each other.
+        assert_eq!(round_trip(LeaderAnswer::Done(300u64)), vec![0, 0xac, 0x02]);
+        assert_eq!(round_trip(LeaderAnswer::<u64>::NotLeader(Some(3))), vec![1, 1, 3]);
+        assert_eq!(round_trip(LeaderAnswer::<u64>::NotLeader(None)), vec![1, 0]);
+        assert_eq!(round_trip(LeaderAnswer::<u64>::Failed("no".into())), vec![2, 2, b'n', b'o']);
+        let outcome = TxnOutcome { succeeded: true, revision: 7, deleted: 1 };
+        assert_eq!(round_trip(LeaderAnswer::Done(outcome))[0], 0);
+        let err = codec::from_slice::<LeaderAnswer<u64>>(&[9]).expect_err("unknown tag");
+        assert_eq!(err, DecodeError::Tag { at: 0, what: "leader answer", tag: 9 });
     }
 }
