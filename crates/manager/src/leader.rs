@@ -13,7 +13,7 @@ use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
 use crate::jobs::reconcile_job;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
-use crate::orchestrator::{reconcile_global, reconcile_replicated};
+use crate::orchestrator::{Restarts, reconcile_global, reconcile_replicated, status_time};
 use crate::placement::place;
 
 /// Swarm's default number of tasks kept per slot.
@@ -245,7 +245,7 @@ impl Leader {
         let nodes = self.objects.list::<v1::Node>().await?;
         let tasks = self.objects.list::<v1::Task>().await?;
         let mut report = PassReport::default();
-        let reaped = self.reap(&tasks);
+        let reaped = self.reap(&services, &tasks, now);
         let mut work = Working::new(tasks);
         self.orchestrate(&services, &nodes, &mut work, now, &mut report);
         self.schedule(&nodes, &mut work, now, &mut report);
@@ -445,8 +445,13 @@ impl Leader {
     }
 
     /// The finished tasks beyond the history limit of each slot (or node, for global
-    /// services), and tasks marked for removal that no agent runs: (ID, version) to delete.
-    fn reap(&self, tasks: &[v1::Task]) -> Vec<(String, u64)> {
+    /// services), and tasks marked for removal that no agent runs: (ID, version) to delete. A
+    /// slot keeps, beyond the limit, the newest attempts its service's restart policy still
+    /// counts ([`Restarts::attempts_to_keep`]): with fewer, a slot that used up `max_attempts`
+    /// would look as if it had attempts left and start again.
+    fn reap(&self, services: &[v1::Service], tasks: &[v1::Task], now: SystemTime) -> Vec<(String, u64)> {
+        let restarts: HashMap<&str, Restarts<'_>> =
+            services.iter().map(|s| (s.id.as_str(), Restarts::new(s.spec.as_ref(), now))).collect();
         let mut history: BTreeMap<(&str, u64, &str), Vec<&v1::Task>> = BTreeMap::new();
         let mut doomed: Vec<&v1::Task> = Vec::new();
         for task in tasks {
@@ -458,15 +463,26 @@ impl Leader {
                 history.entry((task.service_id.as_str(), task.slot, node)).or_default().push(task);
             }
         }
-        for (_, mut finished) in history {
+        for ((service, _, _), mut finished) in history {
             if finished.len() <= self.history {
                 continue;
             }
-            finished.sort_by_key(|t| {
-                (shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref())), t.version())
-            });
-            let excess = finished.len() - self.history;
-            doomed.extend(finished.into_iter().take(excess));
+            // Newest first: the attempts to keep are the newest ones.
+            finished.sort_by_key(|t| std::cmp::Reverse((status_time(t), t.version())));
+            let restarts = restarts.get(service);
+            let mut attempts_to_keep = restarts.map_or(0, Restarts::attempts_to_keep);
+            let mut kept = 0;
+            for task in finished {
+                let attempt = attempts_to_keep > 0 && restarts.is_some_and(|r| r.is_attempt(task));
+                if attempt {
+                    attempts_to_keep -= 1;
+                }
+                if attempt || kept < self.history {
+                    kept += 1;
+                } else {
+                    doomed.push(task);
+                }
+            }
         }
         doomed.into_iter().map(|t| (t.id.clone(), t.version())).collect()
     }

@@ -155,6 +155,17 @@ impl<'a> Restarts<'a> {
                 || status_time(task).is_some_and(|at| self.now.duration_since(at).unwrap_or_default() <= self.window))
     }
 
+    /// How many of a unit's newest attempts ([`Self::is_attempt`]) its history must keep for the
+    /// policy to be judged: `max_attempts` + 1 (the run that used up the last attempt), or none
+    /// when attempts are unlimited. History reaping keeps them, or a unit that gave up would
+    /// start again once its count fell.
+    pub(crate) fn attempts_to_keep(&self) -> usize {
+        match self.max_attempts() {
+            0 => 0,
+            n => usize::try_from(n).map_or(usize::MAX, |n| n.saturating_add(1)),
+        }
+    }
+
     /// Whether a unit whose `last` task ended by itself may get a new task, given its `history`.
     fn allowed(&self, history: &[&v1::Task], last: &v1::Task) -> bool {
         let condition = self.policy.and_then(|p| Condition::try_from(p.condition).ok()).unwrap_or(Condition::Any);

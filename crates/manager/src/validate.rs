@@ -11,6 +11,10 @@ use shoal_api::v1;
 /// and the cap keeps every time computed from these representable.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The largest restart `max_attempts` (0 is unlimited): every attempt the policy counts stays in
+/// the task history beyond its 5-task limit, so that a slot that used them up stays stopped.
+pub(crate) const MAX_RESTART_ATTEMPTS: u64 = 100;
+
 /// The longest restart window (the period `max_attempts` counts failures in): a week.
 pub(crate) const MAX_RESTART_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
@@ -103,6 +107,13 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     }
     let mut waits = Vec::new();
     if let Some(restart) = &task.restart {
+        if restart.max_attempts > MAX_RESTART_ATTEMPTS {
+            return Err(invalid(
+                "restart max attempts",
+                restart.max_attempts.to_string(),
+                format!("at most {MAX_RESTART_ATTEMPTS} (0: unlimited); the attempts counted stay in the task history"),
+            ));
+        }
         waits.push(("restart delay", restart.delay.as_ref(), MAX_WAIT, "24h"));
         waits.push(("restart window", restart.window.as_ref(), MAX_RESTART_WINDOW, "7 days (168h)"));
     }
@@ -244,6 +255,10 @@ mod tests {
             (|s| restart(s).delay = seconds!(-1), "invalid restart delay \"-1s\": durations cannot be negative"),
             (|s| restart(s).delay = seconds!(86_401), "invalid restart delay \"86401s\": at most 24h"),
             (|s| restart(s).delay = seconds!(i64::MAX), "invalid restart delay \"9223372036854775807s\": at most 24h"),
+            (
+                |s| restart(s).max_attempts = 101,
+                "invalid restart max attempts \"101\": at most 100 (0: unlimited); the attempts counted stay in the task history",
+            ),
             (|s| restart(s).window = seconds!(604_801), "invalid restart window \"604801s\": at most 7 days (168h)"),
             (
                 |s| container(s).stop_grace_period = seconds!(100_000),
@@ -272,6 +287,7 @@ mod tests {
         let mut s = spec();
         restart(&mut s).delay = seconds!(86_400);
         restart(&mut s).window = seconds!(604_800);
+        restart(&mut s).max_attempts = MAX_RESTART_ATTEMPTS;
         container(&mut s).stop_grace_period = seconds!(86_400);
         s.update = Some(v1::UpdateConfig { delay: seconds!(86_400), monitor: seconds!(0), ..Default::default() });
         assert_eq!(validate_service_spec(&s), Ok(()));

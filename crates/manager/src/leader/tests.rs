@@ -157,6 +157,43 @@ async fn failed_tasks_wait_for_the_restart_delay_and_history_is_reaped() {
     assert_eq!(failed.status.as_ref().map(|s| s.err.as_str()), Some("task: non-zero exit (137)"));
 }
 
+/// Fails the service's one live task at `at`, as its agent would report it.
+async fn fail_live_task(objects: &ObjectStore, service: &str, at: SystemTime) {
+    let task = live_tasks(objects, service).await.pop().expect("a live task");
+    report(objects, &task, TaskState::Failed, at).await;
+}
+
+#[tokio::test]
+async fn max_attempts_beyond_the_history_limit_still_end_the_restarts() {
+    let (leader, objects, _dir) = leader("leader-attempts", &[node("n1", &[])]).await;
+    let mut svc = service("flaky", replicated(1), &[], 5);
+    let max_attempts = DEFAULT_TASK_HISTORY as u64 + 2;
+    if let Some(restart) = svc.spec.as_mut().and_then(|s| s.task.as_mut()).and_then(|t| t.restart.as_mut()) {
+        restart.max_attempts = max_attempts;
+    }
+    objects.create(svc).await.expect("service");
+    let t0 = SystemTime::now();
+    leader.pass(t0).await.expect("pass");
+
+    tracing::info!("--- the first run and {max_attempts} restarts fail; history is reaped meanwhile");
+    let mut clock = t0;
+    for run in 0..=max_attempts {
+        clock += Duration::from_secs(10);
+        fail_live_task(&objects, "id-flaky", clock).await;
+        leader.pass(clock).await.expect("pass: shut down");
+        let report = leader.pass(clock + Duration::from_secs(6)).await.expect("pass after the delay");
+        let expected = usize::from(run < max_attempts);
+        assert_eq!(report.created, expected, "run {run}: restarted while attempts are left");
+    }
+    tracing::info!("--- attempts used up: no restart on later passes, though reaping ran");
+    for later in 1..=3 {
+        let report = leader.pass(clock + Duration::from_secs(60 * later)).await.expect("pass");
+        assert_eq!(report.created, 0, "pass {later}: the slot stays given up");
+    }
+    let finished = objects.list::<v1::Task>().await.expect("tasks").len();
+    assert_eq!(finished, max_attempts as usize + 1, "every counted attempt is kept, beyond the 5-task limit");
+}
+
 #[tokio::test]
 async fn impossible_constraints_leave_tasks_pending_with_the_reason() {
     let (leader, objects, _dir) = leader("leader-pending", &[node("n1", &[]), node("n2", &[])]).await;
