@@ -11,6 +11,12 @@ use shoal_api::v1;
 /// and the cap keeps every time computed from these representable.
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// The most replicas, job completions or concurrent job tasks one service may ask for: each is a
+/// task the leader builds, stores and schedules, in one pass for a new service, so an unbounded
+/// count exhausts the memory of every leader in turn. A million is ten times the largest service
+/// measured (`cargo xtask bench control-plane`: 100,000 replicas).
+pub(crate) const MAX_TASKS: u64 = 1_000_000;
+
 /// The largest restart `max_attempts` (0 is unlimited): every attempt the policy counts stays in
 /// the task history beyond its 5-task limit, so that a slot that used them up stays stopped.
 pub(crate) const MAX_RESTART_ATTEMPTS: u64 = 100;
@@ -79,11 +85,24 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     if container.image.contains(char::is_whitespace) {
         return Err(invalid("image", &container.image, "an image reference has no spaces"));
     }
-    match spec.mode.as_ref().ok_or(SpecError::Missing { field: "mode" })? {
+    let counts = match spec.mode.as_ref().ok_or(SpecError::Missing { field: "mode" })? {
         v1::service_spec::Mode::ReplicatedJob(job) if job.total_completions == 0 => {
             return Err(invalid("total completions", "0", "a replicated job needs at least one completion"));
         }
-        _ => {}
+        v1::service_spec::Mode::Replicated(service) => vec![("replicas", service.replicas)],
+        v1::service_spec::Mode::ReplicatedJob(job) => {
+            vec![("total completions", job.total_completions), ("max concurrent", job.max_concurrent)]
+        }
+        v1::service_spec::Mode::Global(_) | v1::service_spec::Mode::GlobalJob(_) => vec![],
+    };
+    for (field, count) in counts {
+        if count > MAX_TASKS {
+            return Err(invalid(
+                field,
+                count.to_string(),
+                format!("at most {MAX_TASKS}; split the work over several services"),
+            ));
+        }
     }
     for entry in &container.env {
         if entry.split('=').next().is_none_or(str::is_empty) {
@@ -247,6 +266,33 @@ mod tests {
 
     fn restart(s: &mut v1::ServiceSpec) -> &mut v1::RestartPolicy {
         s.task.as_mut().expect("task").restart.get_or_insert_default()
+    }
+
+    fn replicated_job(max_concurrent: u64, total_completions: u64) -> Option<v1::service_spec::Mode> {
+        Some(v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob { max_concurrent, total_completions }))
+    }
+
+    #[test]
+    fn task_counts_are_capped() {
+        let refused: [(Option<v1::service_spec::Mode>, &str); 3] = [
+            (
+                Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: MAX_TASKS + 1 })),
+                "invalid replicas \"1000001\": at most 1000000; split the work over several services",
+            ),
+            (replicated_job(1, u64::MAX), "invalid total completions \"18446744073709551615\": at most 1000000"),
+            (replicated_job(MAX_TASKS + 1, 1), "invalid max concurrent \"1000001\": at most 1000000"),
+        ];
+        for (mode, expected) in refused {
+            let mut s = spec();
+            s.mode = mode;
+            let err = validate_service_spec(&s).expect_err(expected).to_string();
+            assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+        }
+        let mut s = spec();
+        s.mode = Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: MAX_TASKS }));
+        assert_eq!(validate_service_spec(&s), Ok(()));
+        s.mode = replicated_job(MAX_TASKS, MAX_TASKS);
+        assert_eq!(validate_service_spec(&s), Ok(()));
     }
 
     /// Waits beyond their maximum, and negative ones.
