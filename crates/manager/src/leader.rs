@@ -13,7 +13,7 @@ use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
 use crate::jobs::reconcile_job;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
-use crate::orchestrator::{Restarts, reconcile_global, reconcile_replicated, status_time};
+use crate::orchestrator::{Restarts, current, reconcile_global, reconcile_replicated, status_time};
 use crate::placement::place;
 
 /// Swarm's default number of tasks kept per slot.
@@ -379,9 +379,7 @@ impl Leader {
         report: &mut PassReport,
     ) {
         let plan = reconcile_job(service, tasks, nodes, now);
-        let completed = tasks
-            .iter()
-            .filter(|t| t.observed_state() == TaskState::Complete && t.desired() as i32 <= TaskState::Running as i32);
+        let completed = tasks.iter().filter(|t| t.observed_state() == TaskState::Complete && current(t));
         for id in plan.shutdown.iter().chain(completed.map(|t| &t.id)) {
             if work.set_desired(id, TaskState::Shutdown) {
                 report.stopped += 1;
