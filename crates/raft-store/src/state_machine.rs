@@ -299,6 +299,8 @@ impl StateMachine {
         self.shared.dir.join(SNAPSHOT_FILE)
     }
 
+    /// Seals and writes the snapshot file atomically (with fsyncs): blocking, so async callers
+    /// run it through [`blocking`].
     fn write_snapshot_file(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
         let meta_bytes = codec::to_vec(meta);
         let mut plain = Vec::with_capacity(4 + meta_bytes.len() + body.len());
@@ -325,6 +327,13 @@ impl StateMachine {
         *on_disk = meta.last_log_id;
         Ok(())
     }
+}
+
+/// Runs file work that syncs to disk (and the encoding around it) on tokio's blocking pool, so
+/// a large snapshot's writes and fsyncs do not hold up an async worker thread and every task
+/// queued on it.
+async fn blocking<R: Send + 'static>(work: impl FnOnce() -> io::Result<R> + Send + 'static) -> io::Result<R> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| io::Error::other(format!("snapshot file task failed: {e}")))?
 }
 
 fn decode_snapshot_file(sealer: &Sealer, bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {
@@ -359,8 +368,13 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let meta = SnapshotMeta { last_log_id: st.last_applied, last_membership: st.membership.clone() };
             (meta, body)
         };
-        let body = codec::to_vec(&body);
-        self.write_snapshot_file(&meta, &body)?;
+        let this = self.clone();
+        let (meta, body) = blocking(move || {
+            let body = codec::to_vec(&body);
+            this.write_snapshot_file(&meta, &body)?;
+            Ok((meta, body))
+        })
+        .await?;
         tracing::info!(
             node.id = self.shared.node,
             snapshot.last_log_id = ?meta.last_log_id,
@@ -412,10 +426,16 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Vec<u8>) -> Result<(), io::Error> {
-        let body: SnapshotBody =
-            codec::from_slice(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        // Durable first: a crash after this point restarts from the installed snapshot.
-        self.write_snapshot_file(meta, &snapshot)?;
+        let this = self.clone();
+        let file_meta = meta.clone();
+        let body = blocking(move || {
+            let body: SnapshotBody =
+                codec::from_slice(&snapshot).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            // Durable first: a crash after this point restarts from the installed snapshot.
+            this.write_snapshot_file(&file_meta, &snapshot)?;
+            Ok(body)
+        })
+        .await?;
         let node = self.shared.node;
         let mut st = self.lock();
         tracing::info!(
@@ -442,14 +462,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, Vec<u8>>>, io::Error> {
         let path = self.snapshot_path();
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let (meta, body) = decode_snapshot_file(&self.shared.sealer, &bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
-        Ok(Some(openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: body }))
+        let sealer = self.shared.sealer.clone();
+        blocking(move || {
+            let bytes = match fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let (meta, body) = decode_snapshot_file(&sealer, &bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", path.display())))?;
+            Ok(Some(openraft::alias::SnapshotOf::<TypeConfig, Vec<u8>> { meta, snapshot: body }))
+        })
+        .await
     }
 }
 

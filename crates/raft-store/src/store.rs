@@ -487,30 +487,18 @@ impl Store {
 
     /// Applies a transaction atomically; forwarded to the leader from a follower.
     ///
-    /// A member that believes it leads proposes the transaction itself (moving it, not copying
-    /// its values); if it has just lost leadership, openraft does not hand the command back and
-    /// the caller gets [`WriteError::NotLeader`] naming the new leader.
+    /// The transaction is moved into the proposal, never copied: on the leader it is proposed as
+    /// it is; elsewhere its encoding for the leader is made first, then it is offered to the
+    /// local Raft (which may know of a leadership change its metrics do not show yet).
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
-        let me = self.inner.id;
-        let (leading, known) = {
-            let m = self.inner.raft.metrics().borrow_watched().clone();
-            (m.state == ServerState::Leader, m.current_leader)
-        };
-        if leading {
+        if self.is_leader() {
             return self.write_local(txn).await;
         }
-        let leader = match known.filter(|l| *l != me) {
-            Some(leader) => leader,
-            // No leader known yet (an election is on): Raft may know more than its metrics, or
-            // this member may have just won. Rare, so the copy kept for forwarding is cheap.
-            None => match self.write_local(txn.clone()).await {
-                Err(WriteError::NotLeader { leader: Some(leader) }) if leader != me => leader,
-                other => return other,
-            },
-        };
-        match self.forward(leader, &txn).await {
-            // This member was elected meanwhile: the leader it asked says so.
-            Err(WriteError::NotLeader { leader: Some(l) }) if l == me => self.write_local(txn).await,
+        let payload = encode(&txn);
+        match self.write_local(txn).await {
+            Err(WriteError::NotLeader { leader: Some(leader) }) if leader != self.inner.id => {
+                self.forward(leader, payload).await
+            }
             other => other,
         }
     }
@@ -550,9 +538,10 @@ impl Store {
         decode(&bytes).map_err(AskError::Undecodable)
     }
 
-    async fn forward(&self, leader: NodeId, txn: &Txn) -> Result<TxnOutcome, WriteError> {
+    /// Sends an encoded transaction to `leader` to apply.
+    async fn forward(&self, leader: NodeId, payload: Vec<u8>) -> Result<TxnOutcome, WriteError> {
         tracing::debug!(node.id = self.inner.id, leader.id = leader, "forwarding write to leader");
-        match self.ask_leader(leader, MessageKind::ForwardWrite, encode(txn)).await {
+        match self.ask_leader(leader, MessageKind::ForwardWrite, payload).await {
             Ok(LeaderAnswer::Done(outcome)) => Ok(outcome),
             Ok(LeaderAnswer::NotLeader(l)) => Err(WriteError::NotLeader { leader: l }),
             Ok(LeaderAnswer::Failed(reason)) => Err(WriteError::Unconfirmed { node: leader, reason }),
