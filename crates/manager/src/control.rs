@@ -412,16 +412,12 @@ impl Control for ControlService {
             leader: false,
             reachability: v1::manager_status::Reachability::Reachable as i32,
         };
-        let mut attempts = 0;
-        loop {
-            let mut current: v1::Node = self.objects.get(&node.id).await?;
-            current.manager_status = Some(status.clone());
-            match self.objects.update(current).await {
-                Ok(_) => break,
-                Err(ObjectError::Conflict { .. }) if attempts < 5 => attempts += 1,
-                Err(err) => return Err(err.into()),
-            }
-        }
+        self.objects
+            .modify(&node.id, |current: &mut v1::Node| {
+                current.manager_status = Some(status.clone());
+                true
+            })
+            .await?;
         tracing::info!(node.id = %node.id, raft_id, %addr, "manager joined the Raft group");
         Ok(Response::new(v1::JoinRaftResponse {}))
     }

@@ -332,26 +332,21 @@ impl Dispatcher {
     /// before it writes Ready, so either this sees the session, or the session's Ready write
     /// comes after (and wins over) this one, or this write fails its version check and retries.
     async fn mark_down(&self, node_id: &str) -> Result<bool, ObjectError> {
-        for _ in 0..5 {
-            let mut node: v1::Node = match self.inner.objects.get(node_id).await {
-                Ok(node) => node,
-                // Removed meanwhile: nothing to mark.
-                Err(ObjectError::NotFound { .. }) => return Ok(false),
-                Err(err) => return Err(err),
-            };
+        let marked = self.inner.objects.modify(node_id, |node: &mut v1::Node| {
             if self.sessions().contains_key(node_id) {
-                return Ok(false);
+                return false;
             }
             let status = node.status.get_or_insert_with(Default::default);
             status.state = v1::node_status::State::Down as i32;
             status.message = "heartbeat failure".to_owned();
-            match self.inner.objects.update(node).await {
-                Ok(_) => return Ok(true),
-                Err(ObjectError::Conflict { .. }) => continue,
-                Err(err) => return Err(err),
-            }
+            true
+        });
+        match marked.await {
+            Ok(marked) => Ok(marked.is_some()),
+            // Removed meanwhile: nothing to mark.
+            Err(ObjectError::NotFound { .. }) => Ok(false),
+            Err(err) => Err(err),
         }
-        Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
     }
 
     /// Records a node that started a session as Ready, with its description and address.
@@ -361,21 +356,16 @@ impl Dispatcher {
         description: &v1::NodeDescription,
         addr: SocketAddr,
     ) -> Result<v1::Node, ObjectError> {
-        // Retry on a concurrent change (a CLI update of the same node): last writer reads first.
-        for _ in 0..5 {
-            let mut node: v1::Node = self.inner.objects.get(node_id).await?;
+        // Retried on a concurrent change (a CLI update of the same node): last writer reads first.
+        let ready = self.inner.objects.modify(node_id, |node: &mut v1::Node| {
             let status = node.status.get_or_insert_with(Default::default);
             status.state = v1::node_status::State::Ready as i32;
             status.message = String::new();
             status.addr = addr.ip().to_string();
             node.description = Some(description.clone());
-            match self.inner.objects.update(node).await {
-                Ok(node) => return Ok(node),
-                Err(ObjectError::Conflict { .. }) => continue,
-                Err(err) => return Err(err),
-            }
-        }
-        Err(ObjectError::Conflict { kind: v1::Node::KIND, id: node_id.to_owned(), expected: 0 })
+            true
+        });
+        ready.await?.ok_or_else(|| ObjectError::NotFound { kind: v1::Node::KIND, id: node_id.to_owned() })
     }
 
     /// Records one reported task status, reading the task again when a concurrent write (the

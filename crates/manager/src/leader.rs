@@ -148,9 +148,10 @@ impl Leader {
                     }
                     // What it wrote may call for more (a node's tasks moved, say): look again.
                     dirty = report.changed();
-                    due = report
-                        .next_due
-                        .map(|at| Instant::now() + at.duration_since(SystemTime::now()).unwrap_or_default());
+                    // A time too far ahead for the clock is never due: the idle pass covers it.
+                    due = report.next_due.and_then(|at| {
+                        Instant::now().checked_add(at.duration_since(SystemTime::now()).unwrap_or_default())
+                    });
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "control loop pass failed; retrying next tick");

@@ -39,7 +39,7 @@ pub use node::{
     InitOutcome, Joined, ManagerConfig, RunningManager, StartError, forget_manager, holds_manager, init, join,
     join_node, promote, recorded_advertise_addr, start,
 };
-pub use objects::{BATCH, Object, ObjectError, ObjectStore, Write};
+pub use objects::{BATCH, MODIFY_ATTEMPTS, Object, ObjectError, ObjectStore, Write};
 pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};

@@ -262,7 +262,7 @@ async fn first_records(
     trust: &TrustBundle,
     running: &RunningManager,
 ) -> Result<v1::JoinTokens, StartError> {
-    let tokens = JoinTokens::generate(&trust).map_err(pki)?;
+    let tokens = JoinTokens::generate(trust).map_err(pki)?;
     let join_tokens = v1::JoinTokens {
         worker: tokens.token(Role::Worker).to_string(),
         manager: tokens.token(Role::Manager).to_string(),

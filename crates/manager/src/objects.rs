@@ -123,6 +123,9 @@ pub enum ObjectError {
 /// tasks: one Raft entry that a follower takes in one message).
 pub const BATCH: usize = 500;
 
+/// How many times [`ObjectStore::modify`] reads and writes again after losing to another write.
+pub const MODIFY_ATTEMPTS: u32 = 5;
+
 /// Transactions of one [`ObjectStore::write_all`] in flight at once.
 const IN_FLIGHT: usize = 4;
 
@@ -229,6 +232,29 @@ impl ObjectStore {
         }
         object.meta_mut().version = outcome.revision;
         Ok(object)
+    }
+
+    /// Reads object `id`, lets `change` edit it (it returns whether there is anything to write)
+    /// and writes it back; when a concurrent write got there first, reads it again and edits
+    /// again, up to [`MODIFY_ATTEMPTS`] times. Returns the written object, or `None` when
+    /// `change` wrote nothing.
+    pub async fn modify<T: Object>(
+        &self,
+        id: &str,
+        mut change: impl FnMut(&mut T) -> bool,
+    ) -> Result<Option<T>, ObjectError> {
+        let mut attempts = 0;
+        loop {
+            let mut object: T = self.get(id).await?;
+            if !change(&mut object) {
+                return Ok(None);
+            }
+            match self.update(object).await {
+                Ok(written) => return Ok(Some(written)),
+                Err(ObjectError::Conflict { .. }) if attempts + 1 < MODIFY_ATTEMPTS => attempts += 1,
+                Err(err) => return Err(err),
+            }
+        }
     }
 
     /// Replaces an object read at `object`'s version; refused if it changed since.
