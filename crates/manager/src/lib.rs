@@ -40,7 +40,7 @@ pub use node::{
     join_node, promote, recorded_advertise_addr, start,
 };
 pub use objects::{BATCH, MODIFY_ATTEMPTS, Object, ObjectError, ObjectStore, Write};
-pub use orchestrator::{ReplicatedPlan, reconcile_replicated};
+pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
 pub use tls::PeerInfo;

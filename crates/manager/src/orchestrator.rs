@@ -50,12 +50,12 @@ pub struct ReplicatedPlan {
 
 /// What the global orchestrator should do for one service.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct GlobalPlan {
+pub struct GlobalPlan {
     /// Nodes that need a new task (created on that node), each with the time before which it
     /// must not be created, as for slots. Sorted by node ID.
-    pub(crate) create: Vec<(String, SystemTime)>,
+    pub create: Vec<(String, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN. Sorted, without duplicates.
-    pub(crate) shutdown: Vec<String>,
+    pub shutdown: Vec<String>,
 }
 
 /// Whether a task is wanted (desired RUNNING or earlier) and has not ended: it holds its slot
@@ -277,12 +277,7 @@ pub fn reconcile_replicated(
 /// Plans the global `service`'s nodes from its `tasks` and the cluster's `nodes`: one task per
 /// eligible node; nodes that are gone, down, draining or no longer match the constraints lose
 /// theirs, paused nodes keep what they run.
-pub(crate) fn reconcile_global(
-    service: &v1::Service,
-    tasks: &[v1::Task],
-    nodes: &[v1::Node],
-    now: SystemTime,
-) -> GlobalPlan {
+pub fn reconcile_global(service: &v1::Service, tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> GlobalPlan {
     let spec = service.spec.as_ref();
     if !matches!(spec.and_then(|s| s.mode.as_ref()), Some(v1::service_spec::Mode::Global(_))) {
         return GlobalPlan::default();
