@@ -4,20 +4,7 @@ use super::*;
 use shoal_api::v1::{TaskState, restart_policy::Condition};
 use std::time::Duration;
 
-const NOW_SECS: u64 = 1_800_000_000;
-
-fn now() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
-}
-
-/// `now` moved by `secs` (negative: earlier).
-fn at(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        now() + Duration::from_secs(secs.unsigned_abs())
-    } else {
-        now() - Duration::from_secs(secs.unsigned_abs())
-    }
-}
+use crate::testutil::{at, node_line as node, now, policy, task_line as task};
 
 fn job(mode: v1::service_spec::Mode, restart: Option<v1::RestartPolicy>, constraints: &[&str]) -> v1::Service {
     v1::Service {
@@ -52,72 +39,6 @@ fn iteration(mut service: v1::Service, job_iteration: u64) -> v1::Service {
     service
 }
 
-/// A node: `spec` is "ID [down] [drain] [pause] [zone=VALUE]"; Ready and Active unless told.
-fn node(spec: &str) -> v1::Node {
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    let has = |w: &str| words[1..].contains(&w);
-    let availability = if has("drain") {
-        v1::NodeAvailability::Drain
-    } else if has("pause") {
-        v1::NodeAvailability::Pause
-    } else {
-        v1::NodeAvailability::Active
-    };
-    let labels = words[1..]
-        .iter()
-        .filter_map(|w| w.strip_prefix("zone="))
-        .map(|zone| ("zone".to_owned(), zone.to_owned()))
-        .collect();
-    v1::Node {
-        id: words[0].into(),
-        spec: Some(v1::NodeSpec {
-            availability: availability as i32,
-            annotations: Some(v1::Annotations { name: String::new(), labels }),
-            ..Default::default()
-        }),
-        status: Some(v1::NodeStatus {
-            state: if has("down") { v1::node_status::State::Down } else { v1::node_status::State::Ready } as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A task: `spec` is "ID SLOT NODE STATE [DESIRED] [exit=N] [age=SECONDS] [iter=N]"; NODE `-`
-/// is none, DESIRED defaults to running, the iteration to 0.
-fn task(spec: &str) -> v1::Task {
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    let parse_state = |w: &str| TaskState::from_str_name(&format!("TASK_STATE_{}", w.to_ascii_uppercase())).expect(w);
-    let mut desired = TaskState::Running;
-    let (mut exit, mut age, mut job_iteration) = (0, 0, 0);
-    for w in &words[4..] {
-        if let Some(code) = w.strip_prefix("exit=") {
-            exit = code.parse().expect("exit");
-        } else if let Some(secs) = w.strip_prefix("age=") {
-            age = secs.parse().expect("age");
-        } else if let Some(n) = w.strip_prefix("iter=") {
-            job_iteration = n.parse().expect("iter");
-        } else {
-            desired = parse_state(w);
-        }
-    }
-    v1::Task {
-        id: words[0].into(),
-        service_id: "svc".into(),
-        slot: words[1].parse().expect("slot"),
-        node_id: if words[2] == "-" { String::new() } else { words[2].into() },
-        desired_state: desired as i32,
-        job_iteration,
-        status: Some(v1::TaskStatus {
-            state: parse_state(words[3]) as i32,
-            timestamp: Some(shoal_api::to_timestamp(now() - Duration::from_secs(age))),
-            container: Some(v1::ContainerStatus { exit_code: exit, ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 /// Task lines as tasks, versioned in the order given (later lines are newer).
 fn tasks(lines: &[&str]) -> Vec<v1::Task> {
     let mut tasks: Vec<v1::Task> = lines.iter().map(|l| task(l)).collect();
@@ -125,15 +46,6 @@ fn tasks(lines: &[&str]) -> Vec<v1::Task> {
         t.meta = Some(v1::Meta { version: i as u64 + 1, ..Default::default() });
     }
     tasks
-}
-
-fn policy(condition: Condition, delay_s: u64, max_attempts: u64, window_s: u64) -> Option<v1::RestartPolicy> {
-    Some(v1::RestartPolicy {
-        condition: condition as i32,
-        delay: Some(shoal_api::to_duration(Duration::from_secs(delay_s))),
-        max_attempts,
-        window: Some(shoal_api::to_duration(Duration::from_secs(window_s))),
-    })
 }
 
 /// A replicated job's plan: (slot, seconds from now) to create, task IDs to shut down.

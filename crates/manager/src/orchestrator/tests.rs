@@ -1,12 +1,7 @@
 //! Table tests of the replicated reconcile step.
 
 use super::*;
-
-const NOW_SECS: u64 = 1_800_000_000;
-
-fn now() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(NOW_SECS)
-}
+use crate::testutil::{at, node_line, now, policy, task_line as task};
 
 fn service(replicas: u64, restart: Option<v1::RestartPolicy>) -> v1::Service {
     v1::Service {
@@ -21,59 +16,7 @@ fn service(replicas: u64, restart: Option<v1::RestartPolicy>) -> v1::Service {
 }
 
 fn node(id: &str, down: bool, drain: bool) -> v1::Node {
-    v1::Node {
-        id: id.into(),
-        spec: Some(v1::NodeSpec {
-            availability: if drain { v1::NodeAvailability::Drain } else { v1::NodeAvailability::Active } as i32,
-            ..Default::default()
-        }),
-        status: Some(v1::NodeStatus {
-            state: if down { v1::node_status::State::Down } else { v1::node_status::State::Ready } as i32,
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-/// A task: `spec` is "ID SLOT NODE STATE [DESIRED] [exit=N] [age=SECONDS]".
-fn task(spec: &str) -> v1::Task {
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    let parse_state = |w: &str| TaskState::from_str_name(&format!("TASK_STATE_{}", w.to_ascii_uppercase())).expect(w);
-    let mut desired = TaskState::Running;
-    let mut exit = 0;
-    let mut age = 0;
-    for w in &words[4..] {
-        if let Some(code) = w.strip_prefix("exit=") {
-            exit = code.parse().expect("exit");
-        } else if let Some(secs) = w.strip_prefix("age=") {
-            age = secs.parse().expect("age");
-        } else {
-            desired = parse_state(w);
-        }
-    }
-    v1::Task {
-        id: words[0].into(),
-        service_id: "svc".into(),
-        slot: words[1].parse().expect("slot"),
-        node_id: if words[2] == "-" { String::new() } else { words[2].into() },
-        desired_state: desired as i32,
-        status: Some(v1::TaskStatus {
-            state: parse_state(words[3]) as i32,
-            timestamp: Some(shoal_api::to_timestamp(now() - Duration::from_secs(age))),
-            container: Some(v1::ContainerStatus { exit_code: exit, ..Default::default() }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
-fn policy(condition: Condition, delay_s: u64, max_attempts: u64, window_s: u64) -> Option<v1::RestartPolicy> {
-    Some(v1::RestartPolicy {
-        condition: condition as i32,
-        delay: Some(shoal_api::to_duration(Duration::from_secs(delay_s))),
-        max_attempts,
-        window: Some(shoal_api::to_duration(Duration::from_secs(window_s))),
-    })
+    node_line(&format!("{id}{}{}", if down { " down" } else { "" }, if drain { " drain" } else { "" }))
 }
 
 fn plan(creates: &[(u64, u64)], shutdown: &[&str]) -> ReplicatedPlan {
@@ -222,29 +165,8 @@ fn global(restart: Option<v1::RestartPolicy>, constraints: &[&str]) -> v1::Servi
     }
 }
 
-/// A node: `spec` is "ID [down] [drain] [pause] [zone=VALUE]"; Ready and Active unless told.
-fn node_line(spec: &str) -> v1::Node {
-    let words: Vec<&str> = spec.split_whitespace().collect();
-    let has = |w: &str| words[1..].contains(&w);
-    let mut node = node(words[0], has("down"), has("drain"));
-    let node_spec = node.spec.get_or_insert_default();
-    if has("pause") {
-        node_spec.availability = v1::NodeAvailability::Pause as i32;
-    }
-    let labels = words[1..].iter().filter_map(|w| w.strip_prefix("zone=")).map(|z| ("zone".to_owned(), z.to_owned()));
-    node_spec.annotations = Some(v1::Annotations { name: String::new(), labels: labels.collect() });
-    node
-}
-
 /// A global plan: (node, seconds from now, negative: earlier) to create, task IDs to shut down.
 fn on_nodes(creates: &[(&str, i64)], shutdown: &[&str]) -> GlobalPlan {
-    let at = |secs: i64| {
-        if secs >= 0 {
-            now() + Duration::from_secs(secs.unsigned_abs())
-        } else {
-            now() - Duration::from_secs(secs.unsigned_abs())
-        }
-    };
     GlobalPlan {
         create: creates.iter().map(|(node, secs)| ((*node).to_owned(), at(*secs))).collect(),
         shutdown: shutdown.iter().map(|s| (*s).to_owned()).collect(),
