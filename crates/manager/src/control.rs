@@ -392,14 +392,20 @@ impl Control for ControlService {
         }
         let store = self.objects.store();
         if !store.is_leader() {
-            let leader = crate::status::leader_addr(store).map_or_else(
-                || "no leader is known (no quorum?)".to_owned(),
-                |addr| format!("the leader is at {addr}"),
-            );
-            return Err(Status::unavailable(format!(
-                "manager {} is not the Raft leader and cannot add members; {leader}: join through it",
-                store.addr()
-            )));
+            // The joining node asks the leader itself, named in the `shoal-leader` header.
+            let leader = crate::status::leader_addr(store);
+            let mut status = Status::unavailable(format!(
+                "manager {} is not the Raft leader and cannot add members; {}",
+                store.addr(),
+                leader.as_deref().map_or_else(
+                    || "no leader is known (no quorum?)".to_owned(),
+                    |addr| format!("the leader is at {addr}: join through it")
+                ),
+            ));
+            if let Some(value) = leader.and_then(|addr| addr.parse().ok()) {
+                status.metadata_mut().insert(shoal_api::LEADER_METADATA, value);
+            }
+            return Err(status);
         }
         let membership = |e: shoal_raft_store::MembershipError| Status::unavailable(format!("raft membership: {e}"));
         store.add_learner(raft_id, addr.clone()).await.map_err(membership)?;

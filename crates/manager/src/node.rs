@@ -496,7 +496,7 @@ async fn become_manager(
         }
     };
     let tls = client_config(&credentials, &trust).map_err(pki)?;
-    let channel = shoal_api::connect(remote, tls)
+    let channel = shoal_api::connect(remote, tls.clone())
         .await
         .map_err(|e| failed(format!("cannot connect: {e}; check the address and port")))?;
     let mut control = ControlClient::new(channel);
@@ -517,15 +517,25 @@ async fn become_manager(
     let running = run(config, &identity, ca, credentials, false).await?;
     // `JoinRaft` is idempotent: a lost answer or a passing failure (a leader change, a
     // conflicting write) is retried, since the leader may already count this node as a voter.
+    // Only the leader adds members: a follower's refusal names it, and the node asks it next.
     let request = v1::JoinRaftRequest { raft_id: identity.raft_id, addr: identity.advertise_addr.clone() };
     let mut attempt = 1;
     let joined = loop {
         match control.join_raft(request.clone()).await {
             Ok(_) => break Ok(()),
             Err(s) if attempt < JOIN_RAFT_ATTEMPTS && is_transient(&s) => {
-                tracing::warn!(attempt, error = %s.message(), "joining the Raft group failed; retrying");
+                let leader = s.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok());
+                if let Some(leader) = leader {
+                    tracing::info!(%leader, "asking the Raft leader to add this manager");
+                    match shoal_api::connect(leader, tls.clone()).await {
+                        Ok(channel) => control = ControlClient::new(channel),
+                        Err(err) => tracing::warn!(%leader, error = %err, "cannot reach the Raft leader"),
+                    }
+                } else {
+                    tracing::warn!(attempt, error = %s.message(), "joining the Raft group failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 attempt += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(s) => break Err(status("join the Raft group")(s)),
         }

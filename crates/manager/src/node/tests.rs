@@ -127,9 +127,10 @@ async fn three_managers_survive_the_loss_of_the_leader() {
     assert!(err.to_string().contains("does not match the token"), "{err}");
     other_cluster.shutdown().await;
 
-    tracing::info!("--- two managers join");
+    tracing::info!("--- two managers join, the second through a follower (it asks the leader)");
     let m2 = join(&c2, &remote, &outcome.manager_token).await.expect("join m2");
-    let m3 = join(&c3, &remote, &outcome.manager_token).await.expect("join m3");
+    assert!(!m2.objects().store().is_leader());
+    let m3 = join(&c3, &c2.advertise_addr.to_string(), &outcome.manager_token).await.expect("join m3 through m2");
     let status = m1.objects().store().status().await;
     assert_eq!(status.members.len(), 3, "{status:?}");
 
