@@ -1,7 +1,7 @@
 //! The control plane in one process (`shoal-local-cluster`): three managers on loopback, three
 //! workers on the simulated runtime, and the scenarios — node list, spread, a crashed
 //! container replaced with its exit code in the history, a job run to completion, a lost
-//! worker's tasks moved, the leader lost, a missing image rejected.
+//! worker's tasks moved, the leader lost, a missing image rejected, no quorum said so.
 
 // Tests narrate their steps on stderr, which nextest shows when one fails.
 #![allow(clippy::print_stderr)]
@@ -162,5 +162,17 @@ async fn workers_run_tasks_and_the_cluster_heals() {
     .await
     .expect("rejected");
     assert_eq!(rejected.status.map(|s| s.err), Some("image not found: docker.io/shoal-test/nonexistent:1".to_owned()));
+
+    eprintln!("--- a second manager goes: the last one says there is no quorum");
+    let alive: Vec<usize> =
+        cluster.manager_ids().iter().enumerate().filter(|(_, id)| id.is_some()).map(|(i, _)| i).collect();
+    assert_eq!(alive.len(), 2);
+    cluster.kill_manager(alive[0]).await;
+    let mut last = cluster.control_at(cluster.manager_addrs()[alive[1]]).await.expect("the last manager");
+    let refused =
+        eventually("a no-quorum answer", 20, async || last.list_nodes(v1::ListNodesRequest::default()).await.err())
+            .await
+            .expect("no quorum");
+    assert!(refused.message().starts_with("no quorum: "), "{}", refused.message());
     cluster.shutdown().await;
 }
