@@ -53,7 +53,22 @@ struct Inner {
     task_ended: AtomicBool,
     /// Status reports waiting for the status writer.
     reports: Mutex<ReportQueue>,
+    /// The last task table read for new assignment streams (see [`Dispatcher::task_list`]).
+    listing: tokio::sync::Mutex<Option<Listing>>,
+    /// How many times the task table was read for assignment streams.
+    lists_read: std::sync::atomic::AtomicU64,
 }
+
+/// The task table as read for new assignment streams: when the read began, the tasks and the
+/// store revision they were read at.
+#[derive(Debug)]
+struct Listing {
+    began: Instant,
+    tasks: Arc<(Vec<v1::Task>, u64)>,
+}
+
+/// How long a task table read for assignment streams is kept for streams that open after it.
+const LISTING_KEPT: Duration = Duration::from_secs(1);
 
 /// How long the status writer lets reports gather before it writes them together. (Swarm's
 /// dispatcher flushes every 100 ms; at 10 ms, a thousand nodes' reports still made enough small
@@ -106,6 +121,8 @@ impl Dispatcher {
                 feed: Mutex::new(Feed::default()),
                 task_ended: AtomicBool::new(false),
                 reports: Mutex::new(ReportQueue::default()),
+                listing: tokio::sync::Mutex::new(None),
+                lists_read: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -148,6 +165,39 @@ impl Dispatcher {
         }
         feed.subscribers.entry(node_id.to_owned()).or_default().push(tx);
         Ok(rx)
+    }
+
+    /// The task table for an assignment stream whose feed subscription was in place at
+    /// `subscribed`. A read that began after that instant saw every change the feed will not
+    /// deliver to the stream, so streams that open together (every node, after a leader change)
+    /// share one read and decode instead of one each; otherwise the table is read anew.
+    async fn task_list(&self, subscribed: Instant) -> Result<Arc<(Vec<v1::Task>, u64)>, ObjectError> {
+        let mut listing = self.inner.listing.lock().await;
+        if let Some(last) = listing.as_ref().filter(|l| l.began > subscribed) {
+            return Ok(last.tasks.clone());
+        }
+        let began = Instant::now();
+        let tasks = Arc::new(self.inner.objects.list_at::<v1::Task>().await?);
+        self.inner.lists_read.fetch_add(1, Ordering::Relaxed);
+        *listing = Some(Listing { began, tasks: tasks.clone() });
+        // Not kept for long: a large table costs memory, and streams that open later read anew.
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(LISTING_KEPT).await;
+            if let Some(inner) = inner.upgrade() {
+                let mut listing = inner.listing.lock().await;
+                if listing.as_ref().is_some_and(|l| l.began == began) {
+                    *listing = None;
+                }
+            }
+        });
+        Ok(tasks)
+    }
+
+    /// How many times the task table was read for assignment streams.
+    #[cfg(test)]
+    pub(crate) fn lists_read(&self) -> u64 {
+        self.inner.lists_read.load(Ordering::Relaxed)
     }
 
     /// The shared watch: decodes each task change and hands it to the streams of its node. A
@@ -670,16 +720,18 @@ impl DispatcherApi for Dispatcher {
         // Subscribed before the list is read: every change after the list's revision arrives,
         // and the ones before it, also in the list, are skipped by revision.
         let mut feed = self.subscribe(&node_id)?;
-        let (tasks, listed_at) = self.inner.objects.list_at::<v1::Task>().await?;
+        let listed = self.task_list(Instant::now()).await?;
+        let (tasks, listed_at) = (&listed.0, listed.1);
         let mut known: HashMap<String, Told> = HashMap::new();
         let changes: Vec<v1::AssignmentChange> = tasks
-            .into_iter()
+            .iter()
             .filter(|t| Self::relevant(t, &node_id))
             .map(|task| {
-                known.insert(task.id.clone(), Told::of(&task));
-                v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task) }
+                known.insert(task.id.clone(), Told::of(task));
+                v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task.clone()) }
             })
             .collect();
+        drop(listed);
         let (tx, rx) = mpsc::channel(16);
         let complete = v1::AssignmentsMessage {
             r#type: v1::assignments_message::Type::Complete as i32,

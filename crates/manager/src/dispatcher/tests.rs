@@ -277,6 +277,21 @@ async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
 }
 
 #[tokio::test]
+async fn streams_that_open_together_share_one_read_of_the_task_table() {
+    let (objects, _dir) = store("dispatcher-listing").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(200));
+    let subscribed = Instant::now();
+    let first = d.task_list(subscribed).await.expect("list");
+    let second = d.task_list(subscribed).await.expect("list");
+    assert!(Arc::ptr_eq(&first, &second), "a read that began after the subscription is shared");
+    assert_eq!(d.lists_read(), 1);
+    tracing::info!("--- a stream subscribed after that read began reads anew");
+    let later = d.task_list(Instant::now()).await.expect("list");
+    assert!(!Arc::ptr_eq(&first, &later));
+    assert_eq!(d.lists_read(), 2);
+}
+
+#[tokio::test]
 async fn nodes_not_yet_marked_down_stay_expired_for_the_next_check() {
     let (objects, _dir) = store("dispatcher-requeue").await;
     node(&objects, "w1").await;
