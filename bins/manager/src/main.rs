@@ -81,8 +81,7 @@ enum Command {
     },
     /// Resume from the data directory (after a restart), and run.
     Run {
-        /// Address other nodes reach this one at; defaults to the one a manager recorded at
-        /// init/join, and to the listen address for a worker (which must then not be 0.0.0.0).
+        /// Address other nodes reach this one at; defaults to the one recorded at init/join.
         #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
         advertise_addr: Option<String>,
         #[command(flatten)]
@@ -154,7 +153,12 @@ async fn serve_node(mut state: NodeState, common: &Common, advertised: SocketAdd
                     RoleEnd::Signal => return Ok(()),
                     RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, managers } => {
                         shoal_manager::forget_manager(&common.data_dir)?;
-                        shoal_agent::record_worker(&common.data_dir, &node_id, managers)?;
+                        shoal_agent::record_worker(
+                            &common.data_dir,
+                            &node_id,
+                            managers,
+                            Some(&advertised.to_string()),
+                        )?;
                         if common.no_worker {
                             println!("This node was demoted to a worker; it runs no tasks (--no-worker), so it stops.");
                             return Ok(());
@@ -233,14 +237,16 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
     // A demotion removes this member from the Raft group first: seen here (twice in a row, so
     // that a member still catching up on its own admission is not mistaken), it ends the manager
     // role even when no worker role hears of it (--no-worker), or when the leader went away
-    // before recording the demotion.
+    // before recording the demotion, or when the node was promoted again before its worker
+    // role heard of the demotion. The leader's view is asked: a removed member may never
+    // receive the configuration that leaves it out.
     let removed = {
         let store = manager.objects().store().clone();
         async move {
             let mut seen = 0;
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                let status = store.local_status();
+                let status = store.status().await;
                 let member = status.members.iter().any(|m| m.id == store.id());
                 seen = if status.leader.is_some() && !member { seen + 1 } else { 0 };
                 if seen >= 2 {
@@ -305,7 +311,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     serve_node(NodeState::Manager(manager), &common, advertised).await
                 }
                 shoal_manager::Joined::Worker { node_id } => {
-                    shoal_agent::record_worker(&common.data_dir, &node_id, vec![remote])?;
+                    shoal_agent::record_worker(
+                        &common.data_dir,
+                        &node_id,
+                        vec![remote],
+                        Some(&advertised.to_string()),
+                    )?;
                     println!(
                         "This node joined a cluster as a worker ({node_id}); `shoal node promote` can make it a manager."
                     );
@@ -319,15 +330,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None if shoal_manager::holds_manager(&common.data_dir) => {
                     advertise(&shoal_manager::recorded_advertise_addr(&common.data_dir)?, common.listen_addr)?
                 }
-                None => {
-                    // A worker that may be promoted must tell the managers where to reach it.
-                    anyhow::ensure!(
-                        !common.listen_addr.ip().is_unspecified(),
-                        "give --advertise-addr: this node listens on {} and records no address other nodes can reach it at",
+                None => match shoal_agent::worker_advertise_addr(&common.data_dir).ok().flatten() {
+                    Some(recorded) => advertise(&recorded, common.listen_addr)?,
+                    None => {
+                        // A worker that may be promoted must tell the managers where to reach it.
+                        anyhow::ensure!(
+                            !common.listen_addr.ip().is_unspecified(),
+                            "give --advertise-addr: this node listens on {} and records no address other nodes can reach it at",
+                            common.listen_addr
+                        );
                         common.listen_addr
-                    );
-                    common.listen_addr
-                }
+                    }
+                },
             };
             if !shoal_manager::holds_manager(&common.data_dir) && shoal_agent::holds_worker(&common.data_dir) {
                 return serve_node(NodeState::Worker, &common, advertised).await;

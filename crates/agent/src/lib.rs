@@ -15,7 +15,7 @@ pub use join::{JoinError, join};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 pub use worker::{
     WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,
-    run_node, run_worker,
+    run_node, run_worker, worker_advertise_addr,
 };
 
 /// Labels the agent puts on its containers, to find them again after a restart.

@@ -74,6 +74,10 @@ pub enum WorkerError {
 struct State {
     node_id: String,
     managers: Vec<String>,
+    /// The address other nodes reach this node at, for a node whose process can run a manager
+    /// (it advertises it to the Raft group when promoted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    advertise_addr: Option<String>,
 }
 
 /// The `shoal-runtime-logger` executable: `given`, or the one next to the running program
@@ -112,7 +116,7 @@ pub async fn join_worker(data_dir: &Path, remote: &str, token: &str) -> Result<S
     }
     let (credentials, _) = crate::join(remote, token, &data_dir.join("certs")).await?;
     let node_id = credentials.identity().node_id.clone();
-    record_worker(data_dir, &node_id, vec![remote.to_owned()])?;
+    record_worker(data_dir, &node_id, vec![remote.to_owned()], None)?;
     Ok(node_id)
 }
 
@@ -210,11 +214,17 @@ pub async fn run_node(
     Ok(agent.run(shutdown).await?)
 }
 
-/// Records in `data_dir` a node that runs as a worker (node ID and the managers to reach), as
-/// `join_worker` does after joining: for a node that joined otherwise, or that was demoted.
-pub fn record_worker(data_dir: &Path, node_id: &str, managers: Vec<String>) -> Result<(), WorkerError> {
+/// Records in `data_dir` a node that runs as a worker (node ID, the managers to reach and, for a
+/// node that can be promoted, the address it advertises), as `join_worker` does after joining:
+/// for a node that joined otherwise, or that was demoted.
+pub fn record_worker(
+    data_dir: &Path,
+    node_id: &str,
+    managers: Vec<String>,
+    advertise_addr: Option<&str>,
+) -> Result<(), WorkerError> {
     let state_path = data_dir.join("agent.json");
-    let state = State { node_id: node_id.to_owned(), managers };
+    let state = State { node_id: node_id.to_owned(), managers, advertise_addr: advertise_addr.map(str::to_owned) };
     let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
     // Replaced atomically (a temporary file, synced, renamed, the directory synced): a crash
     // leaves the old record or the new one, never a torn one.
@@ -239,6 +249,16 @@ pub fn forget_worker(data_dir: &Path) -> Result<(), WorkerError> {
     }
 }
 
+/// The address recorded for the worker in `data_dir` by [`record_worker`], if any.
+pub fn worker_advertise_addr(data_dir: &Path) -> Result<Option<String>, WorkerError> {
+    let state_path = data_dir.join("agent.json");
+    let bytes = std::fs::read(&state_path).map_err(|e| data_error(&state_path, format!("cannot be read: {e}")))?;
+    let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+        data_error(&state_path, format!("is not a worker record ({e}); join again with a fresh --data-dir"))
+    })?;
+    Ok(state.advertise_addr)
+}
+
 /// Whether `data_dir` holds a joined worker.
 pub fn holds_worker(data_dir: &Path) -> bool {
     data_dir.join("agent.json").is_file()
@@ -258,6 +278,22 @@ mod tests {
             hostname: None,
             can_manage: false,
         }
+    }
+
+    #[test]
+    fn a_worker_record_keeps_the_address_a_promotable_node_advertises() {
+        let dir = std::env::temp_dir().join(format!("shoal-agent-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        record_worker(&dir, "n1", vec!["192.0.2.11:2377".into()], Some("192.0.2.13:2377")).expect("record");
+        assert_eq!(worker_advertise_addr(&dir).expect("read").as_deref(), Some("192.0.2.13:2377"));
+        record_worker(&dir, "n1", vec!["192.0.2.11:2377".into()], None).expect("record");
+        assert_eq!(worker_advertise_addr(&dir).expect("read"), None);
+        // A record written before the address was kept reads as none.
+        std::fs::write(dir.join("agent.json"), br#"{"node_id":"n1","managers":[]}"#).expect("old record");
+        let old = worker_advertise_addr(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(old.expect("read"), None);
     }
 
     #[tokio::test]

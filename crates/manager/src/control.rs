@@ -291,9 +291,17 @@ impl Control for ControlService {
                 Write::Update(task)
             })
             .collect();
-        let left = self.objects.write_all(marked).await?.into_iter().filter(Result::is_err).count();
-        if left > 0 {
-            tracing::debug!(service.id = %service.id, left, "tasks not marked for removal here; the leader will");
+        // The service is gone already: whatever is not marked here, the leader marks.
+        match self.objects.write_all(marked).await {
+            Ok(outcomes) => {
+                let left = outcomes.iter().filter(|o| o.is_err()).count();
+                if left > 0 {
+                    tracing::debug!(service.id = %service.id, left, "tasks not marked for removal here; the leader will");
+                }
+            }
+            Err(err) => {
+                tracing::warn!(service.id = %service.id, error = %err, "tasks not marked for removal here; the leader will")
+            }
         }
         tracing::info!(service.id = %service.id, "service removed");
         Ok(Response::new(v1::RemoveServiceResponse {}))

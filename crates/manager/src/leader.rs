@@ -187,13 +187,15 @@ impl Leader {
                         // removes it, so the group is not without a leader meanwhile.
                         match store.transfer_leadership().await {
                             Ok(next) => {
-                                tracing::info!(node.id = %node.id, next, "demoted leader handed over leadership")
+                                tracing::info!(node.id = %node.id, next, "demoted leader handed over leadership");
+                                return Ok(());
                             }
+                            // Still the leader: the other nodes' roles go on; this one is tried again.
                             Err(err) => {
-                                tracing::warn!(node.id = %node.id, error = %err, "demoted leader cannot hand over leadership yet")
+                                tracing::warn!(node.id = %node.id, error = %err, "demoted leader cannot hand over leadership yet");
+                                continue;
                             }
                         }
-                        return Ok(());
                     }
                     tracing::info!(node.id = %node.id, raft_id, "node demoted: removing it from the Raft group");
                     if let Err(err) = store.remove(raft_id).await {

@@ -296,6 +296,10 @@ struct Inner {
     transport: Arc<dyn Transport>,
     request_timeout: Duration,
     election_timeout_max: Duration,
+    /// When [`Store::transfer_leadership`] was last called: for three election timeouts after
+    /// it, writes here that find no leader wait for the successor rather than fail. Writes
+    /// proposed as leader hold it for reading, so a transfer starts once they are done.
+    handed_over_at: tokio::sync::RwLock<Option<tokio::time::Instant>>,
 }
 
 impl Drop for Inner {
@@ -393,6 +397,7 @@ impl Store {
                 transport,
                 request_timeout: config.request_timeout,
                 election_timeout_max: emax,
+                handed_over_at: tokio::sync::RwLock::new(None),
             }),
         })
     }
@@ -490,17 +495,57 @@ impl Store {
     /// The transaction is moved into the proposal, never copied: on the leader it is proposed as
     /// it is; elsewhere its encoding for the leader is made first, then it is offered to the
     /// local Raft (which may know of a leadership change its metrics do not show yet).
+    ///
+    /// While this leader hands leadership over ([`Store::transfer_leadership`]) its writes go to
+    /// the successor, waiting for it to win its election if need be.
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
-        if self.is_leader() {
-            return self.write_local(txn).await;
+        let handed_over_at = self.inner.handed_over_at.read().await;
+        let handing_over = handed_over_at.is_some_and(|at| at.elapsed() < self.inner.election_timeout_max * 3);
+        if self.is_leader() && !handing_over {
+            let result = self.write_local(txn).await;
+            drop(handed_over_at);
+            return result;
         }
+        drop(handed_over_at);
         let payload = encode(&txn);
-        match self.write_local(txn).await {
+        let again = handing_over.then(|| payload.clone());
+        let result = match self.write_local(txn).await {
+            Ok(outcome) => return Ok(outcome),
             Err(WriteError::NotLeader { leader: Some(leader) }) if leader != self.inner.id => {
                 self.forward(leader, payload).await
             }
             other => other,
+        };
+        match (result, again) {
+            // The successor named by this leader may not have won yet (and a leader stepping
+            // down names none for a moment): once another member leads, the write goes there.
+            (Err(WriteError::NotLeader { .. }), Some(payload)) => match self.successor().await {
+                Some(leader) => self.forward(leader, payload).await,
+                None => Err(WriteError::NotLeader { leader: None }),
+            },
+            (result, _) => result,
         }
+    }
+
+    /// Waits (up to three election timeouts) until a member other than this one leads.
+    async fn successor(&self) -> Option<NodeId> {
+        let me = self.inner.id;
+        let mut rx = self.inner.raft.metrics();
+        let successor = async {
+            loop {
+                let leader = {
+                    let m = rx.borrow_and_update();
+                    m.current_leader.filter(|l| *l != me && m.state != ServerState::Leader)
+                };
+                if leader.is_some() {
+                    return leader;
+                }
+                if rx.changed().await.is_err() {
+                    return None;
+                }
+            }
+        };
+        tokio::time::timeout(self.inner.election_timeout_max * 3, successor).await.ok().flatten()
     }
 
     async fn write_local(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
@@ -740,32 +785,21 @@ impl Store {
                 reason: "no other voter is reachable to take over leadership".into(),
             })?;
         tracing::info!(node.id = me, target.id = target, "transferring leadership");
+        // Waits for writes proposed as leader to finish: later ones go to the successor.
+        *self.inner.handed_over_at.write().await = Some(tokio::time::Instant::now());
         self.inner
             .raft
             .trigger()
             .transfer_leader(target)
             .await
             .map_err(|e| MembershipError::Stopped { node: me, reason: e.to_string() })?;
-        let mut rx = self.inner.raft.metrics();
-        let successor = async {
-            loop {
-                if let Some(leader) = rx.borrow_and_update().current_leader.filter(|l| *l != me) {
-                    return Some(leader);
-                }
-                if rx.changed().await.is_err() {
-                    return None;
-                }
-            }
-        };
-        let limit = self.inner.election_timeout_max * 3;
-        match tokio::time::timeout(limit, successor).await {
-            Ok(Some(leader)) => Ok(leader),
-            Ok(None) => Err(MembershipError::Stopped { node: me, reason: "raft stopped during the transfer".into() }),
-            Err(_) => Err(MembershipError::Refused {
-                node: me,
-                reason: format!("node {target} did not take over leadership within {limit:?}"),
-            }),
-        }
+        self.successor().await.ok_or_else(|| MembershipError::Refused {
+            node: me,
+            reason: format!(
+                "node {target} did not take over leadership within {:?}",
+                self.inner.election_timeout_max * 3
+            ),
+        })
     }
 
     /// This member's own view: reachability is known only on the leader.

@@ -319,8 +319,20 @@ async fn leadership_is_handed_to_a_voter_the_leader_hears_from() {
     let follower = others(first)[0];
     assert!(matches!(c.store(follower).transfer_leadership().await, Err(MembershipError::NotLeader { .. })));
 
-    info!("--- the leader hands over: another member leads and takes writes, nothing is lost");
+    info!("--- the leader hands over while writes keep coming to it: they reach the successor");
+    let writer = {
+        let store = c.store(first).clone();
+        tokio::spawn(async move {
+            for i in 0..40 {
+                store.put(format!("/during/{i}"), "x").await?;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Ok::<_, WriteError>(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
     let second = c.store(first).transfer_leadership().await.expect("transfer");
+    writer.await.expect("writer").expect("every write during the hand-over is applied");
     assert_ne!(second, first);
     assert_eq!(c.wait_leader().await, second);
     c.store(second).put("/after", "2").await.expect("put on the new leader");

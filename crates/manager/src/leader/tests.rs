@@ -362,9 +362,20 @@ async fn roles_follow_promotions_and_demotions() {
     // A manager whose Raft member is already gone (its removal committed before a failover).
     demoted.manager_status =
         Some(v1::ManagerStatus { raft_id: 999, addr: "192.0.2.19:2377".into(), ..Default::default() });
-    let (leader, objects, _dir) = leader("leader-roles", &[promoted, demoted, node("w", &[])]).await;
+    // The leader itself, demoted, alone: it cannot hand over, stays a manager, and the nodes
+    // listed after it still have their roles changed.
+    let mut own = node("a-leader", &[]);
+    own.role = v1::NodeRole::Manager as i32;
+    let (leader, objects, _dir) = leader("leader-roles", &[own, promoted, demoted, node("w", &[])]).await;
+    let raft_id = objects.store().id();
+    let mut own: v1::Node = objects.get("a-leader").await.expect("own node");
+    own.manager_status = Some(v1::ManagerStatus { raft_id, addr: "mem://m1".into(), ..Default::default() });
+    objects.update(own).await.expect("own manager status");
 
     leader.reconcile_roles().await.expect("reconcile");
+    let own: v1::Node = objects.get("a-leader").await.expect("own node");
+    assert_eq!(own.role, v1::NodeRole::Manager as i32, "no other manager to hand over to");
+    assert!(objects.store().is_leader());
     let p: v1::Node = objects.get("p").await.expect("p");
     assert_eq!(p.role, v1::NodeRole::Manager as i32, "promoted: the CA now issues it a manager certificate");
     let d: v1::Node = objects.get("d").await.expect("d");
@@ -373,5 +384,5 @@ async fn roles_follow_promotions_and_demotions() {
     assert_eq!(w.role, v1::NodeRole::Worker as i32);
     let before = objects.store().revision();
     leader.reconcile_roles().await.expect("reconcile again");
-    assert_eq!(objects.store().revision(), before, "nothing more to change");
+    assert_eq!(objects.store().revision(), before, "nothing more to change while the leader cannot hand over");
 }
