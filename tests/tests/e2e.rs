@@ -220,22 +220,30 @@ fn three_managers_two_workers() {
         out.lines().any(|l| l.contains(&m1_row) && l.contains(" Ready ") && l.contains("Reachable"))
     });
 
-    eprintln!("--- demote m3: it leaves Raft and runs on as a worker; promote it: a Reachable manager again");
-    let m3_row = format!(" {} ", m3.name);
-    let m3_line = |out: &str| out.lines().find(|l| l.contains(&m3_row)).map(str::to_owned).unwrap_or_default();
-    let demoted = ok(&via_m2, &["node", "demote", &m3.name]);
+    eprintln!("--- demote the leader: it hands over, leaves Raft and runs on as a worker; promote it back");
+    let out = ok(&via_m2, &["node", "ls"]);
+    let leader = [m1, m2, m3]
+        .into_iter()
+        .find(|m| out.lines().any(|l| l.contains(&format!(" {} ", m.name)) && l.contains("Leader")))
+        .expect("a leader among the managers");
+    // The CLI talks to another manager, which stays one throughout.
+    let other = if leader.name == m2.name { m3 } else { m2 };
+    let via_other = sc.cli(other, m1);
+    let row = format!(" {} ", leader.name);
+    let line = |out: &str| out.lines().find(|l| l.contains(&row)).map(str::to_owned).unwrap_or_default();
+    let demoted = ok(&via_other, &["node", "demote", &leader.name]);
     assert!(demoted.contains("demoted"), "{demoted}");
-    until(&via_m2, "m3 a Ready worker", 30, &["node", "ls"], |out| {
-        let line = m3_line(out);
+    until(&via_other, "the old leader a Ready worker", 30, &["node", "ls"], |out| {
+        let line = line(out);
         line.contains(" Ready ") && !line.contains("Reachable") && !line.contains("Leader")
     });
-    ok(&via_m2, &["node", "promote", &m3.name]);
-    let nodes_out = until(&via_m2, "m3 Reachable again", 60, &["node", "ls"], |out| {
-        let line = m3_line(out);
+    ok(&via_other, &["node", "promote", &leader.name]);
+    let nodes_out = until(&via_other, "the old leader Reachable again", 60, &["node", "ls"], |out| {
+        let line = line(out);
         line.contains(" Ready ") && (line.contains("Reachable") || line.contains("Leader"))
     });
     eprintln!("{nodes_out}");
-    let (refused, _, err) = via_m2.run(&["node", "promote", &w1.name]).expect("run shoal");
+    let (refused, _, err) = via_other.run(&["node", "promote", &w1.name]).expect("run shoal");
     assert!(!refused && err.contains("runs shoal-agent, which cannot run a manager"), "{err}");
     drop(m1_again);
     drop(managers);

@@ -244,6 +244,8 @@ impl Agent {
         };
         let mut dispatcher = DispatcherClient::new(channel.clone());
         let mut told_role_change = false;
+        // Heartbeats in a row that said this manager is outside the Raft group.
+        let mut outside_raft = 0;
         let request =
             v1::SessionRequest { description: Some(self.config.description.clone()), session_id: String::new() };
         let mut session = match dispatcher.session(request).await {
@@ -282,6 +284,20 @@ impl Agent {
                         Ok(Ok(response)) => {
                             let response = response.into_inner();
                             let role = v1::NodeRole::try_from(response.role).unwrap_or(self.config.role);
+                            // A manager removed from the Raft group whose role is manager again
+                            // (demoted, then promoted before it heard): it restarts as a worker,
+                            // and the promotion brings it back in. Twice in a row, so that a
+                            // record written a moment late is not taken for a removal.
+                            let manager = v1::NodeRole::Manager;
+                            outside_raft = if self.config.role == manager && role == manager && !response.raft_member {
+                                outside_raft + 1
+                            } else {
+                                0
+                            };
+                            if outside_raft >= 2 && self.config.certs_dir.is_some() {
+                                tracing::warn!("this manager is no longer in the Raft group: it restarts as a worker to join again");
+                                return SessionEnd::RoleChanged(v1::NodeRole::Worker);
+                            }
                             if role != self.config.role || role != self.config.certificate_role {
                                 match &self.config.certs_dir {
                                     Some(dir) => match tokio::time::timeout(period * MISSED_HEARTBEATS, self.renew_for_role(channel.clone(), dir)).await {

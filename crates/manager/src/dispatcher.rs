@@ -691,14 +691,15 @@ impl DispatcherApi for Dispatcher {
         }
         // The role as this member has it: a promotion or demotion reaches the node a beat later
         // at worst.
-        let role = match self.inner.objects.get_local::<v1::Node>(&node_id).await {
-            Ok(node) => node.role,
+        let (role, raft_member) = match self.inner.objects.get_local::<v1::Node>(&node_id).await {
+            Ok(node) => (node.role, node.manager_status.is_some()),
             Err(ObjectError::NotFound { .. }) => {
                 return Err(Status::permission_denied(format!("node {node_id} was removed from the cluster")));
             }
             Err(err) => return Err(err.into()),
         };
-        Ok(Response::new(v1::HeartbeatResponse { period: Some(shoal_api::to_duration(self.inner.period)), role }))
+        let period = Some(shoal_api::to_duration(self.inner.period));
+        Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member }))
     }
 
     async fn update_task_status(

@@ -219,7 +219,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
     ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;
 
     let trust = ca.trust_bundle();
-    let running = run(config, &identity, ca, credentials, true).await?;
+    let running = run(config, &identity, ca, credentials, Begin::Bootstrap).await?;
     match first_records(config, &identity, &trust, &running).await {
         Ok(join_tokens) => {
             write_identity(data, &identity)?;
@@ -514,7 +514,7 @@ async fn become_manager(
     trust.save(&data.join("certs")).map_err(pki)?;
     let identity =
         Identity { cluster_id, node_id, raft_id: random_u64(), advertise_addr: config.advertise_addr.to_string() };
-    let running = run(config, &identity, ca, credentials, false).await?;
+    let running = run(config, &identity, ca, credentials, Begin::Join).await?;
     // `JoinRaft` is idempotent: a lost answer or a passing failure (a leader change, a
     // conflicting write) is retried, since the leader may already count this node as a voter.
     // Only the leader adds members: a follower's refusal names it, and the node asks it next.
@@ -570,7 +570,18 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
     })?;
     let ca = ClusterCa::load(&data.join("ca"), None).map_err(pki)?;
     let credentials = NodeCredentials::load(&data.join("certs"), None).map_err(pki)?;
-    run(config, &identity, ca, credentials, false).await
+    run(config, &identity, ca, credentials, Begin::Resume).await
+}
+
+/// How a manager's Raft member begins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Begin {
+    /// The first member of a new cluster.
+    Bootstrap,
+    /// A member resuming from its data directory: it waits (up to 10 s) to hear a leader.
+    Resume,
+    /// A member about to ask for admission (`JoinRaft`): it hears no leader before that.
+    Join,
 }
 
 fn issue(
@@ -593,7 +604,7 @@ async fn run(
     identity: &Identity,
     ca: ClusterCa,
     credentials: NodeCredentials,
-    bootstrap: bool,
+    begin: Begin,
 ) -> Result<RunningManager, StartError> {
     let trust: TrustBundle = ca.trust_bundle();
     let raft_dir = config.data_dir.join("raft");
@@ -633,10 +644,10 @@ async fn run(
             }
         })
     };
-    if bootstrap {
+    if begin == Begin::Bootstrap {
         store.bootstrap().await.map_err(|e| store_err(e.to_string()))?;
     }
-    if store.wait_for_leader(Duration::from_secs(10)).await.is_none() {
+    if begin != Begin::Join && store.wait_for_leader(Duration::from_secs(10)).await.is_none() {
         tracing::warn!("no Raft leader yet; requests fail with `no quorum` until enough managers are back");
     }
     let leader = Leader::new(objects.clone(), dispatcher, DEFAULT_TASK_HISTORY);
