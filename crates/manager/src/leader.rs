@@ -322,21 +322,14 @@ impl Leader {
             match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
                 Some(v1::service_spec::Mode::Replicated(_)) => {
                     let plan = reconcile_replicated(service, own, nodes, now);
-                    for id in &plan.shutdown {
-                        if work.set_desired(id, TaskState::Shutdown) {
-                            report.stopped += 1;
-                        }
-                    }
-                    for (slot, not_before) in plan.create {
-                        if not_before <= now {
-                            work.add(Self::new_task(service, slot, "", now));
-                        } else {
-                            report.due(not_before);
-                        }
-                    }
+                    let create = plan.create.into_iter().map(|(slot, at)| (slot, String::new(), at));
+                    Self::apply(service, &plan.shutdown, create, 0, work, now, report);
                 }
+                // One task per eligible node, created on that node.
                 Some(v1::service_spec::Mode::Global(_)) => {
-                    Self::orchestrate_global(service, own, nodes, work, now, report)
+                    let plan = reconcile_global(service, own, nodes, now);
+                    let create = plan.create.into_iter().map(|(node, at)| (0, node, at));
+                    Self::apply(service, &plan.shutdown, create, 0, work, now, report);
                 }
                 Some(v1::service_spec::Mode::ReplicatedJob(_) | v1::service_spec::Mode::GlobalJob(_)) => {
                     Self::orchestrate_job(service, own, nodes, work, now, report)
@@ -346,27 +339,31 @@ impl Leader {
         }
     }
 
-    /// One task per eligible node ([`reconcile_global`]), created on that node.
-    fn orchestrate_global(
+    /// Applies an orchestrator's decision to the pass's work: the `shutdown` tasks are told to
+    /// stop, and each of `create` (slot, node, not before) becomes a new task of job iteration
+    /// `iteration` once its time has come (until then, the pass is due again at that time).
+    fn apply<'a>(
         service: &v1::Service,
-        tasks: &[v1::Task],
-        nodes: &[v1::Node],
+        shutdown: impl IntoIterator<Item = &'a String>,
+        create: impl IntoIterator<Item = (u64, String, SystemTime)>,
+        iteration: u64,
         work: &mut Working,
         now: SystemTime,
         report: &mut PassReport,
     ) {
-        let plan = reconcile_global(service, tasks, nodes, now);
-        for id in &plan.shutdown {
+        for id in shutdown {
             if work.set_desired(id, TaskState::Shutdown) {
                 report.stopped += 1;
             }
         }
-        for (node, not_before) in plan.create {
-            if not_before <= now {
-                work.add(Self::new_task(service, 0, &node, now));
-            } else {
+        for (slot, node, not_before) in create {
+            if not_before > now {
                 report.due(not_before);
+                continue;
             }
+            let mut task = Self::new_task(service, slot, &node, now);
+            task.job_iteration = iteration;
+            work.add(task);
         }
     }
 
@@ -383,22 +380,10 @@ impl Leader {
     ) {
         let plan = reconcile_job(service, tasks, nodes, now);
         let completed = tasks.iter().filter(|t| t.observed_state() == TaskState::Complete && current(t));
-        for id in plan.shutdown.iter().chain(completed.map(|t| &t.id)) {
-            if work.set_desired(id, TaskState::Shutdown) {
-                report.stopped += 1;
-            }
-        }
+        let shutdown = plan.shutdown.iter().chain(completed.map(|t| &t.id));
         let slots = plan.create_slots.into_iter().map(|(slot, at)| (slot, String::new(), at));
         let nodes = plan.create_nodes.into_iter().map(|(node, at)| (0, node, at));
-        for (slot, node, not_before) in slots.chain(nodes) {
-            if not_before > now {
-                report.due(not_before);
-                continue;
-            }
-            let mut task = Self::new_task(service, slot, &node, now);
-            task.job_iteration = plan.iteration;
-            work.add(task);
-        }
+        Self::apply(service, shutdown, slots.chain(nodes), plan.iteration, work, now, report);
     }
 
     /// Places every pending task (those of earlier passes and the new ones) in one scheduler

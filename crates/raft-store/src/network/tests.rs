@@ -51,9 +51,11 @@ fn append(prev: u64, entries: &[u64]) -> AppendEntriesRequest<TypeConfig> {
     }
 }
 
-#[tokio::test]
-async fn entries_go_out_while_an_entry_less_append_is_unanswered_and_answers_keep_their_order() {
-    let transport = Arc::new(FakeTransport { slow: Duration::from_millis(300), events: Arc::default() });
+/// Runs `input` through a replication stream to member 2 over `transport`; the matched log IDs.
+async fn stream(
+    transport: &Arc<FakeTransport>,
+    input: impl futures::Stream<Item = AppendEntriesRequest<TypeConfig>> + Unpin + Send + 'static,
+) -> Vec<Option<LogId>> {
     let mut conn = Connection {
         node: 1,
         min_ttl: Duration::from_secs(1),
@@ -61,13 +63,19 @@ async fn entries_go_out_while_an_entry_less_append_is_unanswered_and_answers_kee
         addr: "fake".into(),
         transport: transport.clone(),
     };
-    // A commit-only append, then entries 6..=7 after it, then entry 8 after those.
-    let input = futures::stream::iter(vec![append(5, &[]), append(5, &[6, 7]), append(7, &[8])]);
     let answers: Vec<_> = {
         let stream = conn.stream_append(input, RPCOption::new(Duration::from_secs(1))).await.expect("stream");
         stream.collect().await
     };
-    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("answered").expect("success")).collect();
+    answers.into_iter().map(|a| a.expect("answered").expect("success")).collect()
+}
+
+#[tokio::test]
+async fn entries_go_out_while_an_entry_less_append_is_unanswered_and_answers_keep_their_order() {
+    let transport = Arc::new(FakeTransport { slow: Duration::from_millis(300), events: Arc::default() });
+    // A commit-only append, then entries 6..=7 after it, then entry 8 after those.
+    let input = futures::stream::iter(vec![append(5, &[]), append(5, &[6, 7]), append(7, &[8])]);
+    let answers = stream(&transport, input).await;
     assert_eq!(answers, vec![Some(log_id(5)), Some(log_id(7)), Some(log_id(8))]);
     let events = transport.events.lock().expect("events").clone();
     // Entries 6..=7 left with the commit-only append unanswered; entry 8 only once every answer
@@ -78,19 +86,8 @@ async fn entries_go_out_while_an_entry_less_append_is_unanswered_and_answers_kee
 #[tokio::test]
 async fn appends_with_entries_are_never_in_flight_together() {
     let transport = Arc::new(FakeTransport { slow: Duration::from_millis(1), events: Arc::default() });
-    let mut conn = Connection {
-        node: 1,
-        min_ttl: Duration::from_secs(1),
-        target: 2,
-        addr: "fake".into(),
-        transport: transport.clone(),
-    };
     let input = futures::stream::iter(vec![append(5, &[6]), append(6, &[7]), append(7, &[8])]);
-    let answers: Vec<_> = {
-        let stream = conn.stream_append(input, RPCOption::new(Duration::from_secs(1))).await.expect("stream");
-        stream.collect().await
-    };
-    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("answered").expect("success")).collect();
+    let answers = stream(&transport, input).await;
     assert_eq!(answers, vec![Some(log_id(6)), Some(log_id(7)), Some(log_id(8))]);
     let events = transport.events.lock().expect("events").clone();
     assert_eq!(events, ["send to 6", "answer to 6", "send to 7", "answer to 7", "send to 8", "answer to 8"]);
