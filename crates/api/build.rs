@@ -1,12 +1,13 @@
 //! Build script: compiles Shoal's .proto files (objects and the control, dispatcher and CA
-//! services) with tonic-prost-build; needs `protoc` (Debian's protobuf-compiler).
+//! services) with protox, a protobuf compiler in Rust that carries the well-known types, and
+//! generates the code with tonic-prost-build. Nothing from the system is needed (no `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["objects", "control", "dispatcher", "ca"].map(|name| format!("../../proto/shoal/v1/{name}.proto"));
-    let includes = ["../../proto".to_owned()];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_protos(&protos, &includes)?;
+    let descriptors = protox::compile(&protos, ["../../proto"])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     Ok(())
 }
