@@ -5,6 +5,8 @@ use std::process::Command;
 
 use anyhow::{Context as _, bail};
 
+use crate::prereq::Task;
+
 /// Options of `cargo xtask bench`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct BenchArgs {
@@ -15,92 +17,104 @@ pub(crate) struct BenchArgs {
     list: bool,
 }
 
-/// (name, package, bench target, what it measures)
-const BENCHES: &[(&str, &str, &str, &str)] = &[
-    (
-        "scheduler",
-        "shoal-scheduler",
-        "placement",
-        "100k tasks onto 1k and 10k nodes, with and without spread preferences: placements/s, peak memory",
-    ),
-    (
-        "runtime",
-        "shoal-runtime",
-        "runtime",
-        "100 sleeper containers created, started, stopped and removed 4 at a time, vs `ctr run -d`",
-    ),
-    (
-        "dns",
-        "shoal-embedded-dns",
-        "dns",
-        "dnsperf vs unbound, same 100 records at 127.0.0.11 in a netns: qps, avg/p99 latency, CPU per query",
-    ),
-    (
-        "overlay",
-        "shoal-overlay",
-        "overlay",
-        "iperf3 container to container over VXLAN vs plain veth; time to program 1,000 remote endpoints",
-    ),
-    (
-        "lb",
-        "shoal-ipvs-lb",
-        "lb",
-        "first packet through a VIP vs direct at 1, 1k and 10k services; one service change among 10k (nftables)",
-    ),
-    (
-        "control-plane",
-        "shoal-local-cluster",
-        "control_plane",
-        "1 manager + 1,000 simulated agents in one process, one service of 100k replicas: converge time, placements/s through Raft, RSS",
-    ),
+/// How a benchmark runs.
+#[derive(Debug, Clone, Copy)]
+enum Runner {
+    /// `cargo bench --package P --bench TARGET`.
+    CargoBench { package: &'static str, target: &'static str },
+    /// Three member processes and etcd, driven from raft-store's `raft_member` example.
+    Raft,
+    /// The whole stack: a netns cluster of release binaries on containerd (`converge.rs`).
+    Converge,
+}
+
+/// One benchmark: its name, how it runs and what it measures. What it needs from the machine is
+/// in the prerequisite table under `Task::Bench(name)`.
+struct Bench {
+    name: &'static str,
+    runner: Runner,
+    what: &'static str,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench {
+        name: "scheduler",
+        runner: Runner::CargoBench { package: "shoal-scheduler", target: "placement" },
+        what: "100k tasks onto 1k and 10k nodes, with and without spread preferences: placements/s, peak memory",
+    },
+    Bench {
+        name: "runtime",
+        runner: Runner::CargoBench { package: "shoal-runtime", target: "runtime" },
+        what: "100 sleeper containers created, started, stopped and removed 4 at a time, vs `ctr run -d`",
+    },
+    Bench {
+        name: "dns",
+        runner: Runner::CargoBench { package: "shoal-embedded-dns", target: "dns" },
+        what: "dnsperf vs unbound, same 100 records at 127.0.0.11 in a netns: qps, avg/p99 latency, CPU per query",
+    },
+    Bench {
+        name: "overlay",
+        runner: Runner::CargoBench { package: "shoal-overlay", target: "overlay" },
+        what: "iperf3 container to container over VXLAN vs plain veth; time to program 1,000 remote endpoints",
+    },
+    Bench {
+        name: "lb",
+        runner: Runner::CargoBench { package: "shoal-ipvs-lb", target: "lb" },
+        what: "first packet through a VIP vs direct at 1, 1k and 10k services; one service change among 10k (nftables)",
+    },
+    Bench {
+        name: "control-plane",
+        runner: Runner::CargoBench { package: "shoal-local-cluster", target: "control_plane" },
+        what: "1 manager + 1,000 simulated agents in one process, one service of 100k replicas: converge time, \
+               placements/s through Raft, RSS",
+    },
+    Bench {
+        name: "raft",
+        runner: Runner::Raft,
+        what: "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 \
+               clients; leader failover",
+    },
+    Bench {
+        name: "converge",
+        runner: Runner::Converge,
+        what: "100 sleepers on one node through the whole stack vs ctr run -d; agent kill to tasks moved; idle RSS",
+    },
 ];
 
-/// The whole stack: a netns cluster of release binaries on containerd.
-const CONVERGE: (&str, &str) =
-    ("converge", "100 sleepers on one node through the whole stack vs ctr run -d; agent kill to tasks moved; idle RSS");
-
-/// The raft-store benchmark drives three member processes and etcd from an example binary.
-const RAFT: (&str, &str) = (
-    "raft",
-    "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 clients; leader failover",
-);
+/// The benchmarks' names.
+pub(crate) fn names() -> Vec<&'static str> {
+    BENCHES.iter().map(|b| b.name).collect()
+}
 
 pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()> {
     let Some(name) = args.name.as_deref().filter(|_| !args.list) else {
-        for (name, _, _, what) in BENCHES {
-            println!("{name:<12} {what}");
+        for bench in BENCHES {
+            println!("{:<14} {}", bench.name, bench.what);
         }
-        println!("{:<12} {}", RAFT.0, RAFT.1);
-        println!("{:<12} {}", CONVERGE.0, CONVERGE.1);
         return Ok(());
     };
-    if name == RAFT.0 {
-        return raft();
-    }
-    if name == CONVERGE.0 {
-        return crate::converge::run(root);
-    }
-    let Some((_, package, target, _)) = BENCHES.iter().find(|(n, ..)| *n == name) else {
-        let names: Vec<&str> = BENCHES.iter().map(|(n, ..)| *n).chain([RAFT.0, CONVERGE.0]).collect();
-        bail!("no benchmark named {name:?}; available: {}", names.join(", "));
+    let Some(bench) = BENCHES.iter().find(|b| b.name == name) else {
+        bail!("no benchmark named {name:?}; available: {}", names().join(", "));
     };
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
-        .args(["bench", "--package", package, "--bench", target])
-        .status()
-        .context("cannot run cargo bench")?;
-    if !status.success() {
-        bail!("benchmark {name} failed ({status})");
+    crate::prereq::ensure(Task::Bench(bench.name))?;
+    match bench.runner {
+        Runner::Raft => raft(),
+        Runner::Converge => crate::converge::run(root),
+        Runner::CargoBench { package, target } => {
+            let took = crate::prereq::timed_cargo(&["bench", "--locked", "--package", package, "--bench", target])
+                .with_context(|| format!("benchmark {name} failed"))?;
+            println!("bench {name}: build and run took {:.0} s", took.as_secs_f64());
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
 }
 
-/// `cargo xtask bench raft`: etcd (Debian's etcd-server) is the peer; installed when missing.
+/// `cargo xtask bench raft`: etcd (Debian's etcd-server, from the prerequisite table) is the peer.
 fn raft() -> anyhow::Result<()> {
-    crate::prereq::ensure_packages(&[("etcd-server", "etcd", "the peer of the raft-store benchmark")])?;
     let status = cargo()
         .args(["build", "--release", "--locked", "-p", "shoal-raft-store", "--example", "raft_member"])
         .status()

@@ -70,7 +70,6 @@ fn running_on(ps: &str, node: &str) -> usize {
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     crate::require_root("bench converge")?;
-    crate::prereq::ensure()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let built = Command::new(&cargo).args(["build", "--release", "--workspace", "--bins", "--locked"]).status()?;
     if !built.success() {

@@ -20,8 +20,12 @@ fn running() -> bool {
     Path::new("/run/netns").join(format!("{}-u", prefix())).exists()
 }
 
-pub(crate) fn down() -> anyhow::Result<()> {
+pub(crate) fn down(root: &Path) -> anyhow::Result<()> {
     let report = shoal_testkit::sweep_prefix(&prefix());
+    let files = root.join("target/shoal-demo");
+    if files.exists() {
+        std::fs::remove_dir_all(&files).with_context(|| format!("cannot remove {}", files.display()))?;
+    }
     println!(
         "demo removed: {} namespace(s), {} process(es), {} cgroup(s), {} directory(ies)",
         report.namespaces.len(),
@@ -62,12 +66,11 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     if running() {
         bail!("a demo cluster is already up (namespaces {}-*); `cargo xtask demo --down` removes it", prefix());
     }
-    crate::prereq::ensure()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(&cargo).args(["build", "--workspace", "--bins", "--locked"]).status()?;
-    if !status.success() {
-        bail!("building the binaries failed ({status})");
-    }
+    let setup = crate::prereq::ensure(crate::prereq::Task::Demo)?;
+    let build = crate::prereq::timed_cargo(&["build", "--workspace", "--bins", "--locked"])
+        .context("building the binaries failed")?;
+    println!("demo: set-up took {:.1} s, building the binaries {:.1} s", setup.as_secs_f64(), build.as_secs_f64());
+    let started = Instant::now();
     let bins = root.join("target/debug");
     let missing = missing_binaries(&bins);
     if !missing.is_empty() {
@@ -101,7 +104,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     for node in &nodes[3..5] {
         processes.push(shoal.join_worker(node, &worker_token, &nodes[0])?);
     }
-    let node_ls = until(&cli, "5 Ready nodes", 60, &["node", "ls"], |out| out.matches(" Ready ").count() == 5)?;
+    until(&cli, "5 Ready nodes", 60, &["node", "ls"], |out| out.matches(" Ready ").count() == 5)?;
 
     println!("==> a replicated service: web, 5 replicas of {registry_addr}/shoal-test/web:v1");
     let image = format!("{registry_addr}/shoal-test/web:v1");
@@ -115,12 +118,58 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     std::mem::forget(containerd);
     std::mem::forget(cluster);
 
-    println!("\n$ shoal node ls\n{node_ls}\n$ shoal service ps web\n{ps}");
+    let (env, checked) = write_cli_files(root, &cli, &registry_addr)?;
+    println!("demo: cluster up in {:.1} s", started.elapsed().as_secs_f64());
+    println!("\n$ shoal node ls\n{checked}\n$ shoal service ps web\n{ps}");
     println!("The cluster runs in network namespaces {}-n1 … -n5 (managers n1–n3, workers n4–n5).", prefix());
-    println!("Use the CLI from inside a node's namespace, for example:\n");
-    println!("    sudo {} service ls", cli.command_line());
+    println!("Use it from this shell (as root):\n");
+    println!("    . {}", env.display());
+    println!("    shoal node ls");
+    println!("    shoal service create --name hello --replicas 3 $SHOAL_DEMO_REGISTRY/shoal-test/web:v1");
+    println!("    shoal service ps hello");
     println!("\nTear it down with:  cargo xtask demo --down");
     Ok(())
+}
+
+/// Writes `target/shoal-demo/bin/shoal` (the CLI entering the first node's namespace with its
+/// admin bundle) and `target/shoal-demo/env` (puts it on `PATH`, names the registry), then runs
+/// the wrapper once the way a user will; returns the env file and that run's `node ls`.
+fn write_cli_files(root: &Path, cli: &Cli, registry: &str) -> anyhow::Result<(std::path::PathBuf, String)> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = root.join("target/shoal-demo");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
+    let wrapper = bin.join("shoal");
+    std::fs::write(&wrapper, cli.wrapper_script()).with_context(|| format!("cannot write {}", wrapper.display()))?;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("cannot make {} executable", wrapper.display()))?;
+    let env = dir.join("env");
+    let text = format!(
+        "# Source this file (. {env}) to run `shoal` against the demo cluster from this shell.\n\
+         export PATH='{bin}':\"$PATH\"\n\
+         export SHOAL_DEMO_REGISTRY={registry}\n",
+        env = env.display(),
+        bin = bin.display(),
+    );
+    std::fs::write(&env, text).with_context(|| format!("cannot write {}", env.display()))?;
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(". \"$1\" && shoal node ls")
+        .arg("sh")
+        .arg(&env)
+        .env_remove("SHOAL_HOST")
+        .env_remove("SHOAL_CERT_PATH")
+        .output()
+        .context("cannot run sh")?;
+    if !out.status.success() {
+        bail!(
+            "`shoal node ls` through {} failed ({}): {}",
+            wrapper.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((env, String::from_utf8_lossy(&out.stdout).into_owned()))
 }
 
 /// The demo's directory, for logs.

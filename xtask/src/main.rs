@@ -153,28 +153,26 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
         Cmd::Demo { down } => {
             if down {
                 require_root("demo --down")?;
-                demo::down()
+                demo::down(&root)
             } else {
                 demo::context(demo::up(&root))
             }
         }
         Cmd::E2e => {
             require_root("e2e")?;
-            prereq::ensure()?;
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-            for args in [
-                vec!["build", "--workspace", "--bins", "--locked"],
-                vec!["nextest", "run", "--locked", "-p", "shoal-tests", "-E", "binary(e2e)"],
-            ] {
-                let status = Command::new(&cargo).args(&args).status().context("cannot run cargo")?;
-                if !status.success() {
-                    bail!("`cargo {}` failed ({status})", args.join(" "));
-                }
-            }
+            let setup = prereq::ensure(prereq::Task::E2e)?;
+            let build = prereq::timed_cargo(&["build", "--workspace", "--bins", "--locked"])?;
+            println!(
+                "e2e: set-up took {:.1} s, building the binaries {:.1} s",
+                setup.as_secs_f64(),
+                build.as_secs_f64()
+            );
+            prereq::timed_cargo(&["nextest", "run", "--locked", "-p", "shoal-tests", "-E", "binary(e2e)"])?;
             Ok(())
         }
         Cmd::VmTest { filters } => {
             require_root("vm-test")?;
+            prereq::ensure(prereq::Task::VmTest)?;
             let (passed, failed) = test::vm_test(&filters)?;
             if failed > 0 {
                 bail!("{failed} IPVS conformance test(s) failed in the VM ({passed} passed)");

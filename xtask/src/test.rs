@@ -4,6 +4,7 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
@@ -26,7 +27,13 @@ struct Counts {
 /// Runs every step; prints why it failed, if it did, and always ends with the summary line.
 pub(crate) fn run(root: &Path, args: &TestArgs) -> bool {
     let mut counts = Counts::default();
-    let result = steps(root, args, &mut counts);
+    let mut clock = Steps::default();
+    let result = steps(root, args, &mut counts, &mut clock);
+    clock.finish();
+    println!("\ntimings:");
+    for (name, took) in &clock.done {
+        println!("  {:>7.1} s  {name}", took.as_secs_f64());
+    }
     if let Err(err) = &result {
         println!("xtask test: FAILED: {err:#}");
     }
@@ -34,24 +41,45 @@ pub(crate) fn run(root: &Path, args: &TestArgs) -> bool {
     result.is_ok()
 }
 
-fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()> {
-    step("prerequisites");
-    crate::prereq::ensure()?;
-    crate::prereq::ensure_cargo_deny()?;
+/// The steps run so far and how long each took.
+#[derive(Debug, Default)]
+struct Steps {
+    current: Option<(&'static str, Instant)>,
+    done: Vec<(&'static str, Duration)>,
+}
 
-    step("cargo fmt --check");
+impl Steps {
+    /// Ends the running step, if any, and starts `name`.
+    fn begin(&mut self, name: &'static str) {
+        self.finish();
+        println!("\n==> {name}");
+        self.current = Some((name, Instant::now()));
+    }
+
+    fn finish(&mut self) {
+        if let Some((name, started)) = self.current.take() {
+            self.done.push((name, started.elapsed()));
+        }
+    }
+}
+
+fn steps(root: &Path, args: &TestArgs, counts: &mut Counts, clock: &mut Steps) -> anyhow::Result<()> {
+    clock.begin("prerequisites");
+    crate::prereq::ensure(crate::prereq::Task::Test)?;
+
+    clock.begin("cargo fmt --check");
     cargo(&["fmt", "--all", "--check"], &[]).context("formatting differs: run `cargo fmt --all`")?;
 
-    step("cargo clippy");
+    clock.begin("cargo clippy");
     cargo(&["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"], &[])?;
 
-    step("cargo deny check");
+    clock.begin("cargo deny check");
     deny()?;
 
-    step("cargo build --workspace --bins (the end-to-end tests run the binaries)");
+    clock.begin("cargo build --workspace --bins (the end-to-end tests run the binaries)");
     cargo(&["build", "--workspace", "--bins", "--locked"], &[])?;
 
-    step("cargo nextest run (unit, integration, privileged and end-to-end tests)");
+    clock.begin("cargo nextest run (unit, integration, privileged and end-to-end tests)");
     let skip_log = root.join("target").join("shoal-skipped.log");
     let _ = std::fs::remove_file(&skip_log);
     let junit = root.join("target").join("nextest").join("default").join("junit.xml");
@@ -79,7 +107,7 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
         );
     }
 
-    step("cargo test --doc");
+    clock.begin("cargo test --doc");
     let doc = cargo_captured(&["test", "--doc", "--workspace", "--locked"])?;
     let doc_counts = parse_libtest(&doc.0);
     counts.passed += doc_counts.passed;
@@ -88,7 +116,7 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
         bail!("doc tests failed");
     }
 
-    step("IPVS conformance in a qemu VM (cargo xtask vm-test)");
+    clock.begin("IPVS conformance in a qemu VM (cargo xtask vm-test)");
     let (passed, failed) = vm_test(&[])?;
     counts.passed += passed;
     counts.failed += failed;
@@ -96,13 +124,9 @@ fn steps(root: &Path, args: &TestArgs, counts: &mut Counts) -> anyhow::Result<()
         bail!("{failed} IPVS conformance test(s) failed in the VM");
     }
 
-    step("cargo doc (warnings denied)");
+    clock.begin("cargo doc (warnings denied)");
     cargo(&["doc", "--workspace", "--no-deps", "--locked"], &[("RUSTDOCFLAGS", "-D warnings")])?;
     Ok(())
-}
-
-fn step(name: &str) {
-    println!("\n==> {name}");
 }
 
 /// `cargo deny check`. The advisory database is fetched from the network when it can be; where

@@ -61,8 +61,9 @@ fn first_packet(env: &Env) -> (Vec<Duration>, Vec<Duration>) {
 
 fn main() {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("bench lb: skipped: needs root (network namespaces, nftables)");
-        return;
+        // A benchmark that cannot run fails: a skipped run must not read as a passed one.
+        eprintln!("bench lb: needs root (network namespaces, nftables); run it as root");
+        std::process::exit(1);
     }
     let env = Env::new();
     let mut lb = NftBalancer::open(&env.netns(), "shoal_lb").unwrap_or_else(|e| panic!("open: {e}"));

@@ -98,13 +98,14 @@ fn check(command: &mut Command, what: &str) -> Result<String, Failure> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// qemu comes from the prerequisite table of `cargo xtask` (`cargo xtask vm-test` installs it).
 fn ensure_qemu() -> Result<(), Failure> {
     if on_path("qemu-system-x86_64") {
         return Ok(());
     }
-    println!("vm-test: installing qemu-system-x86");
-    check(Command::new("apt-get").args(["install", "-y", "--no-install-recommends", "qemu-system-x86"]), "install qemu")
-        .map(drop)
+    Err("qemu-system-x86_64 is not installed: run this through `cargo xtask vm-test`, which installs it, \
+         or `apt-get install -y --no-install-recommends qemu-system-x86`"
+        .to_owned())
 }
 
 /// The extracted kernel package (cached): `apt-get download` of the package
@@ -114,7 +115,15 @@ fn kernel(cache: &Path) -> Result<PathBuf, Failure> {
     if root.join("boot").is_dir() && root.join("lib/modules").is_dir() {
         return Ok(root);
     }
-    let depends = check(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]), "resolve kernel")?;
+    let resolve = || check(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]), "resolve kernel");
+    // A fresh machine may have no package lists yet: fetch them once, then ask again.
+    let depends = match resolve() {
+        Ok(depends) => depends,
+        Err(_) => {
+            check(Command::new("apt-get").args(["update", "-qq"]), "update package lists")?;
+            resolve()?
+        }
+    };
     let package = depends
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: ").filter(|p| p.starts_with("linux-image-")))

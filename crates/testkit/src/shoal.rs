@@ -160,6 +160,31 @@ impl Cli {
         ))
     }
 
+    /// A POSIX shell script that runs this CLI from the host's shell: it enters the node's
+    /// namespace with `ip netns exec` and aims at the same manager with the same bundle (the
+    /// `SHOAL_HOST` and `SHOAL_CERT_PATH` environment variables override both).
+    pub fn wrapper_script(&self) -> String {
+        let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        format!(
+            "#!/bin/sh\n\
+             # The shoal CLI against a cluster in network namespaces, from the host's shell.\n\
+             if [ \"$(id -u)\" != 0 ]; then\n\
+             \x20   echo 'shoal: the cluster runs in network namespaces: run this as root' >&2; exit 1\n\
+             fi\n\
+             if [ ! -e /run/netns/{netns} ]; then\n\
+             \x20   echo 'shoal: network namespace {netns} is gone: the cluster is not running' >&2; exit 1\n\
+             fi\n\
+             if [ -z \"${{SHOAL_HOST:-}}\" ]; then SHOAL_HOST={host}; fi\n\
+             if [ -z \"${{SHOAL_CERT_PATH:-}}\" ]; then SHOAL_CERT_PATH={bundle}; fi\n\
+             export SHOAL_HOST SHOAL_CERT_PATH\n\
+             exec ip netns exec {netns} {shoal} \"$@\"\n",
+            netns = self.netns,
+            host = quote(&self.host),
+            bundle = quote(&self.bundle.to_string_lossy()),
+            shoal = quote(&self.shoal.to_string_lossy()),
+        )
+    }
+
     /// The command line a person would type to do what this does, for instructions.
     pub fn command_line(&self) -> String {
         format!(
