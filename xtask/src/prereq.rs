@@ -304,12 +304,7 @@ pub(crate) fn ensure(task: Task) -> anyhow::Result<Duration> {
         return Ok(started.elapsed());
     }
     for prereq in &missing {
-        println!(
-            "prerequisites of {task}: missing {} ({}), from {}",
-            prereq.provides,
-            prereq.why,
-            prereq.source.name()
-        );
+        println!("prerequisites of {task}: missing {} [{}]: {}", prereq.provides, prereq.source.name(), prereq.why);
     }
     install(task, &missing)?;
     let still: Vec<&Prereq> = needed(task).filter(|p| !present(p.probe)).collect();

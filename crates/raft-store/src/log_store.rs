@@ -248,7 +248,7 @@ impl LogStore {
             done: Mutex::new(Some(done_rx)),
             sealer,
         });
-        let writer = Writer { options, segments, current: None, shared: Arc::downgrade(&shared) };
+        let writer = Writer { options, segments, current: None, shared: Arc::downgrade(&shared), failed_at: None };
         thread::Builder::new()
             .name("raft-log-writer".into())
             .spawn(move || {
@@ -510,6 +510,10 @@ struct Writer {
     segments: Vec<Segment>,
     current: Option<File>,
     shared: std::sync::Weak<Shared>,
+    /// The first index of an append that failed, until an append continues the records on disk
+    /// or a truncate or purge moves the log: appends queued behind a failed one must fail too,
+    /// or one would start a segment past the gap and the log could never be opened again.
+    failed_at: Option<u64>,
 }
 
 impl Writer {
@@ -536,7 +540,15 @@ impl Writer {
                             }
                         }
                     }
-                    let result = self.append_batch(&batch);
+                    let result = self.refuse_past_failure(&batch).and_then(|()| self.append_batch(&batch));
+                    match (&result, batch.first()) {
+                        (Ok(()), _) => self.failed_at = None,
+                        (Err(_), Some(first)) => {
+                            self.failed_at =
+                                Some(self.failed_at.map_or(first.first_index, |f| f.min(first.first_index)));
+                        }
+                        (Err(_), None) => {}
+                    }
                     if let Err(e) = &result {
                         tracing::error!(error = %e, log.dir = %self.options.dir.display(), "raft log append failed");
                         // The files hold only whole records up to the failed batch; make memory agree.
@@ -561,9 +573,11 @@ impl Writer {
                     }
                 }
                 WriteOp::Truncate { after, reply } => {
+                    self.failed_at = None;
                     let _ = reply.send(self.truncate(after));
                 }
                 WriteOp::Purge { upto, reply } => {
+                    self.failed_at = None;
                     let _ = reply.send(self.purge(upto));
                 }
                 WriteOp::Meta { meta, reply } => {
@@ -658,6 +672,20 @@ impl Writer {
             self.current = Some(OpenOptions::new().write(true).open(&seg.path)?);
         }
         Ok(())
+    }
+
+    /// After a failed append, refuses a batch that does not continue the records on disk.
+    fn refuse_past_failure(&self, batch: &[PendingAppend]) -> io::Result<()> {
+        let (Some(failed), Some(first)) = (self.failed_at, batch.first()) else { return Ok(()) };
+        let next = self.segments.last().map(|s| s.first_index + s.offsets.len() as u64);
+        if next.is_none_or(|next| next == first.first_index) {
+            return Ok(());
+        }
+        Err(io::Error::other(format!(
+            "raft log append at index {} refused: the append at index {failed} failed before it, and \
+             writing past that would leave a gap in the log",
+            first.first_index
+        )))
     }
 
     fn append_batch(&mut self, batch: &[PendingAppend]) -> io::Result<()> {

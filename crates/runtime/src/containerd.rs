@@ -41,6 +41,7 @@ use crate::logs::{self, LogLine};
 use crate::oci::{self, ImageConfig, SpecContext};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
+use crate::rootfs;
 use crate::spec::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, ImageSource, LogOptions,
     RuntimeEvent,
@@ -781,10 +782,13 @@ impl Containerd {
         }
     }
 
-    /// Reads /etc/passwd and /etc/group of a prepared snapshot by mounting it briefly.
+    /// Reads /etc/passwd and /etc/group of a prepared snapshot by mounting it briefly (read-only,
+    /// no devices, no set-uid, no exec). The image is not trusted: see [`rootfs::read_file`]; a
+    /// file that is not a plain, bounded file inside the image makes the spec invalid.
     async fn image_user_files(&self, id: &str, mounts: Vec<CtrMount>) -> Result<(String, String), ContainerError> {
         let dir = self.container_dir(id).join("rootfs-peek");
         let io = self.io_err(id, &dir);
+        let owned_id = id.to_owned();
         tokio::task::spawn_blocking(move || {
             std::fs::create_dir_all(&dir)?;
             for m in &mounts {
@@ -795,22 +799,25 @@ impl Containerd {
                     .cloned()
                     .collect::<Vec<_>>()
                     .join(",");
-                let mut flags = nix::mount::MsFlags::MS_RDONLY;
+                let mut flags = nix::mount::MsFlags::MS_RDONLY
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NOEXEC;
                 if m.r#type == "bind" || m.options.iter().any(|o| o == "rbind" || o == "bind") {
                     flags |= nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
                 }
                 nix::mount::mount(Some(m.source.as_str()), &dir, Some(m.r#type.as_str()), flags, Some(data.as_str()))
                     .map_err(std::io::Error::from)?;
             }
-            let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap_or_default();
-            let files = (read("etc/passwd"), read("etc/group"));
+            let read = |p: &str| rootfs::read_file(&dir, p, rootfs::USER_FILE_LIMIT).map(Option::unwrap_or_default);
+            let files = read("/etc/passwd").and_then(|passwd| Ok((passwd, read("/etc/group")?)));
             nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).map_err(std::io::Error::from)?;
             std::fs::remove_dir(&dir)?;
-            Ok(files)
+            Ok(files.map_err(|reason| ContainerError::InvalidSpec { id: owned_id, reason }))
         })
         .await
         .map_err(|e| io(std::io::Error::other(e.to_string())))?
-        .map_err(io)
+        .map_err(io)?
     }
 }
 

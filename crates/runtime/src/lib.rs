@@ -13,6 +13,7 @@ pub mod logs;
 mod oci;
 mod reference;
 mod registry;
+mod rootfs;
 mod sim;
 mod spec;
 

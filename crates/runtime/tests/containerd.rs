@@ -1,6 +1,7 @@
 //! The containerd runtime against a private containerd: the conformance suite, then what only a
 //! real runtime can show (env, args, user, mounts, read-only root, memory limit and OOM kill,
-//! network namespace, archive loading, pulls from the test registry).
+//! network namespace, archive loading, pulls from the test registry, crafted images whose
+//! `/etc/passwd` attacks the host that reads it).
 //!
 //! Each test builds a one-node harness cluster with the test registry on its underlay and runs
 //! its async body on a thread inside node1's network namespace, so registry pulls (done by this
@@ -184,6 +185,10 @@ fn real_containers() {
     let data = env.cluster.dir().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(data.join("greeting"), "from the host\n").expect("write");
+    let hostile = images::build(images::HOSTILE, Path::new(images::BUSYBOX), &env.cluster.dir().join("hostile"))
+        .expect("crafted images");
+    // What the escaping links point at: a host file that must never be read as the image's.
+    let host_passwd = HostFile::new(images::HOST_PASSWD, "hostuser:x:4242:4242::/:/bin/sh\n");
     let task_netns = format!("{}-task", env.cluster.prefix());
     let netns_guard = NetnsGuard::new(&task_netns);
     let netns_path = PathBuf::from("/run/netns").join(&netns_guard.0);
@@ -311,6 +316,40 @@ fn real_containers() {
         rt.stop("half", Duration::from_secs(1)).await.expect("stop");
         rt.remove("half").await.expect("remove");
 
+        eprintln!("--- crafted images: /etc/passwd a link to /dev/zero or to a host file, a FIFO, 2 MiB");
+        for image in &hostile {
+            let tag = image.def.tag;
+            let name = rt
+                .ensure_image(&ImageSource::Archive { path: image.path.clone(), reference: None })
+                .await
+                .expect("load crafted image");
+            let expected = match tag {
+                "passwd-fifo" => "the image's /etc/passwd is a FIFO, not a regular file",
+                "passwd-huge" => "the image's /etc/passwd is larger than 1048576 bytes",
+                "passwd-host-link" | "passwd-dotdot" => "user \"hostuser\" is not in the image's /etc/passwd",
+                // The link resolves inside the image, to its own device node, which the peek mount
+                // (nodev) will not open.
+                "passwd-dev-zero" => "the image's /etc/passwd cannot be opened",
+                other => panic!("no expectation for crafted image {other}"),
+            };
+            let spec = ContainerSpec {
+                id: format!("hostile-{tag}"),
+                image: name,
+                user: Some("hostuser".into()),
+                ..Default::default()
+            };
+            for attempt in ["first", "second (nothing left behind)"] {
+                let created = tokio::time::timeout(Duration::from_secs(60), rt.create(&spec))
+                    .await
+                    .unwrap_or_else(|_| panic!("{tag}: create hangs on the crafted image"));
+                let err = created.expect_err("a crafted /etc/passwd is refused");
+                assert!(err.to_string().contains(expected), "{tag}, {attempt} attempt: {err}");
+            }
+        }
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        assert!(!mounts.contains("rootfs-peek"), "the peek mount is gone after a refusal");
+        drop(host_passwd);
+
         eprintln!("--- errors name the container and the image");
         let err = rt.start("nope").await.expect_err("unknown container");
         assert_eq!(err.to_string(), "no such container: nope");
@@ -319,6 +358,22 @@ fn real_containers() {
         assert!(err.to_string().starts_with("container bad id: invalid spec: id \"bad id\""), "{err}");
     });
     drop(env.containerd);
+}
+
+/// A file on the host for the length of a test.
+struct HostFile(PathBuf);
+
+impl HostFile {
+    fn new(path: &str, content: &str) -> Self {
+        std::fs::write(path, content).expect("write host file");
+        Self(PathBuf::from(path))
+    }
+}
+
+impl Drop for HostFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// Creates the task of container `id` without starting it, straight through containerd's API.

@@ -52,8 +52,23 @@ pub struct ImageDef {
     /// File name of the archive, e.g. `web-v1.tar`.
     pub file: &'static str,
     entrypoint: &'static [&'static str],
-    extra: Option<(&'static str, &'static str)>,
+    extra: &'static [Extra],
     exposed: Option<&'static str>,
+}
+
+/// An entry of an image's second layer (above the busybox base), by path inside the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Extra {
+    /// An executable shell script (`usr/local/bin/web` gets the web server's body appended).
+    Script(&'static str, &'static str),
+    /// A symbolic link to a target.
+    Symlink(&'static str, &'static str),
+    /// A named pipe.
+    Fifo(&'static str),
+    /// A character device node (major, minor).
+    CharDevice(&'static str, u32, u32),
+    /// A regular file of this many bytes of `#`.
+    Filler(&'static str, usize),
 }
 
 impl ImageDef {
@@ -106,7 +121,7 @@ pub const ALL: &[ImageDef] = &[
         tag: "v1",
         file: "web-v1.tar",
         entrypoint: &["/usr/local/bin/web"],
-        extra: Some(("usr/local/bin/web", WEB_V1)),
+        extra: &[Extra::Script("usr/local/bin/web", WEB_V1)],
         exposed: Some("80/tcp"),
     },
     ImageDef {
@@ -114,7 +129,7 @@ pub const ALL: &[ImageDef] = &[
         tag: "v2",
         file: "web-v2.tar",
         entrypoint: &["/usr/local/bin/web"],
-        extra: Some(("usr/local/bin/web", WEB_V2)),
+        extra: &[Extra::Script("usr/local/bin/web", WEB_V2)],
         exposed: Some("80/tcp"),
     },
     ImageDef {
@@ -122,7 +137,7 @@ pub const ALL: &[ImageDef] = &[
         tag: "latest",
         file: "sleeper.tar",
         entrypoint: &["/usr/local/bin/idle"],
-        extra: None,
+        extra: &[],
         exposed: None,
     },
     ImageDef {
@@ -130,7 +145,7 @@ pub const ALL: &[ImageDef] = &[
         tag: "latest",
         file: "crasher.tar",
         entrypoint: &["/usr/local/bin/crasher"],
-        extra: Some(("usr/local/bin/crasher", CRASHER)),
+        extra: &[Extra::Script("usr/local/bin/crasher", CRASHER)],
         exposed: None,
     },
     ImageDef {
@@ -138,16 +153,71 @@ pub const ALL: &[ImageDef] = &[
         tag: "latest",
         file: "tools.tar",
         entrypoint: &["/usr/local/bin/idle"],
-        extra: None,
+        extra: &[],
+        exposed: None,
+    },
+];
+
+/// A file on the host that [`HOSTILE`]'s escaping links point at; a test writes it to prove
+/// that the image's link is not followed out of the image.
+pub const HOST_PASSWD: &str = "/tmp/shoaltest-host-passwd";
+
+/// Crafted images whose `/etc/passwd` attacks whoever reads it from the host: a link to
+/// `/dev/zero` (with a `/dev/zero` device node in the image too), a FIFO, absolute and relative
+/// links to [`HOST_PASSWD`], and a 2 MiB file. Not pushed to the registry; load them as archives.
+pub const HOSTILE: &[ImageDef] = &[
+    ImageDef {
+        repository: "shoal-test/hostile",
+        tag: "passwd-dev-zero",
+        file: "hostile-dev-zero.tar",
+        entrypoint: &["/usr/local/bin/idle"],
+        extra: &[Extra::Symlink("etc/passwd", "/dev/zero"), Extra::CharDevice("dev/zero", 1, 5)],
+        exposed: None,
+    },
+    ImageDef {
+        repository: "shoal-test/hostile",
+        tag: "passwd-fifo",
+        file: "hostile-fifo.tar",
+        entrypoint: &["/usr/local/bin/idle"],
+        extra: &[Extra::Fifo("etc/passwd")],
+        exposed: None,
+    },
+    ImageDef {
+        repository: "shoal-test/hostile",
+        tag: "passwd-host-link",
+        file: "hostile-host-link.tar",
+        entrypoint: &["/usr/local/bin/idle"],
+        extra: &[Extra::Symlink("etc/passwd", HOST_PASSWD)],
+        exposed: None,
+    },
+    ImageDef {
+        repository: "shoal-test/hostile",
+        tag: "passwd-dotdot",
+        file: "hostile-dotdot.tar",
+        entrypoint: &["/usr/local/bin/idle"],
+        extra: &[Extra::Symlink("etc/passwd", "../../../../../../../../../../tmp/shoaltest-host-passwd")],
+        exposed: None,
+    },
+    ImageDef {
+        repository: "shoal-test/hostile",
+        tag: "passwd-huge",
+        file: "hostile-huge.tar",
+        entrypoint: &["/usr/local/bin/idle"],
+        extra: &[Extra::Filler("etc/passwd", 2 << 20)],
         exposed: None,
     },
 ];
 
 /// Builds every image in [`ALL`] from the busybox at `busybox` into `out_dir`.
 pub fn build_all(busybox: &Path, out_dir: &Path) -> Result<Vec<BuiltImage>, ImageError> {
+    build(ALL, busybox, out_dir)
+}
+
+/// Builds the images `defs` (from [`ALL`] or [`HOSTILE`]) into `out_dir`.
+pub fn build(defs: &[ImageDef], busybox: &Path, out_dir: &Path) -> Result<Vec<BuiltImage>, ImageError> {
     let base = base_layer(busybox)?;
     std::fs::create_dir_all(out_dir).map_err(|source| ImageError::Write { path: out_dir.to_owned(), source })?;
-    ALL.iter()
+    defs.iter()
         .map(|def| {
             let path = out_dir.join(def.file);
             let (archive, manifest_digest) = image_archive(def, &base);
@@ -180,6 +250,8 @@ enum Entry {
     Dir(u32),
     File(u32, Vec<u8>),
     Symlink(String),
+    Fifo,
+    CharDevice(u32, u32),
 }
 
 fn base_layer(busybox: &Path) -> Result<Layer, ImageError> {
@@ -215,10 +287,29 @@ fn base_layer(busybox: &Path) -> Result<Layer, ImageError> {
     Ok(layer(&entries))
 }
 
-fn extra_layer(path: &str, script: &str) -> Layer {
+fn extra_layer(extra: &[Extra]) -> Layer {
     let mut entries = BTreeMap::new();
-    let content = if path == "usr/local/bin/web" { format!("{script}{WEB_BODY}") } else { script.to_owned() };
-    entries.insert(path.to_owned(), Entry::File(0o755, content.into_bytes()));
+    for entry in extra {
+        match *entry {
+            Extra::Script(path, script) => {
+                let content =
+                    if path == "usr/local/bin/web" { format!("{script}{WEB_BODY}") } else { script.to_owned() };
+                entries.insert(path.to_owned(), Entry::File(0o755, content.into_bytes()));
+            }
+            Extra::Symlink(path, target) => {
+                entries.insert(path.to_owned(), Entry::Symlink(target.to_owned()));
+            }
+            Extra::Fifo(path) => {
+                entries.insert(path.to_owned(), Entry::Fifo);
+            }
+            Extra::CharDevice(path, major, minor) => {
+                entries.insert(path.to_owned(), Entry::CharDevice(major, minor));
+            }
+            Extra::Filler(path, size) => {
+                entries.insert(path.to_owned(), Entry::File(0o644, vec![b'#'; size]));
+            }
+        }
+    }
     layer(&entries)
 }
 
@@ -248,6 +339,21 @@ fn layer(entries: &BTreeMap<String, Entry>) -> Layer {
                 header.set_mode(0o777);
                 header.set_size(0);
                 tar.append_link(&mut header, path, target)
+            }
+            Entry::Fifo => {
+                header.set_entry_type(tar::EntryType::Fifo);
+                header.set_mode(0o644);
+                header.set_size(0);
+                tar.append_data(&mut header, path, std::io::empty())
+            }
+            Entry::CharDevice(major, minor) => {
+                header.set_entry_type(tar::EntryType::Char);
+                header.set_mode(0o666);
+                header.set_size(0);
+                // Device numbers fit the ustar fields (at most 7 octal digits).
+                header.set_device_major(*major).expect("ustar header has device fields");
+                header.set_device_minor(*minor).expect("ustar header has device fields");
+                tar.append_data(&mut header, path, std::io::empty())
             }
         };
         // Appending to a Vec<u8> cannot fail on I/O; paths are short, relative and ASCII.
@@ -286,7 +392,7 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 
 /// Builds the image-layout archive of `def`; returns it and the manifest digest.
 fn image_archive(def: &ImageDef, base: &Layer) -> (Vec<u8>, String) {
-    let extra = def.extra.map(|(path, script)| extra_layer(path, script));
+    let extra = (!def.extra.is_empty()).then(|| extra_layer(def.extra));
     let layers: Vec<&Layer> = std::iter::once(base).chain(extra.as_ref()).collect();
     let mut config = serde_json::json!({
         "architecture": oci_arch(),
@@ -403,9 +509,10 @@ mod tests {
 
     #[test]
     fn references_are_unique_and_files_distinct() {
-        let refs: std::collections::BTreeSet<_> = ALL.iter().map(ImageDef::reference).collect();
-        let files: std::collections::BTreeSet<_> = ALL.iter().map(|d| d.file).collect();
-        assert_eq!(refs.len(), ALL.len());
-        assert_eq!(files.len(), ALL.len());
+        let every: Vec<&ImageDef> = ALL.iter().chain(HOSTILE).collect();
+        let refs: std::collections::BTreeSet<_> = every.iter().map(|d| d.reference()).collect();
+        let files: std::collections::BTreeSet<_> = every.iter().map(|d| d.file).collect();
+        assert_eq!(refs.len(), every.len());
+        assert_eq!(files.len(), every.len());
     }
 }

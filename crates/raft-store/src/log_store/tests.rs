@@ -282,6 +282,53 @@ async fn a_full_disk_fails_the_append_and_leaves_whole_records() {
     assert!(len <= 600, "the partial write was rolled back ({len} bytes)");
 }
 
+/// An entry about 1 KiB long as a record.
+fn big(term: u64, index: u64) -> Entry {
+    let mut e = blank(term, index);
+    let txn = crate::types::Txn::new().and_then(crate::types::Op::put(format!("/k/{index}"), vec![b'v'; 1000]));
+    e.payload = openraft::EntryPayload::Normal(crate::types::Command { txn });
+    e
+}
+
+/// Appends without waiting for the flush; returns the answer to wait for.
+async fn queue(log: &mut LogStore, entry: Entry) -> futures::future::BoxFuture<'static, Result<(), io::Error>> {
+    let (tx, rx) = <TypeConfig as openraft::type_config::TypeConfigExt>::oneshot();
+    log.append(vec![entry], IOFlushed::signal(tx)).await.expect("queued");
+    Box::pin(async move { rx.await.expect("answer") })
+}
+
+#[tokio::test]
+async fn appends_behind_a_failed_one_fail_too_so_the_log_keeps_no_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut opts = options(dir.path());
+    opts.segment_bytes = 1 << 20;
+    opts.disk_full_after = Some(600);
+    let mut log = LogStore::open(opts.clone(), sealer()).expect("open");
+    for i in 1..=5 {
+        queue(&mut log, put(1, i)).await.await.expect("a small entry fits");
+    }
+    tracing::info!("--- a big entry does not fit; small ones queued behind it would");
+    let failed = queue(&mut log, big(1, 6)).await;
+    let behind = [queue(&mut log, put(1, 7)).await, queue(&mut log, put(1, 8)).await];
+    let err = failed.await.expect_err("the big entry does not fit");
+    assert_eq!(err.kind(), io::ErrorKind::StorageFull, "{err}");
+    for answer in behind {
+        // In the failed entry's batch it shares that error; in a later batch it is refused.
+        let err = answer.await.expect_err("an append behind a failed one fails");
+        let refused = err.to_string().contains("the append at index 6 failed before it");
+        assert!(refused || err.kind() == io::ErrorKind::StorageFull, "{err}");
+    }
+    tracing::info!("--- one more, after the failure was reported: still refused, it would leave a gap");
+    let err = queue(&mut log, put(1, 9)).await.await.expect_err("past the gap");
+    assert!(err.to_string().contains("refused"), "{err}");
+    tracing::info!("--- appending again from the failed index (what Raft retries) works");
+    queue(&mut log, put(1, 6)).await.await.expect("index 6 continues the log");
+    drop(log);
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut log = LogStore::open(opts, sealer()).expect("the log opens: no gap");
+    assert_eq!(indexes(&mut log).await, (1..=6).collect::<Vec<_>>());
+}
+
 #[tokio::test]
 async fn a_last_record_with_unwritten_zero_pages_is_cut_but_a_flipped_last_byte_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
