@@ -176,3 +176,63 @@ async fn workers_run_tasks_and_the_cluster_heals() {
     assert!(refused.message().starts_with("no quorum: "), "{}", refused.message());
     cluster.shutdown().await;
 }
+
+/// Every certificate file of the cluster: the managers' node certificates, the admin bundle and
+/// each worker's certificate.
+fn certificate_files(cluster: &LocalCluster) -> Vec<std::path::PathBuf> {
+    let mut files = vec![cluster.dir().join("m0/certs/node.crt"), cluster.admin_bundle().join("node.crt")];
+    files.extend(cluster.workers().iter().map(|w| cluster.dir().join("workers").join(&w.name).join("node.crt")));
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_again_and_again_while_tasks_run_and_the_cli_keeps_working() {
+    eprintln!("--- certificates valid for 4 s: each is renewed 0-2.4 s after it is issued");
+    let options = LocalOptions { workers: 2, cert_validity: Duration::from_secs(4), ..Default::default() };
+    let cluster = LocalCluster::start(options).await.expect("cluster");
+    let mut control = cluster.control().await.expect("admin client");
+    let service = control
+        .create_service(v1::CreateServiceRequest { spec: Some(spec("sleep", "shoal-test/sleeper", 4)) })
+        .await
+        .expect("create")
+        .into_inner()
+        .service
+        .expect("service");
+    let placed = eventually("4 running tasks", 15, async || {
+        let all = tasks(&mut control, &service.id).await;
+        (running(&all).len() == 4).then_some(all)
+    })
+    .await
+    .expect("converged");
+    let task_ids: std::collections::BTreeSet<String> = placed.iter().map(|t| t.id.clone()).collect();
+
+    eprintln!("--- 16 s (four lifetimes): a new admin client every half second, certificates watched");
+    let files = certificate_files(&cluster);
+    let mut seen: Vec<std::collections::BTreeSet<String>> = vec![Default::default(); files.len()];
+    let until = Instant::now() + Duration::from_secs(16);
+    while Instant::now() < until {
+        for (file, versions) in files.iter().zip(&mut seen) {
+            versions.insert(std::fs::read_to_string(file).unwrap_or_default());
+        }
+        // A fresh connection each time: each handshake needs a certificate valid now.
+        let mut fresh = cluster.control().await.expect("the CLI connects with the renewed bundle");
+        let nodes = fresh.list_nodes(v1::ListNodesRequest::default()).await.expect("node ls").into_inner().nodes;
+        let ready = nodes
+            .iter()
+            .filter(|n| n.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32))
+            .count();
+        assert_eq!(ready, 2, "both workers stay Ready through the renewals");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for (file, versions) in files.iter().zip(&seen) {
+        eprintln!("{}: {} certificates", file.display(), versions.len());
+        assert!(versions.len() >= 4, "{} was renewed at least 3 times: {} versions", file.display(), versions.len());
+    }
+
+    eprintln!("--- the same tasks still run: nothing was restarted or moved");
+    let mut control = cluster.control().await.expect("admin client");
+    let now: std::collections::BTreeSet<String> =
+        running(&tasks(&mut control, &service.id).await).iter().map(|t| t.id.clone()).collect();
+    assert_eq!(now, task_ids);
+    cluster.shutdown().await;
+}

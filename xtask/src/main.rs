@@ -54,6 +54,17 @@ enum Cmd {
         #[arg(long, default_value_t = 10)]
         secs: u64,
     },
+    /// Run one fuzz target longer than `cargo xtask test` does (`--list` names them).
+    Fuzz {
+        /// The target, e.g. raft_codec_message.
+        name: Option<String>,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// List the targets.
+        #[arg(long)]
+        list: bool,
+    },
     /// Build the binaries and run the end-to-end tests on the netns cluster (also part of `test`).
     E2e,
     /// Bring up a 3-manager + 2-worker cluster in network namespaces with a service running
@@ -146,6 +157,7 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Bench(args) => bench::run(&root, &args),
+        Cmd::Fuzz { name, secs, list } => fuzz(name.as_deref().filter(|_| !list), secs),
         Cmd::Soak { what, seeds, secs } => match what.as_str() {
             "raft" => bench::soak_raft(seeds, secs),
             other => bail!("nothing to soak named {other:?}; available: raft"),
@@ -182,6 +194,48 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
     }
 }
 
+/// The fuzz targets: (name, package). Each is the test `fuzz_NAME` in the package's `tests/fuzz.rs`,
+/// on the engine in `tests/fuzz-engine/engine.rs`; `cargo xtask test` runs each for 2 s.
+const FUZZ_TARGETS: &[(&str, &str)] = &[
+    ("raft_codec_message", "shoal-raft-store"),
+    ("raft_log_record", "shoal-raft-store"),
+    ("raft_log_segment", "shoal-raft-store"),
+    ("raft_snapshot_file", "shoal-raft-store"),
+    ("ipvs_netlink", "shoal-ipvs-lb"),
+    ("nft_netlink", "shoal-ipvs-lb"),
+    ("dns_query", "shoal-embedded-dns"),
+    ("dns_upstream_answer", "shoal-embedded-dns"),
+    ("join_token", "shoal-ca-pki"),
+    ("unlock_key", "shoal-ca-pki"),
+    ("wrapped_data_key", "shoal-ca-pki"),
+    ("csr", "shoal-ca-pki"),
+];
+
+/// `cargo xtask fuzz NAME --secs N`: one target for N seconds (libtest, not nextest, whose slow
+/// test timeout would end a long run).
+fn fuzz(name: Option<&str>, secs: u64) -> anyhow::Result<()> {
+    let Some(name) = name else {
+        for (name, package) in FUZZ_TARGETS {
+            println!("{name:<22} {package}");
+        }
+        return Ok(());
+    };
+    let Some((_, package)) = FUZZ_TARGETS.iter().find(|(n, _)| *n == name) else {
+        let names: Vec<&str> = FUZZ_TARGETS.iter().map(|(n, _)| *n).collect();
+        bail!("no fuzz target named {name:?}; available: {}", names.join(", "));
+    };
+    let test = format!("fuzz_{name}");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+        .args(["test", "--locked", "-p", package, "--test", "fuzz", "--", "--exact", &test, "--nocapture"])
+        .env("SHOAL_FUZZ_SECS", secs.to_string())
+        .status()
+        .context("cannot run cargo test")?;
+    if !status.success() {
+        bail!("fuzz target {name} found a problem ({status}); its output above says how to replay it");
+    }
+    Ok(())
+}
+
 /// The workspace root: the parent of xtask's manifest directory.
 fn workspace_root() -> anyhow::Result<PathBuf> {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -194,4 +248,29 @@ fn require_root(what: &str) -> anyhow::Result<()> {
         bail!("`cargo xtask {what}` needs root (network namespaces, mounts): run it with sudo");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FUZZ_TARGETS;
+
+    /// Every `fuzz_*` test in the packages' `tests/fuzz.rs` is a target `cargo xtask fuzz` knows,
+    /// and every target names a test that exists.
+    #[test]
+    fn fuzz_targets_match_the_fuzz_tests() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = Vec::new();
+        for dir in ["raft-store", "ipvs-lb", "embedded-dns", "ca-pki"] {
+            let text = std::fs::read_to_string(root.join("crates").join(dir).join("tests/fuzz.rs")).expect("fuzz.rs");
+            let package = format!("shoal-{dir}");
+            for name in text.lines().filter_map(|l| l.trim().strip_prefix("fn fuzz_")?.split('(').next()) {
+                found.push((name.to_owned(), package.clone()));
+            }
+        }
+        let mut known: Vec<(String, String)> =
+            FUZZ_TARGETS.iter().map(|(n, p)| ((*n).to_owned(), (*p).to_owned())).collect();
+        found.sort();
+        known.sort();
+        assert_eq!(found, known);
+    }
 }

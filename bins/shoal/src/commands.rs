@@ -160,6 +160,10 @@ pub(crate) struct CreateArgs {
     /// Memory limit (e.g. 128M).
     #[arg(long = "limit-memory", value_parser = parse_bytes)]
     limit_memory: Option<i64>,
+    /// Security options: seccomp=unconfined runs the tasks without Docker's default seccomp
+    /// profile (repeatable).
+    #[arg(long = "security-opt", value_parser = parse_security_opt)]
+    security_opt: Vec<SecurityOpt>,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
@@ -252,6 +256,27 @@ fn nano_cpus(cpus: Option<f64>, flag: &str) -> anyhow::Result<i64> {
 }
 
 /// The service spec `shoal service create` sends.
+/// A `--security-opt` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SecurityOpt {
+    /// `seccomp=unconfined`.
+    SeccompUnconfined,
+    /// `seccomp=default` (what tasks get without the option).
+    SeccompDefault,
+}
+
+fn parse_security_opt(value: &str) -> Result<SecurityOpt, String> {
+    match value.split_once(['=', ':']) {
+        Some(("seccomp", "unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
+        Some(("seccomp", "default" | "builtin")) => Ok(SecurityOpt::SeccompDefault),
+        Some(("seccomp", profile)) => Err(format!(
+            "seccomp profile {profile:?}: custom profiles are not supported; tasks get Docker's default profile, \
+             or none with seccomp=unconfined"
+        )),
+        _ => Err(format!("unknown security option {value:?}: the one supported is seccomp=unconfined")),
+    }
+}
+
 pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec> {
     let mode = match (args.mode, args.replicas) {
         (Mode::Replicated, replicas) => {
@@ -300,6 +325,10 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
                 image: args.image.clone(),
                 args: args.command.clone(),
                 env: args.env.clone(),
+                seccomp: match args.security_opt.last() {
+                    Some(SecurityOpt::SeccompUnconfined) => v1::container_spec::Seccomp::Unconfined,
+                    Some(SecurityOpt::SeccompDefault) | None => v1::container_spec::Seccomp::Default,
+                } as i32,
                 ..Default::default()
             }),
             resources: Some(resources),
@@ -725,5 +754,16 @@ mod tests {
         assert_eq!(parse_bytes("1g"), Ok(1 << 30));
         assert_eq!(parse_bytes("1024"), Ok(1024));
         assert_eq!(parse_bytes("12x"), Err("invalid size \"12x\": expected e.g. 64M, 1G, 1024".to_owned()));
+    }
+
+    #[test]
+    fn security_options() {
+        assert_eq!(parse_security_opt("seccomp=unconfined"), Ok(SecurityOpt::SeccompUnconfined));
+        assert_eq!(parse_security_opt("seccomp:unconfined"), Ok(SecurityOpt::SeccompUnconfined));
+        assert_eq!(parse_security_opt("seccomp=default"), Ok(SecurityOpt::SeccompDefault));
+        let err = parse_security_opt("seccomp=/etc/profile.json").expect_err("custom profile");
+        assert!(err.contains("custom profiles are not supported"), "{err}");
+        let err = parse_security_opt("apparmor=unconfined").expect_err("other option");
+        assert_eq!(err, "unknown security option \"apparmor=unconfined\": the one supported is seccomp=unconfined");
     }
 }

@@ -306,6 +306,11 @@ impl Ctx {
             stop_signal: (!container.stop_signal.is_empty()).then(|| container.stop_signal.clone()),
             hosts: None,
             resolv_conf: None,
+            seccomp: if container.seccomp == v1::container_spec::Seccomp::Unconfined as i32 {
+                shoal_runtime::Seccomp::Unconfined
+            } else {
+                shoal_runtime::Seccomp::Default
+            },
         }
     }
 }

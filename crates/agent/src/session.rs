@@ -42,6 +42,12 @@ pub struct AgentConfig {
     /// agent renews its certificate there and [`Agent::run`] returns
     /// [`AgentExit::RoleChanged`]; without it, role changes are logged and otherwise ignored.
     pub certs_dir: Option<PathBuf>,
+    /// The node's credentials, as the TLS config in `tls` reads them (ca-pki's
+    /// `live_client_config`). With them, an agent running as a worker renews its certificate at a
+    /// random point between 50 % and 80 % of its lifetime through the CA of the manager it has a
+    /// session with, and the next connection presents the new one (a manager renews its own
+    /// certificate from the CA it holds).
+    pub credentials: Option<shoal_ca_pki::LiveCredentials>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -199,13 +205,11 @@ impl Agent {
         Ok(AgentExit::Stopped)
     }
 
-    /// Renews the node's certificate for its new role through the CA of the manager at `addr`
-    /// and saves it in `certs_dir` (key and certificate replaced together).
-    async fn renew_for_role(
-        &self,
+    /// Asks the CA of the manager behind `channel` for a new certificate for a new key (the CA
+    /// keeps the node's ID and gives the role the cluster has for it); returns the key and chain.
+    async fn request_certificate(
         channel: tonic::transport::Channel,
-        certs_dir: &std::path::Path,
-    ) -> Result<(), String> {
+    ) -> Result<(shoal_ca_pki::NodeKey, String), String> {
         use shoal_api::v1::ca_client::CaClient;
         let key = shoal_ca_pki::NodeKey::generate().map_err(|e| e.to_string())?;
         let csr = key.csr_pem().map_err(|e| e.to_string())?.into_bytes();
@@ -216,8 +220,49 @@ impl Agent {
             .into_inner();
         let chain =
             String::from_utf8(renewed.certificate_chain).map_err(|_| "the certificate is not PEM text".to_owned())?;
+        Ok((key, chain))
+    }
+
+    /// Renews the node's certificate for its new role through the CA of the manager at `addr`
+    /// and saves it in `certs_dir` (key and certificate replaced together).
+    async fn renew_for_role(
+        &self,
+        channel: tonic::transport::Channel,
+        certs_dir: &std::path::Path,
+    ) -> Result<(), String> {
+        let (key, chain) = Self::request_certificate(channel).await?;
         let credentials = shoal_ca_pki::NodeCredentials::new(&chain, key).map_err(|e| e.to_string())?;
         credentials.save(certs_dir, None).map_err(|e| format!("save the certificate in {}: {e}", certs_dir.display()))
+    }
+
+    /// When the worker's certificate is next due for renewal (never, without live credentials or
+    /// when a manager in this process renews it).
+    fn renewal_due(&self) -> Option<tokio::time::Instant> {
+        let live = self.config.credentials.as_ref().filter(|_| self.config.role == v1::NodeRole::Worker)?;
+        Some(tokio::time::Instant::now() + live.until_renewal())
+    }
+
+    /// Renews the worker's certificate through the manager behind `channel`; returns when to try
+    /// next (the next renewal point, or sooner after a failure).
+    async fn renew_when_due(&self, channel: Channel, limit: Duration) -> Option<tokio::time::Instant> {
+        let live = self.config.credentials.as_ref()?;
+        let result = match tokio::time::timeout(limit, Self::request_certificate(channel)).await {
+            Ok(Ok((key, chain))) => live.renew(&chain, key).map_err(|e| e.to_string()),
+            Ok(Err(err)) => Err(err),
+            Err(_) => Err(format!("no answer within {} ms", limit.as_millis())),
+        };
+        match result {
+            Ok(renewed) => {
+                tracing::info!(not_after = %renewed.not_after(), "certificate renewed");
+                self.renewal_due()
+            }
+            Err(reason) => {
+                let not_after = live.current().not_after();
+                let wait = live.retry_wait();
+                tracing::warn!(%not_after, %reason, retry_in_ms = wait.as_millis() as u64, "certificate renewal failed");
+                Some(tokio::time::Instant::now() + wait)
+            }
+        }
     }
 
     async fn session(
@@ -273,8 +318,18 @@ impl Agent {
         let mut period = Duration::from_secs(1);
         let mut heartbeat = tokio::time::interval(period);
         let mut flush_tick = tokio::time::interval(Duration::from_millis(50));
+        let mut renew_at = self.renewal_due();
         loop {
+            let renewal = async {
+                match renew_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
+                () = renewal => {
+                    renew_at = self.renew_when_due(channel.clone(), period * MISSED_HEARTBEATS).await;
+                }
                 _ = heartbeat.tick() => {
                     let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone() });
                     // A manager cut off by a partition never answers; a TCP keep-alive would

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shoal_api::v1;
-use shoal_ca_pki::{NodeCredentials, TrustBundle, client_config};
+use shoal_ca_pki::{LiveCredentials, TrustBundle, live_client_config};
 use shoal_runtime::{Containerd, ContainerdConfig};
 
 use crate::{Agent, AgentConfig, AgentExit};
@@ -180,13 +180,28 @@ pub async fn run_node(
     runs_as: v1::NodeRole,
     shutdown: impl Future<Output = ()>,
 ) -> Result<AgentExit, WorkerError> {
-    let credentials = NodeCredentials::load(certs, None).map_err(|e| data_error(certs, e.to_string()))?;
+    let live = LiveCredentials::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
+    let credentials = live.current();
+    if credentials.not_after() <= time::OffsetDateTime::now_utc() && runs_as == v1::NodeRole::Worker {
+        // No manager will renew a certificate that no longer proves who the node is.
+        return Err(data_error(
+            certs,
+            format!(
+                "the node's certificate expired at {} (the node was down past its lifetime, and a \
+                 running node renews it well before): remove the node on a manager (`shoal node rm \
+                 --force {}`), then join again with a fresh --data-dir (`shoal-agent join --token \
+                 TOKEN MANAGER`)",
+                credentials.not_after(),
+                credentials.identity().node_id
+            ),
+        ));
+    }
     let certificate_role = match credentials.identity().role {
         shoal_ca_pki::Role::Manager => v1::NodeRole::Manager,
         shoal_ca_pki::Role::Worker => v1::NodeRole::Worker,
     };
     let trust = TrustBundle::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
-    let tls = client_config(&credentials, &trust).map_err(|e| data_error(certs, e.to_string()))?;
+    let tls = live_client_config(&live, &trust).map_err(|e| data_error(certs, e.to_string()))?;
     let mut containerd = ContainerdConfig::new(
         &config.containerd_socket,
         &config.containerd_namespace,
@@ -208,6 +223,7 @@ pub async fn run_node(
             role: runs_as,
             certificate_role,
             certs_dir: config.can_manage.then(|| certs.to_owned()),
+            credentials: Some(live),
         },
         Arc::new(runtime),
     );
@@ -294,6 +310,31 @@ mod tests {
         let old = worker_advertise_addr(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(old.expect("read"), None);
+    }
+
+    #[tokio::test]
+    async fn a_worker_whose_certificate_expired_while_it_was_down_says_how_to_rejoin() {
+        use shoal_ca_pki::{ClusterCa, NodeCredentials, NodeIdentity, NodeKey, Role, RootCa};
+        let dir = std::env::temp_dir().join(format!("shoal-agent-expired-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let certs = dir.join("certs");
+        std::fs::create_dir_all(&certs).expect("certs dir");
+        // Issued two hours ago for one hour.
+        let then = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+        let ca = ClusterCa::new(RootCa::generate(then).expect("root"));
+        let key = NodeKey::generate().expect("key");
+        let identity = NodeIdentity { node_id: "n1".into(), role: Role::Worker, cluster_id: "c1".into() };
+        let chain = ca.issue(&key.csr_pem().expect("csr"), &identity, time::Duration::hours(1), then).expect("issue");
+        NodeCredentials::new(&chain, key).expect("credentials").save(&certs, None).expect("save");
+        ca.trust_bundle().save(&certs).expect("trust");
+        let result =
+            run_node(&config(&dir), &certs, "n1".into(), vec!["127.0.0.1:1".into()], v1::NodeRole::Worker, async {})
+                .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        let err = result.expect_err("an expired certificate");
+        let text = err.to_string();
+        assert!(text.contains("the node's certificate expired at"), "{text}");
+        assert!(text.contains("`shoal node rm --force n1`") && text.contains("shoal-agent join --token"), "{text}");
     }
 
     #[tokio::test]

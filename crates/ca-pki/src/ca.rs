@@ -24,9 +24,13 @@ pub const ROOT_CA_COMMON_NAME: &str = "shoal-ca";
 pub const ROOT_CA_VALIDITY: Duration = Duration::days(20 * 365 + 5);
 /// How long a node certificate is valid unless asked otherwise: 90 days.
 pub const DEFAULT_NODE_VALIDITY: Duration = Duration::days(90);
-/// The shortest node certificate validity the CA signs: 1 hour.
+/// The shortest node certificate validity a cluster setting may ask for: 1 hour (the CLI and
+/// the manager's settings enforce it). The CA itself signs any positive validity, so that tests
+/// can renew certificates every few seconds.
 pub const MIN_NODE_VALIDITY: Duration = Duration::hours(1);
-/// Certificates start this long before they are signed, so clock skew does not reject them.
+/// Certificates start up to this long before they are signed, so clock skew does not reject
+/// them (never longer than their validity, so a short-lived certificate's renewal point, a
+/// fraction of its whole lifetime, still lies ahead when it is issued).
 const BACKDATE: Duration = Duration::hours(1);
 
 const CERT_FILE: &str = "ca.crt";
@@ -97,8 +101,8 @@ pub enum IssueError {
     /// The CSR is not PEM, not a CSR, or its signature does not verify.
     #[error("certificate signing request is not valid: {0}")]
     Csr(#[source] rcgen::Error),
-    /// The validity asked for is below [`MIN_NODE_VALIDITY`].
-    #[error("node certificate validity of {asked} is too short: the minimum is 1 hour")]
+    /// The validity asked for is not positive.
+    #[error("node certificate validity of {asked} is not positive: ask for a duration after now")]
     ValidityTooShort {
         /// The validity asked for.
         asked: Duration,
@@ -201,8 +205,9 @@ impl RootCa {
     /// Signs a node's CSR. The CA decides the identity: CN = node ID, OU = role, O = cluster ID;
     /// the CSR's subject and extensions are ignored, only its (verified) public key is used.
     ///
-    /// The certificate is valid from `now` minus 1 hour to `now` plus `validity`
-    /// ([`DEFAULT_NODE_VALIDITY`] is the usual choice, [`MIN_NODE_VALIDITY`] the minimum). It
+    /// The certificate is valid from `now` minus 1 hour (or minus `validity`, if shorter) to `now`
+    /// plus `validity` ([`DEFAULT_NODE_VALIDITY`] is the usual choice, [`MIN_NODE_VALIDITY`] the
+    /// shortest a cluster should use). It
     /// serves as both TLS client and server certificate, with the role name as its DNS name.
     /// Returns the certificate in PEM.
     pub fn issue(
@@ -212,7 +217,7 @@ impl RootCa {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<String, IssueError> {
-        if validity < MIN_NODE_VALIDITY {
+        if validity <= Duration::ZERO {
             return Err(IssueError::ValidityTooShort { asked: validity });
         }
         if identity.node_id.is_empty() {
@@ -228,7 +233,7 @@ impl RootCa {
         name.push(DnType::OrganizationalUnitName, identity.role.as_str());
         name.push(DnType::OrganizationName, identity.cluster_id.as_str());
         params.distinguished_name = name;
-        params.not_before = now - BACKDATE;
+        params.not_before = now - BACKDATE.min(validity);
         params.not_after = now + validity;
         params.serial_number = Some(random::serial().map_err(|_| IssueError::Random)?);
         params.subject_alt_names = vec![SanType::DnsName(identity.role.as_str().try_into().map_err(IssueError::Sign)?)];

@@ -6,7 +6,9 @@
 //!   node certificates from CSRs. The CA, not the CSR, decides the identity: CN = node ID,
 //!   OU = role (`shoal-manager` | `shoal-worker`), O = cluster ID.
 //! - [`NodeKey`] is a node's private key and CSR; [`NodeCredentials`] is the key with its issued chain.
-//! - [`renewal_time`] and [`needs_renewal`] are the pure renewal policy.
+//! - [`renewal_time`] and [`needs_renewal`] are the pure renewal policy; [`LiveCredentials`] holds
+//!   credentials that are renewed while the TLS configs built on them ([`live_server_config`],
+//!   [`live_client_config`]) keep serving.
 //! - [`JoinToken`] (`SHTKN-1-<digest>-<secret>`) pins the root CA for a joining node, and
 //!   [`JoinTokens`] is the manager's side: constant-time checks, token to role, rotation.
 //! - [`server_config`], [`client_config`], [`join_server_config`] and [`join_client_config`] build
@@ -54,6 +56,7 @@ mod base36;
 mod ca;
 mod identity;
 mod keys;
+mod live;
 mod pair;
 mod random;
 mod removed;
@@ -68,8 +71,9 @@ pub use ca::{
 };
 pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role};
 pub use keys::{DataKey, KeyError, UnlockKey, read_key_file, rekey_key_file, write_key_file};
+pub use live::{LiveCredentials, live_client_config, live_join_server_config, live_server_config};
 pub use removed::RemovedNodes;
-pub use renewal::{needs_renewal, renewal_time};
+pub use renewal::{needs_renewal, renewal_retry_wait, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{
     CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, bootstrap_client_config, client_config,

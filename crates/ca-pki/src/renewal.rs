@@ -27,6 +27,18 @@ pub fn needs_renewal(not_before: OffsetDateTime, not_after: OffsetDateTime, now:
     now >= renewal_time(not_before, not_after, draw)
 }
 
+/// The shortest and longest waits before a failed renewal is tried again.
+const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(200);
+const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a node waits before trying a failed renewal again: a tenth of the time its
+/// certificate has left at `now`, between 200 ms and 30 s, so a node whose CA is out of reach
+/// tries more often as the expiry nears.
+pub fn renewal_retry_wait(not_after: OffsetDateTime, now: OffsetDateTime) -> std::time::Duration {
+    let left = std::time::Duration::try_from(not_after - now).unwrap_or(std::time::Duration::ZERO);
+    (left / 10).clamp(RETRY_MIN, RETRY_MAX)
+}
+
 #[cfg(test)]
 mod tests {
     use time::Duration;
@@ -59,6 +71,13 @@ mod tests {
         assert!(!needs_renewal(START, end, due - Duration::seconds(1), 0.25));
         assert!(needs_renewal(START, end, due, 0.25));
         assert!(needs_renewal(START, end, end + Duration::days(1), 0.25));
+    }
+
+    #[test]
+    fn retries_come_sooner_as_the_expiry_nears() {
+        assert_eq!(renewal_retry_wait(START + Duration::days(30), START), RETRY_MAX);
+        assert_eq!(renewal_retry_wait(START + Duration::seconds(20), START), std::time::Duration::from_secs(2));
+        assert_eq!(renewal_retry_wait(START - Duration::seconds(5), START), RETRY_MIN, "expired: as soon as allowed");
     }
 
     #[test]

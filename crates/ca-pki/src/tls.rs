@@ -24,7 +24,7 @@ use crate::keys::{self, KeyError, UnlockKey};
 use crate::pair::{PairError, PairFiles};
 use crate::removed::{RefuseRemoved, RemovedNodes};
 
-const CERT_FILE: &str = "node.crt";
+pub(crate) const CERT_FILE: &str = "node.crt";
 const KEY_FILE: &str = "node.key";
 const ROOTS_FILE: &str = "root-ca.crt";
 
@@ -142,7 +142,7 @@ impl TrustBundle {
         TrustBundle::from_pem(&read_file(&dir.join(ROOTS_FILE))?)
     }
 
-    fn root_store(&self) -> Result<RootCertStore, TlsConfigError> {
+    pub(crate) fn root_store(&self) -> Result<RootCertStore, TlsConfigError> {
         let mut store = RootCertStore::empty();
         for root in &self.roots {
             store.add(root.clone()).map_err(|e| TlsConfigError::TrustAnchor(e.to_string()))?;
@@ -260,7 +260,12 @@ impl NodeCredentials {
         &self.chain[0]
     }
 
-    fn private_key(&self) -> PrivateKeyDer<'static> {
+    /// The certificate chain, leaf first.
+    pub(crate) fn chain(&self) -> &[CertificateDer<'static>] {
+        &self.chain
+    }
+
+    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
 }
@@ -275,7 +280,7 @@ pub fn server_name(role: Role) -> ServerName<'static> {
     ServerName::DnsName(name)
 }
 
-fn provider() -> Arc<CryptoProvider> {
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -13,7 +13,7 @@ use crate::records::RecordTable;
 /// Our EDNS UDP payload size (the 2020 DNS flag day value).
 const OUR_UDP_PAYLOAD: u16 = 1232;
 /// The largest UDP answer we send, whatever a client advertises.
-const MAX_UDP_ANSWER: usize = 4096;
+pub(crate) const MAX_UDP_ANSWER: usize = 4096;
 
 /// Which way a query came in: UDP answers must fit the client's payload size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +312,19 @@ pub(crate) fn from_cache(request: &Message, mut cached: Message, udp_limit: Opti
     // Echo the client's spelling of the name (some resolvers check it, 0x20 randomisation).
     cached.queries = request.queries.clone();
     cached.edns = request.edns.as_ref().map(|_| our_edns());
-    encode(&cached, udp_limit)
+    encode_upstream(&cached, udp_limit)
+}
+
+/// [`encode`] for a message that came from an upstream resolver, whose bytes we do not trust:
+/// what hickory parsed from them it may not write back in a form that parses again, so the bytes
+/// are parsed before a client gets them, and an answer that does not parse becomes SERVFAIL.
+pub(crate) fn encode_upstream(message: &Message, udp_limit: Option<usize>) -> Vec<u8> {
+    let bytes = encode(message, udp_limit);
+    if let Err(err) = Message::from_vec(&bytes) {
+        tracing::warn!(error = %err, id = message.metadata.id, "an upstream answer cannot be written back; answering SERVFAIL");
+        return servfail_bytes(message.metadata.id);
+    }
+    bytes
 }
 
 /// Encodes `message`; when it does not fit `udp_limit`, sends the header and question with TC set

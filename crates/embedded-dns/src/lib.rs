@@ -26,6 +26,9 @@
 #![warn(missing_docs)]
 
 mod forward;
+// For the fuzz tests only (`tests/fuzz.rs`): hidden, and not part of the API.
+#[doc(hidden)]
+pub mod fuzz;
 mod handler;
 mod netns;
 mod records;

@@ -18,6 +18,9 @@
 //! it has. What happens to a removed backend's flows is described on [`LoadBalancer`].
 #![warn(missing_docs)]
 
+// For the fuzz tests only (`tests/fuzz.rs`): hidden, and not part of the API.
+#[doc(hidden)]
+pub mod fuzz;
 mod ipvs;
 mod model;
 mod netns;

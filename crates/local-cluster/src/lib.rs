@@ -42,6 +42,9 @@ pub struct LocalOptions {
     pub images: Vec<(String, SimBehavior)>,
     /// Where the cluster's state lives; a fresh directory under the system's temp dir if `None`.
     pub dir: Option<PathBuf>,
+    /// How long the certificates the managers issue are valid (90 days; tests of renewal use
+    /// seconds).
+    pub cert_validity: Duration,
 }
 
 impl Default for LocalOptions {
@@ -52,6 +55,7 @@ impl Default for LocalOptions {
             heartbeat_period: Duration::from_millis(300),
             images: vec![("shoal-test/sleeper".to_owned(), SimBehavior::RunUntilStopped)],
             dir: None,
+            cert_validity: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -164,6 +168,7 @@ impl LocalCluster {
         let addr = free_port()?;
         let mut config = ManagerConfig::new(dir.join("m0"), addr, addr);
         config.heartbeat_period = options.heartbeat_period;
+        config.cert_validity = options.cert_validity;
         let (first, outcome) =
             shoal_manager::init(&config).await.map_err(|source| LocalError::Manager { index: 0, source })?;
         let mut cluster = Self {
@@ -181,6 +186,7 @@ impl LocalCluster {
             let addr = free_port()?;
             let mut config = ManagerConfig::new(cluster.dir.join(format!("m{index}")), addr, addr);
             config.heartbeat_period = cluster.options.heartbeat_period;
+            config.cert_validity = cluster.options.cert_validity;
             let manager = shoal_manager::join(&config, &cluster.manager_addrs[0].to_string(), &cluster.manager_token)
                 .await
                 .map_err(|source| LocalError::Manager { index, source })?;
@@ -242,8 +248,9 @@ impl LocalCluster {
             sim.add_image(image, behavior.clone());
         }
         let node_id = credentials.identity().node_id.clone();
-        let tls = shoal_ca_pki::client_config(&credentials, &trust)
-            .map_err(|e| LocalError::Tls { name: name.to_owned(), reason: e.to_string() })?;
+        let tls_error = |e: &dyn std::fmt::Display| LocalError::Tls { name: name.to_owned(), reason: e.to_string() };
+        let live = shoal_ca_pki::LiveCredentials::load(&dir).map_err(|e| tls_error(&e))?;
+        let tls = shoal_ca_pki::live_client_config(&live, &trust).map_err(|e| tls_error(&e))?;
         let config = AgentConfig {
             managers: self.manager_addrs.iter().map(ToString::to_string).collect(),
             tls,
@@ -263,6 +270,7 @@ impl LocalCluster {
             certificate_role: v1::NodeRole::Worker,
             // In-process workers cannot become managers: promotion needs a process that runs one.
             certs_dir: None,
+            credentials: Some(live),
         };
         let agent = Agent::new(config, Arc::new(sim.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -346,6 +354,12 @@ impl LocalCluster {
     /// The join tokens: (worker, manager).
     pub fn tokens(&self) -> (&str, &str) {
         (&self.worker_token, &self.manager_token)
+    }
+
+    /// The directory the cluster's state lives in: `m0`, `m1`, … for the managers' data
+    /// directories, `workers/NAME` for each worker's certificates.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The admin client bundle's directory.

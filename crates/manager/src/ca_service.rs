@@ -1,6 +1,7 @@
 //! The CA as a service (`shoal.v1.CA`): the root certificate for joining nodes to check against
 //! their token's digest, certificate issuance in exchange for a valid join token (which decides
-//! the role; the CSR's subject is ignored), and renewal for nodes that have a certificate.
+//! the role; the CSR's subject is ignored), and renewal for nodes and admin bundles that have a
+//! certificate (the RPC, and the manager's own renewal loop, `renewal.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
 use crate::objects::ObjectStore;
-use crate::tls::{caller, role_word};
+use crate::tls::{caller, is_admin, role_word};
 
 /// The CA service of a manager that holds the cluster CA.
 #[derive(Debug, Clone)]
@@ -36,6 +37,22 @@ impl CaService {
         let validity = time::Duration::try_from(self.validity).unwrap_or(time::Duration::MAX);
         ca.issue(csr, identity, validity, now)
             .map_err(|e| Status::invalid_argument(format!("cannot sign the CSR: {e}")))
+    }
+
+    /// A new certificate for the holder of `identity`, for the key of `csr`. A node keeps its ID
+    /// and gets the role its record has now (a removed node has none left to renew); an admin
+    /// bundle (no node record) stays an admin bundle.
+    pub(crate) async fn renewal_for(&self, identity: NodeIdentity, csr: &[u8]) -> Result<String, Status> {
+        let identity = if is_admin(&identity) {
+            identity
+        } else {
+            let node = self.objects.get::<v1::Node>(&identity.node_id).await?;
+            let role = if node.role == v1::NodeRole::Manager as i32 { Role::Manager } else { Role::Worker };
+            NodeIdentity { role, ..identity }
+        };
+        let chain = self.issue(csr, &identity)?;
+        tracing::info!(node.id = %identity.node_id, role = role_word(identity.role), "renewed a certificate");
+        Ok(chain)
     }
 
     async fn tokens(&self) -> Result<JoinTokens, Status> {
@@ -106,12 +123,7 @@ impl Ca for CaService {
         request: Request<v1::RenewNodeCertificateRequest>,
     ) -> Result<Response<v1::RenewNodeCertificateResponse>, Status> {
         let identity = caller(&request)?;
-        // A node that was removed keeps no identity to renew.
-        let node = self.objects.get::<v1::Node>(&identity.node_id).await?;
-        let role = if node.role == v1::NodeRole::Manager as i32 { Role::Manager } else { Role::Worker };
-        let identity = NodeIdentity { role, ..identity };
-        let chain = self.issue(&request.into_inner().csr, &identity)?;
-        tracing::info!(node.id = %identity.node_id, "renewed a node certificate");
+        let chain = self.renewal_for(identity, &request.into_inner().csr).await?;
         Ok(Response::new(v1::RenewNodeCertificateResponse { certificate_chain: chain.into_bytes() }))
     }
 }

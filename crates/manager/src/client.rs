@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use shoal_ca_pki::{NodeCredentials, TrustBundle, client_config};
+use shoal_ca_pki::{LiveCredentials, NodeKey, TrustBundle, live_client_config};
 use tonic::transport::Channel;
 
 /// A client bundle could not be used or the manager could not be reached.
@@ -31,14 +31,50 @@ pub enum ClientError {
 }
 
 /// Opens a channel to the manager at `addr` with the client bundle in `bundle`.
+///
+/// A bundle past its renewal point (50–80 % of its lifetime) is renewed through the manager and
+/// rewritten in place, so a bundle in use never expires; one that cannot be rewritten (a
+/// read-only copy) is used as it is. An expired bundle is refused with what to do.
 pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, ClientError> {
     let bad = |reason: String| ClientError::Bundle { dir: bundle.to_owned(), reason };
-    let credentials = NodeCredentials::load(bundle, None).map_err(|e| bad(e.to_string()))?;
+    let live = LiveCredentials::load(bundle).map_err(|e| bad(e.to_string()))?;
+    let not_after = live.current().not_after();
+    if not_after <= time::OffsetDateTime::now_utc() {
+        return Err(bad(format!(
+            "its certificate expired at {not_after}; copy a current bundle from a manager's data directory \
+             (DATA/admin, which the manager that wrote it keeps renewed)"
+        )));
+    }
     let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
-    let tls = client_config(&credentials, &trust).map_err(|e| bad(e.to_string()))?;
-    shoal_api::connect(addr, tls)
+    let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
+    let channel = shoal_api::connect(addr, tls)
         .await
-        .map_err(|e| ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) })
+        .map_err(|e| ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) })?;
+    if live.until_renewal().is_zero()
+        && let Err(reason) = renew_bundle(&live, channel.clone()).await
+    {
+        tracing::warn!(bundle = %bundle.display(), %reason, "could not renew the client bundle; using it as it is");
+    }
+    Ok(channel)
+}
+
+/// Renews the bundle's certificate through the manager behind `channel` and rewrites it.
+async fn renew_bundle(live: &LiveCredentials, channel: Channel) -> Result<(), String> {
+    use shoal_api::v1::{RenewNodeCertificateRequest, ca_client::CaClient};
+    let key = NodeKey::generate().map_err(|e| e.to_string())?;
+    let csr = key.csr_pem().map_err(|e| e.to_string())?.into_bytes();
+    let mut ca = CaClient::new(channel);
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        ca.renew_node_certificate(RenewNodeCertificateRequest { csr }),
+    )
+    .await
+    .map_err(|_| "no answer within 10 s".to_owned())?
+    .map_err(|s| s.message().to_owned())?
+    .into_inner();
+    let chain =
+        String::from_utf8(answer.certificate_chain).map_err(|_| "the certificate is not PEM text".to_owned())?;
+    live.renew(&chain, key).map(drop).map_err(|e| e.to_string())
 }
 
 /// An error and its sources on one line (tonic's transport errors say little at the top).

@@ -407,15 +407,29 @@ impl Dispatcher {
         addr: SocketAddr,
     ) -> Result<v1::Node, ObjectError> {
         // Retried on a concurrent change (a CLI update of the same node): last writer reads first.
+        // Nothing is written when the node is already recorded so (a node reconnecting, or one
+        // opening sessions in a loop, adds nothing to the Raft log).
+        let mut unchanged = None;
         let ready = self.inner.objects.modify(node_id, |node: &mut v1::Node| {
             let status = node.status.get_or_insert_with(Default::default);
-            status.state = v1::node_status::State::Ready as i32;
+            let ready = v1::node_status::State::Ready as i32;
+            let addr = addr.ip().to_string();
+            if status.state == ready
+                && status.message.is_empty()
+                && status.addr == addr
+                && node.description.as_ref() == Some(description)
+            {
+                unchanged = Some(node.clone());
+                return false;
+            }
+            status.state = ready;
             status.message = String::new();
-            status.addr = addr.ip().to_string();
+            status.addr = addr;
             node.description = Some(description.clone());
             true
         });
-        ready.await?.ok_or_else(|| ObjectError::NotFound { kind: v1::Node::KIND, id: node_id.to_owned() })
+        let written = ready.await?;
+        written.or(unchanged).ok_or_else(|| ObjectError::NotFound { kind: v1::Node::KIND, id: node_id.to_owned() })
     }
 
     /// Records one reported task status, reading the task again when a concurrent write (the
@@ -637,6 +651,7 @@ impl DispatcherApi for Dispatcher {
         self.require_leader()?;
         let addr = request.extensions().get::<PeerInfo>().map(|p| p.addr).unwrap_or_else(|| ([0, 0, 0, 0], 0).into());
         let description = request.into_inner().description.unwrap_or_default();
+        crate::validate::validate_node_description(&description).map_err(Status::invalid_argument)?;
         // The session exists before the node is written Ready, so that a heartbeat check ending
         // the previous session meanwhile sees it and does not write Down over Ready.
         let session_id = new_id();

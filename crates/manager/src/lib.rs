@@ -22,6 +22,7 @@ mod node;
 mod objects;
 mod orchestrator;
 mod placement;
+mod renewal;
 mod server;
 mod status;
 #[cfg(test)]

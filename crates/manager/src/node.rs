@@ -20,14 +20,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_api::v1;
 use shoal_ca_pki::{
-    ClusterCa, JoinTokens, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role, RootCa, TrustBundle,
-    client_config, join_server_config,
+    ClusterCa, JoinTokens, LiveCredentials, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role, RootCa,
+    TrustBundle, client_config, live_client_config, live_join_server_config,
 };
 use shoal_raft_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::ca_service::CaService;
 use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
 use crate::leader::{DEFAULT_TASK_HISTORY, Leader};
@@ -219,7 +220,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
     ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;
 
     let trust = ca.trust_bundle();
-    let running = run(config, &identity, ca, credentials, Begin::Bootstrap).await?;
+    let running = run(config, &identity, ca, Begin::Bootstrap).await?;
     match first_records(config, &identity, &trust, &running).await {
         Ok(join_tokens) => {
             write_identity(data, &identity)?;
@@ -514,7 +515,7 @@ async fn become_manager(
     trust.save(&data.join("certs")).map_err(pki)?;
     let identity =
         Identity { cluster_id, node_id, raft_id: random_u64(), advertise_addr: config.advertise_addr.to_string() };
-    let running = run(config, &identity, ca, credentials, Begin::Join).await?;
+    let running = run(config, &identity, ca, Begin::Join).await?;
     // `JoinRaft` is idempotent: a lost answer or a passing failure (a leader change, a
     // conflicting write) is retried, since the leader may already count this node as a voter.
     // Only the leader adds members: a follower's refusal names it, and the node asks it next.
@@ -569,8 +570,24 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
         reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
     })?;
     let ca = ClusterCa::load(&data.join("ca"), None).map_err(pki)?;
-    let credentials = NodeCredentials::load(&data.join("certs"), None).map_err(pki)?;
-    run(config, &identity, ca, credentials, Begin::Resume).await
+    let certs = data.join("certs");
+    let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
+    // A manager holds the cluster CA: a certificate that expired while it was down (or is about
+    // to) is renewed here, before anything needs it. Its role is the certificate's: the store is
+    // not open yet, and a role change since is followed as always, through the worker role.
+    let now = time::OffsetDateTime::now_utc();
+    if credentials.not_after() <= now + time::Duration::minutes(1) {
+        let id = &credentials.identity().node_id;
+        let renewed = issue(&ca, id, credentials.identity().role, &identity.cluster_id, config.cert_validity)?;
+        renewed.save(&certs, None).map_err(pki)?;
+        tracing::warn!(
+            node.id = %id,
+            expired = %credentials.not_after(),
+            not_after = %renewed.not_after(),
+            "this manager's certificate expired while it was down; renewed it from the cluster CA"
+        );
+    }
+    run(config, &identity, ca, Begin::Resume).await
 }
 
 /// How a manager's Raft member begins.
@@ -599,17 +616,24 @@ fn issue(
     NodeCredentials::new(&chain, key).map_err(pki)
 }
 
+/// Runs the manager of `identity`, whose certificate is saved in `DATA/certs`.
 async fn run(
     config: &ManagerConfig,
     identity: &Identity,
     ca: ClusterCa,
-    credentials: NodeCredentials,
     begin: Begin,
 ) -> Result<RunningManager, StartError> {
     let trust: TrustBundle = ca.trust_bundle();
     let raft_dir = config.data_dir.join("raft");
     let store_err = |reason: String| StartError::Store { path: raft_dir.clone(), reason };
-    let client = client_config(&credentials, &trust).map_err(pki)?;
+    // Every TLS config of the manager reads the certificate at each handshake, so renewals (by
+    // the loop below, or the worker role after a role change) need no restart.
+    let certs_dir = config.data_dir.join("certs");
+    let live = LiveCredentials::load(&certs_dir).map_err(pki)?;
+    let admin_dir = config.data_dir.join("admin");
+    let admin =
+        if admin_dir.join("node.crt").is_file() { Some(LiveCredentials::load(&admin_dir).map_err(pki)?) } else { None };
+    let client = live_client_config(&live, &trust).map_err(pki)?;
     let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
@@ -621,13 +645,14 @@ async fn run(
         .map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
     let removed = RemovedNodes::new();
-    let tls = join_server_config(&credentials, &trust, &removed).map_err(pki)?;
+    let tls = live_join_server_config(&live, &trust, &removed).map_err(pki)?;
     let objects = ObjectStore::new(store.clone());
     let dispatcher = Dispatcher::new(objects.clone(), config.heartbeat_period);
+    let ca = Arc::new(Mutex::new(ca));
     let services = Services {
         objects: objects.clone(),
         removed,
-        ca: Arc::new(Mutex::new(ca)),
+        ca: ca.clone(),
         cluster_id: identity.cluster_id.clone(),
         cert_validity: config.cert_validity,
         dispatcher: dispatcher.clone(),
@@ -636,6 +661,11 @@ async fn run(
     let stopped = futures::future::FutureExt::shared(async move {
         let _ = stopped.await;
     });
+    let renewer = CaService::new(objects.clone(), ca, identity.cluster_id.clone(), config.cert_validity);
+    let mut renewing = vec![tokio::spawn(crate::renewal::keep_renewed(renewer.clone(), live, "node", stopped.clone()))];
+    if let Some(admin) = admin {
+        renewing.push(tokio::spawn(crate::renewal::keep_renewed(renewer, admin, "admin bundle", stopped.clone())));
+    }
     let serving = {
         let stopped = stopped.clone();
         tokio::spawn(async move {
@@ -659,7 +689,7 @@ async fn run(
         local_addr,
         objects,
         stop: Some(stop),
-        tasks: vec![serving, leading],
+        tasks: [serving, leading].into_iter().chain(renewing).collect(),
     })
 }
 

@@ -219,6 +219,53 @@ fn validate_resources(resources: &v1::ResourceRequirements) -> Result<(), SpecEr
     Ok(())
 }
 
+/// The largest node description a session may carry, encoded: every session writes it to Raft
+/// (when it changed), so its size is what a node can add to every manager's log per session.
+pub(crate) const MAX_DESCRIPTION_BYTES: usize = 16 * 1024;
+
+/// Checks what a node says of itself when its session starts: each field within a bound that
+/// real machines are far from (a hostname is at most 253 bytes, as in DNS), the whole at most
+/// [`MAX_DESCRIPTION_BYTES`] encoded. The error names the field, its size and the limit.
+pub(crate) fn validate_node_description(description: &v1::NodeDescription) -> Result<(), String> {
+    let within = |field: &str, value: &str, max: usize| -> Result<(), String> {
+        if value.len() > max {
+            return Err(format!("node description: {field} is {} bytes, at most {max} are accepted", value.len()));
+        }
+        Ok(())
+    };
+    within("hostname", &description.hostname, 253)?;
+    if let Some(platform) = &description.platform {
+        within("platform architecture", &platform.architecture, 32)?;
+        within("platform os", &platform.os, 32)?;
+    }
+    if let Some(resources) = &description.resources {
+        if resources.generic.len() > 64 {
+            return Err(format!(
+                "node description: {} generic resources, at most 64 are accepted",
+                resources.generic.len()
+            ));
+        }
+        for generic in &resources.generic {
+            within("generic resource kind", &generic.kind, 128)?;
+        }
+    }
+    if let Some(engine) = &description.engine {
+        within("engine version", &engine.engine_version, 128)?;
+        if engine.labels.len() > 64 {
+            return Err(format!("node description: {} engine labels, at most 64 are accepted", engine.labels.len()));
+        }
+        for (key, value) in &engine.labels {
+            within("engine label key", key, 128)?;
+            within("engine label value", value, 1024)?;
+        }
+    }
+    let size = prost::Message::encoded_len(description);
+    if size > MAX_DESCRIPTION_BYTES {
+        return Err(format!("node description is {size} bytes encoded, at most {MAX_DESCRIPTION_BYTES} are accepted"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,6 +452,51 @@ mod tests {
             mutate(&mut s);
             let err = validate_service_spec(&s).expect_err(expected).to_string();
             assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn node_descriptions_are_bounded_field_by_field_and_in_all() {
+        let base = v1::NodeDescription {
+            hostname: "node-1".into(),
+            platform: Some(v1::Platform { architecture: "amd64".into(), os: "linux".into() }),
+            engine: Some(v1::EngineDescription { engine_version: "0.1.0".into(), labels: Default::default() }),
+            ..Default::default()
+        };
+        assert_eq!(validate_node_description(&base), Ok(()));
+        let cases: Vec<(v1::NodeDescription, &str)> = vec![
+            (
+                v1::NodeDescription { hostname: "h".repeat(254), ..base.clone() },
+                "node description: hostname is 254 bytes, at most 253 are accepted",
+            ),
+            (
+                v1::NodeDescription { hostname: "h".repeat(3 << 20), ..base.clone() },
+                "node description: hostname is 3145728 bytes, at most 253 are accepted",
+            ),
+            (
+                v1::NodeDescription {
+                    engine: Some(v1::EngineDescription {
+                        engine_version: "0.1.0".into(),
+                        labels: (0..65).map(|i| (format!("k{i}"), "v".into())).collect(),
+                    }),
+                    ..base.clone()
+                },
+                "node description: 65 engine labels, at most 64 are accepted",
+            ),
+            (
+                v1::NodeDescription {
+                    engine: Some(v1::EngineDescription {
+                        engine_version: "0.1.0".into(),
+                        labels: (0..64).map(|i| (format!("k{i}"), "v".repeat(1000))).collect(),
+                    }),
+                    ..base.clone()
+                },
+                "node description is 64",
+            ),
+        ];
+        for (description, expected) in cases {
+            let err = validate_node_description(&description).expect_err("refused");
+            assert!(err.starts_with(expected), "{err}");
         }
     }
 }

@@ -23,6 +23,9 @@
 mod codec;
 mod crypto;
 mod error;
+// For the fuzz tests only (`tests/fuzz.rs`): hidden, and not part of the API.
+#[doc(hidden)]
+pub mod fuzz;
 #[cfg(feature = "grpc")]
 pub mod grpc;
 mod log_store;

@@ -293,14 +293,15 @@ impl LogStore {
 }
 
 /// The plain payload of a record: the entry's binary encoding and [`RECORD_END`].
-fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
+pub(crate) fn encode_record(entry: &Entry, out: &mut Vec<u8>) {
     out.clear();
     out.reserve(entry.size_hint() + 1);
     entry.encode(out);
     out.push(RECORD_END);
 }
 
-fn decode_record(plain: &[u8]) -> Result<Entry, String> {
+/// Reads the plain payload of a record written by [`encode_record`].
+pub(crate) fn decode_record(plain: &[u8]) -> Result<Entry, String> {
     match plain.split_last() {
         Some((&RECORD_END, body)) => codec::from_slice(body).map_err(|e| e.to_string()),
         _ => Err("record end mark is missing".into()),
@@ -392,74 +393,12 @@ fn scan_segments(
         {
             return Err(corrupt(0, &format!("segment starts at index {first_index}, expected {want}")));
         }
-        let mut offset = SEGMENT_MAGIC.len();
-        let mut offsets = Vec::new();
-        let mut next_index = first_index;
-        let mut torn_at = None;
-        while offset < bytes.len() {
-            let rest = &bytes[offset..];
-            if rest.iter().all(|b| *b == 0) && is_last {
-                // A zero-filled tail: space allocated by a write that never completed.
-                torn_at = Some(offset);
-                break;
-            }
-            if rest.len() < RECORD_HEADER {
-                if is_last {
-                    torn_at = Some(offset);
-                    break;
-                }
-                return Err(corrupt(offset, "record header is incomplete"));
-            }
-            let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-            let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
-            if len == 0 {
-                // No record is empty: this is the zeroed space ahead of the records. In the last
-                // segment anything after it is a write that never completed in order.
-                if is_last {
-                    torn_at = Some(offset);
-                    break;
-                }
-                return Err(corrupt(offset, "empty record"));
-            }
-            if len > MAX_RECORD {
-                return Err(corrupt(offset, &format!("record length {len} is implausible")));
-            }
-            if rest.len() < RECORD_HEADER + len {
-                if is_last {
-                    torn_at = Some(offset);
-                    break;
-                }
-                return Err(corrupt(offset, "record is incomplete"));
-            }
-            let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
-            if crc32fast::hash(payload) != crc {
-                // The append being written when the machine crashed can have its header on disk
-                // but not all of its data pages, which read back as zeros. Only that shape, at
-                // the very end of the log, is a torn write; anything else is damage.
-                let at_end = is_last && rest[RECORD_HEADER + len..].iter().all(|b| *b == 0);
-                // (A whole record never ends in zeros: plain ones end in RECORD_END, sealed ones in
-                // an authentication tag; 16 zeros, or all of a shorter one, are not a bit flip.)
-                let unwritten_tail = payload[payload.len().saturating_sub(16)..].iter().all(|b| *b == 0);
-                if at_end && unwritten_tail {
-                    torn_at = Some(offset);
-                    break;
-                }
-                return Err(corrupt(offset, "record checksum mismatch"));
-            }
-            let plain = sealer.open(LOG_AAD, payload).map_err(|e| corrupt(offset, &e.to_string()))?;
-            let entry = decode_record(&plain).map_err(|e| corrupt(offset, &format!("record does not decode: {e}")))?;
-            if entry.log_id.index != next_index {
-                return Err(corrupt(
-                    offset,
-                    &format!("record has index {}, expected {next_index}", entry.log_id.index),
-                ));
-            }
-            offsets.push((next_index, offset as u64));
+        let SegmentRecords { offsets, entries: read, next_index, torn_at } =
+            scan_records(&bytes, first_index, is_last, sealer).map_err(|(offset, reason)| corrupt(offset, &reason))?;
+        for entry in read {
             if purged.is_none_or(|p| entry.log_id.index > p) {
                 entries.insert(entry.log_id.index, entry);
             }
-            next_index += 1;
-            offset += RECORD_HEADER + len;
         }
         let mut len = bytes.len() as u64;
         if let Some(at) = torn_at {
@@ -491,6 +430,125 @@ fn scan_segments(
         segments.push(Segment { first_index, path, len, allocated: len, offsets });
     }
     Ok((segments, entries))
+}
+
+/// The records of one segment file, as [`scan_records`] reads them.
+#[derive(Debug, Default)]
+struct SegmentRecords {
+    /// `(index, offset)` of every whole record, in order.
+    offsets: Vec<(u64, u64)>,
+    /// The entry of every whole record, in order.
+    entries: Vec<Entry>,
+    /// The index the record after the last whole one would have.
+    next_index: u64,
+    /// In the last segment, where a torn tail starts: from there on the file is cut.
+    torn_at: Option<usize>,
+}
+
+/// Reads the records of a segment file whose magic was checked, the first one having index
+/// `first_index`; in the last segment (`is_last`) an incomplete record or zeros at the end are a
+/// torn tail, elsewhere damage. Reads only `bytes` (no file is touched), so the fuzz tests reach
+/// it through [`read_segment`]. Damage is `(offset, reason)`.
+fn scan_records(
+    bytes: &[u8],
+    first_index: u64,
+    is_last: bool,
+    sealer: &Sealer,
+) -> Result<SegmentRecords, (usize, String)> {
+    let mut out = SegmentRecords { next_index: first_index, ..SegmentRecords::default() };
+    let mut offset = SEGMENT_MAGIC.len();
+    while offset < bytes.len() {
+        let rest = &bytes[offset..];
+        if rest.iter().all(|b| *b == 0) && is_last {
+            // A zero-filled tail: space allocated by a write that never completed.
+            out.torn_at = Some(offset);
+            break;
+        }
+        if rest.len() < RECORD_HEADER {
+            if is_last {
+                out.torn_at = Some(offset);
+                break;
+            }
+            return Err((offset, "record header is incomplete".into()));
+        }
+        let len = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        let crc = u32::from_le_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        if len == 0 {
+            // No record is empty: this is the zeroed space ahead of the records. In the last
+            // segment anything after it is a write that never completed in order.
+            if is_last {
+                out.torn_at = Some(offset);
+                break;
+            }
+            return Err((offset, "empty record".into()));
+        }
+        if len > MAX_RECORD {
+            return Err((offset, format!("record length {len} is implausible")));
+        }
+        if rest.len() < RECORD_HEADER + len {
+            if is_last {
+                out.torn_at = Some(offset);
+                break;
+            }
+            return Err((offset, "record is incomplete".into()));
+        }
+        let payload = &rest[RECORD_HEADER..RECORD_HEADER + len];
+        if crc32fast::hash(payload) != crc {
+            // The append being written when the machine crashed can have its header on disk
+            // but not all of its data pages, which read back as zeros. Only that shape, at
+            // the very end of the log, is a torn write; anything else is damage.
+            let at_end = is_last && rest[RECORD_HEADER + len..].iter().all(|b| *b == 0);
+            // (A whole record never ends in zeros: plain ones end in RECORD_END, sealed ones in
+            // an authentication tag; 16 zeros, or all of a shorter one, are not a bit flip.)
+            let unwritten_tail = payload[payload.len().saturating_sub(16)..].iter().all(|b| *b == 0);
+            if at_end && unwritten_tail {
+                out.torn_at = Some(offset);
+                break;
+            }
+            return Err((offset, "record checksum mismatch".into()));
+        }
+        let plain = sealer.open(LOG_AAD, payload).map_err(|e| (offset, e.to_string()))?;
+        let entry = decode_record(&plain).map_err(|e| (offset, format!("record does not decode: {e}")))?;
+        if entry.log_id.index != out.next_index {
+            return Err((offset, format!("record has index {}, expected {}", entry.log_id.index, out.next_index)));
+        }
+        out.offsets.push((out.next_index, offset as u64));
+        out.entries.push(entry);
+        // A crafted file name can start a segment at the last index there is.
+        out.next_index = out.next_index.checked_add(1).ok_or((offset, "record index overflows".to_owned()))?;
+        offset += RECORD_HEADER + len;
+    }
+    Ok(out)
+}
+
+/// Reads a whole plain (not encrypted) segment file as [`LogStore::open`] does, without touching
+/// any file: its entries and where a torn tail starts. For the fuzz tests ([`crate::fuzz`]).
+pub(crate) fn read_segment(
+    bytes: &[u8],
+    first_index: u64,
+    is_last: bool,
+) -> Result<(Vec<Entry>, Option<usize>), String> {
+    if !bytes.starts_with(SEGMENT_MAGIC) {
+        return Err("segment header magic is wrong".into());
+    }
+    let sealer = Sealer::new(None).map_err(|e| e.to_string())?;
+    let records = scan_records(bytes, first_index, is_last, &sealer)
+        .map_err(|(offset, reason)| format!("at offset {offset}: {reason}"))?;
+    Ok((records.entries, records.torn_at))
+}
+
+/// A whole plain segment file holding `entries`, framed as the writer frames them. For the fuzz
+/// tests ([`crate::fuzz`]).
+pub(crate) fn encode_segment(entries: &[Entry]) -> Vec<u8> {
+    let mut out = SEGMENT_MAGIC.to_vec();
+    let mut plain = Vec::new();
+    for entry in entries {
+        encode_record(entry, &mut plain);
+        out.extend_from_slice(&(plain.len() as u32).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&plain).to_le_bytes());
+        out.extend_from_slice(&plain);
+    }
+    out
 }
 
 /// Whether a segment starting at `first_index` whose last record is `last_record` (none: it has

@@ -54,9 +54,11 @@ const SNAPSHOT_AAD: &[u8] = b"shoal-raft-snapshot";
 /// The serialised state machine carried by a snapshot (binary, [`crate::codec`]; plain on the
 /// wire, encryption is per member).
 #[derive(Debug)]
-struct SnapshotBody {
-    revision: u64,
-    kvs: Vec<KeyValue>,
+pub(crate) struct SnapshotBody {
+    /// The store revision the snapshot was taken at.
+    pub(crate) revision: u64,
+    /// Every key-value, in key order.
+    pub(crate) kvs: Vec<KeyValue>,
 }
 
 impl Encode for SnapshotBody {
@@ -302,17 +304,7 @@ impl StateMachine {
     /// Seals and writes the snapshot file atomically (with fsyncs): blocking, so async callers
     /// run it through [`blocking`].
     fn write_snapshot_file(&self, meta: &SnapshotMeta, body: &[u8]) -> io::Result<()> {
-        let meta_bytes = codec::to_vec(meta);
-        let mut plain = Vec::with_capacity(4 + meta_bytes.len() + body.len());
-        plain.extend_from_slice(&u32::try_from(meta_bytes.len()).map_err(io::Error::other)?.to_le_bytes());
-        plain.extend_from_slice(&meta_bytes);
-        plain.extend_from_slice(body);
-        let mut sealed = Vec::with_capacity(plain.len() + 64);
-        self.shared.sealer.seal_into(SNAPSHOT_AAD, &plain, &mut sealed).map_err(io::Error::other)?;
-        let mut file = Vec::with_capacity(sealed.len() + 12);
-        file.extend_from_slice(SNAPSHOT_MAGIC);
-        file.extend_from_slice(&crc32fast::hash(&sealed).to_le_bytes());
-        file.extend_from_slice(&sealed);
+        let file = encode_snapshot_file(&self.shared.sealer, meta, body)?;
         let mut on_disk = self.shared.on_disk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if *on_disk > meta.last_log_id {
             tracing::debug!(
@@ -334,6 +326,39 @@ impl StateMachine {
 /// queued on it.
 async fn blocking<R: Send + 'static>(work: impl FnOnce() -> io::Result<R> + Send + 'static) -> io::Result<R> {
     tokio::task::spawn_blocking(work).await.map_err(|e| io::Error::other(format!("snapshot file task failed: {e}")))?
+}
+
+/// The bytes of a snapshot file: the magic, a CRC32, then (sealed) `[meta len u32 LE][meta][body]`.
+fn encode_snapshot_file(sealer: &Sealer, meta: &SnapshotMeta, body: &[u8]) -> io::Result<Vec<u8>> {
+    let meta_bytes = codec::to_vec(meta);
+    let mut plain = Vec::with_capacity(4 + meta_bytes.len() + body.len());
+    plain.extend_from_slice(&u32::try_from(meta_bytes.len()).map_err(io::Error::other)?.to_le_bytes());
+    plain.extend_from_slice(&meta_bytes);
+    plain.extend_from_slice(body);
+    let mut sealed = Vec::with_capacity(plain.len() + 64);
+    sealer.seal_into(SNAPSHOT_AAD, &plain, &mut sealed).map_err(io::Error::other)?;
+    let mut file = Vec::with_capacity(sealed.len() + 12);
+    file.extend_from_slice(SNAPSHOT_MAGIC);
+    file.extend_from_slice(&crc32fast::hash(&sealed).to_le_bytes());
+    file.extend_from_slice(&sealed);
+    Ok(file)
+}
+
+/// Reads a plain (not encrypted) snapshot file's meta and body as [`StateMachine::open`] does,
+/// without touching any file. For the fuzz tests ([`crate::fuzz`]).
+pub(crate) fn read_plain_snapshot_file(bytes: &[u8]) -> Result<(SnapshotMeta, SnapshotBody), String> {
+    let sealer = Sealer::new(None).map_err(|e| e.to_string())?;
+    let (meta, body) = decode_snapshot_file(&sealer, bytes)?;
+    let body: SnapshotBody = codec::from_slice(&body).map_err(|e| e.to_string())?;
+    Ok((meta, body))
+}
+
+/// The bytes of a plain snapshot file holding `meta` and `body`. For the fuzz tests
+/// ([`crate::fuzz`]).
+pub(crate) fn plain_snapshot_file(meta: &SnapshotMeta, body: &SnapshotBody) -> Vec<u8> {
+    let sealer = Sealer::new(None).expect("a sealer without a key cannot fail");
+    // Without a key nothing can fail but a meta over 4 GiB, which no snapshot has.
+    encode_snapshot_file(&sealer, meta, &codec::to_vec(body)).expect("a plain snapshot file encodes")
 }
 
 fn decode_snapshot_file(sealer: &Sealer, bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), String> {

@@ -171,7 +171,7 @@ pub struct ClusterStatus {
 
 /// A leader's answer to a request another member sent it (a forwarded write, a read index).
 #[derive(Debug)]
-enum LeaderAnswer<T> {
+pub(crate) enum LeaderAnswer<T> {
     /// Done: the outcome of the write, or the read index.
     Done(T),
     /// The member asked is not the leader; it knows this one, if any.

@@ -14,6 +14,7 @@ mod oci;
 mod reference;
 mod registry;
 mod rootfs;
+mod seccomp;
 mod sim;
 mod spec;
 
@@ -23,7 +24,7 @@ pub use reference::{Reference, ReferenceError};
 pub use sim::{SimBehavior, Simulated};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerState, Credentials, ExecOutput, ExecSpec, ExitStatus, ImageSource,
-    LogOptions, Mount, Resources, RuntimeEvent,
+    LogOptions, Mount, Resources, RuntimeEvent, Seccomp,
 };
 
 use std::time::Duration;

@@ -1,12 +1,14 @@
 //! The OCI runtime spec for a container, generated from its [`ContainerSpec`] and its image's
-//! config: Docker's defaults (mounts, capabilities, masked paths) with the caller's overrides.
+//! config: Docker's defaults (mounts, capabilities, masked paths, seccomp profile) with the
+//! caller's overrides.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{Value, json};
 
-use crate::spec::{ContainerSpec, Mount};
+use crate::seccomp;
+use crate::spec::{ContainerSpec, Mount, Seccomp};
 
 /// Docker's default capability set.
 pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -269,6 +271,23 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
     if let Some(pids) = r.pids {
         resources["pids"] = json!({"limit": pids});
     }
+    let mut linux = json!({
+        "resources": resources,
+        "cgroupsPath": format!("/{}/{}", ctx.namespace, spec.id),
+        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network],
+        "maskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                        "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+                        "/sys/firmware", "/sys/devices/virtual/powercap"],
+        "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
+    });
+    // The profile follows the capabilities the process gets, so that adding one (CAP_SYS_ADMIN,
+    // CAP_SYS_PTRACE, …) brings the syscalls it governs.
+    match spec.seccomp {
+        Seccomp::Default => {
+            linux["seccomp"] = seccomp::default_profile(caps);
+        }
+        Seccomp::Unconfined => {}
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -283,15 +302,7 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
         "root": {"path": "rootfs", "readonly": spec.read_only_rootfs},
         "hostname": hostname,
         "mounts": mounts,
-        "linux": {
-            "resources": resources,
-            "cgroupsPath": format!("/{}/{}", ctx.namespace, spec.id),
-            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, network],
-            "maskedPaths": ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-                            "/sys/firmware", "/sys/devices/virtual/powercap"],
-            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
-        },
+        "linux": linux,
     }))
 }
 
@@ -440,6 +451,34 @@ mod tests {
         );
         assert_eq!(find("/etc/resolv.conf").map(|m| m["source"].clone()), Some(json!("/state/c1/resolv.conf")));
         assert_eq!(v["process"]["capabilities"]["bounding"].as_array().map(Vec::len), Some(14));
+    }
+
+    #[test]
+    fn seccomp_follows_the_spec_and_the_capabilities() {
+        let v = runtime_spec(&spec(), &image(), &ctx()).expect("spec");
+        let profile = &v["linux"]["seccomp"];
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(profile["defaultErrnoRet"], 1);
+        let caps: Vec<&str> = v["process"]["capabilities"]["bounding"]
+            .as_array()
+            .expect("capabilities")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert_eq!(
+            *profile,
+            seccomp::default_profile(&caps),
+            "the profile is computed from the process's capabilities"
+        );
+        let allowed = profile["syscalls"][0]["names"].as_array().expect("allowlist");
+        let allows = |name: &str| allowed.iter().any(|n| n.as_str() == Some(name));
+        assert!(allows("read") && allows("execve") && allows("chroot"));
+        assert!(!allows("unshare") && !allows("mount") && !allows("keyctl"));
+
+        let unconfined = ContainerSpec { seccomp: Seccomp::Unconfined, ..spec() };
+        let v = runtime_spec(&unconfined, &image(), &ctx()).expect("spec");
+        assert_eq!(v["linux"].get("seccomp"), None, "unconfined: no seccomp object");
+        assert!(v["linux"].get("namespaces").is_some());
     }
 
     #[test]

@@ -125,6 +125,21 @@ pub struct ContainerSpec {
     pub hosts: Option<String>,
     /// Content of `/etc/resolv.conf`; `None`: an empty one.
     pub resolv_conf: Option<String>,
+    /// The seccomp filter on the container's processes: Docker's default profile unless
+    /// [`Seccomp::Unconfined`].
+    pub seccomp: Seccomp,
+}
+
+/// Which seccomp filter a container's processes run under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Seccomp {
+    /// Docker's default profile: an allowlist of ordinary syscalls, more with the capabilities
+    /// that govern them (`mount` and `unshare` with `CAP_SYS_ADMIN`, `ptrace` with
+    /// `CAP_SYS_PTRACE`, …); everything else fails with `EPERM`.
+    #[default]
+    Default,
+    /// No filter, as Docker's `--security-opt seccomp=unconfined`.
+    Unconfined,
 }
 
 impl ContainerSpec {

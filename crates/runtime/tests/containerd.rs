@@ -1,7 +1,7 @@
 //! The containerd runtime against a private containerd: the conformance suite, then what only a
 //! real runtime can show (env, args, user, mounts, read-only root, memory limit and OOM kill,
-//! network namespace, archive loading, pulls from the test registry, crafted images whose
-//! `/etc/passwd` attacks the host that reads it).
+//! network namespace, seccomp, archive loading, pulls from the test registry, crafted images
+//! whose `/etc/passwd` attacks the host that reads it).
 //!
 //! Each test builds a one-node harness cluster with the test registry on its underlay and runs
 //! its async body on a thread inside node1's network namespace, so registry pulls (done by this
@@ -19,7 +19,7 @@ use std::time::Duration;
 use conformance::{Fixture, Program};
 use futures::StreamExt as _;
 use shoal_runtime::{
-    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ImageSource, LogOptions, Mount, Resources,
+    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ImageSource, LogOptions, Mount, Resources, Seccomp,
 };
 use shoal_testkit::images::{self, BuiltImage};
 use shoal_testkit::{Cluster, Registry, privileged};
@@ -252,6 +252,23 @@ fn real_containers() {
             .await;
         assert_eq!(code, 0);
         assert!(out.starts_with("1\n"), "only lo in the task's netns: {out}");
+
+        eprintln!("--- seccomp: Docker's default profile refuses a user namespace; unconfined has no filter");
+        // `Seccomp:` in /proc/self/status is the process's seccomp mode: 2 under a filter, 0 without.
+        let script = "sed -n 's/^Seccomp:[[:space:]]*//p' /proc/self/status; unshare -Ur true 2>&1; echo unshare=$?";
+        let (code, out) = run_script(&rt, &tools, "seccomp-default", script, |_| {}).await;
+        assert_eq!(code, 0, "{out}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.first().copied(), Some("2"), "a seccomp filter under the default profile: {out}");
+        let unshare = lines.last().and_then(|l| l.strip_prefix("unshare=")).and_then(|c| c.parse::<i32>().ok());
+        assert!(unshare.is_some_and(|c| c != 0), "unshare -Ur fails under the default profile: {out}");
+        assert!(out.contains("Operation not permitted"), "refused with EPERM: {out}");
+        // Unconfined, unshare -Ur may still fail for reasons of the host (user namespaces off, an
+        // LSM); the seccomp mode shows that the filter is gone.
+        let (code, out) =
+            run_script(&rt, &tools, "seccomp-unconfined", script, |s| s.seccomp = Seccomp::Unconfined).await;
+        assert_eq!(code, 0, "{out}");
+        assert_eq!(out.lines().next(), Some("0"), "no seccomp filter when unconfined: {out}");
 
         eprintln!("--- memory limit: a process over it is OOM-killed and reported so");
         let mut spec = ContainerSpec {

@@ -246,7 +246,7 @@ async fn resolve_family() -> Result<u16, String> {
 }
 
 /// Names the request an error reply quotes (the kernel echoes the request's headers and body).
-fn describe_request(quoted: &[u8]) -> String {
+pub(crate) fn describe_request(quoted: &[u8]) -> String {
     let Some(genl) = quoted.get(16..) else { return "IPVS request".to_owned() };
     let parsed = GenlHeader::parse(genl)
         .ok()

@@ -358,3 +358,38 @@ async fn a_status_that_keeps_conflicting_is_handed_back_not_dropped() {
     let t1: v1::Task = objects.get("t1").await.expect("t1");
     assert_eq!(t1.status.map(|s| s.state), Some(TaskState::Running as i32));
 }
+
+#[tokio::test]
+async fn sessions_write_the_node_only_when_it_changed_and_refuse_oversized_descriptions() {
+    let (objects, _dir) = store("dispatcher-description").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(5));
+    start(&d, "w1").await;
+    let first: v1::Node = objects.get("w1").await.expect("w1");
+
+    tracing::info!("--- the same node opens sessions again and again: nothing more is written");
+    for _ in 0..5 {
+        start(&d, "w1").await;
+    }
+    let again: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(again.meta.as_ref().map(|m| m.version), first.meta.as_ref().map(|m| m.version));
+
+    tracing::info!("--- a changed description is written");
+    let description = v1::NodeDescription { hostname: "renamed".into(), ..Default::default() };
+    d.session(req(v1::SessionRequest { description: Some(description), session_id: String::new() }, "w1"))
+        .await
+        .expect("session");
+    let renamed: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(renamed.description.map(|d| d.hostname), Some("renamed".to_owned()));
+
+    tracing::info!("--- a 3 MiB hostname is refused before anything is written");
+    let huge = v1::NodeDescription { hostname: "h".repeat(3 << 20), ..Default::default() };
+    let refused = d
+        .session(req(v1::SessionRequest { description: Some(huge), session_id: String::new() }, "w1"))
+        .await
+        .expect_err("oversized");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert!(refused.message().contains("hostname is 3145728 bytes, at most 253"), "{}", refused.message());
+    let after: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(after.description.map(|d| d.hostname), Some("renamed".to_owned()));
+}

@@ -179,3 +179,34 @@ async fn three_managers_survive_the_loss_of_the_leader() {
     m2.shutdown().await;
     m3.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_manager_whose_certificate_expired_while_it_was_down_renews_it_from_its_ca() {
+    let dir =
+        crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-manager-expired-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let mut config = config(&dir.0);
+    config.cert_validity = Duration::from_secs(2);
+    let (manager, _) = init(&config).await.expect("init");
+    manager.shutdown().await;
+    tracing::info!("--- down for longer than the certificate lives");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let certs = dir.0.join("certs");
+    let expired = NodeCredentials::load(&certs, None).expect("certs");
+    assert!(expired.not_after() < time::OffsetDateTime::now_utc());
+    config.cert_validity = Duration::from_secs(3600);
+    let manager = start(&config).await.expect("a manager renews its own expired certificate");
+    let renewed = NodeCredentials::load(&certs, None).expect("certs");
+    assert_eq!(renewed.identity(), expired.identity());
+    assert!(renewed.not_after() > time::OffsetDateTime::now_utc() + time::Duration::minutes(50));
+    tracing::info!("--- its renewal loop renews the expired admin bundle at once");
+    let bundle = dir.0.join("admin");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while NodeCredentials::load(&bundle, None).expect("bundle").not_after() < time::OffsetDateTime::now_utc() {
+        assert!(std::time::Instant::now() < deadline, "the admin bundle was not renewed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut control = admin(&manager, &bundle).await;
+    control.list_nodes(v1::ListNodesRequest::default()).await.expect("the manager serves with it");
+    manager.shutdown().await;
+}

@@ -1,0 +1,237 @@
+//! Node credentials that change while the servers and clients built on them keep running.
+//!
+//! Certificates expire (90 days by default), and a node renews its own long before that: at a
+//! random point between 50 % and 80 % of the lifetime ([`crate::renewal_time`]). A renewal must
+//! not restart the manager port, the Raft transport or the agent's session, so the TLS configs of
+//! [`live_server_config`], [`live_join_server_config`] and [`live_client_config`] take their
+//! certificate from a [`LiveCredentials`] at every handshake. The credentials change when this
+//! process renews them ([`LiveCredentials::renew`]) or when another component writes the same
+//! directory (the files are read again when `node.crt` changes on disk). Connections already
+//! open keep the certificate they were made with; TLS checks it only at the handshake.
+
+use std::fmt;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustls::client::ResolvesClientCert;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use time::OffsetDateTime;
+
+use crate::ca::NodeKey;
+use crate::removed::{RefuseRemoved, RemovedNodes};
+use crate::renewal::renewal_time;
+use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, provider};
+
+/// A node's credentials as they are now, shared by every TLS config built on them. Cloning is
+/// cheap and clones share the credentials.
+#[derive(Clone)]
+pub struct LiveCredentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    dir: PathBuf,
+    current: Mutex<Current>,
+}
+
+struct Current {
+    credentials: Arc<NodeCredentials>,
+    certified: Arc<CertifiedKey>,
+    /// What `node.crt` looked like when these credentials were read or written.
+    stamp: Option<Stamp>,
+    /// Where in 50–80 % of the lifetime this certificate is renewed, drawn once per certificate.
+    draw: f64,
+}
+
+/// Identifies one version of `node.crt`: a renewal replaces the file (new inode, new time).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    inode: u64,
+    modified_ns: i128,
+    len: u64,
+}
+
+fn stamp(dir: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(dir.join(CERT_FILE)).ok()?;
+    Some(Stamp {
+        inode: meta.ino(),
+        modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
+        len: meta.len(),
+    })
+}
+
+/// A number in `[0, 1]` from the system's random source (0.5 if that fails: renewal is then at
+/// 65 % of the lifetime, which is still inside the window).
+fn draw() -> f64 {
+    crate::random::random_bytes::<8>().map_or(0.5, |b| (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+fn certified(credentials: &NodeCredentials) -> Result<Arc<CertifiedKey>, CredentialsError> {
+    let key = provider()
+        .key_provider
+        .load_private_key(credentials.private_key())
+        .map_err(|e| CredentialsError::Certificate { what: "node key", reason: e.to_string() })?;
+    Ok(Arc::new(CertifiedKey::new(credentials.chain().to_vec(), key)))
+}
+
+impl fmt::Debug for LiveCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let current = self.lock();
+        f.debug_struct("LiveCredentials")
+            .field("dir", &self.inner.dir)
+            .field("credentials", &current.credentials)
+            .finish()
+    }
+}
+
+impl LiveCredentials {
+    /// Loads the credentials saved in `dir` ([`NodeCredentials::save`]); they are read again
+    /// whenever `dir/node.crt` changes. Keys at rest are not encrypted here (autolock is not
+    /// built yet).
+    pub fn load(dir: &Path) -> Result<LiveCredentials, CredentialsError> {
+        let credentials = NodeCredentials::load(dir, None)?;
+        let current = Current {
+            certified: certified(&credentials)?,
+            credentials: Arc::new(credentials),
+            stamp: stamp(dir),
+            draw: draw(),
+        };
+        Ok(LiveCredentials { inner: Arc::new(Inner { dir: dir.to_owned(), current: Mutex::new(current) }) })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
+        self.inner.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The directory the credentials live in.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Reads the files again if another writer replaced them. A pair that cannot be read (a
+    /// writer midway) leaves the credentials as they were; the next call tries again.
+    fn refresh(&self, current: &mut Current) {
+        let now = stamp(&self.inner.dir);
+        if now.is_none() || now == current.stamp {
+            return;
+        }
+        let Ok(credentials) = NodeCredentials::load(&self.inner.dir, None) else { return };
+        let Ok(certified) = certified(&credentials) else { return };
+        *current = Current { credentials: Arc::new(credentials), certified, stamp: now, draw: draw() };
+    }
+
+    /// The credentials now (read again from disk if they changed there).
+    pub fn current(&self) -> Arc<NodeCredentials> {
+        let mut current = self.lock();
+        self.refresh(&mut current);
+        current.credentials.clone()
+    }
+
+    fn certified_key(&self) -> Arc<CertifiedKey> {
+        let mut current = self.lock();
+        self.refresh(&mut current);
+        current.certified.clone()
+    }
+
+    /// When the current certificate is due for renewal: a random point between 50 % and 80 % of
+    /// its lifetime, drawn once per certificate so nodes spread their renewals.
+    pub fn renewal_due(&self) -> OffsetDateTime {
+        let mut current = self.lock();
+        self.refresh(&mut current);
+        renewal_time(current.credentials.not_before(), current.credentials.not_after(), current.draw)
+    }
+
+    /// How long from now until [`LiveCredentials::renewal_due`] (zero once it has passed).
+    pub fn until_renewal(&self) -> std::time::Duration {
+        std::time::Duration::try_from(self.renewal_due() - OffsetDateTime::now_utc()).unwrap_or_default()
+    }
+
+    /// How long to wait before trying a failed renewal again ([`crate::renewal_retry_wait`]).
+    pub fn retry_wait(&self) -> std::time::Duration {
+        crate::renewal::renewal_retry_wait(self.current().not_after(), OffsetDateTime::now_utc())
+    }
+
+    /// Replaces the credentials with the chain the CA issued for `key`: saved in the directory
+    /// (key and certificate together, crash-safe), then used by every later handshake.
+    pub fn renew(&self, chain_pem: &str, key: NodeKey) -> Result<Arc<NodeCredentials>, CredentialsError> {
+        let credentials = NodeCredentials::new(chain_pem, key)?;
+        let certified = certified(&credentials)?;
+        let mut current = self.lock();
+        credentials.save(&self.inner.dir, None)?;
+        let credentials = Arc::new(credentials);
+        *current = Current { credentials: credentials.clone(), certified, stamp: stamp(&self.inner.dir), draw: draw() };
+        Ok(credentials)
+    }
+}
+
+/// Hands rustls the current certificate at each handshake, as server and as client.
+#[derive(Debug)]
+struct Resolver(LiveCredentials);
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.certified_key())
+    }
+}
+
+impl ResolvesClientCert for Resolver {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.certified_key())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// [`crate::server_config`] on live credentials: a renewed certificate is presented from the
+/// next handshake on.
+pub fn live_server_config(
+    credentials: &LiveCredentials,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, removed, true)
+}
+
+/// [`crate::join_server_config`] on live credentials.
+pub fn live_join_server_config(
+    credentials: &LiveCredentials,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+) -> Result<ServerConfig, TlsConfigError> {
+    build_server(credentials, trust, removed, false)
+}
+
+fn build_server(
+    credentials: &LiveCredentials,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+    require_client_cert: bool,
+) -> Result<ServerConfig, TlsConfigError> {
+    let provider = provider();
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
+    let webpki = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
+    let verifier = Arc::new(RefuseRemoved { inner: webpki, removed: removed.clone() });
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(Resolver(credentials.clone())));
+    Ok(config)
+}
+
+/// [`crate::client_config`] on live credentials: new connections present the renewed
+/// certificate.
+pub fn live_client_config(credentials: &LiveCredentials, trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(trust.root_store()?)
+        .with_client_cert_resolver(Arc::new(Resolver(credentials.clone())));
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests;
