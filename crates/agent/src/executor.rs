@@ -192,6 +192,10 @@ impl Ctx {
                 return false;
             }
         };
+        if let Err(err) = self.prepare_mounts(&container) {
+            self.report(id, TaskState::Rejected, "preparing failed", &err, None);
+            return false;
+        }
         let spec = self.container_spec(task, &container, image);
         let mut created = self.runtime.create(&spec).await;
         if let Err(ContainerError::AlreadyExists { .. }) = created {
@@ -249,6 +253,39 @@ impl Ctx {
                 changed = updates.changed() => assigned = changed.is_ok(),
             }
         }
+    }
+
+    /// What the task's mounts need on this node before its container is made: a bind mount's
+    /// source must exist (as Swarm rejects the task otherwise), and a named volume's directory
+    /// under the volumes directory is made on first use (empty: the image's content is not copied
+    /// into it) and kept for the tasks that come after, on this node.
+    fn prepare_mounts(&self, container: &v1::ContainerSpec) -> Result<(), String> {
+        for mount in &container.mounts {
+            match v1::mount::Type::try_from(mount.r#type).unwrap_or(v1::mount::Type::Bind) {
+                v1::mount::Type::Bind if !std::path::Path::new(&mount.source).exists() => {
+                    return Err(format!(
+                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                        mount.source
+                    ));
+                }
+                v1::mount::Type::Volume => {
+                    // The manager checks volume names; a name that could leave the directory is
+                    // refused here all the same.
+                    let name = &mount.source;
+                    let plain = !name.is_empty()
+                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+                        && !name.starts_with('.');
+                    if !plain {
+                        return Err(format!("invalid volume name {name:?}: use letters, digits, '-', '_' and '.'"));
+                    }
+                    let dir = self.volumes.join(name);
+                    std::fs::create_dir_all(&dir)
+                        .map_err(|e| format!("volume {name}: cannot create {}: {e}", dir.display()))?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn container_spec(&self, task: &v1::Task, container: &v1::ContainerSpec, image: String) -> ContainerSpec {

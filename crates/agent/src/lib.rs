@@ -8,6 +8,7 @@
 
 mod executor;
 mod join;
+mod managers;
 mod session;
 mod worker;
 

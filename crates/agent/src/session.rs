@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use shoal_api::v1::{self, dispatcher_client::DispatcherClient};
@@ -18,6 +19,7 @@ use tokio::sync::{Mutex, mpsc};
 use tonic::transport::Channel;
 
 use crate::executor::Executor;
+use crate::managers::ManagerRecord;
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -81,6 +83,10 @@ pub enum AgentError {
 pub struct Agent {
     config: AgentConfig,
     runtime: Arc<dyn ContainerRuntime>,
+    /// Sessions started since the agent was made (see [`Agent::sessions_started`]).
+    sessions_started: AtomicU64,
+    /// Where the embedder keeps the managers the agent knows, if anywhere.
+    record: Option<ManagerRecord>,
 }
 
 /// Why a session ended.
@@ -126,7 +132,15 @@ impl Failover {
         addr
     }
 
-    /// Adds managers a session named.
+    /// A session with `addr` started and named the cluster's managers: `addr` goes first and the
+    /// list follows the cluster's (`managers::after_session`); the next manager tried after this
+    /// session is the one after `addr`.
+    fn started(&mut self, addr: &str, named: &[String]) {
+        self.managers = crate::managers::after_session(&self.managers, addr, named);
+        self.next = 1 % self.managers.len();
+    }
+
+    /// Adds managers not known yet (the leader a refusal named).
     fn learn(&mut self, addrs: impl IntoIterator<Item = String>) {
         for addr in addrs {
             if !addr.is_empty() && !self.managers.contains(&addr) {
@@ -155,7 +169,29 @@ impl Failover {
 impl Agent {
     /// An agent running tasks through `runtime`.
     pub fn new(config: AgentConfig, runtime: Arc<dyn ContainerRuntime>) -> Self {
-        Self { config, runtime }
+        Self { config, runtime, record: None, sessions_started: AtomicU64::new(0) }
+    }
+
+    /// How many sessions the agent has started (with a manager that accepted it and opened its
+    /// assignment stream). A healthy agent starts one and keeps it until a manager goes away;
+    /// one whose sessions keep breaking (say, on an assignment message it cannot decode) starts
+    /// one after another, which this shows.
+    pub fn sessions_started(&self) -> u64 {
+        self.sessions_started.load(Ordering::Relaxed)
+    }
+
+    /// Has the agent call `save` with the managers it knows whenever a session that starts
+    /// changes them: the session's manager first (the one most recently known to work), then the
+    /// others the cluster still lists, then new ones; never empty. `save` is called on the
+    /// blocking pool and only when the list differs from the one saved last (at first, the
+    /// `managers` the agent was given, which the embedder read from where it saves); a failure
+    /// is logged and retried at the next session. `run_worker` saves them in `agent.json`.
+    pub fn saving_managers(
+        mut self,
+        save: impl Fn(&[String]) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + Send + Sync + 'static,
+    ) -> Self {
+        self.record = Some(ManagerRecord::new(Arc::new(save), self.config.managers.clone()));
+        self
     }
 
     /// Runs until `shutdown` resolves. Containers keep running after it returns; an agent started
@@ -287,7 +323,8 @@ impl Agent {
             Ok(channel) => channel,
             Err(err) => return refused("connect", &err),
         };
-        let mut dispatcher = DispatcherClient::new(channel.clone());
+        // Assignment messages are cut at 1 MiB by the manager; this accepts up to 4 MiB.
+        let mut dispatcher = DispatcherClient::new(channel.clone()).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let mut told_role_change = false;
         // Heartbeats in a row that said this manager is outside the Raft group.
         let mut outside_raft = 0;
@@ -303,13 +340,19 @@ impl Agent {
             Err(status) => return refused_by("session", &status, false),
         };
         let session_id = first.session_id;
-        failover.learn(first.managers.into_iter().map(|peer| peer.addr));
+        let named: Vec<String> = first.managers.into_iter().map(|peer| peer.addr).collect();
+        failover.started(addr, &named);
+        if let Some(record) = &self.record {
+            record.save(&failover.managers).await;
+        }
         let request = v1::AssignmentsRequest { session_id: session_id.clone() };
         let mut assignments = match dispatcher.assignments(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return refused_by("assignments", &status, false),
         };
         tracing::info!(manager = %addr, "session started");
+        self.sessions_started.fetch_add(1, Ordering::Relaxed);
+        let mut received = AssignmentState::default();
         let broken = |what: &str, e: &dyn std::fmt::Display| SessionEnd::Broken {
             reason: format!("{what}: {e}"),
             established: true,
@@ -390,7 +433,11 @@ impl Agent {
                     }
                 }
                 message = assignments.message() => match message {
-                    Ok(Some(message)) => apply(executor, message),
+                    Ok(Some(message)) => {
+                        if let Err(reason) = apply(executor, &mut received, message) {
+                            return broken("assignments", &reason);
+                        }
+                    }
                     Ok(None) => return broken("assignments", &"stream ended"),
                     Err(status) => return broken("assignments", &status.message()),
                 },
@@ -438,20 +485,102 @@ async fn flush(
     Ok(())
 }
 
-fn apply(executor: &mut Executor, message: v1::AssignmentsMessage) {
-    let complete = message.r#type == v1::assignments_message::Type::Complete as i32;
-    if complete {
-        executor.set_complete(message.changes.into_iter().filter_map(|c| c.task).collect());
-        return;
-    }
-    for change in message.changes {
-        let Some(task) = change.task else { continue };
-        if change.action == v1::assignment_change::Action::Remove as i32 {
-            executor.remove(&task.id);
-        } else {
-            executor.update(task);
+/// The largest assignment message the agent accepts (its decode limit on the dispatcher's
+/// answers), set explicitly because both ends depend on it: the manager keeps each message at
+/// most 1 MiB and sends a larger one only for a single change, never over this (its
+/// `ASSIGNMENT_MAX_BYTES`, in `crates/manager/src/dispatcher.rs`); task specs are refused over
+/// 512 KiB. Four chunks of headroom: a message over it would fail to decode, break the session,
+/// and come again in the next one.
+const MAX_ASSIGNMENT_BYTES: usize = 4 << 20;
+
+/// The assignment stream of one session as the agent follows it: the parts of a complete set
+/// gathered until the last one arrives, then increments checked against the set they apply to
+/// (see `AssignmentsMessage` in `proto/shoal/v1/dispatcher.proto`).
+#[derive(Debug, Default)]
+struct AssignmentState {
+    /// The complete set being received: the set it results in and its tasks so far.
+    partial: Option<(u64, Vec<v1::Task>)>,
+    /// The set the node holds (what the last applied message resulted in); none before the
+    /// first complete set.
+    current: Option<u64>,
+}
+
+/// What a message asks of the executor.
+#[derive(Debug, PartialEq)]
+enum Assigned {
+    /// Nothing yet: a part of a complete set, more parts to come.
+    Wait,
+    /// The node's whole set: tasks not in it are no longer the node's.
+    Complete(Vec<v1::Task>),
+    /// Changes to apply in order.
+    Changes(Vec<v1::AssignmentChange>),
+}
+
+impl AssignmentState {
+    /// Takes the next message of the stream; an error is a stream out of order, which ends
+    /// the session (the next one starts with a complete set).
+    fn receive(&mut self, message: v1::AssignmentsMessage) -> Result<Assigned, String> {
+        use v1::assignments_message::Type;
+        match Type::try_from(message.r#type) {
+            Ok(Type::Complete) => {
+                let (results_in, mut tasks) = self.partial.take().unwrap_or((message.results_in, Vec::new()));
+                if results_in != message.results_in {
+                    return Err(format!(
+                        "a part of complete set {} arrived before the last part of complete set {results_in}",
+                        message.results_in
+                    ));
+                }
+                tasks.extend(message.changes.into_iter().filter_map(|c| c.task));
+                if message.more {
+                    self.partial = Some((results_in, tasks));
+                    return Ok(Assigned::Wait);
+                }
+                self.current = Some(results_in);
+                Ok(Assigned::Complete(tasks))
+            }
+            Ok(Type::Incremental) => {
+                if let Some((results_in, _)) = &self.partial {
+                    return Err(format!("an increment arrived before the last part of complete set {results_in}"));
+                }
+                if message.more {
+                    return Err(format!(
+                        "increment {} says more parts follow; only complete sets have parts",
+                        message.applies_to
+                    ));
+                }
+                if self.current != Some(message.applies_to) {
+                    let held = self.current.map_or_else(|| "none yet".to_owned(), |c| c.to_string());
+                    return Err(format!(
+                        "an increment applies to set {}, this node holds set {held}",
+                        message.applies_to
+                    ));
+                }
+                self.current = Some(message.results_in);
+                Ok(Assigned::Changes(message.changes))
+            }
+            Err(_) => Err(format!("unknown assignment message type {}", message.r#type)),
         }
     }
+}
+
+/// Applies a message of the assignment stream to the executor, once it makes sense: a complete
+/// set when its last part arrives.
+fn apply(executor: &mut Executor, state: &mut AssignmentState, message: v1::AssignmentsMessage) -> Result<(), String> {
+    match state.receive(message)? {
+        Assigned::Wait => {}
+        Assigned::Complete(tasks) => executor.set_complete(tasks),
+        Assigned::Changes(changes) => {
+            for change in changes {
+                let Some(task) = change.task else { continue };
+                if change.action == v1::assignment_change::Action::Remove as i32 {
+                    executor.remove(&task.id);
+                } else {
+                    executor.update(task);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! around these two.
 //!
 //! ```text
-//! DATA/agent.json   node ID and manager addresses
+//! DATA/agent.json   node ID, the managers it knows (most recently working first), join address
 //! DATA/certs/       the node's key and certificate, the cluster's roots
 //! DATA/runtime/     per-container files (logs, hosts, resolv.conf)
 //! DATA/volumes/     named volumes
@@ -70,10 +70,17 @@ pub enum WorkerError {
     Agent(#[from] crate::AgentError),
 }
 
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct State {
     node_id: String,
+    /// The managers the node knows, the one most recently known to work first: the join address
+    /// at first, then what sessions said (`Agent::saving_managers`).
     managers: Vec<String>,
+    /// The address the node joined through, tried last even once the cluster no longer lists it
+    /// (it may be a name that follows the managers). Absent from records written before it was
+    /// kept, and from nodes that `shoal-manager` recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    joined_through: Option<String>,
     /// The address other nodes reach this node at, for a node whose process can run a manager
     /// (it advertises it to the Raft group when promoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,7 +123,13 @@ pub async fn join_worker(data_dir: &Path, remote: &str, token: &str) -> Result<S
     }
     let (credentials, _) = crate::join(remote, token, &data_dir.join("certs")).await?;
     let node_id = credentials.identity().node_id.clone();
-    record_worker(data_dir, &node_id, vec![remote.to_owned()], None)?;
+    let state = State {
+        node_id: node_id.clone(),
+        managers: vec![remote.to_owned()],
+        joined_through: Some(remote.to_owned()),
+        advertise_addr: None,
+    };
+    write_state(data_dir, &state)?;
     Ok(node_id)
 }
 
@@ -155,18 +168,44 @@ pub fn describe_node(hostname: Option<&str>) -> v1::NodeDescription {
 
 /// Runs the worker joined in `config.data_dir` on containerd until `shutdown` resolves.
 pub async fn run_worker(config: &WorkerConfig, shutdown: impl Future<Output = ()>) -> Result<AgentExit, WorkerError> {
-    let state_path = config.data_dir.join("agent.json");
+    let state = load_state(&config.data_dir)?;
+    let (certs, managers) = (config.data_dir.join("certs"), start_managers(&state));
+    run_agent(config, &certs, state.node_id, managers, v1::NodeRole::Worker, true, shutdown).await
+}
+
+/// The worker's record in `data_dir`.
+fn load_state(data_dir: &Path) -> Result<State, WorkerError> {
+    let state_path = data_dir.join("agent.json");
     let bytes = std::fs::read(&state_path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => {
-            data_error(&config.data_dir, "holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first")
+            data_error(data_dir, "holds no joined node; run `shoal-agent join --token TOKEN MANAGER` first")
         }
         _ => data_error(&state_path, format!("cannot be read: {e}")),
     })?;
-    let state: State = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         data_error(&state_path, format!("is not a valid agent state ({e}); join again with a fresh --data-dir"))
-    })?;
-    run_node(config, &config.data_dir.join("certs"), state.node_id, state.managers, v1::NodeRole::Worker, shutdown)
-        .await
+    })
+}
+
+/// The managers a worker tries first after a start: the ones it knew, the one most recently
+/// known to work first, then the address it joined through.
+fn start_managers(state: &State) -> Vec<String> {
+    let mut managers = state.managers.clone();
+    if let Some(joined) = state.joined_through.as_ref().filter(|j| !managers.contains(j)) {
+        managers.push(joined.clone());
+    }
+    managers
+}
+
+/// Saves `managers` as the ones the worker in `data_dir` knows, keeping the rest of its record;
+/// returns whether it wrote (not when the record already holds them, nor for an empty list).
+fn save_managers(data_dir: &Path, managers: &[String]) -> Result<bool, WorkerError> {
+    let state = load_state(data_dir)?;
+    if managers.is_empty() || state.managers == managers {
+        return Ok(false);
+    }
+    write_state(data_dir, &State { managers: managers.to_vec(), ..state })?;
+    Ok(true)
 }
 
 /// Runs the worker role of a node whose certificates are in `certs` (a manager runs one too, with
@@ -178,6 +217,20 @@ pub async fn run_node(
     node_id: String,
     managers: Vec<String>,
     runs_as: v1::NodeRole,
+    shutdown: impl Future<Output = ()>,
+) -> Result<AgentExit, WorkerError> {
+    // The embedder keeps its own record of the managers (shoal-manager: its Raft group).
+    run_agent(config, certs, node_id, managers, runs_as, false, shutdown).await
+}
+
+/// [`run_node`], saving the managers the agent learns in `agent.json` when `save`.
+async fn run_agent(
+    config: &WorkerConfig,
+    certs: &Path,
+    node_id: String,
+    managers: Vec<String>,
+    runs_as: v1::NodeRole,
+    save: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<AgentExit, WorkerError> {
     let live = LiveCredentials::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
@@ -210,7 +263,7 @@ pub async fn run_node(
     );
     containerd.insecure_registries = config.insecure_registries.clone();
     let runtime = Containerd::connect(containerd).await?;
-    let agent = Agent::new(
+    let mut agent = Agent::new(
         AgentConfig {
             managers,
             tls,
@@ -227,6 +280,10 @@ pub async fn run_node(
         },
         Arc::new(runtime),
     );
+    if save {
+        let data_dir = config.data_dir.clone();
+        agent = agent.saving_managers(move |managers| Ok(save_managers(&data_dir, managers).map(drop)?));
+    }
     Ok(agent.run(shutdown).await?)
 }
 
@@ -239,9 +296,19 @@ pub fn record_worker(
     managers: Vec<String>,
     advertise_addr: Option<&str>,
 ) -> Result<(), WorkerError> {
+    let state = State {
+        node_id: node_id.to_owned(),
+        managers,
+        joined_through: None,
+        advertise_addr: advertise_addr.map(str::to_owned),
+    };
+    write_state(data_dir, &state)
+}
+
+/// Writes the worker's record in `data_dir`.
+fn write_state(data_dir: &Path, state: &State) -> Result<(), WorkerError> {
     let state_path = data_dir.join("agent.json");
-    let state = State { node_id: node_id.to_owned(), managers, advertise_addr: advertise_addr.map(str::to_owned) };
-    let json = serde_json::to_vec_pretty(&state).map_err(|e| data_error(&state_path, e.to_string()))?;
+    let json = serde_json::to_vec_pretty(state).map_err(|e| data_error(&state_path, e.to_string()))?;
     // Replaced atomically (a temporary file, synced, renamed, the directory synced): a crash
     // leaves the old record or the new one, never a torn one.
     let tmp = data_dir.join("agent.json.tmp");
@@ -310,6 +377,89 @@ mod tests {
         let old = worker_advertise_addr(&dir);
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(old.expect("read"), None);
+    }
+
+    fn addrs(list: &[&str]) -> Vec<String> {
+        list.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    /// The record's inode and contents: a rename gives a new inode, an untouched file keeps both.
+    fn on_disk(dir: &Path) -> (u64, String) {
+        use std::os::unix::fs::MetadataExt;
+        let path = dir.join("agent.json");
+        (std::fs::metadata(&path).expect("record").ino(), std::fs::read_to_string(&path).expect("record"))
+    }
+
+    #[test]
+    fn a_record_from_before_the_saved_managers_loads_and_takes_them() {
+        let dir = std::env::temp_dir().join(format!("shoal-agent-old-record-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        // What `join_worker` and `record_worker` wrote before: the join address only.
+        std::fs::write(
+            dir.join("agent.json"),
+            br#"{"node_id":"n1","managers":["192.0.2.11:2377"],"advertise_addr":"192.0.2.14:2377"}"#,
+        )
+        .expect("old record");
+        let old = load_state(&dir).expect("an old record loads");
+        assert_eq!(start_managers(&old), addrs(&["192.0.2.11:2377"]));
+        let wrote = save_managers(&dir, &addrs(&["192.0.2.12:2377", "192.0.2.11:2377"])).expect("save");
+        let now = load_state(&dir).expect("load");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(wrote);
+        let want = State {
+            node_id: "n1".into(),
+            managers: addrs(&["192.0.2.12:2377", "192.0.2.11:2377"]),
+            joined_through: None,
+            advertise_addr: Some("192.0.2.14:2377".into()),
+        };
+        assert_eq!(now, want);
+    }
+
+    #[test]
+    fn saved_managers_replace_the_list_atomically_and_the_join_address_is_tried_last() {
+        let dir = std::env::temp_dir().join(format!("shoal-agent-save-managers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let joined = State {
+            node_id: "n1".into(),
+            managers: addrs(&["192.0.2.11:2377"]),
+            joined_through: Some("192.0.2.11:2377".into()),
+            advertise_addr: None,
+        };
+        write_state(&dir, &joined).expect("join record");
+        // A crash during an earlier save left its temporary file: it is written over.
+        std::fs::write(dir.join("agent.json.tmp"), b"{\"node_id\":").expect("torn temporary file");
+        let (inode, _) = on_disk(&dir);
+        // m1, the join address, is no longer a manager: the cluster lists m2 and m3.
+        let learned = addrs(&["192.0.2.12:2377", "192.0.2.13:2377"]);
+        assert!(save_managers(&dir, &learned).expect("save"));
+        let (new_inode, text) = on_disk(&dir);
+        let state = load_state(&dir).expect("load");
+        let leftover = dir.join("agent.json.tmp").exists();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_ne!(new_inode, inode, "replaced by a rename, not rewritten in place");
+        assert!(!leftover, "the temporary file was renamed over the record");
+        assert!(text.contains("\"joined_through\": \"192.0.2.11:2377\""), "{text}");
+        assert_eq!(state, State { managers: learned, ..joined });
+        // After a restart the last managers known to work come first, the join address last.
+        assert_eq!(start_managers(&state), addrs(&["192.0.2.12:2377", "192.0.2.13:2377", "192.0.2.11:2377"]));
+    }
+
+    #[test]
+    fn an_unchanged_or_empty_list_is_not_written() {
+        let dir = std::env::temp_dir().join(format!("shoal-agent-unchanged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let managers = addrs(&["192.0.2.12:2377", "192.0.2.11:2377"]);
+        record_worker(&dir, "n1", managers.clone(), Some("192.0.2.14:2377")).expect("record");
+        let before = on_disk(&dir);
+        let same = save_managers(&dir, &managers).expect("save");
+        let empty = save_managers(&dir, &[]).expect("save");
+        let after = on_disk(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(!same && !empty);
+        assert_eq!(after, before, "the record was not rewritten");
     }
 
     #[tokio::test]

@@ -1,8 +1,10 @@
-//! Removed nodes: a shared set of node IDs whose certificates servers refuse from then on.
+//! Removed nodes: a shared set of revoked identities (certificate common names: the IDs of
+//! removed nodes, of revoked client bundles) whose certificates servers refuse from then on.
 //!
 //! A removed node's certificate stays cryptographically valid until it expires, so the CA alone
-//! cannot cut it off. Servers built by this crate consult this set during every handshake
-//! (the manager adds a node ID when it removes the node); RPC handlers can check it too.
+//! cannot cut it off. Servers built by this crate consult this set during every handshake; the
+//! set's owner keeps it equal to its list of revocations (the manager follows its replicated
+//! store) and RPC handlers can check it too.
 
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -14,8 +16,8 @@ use rustls_pki_types::{CertificateDer, UnixTime};
 
 use crate::identity::identity_of;
 
-/// Node IDs removed from the cluster. Cheap to clone; clones share the same set, so a server
-/// config built with it sees later removals.
+/// Node IDs (certificate common names) removed from the cluster. Cheap to clone; clones share
+/// the same set, so a server config built with it sees later changes.
 #[derive(Debug, Clone, Default)]
 pub struct RemovedNodes {
     ids: Arc<RwLock<HashSet<String>>>,
@@ -33,9 +35,31 @@ impl RemovedNodes {
         self.ids.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(node_id.into());
     }
 
+    /// Forgets a removed node (once every certificate of its ID has expired, say); returns whether
+    /// it was in the set.
+    pub fn remove(&self, node_id: &str) -> bool {
+        self.ids.write().unwrap_or_else(|poisoned| poisoned.into_inner()).remove(node_id)
+    }
+
+    /// Makes the set exactly `node_ids`, in one step: handshakes see the old set or the new one.
+    pub fn replace_all(&self, node_ids: impl IntoIterator<Item = String>) {
+        let ids: HashSet<String> = node_ids.into_iter().collect();
+        *self.ids.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = ids;
+    }
+
     /// Whether a node has been removed.
     pub fn contains(&self, node_id: &str) -> bool {
         self.ids.read().unwrap_or_else(|poisoned| poisoned.into_inner()).contains(node_id)
+    }
+
+    /// How many IDs the set holds.
+    pub fn len(&self) -> usize {
+        self.ids.read().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -108,5 +132,19 @@ mod tests {
         removed.insert("node-1");
         assert!(seen_by_server.contains("node-1"));
         assert!(!seen_by_server.contains("node-2"));
+    }
+
+    #[test]
+    fn remove_and_replace_all() {
+        let removed = RemovedNodes::new();
+        removed.insert("node-1");
+        removed.insert("node-2");
+        assert!(removed.remove("node-1"));
+        assert!(!removed.remove("node-1"), "already gone");
+        assert_eq!(removed.len(), 1);
+        removed.replace_all(["node-3".to_owned(), "admin-4".to_owned()]);
+        assert!(!removed.contains("node-2") && removed.contains("node-3") && removed.contains("admin-4"));
+        removed.replace_all([]);
+        assert!(removed.is_empty());
     }
 }

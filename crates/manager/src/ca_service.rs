@@ -1,7 +1,7 @@
 //! The CA as a service (`shoal.v1.CA`): the root certificate for joining nodes to check against
 //! their token's digest, certificate issuance in exchange for a valid join token (which decides
 //! the role; the CSR's subject is ignored), and renewal for nodes and admin bundles that have a
-//! certificate (the RPC, and the manager's own renewal loop, `renewal.rs`).
+//! certificate and are not revoked (the RPC, and the manager's own renewal loop, `renewal.rs`).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,13 +39,16 @@ impl CaService {
             .map_err(|e| Status::invalid_argument(format!("cannot sign the CSR: {e}")))
     }
 
-    /// A new certificate for the holder of `identity`, for the key of `csr`. A node keeps its ID
-    /// and gets the role its record has now (a removed node has none left to renew); an admin
-    /// bundle (no node record) stays an admin bundle.
+    /// A new certificate for the holder of `identity`, for the key of `csr`; refused for a
+    /// revoked identity (a removed node, a revoked admin bundle), as the cluster has it now. A
+    /// node keeps its ID and gets the role its record has now; an admin bundle (no node record)
+    /// stays an admin bundle, and is recorded if it was issued before such records were kept.
     pub(crate) async fn renewal_for(&self, identity: NodeIdentity, csr: &[u8]) -> Result<String, Status> {
         let identity = if is_admin(&identity) {
+            crate::revocation::record_admin(&self.objects, &identity, "renewal").await?;
             identity
         } else {
+            crate::revocation::check(&self.objects, &identity).await?;
             let node = self.objects.get::<v1::Node>(&identity.node_id).await?;
             let role = if node.role == v1::NodeRole::Manager as i32 { Role::Manager } else { Role::Worker };
             NodeIdentity { role, ..identity }

@@ -4,8 +4,12 @@
 //!
 //! Nodes, services and tasks are named by full ID, by name, or by a unique ID prefix, as the
 //! docker CLI allows.
+//!
+//! Removing a node and revoking an admin certificate write a revocation (`revocation.rs`) in the
+//! same transaction, which every manager then refuses.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use shoal_api::v1::{self, control_server::Control};
 use shoal_ca_pki::{ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role};
@@ -13,7 +17,7 @@ use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
-use crate::tls::caller;
+use crate::tls::{ADMIN_PREFIX, caller};
 use crate::validate::validate_service_spec;
 
 /// The control service of one manager.
@@ -22,6 +26,7 @@ pub struct ControlService {
     objects: ObjectStore,
     removed: RemovedNodes,
     ca: Arc<Mutex<ClusterCa>>,
+    validity: Duration,
 }
 
 impl ControlService {
@@ -77,7 +82,37 @@ impl ControlService {
     /// Serves the objects in `objects`; node IDs removed through it are added to `removed`, which
     /// the manager's TLS configs consult at every handshake; `ca` is handed to joining managers.
     pub fn new(objects: ObjectStore, removed: RemovedNodes, ca: Arc<Mutex<ClusterCa>>) -> Self {
-        Self { objects, removed, ca }
+        Self { objects, removed, ca, validity: Duration::from_secs(90 * 24 * 3600) }
+    }
+
+    /// How long the certificates this manager issues last (admin certificates; revocations are
+    /// kept at least that long); 90 days unless told.
+    pub fn with_cert_validity(mut self, validity: Duration) -> Self {
+        self.validity = validity;
+        self
+    }
+
+    /// The admin certificate `reference` names: a full `admin-` ID, or a unique prefix of a
+    /// recorded one (with or without `admin-`). A full ID without a record is an admin bundle
+    /// issued before records were kept and not renewed since: it may be revoked too.
+    async fn resolve_admin(&self, reference: &str) -> Result<String, Status> {
+        if reference.is_empty() {
+            return Err(Status::invalid_argument("no admin certificate given"));
+        }
+        let listed = self.objects.list::<v1::AdminCertificate>().await?;
+        let wanted = if reference.starts_with(ADMIN_PREFIX) { reference.to_owned() } else { format!("{ADMIN_PREFIX}{reference}") };
+        let matching: Vec<&str> = listed.iter().map(|c| c.id.as_str()).filter(|id| id.starts_with(&wanted)).collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).to_owned()),
+            [] if is_admin_id(&wanted) => Ok(wanted),
+            [] => Err(Status::not_found(format!(
+                "no such admin certificate: {reference} (`shoal cluster admin-cert ls` lists them)"
+            ))),
+            many => Err(Status::failed_precondition(format!(
+                "admin certificate {reference:?} is ambiguous ({} match); use a longer ID",
+                many.len()
+            ))),
+        }
     }
 
     /// The calling node's record, which must be a manager's (an admin bundle has no node record).
@@ -125,6 +160,13 @@ impl ControlService {
         }
         Ok(())
     }
+}
+
+/// Whether `id` is an admin certificate's ID: the prefix, then an ID as [`new_id`] makes them.
+fn is_admin_id(id: &str) -> bool {
+    id.strip_prefix(ADMIN_PREFIX).is_some_and(|rest| {
+        rest.len() == crate::ids::ID_LEN && rest.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+    })
 }
 
 fn service_name(spec: &v1::ServiceSpec) -> &str {
@@ -195,7 +237,9 @@ impl Control for ControlService {
                 "node {name} is not down and can't be removed; stop its agent first, or use --force"
             )));
         }
-        self.objects.delete::<v1::Node>(&node.id, node.version()).await?;
+        // The record goes and the revocation comes in one write: every manager refuses the
+        // node's certificate from then on (this one at once, the others as their stores follow).
+        crate::revocation::remove_node(&self.objects, &node, self.validity).await?;
         self.removed.insert(node.id.clone());
         tracing::info!(node.id = %node.id, forced = request.force, "node removed");
         Ok(Response::new(v1::RemoveNodeResponse {}))
@@ -378,6 +422,69 @@ impl Control for ControlService {
         Ok(Response::new(v1::UpdateClusterResponse { cluster: Some(cluster) }))
     }
 
+    async fn list_admin_certificates(
+        &self,
+        request: Request<v1::ListAdminCertificatesRequest>,
+    ) -> Result<Response<v1::ListAdminCertificatesResponse>, Status> {
+        let caller = caller(&request)?.node_id;
+        let certificates = self.objects.list::<v1::AdminCertificate>().await?;
+        let revoked = self
+            .objects
+            .list::<v1::Revocation>()
+            .await?
+            .into_iter()
+            .filter(|r| r.kind == v1::RevokedKind::Admin as i32)
+            .collect();
+        Ok(Response::new(v1::ListAdminCertificatesResponse { certificates, revoked, caller }))
+    }
+
+    async fn issue_admin_certificate(
+        &self,
+        request: Request<v1::IssueAdminCertificateRequest>,
+    ) -> Result<Response<v1::IssueAdminCertificateResponse>, Status> {
+        let caller = caller(&request)?;
+        let csr = request.into_inner().csr;
+        let csr = std::str::from_utf8(&csr).map_err(|_| Status::invalid_argument("the CSR is not PEM text"))?;
+        let identity = shoal_ca_pki::NodeIdentity {
+            node_id: format!("{ADMIN_PREFIX}{}", new_id()),
+            role: Role::Manager,
+            cluster_id: caller.cluster_id.clone(),
+        };
+        // Recorded first: a certificate the cluster does not list is never handed out.
+        crate::revocation::record_admin(&self.objects, &identity, &caller.node_id).await?;
+        let validity = time::Duration::try_from(self.validity).unwrap_or(time::Duration::MAX);
+        let chain = self
+            .ca
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .issue(csr, &identity, validity, time::OffsetDateTime::now_utc())
+            .map_err(|e| Status::invalid_argument(format!("cannot sign the CSR: {e}")))?;
+        tracing::info!(admin.id = %identity.node_id, issued_by = %caller.node_id, "admin certificate issued");
+        Ok(Response::new(v1::IssueAdminCertificateResponse {
+            id: identity.node_id,
+            certificate_chain: chain.into_bytes(),
+        }))
+    }
+
+    async fn revoke_admin_certificate(
+        &self,
+        request: Request<v1::RevokeAdminCertificateRequest>,
+    ) -> Result<Response<v1::RevokeAdminCertificateResponse>, Status> {
+        let caller = caller(&request)?;
+        let request = request.into_inner();
+        let id = self.resolve_admin(&request.id).await?;
+        if id == caller.node_id && !request.force {
+            return Err(Status::failed_precondition(format!(
+                "admin certificate {id} is the one this command runs with: revoking it locks you out (every manager \
+                 refuses it from then on); rotate it instead (`shoal cluster admin-cert rotate`), or use --force"
+            )));
+        }
+        let revocation = crate::revocation::revoke_admin(&self.objects, &id, self.validity).await?;
+        self.removed.insert(id.clone());
+        tracing::info!(admin.id = %id, revoked_by = %caller.node_id, "admin certificate revoked");
+        Ok(Response::new(v1::RevokeAdminCertificateResponse { revocation: Some(revocation) }))
+    }
+
     async fn get_cluster_ca(
         &self,
         request: Request<v1::GetClusterCaRequest>,
@@ -400,20 +507,7 @@ impl Control for ControlService {
         }
         let store = self.objects.store();
         if !store.is_leader() {
-            // The joining node asks the leader itself, named in the `shoal-leader` header.
-            let leader = crate::status::leader_addr(store);
-            let mut status = Status::unavailable(format!(
-                "manager {} is not the Raft leader and cannot add members; {}",
-                store.addr(),
-                leader.as_deref().map_or_else(
-                    || "no leader is known (no quorum?)".to_owned(),
-                    |addr| format!("the leader is at {addr}: join through it")
-                ),
-            ));
-            if let Some(value) = leader.and_then(|addr| addr.parse().ok()) {
-                status.metadata_mut().insert(shoal_api::LEADER_METADATA, value);
-            }
-            return Err(status);
+            return Err(not_the_leader(store, "add members"));
         }
         let membership = |e: shoal_raft_store::MembershipError| Status::unavailable(format!("raft membership: {e}"));
         store.add_learner(raft_id, addr.clone()).await.map_err(membership)?;
@@ -435,6 +529,69 @@ impl Control for ControlService {
         tracing::info!(node.id = %node.id, raft_id, %addr, "manager joined the Raft group");
         Ok(Response::new(v1::JoinRaftResponse {}))
     }
+
+    async fn abandon_join(
+        &self,
+        request: Request<v1::AbandonJoinRequest>,
+    ) -> Result<Response<v1::AbandonJoinResponse>, Status> {
+        let identity = caller(&request)?;
+        if crate::tls::is_admin(&identity) {
+            return Err(Status::permission_denied("only the joining manager itself can abandon its join"));
+        }
+        let raft_id = request.into_inner().raft_id;
+        let store = self.objects.store();
+        if !store.is_leader() {
+            return Err(not_the_leader(store, "remove members"));
+        }
+        let node = match self.objects.get::<v1::Node>(&identity.node_id).await {
+            Ok(node) => Some(node),
+            // Asked again after a lost answer: the record is gone already.
+            Err(ObjectError::NotFound { .. }) => None,
+            Err(err) => return Err(err.into()),
+        };
+        if let Some(node) = &node
+            && node.role != v1::NodeRole::Manager as i32
+        {
+            return Err(Status::permission_denied(format!("{} is not a manager node of this cluster", node.id)));
+        }
+        // Only the caller's own member: one that no other node is recorded with, never the leader.
+        let nodes = self.objects.list::<v1::Node>().await?;
+        let owner = nodes.iter().find(|n| n.manager_status.as_ref().is_some_and(|m| m.raft_id == raft_id));
+        if raft_id == 0 || raft_id == store.id() || owner.is_some_and(|n| n.id != identity.node_id) {
+            return Err(Status::permission_denied(format!(
+                "raft member {raft_id} is not the one {} asked to join with",
+                identity.node_id
+            )));
+        }
+        store.remove(raft_id).await.map_err(|e| Status::unavailable(format!("raft membership: {e}")))?;
+        if let Some(node) = node {
+            match self.objects.delete::<v1::Node>(&node.id, node.version()).await {
+                Ok(()) | Err(ObjectError::NotFound { .. }) => {}
+                Err(err) => return Err(err.into()),
+            }
+            self.removed.insert(node.id.clone());
+        }
+        tracing::info!(node.id = %identity.node_id, raft_id, "a manager whose join failed was taken back out");
+        Ok(Response::new(v1::AbandonJoinResponse {}))
+    }
+}
+
+/// The refusal of a manager that is not the Raft leader to `what`, naming the leader (also in
+/// the `shoal-leader` header, for the caller to ask it next).
+fn not_the_leader(store: &shoal_raft_store::Store, what: &str) -> Status {
+    let leader = crate::status::leader_addr(store);
+    let mut status = Status::unavailable(format!(
+        "manager {} is not the Raft leader and cannot {what}; {}",
+        store.addr(),
+        leader.as_deref().map_or_else(
+            || "no leader is known (no quorum?)".to_owned(),
+            |addr| format!("the leader is at {addr}: ask it")
+        ),
+    ));
+    if let Some(value) = leader.and_then(|addr| addr.parse().ok()) {
+        status.metadata_mut().insert(shoal_api::LEADER_METADATA, value);
+    }
+    status
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The dispatcher (`shoal.v1.Dispatcher`): one session per node, heartbeats that keep the node
 //! Ready, batched task status reports, and the stream of the node's assignments (one complete
-//! set, then increments following the store's watch).
+//! set, then increments following the store's watch), cut into messages of at most
+//! [`ASSIGNMENT_CHUNK_BYTES`] by [`split_assignments`].
 //!
 //! Liveness: [`Dispatcher::check_heartbeats`], called by the leader's loop, marks a node Down when
 //! it has missed three heartbeat periods; the replicated orchestrator then replaces its tasks at
@@ -93,6 +94,82 @@ struct QueuedReport {
 /// Most task changes queued for one node's assignment stream; a node that falls this far
 /// behind has its stream ended and starts over with a complete set.
 const FEED_BUFFER: usize = 8192;
+
+/// The most bytes one assignment message carries, encoded, unless a single change alone is
+/// larger. A node's complete set of 1,500 tasks with 4 KiB of environment each is 6 MiB, over
+/// the decode limit of gRPC clients (4 MiB by default), and an increment may gather up to
+/// [`FEED_BUFFER`] changes: both go out in parts of this size (see `dispatcher.proto`).
+const ASSIGNMENT_CHUNK_BYTES: usize = 1 << 20;
+
+/// The largest assignment message a node accepts: the agent's decode limit
+/// (`crates/agent/src/session.rs`, `MAX_ASSIGNMENT_BYTES`), four chunks' worth, so that one
+/// change larger than a chunk still goes out. A change that would not fit even alone is never
+/// sent: the node would fail to decode it, start a new session and get it again, forever. Specs
+/// are refused far below it ([`crate::validate::MAX_TASK_SPEC_BYTES`]).
+const ASSIGNMENT_MAX_BYTES: usize = 4 << 20;
+
+/// An upper bound of the encoded size of an assignment message without its changes: `type`,
+/// `applies_to`, `results_in` (up to 10 bytes each as varints) and `more`, with their keys.
+const ASSIGNMENT_HEADER_BYTES: usize = 32;
+
+/// The bytes `change` adds to an assignment message: its key (field 4, one byte), its length
+/// and itself.
+fn change_bytes(change: &v1::AssignmentChange) -> usize {
+    let len = prost::Message::encoded_len(change);
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// Cuts `changes` into assignment messages of type `kind` of at most `limit` bytes encoded
+/// each (a change larger than `limit` alone goes in a message of its own), in order: the
+/// changes of the messages, one after the other, are `changes`. At least one message, even
+/// for no changes (an empty complete set still tells the node it has no tasks).
+///
+/// A complete set is one set in parts: every message applies to `sequence` and results in
+/// the next, `more` set on all but the last. Increments are independent: each message is an
+/// increment of its own, the first applying to `sequence`, each next one to what the one
+/// before resulted in — so the caller's sequence advances by the number of messages.
+pub(crate) fn split_assignments(
+    kind: v1::assignments_message::Type,
+    sequence: u64,
+    changes: Vec<v1::AssignmentChange>,
+    limit: usize,
+) -> Vec<v1::AssignmentsMessage> {
+    let mut parts: Vec<Vec<v1::AssignmentChange>> = vec![Vec::new()];
+    let mut size = ASSIGNMENT_HEADER_BYTES;
+    for change in changes {
+        let bytes = change_bytes(&change);
+        let last = parts.last_mut().expect("never empty");
+        if !last.is_empty() && size + bytes > limit {
+            parts.push(Vec::new());
+            size = ASSIGNMENT_HEADER_BYTES;
+        }
+        size += bytes;
+        parts.last_mut().expect("never empty").push(change);
+    }
+    let count = parts.len();
+    let complete = kind == v1::assignments_message::Type::Complete;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, changes)| {
+            let applies_to = if complete { sequence } else { sequence + index as u64 };
+            v1::AssignmentsMessage {
+                r#type: kind as i32,
+                applies_to,
+                results_in: applies_to + 1,
+                changes,
+                more: complete && index + 1 < count,
+            }
+        })
+        .collect()
+}
+
+/// The size of the message `change` would need alone, when that is over what a node accepts
+/// ([`ASSIGNMENT_MAX_BYTES`]).
+fn oversized(change: &v1::AssignmentChange) -> Option<usize> {
+    let size = ASSIGNMENT_HEADER_BYTES + change_bytes(change);
+    (size > ASSIGNMENT_MAX_BYTES).then_some(size)
+}
 
 /// A task change routed to the node it concerns, with the store revision it happened at.
 #[derive(Debug)]
@@ -739,24 +816,30 @@ impl DispatcherApi for Dispatcher {
         let listed = self.task_list(Instant::now()).await?;
         let (tasks, listed_at) = (&listed.0, listed.1);
         let mut known: HashMap<String, Told> = HashMap::new();
-        let changes: Vec<v1::AssignmentChange> = tasks
+        let mut changes: Vec<v1::AssignmentChange> = tasks
             .iter()
             .filter(|t| Self::relevant(t, &node_id))
-            .map(|task| {
-                known.insert(task.id.clone(), Told::of(task));
-                v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task.clone()) }
+            .map(|task| v1::AssignmentChange {
+                action: v1::assignment_change::Action::Update as i32,
+                task: Some(task.clone()),
             })
             .collect();
         drop(listed);
+        changes.retain(|change| self.sendable(change, &node_id));
+        for task in changes.iter().filter_map(|c| c.task.as_ref()) {
+            known.insert(task.id.clone(), Told::of(task));
+        }
         let (tx, rx) = mpsc::channel(16);
-        let complete = v1::AssignmentsMessage {
-            r#type: v1::assignments_message::Type::Complete as i32,
-            applies_to: 0,
-            results_in: 1,
-            changes,
-        };
-        let _ = tx.send(Ok(complete)).await;
+        let this = self.clone();
+        // The messages are sent from a task of their own: a complete set in more parts than the
+        // channel holds would otherwise wait for a receiver that is not handed out yet.
         tokio::spawn(async move {
+            let complete = v1::assignments_message::Type::Complete;
+            for message in split_assignments(complete, 0, changes, ASSIGNMENT_CHUNK_BYTES) {
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
             let mut sequence = 1u64;
             loop {
                 let first = tokio::select! {
@@ -768,27 +851,30 @@ impl DispatcherApi for Dispatcher {
                     let _ = tx.send(Err(Status::unavailable(message))).await;
                     return;
                 };
-                // Everything already queued goes out in one message.
+                // Everything already queued goes out together, in as few messages as its size
+                // allows.
                 let mut changes = Vec::new();
                 let mut next = Some(first);
                 while let Some(routed) = next {
                     if let Some(change) = Self::assignment_change(routed, listed_at, &node_id, &mut known) {
-                        changes.push(change);
+                        if this.sendable(&change, &node_id) {
+                            changes.push(change);
+                        } else if let Some(task) = &change.task {
+                            known.remove(&task.id);
+                        }
                     }
                     next = feed.try_recv().ok();
                 }
                 if changes.is_empty() {
                     continue;
                 }
-                let message = v1::AssignmentsMessage {
-                    r#type: v1::assignments_message::Type::Incremental as i32,
-                    applies_to: sequence,
-                    results_in: sequence + 1,
-                    changes,
-                };
-                sequence += 1;
-                if tx.send(Ok(message)).await.is_err() {
-                    return;
+                let incremental = v1::assignments_message::Type::Incremental;
+                let messages = split_assignments(incremental, sequence, changes, ASSIGNMENT_CHUNK_BYTES);
+                sequence += messages.len() as u64;
+                for message in messages {
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
@@ -816,13 +902,48 @@ impl Dispatcher {
                 }
                 (v1::assignment_change::Action::Update, *task)
             }
-            Routed::Put(_, task) if known.remove(&task.id).is_some() => (v1::assignment_change::Action::Remove, *task),
+            // A removal names the task and nothing more: the node needs no spec to stop it.
+            Routed::Put(_, task) if known.remove(&task.id).is_some() => {
+                (v1::assignment_change::Action::Remove, v1::Task { id: task.id, ..Default::default() })
+            }
             Routed::Delete(_, id) if known.remove(&id).is_some() => {
                 (v1::assignment_change::Action::Remove, v1::Task { id, ..Default::default() })
             }
             Routed::Put(..) | Routed::Delete(..) => return None,
         };
         Some(v1::AssignmentChange { action: action as i32, task: Some(task) })
+    }
+}
+
+impl Dispatcher {
+    /// Whether `change` fits in a message the node accepts. One that does not (a task stored
+    /// before specs were bounded) is not sent, since the node would fail to decode it and start
+    /// over forever; the task is set REJECTED with the reason instead, as a node refuses a task
+    /// it cannot run, and the orchestrator handles it as any rejected task.
+    fn sendable(&self, change: &v1::AssignmentChange, node_id: &str) -> bool {
+        let Some(size) = oversized(change) else { return true };
+        let task_id = change.task.as_ref().map(|t| t.id.clone()).unwrap_or_default();
+        let service_id = change.task.as_ref().map(|t| t.service_id.clone()).unwrap_or_default();
+        tracing::error!(node.id = %node_id, task.id = %task_id, service.id = %service_id, size, limit = ASSIGNMENT_MAX_BYTES, "task too large to assign: rejected");
+        let update = v1::TaskStatusUpdate {
+            task_id,
+            status: Some(v1::TaskStatus {
+                state: TaskState::Rejected as i32,
+                message: "rejected by the dispatcher".to_owned(),
+                err: format!(
+                    "task too large to assign: {size} bytes encoded, a node accepts at most {ASSIGNMENT_MAX_BYTES}"
+                ),
+                ..Default::default()
+            }),
+        };
+        let (this, node_id) = (self.clone(), node_id.to_owned());
+        tokio::spawn(async move {
+            let task_id = update.task_id.clone();
+            if let Err(status) = this.record_status(&node_id, update, STATUS_ATTEMPTS).await {
+                tracing::warn!(task.id = %task_id, error = %status.message(), "could not reject a task too large to assign");
+            }
+        });
+        false
     }
 }
 

@@ -23,6 +23,7 @@ mod objects;
 mod orchestrator;
 mod placement;
 mod renewal;
+mod revocation;
 mod server;
 mod status;
 #[cfg(test)]

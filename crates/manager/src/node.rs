@@ -221,7 +221,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
 
     let trust = ca.trust_bundle();
     let running = run(config, &identity, ca, Begin::Bootstrap).await?;
-    match first_records(config, &identity, &trust, &running).await {
+    match first_records(config, &identity, &trust, &admin_id, &running).await {
         Ok(join_tokens) => {
             write_identity(data, &identity)?;
             tracing::info!(cluster.id = %identity.cluster_id, node.id = %identity.node_id, addr = %config.advertise_addr, "cluster initialised");
@@ -256,11 +256,13 @@ fn write_identity(data: &Path, identity: &Identity) -> Result<(), StartError> {
     write().map_err(io(&path))
 }
 
-/// A new cluster's first records: its join tokens (returned) and CA, and the first manager's node.
+/// A new cluster's first records: its join tokens (returned) and CA, the first manager's node,
+/// and the admin bundle `admin_id`.
 async fn first_records(
     config: &ManagerConfig,
     identity: &Identity,
     trust: &TrustBundle,
+    admin_id: &str,
     running: &RunningManager,
 ) -> Result<v1::JoinTokens, StartError> {
     let tokens = JoinTokens::generate(trust).map_err(pki)?;
@@ -296,6 +298,8 @@ async fn first_records(
         ..Default::default()
     };
     running.objects.create(node).await?;
+    let admin = v1::AdminCertificate { id: admin_id.to_owned(), issued_by: "init".into(), ..Default::default() };
+    running.objects.create(admin).await?;
     Ok(join_tokens)
 }
 
@@ -391,7 +395,7 @@ pub async fn join_node(config: &ManagerConfig, remote: &str, token: &str) -> Res
         tracing::info!(node.id = %issued.node_id, "joined the cluster as a worker");
         return Ok(Joined::Worker { node_id: issued.node_id });
     }
-    become_manager(config, remote, credentials, trust, issued.cluster_id, issued.node_id).await.map(Joined::Manager)
+    become_manager(config, remote, credentials, trust, issued.cluster_id, issued.node_id, true).await.map(Joined::Manager)
 }
 
 /// Turns a node that runs as a worker into a manager, after `shoal node promote`: its agent
@@ -412,7 +416,7 @@ pub async fn promote(config: &ManagerConfig, managers: &[String]) -> Result<Runn
     for remote in managers {
         let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
         let (cluster_id, node_id) = (identity.cluster_id.clone(), identity.node_id.clone());
-        match become_manager(config, remote, credentials, trust.clone(), cluster_id, node_id).await {
+        match become_manager(config, remote, credentials, trust.clone(), cluster_id, node_id, false).await {
             Ok(running) => return Ok(running),
             Err(err) => {
                 tracing::warn!(manager = %remote, error = %err, "cannot become a manager through this one");
@@ -485,6 +489,79 @@ async fn become_manager(
     trust: TrustBundle,
     cluster_id: String,
     node_id: String,
+    fresh: bool,
+) -> Result<RunningManager, StartError> {
+    let result = become_manager_steps(config, remote, credentials, trust, cluster_id, node_id).await;
+    if result.is_err() {
+        // Nothing of a join that failed stays behind to block the next attempt: the Raft log, the
+        // cluster CA and, for a node that had no certificate before (`join`, not `promote`), its
+        // certificate.
+        let data = &config.data_dir;
+        let certs = data.join("certs");
+        let cleaned = forget_manager(data).and_then(|()| match fresh {
+            true => std::fs::remove_dir_all(&certs).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(io(&certs)(e)),
+            }),
+            false => Ok(()),
+        });
+        if let Err(err) = cleaned {
+            tracing::warn!(error = %err, data_dir = %data.display(), "cannot remove what the failed join left; remove it by hand");
+        }
+    }
+    result
+}
+
+/// A test hook: a join into one of these data directories fails right after the Raft group
+/// admitted it, before it is recorded, as a crash or a full disk would make it.
+#[cfg(test)]
+pub(crate) static FAIL_JOIN_AFTER_RAFT: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Asks the leader (through `control`, following its `shoal-leader` answers) to take this
+/// manager's Raft member `raft_id` and node record back out after its join failed. Best effort:
+/// what it cannot undo is logged with what to do.
+async fn abandon_join(
+    control: &mut shoal_api::v1::control_client::ControlClient<tonic::transport::Channel>,
+    tls: &rustls::ClientConfig,
+    raft_id: u64,
+) {
+    use shoal_api::v1::control_client::ControlClient;
+    for _ in 0..JOIN_RAFT_ATTEMPTS {
+        match control.abandon_join(v1::AbandonJoinRequest { raft_id }).await {
+            Ok(_) => {
+                tracing::info!(raft_id, "the failed join was undone on the leader");
+                return;
+            }
+            Err(s) if is_transient(&s) => {
+                let leader = s.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok());
+                match leader {
+                    Some(leader) => match shoal_api::connect(leader, tls.clone()).await {
+                        Ok(channel) => *control = ControlClient::new(channel),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    },
+                    None => tokio::time::sleep(Duration::from_millis(500)).await,
+                }
+            }
+            Err(s) => {
+                tracing::warn!(raft_id, error = %s.message(), "cannot undo the failed join");
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        raft_id,
+        "cannot undo the failed join: the cluster may count Raft member {raft_id} that never runs; \
+         check `shoal node ls` and remove the node this join left"
+    );
+}
+
+async fn become_manager_steps(
+    config: &ManagerConfig,
+    remote: &str,
+    credentials: NodeCredentials,
+    trust: TrustBundle,
+    cluster_id: String,
+    node_id: String,
 ) -> Result<RunningManager, StartError> {
     use shoal_api::v1::control_client::ControlClient;
     let data = &config.data_dir;
@@ -542,11 +619,20 @@ async fn become_manager(
         }
     };
     if let Err(err) = joined {
+        // An attempt whose answer was lost may have made it a voter all the same.
+        abandon_join(&mut control, &tls, identity.raft_id).await;
         running.shutdown().await;
         return Err(err);
     }
+    #[cfg(test)]
+    if FAIL_JOIN_AFTER_RAFT.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(data) {
+        abandon_join(&mut control, &tls, identity.raft_id).await;
+        running.shutdown().await;
+        return Err(StartError::Join { remote: remote.to_owned(), reason: "failed on purpose (test)".into() });
+    }
     // Only now is the node a member for good: a crash before this line leaves nothing to resume.
     if let Err(err) = write_identity(data, &identity) {
+        abandon_join(&mut control, &tls, identity.raft_id).await;
         running.shutdown().await;
         return Err(err);
     }
@@ -647,11 +733,17 @@ async fn run(
     let removed = RemovedNodes::new();
     let tls = live_join_server_config(&live, &trust, &removed).map_err(pki)?;
     let objects = ObjectStore::new(store.clone());
+    // The revocations this member holds are refused before the port serves anyone (after a
+    // restart too); later ones as the store applies them (`revocation::follow`, below).
+    let revocations = crate::revocation::load(&objects, &removed)
+        .await
+        .inspect_err(|reason| tracing::warn!(%reason, "cannot read the revocations yet"))
+        .ok();
     let dispatcher = Dispatcher::new(objects.clone(), config.heartbeat_period);
     let ca = Arc::new(Mutex::new(ca));
     let services = Services {
         objects: objects.clone(),
-        removed,
+        removed: removed.clone(),
         ca: ca.clone(),
         cluster_id: identity.cluster_id.clone(),
         cert_validity: config.cert_validity,
@@ -666,6 +758,7 @@ async fn run(
     if let Some(admin) = admin {
         renewing.push(tokio::spawn(crate::renewal::keep_renewed(renewer, admin, "admin bundle", stopped.clone())));
     }
+    let following = tokio::spawn(crate::revocation::follow(objects.clone(), removed, revocations, stopped.clone()));
     let serving = {
         let stopped = stopped.clone();
         tokio::spawn(async move {
@@ -689,7 +782,7 @@ async fn run(
         local_addr,
         objects,
         stop: Some(stop),
-        tasks: [serving, leading].into_iter().chain(renewing).collect(),
+        tasks: [serving, leading, following].into_iter().chain(renewing).collect(),
     })
 }
 

@@ -1,8 +1,9 @@
 //! Typed access to the cluster objects in raft-store: each object is prost-encoded under its
-//! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/cluster/ID`), names that must be
-//! unique have an index key (`/names/services/NAME`), and `Meta.version` is the key's mod
-//! revision: an update or delete naming another version is refused, so two writers can never
-//! overwrite each other's changes unseen.
+//! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/cluster/ID`, `/revocations/ID`,
+//! `/admin-certificates/ID`), names that must be unique have an index key
+//! (`/names/services/NAME`), and `Meta.version` is the key's mod revision: an update or delete
+//! naming another version is refused, so two writers can never overwrite each other's changes
+//! unseen.
 
 use prost::Message;
 use shoal_api::v1;
@@ -61,6 +62,8 @@ object!(v1::Cluster, "/cluster/", "cluster", false, |o| o
     .as_ref()
     .and_then(|s| s.annotations.as_ref())
     .map(|a| a.name.as_str()));
+object!(v1::Revocation, "/revocations/", "revocation", false, |_o| None);
+object!(v1::AdminCertificate, "/admin-certificates/", "admin certificate", false, |_o| None);
 
 /// A read or write of the object store failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +154,7 @@ pub struct ObjectStore {
     store: Store,
 }
 
-fn key<T: Object>(id: &str) -> String {
+pub(crate) fn key<T: Object>(id: &str) -> String {
     format!("{}{id}", T::PREFIX)
 }
 

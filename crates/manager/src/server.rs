@@ -1,6 +1,7 @@
-//! Everything a manager serves on its one port: the control API (managers only), the CA
-//! (anyone with a join token; renewal for nodes), and the Raft transport (managers only), each
-//! behind its role check, and the dispatcher (any node with a certificate).
+//! Everything a manager serves on its one port: the control API (managers and admin bundles),
+//! the CA (anyone with a join token; renewal for nodes), and the Raft transport (managers only),
+//! each behind its role check, and the dispatcher (any node with a certificate). Every service
+//! refuses revoked identities on each call (see `revocation.rs`).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -15,14 +16,15 @@ use crate::ca_service::CaService;
 use crate::control::ControlService;
 use crate::dispatcher::Dispatcher;
 use crate::objects::ObjectStore;
-use crate::tls::{Callers, incoming, require};
+use crate::tls::{Callers, RefuseRevoked, incoming, require};
 
 /// What one manager serves.
 #[derive(Debug, Clone)]
 pub struct Services {
     /// The cluster state.
     pub objects: ObjectStore,
-    /// Node IDs refused at the TLS layer (shared with the TLS config).
+    /// Revoked identities, refused at the TLS layer (shared with the TLS config) and on each
+    /// call; the manager keeps it equal to the revocations in the store.
     pub removed: RemovedNodes,
     /// The cluster CA.
     pub ca: Arc<Mutex<ClusterCa>>,
@@ -42,7 +44,8 @@ pub async fn serve(
     services: Services,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let control = ControlService::new(services.objects.clone(), services.removed.clone(), services.ca.clone());
+    let control = ControlService::new(services.objects.clone(), services.removed.clone(), services.ca.clone())
+        .with_cert_validity(services.cert_validity);
     let ca = CaService::new(
         services.objects.clone(),
         services.ca.clone(),
@@ -50,14 +53,18 @@ pub async fn serve(
         services.cert_validity,
     );
     let raft = shoal_raft_store::grpc::service(services.objects.store().clone());
+    let removed = &services.removed;
     tonic::transport::Server::builder()
-        .add_service(ControlServer::with_interceptor(control, require("the control API", Callers::ManagersAndAdmins)))
+        .add_service(InterceptedService::new(
+            RefuseRevoked::new(ControlServer::new(control), services.objects.clone()),
+            require("the control API", Callers::ManagersAndAdmins, removed.clone()),
+        ))
         .add_service(CaServer::new(ca))
         .add_service(DispatcherServer::with_interceptor(
             services.dispatcher.clone(),
-            require("the dispatcher", Callers::Nodes),
+            require("the dispatcher", Callers::Nodes, removed.clone()),
         ))
-        .add_service(InterceptedService::new(raft, require("the raft transport", Callers::Managers)))
+        .add_service(InterceptedService::new(raft, require("the raft transport", Callers::Managers, removed.clone())))
         .serve_with_incoming_shutdown(incoming(listener, tls), shutdown)
         .await
 }

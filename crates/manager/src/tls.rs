@@ -1,20 +1,28 @@
 //! The manager's one port: TLS (ca-pki's configs, client certificates optional so that joining
 //! nodes can reach the CA) under tonic, with each connection's verified peer identity attached
-//! to every request, and role checks per service. The client side is `shoal_api::connect`.
+//! to every request, and role and revocation checks per service. The client side is
+//! `shoal_api::connect`.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use shoal_ca_pki::{NodeIdentity, Role, peer_identity};
+use shoal_ca_pki::{NodeIdentity, RemovedNodes, Role, peer_identity};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
+use tonic::body::Body;
+use tonic::codegen::{Service, http};
+use tonic::server::NamedService;
 use tonic::transport::server::Connected;
 use tonic::{Request, Status};
+
+use crate::objects::ObjectStore;
 
 /// Who is on the other end of a connection, attached to each of its requests.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +99,11 @@ pub(crate) fn incoming(
                         let identity = peer_identity(stream.get_ref().1.peer_certificates()).ok();
                         let _ = conn_tx.send(Ok(PeerStream { inner: stream, info: PeerInfo { addr, identity } })).await;
                     }
+                    Ok(Err(err)) if is_revoked(&err) => tracing::info!(
+                        peer = %addr,
+                        "tls handshake refused: the client's certificate is revoked (a removed node or a revoked \
+                         admin bundle)"
+                    ),
                     Ok(Err(err)) => tracing::debug!(peer = %addr, error = %err, "tls handshake refused"),
                     Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
                 }
@@ -98,6 +111,14 @@ pub(crate) fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Whether a handshake failed because ca-pki refused a revoked certificate.
+fn is_revoked(err: &std::io::Error) -> bool {
+    matches!(
+        err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidCertificate(rustls::CertificateError::Revoked))
+    )
 }
 
 /// The caller's identity, or `Unauthenticated` for a caller without a certificate.
@@ -129,13 +150,19 @@ pub(crate) enum Callers {
     Nodes,
 }
 
-/// An interceptor admitting only `callers`.
+/// An interceptor admitting only `callers`, and none whose identity is in `revoked` (the set
+/// the TLS handshake consults: a connection opened before a revocation stays open, but each of
+/// its calls is refused).
 pub(crate) fn require(
     service: &'static str,
     callers: Callers,
+    revoked: RemovedNodes,
 ) -> impl FnMut(Request<()>) -> Result<Request<()>, Status> + Clone {
     move |request: Request<()>| {
         let identity = caller(&request)?;
+        if revoked.contains(&identity.node_id) {
+            return Err(crate::revocation::refused(&identity));
+        }
         let admin = is_admin(&identity);
         let allowed = match callers {
             Callers::ManagersAndAdmins => identity.role == Role::Manager,
@@ -160,6 +187,57 @@ pub(crate) fn require(
             )))
         }
     }
+}
+
+/// A service that refuses, before each call, a caller the cluster revoked, as the cluster has it
+/// now ([`crate::revocation::check`], a linearizable read): this covers a manager whose store
+/// (and so its set of revoked identities) is behind. For the control API, where a read per call
+/// costs little; not for the Raft transport, which cannot wait for a quorum.
+#[derive(Debug, Clone)]
+pub(crate) struct RefuseRevoked<S> {
+    inner: S,
+    objects: ObjectStore,
+}
+
+impl<S> RefuseRevoked<S> {
+    /// Checks each caller of `inner` against the revocations in `objects`.
+    pub(crate) fn new(inner: S, objects: ObjectStore) -> Self {
+        Self { inner, objects }
+    }
+}
+
+impl<S> Service<http::Request<Body>> for RefuseRevoked<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        // The service that was made ready is the one to call; a clone takes its place.
+        let ready = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, ready);
+        let identity = request.extensions().get::<PeerInfo>().and_then(|p| p.identity.clone());
+        let objects = self.objects.clone();
+        Box::pin(async move {
+            if let Some(identity) = identity
+                && let Err(status) = crate::revocation::check(&objects, &identity).await
+            {
+                return Ok(status.into_http());
+            }
+            inner.call(request).await
+        })
+    }
+}
+
+impl<S: NamedService> NamedService for RefuseRevoked<S> {
+    const NAME: &'static str = S::NAME;
 }
 
 pub(crate) fn role_word(role: Role) -> &'static str {

@@ -24,6 +24,12 @@ pub(crate) const MAX_RESTART_ATTEMPTS: u64 = 100;
 /// The longest restart window (the period `max_attempts` counts failures in): a week.
 pub(crate) const MAX_RESTART_WINDOW: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
+/// The largest task spec, encoded: each task carries its spec to its node in the assignment
+/// stream, whose messages a node accepts up to 4 MiB (`ASSIGNMENT_MAX_BYTES` in the dispatcher).
+/// Env, args, labels and mounts are otherwise unbounded; half a megabyte of them is far beyond
+/// real use, and keeps a node's complete set at a few megabytes per thousand tasks.
+pub(crate) const MAX_TASK_SPEC_BYTES: usize = 512 * 1024;
+
 /// A spec that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
@@ -53,6 +59,18 @@ pub enum SpecError {
         /// Why it cannot be accepted.
         reason: String,
     },
+    /// A task spec over [`MAX_TASK_SPEC_BYTES`] encoded.
+    #[error(
+        "service {service:?}: task spec is {size} bytes encoded, at most {max} are accepted; keep large data (env, args, labels) in a file or volume"
+    )]
+    TooLarge {
+        /// The service's name.
+        service: String,
+        /// The task spec's encoded size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 /// Checks a name of kind `kind` (service, node label…) the way Swarm does, plus DNS's 63-byte limit.
@@ -78,6 +96,10 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     }
     validate_name("service", name)?;
     let task = spec.task.as_ref().ok_or(SpecError::Missing { field: "task" })?;
+    let size = prost::Message::encoded_len(task);
+    if size > MAX_TASK_SPEC_BYTES {
+        return Err(SpecError::TooLarge { service: name.to_owned(), size, max: MAX_TASK_SPEC_BYTES });
+    }
     let container = task.container.as_ref().ok_or(SpecError::Missing { field: "container" })?;
     if container.image.trim().is_empty() {
         return Err(SpecError::Missing { field: "image" });
@@ -453,6 +475,28 @@ mod tests {
             let err = validate_service_spec(&s).expect_err(expected).to_string();
             assert!(err.starts_with(expected), "expected {expected:?}, got {err:?}");
         }
+    }
+
+    #[test]
+    fn task_specs_are_bounded_in_all() {
+        // What a node gets its tasks in is bounded (the assignment stream's messages), and
+        // env, args and labels are otherwise unbounded: the encoded task spec is capped.
+        let mut s = spec();
+        container(&mut s).env = (0..120).map(|i| format!("V{i:03}={}", "x".repeat(4096))).collect();
+        assert_eq!(validate_service_spec(&s), Ok(()), "120 variables of 4 KiB: under 512 KiB");
+        let mut s = spec();
+        container(&mut s).env = vec![format!("BIG={}", "x".repeat(MAX_TASK_SPEC_BYTES))];
+        let err = validate_service_spec(&s).expect_err("over the cap");
+        let size = prost::Message::encoded_len(s.task.as_ref().expect("task"));
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "service \"web\": task spec is {size} bytes encoded, at most 524288 are accepted; keep large data (env, args, labels) in a file or volume"
+            )
+        );
+        let mut s = spec();
+        container(&mut s).labels = (0..200).map(|i| (format!("l{i}"), "v".repeat(4096))).collect();
+        assert!(matches!(validate_service_spec(&s), Err(SpecError::TooLarge { .. })), "labels count too");
     }
 
     #[test]

@@ -104,3 +104,47 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     .await;
     assert_eq!(running(&sim).await, ["keeps"], "only the task that should run still runs");
 }
+
+#[tokio::test]
+async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_first_use() {
+    let dir = std::env::temp_dir().join(format!("shoal-agent-volumes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let sim = Simulated::new();
+    sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
+    let (tx, mut reports) = mpsc::unbounded_channel();
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), dir.join("volumes"), tx);
+    let with_mount = |id: &str, kind: v1::mount::Type, source: &str| {
+        let mut t = task(id, TaskState::Running);
+        if let Some(container) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
+            container.mounts =
+                vec![v1::Mount { r#type: kind as i32, source: source.into(), target: "/data".into(), ..Default::default() }];
+        }
+        t
+    };
+    executor.set_complete(vec![
+        with_mount("bind", v1::mount::Type::Bind, "/nonexistent/shoal"),
+        with_mount("volume", v1::mount::Type::Volume, "db-data"),
+        with_mount("escape", v1::mount::Type::Volume, "../../etc"),
+    ]);
+    // The three tasks report in any order: keep each one's first status in the state looked for.
+    let wanted = [("bind", TaskState::Rejected), ("escape", TaskState::Rejected), ("volume", TaskState::Running)];
+    let mut seen: std::collections::BTreeMap<String, v1::TaskStatus> = Default::default();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while seen.len() < wanted.len() {
+            let Some((id, status)) = reports.recv().await else { break };
+            if wanted.iter().any(|(task, state)| id == *task && status.state == *state as i32) {
+                seen.entry(id).or_insert(status);
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("not all reported within 5 s: {seen:?}"));
+    assert_eq!(
+        seen["bind"].err,
+        "invalid mount config for type \"bind\": bind source path does not exist: /nonexistent/shoal"
+    );
+    assert!(seen["escape"].err.starts_with("invalid volume name \"../../etc\""), "{}", seen["escape"].err);
+    let made = dir.join("volumes/db-data").is_dir();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(made, "the named volume's directory is made on first use");
+}

@@ -1,4 +1,5 @@
-//! The failover policy: which manager next, and how long to wait.
+//! The failover policy (which manager next, and how long to wait) and the assignment stream as
+//! the agent follows it (complete sets in parts, increments in sequence).
 
 use super::*;
 
@@ -40,4 +41,93 @@ fn a_refusal_naming_the_leader_sends_the_next_attempt_there() {
     assert_eq!(failover.pick(), "leader:2377");
     failover.learn(["leader:2377".to_owned(), String::new(), "other:2377".to_owned()]);
     assert_eq!(failover.managers, ["follower:2377", "leader:2377", "other:2377"]);
+}
+
+fn message(kind: v1::assignments_message::Type, applies_to: u64, ids: &[&str], more: bool) -> v1::AssignmentsMessage {
+    let changes = ids
+        .iter()
+        .map(|id| v1::AssignmentChange {
+            action: v1::assignment_change::Action::Update as i32,
+            task: Some(v1::Task { id: (*id).into(), ..Default::default() }),
+        })
+        .collect();
+    v1::AssignmentsMessage { r#type: kind as i32, applies_to, results_in: applies_to + 1, changes, more }
+}
+
+fn ids(assigned: &Assigned) -> Vec<String> {
+    match assigned {
+        Assigned::Wait => Vec::new(),
+        Assigned::Complete(tasks) => tasks.iter().map(|t| t.id.clone()).collect(),
+        Assigned::Changes(changes) => changes.iter().filter_map(|c| c.task.as_ref()).map(|t| t.id.clone()).collect(),
+    }
+}
+
+#[test]
+fn a_complete_set_in_parts_is_applied_when_its_last_part_arrives() {
+    use v1::assignments_message::Type::{Complete, Incremental};
+    let mut state = AssignmentState::default();
+    assert_eq!(state.receive(message(Complete, 0, &["a", "b"], true)), Ok(Assigned::Wait));
+    assert_eq!(state.receive(message(Complete, 0, &["c"], true)), Ok(Assigned::Wait));
+    let complete = state.receive(message(Complete, 0, &["d"], false)).expect("the last part");
+    assert!(matches!(complete, Assigned::Complete(_)));
+    assert_eq!(ids(&complete), ["a", "b", "c", "d"], "every part, in order");
+    let increment = state.receive(message(Incremental, 1, &["e"], false)).expect("applies to set 1");
+    assert_eq!(ids(&increment), ["e"]);
+    assert!(matches!(increment, Assigned::Changes(_)));
+    assert_eq!(ids(&state.receive(message(Incremental, 2, &["f"], false)).expect("set 2")), ["f"]);
+
+    tracing::info!("--- a complete set in one message, as before parts existed");
+    let mut state = AssignmentState::default();
+    assert_eq!(ids(&state.receive(message(Complete, 0, &["a"], false)).expect("whole")), ["a"]);
+    assert_eq!(state.receive(message(Complete, 0, &[], false)), Ok(Assigned::Complete(Vec::new())), "an empty set");
+}
+
+#[test]
+fn a_stream_out_of_order_ends_the_session() {
+    use v1::assignments_message::Type::{Complete, Incremental};
+    let cases: Vec<(Vec<v1::AssignmentsMessage>, &str)> = vec![
+        (vec![message(Incremental, 1, &["a"], false)], "an increment applies to set 1, this node holds set none yet"),
+        (
+            vec![message(Complete, 0, &["a"], true), message(Incremental, 1, &["b"], false)],
+            "an increment arrived before the last part of complete set 1",
+        ),
+        (
+            vec![message(Complete, 0, &["a"], false), message(Incremental, 2, &["b"], false)],
+            "an increment applies to set 2, this node holds set 1",
+        ),
+        (
+            vec![message(Complete, 0, &["a"], false), message(Incremental, 1, &["b"], true)],
+            "increment 1 says more parts follow; only complete sets have parts",
+        ),
+        (
+            vec![message(Complete, 0, &["a"], true), message(Complete, 4, &["b"], false)],
+            "a part of complete set 5 arrived before the last part of complete set 1",
+        ),
+        (vec![v1::AssignmentsMessage { r#type: 7, ..Default::default() }], "unknown assignment message type 7"),
+    ];
+    for (messages, expected) in cases {
+        let mut state = AssignmentState::default();
+        let mut outcome = Ok(Assigned::Wait);
+        for m in messages {
+            outcome = state.receive(m);
+            if outcome.is_err() {
+                break;
+            }
+        }
+        assert_eq!(outcome, Err(expected.to_owned()));
+    }
+}
+
+#[test]
+fn a_session_that_starts_puts_its_manager_first_and_the_next_after_it() {
+    let mut failover = Failover::new(vec!["m1:2377".into(), "m2:2377".into(), "m3:2377".into()]);
+    failover.pick();
+    failover.after_broken(false, None);
+    assert_eq!(failover.pick(), "m2:2377");
+    // m2 answers and names the cluster's managers, m3 no longer among them.
+    failover.started("m2:2377", &["m1:2377".into(), "m2:2377".into(), "m4:2377".into()]);
+    assert_eq!(failover.managers, ["m2:2377", "m1:2377", "m4:2377"]);
+    // Its session breaks: the others are tried before it again.
+    failover.after_broken(true, None);
+    assert_eq!([failover.pick(), failover.pick(), failover.pick()], ["m1:2377", "m4:2377", "m2:2377"]);
 }

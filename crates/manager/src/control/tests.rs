@@ -185,7 +185,7 @@ async fn joining_raft_through_a_follower_names_the_leader() {
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(
         refused.message(),
-        "manager mem://m2 is not the Raft leader and cannot add members; the leader is at mem://m1: join through it"
+        "manager mem://m2 is not the Raft leader and cannot add members; the leader is at mem://m1: ask it"
     );
     follower.store().shutdown().await;
     leader.store().shutdown().await;

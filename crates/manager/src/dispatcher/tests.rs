@@ -393,3 +393,149 @@ async fn sessions_write_the_node_only_when_it_changed_and_refuse_oversized_descr
     let after: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(after.description.map(|d| d.hostname), Some("renamed".to_owned()));
 }
+
+/// A task of `env_bytes` of environment, as a node's complete set carries it.
+fn big_task(id: &str, node: &str, env_bytes: usize) -> v1::Task {
+    let mut task = task(id, node, TaskState::Assigned, TaskState::Running);
+    task.spec = Some(v1::TaskSpec {
+        container: Some(v1::ContainerSpec {
+            image: "shoal-test/sleeper".into(),
+            env: vec![format!("BIG={}", "x".repeat(env_bytes))],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    task
+}
+
+fn update_of(task: v1::Task) -> v1::AssignmentChange {
+    v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task) }
+}
+
+#[test]
+fn assignments_are_split_by_size_in_order() {
+    use prost::Message as _;
+    const LIMIT: usize = 1 << 20;
+    let complete = v1::assignments_message::Type::Complete;
+    let incremental = v1::assignments_message::Type::Incremental;
+    // 1,500 tasks of 4 KiB (the node), a few of 300 KiB among them, and one larger than
+    // a message may be, which goes alone.
+    let mut changes: Vec<v1::AssignmentChange> =
+        (0..1500).map(|i| update_of(big_task(&format!("t{i:04}"), "w1", 4096))).collect();
+    for at in [10, 700, 701, 1499] {
+        changes.insert(at, update_of(big_task(&format!("mid{at}"), "w1", 300 << 10)));
+    }
+    changes.insert(900, update_of(big_task("huge", "w1", 3 << 19)));
+    let total: usize = changes.iter().map(change_bytes).sum();
+
+    for (kind, sequence) in [(complete, 0), (incremental, 7)] {
+        let messages = split_assignments(kind, sequence, changes.clone(), LIMIT);
+        let mut joined = Vec::new();
+        for (index, message) in messages.iter().enumerate() {
+            let last = index + 1 == messages.len();
+            assert_eq!(message.r#type, kind as i32);
+            let size = message.encoded_len();
+            if message.changes.len() == 1 && message.changes[0].task.as_ref().is_some_and(|t| t.id == "huge") {
+                assert!(size > LIMIT && size <= ASSIGNMENT_MAX_BYTES, "the huge change goes alone: {size}");
+            } else {
+                assert!(size <= LIMIT, "message {index} is {size} bytes");
+                assert!(!message.changes.is_empty());
+            }
+            if kind == complete {
+                assert_eq!((message.applies_to, message.results_in, message.more), (0, 1, !last), "part {index}");
+            } else {
+                let applies_to = sequence + index as u64;
+                assert_eq!((message.applies_to, message.results_in, message.more), (applies_to, applies_to + 1, false));
+            }
+            joined.extend(message.changes.iter().cloned());
+        }
+        assert_eq!(joined, changes, "the messages carry every change, in order");
+        // Greedy packing: only the messages cut around the huge change may be short.
+        assert!(messages.len() <= total / (LIMIT - (300 << 11)) + 3, "{} messages for {total} bytes", messages.len());
+    }
+
+    tracing::info!("--- no change: one empty message (an empty complete set still says so)");
+    let empty = split_assignments(complete, 0, Vec::new(), LIMIT);
+    assert_eq!(empty.len(), 1);
+    assert!(empty[0].changes.is_empty() && !empty[0].more);
+
+    tracing::info!("--- a limit smaller than every change: one change per message");
+    let few: Vec<v1::AssignmentChange> = changes[..5].to_vec();
+    let single = split_assignments(incremental, 1, few.clone(), 100);
+    assert_eq!(single.iter().map(|m| m.changes.len()).collect::<Vec<_>>(), [1; 5]);
+    assert_eq!(single.iter().map(|m| m.applies_to).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+}
+
+#[tokio::test]
+async fn a_large_assignment_set_comes_in_parts_and_a_task_too_large_is_rejected() {
+    use prost::Message as _;
+    let (objects, _dir) = store("dispatcher-parts").await;
+    node(&objects, "w1").await;
+    let writes: Vec<Write<v1::Task>> =
+        (0..600).map(|i| Write::Create(big_task(&format!("a{i:03}"), "w1", 4096))).collect();
+    objects.write_all(writes).await.expect("600 tasks");
+    // Stored without validation (as before specs were bounded): no node could decode it.
+    objects.create(big_task("toolarge", "w1", 5 << 20)).await.expect("oversized task");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let session = start(&d, "w1").await;
+    let mut stream =
+        d.assignments(req(v1::AssignmentsRequest { session_id: session }, "w1")).await.expect("assign").into_inner();
+    let next = async |stream: &mut AssignmentStream| {
+        tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .expect("ok")
+    };
+
+    tracing::info!("--- 2.5 MB of tasks: a complete set in parts of at most 1 MiB, the last without `more`");
+    let mut parts = Vec::new();
+    loop {
+        let part = next(&mut stream).await;
+        assert_eq!(part.r#type, v1::assignments_message::Type::Complete as i32);
+        assert!(part.encoded_len() <= ASSIGNMENT_CHUNK_BYTES, "{} bytes", part.encoded_len());
+        let more = part.more;
+        parts.push(part);
+        if !more {
+            break;
+        }
+    }
+    assert!(parts.len() >= 3, "{} parts", parts.len());
+    let mut ids: Vec<String> =
+        parts.iter().flat_map(|p| &p.changes).filter_map(|c| c.task.clone()).map(|t| t.id).collect();
+    ids.sort();
+    let expected: Vec<String> = (0..600).map(|i| format!("a{i:03}")).collect();
+    assert_eq!(ids, expected, "every task but the one too large");
+
+    tracing::info!("--- the task too large is rejected, saying why");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = loop {
+        let task: v1::Task = objects.get("toolarge").await.expect("toolarge");
+        if let Some(status) = task.status.filter(|s| s.state == TaskState::Rejected as i32) {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the task too large is rejected within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(rejected.err.starts_with("task too large to assign: 52"), "{}", rejected.err);
+    assert!(rejected.err.ends_with("bytes encoded, a node accepts at most 4194304"), "{}", rejected.err);
+
+    tracing::info!("--- 600 more at once: increments of at most 1 MiB, each applying to the one before");
+    let writes: Vec<Write<v1::Task>> =
+        (0..600).map(|i| Write::Create(big_task(&format!("b{i:03}"), "w1", 4096))).collect();
+    objects.write_all(writes).await.expect("600 more");
+    let mut sequence = 1;
+    let mut added = Vec::new();
+    while added.len() < 600 {
+        let increment = next(&mut stream).await;
+        assert_eq!(increment.r#type, v1::assignments_message::Type::Incremental as i32);
+        assert!(increment.encoded_len() <= ASSIGNMENT_CHUNK_BYTES, "{} bytes", increment.encoded_len());
+        assert_eq!((increment.applies_to, increment.results_in, increment.more), (sequence, sequence + 1, false));
+        sequence += 1;
+        added.extend(
+            increment.changes.into_iter().filter_map(|c| c.task).map(|t| t.id).filter(|id| id.starts_with('b')),
+        );
+    }
+    added.sort();
+    assert_eq!(added, (0..600).map(|i| format!("b{i:03}")).collect::<Vec<_>>());
+}

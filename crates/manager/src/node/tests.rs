@@ -210,3 +210,34 @@ async fn a_manager_whose_certificate_expired_while_it_was_down_renews_it_from_it
     control.list_nodes(v1::ListNodesRequest::default()).await.expect("the manager serves with it");
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_fails_midway_leaves_no_voter_no_record_and_no_files() {
+    let root =
+        crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-manager-failed-join-{}", std::process::id())));
+    let _ = std::fs::remove_dir_all(&root.0);
+    let (c1, c2) = (manager_config(&root.0, "m1"), manager_config(&root.0, "m2"));
+    let (m1, outcome) = init(&c1).await.expect("init m1");
+    let remote = c1.advertise_addr.to_string();
+
+    tracing::info!("--- m2 is admitted to the Raft group, then fails before it records that it joined");
+    FAIL_JOIN_AFTER_RAFT.lock().expect("hook").push(c2.data_dir.clone());
+    let err = join(&c2, &remote, &outcome.manager_token).await.expect_err("fails on purpose");
+    assert!(err.to_string().contains("failed on purpose"), "{err}");
+    FAIL_JOIN_AFTER_RAFT.lock().expect("hook").clear();
+    let status = m1.objects().store().status().await;
+    assert_eq!(status.members.len(), 1, "the failed member was taken out again: {status:?}");
+    let mut control = admin(&m1, &outcome.admin_bundle).await;
+    let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.expect("nodes").into_inner().nodes;
+    assert_eq!(nodes.len(), 1, "no record of the failed join: {nodes:?}");
+    for left in ["raft", "ca", "certs", "manager.json"] {
+        assert!(!c2.data_dir.join(left).exists(), "{left} stayed behind");
+    }
+
+    tracing::info!("--- the same data directory joins the next time");
+    let m2 = join(&c2, &remote, &outcome.manager_token).await.expect("join m2");
+    let status = m1.objects().store().status().await;
+    assert_eq!(status.members.len(), 2, "{status:?}");
+    m2.shutdown().await;
+    m1.shutdown().await;
+}
