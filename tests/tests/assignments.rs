@@ -159,7 +159,9 @@ async fn a_node_with_1500_tasks_of_4_kib_gets_them_all_over_one_session() {
         let stopped = all
             .iter()
             .filter(|t| t.desired_state != TaskState::Running as i32)
-            .filter(|t| t.status.as_ref().is_some_and(|s| TaskState::try_from(s.state).is_ok_and(TaskState::is_terminal)))
+            .filter(|t| {
+                t.status.as_ref().is_some_and(|s| TaskState::try_from(s.state).is_ok_and(TaskState::is_terminal))
+            })
             .count();
         (running_on(&all, &node) == (REPLICAS - 100) as usize && stopped == 100).then_some(())
     })

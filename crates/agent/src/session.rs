@@ -115,6 +115,10 @@ struct Failover {
     managers: Vec<String>,
     next: usize,
     backoff: Duration,
+    /// Managers that failed without starting a session since the last session started: a
+    /// refusal naming one of them as the leader (a follower that has not heard of the leader's
+    /// loss yet) does not send the next attempt back there.
+    unreachable: Vec<String>,
 }
 
 impl Failover {
@@ -122,7 +126,7 @@ impl Failover {
     const MAX: Duration = Duration::from_secs(8);
 
     fn new(managers: Vec<String>) -> Self {
-        Self { managers, next: 0, backoff: Self::FIRST }
+        Self { managers, next: 0, backoff: Self::FIRST, unreachable: Vec::new() }
     }
 
     /// The manager to try now.
@@ -138,6 +142,7 @@ impl Failover {
     fn started(&mut self, addr: &str, named: &[String]) {
         self.managers = crate::managers::after_session(&self.managers, addr, named);
         self.next = 1 % self.managers.len();
+        self.unreachable.clear();
     }
 
     /// Adds managers not known yet (the leader a refusal named).
@@ -152,8 +157,11 @@ impl Failover {
     /// How long to wait after a session broke: a session that had started starts over from the
     /// shortest wait, repeated failures double it up to 8 s; a refusal that named the leader
     /// makes the leader the next manager tried.
-    fn after_broken(&mut self, established: bool, leader: Option<String>) -> Duration {
-        if let Some(leader) = leader {
+    fn after_broken(&mut self, addr: &str, established: bool, leader: Option<String>) -> Duration {
+        if !established && leader.is_none() && !self.unreachable.iter().any(|a| a == addr) {
+            self.unreachable.push(addr.to_owned());
+        }
+        if let Some(leader) = leader.filter(|l| !self.unreachable.contains(l)) {
             self.learn([leader.clone()]);
             self.next = self.managers.iter().position(|m| *m == leader).unwrap_or(self.next);
         }
@@ -230,7 +238,7 @@ impl Agent {
                 }
                 SessionEnd::Broken { reason, established, leader } => (reason, established, leader),
             };
-            let wait = failover.after_broken(established, leader);
+            let wait = failover.after_broken(&addr, established, leader);
             tracing::warn!(manager = %addr, %reason, retry_in_ms = wait.as_millis() as u64, "session ended");
             tokio::select! {
                 () = &mut shutdown => break,

@@ -100,7 +100,11 @@ impl ControlService {
             return Err(Status::invalid_argument("no admin certificate given"));
         }
         let listed = self.objects.list::<v1::AdminCertificate>().await?;
-        let wanted = if reference.starts_with(ADMIN_PREFIX) { reference.to_owned() } else { format!("{ADMIN_PREFIX}{reference}") };
+        let wanted = if reference.starts_with(ADMIN_PREFIX) {
+            reference.to_owned()
+        } else {
+            format!("{ADMIN_PREFIX}{reference}")
+        };
         let matching: Vec<&str> = listed.iter().map(|c| c.id.as_str()).filter(|id| id.starts_with(&wanted)).collect();
         match matching.as_slice() {
             [one] => Ok((*one).to_owned()),

@@ -58,6 +58,8 @@ struct Inner {
     listing: tokio::sync::Mutex<Option<Listing>>,
     /// How many times the task table was read for assignment streams.
     lists_read: std::sync::atomic::AtomicU64,
+    /// When the heartbeats were last checked (see [`Dispatcher::check_heartbeats`]).
+    last_check: Mutex<Option<Instant>>,
 }
 
 /// The task table as read for new assignment streams: when the read began, the tasks and the
@@ -200,6 +202,7 @@ impl Dispatcher {
                 reports: Mutex::new(ReportQueue::default()),
                 listing: tokio::sync::Mutex::new(None),
                 lists_read: std::sync::atomic::AtomicU64::new(0),
+                last_check: Mutex::new(None),
             }),
         }
     }
@@ -405,7 +408,14 @@ impl Dispatcher {
 
     /// Marks Down every node with a session that missed three heartbeat periods, and ends
     /// its session. Returns the nodes it marked. The leader calls this every period.
+    ///
+    /// Time the leader itself was held up (the check came more than half a period late: a
+    /// placement surge or a starved machine kept it, and the heartbeats waiting behind the same
+    /// work, from running) is not counted against the nodes: their clocks move on by that much.
+    /// A node is Down when it missed its heartbeats, not when the leader was too busy to hear
+    /// them; marking healthy nodes Down under load would move their tasks and add to the load.
     pub async fn check_heartbeats(&self) -> Result<Vec<String>, ObjectError> {
+        self.credit_stall();
         let expired = self.end_expired_sessions();
         let mut marked = Vec::with_capacity(expired.len());
         for (i, node_id) in expired.iter().enumerate() {
@@ -423,6 +433,25 @@ impl Dispatcher {
             }
         }
         Ok(marked)
+    }
+
+    /// Moves every session's clock on by the time since the last check beyond one period, when
+    /// that is more than half a period (see [`Dispatcher::check_heartbeats`]).
+    fn credit_stall(&self) {
+        let now = Instant::now();
+        let previous = self.inner.last_check.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(now);
+        let Some(previous) = previous else { return };
+        let late = now.saturating_duration_since(previous).saturating_sub(self.inner.period);
+        if late <= self.inner.period / 2 {
+            return;
+        }
+        tracing::info!(
+            held_up_ms = late.as_millis() as u64,
+            "the leader's heartbeat check ran late; that time is not counted against the nodes"
+        );
+        for session in self.sessions().values_mut() {
+            session.last_heartbeat = (session.last_heartbeat + late).min(now);
+        }
     }
 
     /// Puts back nodes whose sessions ended but that are not marked Down yet, as sessions that
@@ -922,6 +951,9 @@ impl Dispatcher {
     /// it cannot run, and the orchestrator handles it as any rejected task.
     fn sendable(&self, change: &v1::AssignmentChange, node_id: &str) -> bool {
         let Some(size) = oversized(change) else { return true };
+        if change.task.as_ref().is_some_and(|t| t.observed_state().is_terminal()) {
+            return false; // rejected when first seen (or ended otherwise): nothing to tell
+        }
         let task_id = change.task.as_ref().map(|t| t.id.clone()).unwrap_or_default();
         let service_id = change.task.as_ref().map(|t| t.service_id.clone()).unwrap_or_default();
         tracing::error!(node.id = %node_id, task.id = %task_id, service.id = %service_id, size, limit = ASSIGNMENT_MAX_BYTES, "task too large to assign: rejected");

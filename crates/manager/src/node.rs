@@ -395,7 +395,9 @@ pub async fn join_node(config: &ManagerConfig, remote: &str, token: &str) -> Res
         tracing::info!(node.id = %issued.node_id, "joined the cluster as a worker");
         return Ok(Joined::Worker { node_id: issued.node_id });
     }
-    become_manager(config, remote, credentials, trust, issued.cluster_id, issued.node_id, true).await.map(Joined::Manager)
+    become_manager(config, remote, credentials, trust, issued.cluster_id, issued.node_id, true)
+        .await
+        .map(Joined::Manager)
 }
 
 /// Turns a node that runs as a worker into a manager, after `shoal node promote`: its agent

@@ -30,10 +30,10 @@ pub(crate) async fn renew_once(ca: &CaService, live: &LiveCredentials) -> Result
     let current = live.current();
     let key = NodeKey::generate().map_err(|e| failed(e.to_string()))?;
     let csr = key.csr_pem().map_err(|e| failed(e.to_string()))?;
-    let chain = ca.renewal_for(current.identity().clone(), csr.as_bytes()).await.map_err(|s| Failed {
-        reason: s.message().to_owned(),
-        refused: s.code() == tonic::Code::PermissionDenied,
-    })?;
+    let chain = ca
+        .renewal_for(current.identity().clone(), csr.as_bytes())
+        .await
+        .map_err(|s| Failed { reason: s.message().to_owned(), refused: s.code() == tonic::Code::PermissionDenied })?;
     let renewed = live.renew(&chain, key).map_err(|e| failed(format!("save in {}: {e}", live.dir().display())))?;
     Ok(renewed.not_after())
 }

@@ -78,8 +78,7 @@ async fn revocation(
     // Every manager issues for its own validity; the cluster object records the one it was made
     // with. The longer one covers the certificates of both.
     let cluster = objects.list::<v1::Cluster>().await?.into_iter().next();
-    let configured =
-        cluster.and_then(|c| shoal_api::from_duration(c.spec.and_then(|s| s.node_cert_expiry).as_ref()));
+    let configured = cluster.and_then(|c| shoal_api::from_duration(c.spec.and_then(|s| s.node_cert_expiry).as_ref()));
     let expires_at = later(now, validity.max(configured.unwrap_or_default()).saturating_add(EXPIRY_MARGIN));
     let stamp = shoal_api::to_timestamp(now);
     Ok(v1::Revocation {
@@ -137,7 +136,11 @@ pub(crate) async fn revoke_admin(
 /// Records admin certificate `id` as issued (by `issued_by`) unless it has a record already;
 /// refused if it is revoked. One transaction checks both, so a renewal that races a revocation
 /// cannot bring the record back.
-pub(crate) async fn record_admin(objects: &ObjectStore, identity: &NodeIdentity, issued_by: &str) -> Result<(), Status> {
+pub(crate) async fn record_admin(
+    objects: &ObjectStore,
+    identity: &NodeIdentity,
+    issued_by: &str,
+) -> Result<(), Status> {
     let id = &identity.node_id;
     let stamp = shoal_api::to_timestamp(SystemTime::now());
     let record = v1::AdminCertificate {

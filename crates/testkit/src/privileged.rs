@@ -25,7 +25,14 @@ pub fn require(test: &str, needs: &[Need]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let reason = format!("{test}: skipped: missing {}", missing.join(", "));
+    skip(&format!("{test}: skipped: missing {}", missing.join(", ")));
+    false
+}
+
+/// Skips a test for `reason` (`"TEST: skipped: why"`): under `CI=true` it panics instead;
+/// elsewhere it prints the reason and records it in `SHOAL_SKIP_LOG`, so that `cargo xtask
+/// test` counts the test as skipped, not passed.
+pub fn skip(reason: &str) {
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
         "{reason}; CI=true requires every prerequisite (run `cargo xtask test`, which installs them)"
@@ -45,7 +52,6 @@ pub fn require(test: &str, needs: &[Need]) -> bool {
             panic!("cannot record skipped test in SHOAL_SKIP_LOG={log}: {err}");
         }
     }
-    false
 }
 
 /// The standard needs of a test that builds network namespaces.

@@ -116,8 +116,12 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
     let with_mount = |id: &str, kind: v1::mount::Type, source: &str| {
         let mut t = task(id, TaskState::Running);
         if let Some(container) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
-            container.mounts =
-                vec![v1::Mount { r#type: kind as i32, source: source.into(), target: "/data".into(), ..Default::default() }];
+            container.mounts = vec![v1::Mount {
+                r#type: kind as i32,
+                source: source.into(),
+                target: "/data".into(),
+                ..Default::default()
+            }];
         }
         t
     };

@@ -14,7 +14,7 @@ fn managers_are_tried_in_turn_with_a_doubling_wait() {
     let mut waits = Vec::new();
     for _ in 0..8 {
         tried.push(failover.pick());
-        waits.push(failover.after_broken(false, None));
+        waits.push(failover.after_broken("a:2377", false, None));
     }
     assert_eq!(tried, ["a:2377", "b:2377", "a:2377", "b:2377", "a:2377", "b:2377", "a:2377", "b:2377"]);
     assert_eq!(waits, [ms(100), ms(200), ms(400), ms(800), ms(1600), ms(3200), ms(6400), ms(8000)]);
@@ -24,20 +24,38 @@ fn managers_are_tried_in_turn_with_a_doubling_wait() {
 fn a_session_that_had_started_starts_the_wait_over() {
     let mut failover = Failover::new(vec!["a:2377".into()]);
     for _ in 0..10 {
-        failover.after_broken(false, None);
+        failover.after_broken("a:2377", false, None);
     }
-    assert_eq!(failover.after_broken(false, None), ms(8000));
+    assert_eq!(failover.after_broken("a:2377", false, None), ms(8000));
     // Days later, the established session breaks: the node must be back within a heartbeat
     // deadline, not 8 s later.
-    assert_eq!(failover.after_broken(true, None), ms(100));
-    assert_eq!(failover.after_broken(false, None), ms(200));
+    assert_eq!(failover.after_broken("a:2377", true, None), ms(100));
+    assert_eq!(failover.after_broken("a:2377", false, None), ms(200));
+}
+
+#[test]
+fn a_follower_naming_a_leader_that_just_failed_does_not_send_the_agent_back_there() {
+    // n1 (the old leader) died; n3 has not heard yet and names it; n2 leads now.
+    let mut failover = Failover::new(vec!["n1:2377".into(), "n2:2377".into(), "n3:2377".into()]);
+    assert_eq!(failover.pick(), "n1:2377");
+    failover.after_broken("n1:2377", false, None);
+    assert_eq!(failover.pick(), "n2:2377");
+    failover.after_broken("n2:2377", false, Some("n3:2377".into()));
+    assert_eq!(failover.pick(), "n3:2377");
+    failover.after_broken("n3:2377", false, Some("n1:2377".into()));
+    assert_eq!(failover.pick(), "n1:2377", "round robin goes on");
+    failover.after_broken("n1:2377", false, None);
+    assert_eq!(failover.pick(), "n2:2377", "not back to n1 because n3 named it");
+    tracing::info!("--- a session starts: the next hint is followed again");
+    failover.started("n2:2377", &["n1:2377".into(), "n2:2377".into(), "n3:2377".into()]);
+    assert!(failover.unreachable.is_empty());
 }
 
 #[test]
 fn a_refusal_naming_the_leader_sends_the_next_attempt_there() {
     let mut failover = Failover::new(vec!["follower:2377".into()]);
     assert_eq!(failover.pick(), "follower:2377");
-    assert_eq!(failover.after_broken(false, Some("leader:2377".into())), ms(100));
+    assert_eq!(failover.after_broken("follower:2377", false, Some("leader:2377".into())), ms(100));
     assert_eq!(failover.pick(), "leader:2377");
     failover.learn(["leader:2377".to_owned(), String::new(), "other:2377".to_owned()]);
     assert_eq!(failover.managers, ["follower:2377", "leader:2377", "other:2377"]);
@@ -122,12 +140,12 @@ fn a_stream_out_of_order_ends_the_session() {
 fn a_session_that_starts_puts_its_manager_first_and_the_next_after_it() {
     let mut failover = Failover::new(vec!["m1:2377".into(), "m2:2377".into(), "m3:2377".into()]);
     failover.pick();
-    failover.after_broken(false, None);
+    failover.after_broken("a:2377", false, None);
     assert_eq!(failover.pick(), "m2:2377");
     // m2 answers and names the cluster's managers, m3 no longer among them.
     failover.started("m2:2377", &["m1:2377".into(), "m2:2377".into(), "m4:2377".into()]);
     assert_eq!(failover.managers, ["m2:2377", "m1:2377", "m4:2377"]);
     // Its session breaks: the others are tried before it again.
-    failover.after_broken(true, None);
+    failover.after_broken("a:2377", true, None);
     assert_eq!([failover.pick(), failover.pick(), failover.pick()], ["m1:2377", "m4:2377", "m2:2377"]);
 }

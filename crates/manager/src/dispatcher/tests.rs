@@ -29,6 +29,18 @@ fn task(id: &str, node: &str, state: TaskState, desired: TaskState) -> v1::Task 
     }
 }
 
+/// Checks the heartbeats every period for `how_long`, as the leader does; returns the nodes
+/// marked Down.
+async fn checks_for(d: &Dispatcher, how_long: Duration) -> Vec<String> {
+    let until = Instant::now() + how_long;
+    let mut down = Vec::new();
+    while Instant::now() < until {
+        tokio::time::sleep(d.inner.period).await;
+        down.extend(d.check_heartbeats().await.expect("check"));
+    }
+    down
+}
+
 async fn start(d: &Dispatcher, node_id: &str) -> String {
     let description = v1::NodeDescription { hostname: format!("host-{node_id}"), ..Default::default() };
     let mut stream = d
@@ -65,8 +77,7 @@ async fn sessions_heartbeats_and_liveness() {
 
     tracing::info!("--- the node stops beating: down after three periods, not before");
     assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()]);
+    assert_eq!(checks_for(&d, Duration::from_millis(500)).await, vec!["w1".to_owned()]);
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Down as i32));
     let ended = d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect_err("session over");
@@ -272,8 +283,7 @@ async fn leading_again_gives_nodes_the_grace_of_a_new_term() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     d.expect_nodes(["w1".to_owned()]);
     assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new(), "three periods of grace first");
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    assert_eq!(d.check_heartbeats().await.expect("check"), vec!["w1".to_owned()], "then silent nodes are Down");
+    assert_eq!(checks_for(&d, Duration::from_millis(700)).await, vec!["w1".to_owned()], "then silent nodes are Down");
 }
 
 #[tokio::test]
@@ -538,4 +548,22 @@ async fn a_large_assignment_set_comes_in_parts_and_a_task_too_large_is_rejected(
     }
     added.sort();
     assert_eq!(added, (0..600).map(|i| format!("b{i:03}")).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn time_the_leader_was_held_up_is_not_counted_against_the_nodes() {
+    let (objects, _dir) = store("dispatcher-stall").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_millis(150));
+    start(&d, "w1").await;
+    assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new());
+
+    tracing::info!("--- the leader is held up for four periods: no check, no heartbeat handled");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(d.check_heartbeats().await.expect("check"), Vec::<String>::new(), "a stall is not a node failure");
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
+
+    tracing::info!("--- checked on time and still silent: Down after three periods");
+    assert_eq!(checks_for(&d, Duration::from_millis(700)).await, vec!["w1".to_owned()]);
 }

@@ -213,8 +213,9 @@ async fn a_manager_whose_certificate_expired_while_it_was_down_renews_it_from_it
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_that_fails_midway_leaves_no_voter_no_record_and_no_files() {
-    let root =
-        crate::testutil::TempDir(std::env::temp_dir().join(format!("shoal-manager-failed-join-{}", std::process::id())));
+    let root = crate::testutil::TempDir(
+        std::env::temp_dir().join(format!("shoal-manager-failed-join-{}", std::process::id())),
+    );
     let _ = std::fs::remove_dir_all(&root.0);
     let (c1, c2) = (manager_config(&root.0, "m1"), manager_config(&root.0, "m2"));
     let (m1, outcome) = init(&c1).await.expect("init m1");

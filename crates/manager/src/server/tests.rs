@@ -1,5 +1,6 @@
 //! The manager port over real mutual TLS on loopback: role checks per service, anonymous joining
-//! through the CA with a token, renewal, and refusal of a removed node.
+//! through the CA with a token, renewal, and refusal of a removed node and a revoked admin
+//! bundle, also on connections opened before.
 
 use super::*;
 use crate::testutil::store;
@@ -12,11 +13,12 @@ use tonic::Code;
 
 struct Fixture {
     addr: String,
+    objects: ObjectStore,
     trust: TrustBundle,
     ca: Arc<Mutex<ClusterCa>>,
     tokens: v1::JoinTokens,
     _shutdown: tokio::sync::oneshot::Sender<()>,
-    _dir: crate::testutil::TempDir,
+    _dirs: Vec<crate::testutil::TempDir>,
 }
 
 fn credentials(ca: &Mutex<ClusterCa>, node_id: &str, role: Role) -> NodeCredentials {
@@ -29,6 +31,12 @@ fn credentials(ca: &Mutex<ClusterCa>, node_id: &str, role: Role) -> NodeCredenti
 
 async fn fixture(tag: &str) -> Fixture {
     let (objects, dir) = store(tag).await;
+    serving(objects, vec![dir]).await
+}
+
+/// The manager port on `objects`, with a set of revoked identities that only this port's own
+/// control API fills (no watch follows the store).
+async fn serving(objects: ObjectStore, dirs: Vec<crate::testutil::TempDir>) -> Fixture {
     let ca = Arc::new(Mutex::new(ClusterCa::new(RootCa::generate(time::OffsetDateTime::now_utc()).expect("root"))));
     let trust = ca.lock().expect("ca").trust_bundle();
     let generated = JoinTokens::generate(&trust).expect("tokens");
@@ -45,7 +53,7 @@ async fn fixture(tag: &str) -> Fixture {
     let addr = listener.local_addr().expect("addr").to_string();
     let services = Services {
         dispatcher: crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
-        objects,
+        objects: objects.clone(),
         removed,
         ca: ca.clone(),
         cluster_id: "cluster-1".into(),
@@ -58,7 +66,7 @@ async fn fixture(tag: &str) -> Fixture {
         })
         .await;
     });
-    Fixture { addr, trust, ca, tokens, _shutdown: tx, _dir: dir }
+    Fixture { addr, objects, trust, ca, tokens, _shutdown: tx, _dirs: dirs }
 }
 
 impl Fixture {
@@ -191,4 +199,57 @@ async fn a_node_joins_with_a_token_and_renews() {
         CaClient::new(channel).renew_node_certificate(v1::RenewNodeCertificateRequest { csr: Vec::new() }).await.ok()
     };
     assert!(refused.await.is_none(), "a removed node's certificate no longer gets through");
+}
+
+#[tokio::test]
+async fn connections_opened_before_a_revocation_are_refused_call_by_call() {
+    let f = fixture("server-revoked-calls").await;
+    let mut control = ControlClient::new(f.as_node(&credentials(&f.ca, "manager-2", Role::Manager)).await);
+    let raft_call = async |channel: tonic::transport::Channel| {
+        shoal_raft_store::grpc::proto::raft_transport_client::RaftTransportClient::new(channel)
+            .call(shoal_raft_store::grpc::proto::RaftMessage::default())
+            .await
+    };
+
+    tracing::info!("--- a demoted manager's old certificate reaches the Raft transport until it is removed");
+    let demoted = v1::Node { id: "demoted".into(), role: v1::NodeRole::Worker as i32, ..Default::default() };
+    f.objects.create(demoted).await.expect("node record");
+    let old_manager = f.as_node(&credentials(&f.ca, "demoted", Role::Manager)).await;
+    let before = raft_call(old_manager.clone()).await;
+    assert!(before.as_ref().err().is_none_or(|s| s.code() != Code::PermissionDenied), "{before:?}");
+    control.remove_node(v1::RemoveNodeRequest { node: "demoted".into(), force: true }).await.expect("remove");
+    let after = raft_call(old_manager).await.expect_err("the same connection, after the removal");
+    assert_eq!(after.code(), Code::PermissionDenied);
+    assert!(after.message().starts_with("node demoted was removed from the cluster"), "{after:?}");
+
+    tracing::info!("--- an admin bundle's open connection: refused from its revocation on");
+    let admin_id = format!("admin-{}", crate::ids::new_id());
+    let mut admin = ControlClient::new(f.as_node(&credentials(&f.ca, &admin_id, Role::Manager)).await);
+    admin.list_nodes(v1::ListNodesRequest::default()).await.expect("before");
+    let request = v1::RevokeAdminCertificateRequest { id: admin_id.clone(), force: false };
+    control.revoke_admin_certificate(request).await.expect("a bundle without a record is revoked by its full ID");
+    let refused = admin.list_nodes(v1::ListNodesRequest::default()).await.expect_err("after");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().starts_with(&format!("admin certificate {admin_id} was revoked")), "{refused:?}");
+    let unknown = v1::RevokeAdminCertificateRequest { id: "nosuch".into(), force: false };
+    let unknown = control.revoke_admin_certificate(unknown).await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test]
+async fn a_manager_whose_revocations_lag_refuses_control_calls_all_the_same() {
+    let (leader, follower, [d1, d2]) = crate::testutil::leader_and_follower("server-lagging").await;
+    // The follower's port keeps a set of revoked identities that nothing fills: a manager whose
+    // watch has not caught up with the store.
+    let f = serving(follower, vec![d1, d2]).await;
+    let admin_id = format!("admin-{}", crate::ids::new_id());
+    let mut admin = ControlClient::new(f.as_node(&credentials(&f.ca, &admin_id, Role::Manager)).await);
+    admin.list_nodes(v1::ListNodesRequest::default()).await.expect("before");
+
+    tracing::info!("--- revoked on the leader: the follower asks the leader before each control call");
+    crate::revocation::revoke_admin(&leader, &admin_id, Duration::from_secs(3600)).await.expect("revoke");
+    let refused = admin.list_nodes(v1::ListNodesRequest::default()).await.expect_err("after");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    assert!(refused.message().starts_with(&format!("admin certificate {admin_id} was revoked")), "{refused:?}");
+    leader.store().shutdown().await;
 }
