@@ -19,6 +19,9 @@ pub(crate) enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Print (or rotate) a join token.
     JoinToken {
         /// Which token.
@@ -29,6 +32,31 @@ pub(crate) enum Command {
         /// Print only the token.
         #[arg(long, short)]
         quiet: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Manage admin client bundles (the certificates the CLI uses).
+    #[command(subcommand, name = "admin-cert")]
+    AdminCert(AdminCertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AdminCertCommand {
+    /// List the admin certificates the cluster issued and the revoked ones (`*`: this one).
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Replace the bundle this command runs with (--cert-path) by a new certificate, and revoke
+    /// the old one.
+    Rotate,
+    /// Revoke admin certificates: every manager refuses them from then on.
+    Revoke {
+        /// Revoke even the certificate this command runs with (locks you out).
+        #[arg(long, short)]
+        force: bool,
+        /// Full IDs (`admin-…`) or unique prefixes.
+        ids: Vec<String>,
     },
 }
 
@@ -367,7 +395,15 @@ async fn get_node(control: &mut ControlClient<Channel>, node: String) -> anyhow:
 }
 
 /// A control API error as one line: its message, which already names the object and the remedy.
+/// A revoked bundle is refused at the TLS handshake, which tonic reports as a bare "transport
+/// error": that one is said in words.
 fn api(status: tonic::Status) -> anyhow::Error {
+    if shoal_manager::certificate_revoked(&status) {
+        return anyhow::anyhow!(
+            "the managers refuse this client bundle: its certificate was revoked; use another admin bundle (each \
+             manager keeps a current one in its DATA/admin)"
+        );
+    }
     anyhow::anyhow!("{}", status.message())
 }
 
@@ -377,12 +413,74 @@ const MAX_ANSWER_BYTES: usize = 256 << 20;
 pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyhow::Result<()> {
     let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
     // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
-    let mut control = ControlClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
+    let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
     match command {
         Command::Node(node) => node_command(&mut control, host, node).await,
+        Command::Cluster(ClusterCommand::AdminCert(command)) => {
+            admin_cert(&mut control, channel, cert_path, command).await
+        }
         Command::Service(service) => service_command(&mut control, service).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
     }
+}
+
+async fn admin_cert(
+    control: &mut ControlClient<Channel>,
+    channel: Channel,
+    cert_path: &Path,
+    command: AdminCertCommand,
+) -> anyhow::Result<()> {
+    match command {
+        AdminCertCommand::Ls(list) => {
+            let request = v1::ListAdminCertificatesRequest {};
+            let listed = control.list_admin_certificates(request).await.map_err(api)?.into_inner();
+            match (list.quiet, list.format) {
+                (true, _) => listed.certificates.iter().for_each(|c| println!("{}", c.id)),
+                (false, Format::Json) => println!("{}", admin_certs_json(&listed)),
+                (false, Format::Table) => print!("{}", render::admin_certs(&listed, SystemTime::now())),
+            }
+        }
+        AdminCertCommand::Rotate => {
+            let rotated = shoal_manager::rotate_admin_bundle(channel, cert_path).await?;
+            println!(
+                "{} now holds admin certificate {}; {} is revoked.",
+                cert_path.display(),
+                rotated.new_id,
+                rotated.old_id
+            );
+        }
+        AdminCertCommand::Revoke { force, ids } => {
+            anyhow::ensure!(!ids.is_empty(), "name at least one admin certificate");
+            for id in ids {
+                let request = v1::RevokeAdminCertificateRequest { id, force };
+                let revoked = control.revoke_admin_certificate(request).await.map_err(api)?.into_inner();
+                println!("{}", revoked.revocation.map(|r| r.id).unwrap_or_default());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn admin_certs_json(listed: &v1::ListAdminCertificatesResponse) -> serde_json::Value {
+    // Seconds since the Unix epoch.
+    let at = |meta: Option<&v1::Meta>| {
+        shoal_api::from_timestamp(meta.and_then(|m| m.created_at.as_ref()))
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+    };
+    let certificates = listed.certificates.iter().map(|c| {
+        serde_json::json!({
+            "ID": c.id, "Status": "active", "IssuedBy": c.issued_by,
+            "CreatedAt": at(c.meta.as_ref()), "Current": c.id == listed.caller,
+        })
+    });
+    let revoked = listed.revoked.iter().map(|r| {
+        serde_json::json!({
+            "ID": r.id, "Status": "revoked",
+            "RevokedAt": at(r.meta.as_ref()), "Current": r.id == listed.caller,
+        })
+    });
+    serde_json::Value::Array(certificates.chain(revoked).collect())
 }
 
 async fn join_token(

@@ -208,6 +208,27 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
     table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
 }
 
+/// `shoal cluster admin-cert ls`: the issued certificates, then the revoked ones (each by ID);
+/// `*` marks the one the CLI runs with. SINCE is when it was issued, or revoked.
+pub(crate) fn admin_certs(listed: &v1::ListAdminCertificatesResponse, now: SystemTime) -> String {
+    let created = |meta: Option<&v1::Meta>| shoal_api::from_timestamp(meta.and_then(|m| m.created_at.as_ref()));
+    let id = |id: &str| format!("{id}{}", if id == listed.caller { " *" } else { "" });
+    let mut issued: Vec<&v1::AdminCertificate> = listed.certificates.iter().collect();
+    issued.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut revoked: Vec<&v1::Revocation> = listed.revoked.iter().collect();
+    revoked.sort_by(|a, b| a.id.cmp(&b.id));
+    let rows: Vec<Vec<String>> = issued
+        .iter()
+        .map(|c| vec![id(&c.id), "Active".into(), c.issued_by.clone(), ago(created(c.meta.as_ref()), now)])
+        .chain(
+            revoked
+                .iter()
+                .map(|r| vec![id(&r.id), "Revoked".into(), String::new(), ago(created(r.meta.as_ref()), now)]),
+        )
+        .collect();
+    table(&["ID", "STATUS", "ISSUED BY", "SINCE"], &rows)
+}
+
 /// Width of a task's progress bar, as docker's.
 const BAR: usize = 50;
 

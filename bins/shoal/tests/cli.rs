@@ -119,3 +119,41 @@ async fn docker_like_commands_against_a_manager() {
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_bundles_are_listed_rotated_and_revoked() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-admin-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+
+    let ls = cli.ok(&["cluster", "admin-cert", "ls"]);
+    let first = cli.ok(&["cluster", "admin-cert", "ls", "-q"]).trim().to_owned();
+    assert!(first.starts_with("admin-"), "{ls}");
+    assert!(ls.starts_with("ID ") && ls.contains(&format!("{first} *   Active    init")), "{ls}");
+    let own = cli.fails(&["cluster", "admin-cert", "revoke", &first]);
+    assert!(own.contains("revoking it locks you out") && own.contains("--force"), "{own}");
+
+    // A copy of the bundle as it is now, for the one who kept it.
+    let copy = dir.join("old-admin");
+    std::fs::create_dir_all(&copy).expect("copy dir");
+    for file in std::fs::read_dir(&outcome.admin_bundle).expect("bundle") {
+        let file = file.expect("entry").path();
+        std::fs::copy(&file, copy.join(file.file_name().expect("name"))).expect("copy");
+    }
+
+    let rotated = cli.ok(&["cluster", "admin-cert", "rotate"]);
+    assert!(rotated.contains(&format!("{first} is revoked")), "{rotated}");
+    let second = cli.ok(&["cluster", "admin-cert", "ls", "-q"]).trim().to_owned();
+    assert!(second.starts_with("admin-") && second != first, "{second}");
+    let ls = cli.ok(&["cluster", "admin-cert", "ls"]);
+    assert!(ls.contains(&format!("{second} *   Active")) && ls.contains(&format!("{first}     Revoked")), "{ls}");
+
+    let old = Cli { host: cli.host.clone(), bundle: &copy };
+    let refused = old.fails(&["node", "ls"]);
+    assert!(refused.contains("the managers refuse this client bundle: its certificate was revoked"), "{refused}");
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

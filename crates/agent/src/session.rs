@@ -459,6 +459,11 @@ impl Agent {
     }
 }
 
+/// The most task states one report carries. A status is a few hundred bytes (its error message
+/// is the longest part, and the manager bounds nothing else in it), so 500 stay far below the
+/// manager's 4 MiB message limit.
+const STATUS_BATCH: usize = 500;
+
 /// Sends the pending task states in one batch, waiting at most `limit` for the answer, and
 /// forgets what was delivered (unless a newer state arrived meanwhile).
 async fn flush(
@@ -467,10 +472,13 @@ async fn flush(
     pending: &Mutex<BTreeMap<String, v1::TaskStatus>>,
     limit: Duration,
 ) -> Result<(), String> {
+    // At most STATUS_BATCH per request, so that a node with tens of thousands of tasks never
+    // sends a report over the manager's message limit; the rest go with the next flush.
     let batch: Vec<v1::TaskStatusUpdate> = pending
         .lock()
         .await
         .iter()
+        .take(STATUS_BATCH)
         .map(|(task_id, status)| v1::TaskStatusUpdate { task_id: task_id.clone(), status: Some(status.clone()) })
         .collect();
     if batch.is_empty() {

@@ -13,7 +13,8 @@
 //!   [`JoinTokens`] is the manager's side: constant-time checks, token to role, rotation.
 //! - [`server_config`], [`client_config`], [`join_server_config`] and [`join_client_config`] build
 //!   rustls configs on the ring provider; [`peer_identity`] and [`require_role`] authorise RPCs;
-//!   [`RemovedNodes`] makes servers refuse removed nodes' certificates.
+//!   [`RemovedNodes`] makes servers refuse removed nodes' certificates, and
+//!   [`refused_as_revoked`] tells a client that a server refused its certificate so.
 //! - [`ClusterCa`] runs root rotation with a cross-signed intermediate ([`RotationState`]).
 //! - [`UnlockKey`], [`DataKey`], [`write_key_file`] and [`read_key_file`] keep keys at rest.
 //!
@@ -72,7 +73,7 @@ pub use ca::{
 pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role};
 pub use keys::{DataKey, KeyError, UnlockKey, read_key_file, rekey_key_file, write_key_file};
 pub use live::{LiveCredentials, live_client_config, live_join_server_config, live_server_config};
-pub use removed::RemovedNodes;
+pub use removed::{RemovedNodes, refused_as_revoked};
 pub use renewal::{needs_renewal, renewal_retry_wait, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{

@@ -63,6 +63,33 @@ impl RemovedNodes {
     }
 }
 
+/// Whether `err` (or an error in its chain of sources) is a server's refusal of this client's
+/// certificate as revoked: the `certificate_revoked` alert that servers built by this crate send
+/// to a removed node. In TLS 1.3 the client's side of the handshake ends before the server has
+/// checked the certificate, so the alert arrives with the first call: a client looks at that
+/// call's error to tell its user that its identity was revoked, rather than that the network failed.
+pub fn refused_as_revoked(err: &(dyn std::error::Error + 'static)) -> bool {
+    let revoked = |e: &(dyn std::error::Error + 'static)| {
+        matches!(
+            e.downcast_ref::<rustls::Error>(),
+            Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked))
+        )
+    };
+    let mut next = Some(err);
+    while let Some(e) = next {
+        // An I/O error shows its inner error's message but skips it as a source.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if revoked(e) || inner.is_some_and(revoked) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// A client certificate verifier that runs webpki's checks, then refuses removed nodes.
 #[derive(Debug)]
 pub(crate) struct RefuseRemoved {
@@ -132,6 +159,31 @@ mod tests {
         removed.insert("node-1");
         assert!(seen_by_server.contains("node-1"));
         assert!(!seen_by_server.contains("node-2"));
+    }
+
+    /// An error whose source is `inner`, as transport errors wrap I/O errors.
+    #[derive(Debug)]
+    struct Wrapped(std::io::Error);
+
+    impl std::fmt::Display for Wrapped {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("transport error")
+        }
+    }
+
+    impl std::error::Error for Wrapped {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_revoked_alert_is_found_in_the_chain() {
+        let alert = |a| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::AlertReceived(a));
+        assert!(refused_as_revoked(&Wrapped(alert(rustls::AlertDescription::CertificateRevoked))));
+        assert!(refused_as_revoked(&rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)));
+        assert!(!refused_as_revoked(&Wrapped(alert(rustls::AlertDescription::BadCertificate))));
+        assert!(!refused_as_revoked(&std::io::Error::other("connection reset")));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The client side of the manager port, for the CLI and tools: load a client bundle (a
-//! certificate, its key and the cluster's roots, as `init` writes under `DATA/admin`) and open
-//! a channel to a manager.
+//! certificate, its key and the cluster's roots, as `init` writes under `DATA/admin`), open a
+//! channel to a manager, rotate an admin bundle, and tell a revoked bundle from a broken network.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,79 @@ pub enum ClientError {
         /// The transport's error.
         reason: String,
     },
+    /// The manager refused a step of a bundle's rotation.
+    #[error("{step}: {reason}")]
+    Rotation {
+        /// What was being done.
+        step: String,
+        /// Why it failed, and what to do.
+        reason: String,
+    },
+}
+
+/// Whether a call failed because the managers refuse the caller's certificate as revoked (a
+/// revoked admin bundle, a removed node). The refusal is a TLS alert that arrives with the first
+/// call on a new connection, which tonic reports as a bare "transport error".
+pub fn certificate_revoked(status: &tonic::Status) -> bool {
+    shoal_ca_pki::refused_as_revoked(status)
+}
+
+/// What [`rotate_admin_bundle`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotatedBundle {
+    /// The ID of the certificate the bundle held, now revoked.
+    pub old_id: String,
+    /// The ID of the certificate it holds now.
+    pub new_id: String,
+}
+
+/// Replaces the admin certificate in `bundle` by a new one (a new key, a new ID, issued through
+/// the manager behind `channel`), written in its place, then revokes the old one. A manager that
+/// keeps this bundle (its `DATA/admin`) renews the new certificate from then on.
+pub async fn rotate_admin_bundle(channel: Channel, bundle: &Path) -> Result<RotatedBundle, ClientError> {
+    use shoal_api::v1::{IssueAdminCertificateRequest, RevokeAdminCertificateRequest, control_client::ControlClient};
+    let bad = |reason: String| ClientError::Bundle { dir: bundle.to_owned(), reason };
+    let refused = |step: &str| {
+        let step = step.to_owned();
+        move |s: tonic::Status| ClientError::Rotation { step: step.clone(), reason: s.message().to_owned() }
+    };
+    let live = LiveCredentials::load(bundle).map_err(|e| bad(e.to_string()))?;
+    let old_id = live.current().identity().node_id.clone();
+    if !crate::tls::is_admin(live.current().identity()) {
+        return Err(bad(format!(
+            "it holds the certificate of node {old_id}, not an admin bundle; only admin bundles are rotated"
+        )));
+    }
+    let key = NodeKey::generate().map_err(|e| bad(e.to_string()))?;
+    let csr = key.csr_pem().map_err(|e| bad(e.to_string()))?.into_bytes();
+    let mut control = ControlClient::new(channel);
+    let issued = control
+        .issue_admin_certificate(IssueAdminCertificateRequest { csr })
+        .await
+        .map_err(refused("issue a new admin certificate"))?
+        .into_inner();
+    let chain =
+        String::from_utf8(issued.certificate_chain).map_err(|_| bad("the new certificate is not PEM text".into()))?;
+    live.renew(&chain, key).map_err(|e| {
+        bad(format!(
+            "cannot write the new certificate ({e}); the old one ({old_id}) stays valid, and {} was issued unused: \
+             revoke it",
+            issued.id
+        ))
+    })?;
+    control.revoke_admin_certificate(RevokeAdminCertificateRequest { id: old_id.clone(), force: true }).await.map_err(
+        |s| ClientError::Rotation {
+            step: format!("revoke the old admin certificate {old_id}"),
+            reason: format!(
+                "{}; {} holds the new certificate {} now: revoke the old one with \
+                 `shoal cluster admin-cert revoke {old_id}`",
+                s.message(),
+                bundle.display(),
+                issued.id
+            ),
+        },
+    )?;
+    Ok(RotatedBundle { old_id, new_id: issued.id })
 }
 
 /// Opens a channel to the manager at `addr` with the client bundle in `bundle`.

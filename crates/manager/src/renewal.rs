@@ -71,7 +71,12 @@ pub(crate) async fn keep_renewed(
                 wait = live.until_renewal();
             }
             Err(Failed { reason, refused: true }) => {
-                tracing::warn!(certificate = what, node.id = %node_id, %reason, "certificate renewal refused; not asking again");
+                tracing::warn!(
+                    certificate = what,
+                    node.id = %node_id,
+                    %reason,
+                    "certificate renewal refused; not asking again"
+                );
                 refused = Some(node_id);
                 wait = REFUSED_RECHECK;
             }

@@ -123,20 +123,42 @@ fn ctr(containerd: &shoal_testkit::Containerd, image: &str) -> (Duration, Durati
     parallel(&|id| run(vec!["run".into(), "-d".into(), image.to_owned(), id.to_owned()]));
     let up = started.elapsed();
     let stopping = Instant::now();
-    parallel(&|id| {
-        run(vec!["task".into(), "kill".into(), "--signal".into(), "SIGTERM".into(), id.to_owned()]);
-        // `ctr task rm` refuses a running task; wait for the exit as `docker stop` would.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            let out = containerd.ctr().args(["task", "ls"]).output().expect("ctr task ls");
-            let listing = String::from_utf8_lossy(&out.stdout);
-            if listing.lines().any(|l| l.split_whitespace().next() == Some(id) && l.contains("STOPPED")) {
-                break;
+    // `ctr task rm` refuses a running task, and ctr has no wait: one watcher lists the tasks
+    // every 50 ms for everyone (as a script stopping many containers would), instead of each
+    // container polling on its own, whose extra `ctr` processes would slow the peer down.
+    let stopped = std::sync::Mutex::new(std::collections::HashSet::<String>::new());
+    let changed = std::sync::Condvar::new();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                let out = containerd.ctr().args(["task", "ls"]).output().expect("ctr task ls");
+                let listing = String::from_utf8_lossy(&out.stdout);
+                let now: std::collections::HashSet<String> = listing
+                    .lines()
+                    .filter(|l| l.contains("STOPPED"))
+                    .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+                    .collect();
+                *stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = now;
+                changed.notify_all();
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        run(vec!["task".into(), "rm".into(), id.to_owned()]);
-        run(vec!["container".into(), "rm".into(), id.to_owned()]);
+        });
+        parallel(&|id| {
+            run(vec!["task".into(), "kill".into(), "--signal".into(), "SIGTERM".into(), id.to_owned()]);
+            let mut seen = stopped.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            while !seen.contains(id) {
+                let (next, timeout) = changed
+                    .wait_timeout(seen, Duration::from_secs(10))
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                assert!(!timeout.timed_out(), "ctr task {id} did not stop within 10 s of SIGTERM");
+                seen = next;
+            }
+            drop(seen);
+            run(vec!["task".into(), "rm".into(), id.to_owned()]);
+            run(vec!["container".into(), "rm".into(), id.to_owned()]);
+        });
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
     });
     (up, stopping.elapsed())
 }

@@ -35,9 +35,6 @@ const CASES: [Case; 5] = [
     Case { name: "1k-svcs-10k", nodes: 10_000, preferences: false, services: 1_000, target_rate: None },
 ];
 
-/// swarmkit's own benchmark, 100k tasks onto 1k nodes, as published in 2016.
-const SWARMKIT_100K_1K_MS: f64 = 22_600.0;
-
 /// Peak resident memory of this 10k-node case must stay under this.
 const MEMORY_LIMIT_MB_10K: f64 = 100.0;
 
@@ -170,8 +167,10 @@ fn main() -> ExitCode {
         // No Go toolchain here to run swarmkit's benchmark in the same run: compare with its
         // published figure, and say so.
         println!(
-            "spread-1k vs swarmkit's published 2016 micro-benchmark (22.6 s for 100k tasks onto 1k nodes): {:.0}x faster",
-            SWARMKIT_100K_1K_MS / ms
+            "\nnot measured in this run, for orientation only: swarmkit's published 2016 micro-benchmark \
+             placed 100k tasks onto 1k nodes in 22.6 s on other hardware (spread-1k here: {:.0} ms; the \
+             two are not like for like, so no ratio is claimed)",
+            ms
         );
     }
     println!("{}", if all_met { "all targets met" } else { "some targets missed" });
