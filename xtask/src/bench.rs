@@ -65,8 +65,8 @@ const BENCHES: &[Bench] = &[
     Bench {
         name: "control-plane",
         runner: Runner::CargoBench { package: "shoal-local-cluster", target: "control_plane" },
-        what: "1 manager + 1,000 simulated agents in one process, one service of 100k replicas: converge time, \
-               placements/s through Raft, RSS",
+        what: "1 manager, then 3, with 1,000 simulated agents in one process, one service of 100k replicas: converge time, \
+               placements/s through Raft, tasks replaced, RSS",
     },
     Bench {
         name: "raft",

@@ -69,11 +69,12 @@ impl RemovedNodes {
 /// checked the certificate, so the alert arrives with the first call: a client looks at that
 /// call's error to tell its user that its identity was revoked, rather than that the network failed.
 pub fn refused_as_revoked(err: &(dyn std::error::Error + 'static)) -> bool {
+    let alert = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked);
+    // HTTP/2 (h2) keeps an I/O error as its kind and message only, so past it the alert is
+    // known by rustls's own words for it.
+    let words = alert.to_string();
     let revoked = |e: &(dyn std::error::Error + 'static)| {
-        matches!(
-            e.downcast_ref::<rustls::Error>(),
-            Some(rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked))
-        )
+        e.downcast_ref::<rustls::Error>().is_some_and(|e| *e == alert) || e.to_string().contains(&words)
     };
     let mut next = Some(err);
     while let Some(e) = next {
@@ -184,6 +185,10 @@ mod tests {
         assert!(refused_as_revoked(&rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked)));
         assert!(!refused_as_revoked(&Wrapped(alert(rustls::AlertDescription::BadCertificate))));
         assert!(!refused_as_revoked(&std::io::Error::other("connection reset")));
+        // As HTTP/2 hands it on: a message without the error it came from.
+        let words = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked).to_string();
+        let retold = std::io::Error::new(std::io::ErrorKind::InvalidData, words);
+        assert!(refused_as_revoked(&Wrapped(retold)));
     }
 
     #[test]

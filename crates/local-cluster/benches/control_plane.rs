@@ -1,5 +1,5 @@
-//! `cargo xtask bench control-plane`: one manager and 1,000 simulated agents in this process,
-//! one service of 100,000 replicas. Prints the time from `service create` until every task is
+//! `cargo xtask bench control-plane`: one manager, then three, with 1,000 simulated agents in
+//! one process (a process per case), one service of 100,000 replicas. Prints the time from `service create` until every task is
 //! RUNNING, placements per second through Raft (tasks ASSIGNED per second, each a replicated
 //! write), and the process's peak RSS (manager and all agents together, so an upper bound for
 //! the manager). Targets from the issue: ≥ 20,000 placements/s, converge ≤ 10 s, RSS ≤ 2 GB.
@@ -24,18 +24,38 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Set in the child processes: how many managers this one runs.
+const MANAGERS_VAR: &str = "SHOAL_BENCH_MANAGERS";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(bench())
+    if let Some(managers) = std::env::var(MANAGERS_VAR).ok().and_then(|v| v.parse().ok()) {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return runtime.block_on(bench(managers));
+    }
+    // One process per case, so that each peak RSS is its own: one manager (no replication), then
+    // three (every write replicated, the HA setup people deploy).
+    let me = std::env::current_exe()?;
+    for managers in [1, 3] {
+        let status = std::process::Command::new(&me)
+            .args(std::env::args_os().skip(1))
+            .env(MANAGERS_VAR, managers.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(format!("the case with {managers} manager(s) failed ({status})").into());
+        }
+    }
+    Ok(())
 }
 
-async fn bench() -> Result<(), Box<dyn std::error::Error>> {
+async fn bench(managers: usize) -> Result<(), Box<dyn std::error::Error>> {
     let agents = env_or("SHOAL_BENCH_AGENTS", 1_000) as usize;
     let replicas = env_or("SHOAL_BENCH_REPLICAS", 100_000);
-    println!("control plane: 1 manager, {agents} simulated agents in one process, one service of {replicas} replicas");
+    println!(
+        "\ncontrol plane: {managers} manager(s), {agents} simulated agents in one process, one service of {replicas} replicas"
+    );
 
     let started = Instant::now();
-    let options = LocalOptions { heartbeat_period: Duration::from_secs(1), ..Default::default() };
+    let options = LocalOptions { managers, heartbeat_period: Duration::from_secs(1), ..Default::default() };
     let mut cluster = LocalCluster::start(options).await?;
     cluster.add_workers("w", agents, 50).await?;
     cluster.wait_ready(agents, 120).await?;
@@ -131,7 +151,7 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         down.len()
     );
     println!(
-        "  peak RSS of the whole process (manager + {agents} agents): {peak} MiB (target for the manager ≤ 2,048 MiB)"
+        "  peak RSS of the whole process ({managers} manager(s) + {agents} agents): {peak} MiB (target for a manager ≤ 2,048 MiB)"
     );
     Ok(())
 }
