@@ -171,9 +171,16 @@ fn three_managers_two_workers() {
 
     eprintln!("--- a global service runs on every node, including w3 joining later");
     ok(&shoal, &["service", "create", "--name", "everywhere", "--mode", "global", "--detach", &image]);
-    until(&shoal, "5 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 5);
+    // Exactly one per node: every node has one, and the table has no second one anywhere.
+    let one_each = |nodes: usize| {
+        move |out: &str| {
+            let per_node = running_per_node(out);
+            per_node.len() == nodes && per_node.values().all(|n| *n == 1)
+        }
+    };
+    until(&shoal, "one global task on each of 5 nodes", 60, &["service", "ps", "everywhere"], one_each(5));
     workers.push(sc.join_worker(w3, &worker_token, m1).expect("join worker"));
-    until(&shoal, "6 global tasks", 60, &["service", "ps", "everywhere"], |out| running_per_node(out).len() == 6);
+    until(&shoal, "one global task on each of 6 nodes", 60, &["service", "ps", "everywhere"], one_each(6));
 
     eprintln!("--- cut w2's link: Down, its tasks run elsewhere; back: its stale containers are stopped");
     env.cluster.link_down(w2).expect("link down");

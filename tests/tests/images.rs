@@ -112,9 +112,16 @@ fn sleeper_exits_zero_on_sigterm() {
 fn crasher_exits_one_after_its_delay() {
     let Some(f) = fixture("crasher_exits_one_after_its_delay") else { return };
     let image = f.reference("shoal-test/crasher", "latest");
-    let child = f.run(&image, "crasher", &["CRASH_AFTER=1"], &[]);
+    let started = std::time::Instant::now();
+    let child = f.run(&image, "crasher", &["CRASH_AFTER=2"], &[]);
     f.wait_running("crasher");
     assert_eq!(exit_code(child), Some(1));
+    // A lower bound only: the script cannot end before its `sleep 2` has.
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(2),
+        "exited after {:?}, before its delay",
+        started.elapsed()
+    );
     let child = f.run(&image, "crasher-code", &["CRASH_AFTER=0", "CRASH_CODE=7"], &[]);
     assert_eq!(exit_code(child), Some(7), "CRASH_CODE sets the exit code");
 }

@@ -395,15 +395,7 @@ async fn get_node(control: &mut ControlClient<Channel>, node: String) -> anyhow:
 }
 
 /// A control API error as one line: its message, which already names the object and the remedy.
-/// A revoked bundle is refused at the TLS handshake, which tonic reports as a bare "transport
-/// error": that one is said in words.
 fn api(status: tonic::Status) -> anyhow::Error {
-    if shoal_manager::certificate_revoked(&status) {
-        return anyhow::anyhow!(
-            "the managers refuse this client bundle: its certificate was revoked; use another admin bundle (each \
-             manager keeps a current one in its DATA/admin)"
-        );
-    }
     anyhow::anyhow!("{}", status.message())
 }
 

@@ -159,7 +159,8 @@ async fn admin_bundles_are_listed_rotated_and_revoked() {
 
     let old = Cli { host: cli.host.clone(), bundle: &copy };
     let refused = old.fails(&["node", "ls"]);
-    assert!(refused.contains("the managers refuse this client bundle: its certificate was revoked"), "{refused}");
+    let said = format!("the managers refuse the client bundle in {}: its certificate was revoked", copy.display());
+    assert!(refused.contains(&said), "{refused}");
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

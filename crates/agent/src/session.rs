@@ -329,6 +329,17 @@ impl Agent {
         };
         let channel: Channel = match shoal_api::connect(addr, self.config.tls.clone()).await {
             Ok(channel) => channel,
+            Err(err) if shoal_ca_pki::refused_as_revoked(&err) => {
+                // Retrying changes nothing: say what to do, then keep trying (the node may be
+                // rejoined under the same data directory by its operator meanwhile).
+                tracing::error!(
+                    manager = %addr,
+                    node.id = %self.config.node_id,
+                    "the managers refuse this node's certificate: it was removed from the cluster; empty the \
+                     data directory and join again with a token"
+                );
+                return refused("connect", &"the node's certificate was revoked (the node was removed)");
+            }
             Err(err) => return refused("connect", &err),
         };
         // Assignment messages are cut at 1 MiB by the manager; this accepts up to 4 MiB.

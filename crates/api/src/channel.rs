@@ -1,11 +1,20 @@
 //! A gRPC channel to a manager over TLS, shared by every client of the manager port (the CLI,
 //! agents, other managers): the connection is TLS with the caller's rustls config, verified
 //! against the manager role's name, never the address.
+//!
+//! A connection is handed to gRPC only once the manager has spoken (its HTTP/2 settings, which
+//! it sends at once). In TLS 1.3 the client's side of the handshake ends before the server has
+//! checked the client's certificate, so a refusal — a revoked certificate, say — arrives as an
+//! alert on the first read; read here, it is the connection's error, with its reason, rather
+//! than a call's "connection closed".
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -32,8 +41,75 @@ pub async fn connect(addr: &str, mut tls: rustls::ClientConfig) -> Result<Channe
                 let name = rustls::pki_types::ServerName::try_from(MANAGER_SERVER_NAME)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
                 let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
+                Ok::<_, std::io::Error>(TokioIo::new(Spoken::first_read(tls).await?))
             }
         }))
         .await
+}
+
+/// A stream whose server has spoken: what it said first is kept and read before the rest.
+#[derive(Debug)]
+struct Spoken<S> {
+    inner: S,
+    first: Vec<u8>,
+    read: usize,
+}
+
+impl<S: AsyncRead + Unpin> Spoken<S> {
+    /// Waits for the server's first bytes; a refusal of the handshake is the error.
+    async fn first_read(mut inner: S) -> std::io::Result<Self> {
+        let mut first = vec![0; 4096];
+        let n = inner.read(&mut first).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the manager closed the connection before it spoke",
+            ));
+        }
+        first.truncate(n);
+        Ok(Self { inner, first, read: 0 })
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Spoken<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.read < this.first.len() {
+            let n = buf.remaining().min(this.first.len() - this.read);
+            buf.put_slice(&this.first[this.read..this.read + n]);
+            this.read += n;
+            if this.read == this.first.len() {
+                this.first = Vec::new();
+                this.read = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Spoken<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -1,6 +1,6 @@
 //! The client side of the manager port, for the CLI and tools: load a client bundle (a
 //! certificate, its key and the cluster's roots, as `init` writes under `DATA/admin`), open a
-//! channel to a manager, rotate an admin bundle, and tell a revoked bundle from a broken network.
+//! channel to a manager (telling a revoked bundle from a broken network), rotate an admin bundle.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,15 @@ pub enum ClientError {
         /// The transport's error.
         reason: String,
     },
+    /// The managers refuse the bundle's certificate: it was revoked.
+    #[error(
+        "the managers refuse the client bundle in {dir}: its certificate was revoked; use another admin bundle (each \
+         manager keeps a current one in its DATA/admin)"
+    )]
+    Revoked {
+        /// The bundle directory.
+        dir: PathBuf,
+    },
     /// The manager refused a step of a bundle's rotation.
     #[error("{step}: {reason}")]
     Rotation {
@@ -36,13 +45,6 @@ pub enum ClientError {
         /// Why it failed, and what to do.
         reason: String,
     },
-}
-
-/// Whether a call failed because the managers refuse the caller's certificate as revoked (a
-/// revoked admin bundle, a removed node). The refusal is a TLS alert that arrives with the first
-/// call on a new connection, which tonic reports as a bare "transport error".
-pub fn certificate_revoked(status: &tonic::Status) -> bool {
-    shoal_ca_pki::refused_as_revoked(status)
 }
 
 /// What [`rotate_admin_bundle`] did.
@@ -120,9 +122,10 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
     }
     let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
     let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
-    let channel = shoal_api::connect(addr, tls)
-        .await
-        .map_err(|e| ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) })?;
+    let channel = shoal_api::connect(addr, tls).await.map_err(|e| match shoal_ca_pki::refused_as_revoked(&e) {
+        true => ClientError::Revoked { dir: bundle.to_owned() },
+        false => ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) },
+    })?;
     if live.until_renewal().is_zero()
         && let Err(reason) = renew_bundle(&live, channel.clone()).await
     {

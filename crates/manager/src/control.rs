@@ -569,8 +569,10 @@ impl Control for ControlService {
         }
         store.remove(raft_id).await.map_err(|e| Status::unavailable(format!("raft membership: {e}")))?;
         if let Some(node) = node {
-            match self.objects.delete::<v1::Node>(&node.id, node.version()).await {
-                Ok(()) | Err(ObjectError::NotFound { .. }) => {}
+            // As `shoal node rm`: the record goes and its revocation comes in one write, so every
+            // manager refuses the certificate the failed join was issued.
+            match crate::revocation::remove_node(&self.objects, &node, self.validity).await {
+                Ok(_) | Err(ObjectError::NotFound { .. }) => {}
                 Err(err) => return Err(err.into()),
             }
             self.removed.insert(node.id.clone());

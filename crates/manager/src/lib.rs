@@ -32,7 +32,7 @@ mod tls;
 mod validate;
 
 pub use ca_service::CaService;
-pub use client::{ClientError, RotatedBundle, certificate_revoked, connect_with_bundle, rotate_admin_bundle};
+pub use client::{ClientError, RotatedBundle, connect_with_bundle, rotate_admin_bundle};
 pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use jobs::{JobPlan, JobProgress, job_progress, reconcile_job};

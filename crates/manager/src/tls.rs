@@ -94,23 +94,42 @@ pub(crate) fn incoming(
             let _ = tcp.set_nodelay(true);
             let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp).into_fallible()).await {
                     Ok(Ok(stream)) => {
                         let identity = peer_identity(stream.get_ref().1.peer_certificates()).ok();
                         let _ = conn_tx.send(Ok(PeerStream { inner: stream, info: PeerInfo { addr, identity } })).await;
                     }
-                    Ok(Err(err)) if is_revoked(&err) => tracing::info!(
-                        peer = %addr,
-                        "tls handshake refused: the client's certificate is revoked (a removed node or a revoked \
-                         admin bundle)"
-                    ),
-                    Ok(Err(err)) => tracing::debug!(peer = %addr, error = %err, "tls handshake refused"),
+                    Ok(Err((err, tcp))) => {
+                        if is_revoked(&err) {
+                            tracing::info!(
+                                peer = %addr,
+                                "tls handshake refused: the client's certificate is revoked (a removed node or a \
+                                 revoked admin bundle)"
+                            );
+                        } else {
+                            tracing::debug!(peer = %addr, error = %err, "tls handshake refused");
+                        }
+                        close_after_alert(tcp).await;
+                    }
                     Err(_) => tracing::debug!(peer = %addr, "tls handshake timed out"),
                 }
             });
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// Closes a connection whose handshake failed so that the client reads the alert saying why. A
+/// TLS 1.3 client has sent its first request by the time the server checks its certificate;
+/// closing with that request unread would make the kernel send a reset, which can reach the
+/// client before it has read the alert ("connection reset" instead of "certificate revoked").
+/// So: end the sending side, and read what the client sends until it closes (at most a second).
+async fn close_after_alert(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Whether a handshake failed because ca-pki refused a revoked certificate.

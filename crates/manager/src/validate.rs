@@ -59,7 +59,7 @@ pub enum SpecError {
         /// Why it cannot be accepted.
         reason: String,
     },
-    /// A task spec over [`MAX_TASK_SPEC_BYTES`] encoded.
+    /// A task spec over 512 KiB encoded (`MAX_TASK_SPEC_BYTES`).
     #[error(
         "service {service:?}: task spec is {size} bytes encoded, at most {max} are accepted; keep large data (env, args, labels) in a file or volume"
     )]

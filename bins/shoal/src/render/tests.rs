@@ -174,3 +174,28 @@ fn progress_bars_like_docker() {
     let global = progress(&live[..2], 2, true);
     assert!(global.starts_with("overall progress: 1 out of 2 tasks\nn1: running   [="), "{global}");
 }
+
+#[test]
+fn admin_cert_ls() {
+    let meta = |secs: u64| {
+        Some(v1::Meta {
+            created_at: Some(shoal_api::to_timestamp(now() - Duration::from_secs(secs))),
+            ..Default::default()
+        })
+    };
+    let listed = v1::ListAdminCertificatesResponse {
+        certificates: vec![
+            v1::AdminCertificate { id: "admin-b".into(), meta: meta(600), issued_by: "admin-a".into() },
+            v1::AdminCertificate { id: "admin-a".into(), meta: meta(400_000), issued_by: "init".into() },
+        ],
+        revoked: vec![v1::Revocation { id: "admin-c".into(), meta: meta(5), ..Default::default() }],
+        caller: "admin-b".into(),
+    };
+    assert_eq!(
+        admin_certs(&listed, now()),
+        "ID          STATUS    ISSUED BY   SINCE\n\
+         admin-a     Active    init        4 days ago\n\
+         admin-b *   Active    admin-a     10 minutes ago\n\
+         admin-c     Revoked               5 seconds ago\n"
+    );
+}

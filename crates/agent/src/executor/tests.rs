@@ -74,6 +74,12 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     executor.remove("t1");
     reported(&mut reports, "t1", TaskState::Shutdown).await;
+    // Removed too, not only stopped: nothing of t1 stays in the runtime.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !sim.list(&[]).await.expect("list").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "t1's container is still there");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]

@@ -199,6 +199,12 @@ async fn a_removed_node_is_refused_by_every_manager_and_after_a_restart() {
     control.remove_node(v1::RemoveNodeRequest { node: node_id.clone(), force: false }).await.expect("remove");
     refused_at_handshake(a_addr, &worker, Duration::ZERO, "A, at once").await;
     refused_at_handshake(b_addr, &worker, Duration::from_secs(5), "B").await;
+    // What the node's agent sees when it restarts with its old certificate: it cannot connect,
+    // and the error says why (not a network failure).
+    let (credentials, trust) = load_bundle(&worker);
+    let tls = shoal_ca_pki::client_config(&credentials, &trust).expect("tls");
+    let restarted = shoal_api::connect(&b_addr.to_string(), tls).await.expect_err("a restarted agent connects");
+    assert!(shoal_ca_pki::refused_as_revoked(&restarted), "{restarted:?}");
 
     tracing::info!("--- a connection opened before: its calls are refused, renewal too, with the reason");
     let renewal = v1::ca_client::CaClient::new(opened_before.clone())
