@@ -151,11 +151,13 @@ async fn three_managers_survive_the_loss_of_the_leader() {
     assert_eq!(services.services.len(), 1);
 
     tracing::info!("--- kill the leader: another leads and the API keeps working");
+    let old_leader = m1.objects().store().id();
+    assert_eq!(m1.objects().store().leader(), Some(old_leader), "m1 leads before it is killed");
     m1.shutdown().await;
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     loop {
         let listed = via_m2.list_nodes(v1::ListNodesRequest::default()).await;
-        if listed.is_ok() && m2.objects().store().leader().is_some_and(|l| Some(l) != Some(0)) {
+        if listed.is_ok() && m2.objects().store().leader().is_some_and(|l| l != old_leader) {
             break;
         }
         assert!(std::time::Instant::now() < deadline, "no new leader within 15 s: {listed:?}");

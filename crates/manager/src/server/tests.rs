@@ -194,11 +194,18 @@ async fn a_node_joins_with_a_token_and_renews() {
         .remove_node(v1::RemoveNodeRequest { node: issued.node_id.clone(), force: true })
         .await
         .expect("remove");
-    let refused = async {
-        let channel = shoal_api::connect(&f.addr, client_config(&renewed, &f.trust).ok()?).await.ok()?;
-        CaClient::new(channel).renew_node_certificate(v1::RenewNodeCertificateRequest { csr: Vec::new() }).await.ok()
-    };
-    assert!(refused.await.is_none(), "a removed node's certificate no longer gets through");
+    // A valid CSR: the only reason to refuse it is the removal.
+    let csr = NodeKey::generate().expect("key").csr_pem().expect("csr").into_bytes();
+    match shoal_api::connect(&f.addr, client_config(&renewed, &f.trust).expect("tls")).await {
+        Err(err) => assert!(shoal_ca_pki::refused_as_revoked(&err), "refused for another reason: {err}"),
+        Ok(channel) => {
+            let status = CaClient::new(channel)
+                .renew_node_certificate(v1::RenewNodeCertificateRequest { csr })
+                .await
+                .expect_err("a removed node's certificate no longer gets through");
+            assert!(shoal_ca_pki::refused_as_revoked(&status), "refused for another reason: {status}");
+        }
+    }
 }
 
 #[tokio::test]
