@@ -5,7 +5,7 @@
 // A command-line program: printing is its job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-mod commands;
+mod command;
 mod render;
 
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ struct Cli {
     #[arg(long, env = "SHOAL_CERT_PATH", default_value = "/var/lib/shoal/admin", global = true)]
     cert_path: PathBuf,
     #[command(subcommand)]
-    command: commands::Command,
+    command: command::Command,
 }
 
 fn main() -> ExitCode {
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(commands::run(&cli.host, &cli.cert_path, cli.command)) {
+    match runtime.block_on(command::run(&cli.host, &cli.cert_path, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("Error: {err:#}");

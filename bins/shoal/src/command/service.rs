@@ -1,7 +1,7 @@
-//! The commands: each is a few calls to the control API and a table from `render`.
+//! `shoal service …`: create (flags to a service spec), list, ps, inspect, scale, remove, and
+//! the progress of a service converging.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -9,119 +9,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::v1::{self, TaskState, control_client::ControlClient};
 use tonic::transport::Channel;
 
+use super::{Format, ListArgs, api, parse_bytes, parse_duration};
 use crate::render;
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum Command {
-    /// Manage nodes.
-    #[command(subcommand)]
-    Node(NodeCommand),
-    /// Manage services.
-    #[command(subcommand)]
-    Service(ServiceCommand),
-    /// Manage the cluster.
-    #[command(subcommand)]
-    Cluster(ClusterCommand),
-    /// Print (or rotate) a join token.
-    JoinToken {
-        /// Which token.
-        role: TokenRole,
-        /// Replace the token; the old one is refused from now on.
-        #[arg(long)]
-        rotate: bool,
-        /// Print only the token.
-        #[arg(long, short)]
-        quiet: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum ClusterCommand {
-    /// Manage admin client bundles (the certificates the CLI uses).
-    #[command(subcommand, name = "admin-cert")]
-    AdminCert(AdminCertCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum AdminCertCommand {
-    /// List the admin certificates the cluster issued and the revoked ones (`*`: this one).
-    #[command(alias = "list")]
-    Ls(ListArgs),
-    /// Replace the bundle this command runs with (--cert-path) by a new certificate, and revoke
-    /// the old one.
-    Rotate,
-    /// Revoke admin certificates: every manager refuses them from then on.
-    Revoke {
-        /// Revoke even the certificate this command runs with (locks you out).
-        #[arg(long, short)]
-        force: bool,
-        /// Full IDs (`admin-…`) or unique prefixes.
-        ids: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum TokenRole {
-    Worker,
-    Manager,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    Table,
-    Json,
-}
-
-#[derive(Debug, Args)]
-pub(crate) struct ListArgs {
-    /// Only print IDs.
-    #[arg(long, short)]
-    quiet: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
-}
-
-#[derive(Debug, Subcommand)]
-pub(crate) enum NodeCommand {
-    /// List nodes.
-    #[command(alias = "list")]
-    Ls(ListArgs),
-    /// Show a node in full.
-    Inspect { node: String },
-    /// Change a node's availability or labels.
-    Update {
-        /// active, pause or drain.
-        #[arg(long, value_enum)]
-        availability: Option<Availability>,
-        /// Add or change a label, KEY=VALUE (repeatable).
-        #[arg(long = "label-add")]
-        label_add: Vec<String>,
-        /// Remove a label (repeatable).
-        #[arg(long = "label-rm")]
-        label_rm: Vec<String>,
-        node: String,
-    },
-    /// Make nodes managers (their process must be shoal-manager).
-    Promote { nodes: Vec<String> },
-    /// Make managers workers (refused for the last manager or when it would lose the quorum).
-    Demote { nodes: Vec<String> },
-    /// Remove a node from the cluster.
-    #[command(alias = "remove")]
-    Rm {
-        /// Remove it even if it is still Ready.
-        #[arg(long, short)]
-        force: bool,
-        nodes: Vec<String>,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Availability {
-    Active,
-    Pause,
-    Drain,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Mode {
@@ -228,54 +117,7 @@ pub(crate) enum ServiceCommand {
     Rm { services: Vec<String> },
 }
 
-/// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.trim().is_empty() {
-        return Err("invalid duration \"\": expected e.g. 5s, 1m30s, 500ms".to_owned());
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let value: f64 =
-            number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s, 500ms"))?;
-        let secs = match unit {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => return Err(format!("invalid duration {text:?}: unit {unit:?} is not one of ms, s, m, h")),
-        };
-        total += Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
-        rest = next;
-    }
-    Ok(total)
-}
-
-/// Parses `1024`, `64k`, `64M`, `1G` (powers of 1024, as docker).
-pub(crate) fn parse_bytes(text: &str) -> Result<i64, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.trim_end_matches('b');
-    let (number, factor) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
-        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
-        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
-        _ => (lower, 1),
-    };
-    let value: f64 = number.parse().map_err(|_| format!("invalid size {text:?}: expected e.g. 64M, 1G, 1024"))?;
-    if value < 0.0 {
-        return Err(format!("invalid size {text:?}: cannot be negative"));
-    }
-    Ok((value * factor as f64) as i64)
-}
-
-fn nano_cpus(cpus: Option<f64>, flag: &str) -> anyhow::Result<i64> {
+pub(crate) fn nano_cpus(cpus: Option<f64>, flag: &str) -> anyhow::Result<i64> {
     match cpus {
         None => Ok(0),
         Some(c) if c >= 0.0 && c.is_finite() => Ok((c * 1e9) as i64),
@@ -293,7 +135,7 @@ pub(crate) enum SecurityOpt {
     SeccompDefault,
 }
 
-fn parse_security_opt(value: &str) -> Result<SecurityOpt, String> {
+pub(crate) fn parse_security_opt(value: &str) -> Result<SecurityOpt, String> {
     match value.split_once(['=', ':']) {
         Some(("seccomp", "unconfined")) => Ok(SecurityOpt::SeccompUnconfined),
         Some(("seccomp", "default" | "builtin")) => Ok(SecurityOpt::SeccompDefault),
@@ -373,7 +215,10 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
     })
 }
 
-async fn get_service(control: &mut ControlClient<Channel>, service: impl Into<String>) -> anyhow::Result<v1::Service> {
+pub(crate) async fn get_service(
+    control: &mut ControlClient<Channel>,
+    service: impl Into<String>,
+) -> anyhow::Result<v1::Service> {
     let request = v1::GetServiceRequest { service: service.into() };
     control
         .get_service(request)
@@ -384,260 +229,7 @@ async fn get_service(control: &mut ControlClient<Channel>, service: impl Into<St
         .context("the manager answered without a service")
 }
 
-async fn get_node(control: &mut ControlClient<Channel>, node: String) -> anyhow::Result<v1::Node> {
-    control
-        .get_node(v1::GetNodeRequest { node })
-        .await
-        .map_err(api)?
-        .into_inner()
-        .node
-        .context("the manager answered without a node")
-}
-
-/// A control API error as one line: its message, which already names the object and the remedy.
-fn api(status: tonic::Status) -> anyhow::Error {
-    anyhow::anyhow!("{}", status.message())
-}
-
-/// The largest answer the CLI accepts from a manager.
-const MAX_ANSWER_BYTES: usize = 256 << 20;
-
-pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyhow::Result<()> {
-    let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
-    // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
-    let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
-    match command {
-        Command::Node(node) => node_command(&mut control, host, node).await,
-        Command::Cluster(ClusterCommand::AdminCert(command)) => {
-            admin_cert(&mut control, channel, cert_path, command).await
-        }
-        Command::Service(service) => service_command(&mut control, service).await,
-        Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
-    }
-}
-
-async fn admin_cert(
-    control: &mut ControlClient<Channel>,
-    channel: Channel,
-    cert_path: &Path,
-    command: AdminCertCommand,
-) -> anyhow::Result<()> {
-    match command {
-        AdminCertCommand::Ls(list) => {
-            let request = v1::ListAdminCertificatesRequest {};
-            let listed = control.list_admin_certificates(request).await.map_err(api)?.into_inner();
-            match (list.quiet, list.format) {
-                (true, _) => listed.certificates.iter().for_each(|c| println!("{}", c.id)),
-                (false, Format::Json) => println!("{}", admin_certs_json(&listed)),
-                (false, Format::Table) => print!("{}", render::admin_certs(&listed, SystemTime::now())),
-            }
-        }
-        AdminCertCommand::Rotate => {
-            let rotated = shoal_manager::rotate_admin_bundle(channel, cert_path).await?;
-            println!(
-                "{} now holds admin certificate {}; {} is revoked.",
-                cert_path.display(),
-                rotated.new_id,
-                rotated.old_id
-            );
-        }
-        AdminCertCommand::Revoke { force, ids } => {
-            anyhow::ensure!(!ids.is_empty(), "name at least one admin certificate");
-            for id in ids {
-                let request = v1::RevokeAdminCertificateRequest { id, force };
-                let revoked = control.revoke_admin_certificate(request).await.map_err(api)?.into_inner();
-                println!("{}", revoked.revocation.map(|r| r.id).unwrap_or_default());
-            }
-        }
-    }
-    Ok(())
-}
-
-fn admin_certs_json(listed: &v1::ListAdminCertificatesResponse) -> serde_json::Value {
-    // Seconds since the Unix epoch.
-    let at = |meta: Option<&v1::Meta>| {
-        shoal_api::from_timestamp(meta.and_then(|m| m.created_at.as_ref()))
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs())
-    };
-    let certificates = listed.certificates.iter().map(|c| {
-        serde_json::json!({
-            "ID": c.id, "Status": "active", "IssuedBy": c.issued_by,
-            "CreatedAt": at(c.meta.as_ref()), "Current": c.id == listed.caller,
-        })
-    });
-    let revoked = listed.revoked.iter().map(|r| {
-        serde_json::json!({
-            "ID": r.id, "Status": "revoked",
-            "RevokedAt": at(r.meta.as_ref()), "Current": r.id == listed.caller,
-        })
-    });
-    serde_json::Value::Array(certificates.chain(revoked).collect())
-}
-
-async fn join_token(
-    control: &mut ControlClient<Channel>,
-    host: &str,
-    role: TokenRole,
-    rotate: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
-    let mut cluster =
-        control.get_cluster(v1::GetClusterRequest {}).await.map_err(api)?.into_inner().cluster.context("no cluster")?;
-    if rotate {
-        let request = v1::UpdateClusterRequest {
-            version: cluster.meta.as_ref().map_or(0, |m| m.version),
-            spec: None,
-            rotate_worker_token: role == TokenRole::Worker,
-            rotate_manager_token: role == TokenRole::Manager,
-        };
-        cluster = control.update_cluster(request).await.map_err(api)?.into_inner().cluster.context("no cluster")?;
-        if !quiet {
-            println!(
-                "Successfully rotated {} join token.\n",
-                if role == TokenRole::Worker { "worker" } else { "manager" }
-            );
-        }
-    }
-    let tokens = cluster.join_tokens.unwrap_or_default();
-    let (token, binary, what) = match role {
-        TokenRole::Worker => (tokens.worker, "shoal-agent", "a worker"),
-        TokenRole::Manager => (tokens.manager, "shoal-manager", "a manager"),
-    };
-    if quiet {
-        println!("{token}");
-    } else {
-        println!(
-            "To add {what} to this cluster, run the following command:\n\n    {binary} join --token {token} {host}\n"
-        );
-    }
-    Ok(())
-}
-
-async fn node_command(control: &mut ControlClient<Channel>, host: &str, command: NodeCommand) -> anyhow::Result<()> {
-    match command {
-        NodeCommand::Ls(list) => {
-            let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
-            match (list.quiet, list.format) {
-                (true, _) => nodes.iter().for_each(|n| println!("{}", n.id)),
-                (false, Format::Json) => {
-                    println!("{}", serde_json::Value::Array(nodes.iter().map(node_json).collect()))
-                }
-                (false, Format::Table) => print!("{}", render::nodes(&nodes, host)),
-            }
-        }
-        NodeCommand::Inspect { node } => {
-            let node = get_node(control, node).await?;
-            println!("{}", serde_json::to_string_pretty(&node_json(&node))?);
-        }
-        NodeCommand::Update { availability, label_add, label_rm, node } => {
-            let (id, _) = edit_node_spec(control, &node, |spec| {
-                if let Some(a) = availability {
-                    spec.availability = match a {
-                        Availability::Active => v1::NodeAvailability::Active,
-                        Availability::Pause => v1::NodeAvailability::Pause,
-                        Availability::Drain => v1::NodeAvailability::Drain,
-                    } as i32;
-                }
-                let labels = &mut spec.annotations.get_or_insert_with(Default::default).labels;
-                for pair in &label_add {
-                    let (k, v) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
-                    labels.insert(k.to_owned(), v.to_owned());
-                }
-                for key in &label_rm {
-                    if labels.remove(key).is_none() {
-                        bail!("key {key:?} doesn't exist in node's labels");
-                    }
-                }
-                Ok(true)
-            })
-            .await?;
-            println!("{id}");
-        }
-        NodeCommand::Promote { nodes } => set_roles(control, nodes, v1::NodeRole::Manager).await?,
-        NodeCommand::Demote { nodes } => set_roles(control, nodes, v1::NodeRole::Worker).await?,
-        NodeCommand::Rm { force, nodes } => {
-            for node in nodes {
-                control.remove_node(v1::RemoveNodeRequest { node: node.clone(), force }).await.map_err(api)?;
-                println!("{node}");
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Reads node `name`, lets `edit` change its spec (it returns whether anything is to be written)
-/// and writes it back; returns the node's ID and whether it wrote. The managers update node
-/// records too (status, manager status): a write that lost to one of theirs is read again and
-/// edited again.
-async fn edit_node_spec(
-    control: &mut ControlClient<Channel>,
-    name: &str,
-    mut edit: impl FnMut(&mut v1::NodeSpec) -> anyhow::Result<bool>,
-) -> anyhow::Result<(String, bool)> {
-    let mut attempts = 0;
-    loop {
-        let mut node = get_node(control, name.to_owned()).await?;
-        let mut spec = node.spec.take().unwrap_or_default();
-        if !edit(&mut spec)? {
-            return Ok((node.id, false));
-        }
-        let request = v1::UpdateNodeRequest {
-            node: node.id.clone(),
-            version: node.meta.as_ref().map_or(0, |m| m.version),
-            spec: Some(spec),
-        };
-        match control.update_node(request).await {
-            Ok(_) => return Ok((node.id, true)),
-            Err(status) if status.code() == tonic::Code::Aborted && attempts < 5 => attempts += 1,
-            Err(status) => return Err(api(status)),
-        }
-    }
-}
-
-/// `node promote|demote`: sets each node's desired role; the leader makes Raft membership and
-/// the node's certificate follow.
-async fn set_roles(control: &mut ControlClient<Channel>, nodes: Vec<String>, role: v1::NodeRole) -> anyhow::Result<()> {
-    anyhow::ensure!(!nodes.is_empty(), "name at least one node");
-    for name in nodes {
-        let (_, changed) = edit_node_spec(control, &name, |spec| {
-            let change = spec.desired_role != role as i32;
-            spec.desired_role = role as i32;
-            Ok(change)
-        })
-        .await?;
-        if !changed {
-            match role {
-                v1::NodeRole::Manager => println!("Node {name} is already a manager."),
-                v1::NodeRole::Worker => println!("Node {name} is already a worker."),
-            }
-            continue;
-        }
-        match role {
-            v1::NodeRole::Manager => println!("Node {name} promoted to a manager in the cluster."),
-            v1::NodeRole::Worker => println!("Manager {name} demoted in the cluster."),
-        }
-    }
-    Ok(())
-}
-
-fn node_json(node: &v1::Node) -> serde_json::Value {
-    let description = node.description.clone().unwrap_or_default();
-    let spec = node.spec.clone().unwrap_or_default();
-    serde_json::json!({
-        "ID": node.id,
-        "Hostname": description.hostname,
-        "Status": node.status.as_ref().and_then(|s| v1::node_status::State::try_from(s.state).ok()).map(|s| s.as_str_name()),
-        "Addr": node.status.as_ref().map(|s| s.addr.clone()),
-        "Availability": v1::NodeAvailability::try_from(spec.availability).map(|a| a.as_str_name()).unwrap_or_default(),
-        "Role": v1::NodeRole::try_from(node.role).map(|r| r.as_str_name()).unwrap_or_default(),
-        "Labels": spec.annotations.map(|a| a.labels).unwrap_or_default(),
-        "ManagerStatus": node.manager_status.as_ref().map(|m| serde_json::json!({"Leader": m.leader, "Addr": m.addr})),
-        "Platform": description.platform.map(|p| serde_json::json!({"OS": p.os, "Architecture": p.architecture})),
-    })
-}
-
-fn service_json(service: &v1::Service) -> serde_json::Value {
+pub(crate) fn service_json(service: &v1::Service) -> serde_json::Value {
     let spec = service.spec.clone().unwrap_or_default();
     let container = spec.task.as_ref().and_then(|t| t.container.clone()).unwrap_or_default();
     let placement = spec.task.as_ref().and_then(|t| t.placement.clone()).unwrap_or_default();
@@ -665,7 +257,10 @@ fn service_json(service: &v1::Service) -> serde_json::Value {
     })
 }
 
-async fn service_command(control: &mut ControlClient<Channel>, command: ServiceCommand) -> anyhow::Result<()> {
+pub(crate) async fn service_command(
+    control: &mut ControlClient<Channel>,
+    command: ServiceCommand,
+) -> anyhow::Result<()> {
     match command {
         ServiceCommand::Create(args) => {
             let spec = service_spec(&args)?;
@@ -767,7 +362,7 @@ async fn service_command(control: &mut ControlClient<Channel>, command: ServiceC
 }
 
 /// Waits until the service's tasks run, printing progress as docker does.
-async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> anyhow::Result<()> {
+pub(crate) async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
         let service = get_service(control, service_id.to_owned()).await?;
@@ -831,20 +426,6 @@ async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> any
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
-        assert_eq!(parse_bytes("1024"), Ok(1024));
-        assert_eq!(parse_bytes("12x"), Err("invalid size \"12x\": expected e.g. 64M, 1G, 1024".to_owned()));
-    }
 
     #[test]
     fn security_options() {

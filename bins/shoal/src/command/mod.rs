@@ -1,0 +1,148 @@
+//! The commands, one module per noun as docker/cli keeps them (`cli/command/<noun>/`): each
+//! is a few calls to the control API and a table from `render`. This module holds what they
+//! share: the top-level command, list options, the duration and size parsers, and `run`.
+
+mod cluster;
+mod join_token;
+mod node;
+mod service;
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use shoal_api::v1::control_client::ControlClient;
+
+use self::cluster::{ClusterCommand, admin_cert};
+use self::join_token::{TokenRole, join_token};
+use self::node::{NodeCommand, node_command};
+use self::service::{ServiceCommand, service_command};
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage nodes.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage the cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Print (or rotate) a join token.
+    JoinToken {
+        /// Which token.
+        role: TokenRole,
+        /// Replace the token; the old one is refused from now on.
+        #[arg(long)]
+        rotate: bool,
+        /// Print only the token.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only print IDs.
+    #[arg(long, short)]
+    quiet: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim().is_empty() {
+        return Err("invalid duration \"\": expected e.g. 5s, 1m30s, 500ms".to_owned());
+    }
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let value: f64 =
+            number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s, 500ms"))?;
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unit {unit:?} is not one of ms, s, m, h")),
+        };
+        total += Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+        rest = next;
+    }
+    Ok(total)
+}
+
+/// Parses `1024`, `64k`, `64M`, `1G` (powers of 1024, as docker).
+pub(crate) fn parse_bytes(text: &str) -> Result<i64, String> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (number, factor) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1i64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("invalid size {text:?}: expected e.g. 64M, 1G, 1024"))?;
+    if value < 0.0 {
+        return Err(format!("invalid size {text:?}: cannot be negative"));
+    }
+    Ok((value * factor as f64) as i64)
+}
+
+/// A control API error as one line: its message, which already names the object and the remedy.
+pub(crate) fn api(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// The largest answer the CLI accepts from a manager.
+pub(crate) const MAX_ANSWER_BYTES: usize = 256 << 20;
+
+pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyhow::Result<()> {
+    let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
+    // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
+    let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
+    match command {
+        Command::Node(node) => node_command(&mut control, host, node).await,
+        Command::Cluster(ClusterCommand::AdminCert(command)) => {
+            admin_cert(&mut control, channel, cert_path, command).await
+        }
+        Command::Service(service) => service_command(&mut control, service).await,
+        Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
+    }
+}
+
+#[cfg(test)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+        assert_eq!(parse_bytes("64M"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1g"), Ok(1 << 30));
+        assert_eq!(parse_bytes("1024"), Ok(1024));
+        assert_eq!(parse_bytes("12x"), Err("invalid size \"12x\": expected e.g. 64M, 1G, 1024".to_owned()));
+    }
+}
