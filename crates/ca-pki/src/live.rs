@@ -15,15 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustls::client::ResolvesClientCert;
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 use time::OffsetDateTime;
 
 use crate::ca::NodeKey;
-use crate::removed::{RefuseRemoved, RemovedNodes};
+use crate::removed::RemovedNodes;
 use crate::renewal::renewal_time;
-use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, provider};
+use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, TlsConfigError, TrustBundle};
 
 /// A node's credentials as they are now, shared by every TLS config built on them. Cloning is
 /// cheap and clones share the credentials.
@@ -70,11 +70,10 @@ fn draw() -> f64 {
 }
 
 fn certified(credentials: &NodeCredentials) -> Result<Arc<CertifiedKey>, CredentialsError> {
-    let key = provider()
-        .key_provider
-        .load_private_key(credentials.private_key())
+    let key = credentials
+        .certified_key()
         .map_err(|e| CredentialsError::Certificate { what: "node key", reason: e.to_string() })?;
-    Ok(Arc::new(CertifiedKey::new(credentials.chain().to_vec(), key)))
+    Ok(Arc::new(key))
 }
 
 impl fmt::Debug for LiveCredentials {
@@ -212,25 +211,13 @@ fn build_server(
     removed: &RemovedNodes,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
-    let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
-    let webpki = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
-    let verifier = Arc::new(RefuseRemoved { inner: webpki, removed: removed.clone() });
-    let config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
-        .with_cert_resolver(Arc::new(Resolver(credentials.clone())));
-    Ok(config)
+    crate::tls::server_with(Arc::new(Resolver(credentials.clone())), trust, removed, require_client_cert)
 }
 
 /// [`crate::client_config`] on live credentials: new connections present the renewed
 /// certificate.
 pub fn live_client_config(credentials: &LiveCredentials, trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
-    let config = ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(trust.root_store()?)
-        .with_client_cert_resolver(Arc::new(Resolver(credentials.clone())));
-    Ok(config)
+    crate::tls::client_with(Arc::new(Resolver(credentials.clone())), trust)
 }
 
 #[cfg(test)]

@@ -9,8 +9,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -260,12 +262,12 @@ impl NodeCredentials {
         &self.chain[0]
     }
 
-    /// The certificate chain, leaf first.
-    pub(crate) fn chain(&self) -> &[CertificateDer<'static>] {
-        &self.chain
+    /// The chain and key as rustls signs with them.
+    pub(crate) fn certified_key(&self) -> Result<CertifiedKey, TlsConfigError> {
+        Ok(CertifiedKey::from_der(self.chain.clone(), self.private_key(), &provider())?)
     }
 
-    pub(crate) fn private_key(&self) -> PrivateKeyDer<'static> {
+    fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
 }
@@ -313,6 +315,18 @@ fn build_server(
     removed: &RemovedNodes,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
+    server_with(Arc::new(SingleCertAndKey::from(credentials.certified_key()?)), trust, removed, require_client_cert)
+}
+
+/// A server config whose certificate comes from `certs` (one certificate, or the live ones of
+/// [`crate::LiveCredentials`]), requiring (or, for the join listener, allowing) client
+/// certificates from `trust` and refusing those of `removed` nodes. TLS 1.3 only.
+pub(crate) fn server_with(
+    certs: Arc<dyn ResolvesServerCert>,
+    trust: &TrustBundle,
+    removed: &RemovedNodes,
+    require_client_cert: bool,
+) -> Result<ServerConfig, TlsConfigError> {
     let provider = provider();
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
     let webpki = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
@@ -320,7 +334,7 @@ fn build_server(
     let config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(credentials.chain.clone(), credentials.private_key())?;
+        .with_cert_resolver(certs);
     Ok(config)
 }
 
@@ -328,10 +342,19 @@ fn build_server(
 ///
 /// Connect with [`server_name`] of the role you expect, e.g. `server_name(Role::Manager)`.
 pub fn client_config(credentials: &NodeCredentials, trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
+    client_with(Arc::new(SingleCertAndKey::from(credentials.certified_key()?)), trust)
+}
+
+/// A client config presenting the certificate `certs` gives (one certificate, or the live ones
+/// of [`crate::LiveCredentials`]) and verifying servers against `trust`. TLS 1.3 only.
+pub(crate) fn client_with(
+    certs: Arc<dyn ResolvesClientCert>,
+    trust: &TrustBundle,
+) -> Result<ClientConfig, TlsConfigError> {
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(trust.root_store()?)
-        .with_client_auth_cert(credentials.chain.clone(), credentials.private_key())?;
+        .with_client_cert_resolver(certs);
     Ok(config)
 }
 

@@ -527,23 +527,13 @@ async fn abandon_join(
     tls: &rustls::ClientConfig,
     raft_id: u64,
 ) {
-    use shoal_api::v1::control_client::ControlClient;
     for _ in 0..JOIN_RAFT_ATTEMPTS {
         match control.abandon_join(v1::AbandonJoinRequest { raft_id }).await {
             Ok(_) => {
                 tracing::info!(raft_id, "the failed join was undone on the leader");
                 return;
             }
-            Err(s) if is_transient(&s) => {
-                let leader = s.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok());
-                match leader {
-                    Some(leader) => match shoal_api::connect(leader, tls.clone()).await {
-                        Ok(channel) => *control = ControlClient::new(channel),
-                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
-                    },
-                    None => tokio::time::sleep(Duration::from_millis(500)).await,
-                }
-            }
+            Err(s) if is_transient(&s) => follow_leader(&s, control, tls).await,
             Err(s) => {
                 tracing::warn!(raft_id, error = %s.message(), "cannot undo the failed join");
                 return;
@@ -555,6 +545,29 @@ async fn abandon_join(
         "cannot undo the failed join: the cluster may count Raft member {raft_id} that never runs; \
          check `shoal node ls` and remove the node this join left"
     );
+}
+
+/// After a passing refusal `status`: when it names the Raft leader (a follower's answer),
+/// points `control` at the leader for the next attempt; otherwise, or when the leader cannot be
+/// reached, waits a second first.
+async fn follow_leader(
+    status: &tonic::Status,
+    control: &mut shoal_api::v1::control_client::ControlClient<tonic::transport::Channel>,
+    tls: &rustls::ClientConfig,
+) {
+    use shoal_api::v1::control_client::ControlClient;
+    let leader = status.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok());
+    if let Some(leader) = leader {
+        match shoal_api::connect(leader, tls.clone()).await {
+            Ok(channel) => {
+                tracing::info!(%leader, "asking the Raft leader");
+                *control = ControlClient::new(channel);
+                return;
+            }
+            Err(err) => tracing::warn!(%leader, error = %err, "cannot reach the Raft leader"),
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 async fn become_manager_steps(
@@ -604,17 +617,8 @@ async fn become_manager_steps(
         match control.join_raft(request.clone()).await {
             Ok(_) => break Ok(()),
             Err(s) if attempt < JOIN_RAFT_ATTEMPTS && is_transient(&s) => {
-                let leader = s.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok());
-                if let Some(leader) = leader {
-                    tracing::info!(%leader, "asking the Raft leader to add this manager");
-                    match shoal_api::connect(leader, tls.clone()).await {
-                        Ok(channel) => control = ControlClient::new(channel),
-                        Err(err) => tracing::warn!(%leader, error = %err, "cannot reach the Raft leader"),
-                    }
-                } else {
-                    tracing::warn!(attempt, error = %s.message(), "joining the Raft group failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                tracing::info!(attempt, error = %s.message(), "joining the Raft group: asking again");
+                follow_leader(&s, &mut control, &tls).await;
                 attempt += 1;
             }
             Err(s) => break Err(status("join the Raft group")(s)),
