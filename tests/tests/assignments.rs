@@ -7,7 +7,6 @@
 // Tests narrate their steps on stderr, which nextest shows when one fails.
 #![allow(clippy::print_stderr)]
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,30 +48,6 @@ impl Running {
     }
 }
 
-/// Joins a worker named `name` with the cluster's worker token; the agent's configuration.
-async fn join(cluster: &LocalCluster, name: &str, dir: &Path) -> AgentConfig {
-    let manager = cluster.manager_addrs()[0].to_string();
-    let (credentials, trust) = shoal_agent::join(&manager, cluster.tokens().0, dir).await.expect("join");
-    let live = shoal_ca_pki::LiveCredentials::load(dir).expect("credentials");
-    let tls = shoal_ca_pki::live_client_config(&live, &trust).expect("tls");
-    AgentConfig {
-        managers: vec![manager],
-        tls,
-        node_id: credentials.identity().node_id.clone(),
-        description: v1::NodeDescription {
-            hostname: name.to_owned(),
-            platform: Some(v1::Platform { architecture: "amd64".into(), os: "linux".into() }),
-            resources: Some(v1::Resources { nano_cpus: 4_000_000_000, memory_bytes: 16 << 30, ..Default::default() }),
-            ..Default::default()
-        },
-        volumes_dir: dir.join("volumes"),
-        role: v1::NodeRole::Worker,
-        certificate_role: v1::NodeRole::Worker,
-        certs_dir: None,
-        credentials: Some(live),
-    }
-}
-
 async fn tasks(control: &mut ControlClient<Channel>, service: &str) -> Vec<v1::Task> {
     let request = v1::ListTasksRequest { service_ids: vec![service.to_owned()], ..Default::default() };
     control.list_tasks(request).await.map(|r| r.into_inner().tasks).unwrap_or_default()
@@ -94,7 +69,7 @@ async fn a_node_with_1500_tasks_of_4_kib_gets_them_all_over_one_session() {
     // which the node would be Down and its tasks replaced.
     let options = LocalOptions { heartbeat_period: Duration::from_secs(2), ..Default::default() };
     let cluster = LocalCluster::start(options).await.expect("cluster");
-    let config = join(&cluster, "big", &cluster.dir().join("workers/big")).await;
+    let config = cluster.join_worker_config("big").await.expect("join");
     let node = config.node_id.clone();
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", shoal_runtime::SimBehavior::RunUntilStopped);

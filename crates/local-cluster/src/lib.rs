@@ -237,24 +237,22 @@ impl LocalCluster {
         Ok(())
     }
 
-    async fn spawn_worker(&self, name: &str) -> Result<LocalWorker, LocalError> {
+    /// Joins a worker named `name` (its certificates under `DIR/workers/NAME`) and returns the
+    /// configuration its agent runs with, as every worker of the cluster has: for tests that run
+    /// an agent themselves (to stop and restart it, or to look at it while it runs).
+    pub async fn join_worker_config(&self, name: &str) -> Result<AgentConfig, LocalError> {
         let dir = self.dir.join("workers").join(name);
         let remote = self.manager_addrs[self.first_live().unwrap_or(0)].to_string();
         let (credentials, trust) = shoal_agent::join(&remote, &self.worker_token, &dir)
             .await
             .map_err(|source| LocalError::Join { name: name.to_owned(), source })?;
-        let sim = Simulated::new();
-        for (image, behavior) in &self.options.images {
-            sim.add_image(image, behavior.clone());
-        }
-        let node_id = credentials.identity().node_id.clone();
         let tls_error = |e: &dyn std::fmt::Display| LocalError::Tls { name: name.to_owned(), reason: e.to_string() };
         let live = shoal_ca_pki::LiveCredentials::load(&dir).map_err(|e| tls_error(&e))?;
         let tls = shoal_ca_pki::live_client_config(&live, &trust).map_err(|e| tls_error(&e))?;
-        let config = AgentConfig {
+        Ok(AgentConfig {
             managers: self.manager_addrs.iter().map(ToString::to_string).collect(),
             tls,
-            node_id: node_id.clone(),
+            node_id: credentials.identity().node_id.clone(),
             description: v1::NodeDescription {
                 hostname: name.to_owned(),
                 platform: Some(v1::Platform { architecture: "amd64".into(), os: "linux".into() }),
@@ -271,7 +269,16 @@ impl LocalCluster {
             // In-process workers cannot become managers: promotion needs a process that runs one.
             certs_dir: None,
             credentials: Some(live),
-        };
+        })
+    }
+
+    async fn spawn_worker(&self, name: &str) -> Result<LocalWorker, LocalError> {
+        let config = self.join_worker_config(name).await?;
+        let node_id = config.node_id.clone();
+        let sim = Simulated::new();
+        for (image, behavior) in &self.options.images {
+            sim.add_image(image, behavior.clone());
+        }
         let agent = Agent::new(config, Arc::new(sim.clone()));
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = name.to_owned();

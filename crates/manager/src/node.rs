@@ -299,7 +299,12 @@ async fn first_records(
     };
     running.objects.create(node).await?;
     let admin = v1::AdminCertificate { id: admin_id.to_owned(), issued_by: "init".into(), ..Default::default() };
-    running.objects.create(admin).await?;
+    match running.objects.create(admin).await {
+        // The renewal loop, already running, may have recorded the bundle first (a short
+        // certificate validity renews it within a second).
+        Ok(_) | Err(ObjectError::Exists { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
     Ok(join_tokens)
 }
 

@@ -41,6 +41,15 @@ async fn checks_for(d: &Dispatcher, how_long: Duration) -> Vec<String> {
     down
 }
 
+/// The next message of an assignments stream, within 5 s.
+async fn next_message(stream: &mut AssignmentStream) -> v1::AssignmentsMessage {
+    tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .expect("a message in time")
+        .expect("open")
+        .expect("ok")
+}
+
 async fn start(d: &Dispatcher, node_id: &str) -> String {
     let description = v1::NodeDescription { hostname: format!("host-{node_id}"), ..Default::default() };
     let mut stream = d
@@ -132,41 +141,38 @@ async fn assignments_start_complete_then_follow_changes() {
     let session = start(&d, "w1").await;
     let mut stream =
         d.assignments(req(v1::AssignmentsRequest { session_id: session }, "w1")).await.expect("assign").into_inner();
-    let next = async |stream: &mut AssignmentStream| {
-        tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("ok")
-    };
     let ids = |m: &v1::AssignmentsMessage| -> Vec<(i32, String)> {
         m.changes.iter().map(|c| (c.action, c.task.as_ref().map(|t| t.id.clone()).unwrap_or_default())).collect()
     };
     let update = v1::assignment_change::Action::Update as i32;
     let remove = v1::assignment_change::Action::Remove as i32;
 
-    let complete = next(&mut stream).await;
+    let complete = next_message(&mut stream).await;
     assert_eq!(complete.r#type, v1::assignments_message::Type::Complete as i32);
     assert_eq!(ids(&complete), vec![(update, "t1".to_owned())], "only w1's live tasks");
 
     objects.create(task("t2b", "w2", TaskState::Assigned, TaskState::Running)).await.expect("other node's task");
     objects.create(task("t3", "w1", TaskState::Assigned, TaskState::Running)).await.expect("t3");
-    let added = next(&mut stream).await;
+    let added = next_message(&mut stream).await;
     assert_eq!((added.applies_to, added.results_in), (1, 2));
     assert_eq!(ids(&added), vec![(update, "t3".to_owned())]);
 
     let mut t1: v1::Task = objects.get("t1").await.expect("t1");
     t1.desired_state = TaskState::Shutdown as i32;
     let t1 = objects.update(t1).await.expect("shutdown t1");
-    assert_eq!(ids(&next(&mut stream).await), vec![(update, "t1".to_owned())], "told to stop");
+    assert_eq!(ids(&next_message(&mut stream).await), vec![(update, "t1".to_owned())], "told to stop");
     let mut t1 = t1;
     t1.status = Some(v1::TaskStatus { state: TaskState::Shutdown as i32, ..Default::default() });
     objects.update(t1).await.expect("t1 stopped");
-    assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t1".to_owned())], "finished and told to stop: gone");
+    assert_eq!(
+        ids(&next_message(&mut stream).await),
+        vec![(remove, "t1".to_owned())],
+        "finished and told to stop: gone"
+    );
 
     let t3: v1::Task = objects.get("t3").await.expect("t3");
     objects.delete::<v1::Task>("t3", t3.version()).await.expect("delete t3");
-    assert_eq!(ids(&next(&mut stream).await), vec![(remove, "t3".to_owned())]);
+    assert_eq!(ids(&next_message(&mut stream).await), vec![(remove, "t3".to_owned())]);
 }
 
 #[tokio::test]
@@ -184,13 +190,6 @@ async fn one_watch_feeds_every_node_and_queued_changes_go_out_together() {
         stream.next().await.expect("complete").expect("ok");
         streams.push(stream);
     }
-    let next = async |stream: &mut AssignmentStream| {
-        tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("ok")
-    };
     let writes: Vec<Write<v1::Task>> = (0..40)
         .map(|i| {
             Write::Create(task(
@@ -205,7 +204,7 @@ async fn one_watch_feeds_every_node_and_queued_changes_go_out_together() {
     for (stream, parity) in streams.iter_mut().zip([0, 1]) {
         let mut seen = Vec::new();
         while seen.len() < 20 {
-            let message = next(stream).await;
+            let message = next_message(stream).await;
             assert!(message.changes.len() > 1 || seen.len() == 19, "changes queued together go out together");
             seen.extend(message.changes.into_iter().filter_map(|c| c.task).map(|t| t.id));
         }
@@ -218,7 +217,7 @@ async fn one_watch_feeds_every_node_and_queued_changes_go_out_together() {
     tracing::info!("--- a task written before the feed started is deleted: its node hears of it");
     let before: v1::Task = objects.get("before").await.expect("before");
     objects.delete::<v1::Task>("before", before.version()).await.expect("delete");
-    let removed = next(&mut streams[1]).await;
+    let removed = next_message(&mut streams[1]).await;
     assert_eq!(removed.changes.len(), 1);
     assert_eq!(removed.changes[0].action, v1::assignment_change::Action::Remove as i32);
     assert_eq!(removed.changes[0].task.as_ref().map(|t| t.id.as_str()), Some("before"));
@@ -490,18 +489,11 @@ async fn a_large_assignment_set_comes_in_parts_and_a_task_too_large_is_rejected(
     let session = start(&d, "w1").await;
     let mut stream =
         d.assignments(req(v1::AssignmentsRequest { session_id: session }, "w1")).await.expect("assign").into_inner();
-    let next = async |stream: &mut AssignmentStream| {
-        tokio::time::timeout(Duration::from_secs(5), stream.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("ok")
-    };
 
     tracing::info!("--- 2.5 MB of tasks: a complete set in parts of at most 1 MiB, the last without `more`");
     let mut parts = Vec::new();
     loop {
-        let part = next(&mut stream).await;
+        let part = next_message(&mut stream).await;
         assert_eq!(part.r#type, v1::assignments_message::Type::Complete as i32);
         assert!(part.encoded_len() <= ASSIGNMENT_CHUNK_BYTES, "{} bytes", part.encoded_len());
         let more = part.more;
@@ -537,7 +529,7 @@ async fn a_large_assignment_set_comes_in_parts_and_a_task_too_large_is_rejected(
     let mut sequence = 1;
     let mut added = Vec::new();
     while added.len() < 600 {
-        let increment = next(&mut stream).await;
+        let increment = next_message(&mut stream).await;
         assert_eq!(increment.r#type, v1::assignments_message::Type::Incremental as i32);
         assert!(increment.encoded_len() <= ASSIGNMENT_CHUNK_BYTES, "{} bytes", increment.encoded_len());
         assert_eq!((increment.applies_to, increment.results_in, increment.more), (sequence, sequence + 1, false));
