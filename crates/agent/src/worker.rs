@@ -163,6 +163,7 @@ pub fn describe_node(hostname: Option<&str>) -> v1::NodeDescription {
             ..Default::default()
         }),
         can_manage: false,
+        ..Default::default()
     }
 }
 
