@@ -173,6 +173,9 @@ fn is_admin_id(id: &str) -> bool {
     })
 }
 
+mod network;
+pub(crate) use network::node_data_addr;
+
 fn service_name(spec: &v1::ServiceSpec) -> &str {
     spec.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default()
 }
@@ -253,9 +256,10 @@ impl Control for ControlService {
         &self,
         request: Request<v1::CreateServiceRequest>,
     ) -> Result<Response<v1::CreateServiceResponse>, Status> {
-        let spec =
+        let mut spec =
             request.into_inner().spec.ok_or_else(|| Status::invalid_argument("create service: no spec given"))?;
         validate_service_spec(&spec)?;
+        self.resolve_service_networks(&mut spec, None).await?;
         let service = v1::Service { id: new_id(), spec: Some(spec), spec_version: 1, ..Default::default() };
         let service = self.objects.create(service).await?;
         tracing::info!(service.id = %service.id, service.name = %service.name().unwrap_or_default(), "service created");
@@ -293,7 +297,7 @@ impl Control for ControlService {
         let mut service = self.resolve::<v1::Service>(&request.service).await?;
         Self::check_version(&service, request.version)?;
         let current = service.spec.clone().unwrap_or_default();
-        let next = if request.rollback {
+        let mut next = if request.rollback {
             service.previous_spec.clone().ok_or_else(|| {
                 Status::failed_precondition(format!(
                     "service {} has no previous spec to roll back to",
@@ -304,6 +308,7 @@ impl Control for ControlService {
             request.spec.ok_or_else(|| Status::invalid_argument("update service: no spec given"))?
         };
         validate_service_spec(&next)?;
+        self.resolve_service_networks(&mut next, Some(&service.id)).await?;
         let mode = |s: &v1::ServiceSpec| s.mode.as_ref().map(std::mem::discriminant);
         if mode(&next) != mode(&current) {
             return Err(Status::invalid_argument(format!(
@@ -353,6 +358,44 @@ impl Control for ControlService {
         }
         tracing::info!(service.id = %service.id, "service removed");
         Ok(Response::new(v1::RemoveServiceResponse {}))
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<v1::CreateNetworkRequest>,
+    ) -> Result<Response<v1::CreateNetworkResponse>, Status> {
+        let network = self.create_network(request.into_inner().spec).await?;
+        Ok(Response::new(v1::CreateNetworkResponse { network: Some(network) }))
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<v1::GetNetworkRequest>,
+    ) -> Result<Response<v1::GetNetworkResponse>, Status> {
+        Ok(Response::new(self.get_network(&request.into_inner().network).await?))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<v1::ListNetworksRequest>,
+    ) -> Result<Response<v1::ListNetworksResponse>, Status> {
+        let networks = self.list_networks(&request.into_inner().names).await?;
+        Ok(Response::new(v1::ListNetworksResponse { networks }))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<v1::RemoveNetworkRequest>,
+    ) -> Result<Response<v1::RemoveNetworkResponse>, Status> {
+        self.remove_network(&request.into_inner().network).await?;
+        Ok(Response::new(v1::RemoveNetworkResponse {}))
+    }
+
+    async fn prune_networks(
+        &self,
+        _: Request<v1::PruneNetworksRequest>,
+    ) -> Result<Response<v1::PruneNetworksResponse>, Status> {
+        Ok(Response::new(v1::PruneNetworksResponse { removed: self.prune_networks().await? }))
     }
 
     async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {

@@ -60,6 +60,8 @@ struct Inner {
     lists_read: std::sync::atomic::AtomicU64,
     /// When the heartbeats were last checked (see [`Dispatcher::check_heartbeats`]).
     last_check: Mutex<Option<Instant>>,
+    /// Subscriptions to the networks feed, while it runs (see `dispatcher/networks.rs`).
+    networks_feed: Mutex<Option<mpsc::UnboundedSender<networks::Subscribe>>>,
 }
 
 /// The task table as read for new assignment streams: when the read began, the tasks and the
@@ -203,6 +205,7 @@ impl Dispatcher {
                 listing: tokio::sync::Mutex::new(None),
                 lists_read: std::sync::atomic::AtomicU64::new(0),
                 last_check: Mutex::new(None),
+                networks_feed: Mutex::new(None),
             }),
         }
     }
@@ -746,11 +749,45 @@ impl Dispatcher {
 
 type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;
 type AssignmentStream = ReceiverStream<Result<v1::AssignmentsMessage, Status>>;
+type NetworksStream = ReceiverStream<Result<v1::NetworksMessage, Status>>;
 
 #[tonic::async_trait]
 impl DispatcherApi for Dispatcher {
     type SessionStream = SessionStream;
     type AssignmentsStream = AssignmentStream;
+    type NetworksStream = NetworksStream;
+
+    async fn networks(&self, request: Request<v1::NetworksRequest>) -> Result<Response<NetworksStream>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let node_id = self.session_node(&request, &session_id)?;
+        let (feed_tx, mut feed) = mpsc::channel(networks::NETWORK_FEED_BUFFER);
+        self.subscribe_networks(networks::Subscribe { node_id, tx: feed_tx });
+        let (tx, rx) = mpsc::channel(16);
+        tokio::spawn(async move {
+            let mut sequence = 0u64;
+            let mut kind = v1::assignments_message::Type::Complete;
+            loop {
+                let batch = tokio::select! {
+                    () = tx.closed() => return,
+                    batch = feed.recv() => batch,
+                };
+                let Some(changes) = batch else {
+                    let message = "network changes fell behind or their watch ended; start a new session";
+                    let _ = tx.send(Err(Status::unavailable(message))).await;
+                    return;
+                };
+                let messages = split_networks(kind, sequence, changes, ASSIGNMENT_CHUNK_BYTES);
+                sequence = messages.last().map_or(sequence, |m| m.results_in);
+                kind = v1::assignments_message::Type::Incremental;
+                for message in messages {
+                    if tx.send(Ok(message)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
 
     async fn session(&self, request: Request<v1::SessionRequest>) -> Result<Response<SessionStream>, Status> {
         let identity = caller(&request)?;
@@ -1015,5 +1052,63 @@ fn deliver(senders: &mut Vec<mpsc::Sender<Routed>>, routed: Routed) {
     }
 }
 
+impl Dispatcher {
+    /// Hands a node's networks stream to the feed, starting the feed if it is not running.
+    fn subscribe_networks(&self, request: networks::Subscribe) {
+        let mut slot = self.inner.networks_feed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let request = match slot.as_ref() {
+            Some(tx) => match tx.send(request) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(request)) => request,
+            },
+            None => request,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(request);
+        *slot = Some(tx);
+        tokio::spawn(networks::run(self.inner.objects.clone(), rx));
+    }
+}
+
+/// Cuts network changes into messages as [`split_assignments`] does with assignments.
+fn split_networks(
+    kind: v1::assignments_message::Type,
+    sequence: u64,
+    changes: Vec<v1::NetworkChange>,
+    limit: usize,
+) -> Vec<v1::NetworksMessage> {
+    let mut parts: Vec<Vec<v1::NetworkChange>> = vec![Vec::new()];
+    let mut size = ASSIGNMENT_HEADER_BYTES;
+    for change in changes {
+        let len = prost::Message::encoded_len(&change);
+        let bytes = 1 + prost::length_delimiter_len(len) + len;
+        if parts.last().is_some_and(|p| !p.is_empty()) && size + bytes > limit {
+            parts.push(Vec::new());
+            size = ASSIGNMENT_HEADER_BYTES;
+        }
+        size += bytes;
+        if let Some(last) = parts.last_mut() {
+            last.push(change);
+        }
+    }
+    let count = parts.len();
+    let complete = kind == v1::assignments_message::Type::Complete;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(index, changes)| {
+            let applies_to = if complete { sequence } else { sequence + index as u64 };
+            v1::NetworksMessage {
+                r#type: kind as i32,
+                applies_to,
+                results_in: applies_to + 1,
+                changes,
+                more: complete && index + 1 < count,
+            }
+        })
+        .collect()
+}
+
+mod networks;
 #[cfg(test)]
 mod tests;

@@ -5,10 +5,12 @@
 //! the next leader.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use shoal_api::v1::{self, TaskState};
 
+use crate::allocator::{Allocator, Cursors};
 use crate::dispatcher::Dispatcher;
 use crate::ids::new_id;
 use crate::jobs::reconcile_job;
@@ -32,6 +34,8 @@ pub struct PassReport {
     pub unplaced: usize,
     /// Old tasks deleted.
     pub reaped: usize,
+    /// Networks, services and nodes given (or told why not) their allocations.
+    pub allocated: usize,
     /// The earliest time a task is due that this pass had to hold back (a restart delay): the
     /// loop runs a pass then even if nothing else happens.
     pub next_due: Option<SystemTime>,
@@ -40,7 +44,7 @@ pub struct PassReport {
 impl PassReport {
     /// Whether the pass wrote anything.
     pub fn changed(&self) -> bool {
-        self.created + self.stopped + self.assigned + self.reaped > 0
+        self.created + self.stopped + self.assigned + self.reaped + self.allocated > 0
     }
 
     fn due(&mut self, at: SystemTime) {
@@ -58,12 +62,41 @@ pub struct Leader {
     dispatcher: Dispatcher,
     history: usize,
     seed: u64,
+    /// The store fenced by this manager's term as leader ([`ObjectStore::fenced`]): what its
+    /// passes write through. `None` until it takes office (tests call `pass` without).
+    fenced: Arc<Mutex<Option<ObjectStore>>>,
+    /// The network allocator's cursors (see [`crate::allocator`]).
+    cursors: Arc<Mutex<Cursors>>,
 }
+
+/// The key a new leader writes when it takes office; its passes' writes require it unchanged.
+pub(crate) const LEADER_FENCE: &str = "/leader/fence";
 
 impl Leader {
     /// Loops over `objects`, with `dispatcher` for node liveness, keeping `history` tasks per slot.
     pub fn new(objects: ObjectStore, dispatcher: Dispatcher, history: usize) -> Self {
-        Self { objects, dispatcher, history, seed: 0x5eed }
+        Self {
+            objects,
+            dispatcher,
+            history,
+            seed: 0x5eed,
+            fenced: Arc::new(Mutex::new(None)),
+            cursors: Arc::new(Mutex::new(Cursors::new())),
+        }
+    }
+
+    /// Writes the fence key and keeps the store fenced by it for this term's passes.
+    async fn take_office(&self) -> Result<(), ObjectError> {
+        let outcome = self.objects.store().put(LEADER_FENCE, Vec::new()).await?;
+        let fenced = self.objects.fenced(LEADER_FENCE, outcome.revision);
+        *self.fenced.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fenced);
+        Ok(())
+    }
+
+    /// What the passes write through: the fenced store once in office.
+    fn writer(&self) -> ObjectStore {
+        let fenced = self.fenced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        fenced.clone().unwrap_or_else(|| self.objects.clone())
     }
 
     /// Runs the loops until `shutdown` resolves: while this manager is the Raft leader, checks
@@ -107,6 +140,10 @@ impl Leader {
                 continue;
             }
             if !leading {
+                if let Err(err) = self.take_office().await {
+                    tracing::warn!(error = %err, "cannot write the leader fence; trying again next tick");
+                    continue;
+                }
                 leading = true;
                 dirty = true;
                 // Nodes that were Ready under the previous leader get three periods to reach us.
@@ -244,14 +281,39 @@ impl Leader {
     /// in memory — new tasks are scheduled before they are first written, so a new task costs
     /// one write — and writes the differences in batches ([`ObjectStore::write_all`]).
     pub async fn pass(&self, now: SystemTime) -> Result<PassReport, ObjectError> {
+        let objects = self.writer();
         let services = self.objects.list::<v1::Service>().await?;
         let nodes = self.objects.list::<v1::Node>().await?;
         let tasks = self.objects.list::<v1::Task>().await?;
+        let networks = self.objects.list::<v1::Network>().await?;
+        let cluster = self.objects.list::<v1::Cluster>().await?.into_iter().next().unwrap_or_default();
         let mut report = PassReport::default();
+        let mut cursors = std::mem::take(&mut *self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let mut allocator = Allocator::new(
+            &cluster.default_addr_pool,
+            cluster.subnet_size,
+            &networks,
+            &services,
+            &tasks,
+            &nodes,
+            &mut cursors,
+        );
+        let allocated = self.allocate(&objects, &mut allocator, networks, services, &nodes, &mut report).await;
+        let (services, blocked) = match allocated {
+            Ok(done) => done,
+            Err(err) => {
+                drop(allocator);
+                *self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cursors;
+                return Err(err);
+            }
+        };
         let reaped = self.reap(&services, &tasks, now);
         let mut work = Working::new(tasks);
-        self.orchestrate(&services, &nodes, &mut work, now, &mut report);
-        self.schedule(&nodes, &mut work, now, &mut report);
+        self.orchestrate(&services, &blocked, &nodes, &mut work, now, &mut report);
+        let unattached = Self::attach(&mut allocator, &services, &mut work, now);
+        drop(allocator);
+        *self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cursors;
+        self.schedule(&nodes, &unattached, &mut work, now, &mut report);
         let changed: HashSet<&str> = work.changed_ids().collect();
         let deletes: Vec<Write<v1::Task>> = reaped
             .into_iter()
@@ -262,7 +324,7 @@ impl Leader {
         let mut writes = work.into_writes();
         let creating = writes.len() - writes.iter().filter(|w| matches!(w, Write::Update(_))).count();
         writes.extend(deletes);
-        let outcomes = self.objects.write_all(writes).await?;
+        let outcomes = objects.write_all(writes).await?;
         // A refused write (an agent's report came first) is redone from fresh state next pass.
         let refused = outcomes.iter().filter(|o| o.is_err()).count();
         if refused > 0 {
@@ -284,6 +346,7 @@ impl Leader {
             annotations: Some(v1::Annotations { name: task_name, ..Default::default() }),
             spec: service.spec.as_ref().and_then(|s| s.task.clone()),
             spec_version: service.spec_version,
+            endpoint: service.endpoint.clone(),
             status: Some(v1::TaskStatus {
                 timestamp: Some(shoal_api::to_timestamp(now)),
                 state: if node_id.is_empty() { TaskState::Pending } else { TaskState::Assigned } as i32,
@@ -299,6 +362,7 @@ impl Leader {
     fn orchestrate(
         &self,
         services: &[v1::Service],
+        blocked: &HashSet<String>,
         nodes: &[v1::Node],
         work: &mut Working,
         now: SystemTime,
@@ -317,7 +381,8 @@ impl Leader {
                 report.stopped += 1;
             }
         }
-        for service in services {
+        // A service whose endpoint could not be allocated gets no tasks until it can be.
+        for service in services.iter().filter(|s| !blocked.contains(&s.id)) {
             let own = by_service.get(service.id.as_str()).map(Vec::as_slice).unwrap_or_default();
             match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
                 Some(v1::service_spec::Mode::Replicated(_)) => {
@@ -388,12 +453,20 @@ impl Leader {
 
     /// Places every pending task (those of earlier passes and the new ones) in one scheduler
     /// batch; tasks that fit nowhere stay PENDING with the scheduler's reason.
-    fn schedule(&self, nodes: &[v1::Node], work: &mut Working, now: SystemTime, report: &mut PassReport) {
+    fn schedule(
+        &self,
+        nodes: &[v1::Node],
+        unattached: &HashSet<String>,
+        work: &mut Working,
+        now: SystemTime,
+        report: &mut PassReport,
+    ) {
         let pending: Vec<&v1::Task> = work
             .tasks
             .iter()
             .filter(|t| {
                 t.node_id.is_empty()
+                    && !unattached.contains(&t.id)
                     && t.desired() == TaskState::Running
                     && t.observed_state() as i32 <= TaskState::Pending as i32
             })
@@ -536,9 +609,10 @@ impl Working {
     }
 }
 
-fn is_ready(node: &v1::Node) -> bool {
+pub(crate) fn is_ready(node: &v1::Node) -> bool {
     node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32)
 }
 
+mod network;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@
 //! on disk ([`init`], [`join`], [`start`]). What comes next is in README.md.
 #![warn(missing_docs)]
 
+mod allocator;
 mod ca_service;
 mod client;
 mod control;

@@ -1,5 +1,5 @@
 //! Typed access to the cluster objects in raft-store: each object is prost-encoded under its
-//! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/cluster/ID`, `/revocations/ID`,
+//! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/networks/ID`, `/cluster/ID`, `/revocations/ID`,
 //! `/admin-certificates/ID`), names that must be unique have an index key
 //! (`/names/services/NAME`), and `Meta.version` is the key's mod revision: an update or delete
 //! naming another version is refused, so two writers can never overwrite each other's changes
@@ -62,6 +62,11 @@ object!(v1::Cluster, "/cluster/", "cluster", false, |o| o
     .as_ref()
     .and_then(|s| s.annotations.as_ref())
     .map(|a| a.name.as_str()));
+object!(v1::Network, "/networks/", "network", true, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.annotations.as_ref())
+    .map(|a| a.name.as_str()));
 object!(v1::Revocation, "/revocations/", "revocation", false, |_o| None);
 object!(v1::AdminCertificate, "/admin-certificates/", "admin certificate", false, |_o| None);
 
@@ -114,6 +119,12 @@ pub enum ObjectError {
         /// The decode error.
         reason: String,
     },
+    /// A fenced write (the leader's) was refused because another leader has taken over since.
+    #[error("this manager is no longer the leader that made this decision (the fence {key} moved); the new leader decides again")]
+    Fenced {
+        /// The fence key.
+        key: String,
+    },
     /// The store could not serve a read.
     #[error(transparent)]
     Read(#[from] ReadError),
@@ -152,6 +163,8 @@ pub enum Write<T> {
 #[derive(Debug, Clone)]
 pub struct ObjectStore {
     store: Store,
+    /// Every write also requires this key to be at this mod revision (see [`ObjectStore::fenced`]).
+    fence: Option<(String, u64)>,
 }
 
 pub(crate) fn key<T: Object>(id: &str) -> String {
@@ -175,7 +188,33 @@ pub(crate) fn decode<T: Object>(id: &str, bytes: &[u8], revision: u64) -> Result
 impl ObjectStore {
     /// Wraps a raft-store member.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self { store, fence: None }
+    }
+
+    /// The same store, but every write through the returned handle is refused
+    /// ([`ObjectError::Fenced`]) once `key` has moved past `revision`. The leader writes a key
+    /// when it takes office and fences its decisions with it: a deposed leader still finishing
+    /// a pass (its writes forwarded to the new leader) can then never hand out an address or a
+    /// port that the new leader hands out too.
+    pub fn fenced(&self, key: impl Into<String>, revision: u64) -> Self {
+        Self { store: self.store.clone(), fence: Some((key.into(), revision)) }
+    }
+
+    fn txn(&self) -> Txn {
+        match &self.fence {
+            Some((key, revision)) => Txn::new().when(Compare::mod_revision(key.clone(), *revision)),
+            None => Txn::new(),
+        }
+    }
+
+    /// Whether the fence (if any) has moved: then a refusal is the fence's, not the object's.
+    async fn fence_moved(&self) -> Option<ObjectError> {
+        let (key, revision) = self.fence.as_ref()?;
+        match self.store.get(key.clone()).await {
+            Ok(Some(kv)) if kv.mod_revision == *revision => None,
+            Ok(_) => Some(ObjectError::Fenced { key: key.clone() }),
+            Err(err) => Some(ObjectError::Read(err)),
+        }
     }
 
     /// The underlying store.
@@ -223,7 +262,7 @@ impl ObjectStore {
         meta.created_at = Some(now);
         meta.updated_at = Some(now);
         let id = object.id().to_owned();
-        let mut txn = Txn::new().when(Compare::missing(key::<T>(&id)));
+        let mut txn = self.txn().when(Compare::missing(key::<T>(&id)));
         let name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
         if let Some(name) = &name {
             txn = txn.when(Compare::missing(name_key::<T>(name))).and_then(Op::put(name_key::<T>(name), id.clone()));
@@ -264,7 +303,7 @@ impl ObjectStore {
     pub async fn update<T: Object>(&self, mut object: T) -> Result<T, ObjectError> {
         let id = object.id().to_owned();
         let version = object.version();
-        let mut txn = Txn::new().when(Compare::mod_revision(key::<T>(&id), version));
+        let mut txn = self.txn().when(Compare::mod_revision(key::<T>(&id), version));
         let new_name = object.name().filter(|_| T::UNIQUE_NAMES).map(str::to_owned);
         // Only a kind with unique names needs the stored object: to move its name index.
         let old_name = if T::UNIQUE_NAMES {
@@ -297,7 +336,7 @@ impl ObjectStore {
     /// Deletes an object read at `version` (its name with it); refused if it changed since.
     pub async fn delete<T: Object>(&self, id: &str, version: u64) -> Result<(), ObjectError> {
         let current: T = self.get(id).await?;
-        let mut txn = Txn::new().when(Compare::mod_revision(key::<T>(id), version)).and_then(Op::delete(key::<T>(id)));
+        let mut txn = self.txn().when(Compare::mod_revision(key::<T>(id), version)).and_then(Op::delete(key::<T>(id)));
         if let Some(name) = current.name().filter(|_| T::UNIQUE_NAMES) {
             txn = txn.and_then(Op::delete(name_key::<T>(name)));
         }
@@ -342,7 +381,7 @@ impl ObjectStore {
     async fn write_chunk<T: Object>(&self, chunk: Vec<Write<T>>) -> Result<Vec<Result<(), ObjectError>>, ObjectError> {
         if chunk.len() > 1 {
             let now = shoal_api::to_timestamp(std::time::SystemTime::now());
-            let mut txn = Txn::new();
+            let mut txn = self.txn();
             for write in &chunk {
                 txn = match write {
                     Write::Create(object) | Write::Update(object) => {
@@ -379,7 +418,9 @@ impl ObjectStore {
                 Write::Delete { id, version } => self.delete::<T>(&id, version).await,
             };
             match outcome {
-                Err(err @ (ObjectError::Read(_) | ObjectError::Write(_))) => return Err(err),
+                Err(err @ (ObjectError::Read(_) | ObjectError::Write(_) | ObjectError::Fenced { .. })) => {
+                    return Err(err);
+                }
                 outcome => outcomes.push(outcome),
             }
         }
@@ -388,6 +429,9 @@ impl ObjectStore {
 
     /// Why a transaction's compares failed, found by reading the keys it compared.
     async fn explain_refusal<T: Object>(&self, id: &str, name: Option<&str>, version: u64) -> ObjectError {
+        if let Some(err) = self.fence_moved().await {
+            return err;
+        }
         match self.store.get(key::<T>(id)).await {
             Ok(None) if version != 0 => return ObjectError::NotFound { kind: T::KIND, id: id.to_owned() },
             Ok(Some(kv)) if version == 0 => return ObjectError::Exists { kind: T::KIND, id: kv_id::<T>(&kv.key) },

@@ -18,6 +18,7 @@ impl From<ObjectError> for Status {
             // gRPC's code for a failed test-and-set: redo the read-modify-write.
             ObjectError::Conflict { .. } => Code::Aborted,
             ObjectError::Corrupt { .. } => Code::DataLoss,
+            ObjectError::Fenced { .. } => Code::Unavailable,
             ObjectError::Read(read) => return read_status(read),
             ObjectError::Write(write) => return write_status(write),
         };
