@@ -62,6 +62,12 @@ enum Command {
         /// Address other nodes reach this one at (IP, or IP:PORT; the port defaults to the listen port).
         #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
         advertise_addr: String,
+        /// Where overlay network subnets come from (CIDR, repeatable; default 10.0.0.0/8).
+        #[arg(long = "default-addr-pool", env = "SHOAL_DEFAULT_ADDR_POOL", value_delimiter = ',')]
+        default_addr_pool: Vec<String>,
+        /// The prefix length of each overlay subnet taken from the pools (default 24).
+        #[arg(long = "default-addr-pool-mask-length", env = "SHOAL_DEFAULT_ADDR_POOL_MASK_LENGTH", default_value_t = 24)]
+        default_addr_pool_mask_length: u32,
         #[command(flatten)]
         common: Common,
     },
@@ -287,9 +293,12 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Init { advertise_addr, common } => {
+        Command::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, common } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;
-            let (manager, outcome) = shoal_manager::init(&config(&common, advertised)?).await?;
+            let mut config = config(&common, advertised)?;
+            config.default_addr_pool = default_addr_pool;
+            config.subnet_size = default_addr_pool_mask_length;
+            let (manager, outcome) = shoal_manager::init(&config).await?;
             println!("Cluster initialized: current node ({}) is now a manager.", outcome.node_id);
             println!();
             println!("To add a worker to this cluster, run the following command:");

@@ -78,6 +78,11 @@ impl Cidr {
         Ipv4Addr::from(self.network)
     }
 
+    /// The prefix length.
+    pub(crate) fn prefix_len(&self) -> u8 {
+        self.len
+    }
+
     fn last(&self) -> u32 {
         self.network | !Self::mask_of(self.len)
     }

@@ -48,6 +48,12 @@ pub struct ManagerConfig {
     pub heartbeat_period: Duration,
     /// How long node certificates are valid.
     pub cert_validity: Duration,
+    /// For `init`: where overlay subnets come from (`--default-addr-pool`, CIDRs); empty:
+    /// Swarm's 10.0.0.0/8.
+    pub default_addr_pool: Vec<String>,
+    /// For `init`: the prefix length of those subnets (`--default-addr-pool-mask-length`);
+    /// 0: Swarm's 24.
+    pub subnet_size: u32,
 }
 
 impl ManagerConfig {
@@ -59,8 +65,34 @@ impl ManagerConfig {
             advertise_addr,
             heartbeat_period: Duration::from_secs(1),
             cert_validity: Duration::from_secs(90 * 24 * 3600),
+            default_addr_pool: Vec::new(),
+            subnet_size: 0,
         }
     }
+}
+
+/// Checks `--default-addr-pool` and `--default-addr-pool-mask-length` before anything is made.
+fn check_pools(config: &ManagerConfig) -> Result<(), StartError> {
+    let bad = |reason: String| StartError::DataDir { path: config.data_dir.clone(), reason };
+    let size = if config.subnet_size == 0 { u32::from(crate::allocator::DEFAULT_SUBNET_SIZE) } else { config.subnet_size };
+    if !(8..=29).contains(&size) {
+        return Err(bad(format!("--default-addr-pool-mask-length {size} must be between 8 and 29")));
+    }
+    let mut pools: Vec<crate::allocator::Cidr> = Vec::new();
+    for pool in &config.default_addr_pool {
+        let cidr: crate::allocator::Cidr =
+            pool.parse().map_err(|e| bad(format!("--default-addr-pool {pool}: {e}")))?;
+        if cidr.prefix_len() > size as u8 {
+            return Err(bad(format!(
+                "--default-addr-pool {pool} is smaller than one subnet of /{size}; give a larger pool or a longer --default-addr-pool-mask-length"
+            )));
+        }
+        if let Some(other) = pools.iter().find(|p| p.overlaps(&cidr)) {
+            return Err(bad(format!("--default-addr-pool {pool} overlaps {other}")));
+        }
+        pools.push(cidr);
+    }
+    Ok(())
 }
 
 /// What a manager remembers about itself.
@@ -189,6 +221,7 @@ fn random_u64() -> u64 {
 /// Creates a new cluster in `config.data_dir` (which must not hold one) and runs its first manager.
 pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome), StartError> {
     let data = &config.data_dir;
+    check_pools(config)?;
     if data.join("manager.json").exists() {
         return Err(StartError::DataDir {
             path: data.clone(),
@@ -282,9 +315,23 @@ async fn first_records(
         join_tokens: Some(join_tokens.clone()),
         root_ca_cert: trust.pem().as_bytes().to_vec(),
         root_ca_digest: join_tokens.worker.split('-').nth(2).unwrap_or_default().to_owned(),
-        ..Default::default()
+        default_addr_pool: config.default_addr_pool.clone(),
+        subnet_size: config.subnet_size,
+        meta: None,
     };
     running.objects.create(cluster).await?;
+    // The routing mesh's network, as Swarm makes it at init (its subnet comes from the pool).
+    let ingress = v1::Network {
+        id: crate::ids::new_id(),
+        spec: Some(v1::NetworkSpec {
+            annotations: Some(v1::Annotations { name: "ingress".into(), ..Default::default() }),
+            driver: "overlay".into(),
+            ingress: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    running.objects.create(ingress).await?;
     let node = v1::Node {
         id: identity.node_id.clone(),
         role: v1::NodeRole::Manager as i32,
