@@ -60,6 +60,23 @@ pub(crate) fn task_spec(spec: Option<&v1::TaskSpec>) -> Result<sched::TaskSpec, 
     })
 }
 
+/// The host-mode ports a task publishes on its node.
+fn host_ports(task: &v1::Task) -> Vec<sched::HostPort> {
+    let ports = task.endpoint.as_ref().map(|e| e.ports.as_slice()).unwrap_or_default();
+    ports
+        .iter()
+        .filter(|p| p.publish_mode == v1::port_config::PublishMode::Host as i32 && p.published_port != 0)
+        .map(|p| sched::HostPort {
+            protocol: match v1::port_config::Protocol::try_from(p.protocol) {
+                Ok(v1::port_config::Protocol::Udp) => sched::Protocol::Udp,
+                Ok(v1::port_config::Protocol::Sctp) => sched::Protocol::Sctp,
+                _ => sched::Protocol::Tcp,
+            },
+            port: u16::try_from(p.published_port).unwrap_or(0),
+        })
+        .collect()
+}
+
 /// The scheduler's snapshot of `nodes`, counting the live tasks on each and recent failures.
 pub(crate) fn snapshot(nodes: &[v1::Node], tasks: &[v1::Task], now: SystemTime) -> Vec<sched::Node> {
     let mut by_node: HashMap<&str, Vec<&v1::Task>> = HashMap::new();
@@ -109,6 +126,13 @@ pub(crate) fn snapshot(nodes: &[v1::Node], tasks: &[v1::Task], now: SystemTime) 
                 }
             }
             out.recent_failures = failures;
+            out.host_ports = by_node
+                .get(node.id.as_str())
+                .into_iter()
+                .flatten()
+                .filter(|t| crate::orchestrator::live(t))
+                .flat_map(|t| host_ports(t))
+                .collect();
             out
         })
         .collect()
@@ -131,7 +155,12 @@ pub fn place(
     for task in pending {
         let spec = specs
             .entry((task.service_id.as_str(), task.spec_version))
-            .or_insert_with(|| task_spec(task.spec.as_ref()).map(Arc::new))
+            .or_insert_with(|| {
+                task_spec(task.spec.as_ref()).map(|mut spec| {
+                    spec.host_ports = host_ports(task);
+                    Arc::new(spec)
+                })
+            })
             .clone();
         match spec {
             Ok(spec) => batch.push(sched::Task::new(&task.id, &task.service_id, spec)),
