@@ -27,6 +27,9 @@ impl Leader {
     ) -> Result<(Vec<v1::Service>, HashSet<String>), ObjectError> {
         // Networks first: services and tasks take addresses from them.
         let mut writes = Vec::new();
+        // The ingress network first: at init it gets the first subnet and VNI, as in Swarm.
+        let mut networks = networks;
+        networks.sort_by_key(|n| !crate::allocator::is_ingress(n));
         for network in networks.iter().filter(|n| n.allocation.is_none()) {
             let mut written = network.clone();
             match allocator.allocate_network(network) {

@@ -386,3 +386,101 @@ async fn roles_follow_promotions_and_demotions() {
     leader.reconcile_roles().await.expect("reconcile again");
     assert_eq!(objects.store().revision(), before, "nothing more to change while the leader cannot hand over");
 }
+
+fn overlay(name: &str, subnet: &str, ingress: bool) -> v1::Network {
+    v1::Network {
+        id: format!("id-{name}"),
+        spec: Some(v1::NetworkSpec {
+            annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
+            driver: "overlay".into(),
+            ingress,
+            ipam: Some(v1::IpamConfig { subnet: subnet.into(), ..Default::default() }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn networks_services_nodes_and_tasks_are_allocated_before_tasks_are_scheduled() {
+    let nodes: Vec<v1::Node> = (1..=2).map(|i| node(&format!("n{i}"), &[])).collect();
+    let (leader, objects, _dir) = leader("leader-alloc", &nodes).await;
+    objects.create(overlay("ingress", "198.18.0.0/24", true)).await.expect("ingress");
+    objects.create(overlay("front", "", false)).await.expect("front");
+    let mut web = service("web", replicated(2), &[], 0);
+    if let Some(spec) = web.spec.as_mut() {
+        spec.networks = vec![v1::NetworkAttachmentConfig { target: "id-front".into(), aliases: vec![] }];
+        spec.endpoint = Some(v1::EndpointSpec {
+            ports: vec![v1::PortConfig { target_port: 80, published_port: 8080, ..Default::default() }],
+            ..Default::default()
+        });
+    }
+    objects.create(web).await.expect("service");
+
+    let report = leader.pass(SystemTime::now()).await.expect("pass");
+    assert_eq!((report.created, report.assigned), (2, 2));
+    let front: v1::Network = objects.get("id-front").await.expect("front");
+    let allocation = front.allocation.expect("front allocated");
+    // Swarm's default pool: the first /24 of 10.0.0.0/8, VNI after ingress's.
+    assert_eq!((allocation.subnet.as_str(), allocation.vni), ("10.0.0.0/24", 4097));
+    let service: v1::Service = objects.get("id-web").await.expect("service");
+    let endpoint = service.endpoint.expect("endpoint");
+    let vips: Vec<&str> = endpoint.virtual_ips.iter().map(|v| v.addr.as_str()).collect();
+    // Services are allocated before nodes' ingress sandboxes, and those before tasks.
+    assert_eq!(vips, ["10.0.0.2/24", "198.18.0.2/24"]);
+    for n in ["n1", "n2"] {
+        let node: v1::Node = objects.get(n).await.expect("node");
+        assert!(node.ingress.is_some(), "{n} has an ingress sandbox address");
+    }
+    let tasks = live_tasks(&objects, "id-web").await;
+    for task in &tasks {
+        assert!(!task.node_id.is_empty(), "scheduled in the same pass");
+        let nets: Vec<&str> = task.networks.iter().filter_map(|a| a.network.as_ref()).map(|n| n.id.as_str()).collect();
+        assert_eq!(nets, ["id-front", "id-ingress"]);
+        assert_eq!(task.endpoint.as_ref().map(|e| e.ports[0].published_port), Some(8080));
+    }
+    let mut all: Vec<String> = tasks.iter().flat_map(|t| t.networks.iter().flat_map(|a| a.addresses.clone())).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "no address twice");
+    assert_eq!(leader.pass(SystemTime::now()).await.expect("again"), PassReport::default(), "converged");
+}
+
+#[tokio::test]
+async fn a_task_that_cannot_get_an_address_stays_pending_with_the_reason() {
+    let nodes = vec![node("n1", &[])];
+    let (leader, objects, _dir) = leader("leader-alloc-full", &nodes).await;
+    // A /30 has two usable addresses after the gateway: one VIP and one task.
+    objects.create(overlay("tiny", "198.18.0.0/30", false)).await.expect("tiny");
+    let mut svc = service("web", replicated(2), &[], 0);
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.networks = vec![v1::NetworkAttachmentConfig { target: "id-tiny".into(), aliases: vec![] }];
+    }
+    objects.create(svc).await.expect("service");
+    let report = leader.pass(SystemTime::now()).await.expect("pass");
+    assert_eq!((report.created, report.assigned), (2, 0));
+    let tasks = live_tasks(&objects, "id-web").await;
+    let errors: Vec<&str> = tasks.iter().map(|t| t.status.as_ref().map_or("", |s| s.err.as_str())).collect();
+    assert!(
+        errors.iter().all(|e| e.starts_with("network allocation failed: network tiny has no free address left in 198.18.0.0/30")),
+        "{errors:?}"
+    );
+    // (The VIP took .2: no task address is left at all in this /30.)
+    assert!(tasks.iter().all(|t| t.node_id.is_empty() && t.observed_state() == TaskState::Pending));
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_write_what_it_decided() {
+    let nodes = vec![node("n1", &[])];
+    let (leader, objects, _dir) = leader("leader-fence", &nodes).await;
+    leader.take_office().await.expect("office");
+    objects.create(service("web", replicated(1), &[], 0)).await.expect("service");
+    // Another leader takes office (the fence key moves) while this one still runs passes.
+    let other = Leader::new(objects.clone(), Dispatcher::new(objects.clone(), Duration::from_secs(1)), 5);
+    other.take_office().await.expect("other's office");
+    let err = leader.pass(SystemTime::now()).await.expect_err("fenced");
+    assert!(matches!(err, ObjectError::Fenced { .. }), "{err}");
+    assert!(live_tasks(&objects, "id-web").await.is_empty(), "nothing written");
+    let report = other.pass(SystemTime::now()).await.expect("the new leader decides");
+    assert_eq!(report.created, 1);
+}
