@@ -202,6 +202,7 @@ fn a_task_on_a_down_node_keeps_its_address_until_it_is_known_to_have_ended() {
     let svc = service("s", &["a"], &[], true);
     let holder = |state: TaskState| v1::Task {
         id: "t".into(),
+        node_id: "n1".into(),
         desired_state: TaskState::Shutdown as i32,
         networks: vec![v1::NetworkAttachment {
             network: Some(networks[0].clone()),
@@ -215,6 +216,11 @@ fn a_task_on_a_down_node_keeps_its_address_until_it_is_known_to_have_ended() {
     let mut a = Allocator::new(&[], 0, &networks, &[], &[holder(TaskState::Running)], &[], &mut cursors);
     assert!(a.allocate_task(&svc).is_err(), "still held: it may still run");
     let mut a = Allocator::new(&[], 0, &networks, &[], &[holder(TaskState::Shutdown)], &[], &mut cursors);
+    assert_eq!(a.allocate_task(&svc).expect("free")[0].addresses, ["198.18.0.2/30"]);
+    // A task never scheduled and told to stop will never run: its address is free at once.
+    let mut unscheduled = holder(TaskState::Pending);
+    unscheduled.node_id.clear();
+    let mut a = Allocator::new(&[], 0, &networks, &[], &[unscheduled], &[], &mut cursors);
     assert_eq!(a.allocate_task(&svc).expect("free")[0].addresses, ["198.18.0.2/30"]);
 }
 
