@@ -94,6 +94,14 @@ const WEB_V2: &str = "#!/bin/sh\n# Serves 'v2 HOSTNAME' on port 80 until SIGTERM
 const WEB_BODY: &str = r#"root=/tmp/www
 mkdir -p "$root"
 printf '%s %s\n' "$version" "$(hostname)" > "$root/index.html"
+# /cgi-bin/who answers the hostname and the client address the server sees (the routing
+# mesh keeps the client's real address; this is how the tests check it).
+mkdir -p "$root/cgi-bin"
+cat > "$root/cgi-bin/who" <<'CGI'
+#!/bin/sh
+printf 'Content-Type: text/plain\r\n\r\n%s %s\n' "$(hostname)" "$REMOTE_ADDR"
+CGI
+chmod 755 "$root/cgi-bin/who"
 httpd -f -p "${PORT:-80}" -h "$root" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null; exit 0' TERM INT

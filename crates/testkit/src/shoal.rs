@@ -9,6 +9,12 @@ use std::time::{Duration, Instant};
 use crate::cmd::{self, CommandError};
 use crate::netns::{Cluster, HarnessError, Node, Process};
 
+/// Where the harness's clusters take overlay subnets from.
+pub const OVERLAY_POOL: &str = "198.18.0.0/16";
+
+/// The subnet of each node's gateway bridge (egress), inside the test range.
+pub const GATEWAY_SUBNET: &str = "198.19.0.0/24";
+
 /// The executables a Shoal cluster needs.
 pub const BINARIES: [&str; 4] = ["shoal-manager", "shoal-agent", "shoal", "shoal-runtime-logger"];
 
@@ -88,7 +94,15 @@ impl<'a> ShoalCluster<'a> {
 
     /// `shoal-manager init` on `node`; returns the process and the worker join token it printed.
     pub fn init(&self, node: &Node) -> Result<(Process, String), HarnessError> {
-        let process = self.spawn(node, "shoal-manager", self.manager_args("init", node))?;
+        let mut args = self.manager_args("init", node);
+        // Overlay subnets inside the test range (198.18.0.0/15): never Swarm's 10.0.0.0/8.
+        args.extend([
+            "--default-addr-pool".into(),
+            OVERLAY_POOL.into(),
+            "--default-addr-pool-mask-length".into(),
+            "24".into(),
+        ]);
+        let process = self.spawn(node, "shoal-manager", args)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = std::fs::read_to_string(process.log()).unwrap_or_default();

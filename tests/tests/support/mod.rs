@@ -1,0 +1,118 @@
+//! What the end-to-end tests share: the binaries' directory, the environment every run starts
+//! from (a harness cluster, containerd, the registry with the test images) and polling helpers
+//! around the `shoal` CLI.
+
+#![allow(dead_code, clippy::print_stderr)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use shoal_testkit::privileged::{self, Need};
+use shoal_testkit::shoal::{Cli, ShoalCluster, missing_binaries};
+use shoal_testkit::{Cluster, Containerd, Registry, images};
+
+pub(crate) fn bin_dir() -> PathBuf {
+    std::env::var_os("SHOAL_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // This test runs from TARGET/debug/deps: the binaries are in TARGET/debug, wherever
+            // CARGO_TARGET_DIR put it.
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_owned())
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
+}
+
+/// `shoal ARGS…`, which must succeed.
+pub(crate) fn ok(cli: &Cli, args: &[&str]) -> String {
+    let (ok, out, err) = cli.run(args).expect("run shoal");
+    assert!(ok, "shoal {}: {err}", args.join(" "));
+    out
+}
+
+/// Polls `shoal ARGS…` until `check` accepts its output.
+pub(crate) fn until(cli: &Cli, what: &str, secs: u64, args: &[&str], check: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (ok, out, _) = cli.run(args).expect("run shoal");
+        if ok && check(&out) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s; last output:\n{out}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The CURRENT STATE cell of a `shoal service ps` row (columns are three or more spaces apart).
+pub(crate) fn current_state(row: &str) -> &str {
+    row.split("   ").map(str::trim).filter(|c| !c.is_empty()).nth(5).unwrap_or_default()
+}
+
+pub(crate) fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What every e2e test starts from: a harness cluster, containerd, the registry with the images.
+pub(crate) struct Env {
+    pub(crate) cluster: Cluster,
+    pub(crate) containerd: Containerd,
+    pub(crate) registry_addr: String,
+    pub(crate) bins: PathBuf,
+}
+
+pub(crate) fn env(test: &str, nodes: usize) -> Option<Env> {
+    let mut needs = privileged::CONTAINERD.to_vec();
+    needs.extend_from_slice(privileged::REGISTRY);
+    needs.push(Need::Command("nft"));
+    if !privileged::require(test, &needs) {
+        return None;
+    }
+    let bins = bin_dir();
+    let missing = missing_binaries(&bins);
+    if !missing.is_empty() {
+        privileged::skip(&format!(
+            "{test}: skipped: binaries {missing:?} not built in {} (cargo build --workspace --bins)",
+            bins.display()
+        ));
+        return None;
+    }
+    let mut cluster = Cluster::new(nodes).expect("cluster");
+    if std::env::var_os("SHOAL_KEEP_LOGS").is_some() {
+        eprintln!("--- keeping {} (SHOAL_KEEP_LOGS)", cluster.dir().display());
+        cluster.keep_dir();
+    }
+    let built = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
+    let containerd = Containerd::start(&cluster.dir().join("containerd"), &format!("{}-push", cluster.prefix()))
+        .expect("containerd");
+    let registry = Registry::start(&cluster).expect("registry");
+    registry.push_all(&containerd, &built).expect("push");
+    let registry_addr = registry.addr().to_string();
+    // The registry process belongs to the cluster's underlay namespace and dies with it.
+    std::mem::forget(registry);
+    Some(Env { cluster, containerd, registry_addr, bins })
+}
+
+impl Env {
+    pub(crate) fn shoal(&self) -> ShoalCluster<'_> {
+        ShoalCluster::new(&self.cluster, &self.bins, self.containerd.socket(), &self.registry_addr, "0.5")
+    }
+}
+
+/// The tasks running now and meant to (desired and current state Running), per node name.
+/// A task told to stop on a node that is Down still shows Running until the node returns, as in
+/// Swarm, so the desired state matters.
+pub(crate) fn running_per_node(ps: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for row in ps.lines().skip(1).filter(|l| !l.contains(r"\_")) {
+        let cells: Vec<&str> = row.split("   ").map(str::trim).filter(|c| !c.is_empty()).collect();
+        if cells.get(4) == Some(&"Running") && cells.get(5).is_some_and(|c| c.starts_with("Running")) {
+            *counts.entry(cells[3].to_owned()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
