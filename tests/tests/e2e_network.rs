@@ -75,7 +75,9 @@ fn running_task<'a>(env: &support::Env, nodes: &'a [Node], service: &str) -> (&'
     };
     let hostnames: BTreeMap<String, String> = json(&["node", "ls", "--format", "json"])
         .iter()
-        .map(|n| (n["ID"].as_str().unwrap_or_default().to_owned(), n["Hostname"].as_str().unwrap_or_default().to_owned()))
+        .map(|n| {
+            (n["ID"].as_str().unwrap_or_default().to_owned(), n["Hostname"].as_str().unwrap_or_default().to_owned())
+        })
         .collect();
     let mut last = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -156,7 +158,10 @@ fn service_networking() {
     let web_image = format!("{registry}/shoal-test/web:v1");
     let tools = format!("{registry}/shoal-test/tools:latest");
     eprintln!("--- web: 3 replicas on front, published on 8080 through the routing mesh");
-    ok(&shoal, &["service", "create", "--name", "web", "--replicas", "3", "--network", "front", "-p", "8080:80", &web_image]);
+    ok(
+        &shoal,
+        &["service", "create", "--name", "web", "--replicas", "3", "--network", "front", "-p", "8080:80", &web_image],
+    );
     let ls = ok(&shoal, &["service", "ls"]);
     assert!(ls.contains("*:8080->80/tcp"), "{ls}");
     let ps = ok(&shoal, &["service", "ps", "web"]);
@@ -190,7 +195,19 @@ fn service_networking() {
     ok(&shoal, &["service", "create", "--name", "client", "--network", "front", "--network", "back", &tools]);
     ok(
         &shoal,
-        &["service", "create", "--name", "db", "--replicas", "2", "--endpoint-mode", "dnsrr", "--network", "back", &web_image],
+        &[
+            "service",
+            "create",
+            "--name",
+            "db",
+            "--replicas",
+            "2",
+            "--endpoint-mode",
+            "dnsrr",
+            "--network",
+            "back",
+            &web_image,
+        ],
     );
     ok(&shoal, &["service", "create", "--name", "lonely", "--network", "back", &tools]);
     ok(&shoal, &["service", "create", "--name", "sealed", "--network", "private", &tools]);
@@ -227,22 +244,24 @@ fn service_networking() {
     let (fine, out) = in_task(&env, client_node, &client, &["wget", "-q", "-T", "3", "-O", "/dev/null", &registry_url]);
     assert!(fine, "egress from client: {out}");
     let (sealed_node, sealed, _) = running_task(&env, &nodes, "sealed");
-    let (escaped, out) = in_task(&env, sealed_node, &sealed, &["wget", "-q", "-T", "2", "-O", "/dev/null", &registry_url]);
+    let (escaped, out) =
+        in_task(&env, sealed_node, &sealed, &["wget", "-q", "-T", "2", "-O", "/dev/null", &registry_url]);
     assert!(!escaped, "an internal network has no egress: {out}");
     let outside = looked_up(&in_task(&env, client_node, &client, &["nslookup", "outside.test"]).1);
     assert_eq!(outside, BTreeSet::from(["192.0.2.99".to_owned()]), "forwarded to the upstream on the underlay");
 
     eprintln!("--- host mode: port 9090 answers only on the node that runs the task");
-    ok(
-        &shoal,
-        &["service", "create", "--name", "pinned", "-p", "published=9090,target=80,mode=host", &web_image],
-    );
+    ok(&shoal, &["service", "create", "--name", "pinned", "-p", "published=9090,target=80,mode=host", &web_image]);
     let (pinned_node, _, _) = running_task(&env, &nodes, "pinned");
     wait_for("9090 on the pinned node", 20, || {
         from_outside(&env.cluster, &format!("http://{}:9090/", pinned_node.addr)).is_some()
     });
     for node in nodes.iter().filter(|n| n.name != pinned_node.name) {
-        assert!(from_outside(&env.cluster, &format!("http://{}:9090/", node.addr)).is_none(), "{} answers 9090", node.name);
+        assert!(
+            from_outside(&env.cluster, &format!("http://{}:9090/", node.addr)).is_none(),
+            "{} answers 9090",
+            node.name
+        );
     }
 
     eprintln!("--- a killed task leaves DNS and the load balancers on every node");
@@ -257,7 +276,8 @@ fn service_networking() {
     assert_eq!(victim_ip.len(), 1, "the victim's address on front from network inspect");
     let killed_at = Instant::now();
     let ns = sc.containerd_namespace(victim_node);
-    let killed = env.containerd.ctr().args(["--namespace", &ns, "tasks", "kill", "--signal", "SIGKILL", &victim]).status();
+    let killed =
+        env.containerd.ctr().args(["--namespace", &ns, "tasks", "kill", "--signal", "SIGKILL", &victim]).status();
     assert!(killed.is_ok_and(|s| s.success()));
     wait_for("the killed task out of tasks.web", 10, || {
         let now = looked_up(&in_task(&env, client_node, &client, &["nslookup", "tasks.web"]).1);
@@ -270,7 +290,9 @@ fn service_networking() {
 
     eprintln!("--- scale web to 2: tasks.web has 2 addresses; the mesh serves 2 hostnames");
     ok(&shoal, &["service", "scale", "web=2"]);
-    wait_for("tasks.web has 2", 15, || looked_up(&in_task(&env, client_node, &client, &["nslookup", "tasks.web"]).1).len() == 2);
+    wait_for("tasks.web has 2", 15, || {
+        looked_up(&in_task(&env, client_node, &client, &["nslookup", "tasks.web"]).1).len() == 2
+    });
     let mut after: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..20 {
         if let Some(answer) = from_outside(&env.cluster, &format!("http://{}:8080/", without.addr)) {
@@ -294,11 +316,18 @@ fn service_networking() {
     let after = env.containerd.ctr().args(["--namespace", &w1_ns, "tasks", "list"]).output().expect("ctr");
     let after = String::from_utf8_lossy(&after.stdout).to_string();
     let pids = |listing: &str| -> BTreeSet<String> {
-        listing.lines().filter(|l| l.contains("RUNNING")).map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" ")).collect()
+        listing
+            .lines()
+            .filter(|l| l.contains("RUNNING"))
+            .map(|l| l.split_whitespace().take(2).collect::<Vec<_>>().join(" "))
+            .collect()
     };
     assert_eq!(pids(&before), pids(&after), "the same containers with the same PIDs: adopted, not restarted");
     for _ in 0..10 {
-        assert!(from_outside(&env.cluster, &format!("http://{}:8080/", w1.addr)).is_some(), "the mesh on w1 after its restart");
+        assert!(
+            from_outside(&env.cluster, &format!("http://{}:8080/", w1.addr)).is_some(),
+            "the mesh on w1 after its restart"
+        );
     }
     drop(w1_agent);
     drop(processes);

@@ -21,11 +21,15 @@ pub(crate) struct BenchArgs {
 #[derive(Debug, Clone, Copy)]
 enum Runner {
     /// `cargo bench --package P --bench TARGET`.
-    CargoBench { package: &'static str, target: &'static str },
+    CargoBench {
+        package: &'static str,
+        target: &'static str,
+    },
     /// Three member processes and etcd, driven from raft-store's `raft_member` example.
     Raft,
     /// The whole stack: a netns cluster of release binaries on containerd (`converge.rs`).
     Converge,
+    Mesh,
 }
 
 /// One benchmark: its name, how it runs and what it measures. What it needs from the machine is
@@ -79,6 +83,12 @@ const BENCHES: &[Bench] = &[
         runner: Runner::Converge,
         what: "100 sleepers on one node through the whole stack vs ctr run -d; agent kill to tasks moved; idle RSS",
     },
+    Bench {
+        name: "mesh",
+        runner: Runner::Mesh,
+        what: "service networking on 3 nodes: HTTP through the routing mesh, a VIP and direct (req/s, p50/p99); \
+               iperf3 over the overlay vs veth; propagation of a killed and a new task to DNS and load balancers",
+    },
 ];
 
 /// The benchmarks' names.
@@ -100,6 +110,7 @@ pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()
     match bench.runner {
         Runner::Raft => raft(),
         Runner::Converge => crate::converge::run(root),
+        Runner::Mesh => crate::mesh::run(root),
         Runner::CargoBench { package, target } => {
             let took = crate::prereq::timed_cargo(&["bench", "--locked", "--package", package, "--bench", target])
                 .with_context(|| format!("benchmark {name} failed"))?;

@@ -27,7 +27,13 @@ fn shoal(cli: &Cli, args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// Polls `shoal ARGS…` every 50 ms until `check` holds; returns when it did.
-fn wait(cli: &Cli, what: &str, secs: u64, args: &[&str], check: impl Fn(&str) -> bool) -> anyhow::Result<Instant> {
+pub(crate) fn wait(
+    cli: &Cli,
+    what: &str,
+    secs: u64,
+    args: &[&str],
+    check: impl Fn(&str) -> bool,
+) -> anyhow::Result<Instant> {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let (ok, out, _) = cli.run(args)?;

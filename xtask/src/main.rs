@@ -6,6 +6,7 @@
 mod bench;
 mod converge;
 mod demo;
+mod mesh;
 mod prereq;
 mod test;
 mod tidy;

@@ -96,10 +96,20 @@ pub(crate) struct Prereq {
 use Task::{Bench, Build, Demo, E2e, Test, VmTest};
 
 /// Everything that runs Shoal's processes on containerd in network namespaces.
-const CLUSTER: &[Task] = &[Test, Demo, E2e, Bench("converge"), Bench("runtime")];
+const CLUSTER: &[Task] = &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh")];
 /// Everything that builds network namespaces and links.
-const NETNS: &[Task] =
-    &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("dns"), Bench("overlay"), Bench("lb")];
+const NETNS: &[Task] = &[
+    Test,
+    Demo,
+    E2e,
+    VmTest,
+    Bench("converge"),
+    Bench("runtime"),
+    Bench("dns"),
+    Bench("overlay"),
+    Bench("lb"),
+    Bench("mesh"),
+];
 
 /// The table. Probing and installing both read it; nothing else installs anything.
 pub(crate) const PREREQS: &[Prereq] = &[
@@ -193,14 +203,14 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::StaticBinary("/bin/busybox"),
         source: Source::Apt("busybox-static"),
         why: "the test images' userland and the VM's initramfs",
-        needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime")],
+        needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("mesh")],
     },
     Prereq {
         provides: "docker-registry",
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),
         why: "the local registry the nodes pull test images from",
-        needed_by: &[Test, Demo, E2e, Bench("converge")],
+        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh")],
     },
     Prereq {
         provides: "qemu-system-x86_64",
@@ -242,7 +252,7 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::Command("iperf3"),
         source: Source::Apt("iperf3"),
         why: "measures throughput over the overlay and over plain veth",
-        needed_by: &[Bench("overlay")],
+        needed_by: &[Bench("overlay"), Bench("mesh")],
     },
 ];
 

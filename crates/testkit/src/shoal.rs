@@ -61,7 +61,18 @@ impl<'a> ShoalCluster<'a> {
             self.registry.clone(),
             "--hostname".into(),
             node.name.clone(),
+            "--netns-prefix".into(),
+            self.netns_prefix(node),
+            "--gateway-subnet".into(),
+            GATEWAY_SUBNET.into(),
         ]
+    }
+
+    /// The prefix of the network namespaces the node's agent makes (tasks are `<prefix>t<task
+    /// ID>`, its ingress sandbox `<prefix>ingress-sbox`): under the run's prefix, so that the
+    /// harness's sweep removes them.
+    pub fn netns_prefix(&self, node: &Node) -> String {
+        format!("{}-{}-", self.cluster.prefix(), node.name)
     }
 
     /// The node's data directory.

@@ -115,4 +115,3 @@ pub(crate) fn running_per_node(ps: &str) -> std::collections::BTreeMap<String, u
     }
     counts
 }
-
