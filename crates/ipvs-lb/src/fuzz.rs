@@ -9,6 +9,7 @@
 //! text. It panics when an IPVS message written again does not read back the same, or a service
 //! key does not survive its own encoding: codec bugs, which the fuzz test reports with the input.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::net::SocketAddrV4;
 
@@ -20,10 +21,17 @@ use netlink_packet_generic::GenlMessage;
 use crate::ipvs;
 use crate::ipvs::codec::{Command, DestAttrs, IpvsMessage, ServiceAttrs, ServiceId};
 use crate::model::{Protocol, ServiceKey};
-use crate::nft::wire::{self, Answer, Batch, Op, Rule};
+use crate::nft::wire::{self, Answer, Batch, Dumped, Element, Op, Rule};
 
 /// The generic-netlink family id the IPVS seeds carry (the kernel picks one when IPVS loads).
 const FAMILY_ID: u16 = 0x25;
+/// The fwmark of the any-port service the seeds name.
+const FWMARK: u32 = 0x4c42_0000;
+
+/// The any-port service whose fwmark is [`FWMARK`], as the balancer names it in errors.
+fn any_port_marks() -> BTreeMap<ServiceKey, u32> {
+    BTreeMap::from([(ServiceKey::any_port(Ipv4Addr::new(198, 18, 0, 10), Protocol::Tcp), FWMARK)])
+}
 
 /// What a decoder made of its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +58,7 @@ pub struct Seed {
 /// quotes, named as the balancer names it in its errors.
 pub fn decode_ipvs(bytes: &[u8]) -> Result<Decoded, String> {
     // The balancer names a failed request from the copy the kernel quotes: any bytes may be one.
-    let _ = ipvs::describe_request(bytes);
+    let _ = ipvs::describe_request(bytes, &any_port_marks());
     let message = NetlinkMessage::<GenlMessage<IpvsMessage>>::deserialize(bytes).map_err(|e| e.to_string())?;
     let header = message.header;
     match message.payload {
@@ -70,7 +78,7 @@ pub fn decode_ipvs(bytes: &[u8]) -> Result<Decoded, String> {
             Ok(Decoded { value: format!("{ipvs:?}"), encoded })
         }
         NetlinkPayload::Error(error) => Ok(Decoded {
-            value: format!("error {:?} for {}", error.code, ipvs::describe_request(&error.header)),
+            value: format!("error {:?} for {}", error.code, ipvs::describe_request(&error.header, &any_port_marks())),
             encoded: Vec::new(),
         }),
         _ => Ok(Decoded { value: "another netlink message".to_owned(), encoded: Vec::new() }),
@@ -79,20 +87,51 @@ pub fn decode_ipvs(bytes: &[u8]) -> Result<Decoded, String> {
 
 /// Reads `datagram` as the balancer reads the kernel's answers on its nf_tables socket: the
 /// acknowledgements and errors of a batch, and the answer to a set-element dump whose sequence
-/// number is the first message's. Fails only when both readings fail.
+/// number is the first message's, each element read as every set of the IPVS backend's table
+/// would read it. Fails only when both readings fail.
 pub fn decode_nft(datagram: &[u8]) -> Result<Decoded, String> {
     let answers = wire::parse_answers(datagram);
-    let mut keys = Vec::new();
-    let dump = wire::parse_set_elements(datagram, first_seq(datagram), &mut keys);
-    let services: Vec<Option<ServiceKey>> = keys.iter().map(Vec::as_slice).map(wire::service_key_from_bytes).collect();
-    for key in services.iter().flatten() {
-        let back = wire::service_key_from_bytes(&wire::service_key_bytes(key));
-        assert_eq!(back, Some(*key), "service key {key} does not read back from its bytes");
+    let mut elements = Vec::new();
+    let dump = wire::parse_set_elements(datagram, first_seq(datagram), &mut elements);
+    let read: Vec<ReadElement> = elements.iter().map(read_element).collect();
+    for element in &read {
+        if let Some(key) = element.service {
+            assert_eq!(wire::service_key_from_bytes(&wire::service_key_bytes(&key)), Some(key), "{key} read back");
+        }
+        if let Some((key, mark)) = element.marked {
+            assert_eq!(wire::marked_from_bytes(&Element::marked(&key, mark).key), Some((key, mark)), "{key} read back");
+        }
+        if let Some((key, mark)) = element.mark_of {
+            let again = Element::mark_of(&key, mark);
+            let back =
+                wire::any_port_key_from_bytes(&again.key).zip(again.data.as_deref().and_then(wire::mark_from_bytes));
+            assert_eq!(back, Some((key, mark)), "{key} and its mark read back");
+        }
     }
     if let (Err(answers), Err(dump)) = (&answers, &dump) {
         return Err(format!("as answers: {answers}; as a set-element dump: {dump}"));
     }
-    Ok(Decoded { value: nft_value(&answers, &dump, &services), encoded: Vec::new() })
+    Ok(Decoded { value: nft_value(&answers, &dump, &read), encoded: Vec::new() })
+}
+
+/// A dumped element read as each set of the IPVS backend's table reads its elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReadElement {
+    /// As a `snat_services` or `direct_services` element.
+    service: Option<ServiceKey>,
+    /// As a `snat_any_port` element.
+    marked: Option<(ServiceKey, u32)>,
+    /// As an `any_port_marks` element.
+    mark_of: Option<(ServiceKey, u32)>,
+}
+
+fn read_element(element: &Dumped) -> ReadElement {
+    ReadElement {
+        service: wire::service_key_from_bytes(&element.key),
+        marked: wire::marked_from_bytes(&element.key),
+        mark_of: wire::any_port_key_from_bytes(&element.key)
+            .zip(element.data.as_deref().and_then(wire::mark_from_bytes)),
+    }
 }
 
 /// Valid IPVS messages: requests as the balancer sends them, a dump's answers as the kernel
@@ -102,6 +141,7 @@ pub fn ipvs_seeds() -> Vec<Seed> {
     let backend = Ipv4Addr::new(198, 18, 1, 11);
     let tcp80 = ServiceId::Addr { protocol: 6, addr: vip, port: 80 };
     let udp53 = ServiceId::Addr { protocol: 17, addr: vip, port: 53 };
+    let any_port = ServiceId::Fwmark(FWMARK);
     let request = NLM_F_REQUEST | NLM_F_ACK;
     let messages = [
         (IpvsMessage::new(Command::NewService, Some(ServiceAttrs::full(tcp80, "rr")), None), request),
@@ -119,26 +159,47 @@ pub fn ipvs_seeds() -> Vec<Seed> {
             request,
         ),
         (IpvsMessage::new(Command::DelService, Some(ServiceAttrs::id(tcp80)), None), request),
+        (IpvsMessage::new(Command::NewService, Some(ServiceAttrs::full(any_port, "rr")), None), request),
+        (
+            IpvsMessage::new(Command::NewDest, Some(ServiceAttrs::id(any_port)), Some(DestAttrs::masq(backend, 0, 1))),
+            request,
+        ),
+        (IpvsMessage::new(Command::NewService, Some(ServiceAttrs::full(any_port, "wrr")), None), NLM_F_MULTIPART),
         (IpvsMessage::new(Command::Flush, None, None), request),
         (IpvsMessage::new(Command::GetService, None, None), request),
         (IpvsMessage::new(Command::NewService, Some(ServiceAttrs::full(udp53, "rr")), None), NLM_F_MULTIPART),
         (IpvsMessage::new(Command::NewDest, None, Some(DestAttrs::masq(backend, 53, 0))), NLM_F_MULTIPART),
     ];
     let mut seeds = Vec::new();
-    let mut del_service = Vec::new();
+    let (mut del_service, mut new_fwmark_service) = (Vec::new(), Vec::new());
     for (seq, (message, flags)) in (1u32..).zip(messages) {
         let bytes = whole_message(FAMILY_ID, flags, seq, 0, message.clone());
         if message.cmd == Command::DelService {
             del_service = bytes.clone();
         }
+        if message.cmd == Command::NewService
+            && flags == request
+            && message.service.as_ref().map(|s| s.id) == Some(any_port)
+        {
+            new_fwmark_service = bytes.clone();
+        }
         seeds.push(Seed { bytes: bytes.clone(), decoded: Decoded { value: format!("{message:?}"), encoded: bytes } });
     }
-    // The kernel refusing the deletion (ENOENT): an error answer quoting the whole request.
-    let mut error = netlink_header(16 + 4 + del_service.len(), NLMSG_ERROR, 0, 5);
-    error.extend_from_slice(&(-2i32).to_ne_bytes());
-    error.extend_from_slice(&del_service);
-    let value = format!("error Some(-2) for IPVS DelService of service {vip}:80/tcp");
-    seeds.push(Seed { bytes: error, decoded: Decoded { value, encoded: Vec::new() } });
+    // The kernel refusing the deletion (ENOENT) and the fwmark service (EEXIST): error answers
+    // quoting the whole request, the fwmark service named by its any-port service.
+    for (request, errno, value) in [
+        (del_service, -2i32, format!("error Some(-2) for IPVS DelService of service {vip}:80/tcp")),
+        (
+            new_fwmark_service,
+            -17,
+            format!("error Some(-17) for IPVS NewService of service {vip}:*/tcp (fwmark {FWMARK:#x})"),
+        ),
+    ] {
+        let mut error = netlink_header(16 + 4 + request.len(), NLMSG_ERROR, 0, 5);
+        error.extend_from_slice(&errno.to_ne_bytes());
+        error.extend_from_slice(&request);
+        seeds.push(Seed { bytes: error, decoded: Decoded { value, encoded: Vec::new() } });
+    }
     seeds
 }
 
@@ -147,7 +208,7 @@ pub fn ipvs_seeds() -> Vec<Seed> {
 pub fn nft_seeds() -> Vec<Seed> {
     let vip = Ipv4Addr::new(198, 18, 0, 10);
     let backend = |i: u8| SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 10 + i), 8080);
-    let keys = vec![
+    let keys = [
         ServiceKey::tcp(vip, 80),
         ServiceKey::udp(Ipv4Addr::new(198, 18, 0, 11), 53),
         ServiceKey { addr: Ipv4Addr::new(198, 18, 0, 12), port: 9, protocol: Protocol::Sctp },
@@ -155,16 +216,30 @@ pub fn nft_seeds() -> Vec<Seed> {
     let no_answers: Result<Vec<Answer>, String> = Ok(Vec::new());
     let mut seeds = Vec::new();
 
-    // A set-element dump answer: the elements message (a batch's element add is the dump's
-    // format) and the end of the dump, both with the dump's sequence number.
-    let mut batch = Batch::new("shoal_ipvs", 41);
-    batch.push(&Op::NewKeys { set: "snat_services".to_owned(), keys: keys.clone() });
-    let encoded = batch.finish().expect("the batch encodes").expect("the batch is not empty");
-    let elements = messages(&encoded.bytes)[1].to_vec();
-    let mut dump = elements;
-    dump.extend_from_slice(&done(42));
-    let services: Vec<Option<ServiceKey>> = keys.iter().copied().map(Some).collect();
-    seeds.push(nft_seed(dump, &no_answers, Ok(Some(0)), &services));
+    // Set-element dump answers: the elements message (a batch's element add is the dump's
+    // format) and the end of the dump, both with the dump's sequence number; of a set of
+    // services, of any-port services and their marks, and of a map of marks.
+    let any_port = ServiceKey::any_port(vip, Protocol::Udp);
+    for (set, elements) in [
+        ("snat_services", keys.iter().map(Element::service).collect::<Vec<_>>()),
+        ("snat_any_port", vec![Element::marked(&any_port, FWMARK)]),
+        (
+            "any_port_marks",
+            vec![
+                Element::mark_of(&any_port, FWMARK),
+                Element::mark_of(&ServiceKey::any_port(keys[2].addr, Protocol::Sctp), FWMARK + 1),
+            ],
+        ),
+    ] {
+        let mut batch = Batch::new("shoal_ipvs", 41);
+        batch.push(&Op::NewElements { set: set.to_owned(), elements: elements.clone() });
+        let encoded = batch.finish().expect("the batch encodes").expect("the batch is not empty");
+        let mut dump = messages(&encoded.bytes)[1].to_vec();
+        dump.extend_from_slice(&done(42));
+        let read: Vec<ReadElement> =
+            elements.iter().map(|e| read_element(&Dumped { key: e.key.clone(), data: e.data.clone() })).collect();
+        seeds.push(nft_seed(dump, &no_answers, Ok(Some(0)), &read));
+    }
 
     // The answers to a batch: the kernel refused its second message (EEXIST) and acknowledged the
     // last one.
@@ -180,6 +255,12 @@ pub fn nft_seeds() -> Vec<Seed> {
         Op::NewSlots { service, slots: vec![(0, backend(1)), (1, backend(2)), (2, backend(2))] },
         Op::FlushChain { service, chain: chain.clone() },
         Op::NewRule { service, chain, rule: Rule::Drop },
+        Op::NewService { service: any_port, chain: "svc_198_18_0_10_udp_any".to_owned() },
+        Op::NewRule {
+            service: any_port,
+            chain: "svc_198_18_0_10_udp_any".to_owned(),
+            rule: Rule::DnatKeepPort { modulus: 2 },
+        },
     ] {
         batch.push(&op);
     }
@@ -216,23 +297,23 @@ fn whole_message(family: u16, flags: u16, seq: u32, port: u32, payload: IpvsMess
 }
 
 /// A seed of [`decode_nft`]: `bytes`, which read as `answers`, as a set-element dump ending as
-/// `dump`, holding `services`.
+/// `dump`, holding `elements`.
 fn nft_seed(
     bytes: Vec<u8>,
     answers: &Result<Vec<Answer>, String>,
     dump: Result<Option<i32>, String>,
-    services: &[Option<ServiceKey>],
+    elements: &[ReadElement],
 ) -> Seed {
-    let value = nft_value(answers, &dump, services);
+    let value = nft_value(answers, &dump, elements);
     Seed { bytes, decoded: Decoded { value, encoded: Vec::new() } }
 }
 
 fn nft_value(
     answers: &Result<Vec<Answer>, String>,
     dump: &Result<Option<i32>, String>,
-    services: &[Option<ServiceKey>],
+    elements: &[ReadElement],
 ) -> String {
-    format!("answers {answers:?}; set-element dump {dump:?}; services {services:?}")
+    format!("answers {answers:?}; set-element dump {dump:?}; elements {elements:?}")
 }
 
 /// The sequence number of the first message of a datagram (0 when it is too short for one).

@@ -62,11 +62,17 @@ impl fmt::Display for Protocol {
 
 /// What identifies a virtual service: the address clients connect to (a VIP or a node address),
 /// the port and the protocol. Displayed as `198.18.0.10:80/tcp`.
+///
+/// Port 0 is an *any-port* service ([`ServiceKey::any_port`], displayed `198.18.0.10:*/tcp`):
+/// every port of that protocol at that address, as a Swarm service VIP balances. Its backends
+/// have port 0 too: a connection keeps the destination port the client used. A service of a
+/// specific port at the same address and protocol may sit beside it and takes that port's
+/// connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// The virtual address.
     pub addr: Ipv4Addr,
-    /// The port.
+    /// The port; 0 for every port (an any-port service).
     pub port: u16,
     /// The protocol.
     pub protocol: Protocol,
@@ -82,11 +88,28 @@ impl ServiceKey {
     pub fn udp(addr: Ipv4Addr, port: u16) -> Self {
         Self { addr, port, protocol: Protocol::Udp }
     }
+
+    /// Every port of `protocol` at `addr` (port 0): what a Swarm service VIP balances. Its
+    /// backends have port 0 ([`Backend::any_port`]): connections keep the client's destination
+    /// port. A specific-port service at the same address and protocol takes precedence for its
+    /// port.
+    pub fn any_port(addr: Ipv4Addr, protocol: Protocol) -> Self {
+        Self { addr, port: 0, protocol }
+    }
+
+    /// Whether this is an any-port service (port 0).
+    pub fn is_any_port(&self) -> bool {
+        self.port == 0
+    }
 }
 
 impl fmt::Display for ServiceKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}/{}", self.addr, self.port, self.protocol)
+        if self.is_any_port() {
+            write!(f, "{}:*/{}", self.addr, self.protocol)
+        } else {
+            write!(f, "{}:{}/{}", self.addr, self.port, self.protocol)
+        }
     }
 }
 
@@ -95,7 +118,7 @@ impl fmt::Display for ServiceKey {
 pub struct Backend {
     /// The backend's address (a task IP).
     pub addr: Ipv4Addr,
-    /// The backend's port.
+    /// The backend's port; 0 (only in an any-port service) keeps the client's destination port.
     pub port: u16,
     /// Relative share of new connections, `0..=MAX_WEIGHT`.
     pub weight: u32,
@@ -105,6 +128,11 @@ impl Backend {
     /// A backend of weight 1.
     pub fn new(addr: Ipv4Addr, port: u16) -> Self {
         Self { addr, port, weight: 1 }
+    }
+
+    /// A backend of an any-port service, weight 1: port 0, the client's destination port kept.
+    pub fn any_port(addr: Ipv4Addr) -> Self {
+        Self { addr, port: 0, weight: 1 }
     }
 
     /// The backend's address and port.
@@ -139,16 +167,24 @@ impl Service {
         copy
     }
 
-    /// Checks ports, weights and duplicate backends.
+    /// Checks ports (port 0 backends exactly in an any-port service), weights and duplicate
+    /// backends.
     pub(crate) fn validate(&self) -> Result<(), ApplyError> {
         let invalid = |reason: String| ApplyError::Invalid { service: self.key, reason };
-        if self.key.port == 0 {
-            return Err(invalid("port 0 is not a service port".to_owned()));
-        }
         let mut seen = std::collections::BTreeSet::new();
         for backend in &self.backends {
-            if backend.port == 0 {
-                return Err(invalid(format!("backend {} has port 0", backend.socket_addr())));
+            if self.key.is_any_port() && backend.port != 0 {
+                return Err(invalid(format!(
+                    "backend {} has a port, but an any-port service's backends have port 0 \
+                     (the client's destination port is kept)",
+                    backend.socket_addr()
+                )));
+            }
+            if !self.key.is_any_port() && backend.port == 0 {
+                return Err(invalid(format!(
+                    "backend {} has port 0, which only an any-port service's backends have",
+                    backend.socket_addr()
+                )));
             }
             if backend.weight > MAX_WEIGHT {
                 return Err(invalid(format!(

@@ -45,7 +45,9 @@ use crate::{ApplyError, ListError, LoadBalancer, OpenError};
 
 pub(crate) mod wire;
 
-use wire::{Answer, BACKEND_SHARDS, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP};
+use wire::{
+    ANY_PORT_BACKENDS_MAP, ANY_PORT_SERVICES_MAP, Answer, BACKEND_SHARDS, BACKENDS_MAP, Batch, Op, Rule, SERVICES_MAP,
+};
 
 /// The conntrack mark bit that asks the postrouting chain to masquerade a connection.
 const SNAT_MARK: u32 = 0x2000_0000;
@@ -137,31 +139,40 @@ impl NftBalancer {
 }
 
 /// The table, its maps and base chains, as an `nft -f` script. Text rather than JSON: nft
-/// 1.0.6's JSON input cannot declare the backends map (a `typeof` key with `numgen`).
+/// 1.0.6's JSON input cannot declare the backends maps (a `typeof` key with `numgen`). The base
+/// chains look the packet up by port first and fall through to the any-port services when that
+/// map has no element for it: a specific-port service takes precedence for its port.
 fn base_script(t: &str) -> String {
-    let lookup = format!("ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}");
-    let masquerade = format!("ct mark & {SNAT_MARK:#x} == {SNAT_MARK:#x} masquerade");
+    let lookup = [
+        format!("ip daddr . meta l4proto . th dport vmap @{SERVICES_MAP}"),
+        format!("ip daddr . meta l4proto vmap @{ANY_PORT_SERVICES_MAP}"),
+    ];
+    let masquerade = [format!("ct mark & {SNAT_MARK:#x} == {SNAT_MARK:#x} masquerade")];
     let mut script = format!(
         "add table ip {t}\n\
          add map ip {t} {SERVICES_MAP} {{ type ipv4_addr . inet_proto . inet_service : verdict; }}\n\
-"
+         add map ip {t} {ANY_PORT_SERVICES_MAP} {{ type ipv4_addr . inet_proto : verdict; }}\n"
     );
     for shard in 0..BACKEND_SHARDS {
         script.push_str(&format!(
             "add map ip {t} {BACKENDS_MAP}_{shard:02} \
-             {{ typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }}\n"
+             {{ typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }}\n\
+             add map ip {t} {ANY_PORT_BACKENDS_MAP}_{shard:02} \
+             {{ typeof ip daddr . meta l4proto . numgen inc mod 2 : ip daddr; }}\n"
         ));
     }
-    for (chain, hook, prio, rule) in [
-        ("prerouting", "prerouting", -100, &lookup),
-        ("output", "output", -100, &lookup),
-        ("postrouting", "postrouting", 100, &masquerade),
+    for (chain, hook, prio, rules) in [
+        ("prerouting", "prerouting", -100, &lookup[..]),
+        ("output", "output", -100, &lookup[..]),
+        ("postrouting", "postrouting", 100, &masquerade[..]),
     ] {
         script.push_str(&format!(
             "add chain ip {t} {chain} {{ type nat hook {hook} priority {prio}; policy accept; }}\n\
-             flush chain ip {t} {chain}\n\
-             add rule ip {t} {chain} {rule}\n"
+             flush chain ip {t} {chain}\n"
         ));
+        for rule in rules {
+            script.push_str(&format!("add rule ip {t} {chain} {rule}\n"));
+        }
     }
     script
 }
@@ -250,9 +261,9 @@ impl Socket {
         Ok(Self { socket, seq: 1, sndbuf: 0 })
     }
 
-    /// The element keys of set `set` of table `table`; `None` when the table or the set does
-    /// not exist, or the kernel has no nf_tables.
-    pub(crate) fn set_elements(&mut self, table: &str, set: &str) -> Result<Option<Vec<Vec<u8>>>, String> {
+    /// The elements (keys, and a map's values) of set `set` of table `table`; `None` when the
+    /// table or the set does not exist, or the kernel has no nf_tables.
+    pub(crate) fn set_elements(&mut self, table: &str, set: &str) -> Result<Option<Vec<wire::Dumped>>, String> {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
         let request = wire::set_elements_request(table, set, seq);
@@ -262,7 +273,7 @@ impl Socket {
         }
         // The kernel queues the first part of a dump inside `sendmsg` and each next part inside
         // the `recvmsg` that takes the previous one, so a non-blocking read never waits for it.
-        let mut keys = Vec::new();
+        let mut elements = Vec::new();
         loop {
             let datagram = match self.socket.recv_from_full() {
                 Ok((datagram, _)) => datagram,
@@ -271,9 +282,9 @@ impl Socket {
                 }
                 Err(err) => return Err(format!("cannot read the dump of set {set}: {err}")),
             };
-            match wire::parse_set_elements(&datagram, seq, &mut keys)? {
+            match wire::parse_set_elements(&datagram, seq, &mut elements)? {
                 None => {}
-                Some(0) => return Ok(Some(keys)),
+                Some(0) => return Ok(Some(elements)),
                 Some(errno) if errno == nix::errno::Errno::ENOENT as i32 => return Ok(None),
                 // nfnetlink answers EINVAL for a subsystem it does not have: nf_tables is not
                 // loaded and cannot be, so there is no such table either.
@@ -346,10 +357,16 @@ fn refusals(sent: &[(u32, String)], refused: &[Answer], outcome: &str) -> String
     text
 }
 
-/// The chain of a service: its key spelled out, so a listing maps back to keys without state.
+/// The chain of a service: its key spelled out (`svc_198_18_0_10_tcp_80`, an any-port service
+/// `svc_198_18_0_10_tcp_any`), for people reading the table; a listing maps chains back to keys
+/// through the verdict maps.
 pub(crate) fn chain_name(key: &ServiceKey) -> String {
     let [a, b, c, d] = key.addr.octets();
-    format!("svc_{a}_{b}_{c}_{d}_{}_{}", key.protocol, key.port)
+    if key.is_any_port() {
+        format!("svc_{a}_{b}_{c}_{d}_{}_any", key.protocol)
+    } else {
+        format!("svc_{a}_{b}_{c}_{d}_{}_{}", key.protocol, key.port)
+    }
 }
 
 /// The rules of a service's chain.
@@ -361,7 +378,11 @@ pub(crate) fn service_rules(service: &Service) -> Vec<Rule> {
     }
     let modulus: u32 = service.backends.iter().map(|b| b.weight).sum();
     // No backend takes new connections: drop rather than let the packet reach the VIP itself.
-    rules.push(if modulus == 0 { Rule::Drop } else { Rule::Dnat { modulus } });
+    rules.push(match modulus {
+        0 => Rule::Drop,
+        _ if service.key.is_any_port() => Rule::DnatKeepPort { modulus },
+        _ => Rule::Dnat { modulus },
+    });
     rules
 }
 
@@ -438,13 +459,19 @@ pub(crate) fn parse_table(listing: &Value) -> Result<Vec<Service>, String> {
         let map = object.get("map");
         let map_name = map.and_then(|m| m.get("name")).and_then(Value::as_str);
         let elements = map.and_then(|m| m.get("elem")).and_then(Value::as_array).into_iter().flatten();
-        if map_name == Some(SERVICES_MAP) {
+        if let Some(name) = map_name.filter(|n| *n == SERVICES_MAP || *n == ANY_PORT_SERVICES_MAP) {
             for elem in elements {
-                let (key, chain) =
-                    parse_element(elem).ok_or_else(|| format!("unexpected {SERVICES_MAP} element {elem}"))?;
+                let (key, chain) = parse_element(elem).ok_or_else(|| format!("unexpected {name} element {elem}"))?;
+                if key.is_any_port() != (name == ANY_PORT_SERVICES_MAP) {
+                    return Err(format!("unexpected {name} element {elem}"));
+                }
                 keys_by_chain.insert(chain, key);
             }
-        } else if map_name.is_some_and(|name| name.strip_prefix(BACKENDS_MAP).is_some_and(|n| n.starts_with('_'))) {
+        } else if map_name.is_some_and(|name| {
+            [BACKENDS_MAP, ANY_PORT_BACKENDS_MAP]
+                .iter()
+                .any(|prefix| name.strip_prefix(prefix).is_some_and(|n| n.starts_with('_')))
+        }) {
             for elem in elements {
                 let (key, slot, backend) =
                     parse_slot(elem).ok_or_else(|| format!("unexpected backend slot element {elem}"))?;
@@ -487,11 +514,18 @@ fn number(value: &Value) -> Option<u64> {
     value.as_u64().or_else(|| value.as_str().and_then(|s| s.parse().ok()))
 }
 
+/// A service key from a verdict-map key: `[addr, proto, port]`, or `[addr, proto]` for an
+/// any-port service.
 fn parse_service_key(concat: &[Value]) -> Option<ServiceKey> {
     let addr: Ipv4Addr = concat.first()?.as_str()?.parse().ok()?;
     let protocol = Protocol::from_name(concat.get(1)?.as_str()?)?;
-    let port = u16::try_from(number(concat.get(2)?)?).ok()?;
-    Some(ServiceKey { addr, port, protocol })
+    match concat.get(2) {
+        None => Some(ServiceKey::any_port(addr, protocol)),
+        Some(port) => {
+            let port = u16::try_from(number(port)?).ok().filter(|p| *p != 0)?;
+            (concat.len() == 3).then_some(ServiceKey { addr, port, protocol })
+        }
+    }
 }
 
 fn parse_element(elem: &Value) -> Option<(ServiceKey, String)> {
@@ -501,15 +535,22 @@ fn parse_element(elem: &Value) -> Option<(ServiceKey, String)> {
     Some((key, chain))
 }
 
+/// A backend-map element: `[addr, proto, port, slot] : [addr, port]`, or for an any-port
+/// service `[addr, proto, slot] : addr` (the backend's port is 0).
 fn parse_slot(elem: &Value) -> Option<(ServiceKey, u32, SocketAddrV4)> {
     let pair = elem.as_array()?;
-    let concat = pair.first()?.get("concat")?.as_array()?;
-    let key = parse_service_key(concat)?;
-    let slot = u32::try_from(number(concat.get(3)?)?).ok()?;
-    let target = pair.get(1)?.get("concat")?.as_array()?;
-    let addr: Ipv4Addr = target.first()?.as_str()?.parse().ok()?;
-    let port = u16::try_from(number(target.get(1)?)?).ok()?;
-    Some((key, slot, SocketAddrV4::new(addr, port)))
+    let (slot, key) = pair.first()?.get("concat")?.as_array()?.split_last()?;
+    let key = parse_service_key(key)?;
+    let slot = u32::try_from(number(slot)?).ok()?;
+    let target = pair.get(1)?;
+    let backend = if key.is_any_port() {
+        SocketAddrV4::new(target.as_str()?.parse().ok()?, 0)
+    } else {
+        let target = target.get("concat")?.as_array()?;
+        let addr: Ipv4Addr = target.first()?.as_str()?.parse().ok()?;
+        SocketAddrV4::new(addr, u16::try_from(number(target.get(1)?)?).ok()?)
+    };
+    Some((key, slot, backend))
 }
 
 fn parse_rule(rule: &Value, service: &mut Service, modulus: &mut u32) -> Result<(), String> {

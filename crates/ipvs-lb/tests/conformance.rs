@@ -4,7 +4,9 @@
 
 mod support;
 
-use shoal_ipvs_lb::{BackendKind, NftBalancer};
+use std::net::SocketAddrV4;
+
+use shoal_ipvs_lb::{Backend, BackendKind, NftBalancer, Protocol, Service, ServiceKey};
 use shoal_testkit::privileged;
 use support::{CASES, Env};
 
@@ -37,9 +39,10 @@ macro_rules! cases {
     };
 }
 
-cases!(distribution, drain, removal, udp, source_nat, replace_all_and_list, update_among_10000);
+cases!(distribution, drain, removal, udp, source_nat, replace_all_and_list, update_among_10000, any_port);
 
-/// IPVS when the family resolves, nftables otherwise; an nftables table survives reopening.
+/// IPVS when the family resolves, nftables otherwise; an nftables table survives reopening,
+/// any-port services (drained backends, source NAT) included.
 #[test]
 fn open_picks_what_the_kernel_has_and_adopts_existing_state() {
     if !privileged::require("open_picks_what_the_kernel_has_and_adopts_existing_state", privileged::NETNS) {
@@ -50,14 +53,26 @@ fn open_picks_what_the_kernel_has_and_adopts_existing_state() {
     let mut lb = shoal_ipvs_lb::open(&env.netns(), "shoal_lb").expect("open");
     let expected = if has_ipvs { BackendKind::Ipvs } else { BackendKind::Nftables };
     assert_eq!(lb.kind(), expected);
-    let service = shoal_ipvs_lb::Service::new(
-        shoal_ipvs_lb::ServiceKey::tcp(support::VIP, 80),
-        vec![shoal_ipvs_lb::Backend::new(support::backend_addr(0), support::TCP_PORT)],
+    let service = Service::new(
+        ServiceKey::tcp(support::VIP, 80),
+        vec![Backend::new(support::backend_addr(0), support::TCP_PORT)],
     );
-    lb.set(std::slice::from_ref(&service)).expect("set");
+    let any_port = Service {
+        key: ServiceKey::any_port(support::VIP, Protocol::Udp),
+        backends: vec![
+            Backend::any_port(support::backend_addr(1)),
+            Backend { weight: 0, ..Backend::any_port(support::backend_addr(2)) },
+        ],
+        source_nat: true,
+    };
+    lb.set(&[service.clone(), any_port.clone()]).expect("set");
     drop(lb);
     let reopened = shoal_ipvs_lb::open(&env.netns(), "shoal_lb").expect("reopen");
-    assert_eq!(reopened.list().expect("list"), vec![service]);
+    assert_eq!(reopened.list().expect("list"), vec![any_port, service]);
+    let (names, peers, ports) = env.udp_tally_ports(SocketAddrV4::new(support::VIP, support::SECOND_UDP_PORT), 6);
+    assert_eq!(names.keys().collect::<Vec<_>>(), ["b2"], "the adopted any-port service's one active backend");
+    assert_eq!(ports.into_iter().collect::<Vec<_>>(), [support::SECOND_UDP_PORT.to_string()]);
+    assert!(peers.iter().all(|p| p == &support::GATEWAY.to_string()), "still masqueraded: {peers:?}");
 }
 
 /// Errors name the namespace and the table.

@@ -1,16 +1,18 @@
 //! The IPVS dataplane: the kernel's `IPVS` generic-netlink family over netlink-proto, NAT
-//! forwarding (masquerade), round robin, weighted round robin when the weights differ; source NAT
-//! through a small nftables table of its own (`snat`).
+//! forwarding (masquerade), round robin, weighted round robin when the weights differ. Any-port
+//! services are fwmark services whose packets a small nftables table of its own (`table`) marks;
+//! that table also does source NAT.
 //!
 //! The socket is opened inside the namespace (IPVS state is per namespace) and driven by a
-//! current-thread tokio runtime the balancer owns, so the blocking [`LoadBalancer`] calls can
+//! current-thread tokio runtime the balancer owns, so the blocking [`LoadBalancer`](crate::LoadBalancer) calls can
 //! run from any thread.
 
 pub(crate) mod codec;
-mod snat;
+mod table;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
 
 use futures::StreamExt as _;
 use netlink_packet_core::{NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload};
@@ -24,10 +26,13 @@ use netlink_sys::protocols::NETLINK_GENERIC;
 use self::codec::{Command, DestAttrs, IpvsMessage, ServiceAttrs, ServiceId};
 use crate::model::{Backend, BackendKind, Protocol, Service, ServiceKey};
 use crate::netns::Netns;
-use crate::{ApplyError, ListError, LoadBalancer, OpenError};
+use crate::{ApplyError, ListError, OpenError};
 
 /// Requests sent to the kernel in one batch (each is acknowledged).
 const BATCH: usize = 256;
+/// The fwmarks of any-port services: "LB" in the high half, so they do not meet the small
+/// integers Docker numbers its services with, nor kube-proxy's single bits (0x4000, 0x8000).
+const FWMARKS: RangeInclusive<u32> = 0x4c42_0000..=0x4c42_ffff;
 
 type Handle = ConnectionHandle<GenlMessage<IpvsMessage>>;
 
@@ -41,8 +46,21 @@ pub struct IpvsBalancer {
     family: u16,
     /// What this balancer last applied (read back from the kernel at open), normalized.
     applied: BTreeMap<ServiceKey, Service>,
-    /// The source-NAT table.
-    snat: snat::Snat,
+    /// The fwmark of each any-port service of `applied`.
+    marks: BTreeMap<ServiceKey, u32>,
+    /// The fwmarks of every fwmark service IPVS has, this balancer's and others', so that a new
+    /// any-port service gets a free one.
+    fwmarks: BTreeSet<u32>,
+    /// The nftables table of source NAT and any-port marks.
+    table: table::Table,
+}
+
+/// What a listing found: the services, the fwmark of each any-port one, and every fwmark
+/// service's mark.
+struct Listing {
+    services: Vec<Service>,
+    marks: BTreeMap<ServiceKey, u32>,
+    fwmarks: BTreeSet<u32>,
 }
 
 impl IpvsBalancer {
@@ -54,25 +72,29 @@ impl IpvsBalancer {
             .run(connect)
             .map_err(|source| OpenError::Netns { netns: netns.clone(), source })?
             .map_err(ipvs_err)?;
-        let snat = snat::Snat::open(netns).map_err(|detail| OpenError::Nft {
+        let table_err =
+            |detail: String| OpenError::Nft { netns: netns.clone(), table: table::TABLE.to_owned(), detail };
+        let table = table::Table::open(netns).map_err(table_err)?;
+        let mut this = Self {
             netns: netns.clone(),
-            table: snat::TABLE.to_owned(),
-            detail,
-        })?;
-        let mut this = Self { netns: netns.clone(), runtime, handle, family, applied: BTreeMap::new(), snat };
-        let listed = this.list().map_err(|err| ipvs_err(err.to_string()))?;
-        this.applied = listed.into_iter().map(|s| (s.key, s)).collect();
-        this.adopt_snat().map_err(|detail| OpenError::Nft {
-            netns: netns.clone(),
-            table: snat::TABLE.to_owned(),
-            detail,
-        })?;
+            runtime,
+            handle,
+            family,
+            applied: BTreeMap::new(),
+            marks: BTreeMap::new(),
+            fwmarks: BTreeSet::new(),
+            table,
+        };
+        let listing = this.listing(this.table.state()).map_err(ipvs_err)?;
+        this.adopt(listing);
+        this.repair_table().map_err(table_err)?;
         tracing::debug!(netns = %netns, family, services = this.applied.len(), "IPVS load balancer open");
         Ok(this)
     }
 
-    /// Sends `messages` (acknowledged requests) in batches; the first failure names its request.
-    fn send(&self, messages: Vec<IpvsMessage>) -> Result<(), String> {
+    /// Sends `messages` (acknowledged requests) in batches; the first failure names its request
+    /// (an any-port service's by the service, through `marks`).
+    fn send(&self, messages: Vec<IpvsMessage>, marks: &BTreeMap<ServiceKey, u32>) -> Result<(), String> {
         for chunk in messages.chunks(BATCH) {
             let requests: Vec<_> = chunk.iter().map(|m| self.netlink(m.clone(), NLM_F_REQUEST | NLM_F_ACK)).collect();
             let replies = self.runtime.block_on(async {
@@ -84,7 +106,7 @@ impl IpvsBalancer {
                     && let Some(code) = err.code
                 {
                     let errno = std::io::Error::from_raw_os_error(-code.get());
-                    return Err(format!("{} failed: {errno}", describe_request(&err.header)));
+                    return Err(format!("{} failed: {errno}", describe_request(&err.header, marks)));
                 }
             }
         }
@@ -120,72 +142,167 @@ impl IpvsBalancer {
         netlink
     }
 
-    /// At open: drops set elements of services IPVS does not have (left by a change that
-    /// stopped half-way) and, when adopted services use source NAT, makes sure the table and
-    /// the sysctl are in place.
-    fn adopt_snat(&mut self) -> Result<(), String> {
-        let stale: Vec<ServiceKey> = self.snat.keys()?.into_iter().filter(|k| !self.applied.contains_key(k)).collect();
-        if !stale.is_empty() {
-            tracing::info!(netns = %self.netns, stale = stale.len(), "IPVS source NAT: dropping elements of absent services");
-            self.snat.remove(stale)?;
-        }
-        if self.applied.values().any(|s| s.source_nat) {
-            self.snat.ensure()?;
-        }
-        Ok(())
+    /// Takes a listing as what this balancer applied.
+    fn adopt(&mut self, listing: Listing) {
+        self.applied = listing.services.into_iter().map(|s| (s.key, s)).collect();
+        self.marks = listing.marks;
+        self.fwmarks = listing.fwmarks;
     }
 
-    fn snat_err(&self, detail: String) -> ApplyError {
-        ApplyError::Nft { netns: self.netns.clone(), table: snat::TABLE.to_owned(), detail }
+    /// At open: makes the table hold what the adopted services need, dropping elements of
+    /// services IPVS does not have (left by a change that stopped half-way: source NAT of a
+    /// removed service, the mark of a fwmark service that was never made) and adding what is
+    /// missing (a specific-port service's exemption from marking).
+    fn repair_table(&mut self) -> Result<(), String> {
+        let wanted = table::TableState::wanted(&self.applied, &self.marks);
+        if *self.table.state() != wanted {
+            tracing::info!(netns = %self.netns, table = table::TABLE, "IPVS nftables table: repairing elements");
+        }
+        self.table.apply(&wanted)
+    }
+
+    fn table_err(&self, detail: String) -> ApplyError {
+        ApplyError::Nft { netns: self.netns.clone(), table: table::TABLE.to_owned(), detail }
     }
 
     /// After a failure: part of the change may have been applied, the kernel is the truth.
     fn resync(&mut self) {
-        if let Ok(listed) = self.list() {
-            self.applied = listed.into_iter().map(|s| (s.key, s)).collect();
+        self.table.resync();
+        if let Ok(listing) = self.listing(self.table.state()) {
+            self.adopt(listing);
         }
+    }
+
+    /// A free fwmark for a new any-port service: none of IPVS's fwmark services and none
+    /// `taken` by this change has it.
+    fn free_fwmark(&self, key: &ServiceKey, taken: &BTreeMap<ServiceKey, u32>) -> Result<u32, ApplyError> {
+        let used: BTreeSet<u32> = taken.values().copied().collect();
+        FWMARKS.clone().find(|m| !self.fwmarks.contains(m) && !used.contains(m)).ok_or_else(|| ApplyError::Ipvs {
+            netns: self.netns.clone(),
+            detail: format!(
+                "no free fwmark for any-port service {key}: all of {:#x}..={:#x} are in use",
+                FWMARKS.start(),
+                FWMARKS.end()
+            ),
+        })
     }
 
     fn change(&mut self, upserts: &[Service], removals: &[ServiceKey]) -> Result<(), ApplyError> {
         for service in upserts {
             service.validate()?;
         }
-        // Source NAT is switched on before IPVS takes a service's connections and off after it
-        // stops taking them, so no connection of a source-NAT service goes out unmasqueraded.
-        let (snat_on, snat_off) = snat_changes(&self.applied, upserts, removals);
-        self.snat.add(snat_on).map_err(|detail| self.snat_err(detail))?;
-        let mut messages = Vec::new();
-        let mut done = Vec::new();
-        for key in removals.iter().filter(|k| self.applied.contains_key(k)) {
-            messages.push(IpvsMessage::new(Command::DelService, Some(ServiceAttrs::id(service_id(key))), None));
+        let upserts: Vec<Service> =
+            upserts.iter().map(Service::normalized).filter(|s| self.applied.get(&s.key) != Some(s)).collect();
+        let removals: Vec<ServiceKey> = removals.iter().filter(|k| self.applied.contains_key(k)).copied().collect();
+        if upserts.is_empty() && removals.is_empty() {
+            return Ok(());
         }
-        for service in upserts.iter().map(Service::normalized) {
-            let old = self.applied.get(&service.key);
-            if old == Some(&service) {
-                continue;
+        // The services and marks after the change: an any-port service keeps its mark while
+        // it exists, a new one gets a free one.
+        let mut next = self.applied.clone();
+        for key in &removals {
+            next.remove(key);
+        }
+        for service in &upserts {
+            next.insert(service.key, service.clone());
+        }
+        let mut marks: BTreeMap<ServiceKey, u32> =
+            self.marks.iter().filter(|(k, _)| next.contains_key(k)).map(|(k, m)| (*k, *m)).collect();
+        for key in next.keys().filter(|k| k.is_any_port()) {
+            if !marks.contains_key(key) {
+                let mark = self.free_fwmark(key, &marks)?;
+                marks.insert(*key, mark);
             }
-            diff(old, &service, &mut messages);
-            done.push(service);
         }
+        let mut names = self.marks.clone();
+        names.extend(&marks);
+        let mut messages = Vec::new();
+        for key in &removals {
+            messages.push(IpvsMessage::new(
+                Command::DelService,
+                Some(ServiceAttrs::id(self.service_id(key, &names)?)),
+                None,
+            ));
+        }
+        for service in &upserts {
+            diff(self.service_id(&service.key, &marks)?, self.applied.get(&service.key), service, &mut messages);
+        }
+        // The table goes half-way before IPVS changes and the rest after (see `midway`): no
+        // connection of a source-NAT service goes out unmasqueraded, and no packet is marked
+        // for a fwmark service that is gone or has a specific-port service's port.
+        let wanted = table::TableState::wanted(&next, &marks);
+        let midway = self.table.state().midway(&wanted);
+        self.table.apply(&midway).map_err(|detail| self.table_err(detail))?;
         let count = messages.len();
-        if count > 0
-            && let Err(detail) = self.send(messages)
-        {
+        if let Err(detail) = self.send(messages, &names) {
             self.resync();
             return Err(ApplyError::Ipvs { netns: self.netns.clone(), detail });
         }
-        if let Err(detail) = self.snat.remove(snat_off) {
+        if let Err(detail) = self.table.apply(&wanted) {
             self.resync();
-            return Err(self.snat_err(detail));
+            return Err(self.table_err(detail));
         }
-        tracing::debug!(netns = %self.netns, requests = count, changed = done.len(), "IPVS services applied");
-        for key in removals {
-            self.applied.remove(key);
+        tracing::debug!(
+            netns = %self.netns, requests = count, changed = upserts.len(), removed = removals.len(),
+            "IPVS services applied"
+        );
+        for key in removals.iter().filter(|k| k.is_any_port()) {
+            if let Some(mark) = self.marks.get(key) {
+                self.fwmarks.remove(mark);
+            }
         }
-        for service in done {
-            self.applied.insert(service.key, service);
-        }
+        self.fwmarks.extend(marks.values());
+        self.applied = next;
+        self.marks = marks;
         Ok(())
+    }
+
+    /// The IPVS service of `key`: its address, port and protocol, or for an any-port service
+    /// its fwmark in `marks`.
+    fn service_id(&self, key: &ServiceKey, marks: &BTreeMap<ServiceKey, u32>) -> Result<ServiceId, ApplyError> {
+        if !key.is_any_port() {
+            return Ok(ServiceId::Addr { protocol: key.protocol.number(), addr: key.addr, port: key.port });
+        }
+        marks.get(key).map(|mark| ServiceId::Fwmark(*mark)).ok_or_else(|| ApplyError::Ipvs {
+            netns: self.netns.clone(),
+            detail: format!("any-port service {key} has no fwmark"),
+        })
+    }
+
+    /// The services IPVS has, read with the table's state `table`: address services, and the
+    /// fwmark services `table` maps an any-port service to (other fwmark services, and address
+    /// services of port 0, are not this crate's: left alone and not listed).
+    fn listing(&self, table: &table::TableState) -> Result<Listing, String> {
+        let dumped = self.dump(IpvsMessage::new(Command::GetService, None, None))?;
+        let by_mark: BTreeMap<u32, ServiceKey> = table.marks.iter().map(|(k, m)| (*m, *k)).collect();
+        let mut listing = Listing { services: Vec::new(), marks: BTreeMap::new(), fwmarks: BTreeSet::new() };
+        for message in dumped {
+            let Some(attrs) = message.service else { continue };
+            let (key, source_nat) = match attrs.id {
+                ServiceId::Addr { protocol, addr, port } => {
+                    let Some(protocol) = Protocol::from_number(protocol).filter(|_| port != 0) else { continue };
+                    let key = ServiceKey { addr, port, protocol };
+                    (key, table.snat_services.contains(&key))
+                }
+                ServiceId::Fwmark(mark) => {
+                    listing.fwmarks.insert(mark);
+                    let Some(key) = by_mark.get(&mark).copied() else { continue };
+                    listing.marks.insert(key, mark);
+                    (key, table.snat_any_port.contains(&(key, mark)))
+                }
+            };
+            let dests = self
+                .dump(IpvsMessage::new(Command::GetDest, Some(ServiceAttrs::id(attrs.id)), None))
+                .map_err(|e| format!("destinations of {key}: {e}"))?;
+            let backends = dests
+                .into_iter()
+                .filter_map(|m| m.dest)
+                .map(|d| Backend { addr: d.addr, port: d.port, weight: d.weight.unwrap_or_default() })
+                .collect();
+            listing.services.push(Service { source_nat, ..Service::new(key, backends).normalized() });
+        }
+        listing.services.sort_by_key(|s| s.key);
+        Ok(listing)
     }
 }
 
@@ -245,8 +362,9 @@ async fn resolve_family() -> Result<u16, String> {
     result
 }
 
-/// Names the request an error reply quotes (the kernel echoes the request's headers and body).
-pub(crate) fn describe_request(quoted: &[u8]) -> String {
+/// Names the request an error reply quotes (the kernel echoes the request's headers and body);
+/// a fwmark service by the any-port service `marks` gives it.
+pub(crate) fn describe_request(quoted: &[u8], marks: &BTreeMap<ServiceKey, u32>) -> String {
     let Some(genl) = quoted.get(16..) else { return "IPVS request".to_owned() };
     let parsed = GenlHeader::parse(genl)
         .ok()
@@ -258,41 +376,16 @@ pub(crate) fn describe_request(quoted: &[u8]) -> String {
                     " of service {addr}:{port}/{}",
                     Protocol::from_number(protocol).map(Protocol::name).unwrap_or("?")
                 ),
-                ServiceId::Fwmark(mark) => format!(" of fwmark service {mark}"),
+                ServiceId::Fwmark(mark) => match marks.iter().find(|(_, m)| **m == mark) {
+                    Some((key, _)) => format!(" of service {key} (fwmark {mark:#x})"),
+                    None => format!(" of fwmark service {mark:#x}"),
+                },
             });
             let dest = message.dest.map(|d| format!(" for backend {}:{}", d.addr, d.port));
             format!("IPVS {:?}{}{}", message.cmd, service.unwrap_or_default(), dest.unwrap_or_default())
         }
         None => "IPVS request".to_owned(),
     }
-}
-
-/// Which services' source NAT goes on (not on in `applied`, asked for by an upsert) and which
-/// goes off (on in `applied`; asked off by an upsert, or removed).
-pub(crate) fn snat_changes(
-    applied: &BTreeMap<ServiceKey, Service>,
-    upserts: &[Service],
-    removals: &[ServiceKey],
-) -> (Vec<ServiceKey>, Vec<ServiceKey>) {
-    let was_on = |key: &ServiceKey| applied.get(key).is_some_and(|s| s.source_nat);
-    let mut on = BTreeSet::new();
-    let mut off = BTreeSet::new();
-    for key in removals.iter().filter(|k| was_on(k)) {
-        off.insert(*key);
-    }
-    for service in upserts {
-        if service.source_nat && !was_on(&service.key) {
-            on.insert(service.key);
-            off.remove(&service.key);
-        } else if !service.source_nat && was_on(&service.key) {
-            off.insert(service.key);
-        }
-    }
-    (on.into_iter().collect(), off.into_iter().collect())
-}
-
-fn service_id(key: &ServiceKey) -> ServiceId {
-    ServiceId::Addr { protocol: key.protocol.number(), addr: key.addr, port: key.port }
 }
 
 /// Round robin when the backends taking connections weigh the same, weighted otherwise.
@@ -304,9 +397,8 @@ fn scheduler(service: &Service) -> &'static str {
     }
 }
 
-/// The requests that turn `old` (absent: a new service) into `new`.
-pub(crate) fn diff(old: Option<&Service>, new: &Service, out: &mut Vec<IpvsMessage>) {
-    let id = service_id(&new.key);
+/// The requests that turn `old` (absent: a new service) into `new`, IPVS service `id`.
+pub(crate) fn diff(id: ServiceId, old: Option<&Service>, new: &Service, out: &mut Vec<IpvsMessage>) {
     let sched = scheduler(new);
     match old {
         None => out.push(IpvsMessage::new(Command::NewService, Some(ServiceAttrs::full(id, sched)), None)),
@@ -350,29 +442,8 @@ impl crate::Dataplane for IpvsBalancer {
 
     fn list(&self) -> Result<Vec<Service>, ListError> {
         let err = |detail: String| ListError::Ipvs { netns: self.netns.clone(), detail };
-        let dumped = self.dump(IpvsMessage::new(Command::GetService, None, None)).map_err(err)?;
-        let snat = self.snat.keys().map_err(|e| err(format!("nftables table {}: {e}", snat::TABLE)))?;
-        let mut services = Vec::new();
-        for message in dumped {
-            let Some(attrs) = message.service else { continue };
-            // Fwmark services are not made by this crate; they are left alone and not listed.
-            let ServiceId::Addr { protocol, addr, port } = attrs.id else { continue };
-            let Some(protocol) = Protocol::from_number(protocol) else { continue };
-            let key = ServiceKey { addr, port, protocol };
-            let dests = self
-                .dump(IpvsMessage::new(Command::GetDest, Some(ServiceAttrs::id(attrs.id)), None))
-                .map_err(|e| err(format!("destinations of {key}: {e}")))?;
-            let backends = dests
-                .into_iter()
-                .filter_map(|m| m.dest)
-                .map(|d| Backend { addr: d.addr, port: d.port, weight: d.weight.unwrap_or_default() })
-                .collect();
-            let mut service = Service::new(key, backends).normalized();
-            service.source_nat = snat.contains(&key);
-            services.push(service);
-        }
-        services.sort_by_key(|s| s.key);
-        Ok(services)
+        let table = self.table.read().map_err(|e| err(format!("nftables table {}: {e}", table::TABLE)))?;
+        Ok(self.listing(&table).map_err(err)?.services)
     }
 }
 

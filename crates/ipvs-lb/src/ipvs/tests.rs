@@ -13,7 +13,8 @@ fn svc(weights: &[u32]) -> Service {
 
 fn plan(old: Option<&Service>, new: &Service) -> Vec<String> {
     let mut out = Vec::new();
-    diff(old, new, &mut out);
+    let id = ServiceId::Addr { protocol: 6, addr: new.key.addr, port: new.key.port };
+    diff(id, old, new, &mut out);
     out.iter()
         .map(|m| {
             let dest = m.dest.as_ref().map(|d| format!(" {}:{} w={:?}", d.addr, d.port, d.weight)).unwrap_or_default();
@@ -51,14 +52,28 @@ fn an_unchanged_service_needs_nothing() {
 }
 
 #[test]
-fn source_nat_goes_on_before_and_off_after_the_ipvs_change() {
-    let key = |port| ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), port);
-    let with = |port, source_nat| Service { key: key(port), source_nat, ..svc(&[1]) };
-    let applied: BTreeMap<ServiceKey, Service> =
-        [with(80, true), with(81, false), with(82, true)].into_iter().map(|s| (s.key, s)).collect();
-    // 80 stays on (nothing), 81 turns on, 82 turns off, 83 is new with it, 84 new without.
-    let upserts = [with(80, true), with(81, true), with(82, false), with(83, true), with(84, false)];
-    assert_eq!(snat_changes(&applied, &upserts, &[]), (vec![key(81), key(83)], vec![key(82)]));
-    // Removing a source-NAT service turns it off; removing a plain or unknown one does nothing.
-    assert_eq!(snat_changes(&applied, &[], &[key(80), key(81), key(99)]), (vec![], vec![key(80)]));
+fn an_any_port_service_is_a_fwmark_service_with_port_0_destinations() {
+    let any = ServiceKey::any_port(Ipv4Addr::new(198, 18, 0, 10), Protocol::Udp);
+    let backends =
+        vec![Backend::any_port(Ipv4Addr::new(198, 18, 1, 11)), Backend::any_port(Ipv4Addr::new(198, 18, 1, 12))];
+    let service = Service::new(any, backends);
+    let mut out = Vec::new();
+    diff(ServiceId::Fwmark(0x4c42_0000), None, &service, &mut out);
+    let ids: Vec<Option<ServiceId>> = out.iter().map(|m| m.service.as_ref().map(|s| s.id)).collect();
+    assert_eq!(ids, [Some(ServiceId::Fwmark(0x4c42_0000)); 3]);
+    let dests: Vec<(Ipv4Addr, u16)> = out.iter().filter_map(|m| m.dest.as_ref().map(|d| (d.addr, d.port))).collect();
+    assert_eq!(dests, [(Ipv4Addr::new(198, 18, 1, 11), 0), (Ipv4Addr::new(198, 18, 1, 12), 0)]);
+}
+
+#[test]
+fn a_refused_fwmark_request_names_its_any_port_service() {
+    let any = ServiceKey::any_port(Ipv4Addr::new(198, 18, 0, 10), Protocol::Tcp);
+    let message = IpvsMessage::new(Command::DelService, Some(ServiceAttrs::id(ServiceId::Fwmark(0x4c42_0002))), None);
+    // nlmsghdr, genlmsghdr (DelService, version 1), the attributes: what an error answer quotes.
+    let mut quoted = vec![0; 16];
+    quoted.extend_from_slice(&[3, 1, 0, 0]);
+    quoted.extend_from_slice(&message.encode());
+    let marks = BTreeMap::from([(any, 0x4c42_0002)]);
+    assert_eq!(describe_request(&quoted, &marks), "IPVS DelService of service 198.18.0.10:*/tcp (fwmark 0x4c420002)");
+    assert_eq!(describe_request(&quoted, &BTreeMap::new()), "IPVS DelService of fwmark service 0x4c420002");
 }

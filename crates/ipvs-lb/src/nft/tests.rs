@@ -166,12 +166,94 @@ fn the_base_script_declares_both_maps_and_the_hooks() {
     for line in [
         "add map ip lb services { type ipv4_addr . inet_proto . inet_service : verdict; }",
         "add map ip lb backends_00 { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport; }",
+        "add map ip lb any_port_services { type ipv4_addr . inet_proto : verdict; }",
+        "add map ip lb any_port_backends_00 { typeof ip daddr . meta l4proto . numgen inc mod 2 : ip daddr; }",
         "add rule ip lb prerouting ip daddr . meta l4proto . th dport vmap @services",
         "add rule ip lb output ip daddr . meta l4proto . th dport vmap @services",
+        "add rule ip lb prerouting ip daddr . meta l4proto vmap @any_port_services",
+        "add rule ip lb output ip daddr . meta l4proto vmap @any_port_services",
         "add rule ip lb postrouting ct mark & 0x20000000 == 0x20000000 masquerade",
     ] {
         assert!(script.lines().any(|l| l == line), "missing {line:?} in\n{script}");
     }
     assert_eq!(script.lines().filter(|l| l.starts_with("add map ip lb backends_")).count(), 64);
+    assert_eq!(script.lines().filter(|l| l.starts_with("add map ip lb any_port_backends_")).count(), 64);
     assert!(script.contains("add map ip lb backends_63 {"), "{script}");
+    // The port-specific lookup comes first: a specific-port service wins for its port.
+    let position = |rule: &str| script.find(&format!("add rule ip lb prerouting {rule}")).expect("rule");
+    assert!(position("ip daddr . meta l4proto . th dport") < position("ip daddr . meta l4proto vmap"));
+}
+
+fn any_backend(last: u8, weight: u32) -> Backend {
+    Backend { addr: Ipv4Addr::new(198, 18, 1, last), port: 0, weight }
+}
+
+fn any_svc() -> Service {
+    Service {
+        key: ServiceKey::any_port(Ipv4Addr::new(198, 18, 0, 10), Protocol::Tcp),
+        backends: vec![any_backend(12, 2), any_backend(11, 1), any_backend(13, 0)],
+        source_nat: true,
+    }
+}
+
+const ANY_CHAIN: &str = "svc_198_18_0_10_tcp_any";
+
+#[test]
+fn an_any_port_service_dnats_to_the_address_only() {
+    let service = any_svc().normalized();
+    assert_eq!(chain_name(&service.key), ANY_CHAIN);
+    let drained = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 13), 0);
+    assert_eq!(
+        service_rules(&service),
+        [Rule::Drained(drained), Rule::Mark(SNAT_MARK), Rule::DnatKeepPort { modulus: 3 }]
+    );
+    let (key, chain) = (service.key, ANY_CHAIN.to_owned());
+    let at = |last| SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, last), 0);
+    let plan = plan(None, Some(&service));
+    assert_eq!(plan.first(), Some(&Op::NewChain { service: key, chain: chain.clone() }));
+    assert_eq!(plan.get(4), Some(&Op::NewSlots { service: key, slots: vec![(0, at(11)), (1, at(12)), (2, at(12))] }));
+    assert_eq!(plan.last(), Some(&Op::NewService { service: key, chain }));
+}
+
+#[test]
+fn an_any_port_listing_reads_back_as_the_service() {
+    let slots = [(0, "198.18.1.11"), (1, "198.18.1.12"), (2, "198.18.1.12")];
+    let elems: Vec<serde_json::Value> =
+        slots.iter().map(|(slot, to)| json!([{"concat": ["198.18.0.10", "tcp", slot]}, to])).collect();
+    // Shapes from nft 1.0.6's `nft -j list table` of such a table.
+    let listing = json!({"nftables": [
+        {"map": {"name": "any_port_services", "type": ["ipv4_addr", "inet_proto"], "map": "verdict",
+                 "elem": [[{"concat": ["198.18.0.10", "tcp"]}, {"goto": {"target": ANY_CHAIN}}]]}},
+        {"map": {"name": "any_port_backends_29", "type": ["ipv4_addr", "inet_proto", "integer"],
+                 "map": "ipv4_addr", "elem": elems}},
+        {"rule": {"chain": ANY_CHAIN, "comment": "drained 198.18.1.13:0", "expr": []}},
+        {"rule": {"chain": ANY_CHAIN, "expr": [{"mangle": {"key": {"ct": {"key": "mark"}},
+                  "value": {"|": [{"ct": {"key": "mark"}}, SNAT_MARK]}}}]}},
+        {"rule": {"chain": ANY_CHAIN, "expr": [{"dnat": {"addr": {"map": {
+            "key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"meta": {"key": "l4proto"}},
+                               {"numgen": {"mode": "inc", "mod": 3, "offset": 0}}]},
+            "data": "@any_port_backends_29"}}}}]}},
+    ]});
+    assert_eq!(parse_table(&listing), Ok(vec![any_svc().normalized()]));
+}
+
+#[test]
+fn any_port_services_need_port_0_backends_and_only_they_have_them() {
+    let mut service = any_svc();
+    service.backends.push(backend(14, 1));
+    let err = service.validate().expect_err("a backend with a port");
+    assert_eq!(
+        err.to_string(),
+        "invalid service 198.18.0.10:*/tcp: backend 198.18.1.14:8080 has a port, but an any-port service's \
+         backends have port 0 (the client's destination port is kept)"
+    );
+    let mut service = svc();
+    service.backends.push(any_backend(14, 1));
+    let err = service.validate().expect_err("a port-0 backend");
+    assert_eq!(
+        err.to_string(),
+        "invalid service 198.18.0.10:80/tcp: backend 198.18.1.14:0 has port 0, which only an any-port \
+         service's backends have"
+    );
+    assert!(any_svc().validate().is_ok());
 }

@@ -1,19 +1,20 @@
 //! The conformance suite every load-balancer backend must pass, and the namespaces it runs in:
 //! a balancer namespace (the harness's underlay) and three backend namespaces, each running a
-//! TCP and a UDP echo that answer with their name and the address they see the client at.
+//! TCP and a UDP echo on two ports each that answer with their name, the address they see the
+//! client at and the port they were reached on.
 //!
 //! Shared by `tests/conformance.rs` (nftables, on this host) and `examples/vm_guest.rs` (IPVS,
 //! inside the VM that `cargo xtask vm-test` boots).
 #![allow(dead_code, unreachable_pub, clippy::print_stderr)] // Each including binary uses part of it; steps narrate on stderr.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use shoal_ipvs_lb::{ApplyError, Backend, LoadBalancer, Netns, Service, ServiceKey};
+use shoal_ipvs_lb::{ApplyError, Backend, LoadBalancer, Netns, Protocol, Service, ServiceKey};
 use shoal_testkit::{Cluster, in_netns};
 
 /// The VIP of the suite's services. 198.18.0.0/24 is local to the balancer namespace (an
@@ -28,6 +29,9 @@ pub const TCP_PORT: u16 = 8080;
 /// The address of the client outside the balancer.
 pub const OUTSIDE_CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 20);
 pub const UDP_PORT: u16 = 5353;
+/// The second ports the backends' echoes listen on, for any-port services.
+pub const SECOND_TCP_PORT: u16 = 8081;
+pub const SECOND_UDP_PORT: u16 = 5354;
 const TIMEOUT: Duration = Duration::from_secs(3);
 
 pub fn narrate(message: &str) {
@@ -48,10 +52,11 @@ pub struct Echo {
 }
 
 impl Echo {
-    /// Starts both echoes in `netns`, answering `name PEER-ADDRESS\n`.
-    pub fn start(netns: &str, name: &str, addr: Ipv4Addr) -> Echo {
-        let tcp_addr = SocketAddrV4::new(addr, TCP_PORT);
-        let udp_addr = SocketAddrV4::new(addr, UDP_PORT);
+    /// Starts both echoes in `netns` at `addr`, ports `tcp` and `udp`, answering
+    /// `name PEER-ADDRESS PORT\n`.
+    pub fn start(netns: &str, name: &str, addr: Ipv4Addr, tcp: u16, udp: u16) -> Echo {
+        let tcp_addr = SocketAddrV4::new(addr, tcp);
+        let udp_addr = SocketAddrV4::new(addr, udp);
         let (listener, udp) = in_netns(netns, move || {
             (TcpListener::bind(tcp_addr).expect("bind tcp echo"), UdpSocket::bind(udp_addr).expect("bind udp echo"))
         })
@@ -68,7 +73,7 @@ impl Echo {
                 std::thread::spawn(move || {
                     let peer = conn.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
                     let _ = conn.set_nodelay(true);
-                    if conn.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
+                    if conn.write_all(format!("{name} {peer} {tcp}\n").as_bytes()).is_err() {
                         return;
                     }
                     let mut buf = [0; 512];
@@ -87,7 +92,7 @@ impl Echo {
                 if stop_udp.load(Ordering::Relaxed) {
                     return;
                 }
-                let _ = udp.send_to(format!("{name_udp} {}\n", peer.ip()).as_bytes(), peer);
+                let _ = udp.send_to(format!("{name_udp} {} {}\n", peer.ip(), udp_addr.port()).as_bytes(), peer);
             }
         });
         Echo { stop, netns: netns.to_owned(), tcp: tcp_addr, udp: udp_addr }
@@ -145,7 +150,9 @@ impl Env {
             let addr = backend_addr(i);
             ip(&node.netns, &["addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
             ip(&node.netns, &["route", "add", "198.18.0.0/24", "via", &GATEWAY.to_string()]);
-            echoes.push(Echo::start(&node.netns, &format!("b{}", i + 1), addr));
+            for (tcp, udp) in [(TCP_PORT, UDP_PORT), (SECOND_TCP_PORT, SECOND_UDP_PORT)] {
+                echoes.push(Echo::start(&node.netns, &format!("b{}", i + 1), addr, tcp, udp));
+            }
             backends.push(node.netns.clone());
         }
         Env { cluster, lb_netns, backends, client_netns, _echoes: echoes }
@@ -181,9 +188,32 @@ impl Env {
 
     /// Sends one datagram from each of `count` fresh sockets (fresh flows) to `to`.
     pub fn udp_tally(&self, to: SocketAddrV4, count: usize) -> (BTreeMap<String, usize>, Vec<String>) {
+        let (names, peers, _) = self.udp_tally_ports(to, count);
+        (names, peers)
+    }
+
+    /// Like [`Env::udp_tally`], and the ports the backends answered on.
+    pub fn udp_tally_ports(
+        &self,
+        to: SocketAddrV4,
+        count: usize,
+    ) -> (BTreeMap<String, usize>, Vec<String>, BTreeSet<String>) {
         let answers = in_netns(&self.lb_netns, move || (0..count).map(|_| udp_hello(to)).collect::<Vec<_>>())
             .expect("enter balancer namespace");
-        tally(answers)
+        tally_ports(answers)
+    }
+
+    /// Like [`Env::tcp_tally_from`], and the ports the backends answered on.
+    pub fn tcp_tally_ports(
+        &self,
+        netns: &str,
+        to: SocketAddrV4,
+        count: usize,
+    ) -> (BTreeMap<String, usize>, Vec<String>, BTreeSet<String>) {
+        let answers =
+            in_netns(netns, move || (0..count).map(|_| tcp_hello(to).map(|(_, line)| line)).collect::<Vec<_>>())
+                .expect("enter client namespace");
+        tally_ports(answers)
     }
 
     /// A long-lived connection to `to` (opened in the balancer namespace) and the backend's name.
@@ -196,15 +226,24 @@ impl Env {
 }
 
 fn tally(answers: Vec<Result<String, String>>) -> (BTreeMap<String, usize>, Vec<String>) {
+    let (names, peers, _) = tally_ports(answers);
+    (names, peers)
+}
+
+/// How many answers each backend name gave, the peer address each reported, and the ports
+/// they answered on.
+fn tally_ports(answers: Vec<Result<String, String>>) -> (BTreeMap<String, usize>, Vec<String>, BTreeSet<String>) {
     let mut names = BTreeMap::new();
     let mut peers = Vec::new();
+    let mut ports = BTreeSet::new();
     for answer in answers {
         let line = answer.unwrap_or_else(|e| format!("error {e}"));
         let mut parts = line.split(' ');
         *names.entry(parts.next().unwrap_or_default().to_owned()).or_insert(0) += 1;
         peers.push(parts.next().unwrap_or_default().to_owned());
+        ports.insert(parts.next().unwrap_or_default().to_owned());
     }
-    (names, peers)
+    (names, peers, ports)
 }
 
 /// Connects and reads the greeting line.
@@ -262,6 +301,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("source_nat", source_nat),
     ("replace_all_and_list", replace_all_and_list),
     ("update_among_10000", update_among_10000),
+    ("any_port", any_port),
 ];
 
 /// 300 connections split evenly (within ±15 %) over three backends.
@@ -376,9 +416,14 @@ pub fn replace_all_and_list(_env: &Env, lb: &mut dyn LoadBalancer) {
     assert_eq!(lb.list().expect("list"), vec![a, c]);
     lb.replace_all(&[]).expect("replace all with nothing");
     assert!(lb.list().expect("list").is_empty());
-    let bad = Service::new(ServiceKey::tcp(VIP, 0), three(TCP_PORT));
-    let err = lb.set(&[bad]).expect_err("port 0");
-    assert!(err.to_string().contains("198.18.0.10:0/tcp"), "{err}");
+    let bad = Service::new(ServiceKey::tcp(VIP, 80), three(0));
+    let err = lb.set(&[bad]).expect_err("backends of port 0 in a specific-port service");
+    assert!(matches!(err, ApplyError::Invalid { .. }), "{err}");
+    assert!(err.to_string().contains("198.18.0.10:80/tcp"), "{err}");
+    let bad = Service::new(ServiceKey::any_port(VIP, Protocol::Tcp), three(TCP_PORT));
+    let err = lb.set(&[bad]).expect_err("backends with a port in an any-port service");
+    assert!(err.to_string().contains("198.18.0.10:*/tcp"), "{err}");
+    assert!(lb.list().expect("list").is_empty(), "nothing of a refused change is applied");
 }
 
 /// 10,000 services; one changes; connections of others keep working and their split is intact.
@@ -413,4 +458,93 @@ pub fn update_among_10000(env: &Env, lb: &mut dyn LoadBalancer) {
     assert_even(&names, &["b1", "b2", "b3"], 30, "untouched three-backend service");
     // (No full `list` here: with IPVS it is one dump per service, 20 s under the VM's emulation;
     // `replace_all_and_list` covers reading back.)
+}
+
+/// Any-port services (a Swarm VIP): every TCP and every UDP port of the VIP balanced over the
+/// three backends, each connection reaching the port the client used; a specific-port service
+/// on the same VIP takes its port; drain, source NAT and removal as for any service.
+pub fn any_port(env: &Env, lb: &mut dyn LoadBalancer) {
+    let tcp = ServiceKey::any_port(VIP, Protocol::Tcp);
+    let udp = ServiceKey::any_port(VIP, Protocol::Udp);
+    let backends: Vec<Backend> = (0..3).map(|i| Backend::any_port(backend_addr(i))).collect();
+    let tcp_service = Service::new(tcp, backends.clone());
+    let udp_service = Service::new(udp, backends.clone());
+    lb.set(&[tcp_service.clone(), udp_service.clone()]).expect("set any-port services");
+    assert_eq!(lb.list().expect("list"), vec![tcp_service.clone(), udp_service.clone()]);
+
+    for port in [TCP_PORT, SECOND_TCP_PORT] {
+        narrate(&format!("90 TCP connections to port {port} of the VIP"));
+        let (names, peers, ports) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, port), 90);
+        assert_even(&names, &["b1", "b2", "b3"], 90, &format!("any port, tcp/{port}"));
+        assert_eq!(ports, BTreeSet::from([port.to_string()]), "the backends are reached on the client's port");
+        assert!(peers.iter().all(|p| p == &VIP.to_string()), "the client's address kept: {:?}", &peers[..3]);
+    }
+    for port in [UDP_PORT, SECOND_UDP_PORT] {
+        narrate(&format!("60 UDP flows to port {port} of the VIP"));
+        let (names, _, ports) = env.udp_tally_ports(SocketAddrV4::new(VIP, port), 60);
+        assert_even(&names, &["b1", "b2", "b3"], 60, &format!("any port, udp/{port}"));
+        assert_eq!(ports, BTreeSet::from([port.to_string()]), "the backends are reached on the client's port");
+    }
+
+    narrate("a specific-port service on the same VIP takes its port");
+    let specific =
+        Service::new(ServiceKey::tcp(VIP, SECOND_TCP_PORT), vec![Backend::new(backend_addr(0), SECOND_TCP_PORT)]);
+    lb.set(std::slice::from_ref(&specific)).expect("set the specific-port service");
+    let (names, _, _) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, SECOND_TCP_PORT), 9);
+    assert_eq!(names, BTreeMap::from([("b1".to_owned(), 9)]), "the specific-port service's one backend");
+    let (names, _, ports) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, TCP_PORT), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "the other ports stay any-port");
+    assert_eq!(ports, BTreeSet::from([TCP_PORT.to_string()]));
+
+    narrate("drain b3 of the TCP any-port service");
+    let mut on_b3 = None;
+    for _ in 0..6 {
+        let (stream, name) = env.open_conn(SocketAddrV4::new(VIP, TCP_PORT));
+        if name == "b3" {
+            on_b3 = Some(stream);
+            break;
+        }
+    }
+    let mut on_b3 = on_b3.expect("a connection on b3");
+    lb.drain(&tcp, SocketAddrV4::new(backend_addr(2), 0)).expect("drain");
+    let listed = lb.list().expect("list");
+    let drained = listed.iter().find(|s| s.key == tcp).map(|s| s.backends.iter().map(|b| b.weight).collect::<Vec<_>>());
+    assert_eq!(drained, Some(vec![1, 1, 0]), "listed: {listed:?}");
+    let (names, _, _) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, TCP_PORT), 60);
+    assert_even(&names, &["b1", "b2"], 60, "any port after drain");
+    assert!(still_echoes(&mut on_b3), "the drained backend's existing connection must keep working");
+    drop(on_b3);
+
+    // Clients outside the balancer need source NAT (without it the backends answer them
+    // directly, past the balancer): the routing mesh's case, whose packets arrive through
+    // prerouting rather than output.
+    narrate("source NAT on the TCP any-port service; 30 connections from a client outside the balancer");
+    let masqueraded = Service { key: tcp, backends: backends.clone(), source_nat: true };
+    lb.set(std::slice::from_ref(&masqueraded)).expect("turn source NAT on");
+    assert_eq!(lb.list().expect("list"), vec![masqueraded.clone(), udp_service.clone(), specific.clone()]);
+    let (names, peers, ports) = env.tcp_tally_ports(&env.client_netns, SocketAddrV4::new(VIP, TCP_PORT), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "any port with source NAT");
+    assert_eq!(ports, BTreeSet::from([TCP_PORT.to_string()]));
+    assert!(peers.iter().all(|p| p == &GATEWAY.to_string()), "masqueraded: {peers:?}");
+    let (_, peers, _) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, SECOND_TCP_PORT), 6);
+    assert!(peers.iter().all(|p| p == &VIP.to_string()), "the specific-port service beside it is not: {peers:?}");
+    narrate("the specific-port service takes its port for clients outside too");
+    let specific = Service { source_nat: true, ..specific };
+    lb.set(std::slice::from_ref(&specific)).expect("source NAT on the specific-port service");
+    let (names, peers, ports) = env.tcp_tally_ports(&env.client_netns, SocketAddrV4::new(VIP, SECOND_TCP_PORT), 9);
+    assert_eq!(names, BTreeMap::from([("b1".to_owned(), 9)]), "the specific-port service's one backend");
+    assert_eq!(ports, BTreeSet::from([SECOND_TCP_PORT.to_string()]));
+    assert!(peers.iter().all(|p| p == &GATEWAY.to_string()), "masqueraded: {peers:?}");
+
+    narrate("remove the TCP any-port service");
+    lb.remove(&[tcp]).expect("remove");
+    assert_eq!(lb.list().expect("list"), vec![udp_service.clone(), specific.clone()]);
+    let refused = in_netns(&env.lb_netns, || tcp_hello(SocketAddrV4::new(VIP, TCP_PORT)).is_err()).expect("netns");
+    assert!(refused, "nothing answers the removed service's ports");
+    let (names, _, _) = env.tcp_tally_ports(&env.lb_netns, SocketAddrV4::new(VIP, SECOND_TCP_PORT), 3);
+    assert_eq!(names, BTreeMap::from([("b1".to_owned(), 3)]), "the specific-port service stays");
+    let (names, _, _) = env.udp_tally_ports(SocketAddrV4::new(VIP, SECOND_UDP_PORT), 30);
+    assert_even(&names, &["b1", "b2", "b3"], 30, "the UDP any-port service stays");
+    lb.remove(&[udp, specific.key]).expect("remove the rest");
+    assert!(lb.list().expect("list").is_empty());
 }

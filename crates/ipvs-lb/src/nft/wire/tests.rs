@@ -9,6 +9,11 @@ fn key() -> ServiceKey {
     ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), 80)
 }
 
+/// Every TCP port of the same address.
+fn any() -> ServiceKey {
+    ServiceKey::any_port(Ipv4Addr::new(198, 18, 0, 10), crate::model::Protocol::Tcp)
+}
+
 /// `nlmsghdr` + `nfgenmsg` of a message of `len` bytes.
 fn header(len: u32, kind: u16, flags: u16, seq: u32, family: u8) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -81,9 +86,23 @@ fn keys_and_values_are_registers_of_the_concatenation() {
     expected.extend_from_slice(&2u32.to_ne_bytes());
     assert_eq!(slot_key_bytes(&key(), 2), expected);
     assert_eq!(
-        backend_bytes(SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080)),
+        backend_bytes(&key(), SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 8080)),
         [198, 18, 1, 12, 0x1f, 0x90, 0, 0]
     );
+}
+
+#[test]
+fn any_port_keys_and_values_leave_the_port_out() {
+    // 198.18.0.10 . tcp (. slot 2) → 198.18.1.12, as `nft --debug=netlink` shows the elements
+    // `element 0a0012c6 00000006 00000002 : 0c0112c6`.
+    let mut expected = vec![198, 18, 0, 10, 6, 0, 0, 0];
+    assert_eq!(lookup_key_bytes(&any()), expected);
+    expected.extend_from_slice(&2u32.to_ne_bytes());
+    assert_eq!(slot_key_bytes(&any(), 2), expected);
+    assert_eq!(backend_bytes(&any(), SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 0)), [198, 18, 1, 12]);
+    assert_eq!(services_map(&any()), "any_port_services");
+    assert_eq!(services_map(&key()), "services");
+    assert_eq!(backends_map(&any()), "any_port_backends_29");
 }
 
 #[test]
@@ -104,7 +123,7 @@ fn a_slot_element_and_a_service_element() {
         1,
         &[
             nested(1, &[attr(1, &slot_key_bytes(&key(), 2))]), // NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
-            nested(2, &[attr(1, &backend_bytes(backend))]),    // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE }
+            nested(2, &[attr(1, &backend_bytes(&key(), backend))]), // NFTA_SET_ELEM_DATA { NFTA_DATA_VALUE }
         ],
     );
     let slots = [attr(1, b"lb\0"), attr(2, b"backends_29\0"), nested(3, &[slot])].concat();
@@ -123,6 +142,42 @@ fn a_slot_element_and_a_service_element() {
     ]
     .concat();
     assert_eq!(encoded.bytes, expected);
+}
+
+#[test]
+fn an_any_port_slot_element_and_service_element() {
+    let backend = SocketAddrV4::new(Ipv4Addr::new(198, 18, 1, 12), 0);
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewSlots { service: any(), slots: vec![(1, backend)] });
+    batch.push(&Op::NewService { service: any(), chain: "svc_y".to_owned() });
+    batch.push(&Op::DelService { service: any() });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    // 198.18.0.10 . tcp . 1 : 198.18.1.12 in any_port_backends_29.
+    let slot = nested(
+        1,
+        &[nested(1, &[attr(1, &[198, 18, 0, 10, 6, 0, 0, 0, 1, 0, 0, 0])]), nested(2, &[attr(1, &[198, 18, 1, 12])])],
+    );
+    let slots = [attr(1, b"lb\0"), attr(2, b"any_port_backends_29\0"), nested(3, &[slot])].concat();
+    // 198.18.0.10 . tcp : goto svc_y in any_port_services.
+    let verdict = nested(2, &[attr(1, &(-4i32).to_be_bytes()), attr(2, b"svc_y\0")]);
+    let service = nested(1, &[nested(1, &[attr(1, &[198, 18, 0, 10, 6, 0, 0, 0])]), nested(2, &[verdict])]);
+    let services = [attr(1, b"lb\0"), attr(2, b"any_port_services\0"), nested(3, &[service])].concat();
+    let deleted = nested(1, &[nested(1, &[attr(1, &[198, 18, 0, 10, 6, 0, 0, 0])])]);
+    let deletion = [attr(1, b"lb\0"), attr(2, b"any_port_services\0"), nested(3, &[deleted])].concat();
+    let len = |body: &[u8]| u32::try_from(20 + body.len()).expect("short");
+    let expected = [
+        header(20, 0x10, 0x1, 1, 0),
+        header(len(&slots), (10 << 8) | 12, 0x1 | 0x400, 2, 2), // NEWSETELEM, CREATE
+        slots.clone(),
+        header(len(&services), (10 << 8) | 12, 0x1 | 0x400, 3, 2),
+        services.clone(),
+        header(len(&deletion), (10 << 8) | 14, 0x1 | 0x4, 4, 2), // DELSETELEM, ACK
+        deletion,
+        header(20, 0x11, 0x1, 5, 0),
+    ]
+    .concat();
+    assert_eq!(encoded.bytes, expected);
+    assert_eq!(encoded.sent[1].1, "add any_port_services element of service 198.18.0.10:*/tcp");
 }
 
 #[test]
@@ -211,6 +266,30 @@ fn dnat_looks_the_slot_up_in_the_backends_map() {
     assert_eq!(rule_body(Rule::Dnat { modulus: 3 }), expected);
 }
 
+#[test]
+fn an_any_port_dnat_maps_the_address_and_keeps_the_port() {
+    // `dnat to ip daddr . meta l4proto . numgen inc mod 3 map @any_port_backends_29`, which
+    // `nft --debug=netlink` shows as:
+    // payload load 4b @ network header + 16 => reg 1; meta load l4proto => reg 9;
+    // numgen reg 10 = inc mod 3; lookup reg 1 set any_port_backends_29 dreg 1;
+    // nat dnat ip addr_min reg 1 (and `--debug=mnl`: NFTA_NAT_TYPE, _FAMILY, _REG_ADDR_MIN only)
+    let mut batch = Batch::new("lb", 1);
+    batch.push(&Op::NewRule { service: any(), chain: "c".to_owned(), rule: Rule::DnatKeepPort { modulus: 3 } });
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let body = &encoded.bytes[20 + 20 + 8 + 8..encoded.bytes.len() - 20];
+    let expected = nested(
+        4,
+        &[
+            expr(b"payload\0", &[be32(1, 1), be32(2, 1), be32(3, 16), be32(4, 4)]),
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
+            expr(b"numgen\0", &[be32(1, 10), be32(2, 3), be32(3, 0), be32(4, 0)]),
+            expr(b"lookup\0", &[attr(1, b"any_port_backends_29\0"), be32(2, 1), be32(3, 1)]),
+            expr(b"nat\0", &[be32(1, 1), be32(2, 2), be32(3, 1)]),
+        ],
+    );
+    assert_eq!(body, expected.as_slice());
+}
+
 /// An `NLMSG_ERROR` answering `seq` with `error` (0 or a negative errno), capped.
 fn answer(seq: u32, error: i32) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -256,7 +335,7 @@ fn only_message(op: &Op) -> (u16, u16, Vec<u8>) {
 }
 
 #[test]
-fn the_source_nat_table_set_and_chain() {
+fn the_ipvs_table_sets_and_map() {
     let table = attr(1, b"shoal_ipvs\0");
     assert_eq!(only_message(&Op::NewTable), ((10 << 8), 0x1 | 0x400 | 0x4, table.clone()));
     let set = [
@@ -267,37 +346,137 @@ fn the_source_nat_table_set_and_chain() {
         be32(10, 1),                         // NFTA_SET_ID
     ]
     .concat();
-    assert_eq!(only_message(&Op::NewKeySet { set: "snat_services".to_owned() }), ((10 << 8) | 9, 0x405, set));
-    let chain = [
+    let op = Op::NewSet { set: "snat_services".to_owned(), kind: SetKind::ServiceKeys };
+    assert_eq!(only_message(&op), ((10 << 8) | 9, 0x405, set));
+    let marked = [
         table.clone(),
-        attr(3, b"postrouting\0"),
-        nested(4, &[be32(1, 4), be32(2, 100)]), // NFTA_CHAIN_HOOK { NF_INET_POST_ROUTING, srcnat }
-        be32(5, 1),                             // NFTA_CHAIN_POLICY NF_ACCEPT
-        attr(7, b"nat\0"),                      // NFTA_CHAIN_TYPE
+        attr(2, b"snat_any_port\0"),
+        be32(4, (7 << 12) | (12 << 6) | 19), // ipv4_addr . inet_proto . mark
+        be32(5, 12),
+        be32(10, 1),
     ]
     .concat();
-    assert_eq!(
-        only_message(&Op::NewPostroutingChain { chain: "postrouting".to_owned() }),
-        ((10 << 8) | 3, 0x405, chain)
-    );
+    let op = Op::NewSet { set: "snat_any_port".to_owned(), kind: SetKind::MarkedServices };
+    assert_eq!(only_message(&op), ((10 << 8) | 9, 0x405, marked));
+    // As `nft --debug=mnl` sends `add map … { type ipv4_addr . inet_proto : mark; }`: flags
+    // NFT_SET_MAP, key 0x1cc of 8 bytes, data TYPE_MARK of 4, and of its user data only the
+    // data's byte order (NFTNL_UDATA_SET_DATABYTEORDER 1, 4 bytes, BYTEORDER_HOST_ENDIAN).
+    let map = [
+        table.clone(),
+        attr(2, b"any_port_marks\0"),
+        be32(3, 8),                                             // NFTA_SET_FLAGS NFT_SET_MAP
+        be32(4, (7 << 6) | 12),                                 // NFTA_SET_KEY_TYPE ipv4_addr . inet_proto
+        be32(5, 8),                                             // NFTA_SET_KEY_LEN
+        be32(6, 19),                                            // NFTA_SET_DATA_TYPE mark
+        be32(7, 4),                                             // NFTA_SET_DATA_LEN
+        be32(10, 1),                                            // NFTA_SET_ID
+        attr(13, &[&[1, 4][..], &1u32.to_ne_bytes()].concat()), // NFTA_SET_USERDATA
+    ]
+    .concat();
+    let op = Op::NewSet { set: "any_port_marks".to_owned(), kind: SetKind::Marks };
+    assert_eq!(only_message(&op), ((10 << 8) | 9, 0x405, map));
 }
 
 #[test]
-fn the_masquerade_rule_looks_up_the_original_destination() {
-    let op = Op::NewMasqueradeRule { chain: "postrouting".to_owned(), set: "snat_services".to_owned() };
+fn sets_of_one_batch_get_their_own_ids() {
+    let mut batch = Batch::new("t", 1);
+    for set in ["a", "b"] {
+        batch.push(&Op::NewSet { set: set.to_owned(), kind: SetKind::ServiceKeys });
+    }
+    let encoded = batch.finish().expect("encodes").expect("not empty");
+    let id = |n: u32| be32(10, n);
+    let bytes = &encoded.bytes;
+    assert!(bytes.windows(8).any(|w| w == id(1).as_slice()) && bytes.windows(8).any(|w| w == id(2).as_slice()));
+}
+
+#[test]
+fn the_ipvs_table_chains() {
+    let table = attr(1, b"shoal_ipvs\0");
+    for (hook, name, hooknum, priority, kind) in [
+        (BaseHook::SourceNat, &b"postrouting\0"[..], 4, 100, &b"nat\0"[..]), // srcnat
+        (BaseHook::ManglePrerouting, b"prerouting\0", 0, -150, b"filter\0"), // mangle
+        (BaseHook::MangleOutput, b"output\0", 3, -150, b"route\0"),
+    ] {
+        let chain = [
+            table.clone(),
+            attr(3, name),
+            nested(4, &[be32(1, hooknum), attr(2, &i32::to_be_bytes(priority))]), // NFTA_CHAIN_HOOK
+            be32(5, 1),                                                           // NFTA_CHAIN_POLICY NF_ACCEPT
+            attr(7, kind),                                                        // NFTA_CHAIN_TYPE
+        ]
+        .concat();
+        let chain_name = String::from_utf8_lossy(&name[..name.len() - 1]).into_owned();
+        assert_eq!(only_message(&Op::NewBaseChain { chain: chain_name, hook }), ((10 << 8) | 3, 0x405, chain));
+    }
+}
+
+/// The expressions of a base rule as the only message of a batch.
+fn base_rule(rule: BaseRule) -> Vec<u8> {
+    let (kind, flags, body) = only_message(&Op::NewBaseRule { chain: "c".to_owned(), rule });
+    assert_eq!((kind, flags), ((10 << 8) | 6, 0x1 | 0x400 | 0x800 | 0x4), "NEWRULE, CREATE|APPEND");
+    let prefix = [attr(1, b"shoal_ipvs\0"), attr(2, b"c\0")].concat();
+    assert_eq!(&body[..prefix.len()], prefix.as_slice());
+    body[prefix.len()..].to_vec()
+}
+
+#[test]
+fn the_masquerade_rules_look_up_the_original_destination() {
     let direction = attr(3, &[0]); // NFTA_CT_DIRECTION IP_CT_DIR_ORIGINAL (u8)
     let expressions = nested(
         4,
         &[
             expr(b"ct\0", &[be32(1, 1), be32(2, 20), direction.clone()]), // reg 1 = ct original ip daddr
             expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),                  // reg 9 = meta l4proto
-            expr(b"ct\0", &[be32(1, 10), be32(2, 12), direction]),        // reg 10 = ct original proto-dst
+            expr(b"ct\0", &[be32(1, 10), be32(2, 12), direction.clone()]), // reg 10 = ct original proto-dst
             expr(b"lookup\0", &[attr(1, b"snat_services\0"), be32(2, 1)]), // @snat_services, sreg 1
             expr(b"masq\0", &[]),
         ],
     );
-    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"postrouting\0"), expressions].concat();
-    assert_eq!(only_message(&op), ((10 << 8) | 6, 0x1 | 0x400 | 0x800 | 0x4, body));
+    assert_eq!(base_rule(BaseRule::MasqueradeServices { set: "snat_services".to_owned() }), expressions);
+    // `… . meta mark @snat_any_port masquerade`: `meta load mark => reg 10` (key 3).
+    let expressions = nested(
+        4,
+        &[
+            expr(b"ct\0", &[be32(1, 1), be32(2, 20), direction]),
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
+            expr(b"meta\0", &[be32(1, 10), be32(2, 3)]),
+            expr(b"lookup\0", &[attr(1, b"snat_any_port\0"), be32(2, 1)]),
+            expr(b"masq\0", &[]),
+        ],
+    );
+    assert_eq!(base_rule(BaseRule::MasqueradeMarked { set: "snat_any_port".to_owned() }), expressions);
+}
+
+#[test]
+fn the_marking_rules() {
+    // `ip daddr . meta l4proto . th dport @direct_services return`, as `nft --debug=netlink`:
+    // payload load 4b @ network header + 16 => reg 1; meta load l4proto => reg 9;
+    // payload load 2b @ transport header + 2 => reg 10; lookup reg 1 set direct_services;
+    // immediate reg 0 return
+    let ret = nested(2, &[nested(2, &[attr(1, &(-5i32).to_be_bytes())])]); // DATA { VERDICT { CODE NFT_RETURN } }
+    let expressions = nested(
+        4,
+        &[
+            expr(b"payload\0", &[be32(1, 1), be32(2, 1), be32(3, 16), be32(4, 4)]),
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
+            expr(b"payload\0", &[be32(1, 10), be32(2, 2), be32(3, 2), be32(4, 2)]),
+            expr(b"lookup\0", &[attr(1, b"direct_services\0"), be32(2, 1)]),
+            expr(b"immediate\0", &[be32(1, 0), ret]),
+        ],
+    );
+    assert_eq!(base_rule(BaseRule::ReturnServices { set: "direct_services".to_owned() }), expressions);
+    // `meta mark set ip daddr . meta l4proto map @any_port_marks`: … lookup reg 1 set
+    // any_port_marks dreg 1; meta set mark with reg 1
+    let expressions = nested(
+        4,
+        &[
+            expr(b"payload\0", &[be32(1, 1), be32(2, 1), be32(3, 16), be32(4, 4)]),
+            expr(b"meta\0", &[be32(1, 9), be32(2, 16)]),
+            expr(b"lookup\0", &[attr(1, b"any_port_marks\0"), be32(2, 1), be32(3, 1)]),
+            expr(b"meta\0", &[be32(2, 3), be32(3, 1)]), // NFTA_META_KEY mark, NFTA_META_SREG 1
+        ],
+    );
+    assert_eq!(base_rule(BaseRule::SetMark { map: "any_port_marks".to_owned() }), expressions);
 }
 
 #[test]
@@ -308,20 +487,46 @@ fn service_keys_are_set_elements_without_data() {
             keys.iter().map(|k| nested(1, &[nested(1, &[attr(1, &service_key_bytes(k))])])).collect();
         [attr(1, b"shoal_ipvs\0"), attr(2, b"snat_services\0"), nested(3, &list)].concat()
     };
-    let add = Op::NewKeys { set: "snat_services".to_owned(), keys: keys.clone() };
+    let add =
+        Op::NewElements { set: "snat_services".to_owned(), elements: keys.iter().map(Element::service).collect() };
     assert_eq!(only_message(&add), ((10 << 8) | 12, 0x405, elements(&keys)));
-    let del = Op::DelKeys { set: "snat_services".to_owned(), keys: keys[..1].to_vec() };
+    let del = Op::DelElements { set: "snat_services".to_owned(), elements: vec![Element::service(&keys[0])] };
     assert_eq!(only_message(&del), ((10 << 8) | 14, 0x5, elements(&keys[..1])));
     assert_eq!(
         del.describe(),
         "delete snat_services elements of service 198.18.0.10:80/tcp",
         "a refusal names the service"
     );
-    let many: Vec<ServiceKey> = (1..=6).map(|p| ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), p)).collect();
+    let many: Vec<Element> =
+        (1..=6).map(|p| Element::service(&ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 10), p))).collect();
     assert_eq!(
-        Op::NewKeys { set: "s".to_owned(), keys: many }.describe(),
+        Op::NewElements { set: "s".to_owned(), elements: many }.describe(),
         "add s elements of services 198.18.0.10:1/tcp, 198.18.0.10:2/tcp, 198.18.0.10:3/tcp, 198.18.0.10:4/tcp and 2 more"
     );
+}
+
+#[test]
+fn marks_are_elements_in_host_order() {
+    // As `nft --debug=netlink` shows `198.18.0.10 . tcp : 0x4c420001` and
+    // `198.18.0.10 . tcp . 0x4c420001`: `element 0a0012c6 00000006 : 4c420001` (words read in
+    // host order), `element 0a0012c6 00000006 4c420001`.
+    let mark = 0x4c42_0001u32;
+    let mapped = Element::mark_of(&any(), mark);
+    assert_eq!(mapped.key, [198, 18, 0, 10, 6, 0, 0, 0]);
+    assert_eq!(mapped.data, Some(mark.to_ne_bytes().to_vec()));
+    let marked = Element::marked(&any(), mark);
+    assert_eq!(marked.key, [&[198, 18, 0, 10, 6, 0, 0, 0][..], &mark.to_ne_bytes()].concat());
+    assert_eq!(marked_from_bytes(&marked.key), Some((any(), mark)));
+    let add = Op::NewElements { set: "any_port_marks".to_owned(), elements: vec![mapped.clone()] };
+    let element = nested(1, &[nested(1, &[attr(1, &mapped.key)]), nested(2, &[attr(1, &mark.to_ne_bytes())])]);
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"any_port_marks\0"), nested(3, &[element])].concat();
+    assert_eq!(only_message(&add), ((10 << 8) | 12, 0x405, body));
+    // A deletion names the key only.
+    let del = Op::DelElements { set: "any_port_marks".to_owned(), elements: vec![mapped] };
+    let element = nested(1, &[nested(1, &[attr(1, &[198, 18, 0, 10, 6, 0, 0, 0])])]);
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"any_port_marks\0"), nested(3, &[element])].concat();
+    assert_eq!(only_message(&del), ((10 << 8) | 14, 0x5, body));
+    assert_eq!(del.describe(), "delete any_port_marks elements of service 198.18.0.10:*/tcp");
 }
 
 #[test]
@@ -329,6 +534,10 @@ fn a_service_key_reads_back_from_its_bytes() {
     assert_eq!(service_key_from_bytes(&service_key_bytes(&key())), Some(key()));
     assert_eq!(service_key_from_bytes(&[198, 18, 0, 10, 6, 0, 0, 0, 0, 80]), None, "too short");
     assert_eq!(service_key_from_bytes(&[198, 18, 0, 10, 1, 0, 0, 0, 0, 80, 0, 0]), None, "icmp is no service");
+    assert_eq!(service_key_from_bytes(&[198, 18, 0, 10, 6, 0, 0, 0, 0, 0, 0, 0]), None, "port 0 has its own form");
+    assert_eq!(any_port_key_from_bytes(&any_port_key_bytes(&any())), Some(any()));
+    assert_eq!(any_port_key_from_bytes(&[198, 18, 0, 10, 6, 0, 0]), None, "too short");
+    assert_eq!(mark_from_bytes(&[1, 2, 3]), None, "too short");
 }
 
 #[test]
@@ -347,7 +556,7 @@ fn a_set_element_dump_request_and_its_answer() {
     datagram.extend([header(len, (10 << 8) | 12, 0x2, 41, 2), body].concat());
     let mut keys = Vec::new();
     assert_eq!(parse_set_elements(&datagram, 42, &mut keys), Ok(None), "more to come");
-    assert_eq!(keys, vec![service_key_bytes(&key())]);
+    assert_eq!(keys, vec![Dumped { key: service_key_bytes(&key()), data: None }]);
     let mut done = header(20, 3, 0x2, 42, 0); // NLMSG_DONE (its payload: the int 0)
     done.truncate(16);
     done.extend_from_slice(&0i32.to_ne_bytes());
@@ -360,4 +569,21 @@ fn a_set_element_dump_request_and_its_answer() {
     error.extend_from_slice(&header(len, (10 << 8) | 13, 0x301, 42, 2)[..16]);
     assert_eq!(parse_set_elements(&error, 42, &mut keys), Ok(Some(2)));
     assert!(parse_set_elements(&error[..30], 42, &mut keys).is_err(), "truncated");
+}
+
+#[test]
+fn a_map_dump_gives_keys_and_values() {
+    // One NEWSETELEM of any_port_marks as the kernel dumps it: key, data, flags.
+    let mark = 0x4c42_0001u32;
+    let element = nested(
+        1,
+        &[nested(1, &[attr(1, &[198, 18, 0, 10, 6, 0, 0, 0])]), nested(2, &[attr(1, &mark.to_ne_bytes())]), be32(3, 0)],
+    );
+    let body = [attr(1, b"shoal_ipvs\0"), attr(2, b"any_port_marks\0"), nested(3, &[element])].concat();
+    let len = u32::try_from(20 + body.len()).expect("short");
+    let datagram = [header(len, (10 << 8) | 12, 0x2, 7, 2), body].concat();
+    let mut elements = Vec::new();
+    assert_eq!(parse_set_elements(&datagram, 7, &mut elements), Ok(None));
+    let dumped = Dumped { key: any_port_key_bytes(&any()), data: Some(mark.to_ne_bytes().to_vec()) };
+    assert_eq!(elements, vec![dumped]);
 }
