@@ -37,6 +37,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(command::run(&cli.host, &cli.cert_path, cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        // Printed already, one line per failure.
+        Err(err) if err.is::<command::Reported>() => ExitCode::FAILURE,
         Err(err) => {
             eprintln!("Error: {err:#}");
             ExitCode::FAILURE

@@ -6,6 +6,10 @@ use std::time::SystemTime;
 
 use shoal_api::v1::{self, TaskState};
 
+mod ports;
+
+pub(crate) use self::ports::{ports, protocol_name, publish_mode_name};
+
 /// Pads columns to their widest cell, three spaces apart, as docker's tabwriter does.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
@@ -52,6 +56,39 @@ pub(crate) fn ago(then: Option<SystemTime>, now: SystemTime) -> String {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// `text` cut to `max` characters, the last being `…`, as docker's `Ellipsis`.
+fn ellipsis(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// `2027-01-15T08:00:00.5Z`: RFC 3339 in UTC with as many decimals as needed, as docker prints
+/// times in JSON (Go's RFC3339Nano).
+pub(crate) fn rfc3339(at: SystemTime) -> String {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's `civil_from_days`).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let fraction = match since.subsec_nanos() {
+        0 => String::new(),
+        nanos => format!(".{nanos:09}").trim_end_matches('0').to_owned(),
+    };
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z", rest / 3600, rest % 3600 / 60, rest % 60)
 }
 
 fn node_status(node: &v1::Node) -> &'static str {
@@ -109,7 +146,7 @@ fn hostname(node: &v1::Node) -> &str {
     node.description.as_ref().map(|d| d.hostname.as_str()).unwrap_or_default()
 }
 
-fn service_name(service: &v1::Service) -> &str {
+pub(crate) fn service_name(service: &v1::Service) -> &str {
     service.spec.as_ref().and_then(|s| s.annotations.as_ref()).map(|a| a.name.as_str()).unwrap_or_default()
 }
 
@@ -118,7 +155,8 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
 }
 
 /// `shoal service ls`: REPLICAS counts running tasks against the desired number (for global
-/// services, against the tasks that should run).
+/// services, against the tasks that should run), followed by `(blocked)` when the service's
+/// endpoint cannot be allocated (no task is made until it is); PORTS as [`ports`] words them.
 pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
     let mut running: HashMap<&str, usize> = HashMap::new();
     let mut wanted: HashMap<&str, usize> = HashMap::new();
@@ -145,22 +183,27 @@ pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
                 }
                 None => ("", 0),
             };
+            let blocked = if s.allocation_error.is_empty() { "" } else { " (blocked)" };
             vec![
                 short(&s.id).to_owned(),
                 service_name(s).to_owned(),
                 mode.to_owned(),
-                format!("{}/{desired}", running.get(s.id.as_str()).copied().unwrap_or(0)),
+                format!("{}/{desired}{blocked}", running.get(s.id.as_str()).copied().unwrap_or(0)),
                 image(spec.and_then(|s| s.task.as_ref())).to_owned(),
-                String::new(),
+                ports(s),
             ]
         })
         .collect();
     table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
 }
 
+/// Longest error `service ps` shows without `--no-trunc`, as docker's `maxErrLength`.
+const MAX_ERR: usize = 30;
+
 /// `shoal service ps`: per slot (or node, for global services) the current task first, then its
-/// history as `\_ name` rows, newest first; the error column quotes the task's error.
-pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> String {
+/// history as `\_ name` rows, newest first; the error column quotes the task's error (cut to 30
+/// characters and IDs to 12 unless `no_trunc`).
+pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime, no_trunc: bool) -> String {
     let hostnames: HashMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), hostname(n))).collect();
     let mut groups: Vec<Vec<&v1::Task>> = Vec::new();
     let mut index: HashMap<(String, u64, String), usize> = HashMap::new();
@@ -193,8 +236,9 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
             let name = task.annotations.as_ref().map(|a| a.name.clone()).unwrap_or_default();
             let desired = task.desired();
             let err = task.status.as_ref().map(|s| s.err.as_str()).unwrap_or_default();
+            let err = if no_trunc { err.to_owned() } else { ellipsis(err, MAX_ERR) };
             rows.push(vec![
-                short(&task.id).to_owned(),
+                if no_trunc { task.id.clone() } else { short(&task.id).to_owned() },
                 if i == 0 { name } else { format!(r"\_ {name}") },
                 image(task.spec.as_ref()).to_owned(),
                 hostnames.get(task.node_id.as_str()).copied().unwrap_or_default().to_owned(),
@@ -206,6 +250,41 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime) -> 
         }
     }
     table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
+}
+
+fn network_name(network: &v1::Network) -> &str {
+    network.spec.as_ref().and_then(|s| s.annotations.as_ref()).map(|a| a.name.as_str()).unwrap_or_default()
+}
+
+/// Networks by name, as docker lists them.
+fn sorted_networks(networks: &[v1::Network]) -> Vec<&v1::Network> {
+    let mut sorted: Vec<&v1::Network> = networks.iter().collect();
+    sorted.sort_by(|a, b| network_name(a).cmp(network_name(b)).then(a.id.cmp(&b.id)));
+    sorted
+}
+
+/// `shoal network ls`: every network is a swarm-scoped one.
+pub(crate) fn networks(networks: &[v1::Network], no_trunc: bool) -> String {
+    let rows: Vec<Vec<String>> = sorted_networks(networks)
+        .into_iter()
+        .map(|n| {
+            vec![
+                if no_trunc { n.id.clone() } else { short(&n.id).to_owned() },
+                network_name(n).to_owned(),
+                n.spec.as_ref().map(|s| s.driver.clone()).unwrap_or_default(),
+                "swarm".to_owned(),
+            ]
+        })
+        .collect();
+    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+}
+
+/// `shoal network ls -q`: IDs, short as docker prints them unless `no_trunc`.
+pub(crate) fn network_ids(networks: &[v1::Network], no_trunc: bool) -> String {
+    sorted_networks(networks)
+        .into_iter()
+        .map(|n| format!("{}\n", if no_trunc { n.id.as_str() } else { short(&n.id) }))
+        .collect()
 }
 
 /// `shoal cluster admin-cert ls`: the issued certificates, then the revoked ones (each by ID);

@@ -164,3 +164,108 @@ async fn admin_bundles_are_listed_rotated_and_revoked() {
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn networks_and_published_ports() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-network-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&cli.ok(args)).expect("json") };
+    // Polls `shoal ARGS` until `done` holds (the leader allocates within a pass).
+    let eventually = |args: &[&str], done: &dyn Fn(&str) -> bool| -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = cli.ok(args);
+            if done(&out) || std::time::Instant::now() > deadline {
+                return out;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+
+    // `init` made the routing mesh's network.
+    let ls = cli.ok(&["network", "ls"]);
+    assert!(ls.starts_with("NETWORK ID     NAME      DRIVER    SCOPE\n"), "{ls}");
+    assert!(
+        ls.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()[1..] == ["ingress", "overlay", "swarm"]),
+        "{ls}"
+    );
+
+    let id =
+        cli.ok(&["network", "create", "-d", "overlay", "--subnet", "10.0.9.0/24", "--label", "team=web", "backend"]);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 25, "prints the new network's ID: {id}");
+    assert!(
+        cli.fails(&["network", "create", "-o", "encrypted=1", "secret"]).contains("--opt encrypted is not supported")
+    );
+    assert_eq!(cli.ok(&["network", "ls", "-q", "--filter", "name=back"]).trim(), &id[..12]);
+    let inspect = json(&["network", "inspect", "backend"]);
+    assert_eq!(inspect[0]["Id"], id.as_str());
+    assert_eq!(inspect[0]["Scope"], "swarm");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.0.9.0/24");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Gateway"], "10.0.9.1");
+    assert!(inspect[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"].is_string(), "{inspect}");
+    assert_eq!(inspect[0]["Labels"]["team"], "web");
+
+    let create = ["service", "create", "--name", "web", "--network", "name=backend,alias=www", "-p", "8080:80"];
+    cli.ok(&[&create[..], &["--detach", "shoal-test/web:v1"]].concat());
+    let ls = cli.ok(&["service", "ls"]);
+    assert!(ls.lines().nth(1).is_some_and(|l| l.ends_with("*:8080->80/tcp")), "{ls}");
+    let allocated = |out: &str| {
+        serde_json::from_str::<serde_json::Value>(out).is_ok_and(|s| s["Endpoint"]["VirtualIPs"].as_array().is_some())
+    };
+    let web: serde_json::Value =
+        serde_json::from_str(&eventually(&["service", "inspect", "web"], &allocated)).expect("json");
+    assert_eq!(web["Spec"]["TaskTemplate"]["Networks"], serde_json::json!([{"Target": id, "Aliases": ["www"]}]));
+    assert_eq!(
+        web["Spec"]["EndpointSpec"],
+        serde_json::json!({"Mode": "vip", "Ports": [{"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress"}]})
+    );
+    assert_eq!(web["Endpoint"]["Ports"][0]["PublishedPort"], 8080, "{web}");
+    assert_eq!(web["Endpoint"]["VirtualIPs"].as_array().map(Vec::len), Some(2), "ingress and backend: {web}");
+
+    let bad = cli.fails(&["service", "create", "--name", "api", "-p", "8080:x", "--detach", "x"]);
+    assert!(bad.starts_with("Error: invalid publish \"8080:x\": target port \"x\" is not a port number"), "{bad}");
+    let unknown = cli.fails(&["service", "create", "--name", "api", "--network", "nope", "--detach", "x"]);
+    assert!(unknown.contains("network nope not found"), "{unknown}");
+
+    let updated = cli.ok(&["service", "update", "--publish-rm", "80", "--publish-add", "9090:90", "--detach", "web"]);
+    assert_eq!(updated, "web\n");
+    let ls = eventually(&["service", "ls"], &|out| out.contains("*:9090->90/tcp"));
+    assert!(ls.lines().nth(1).is_some_and(|l| l.ends_with("*:9090->90/tcp")), "{ls}");
+    let twice = cli.fails(&["service", "update", "--network-add", "backend", "--detach", "web"]);
+    assert!(twice.contains("service is already attached to network backend"), "{twice}");
+    cli.ok(&[
+        "service",
+        "update",
+        "--network-rm",
+        "backend",
+        "--endpoint-mode",
+        "dnsrr",
+        "--publish-rm",
+        "90",
+        "-d",
+        "web",
+    ]);
+    let web = json(&["service", "inspect", "web"]);
+    assert_eq!(web["Spec"]["EndpointSpec"], serde_json::json!({"Mode": "dnsrr"}));
+    assert!(web["Spec"]["TaskTemplate"]["Networks"].is_null(), "{web}");
+
+    // rm goes on after an error and fails at the end, as docker.
+    cli.ok(&["network", "create", "spare"]);
+    let (ok, out, err) = cli.run(&["network", "rm", "nope", "spare"]);
+    assert!(!ok && out == "spare\n" && err.trim() == "Error: no such network: nope", "{out} {err}");
+    // prune asks first; without an answer nothing is removed.
+    cli.ok(&["network", "create", "unused"]);
+    let asked = cli.ok(&["network", "prune"]);
+    assert!(asked.starts_with("WARNING! This will remove all custom networks"), "{asked}");
+    assert!(cli.ok(&["network", "ls"]).contains("unused"));
+    let pruned = cli.ok(&["network", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Networks:\n") && pruned.lines().any(|l| l == "unused"), "{pruned}");
+    assert!(!cli.ok(&["network", "ls"]).contains("unused"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

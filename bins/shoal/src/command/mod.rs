@@ -4,6 +4,7 @@
 
 mod cluster;
 mod join_token;
+mod network;
 mod node;
 mod service;
 
@@ -15,6 +16,7 @@ use shoal_api::v1::control_client::ControlClient;
 
 use self::cluster::{ClusterCommand, admin_cert};
 use self::join_token::{TokenRole, join_token};
+use self::network::{NetworkCommand, network_command};
 use self::node::{NodeCommand, node_command};
 use self::service::{ServiceCommand, service_command};
 
@@ -26,6 +28,9 @@ pub(crate) enum Command {
     /// Manage services.
     #[command(subcommand)]
     Service(ServiceCommand),
+    /// Manage overlay networks.
+    #[command(subcommand)]
+    Network(NetworkCommand),
     /// Manage the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -110,6 +115,26 @@ pub(crate) fn api(status: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", status.message())
 }
 
+/// What a command that goes on after errors (`network rm A B`, as docker) returns when some
+/// failed: each was printed as it happened, so `main` only exits non-zero.
+#[derive(Debug)]
+pub(crate) struct Reported {
+    pub(crate) failed: usize,
+}
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} failed", self.failed)
+    }
+}
+
+impl std::error::Error for Reported {}
+
+/// `Ok` when nothing failed, else [`Reported`].
+pub(crate) fn reported(failed: usize) -> anyhow::Result<()> {
+    if failed == 0 { Ok(()) } else { Err(Reported { failed }.into()) }
+}
+
 /// The largest answer the CLI accepts from a manager.
 pub(crate) const MAX_ANSWER_BYTES: usize = 256 << 20;
 
@@ -123,11 +148,11 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
             admin_cert(&mut control, channel, cert_path, command).await
         }
         Command::Service(service) => service_command(&mut control, service).await,
+        Command::Network(network) => network_command(&mut control, network).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
     }
 }
 
-#[cfg(test)]
 #[cfg(test)]
 mod tests {
     use super::*;

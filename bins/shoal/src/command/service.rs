@@ -1,5 +1,9 @@
-//! `shoal service …`: create (flags to a service spec), list, ps, inspect, scale, remove, and
-//! the progress of a service converging.
+//! `shoal service …`: create (flags to a service spec), update, list, ps, inspect, scale,
+//! remove, and the progress of a service converging. The networking flags are in `endpoint`,
+//! `update` in its own module.
+
+mod endpoint;
+mod update;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
@@ -9,6 +13,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use shoal_api::v1::{self, TaskState, control_client::ControlClient};
 use tonic::transport::Channel;
 
+use self::endpoint::{EndpointArgs, endpoint_json, endpoint_spec, endpoint_spec_json, networks_json};
+use self::update::{UpdateArgs, update};
 use super::{Format, ListArgs, api, parse_bytes, parse_duration};
 use crate::render;
 
@@ -81,6 +87,8 @@ pub(crate) struct CreateArgs {
     /// profile (repeatable).
     #[arg(long = "security-opt", value_parser = parse_security_opt)]
     security_opt: Vec<SecurityOpt>,
+    #[command(flatten)]
+    endpoint: EndpointArgs,
     /// Return at once instead of waiting for the service to converge.
     #[arg(long, short)]
     detach: bool,
@@ -94,6 +102,8 @@ pub(crate) struct CreateArgs {
 pub(crate) enum ServiceCommand {
     /// Create a service.
     Create(Box<CreateArgs>),
+    /// Change a service (its networks, published ports and endpoint mode).
+    Update(Box<UpdateArgs>),
     /// List services.
     #[command(alias = "list")]
     Ls(ListArgs),
@@ -101,6 +111,9 @@ pub(crate) enum ServiceCommand {
     Ps {
         #[command(flatten)]
         list: ListArgs,
+        /// Print full IDs and errors.
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
         service: String,
     },
     /// Show a service in full.
@@ -187,8 +200,11 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
             ..Default::default()
         }),
     };
+    let (networks, endpoint) = endpoint_spec(&args.endpoint).map_err(anyhow::Error::msg)?;
     Ok(v1::ServiceSpec {
         annotations: Some(v1::Annotations { name: args.name.clone(), ..Default::default() }),
+        networks,
+        endpoint,
         mode: Some(mode),
         task: Some(v1::TaskSpec {
             container: Some(v1::ContainerSpec {
@@ -242,7 +258,7 @@ pub(crate) fn service_json(service: &v1::Service) -> serde_json::Value {
         Some(v1::service_spec::Mode::GlobalJob(_)) => serde_json::json!({"GlobalJob": {}}),
         None => serde_json::Value::Null,
     };
-    serde_json::json!({
+    let mut json = serde_json::json!({
         "ID": service.id,
         "Version": service.meta.as_ref().map(|m| m.version),
         "Spec": {
@@ -253,8 +269,19 @@ pub(crate) fn service_json(service: &v1::Service) -> serde_json::Value {
                 "Placement": {"Constraints": placement.constraints, "Preferences": placement.preferences, "MaxReplicas": placement.max_replicas},
             },
         },
+        "Endpoint": endpoint_json(service.endpoint.as_ref()),
         "SpecVersion": service.spec_version,
-    })
+    });
+    if !spec.networks.is_empty() {
+        json["Spec"]["TaskTemplate"]["Networks"] = networks_json(&spec.networks);
+    }
+    if let Some(endpoint) = &spec.endpoint {
+        json["Spec"]["EndpointSpec"] = endpoint_spec_json(endpoint);
+    }
+    if !service.allocation_error.is_empty() {
+        json["AllocationError"] = service.allocation_error.clone().into();
+    }
+    json
 }
 
 pub(crate) async fn service_command(
@@ -276,6 +303,7 @@ pub(crate) async fn service_command(
                 converge(control, &service.id).await?;
             }
         }
+        ServiceCommand::Update(args) => update(control, &args).await?,
         ServiceCommand::Ls(list) => {
             let services =
                 control.list_services(v1::ListServicesRequest::default()).await.map_err(api)?.into_inner().services;
@@ -288,8 +316,12 @@ pub(crate) async fn service_command(
                 (false, Format::Table) => print!("{}", render::services(&services, &tasks)),
             }
         }
-        ServiceCommand::Ps { list, service } => {
+        ServiceCommand::Ps { list, no_trunc, service } => {
             let service = get_service(control, service).await?;
+            if !service.allocation_error.is_empty() {
+                // No task is made from a spec the allocator refused: say why.
+                eprintln!("{}", blocked(&service));
+            }
             let request = v1::ListTasksRequest { service_ids: vec![service.id.clone()], ..Default::default() };
             let tasks = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
             let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
@@ -310,7 +342,7 @@ pub(crate) async fn service_command(
                         .collect();
                     println!("{}", serde_json::Value::Array(json));
                 }
-                (false, Format::Table) => print!("{}", render::tasks(&tasks, &nodes, SystemTime::now())),
+                (false, Format::Table) => print!("{}", render::tasks(&tasks, &nodes, SystemTime::now(), no_trunc)),
             }
         }
         ServiceCommand::Inspect { service } => {
@@ -361,11 +393,19 @@ pub(crate) async fn service_command(
     Ok(())
 }
 
-/// Waits until the service's tasks run, printing progress as docker does.
+/// Why a service gets no (new) tasks: its endpoint cannot be allocated.
+fn blocked(service: &v1::Service) -> String {
+    let name = render::service_name(service);
+    format!("service {name} is blocked: {} (see shoal service inspect {name})", service.allocation_error)
+}
+
+/// Waits until the service's tasks run, printing progress as docker does; fails at once with
+/// the reason when the service cannot be allocated (it would wait forever).
 pub(crate) async fn converge(control: &mut ControlClient<Channel>, service_id: &str) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
         let service = get_service(control, service_id.to_owned()).await?;
+        anyhow::ensure!(service.allocation_error.is_empty(), "{}", blocked(&service));
         let request = v1::ListTasksRequest { service_ids: vec![service_id.to_owned()], ..Default::default() };
         let tasks = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
         let live: Vec<&v1::Task> = tasks.iter().filter(|t| t.desired_state <= TaskState::Running as i32).collect();

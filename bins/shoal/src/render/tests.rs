@@ -103,7 +103,7 @@ fn service_ps_shows_history_under_the_current_task() {
             "no suitable node (1 node not available)",
         ),
     ];
-    let out = super::tasks(&tasks, &nodes, now());
+    let out = super::tasks(&tasks, &nodes, now(), false);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 4);
     assert!(
@@ -118,6 +118,26 @@ fn service_ps_shows_history_under_the_current_task() {
     );
     assert!(lines[2].contains("\"task: non-zero exit (137)\""), "{}", lines[2]);
     assert!(lines[3].contains("Pending 2 seconds ago") && lines[3].contains("\"no suitable node"), "{}", lines[3]);
+}
+
+#[test]
+fn service_ps_cuts_errors_as_docker_unless_no_trunc() {
+    let err = "network allocation failed: network backend has no free address left in 10.0.9.0/29";
+    let tasks = [task("pending-task-id-0123456789", 1, "", TaskState::Pending, TaskState::Running, 3, err)];
+    let cut = super::tasks(&tasks, &[], now(), false);
+    assert_eq!(
+        cut.lines().nth(1),
+        Some(
+            "pending-task   web.1   web:v1          Running         Pending 3 seconds ago   \"network allocation failed: ne…\""
+        )
+    );
+    let full = super::tasks(&tasks, &[], now(), true);
+    assert!(
+        full.lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("pending-task-id-0123456789 ") && l.ends_with(&format!("\"{err}\""))),
+        "{full}"
+    );
 }
 
 #[test]
@@ -146,6 +166,123 @@ fn service_ls_counts_running_against_desired() {
         services(&[svc], &tasks),
         "ID             NAME   MODE         REPLICAS   IMAGE    PORTS\n0123456789ab   web    replicated   1/3        web:v1\n"
     );
+}
+
+fn port(published: u32, target: u32, protocol: v1::port_config::Protocol, host: bool) -> v1::PortConfig {
+    v1::PortConfig {
+        protocol: protocol as i32,
+        target_port: target,
+        published_port: published,
+        publish_mode: if host { v1::port_config::PublishMode::Host } else { v1::port_config::PublishMode::Ingress }
+            as i32,
+        ..Default::default()
+    }
+}
+
+fn published(name: &str, spec_ports: Vec<v1::PortConfig>, allocated: Option<Vec<v1::PortConfig>>) -> v1::Service {
+    v1::Service {
+        id: format!("{name}-0123456789abcdefghij"),
+        spec: Some(v1::ServiceSpec {
+            annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
+            mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 2 })),
+            endpoint: Some(v1::EndpointSpec { mode: 0, ports: spec_ports.clone() }),
+            task: Some(v1::TaskSpec {
+                container: Some(v1::ContainerSpec { image: format!("{name}:v1"), ..Default::default() }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        endpoint: allocated.map(|ports| v1::Endpoint { ports, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn ports_as_docker_words_them() {
+    use v1::port_config::Protocol::{Tcp, Udp};
+    let cases = [
+        (vec![], ""),
+        (vec![port(8080, 80, Tcp, false)], "*:8080->80/tcp"),
+        (vec![port(8443, 443, Tcp, false), port(8080, 80, Tcp, false)], "*:8080->80/tcp, *:8443->443/tcp"),
+        (
+            vec![port(8080, 80, Tcp, false), port(8081, 81, Tcp, false), port(8082, 82, Tcp, false)],
+            "*:8080-8082->80-82/tcp",
+        ),
+        (vec![port(53, 53, Udp, false), port(53, 53, Tcp, false)], "*:53->53/tcp, *:53->53/udp"),
+        (vec![port(8080, 80, Tcp, true)], "*:8080->80/tcp"),
+        (vec![port(8080, 80, Tcp, false), port(8081, 81, Tcp, true)], "*:8080->80/tcp, *:8081->81/tcp"),
+    ];
+    for (ports, expected) in cases {
+        assert_eq!(super::ports(&published("s", vec![], Some(ports.clone()))), expected, "{ports:?}");
+    }
+    // Until allocated, the spec's: a port the cluster is to choose has no published side yet.
+    let pending = published("s", vec![port(0, 80, Tcp, false), port(9000, 90, Tcp, false)], None);
+    assert_eq!(super::ports(&pending), "80/tcp, *:9000->90/tcp");
+}
+
+#[test]
+fn service_ls_shows_ports_and_blocked_services() {
+    use v1::port_config::Protocol::{Tcp, Udp};
+    let web = published("web", vec![port(0, 80, Tcp, false)], Some(vec![port(30000, 80, Tcp, false)]));
+    let dns = published(
+        "dns",
+        vec![port(53, 53, Udp, true), port(53, 53, Tcp, true)],
+        Some(vec![port(53, 53, Udp, true), port(53, 53, Tcp, true)]),
+    );
+    let mut api = published("api", vec![port(8080, 8080, Tcp, false)], None);
+    api.allocation_error = "port 8080/tcp is already published by service web; choose another --publish port".into();
+    let out = services(&[web, dns, api], &[]);
+    assert_eq!(
+        out,
+        "ID             NAME   MODE         REPLICAS        IMAGE    PORTS\n\
+         api-01234567   api    replicated   0/2 (blocked)   api:v1   *:8080->8080/tcp\n\
+         dns-01234567   dns    replicated   0/2             dns:v1   *:53->53/tcp, *:53->53/udp\n\
+         web-01234567   web    replicated   0/2             web:v1   *:30000->80/tcp\n"
+    );
+}
+
+#[test]
+fn network_ls() {
+    let network = |id: &str, name: &str| v1::Network {
+        id: id.into(),
+        spec: Some(v1::NetworkSpec {
+            annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
+            driver: "overlay".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let networks = [network("7dl4e0xv9a2bq5yzwpl2zrw1b", "ingress"), network("4bqd3v9xnv2yqa6zwpl2zrw1c", "backend")];
+    let out = networks_table(&networks);
+    assert_eq!(
+        out,
+        "NETWORK ID     NAME      DRIVER    SCOPE\n\
+         4bqd3v9xnv2y   backend   overlay   swarm\n\
+         7dl4e0xv9a2b   ingress   overlay   swarm\n"
+    );
+    assert_eq!(network_ids(&networks, false), "4bqd3v9xnv2y\n7dl4e0xv9a2b\n");
+    assert_eq!(network_ids(&networks, true), "4bqd3v9xnv2yqa6zwpl2zrw1c\n7dl4e0xv9a2bq5yzwpl2zrw1b\n");
+    assert!(super::networks(&networks, true).contains("4bqd3v9xnv2yqa6zwpl2zrw1c   backend"));
+    assert_eq!(super::networks(&[], false), "NETWORK ID   NAME   DRIVER   SCOPE\n");
+}
+
+fn networks_table(networks: &[v1::Network]) -> String {
+    super::networks(networks, false)
+}
+
+#[test]
+fn times_in_json_as_docker() {
+    let at = |secs: u64, nanos: u32| SystemTime::UNIX_EPOCH + Duration::new(secs, nanos);
+    let cases = [
+        (at(0, 0), "1970-01-01T00:00:00Z"),
+        (at(1_800_000_000, 0), "2027-01-15T08:00:00Z"),
+        (at(1_800_000_000, 250_000_000), "2027-01-15T08:00:00.25Z"),
+        (at(951_782_400, 1), "2000-02-29T00:00:00.000000001Z"),
+        (at(4_107_542_399, 0), "2100-02-28T23:59:59Z"),
+    ];
+    for (time, expected) in cases {
+        assert_eq!(rfc3339(time), expected);
+    }
 }
 
 #[test]
