@@ -37,6 +37,18 @@ struct Common {
     /// The hostname this node reports (default: the machine's).
     #[arg(long, env = "SHOAL_HOSTNAME")]
     hostname: Option<String>,
+    /// The node-local subnet of the gateway bridge, from which tasks get their egress addresses
+    /// (Swarm's docker_gwbridge).
+    #[arg(long, env = "SHOAL_GATEWAY_SUBNET", default_value = shoal_agent::NetworkConfig::DEFAULT_GATEWAY_SUBNET)]
+    gateway_subnet: shoal_agent::Cidr,
+    /// The underlay address other nodes send this node's overlay (VXLAN) traffic to (default:
+    /// the address the manager sees the node's session come from).
+    #[arg(long, env = "SHOAL_DATA_PATH_ADDR")]
+    data_path_addr: Option<std::net::IpAddr>,
+    /// Prefix of the network namespaces the agent makes (`PREFIX` + `t<task id>`, …); each agent
+    /// on a machine needs its own (the test harness runs several).
+    #[arg(long, env = "SHOAL_NETNS_PREFIX", default_value = "shoal-")]
+    netns_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -60,6 +72,12 @@ enum Command {
 
 fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
     let logger = shoal_agent::find_logger(common.logger.as_deref(), "shoal-agent")?;
+    let network = shoal_agent::NetworkConfig {
+        netns_prefix: common.netns_prefix,
+        gateway_subnet: common.gateway_subnet,
+        data_addr: common.data_path_addr.map(|a| a.to_string()),
+        ..shoal_agent::NetworkConfig::default()
+    };
     Ok(WorkerConfig {
         data_dir: common.data_dir,
         containerd_socket: common.containerd_socket,
@@ -69,6 +87,7 @@ fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         hostname: common.hostname,
         // shoal-agent has no manager in it: such a node is not promotable.
         can_manage: false,
+        network: Some(network),
     })
 }
 

@@ -53,6 +53,18 @@ struct Common {
     /// The hostname this node reports (default: the machine's).
     #[arg(long, env = "SHOAL_HOSTNAME")]
     hostname: Option<String>,
+    /// The node-local subnet of the worker role's gateway bridge, from which tasks get their
+    /// egress addresses (Swarm's docker_gwbridge).
+    #[arg(long, env = "SHOAL_GATEWAY_SUBNET", default_value = shoal_agent::NetworkConfig::DEFAULT_GATEWAY_SUBNET)]
+    gateway_subnet: shoal_agent::Cidr,
+    /// The underlay address other nodes send this node's overlay (VXLAN) traffic to (default:
+    /// the address the manager sees the node's session come from).
+    #[arg(long, env = "SHOAL_DATA_PATH_ADDR")]
+    data_path_addr: Option<std::net::IpAddr>,
+    /// Prefix of the network namespaces the worker role makes (`PREFIX` + `t<task id>`, …); each
+    /// node on a machine needs its own (the test harness runs several).
+    #[arg(long, env = "SHOAL_NETNS_PREFIX", default_value = "shoal-")]
+    netns_prefix: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +155,13 @@ fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
         insecure_registries: common.insecure_registries.clone(),
         hostname: common.hostname.clone(),
         can_manage: true,
+        // Networking on, with the same flags as shoal-agent's.
+        network: Some(shoal_agent::NetworkConfig {
+            netns_prefix: common.netns_prefix.clone(),
+            gateway_subnet: common.gateway_subnet,
+            data_addr: common.data_path_addr.map(|a| a.to_string()),
+            ..shoal_agent::NetworkConfig::default()
+        }),
     })
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::labels;
+use crate::network::Networking;
 
 /// Where controllers send status changes: (task ID, status).
 pub(crate) type Reports = mpsc::UnboundedSender<(String, v1::TaskStatus)>;
@@ -33,6 +34,8 @@ pub(crate) struct Executor {
     node_id: String,
     volumes: std::path::PathBuf,
     reports: Reports,
+    /// The node's networking, when on.
+    network: Option<Arc<Networking>>,
     controllers: HashMap<String, Controller>,
     /// Containers found at start (task ID → state), adopted by their tasks' controllers.
     found: HashMap<String, ContainerState>,
@@ -44,16 +47,18 @@ impl Executor {
         node_id: String,
         volumes: std::path::PathBuf,
         reports: Reports,
+        network: Option<Arc<Networking>>,
     ) -> Self {
-        Self { runtime, node_id, volumes, reports, controllers: HashMap::new(), found: HashMap::new() }
+        Self { runtime, node_id, volumes, reports, network, controllers: HashMap::new(), found: HashMap::new() }
     }
 
-    /// Finds this node's containers (after an agent restart), to adopt them.
-    pub(crate) async fn discover(&mut self) -> Result<(), ContainerError> {
+    /// Finds this node's containers (after an agent restart), to adopt them; returns their
+    /// task IDs.
+    pub(crate) async fn discover(&mut self) -> Result<Vec<String>, ContainerError> {
         let mine = self.runtime.list(&[(labels::NODE.to_owned(), self.node_id.clone())]).await?;
         self.found = mine.into_iter().map(|c| (c.id, c.state)).collect();
         tracing::info!(containers = self.found.len(), "found containers of this node");
-        Ok(())
+        Ok(self.found.keys().cloned().collect())
     }
 
     /// The node's complete assignment set: start what is new, update what is known, and stop and
@@ -69,13 +74,24 @@ impl Executor {
         for id in strays {
             self.found.remove(&id);
             let runtime = self.runtime.clone();
+            let network = self.network.clone();
             tokio::spawn(async move {
                 tracing::info!(task.id = %id, "stopping a container whose task is no longer assigned here");
                 let _ = runtime.stop(&id, DEFAULT_GRACE).await;
+                if let Some(network) = network {
+                    network.release(&id);
+                }
                 if let Err(err) = runtime.remove(&id).await {
                     tracing::warn!(task.id = %id, error = %err, "could not remove a stale container");
                 }
             });
+        }
+        if let Some(network) = &self.network {
+            // Running containers found at start keep their wiring through the first pass.
+            for task in tasks.iter().filter(|t| self.found.get(&t.id) == Some(&ContainerState::Running)) {
+                network.adopt(task);
+            }
+            network.ready();
         }
         for task in tasks {
             self.update(task);
@@ -95,6 +111,7 @@ impl Executor {
             node_id: self.node_id.clone(),
             volumes: self.volumes.clone(),
             reports: self.reports.clone(),
+            network: self.network.clone(),
         };
         let handle = tokio::spawn(async move { ctx.run(receiver, adopted).await });
         self.controllers.insert(task.id, Controller { task: sender, handle });
@@ -127,6 +144,13 @@ struct Ctx {
     node_id: String,
     volumes: std::path::PathBuf,
     reports: Reports,
+    network: Option<Arc<Networking>>,
+}
+
+/// The hostname of a task's container: the one its spec asks for, or the first 12 characters of
+/// its ID (as Docker takes the container ID's).
+fn hostname(task: &v1::Task, container: &v1::ContainerSpec) -> String {
+    if container.hostname.is_empty() { task.id.chars().take(12).collect() } else { container.hostname.clone() }
 }
 
 impl Ctx {
@@ -154,6 +178,13 @@ impl Ctx {
             // monitor stops it at once if its task should no longer run), one that exited
             // reports its exit through the monitor, one never started starts afresh.
             Some(ContainerState::Running) => {
+                // Its namespace, links and balancers are there: the pass adopts them.
+                if let Some(network) = &self.network {
+                    let container = task.spec.as_ref().and_then(|s| s.container.clone()).unwrap_or_default();
+                    if let Err(err) = network.prepare(&task, &hostname(&task, &container)).await {
+                        tracing::warn!(task.id = %id, error = %err, "could not adopt the networking of a running task");
+                    }
+                }
                 self.report(&id, TaskState::Running, "running (adopted after an agent restart)", "", None);
                 true
             }
@@ -162,6 +193,10 @@ impl Ctx {
         };
         if started {
             self.monitor(&id, &mut updates).await;
+        }
+        // The container has stopped (or never started): its networking goes.
+        if let Some(network) = &self.network {
+            network.release(&id);
         }
         // Keep the stopped container (for its logs) until the task is removed from the node.
         loop {
@@ -196,7 +231,20 @@ impl Ctx {
             self.report(id, TaskState::Rejected, "preparing failed", &err, None);
             return false;
         }
-        let spec = self.container_spec(task, &container, image);
+        let mut spec = self.container_spec(task, &container, image);
+        if let Some(network) = &self.network {
+            match network.prepare(task, &hostname(task, &container)).await {
+                Ok(wired) => {
+                    spec.netns = Some(wired.netns);
+                    spec.hosts = Some(wired.hosts);
+                    spec.resolv_conf = Some(wired.resolv_conf);
+                }
+                Err(err) => {
+                    self.report(id, TaskState::Rejected, "network setup failed", &err.to_string(), None);
+                    return false;
+                }
+            }
+        }
         let mut created = self.runtime.create(&spec).await;
         if let Err(ContainerError::AlreadyExists { .. }) = created {
             // Left by an earlier attempt at this very task that died before starting it.
@@ -325,11 +373,7 @@ impl Ctx {
             env: container.env.clone(),
             user: (!container.user.is_empty()).then(|| container.user.clone()),
             workdir: (!container.dir.is_empty()).then(|| container.dir.clone()),
-            hostname: Some(if container.hostname.is_empty() {
-                task.id.chars().take(12).collect()
-            } else {
-                container.hostname.clone()
-            }),
+            hostname: Some(hostname(task, container)),
             labels,
             netns: None,
             mounts,

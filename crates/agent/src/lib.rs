@@ -2,8 +2,11 @@
 //! over to the others the session names), and runs the tasks assigned to its node through a
 //! [`ContainerRuntime`](shoal_runtime::ContainerRuntime), reporting every state change.
 //!
-//! Composed from `runtime` and `ca-pki`, speaking `api`; the `shoal-agent` binary and the manager
-//! process (which runs a worker too) embed it.
+//! With networking on ([`NetworkConfig`]), each task runs in a network namespace wired into its
+//! overlay networks, with egress, VIP load balancing, the routing mesh and embedded DNS.
+//!
+//! Composed from `runtime`, `overlay`, `ipvs-lb`, `embedded-dns` and `ca-pki`, speaking `api`;
+//! the `shoal-agent` binary and the manager process (which runs a worker too) embed it.
 #![warn(missing_docs)]
 
 mod executor;
@@ -12,10 +15,14 @@ mod managers;
 /// The routing mesh's kernel primitives: published ports DNATed to the ingress sandbox,
 /// forwarding there, and return routes in tasks so that they see clients' real addresses.
 pub mod mesh;
+mod network;
 mod session;
 mod worker;
 
 pub use join::{JoinError, join};
+pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
+/// An address with a prefix length (the gateway subnet of [`NetworkConfig`]).
+pub use shoal_overlay::Cidr;
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 pub use worker::{
     WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use crate::executor::Executor;
 use crate::managers::ManagerRecord;
+use crate::network::{Networking, ViewStream};
 
 /// How an agent runs.
 #[derive(Debug, Clone)]
@@ -50,6 +51,10 @@ pub struct AgentConfig {
     /// session with, and the next connection presents the new one (a manager renews its own
     /// certificate from the CA it holds).
     pub credentials: Option<shoal_ca_pki::LiveCredentials>,
+    /// Networking: each task in a namespace of its own wired into its networks (overlay,
+    /// egress, DNS, VIPs, routing mesh), following the manager's `Networks` stream. `None`: tasks
+    /// get a fresh namespace with loopback only (the simulated runtime has no namespaces).
+    pub network: Option<crate::NetworkConfig>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -76,6 +81,9 @@ pub enum AgentError {
     /// The runtime could not list this node's containers at start.
     #[error("cannot list this node's containers: {0}")]
     Runtime(#[from] shoal_runtime::ContainerError),
+    /// Networking could not start.
+    #[error(transparent)]
+    Network(#[from] crate::NetworkError),
 }
 
 /// A worker: session, heartbeats, executor.
@@ -209,9 +217,27 @@ impl Agent {
             return Err(AgentError::NoManagers);
         }
         let (reports, mut reported) = mpsc::unbounded_channel();
-        let mut executor =
-            Executor::new(self.runtime.clone(), self.config.node_id.clone(), self.config.volumes_dir.clone(), reports);
-        executor.discover().await?;
+        let network = match &self.config.network {
+            Some(config) => Some(Networking::start(config.clone(), self.config.node_id.clone()).await?),
+            None => None,
+        };
+        let mut description = self.config.description.clone();
+        if let Some(network) = &network {
+            network.describe(&mut description);
+        }
+        let mut executor = Executor::new(
+            self.runtime.clone(),
+            self.config.node_id.clone(),
+            self.config.volumes_dir.clone(),
+            reports,
+            network.clone(),
+        );
+        let found = executor.discover().await?;
+        if let Some(network) = &network {
+            // Their namespaces stay until their controllers adopt or release them.
+            network.protect(found);
+        }
+        let context = SessionContext { description, network };
         // The latest status of each task not yet delivered, kept across sessions.
         let pending: Arc<Mutex<BTreeMap<String, v1::TaskStatus>>> = Arc::default();
         let collector = {
@@ -228,7 +254,7 @@ impl Agent {
             let addr = failover.pick();
             let end = tokio::select! {
                 () = &mut shutdown => SessionEnd::Shutdown,
-                end = self.session(&addr, &mut executor, &pending, &mut failover) => end,
+                end = self.session(&addr, &context, &mut executor, &pending, &mut failover) => end,
             };
             let (reason, established, leader) = match end {
                 SessionEnd::Shutdown => break,
@@ -312,6 +338,7 @@ impl Agent {
     async fn session(
         &self,
         addr: &str,
+        context: &SessionContext,
         executor: &mut Executor,
         pending: &Mutex<BTreeMap<String, v1::TaskStatus>>,
         failover: &mut Failover,
@@ -348,7 +375,7 @@ impl Agent {
         // Heartbeats in a row that said this manager is outside the Raft group.
         let mut outside_raft = 0;
         let request =
-            v1::SessionRequest { description: Some(self.config.description.clone()), session_id: String::new() };
+            v1::SessionRequest { description: Some(context.description.clone()), session_id: String::new() };
         let mut session = match dispatcher.session(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return refused_by("open session", &status, false),
@@ -359,6 +386,9 @@ impl Agent {
             Err(status) => return refused_by("session", &status, false),
         };
         let session_id = first.session_id;
+        if let (Some(network), Some(node)) = (&context.network, &first.node) {
+            network.set_node(node);
+        }
         let named: Vec<String> = first.managers.into_iter().map(|peer| peer.addr).collect();
         failover.started(addr, &named);
         if let Some(record) = &self.record {
@@ -369,6 +399,23 @@ impl Agent {
             Ok(response) => response.into_inner(),
             Err(status) => return refused_by("assignments", &status, false),
         };
+        // The networks stream, beside the assignments, when networking is on. A manager without
+        // it (an older one) leaves the node's networks as they are.
+        let mut networks = match &context.network {
+            Some(_) => {
+                let request = v1::NetworksRequest { session_id: session_id.clone() };
+                match dispatcher.networks(request).await {
+                    Ok(response) => Some(response.into_inner()),
+                    Err(status) if status.code() == tonic::Code::Unimplemented => {
+                        tracing::warn!(manager = %addr, "the manager has no networks stream: task networks are not followed");
+                        None
+                    }
+                    Err(status) => return refused_by("networks", &status, false),
+                }
+            }
+            None => None,
+        };
+        let mut view_stream = ViewStream::default();
         tracing::info!(manager = %addr, "session started");
         self.sessions_started.fetch_add(1, Ordering::Relaxed);
         let mut received = AssignmentState::default();
@@ -460,13 +507,49 @@ impl Agent {
                     Ok(None) => return broken("assignments", &"stream ended"),
                     Err(status) => return broken("assignments", &status.message()),
                 },
+                message = next_networks(&mut networks) => match message {
+                    Ok(Some(message)) => {
+                        match view_stream.receive(message) {
+                            Ok(update) => {
+                                if let Some(network) = &context.network {
+                                    network.update_view(update);
+                                }
+                            }
+                            Err(reason) => return broken("networks", &reason),
+                        }
+                    }
+                    Ok(None) => return broken("networks", &"stream ended"),
+                    Err(status) => return broken("networks", &status.message()),
+                },
                 message = session.message() => match message {
-                    Ok(Some(_)) => {}
+                    Ok(Some(message)) => {
+                        if let (Some(network), Some(node)) = (&context.network, &message.node) {
+                            network.set_node(node);
+                        }
+                    }
                     Ok(None) => return broken("session", &"the manager ended it"),
                     Err(status) => return broken("session", &status.message()),
                 },
             }
         }
+    }
+}
+
+/// What every session of one run shares.
+#[derive(Debug)]
+struct SessionContext {
+    /// The node's description, with what networking adds.
+    description: v1::NodeDescription,
+    network: Option<Arc<Networking>>,
+}
+
+/// The next message of the networks stream; never, without one.
+async fn next_networks(
+    stream: &mut Option<tonic::Streaming<v1::NetworksMessage>>,
+) -> Result<Option<v1::NetworksMessage>, tonic::Status> {
+    match stream {
+        Some(stream) => stream.message().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -38,6 +38,9 @@ pub struct WorkerConfig {
     /// Whether the process running the worker can also run a manager (`shoal-manager`): such a
     /// node can be promoted, and follows role changes by renewing its certificate.
     pub can_manage: bool,
+    /// Networking (on by default with containerd: `Some(NetworkConfig::default())`); `None`
+    /// leaves every task in a namespace with loopback only.
+    pub network: Option<crate::NetworkConfig>,
 }
 
 /// Joining or running a worker failed.
@@ -278,6 +281,7 @@ async fn run_agent(
             certificate_role,
             certs_dir: config.can_manage.then(|| certs.to_owned()),
             credentials: Some(live),
+            network: config.network.clone(),
         },
         Arc::new(runtime),
     );
@@ -361,6 +365,7 @@ mod tests {
             insecure_registries: Vec::new(),
             hostname: None,
             can_manage: false,
+            network: None,
         }
     }
 

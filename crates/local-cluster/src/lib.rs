@@ -269,6 +269,8 @@ impl LocalCluster {
             // In-process workers cannot become managers: promotion needs a process that runs one.
             certs_dir: None,
             credentials: Some(live),
+            // The simulated runtime has no network namespaces.
+            network: None,
         })
     }
 

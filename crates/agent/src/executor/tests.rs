@@ -58,7 +58,7 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     reported(&mut reports, "t1", TaskState::Running).await;
 
@@ -69,7 +69,7 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
 
     tracing::info!("--- a new agent adopts it; a task no longer assigned is stopped and removed");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
     executor.discover().await.expect("discover");
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     executor.remove("t1");
@@ -87,7 +87,7 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
     let ids = ["keeps", "scaled-down", "exited"];
     executor.set_complete(ids.iter().map(|id| task(id, TaskState::Running)).collect());
     reported_all(&mut reports, ids.iter().map(|id| (*id, TaskState::Running)).collect()).await;
@@ -96,7 +96,7 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     tracing::info!("--- while the agent is away one task is scaled down and another's container exits");
     sim.kill_externally("exited", 3, false).expect("kill");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx);
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
     executor.discover().await.expect("discover");
     executor.set_complete(vec![
         task("keeps", TaskState::Running),
@@ -118,7 +118,7 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), dir.join("volumes"), tx);
+    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), dir.join("volumes"), tx, None);
     let with_mount = |id: &str, kind: v1::mount::Type, source: &str| {
         let mut t = task(id, TaskState::Running);
         if let Some(container) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
