@@ -85,7 +85,8 @@ fn cidrs_parse_and_refuse_host_bits_with_a_suggestion() {
 #[test]
 fn subnets_come_from_the_pools_in_order_and_skip_taken_ones() {
     // (pools, size, networks' own subnets ("" = from the pool), expected subnets)
-    let cases: &[(&[&str], u32, &[&str], &[&str])] = &[
+    type Case<'a> = (&'a [&'a str], u32, &'a [&'a str], &'a [&'a str]);
+    let cases: &[Case<'_>] = &[
         (&[], 0, &["", ""], &["10.0.0.0/24", "10.0.1.0/24"]),
         (&["198.18.0.0/16"], 24, &["198.18.0.0/24", ""], &["198.18.0.0/24", "198.18.1.0/24"]),
         // A user subnet larger than one pool subnet is skipped past as a whole.

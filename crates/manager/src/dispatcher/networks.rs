@@ -418,14 +418,6 @@ impl Feed {
     }
 }
 
-/// One decoded store change.
-enum Change {
-    Task(String, Option<TaskEntry>),
-    Service(String, Option<v1::Service>),
-    Network(String, Option<v1::Network>),
-    Node(String, Option<NodeEntry>),
-}
-
 fn decode_event<T: Object>(event: &shoal_raft_store::Event) -> (String, Option<T>) {
     let id = kv_id::<T>(&event.kv.key);
     let object = match event.kind {
@@ -524,29 +516,23 @@ pub(super) async fn run(objects: ObjectStore, mut requests: mpsc::UnboundedRecei
         let mut next = Some(first);
         while let Some((kind, event)) = next {
             if event.kv.mod_revision > listed[kind] {
-                let change = match kind {
+                match kind {
                     0 => {
                         let (id, task) = decode_event::<v1::Task>(&event);
-                        Change::Task(id, task.as_ref().and_then(TaskEntry::of))
+                        feed.index.put_task(&id, task.as_ref().and_then(TaskEntry::of), &mut dirty);
                     }
                     1 => {
                         let (id, service) = decode_event::<v1::Service>(&event);
-                        Change::Service(id, service)
+                        feed.index.put_service(&id, service, &mut dirty);
                     }
                     2 => {
                         let (id, network) = decode_event::<v1::Network>(&event);
-                        Change::Network(id, network)
+                        feed.index.put_network(&id, network, &mut dirty);
                     }
                     _ => {
                         let (id, node) = decode_event::<v1::Node>(&event);
-                        Change::Node(id, node.as_ref().map(NodeEntry::of))
+                        feed.index.put_node(&id, node.as_ref().map(NodeEntry::of), &mut dirty);
                     }
-                };
-                match change {
-                    Change::Task(id, entry) => feed.index.put_task(&id, entry, &mut dirty),
-                    Change::Service(id, service) => feed.index.put_service(&id, service, &mut dirty),
-                    Change::Network(id, network) => feed.index.put_network(&id, network, &mut dirty),
-                    Change::Node(id, node) => feed.index.put_node(&id, node, &mut dirty),
                 }
             }
             next = events.try_recv().ok();

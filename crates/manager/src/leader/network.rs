@@ -84,7 +84,7 @@ impl Leader {
                 (Ok(()), Write::Update(mut written)) => {
                     report.allocated += 1;
                     // The version is stale now, but the pass only reads it.
-                    written.meta = services[i].meta.clone();
+                    written.meta = services[i].meta;
                     services[i] = written;
                 }
                 (Err(ObjectError::Fenced { key }), _) => return Err(ObjectError::Fenced { key }),
