@@ -374,8 +374,7 @@ impl Agent {
         let mut told_role_change = false;
         // Heartbeats in a row that said this manager is outside the Raft group.
         let mut outside_raft = 0;
-        let request =
-            v1::SessionRequest { description: Some(context.description.clone()), session_id: String::new() };
+        let request = v1::SessionRequest { description: Some(context.description.clone()), session_id: String::new() };
         let mut session = match dispatcher.session(request).await {
             Ok(response) => response.into_inner(),
             Err(status) => return refused_by("open session", &status, false),

@@ -69,10 +69,7 @@ impl Default for NetworkConfig {
             netns_prefix: "shoal-".to_owned(),
             netns_dir: PathBuf::from("/run/netns"),
             node_netns: None,
-            gateway_subnet: Cidr {
-                addr: std::net::IpAddr::V4(Ipv4Addr::new(172, 18, 0, 0)),
-                prefix_len: 16,
-            },
+            gateway_subnet: Cidr { addr: std::net::IpAddr::V4(Ipv4Addr::new(172, 18, 0, 0)), prefix_len: 16 },
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             data_addr: None,
         }
@@ -160,8 +157,8 @@ impl Networking {
     /// Starts the node's networking: the DNS server, the dataplane thread, and the egress
     /// addresses the existing namespaces hold.
     pub async fn start(config: NetworkConfig, node_id: String) -> Result<Arc<Self>, NetworkError> {
-        let mut pool =
-            EgressPool::new(config.gateway_subnet).ok_or(NetworkError::GatewaySubnet { subnet: config.gateway_subnet })?;
+        let mut pool = EgressPool::new(config.gateway_subnet)
+            .ok_or(NetworkError::GatewaySubnet { subnet: config.gateway_subnet })?;
         let host = match HostResolvConf::read(&config.resolv_conf) {
             Ok(host) => host,
             Err(err) => {
@@ -233,9 +230,10 @@ impl Networking {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keeps the namespaces of these tasks (their containers were found at start) until their
-    /// controllers adopt or release them, and the dataplane as it is until [`Networking::ready`].
-    pub(crate) fn protect(&self, tasks: Vec<String>) {
+    /// After a restart: keeps the namespaces of these tasks (their containers were found at
+    /// start) until they are adopted ([`Networking::prepare`]) or released, and the dataplane as
+    /// it is until [`Networking::ready`].
+    pub fn protect(&self, tasks: Vec<String>) {
         if tasks.is_empty() {
             return;
         }
@@ -246,7 +244,7 @@ impl Networking {
 
     /// Takes over a task whose container was found running after a restart, before its
     /// controller runs: the first pass then keeps its wiring.
-    pub(crate) fn adopt(&self, task: &v1::Task) {
+    pub fn adopt(&self, task: &v1::Task) {
         let mut state = self.lock();
         let egress = if plan::needs_egress(task) { state.pool.allocate(&task.id).ok() } else { None };
         state.tasks.insert(task.id.clone(), LocalTask { task: task.clone(), egress });
@@ -254,7 +252,7 @@ impl Networking {
 
     /// The first complete assignment set was taken in (the running tasks adopted): the
     /// dataplane follows the node's state from now on.
-    pub(crate) fn ready(&self) {
+    pub fn ready(&self) {
         let mut state = self.lock();
         if !state.ready {
             state.ready = true;
@@ -340,7 +338,11 @@ impl Networking {
             gateway: &self.gateway,
             names: &self.names,
         });
-        self.driver.submit(Job { generation: state.generation, plan: Arc::new(plan), protected: state.protected.clone() });
+        self.driver.submit(Job {
+            generation: state.generation,
+            plan: Arc::new(plan),
+            protected: state.protected.clone(),
+        });
     }
 
     /// Wires `task` before its container starts: its namespace, endpoints, egress, load

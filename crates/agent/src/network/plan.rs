@@ -227,27 +227,29 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
     let mut bad_networks: BTreeMap<String, String> = BTreeMap::new();
     let mut vnis: BTreeMap<u32, String> = BTreeMap::new();
     let mut ingress_id: Option<String> = ingress.and_then(|a| a.network.as_ref()).map(|n| n.id.clone());
-    let mut add_network = |network: &v1::Network,
-                           networks: &mut BTreeMap<String, NetworkSpec>,
-                           bad: &mut BTreeMap<String, String>| {
-        if networks.contains_key(&network.id) || bad.contains_key(&network.id) {
-            return;
-        }
-        match network_spec(network) {
-            Ok(spec) => match vnis.get(&spec.vni) {
-                Some(other) => {
-                    bad.insert(network.id.clone(), format!("network {}: vni {} is used by network {other}", network.id, spec.vni));
-                }
-                None => {
-                    vnis.insert(spec.vni, spec.id.clone());
-                    networks.insert(spec.id.clone(), spec);
-                }
-            },
-            Err(reason) => {
-                bad.insert(network.id.clone(), reason);
+    let mut add_network =
+        |network: &v1::Network, networks: &mut BTreeMap<String, NetworkSpec>, bad: &mut BTreeMap<String, String>| {
+            if networks.contains_key(&network.id) || bad.contains_key(&network.id) {
+                return;
             }
-        }
-    };
+            match network_spec(network) {
+                Ok(spec) => match vnis.get(&spec.vni) {
+                    Some(other) => {
+                        bad.insert(
+                            network.id.clone(),
+                            format!("network {}: vni {} is used by network {other}", network.id, spec.vni),
+                        );
+                    }
+                    None => {
+                        vnis.insert(spec.vni, spec.id.clone());
+                        networks.insert(spec.id.clone(), spec);
+                    }
+                },
+                Err(reason) => {
+                    bad.insert(network.id.clone(), reason);
+                }
+            }
+        };
     if let Some(network) = ingress.and_then(|a| a.network.as_ref()) {
         let network = view.networks.get(&network.id).filter(|n| n.allocation.is_some()).unwrap_or(network);
         add_network(network, &mut networks, &mut bad_networks);
@@ -279,15 +281,14 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
 
     let mut publish: BTreeMap<(Protocol, u16), SocketAddrV4> = BTreeMap::new();
     let mut publish_conflicts = Vec::new();
-    let mut add_publish = |entry: PublishEntry, owner: &str, conflicts: &mut Vec<String>| {
-        match publish.get(&(entry.protocol, entry.port)) {
-            Some(to) if *to != entry.to => conflicts.push(format!(
-                "{owner}: port {}/{} is published already (to {to})",
-                entry.port, entry.protocol
-            )),
-            _ => {
-                publish.insert((entry.protocol, entry.port), entry.to);
-            }
+    let mut add_publish = |entry: PublishEntry, owner: &str, conflicts: &mut Vec<String>| match publish
+        .get(&(entry.protocol, entry.port))
+    {
+        Some(to) if *to != entry.to => {
+            conflicts.push(format!("{owner}: port {}/{} is published already (to {to})", entry.port, entry.protocol))
+        }
+        _ => {
+            publish.insert((entry.protocol, entry.port), entry.to);
         }
     };
 
@@ -410,8 +411,7 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
     for conflict in publish_conflicts {
         tracing::warn!(conflict = %conflict, "published port left out");
     }
-    out.publish =
-        publish.into_iter().map(|((protocol, port), to)| PublishEntry { protocol, port, to }).collect();
+    out.publish = publish.into_iter().map(|((protocol, port), to)| PublishEntry { protocol, port, to }).collect();
 
     // Peers on other nodes, on the networks this node hosts; one MAC per address, so a peer
     // seen on two nodes (moving) keeps the first.
@@ -516,7 +516,9 @@ pub(crate) fn dns_records(view: &NetworkView) -> BTreeMap<String, NetworkRecords
         out.entry(service.network_id.clone()).or_default().services.insert(record.id.clone(), record);
     }
     for peer in view.peers.values() {
-        if ingress.contains(peer.network_id.as_str()) || peer.name.is_empty() || peer.id.starts_with(INGRESS_SANDBOX_PEER)
+        if ingress.contains(peer.network_id.as_str())
+            || peer.name.is_empty()
+            || peer.id.starts_with(INGRESS_SANDBOX_PEER)
         {
             continue;
         }

@@ -191,7 +191,13 @@ mod tests {
         }
     }
 
-    fn message(kind: v1::assignments_message::Type, applies_to: u64, results_in: u64, more: bool, changes: Vec<v1::NetworkChange>) -> v1::NetworksMessage {
+    fn message(
+        kind: v1::assignments_message::Type,
+        applies_to: u64,
+        results_in: u64,
+        more: bool,
+        changes: Vec<v1::NetworkChange>,
+    ) -> v1::NetworksMessage {
         v1::NetworksMessage { r#type: kind as i32, applies_to, results_in, changes, more }
     }
 
@@ -250,11 +256,7 @@ mod tests {
         view.apply(vec![remove_network("blue")]);
         assert_eq!(
             summary(&view),
-            (
-                vec!["red".to_owned()],
-                vec!["red/t1=198.18.1.3/24".to_owned()],
-                vec!["red/web=198.18.1.2/24".to_owned()],
-            )
+            (vec!["red".to_owned()], vec!["red/t1=198.18.1.3/24".to_owned()], vec!["red/web=198.18.1.2/24".to_owned()],)
         );
         // Removing what is not there changes nothing.
         let before = view.clone();

@@ -13,13 +13,7 @@ fn net(id: &str, subnet: &str, vni: u32, internal: bool, ingress: bool) -> v1::N
     v1::Network {
         id: id.into(),
         spec: Some(v1::NetworkSpec { internal, ingress, ..Default::default() }),
-        allocation: Some(v1::NetworkAllocation {
-            subnet: subnet.into(),
-            gateway,
-            vni,
-            mtu: 0,
-            ..Default::default()
-        }),
+        allocation: Some(v1::NetworkAllocation { subnet: subnet.into(), gateway, vni, mtu: 0, ..Default::default() }),
         ..Default::default()
     }
 }
@@ -113,7 +107,11 @@ fn names() -> Names {
 }
 
 fn gateway() -> GatewayBridge {
-    GatewayBridge { subnet: "198.19.0.0/24".parse().expect("cidr"), address: "198.19.0.1".parse().expect("ip"), mtu: 1500 }
+    GatewayBridge {
+        subnet: "198.19.0.0/24".parse().expect("cidr"),
+        address: "198.19.0.1".parse().expect("ip"),
+        mtu: 1500,
+    }
 }
 
 fn ingress_attachment(addr: &str) -> v1::NetworkAttachment {
@@ -149,7 +147,14 @@ fn check(
         let eps: Vec<String> = c
             .endpoints
             .iter()
-            .map(|e| format!("{}:{}={}", e.ifname, e.network, e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")))
+            .map(|e| {
+                format!(
+                    "{}:{}={}",
+                    e.ifname,
+                    e.network,
+                    e.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+                )
+            })
             .collect();
         let egress = c.egress.as_ref().map(|e| format!(" egress {}={}", e.ifname, e.address)).unwrap_or_default();
         lines.push(format!("container {} in {} [{}]{egress}", c.id, short(&c.netns), eps.join(" ")));
@@ -250,7 +255,10 @@ fn dnsrr_services_get_no_vip_and_other_networks_are_not_balanced() {
     rr.mode = v1::endpoint_spec::Mode::Dnsrr as i32;
     let view = view(
         vec![front(), back()],
-        vec![peer("front", "t5", "n2", "198.18.1.7", "db", true), peer("back", "t6", "n2", "198.18.2.7", "cache", true)],
+        vec![
+            peer("front", "t5", "n2", "198.18.1.7", "db", true),
+            peer("back", "t6", "n2", "198.18.2.7", "cache", true),
+        ],
         vec![rr, vip_service("back", "cache", "198.18.2.2", vec![])],
     );
     // t1 is on front only: back's service is not its concern, nor back's peers.
@@ -272,10 +280,8 @@ fn dnsrr_services_get_no_vip_and_other_networks_are_not_balanced() {
 #[test]
 fn a_task_on_two_networks_gets_an_interface_on_each_and_egress_last() {
     let view = view(vec![front(), back()], vec![], vec![]);
-    let tasks = local(vec![(
-        task("t1", &[(front(), "198.18.1.3"), (back(), "198.18.2.3")], vec![]),
-        Some("198.19.0.2"),
-    )]);
+    let tasks =
+        local(vec![(task("t1", &[(front(), "198.18.1.3"), (back(), "198.18.2.3")], vec![]), Some("198.19.0.2"))]);
     check(
         &view,
         &tasks,
@@ -382,9 +388,15 @@ fn a_node_with_ingress_and_no_task_still_runs_the_sandbox() {
 fn host_mode_ports_go_straight_to_the_local_task_and_conflicts_keep_the_first() {
     let view = view(vec![front()], vec![], vec![]);
     let tasks = local(vec![
-        (task("t1", &[(front(), "198.18.1.3")], vec![port(8000, 80, v1::port_config::Protocol::Tcp, true)]), Some("198.19.0.2")),
+        (
+            task("t1", &[(front(), "198.18.1.3")], vec![port(8000, 80, v1::port_config::Protocol::Tcp, true)]),
+            Some("198.19.0.2"),
+        ),
         // Same published port on this node: left out (the scheduler keeps such tasks apart).
-        (task("t2", &[(front(), "198.18.1.4")], vec![port(8000, 80, v1::port_config::Protocol::Tcp, true)]), Some("198.19.0.3")),
+        (
+            task("t2", &[(front(), "198.18.1.4")], vec![port(8000, 80, v1::port_config::Protocol::Tcp, true)]),
+            Some("198.19.0.3"),
+        ),
         // No egress (internal only): nothing to forward to.
         (task("t3", &[(back(), "198.18.2.4")], vec![port(9000, 90, v1::port_config::Protocol::Udp, true)]), None),
     ]);
@@ -471,7 +483,11 @@ fn dns_records_follow_the_view_by_deltas() {
             peer("ingress", "t1", ME, "198.18.255.5", "web", true),
             peer("ingress", "ingress-sbox.n1", ME, "198.18.255.2", "", false),
         ],
-        vec![vip_service("front", "web", "198.18.1.2", vec![]), rr, vip_service("ingress", "web", "198.18.255.4", vec![])],
+        vec![
+            vip_service("front", "web", "198.18.1.2", vec![]),
+            rr,
+            vip_service("ingress", "web", "198.18.255.4", vec![]),
+        ],
     );
     let records = dns_records(&first);
     assert_eq!(records.keys().collect::<Vec<_>>(), ["front"], "ingress has no names");
@@ -526,7 +542,10 @@ fn hosts_files_name_the_task_at_its_addresses() {
     );
     let bare = task("t2", &[], vec![]);
     assert!(hosts_file(&bare, "t2").ends_with("127.0.1.1\tt2\n"));
-    assert_eq!(dns_networks(&task("t3", &[(front(), "198.18.1.5"), (ingress_net(), "198.18.255.9")], vec![])), ["front"]);
+    assert_eq!(
+        dns_networks(&task("t3", &[(front(), "198.18.1.5"), (ingress_net(), "198.18.255.9")], vec![])),
+        ["front"]
+    );
     assert!(needs_egress(&t) && !needs_egress(&task("t4", &[(back(), "198.18.2.4")], vec![])));
 }
 
