@@ -21,6 +21,8 @@ use crate::mesh;
 pub(crate) const LB_TABLE: &str = "shoal_lb";
 /// The node namespace's table of published ports.
 pub(crate) const PUBLISH_TABLE: &str = "shoal_publish";
+/// The owner of the published ports in [`Outcome::failed`].
+const PUBLISHED: &str = "(published ports)";
 
 /// One pass to make.
 #[derive(Debug, Clone)]
@@ -38,7 +40,7 @@ pub(crate) struct Job {
 pub(crate) struct Outcome {
     /// The generation of the plan it carried out.
     pub(crate) generation: u64,
-    /// A failure of the node's part (overlay, published ports).
+    /// A failure of the overlay, which every task's wiring depends on.
     pub(crate) error: Option<String>,
     /// Owners (tasks, the ingress sandbox) whose part failed, and why.
     pub(crate) failed: BTreeMap<String, String>,
@@ -57,9 +59,21 @@ pub(crate) struct Driver {
     outcomes: watch::Receiver<Outcome>,
 }
 
+/// What the thread drives: [`Dataplane`], or a fake in tests.
+pub(crate) trait Pass: Send + 'static {
+    /// Carries out one plan.
+    fn pass(&mut self, job: &Job) -> Outcome;
+}
+
+impl Pass for Dataplane {
+    fn pass(&mut self, job: &Job) -> Outcome {
+        self.apply(job)
+    }
+}
+
 impl Driver {
     /// Starts the thread.
-    pub(crate) fn start(dataplane: Dataplane) -> std::io::Result<Self> {
+    pub(crate) fn start(dataplane: impl Pass) -> std::io::Result<Self> {
         let slot: Arc<(Mutex<Slot>, Condvar)> = Arc::default();
         let (sender, outcomes) = watch::channel(Outcome::default());
         let shared = slot.clone();
@@ -93,7 +107,7 @@ impl Drop for Driver {
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
-fn run(mut dataplane: Dataplane, slot: &(Mutex<Slot>, Condvar), outcomes: &watch::Sender<Outcome>) {
+fn run(mut dataplane: impl Pass, slot: &(Mutex<Slot>, Condvar), outcomes: &watch::Sender<Outcome>) {
     let (lock, wake) = slot;
     let mut last: Option<Job> = None;
     let mut retry: Option<Duration> = None;
@@ -120,7 +134,7 @@ fn run(mut dataplane: Dataplane, slot: &(Mutex<Slot>, Condvar), outcomes: &watch
             }
         };
         let span = tracing::info_span!("network_pass", generation = job.generation);
-        let outcome = span.in_scope(|| dataplane.apply(&job));
+        let outcome = span.in_scope(|| dataplane.pass(&job));
         retry = if outcome.error.is_some() || !outcome.failed.is_empty() {
             let wait = retry.map_or(FIRST_RETRY, |w| (w * 2).min(MAX_RETRY));
             tracing::warn!(
@@ -325,9 +339,9 @@ impl Dataplane {
             match mesh::publish(self.node_netns.as_deref(), PUBLISH_TABLE, &ports) {
                 Ok(()) => self.published = Some(plan.publish.clone()),
                 Err(err) => {
+                    // Retried, but no task's wiring waits for it.
                     self.published = None;
-                    let what = format!("published ports (table {PUBLISH_TABLE}): {err}");
-                    error = Some(error.map_or(what.clone(), |e| format!("{e}; {what}")));
+                    fail(PUBLISHED, format!("published ports (table {PUBLISH_TABLE}): {err}"));
                 }
             }
         }
@@ -354,5 +368,71 @@ impl Dataplane {
         }
         outcome.error = error;
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the generations it was given; fails the passes listed in `fail`.
+    struct Recorder {
+        passes: Arc<Mutex<Vec<u64>>>,
+        fail: BTreeSet<usize>,
+        slow: Duration,
+    }
+
+    impl Pass for Recorder {
+        fn pass(&mut self, job: &Job) -> Outcome {
+            std::thread::sleep(self.slow);
+            let mut passes = self.passes.lock().unwrap_or_else(PoisonError::into_inner);
+            passes.push(job.generation);
+            let mut outcome = Outcome { generation: job.generation, ..Outcome::default() };
+            if self.fail.contains(&passes.len()) {
+                outcome.failed.insert("t1".into(), "injected".into());
+            }
+            outcome
+        }
+    }
+
+    fn job(generation: u64) -> Job {
+        Job { generation, plan: Arc::default(), protected: BTreeSet::new() }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_costs_a_few_passes_and_ends_at_the_latest() {
+        let passes: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let recorder = Recorder { passes: passes.clone(), fail: BTreeSet::new(), slow: Duration::from_millis(20) };
+        let driver = Driver::start(recorder).expect("thread");
+        let mut outcomes = driver.outcomes();
+        for generation in 1..=200 {
+            driver.submit(job(generation));
+        }
+        let last = tokio::time::timeout(Duration::from_secs(5), outcomes.wait_for(|o| o.generation == 200))
+            .await
+            .map(|r| r.map(|o| o.clone()));
+        assert!(matches!(last, Ok(Ok(_))), "the latest plan was carried out");
+        let passes = passes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        assert!(passes.len() <= 3, "200 changes in a burst took {} passes: {passes:?}", passes.len());
+        assert!(passes.windows(2).all(|w| w[0] < w[1]), "never an older plan after a newer one: {passes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_pass_is_tried_again_without_a_new_plan() {
+        let passes: Arc<Mutex<Vec<u64>>> = Arc::default();
+        let fail = [1, 2].into_iter().collect();
+        let recorder = Recorder { passes: passes.clone(), fail, slow: Duration::ZERO };
+        let driver = Driver::start(recorder).expect("thread");
+        let mut outcomes = driver.outcomes();
+        driver.submit(job(7));
+        let done = tokio::time::timeout(
+            Duration::from_secs(5),
+            outcomes.wait_for(|o| o.generation == 7 && o.failed.is_empty()),
+        )
+        .await
+        .map(|r| r.is_ok());
+        assert_eq!(done, Ok(true), "the third try succeeds");
+        // Tried at once, then after 0.5 s and 1 s.
+        assert_eq!(passes.lock().unwrap_or_else(PoisonError::into_inner).clone(), [7, 7, 7]);
     }
 }
