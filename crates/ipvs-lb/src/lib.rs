@@ -1,16 +1,21 @@
 //! Service load balancing for Shoal: virtual services (a VIP or node address, a port and a
 //! protocol) balanced across weighted backends inside a network namespace, through nftables or
-//! through IPVS over generic netlink, behind one trait.
+//! through IPVS over generic netlink, behind one trait. A service of port 0
+//! ([`ServiceKey::any_port`]) takes every port of its protocol at its address, as a Swarm VIP
+//! does, its connections keeping the client's destination port; a specific-port service at the
+//! same address takes its own port.
 //!
 //! - [`NftBalancer`] programs one nftables table per namespace: a verdict map keyed by
-//!   (destination address, protocol, destination port) jumps to one chain per service, which
-//!   DNATs with `numgen inc` through a shared map of the backends' weight slots. A change to one
-//!   service touches only that service's chain and elements, and every change is one nf_tables
-//!   transaction sent on a netlink socket the balancer keeps open (`nft` creates and lists).
+//!   (destination address, protocol, destination port), then one keyed by (address, protocol)
+//!   for any-port services, jumps to one chain per service, which DNATs with `numgen inc`
+//!   through a shared map of the backends' weight slots. A change to one service touches only
+//!   that service's chain and elements, and every change is one nf_tables transaction sent on a
+//!   netlink socket the balancer keeps open (`nft` creates and lists).
 //! - [`IpvsBalancer`] talks to the kernel's `IPVS` generic-netlink family: NAT forwarding, round
-//!   robin (weighted round robin when the weights differ). Source NAT is a masquerade rule in an
-//!   nftables table of its own that matches the connection's original destination, with IPVS
-//!   connection tracking on in the namespace.
+//!   robin (weighted round robin when the weights differ). An any-port service is a fwmark
+//!   service whose packets an nftables table of its own marks; source NAT is a masquerade rule
+//!   in that table that matches the connection's original destination, with IPVS connection
+//!   tracking on in the namespace.
 //! - [`open`] picks IPVS when the family resolves in the namespace and nftables otherwise, and
 //!   logs the choice.
 //!

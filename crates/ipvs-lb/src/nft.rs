@@ -6,18 +6,28 @@
 //! table ip shoal_lb {
 //!   map services { type ipv4_addr . inet_proto . inet_service : verdict         # → goto svc_…
 //!                  elements = { 198.18.0.10 . tcp . 80 : goto svc_198_18_0_10_tcp_80 } }
+//!   map any_port_services { type ipv4_addr . inet_proto : verdict               # every port
+//!                  elements = { 198.18.0.10 . udp : goto svc_198_18_0_10_udp_any } }
 //!   map backends_29 { typeof ip daddr . meta l4proto . th dport . numgen inc mod 2 : ip daddr . th dport
 //!                     elements = { 198.18.0.10 . tcp . 80 . 0 : 198.18.1.11 . 8080,   # one per slot
 //!                                  198.18.0.10 . tcp . 80 . 1 : 198.18.1.12 . 8080,
 //!                                  198.18.0.10 . tcp . 80 . 2 : 198.18.1.12 . 8080 } }
-//!   map backends_00 … backends_63 (the same)     # a service's slots are in the map its key hashes to
-//!   chain prerouting  { type nat hook prerouting priority -100; ip daddr . meta l4proto . th dport vmap @services }
-//!   chain output      { type nat hook output priority -100;     ip daddr . meta l4proto . th dport vmap @services }
+//!   map any_port_backends_58 { typeof ip daddr . meta l4proto . numgen inc mod 2 : ip daddr
+//!                     elements = { 198.18.0.10 . udp . 0 : 198.18.1.11 } }
+//!   map backends_00 … backends_63, any_port_backends_00 … _63   # a service's slots are in the
+//!                                                               # map its key hashes to
+//!   chain prerouting  { type nat hook prerouting priority -100;
+//!                       ip daddr . meta l4proto . th dport vmap @services
+//!                       ip daddr . meta l4proto vmap @any_port_services }   # when no port matched
+//!   chain output      { type nat hook output priority -100; (the same two lookups) }
 //!   chain postrouting { type nat hook postrouting priority 100; ct mark & 0x20000000 == 0x20000000 masquerade }
 //!   chain svc_198_18_0_10_tcp_80 {
 //!     comment "drained 198.18.1.13:8080"             # weight-0 backends, so `list` can return them
 //!     ct mark set ct mark | 0x20000000                # only with source NAT
 //!     dnat to ip daddr . meta l4proto . th dport . numgen inc mod 3 map @backends_29
+//!   }
+//!   chain svc_198_18_0_10_udp_any {                   # an any-port service: the port is kept
+//!     dnat to ip daddr . meta l4proto . numgen inc mod 1 map @any_port_backends_58
 //!   }
 //! }
 //! ```
@@ -28,8 +38,13 @@
 //! slots; nothing else in the table is rewritten, and nothing is read from the kernel first
 //! (the balancer knows what it applied). What still grows with the table is the kernel's own
 //! validation of the table at commit when a rule or a `goto` element is added (a walk of every
-//! chain reachable from the base chains); the 64 backend maps keep the other per-rule kernel
-//! check (every element of the map a new lookup binds to) at 1/64 of the slots.
+//! chain reachable from the base chains); the 64 backend maps of each kind keep the other
+//! per-rule kernel check (every element of the map a new lookup binds to) at 1/64 of the slots.
+//!
+//! An any-port service (port 0) is the same with the port left out of its keys: its element is
+//! in `any_port_services`, looked up only when `services` has none for the packet's port (so a
+//! specific-port service at the same address wins for its port), and its `dnat` maps only the
+//! address, so the connection keeps the destination port the client used.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;

@@ -154,11 +154,16 @@ impl IpvsBalancer {
     /// removed service, the mark of a fwmark service that was never made) and adding what is
     /// missing (a specific-port service's exemption from marking).
     fn repair_table(&mut self) -> Result<(), String> {
-        let wanted = table::TableState::wanted(&self.applied, &self.marks);
-        if *self.table.state() != wanted {
+        let wanted = table::TableState::wanted(
+            self.applied.values(),
+            |k| self.applied.contains_key(k),
+            |k| self.marks.get(k).copied(),
+        );
+        let current = self.table.state().clone();
+        if current != wanted {
             tracing::info!(netns = %self.netns, table = table::TABLE, "IPVS nftables table: repairing elements");
         }
-        self.table.apply(&wanted)
+        self.table.change(&current, &wanted)
     }
 
     fn table_err(&self, detail: String) -> ApplyError {
@@ -187,35 +192,45 @@ impl IpvsBalancer {
         })
     }
 
+    /// Work proportional to the services changed, not to those set: the table's part is the
+    /// changed services, the any-port service at each changed specific-port service's address
+    /// and protocol, and the specific-port services beside an any-port service that comes or
+    /// goes.
     fn change(&mut self, upserts: &[Service], removals: &[ServiceKey]) -> Result<(), ApplyError> {
         for service in upserts {
             service.validate()?;
         }
-        let upserts: Vec<Service> =
-            upserts.iter().map(Service::normalized).filter(|s| self.applied.get(&s.key) != Some(s)).collect();
-        let removals: Vec<ServiceKey> = removals.iter().filter(|k| self.applied.contains_key(k)).copied().collect();
+        let upserts: BTreeMap<ServiceKey, Service> = upserts
+            .iter()
+            .map(Service::normalized)
+            .filter(|s| self.applied.get(&s.key) != Some(s))
+            .map(|s| (s.key, s))
+            .collect();
+        let removals: BTreeSet<ServiceKey> =
+            removals.iter().filter(|k| self.applied.contains_key(k) && !upserts.contains_key(k)).copied().collect();
         if upserts.is_empty() && removals.is_empty() {
             return Ok(());
         }
-        // The services and marks after the change: an any-port service keeps its mark while
-        // it exists, a new one gets a free one.
-        let mut next = self.applied.clone();
-        for key in &removals {
-            next.remove(key);
+        // An any-port service keeps its mark while it exists; a new one gets a free one.
+        let mut new_marks = BTreeMap::new();
+        for key in upserts.keys().filter(|k| k.is_any_port() && !self.marks.contains_key(k)) {
+            let mark = self.free_fwmark(key, &new_marks)?;
+            new_marks.insert(*key, mark);
         }
-        for service in &upserts {
-            next.insert(service.key, service.clone());
-        }
-        let mut marks: BTreeMap<ServiceKey, u32> =
-            self.marks.iter().filter(|(k, _)| next.contains_key(k)).map(|(k, m)| (*k, *m)).collect();
-        for key in next.keys().filter(|k| k.is_any_port()) {
-            if !marks.contains_key(key) {
-                let mark = self.free_fwmark(key, &marks)?;
-                marks.insert(*key, mark);
+        let mark_of = |key: &ServiceKey| self.marks.get(key).or_else(|| new_marks.get(key)).copied();
+        let change = Change { applied: &self.applied, upserts: &upserts, removals: &removals };
+        let part = change.table_part();
+        let wanted = table::TableState::wanted(
+            part.iter().filter_map(|k| change.after(k)),
+            |k| change.after(k).is_some(),
+            mark_of,
+        );
+        let mut names: BTreeMap<ServiceKey, u32> = BTreeMap::new();
+        for key in upserts.keys().chain(&removals).filter(|k| k.is_any_port()) {
+            if let Some(mark) = mark_of(key) {
+                names.insert(*key, mark);
             }
         }
-        let mut names = self.marks.clone();
-        names.extend(&marks);
         let mut messages = Vec::new();
         for key in &removals {
             messages.push(IpvsMessage::new(
@@ -224,21 +239,21 @@ impl IpvsBalancer {
                 None,
             ));
         }
-        for service in &upserts {
-            diff(self.service_id(&service.key, &marks)?, self.applied.get(&service.key), service, &mut messages);
+        for service in upserts.values() {
+            diff(self.service_id(&service.key, &names)?, self.applied.get(&service.key), service, &mut messages);
         }
         // The table goes half-way before IPVS changes and the rest after (see `midway`): no
         // connection of a source-NAT service goes out unmasqueraded, and no packet is marked
         // for a fwmark service that is gone or has a specific-port service's port.
-        let wanted = table::TableState::wanted(&next, &marks);
-        let midway = self.table.state().midway(&wanted);
-        self.table.apply(&midway).map_err(|detail| self.table_err(detail))?;
+        let current = self.table.state().part(&part);
+        let midway = current.midway(&wanted);
+        self.table.change(&current, &midway).map_err(|detail| self.table_err(detail))?;
         let count = messages.len();
         if let Err(detail) = self.send(messages, &names) {
             self.resync();
             return Err(ApplyError::Ipvs { netns: self.netns.clone(), detail });
         }
-        if let Err(detail) = self.table.apply(&wanted) {
+        if let Err(detail) = self.table.change(&midway, &wanted) {
             self.resync();
             return Err(self.table_err(detail));
         }
@@ -246,14 +261,15 @@ impl IpvsBalancer {
             netns = %self.netns, requests = count, changed = upserts.len(), removed = removals.len(),
             "IPVS services applied"
         );
-        for key in removals.iter().filter(|k| k.is_any_port()) {
-            if let Some(mark) = self.marks.get(key) {
-                self.fwmarks.remove(mark);
+        for key in &removals {
+            self.applied.remove(key);
+            if let Some(mark) = self.marks.remove(key) {
+                self.fwmarks.remove(&mark);
             }
         }
-        self.fwmarks.extend(marks.values());
-        self.applied = next;
-        self.marks = marks;
+        self.fwmarks.extend(new_marks.values());
+        self.marks.extend(new_marks);
+        self.applied.extend(upserts);
         Ok(())
     }
 
@@ -360,6 +376,50 @@ async fn resolve_family() -> Result<u16, String> {
     }
     task.abort();
     result
+}
+
+/// A change of services: what was applied, what is set and what is removed.
+pub(crate) struct Change<'a> {
+    pub(crate) applied: &'a BTreeMap<ServiceKey, Service>,
+    pub(crate) upserts: &'a BTreeMap<ServiceKey, Service>,
+    pub(crate) removals: &'a BTreeSet<ServiceKey>,
+}
+
+impl Change<'_> {
+    /// The service of `key` after the change.
+    pub(crate) fn after(&self, key: &ServiceKey) -> Option<&Service> {
+        match self.upserts.get(key) {
+            Some(service) => Some(service),
+            None if self.removals.contains(key) => None,
+            None => self.applied.get(key),
+        }
+    }
+
+    /// The keys whose elements of the IPVS backend's table the change can touch: the services
+    /// changed, the any-port service (if any, before or after) at each changed specific-port
+    /// service's address and protocol (its mark decides when that service is exempt), and the specific-port services
+    /// beside an any-port service that comes or goes (they become exempt from marking, or stop
+    /// being). Found by lookups, so a change costs what it changes, not what is set.
+    pub(crate) fn table_part(&self) -> BTreeSet<ServiceKey> {
+        let mut part = BTreeSet::new();
+        for key in self.upserts.keys().chain(self.removals) {
+            part.insert(*key);
+            if !key.is_any_port() {
+                let any = ServiceKey::any_port(key.addr, key.protocol);
+                if self.applied.contains_key(&any) || self.upserts.contains_key(&any) {
+                    part.insert(any);
+                }
+            } else if self.applied.contains_key(key) != self.after(key).is_some() {
+                // Keys sort by address, then port: port 0 of TCP is an address's first.
+                let first = ServiceKey::any_port(key.addr, Protocol::Tcp);
+                for services in [self.applied, self.upserts] {
+                    let at_addr = services.range(first..).map(|(k, _)| *k).take_while(|k| k.addr == key.addr);
+                    part.extend(at_addr.filter(|k| k.protocol == key.protocol && !k.is_any_port()));
+                }
+            }
+        }
+        part
+    }
 }
 
 /// Names the request an error reply quotes (the kernel echoes the request's headers and body);

@@ -79,13 +79,19 @@ pub(crate) struct TableState {
 }
 
 impl TableState {
-    /// What the table should hold for `services`, any-port services marked as in `marks`.
-    pub(crate) fn wanted(services: &BTreeMap<ServiceKey, Service>, marks: &BTreeMap<ServiceKey, u32>) -> Self {
+    /// What the table should hold for `services` (all of them, or those of a part of the
+    /// table): `exists` says whether a service is set, `mark_of` gives an any-port service's
+    /// fwmark.
+    pub(crate) fn wanted<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        exists: impl Fn(&ServiceKey) -> bool,
+        mark_of: impl Fn(&ServiceKey) -> Option<u32>,
+    ) -> Self {
         let mut state = Self::default();
-        for service in services.values() {
+        for service in services {
             let key = service.key;
             if key.is_any_port() {
-                let Some(&mark) = marks.get(&key) else { continue };
+                let Some(mark) = mark_of(&key) else { continue };
                 state.marks.insert(key, mark);
                 if service.source_nat {
                     state.snat_any_port.insert((key, mark));
@@ -94,12 +100,50 @@ impl TableState {
                 if service.source_nat {
                     state.snat_services.insert(key);
                 }
-                if services.contains_key(&ServiceKey::any_port(key.addr, key.protocol)) {
+                if exists(&ServiceKey::any_port(key.addr, key.protocol)) {
                     state.direct.insert(key);
                 }
             }
         }
         state
+    }
+
+    /// The part of the table that holds the elements of `keys`.
+    pub(crate) fn part(&self, keys: &BTreeSet<ServiceKey>) -> Self {
+        let mut part = Self::default();
+        for key in keys {
+            if self.snat_services.contains(key) {
+                part.snat_services.insert(*key);
+            }
+            if self.direct.contains(key) {
+                part.direct.insert(*key);
+            }
+            if let Some(mark) = self.marks.get(key) {
+                part.marks.insert(*key, *mark);
+            }
+            part.snat_any_port.extend(self.snat_any_port.range((*key, 0)..=(*key, u32::MAX)).copied());
+        }
+        part
+    }
+
+    /// Replaces the part `from` of the table by `to`.
+    pub(crate) fn patch(&mut self, from: &Self, to: &Self) {
+        for key in from.snat_services.difference(&to.snat_services) {
+            self.snat_services.remove(key);
+        }
+        for key in from.direct.difference(&to.direct) {
+            self.direct.remove(key);
+        }
+        for entry in from.snat_any_port.difference(&to.snat_any_port) {
+            self.snat_any_port.remove(entry);
+        }
+        for key in from.marks.keys().filter(|k| !to.marks.contains_key(k)) {
+            self.marks.remove(key);
+        }
+        self.snat_services.extend(&to.snat_services);
+        self.direct.extend(&to.direct);
+        self.snat_any_port.extend(&to.snat_any_port);
+        self.marks.extend(&to.marks);
     }
 
     fn has_source_nat(&self) -> bool {
@@ -246,11 +290,12 @@ impl Table {
         }
     }
 
-    /// Makes the table hold `to`: one transaction of the elements that differ. The table is
-    /// made first (once per balancer) when there is something to send, and IPVS connection
-    /// tracking turned on when `to` has source NAT.
-    pub(crate) fn apply(&mut self, to: &TableState) -> Result<(), String> {
-        let ops = self.state.ops_to(to);
+    /// Turns the part `from` of the table (as [`TableState::part`] read it) into `to`: one
+    /// transaction of the elements that differ. The table is made first (once per balancer)
+    /// when there is something to send, and IPVS connection tracking turned on when `to` has
+    /// source NAT.
+    pub(crate) fn change(&mut self, from: &TableState, to: &TableState) -> Result<(), String> {
+        let ops = from.ops_to(to);
         if ops.is_empty() {
             return Ok(());
         }
@@ -268,7 +313,7 @@ impl Table {
             self.ready = true;
         }
         self.send(&ops)?;
-        self.state = to.clone();
+        self.state.patch(from, to);
         Ok(())
     }
 

@@ -77,3 +77,69 @@ fn a_refused_fwmark_request_names_its_any_port_service() {
     assert_eq!(describe_request(&quoted, &marks), "IPVS DelService of service 198.18.0.10:*/tcp (fwmark 0x4c420002)");
     assert_eq!(describe_request(&quoted, &BTreeMap::new()), "IPVS DelService of fwmark service 0x4c420002");
 }
+
+/// The table's part a change touches gives the same messages as comparing the whole table
+/// before and after, and patching it gives the whole table after.
+#[test]
+fn a_change_touches_only_its_part_of_the_table() {
+    use table::TableState;
+    let vip = Ipv4Addr::new(198, 18, 0, 10);
+    let any = |protocol| ServiceKey::any_port(vip, protocol);
+    let service = |key: ServiceKey, source_nat: bool| {
+        let port = if key.is_any_port() { 0 } else { 8080 };
+        Service { key, backends: vec![Backend::new(Ipv4Addr::new(198, 18, 1, 11), port)], source_nat }
+    };
+    let marks = BTreeMap::from([(any(Protocol::Tcp), 0x4c42_0000), (any(Protocol::Udp), 0x4c42_0001)]);
+    let whole = |services: &BTreeMap<ServiceKey, Service>| {
+        TableState::wanted(services.values(), |k| services.contains_key(k), |k| marks.get(k).copied())
+    };
+    // Specific-port services on the VIP and on another address, one any-port service.
+    let mut applied: BTreeMap<ServiceKey, Service> = BTreeMap::new();
+    for (key, source_nat) in [
+        (ServiceKey::tcp(vip, 80), false),
+        (ServiceKey::tcp(vip, 81), true),
+        (ServiceKey::udp(vip, 53), false),
+        (ServiceKey::tcp(Ipv4Addr::new(198, 18, 0, 11), 80), true),
+        (any(Protocol::Udp), true),
+    ] {
+        applied.insert(key, service(key, source_nat));
+    }
+    let cases: Vec<(&str, Vec<Service>, Vec<ServiceKey>)> = vec![
+        ("an any-port service comes", vec![service(any(Protocol::Tcp), false)], vec![]),
+        ("an any-port service goes", vec![], vec![any(Protocol::Udp)]),
+        ("a specific port comes beside one", vec![service(ServiceKey::udp(vip, 54), true)], vec![]),
+        ("a specific port goes beside one", vec![], vec![ServiceKey::udp(vip, 53)]),
+        ("source NAT off", vec![service(any(Protocol::Udp), false), service(ServiceKey::tcp(vip, 81), false)], vec![]),
+        (
+            "both at once",
+            vec![service(any(Protocol::Tcp), true), service(ServiceKey::tcp(vip, 82), false)],
+            vec![any(Protocol::Udp)],
+        ),
+    ];
+    for (what, upserts, removals) in cases {
+        let upserts: BTreeMap<ServiceKey, Service> = upserts.into_iter().map(|s| (s.key, s)).collect();
+        let removals: BTreeSet<ServiceKey> = removals.into_iter().collect();
+        let change = Change { applied: &applied, upserts: &upserts, removals: &removals };
+        let mut next = applied.clone();
+        for key in &removals {
+            next.remove(key);
+        }
+        next.extend(upserts.clone());
+        let (before, after) = (whole(&applied), whole(&next));
+        let part = change.table_part();
+        let from = before.part(&part);
+        let to = TableState::wanted(
+            part.iter().filter_map(|k| change.after(k)),
+            |k| change.after(k).is_some(),
+            |k| marks.get(k).copied(),
+        );
+        assert_eq!(to, after.part(&part), "{what}: the part wanted");
+        assert_eq!(from.ops_to(&to), before.ops_to(&after), "{what}: the same messages");
+        let (midway, whole_midway) = (from.midway(&to), before.midway(&after));
+        assert_eq!(from.ops_to(&midway), before.ops_to(&whole_midway), "{what}: before IPVS");
+        assert_eq!(midway.ops_to(&to), whole_midway.ops_to(&after), "{what}: after IPVS");
+        let mut patched = before.clone();
+        patched.patch(&from, &to);
+        assert_eq!(patched, after, "{what}: the whole table after");
+    }
+}

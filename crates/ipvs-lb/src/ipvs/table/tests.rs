@@ -32,6 +32,11 @@ fn services(list: &[(ServiceKey, bool)]) -> BTreeMap<ServiceKey, Service> {
         .collect()
 }
 
+/// What the whole table should hold for `services`.
+fn wanted(services: &BTreeMap<ServiceKey, Service>, marks: &BTreeMap<ServiceKey, u32>) -> TableState {
+    TableState::wanted(services.values(), |k| services.contains_key(k), |k| marks.get(k).copied())
+}
+
 /// A change's messages as text: (before IPVS, after IPVS).
 fn change(from: &TableState, to: &TableState) -> (Vec<String>, Vec<String>) {
     let midway = from.midway(to);
@@ -42,7 +47,7 @@ fn change(from: &TableState, to: &TableState) -> (Vec<String>, Vec<String>) {
 #[test]
 fn wanted_marks_any_port_services_and_exempts_specific_ports_beside_them() {
     let marks = BTreeMap::from([(any(), 0x4c42_0000)]);
-    let wanted = TableState::wanted(
+    let wanted = wanted(
         &services(&[(any(), true), (tcp(80), false), (tcp(81), true), (ServiceKey::udp(VIP, 53), false)]),
         &marks,
     );
@@ -55,8 +60,8 @@ fn wanted_marks_any_port_services_and_exempts_specific_ports_beside_them() {
 #[test]
 fn a_new_any_port_service_is_marked_with_its_neighbours_exempt_before_ipvs_has_it() {
     let marks = BTreeMap::from([(any(), 0x4c42_0000)]);
-    let from = TableState::wanted(&services(&[(tcp(80), false)]), &BTreeMap::new());
-    let to = TableState::wanted(&services(&[(tcp(80), false), (any(), true)]), &marks);
+    let from = wanted(&services(&[(tcp(80), false)]), &BTreeMap::new());
+    let to = wanted(&services(&[(tcp(80), false), (any(), true)]), &marks);
     let (before, after) = change(&from, &to);
     assert_eq!(
         before,
@@ -72,8 +77,8 @@ fn a_new_any_port_service_is_marked_with_its_neighbours_exempt_before_ipvs_has_i
 #[test]
 fn a_new_specific_port_beside_an_any_port_service_is_exempt_once_ipvs_has_it() {
     let marks = BTreeMap::from([(any(), 0x4c42_0000)]);
-    let from = TableState::wanted(&services(&[(any(), false)]), &marks);
-    let to = TableState::wanted(&services(&[(any(), false), (tcp(80), true)]), &marks);
+    let from = wanted(&services(&[(any(), false)]), &marks);
+    let to = wanted(&services(&[(any(), false), (tcp(80), true)]), &marks);
     let (before, after) = change(&from, &to);
     assert_eq!(before, ["add snat_services elements of service 198.18.0.10:80/tcp"], "source NAT first");
     assert_eq!(after, ["add direct_services elements of service 198.18.0.10:80/tcp"]);
@@ -87,8 +92,8 @@ fn a_new_specific_port_beside_an_any_port_service_is_exempt_once_ipvs_has_it() {
 #[test]
 fn a_removed_any_port_service_stops_being_marked_before_ipvs_loses_it() {
     let marks = BTreeMap::from([(any(), 0x4c42_0000)]);
-    let from = TableState::wanted(&services(&[(any(), true), (tcp(80), false)]), &marks);
-    let to = TableState::wanted(&services(&[(tcp(80), false)]), &BTreeMap::new());
+    let from = wanted(&services(&[(any(), true), (tcp(80), false)]), &marks);
+    let to = wanted(&services(&[(tcp(80), false)]), &BTreeMap::new());
     let (before, after) = change(&from, &to);
     assert_eq!(
         before,
@@ -103,7 +108,7 @@ fn a_removed_any_port_service_stops_being_marked_before_ipvs_loses_it() {
 #[test]
 fn an_unchanged_table_needs_nothing() {
     let marks = BTreeMap::from([(any(), 0x4c42_0000)]);
-    let state = TableState::wanted(&services(&[(any(), true), (tcp(80), true)]), &marks);
+    let state = wanted(&services(&[(any(), true), (tcp(80), true)]), &marks);
     assert_eq!(change(&state, &state), (vec![], vec![]));
 }
 
