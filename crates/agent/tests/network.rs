@@ -463,58 +463,80 @@ fn a_restarted_agent_adopts_running_tasks_and_removes_what_no_task_needs() {
     let made = std::process::Command::new("ip").args(["netns", "add", &ghost]).status().expect("ip netns add");
     assert!(made.success());
 
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio").block_on(
-        async {
-            let runtime = Arc::new(Containerd::connect(runtime_config).await.expect("containerd client"));
-            narrate("the first agent runs web.1 and web.2");
-            let first = Host {
-                network: Networking::start(config.clone(), node.name.clone()).await.expect("networking"),
-                runtime: runtime.clone(),
-            };
-            first.network.set_view(view(&[("t1", "web.1", "198.18.10.3"), ("t2", "web.2", "198.18.10.4")]));
-            let (w1, w2) = tokio::join!(run(&first, &web_image, &t1, "web-1"), run(&first, &web_image, &t2, "web-2"));
-            eventually(&first, "t1", "wget -qO- http://127.0.0.1/ && ping -c1 -W2 198.18.10.4").await;
-            let egress_before = eventually(&first, "t1", "ip -o -4 addr show dev eth1").await;
-            assert!(egress_before.contains("198.19.1.2/24"), "{egress_before}");
-            assert!(!Path::new("/run/netns").join(&ghost).exists(), "the leftover namespace was removed");
+    // Each agent runs in a mount namespace of its own, as under `ip netns exec` (the harness's
+    // nodes): what it binds under /run/netns must still reach containerd and outlive it.
+    let (w1, w2, egress_before) = as_agent(|| async {
+        let runtime = Arc::new(Containerd::connect(runtime_config.clone()).await.expect("containerd client"));
+        narrate("the first agent runs web.1 and web.2");
+        let first =
+            Host { network: Networking::start(config.clone(), node.name.clone()).await.expect("networking"), runtime };
+        first.network.set_view(view(&[("t1", "web.1", "198.18.10.3"), ("t2", "web.2", "198.18.10.4")]));
+        let (w1, w2) = tokio::join!(run(&first, &web_image, &t1, "web-1"), run(&first, &web_image, &t2, "web-2"));
+        eventually(&first, "t1", "wget -qO- http://127.0.0.1/ && ping -c1 -W2 198.18.10.4").await;
+        let egress_before = eventually(&first, "t1", "ip -o -4 addr show dev eth1").await;
+        assert!(egress_before.contains("198.19.1.2/24"), "{egress_before}");
+        assert!(!Path::new("/run/netns").join(&ghost).exists(), "the leftover namespace was removed");
+        narrate("the agent stops (its containers run on, its mount namespace goes)");
+        (w1, w2, egress_before)
+    });
 
-            narrate("the agent stops (its containers run on); a new one starts and finds them");
-            drop(first);
-            let second = Host {
-                network: Networking::start(config.clone(), node.name.clone()).await.expect("networking"),
-                runtime,
-            };
-            second.network.protect(vec!["t1".into(), "t2".into()]);
-            // The view comes before the assignments: nothing is torn down meanwhile.
-            second.network.set_view(view(&[("t1", "web.1", "198.18.10.3")]));
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let (code, out) = sh(&second, "t1", "ping -c1 -W2 198.18.10.4").await;
-            assert_eq!(code, 0, "web.1 lost web.2 before the first complete assignment set: {out}");
+    as_agent(|| async {
+        let runtime = Arc::new(Containerd::connect(runtime_config.clone()).await.expect("containerd client"));
+        narrate("a new agent starts and finds them");
+        let second =
+            Host { network: Networking::start(config.clone(), node.name.clone()).await.expect("networking"), runtime };
+        second.network.protect(vec!["t1".into(), "t2".into()]);
+        // The view comes before the assignments: nothing is torn down meanwhile.
+        second.network.set_view(view(&[("t1", "web.1", "198.18.10.3")]));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (code, out) = sh(&second, "t1", "ping -c1 -W2 198.18.10.4").await;
+        assert_eq!(code, 0, "web.1 lost web.2 before the first complete assignment set: {out}");
 
-            narrate("the complete set holds web.1 only: web.1 is adopted, web.2 stopped and released");
-            second.network.adopt(&t1);
-            second.network.ready();
-            let adopted = second.network.prepare(&t1, "web-1").await.expect("adopt web.1");
-            assert_eq!(adopted.netns, w1.netns, "the same namespace");
-            let _ = second.runtime.stop("t2", Duration::from_secs(2)).await;
-            second.network.release("t2");
-            second.runtime.remove("t2").await.expect("remove web.2");
-            let egress_after = eventually(&second, "t1", "ip -o -4 addr show dev eth1").await;
-            assert_eq!(egress_after, egress_before, "web.1 keeps its egress address");
-            let out = eventually(&second, "t1", "nslookup web 127.0.0.11").await;
-            assert!(out.contains("198.18.10.2"), "{out}");
-            let answer = eventually(&second, "t1", "timeout 5 wget -qO- http://web/").await;
-            assert_eq!(answer.trim(), "v1 web-1", "the VIP adopted, web.2 gone from it");
-            eventually(&second, "t1", "ping -c1 -W2 192.0.2.1").await;
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while w2.netns.exists() {
-                assert!(Instant::now() < deadline, "web.2's namespace is still there");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        narrate("the complete set holds web.1 only: web.1 is adopted, web.2 stopped and released");
+        second.network.adopt(&t1);
+        second.network.ready();
+        let adopted = second.network.prepare(&t1, "web-1").await.expect("adopt web.1");
+        assert_eq!(adopted.netns, w1.netns, "the same namespace");
+        let _ = second.runtime.stop("t2", Duration::from_secs(2)).await;
+        second.network.release("t2");
+        second.runtime.remove("t2").await.expect("remove web.2");
+        let egress_after = eventually(&second, "t1", "ip -o -4 addr show dev eth1").await;
+        assert_eq!(egress_after, egress_before, "web.1 keeps its egress address");
+        let out = eventually(&second, "t1", "nslookup web 127.0.0.11").await;
+        assert!(out.contains("198.18.10.2"), "{out}");
+        let answer = eventually(&second, "t1", "timeout 5 wget -qO- http://web/").await;
+        assert_eq!(answer.trim(), "v1 web-1", "the VIP adopted, web.2 gone from it");
+        eventually(&second, "t1", "ping -c1 -W2 192.0.2.1").await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while w2.netns.exists() {
+            assert!(Instant::now() < deadline, "web.2's namespace is still there");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
 
-            let _ = second.runtime.stop("t1", Duration::from_secs(2)).await;
-            second.network.release("t1");
-            second.runtime.remove("t1").await.expect("remove web.1");
-        },
-    );
+        let _ = second.runtime.stop("t1", Duration::from_secs(2)).await;
+        second.network.release("t1");
+        second.runtime.remove("t1").await.expect("remove web.1");
+    });
+}
+
+/// Runs an agent's life (`body`, on a runtime of its own) on a thread in a private mount
+/// namespace that is a slave of the host's, as `ip netns exec` makes it; the namespace goes
+/// when the thread ends.
+fn as_agent<T: Send, F: std::future::Future<Output = T>>(body: impl FnOnce() -> F + Send) -> T {
+    use nix::mount::MsFlags;
+    use nix::sched::CloneFlags;
+    std::thread::scope(|scope| {
+        let thread = scope.spawn(|| {
+            nix::sched::unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("unshare mount namespace");
+            nix::mount::mount(None::<&str>, "/", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+                .expect("make / a slave");
+            let runtime =
+                tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+            runtime.block_on(body())
+        });
+        match thread.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }

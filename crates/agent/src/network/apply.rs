@@ -108,6 +108,15 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(10);
 
 fn run(mut dataplane: impl Pass, slot: &(Mutex<Slot>, Condvar), outcomes: &watch::Sender<Outcome>) {
+    // Everything this thread binds under /run/netns (task namespaces, the overlay's sandboxes)
+    // must be seen by the runtime and outlive the agent: see `netns`.
+    match netns::enter_runtime_mount_namespace() {
+        Ok(true) => tracing::info!("network thread moved to PID 1's mount namespace, which the runtime sees"),
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot enter PID 1's mount namespace; namespaces are bound in the agent's own")
+        }
+    }
     let (lock, wake) = slot;
     let mut last: Option<Job> = None;
     let mut retry: Option<Duration> = None;
