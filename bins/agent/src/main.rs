@@ -49,6 +49,10 @@ struct Common {
     /// on a machine needs its own (the test harness runs several).
     #[arg(long, env = "SHOAL_NETNS_PREFIX", default_value = "shoal-")]
     netns_prefix: String,
+    /// The resolver configuration whose nameservers the tasks' embedded DNS forwards other
+    /// names to, and whose search domains and options their resolv.conf keeps.
+    #[arg(long, env = "SHOAL_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    resolv_conf: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +78,7 @@ fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
     let logger = shoal_agent::find_logger(common.logger.as_deref(), "shoal-agent")?;
     let network = shoal_agent::NetworkConfig {
         netns_prefix: common.netns_prefix,
+        resolv_conf: common.resolv_conf,
         gateway_subnet: common.gateway_subnet,
         data_addr: common.data_path_addr.map(|a| a.to_string()),
         ..shoal_agent::NetworkConfig::default()

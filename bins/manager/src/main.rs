@@ -65,6 +65,10 @@ struct Common {
     /// node on a machine needs its own (the test harness runs several).
     #[arg(long, env = "SHOAL_NETNS_PREFIX", default_value = "shoal-")]
     netns_prefix: String,
+    /// The resolver configuration whose nameservers the tasks' embedded DNS forwards other
+    /// names to, and whose search domains and options their resolv.conf keeps.
+    #[arg(long, env = "SHOAL_RESOLV_CONF", default_value = "/etc/resolv.conf")]
+    resolv_conf: std::path::PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,6 +162,7 @@ fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
         // Networking on, with the same flags as shoal-agent's.
         network: Some(shoal_agent::NetworkConfig {
             netns_prefix: common.netns_prefix.clone(),
+            resolv_conf: common.resolv_conf.clone(),
             gateway_subnet: common.gateway_subnet,
             data_addr: common.data_path_addr.map(|a| a.to_string()),
             ..shoal_agent::NetworkConfig::default()

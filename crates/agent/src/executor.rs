@@ -166,7 +166,11 @@ impl Ctx {
                 exit_code: exit_code.unwrap_or(0),
             }),
         };
-        tracing::debug!(task.id = %task_id, state = state.label(), "task state");
+        if state.is_terminal() && !err.is_empty() {
+            tracing::info!(task.id = %task_id, state = state.label(), error = %err, "task ended");
+        } else {
+            tracing::debug!(task.id = %task_id, state = state.label(), "task state");
+        }
         let _ = self.reports.send((task_id.to_owned(), status));
     }
 

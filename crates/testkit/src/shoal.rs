@@ -65,7 +65,21 @@ impl<'a> ShoalCluster<'a> {
             self.netns_prefix(node),
             "--gateway-subnet".into(),
             GATEWAY_SUBNET.into(),
+            "--resolv-conf".into(),
+            self.resolv_conf().to_string_lossy().into_owned(),
         ]
+    }
+
+    /// The resolver configuration the nodes' agents read: `nameserver 192.0.2.1` (the underlay
+    /// namespace, where a test may run an upstream DNS server), written on first use.
+    pub fn resolv_conf(&self) -> PathBuf {
+        let path = self.cluster.dir().join("resolv.conf");
+        if !path.exists() {
+            // The harness directory exists as long as the cluster; failing to write it leaves the
+            // agents without upstreams, which the tests that need one notice.
+            let _ = std::fs::write(&path, format!("nameserver {}\noptions ndots:0\n", crate::UNDERLAY_GATEWAY));
+        }
+        path
     }
 
     /// The prefix of the network namespaces the node's agent makes (tasks are `<prefix>t<task

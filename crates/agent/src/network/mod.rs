@@ -122,6 +122,8 @@ struct State {
     view: NetworkView,
     tasks: BTreeMap<String, LocalTask>,
     ingress: Option<v1::NetworkAttachment>,
+    /// This node's ID, from its record (the first session message).
+    node_id: Option<String>,
     pool: EgressPool,
     /// Tasks whose namespaces stay until their controllers adopt or release them.
     protected: BTreeSet<String>,
@@ -208,6 +210,7 @@ impl Networking {
                 view: NetworkView::default(),
                 tasks: BTreeMap::new(),
                 ingress: None,
+                node_id: None,
                 pool,
                 protected: BTreeSet::new(),
                 dns: BTreeMap::new(),
@@ -274,6 +277,7 @@ impl Networking {
     pub fn set_view(&self, changes: Vec<v1::NetworkChange>) {
         let mut state = self.lock();
         state.view.set_complete(changes);
+        self.follow_sandbox_peer(&mut state);
         self.changed(&mut state);
     }
 
@@ -281,18 +285,33 @@ impl Networking {
     pub fn change_view(&self, changes: Vec<v1::NetworkChange>) {
         let mut state = self.lock();
         state.view.apply(changes);
+        self.follow_sandbox_peer(&mut state);
         self.changed(&mut state);
     }
 
-    /// The load balancer the node's kernel offers: `ipvs` or `nftables`.
-    pub fn load_balancer(&self) -> &'static str {
-        self.load_balancer
+    /// This node's ingress attachment as the view says it: its own sandbox among the ingress
+    /// network's peers (`ingress-sbox.NODE`). The record in the session's first message may
+    /// predate the attachment (the leader allocates it after the node joined), and the view
+    /// follows the store, so the view wins once it names one.
+    fn follow_sandbox_peer(&self, state: &mut State) {
+        let Some(node_id) = state.node_id.clone() else { return };
+        let own = format!("{}{node_id}", plan::INGRESS_SANDBOX_PEER);
+        let from_view = state.view.ingress().and_then(|network| {
+            let peer = state.view.peers_on(&network.id).find(|p| p.id == own)?;
+            Some(v1::NetworkAttachment {
+                network: Some(network.clone()),
+                addresses: vec![peer.address.clone()],
+                aliases: Vec::new(),
+            })
+        });
+        // No ingress network in the view at all: none (removed); else what the view says.
+        let wanted = if state.view.ingress().is_none() { None } else { from_view };
+        if wanted.is_some() || state.view.ingress().is_none() {
+            Self::set_ingress(state, wanted);
+        }
     }
 
-    /// The node's record, from the session: its ingress attachment.
-    pub fn set_node(&self, node: &v1::Node) {
-        let mut state = self.lock();
-        let ingress = node.ingress.clone().filter(|a| a.network.is_some() && !a.addresses.is_empty());
+    fn set_ingress(state: &mut State, ingress: Option<v1::NetworkAttachment>) {
         if state.ingress == ingress {
             return;
         }
@@ -306,7 +325,25 @@ impl Networking {
             None => state.pool.release(INGRESS_SANDBOX),
         }
         state.ingress = ingress;
-        self.changed(&mut state);
+    }
+
+    /// The load balancer the node's kernel offers: `ipvs` or `nftables`.
+    pub fn load_balancer(&self) -> &'static str {
+        self.load_balancer
+    }
+
+    /// The node's record, from the session: its ingress attachment.
+    pub fn set_node(&self, node: &v1::Node) {
+        let mut state = self.lock();
+        state.node_id = Some(node.id.clone());
+        let before = state.ingress.clone();
+        let ingress = node.ingress.clone().filter(|a| a.network.is_some() && !a.addresses.is_empty());
+        Self::set_ingress(&mut state, ingress);
+        // The view, when it already names this node's sandbox, is the fresher of the two.
+        self.follow_sandbox_peer(&mut state);
+        if state.ingress != before {
+            self.changed(&mut state);
+        }
     }
 
     /// Recomputes the plan after a change: DNS records at once, the rest to the thread.
