@@ -202,7 +202,8 @@ pub struct ContainerSpec {
     pub netns: PathBuf,
     /// One endpoint per attached network.
     pub endpoints: Vec<LocalEndpoint>,
-    /// Egress through the gateway bridge; only made when one of its networks is not internal.
+    /// Egress through the gateway bridge; made when it is on no network or one of its networks
+    /// is not internal.
     pub egress: Option<Egress>,
 }
 

@@ -620,8 +620,10 @@ fn plan_container(
         }
     }
 
-    let egress_wanted =
-        container.endpoints.iter().any(|e| networks.get(e.network.as_str()).is_some_and(|n| !n.internal));
+    // A container on no network at all still reaches out (as Docker's); one on networks only
+    // through them when one is not internal.
+    let egress_wanted = container.endpoints.is_empty()
+        || container.endpoints.iter().any(|e| networks.get(e.network.as_str()).is_some_and(|n| !n.internal));
     let (Some(egress), Some(gateway), true) = (&container.egress, &desired.gateway, egress_wanted) else { return };
     let node_port = egress_port(&container.id);
     egress_ports.insert(node_port.clone());

@@ -398,7 +398,17 @@ fn partition_table(peer: &Node) -> String {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let namespaces = self.nodes.iter().map(|n| n.netns.clone()).chain([self.underlay.clone()]);
+        // The nodes' own namespaces, the underlay, and whatever the processes in them made under
+        // the run's prefix (an agent's task namespaces and sandboxes, which outlive a killed agent).
+        let listed = cmd::run(Command::new("ip").args(["netns", "list"])).unwrap_or_default();
+        let made: Vec<String> = listed
+            .lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| n.starts_with(&format!("{}-", self.prefix)))
+            .filter(|n| *n != self.underlay && !self.nodes.iter().any(|node| node.netns == *n))
+            .map(str::to_owned)
+            .collect();
+        let namespaces = made.into_iter().chain(self.nodes.iter().map(|n| n.netns.clone())).chain([self.underlay.clone()]);
         for netns in namespaces {
             kill_netns_processes(&netns);
             // Drop cannot fail, but a namespace left behind must not go unnoticed.

@@ -168,9 +168,13 @@ fn attached_network<'a>(view: &'a NetworkView, attachment: &'a v1::NetworkAttach
     Some(view.networks.get(&carried.id).filter(|n| n.allocation.is_some()).unwrap_or(carried))
 }
 
-/// Whether a task gets egress: one of its networks is not internal.
+/// Whether a task gets egress: it is on no network, or one of its networks is not internal.
 pub(crate) fn needs_egress(task: &v1::Task) -> bool {
-    task.networks.iter().filter_map(|a| a.network.as_ref()).any(|n| !n.spec.as_ref().is_some_and(|s| s.internal))
+    // As Docker: every container reaches out through the gateway bridge unless all of its
+    // networks are internal; one on no network at all still does (and host-mode ports reach it
+    // there).
+    task.networks.is_empty()
+        || task.networks.iter().filter_map(|a| a.network.as_ref()).any(|n| !n.spec.as_ref().is_some_and(|s| s.internal))
 }
 
 /// The networks a task's resolver answers from: its networks but ingress, in its order.

@@ -245,6 +245,22 @@ fn egress_goes_through_the_gateway_bridge_unless_every_network_is_internal() {
 }
 
 #[test]
+fn a_container_on_no_network_still_gets_egress() {
+    let mut desired = one_network();
+    desired.remotes.clear();
+    desired.gateway = Some(gateway());
+    desired.containers[0].endpoints.clear();
+    desired.containers[0].egress = Some(Egress { ifname: "eth0".into(), address: v4("198.19.255.2") });
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    let ops: Vec<String> = reconcile(&mut overlay, &desired).iter().map(ToString::to_string).collect();
+    assert!(
+        ops.contains(&"create egress shl-eg8829dfd9 <-> eth0 (198.19.255.2/24) of container c1 in /run/netns/c1".to_owned()),
+        "{ops:#?}"
+    );
+    assert!(ops.contains(&"default route via 198.19.255.1 dev eth0 in /run/netns/c1".to_owned()), "{ops:#?}");
+}
+
+#[test]
 fn dual_stack_addresses_reach_bridge_endpoint_and_neighbours() {
     let v6 = |s: &str| -> Ipv6Addr { s.parse().expect("ipv6") };
     let blue = net("blue", 4097, 0).with_subnet(cidr("fd00:18::/64"), IpAddr::V6(v6("fd00:18::1")));
