@@ -209,7 +209,10 @@ fn service_networking() {
     eprintln!("--- the backend sees the client's real address (no SNAT in the mesh)");
     let who = from_outside(&env.cluster, without.addr, 8080, "/cgi-bin/who").expect("who");
     // httpd listens on a dual-stack socket: it sees [::ffff:192.0.2.1].
-    assert!(who.contains("192.0.2.1]") || who.ends_with(" 192.0.2.1"), "the backend saw {who:?}, not the client 192.0.2.1");
+    assert!(
+        who.contains("192.0.2.1]") || who.ends_with(" 192.0.2.1"),
+        "the backend saw {who:?}, not the client 192.0.2.1"
+    );
 
     eprintln!("--- client on front and back; db (dnsrr) and lonely on back; sealed on private");
     ok(&shoal, &["service", "create", "--name", "client", "--network", "front", "--network", "back", &tools]);

@@ -106,12 +106,27 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     }
     until(&cli, "5 Ready nodes", 60, &["node", "ls"], |out| out.matches(" Ready ").count() == 5)?;
 
-    println!("==> a replicated service on an overlay network: web, 5 replicas of {registry_addr}/shoal-test/web:v1, published on 8080");
+    println!(
+        "==> a replicated service on an overlay network: web, 5 replicas of {registry_addr}/shoal-test/web:v1, published on 8080"
+    );
     let image = format!("{registry_addr}/shoal-test/web:v1");
     shoal_ok(&cli, &["network", "create", "front"])?;
     shoal_ok(
         &cli,
-        &["service", "create", "--name", "web", "--replicas", "5", "--network", "front", "-p", "8080:80", "--detach", &image],
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "5",
+            "--network",
+            "front",
+            "-p",
+            "8080:80",
+            "--detach",
+            &image,
+        ],
     )?;
     until(&cli, "web 5/5", 120, &["service", "ls"], |out| out.contains("5/5"))?;
     let ps = shoal_ok(&cli, &["service", "ps", "web"])?;
@@ -134,8 +149,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     println!("    shoal service ps hello");
     println!(
         "    ip netns exec {} busybox wget -qO- http://{}:8080/   # the routing mesh, from the underlay",
-        cluster_underlay,
-        nodes[4].addr
+        cluster_underlay, nodes[4].addr
     );
     println!("\nTear it down with:  cargo xtask demo --down");
     Ok(())

@@ -82,7 +82,11 @@ enum Command {
         #[arg(long = "default-addr-pool", env = "SHOAL_DEFAULT_ADDR_POOL", value_delimiter = ',')]
         default_addr_pool: Vec<String>,
         /// The prefix length of each overlay subnet taken from the pools (default 24).
-        #[arg(long = "default-addr-pool-mask-length", env = "SHOAL_DEFAULT_ADDR_POOL_MASK_LENGTH", default_value_t = 24)]
+        #[arg(
+            long = "default-addr-pool-mask-length",
+            env = "SHOAL_DEFAULT_ADDR_POOL_MASK_LENGTH",
+            default_value_t = 24
+        )]
         default_addr_pool_mask_length: u32,
         #[command(flatten)]
         common: Common,

@@ -21,9 +21,9 @@ mod worker;
 
 pub use join::{JoinError, join};
 pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
+pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 /// An address with a prefix length (the gateway subnet of [`NetworkConfig`]).
 pub use shoal_overlay::Cidr;
-pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 pub use worker::{
     WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,
     run_node, run_worker, worker_advertise_addr,

@@ -165,7 +165,9 @@ pub(crate) enum AllocError {
     #[error("no VXLAN network identifier is left (4096–16777215 are all in use)")]
     VnisExhausted,
     /// The network's range has no free address.
-    #[error("network {network} has no free address left in {range}; remove tasks or services from it, or create a larger network")]
+    #[error(
+        "network {network} has no free address left in {range}; remove tasks or services from it, or create a larger network"
+    )]
     AddressesExhausted {
         /// The network's name.
         network: String,
@@ -290,7 +292,8 @@ impl<'c> Allocator<'c> {
         if pools.is_empty() {
             pools = DEFAULT_POOL.parse().into_iter().collect();
         }
-        let subnet_size = u8::try_from(subnet_size).ok().filter(|s| (1..=30).contains(s)).unwrap_or(DEFAULT_SUBNET_SIZE);
+        let subnet_size =
+            u8::try_from(subnet_size).ok().filter(|s| (1..=30).contains(s)).unwrap_or(DEFAULT_SUBNET_SIZE);
         let mut this = Self {
             pools,
             subnet_size,
@@ -380,8 +383,10 @@ impl<'c> Allocator<'c> {
         let gateway = if ipam.gateway.is_empty() {
             Ipv4Addr::from(subnet.network + 1)
         } else {
-            let gateway: Ipv4Addr =
-                ipam.gateway.parse().map_err(|_| bad(format!("--gateway {:?} is not an IPv4 address", ipam.gateway)))?;
+            let gateway: Ipv4Addr = ipam
+                .gateway
+                .parse()
+                .map_err(|_| bad(format!("--gateway {:?} is not an IPv4 address", ipam.gateway)))?;
             let g = u32::from(gateway);
             if !subnet.contains(gateway) || g == subnet.network || g == subnet.last() {
                 return Err(bad(format!("--gateway {gateway} is not a host address of the subnet {subnet}")));
@@ -448,12 +453,14 @@ impl<'c> Allocator<'c> {
     /// One free address on `network_id`, marked in use: the next after the last handed out.
     pub(crate) fn allocate_address(&mut self, network_id: &str) -> Result<String, AllocError> {
         let network = self.networks.get(network_id).ok_or_else(|| AllocError::NoSuchNetwork(network_id.to_owned()))?;
-        let range = Range::of(network)
-            .map_err(|why| AllocError::NetworkNotReady(network_name(network).to_owned(), network.allocation_error.clone() + &why))?;
+        let range = Range::of(network).map_err(|why| {
+            AllocError::NetworkNotReady(network_name(network).to_owned(), network.allocation_error.clone() + &why)
+        })?;
         let used = self.used.entry(network_id.to_owned()).or_default();
         let (first, last) = (range.range.network, range.range.last());
         let size = u64::from(last - first) + 1;
-        let start = self.cursors.get(network_id).copied().filter(|c| (first..=last).contains(c)).map_or(first, |c| c + 1);
+        let start =
+            self.cursors.get(network_id).copied().filter(|c| (first..=last).contains(c)).map_or(first, |c| c + 1);
         for i in 0..size {
             let ip = (u64::from(start) + i - u64::from(first)) % size + u64::from(first);
             let ip = ip as u32;
@@ -523,17 +530,16 @@ impl<'c> Allocator<'c> {
                     let kept = previous.ports.iter().find(|p| {
                         p.protocol == port.protocol && p.target_port == port.target_port && is_ingress_port(p)
                     });
-                    let kept = kept.map(|p| p.published_port).filter(|p| {
-                        mine(port.protocol, *p, &self.ports) && !taken.contains(&(port.protocol, *p))
-                    });
+                    let kept = kept
+                        .map(|p| p.published_port)
+                        .filter(|p| mine(port.protocol, *p, &self.ports) && !taken.contains(&(port.protocol, *p)));
                     let free = || {
                         DYNAMIC_PORTS.clone().find(|p| {
                             !self.ports.contains_key(&(port.protocol, *p)) && !taken.contains(&(port.protocol, *p))
                         })
                     };
-                    port.published_port = kept
-                        .or_else(free)
-                        .ok_or_else(|| AllocError::PortsExhausted(protocol_name(port.protocol)))?;
+                    port.published_port =
+                        kept.or_else(free).ok_or_else(|| AllocError::PortsExhausted(protocol_name(port.protocol)))?;
                 } else if let Some(holder) = self.ports.get(&(port.protocol, port.published_port))
                     && holder.0 != id
                 {

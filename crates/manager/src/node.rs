@@ -74,14 +74,14 @@ impl ManagerConfig {
 /// Checks `--default-addr-pool` and `--default-addr-pool-mask-length` before anything is made.
 fn check_pools(config: &ManagerConfig) -> Result<(), StartError> {
     let bad = |reason: String| StartError::DataDir { path: config.data_dir.clone(), reason };
-    let size = if config.subnet_size == 0 { u32::from(crate::allocator::DEFAULT_SUBNET_SIZE) } else { config.subnet_size };
+    let size =
+        if config.subnet_size == 0 { u32::from(crate::allocator::DEFAULT_SUBNET_SIZE) } else { config.subnet_size };
     if !(8..=29).contains(&size) {
         return Err(bad(format!("--default-addr-pool-mask-length {size} must be between 8 and 29")));
     }
     let mut pools: Vec<crate::allocator::Cidr> = Vec::new();
     for pool in &config.default_addr_pool {
-        let cidr: crate::allocator::Cidr =
-            pool.parse().map_err(|e| bad(format!("--default-addr-pool {pool}: {e}")))?;
+        let cidr: crate::allocator::Cidr = pool.parse().map_err(|e| bad(format!("--default-addr-pool {pool}: {e}")))?;
         if cidr.prefix_len() > size as u8 {
             return Err(bad(format!(
                 "--default-addr-pool {pool} is smaller than one subnet of /{size}; give a larger pool or a longer --default-addr-pool-mask-length"

@@ -120,7 +120,9 @@ pub enum ObjectError {
         reason: String,
     },
     /// A fenced write (the leader's) was refused because another leader has taken over since.
-    #[error("this manager is no longer the leader that made this decision (the fence {key} moved); the new leader decides again")]
+    #[error(
+        "this manager is no longer the leader that made this decision (the fence {key} moved); the new leader decides again"
+    )]
     Fenced {
         /// The fence key.
         key: String,

@@ -408,7 +408,8 @@ impl Drop for Cluster {
             .filter(|n| *n != self.underlay && !self.nodes.iter().any(|node| node.netns == *n))
             .map(str::to_owned)
             .collect();
-        let namespaces = made.into_iter().chain(self.nodes.iter().map(|n| n.netns.clone())).chain([self.underlay.clone()]);
+        let namespaces =
+            made.into_iter().chain(self.nodes.iter().map(|n| n.netns.clone())).chain([self.underlay.clone()]);
         for netns in namespaces {
             kill_netns_processes(&netns);
             // Drop cannot fail, but a namespace left behind must not go unnoticed.

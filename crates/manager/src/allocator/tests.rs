@@ -113,7 +113,10 @@ fn vnis_start_at_4096_and_a_freed_one_is_reused() {
     let mut cursors = Cursors::new();
     let mut a = Allocator::new(&["198.18.0.0/16".into()], 24, &left, &[], &[], &[], &mut cursors);
     let next = a.allocate_network(&network("d", "")).expect("allocates");
-    assert_eq!((next.vni, next.subnet.as_str(), next.gateway.as_str(), next.mtu), (4097, "198.18.1.0/24", "198.18.1.1", 1450));
+    assert_eq!(
+        (next.vni, next.subnet.as_str(), next.gateway.as_str(), next.mtu),
+        (4097, "198.18.1.0/24", "198.18.1.1", 1450)
+    );
 }
 
 #[test]
@@ -133,13 +136,36 @@ fn bad_network_requests_are_refused_with_what_to_do() {
         }
     };
     let cases: Vec<(v1::Network, &str)> = vec![
-        (with(&ipam("198.18.0.128/25", "", "")), "subnet 198.18.0.128/25 overlaps network net-a's subnet 198.18.0.0/24; choose another --subnet"),
-        (with(&ipam("198.18.8.0/24", "198.18.9.1", "")), "network net-x: --gateway 198.18.9.1 is not a host address of the subnet 198.18.8.0/24"),
-        (with(&ipam("198.18.8.0/24", "198.18.8.255", "")), "network net-x: --gateway 198.18.8.255 is not a host address of the subnet 198.18.8.0/24"),
-        (with(&ipam("198.18.8.0/24", "", "198.18.9.0/25")), "network net-x: --ip-range 198.18.9.0/25 is not inside the subnet 198.18.8.0/24"),
-        (with(&ipam("198.18.8.1/24", "", "")), "network net-x: --subnet: \"198.18.8.1/24\" has host bits set; did you mean 198.18.8.0/24?"),
-        (with(&ipam("198.18.8.0/31", "", "")), "network net-x: subnet 198.18.8.0/31 is too small for a gateway and tasks (at most /30)"),
-        (with(&|s: &mut v1::NetworkSpec| { s.options.insert("mtu".into(), "99999".into()); }), "network net-x: --opt mtu=99999 is not a number in 576–9000"),
+        (
+            with(&ipam("198.18.0.128/25", "", "")),
+            "subnet 198.18.0.128/25 overlaps network net-a's subnet 198.18.0.0/24; choose another --subnet",
+        ),
+        (
+            with(&ipam("198.18.8.0/24", "198.18.9.1", "")),
+            "network net-x: --gateway 198.18.9.1 is not a host address of the subnet 198.18.8.0/24",
+        ),
+        (
+            with(&ipam("198.18.8.0/24", "198.18.8.255", "")),
+            "network net-x: --gateway 198.18.8.255 is not a host address of the subnet 198.18.8.0/24",
+        ),
+        (
+            with(&ipam("198.18.8.0/24", "", "198.18.9.0/25")),
+            "network net-x: --ip-range 198.18.9.0/25 is not inside the subnet 198.18.8.0/24",
+        ),
+        (
+            with(&ipam("198.18.8.1/24", "", "")),
+            "network net-x: --subnet: \"198.18.8.1/24\" has host bits set; did you mean 198.18.8.0/24?",
+        ),
+        (
+            with(&ipam("198.18.8.0/31", "", "")),
+            "network net-x: subnet 198.18.8.0/31 is too small for a gateway and tasks (at most /30)",
+        ),
+        (
+            with(&|s: &mut v1::NetworkSpec| {
+                s.options.insert("mtu".into(), "99999".into());
+            }),
+            "network net-x: --opt mtu=99999 is not a number in 576–9000",
+        ),
     ];
     for (n, expected) in cases {
         let mut cursors = Cursors::new();

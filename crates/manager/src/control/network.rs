@@ -117,7 +117,8 @@ impl ControlService {
             }
         }
         for node in &nodes {
-            if let Some(attachment) = node.ingress.as_ref().filter(|a| a.network.as_ref().is_some_and(|n| n.id == network.id))
+            if let Some(attachment) =
+                node.ingress.as_ref().filter(|a| a.network.as_ref().is_some_and(|n| n.id == network.id))
             {
                 summary(&node.id, format!("ingress-sbox {}", attachment.addresses.join(" ")));
             }
@@ -227,9 +228,7 @@ impl ControlService {
                 )));
             }
             if !seen.insert(network.id.clone()) {
-                return Err(Status::invalid_argument(format!(
-                    "service {name}: network {reference} is attached twice"
-                )));
+                return Err(Status::invalid_argument(format!("service {name}: network {reference} is attached twice")));
             }
             for alias in &attachment.aliases {
                 validate_name("network alias", alias)?;
@@ -312,10 +311,9 @@ impl ControlService {
         for service in services.iter().filter(|s| Some(s.id.as_str()) != service_id) {
             let published = service.endpoint.as_ref().map(|e| e.ports.as_slice()).unwrap_or_default();
             for port in &host {
-                if published
-                    .iter()
-                    .any(|p| is_ingress_port(p) && p.protocol == port.protocol && p.published_port == port.published_port)
-                {
+                if published.iter().any(|p| {
+                    is_ingress_port(p) && p.protocol == port.protocol && p.published_port == port.published_port
+                }) {
                     return Err(Status::already_exists(format!(
                         "service {name}: port {}/{} is published on every node by service {} (routing mesh); choose another host port",
                         port.published_port,
@@ -335,16 +333,12 @@ fn check_ipam_without_subnet(network: &v1::Network) -> Result<(), Status> {
     let ipam = spec.ipam.unwrap_or_default();
     let name = network_name(network);
     if !ipam.gateway.is_empty() || !ipam.ip_range.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "network {name}: --gateway and --ip-range need --subnet"
-        )));
+        return Err(Status::invalid_argument(format!("network {name}: --gateway and --ip-range need --subnet")));
     }
     if let Some(mtu) = spec.options.get("mtu")
         && !mtu.parse::<u32>().is_ok_and(|m| (576..=9000).contains(&m))
     {
-        return Err(Status::invalid_argument(format!(
-            "network {name}: --opt mtu={mtu} is not a number in 576–9000"
-        )));
+        return Err(Status::invalid_argument(format!("network {name}: --opt mtu={mtu} is not a number in 576–9000")));
     }
     Ok(())
 }

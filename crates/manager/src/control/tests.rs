@@ -264,7 +264,10 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     create_network(&control, ingress.clone()).await.expect("ingress");
     let front = create_network(&control, network_spec("front", "198.18.1.0/24")).await.expect("front");
     let allocation = front.allocation.expect("allocated when create answers");
-    assert_eq!((allocation.subnet.as_str(), allocation.gateway.as_str(), allocation.vni, allocation.mtu), ("198.18.1.0/24", "198.18.1.1", 4097, 1450));
+    assert_eq!(
+        (allocation.subnet.as_str(), allocation.gateway.as_str(), allocation.vni, allocation.mtu),
+        ("198.18.1.0/24", "198.18.1.1", 4097, 1450)
+    );
 
     let mut other_ingress = ingress.clone();
     other_ingress.annotations = Some(v1::Annotations { name: "ingress2".into(), ..Default::default() });
@@ -276,10 +279,26 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     let mut encrypted = network_spec("x", "");
     encrypted.options.insert("encrypted".into(), String::new());
     let cases: Vec<(v1::NetworkSpec, Code, &str)> = vec![
-        (network_spec("x", "198.18.1.128/25"), Code::InvalidArgument, "subnet 198.18.1.128/25 overlaps network front's subnet 198.18.1.0/24; choose another --subnet"),
-        (bad_gateway, Code::InvalidArgument, "network x: --gateway 198.18.9.1 is not a host address of the subnet 198.18.8.0/24"),
-        (bad_driver, Code::InvalidArgument, "network x: driver \"bridge\" is not supported; Shoal's networks are overlay networks (-d overlay)"),
-        (encrypted, Code::InvalidArgument, "network x: --opt encrypted is not supported (encrypted overlays are not built yet); supported: mtu"),
+        (
+            network_spec("x", "198.18.1.128/25"),
+            Code::InvalidArgument,
+            "subnet 198.18.1.128/25 overlaps network front's subnet 198.18.1.0/24; choose another --subnet",
+        ),
+        (
+            bad_gateway,
+            Code::InvalidArgument,
+            "network x: --gateway 198.18.9.1 is not a host address of the subnet 198.18.8.0/24",
+        ),
+        (
+            bad_driver,
+            Code::InvalidArgument,
+            "network x: driver \"bridge\" is not supported; Shoal's networks are overlay networks (-d overlay)",
+        ),
+        (
+            encrypted,
+            Code::InvalidArgument,
+            "network x: --opt encrypted is not supported (encrypted overlays are not built yet); supported: mtu",
+        ),
         (network_spec("front", "198.18.2.0/24"), Code::AlreadyExists, ""),
     ];
     for (spec, code, message) in cases {
@@ -296,10 +315,14 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     // Services name networks by name; bad references and combinations are refused.
     let with = |name: &str, networks: &[&str], ports: &[u32], dnsrr: bool| {
         let mut s = spec(name, 1);
-        s.networks = networks.iter().map(|n| v1::NetworkAttachmentConfig { target: (*n).into(), aliases: vec![] }).collect();
+        s.networks =
+            networks.iter().map(|n| v1::NetworkAttachmentConfig { target: (*n).into(), aliases: vec![] }).collect();
         s.endpoint = Some(v1::EndpointSpec {
             mode: if dnsrr { v1::endpoint_spec::Mode::Dnsrr } else { v1::endpoint_spec::Mode::Vip } as i32,
-            ports: ports.iter().map(|p| v1::PortConfig { published_port: *p, target_port: 80, ..Default::default() }).collect(),
+            ports: ports
+                .iter()
+                .map(|p| v1::PortConfig { published_port: *p, target_port: 80, ..Default::default() })
+                .collect(),
         });
         s
     };
@@ -308,20 +331,38 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
         async move { control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(s) })).await }
     };
     let cases: Vec<(v1::ServiceSpec, Code, &str)> = vec![
-        (with("a", &["nope"], &[], false), Code::NotFound, "service a: network nope not found; create it with shoal network create nope"),
-        (with("a", &["ingress"], &[], false), Code::InvalidArgument, "service a: the ingress network ingress cannot be attached with --network; publish a port (--publish) to use the routing mesh"),
-        (with("a", &["front", "front"], &[], false), Code::InvalidArgument, "service a: network front is attached twice"),
-        (with("a", &[], &[8080], true), Code::InvalidArgument, "service a: endpoint mode dnsrr has no VIP, so its ports cannot be published through the routing mesh; publish them with mode=host, or use --endpoint-mode vip"),
+        (
+            with("a", &["nope"], &[], false),
+            Code::NotFound,
+            "service a: network nope not found; create it with shoal network create nope",
+        ),
+        (
+            with("a", &["ingress"], &[], false),
+            Code::InvalidArgument,
+            "service a: the ingress network ingress cannot be attached with --network; publish a port (--publish) to use the routing mesh",
+        ),
+        (
+            with("a", &["front", "front"], &[], false),
+            Code::InvalidArgument,
+            "service a: network front is attached twice",
+        ),
+        (
+            with("a", &[], &[8080], true),
+            Code::InvalidArgument,
+            "service a: endpoint mode dnsrr has no VIP, so its ports cannot be published through the routing mesh; publish them with mode=host, or use --endpoint-mode vip",
+        ),
     ];
     for (s, code, message) in cases {
         assert_eq!(refusal(create_with(s).await), (code, message.to_owned()));
     }
-    let web = create_with(with("web", &["front"], &[8080], false)).await.expect("web").into_inner().service.expect("svc");
+    let web =
+        create_with(with("web", &["front"], &[8080], false)).await.expect("web").into_inner().service.expect("svc");
     assert_eq!(web.spec.as_ref().map(|s| s.networks[0].target.clone()), Some(front.id.clone()), "stored by ID");
     // Once the leader has given web its port, another service asking for it is told who has it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let got = control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await.expect("get");
+        let got =
+            control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await.expect("get");
         if got.into_inner().service.and_then(|s| s.endpoint).is_some() {
             break;
         }
@@ -330,15 +371,22 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     }
     assert_eq!(
         refusal(create_with(with("api", &[], &[8080], false)).await),
-        (Code::AlreadyExists, "port 8080/tcp is already published by service web; choose another --publish port".to_owned())
+        (
+            Code::AlreadyExists,
+            "port 8080/tcp is already published by service web; choose another --publish port".to_owned()
+        )
     );
 
     // A network in use stays; prune takes only unused ones, never ingress.
     create_network(&control, network_spec("unused", "")).await.expect("unused");
-    let rm = |name: &str| Control::remove_network(&control, Request::new(v1::RemoveNetworkRequest { network: name.into() }));
+    let rm =
+        |name: &str| Control::remove_network(&control, Request::new(v1::RemoveNetworkRequest { network: name.into() }));
     assert_eq!(
         refusal(rm("front").await),
-        (Code::FailedPrecondition, "network front is in use: service web uses it; remove the service or its --network first".to_owned())
+        (
+            Code::FailedPrecondition,
+            "network front is in use: service web uses it; remove the service or its --network first".to_owned()
+        )
     );
     assert_eq!(
         refusal(rm("ingress").await),

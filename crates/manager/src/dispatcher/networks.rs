@@ -79,7 +79,8 @@ struct NodeEntry {
 
 impl NodeEntry {
     fn of(node: &v1::Node) -> Self {
-        let ingress = node.ingress.as_ref().and_then(|a| Some((a.network.as_ref()?.id.clone(), a.addresses.first()?.clone())));
+        let ingress =
+            node.ingress.as_ref().and_then(|a| Some((a.network.as_ref()?.id.clone(), a.addresses.first()?.clone())));
         Self { addr: node_data_addr(node), ingress }
     }
 }
@@ -224,7 +225,10 @@ impl Index {
         let mut items = BTreeMap::new();
         let Some(network) = self.networks.get(id).filter(|n| n.allocation.is_some()) else { return items };
         let update = v1::network_change::Action::Update as i32;
-        items.insert(Key::Network, v1::NetworkChange { action: update, network: Some(network.clone()), ..Default::default() });
+        items.insert(
+            Key::Network,
+            v1::NetworkChange { action: update, network: Some(network.clone()), ..Default::default() },
+        );
         for task_id in self.by_network.get(id).into_iter().flatten() {
             let Some(task) = self.tasks.get(task_id) else { continue };
             let Some(node) = self.nodes.get(&task.node_id).filter(|n| !n.addr.is_empty()) else { continue };
@@ -240,7 +244,10 @@ impl Index {
                     aliases: aliases.clone(),
                     serving: task.serving,
                 };
-                items.insert(Key::Peer(task_id.clone()), v1::NetworkChange { action: update, peer: Some(peer), ..Default::default() });
+                items.insert(
+                    Key::Peer(task_id.clone()),
+                    v1::NetworkChange { action: update, peer: Some(peer), ..Default::default() },
+                );
             }
         }
         if is_ingress(network) {
@@ -258,7 +265,10 @@ impl Index {
                     address: address.clone(),
                     ..Default::default()
                 };
-                items.insert(Key::Peer(peer_id), v1::NetworkChange { action: update, peer: Some(peer), ..Default::default() });
+                items.insert(
+                    Key::Peer(peer_id),
+                    v1::NetworkChange { action: update, peer: Some(peer), ..Default::default() },
+                );
             }
         }
         for service in self.services.values() {
@@ -273,7 +283,12 @@ impl Index {
                 name: service.name().unwrap_or_default().to_owned(),
                 aliases: spec.networks.iter().find(|n| n.target == id).map(|n| n.aliases.clone()).unwrap_or_default(),
                 mode: endpoint.spec.as_ref().map_or(0, |s| s.mode),
-                vip: endpoint.virtual_ips.iter().find(|v| v.network_id == id).map(|v| v.addr.clone()).unwrap_or_default(),
+                vip: endpoint
+                    .virtual_ips
+                    .iter()
+                    .find(|v| v.network_id == id)
+                    .map(|v| v.addr.clone())
+                    .unwrap_or_default(),
                 ports: endpoint.ports.clone(),
             };
             items.insert(
@@ -395,8 +410,7 @@ impl Feed {
                 subscriber.hosted.clone()
             };
             // Networks it hosts that are gone (or not allocated) are dropped too.
-            let hosted: BTreeSet<String> =
-                hosted.into_iter().filter(|n| !self.materialize(n).is_empty()).collect();
+            let hosted: BTreeSet<String> = hosted.into_iter().filter(|n| !self.materialize(n).is_empty()).collect();
             for gone in subscriber.hosted.difference(&hosted) {
                 out.push(removal(gone, &Key::Network));
             }

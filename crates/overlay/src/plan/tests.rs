@@ -254,7 +254,9 @@ fn a_container_on_no_network_still_gets_egress() {
     let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
     let ops: Vec<String> = reconcile(&mut overlay, &desired).iter().map(ToString::to_string).collect();
     assert!(
-        ops.contains(&"create egress shl-eg8829dfd9 <-> eth0 (198.19.255.2/24) of container c1 in /run/netns/c1".to_owned()),
+        ops.contains(
+            &"create egress shl-eg8829dfd9 <-> eth0 (198.19.255.2/24) of container c1 in /run/netns/c1".to_owned()
+        ),
         "{ops:#?}"
     );
     assert!(ops.contains(&"default route via 198.19.255.1 dev eth0 in /run/netns/c1".to_owned()), "{ops:#?}");

@@ -153,7 +153,11 @@ fn nodes_get_the_networks_they_host_and_then_only_what_changed() {
     change(&mut feed, |i, d| i.put_node("n2", Some(node("192.0.2.12", Some("198.18.0.12/24"))), d));
     assert_eq!(
         next(&mut n2),
-        ["+net ing", "+peer ing ingress-sbox.n1 198.18.0.11/24@192.0.2.11", "+peer ing ingress-sbox.n2 198.18.0.12/24@192.0.2.12"]
+        [
+            "+net ing",
+            "+peer ing ingress-sbox.n1 198.18.0.11/24@192.0.2.11",
+            "+peer ing ingress-sbox.n2 198.18.0.12/24@192.0.2.12"
+        ]
     );
     assert_eq!(next(&mut n1), ["+peer ing ingress-sbox.n2 198.18.0.12/24@192.0.2.12"]);
 
