@@ -156,7 +156,7 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
 
 /// `shoal service ls`: REPLICAS counts running tasks against the desired number (for global
 /// services, against the tasks that should run), followed by `(blocked)` when the service's
-/// endpoint cannot be allocated (no task is made until it is); PORTS as [`ports`] words them.
+/// endpoint cannot be allocated (no task is made until it is); PORTS as [`ports()`] words them.
 pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
     let mut running: HashMap<&str, usize> = HashMap::new();
     let mut wanted: HashMap<&str, usize> = HashMap::new();

@@ -12,8 +12,6 @@
 mod executor;
 mod join;
 mod managers;
-/// The routing mesh's kernel primitives: published ports DNATed to the ingress sandbox,
-/// forwarding there, and return routes in tasks so that they see clients' real addresses.
 pub mod mesh;
 mod network;
 mod session;
