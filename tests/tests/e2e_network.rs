@@ -162,7 +162,7 @@ fn service_networking() {
     let networks = ok(&shoal, &["network", "ls"]);
     assert!(networks.contains("ingress"), "{networks}");
     ok(&shoal, &["network", "create", "-d", "overlay", "front"]);
-    ok(&shoal, &["network", "create", "--subnet", "198.18.200.0/24", "back"]);
+    ok(&shoal, &["network", "create", "--driver", "overlay", "--subnet", "198.18.200.0/24", "--attachable", "back"]);
     ok(&shoal, &["network", "create", "--internal", "private"]);
     let (created, _, err) = shoal.run(&["network", "create", "--subnet", "198.18.200.128/25", "clash"]).expect("run");
     assert!(!created && err.contains("overlaps network back's subnet 198.18.200.0/24"), "{err}");
@@ -171,8 +171,13 @@ fn service_networking() {
     assert!(!created && err.contains("is not a host address of the subnet"), "{err}");
     let networks = ok(&shoal, &["network", "ls"]);
     assert!(!networks.contains("clash") && !networks.contains(" gw "), "{networks}");
-    let inspect = ok(&shoal, &["network", "inspect", "back"]);
-    assert!(inspect.contains("198.18.200.0/24") && inspect.contains("198.18.200.1"), "{inspect}");
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&shoal, &["network", "inspect", "back"])).expect("json");
+    let back = &inspect[0];
+    assert_eq!(back["IPAM"]["Config"][0]["Subnet"], "198.18.200.0/24", "{inspect}");
+    assert_eq!(back["IPAM"]["Config"][0]["Gateway"], "198.18.200.1", "{inspect}");
+    assert_eq!(back["Attachable"], true, "{inspect}");
+    let vni = back["Options"]["com.docker.network.driver.overlay.vxlanid_list"].as_str().unwrap_or_default();
+    assert!(vni.parse::<u32>().is_ok_and(|v| v >= 4096), "a VNI from 4096: {inspect}");
 
     let registry = &env.registry_addr;
     let web_image = format!("{registry}/shoal-test/web:v1");
@@ -238,9 +243,25 @@ fn service_networking() {
     let resolv = in_task(&env, client_node, &client, &["cat", "/etc/resolv.conf"]).1;
     assert!(resolv.contains("nameserver 127.0.0.11") && resolv.contains("ndots:0"), "{resolv}");
 
-    eprintln!("--- VIP and DNS from inside a container");
+    eprintln!("--- VIP and DNS from inside a container; inspect shows the VIPs and each node's peers");
     let vip = looked_up(&in_task(&env, client_node, &client, &["nslookup", "web"]).1);
     assert_eq!(vip.len(), 1, "web resolves to one VIP: {vip:?}");
+    let web: serde_json::Value = serde_json::from_str(&ok(&shoal, &["service", "inspect", "web"])).expect("json");
+    let vips: Vec<&str> = web["Endpoint"]["VirtualIPs"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|v| v["Addr"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(vips.len(), 2, "a VIP on front and one on ingress: {web}");
+    let front_vip_cidr = format!("{}/", vip.iter().next().expect("vip"));
+    assert!(vips.iter().any(|v| v.starts_with(&front_vip_cidr)), "inspect names the VIP DNS gives: {vips:?}");
+    let front: serde_json::Value = serde_json::from_str(&ok(&shoal, &["network", "inspect", "front"])).expect("json");
+    let peers = front[0]["Peers"].as_array().cloned().unwrap_or_default();
+    let web_peers = peers
+        .iter()
+        .flat_map(|p| p["Endpoints"].as_array().cloned().unwrap_or_default())
+        .filter(|e| e.as_str().is_some_and(|e| e.starts_with("web.")))
+        .count();
+    assert_eq!(web_peers, 3, "network inspect front lists web's 3 tasks among its nodes' peers: {front}");
     let tasks_web = looked_up(&in_task(&env, client_node, &client, &["nslookup", "tasks.web"]).1);
     assert_eq!(tasks_web.len(), 3, "tasks.web: {tasks_web:?}");
     let mut through_vip = BTreeSet::new();

@@ -398,3 +398,50 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     rm("front").await.expect("front unused now");
     passes.abort();
 }
+
+#[tokio::test]
+async fn the_ingress_network_is_replaced_as_in_swarm() {
+    let (objects, _dir) = store("control-ingress").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
+    let leader = crate::Leader::new(
+        objects.clone(),
+        crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
+        crate::DEFAULT_TASK_HISTORY,
+    );
+    let passes = tokio::spawn(async move {
+        loop {
+            let _ = leader.pass(std::time::SystemTime::now()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let mut ingress = network_spec("ingress", "198.18.0.0/24");
+    ingress.ingress = true;
+    create_network(&control, ingress).await.expect("ingress");
+    let rm =
+        |name: &str| Control::remove_network(&control, Request::new(v1::RemoveNetworkRequest { network: name.into() }));
+    // Unused: it may go; prune never takes it.
+    let pruned = Control::prune_networks(&control, Request::new(v1::PruneNetworksRequest {})).await.expect("prune");
+    assert!(pruned.into_inner().removed.is_empty());
+    rm("ingress").await.expect("an unused ingress network can be removed");
+    // Without one, publishing is refused with what to do.
+    let mut web = spec("web", 1);
+    web.endpoint = Some(v1::EndpointSpec {
+        ports: vec![v1::PortConfig { published_port: 8080, target_port: 80, ..Default::default() }],
+        ..Default::default()
+    });
+    let refused = control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(web.clone()) })).await;
+    assert_eq!(
+        refusal(refused),
+        (
+            Code::FailedPrecondition,
+            "the service publishes ports through the routing mesh but no ingress network exists; create one with shoal network create --ingress".to_owned()
+        )
+    );
+    // A user-made ingress network takes its place, with its own subnet.
+    let mut mine = network_spec("mesh", "198.18.9.0/24");
+    mine.ingress = true;
+    let made = create_network(&control, mine).await.expect("a new ingress network");
+    assert_eq!(made.allocation.map(|a| a.subnet), Some("198.18.9.0/24".to_owned()));
+    control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(web) })).await.expect("web publishes");
+    passes.abort();
+}
