@@ -82,8 +82,21 @@ fn running_on(ps: &str, node: &str) -> usize {
         .count()
 }
 
-pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    crate::require_root("bench converge")?;
+/// What a whole-stack benchmark runs on: release binaries, a 3-node harness cluster, the test
+/// images in a local registry and a containerd.
+pub(crate) struct BenchCluster {
+    pub(crate) bins: std::path::PathBuf,
+    pub(crate) cluster: Cluster,
+    pub(crate) archives: Vec<images::BuiltImage>,
+    pub(crate) containerd: Containerd,
+    pub(crate) registry: Registry,
+    pub(crate) registry_addr: String,
+}
+
+/// Builds the release binaries and brings up a [`BenchCluster`] (as root: `what` names the
+/// command in the error otherwise).
+pub(crate) fn bench_cluster(root: &Path, what: &str) -> anyhow::Result<BenchCluster> {
+    crate::require_root(what)?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let built = Command::new(&cargo).args(["build", "--release", "--workspace", "--bins", "--locked"]).status()?;
     if !built.success() {
@@ -100,6 +113,12 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let registry = Registry::start(&cluster)?;
     registry.push_all(&containerd, &archives)?;
     let registry_addr = registry.addr().to_string();
+    Ok(BenchCluster { bins, cluster, archives, containerd, registry, registry_addr })
+}
+
+pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
+    let BenchCluster { bins, cluster, archives, containerd, registry, registry_addr } =
+        bench_cluster(root, "bench converge")?;
     let nodes: Vec<_> = (1..=3).map(|i| cluster.node(i).cloned()).collect::<Result<_, _>>()?;
     let sc = ShoalCluster::new(&cluster, &bins, containerd.socket(), &registry_addr, "1");
     let (manager, token) = sc.init(&nodes[0])?;

@@ -18,12 +18,11 @@ use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use shoal_testkit::shoal::{Cli, ShoalCluster, missing_binaries};
-use shoal_testkit::{Cluster, Containerd, Node, Registry, images, in_netns};
+use shoal_testkit::shoal::{Cli, ShoalCluster};
+use shoal_testkit::{Cluster, Node, in_netns};
 
 /// Rounds of each path, alternating.
 const ROUNDS: usize = 3;
@@ -263,23 +262,8 @@ fn watch_all(
 }
 
 pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
-    crate::require_root("bench mesh")?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let built = Command::new(&cargo).args(["build", "--release", "--workspace", "--bins", "--locked"]).status()?;
-    if !built.success() {
-        bail!("building the release binaries failed ({built})");
-    }
-    let bins = root.join("target/release");
-    let missing = missing_binaries(&bins);
-    if !missing.is_empty() {
-        bail!("binaries {missing:?} are missing in {}", bins.display());
-    }
-    let cluster = Cluster::new(3)?;
-    let archives = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images"))?;
-    let containerd = Containerd::start(&cluster.dir().join("containerd"), &format!("{}-ctr", cluster.prefix()))?;
-    let registry = Registry::start(&cluster)?;
-    registry.push_all(&containerd, &archives)?;
-    let registry_addr = registry.addr().to_string();
+    let crate::converge::BenchCluster { bins, cluster, archives: _, containerd, registry, registry_addr } =
+        crate::converge::bench_cluster(root, "bench mesh")?;
     let nodes: Vec<Node> = (1..=3).map(|i| cluster.node(i).cloned()).collect::<Result<_, _>>()?;
     let sc = ShoalCluster::new(&cluster, &bins, containerd.socket(), &registry_addr, "1");
     let (manager, token) = sc.init(&nodes[0])?;

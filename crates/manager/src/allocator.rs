@@ -637,11 +637,11 @@ impl<'c> Allocator<'c> {
     }
 }
 
-/// Whether a task still waits for its addresses: not scheduled, not started, and its service
-/// attaches it to networks it has no address on yet.
-pub(crate) fn wants_attachments(task: &v1::Task, networks: &[String]) -> bool {
-    task.node_id.is_empty()
-        && task.observed_state() as i32 <= TaskState::Pending as i32
+/// Whether a task still waits for its addresses: its service attaches it to networks it has no
+/// address on yet, and it was made in this pass (`new`: a global task is made assigned to its
+/// node) or has not been sent to a node yet (PENDING).
+pub(crate) fn wants_attachments(task: &v1::Task, networks: &[String], new: bool) -> bool {
+    (new || task.observed_state() as i32 <= TaskState::Pending as i32)
         && networks.iter().any(|id| !task.networks.iter().any(|a| a.network.as_ref().is_some_and(|n| n.id == *id)))
 }
 

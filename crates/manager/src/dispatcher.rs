@@ -138,18 +138,40 @@ pub(crate) fn split_assignments(
     changes: Vec<v1::AssignmentChange>,
     limit: usize,
 ) -> Vec<v1::AssignmentsMessage> {
-    let mut parts: Vec<Vec<v1::AssignmentChange>> = vec![Vec::new()];
+    sequenced(kind, sequence, parts(changes, limit), |r#type, applies_to, results_in, changes, more| {
+        v1::AssignmentsMessage { r#type, applies_to, results_in, changes, more }
+    })
+}
+
+/// `changes` in consecutive parts of at most `limit` bytes encoded each (with the message's
+/// header), a change larger than `limit` alone in a part of its own; at least one part.
+fn parts<C: prost::Message>(changes: Vec<C>, limit: usize) -> Vec<Vec<C>> {
+    let mut parts: Vec<Vec<C>> = vec![Vec::new()];
     let mut size = ASSIGNMENT_HEADER_BYTES;
     for change in changes {
-        let bytes = change_bytes(&change);
-        let last = parts.last_mut().expect("never empty");
-        if !last.is_empty() && size + bytes > limit {
+        let len = change.encoded_len();
+        let bytes = 1 + prost::length_delimiter_len(len) + len;
+        if parts.last().is_some_and(|p| !p.is_empty()) && size + bytes > limit {
             parts.push(Vec::new());
             size = ASSIGNMENT_HEADER_BYTES;
         }
         size += bytes;
-        parts.last_mut().expect("never empty").push(change);
+        if let Some(last) = parts.last_mut() {
+            last.push(change);
+        }
     }
+    parts
+}
+
+/// The messages of `parts` with their sequence numbers (see [`split_assignments`]): a complete
+/// set's parts all apply to `sequence`, with `more` on all but the last; increments follow one
+/// another. `make` builds a message from (type, applies_to, results_in, changes, more).
+fn sequenced<C, M>(
+    kind: v1::assignments_message::Type,
+    sequence: u64,
+    parts: Vec<Vec<C>>,
+    make: impl Fn(i32, u64, u64, Vec<C>, bool) -> M,
+) -> Vec<M> {
     let count = parts.len();
     let complete = kind == v1::assignments_message::Type::Complete;
     parts
@@ -157,13 +179,7 @@ pub(crate) fn split_assignments(
         .enumerate()
         .map(|(index, changes)| {
             let applies_to = if complete { sequence } else { sequence + index as u64 };
-            v1::AssignmentsMessage {
-                r#type: kind as i32,
-                applies_to,
-                results_in: applies_to + 1,
-                changes,
-                more: complete && index + 1 < count,
-            }
+            make(kind as i32, applies_to, applies_to + 1, changes, complete && index + 1 < count)
         })
         .collect()
 }
@@ -743,7 +759,11 @@ impl Dispatcher {
     fn relevant(task: &v1::Task, node_id: &str) -> bool {
         let state = task.observed_state();
         let desired = task.desired();
-        task.node_id == node_id && !(state.is_terminal() && desired as i32 >= TaskState::Shutdown as i32)
+        // Not before ASSIGNED: a global task waiting for its network addresses is PENDING on
+        // its node, and must not start there without them.
+        task.node_id == node_id
+            && state as i32 >= TaskState::Assigned as i32
+            && !(state.is_terminal() && desired as i32 >= TaskState::Shutdown as i32)
     }
 }
 
@@ -1077,36 +1097,9 @@ fn split_networks(
     changes: Vec<v1::NetworkChange>,
     limit: usize,
 ) -> Vec<v1::NetworksMessage> {
-    let mut parts: Vec<Vec<v1::NetworkChange>> = vec![Vec::new()];
-    let mut size = ASSIGNMENT_HEADER_BYTES;
-    for change in changes {
-        let len = prost::Message::encoded_len(&change);
-        let bytes = 1 + prost::length_delimiter_len(len) + len;
-        if parts.last().is_some_and(|p| !p.is_empty()) && size + bytes > limit {
-            parts.push(Vec::new());
-            size = ASSIGNMENT_HEADER_BYTES;
-        }
-        size += bytes;
-        if let Some(last) = parts.last_mut() {
-            last.push(change);
-        }
-    }
-    let count = parts.len();
-    let complete = kind == v1::assignments_message::Type::Complete;
-    parts
-        .into_iter()
-        .enumerate()
-        .map(|(index, changes)| {
-            let applies_to = if complete { sequence } else { sequence + index as u64 };
-            v1::NetworksMessage {
-                r#type: kind as i32,
-                applies_to,
-                results_in: applies_to + 1,
-                changes,
-                more: complete && index + 1 < count,
-            }
-        })
-        .collect()
+    sequenced(kind, sequence, parts(changes, limit), |r#type, applies_to, results_in, changes, more| {
+        v1::NetworksMessage { r#type, applies_to, results_in, changes, more }
+    })
 }
 
 mod networks;

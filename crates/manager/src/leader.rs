@@ -67,6 +67,8 @@ pub struct Leader {
     fenced: Arc<Mutex<Option<ObjectStore>>>,
     /// The network allocator's cursors (see [`crate::allocator`]).
     cursors: Arc<Mutex<Cursors>>,
+    /// How many nodes the last pass could not give an ingress address (for its warning).
+    without_ingress: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// The key a new leader writes when it takes office; its passes' writes require it unchanged.
@@ -82,6 +84,7 @@ impl Leader {
             seed: 0x5eed,
             fenced: Arc::new(Mutex::new(None)),
             cursors: Arc::new(Mutex::new(Cursors::new())),
+            without_ingress: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         }
     }
 
@@ -490,16 +493,7 @@ impl Leader {
         }
         for (task_id, reason) in result.unplaced {
             report.unplaced += 1;
-            work.change(&task_id, |task| {
-                if task.status.as_ref().is_some_and(|s| s.err == reason) {
-                    return false;
-                }
-                let status = task.status.get_or_insert_with(Default::default);
-                status.state = TaskState::Pending as i32;
-                status.err = reason;
-                status.timestamp = Some(shoal_api::to_timestamp(now));
-                true
-            });
+            work.hold_pending(&task_id, reason, now);
         }
     }
 
@@ -586,6 +580,20 @@ impl Working {
             task.desired_state = to as i32;
             true
         })
+    }
+
+    /// Leaves a task PENDING with `reason` (written only when the reason is new).
+    fn hold_pending(&mut self, id: &str, reason: String, now: SystemTime) {
+        self.change(id, |task| {
+            if task.status.as_ref().is_some_and(|s| s.err == reason) {
+                return false;
+            }
+            let status = task.status.get_or_insert_with(Default::default);
+            status.state = TaskState::Pending as i32;
+            status.err = reason;
+            status.timestamp = Some(shoal_api::to_timestamp(now));
+            true
+        });
     }
 
     fn changed_ids(&self) -> impl Iterator<Item = &str> {

@@ -97,11 +97,12 @@ impl Leader {
         }
 
         let mut writes = Vec::new();
+        let mut without = Vec::new();
         for node in nodes {
             let wanted = match allocator.allocate_node(node) {
                 Ok(wanted) => wanted,
                 Err(err) => {
-                    tracing::warn!(node.id = %node.id, error = %err, "no ingress address for node");
+                    without.push((node.id.clone(), err));
                     continue;
                 }
             };
@@ -112,11 +113,23 @@ impl Leader {
             }
         }
         report.allocated += count_written(objects.write_all(writes).await?)?;
+        // Said once per change of the count, not on every pass: a cluster larger than its
+        // ingress subnet (Swarm's default /24 holds 253) stays so until the network is replaced.
+        let before = self.without_ingress.swap(without.len(), std::sync::atomic::Ordering::Relaxed);
+        if let Some((node, err)) = without.first()
+            && before != without.len()
+        {
+            tracing::warn!(nodes = without.len(), first = %node, error = %err,
+                "nodes without an ingress sandbox address: the routing mesh does not answer on them; \
+                 replace the ingress network by a larger one (shoal network rm ingress; shoal network create --ingress --subnet …)");
+        }
         Ok((services, blocked))
     }
 
     /// Gives each task waiting for addresses one on every network of its service, or leaves it
-    /// PENDING with the reason. Returns the tasks that still lack addresses (not to schedule).
+    /// PENDING with the reason — a global task too, which keeps its node but is not sent there
+    /// (the dispatcher sends tasks from ASSIGNED on). Returns the tasks that still lack
+    /// addresses (not to schedule).
     pub(super) fn attach(
         allocator: &mut Allocator<'_>,
         services: &[v1::Service],
@@ -125,15 +138,17 @@ impl Leader {
     ) -> HashSet<String> {
         let by_id: HashMap<&str, &v1::Service> = services.iter().map(|s| (s.id.as_str(), s)).collect();
         let mut unattached = HashSet::new();
+        let stored = work.stored;
         let waiting: Vec<(String, String)> = work
             .tasks
             .iter()
-            .filter(|t| t.desired() == TaskState::Running)
-            .filter_map(|t| {
+            .enumerate()
+            .filter(|(_, t)| t.desired() == TaskState::Running)
+            .filter_map(|(i, t)| {
                 let service = by_id.get(t.service_id.as_str())?;
                 let spec = service.spec.as_ref()?;
                 let networks = allocator.service_networks(spec).unwrap_or_default();
-                wants_attachments(t, &networks).then(|| (t.id.clone(), t.service_id.clone()))
+                wants_attachments(t, &networks, i >= stored).then(|| (t.id.clone(), t.service_id.clone()))
             })
             .collect();
         for (task_id, service_id) in waiting {
@@ -143,22 +158,21 @@ impl Leader {
                     work.change(&task_id, |task| {
                         task.networks = attachments;
                         task.endpoint = service.endpoint.clone();
+                        // A global task held back for want of an address goes to its node now.
+                        if !task.node_id.is_empty() && task.observed_state() == TaskState::Pending {
+                            task.status = Some(v1::TaskStatus {
+                                timestamp: Some(shoal_api::to_timestamp(now)),
+                                state: TaskState::Assigned as i32,
+                                message: "assigned to its node".to_owned(),
+                                ..Default::default()
+                            });
+                        }
                         true
                     });
                 }
                 Err(err) => {
                     unattached.insert(task_id.clone());
-                    let reason = format!("network allocation failed: {err}");
-                    work.change(&task_id, |task| {
-                        if task.status.as_ref().is_some_and(|s| s.err == reason) {
-                            return false;
-                        }
-                        let status = task.status.get_or_insert_with(Default::default);
-                        status.state = TaskState::Pending as i32;
-                        status.err = reason;
-                        status.timestamp = Some(shoal_api::to_timestamp(now));
-                        true
-                    });
+                    work.hold_pending(&task_id, format!("network allocation failed: {err}"), now);
                 }
             }
         }

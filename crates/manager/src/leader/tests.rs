@@ -484,3 +484,46 @@ async fn a_deposed_leader_cannot_write_what_it_decided() {
     let report = other.pass(SystemTime::now()).await.expect("the new leader decides");
     assert_eq!(report.created, 1);
 }
+
+#[tokio::test]
+async fn global_tasks_get_addresses_too_and_wait_on_their_node_without_them() {
+    let nodes: Vec<v1::Node> = (1..=2).map(|i| node(&format!("n{i}"), &[])).collect();
+    let (leader, objects, _dir) = leader("leader-alloc-global", &nodes).await;
+    objects.create(overlay("front", "198.18.1.0/24", false)).await.expect("front");
+    // /29: five host addresses after the gateway, .2–.6.
+    objects.create(overlay("small", "198.18.2.0/29", false)).await.expect("small");
+    let on = |name: &str, network: &str| {
+        let mut s = service(name, v1::service_spec::Mode::Global(v1::GlobalService {}), &[], 0);
+        if let Some(spec) = s.spec.as_mut() {
+            spec.networks = vec![v1::NetworkAttachmentConfig { target: format!("id-{network}"), aliases: vec![] }];
+        }
+        s
+    };
+    objects.create(on("probe", "front")).await.expect("probe");
+    leader.pass(SystemTime::now()).await.expect("pass");
+    let probes = live_tasks(&objects, "id-probe").await;
+    assert_eq!(probes.len(), 2);
+    for task in &probes {
+        assert_eq!(task.observed_state(), TaskState::Assigned, "made on its node");
+        assert_eq!(task.networks.len(), 1, "a global task has its address before it reaches its node");
+    }
+    // Three services of two tasks each on small: not all of them get an address.
+    for name in ["a", "b", "c"] {
+        objects.create(on(name, "small")).await.expect("service");
+    }
+    leader.pass(SystemTime::now()).await.expect("pass");
+    let mut waiting = 0;
+    for name in ["a", "b", "c"] {
+        for task in live_tasks(&objects, &format!("id-{name}")).await {
+            if task.networks.is_empty() {
+                waiting += 1;
+                assert_eq!(task.observed_state(), TaskState::Pending, "held back, on its node");
+                assert!(!task.node_id.is_empty());
+                let err = task.status.as_ref().map(|s| s.err.clone()).unwrap_or_default();
+                assert!(err.contains("has no free address left"), "{err}");
+            }
+        }
+    }
+    // Three VIPs took .2–.4 of small's five host addresses: two are left for six tasks.
+    assert_eq!(waiting, 4);
+}
