@@ -527,3 +527,30 @@ async fn global_tasks_get_addresses_too_and_wait_on_their_node_without_them() {
     // Three VIPs took .2–.4 of small's five host addresses: two are left for six tasks.
     assert_eq!(waiting, 4);
 }
+
+#[tokio::test]
+async fn two_tasks_needing_one_host_port_never_share_a_node() {
+    let nodes: Vec<v1::Node> = (1..=2).map(|i| node(&format!("n{i}"), &[])).collect();
+    let (leader, objects, _dir) = leader("leader-host-ports", &nodes).await;
+    let mut pinned = service("pinned", replicated(3), &[], 0);
+    if let Some(spec) = pinned.spec.as_mut() {
+        spec.endpoint = Some(v1::EndpointSpec {
+            ports: vec![v1::PortConfig {
+                published_port: 8080,
+                target_port: 80,
+                publish_mode: v1::port_config::PublishMode::Host as i32,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    }
+    objects.create(pinned).await.expect("service");
+    let report = leader.pass(SystemTime::now()).await.expect("pass");
+    assert_eq!((report.created, report.assigned, report.unplaced), (3, 2, 1));
+    let tasks = live_tasks(&objects, "id-pinned").await;
+    assert_eq!(per_node(&tasks).get(""), Some(&1), "the third has nowhere to go");
+    assert!(per_node(&tasks).iter().filter(|(n, _)| !n.is_empty()).all(|(_, c)| *c == 1), "one per node");
+    let waiting = tasks.iter().find(|t| t.node_id.is_empty()).expect("a pending task");
+    let err = waiting.status.as_ref().map(|s| s.err.clone()).unwrap_or_default();
+    assert!(err.contains("host-mode port already in use"), "{err}");
+}
