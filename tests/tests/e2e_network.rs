@@ -69,6 +69,11 @@ fn in_task(env: &support::Env, node: &Node, task_id: &str, args: &[&str]) -> (bo
 /// A running task of `service` (desired and current state Running): its node, its container's
 /// ID (the task ID, as the executor names containers) and its name (`web.2`).
 fn running_task<'a>(env: &support::Env, nodes: &'a [Node], service: &str) -> (&'a Node, String, String) {
+    running_task_on(env, nodes, service, "")
+}
+
+/// Like [`running_task`], on the node named `on` (any node when empty).
+fn running_task_on<'a>(env: &support::Env, nodes: &'a [Node], service: &str, on: &str) -> (&'a Node, String, String) {
     let cli = env.shoal().cli(&nodes[0], &nodes[0]);
     let json = |args: &[&str]| -> Vec<serde_json::Value> {
         serde_json::from_str(&ok(&cli, args)).unwrap_or_else(|e| panic!("shoal {}: not JSON: {e}", args.join(" ")))
@@ -83,7 +88,11 @@ fn running_task<'a>(env: &support::Env, nodes: &'a [Node], service: &str) -> (&'
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         last = json(&["service", "ps", "--format", "json", service]);
-        let running = last.iter().find(|t| t["State"] == "Running" && t["DesiredState"] == "Running");
+        let running = last.iter().find(|t| {
+            let hostname =
+                hostnames.get(t["NodeID"].as_str().unwrap_or_default()).map(String::as_str).unwrap_or_default();
+            t["State"] == "Running" && t["DesiredState"] == "Running" && (on.is_empty() || hostname == on)
+        });
         if let Some(task) = running {
             let hostname = hostnames.get(task["NodeID"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
             let node = nodes.iter().find(|n| n.name == hostname).expect("its node");
@@ -299,6 +308,15 @@ fn service_networking() {
     }
 
     eprintln!("--- a killed task leaves DNS and the load balancers on every node");
+    // A probe on every node, to look from each.
+    ok(&shoal, &["service", "create", "--name", "probe", "--mode", "global", "--network", "front", &tools]);
+    let probes: Vec<(&Node, String)> = nodes
+        .iter()
+        .map(|node| {
+            let (on, id, _) = running_task_on(&env, &nodes, "probe", &node.name);
+            (on, id)
+        })
+        .collect();
     let (victim_node, victim, victim_name) = running_task(&env, &nodes, "web");
     let victim_ip: BTreeSet<String> = {
         // `network inspect` lists each node's endpoints as "web.2 198.18.1.5/24".
@@ -313,11 +331,20 @@ fn service_networking() {
     let killed =
         env.containerd.ctr().args(["--namespace", &ns, "tasks", "kill", "--signal", "SIGKILL", &victim]).status();
     assert!(killed.is_ok_and(|s| s.success()));
-    wait_for("the killed task out of tasks.web", 10, || {
-        let now = looked_up(&in_task(&env, client_node, &client, &["nslookup", "tasks.web"]).1);
-        now.is_disjoint(&victim_ip)
-    });
-    eprintln!("    gone from DNS {:?} after the kill", killed_at.elapsed());
+    for (node, probe) in &probes {
+        wait_for(&format!("the killed task out of tasks.web on {}", node.name), 10, || {
+            let now = looked_up(&in_task(&env, node, probe, &["nslookup", "tasks.web"]).1);
+            !now.is_empty() && now.is_disjoint(&victim_ip)
+        });
+    }
+    eprintln!("    gone from DNS on every node {:?} after the kill", killed_at.elapsed());
+    // No VIP balancer still sends to the dead task: every request through it is answered.
+    for (node, probe) in &probes {
+        for _ in 0..6 {
+            let answer = from_task(&env, node, probe, "web", 80, "/");
+            assert!(answer.is_some(), "a request through web's VIP from {} went unanswered", node.name);
+        }
+    }
     until(&shoal, "3 web tasks running again", 30, &["service", "ps", "web"], |out| {
         support::running_per_node(out).values().sum::<usize>() == 3
     });
