@@ -55,6 +55,7 @@ pub use model::{
     Cidr, CidrParseError, ContainerSpec, DEFAULT_MTU, DEFAULT_VXLAN_PORT, Desired, Egress, GATEWAY_BRIDGE,
     GatewayBridge, LINK_PREFIX, LocalEndpoint, MacAddr, Naming, NetworkSpec, RemoteEndpoint, SANDBOX_BRIDGE, Subnet,
 };
+pub use netns::{delete_named, list_named};
 pub use plan::{
     ContainerState, LinkState, NodeState, Observed, Op, Place, PlanError, SandboxState, VxlanState, missing_namespaces,
     plan,

@@ -48,9 +48,10 @@ pub(crate) fn create_named(path: &Path) -> io::Result<()> {
     made
 }
 
-/// Unmounts and removes a namespace made by [`create_named`]. The kernel frees the namespace
-/// once nothing else holds it (no process inside, no open socket).
-pub(crate) fn delete_named(path: &Path) -> io::Result<()> {
+/// Unmounts and removes a named namespace (a bind mount of one, as `ip netns add` makes them);
+/// a missing one is no error. The kernel frees the namespace once nothing else holds it (no
+/// process inside, no open socket).
+pub fn delete_named(path: &Path) -> io::Result<()> {
     match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
         Err(errno) => return Err(errno.into()),
@@ -62,7 +63,7 @@ pub(crate) fn delete_named(path: &Path) -> io::Result<()> {
 }
 
 /// Named namespaces in `dir` whose names start with `prefix`: (suffix, path).
-pub(crate) fn list_named(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
+pub fn list_named(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 
 /// Creates the namespace at `path` with loopback up, unless it exists. Returns whether it made it.
@@ -142,33 +142,13 @@ pub(crate) fn delete(path: &Path) -> io::Result<()> {
 }
 
 fn unmount(path: &Path) -> io::Result<()> {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {}
-        Err(errno) => return Err(errno.into()),
-    }
-    match std::fs::remove_file(path) {
-        Err(err) if err.kind() != io::ErrorKind::NotFound => Err(err),
-        _ => Ok(()),
-    }
+    shoal_overlay::delete_named(path)
 }
 
 /// Named namespaces in `dir` whose names start with `prefix`: (name, path).
 pub(crate) fn list(dir: &Path, prefix: &str) -> io::Result<Vec<(String, PathBuf)>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(err) => return Err(err),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) {
-            found.push((name, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found)
+    let found = shoal_overlay::list_named(dir, prefix)?;
+    Ok(found.into_iter().map(|(suffix, path)| (format!("{prefix}{suffix}"), path)).collect())
 }
 
 /// Brings `lo` up in the calling thread's namespace (SIOCGIFFLAGS, then SIOCSIFFLAGS with IFF_UP):

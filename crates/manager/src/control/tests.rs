@@ -224,6 +224,22 @@ async fn role_changes_need_a_manager_capable_node_and_keep_a_manager() {
     assert_eq!(spare.role, v1::NodeRole::Worker as i32, "the leader's loop changes the role, not the API");
 }
 
+/// The leader's passes every 20 ms, which allocate what the control API stores (abort the handle
+/// at the end of the test).
+fn leader_passes(objects: &ObjectStore) -> tokio::task::JoinHandle<()> {
+    let leader = crate::Leader::new(
+        objects.clone(),
+        crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
+        crate::DEFAULT_TASK_HISTORY,
+    );
+    tokio::spawn(async move {
+        loop {
+            let _ = leader.pass(std::time::SystemTime::now()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+}
+
 fn network_spec(name: &str, subnet: &str) -> v1::NetworkSpec {
     v1::NetworkSpec {
         annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
@@ -246,18 +262,7 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, Status>) -> (Code, String) {
 async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     let (objects, _dir) = store("control-networks").await;
     let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
-    // The leader's passes allocate what the control API stores.
-    let leader = crate::Leader::new(
-        objects.clone(),
-        crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
-        crate::DEFAULT_TASK_HISTORY,
-    );
-    let passes = tokio::spawn(async move {
-        loop {
-            let _ = leader.pass(std::time::SystemTime::now()).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let passes = leader_passes(&objects);
 
     let mut ingress = network_spec("ingress", "198.18.0.0/24");
     ingress.ingress = true;
@@ -403,17 +408,7 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
 async fn the_ingress_network_is_replaced_as_in_swarm() {
     let (objects, _dir) = store("control-ingress").await;
     let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
-    let leader = crate::Leader::new(
-        objects.clone(),
-        crate::Dispatcher::new(objects.clone(), Duration::from_secs(1)),
-        crate::DEFAULT_TASK_HISTORY,
-    );
-    let passes = tokio::spawn(async move {
-        loop {
-            let _ = leader.pass(std::time::SystemTime::now()).await;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
+    let passes = leader_passes(&objects);
     let mut ingress = network_spec("ingress", "198.18.0.0/24");
     ingress.ingress = true;
     create_network(&control, ingress).await.expect("ingress");
