@@ -118,7 +118,13 @@ async fn a_node_with_1500_tasks_of_4_kib_gets_them_all_over_one_session() {
         .expect("service");
     spec.mode = Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: REPLICAS - 100 }));
     let version = stored.meta.map(|m| m.version).unwrap_or_default();
-    let request = v1::UpdateServiceRequest { service: service.id.clone(), version, spec: Some(spec), rollback: false };
+    let request = v1::UpdateServiceRequest {
+        service: service.id.clone(),
+        version,
+        spec: Some(spec),
+        rollback: false,
+        spec_version: 0,
+    };
     control.update_service(request).await.expect("scale down");
     eventually("100 tasks told to stop", 20, async || {
         let all = tasks(&mut control, &service.id).await;

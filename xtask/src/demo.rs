@@ -148,7 +148,7 @@ pub(crate) fn up(root: &Path) -> anyhow::Result<()> {
     println!("    shoal service create --name hello --replicas 3 $SHOAL_DEMO_REGISTRY/shoal-test/web:v1");
     println!("    shoal service ps hello");
     println!(
-        "    ip netns exec {} busybox wget -qO- http://{}:8080/   # the routing mesh, from the underlay",
+        "    printf 'GET / HTTP/1.0\\r\\n\\r\\n' | ip netns exec {} busybox nc {} 8080   # the routing mesh, from the underlay",
         cluster_underlay, nodes[4].addr
     );
     println!("\nTear it down with:  cargo xtask demo --down");

@@ -295,7 +295,12 @@ impl Control for ControlService {
     ) -> Result<Response<v1::UpdateServiceResponse>, Status> {
         let request = request.into_inner();
         let mut service = self.resolve::<v1::Service>(&request.service).await?;
-        Self::check_version(&service, request.version)?;
+        // A version made stale only by the cluster's own writes (the allocator's endpoint, a
+        // job's status) is no conflict when the caller says which spec it read.
+        let spec_unchanged = request.spec_version != 0 && request.spec_version == service.spec_version;
+        if !spec_unchanged {
+            Self::check_version(&service, request.version)?;
+        }
         let current = service.spec.clone().unwrap_or_default();
         let mut next = if request.rollback {
             service.previous_spec.clone().ok_or_else(|| {

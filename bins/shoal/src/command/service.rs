@@ -375,6 +375,7 @@ pub(crate) async fn service_command(
                     version: service.meta.as_ref().map_or(0, |m| m.version),
                     spec: Some(spec),
                     rollback: false,
+                    spec_version: service.spec_version,
                 };
                 control.update_service(request).await.map_err(api)?;
                 println!("{name} scaled to {replicas}");

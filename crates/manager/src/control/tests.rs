@@ -54,13 +54,14 @@ async fn services_by_id_name_and_prefix() {
 #[tokio::test]
 async fn updates_need_the_current_version_and_keep_the_previous_spec() {
     let (objects, _dir) = store("control-update").await;
-    let control = ControlService::new(objects, RemovedNodes::new(), ca());
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
     let web = create(&control, "web").await;
     let update = |version: u64, replicas: u64, rollback: bool| v1::UpdateServiceRequest {
         service: "web".into(),
         version,
         spec: Some(spec("web", replicas)),
         rollback,
+        spec_version: 0,
     };
     let updated = control.update_service(Request::new(update(web.version(), 5, false))).await.expect("update");
     let updated = updated.into_inner().service.expect("service");
@@ -71,15 +72,42 @@ async fn updates_need_the_current_version_and_keep_the_previous_spec() {
     assert_eq!(stale.code(), Code::Aborted, "a stale version is retried by reading again");
     assert!(stale.message().contains("was changed by someone else"), "{}", stale.message());
 
+    // The cluster's own write (the allocator's endpoint) makes the version stale but not the
+    // spec: a caller that names the spec version it read is not refused; a stale spec still is.
+    let read = objects.get::<v1::Service>(&updated.id).await.expect("read");
+    objects
+        .modify::<v1::Service>(&updated.id, |s| {
+            s.endpoint = Some(v1::Endpoint::default());
+            true
+        })
+        .await
+        .expect("the leader's write");
+    let with_spec = |spec_version: u64| v1::UpdateServiceRequest { spec_version, ..update(read.version(), 6, false) };
+    let stale = control.update_service(Request::new(with_spec(read.spec_version - 1))).await.expect_err("stale spec");
+    assert_eq!(stale.code(), Code::Aborted);
+    let updated = control.update_service(Request::new(with_spec(read.spec_version))).await.expect("same spec read");
+    let updated = updated.into_inner().service.expect("service");
+    assert_eq!(updated.spec_version, 3);
+
     let rolled = control.update_service(Request::new(update(updated.version(), 0, true))).await.expect("rollback");
-    assert_eq!(rolled.into_inner().service.and_then(|s| s.spec), web.spec, "rollback restores the previous spec");
+    assert_eq!(
+        rolled.into_inner().service.and_then(|s| s.spec.and_then(|s| s.mode)),
+        Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 5 })),
+        "rollback restores the previous spec"
+    );
 
     let mut global = spec("web", 0);
     global.mode = Some(v1::service_spec::Mode::Global(v1::GlobalService {}));
     let current =
         control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await.expect("get");
     let version = current.into_inner().service.map(|s| s.version()).unwrap_or_default();
-    let request = v1::UpdateServiceRequest { service: "web".into(), version, spec: Some(global), rollback: false };
+    let request = v1::UpdateServiceRequest {
+        service: "web".into(),
+        version,
+        spec: Some(global),
+        rollback: false,
+        spec_version: 0,
+    };
     let status = control.update_service(Request::new(request)).await.expect_err("mode change");
     assert_eq!(status.code(), Code::InvalidArgument);
 }

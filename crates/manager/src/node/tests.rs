@@ -175,6 +175,7 @@ async fn three_managers_survive_the_loss_of_the_leader() {
             version,
             spec: Some(new_spec),
             rollback: false,
+            spec_version: service.spec_version,
         })
         .await
         .expect("update after failover");
