@@ -134,6 +134,11 @@ struct State {
     /// containers and the first complete assignment set, which says which tasks they run (a
     /// pass before would take their endpoints away).
     ready: bool,
+    /// After a restart: whether the first complete assignment set, and the first complete
+    /// network view, have come in. Both are needed before the dataplane may change: with the
+    /// tasks but not yet the view, the ingress sandbox would look unneeded and be removed.
+    assignments_in: bool,
+    view_in: bool,
 }
 
 /// How long a task waits for its wiring before it is rejected.
@@ -216,6 +221,8 @@ impl Networking {
                 dns: BTreeMap::new(),
                 generation: 0,
                 ready: true,
+                assignments_in: false,
+                view_in: false,
             }),
             driver,
         }))
@@ -254,12 +261,20 @@ impl Networking {
     }
 
     /// The first complete assignment set was taken in (the running tasks adopted): the
-    /// dataplane follows the node's state from now on.
+    /// dataplane follows the node's state from now on, once the first complete network view is
+    /// in too.
     pub fn ready(&self) {
         let mut state = self.lock();
-        if !state.ready {
+        state.assignments_in = true;
+        self.become_ready(&mut state);
+    }
+
+    /// Lets the dataplane follow the node's state once both the assignments and the network view
+    /// have been taken in whole (after a restart; at once otherwise).
+    fn become_ready(&self, state: &mut State) {
+        if !state.ready && state.assignments_in && state.view_in {
             state.ready = true;
-            self.changed(&mut state);
+            self.changed(state);
         }
     }
 
@@ -277,8 +292,10 @@ impl Networking {
     pub fn set_view(&self, changes: Vec<v1::NetworkChange>) {
         let mut state = self.lock();
         state.view.set_complete(changes);
+        state.view_in = true;
         self.follow_sandbox_peer(&mut state);
         self.changed(&mut state);
+        self.become_ready(&mut state);
     }
 
     /// Changes to the node's network view (an increment of the networks stream), in order.
