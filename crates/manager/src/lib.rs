@@ -30,6 +30,7 @@ mod status;
 #[cfg(test)]
 mod testutil;
 mod tls;
+mod updater;
 mod validate;
 
 pub use ca_service::CaService;
@@ -47,4 +48,5 @@ pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_r
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
 pub use tls::PeerInfo;
+pub use updater::task_dirty;
 pub use validate::{SpecError, validate_name, validate_service_spec};
