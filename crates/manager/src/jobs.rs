@@ -118,7 +118,7 @@ fn judge(
         return Unit::Completed;
     }
     match restarts.judge(history, lost, shutdown) {
-        Verdict::Occupied => Unit::Running,
+        Verdict::Occupied | Verdict::Stopping => Unit::Running,
         Verdict::Refill(at) => Unit::Retry(at),
         Verdict::GiveUp => Unit::GaveUp,
     }

@@ -31,6 +31,7 @@ use std::time::{Duration, SystemTime};
 use shoal_api::v1::{self, TaskState, restart_policy::Condition};
 
 use crate::placement::{snapshot, task_spec};
+use crate::updater::plan_update;
 
 /// Swarm's default restart delay, for every orchestrator.
 pub(crate) const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -46,6 +47,12 @@ pub struct ReplicatedPlan {
     pub create: Vec<(u64, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN.
     pub shutdown: Vec<String>,
+    /// The rolling update's next status, when it changes ([`crate::updater`]).
+    pub update_status: Option<v1::UpdateStatus>,
+    /// The update's failure action rolls the service back to its previous spec.
+    pub rollback: bool,
+    /// When an update's delay or monitor period ends: a pass is due then.
+    pub due: Option<SystemTime>,
 }
 
 /// What the global orchestrator should do for one service.
@@ -56,6 +63,12 @@ pub struct GlobalPlan {
     pub create: Vec<(String, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN. Sorted, without duplicates.
     pub shutdown: Vec<String>,
+    /// The rolling update's next status, when it changes ([`crate::updater`]).
+    pub update_status: Option<v1::UpdateStatus>,
+    /// The update's failure action rolls the service back to its previous spec.
+    pub rollback: bool,
+    /// When an update's delay or monitor period ends: a pass is due then.
+    pub due: Option<SystemTime>,
 }
 
 /// Whether a task is wanted (desired RUNNING or earlier) and has not ended: it holds its slot
@@ -121,8 +134,22 @@ pub(crate) enum Verdict {
     Occupied,
     /// It needs a new task, not before this time.
     Refill(SystemTime),
+    /// Its last task was told to stop and has not stopped yet: the next one waits for it, so a
+    /// unit never runs two tasks (two versions, in a stop-first update) at once.
+    Stopping,
     /// Its last task ended by itself and the restart policy allows no other.
     GiveUp,
+}
+
+/// The order in which a unit's tasks were made: by creation time, then store version.
+pub(crate) fn creation(task: &v1::Task) -> (Option<SystemTime>, u64) {
+    (shoal_api::from_timestamp(task.meta.as_ref().and_then(|m| m.created_at.as_ref())), version(task))
+}
+
+/// Whether a task that was told to stop is out of the way: it ended, never reached a node, or
+/// its node can no longer run it (it will never report).
+fn out_of_the_way(task: &v1::Task, lost: &impl Fn(&v1::Task) -> bool) -> bool {
+    task.observed_state().is_terminal() || task.node_id.is_empty() || lost(task)
 }
 
 /// A service's restart policy as every orchestrator applies it, at one moment.
@@ -184,11 +211,11 @@ impl<'a> Restarts<'a> {
     }
 
     /// What follows a unit's `last` task, which is no longer running (or no longer wanted).
-    fn after(&self, last: &v1::Task, history: &[&v1::Task]) -> Verdict {
+    fn after(&self, last: &v1::Task, history: &[&v1::Task], lost: &impl Fn(&v1::Task) -> bool) -> Verdict {
         if !ended_by_itself(last) {
             // Stopped without ending by itself (its node was lost, or it was told to stop):
-            // not the task's failure, so it is replaced at once.
-            return Verdict::Refill(self.now);
+            // not the task's failure, so it is replaced at once — once it is out of the way.
+            return if out_of_the_way(last, lost) { Verdict::Refill(self.now) } else { Verdict::Stopping };
         }
         if self.allowed(history, last) {
             Verdict::Refill(later(status_time(last).unwrap_or(self.now), self.delay))
@@ -199,32 +226,44 @@ impl<'a> Restarts<'a> {
 
     /// Judges one unit's tasks (`history`, never empty); `lost` says whether a task's node can
     /// no longer run it. Tasks to stop go to `shutdown`.
+    ///
+    /// The newest current task that still runs (or is on its way to) occupies the unit; older
+    /// ones are stopped — except one that runs while the newest starts (a start-first update
+    /// starts the replacement before it stops the old task), which stops once the newest runs.
     pub(crate) fn judge(
         &self,
         history: &[&v1::Task],
         lost: impl Fn(&v1::Task) -> bool,
         shutdown: &mut Vec<String>,
     ) -> Verdict {
-        let wanted: Vec<&v1::Task> = history.iter().copied().filter(|t| current(t)).collect();
-        // Normally one current task; keep the newest, stop the others.
-        let Some(newest) = wanted.iter().copied().max_by_key(|t| version(t)) else {
-            // Nothing runs here: the decision depends on the history alone, so later passes
-            // plan the same refill (idempotent).
-            let last = history.iter().copied().max_by_key(|t| (status_time(t), version(t)));
-            return last.map_or(Verdict::Refill(self.now), |last| self.after(last, history));
-        };
-        for task in wanted.iter().filter(|t| t.id != newest.id) {
-            shutdown.push(task.id.clone());
+        let (mut live, gone): (Vec<&v1::Task>, Vec<&v1::Task>) = history
+            .iter()
+            .copied()
+            .filter(|t| current(t))
+            .partition(|t| !t.observed_state().is_terminal() && !lost(t));
+        shutdown.extend(gone.iter().map(|t| t.id.clone()));
+        live.sort_by_key(|t| std::cmp::Reverse(creation(t)));
+        if let Some((newest, older)) = live.split_first() {
+            let starting = (newest.observed_state() as i32) < TaskState::Running as i32;
+            for (i, task) in older.iter().enumerate() {
+                let hands_over = starting && i == 0 && task.observed_state() == TaskState::Running;
+                if !hands_over {
+                    shutdown.push(task.id.clone());
+                }
+            }
+            return Verdict::Occupied;
         }
-        if newest.observed_state().is_terminal() {
-            shutdown.push(newest.id.clone());
-            return self.after(newest, history);
-        }
-        if lost(newest) {
-            shutdown.push(newest.id.clone());
+        if let Some(newest) = gone.iter().copied().max_by_key(|t| creation(t)) {
+            if newest.observed_state().is_terminal() {
+                return self.after(newest, history, &lost);
+            }
+            // Its node can no longer run it: a lost node is not a task failure.
             return Verdict::Refill(self.now);
         }
-        Verdict::Occupied
+        // Nothing is wanted here: the decision depends on the history alone, so later passes
+        // plan the same refill (idempotent).
+        let last = history.iter().copied().max_by_key(|t| (status_time(t), version(t)));
+        last.map_or(Verdict::Refill(self.now), |last| self.after(last, history, &lost))
     }
 }
 
@@ -240,8 +279,9 @@ pub fn reconcile_replicated(
         return ReplicatedPlan::default();
     };
     let restarts = Restarts::new(spec, now);
+    let unfit = unfit_nodes(spec, nodes, now);
     let nodes: HashMap<&str, &v1::Node> = nodes.iter().map(|n| (n.id.as_str(), n)).collect();
-    let lost = |t: &v1::Task| node_lost(t, &nodes);
+    let lost = |t: &v1::Task| node_lost(t, &nodes) || unfit.contains(t.node_id.as_str());
 
     let mut slots: BTreeMap<u64, Vec<&v1::Task>> = BTreeMap::new();
     for task in tasks.iter().filter(|t| t.service_id == service.id && t.slot > 0) {
@@ -254,24 +294,42 @@ pub fn reconcile_replicated(
         match restarts.judge(history, lost, &mut shutdown) {
             Verdict::Occupied if slot > replicas => {
                 // Scaling down: the occupied slots above the replica count stop.
-                let current = history.iter().filter(|t| current(t)).max_by_key(|t| version(t));
-                if let Some(task) = current {
+                for task in history.iter().filter(|t| current(t)) {
                     tracing::debug!(service.id = %service.id, slot, task.id = %task.id, "scaling down");
                     shutdown.push(task.id.clone());
                 }
             }
             Verdict::Refill(at) if slot <= replicas => plan.create.push((slot, at)),
-            Verdict::Occupied | Verdict::Refill(_) | Verdict::GiveUp => {}
+            Verdict::Occupied | Verdict::Refill(_) | Verdict::Stopping | Verdict::GiveUp => {}
         }
         plan.shutdown.extend(shutdown);
     }
     // Slots never used yet (scale-up, a new service) start at once; every used slot is
     // occupied, planned or given up already.
     plan.create.extend((1..=replicas).filter(|slot| !slots.contains_key(slot)).map(|slot| (slot, now)));
+    slots.retain(|slot, _| *slot <= replicas);
+    let update = plan_update(service, &slots, usize::try_from(replicas).unwrap_or(usize::MAX), lost, now);
+    plan.create.extend(update.create.into_iter().map(|slot| (slot, now)));
+    plan.shutdown.extend(update.shutdown);
+    (plan.update_status, plan.rollback, plan.due) = (update.status, update.rollback, update.due);
     plan.create.sort_unstable();
     plan.shutdown.sort_unstable();
     plan.shutdown.dedup();
     plan
+}
+
+/// The nodes that do not meet the service's placement constraints (now that a node's labels,
+/// role or the constraints changed): their tasks are moved, as Swarm's constraint enforcer does.
+fn unfit_nodes(spec: Option<&v1::ServiceSpec>, nodes: &[v1::Node], now: SystemTime) -> HashSet<String> {
+    let Ok(task_spec) = task_spec(spec.and_then(|s| s.task.as_ref())) else { return HashSet::new() };
+    if task_spec.constraints.is_empty() {
+        return HashSet::new();
+    }
+    snapshot(nodes, &[], now)
+        .into_iter()
+        .filter(|n| !task_spec.constraints.iter().all(|c| c.matches(n)))
+        .map(|n| n.id)
+        .collect()
 }
 
 /// Plans the global `service`'s nodes from its `tasks` and the cluster's `nodes`: one task per
@@ -317,6 +375,11 @@ pub fn reconcile_global(service: &v1::Service, tasks: &[v1::Task], nodes: &[v1::
         }
     }
     plan.create.extend(eligible.iter().filter(|n| !on_node.contains_key(*n)).map(|n| ((*n).to_owned(), now)));
+    on_node.retain(|node, _| eligible.contains(node));
+    let update = plan_update(service, &on_node, eligible.len(), lost, now);
+    plan.create.extend(update.create.into_iter().map(|node| (node.to_owned(), now)));
+    plan.shutdown.extend(update.shutdown);
+    (plan.update_status, plan.rollback, plan.due) = (update.status, update.rollback, update.due);
     plan.create.sort_unstable();
     plan.shutdown.sort_unstable();
     plan.shutdown.dedup();

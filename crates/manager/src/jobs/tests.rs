@@ -322,10 +322,17 @@ fn global_job_table() {
             on_nodes(&[], &["t2"]),
         ),
         (
-            "a node back from down gets a new task at once",
+            "a node back from down first stops the task it was told to stop",
             global_job(None, &[]),
             vec!["n1", "n2"],
             vec!["t1 0 n1 complete", "t2 0 n2 running shutdown"],
+            on_nodes(&[], &[]),
+        ),
+        (
+            "then it gets a new task at once",
+            global_job(None, &[]),
+            vec!["n1", "n2"],
+            vec!["t1 0 n1 complete", "t2 0 n2 shutdown shutdown"],
             on_nodes(&[("n2", 0)], &[]),
         ),
         (

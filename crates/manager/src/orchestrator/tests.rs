@@ -23,6 +23,7 @@ fn plan(creates: &[(u64, u64)], shutdown: &[&str]) -> ReplicatedPlan {
     ReplicatedPlan {
         create: creates.iter().map(|(slot, secs)| (*slot, now() + Duration::from_secs(*secs))).collect(),
         shutdown: shutdown.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
     }
 }
 
@@ -170,6 +171,7 @@ fn on_nodes(creates: &[(&str, i64)], shutdown: &[&str]) -> GlobalPlan {
     GlobalPlan {
         create: creates.iter().map(|(node, secs)| ((*node).to_owned(), at(*secs))).collect(),
         shutdown: shutdown.iter().map(|s| (*s).to_owned()).collect(),
+        ..Default::default()
     }
 }
 
@@ -259,10 +261,10 @@ fn global_table() {
             on_nodes(&[], &["t2"]),
         ),
         (
-            "a down node's task is shut down; back up, the node gets a new one at once",
+            "a down node's task is shut down; back up, the node gets a new one once it stopped it",
             global(any5, &[]),
             vec!["n1 down", "n2"],
-            vec!["t1 0 n1 running", "t2 0 n2 running shutdown"],
+            vec!["t1 0 n1 running", "t2 0 n2 shutdown shutdown"],
             on_nodes(&[("n2", 0)], &["t1"]),
         ),
         (
@@ -330,7 +332,7 @@ fn huge_delays_and_timestamps_saturate() {
         t
     };
     let nodes = [node("n1", false, false)];
-    let slot_1 = ReplicatedPlan { create: vec![(1, latest)], shutdown: vec!["t1".into()] };
+    let slot_1 = ReplicatedPlan { create: vec![(1, latest)], shutdown: vec!["t1".into()], ..Default::default() };
     assert_eq!(reconcile_replicated(&service(1, huge), &[failed("t1 1 n1 failed")], &nodes, now()), slot_1);
 
     let mut far = failed("t1 1 n1 failed");
@@ -340,7 +342,7 @@ fn huge_delays_and_timestamps_saturate() {
     let five = policy(Condition::Any, 5, 0, 0);
     assert_eq!(reconcile_replicated(&service(1, five), &[far], &nodes, now()), slot_1, "a timestamp past year 9999");
 
-    let on_n1 = GlobalPlan { create: vec![("n1".into(), latest)], shutdown: vec!["t1".into()] };
+    let on_n1 = GlobalPlan { create: vec![("n1".into(), latest)], shutdown: vec!["t1".into()], ..Default::default() };
     assert_eq!(reconcile_global(&global(huge, &[]), &[failed("t1 0 n1 failed")], &nodes, now()), on_n1);
 
     let mut job = service(1, huge);
@@ -350,4 +352,58 @@ fn huge_delays_and_timestamps_saturate() {
     }
     let plan = crate::jobs::reconcile_job(&job, &[failed("t1 1 n1 failed")], &nodes, now());
     assert_eq!((plan.create_slots, plan.shutdown), (vec![(1, latest)], vec!["t1".to_owned()]));
+}
+
+/// A task of `line` made `secs` after [`now`] (its creation orders a slot's tasks).
+fn made(line: &str, secs: i64) -> v1::Task {
+    let mut t = task(line);
+    t.meta = Some(v1::Meta { created_at: Some(shoal_api::to_timestamp(at(secs))), ..Default::default() });
+    t
+}
+
+/// Start-first hands a slot over: the old task runs until its replacement runs, then stops.
+#[test]
+fn start_first_keeps_the_old_task_until_the_new_one_runs() {
+    let nodes = [node("n1", false, false)];
+    let svc = service(1, None);
+    let starting = [made("old 1 n1 running", -60), made("new 1 n1 starting", -1)];
+    assert_eq!(reconcile_replicated(&svc, &starting, &nodes, now()), plan(&[], &[]));
+    let running = [made("old 1 n1 running", -60), made("new 1 n1 running", -1)];
+    assert_eq!(reconcile_replicated(&svc, &running, &nodes, now()), plan(&[], &["old"]));
+    // Two older tasks (a leftover): only the newest of them waits for the hand-over.
+    let three = [made("a 1 n1 running", -90), made("b 1 n1 running", -60), made("c 1 n1 preparing", -1)];
+    assert_eq!(reconcile_replicated(&svc, &three, &nodes, now()), plan(&[], &["a"]));
+    // A replacement that failed leaves the slot to the old task: nothing is refilled.
+    let failed = [made("old 1 n1 running", -60), made("new 1 n1 failed", -1)];
+    assert_eq!(reconcile_replicated(&svc, &failed, &nodes, now()), plan(&[], &["new"]));
+}
+
+/// A task told to stop is replaced only once it stopped (or cannot report any more), so a slot
+/// never runs two tasks: what a stop-first update relies on.
+#[test]
+fn a_slot_is_refilled_only_once_its_stopped_task_is_gone() {
+    let nodes = [node("n1", false, false), node("down", true, false)];
+    let svc = service(1, None);
+    let stopping = [made("t1 1 n1 running shutdown", -5)];
+    assert_eq!(reconcile_replicated(&svc, &stopping, &nodes, now()), plan(&[], &[]));
+    let stopped = [made("t1 1 n1 shutdown shutdown", -5)];
+    assert_eq!(reconcile_replicated(&svc, &stopped, &nodes, now()), plan(&[(1, 0)], &[]));
+    let on_down_node = [made("t1 1 down running shutdown", -5)];
+    assert_eq!(reconcile_replicated(&svc, &on_down_node, &nodes, now()), plan(&[(1, 0)], &[]));
+    let never_placed = [made("t1 1 - pending shutdown", -5)];
+    assert_eq!(reconcile_replicated(&svc, &never_placed, &nodes, now()), plan(&[(1, 0)], &[]));
+}
+
+/// Constraint enforcement: a running task whose node no longer meets the constraints moves.
+#[test]
+fn tasks_on_nodes_that_no_longer_meet_the_constraints_move() {
+    let nodes = [node_line("n1 zone=a"), node_line("n2 zone=b")];
+    let mut svc = service(2, None);
+    if let Some(task) = svc.spec.as_mut().and_then(|s| s.task.as_mut()) {
+        task.placement = Some(v1::Placement { constraints: vec!["node.labels.zone==a".into()], ..Default::default() });
+    }
+    let tasks = [made("t1 1 n1 running", -5), made("t2 2 n2 running", -5)];
+    assert_eq!(reconcile_replicated(&svc, &tasks, &nodes, now()), plan(&[(2, 0)], &["t2"]));
+    let no_constraints = service(2, None);
+    assert_eq!(reconcile_replicated(&no_constraints, &tasks, &nodes, now()), plan(&[], &[]));
 }
