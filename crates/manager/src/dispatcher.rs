@@ -776,6 +776,21 @@ impl DispatcherApi for Dispatcher {
     type SessionStream = SessionStream;
     type AssignmentsStream = AssignmentStream;
     type NetworksStream = NetworksStream;
+    type LogSubscriptionsStream = crate::logs::NodeSubscriptionStream;
+
+    async fn log_subscriptions(
+        &self,
+        _request: Request<v1::LogSubscriptionsRequest>,
+    ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
+        Err(Status::unimplemented("log subscriptions are not served yet"))
+    }
+
+    async fn publish_logs(
+        &self,
+        _request: Request<tonic::Streaming<v1::PublishLogsMessage>>,
+    ) -> Result<Response<v1::PublishLogsResponse>, Status> {
+        Err(Status::unimplemented("log publication is not served yet"))
+    }
 
     async fn networks(&self, request: Request<v1::NetworksRequest>) -> Result<Response<NetworksStream>, Status> {
         let session_id = request.get_ref().session_id.clone();

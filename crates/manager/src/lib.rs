@@ -19,6 +19,7 @@ mod dispatcher;
 mod ids;
 mod jobs;
 mod leader;
+mod logs;
 mod node;
 mod objects;
 mod orchestrator;
