@@ -11,13 +11,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::v1::{self, control_server::Control};
+use shoal_api::v1::{self, control_server::Control, update_status::UpdateState};
 use shoal_ca_pki::{ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role};
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
 use crate::tls::{ADMIN_PREFIX, caller};
+use crate::updater;
 use crate::validate::validate_service_spec;
 
 /// The control service of one manager.
@@ -320,6 +321,18 @@ impl Control for ControlService {
                 "service {}: the mode (replicated, global, job) cannot change; create a new service",
                 service_name(&current)
             )));
+        }
+        let now = std::time::SystemTime::now();
+        let paused = service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state == UpdateState::Paused as i32 || s.state == UpdateState::RollbackPaused as i32);
+        if request.rollback {
+            service.update_status =
+                Some(updater::status(UpdateState::RollbackStarted, "manually requested rollback", now));
+        } else if paused || updater::changes_tasks(&current, &next) {
+            // A paused update goes on with any new update, as in Swarm.
+            service.update_status = Some(updater::status(UpdateState::Updating, "update in progress", now));
         }
         service.previous_spec = Some(current);
         service.spec = Some(next);

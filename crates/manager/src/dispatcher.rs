@@ -589,7 +589,7 @@ impl Dispatcher {
             }
             let mut status = status.clone();
             status.timestamp.get_or_insert_with(|| shoal_api::to_timestamp(SystemTime::now()));
-            task.status = Some(status);
+            record_status(&mut task, status);
             match self.inner.objects.update(task).await {
                 Ok(_) => {
                     self.note_state(next);
@@ -741,7 +741,7 @@ impl Dispatcher {
                 continue; // a late or repeated report changes nothing
             }
             status.timestamp.get_or_insert(now);
-            task.status = Some(status);
+            record_status(&mut task, status);
             self.note_state(next);
             ready.push((task, update.clone()));
         }
@@ -765,6 +765,15 @@ impl Dispatcher {
             && state as i32 >= TaskState::Assigned as i32
             && !(state.is_terminal() && desired as i32 >= TaskState::Shutdown as i32)
     }
+}
+
+/// Records a node's report as the task's status, and when it first reached RUNNING (what a
+/// rolling update's monitor period counts from).
+fn record_status(task: &mut v1::Task, status: v1::TaskStatus) {
+    if task.running_since.is_none() && status.state == TaskState::Running as i32 {
+        task.running_since = status.timestamp;
+    }
+    task.status = Some(status);
 }
 
 type SessionStream = ReceiverStream<Result<v1::SessionMessage, Status>>;

@@ -36,6 +36,8 @@ pub struct PassReport {
     pub reaped: usize,
     /// Networks, services and nodes given (or told why not) their allocations.
     pub allocated: usize,
+    /// Services whose rolling update moved on (a new update status, or a rollback).
+    pub updated: usize,
     /// The earliest time a task is due that this pass had to hold back (a restart delay): the
     /// loop runs a pass then even if nothing else happens.
     pub next_due: Option<SystemTime>,
@@ -44,7 +46,7 @@ pub struct PassReport {
 impl PassReport {
     /// Whether the pass wrote anything.
     pub fn changed(&self) -> bool {
-        self.created + self.stopped + self.assigned + self.reaped + self.allocated > 0
+        self.created + self.stopped + self.assigned + self.reaped + self.allocated + self.updated > 0
     }
 
     fn due(&mut self, at: SystemTime) {
@@ -312,7 +314,8 @@ impl Leader {
         };
         let reaped = self.reap(&services, &tasks, now);
         let mut work = Working::new(tasks);
-        self.orchestrate(&services, &blocked, &nodes, &mut work, now, &mut report);
+        let mut updates = Vec::new();
+        self.orchestrate(&services, &blocked, &nodes, &mut work, &mut updates, now, &mut report);
         let unattached = Self::attach(&mut allocator, &services, &mut work, now);
         drop(allocator);
         *self.cursors.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = cursors;
@@ -335,6 +338,9 @@ impl Leader {
         }
         report.created = creating;
         report.reaped = outcomes.iter().rev().take(reaping).filter(|o| o.is_ok()).count();
+        // A rolling update's progress; one that lost to a user's change is judged again next pass.
+        let updates = objects.write_all(updates.into_iter().map(Write::Update).collect()).await?;
+        report.updated = updates.iter().filter(|o| o.is_ok()).count();
         Ok(report)
     }
 
@@ -362,12 +368,16 @@ impl Leader {
         }
     }
 
+    /// Orchestrates every service into `work`; services whose rolling update moved on (a new
+    /// status, or a rollback) go to `updates`, to be written.
+    #[allow(clippy::too_many_arguments)]
     fn orchestrate(
         &self,
         services: &[v1::Service],
         blocked: &HashSet<String>,
         nodes: &[v1::Node],
         work: &mut Working,
+        updates: &mut Vec<v1::Service>,
         now: SystemTime,
         report: &mut PassReport,
     ) {
@@ -392,12 +402,20 @@ impl Leader {
                     let plan = reconcile_replicated(service, own, nodes, now);
                     let create = plan.create.into_iter().map(|(slot, at)| (slot, String::new(), at));
                     Self::apply(service, &plan.shutdown, create, 0, work, now, report);
+                    updates.extend(Self::update_progress(service, plan.update_status, plan.rollback));
+                    if let Some(at) = plan.due {
+                        report.due(at);
+                    }
                 }
                 // One task per eligible node, created on that node.
                 Some(v1::service_spec::Mode::Global(_)) => {
                     let plan = reconcile_global(service, own, nodes, now);
                     let create = plan.create.into_iter().map(|(node, at)| (0, node, at));
                     Self::apply(service, &plan.shutdown, create, 0, work, now, report);
+                    updates.extend(Self::update_progress(service, plan.update_status, plan.rollback));
+                    if let Some(at) = plan.due {
+                        report.due(at);
+                    }
                 }
                 Some(v1::service_spec::Mode::ReplicatedJob(_) | v1::service_spec::Mode::GlobalJob(_)) => {
                     Self::orchestrate_job(service, own, nodes, work, now, report)
@@ -405,6 +423,23 @@ impl Leader {
                 None => {}
             }
         }
+    }
+
+    /// The service as its rolling update leaves it: with its new update `status`, and rolled back
+    /// to its previous spec when `rollback` (the spec they swap, as `service rollback` does).
+    fn update_progress(service: &v1::Service, status: Option<v1::UpdateStatus>, rollback: bool) -> Option<v1::Service> {
+        let status = status?;
+        let mut service = service.clone();
+        if rollback {
+            let previous = service.previous_spec.take()?;
+            service.previous_spec = service.spec.replace(previous);
+            service.spec_version += 1;
+            tracing::warn!(service.id = %service.id, message = %status.message, "rolling back the update");
+        } else {
+            tracing::info!(service.id = %service.id, state = status.state, message = %status.message, "update status");
+        }
+        service.update_status = Some(status);
+        Some(service)
     }
 
     /// Applies an orchestrator's decision to the pass's work: the `shutdown` tasks are told to

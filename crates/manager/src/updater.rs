@@ -40,6 +40,15 @@ pub fn task_dirty(service: &v1::Service, task: &v1::Task) -> bool {
     service.endpoint.is_some() && endpoint_spec(service.endpoint.as_ref()) != endpoint_spec(task.endpoint.as_ref())
 }
 
+/// Whether changing a service's spec from `old` to `new` replaces its tasks (what
+/// [`task_dirty`] would say of a task made from `old`): the control API starts a rolling update
+/// for such a change only.
+pub(crate) fn changes_tasks(old: &v1::ServiceSpec, new: &v1::ServiceSpec) -> bool {
+    let task = |s: &v1::ServiceSpec| s.task.as_ref().map(without_constraints);
+    let networks = |s: &v1::ServiceSpec| s.networks.iter().map(|n| n.target.clone()).collect::<BTreeSet<_>>();
+    task(old) != task(new) || networks(old) != networks(new) || old.endpoint != new.endpoint
+}
+
 /// A task spec without its placement constraints, which alone do not make a task dirty.
 fn without_constraints(spec: &v1::TaskSpec) -> v1::TaskSpec {
     let mut spec = spec.clone();
@@ -138,9 +147,7 @@ pub(crate) fn plan_update<K: Clone + Ord>(
         Some(monitor) => shoal_api::from_duration(Some(monitor)).unwrap_or_default(),
         None => DEFAULT_MONITOR,
     };
-    let made_by_update = |t: &v1::Task| {
-        !task_dirty(service, t) && creation_time(t).is_some_and(|at| at >= started)
-    };
+    let made_by_update = |t: &v1::Task| !task_dirty(service, t) && creation_time(t).is_some_and(|at| at >= started);
 
     let mut busy = 0usize;
     let mut watching = false;
@@ -207,8 +214,11 @@ pub(crate) fn plan_update<K: Clone + Ord>(
                 return plan;
             }
             (_, rolling_back) => {
-                let (state, what) =
-                    if rolling_back { (UpdateState::RollbackPaused, "rollback") } else { (UpdateState::Paused, "update") };
+                let (state, what) = if rolling_back {
+                    (UpdateState::RollbackPaused, "rollback")
+                } else {
+                    (UpdateState::Paused, "update")
+                };
                 let message = format!("{what} paused due to failure or early termination of task {last}");
                 plan.status = Some(v1::UpdateStatus { state: state as i32, message, ..current.clone() });
                 plan.due = None;

@@ -168,6 +168,27 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     }
     for (which, update) in [("update", &spec.update), ("rollback", &spec.rollback)] {
         let Some(update) = update else { continue };
+        let ratio = update.max_failure_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            let field = if which == "update" { "update max failure ratio" } else { "rollback max failure ratio" };
+            return Err(invalid(
+                field,
+                ratio.to_string(),
+                "a fraction between 0 and 1 (0.1: one task in ten may fail)",
+            ));
+        }
+        if which == "rollback" && update.failure_action == v1::update_config::FailureAction::Rollback as i32 {
+            return Err(invalid("rollback failure action", "rollback", "a rollback that fails can pause or continue"));
+        }
+        if v1::update_config::FailureAction::try_from(update.failure_action).is_err()
+            || v1::update_config::Order::try_from(update.order).is_err()
+        {
+            return Err(invalid(
+                if which == "update" { "update config" } else { "rollback config" },
+                format!("failure action {}, order {}", update.failure_action, update.order),
+                "unknown failure action or order",
+            ));
+        }
         let (delay, monitor) = if which == "update" {
             ("update delay", "update monitor period")
         } else {
@@ -416,6 +437,17 @@ mod tests {
             (|s| container(s).image = String::new(), "service spec has no image"),
             (|s| container(s).image = "web v1".into(), "invalid image \"web v1\": an image reference has no spaces"),
             (|s| container(s).env = vec!["=x".into()], "invalid env \"=x\": expected KEY=value"),
+            (
+                |s| s.update = Some(v1::UpdateConfig { max_failure_ratio: 1.5, ..Default::default() }),
+                "invalid update max failure ratio \"1.5\": a fraction between 0 and 1",
+            ),
+            (
+                |s| {
+                    let rollback = v1::update_config::FailureAction::Rollback as i32;
+                    s.rollback = Some(v1::UpdateConfig { failure_action: rollback, ..Default::default() });
+                },
+                "invalid rollback failure action \"rollback\": a rollback that fails can pause or continue",
+            ),
             (
                 |s| {
                     s.mode = Some(v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob::default()));

@@ -112,6 +112,71 @@ async fn updates_need_the_current_version_and_keep_the_previous_spec() {
     assert_eq!(status.code(), Code::InvalidArgument);
 }
 
+/// An update that changes tasks starts a rolling update; scaling does not; a rollback starts one
+/// of its own; a paused update goes on with any update.
+#[tokio::test]
+async fn updates_set_the_update_status() {
+    use v1::update_status::UpdateState;
+    let (objects, _dir) = store("control-update-status").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
+    create(&control, "web").await;
+    let state = |service: &v1::Service| service.update_status.as_ref().map(|s| (s.state, s.message.clone()));
+    let update = |edit: &dyn Fn(&mut v1::ServiceSpec)| {
+        let control = &control;
+        let mut next = spec("web", 1);
+        edit(&mut next);
+        async move {
+            let current = control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await;
+            let current = current.expect("get").into_inner().service.expect("service");
+            let request = v1::UpdateServiceRequest {
+                service: "web".into(),
+                version: current.version(),
+                spec: Some(next),
+                rollback: false,
+                spec_version: 0,
+            };
+            control.update_service(Request::new(request)).await.expect("update").into_inner().service.expect("service")
+        }
+    };
+    let scaled =
+        update(&|s| s.mode = Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 3 }))).await;
+    assert_eq!(state(&scaled), None, "scaling replaces no task");
+    let constrained = update(&|s| {
+        s.mode = Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 3 }));
+        s.task.as_mut().expect("task").placement =
+            Some(v1::Placement { constraints: vec!["node.role==worker".into()], ..Default::default() });
+    })
+    .await;
+    assert_eq!(state(&constrained), None, "constraints move only the tasks that no longer meet them");
+    let v2 =
+        update(&|s| s.task.as_mut().and_then(|t| t.container.as_mut()).expect("container").image = "web:v2".into())
+            .await;
+    assert_eq!(state(&v2), Some((UpdateState::Updating as i32, "update in progress".to_owned())));
+
+    objects
+        .modify::<v1::Service>(&v2.id, |s| {
+            s.update_status.as_mut().expect("status").state = UpdateState::Paused as i32;
+            true
+        })
+        .await
+        .expect("the leader pauses it");
+    let resumed =
+        update(&|s| s.task.as_mut().and_then(|t| t.container.as_mut()).expect("container").image = "web:v2".into())
+            .await;
+    assert_eq!(state(&resumed).map(|s| s.0), Some(UpdateState::Updating as i32), "a paused update goes on");
+
+    let request = v1::UpdateServiceRequest {
+        service: "web".into(),
+        version: resumed.version(),
+        spec: None,
+        rollback: true,
+        spec_version: 0,
+    };
+    let rolled = control.update_service(Request::new(request)).await.expect("rollback");
+    let rolled = rolled.into_inner().service.expect("service");
+    assert_eq!(state(&rolled), Some((UpdateState::RollbackStarted as i32, "manually requested rollback".to_owned())));
+}
+
 #[tokio::test]
 async fn removing_a_service_marks_its_tasks_for_removal() {
     let (objects, _dir) = store("control-remove").await;
