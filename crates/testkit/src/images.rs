@@ -10,11 +10,13 @@
 //! | `shoal-test/sleeper:latest` | waits until SIGTERM or SIGINT, then exits 0 |
 //! | `shoal-test/crasher:latest` | exits `CRASH_CODE` (default 1) after `CRASH_AFTER` seconds (default 1) |
 //! | `shoal-test/tools:latest` | idles like the sleeper; has sh, wget, nslookup, ping, ip, nc for `exec` |
+//! | `shoal-test/health:latest` | the web server, page `health HOSTNAME`, with a `HEALTHCHECK` (`test ! -e /tmp/unhealthy` every 1 s, timeout 1 s, 2 retries); `GET /cgi-bin/sicken` creates `/tmp/unhealthy` |
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use sha2::{Digest as _, Sha256};
 
@@ -54,7 +56,28 @@ pub struct ImageDef {
     entrypoint: &'static [&'static str],
     extra: &'static [Extra],
     exposed: Option<&'static str>,
+    /// The `HEALTHCHECK` in its config, if any.
+    pub healthcheck: Option<ImageHealthcheck>,
 }
+
+/// A `HEALTHCHECK` as an image's config carries it (`config.Healthcheck`; Docker writes the
+/// durations as integer nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageHealthcheck {
+    /// `["CMD", args…]`, `["CMD-SHELL", command]` or `["NONE"]`.
+    pub test: &'static [&'static str],
+    /// Between probes.
+    pub interval: Duration,
+    /// A probe running longer fails.
+    pub timeout: Duration,
+    /// Failures do not count for this long after start.
+    pub start_period: Duration,
+    /// Failures in a row that make the container unhealthy.
+    pub retries: u32,
+}
+
+/// The file whose presence makes `shoal-test/health` unhealthy (its `/cgi-bin/sicken` creates it).
+pub const UNHEALTHY_FILE: &str = "/tmp/unhealthy";
 
 /// An entry of an image's second layer (above the busybox base), by path inside the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +130,18 @@ pid=$!
 trap 'kill "$pid" 2>/dev/null; exit 0' TERM INT
 wait "$pid"
 "#;
+const WEB_HEALTH: &str = r#"#!/bin/sh
+# Serves 'health HOSTNAME' on port 80 until SIGTERM. Its HEALTHCHECK fails once /tmp/unhealthy
+# exists, which GET /cgi-bin/sicken creates.
+version=health
+mkdir -p /tmp/www/cgi-bin
+cat > /tmp/www/cgi-bin/sicken <<'CGI'
+#!/bin/sh
+touch /tmp/unhealthy
+printf 'Content-Type: text/plain\r\n\r\nsick %s\n' "$(hostname)"
+CGI
+chmod 755 /tmp/www/cgi-bin/sicken
+"#;
 const IDLE: &str = r#"#!/bin/sh
 # Runs until SIGTERM or SIGINT, then exits 0. As PID 1 a process ignores signals it has no
 # handler for, so the shell traps them and waits on an interruptible child.
@@ -131,6 +166,7 @@ pub const ALL: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/web"],
         extra: &[Extra::Script("usr/local/bin/web", WEB_V1)],
         exposed: Some("80/tcp"),
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/web",
@@ -139,6 +175,7 @@ pub const ALL: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/web"],
         extra: &[Extra::Script("usr/local/bin/web", WEB_V2)],
         exposed: Some("80/tcp"),
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/sleeper",
@@ -147,6 +184,7 @@ pub const ALL: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/crasher",
@@ -155,6 +193,7 @@ pub const ALL: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/crasher"],
         extra: &[Extra::Script("usr/local/bin/crasher", CRASHER)],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/tools",
@@ -163,6 +202,22 @@ pub const ALL: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[],
         exposed: None,
+        healthcheck: None,
+    },
+    ImageDef {
+        repository: "shoal-test/health",
+        tag: "latest",
+        file: "health.tar",
+        entrypoint: &["/usr/local/bin/web"],
+        extra: &[Extra::Script("usr/local/bin/web", WEB_HEALTH)],
+        exposed: Some("80/tcp"),
+        healthcheck: Some(ImageHealthcheck {
+            test: &["CMD-SHELL", "test ! -e /tmp/unhealthy"],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            start_period: Duration::ZERO,
+            retries: 2,
+        }),
     },
 ];
 
@@ -181,6 +236,7 @@ pub const HOSTILE: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[Extra::Symlink("etc/passwd", "/dev/zero"), Extra::CharDevice("dev/zero", 1, 5)],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/hostile",
@@ -189,6 +245,7 @@ pub const HOSTILE: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[Extra::Fifo("etc/passwd")],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/hostile",
@@ -197,6 +254,7 @@ pub const HOSTILE: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[Extra::Symlink("etc/passwd", HOST_PASSWD)],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/hostile",
@@ -205,6 +263,7 @@ pub const HOSTILE: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[Extra::Symlink("etc/passwd", "../../../../../../../../../../tmp/shoaltest-host-passwd")],
         exposed: None,
+        healthcheck: None,
     },
     ImageDef {
         repository: "shoal-test/hostile",
@@ -213,6 +272,7 @@ pub const HOSTILE: &[ImageDef] = &[
         entrypoint: &["/usr/local/bin/idle"],
         extra: &[Extra::Filler("etc/passwd", 2 << 20)],
         exposed: None,
+        healthcheck: None,
     },
 ];
 
@@ -416,6 +476,16 @@ fn image_archive(def: &ImageDef, base: &Layer) -> (Vec<u8>, String) {
     });
     if let Some(port) = def.exposed {
         config["config"]["ExposedPorts"] = serde_json::json!({ port: {} });
+    }
+    if let Some(check) = def.healthcheck {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        config["config"]["Healthcheck"] = serde_json::json!({
+            "Test": check.test,
+            "Interval": nanos(check.interval),
+            "Timeout": nanos(check.timeout),
+            "StartPeriod": nanos(check.start_period),
+            "Retries": check.retries,
+        });
     }
     let config = Blob::new(config.to_string().into_bytes());
     let manifest = serde_json::json!({
