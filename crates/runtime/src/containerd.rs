@@ -43,8 +43,8 @@ use crate::reference::Reference;
 use crate::registry::RegistryClient;
 use crate::rootfs;
 use crate::spec::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, ImageSource, LogOptions,
-    RuntimeEvent,
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, Healthcheck, ImageSource,
+    LogOptions, RuntimeEvent,
 };
 use crate::{ContainerRuntime, EventStream, LogStream};
 
@@ -645,26 +645,37 @@ impl Containerd {
             .await;
     }
 
+    /// What the image record `name` points at (its index or manifest); `None` when there is no
+    /// such image.
+    async fn image_target(&self, name: &str) -> Result<Option<Descriptor>, Status> {
+        match self.images().get(self.request(GetImageRequest { name: name.to_owned() })).await {
+            Ok(response) => Ok(response.into_inner().image.and_then(|i| i.target)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+
+    /// The config blob of the local image `name` whose record points at `target` (this
+    /// machine's manifest when it is an index), and the number of layers its manifest lists.
+    async fn image_config(&self, name: &str, target: &Descriptor) -> Result<(Vec<u8>, usize), ImageError> {
+        let mut manifest = self.read_blob(name, &target.digest).await?;
+        if INDEX_TYPES.contains(&target.media_type.as_str()) {
+            let chosen = choose_platform(name, &manifest)?;
+            manifest = self.read_blob(name, &chosen.digest).await?;
+        }
+        let (config_desc, layers) = parse_manifest(name, &manifest)?;
+        Ok((self.read_blob(name, &config_desc.digest).await?, layers.len()))
+    }
+
     /// The local image named `name`: its config and top chain ID.
     async fn local_image(&self, id: &str, name: &str) -> Result<LocalImage, ContainerError> {
-        let found = self.images().get(self.request(GetImageRequest { name: name.to_owned() })).await;
-        let target = match found {
-            Ok(response) => response.into_inner().image.and_then(|i| i.target),
-            Err(status) if status.code() == Code::NotFound => None,
-            Err(status) => return Err(container_status(id, "get image")(status)),
-        };
+        let target = self.image_target(name).await.map_err(container_status(id, "get image"))?;
         let target =
             target.ok_or_else(|| ContainerError::ImageNotFound { id: id.to_owned(), reference: name.to_owned() })?;
         let as_container_error =
             |err: ImageError| ContainerError::InvalidSpec { id: id.to_owned(), reason: err.to_string() };
-        let mut manifest = self.read_blob(name, &target.digest).await.map_err(as_container_error)?;
-        if INDEX_TYPES.contains(&target.media_type.as_str()) {
-            let chosen = choose_platform(name, &manifest).map_err(as_container_error)?;
-            manifest = self.read_blob(name, &chosen.digest).await.map_err(as_container_error)?;
-        }
-        let (config_desc, layers) = parse_manifest(name, &manifest).map_err(as_container_error)?;
-        let config_bytes = self.read_blob(name, &config_desc.digest).await.map_err(as_container_error)?;
-        let diff_ids = parse_diff_ids(name, &config_bytes, layers.len()).map_err(as_container_error)?;
+        let (config_bytes, layers) = self.image_config(name, &target).await.map_err(as_container_error)?;
+        let diff_ids = parse_diff_ids(name, &config_bytes, layers).map_err(as_container_error)?;
         let chain_id = diff_ids.iter().skip(1).fold(diff_ids.first().cloned().unwrap_or_default(), |chain, diff_id| {
             sha256(format!("{chain} {diff_id}").as_bytes())
         });
@@ -835,6 +846,14 @@ impl ContainerRuntime for Containerd {
                 self.load(path, reference.as_deref()).await
             }
         }
+    }
+
+    async fn image_healthcheck(&self, image: &str) -> Result<Option<Healthcheck>, ImageError> {
+        let name = Reference::parse(image)?.to_string();
+        let target = self.image_target(&name).await.map_err(image_status(&name, "get image"))?;
+        let target = target.ok_or_else(|| ImageError::NotFound { reference: name.clone() })?;
+        let (config, _) = self.image_config(&name, &target).await?;
+        oci::healthcheck(&config).map_err(|reason| invalid(&name, reason))
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
@@ -1602,5 +1621,16 @@ mod tests {
         assert_eq!(parse_diff_ids("x", config, 1).ok(), Some(vec!["sha256:d".to_owned()]));
         let err = parse_diff_ids("x", config, 2).expect_err("mismatch").to_string();
         assert_eq!(err, "image x: config lists 1 diff IDs for 2 layers");
+    }
+
+    #[test]
+    fn a_malformed_health_check_names_the_image() {
+        // What `image_healthcheck` does with the config blob it read.
+        let config = br#"{"config":{"Healthcheck":{"Test":["CMD-SHELL","true"],"Retries":-1}}}"#;
+        let err = oci::healthcheck(config).map_err(|reason| invalid("docker.io/x/y:1", reason));
+        assert_eq!(
+            err.expect_err("malformed").to_string(),
+            "image docker.io/x/y:1: config.Healthcheck.Retries is not a count: -1"
+        );
     }
 }

@@ -2,9 +2,9 @@
 //! implementation ([`Containerd`]) and an in-memory simulation ([`Simulated`]) for scale tests.
 //!
 //! The agent asks for four things: make an image present (pull from a registry or load an OCI
-//! archive), run a container from a [`ContainerSpec`] through its life (create, start, wait,
-//! stop, remove), look inside it (exec for health checks, logs), and find its containers again
-//! after a restart (list by label, a stream of exits).
+//! archive) and read its health check, run a container from a [`ContainerSpec`] through its
+//! life (create, start, wait, stop, remove), look inside it (exec for health checks, logs), and
+//! find its containers again after a restart (list by label, a stream of exits).
 #![warn(missing_docs)]
 
 mod containerd;
@@ -23,8 +23,8 @@ pub use error::{ConnectError, ContainerError, ImageError};
 pub use reference::{Reference, ReferenceError};
 pub use sim::{SimBehavior, Simulated};
 pub use spec::{
-    ContainerInfo, ContainerSpec, ContainerState, Credentials, ExecOutput, ExecSpec, ExitStatus, ImageSource,
-    LogOptions, Mount, Resources, RuntimeEvent, Seccomp,
+    ContainerInfo, ContainerSpec, ContainerState, Credentials, ExecOutput, ExecSpec, ExitStatus, Healthcheck,
+    ImageSource, LogOptions, Mount, Resources, RuntimeEvent, Seccomp,
 };
 
 use std::time::Duration;
@@ -46,6 +46,14 @@ pub trait ContainerRuntime: Send + Sync + std::fmt::Debug {
     /// Makes `source` present locally; returns the image's canonical reference. A registry that
     /// does not have it gives [`ImageError::NotFound`] (`image not found: REF`).
     async fn ensure_image(&self, source: &ImageSource) -> Result<String, ImageError>;
+
+    /// The health check in the config of `image`, a local image (as [`ensure_image`] returned
+    /// it); `None` when the config has none. An image that is not present gives
+    /// [`ImageError::NotFound`]; a malformed `Healthcheck` gives [`ImageError::Invalid`], naming
+    /// the image.
+    ///
+    /// [`ensure_image`]: ContainerRuntime::ensure_image
+    async fn image_healthcheck(&self, image: &str) -> Result<Option<Healthcheck>, ImageError>;
 
     /// Creates (but does not start) a container.
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError>;

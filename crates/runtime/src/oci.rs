@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::seccomp;
-use crate::spec::{ContainerSpec, Mount, Seccomp};
+use crate::spec::{ContainerSpec, Healthcheck, Mount, Seccomp};
 
 /// Docker's default capability set.
 pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -61,6 +62,64 @@ impl ImageConfig {
             stop_signal: config["StopSignal"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
         })
     }
+}
+
+/// The health check in an OCI image config (`config.Healthcheck`, durations in integer
+/// nanoseconds as Docker writes them); `None` when it has none. A malformed one is an error
+/// saying which field and value, never a default in its place.
+pub(crate) fn healthcheck(bytes: &[u8]) -> Result<Option<Healthcheck>, String> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("image config is not JSON: {e}"))?;
+    let check = &value["config"]["Healthcheck"];
+    if check.is_null() {
+        return Ok(None);
+    }
+    if !check.is_object() {
+        return Err(format!("config.Healthcheck is not an object: {check}"));
+    }
+    let test = match &check["Test"] {
+        Value::Null => Vec::new(),
+        Value::Array(items) => items
+            .iter()
+            .map(|item| item.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| format!("config.Healthcheck.Test is not a list of strings: {}", check["Test"]))?,
+        other => return Err(format!("config.Healthcheck.Test is not a list of strings: {other}")),
+    };
+    match test.first().map(String::as_str) {
+        None | Some("NONE") => {}
+        Some("CMD" | "CMD-SHELL") if test.len() < 2 => {
+            return Err(format!("config.Healthcheck.Test {test:?} has no command"));
+        }
+        Some("CMD" | "CMD-SHELL") => {}
+        Some(kind) => {
+            return Err(format!(
+                "config.Healthcheck.Test {test:?}: unknown type {kind:?} (expected CMD, CMD-SHELL or NONE)"
+            ));
+        }
+    }
+    let nanos = |key: &str| -> Result<Duration, String> {
+        match &check[key] {
+            Value::Null => Ok(Duration::ZERO),
+            v => v
+                .as_u64()
+                .map(Duration::from_nanos)
+                .ok_or_else(|| format!("config.Healthcheck.{key} is not a duration in nanoseconds: {v}")),
+        }
+    };
+    let retries = match &check["Retries"] {
+        Value::Null => 0,
+        v => v
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .ok_or_else(|| format!("config.Healthcheck.Retries is not a count: {v}"))?,
+    };
+    Ok(Some(Healthcheck {
+        test,
+        interval: nanos("Interval")?,
+        timeout: nanos("Timeout")?,
+        start_period: nanos("StartPeriod")?,
+        retries,
+    }))
 }
 
 /// Host files and names the spec refers to.
@@ -529,5 +588,67 @@ mod tests {
             }
         );
         assert!(ImageConfig::parse(b"not json").is_err());
+    }
+
+    #[test]
+    fn parses_the_image_health_check() {
+        let secs = Duration::from_secs;
+        let docker = |test: &[&str], interval: u64, timeout: u64, start: u64, retries: u32| Healthcheck {
+            test: test.iter().map(|s| (*s).to_owned()).collect(),
+            interval: secs(interval),
+            timeout: secs(timeout),
+            start_period: secs(start),
+            retries,
+        };
+        // (config object, what it gives)
+        let cases: &[(&str, Result<Option<Healthcheck>, &str>)] = &[
+            (r#"{}"#, Ok(None)),
+            (r#"{"Healthcheck":null}"#, Ok(None)),
+            (
+                r#"{"Healthcheck":{"Test":["CMD-SHELL","test ! -e /tmp/unhealthy"],"Interval":1000000000,"Timeout":2000000000,"StartPeriod":0,"Retries":2}}"#,
+                Ok(Some(docker(&["CMD-SHELL", "test ! -e /tmp/unhealthy"], 1, 2, 0, 2))),
+            ),
+            (
+                r#"{"Healthcheck":{"Test":["CMD","/bin/check","--quick"],"StartPeriod":5000000000}}"#,
+                Ok(Some(docker(&["CMD", "/bin/check", "--quick"], 0, 0, 5, 0))),
+            ),
+            (r#"{"Healthcheck":{"Test":["NONE"]}}"#, Ok(Some(docker(&["NONE"], 0, 0, 0, 0)))),
+            // Only durations set: the test comes from whoever merges it (Docker's "inherit").
+            (r#"{"Healthcheck":{"Interval":3000000000}}"#, Ok(Some(docker(&[], 3, 0, 0, 0)))),
+            (r#"{"Healthcheck":"CMD true"}"#, Err(r#"config.Healthcheck is not an object: "CMD true""#)),
+            (r#"{"Healthcheck":{"Test":"true"}}"#, Err(r#"config.Healthcheck.Test is not a list of strings: "true""#)),
+            (
+                r#"{"Healthcheck":{"Test":["CMD",1]}}"#,
+                Err(r#"config.Healthcheck.Test is not a list of strings: ["CMD",1]"#),
+            ),
+            (r#"{"Healthcheck":{"Test":["CMD"]}}"#, Err(r#"config.Healthcheck.Test ["CMD"] has no command"#)),
+            (
+                r#"{"Healthcheck":{"Test":["HTTP","/"]}}"#,
+                Err(r#"config.Healthcheck.Test ["HTTP", "/"]: unknown type "HTTP" (expected CMD, CMD-SHELL or NONE)"#),
+            ),
+            (
+                r#"{"Healthcheck":{"Test":["CMD","true"],"Interval":-1}}"#,
+                Err("config.Healthcheck.Interval is not a duration in nanoseconds: -1"),
+            ),
+            (
+                r#"{"Healthcheck":{"Test":["CMD","true"],"Timeout":"30s"}}"#,
+                Err(r#"config.Healthcheck.Timeout is not a duration in nanoseconds: "30s""#),
+            ),
+            (
+                r#"{"Healthcheck":{"Test":["CMD","true"],"StartPeriod":1.5}}"#,
+                Err("config.Healthcheck.StartPeriod is not a duration in nanoseconds: 1.5"),
+            ),
+            (
+                r#"{"Healthcheck":{"Test":["CMD","true"],"Retries":4294967296}}"#,
+                Err("config.Healthcheck.Retries is not a count: 4294967296"),
+            ),
+        ];
+        for (config, expected) in cases {
+            let bytes = format!(r#"{{"architecture":"amd64","os":"linux","config":{config}}}"#);
+            let got = healthcheck(bytes.as_bytes());
+            assert_eq!(got.as_ref().map_err(String::as_str), expected.as_ref().map_err(|e| *e), "{config}");
+        }
+        assert_eq!(healthcheck(b"{}"), Ok(None), "a config without a config object");
+        assert!(healthcheck(b"not json").is_err());
     }
 }

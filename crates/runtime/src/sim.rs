@@ -14,8 +14,8 @@ use crate::error::{ContainerError, ImageError};
 use crate::logs::{LogLine, Stream};
 use crate::reference::Reference;
 use crate::spec::{
-    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, ImageSource, LogOptions,
-    RuntimeEvent,
+    ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, Healthcheck, ImageSource,
+    LogOptions, RuntimeEvent,
 };
 use crate::{ContainerRuntime, EventStream, LogStream};
 
@@ -66,12 +66,22 @@ struct State {
     start_latency: Duration,
     /// Images a pull can find (normalised reference → behaviour).
     registry: HashMap<String, SimBehavior>,
-    /// Images present locally.
-    local: HashMap<String, SimBehavior>,
+    /// The health checks in the configs of images a pull can find.
+    healthchecks: HashMap<String, Healthcheck>,
+    /// Images present locally, as they were pulled.
+    local: HashMap<String, LocalImage>,
     pull_failures: HashMap<String, String>,
     start_failures: HashMap<String, String>,
     exec_results: HashMap<Vec<String>, SimExec>,
+    /// Execs run in each container (by ID), kept after the container is removed.
+    exec_counts: HashMap<String, usize>,
     containers: BTreeMap<String, SimContainer>,
+}
+
+#[derive(Debug, Clone)]
+struct LocalImage {
+    behavior: SimBehavior,
+    healthcheck: Option<Healthcheck>,
 }
 
 #[derive(Debug)]
@@ -115,6 +125,17 @@ impl Simulated {
         self.state().registry.insert(name, behavior);
     }
 
+    /// Gives the image `reference` this health check in its config (`None`: none), from its next
+    /// pull on.
+    pub fn set_image_healthcheck(&self, reference: &str, healthcheck: Option<Healthcheck>) {
+        let name = normalise(reference);
+        let mut state = self.state();
+        match healthcheck {
+            Some(check) => state.healthchecks.insert(name, check),
+            None => state.healthchecks.remove(&name),
+        };
+    }
+
     /// Pulls of `reference` fail with `reason` until [`Simulated::clear_failures`].
     pub fn fail_pull(&self, reference: &str, reason: &str) {
         self.state().pull_failures.insert(normalise(reference), reason.to_owned());
@@ -142,6 +163,11 @@ impl Simulated {
     pub fn set_exec_hangs(&self, cmd: &[&str]) {
         let cmd = cmd.iter().map(|s| (*s).to_owned()).collect();
         self.state().exec_results.insert(cmd, SimExec::Hang);
+    }
+
+    /// How many execs container `id` has run (the health checks' probes among them).
+    pub fn exec_count(&self, id: &str) -> usize {
+        self.state().exec_counts.get(id).copied().unwrap_or(0)
     }
 
     /// Ends a running container's process from outside (a crash, an OOM kill, `kill -9`).
@@ -251,8 +277,16 @@ impl ContainerRuntime for Simulated {
             });
         }
         let behavior = state.registry.get(&name).cloned().ok_or(ImageError::NotFound { reference: name.clone() })?;
-        state.local.insert(name.clone(), behavior);
+        let healthcheck = state.healthchecks.get(&name).cloned();
+        state.local.insert(name.clone(), LocalImage { behavior, healthcheck });
         Ok(name)
+    }
+
+    async fn image_healthcheck(&self, image: &str) -> Result<Option<Healthcheck>, ImageError> {
+        let name = Reference::parse(image)?.to_string();
+        let state = self.state();
+        let local = state.local.get(&name).ok_or(ImageError::NotFound { reference: name.clone() })?;
+        Ok(local.healthcheck.clone())
     }
 
     async fn create(&self, spec: &ContainerSpec) -> Result<(), ContainerError> {
@@ -268,7 +302,7 @@ impl ContainerRuntime for Simulated {
         let behavior = state
             .local
             .get(&image)
-            .cloned()
+            .map(|local| local.behavior.clone())
             .ok_or(ContainerError::ImageNotFound { id: id.clone(), reference: image })?;
         let (exit_tx, _) = watch::channel(None);
         let (stop_tx, _) = watch::channel(false);
@@ -354,11 +388,12 @@ impl ContainerRuntime for Simulated {
 
     async fn exec(&self, id: &str, exec: &ExecSpec) -> Result<ExecOutput, ContainerError> {
         let result = {
-            let state = self.state();
+            let mut state = self.state();
             let container = state.containers.get(id).ok_or_else(|| not_found(id))?;
             if container.started_at.is_none() || container.exit_tx.borrow().is_some() {
                 return Err(ContainerError::WrongState { id: id.to_owned(), operation: "exec", state: "not running" });
             }
+            *state.exec_counts.entry(id.to_owned()).or_default() += 1;
             state.exec_results.get(&exec.cmd).cloned().unwrap_or(SimExec::Output(0, String::new()))
         };
         match result {

@@ -172,6 +172,24 @@ pub struct ExitStatus {
     pub finished_at: SystemTime,
 }
 
+/// An image's health check: `HEALTHCHECK` in a Dockerfile, `config.Healthcheck` in the image's
+/// config. As in Docker, a zero duration or retry count means "not set" (whoever runs the check
+/// applies a default), and an empty `test` means "none of its own".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Healthcheck {
+    /// `["CMD", arg, …]` (exec'd as is), `["CMD-SHELL", command]` (run by `/bin/sh -c`) or
+    /// `["NONE"]` (checks disabled).
+    pub test: Vec<String>,
+    /// Between the end of one probe and the start of the next (and from start to the first).
+    pub interval: Duration,
+    /// A probe that runs longer has failed.
+    pub timeout: Duration,
+    /// After start, failures do not count for this long (until a probe passes).
+    pub start_period: Duration,
+    /// This many failures in a row make the container unhealthy.
+    pub retries: u32,
+}
+
 /// A command to run in a running container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecSpec {

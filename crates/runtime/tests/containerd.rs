@@ -1,7 +1,7 @@
 //! The containerd runtime against a private containerd: the conformance suite, then what only a
 //! real runtime can show (env, args, user, mounts, read-only root, memory limit and OOM kill,
 //! network namespace, seccomp, archive loading, pulls from the test registry, crafted images
-//! whose `/etc/passwd` attacks the host that reads it).
+//! whose `/etc/passwd` attacks the host that reads it, the health image's check).
 //!
 //! Each test builds a one-node harness cluster with the test registry on its underlay and runs
 //! its async body on a thread inside node1's network namespace, so registry pulls (done by this
@@ -19,7 +19,8 @@ use std::time::Duration;
 use conformance::{Fixture, Program};
 use futures::StreamExt as _;
 use shoal_runtime::{
-    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ImageSource, LogOptions, Mount, Resources, Seccomp,
+    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ExecSpec, Healthcheck, ImageSource, LogOptions,
+    Mount, Resources, Seccomp,
 };
 use shoal_testkit::images::{self, BuiltImage};
 use shoal_testkit::{Cluster, Registry, privileged};
@@ -60,6 +61,10 @@ impl Env {
         self.registry.reference(image)
     }
 
+    fn built(&self, repository: &str) -> BuiltImage {
+        self.built.iter().find(|i| i.def.repository == repository).expect("image").clone()
+    }
+
     /// Runs `body` on a current-thread runtime inside node1's network namespace.
     fn block_on<F: std::future::Future<Output = ()> + 'static>(&self, body: impl FnOnce() -> F + Send + 'static) {
         let netns = self.cluster.node(1).expect("node1").netns.clone();
@@ -77,6 +82,19 @@ struct CtrFixture {
     sleeper: String,
     tools: String,
     crasher: String,
+    health: String,
+}
+
+/// The health check the test image `def` has in its config, as the runtime reads it.
+fn healthcheck_of(def: &images::ImageDef) -> Healthcheck {
+    let check = def.healthcheck.expect("the image has a health check");
+    Healthcheck {
+        test: check.test.iter().map(|s| (*s).to_owned()).collect(),
+        interval: check.interval,
+        timeout: check.timeout,
+        start_period: check.start_period,
+        retries: check.retries,
+    }
 }
 
 impl Fixture for CtrFixture {
@@ -125,20 +143,26 @@ impl Fixture for CtrFixture {
     fn exec_hangs(&self) -> Vec<String> {
         ["/bin/sleep", "3600"].map(str::to_owned).to_vec()
     }
+
+    fn health_image(&self) -> (ImageSource, Healthcheck) {
+        let def = images::ALL.iter().find(|d| d.repository == "shoal-test/health").expect("health image");
+        (ImageSource::registry(&self.health), healthcheck_of(def))
+    }
 }
 
 #[test]
 fn conformance() {
     let Some(env) = env("containerd conformance") else { return };
-    let (config, sleeper, tools, crasher) = (
+    let (config, sleeper, tools, crasher, health) = (
         env.config.clone(),
         env.remote("shoal-test/sleeper"),
         env.remote("shoal-test/tools"),
         env.remote("shoal-test/crasher"),
+        env.remote("shoal-test/health"),
     );
     env.block_on(move || async move {
         let runtime = Arc::new(Containerd::connect(config.clone()).await.expect("connect"));
-        conformance::run_all(&CtrFixture { config, runtime, sleeper, tools, crasher }).await;
+        conformance::run_all(&CtrFixture { config, runtime, sleeper, tools, crasher, health }).await;
     });
     drop(env.containerd);
 }
@@ -182,6 +206,7 @@ fn real_containers() {
         .expect("web v1");
     let web =
         env.built.iter().find(|i| i.def.repository == "shoal-test/web" && i.def.tag == "v2").expect("web").path.clone();
+    let health_image = env.built("shoal-test/health");
     let data = env.cluster.dir().join("data");
     std::fs::create_dir_all(&data).expect("mkdir");
     std::fs::write(data.join("greeting"), "from the host\n").expect("write");
@@ -216,6 +241,39 @@ fn real_containers() {
         assert_eq!(again, tools);
         let web = rt.ensure_image(&ImageSource::Archive { path: web, reference: None }).await.expect("load archive");
         assert_eq!(web, "docker.io/shoal-test/web:v2");
+
+        eprintln!("--- the health image: its HEALTHCHECK from the config; /cgi-bin/sicken makes the check fail");
+        let source = ImageSource::Archive { path: health_image.path.clone(), reference: None };
+        let health = rt.ensure_image(&source).await.expect("load the health image");
+        assert_eq!(health, "docker.io/shoal-test/health:latest");
+        let check = rt.image_healthcheck(&health).await.expect("read its health check");
+        assert_eq!(check, Some(healthcheck_of(&health_image.def)));
+        let spec = ContainerSpec { id: "health".into(), image: health.clone(), ..Default::default() };
+        rt.create(&spec).await.expect("create");
+        rt.start("health").await.expect("start");
+        let sh = |script: &str| ExecSpec {
+            cmd: vec!["/bin/sh".into(), "-c".into(), script.to_owned()],
+            timeout: Duration::from_secs(5),
+        };
+        let probe = sh("test ! -e /tmp/unhealthy");
+        assert_eq!(rt.exec("health", &probe).await.expect("probe").code, 0, "healthy at first");
+        // The server may take a moment to listen.
+        let fetch = |path: &str| sh(&format!("wget -qO- http://127.0.0.1:80{path}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let page = loop {
+            let out = rt.exec("health", &fetch("/")).await.expect("fetch the page");
+            if out.code == 0 {
+                break out.stdout;
+            }
+            assert!(std::time::Instant::now() < deadline, "the page never answered: {out:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(page, "health health\n", "version and hostname (the ID's first 12 characters)");
+        let sick = rt.exec("health", &fetch("/cgi-bin/sicken")).await.expect("sicken");
+        assert_eq!((sick.code, sick.stdout.as_str()), (0, "sick health\n"), "{sick:?}");
+        assert_eq!(rt.exec("health", &probe).await.expect("probe").code, 1, "unhealthy after sicken");
+        rt.stop("health", Duration::from_secs(5)).await.expect("stop");
+        rt.remove("health").await.expect("remove");
 
         eprintln!("--- args, env, workdir, user, hostname");
         let (code, out) =

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance::{Fixture, Program};
-use shoal_runtime::{ContainerRuntime, ContainerSpec, ImageError, ImageSource, SimBehavior, Simulated};
+use shoal_runtime::{ContainerRuntime, ContainerSpec, Healthcheck, ImageError, ImageSource, SimBehavior, Simulated};
 
 struct SimFixture {
     sim: Simulated,
@@ -54,6 +54,19 @@ impl Fixture for SimFixture {
     fn exec_hangs(&self) -> Vec<String> {
         self.sim.set_exec_hangs(&["sleep", "3600"]);
         vec!["sleep".to_owned(), "3600".to_owned()]
+    }
+
+    fn health_image(&self) -> (ImageSource, Healthcheck) {
+        let check = Healthcheck {
+            test: vec!["CMD-SHELL".into(), "test ! -e /tmp/unhealthy".into()],
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            start_period: Duration::ZERO,
+            retries: 2,
+        };
+        self.sim.add_image("sim/health", SimBehavior::RunUntilStopped);
+        self.sim.set_image_healthcheck("sim/health", Some(check.clone()));
+        (ImageSource::registry("sim/health"), check)
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use shoal_runtime::logs::Stream;
 use shoal_runtime::{
-    ContainerError, ContainerRuntime, ContainerSpec, ContainerState, ExecSpec, ImageError, ImageSource, LogOptions,
-    RuntimeEvent,
+    ContainerError, ContainerRuntime, ContainerSpec, ContainerState, ExecSpec, Healthcheck, ImageError, ImageSource,
+    LogOptions, RuntimeEvent,
 };
 
 /// What a container of the suite does.
@@ -43,6 +43,8 @@ pub(crate) trait Fixture {
     fn exec_prints_hello_exits_3(&self) -> Vec<String>;
     /// A command that never ends inside a sleeper.
     fn exec_hangs(&self) -> Vec<String>;
+    /// An image whose config has a health check, and that check.
+    fn health_image(&self) -> (ImageSource, Healthcheck);
 }
 
 /// Makes the image present and builds the spec of a container running `program`.
@@ -69,6 +71,8 @@ async fn state_of(rt: &dyn ContainerRuntime, id: &str) -> Option<ContainerState>
 pub(crate) async fn run_all(f: &impl Fixture) {
     eprintln!("--- conformance: missing image");
     missing_image(f).await;
+    eprintln!("--- conformance: an image's health check");
+    image_healthcheck(f).await;
     eprintln!("--- conformance: life cycle");
     life_cycle(f).await;
     eprintln!("--- conformance: exit code and events");
@@ -98,6 +102,19 @@ async fn missing_image(f: &impl Fixture) {
     let err = rt.create(&spec).await.expect_err("create without the image");
     assert!(matches!(err, ContainerError::ImageNotFound { .. }), "{err:?}");
     assert_eq!(err.to_string(), "image not found: example.invalid/never/pulled:1 (for container never-pulled)");
+}
+
+async fn image_healthcheck(f: &impl Fixture) {
+    let rt = f.runtime();
+    let (source, expected) = f.health_image();
+    let image = rt.ensure_image(&source).await.expect("ensure the health image");
+    assert_eq!(rt.image_healthcheck(&image).await.expect("read its health check"), Some(expected));
+    let (source, _) = f.program(&Program::Sleeper);
+    let sleeper = rt.ensure_image(&source).await.expect("ensure the sleeper");
+    assert_eq!(rt.image_healthcheck(&sleeper).await.expect("read the sleeper's"), None, "an image without one");
+    let err = rt.image_healthcheck("example.invalid/never/pulled:1").await.expect_err("an image never made present");
+    assert!(matches!(err, ImageError::NotFound { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "image not found: example.invalid/never/pulled:1");
 }
 
 async fn life_cycle(f: &impl Fixture) {
