@@ -236,11 +236,8 @@ impl<'a> Restarts<'a> {
         lost: impl Fn(&v1::Task) -> bool,
         shutdown: &mut Vec<String>,
     ) -> Verdict {
-        let (mut live, gone): (Vec<&v1::Task>, Vec<&v1::Task>) = history
-            .iter()
-            .copied()
-            .filter(|t| current(t))
-            .partition(|t| !t.observed_state().is_terminal() && !lost(t));
+        let (mut live, gone): (Vec<&v1::Task>, Vec<&v1::Task>) =
+            history.iter().copied().filter(|t| current(t)).partition(|t| !t.observed_state().is_terminal() && !lost(t));
         shutdown.extend(gone.iter().map(|t| t.id.clone()));
         live.sort_by_key(|t| std::cmp::Reverse(creation(t)));
         if let Some((newest, older)) = live.split_first() {

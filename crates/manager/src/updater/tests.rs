@@ -162,11 +162,7 @@ fn the_failure_ratio_tolerates_that_many_failures() {
     let svc = service(update);
     let lines = ["a2 1 n1 failed v2 made=-8 ran=-6 ended=-3", "a3 1 n1 running v2 made=-2 ran=-1", OLD[1]];
     assert_eq!(plan(&svc, &lines).status, None, "1 failure out of 4 slots is under 0.3");
-    let lines = [
-        "a2 1 n1 failed v2 made=-8 ran=-6 ended=-3",
-        "b2 2 n1 failed v2 made=-8 ran=-6 ended=-3",
-        OLD[2],
-    ];
+    let lines = ["a2 1 n1 failed v2 made=-8 ran=-6 ended=-3", "b2 2 n1 failed v2 made=-8 ran=-6 ended=-3", OLD[2]];
     assert!(plan(&svc, &lines).status.is_some(), "2 out of 4 is over it");
 }
 
