@@ -11,7 +11,7 @@ mod render;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory as _, Parser};
 
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Manage a Shoal cluster")]
@@ -26,8 +26,18 @@ struct Cli {
     command: command::Command,
 }
 
+/// Writes the completion script of `shell` for the whole command tree.
+fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) {
+    clap_complete::generate(shell, &mut Cli::command(), "shoal", out);
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let command::Command::Completion { shell } = cli.command {
+        // Needs no manager: the script is made from the command tree alone.
+        completion(shell, &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -43,5 +53,27 @@ fn main() -> ExitCode {
             eprintln!("Error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn completion_scripts_name_the_subcommands() {
+        for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+            let mut script = Vec::new();
+            completion(shell, &mut script);
+            let script = String::from_utf8(script).expect("utf-8");
+            for word in ["node", "service", "network", "join-token", "completion", "publish-add"] {
+                assert!(script.contains(word), "{shell}: {word} missing");
+            }
+        }
+    }
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

@@ -45,6 +45,11 @@ pub(crate) enum Command {
         #[arg(long, short)]
         quiet: bool,
     },
+    /// Print a shell completion script: `shoal completion bash > /etc/bash_completion.d/shoal`.
+    Completion {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -150,6 +155,8 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Service(service) => service_command(&mut control, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
+        // `main` prints it before connecting.
+        Command::Completion { .. } => Ok(()),
     }
 }
 
