@@ -40,6 +40,13 @@ pub enum SimBehavior {
         /// Lines on standard error.
         stderr: Vec<String>,
     },
+    /// Writes these lines, then runs until its stop signal (a server that logs as it starts).
+    PrintAndRun {
+        /// Lines on standard output.
+        stdout: Vec<String>,
+        /// Lines on standard error.
+        stderr: Vec<String>,
+    },
 }
 
 /// What a simulated exec returns.
@@ -205,7 +212,7 @@ impl Simulated {
         let this = self.clone();
         tokio::spawn(async move {
             match behavior {
-                SimBehavior::RunUntilStopped => {
+                SimBehavior::RunUntilStopped | SimBehavior::PrintAndRun { .. } => {
                     if stop_rx.wait_for(|stopped| *stopped).await.is_ok() {
                         let _ = this.finish(&id, 0, false);
                     }
@@ -336,7 +343,9 @@ impl ContainerRuntime for Simulated {
             }
             let now = SystemTime::now();
             container.started_at = Some(now);
-            if let SimBehavior::Print { stdout, stderr } = &container.behavior {
+            if let SimBehavior::Print { stdout, stderr } | SimBehavior::PrintAndRun { stdout, stderr } =
+                &container.behavior
+            {
                 let lines =
                     stdout.iter().map(|l| (Stream::Stdout, l)).chain(stderr.iter().map(|l| (Stream::Stderr, l)));
                 container.logs.extend(lines.map(|(stream, line)| LogLine { time: now, stream, line: line.clone() }));

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use conformance::{Fixture, Program};
-use shoal_runtime::{ContainerRuntime, ContainerSpec, Healthcheck, ImageError, ImageSource, SimBehavior, Simulated};
+use futures::StreamExt as _;
+use shoal_runtime::{
+    ContainerRuntime, ContainerSpec, Healthcheck, ImageError, ImageSource, LogOptions, SimBehavior, Simulated,
+};
 
 struct SimFixture {
     sim: Simulated,
@@ -122,4 +125,24 @@ async fn hosts_thousands_of_containers() {
     }
     assert_eq!(sim.container_count(), 5_000);
     assert_eq!(sim.list(&[]).await.expect("list").len(), 5_000);
+}
+
+#[tokio::test]
+async fn a_server_prints_then_runs_until_stopped() {
+    let sim = Simulated::new();
+    let behavior = SimBehavior::PrintAndRun { stdout: vec!["listening".into()], stderr: vec!["warming up".into()] };
+    sim.add_image("sim/server", behavior);
+    let image = sim.ensure_image(&ImageSource::registry("sim/server")).await.expect("pull");
+    sim.create(&ContainerSpec { id: "srv".into(), image, ..Default::default() }).await.expect("create");
+    sim.start("srv").await.expect("start");
+    let options = LogOptions { follow: true, ..Default::default() };
+    let mut follow = sim.logs("srv", &options).await.expect("logs");
+    let first: Vec<String> =
+        vec![follow.next().await, follow.next().await].into_iter().flatten().map(|l| l.line).collect();
+    assert_eq!(first, ["listening", "warming up"]);
+    // Still running: following waits for its exit, which the stop brings.
+    let pending = tokio::time::timeout(Duration::from_millis(100), follow.next()).await;
+    assert!(pending.is_err(), "the log is followed while the server runs");
+    sim.stop("srv", Duration::from_secs(1)).await.expect("stop");
+    assert!(follow.next().await.is_none(), "following ends with the container");
 }
