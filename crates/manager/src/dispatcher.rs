@@ -62,6 +62,8 @@ struct Inner {
     last_check: Mutex<Option<Instant>>,
     /// Subscriptions to the networks feed, while it runs (see `dispatcher/networks.rs`).
     networks_feed: Mutex<Option<mpsc::UnboundedSender<networks::Subscribe>>>,
+    /// The log broker: the nodes' log subscription streams (see `logs.rs`).
+    logs: crate::logs::LogBroker,
 }
 
 /// The task table as read for new assignment streams: when the read began, the tasks and the
@@ -222,8 +224,14 @@ impl Dispatcher {
                 lists_read: std::sync::atomic::AtomicU64::new(0),
                 last_check: Mutex::new(None),
                 networks_feed: Mutex::new(None),
+                logs: crate::logs::LogBroker::default(),
             }),
         }
+    }
+
+    /// The log broker, which the `Logs` service shares.
+    pub(crate) fn log_broker(&self) -> &crate::logs::LogBroker {
+        &self.inner.logs
     }
 
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
@@ -789,16 +797,37 @@ impl DispatcherApi for Dispatcher {
 
     async fn log_subscriptions(
         &self,
-        _request: Request<v1::LogSubscriptionsRequest>,
+        request: Request<v1::LogSubscriptionsRequest>,
     ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
-        Err(Status::unimplemented("log subscriptions are not served yet"))
+        self.require_leader()?;
+        let session_id = request.get_ref().session_id.clone();
+        let node_id = self.session_node(&request, &session_id)?;
+        // The stream ends with the session (expired, or replaced by a newer one).
+        let (this, node) = (self.clone(), node_id.clone());
+        let alive = move || this.sessions().get(&node).is_some_and(|s| s.id == session_id);
+        Ok(Response::new(self.inner.logs.node_stream(node_id, alive)))
     }
 
     async fn publish_logs(
         &self,
-        _request: Request<tonic::Streaming<v1::PublishLogsMessage>>,
+        request: Request<tonic::Streaming<v1::PublishLogsMessage>>,
     ) -> Result<Response<v1::PublishLogsResponse>, Status> {
-        Err(Status::unimplemented("log publication is not served yet"))
+        let node_id = caller(&request)?.node_id;
+        let mut stream = request.into_inner();
+        let Some(first) = stream.message().await? else {
+            return Ok(Response::new(v1::PublishLogsResponse {}));
+        };
+        let this = self.clone();
+        let node = node_id.clone();
+        let current = move |session_id: &str| this.sessions().get(&node).is_some_and(|s| s.id == session_id);
+        if !current(&first.session_id) {
+            return Err(Status::not_found(format!(
+                "session {:?} of node {node_id} has ended; start a new session",
+                first.session_id
+            )));
+        }
+        self.inner.logs.publish(node_id, first, stream, current).await?;
+        Ok(Response::new(v1::PublishLogsResponse {}))
     }
 
     async fn networks(&self, request: Request<v1::NetworksRequest>) -> Result<Response<NetworksStream>, Status> {

@@ -778,7 +778,7 @@ async fn run(
     let admin =
         if admin_dir.join("node.crt").is_file() { Some(LiveCredentials::load(&admin_dir).map_err(pki)?) } else { None };
     let client = live_client_config(&live, &trust).map_err(pki)?;
-    let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client), "shoal-manager")
+    let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client.clone()), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
     let store = Store::open(StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir), transport)
@@ -806,6 +806,7 @@ async fn run(
         cluster_id: identity.cluster_id.clone(),
         cert_validity: config.cert_validity,
         dispatcher: dispatcher.clone(),
+        client_tls: Some(client),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures::future::FutureExt::shared(async move {

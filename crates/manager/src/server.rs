@@ -1,13 +1,15 @@
-//! Everything a manager serves on its one port: the control API (managers and admin bundles),
-//! the CA (anyone with a join token; renewal for nodes), and the Raft transport (managers only),
-//! each behind its role check, and the dispatcher (any node with a certificate). Every service
-//! refuses revoked identities on each call (see `revocation.rs`).
+//! Everything a manager serves on its one port: the control API and the logs API (managers and
+//! admin bundles), the CA (anyone with a join token; renewal for nodes), and the Raft transport
+//! (managers only), each behind its role check, and the dispatcher (any node with a
+//! certificate). Every service refuses revoked identities on each call (see `revocation.rs`).
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use shoal_api::v1::{ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer};
+use shoal_api::v1::{
+    ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer, logs_server::LogsServer,
+};
 use shoal_ca_pki::{ClusterCa, RemovedNodes};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
@@ -15,6 +17,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::ca_service::CaService;
 use crate::control::ControlService;
 use crate::dispatcher::Dispatcher;
+use crate::logs::LogsService;
 use crate::objects::ObjectStore;
 use crate::tls::{Callers, RefuseRevoked, incoming, require};
 
@@ -34,6 +37,10 @@ pub struct Services {
     pub cert_validity: Duration,
     /// The dispatcher (shared with the leader's liveness loop).
     pub dispatcher: Dispatcher,
+    /// This manager's client TLS (its node certificate), with which a manager that is not the
+    /// leader relays log subscriptions to the leader; without it, it refuses them naming the
+    /// leader.
+    pub client_tls: Option<rustls::ClientConfig>,
 }
 
 /// Serves `services` on `listener` with `tls` (ca-pki's `join_server_config`, so that joining
@@ -52,12 +59,21 @@ pub async fn serve(
         services.cluster_id.clone(),
         services.cert_validity,
     );
+    let logs = LogsService::new(
+        services.objects.clone(),
+        services.dispatcher.log_broker().clone(),
+        services.client_tls.clone(),
+    );
     let raft = shoal_raft_store::grpc::service(services.objects.store().clone());
     let removed = &services.removed;
     tonic::transport::Server::builder()
         .add_service(InterceptedService::new(
             RefuseRevoked::new(ControlServer::new(control), services.objects.clone()),
             require("the control API", Callers::ManagersAndAdmins, removed.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            RefuseRevoked::new(LogsServer::new(logs), services.objects.clone()),
+            require("the logs API", Callers::ManagersAndAdmins, removed.clone()),
         ))
         .add_service(CaServer::new(ca))
         .add_service(DispatcherServer::with_interceptor(
