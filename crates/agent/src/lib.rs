@@ -10,7 +10,9 @@
 #![warn(missing_docs)]
 
 mod executor;
+mod health;
 mod join;
+mod logs;
 mod managers;
 pub mod mesh;
 mod network;
@@ -26,6 +28,13 @@ pub use worker::{
     WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,
     run_node, run_worker, worker_advertise_addr,
 };
+
+// For the integration tests only (`tests/health.rs`): the executor without a session. Hidden,
+// and not part of the API.
+#[doc(hidden)]
+pub mod testing {
+    pub use crate::executor::Standalone;
+}
 
 /// Labels the agent puts on its containers, to find them again after a restart.
 pub mod labels {

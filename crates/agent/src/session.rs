@@ -4,7 +4,8 @@
 //! manager it knows (the leader first, when a manager that is not the leader named it), backing
 //! off from 100 ms to 8 s (from 100 ms again after a session that had started), and the new
 //! session's complete assignment set reconciles what changed meanwhile. A heartbeat unanswered
-//! for three periods ends the session, as the manager would.
+//! for three periods ends the session, as the manager would. The session also carries the
+//! manager's log subscriptions (`logs.rs`), which end with it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -19,6 +20,7 @@ use tokio::sync::{Mutex, mpsc};
 use tonic::transport::Channel;
 
 use crate::executor::Executor;
+use crate::logs::{SessionLogs, next_subscriptions};
 use crate::managers::ManagerRecord;
 use crate::network::{Networking, ViewStream};
 
@@ -414,6 +416,19 @@ impl Agent {
             }
             None => None,
         };
+        // The log subscriptions for this node's tasks (`shoal service logs`). A manager without
+        // them (an older one) gets no logs from this node.
+        let request = v1::LogSubscriptionsRequest { session_id: session_id.clone() };
+        let mut log_subscriptions = match dispatcher.log_subscriptions(request).await {
+            Ok(response) => Some(response.into_inner()),
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                tracing::warn!(manager = %addr, "the manager has no log subscriptions: task logs are not served");
+                None
+            }
+            Err(status) => return refused_by("log subscriptions", &status, false),
+        };
+        let mut logs =
+            SessionLogs::new(self.runtime.clone(), DispatcherClient::new(channel.clone()), session_id.clone());
         let mut view_stream = ViewStream::default();
         tracing::info!(manager = %addr, "session started");
         self.sessions_started.fetch_add(1, Ordering::Relaxed);
@@ -519,6 +534,11 @@ impl Agent {
                     }
                     Ok(None) => return broken("networks", &"stream ended"),
                     Err(status) => return broken("networks", &status.message()),
+                },
+                message = next_subscriptions(&mut log_subscriptions) => match message {
+                    Ok(Some(message)) => logs.apply(message),
+                    Ok(None) => return broken("log subscriptions", &"stream ended"),
+                    Err(status) => return broken("log subscriptions", &status.message()),
                 },
                 message = session.message() => match message {
                     Ok(Some(message)) => {
