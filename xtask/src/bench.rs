@@ -29,7 +29,10 @@ enum Runner {
     Raft,
     /// The whole stack: a netns cluster of release binaries on containerd (`converge.rs`).
     Converge,
+    /// Service networking on a netns cluster (`mesh.rs`).
     Mesh,
+    /// A rolling update of 100 replicas on one node (`update.rs`).
+    Update,
 }
 
 /// One benchmark: its name, how it runs and what it measures. What it needs from the machine is
@@ -89,6 +92,12 @@ const BENCHES: &[Bench] = &[
         what: "service networking on 3 nodes: HTTP through the routing mesh, a VIP and direct (req/s, p50/p99); \
                iperf3 over the overlay vs veth; propagation of a killed and a new task to DNS and load balancers",
     },
+    Bench {
+        name: "update",
+        runner: Runner::Update,
+        what: "100 replicas on one node updated 10 at a time, stop-first then start-first, vs creating them: time \
+               until all run the new image, longest time a slot had no running task",
+    },
 ];
 
 /// The benchmarks' names.
@@ -111,6 +120,7 @@ pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()
         Runner::Raft => raft(),
         Runner::Converge => crate::converge::run(root),
         Runner::Mesh => crate::mesh::run(root),
+        Runner::Update => crate::update::run(root),
         Runner::CargoBench { package, target } => {
             let took = crate::prereq::timed_cargo(&["bench", "--locked", "--package", package, "--bench", target])
                 .with_context(|| format!("benchmark {name} failed"))?;

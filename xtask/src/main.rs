@@ -10,6 +10,7 @@ mod mesh;
 mod prereq;
 mod test;
 mod tidy;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

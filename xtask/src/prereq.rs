@@ -96,7 +96,7 @@ pub(crate) struct Prereq {
 use Task::{Bench, Build, Demo, E2e, Test, VmTest};
 
 /// Everything that runs Shoal's processes on containerd in network namespaces.
-const CLUSTER: &[Task] = &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh")];
+const CLUSTER: &[Task] = &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update")];
 /// Everything that builds network namespaces and links.
 const NETNS: &[Task] = &[
     Test,
@@ -109,6 +109,7 @@ const NETNS: &[Task] = &[
     Bench("overlay"),
     Bench("lb"),
     Bench("mesh"),
+    Bench("update"),
 ];
 
 /// The table. Probing and installing both read it; nothing else installs anything.
@@ -203,14 +204,14 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::StaticBinary("/bin/busybox"),
         source: Source::Apt("busybox-static"),
         why: "the test images' userland and the VM's initramfs",
-        needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("mesh")],
+        needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update")],
     },
     Prereq {
         provides: "docker-registry",
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),
         why: "the local registry the nodes pull test images from",
-        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh")],
+        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh"), Bench("update")],
     },
     Prereq {
         provides: "qemu-system-x86_64",

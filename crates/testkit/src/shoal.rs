@@ -187,10 +187,16 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// Runs `shoal ARGS…`; returns (success, stdout, stderr).
-    pub fn run(&self, args: &[&str]) -> Result<(bool, String, String), CommandError> {
+    /// `shoal ARGS…` as a command to spawn (for output that streams, such as `service logs -f`).
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
         let mut command = Cluster::command_in(&self.netns, &self.shoal.to_string_lossy());
         command.args(["--host", &self.host]).arg("--cert-path").arg(&self.bundle).args(args);
+        command
+    }
+
+    /// Runs `shoal ARGS…`; returns (success, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> Result<(bool, String, String), CommandError> {
+        let mut command = self.command(args);
         let out = cmd::output(&mut command)?;
         Ok((
             out.status.success(),
