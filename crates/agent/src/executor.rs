@@ -1,9 +1,12 @@
 //! The executor: one controller per assigned task, driving it through its states (ACCEPTED,
 //! PREPARING, READY, STARTING, RUNNING, then COMPLETE, FAILED, REJECTED or SHUTDOWN) with the
 //! container runtime, and reporting each state. Controllers follow their task's desired state;
-//! a task that leaves the node's assignments is stopped and its container removed.
+//! a task that leaves the node's assignments is stopped and its container removed. A task with
+//! a health check stays STARTING until a probe passes, and an unhealthy one is stopped and
+//! FAILED (`task: unhealthy container`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -12,6 +15,7 @@ use shoal_runtime::{ContainerError, ContainerRuntime, ContainerSpec, ContainerSt
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::health::{self, Check, Prober, Verdict};
 use crate::labels;
 use crate::network::Networking;
 
@@ -20,6 +24,9 @@ pub(crate) type Reports = mpsc::UnboundedSender<(String, v1::TaskStatus)>;
 
 /// Docker's default stop grace period.
 const DEFAULT_GRACE: Duration = Duration::from_secs(10);
+
+/// The error of a task whose health check found it unhealthy (Swarm's words).
+const UNHEALTHY: &str = "task: unhealthy container";
 
 #[derive(Debug)]
 struct Controller {
@@ -138,6 +145,38 @@ impl Drop for Executor {
     }
 }
 
+/// The executor without a session, for the integration tests (`tests/health.rs`): assignments
+/// in, status reports out. Hidden, and not part of the API.
+#[derive(Debug)]
+pub struct Standalone {
+    executor: Executor,
+    reports: mpsc::UnboundedReceiver<(String, v1::TaskStatus)>,
+}
+
+impl Standalone {
+    /// An executor for node `node_id` on `runtime`, without networking (each task gets a fresh
+    /// network namespace with loopback only); named volumes go under `volumes`.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, node_id: &str, volumes: PathBuf) -> Self {
+        let (tx, reports) = mpsc::unbounded_channel();
+        Self { executor: Executor::new(runtime, node_id.to_owned(), volumes, tx, None), reports }
+    }
+
+    /// The node's complete assignment set, as a session's first message gives it.
+    pub fn set_complete(&mut self, tasks: Vec<v1::Task>) {
+        self.executor.set_complete(tasks);
+    }
+
+    /// A new or changed task.
+    pub fn update(&mut self, task: v1::Task) {
+        self.executor.update(task);
+    }
+
+    /// The next status report: (task ID, status).
+    pub async fn report(&mut self) -> Option<(String, v1::TaskStatus)> {
+        self.reports.recv().await
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Ctx {
     runtime: Arc<dyn ContainerRuntime>,
@@ -151,6 +190,49 @@ struct Ctx {
 /// its ID (as Docker takes the container ID's).
 fn hostname(task: &v1::Task, container: &v1::ContainerSpec) -> String {
     if container.hostname.is_empty() { task.id.chars().take(12).collect() } else { container.hostname.clone() }
+}
+
+/// The task's container spec (empty when it has none).
+fn container_of(task: &v1::Task) -> v1::ContainerSpec {
+    task.spec.as_ref().and_then(|s| s.container.clone()).unwrap_or_default()
+}
+
+/// How long the task's container may take to stop before it is killed.
+fn stop_grace(task: &v1::Task) -> Duration {
+    task.spec
+        .as_ref()
+        .and_then(|s| s.container.as_ref())
+        .and_then(|c| shoal_api::from_duration(c.stop_grace_period.as_ref()))
+        .unwrap_or(DEFAULT_GRACE)
+}
+
+/// A task's container that runs (or ran), for the monitor: its health check, if it has one, and
+/// where its health stands.
+#[derive(Debug)]
+struct Watched {
+    check: Option<Check>,
+    health: health::Status,
+}
+
+impl Watched {
+    /// A container followed without a health check.
+    const PLAIN: Self = Self { check: None, health: health::Status::Healthy };
+}
+
+/// What the monitor woke for.
+enum Event {
+    Exited(Result<shoal_runtime::ExitStatus, ContainerError>),
+    /// The task changed; `false`: it left this node's assignments.
+    Changed(bool),
+    Health(Verdict),
+}
+
+/// The next verdict of the health checks, if there are any.
+async fn next_verdict(prober: Option<&mut Prober>) -> Verdict {
+    match prober {
+        Some(prober) => prober.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 impl Ctx {
@@ -181,22 +263,12 @@ impl Ctx {
             // Found after an agent restart: a running container is followed again (the
             // monitor stops it at once if its task should no longer run), one that exited
             // reports its exit through the monitor, one never started starts afresh.
-            Some(ContainerState::Running) => {
-                // Its namespace, links and balancers are there: the pass adopts them.
-                if let Some(network) = &self.network {
-                    let container = task.spec.as_ref().and_then(|s| s.container.clone()).unwrap_or_default();
-                    if let Err(err) = network.prepare(&task, &hostname(&task, &container)).await {
-                        tracing::warn!(task.id = %id, error = %err, "could not adopt the networking of a running task");
-                    }
-                }
-                self.report(&id, TaskState::Running, "running (adopted after an agent restart)", "", None);
-                true
-            }
-            Some(ContainerState::Stopped) => true,
+            Some(ContainerState::Running) => Some(self.adopt(&task).await),
+            Some(ContainerState::Stopped) => Some(Watched::PLAIN),
             Some(ContainerState::Created) | None => self.start(&task).await,
         };
-        if started {
-            self.monitor(&id, &mut updates).await;
+        if let Some(watched) = started {
+            self.monitor(&id, &mut updates, watched).await;
         }
         // The container has stopped (or never started): its networking goes.
         if let Some(network) = &self.network {
@@ -214,26 +286,72 @@ impl Ctx {
         }
     }
 
-    /// Prepares and starts the task's container; returns whether it runs.
-    async fn start(&self, task: &v1::Task) -> bool {
+    /// A running container found after an agent restart: its networking is adopted, and its
+    /// health checks go on. A task already RUNNING stays so (states only move forward); one
+    /// with a health check that had not yet passed stays STARTING until a probe passes, and its
+    /// start period begins again now.
+    async fn adopt(&self, task: &v1::Task) -> Watched {
+        let id = task.id.as_str();
+        let container = container_of(task);
+        // Its namespace, links and balancers are there: the pass adopts them.
+        if let Some(network) = &self.network
+            && let Err(err) = network.prepare(task, &hostname(task, &container)).await
+        {
+            tracing::warn!(task.id = %id, error = %err, "could not adopt the networking of a running task");
+        }
+        let check = match self.health_check(&container, &container.image).await {
+            Ok(check) => check,
+            Err(err) => {
+                tracing::warn!(task.id = %id, error = %err, "adopted without the image's health check");
+                health::effective(container.healthcheck.as_ref(), None).ok().flatten()
+            }
+        };
+        let running = task.observed_state() as i32 >= TaskState::Running as i32;
+        if check.is_some() && !running {
+            let message = "starting (adopted after an agent restart; waiting for its health check)";
+            self.report(id, TaskState::Starting, message, "", None);
+            return Watched { check, health: health::Status::Starting };
+        }
+        self.report(id, TaskState::Running, "running (adopted after an agent restart)", "", None);
+        Watched { check, health: health::Status::Healthy }
+    }
+
+    /// The health check of a task whose image is `image` (present here): the spec's merged over
+    /// the image's.
+    async fn health_check(&self, container: &v1::ContainerSpec, image: &str) -> Result<Option<Check>, String> {
+        let from_image = self.runtime.image_healthcheck(image).await.map_err(|e| e.to_string())?;
+        health::effective(container.healthcheck.as_ref(), from_image.as_ref())
+            .map_err(|e| format!("image {image}: {e}"))
+    }
+
+    /// Prepares and starts the task's container; returns what the monitor follows, or `None`
+    /// when it does not run.
+    async fn start(&self, task: &v1::Task) -> Option<Watched> {
         let id = task.id.as_str();
         if task.desired() as i32 > TaskState::Running as i32 {
             self.report(id, TaskState::Shutdown, "shut down before it started", "", None);
-            return false;
+            return None;
         }
         self.report(id, TaskState::Accepted, "accepted", "", None);
         self.report(id, TaskState::Preparing, "preparing", "", None);
-        let container = task.spec.as_ref().and_then(|s| s.container.clone()).unwrap_or_default();
+        let container = container_of(task);
         let image = match self.runtime.ensure_image(&ImageSource::registry(&container.image)).await {
             Ok(image) => image,
             Err(err) => {
                 self.report(id, TaskState::Rejected, "preparing failed", &err.to_string(), None);
-                return false;
+                return None;
+            }
+        };
+        let check = match self.health_check(&container, &image).await {
+            Ok(check) => check,
+            Err(err) => {
+                self.report(id, TaskState::Rejected, "preparing failed", &err, None);
+                return None;
             }
         };
         if let Err(err) = self.prepare_mounts(&container) {
             self.report(id, TaskState::Rejected, "preparing failed", &err, None);
-            return false;
+            return None;
         }
         let mut spec = self.container_spec(task, &container, image);
         if let Some(network) = &self.network {
@@ -245,7 +363,7 @@ impl Ctx {
                 }
                 Err(err) => {
                     self.report(id, TaskState::Rejected, "network setup failed", &err.to_string(), None);
-                    return false;
+                    return None;
                 }
             }
         }
@@ -257,52 +375,81 @@ impl Ctx {
         }
         if let Err(err) = created {
             self.report(id, TaskState::Rejected, "create failed", &err.to_string(), None);
-            return false;
+            return None;
         }
         self.report(id, TaskState::Ready, "ready", "", None);
         self.report(id, TaskState::Starting, "starting", "", None);
         if let Err(err) = self.runtime.start(id).await {
             self.report(id, TaskState::Failed, "start failed", &err.to_string(), None);
-            return false;
+            return None;
+        }
+        if check.is_some() {
+            // RUNNING (and with it VIP and DNS traffic) waits for the first passing probe.
+            self.report(id, TaskState::Starting, "started; waiting for its health check", "", None);
+            return Some(Watched { check, health: health::Status::Starting });
         }
         self.report(id, TaskState::Running, "started", "", None);
-        true
+        Some(Watched::PLAIN)
     }
 
-    /// Follows a running task until it exits or is told to stop (including by the desired state
-    /// it already has when the monitor starts).
-    async fn monitor(&self, id: &str, updates: &mut watch::Receiver<v1::Task>) {
+    /// Follows a running task until it exits, is told to stop (including by the desired state
+    /// it already has when the monitor starts) or its health check finds it unhealthy. Health
+    /// checks run all along: the first passing probe moves a starting task to RUNNING.
+    async fn monitor(&self, id: &str, updates: &mut watch::Receiver<v1::Task>, watched: Watched) {
+        let mut prober =
+            watched.check.map(|check| Prober::start(self.runtime.clone(), id.to_owned(), check, watched.health));
         let mut assigned = true;
         loop {
             if !assigned || updates.borrow_and_update().desired() as i32 > TaskState::Running as i32 {
-                let grace = updates
-                    .borrow()
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.container.as_ref())
-                    .and_then(|c| shoal_api::from_duration(c.stop_grace_period.as_ref()))
-                    .unwrap_or(DEFAULT_GRACE);
+                // No probe runs into the stop.
+                drop(prober.take());
+                let grace = stop_grace(&updates.borrow());
                 match self.runtime.stop(id, grace).await {
                     Ok(status) => self.report(id, TaskState::Shutdown, "shutdown", "", Some(status.code)),
                     Err(err) => self.report(id, TaskState::Shutdown, "shutdown", &err.to_string(), None),
                 }
                 return;
             }
-            tokio::select! {
-                exit = self.runtime.wait(id) => {
+            let event = tokio::select! {
+                exit = self.runtime.wait(id) => Event::Exited(exit),
+                // A dropped sender: the task left this node's assignments.
+                changed = updates.changed() => Event::Changed(changed.is_ok()),
+                verdict = next_verdict(prober.as_mut()) => Event::Health(verdict),
+            };
+            match event {
+                Event::Exited(exit) => {
                     match exit {
-                        Ok(status) if status.code == 0 => self.report(id, TaskState::Complete, "finished", "", Some(0)),
+                        Ok(status) if status.code == 0 => {
+                            self.report(id, TaskState::Complete, "finished", "", Some(0));
+                        }
                         Ok(status) => {
                             let oom = if status.oom_killed { ": OOM killed" } else { "" };
                             let err = format!("task: non-zero exit ({}){oom}", status.code);
                             self.report(id, TaskState::Failed, "failed", &err, Some(status.code));
                         }
-                        Err(err) => self.report(id, TaskState::Failed, "lost track of the container", &err.to_string(), None),
+                        Err(err) => {
+                            self.report(id, TaskState::Failed, "lost track of the container", &err.to_string(), None);
+                        }
                     }
                     return;
                 }
-                // A dropped sender: the task left this node's assignments.
-                changed = updates.changed() => assigned = changed.is_ok(),
+                Event::Changed(still_assigned) => assigned = still_assigned,
+                Event::Health(Verdict::Healthy) => {
+                    self.report(id, TaskState::Running, "started; healthy", "", None);
+                }
+                Event::Health(Verdict::Unhealthy { output }) => {
+                    drop(prober.take());
+                    let message = format!("unhealthy: {output}");
+                    let grace = stop_grace(&updates.borrow());
+                    match self.runtime.stop(id, grace).await {
+                        Ok(status) => self.report(id, TaskState::Failed, &message, UNHEALTHY, Some(status.code)),
+                        Err(err) => {
+                            tracing::warn!(task.id = %id, error = %err, "could not stop an unhealthy container");
+                            self.report(id, TaskState::Failed, &message, UNHEALTHY, None);
+                        }
+                    }
+                    return;
+                }
             }
         }
     }

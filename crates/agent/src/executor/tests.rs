@@ -158,3 +158,270 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
     let _ = std::fs::remove_dir_all(&dir);
     assert!(made, "the named volume's directory is made on first use");
 }
+
+// ----- health checks (paused time: probes, start periods and timeouts happen in virtual time) -----
+
+const PROBE: &[&str] = &["/bin/sh", "-c", "probe"];
+
+/// The simulated image `sim/health:1` whose config has `CMD-SHELL probe` (interval, timeout,
+/// start period in seconds, retries).
+fn health_image(sim: &Simulated, interval: u64, timeout: u64, start_period: u64, retries: u32) {
+    sim.add_image("sim/health:1", SimBehavior::RunUntilStopped);
+    sim.set_image_healthcheck(
+        "sim/health:1",
+        Some(shoal_runtime::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "probe".into()],
+            interval: Duration::from_secs(interval),
+            timeout: Duration::from_secs(timeout),
+            start_period: Duration::from_secs(start_period),
+            retries,
+        }),
+    );
+}
+
+fn health_task(id: &str, healthcheck: Option<v1::HealthConfig>) -> v1::Task {
+    let mut task = task(id, TaskState::Running);
+    if let Some(container) = task.spec.as_mut().and_then(|s| s.container.as_mut()) {
+        container.image = "sim/health:1".into();
+        container.healthcheck = healthcheck;
+    }
+    task
+}
+
+/// The reports of an executor, with the virtual time each came at.
+struct Seen {
+    rx: mpsc::UnboundedReceiver<(String, v1::TaskStatus)>,
+    t0: tokio::time::Instant,
+    all: Vec<(String, TaskState, Duration, v1::TaskStatus)>,
+}
+
+impl Seen {
+    fn new(rx: mpsc::UnboundedReceiver<(String, v1::TaskStatus)>) -> Self {
+        Self { rx, t0: tokio::time::Instant::now(), all: Vec::new() }
+    }
+
+    /// Waits (at most an hour of virtual time) until `task_id` reports `state`; returns that
+    /// report and when it came.
+    async fn until(&mut self, task_id: &str, state: TaskState) -> (Duration, v1::TaskStatus) {
+        let wait = async {
+            while let Some((id, status)) = self.rx.recv().await {
+                let at = self.t0.elapsed();
+                self.all.push((id.clone(), status.state(), at, status.clone()));
+                if id == task_id && status.state == state as i32 {
+                    return (at, status);
+                }
+            }
+            panic!("reports ended before {task_id} was {}", state.label());
+        };
+        match tokio::time::timeout(Duration::from_secs(3600), wait).await {
+            Ok(found) => found,
+            Err(_) => panic!("{task_id} not {} within an hour; reports: {:?}", state.label(), self.states(task_id)),
+        }
+    }
+
+    /// Every state `task_id` reported so far, in order.
+    fn states(&self, task_id: &str) -> Vec<TaskState> {
+        self.all.iter().filter(|(id, ..)| id == task_id).map(|(_, state, ..)| *state).collect()
+    }
+}
+
+fn new_executor(sim: &Simulated) -> (Executor, Seen) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None), Seen::new(rx))
+}
+
+async fn state_of(sim: &Simulated, id: &str) -> Option<ContainerState> {
+    sim.list(&[]).await.expect("list").into_iter().find(|c| c.id == id).map(|c| c.state)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_with_a_health_check_runs_once_a_probe_passes_and_fails_when_unhealthy() {
+    let sim = Simulated::new();
+    health_image(&sim, 5, 1, 0, 2);
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+
+    tracing::info!("--- STARTING until the first probe, one interval after start, passes");
+    let (starting, status) = seen.until("t1", TaskState::Starting).await;
+    assert_eq!(starting, Duration::ZERO);
+    assert_eq!(status.message, "starting");
+    let (waiting, status) = seen.until("t1", TaskState::Starting).await;
+    assert_eq!((waiting, status.message.as_str()), (Duration::ZERO, "started; waiting for its health check"));
+    let (running, _) = seen.until("t1", TaskState::Running).await;
+    assert!(running >= Duration::from_secs(5) && running < Duration::from_millis(5_100), "RUNNING at {running:?}");
+    assert_eq!(sim.exec_count("t1"), 1, "one probe");
+
+    tracing::info!("--- checks go on while RUNNING: two failures in a row stop the task");
+    sim.set_exec_result(PROBE, 1, "database unreachable\n");
+    let (failed, status) = seen.until("t1", TaskState::Failed).await;
+    assert!(failed >= Duration::from_secs(15) && failed < Duration::from_millis(15_100), "FAILED at {failed:?}");
+    assert_eq!(status.err, "task: unhealthy container");
+    assert_eq!(status.message, "unhealthy: database unreachable");
+    assert_eq!(sim.exec_count("t1"), 3);
+    assert_eq!(state_of(&sim, "t1").await, Some(ContainerState::Stopped), "the container was stopped");
+    assert_eq!(
+        seen.states("t1"),
+        [
+            TaskState::Accepted,
+            TaskState::Preparing,
+            TaskState::Ready,
+            TaskState::Starting,
+            TaskState::Starting,
+            TaskState::Running,
+            TaskState::Failed
+        ]
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(sim.exec_count("t1"), 3, "no probe after the task failed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_task_never_runs_and_failures_in_the_start_period_do_not_count() {
+    let sim = Simulated::new();
+    health_image(&sim, 1, 1, 10, 1);
+    sim.set_exec_result(PROBE, 1, "");
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+    let (failed, status) = seen.until("t1", TaskState::Failed).await;
+    assert!(failed >= Duration::from_secs(10) && failed < Duration::from_millis(10_100), "FAILED at {failed:?}");
+    assert_eq!(status.err, "task: unhealthy container");
+    assert_eq!(status.message, "unhealthy: health check exited 1 with no output");
+    assert!(!seen.states("t1").contains(&TaskState::Running), "never RUNNING: {:?}", seen.states("t1"));
+    assert_eq!(sim.exec_count("t1"), 10, "nine failures ignored in the start period, the tenth counted");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_passing_probe_ends_the_start_period() {
+    let sim = Simulated::new();
+    health_image(&sim, 1, 1, 100, 2);
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+    seen.until("t1", TaskState::Running).await;
+    sim.set_exec_result(PROBE, 1, "gone bad");
+    let (failed, _) = seen.until("t1", TaskState::Failed).await;
+    assert!(failed < Duration::from_millis(3_100), "failures count at once after a pass: FAILED at {failed:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_that_outlives_its_timeout_fails() {
+    let sim = Simulated::new();
+    health_image(&sim, 1, 2, 0, 2);
+    sim.set_exec_hangs(PROBE);
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+    // Probes at 1 s (ends at 3 s) and 4 s (ends at 6 s).
+    let (failed, status) = seen.until("t1", TaskState::Failed).await;
+    assert!(failed >= Duration::from_secs(6) && failed < Duration::from_millis(6_100), "FAILED at {failed:?}");
+    assert_eq!(status.message, "unhealthy: Health check exceeded timeout (2s)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_service_check_merges_over_the_image_and_none_turns_it_off() {
+    let sim = Simulated::new();
+    health_image(&sim, 30, 1, 0, 3);
+
+    tracing::info!("--- --no-healthcheck: RUNNING at start, no probe");
+    let (mut executor, mut seen) = new_executor(&sim);
+    let none = v1::HealthConfig { test: vec!["NONE".into()], ..Default::default() };
+    executor.set_complete(vec![health_task("off", Some(none))]);
+    let (running, status) = seen.until("off", TaskState::Running).await;
+    assert_eq!((running, status.message.as_str()), (Duration::ZERO, "started"));
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(sim.exec_count("off"), 0);
+
+    tracing::info!("--- --health-interval 2s over the image's test");
+    let (mut executor, mut seen) = new_executor(&sim);
+    let interval =
+        v1::HealthConfig { interval: Some(shoal_api::to_duration(Duration::from_secs(2))), ..Default::default() };
+    executor.set_complete(vec![health_task("merged", Some(interval))]);
+    let (running, _) = seen.until("merged", TaskState::Running).await;
+    assert!(running >= Duration::from_secs(2) && running < Duration::from_millis(2_100), "RUNNING at {running:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_told_to_stop_while_starting_stops_its_checks() {
+    let sim = Simulated::new();
+    health_image(&sim, 1, 1, 0, 100);
+    sim.set_exec_result(PROBE, 1, "not yet");
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+    seen.until("t1", TaskState::Starting).await;
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    assert_eq!(sim.exec_count("t1"), 3);
+    let mut stopping = health_task("t1", None);
+    stopping.desired_state = TaskState::Shutdown as i32;
+    executor.update(stopping);
+    seen.until("t1", TaskState::Shutdown).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(sim.exec_count("t1"), 3, "no probe after the stop");
+    assert!(!seen.states("t1").contains(&TaskState::Running));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_health_check_rejects_the_task() {
+    let sim = Simulated::new();
+    sim.add_image("sim/health:1", SimBehavior::RunUntilStopped);
+    let http = shoal_runtime::Healthcheck { test: vec!["HTTP".into(), "/".into()], ..Default::default() };
+    sim.set_image_healthcheck("sim/health:1", Some(http));
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("t1", None)]);
+    let (_, status) = seen.until("t1", TaskState::Rejected).await;
+    assert_eq!(
+        status.err,
+        r#"image docker.io/sim/health:1: invalid health check ["HTTP", "/"]: unknown type "HTTP" (expected CMD, CMD-SHELL or NONE)"#
+    );
+    assert_eq!(state_of(&sim, "t1").await, None, "no container made");
+}
+
+#[tokio::test(start_paused = true)]
+async fn adopted_tasks_keep_their_checks_and_their_states_only_move_forward() {
+    let sim = Simulated::new();
+    health_image(&sim, 1, 1, 0, 2);
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.set_complete(vec![health_task("healthy", None)]);
+    seen.until("healthy", TaskState::Running).await;
+    // A second task whose checks have not passed yet when the agent stops.
+    let (second, _) = executor_for_starting(&sim).await;
+    drop(executor);
+    drop(second);
+
+    tracing::info!("--- a new agent adopts both: RUNNING stays RUNNING, STARTING waits for a pass");
+    let (mut executor, mut seen) = new_executor(&sim);
+    executor.discover().await.expect("discover");
+    let mut healthy = health_task("healthy", None);
+    healthy.status = Some(v1::TaskStatus { state: TaskState::Running as i32, ..Default::default() });
+    let mut starting = health_task("starting", Some(slow_check()));
+    starting.status = Some(v1::TaskStatus { state: TaskState::Starting as i32, ..Default::default() });
+    sim.set_exec_result(&["slow"], 0, "");
+    executor.set_complete(vec![healthy, starting]);
+    let (adopted, status) = seen.until("healthy", TaskState::Running).await;
+    assert_eq!((adopted, status.message.as_str()), (Duration::ZERO, "running (adopted after an agent restart)"));
+    let (at, status) = seen.until("starting", TaskState::Starting).await;
+    assert_eq!(at, Duration::ZERO);
+    assert_eq!(status.message, "starting (adopted after an agent restart; waiting for its health check)");
+    let (running, _) = seen.until("starting", TaskState::Running).await;
+    assert!(running >= Duration::from_secs(1) && running < Duration::from_millis(1_100), "RUNNING at {running:?}");
+
+    tracing::info!("--- the adopted checks still stop an unhealthy task");
+    sim.set_exec_result(PROBE, 1, "sick");
+    let (_, status) = seen.until("healthy", TaskState::Failed).await;
+    assert_eq!((status.err.as_str(), status.message.as_str()), ("task: unhealthy container", "unhealthy: sick"));
+    assert!(!seen.states("healthy").contains(&TaskState::Starting), "{:?}", seen.states("healthy"));
+}
+
+/// `--health-cmd` as exec arguments: `CMD slow`.
+fn slow_check() -> v1::HealthConfig {
+    v1::HealthConfig { test: vec!["CMD".into(), "slow".into()], ..Default::default() }
+}
+
+/// An executor whose task `starting` (check `CMD slow`, failing so far) has started and is
+/// STARTING, before its first probe.
+async fn executor_for_starting(sim: &Simulated) -> (Executor, Seen) {
+    sim.set_exec_result(&["slow"], 1, "");
+    let (mut executor, mut seen) = new_executor(sim);
+    executor.set_complete(vec![health_task("starting", Some(slow_check()))]);
+    seen.until("starting", TaskState::Starting).await;
+    let (_, status) = seen.until("starting", TaskState::Starting).await;
+    assert_eq!(status.message, "started; waiting for its health check");
+    (executor, seen)
+}
