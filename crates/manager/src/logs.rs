@@ -188,7 +188,7 @@ impl LogBroker {
                 } {
                     Some(Ok(batch)) => batch,
                     None => {
-                        let reason = "its publication ended without an end marker".to_owned();
+                        let reason = "its publication broke off".to_owned();
                         let _ = queue.send(Event::PublicationEnded { node_id, reason }).await;
                         return Ok(());
                     }
