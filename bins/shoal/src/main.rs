@@ -6,6 +6,7 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod command;
+mod format;
 mod render;
 
 use std::path::PathBuf;
@@ -66,7 +67,16 @@ mod tests {
             let mut script = Vec::new();
             completion(shell, &mut script);
             let script = String::from_utf8(script).expect("utf-8");
-            for word in ["node", "service", "network", "join-token", "completion", "publish-add"] {
+            for word in [
+                "node",
+                "service",
+                "network",
+                "join-token",
+                "completion",
+                "rollback",
+                "update-parallelism",
+                "publish-add",
+            ] {
                 assert!(script.contains(word), "{shell}: {word} missing");
             }
         }

@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use shoal_api::v1::{self, TaskState};
 
+use crate::format::{Column, column};
+
 mod ports;
 
 pub(crate) use self::ports::{ports, protocol_name, publish_mode_name};
@@ -54,7 +56,7 @@ pub(crate) fn ago(then: Option<SystemTime>, now: SystemTime) -> String {
     format!("{text} ago")
 }
 
-fn short(id: &str) -> &str {
+pub(crate) fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
 }
 
@@ -117,16 +119,28 @@ fn manager_status(node: &v1::Node) -> &'static str {
     }
 }
 
-/// `shoal node ls`: `self_addr` marks the node the CLI talks to with `*`.
-pub(crate) fn nodes(nodes: &[v1::Node], self_addr: &str) -> String {
+/// The placeholders of `node ls --format`, in the order of [`node_rows`]' cells.
+pub(crate) const NODE_COLUMNS: &[Column] = &[
+    column("ID", "ID"),
+    column("Self", "SELF"),
+    column("Hostname", "HOSTNAME"),
+    column("Status", "STATUS"),
+    column("Availability", "AVAILABILITY"),
+    column("ManagerStatus", "MANAGER STATUS"),
+    column("EngineVersion", "ENGINE VERSION"),
+];
+
+/// Nodes by hostname, each as its [`NODE_COLUMNS`] cells; `self_addr` is the manager the CLI
+/// talks to (its node's `Self` is `true`).
+pub(crate) fn node_rows(nodes: &[v1::Node], self_addr: &str) -> Vec<Vec<String>> {
     let mut nodes: Vec<&v1::Node> = nodes.iter().collect();
     nodes.sort_by(|a, b| hostname(a).cmp(hostname(b)).then(a.id.cmp(&b.id)));
-    let rows: Vec<Vec<String>> = nodes
+    nodes
         .iter()
         .map(|n| {
-            let is_self = n.manager_status.as_ref().is_some_and(|m| m.addr == self_addr);
             vec![
-                format!("{}{}", n.id, if is_self { " *" } else { "" }),
+                n.id.clone(),
+                is_self(n, self_addr).to_string(),
                 hostname(n).to_owned(),
                 node_status(n).to_owned(),
                 availability(n).to_owned(),
@@ -137,6 +151,25 @@ pub(crate) fn nodes(nodes: &[v1::Node], self_addr: &str) -> String {
                     .map(|e| e.engine_version.clone())
                     .unwrap_or_default(),
             ]
+        })
+        .collect()
+}
+
+/// Whether `node` is the manager at `self_addr` (docker's "self").
+pub(crate) fn is_self(node: &v1::Node, self_addr: &str) -> bool {
+    node.manager_status.as_ref().is_some_and(|m| m.addr == self_addr)
+}
+
+/// `shoal node ls`: `self_addr` marks the node the CLI talks to with `*`.
+pub(crate) fn nodes(nodes: &[v1::Node], self_addr: &str) -> String {
+    let rows: Vec<Vec<String>> = node_rows(nodes, self_addr)
+        .into_iter()
+        .map(|mut row| {
+            let this = row.remove(1) == "true";
+            if this {
+                row[0].push_str(" *");
+            }
+            row
         })
         .collect();
     table(&["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], &rows)
@@ -154,10 +187,21 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
     spec.and_then(|t| t.container.as_ref()).map(|c| c.image.as_str()).unwrap_or_default()
 }
 
-/// `shoal service ls`: REPLICAS counts running tasks against the desired number (for global
-/// services, against the tasks that should run), followed by `(blocked)` when the service's
-/// endpoint cannot be allocated (no task is made until it is); PORTS as [`ports()`] words them.
-pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
+/// The placeholders of `service ls --format`, in the order of [`service_rows`]' cells.
+pub(crate) const SERVICE_COLUMNS: &[Column] = &[
+    column("ID", "ID"),
+    column("Name", "NAME"),
+    column("Mode", "MODE"),
+    column("Replicas", "REPLICAS"),
+    column("Image", "IMAGE"),
+    column("Ports", "PORTS"),
+];
+
+/// Services by name, each as its [`SERVICE_COLUMNS`] cells: REPLICAS counts running tasks
+/// against the desired number (for global services, against the tasks that should run),
+/// followed by `(blocked)` when the service's endpoint cannot be allocated (no task is made
+/// until it is); PORTS as [`ports()`] words them; IDs cut to 12 characters unless `no_trunc`.
+pub(crate) fn service_rows(services: &[v1::Service], tasks: &[v1::Task], no_trunc: bool) -> Vec<Vec<String>> {
     let mut running: HashMap<&str, usize> = HashMap::new();
     let mut wanted: HashMap<&str, usize> = HashMap::new();
     for task in tasks {
@@ -170,7 +214,7 @@ pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
     }
     let mut services: Vec<&v1::Service> = services.iter().collect();
     services.sort_by(|a, b| service_name(a).cmp(service_name(b)));
-    let rows: Vec<Vec<String>> = services
+    services
         .iter()
         .map(|s| {
             let spec = s.spec.as_ref();
@@ -185,7 +229,7 @@ pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
             };
             let blocked = if s.allocation_error.is_empty() { "" } else { " (blocked)" };
             vec![
-                short(&s.id).to_owned(),
+                if no_trunc { s.id.clone() } else { short(&s.id).to_owned() },
                 service_name(s).to_owned(),
                 mode.to_owned(),
                 format!("{}/{desired}{blocked}", running.get(s.id.as_str()).copied().unwrap_or(0)),
@@ -193,17 +237,43 @@ pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task]) -> String {
                 ports(s),
             ]
         })
-        .collect();
-    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &rows)
+        .collect()
+}
+
+/// `shoal service ls`: [`service_rows`] under docker's headers.
+pub(crate) fn services(services: &[v1::Service], tasks: &[v1::Task], no_trunc: bool) -> String {
+    table(&["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], &service_rows(services, tasks, no_trunc))
 }
 
 /// Longest error `service ps` shows without `--no-trunc`, as docker's `maxErrLength`.
 const MAX_ERR: usize = 30;
 
-/// `shoal service ps`: per slot (or node, for global services) the current task first, then its
-/// history as `\_ name` rows, newest first; the error column quotes the task's error (cut to 30
-/// characters and IDs to 12 unless `no_trunc`).
+/// The placeholders of `service ps --format` and `node ps --format`, in the order of
+/// [`task_rows`]' cells.
+pub(crate) const TASK_COLUMNS: &[Column] = &[
+    column("ID", "ID"),
+    column("Name", "NAME"),
+    column("Image", "IMAGE"),
+    column("Node", "NODE"),
+    column("DesiredState", "DESIRED STATE"),
+    column("CurrentState", "CURRENT STATE"),
+    column("Error", "ERROR"),
+    column("Ports", "PORTS"),
+];
+
+/// `shoal service ps`: [`task_rows`] under docker's headers.
 pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime, no_trunc: bool) -> String {
+    table(
+        &["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"],
+        &task_rows(tasks, nodes, now, no_trunc),
+    )
+}
+
+/// Tasks as `service ps` lists them, each as its [`TASK_COLUMNS`] cells: per slot (or node,
+/// for global services) the current task first, then its history as `\_ name` rows, newest
+/// first; the error column quotes the task's error (cut to 30 characters and IDs to 12 unless
+/// `no_trunc`).
+pub(crate) fn task_rows(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime, no_trunc: bool) -> Vec<Vec<String>> {
     let hostnames: HashMap<&str, &str> = nodes.iter().map(|n| (n.id.as_str(), hostname(n))).collect();
     let mut groups: Vec<Vec<&v1::Task>> = Vec::new();
     let mut index: HashMap<(String, u64, String), usize> = HashMap::new();
@@ -249,7 +319,7 @@ pub(crate) fn tasks(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime, no_
             ]);
         }
     }
-    table(&["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], &rows)
+    rows
 }
 
 fn network_name(network: &v1::Network) -> &str {
@@ -263,9 +333,18 @@ fn sorted_networks(networks: &[v1::Network]) -> Vec<&v1::Network> {
     sorted
 }
 
+/// The placeholders of `network ls --format`, in the order of [`network_rows`]' cells.
+pub(crate) const NETWORK_COLUMNS: &[Column] =
+    &[column("ID", "NETWORK ID"), column("Name", "NAME"), column("Driver", "DRIVER"), column("Scope", "SCOPE")];
+
 /// `shoal network ls`: every network is a swarm-scoped one.
 pub(crate) fn networks(networks: &[v1::Network], no_trunc: bool) -> String {
-    let rows: Vec<Vec<String>> = sorted_networks(networks)
+    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &network_rows(networks, no_trunc))
+}
+
+/// Networks by name, each as its [`NETWORK_COLUMNS`] cells.
+pub(crate) fn network_rows(networks: &[v1::Network], no_trunc: bool) -> Vec<Vec<String>> {
+    sorted_networks(networks)
         .into_iter()
         .map(|n| {
             vec![
@@ -275,8 +354,7 @@ pub(crate) fn networks(networks: &[v1::Network], no_trunc: bool) -> String {
                 "swarm".to_owned(),
             ]
         })
-        .collect();
-    table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows)
+        .collect()
 }
 
 /// `shoal network ls -q`: IDs, short as docker prints them unless `no_trunc`.

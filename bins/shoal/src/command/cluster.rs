@@ -7,7 +7,8 @@ use clap::Subcommand;
 use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
-use super::{Format, ListArgs, api};
+use super::{ListArgs, api};
+use crate::format::Output;
 use crate::render;
 
 #[derive(Debug, Subcommand)]
@@ -45,10 +46,10 @@ pub(crate) async fn admin_cert(
         AdminCertCommand::Ls(list) => {
             let request = v1::ListAdminCertificatesRequest {};
             let listed = control.list_admin_certificates(request).await.map_err(api)?.into_inner();
-            match (list.quiet, list.format) {
+            match (list.quiet, list.table_or_json("cluster admin-cert ls")?) {
                 (true, _) => listed.certificates.iter().for_each(|c| println!("{}", c.id)),
-                (false, Format::Json) => println!("{}", admin_certs_json(&listed)),
-                (false, Format::Table) => print!("{}", render::admin_certs(&listed, SystemTime::now())),
+                (false, Output::Json) => println!("{}", admin_certs_json(&listed)),
+                (false, _) => print!("{}", render::admin_certs(&listed, SystemTime::now())),
             }
         }
         AdminCertCommand::Rotate => {

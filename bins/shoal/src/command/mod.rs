@@ -3,6 +3,7 @@
 //! share: the top-level command, list options, the duration and size parsers, and `run`.
 
 mod cluster;
+mod filter;
 mod join_token;
 mod network;
 mod node;
@@ -11,7 +12,7 @@ mod service;
 use std::path::Path;
 use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use shoal_api::v1::control_client::ControlClient;
 
 use self::cluster::{ClusterCommand, admin_cert};
@@ -19,6 +20,7 @@ use self::join_token::{TokenRole, join_token};
 use self::network::{NetworkCommand, network_command};
 use self::node::{NodeCommand, node_command};
 use self::service::{ServiceCommand, service_command};
+use crate::format::{self, Output};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
@@ -52,20 +54,29 @@ pub(crate) enum Command {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Format {
-    Table,
-    Json,
-}
-
 #[derive(Debug, Args)]
 pub(crate) struct ListArgs {
     /// Only print IDs.
     #[arg(long, short)]
     quiet: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    format: Format,
+    /// table (default), json, or a template: '{{.Name}}: {{.Replicas}}', 'table {{.ID}}\t{{.Name}}'.
+    #[arg(long)]
+    format: Option<String>,
+}
+
+impl ListArgs {
+    /// What `--format` asks for, checked against the placeholders the list has.
+    pub(crate) fn output(&self, columns: &[format::Column]) -> anyhow::Result<Output> {
+        Output::parse(self.format.as_deref(), columns).map_err(anyhow::Error::msg)
+    }
+
+    /// For lists that print only their table or JSON.
+    pub(crate) fn table_or_json(&self, command: &str) -> anyhow::Result<Output> {
+        match self.output(&[])? {
+            output @ (Output::Default | Output::Json) => Ok(output),
+            _ => anyhow::bail!("{command} --format takes table or json"),
+        }
+    }
 }
 
 /// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.

@@ -9,7 +9,8 @@ use clap::{Args, Subcommand};
 use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
-use super::{Format, ListArgs, api, reported};
+use super::{ListArgs, api, reported};
+use crate::format::{self, Output};
 use crate::render;
 
 #[derive(Debug, Subcommand)]
@@ -251,16 +252,18 @@ pub(crate) async fn network_command(
             println!("{}", network.id);
         }
         NetworkCommand::Ls { list, filter, no_trunc } => {
+            let output = list.output(render::NETWORK_COLUMNS)?;
             let filters = parse_filters(&filter).map_err(anyhow::Error::msg)?;
             let mut networks =
                 control.list_networks(v1::ListNetworksRequest::default()).await.map_err(api)?.into_inner().networks;
             networks.retain(|n| matches(n, &filters));
-            match (list.quiet, list.format) {
+            match (list.quiet, output) {
                 (true, _) => print!("{}", render::network_ids(&networks, no_trunc)),
-                (false, Format::Json) => {
+                (false, Output::Json) => {
                     println!("{}", serde_json::Value::Array(networks.iter().map(|n| network_json(n, &[])).collect()))
                 }
-                (false, Format::Table) => print!("{}", render::networks(&networks, no_trunc)),
+                (false, Output::Default) => print!("{}", render::networks(&networks, no_trunc)),
+                (false, output) => print!("{}", format::render(&output, &render::network_rows(&networks, no_trunc))),
             }
         }
         NetworkCommand::Inspect { networks } => {

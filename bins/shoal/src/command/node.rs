@@ -1,18 +1,40 @@
-//! `shoal node …`: list, inspect, update, promote, demote, remove.
+//! `shoal node …`: list, inspect, update, promote, demote, remove, and the tasks on nodes (`ps`).
 
 use anyhow::{Context as _, bail};
 use clap::{Subcommand, ValueEnum};
 use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
-use super::{Format, ListArgs, api};
+use super::filter::{Filters, NODE_KEYS, node_matches};
+use super::service::{TaskListArgs, print_tasks};
+use super::{ListArgs, api};
+use crate::format::{self, Output};
 use crate::render;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum NodeCommand {
     /// List nodes.
     #[command(alias = "list")]
-    Ls(ListArgs),
+    Ls {
+        #[command(flatten)]
+        list: ListArgs,
+        /// Only nodes that match: name=PART-OF-HOSTNAME, id=PREFIX, label=KEY[=VALUE],
+        /// role=manager|worker, membership=accepted|pending, availability=active|pause|drain
+        /// (repeatable).
+        #[arg(long, short)]
+        filter: Vec<String>,
+        /// Accepted for docker's sake: node IDs are never cut.
+        #[arg(long = "no-trunc")]
+        no_trunc: bool,
+    },
+    /// List the tasks on nodes (default: the node of the manager the CLI talks to, else the
+    /// leader's; `self` names it too).
+    Ps {
+        #[command(flatten)]
+        tasks: TaskListArgs,
+        /// Nodes: IDs, unique ID prefixes, hostnames, or self.
+        nodes: Vec<String>,
+    },
     /// Show a node in full.
     Inspect { node: String },
     /// Change a node's availability or labels.
@@ -65,15 +87,30 @@ pub(crate) async fn node_command(
     command: NodeCommand,
 ) -> anyhow::Result<()> {
     match command {
-        NodeCommand::Ls(list) => {
-            let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
-            match (list.quiet, list.format) {
-                (true, _) => nodes.iter().for_each(|n| println!("{}", n.id)),
-                (false, Format::Json) => {
+        NodeCommand::Ls { list, filter, no_trunc: _ } => {
+            let filters = Filters::parse(&filter, NODE_KEYS).map_err(anyhow::Error::msg)?;
+            let output = list.output(render::NODE_COLUMNS)?;
+            let mut nodes = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
+            nodes.retain(|n| node_matches(n, &filters));
+            match (list.quiet, output) {
+                (true, _) => render::node_rows(&nodes, host).iter().for_each(|row| println!("{}", row[0])),
+                (false, Output::Json) => {
                     println!("{}", serde_json::Value::Array(nodes.iter().map(node_json).collect()))
                 }
-                (false, Format::Table) => print!("{}", render::nodes(&nodes, host)),
+                (false, Output::Default) => print!("{}", render::nodes(&nodes, host)),
+                (false, output) => print!("{}", format::render(&output, &render::node_rows(&nodes, host))),
             }
+        }
+        NodeCommand::Ps { tasks, nodes } => {
+            let all = control.list_nodes(v1::ListNodesRequest::default()).await.map_err(api)?.into_inner().nodes;
+            let ids = which_nodes(&all, &nodes, host).map_err(anyhow::Error::msg)?;
+            let request = v1::ListTasksRequest { node_ids: ids, ..Default::default() };
+            let listed = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
+            let services =
+                control.list_services(v1::ListServicesRequest::default()).await.map_err(api)?.into_inner().services;
+            let names: std::collections::HashMap<&str, &str> =
+                services.iter().map(|s| (s.id.as_str(), render::service_name(s))).collect();
+            print_tasks(&listed, &all, &names, &tasks)?;
         }
         NodeCommand::Inspect { node } => {
             let node = get_node(control, node).await?;
@@ -113,6 +150,41 @@ pub(crate) async fn node_command(
         }
     }
     Ok(())
+}
+
+/// The IDs of the nodes `node ps` names: each by ID, unique ID prefix, hostname or `self`; none
+/// named means `self`, the node of the manager at `host` (as `node ls` marks it), or else the
+/// leader's node when the CLI talks to the cluster through an address no manager advertises.
+pub(crate) fn which_nodes(nodes: &[v1::Node], names: &[String], host: &str) -> Result<Vec<String>, String> {
+    let this = || {
+        nodes
+            .iter()
+            .find(|n| render::is_self(n, host))
+            .or_else(|| nodes.iter().find(|n| n.manager_status.as_ref().is_some_and(|m| m.leader)))
+            .map(|n| n.id.clone())
+            .ok_or_else(|| format!("no node has the manager address {host} and there is no leader; name a node"))
+    };
+    if names.is_empty() {
+        return this().map(|id| vec![id]);
+    }
+    let mut ids = Vec::new();
+    for name in names {
+        if name == "self" {
+            ids.push(this()?);
+            continue;
+        }
+        let hostname = |n: &v1::Node| n.description.as_ref().is_some_and(|d| d.hostname == *name);
+        let by_id: Vec<&v1::Node> = nodes.iter().filter(|n| n.id == *name).collect();
+        let by_host: Vec<&v1::Node> = nodes.iter().filter(|n| hostname(n)).collect();
+        let by_prefix: Vec<&v1::Node> = nodes.iter().filter(|n| n.id.starts_with(name.as_str())).collect();
+        let found = [by_id, by_host, by_prefix].into_iter().find(|found| !found.is_empty());
+        match found.as_deref() {
+            Some([node]) => ids.push(node.id.clone()),
+            Some(_) => return Err(format!("node {name} is ambiguous: give more of its ID")),
+            None => return Err(format!("no such node: {name}; see shoal node ls")),
+        }
+    }
+    Ok(ids)
 }
 
 /// Reads node `name`, lets `edit` change its spec (it returns whether anything is to be written)

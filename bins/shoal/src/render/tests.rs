@@ -163,7 +163,7 @@ fn service_ls_counts_running_against_desired() {
         t.service_id = svc.id.clone();
     }
     assert_eq!(
-        services(&[svc], &tasks),
+        services(&[svc], &tasks, false),
         "ID             NAME   MODE         REPLICAS   IMAGE    PORTS\n0123456789ab   web    replicated   1/3        web:v1\n"
     );
 }
@@ -231,7 +231,7 @@ fn service_ls_shows_ports_and_blocked_services() {
     );
     let mut api = published("api", vec![port(8080, 8080, Tcp, false)], None);
     api.allocation_error = "port 8080/tcp is already published by service web; choose another --publish port".into();
-    let out = services(&[web, dns, api], &[]);
+    let out = services(&[web, dns, api], &[], false);
     assert_eq!(
         out,
         "ID             NAME   MODE         REPLICAS        IMAGE    PORTS\n\
