@@ -162,6 +162,7 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
         waits.push(("stop grace period", Some(grace), MAX_WAIT, "24h"));
     }
     if let Some(health) = &container.healthcheck {
+        validate_health_test(&health.test)?;
         waits.push(("health-check interval", health.interval.as_ref(), MAX_WAIT, "24h"));
         waits.push(("health-check timeout", health.timeout.as_ref(), MAX_WAIT, "24h"));
         waits.push(("health-check start period", health.start_period.as_ref(), MAX_WAIT, "24h"));
@@ -208,6 +209,24 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
         }
     }
     Ok(())
+}
+
+/// A health check's test, as Docker takes it: empty (the image's), `["NONE"]`, `["CMD", program,
+/// args…]` or `["CMD-SHELL", command]`.
+fn validate_health_test(test: &[String]) -> Result<(), SpecError> {
+    let shown = || format!("{test:?}");
+    match test.first().map(String::as_str) {
+        None => Ok(()),
+        Some("NONE") if test.len() == 1 => Ok(()),
+        Some("CMD") if test.len() > 1 && !test[1].is_empty() => Ok(()),
+        Some("CMD-SHELL") if test.len() == 2 && !test[1].trim().is_empty() => Ok(()),
+        Some("NONE" | "CMD" | "CMD-SHELL") => Err(invalid(
+            "health-check test",
+            shown(),
+            "NONE takes nothing, CMD a program and its arguments, CMD-SHELL one command",
+        )),
+        Some(_) => Err(invalid("health-check test", shown(), "must start with NONE, CMD or CMD-SHELL")),
+    }
 }
 
 fn validate_mount(mount: &v1::Mount) -> Result<(), SpecError> {
@@ -437,6 +456,20 @@ mod tests {
             (|s| container(s).image = String::new(), "service spec has no image"),
             (|s| container(s).image = "web v1".into(), "invalid image \"web v1\": an image reference has no spaces"),
             (|s| container(s).env = vec!["=x".into()], "invalid env \"=x\": expected KEY=value"),
+            (
+                |s| {
+                    container(s).healthcheck =
+                        Some(v1::HealthConfig { test: vec!["CURL".into(), "x".into()], ..Default::default() });
+                },
+                "invalid health-check test \"[\\\"CURL\\\", \\\"x\\\"]\": must start with NONE, CMD or CMD-SHELL",
+            ),
+            (
+                |s| {
+                    container(s).healthcheck =
+                        Some(v1::HealthConfig { test: vec!["CMD-SHELL".into()], ..Default::default() });
+                },
+                "invalid health-check test \"[\\\"CMD-SHELL\\\"]\": NONE takes nothing",
+            ),
             (
                 |s| s.update = Some(v1::UpdateConfig { max_failure_ratio: 1.5, ..Default::default() }),
                 "invalid update max failure ratio \"1.5\": a fraction between 0 and 1",
