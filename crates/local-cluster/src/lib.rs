@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use shoal_agent::{Agent, AgentConfig};
 use shoal_api::v1::{self, control_client::ControlClient};
 use shoal_manager::{ManagerConfig, RunningManager};
-use shoal_runtime::{SimBehavior, Simulated};
+/// What a simulated image's containers do ([`LocalOptions::images`]), re-exported so that tests
+/// outside the agent's layer (the CLI's) can script them.
+pub use shoal_runtime::SimBehavior;
+use shoal_runtime::Simulated;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;

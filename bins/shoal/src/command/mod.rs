@@ -163,7 +163,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Cluster(ClusterCommand::AdminCert(command)) => {
             admin_cert(&mut control, channel, cert_path, command).await
         }
-        Command::Service(service) => service_command(&mut control, service).await,
+        Command::Service(service) => service_command(&mut control, channel, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
         // `main` prints it before connecting.

@@ -6,6 +6,7 @@
 mod create;
 mod endpoint;
 mod inspect;
+mod logs;
 mod ls;
 mod opts;
 mod progress;
@@ -21,6 +22,7 @@ use tonic::transport::Channel;
 
 use self::create::{CreateArgs, create};
 use self::inspect::{InspectArgs, inspect};
+use self::logs::{LogsArgs, logs};
 use self::ls::{LsArgs, ls};
 use self::ps::{PsArgs, ps};
 use self::rollback::{RollbackArgs, rollback};
@@ -46,6 +48,8 @@ pub(crate) enum ServiceCommand {
     Ps(PsArgs),
     /// Show a service in full.
     Inspect(InspectArgs),
+    /// Fetch the logs of a service or task: every task's output, from every node.
+    Logs(LogsArgs),
     /// Set the number of replicas: NAME=N (several at once).
     Scale(ScaleArgs),
     /// Remove services.
@@ -95,6 +99,7 @@ pub(crate) fn blocked(service: &v1::Service) -> String {
 
 pub(crate) async fn service_command(
     control: &mut ControlClient<Channel>,
+    channel: Channel,
     command: ServiceCommand,
 ) -> anyhow::Result<()> {
     match command {
@@ -104,6 +109,7 @@ pub(crate) async fn service_command(
         ServiceCommand::Ls(args) => ls(control, &args).await,
         ServiceCommand::Ps(args) => ps(control, &args).await,
         ServiceCommand::Inspect(args) => inspect(control, &args).await,
+        ServiceCommand::Logs(args) => logs(channel, control, &args).await,
         ServiceCommand::Scale(args) => scale(control, &args).await,
         ServiceCommand::Rm { services } => {
             for service in services {
