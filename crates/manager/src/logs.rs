@@ -66,8 +66,9 @@ const RELAYED_METADATA: &str = "shoal-logs-relayed";
 enum Event {
     /// A batch a node published.
     Published { node_id: String, batch: v1::PublishLogsMessage },
-    /// A node's publication broke off before its end marker.
-    PublicationEnded { node_id: String, reason: String },
+    /// A node's publication broke off before its end marker; `stream` is the node's
+    /// subscription stream (its session) when the publication began.
+    PublicationEnded { node_id: String, stream: u64, reason: String },
     /// A node opened its subscription stream `stream` (a new session).
     NodeConnected { node_id: String, stream: u64 },
     /// A node's subscription stream `stream` ended (its session did).
@@ -174,7 +175,12 @@ impl LogBroker {
         current: impl Fn(&str) -> bool,
     ) -> Result<(), Status> {
         let subscription_id = first.subscription_id.clone();
-        let Some(queue) = self.state().subscriptions.get(&subscription_id).cloned() else {
+        let (queue, stream_number) = {
+            let state = self.state();
+            let stream_number = state.nodes.get(&node_id).map_or(0, |(stream, _)| *stream);
+            (state.subscriptions.get(&subscription_id).cloned(), stream_number)
+        };
+        let Some(queue) = queue else {
             return Err(Status::not_found(format!("log subscription {subscription_id} has ended; stop publishing it")));
         };
         let mut next = Some(first);
@@ -189,19 +195,19 @@ impl LogBroker {
                     Some(Ok(batch)) => batch,
                     None => {
                         let reason = "its publication broke off".to_owned();
-                        let _ = queue.send(Event::PublicationEnded { node_id, reason }).await;
+                        let _ = queue.send(Event::PublicationEnded { node_id, stream: stream_number, reason }).await;
                         return Ok(());
                     }
                     Some(Err(status)) => {
                         let reason = format!("its publication broke off: {}", status.message());
-                        let _ = queue.send(Event::PublicationEnded { node_id, reason }).await;
+                        let _ = queue.send(Event::PublicationEnded { node_id, stream: stream_number, reason }).await;
                         return Err(status);
                     }
                 },
             };
             if batch.subscription_id != subscription_id || !current(&batch.session_id) {
                 let reason = "its publication named another subscription or an old session".to_owned();
-                let _ = queue.send(Event::PublicationEnded { node_id, reason }).await;
+                let _ = queue.send(Event::PublicationEnded { node_id, stream: stream_number, reason }).await;
                 return Err(Status::invalid_argument(format!(
                     "a publication carries one subscription ({subscription_id}) of the node's current session"
                 )));
@@ -513,8 +519,8 @@ impl Core {
                 }
                 (!messages.is_empty()).then(|| v1::SubscribeLogsMessage { messages, warnings: Vec::new() })
             }
-            Event::PublicationEnded { node_id, reason } => {
-                self.subscription.node_gone(&node_id, 0, &reason);
+            Event::PublicationEnded { node_id, stream, reason } => {
+                self.subscription.node_gone(&node_id, stream, &reason);
                 None
             }
             Event::NodeConnected { node_id, stream } => {

@@ -255,18 +255,17 @@ impl Subscription {
     }
 
     /// Stream `stream` of `node_id` ended (its session did), or its publication of this
-    /// subscription broke off (`stream` 0: whichever stream it had): what it has not sent is
-    /// missing, or comes when it is back.
+    /// subscription, begun during that stream, broke off: what it has not sent is missing, or
+    /// comes when it is back. The end of a stream older than the newest one heard of (a session
+    /// replaced meanwhile) changes nothing.
     pub(crate) fn node_gone(&mut self, node_id: &str, stream: u64, reason: &str) {
         let follow = self.follow();
         let Some(node) = self.nodes.get_mut(node_id) else { return };
-        if stream != 0 {
-            if stream < node.stream || (stream == node.stream && node.stream_ended) {
-                return; // an older stream, or this one's end again
-            }
-            node.stream = stream;
-            node.stream_ended = true;
+        if stream < node.stream || (stream == node.stream && node.stream_ended) {
+            return; // an older stream, or this one's end again
         }
+        node.stream = stream;
+        node.stream_ended = true;
         if node.link != Link::Subscribed {
             return;
         }

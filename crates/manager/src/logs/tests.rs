@@ -147,7 +147,7 @@ fn a_node_without_a_session_or_that_goes_away_is_reported_and_does_not_hold_up_t
     assert_eq!(sub.take_warnings(), ["node w1 (n1) went away (its session ended) before it sent all its logs"]);
     assert!(sub.is_done(), "a read without follow ends; it does not wait for nodes that are gone");
     // Its session's end heard twice (the stream, then the publication) warns once.
-    sub.node_gone("n1", 0, "its publication broke off");
+    sub.node_gone("n1", 1, "its publication broke off");
     assert!(sub.take_warnings().is_empty());
 }
 
@@ -184,8 +184,10 @@ fn following_takes_replacements_and_keeps_going_when_a_node_goes_away_and_comes_
     assert_eq!(resumed_options.tail, None);
     assert_eq!(shoal_api::from_timestamp(resumed_options.since.as_ref()), Some(at(9) + Duration::from_nanos(1)));
     assert_eq!(sub.take_warnings(), ["node w2 (n2) is back: its logs continue"]);
-    // The old stream's end, heard late, does not undo the new one.
+    // The old stream's end, and the end of a publication of the old session, heard late, do
+    // not undo the new one.
     sub.node_gone("n2", 7, "its session ended");
+    sub.node_gone("n2", 7, "its publication broke off");
     assert!(sub.take_warnings().is_empty());
     assert_eq!(sub.subscribed_nodes(), ["n1", "n2"], "both are told to stop when it ends");
 }
