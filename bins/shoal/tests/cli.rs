@@ -269,3 +269,85 @@ async fn networks_and_published_ports() {
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_rollbacks_and_docker_output() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-update-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&cli.ok(args)).expect("json") };
+
+    let create = ["service", "create", "--name", "web", "--replicas", "2", "-e", "A=1", "--label", "tier=front"];
+    cli.ok(&[&create[..], &["--update-parallelism", "2", "--health-cmd", "true", "-d", "shoal-test/web:v1"]].concat());
+    let web = json(&["service", "inspect", "web"]);
+    assert_eq!(web["Spec"]["UpdateConfig"]["Parallelism"], 2);
+    assert_eq!(web["Spec"]["RollbackConfig"]["FailureAction"], "pause");
+    assert_eq!(web["Spec"]["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"][0], "CMD-SHELL");
+
+    // An update changes what its flags name and starts a rolling update.
+    assert_eq!(
+        cli.ok(&["service", "update", "--image", "shoal-test/web:v2", "--env-add", "B=2", "-d", "web"]),
+        "web\n"
+    );
+    let web = json(&["service", "inspect", "web"]);
+    assert_eq!(web["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], "shoal-test/web:v2");
+    assert_eq!(web["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"], serde_json::json!(["A=1", "B=2"]));
+    assert_eq!(web["Spec"]["Labels"]["tier"], "front", "untouched");
+    assert_eq!(web["PreviousSpec"]["TaskTemplate"]["ContainerSpec"]["Image"], "shoal-test/web:v1");
+    assert_eq!(web["UpdateStatus"]["State"], "updating", "{web}");
+    let version = web["SpecVersion"].clone();
+
+    // Bad flags change nothing.
+    assert!(
+        cli.fails(&["service", "update", "--env-rm", "NOPE", "-d", "web"])
+            .contains("--env-rm NOPE: the service has no")
+    );
+    let (ok, _, err) = cli.run(&["service", "update", "--update-parallelism", "-1", "-d", "web"]);
+    assert!(!ok && err.contains("is not a whole number ≥ 0"), "{err}");
+    let (ok, _, err) = cli.run(&["service", "update", "--update-max-failure-ratio", "1.5", "-d", "web"]);
+    assert!(!ok && err.contains("is not a ratio between 0 and 1"), "{err}");
+    assert_eq!(json(&["service", "inspect", "web"])["SpecVersion"], version);
+
+    cli.ok(&["service", "update", "--force", "-d", "web"]);
+    assert_eq!(json(&["service", "inspect", "web"])["Spec"]["TaskTemplate"]["ForceUpdate"], 1);
+
+    assert_eq!(cli.ok(&["service", "rollback", "-d", "web"]), "web\n");
+    let web = json(&["service", "inspect", "web"]);
+    assert_eq!(web["Spec"]["TaskTemplate"]["ForceUpdate"], 0, "back to the spec before --force");
+    // With no task to replace, the leader may have completed it already.
+    let state = web["UpdateStatus"]["State"].as_str().unwrap_or_default();
+    assert!(["rollback_started", "rollback_completed"].contains(&state), "{web}");
+    cli.ok(&["service", "create", "--name", "fresh", "-d", "shoal-test/web:v1"]);
+    assert!(cli.fails(&["service", "rollback", "-d", "fresh"]).contains("has no previous spec to roll back to"));
+
+    // Lists as docker prints them.
+    assert_eq!(cli.ok(&["service", "ls", "--format", "{{.Name}}: {{.Replicas}}"]), "fresh: 0/1\nweb: 0/2\n");
+    assert_eq!(cli.ok(&["service", "ls", "--filter", "name=we", "--format", "{{.Name}}"]), "web\n");
+    assert_eq!(cli.ok(&["service", "ls", "-f", "label=tier=front", "-q"]).trim().len(), 12);
+    assert_eq!(cli.ok(&["service", "ls", "-f", "label=tier=front", "-q", "--no-trunc"]).trim().len(), 25);
+    let table = cli.ok(&["service", "ls", "--format", "table {{.Name}}\\t{{.Mode}}"]);
+    assert_eq!(table, "NAME    MODE\nfresh   replicated\nweb     replicated\n");
+    let unknown = cli.fails(&["service", "ls", "--format", "{{.Nmae}}"]);
+    assert!(unknown.contains("unknown placeholder {{.Nmae}}") && unknown.contains("{{.Name}}"), "{unknown}");
+    assert!(cli.fails(&["service", "ls", "-f", "mode=job"]).contains("mode is replicated, global"));
+    let ps = cli.ok(&["service", "ps", "web", "fresh", "-f", "desired-state=running", "--format", "{{.Name}}"]);
+    assert_eq!(ps.lines().count(), 3, "{ps}");
+    let nodes = cli.ok(&["node", "ls", "-f", "role=manager", "--format", "{{.ID}} {{.Self}}"]);
+    assert_eq!(nodes, format!("{} true\n", outcome.node_id));
+    assert_eq!(cli.ok(&["node", "ls", "-f", "role=worker", "-q"]), "");
+    assert!(cli.ok(&["node", "ps"]).starts_with("ID "), "no tasks on the manager's node yet");
+    assert!(cli.fails(&["node", "ps", "nope"]).contains("no such node: nope"));
+
+    let pretty = cli.ok(&["service", "inspect", "--pretty", "web"]);
+    for line in
+        ["Name:           web", "Service Mode:   Replicated", " Replicas:      2", "UpdateConfig:", " Parallelism:   2"]
+    {
+        assert!(pretty.lines().any(|l| l == line), "{line:?} in {pretty}");
+    }
+    assert!(cli.ok(&["completion", "bash"]).contains("rollback"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
