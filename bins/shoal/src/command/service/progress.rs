@@ -134,6 +134,20 @@ impl UpdateWatch {
                 Some(Err(format!("service rolled back: {message}")))
             }
             Some(UpdateState::Completed | UpdateState::RollbackCompleted) if converged => Some(Ok(())),
+            // Nothing was left to replace (every task had ended), so the update completed at
+            // once; the restart policy brings the new tasks. Waiting is right while they come
+            // up, not while they keep failing.
+            Some(UpdateState::Completed | UpdateState::RollbackCompleted) => {
+                let since = status.and_then(|s| shoal_api::from_timestamp(s.completed_at.as_ref()));
+                failed_since(service, tasks, since).map(|task| {
+                    let err = task.status.as_ref().map(|s| s.err.as_str()).unwrap_or_default();
+                    Err(format!(
+                        "service {name}: the {} completed but its task {} failed: {err}; see shoal service ps {name}",
+                        if self.rolling_back { "rollback" } else { "update" },
+                        task.id
+                    ))
+                })
+            }
             _ => {
                 let waited = self.converged_since.and_then(|since| now.duration_since(since).ok());
                 waited.is_some_and(|waited| waited >= monitor(service, self.rolling_back) + GRACE).then_some(Ok(()))
@@ -144,6 +158,17 @@ impl UpdateWatch {
         }
         Step { output, end }
     }
+}
+
+/// A task of the service's current spec that failed (or was rejected) at or after `since`.
+fn failed_since<'a>(service: &v1::Service, tasks: &'a [v1::Task], since: Option<SystemTime>) -> Option<&'a v1::Task> {
+    let since = since?;
+    tasks.iter().find(|t| {
+        let at = shoal_api::from_timestamp(t.status.as_ref().and_then(|s| s.timestamp.as_ref()));
+        matches!(t.observed_state(), TaskState::Failed | TaskState::Rejected)
+            && at.is_some_and(|at| at >= since)
+            && !shoal_manager::task_dirty(service, t)
+    })
 }
 
 /// The monitor period of the update (or rollback) config in force.

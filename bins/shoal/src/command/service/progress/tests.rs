@@ -164,3 +164,27 @@ fn a_pause_ends_the_command_with_its_message_unless_it_was_there_before() {
     let end = watch.step(&rollback_paused, &tasks, t0()).end.expect("ends").expect_err("fails");
     assert_eq!(end, "service rollback paused: rollback paused due to failure; see shoal service ps web");
 }
+
+#[test]
+fn an_update_that_completed_with_failing_tasks_ends_with_their_error() {
+    // Every task had ended when the update was written: nothing to replace, completed at once.
+    let mut done = service("web:v2", 1, Some((UpdateState::Completed, "update completed")));
+    if let Some(status) = done.update_status.as_mut() {
+        status.completed_at = Some(shoal_api::to_timestamp(t0()));
+    }
+    let mut watch = UpdateWatch::new(Kind::Update, None);
+    let starting = [task(1, "web:v2", TaskState::Pending, RUNNING, 3)];
+    assert_eq!(watch.step(&done, &starting, t0()).end, None, "its tasks may still come up");
+    let mut failed = task(1, "web:v2", TaskState::Failed, TaskState::Shutdown, 3);
+    if let Some(status) = failed.status.as_mut() {
+        status.err = "task: non-zero exit (1)".into();
+        status.timestamp = Some(shoal_api::to_timestamp(t0() + Duration::from_secs(1)));
+    }
+    let end = watch.step(&done, &[failed], t0()).end;
+    assert_eq!(
+        end,
+        Some(Err("service web: the update completed but its task task-1-web:v2 failed: task: non-zero exit (1); \
+                  see shoal service ps web"
+            .into()))
+    );
+}
