@@ -231,7 +231,10 @@ async fn rolling_updates_roll_back_pause_and_survive_the_leader() {
     wait_state(&mut control, UpdateState::Completed, 60).await;
     converged(&mut control, 4, "sleeper:v2").await;
 
-    eprintln!("--- a manual rollback");
+    eprintln!("--- a manual rollback (after an update to v1, back to v2)");
+    update(&mut control, |s| set_image(s, V1)).await;
+    wait_state(&mut control, UpdateState::Completed, 60).await;
+    converged(&mut control, 4, "sleeper:v1").await;
     let read = service(&mut control).await;
     let request = v1::UpdateServiceRequest {
         service: read.id.clone(),
@@ -243,6 +246,7 @@ async fn rolling_updates_roll_back_pause_and_survive_the_leader() {
     let rolled = control.update_service(request).await.expect("rollback").into_inner().service.expect("service");
     assert_eq!(rolled.update_status.map(|s| s.message), Some("manually requested rollback".to_owned()));
     wait_state(&mut control, UpdateState::RollbackCompleted, 30).await;
+    converged(&mut control, 4, "sleeper:v2").await;
 
     eprintln!("--- the leader is lost mid-update: the next leader completes it");
     let nodes = control.list_nodes(v1::ListNodesRequest::default()).await.expect("nodes").into_inner().nodes;
@@ -252,8 +256,10 @@ async fn rolling_updates_roll_back_pause_and_survive_the_leader() {
         cluster.manager_ids().iter().position(|id| id.as_deref() == Some(leader.as_str())).expect("leader index");
     let survivor = (index + 1) % 3;
     let history = History::record(cluster.objects(survivor).expect("a survivor"));
+    let before: std::collections::HashSet<String> =
+        history.0.lock().expect("history").iter().map(|t| t.id.clone()).collect();
     update(&mut control, |s| {
-        set_image(s, V2);
+        set_image(s, V1);
         if let Some(update) = s.update.as_mut() {
             update.order = v1::update_config::Order::StopFirst as i32;
             update.parallelism = 1;
@@ -263,19 +269,23 @@ async fn rolling_updates_roll_back_pause_and_survive_the_leader() {
     .await;
     eventually("the first slot updated", 30, async || {
         let tasks = history.0.lock().expect("history").clone();
-        tasks.iter().any(|t| image(t) == V2 && state(t) == TaskState::Running).then_some(())
+        let fresh = |t: &&v1::Task| !before.contains(&t.id);
+        tasks.iter().filter(fresh).any(|t| image(t) == V1 && state(t) == TaskState::Running).then_some(())
     })
     .await
     .expect("first slot");
     cluster.kill_manager(index).await;
     let mut control = cluster.control_at(cluster.manager_addrs()[survivor]).await.expect("a surviving manager");
     wait_state(&mut control, UpdateState::Completed, 60).await;
-    converged(&mut control, 4, "sleeper:v2").await;
+    converged(&mut control, 4, "sleeper:v1").await;
     history.check(|change, new, slot| {
-        if new && image(change) == V2 {
-            let live: Vec<&String> =
-                slot.iter().filter(|t| image(t) == V1 && !state(t).is_terminal()).map(|t| &t.id).collect();
-            assert!(live.is_empty(), "slot {} got v2 task {} while {live:?} still ran", change.slot, change.id);
+        if new && image(change) == V1 {
+            let live: Vec<String> = slot
+                .iter()
+                .filter(|t| image(t) == V2 && !state(t).is_terminal())
+                .map(|t| format!("{} {:?} desired {:?} on {}", t.id, state(t), t.desired(), t.node_id))
+                .collect();
+            assert!(live.is_empty(), "slot {} got v1 task {} while {live:?} still ran", change.slot, change.id);
         }
     });
     cluster.shutdown().await;

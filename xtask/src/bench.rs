@@ -21,10 +21,7 @@ pub(crate) struct BenchArgs {
 #[derive(Debug, Clone, Copy)]
 enum Runner {
     /// `cargo bench --package P --bench TARGET`.
-    CargoBench {
-        package: &'static str,
-        target: &'static str,
-    },
+    CargoBench { package: &'static str, target: &'static str },
     /// Three member processes and etcd, driven from raft-store's `raft_member` example.
     Raft,
     /// The whole stack: a netns cluster of release binaries on containerd (`converge.rs`).

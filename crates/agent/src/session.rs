@@ -129,6 +129,10 @@ struct Failover {
     /// refusal naming one of them as the leader (a follower that has not heard of the leader's
     /// loss yet) does not send the next attempt back there.
     unreachable: Vec<String>,
+    /// The heartbeat period the last session asked for: once known, the wait between attempts
+    /// never exceeds it, so that after a leader change the new leader hears from this node
+    /// within the three periods it waits before marking nodes Down.
+    heartbeat: Option<Duration>,
 }
 
 impl Failover {
@@ -136,7 +140,7 @@ impl Failover {
     const MAX: Duration = Duration::from_secs(8);
 
     fn new(managers: Vec<String>) -> Self {
-        Self { managers, next: 0, backoff: Self::FIRST, unreachable: Vec::new() }
+        Self { managers, next: 0, backoff: Self::FIRST, unreachable: Vec::new(), heartbeat: None }
     }
 
     /// The manager to try now.
@@ -165,7 +169,8 @@ impl Failover {
     }
 
     /// How long to wait after a session broke: a session that had started starts over from the
-    /// shortest wait, repeated failures double it up to 8 s; a refusal that named the leader
+    /// shortest wait, repeated failures double it up to 8 s (up to the heartbeat period once a
+    /// session named it); a refusal that named the leader
     /// makes the leader the next manager tried.
     fn after_broken(&mut self, addr: &str, established: bool, leader: Option<String>) -> Duration {
         if !established && leader.is_none() && !self.unreachable.iter().any(|a| a == addr) {
@@ -178,8 +183,9 @@ impl Failover {
         if established {
             self.backoff = Self::FIRST;
         }
-        let wait = self.backoff;
-        self.backoff = (self.backoff * 2).min(Self::MAX);
+        let max = self.heartbeat.map_or(Self::MAX, |period| period.clamp(Self::FIRST, Self::MAX));
+        let wait = self.backoff.min(max);
+        self.backoff = (self.backoff * 2).min(max);
         wait
     }
 }
@@ -503,6 +509,7 @@ impl Agent {
                                 heartbeat = tokio::time::interval(period);
                                 heartbeat.tick().await;
                             }
+                            failover.heartbeat = Some(period);
                         }
                         Ok(Err(status)) => return refused_by("heartbeat", &status, true),
                     }

@@ -52,6 +52,9 @@ struct Inner {
     feed: Mutex<Feed>,
     /// Set when a node reported a task ending, for the leader's loop to react to.
     task_ended: AtomicBool,
+    /// A node reported a task RUNNING since the leader last asked (a rolling update waits for
+    /// that).
+    task_running: AtomicBool,
     /// Status reports waiting for the status writer.
     reports: Mutex<ReportQueue>,
     /// The last task table read for new assignment streams (see [`Dispatcher::task_list`]).
@@ -219,6 +222,7 @@ impl Dispatcher {
                 sessions: Mutex::new(HashMap::new()),
                 feed: Mutex::new(Feed::default()),
                 task_ended: AtomicBool::new(false),
+                task_running: AtomicBool::new(false),
                 reports: Mutex::new(ReportQueue::default()),
                 listing: tokio::sync::Mutex::new(None),
                 lists_read: std::sync::atomic::AtomicU64::new(0),
@@ -244,9 +248,16 @@ impl Dispatcher {
         self.inner.task_ended.swap(false, Ordering::AcqRel)
     }
 
+    /// Whether a node reported a task RUNNING since the last call.
+    pub fn take_task_running(&self) -> bool {
+        self.inner.task_running.swap(false, Ordering::AcqRel)
+    }
+
     fn note_state(&self, state: TaskState) {
         if state.is_terminal() {
             self.inner.task_ended.store(true, Ordering::Release);
+        } else if state == TaskState::Running {
+            self.inner.task_running.store(true, Ordering::Release);
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use shoal_api::v1::{self, TaskState};
+use shoal_api::v1::{self, TaskState, update_status::UpdateState};
 
 use crate::allocator::{Allocator, Cursors};
 use crate::dispatcher::Dispatcher;
@@ -41,6 +41,9 @@ pub struct PassReport {
     /// The earliest time a task is due that this pass had to hold back (a restart delay): the
     /// loop runs a pass then even if nothing else happens.
     pub next_due: Option<SystemTime>,
+    /// A service's rolling update (or rollback) is in progress: the loop also runs a pass when a
+    /// task reaches RUNNING, which frees the update's next slot.
+    pub updating: bool,
 }
 
 impl PassReport {
@@ -118,6 +121,7 @@ impl Leader {
             vec![(v1::Service::PREFIX, None), (v1::Node::PREFIX, None)];
         let mut leading = false;
         let mut dirty = true;
+        let mut updating = false;
         let mut due: Option<Instant> = None;
         let mut last_pass = Instant::now();
         let mut last_check = Instant::now();
@@ -140,6 +144,7 @@ impl Leader {
                 }
             }
             dirty |= self.dispatcher.take_task_ended();
+            dirty |= self.dispatcher.take_task_running() && updating;
             if !store.is_leader() {
                 leading = false;
                 continue;
@@ -190,6 +195,7 @@ impl Leader {
                     }
                     // What it wrote may call for more (a node's tasks moved, say): look again.
                     dirty = report.changed();
+                    updating = report.updating;
                     // A time too far ahead for the clock is never due: the idle pass covers it.
                     due = report.next_due.and_then(|at| {
                         Instant::now().checked_add(at.duration_since(SystemTime::now()).unwrap_or_default())
@@ -396,6 +402,9 @@ impl Leader {
         }
         // A service whose endpoint could not be allocated gets no tasks until it can be.
         for service in services.iter().filter(|s| !blocked.contains(&s.id)) {
+            report.updating |= service.update_status.as_ref().is_some_and(|s| {
+                s.state == UpdateState::Updating as i32 || s.state == UpdateState::RollbackStarted as i32
+            });
             let own = by_service.get(service.id.as_str()).map(Vec::as_slice).unwrap_or_default();
             match service.spec.as_ref().and_then(|s| s.mode.as_ref()) {
                 Some(v1::service_spec::Mode::Replicated(_)) => {

@@ -25,7 +25,7 @@
 //!   constraints and platforms) without a unit gets a task at once; a task on no node is shut
 //!   down.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState, restart_policy::Condition};
@@ -47,7 +47,7 @@ pub struct ReplicatedPlan {
     pub create: Vec<(u64, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN.
     pub shutdown: Vec<String>,
-    /// The rolling update's next status, when it changes ([`crate::updater`]).
+    /// The rolling update's next status, when it changes (see `updater.rs`).
     pub update_status: Option<v1::UpdateStatus>,
     /// The update's failure action rolls the service back to its previous spec.
     pub rollback: bool,
@@ -63,7 +63,7 @@ pub struct GlobalPlan {
     pub create: Vec<(String, SystemTime)>,
     /// Tasks whose desired state becomes SHUTDOWN. Sorted, without duplicates.
     pub shutdown: Vec<String>,
-    /// The rolling update's next status, when it changes ([`crate::updater`]).
+    /// The rolling update's next status, when it changes (see `updater.rs`).
     pub update_status: Option<v1::UpdateStatus>,
     /// The update's failure action rolls the service back to its previous spec.
     pub rollback: bool,
@@ -258,8 +258,11 @@ impl<'a> Restarts<'a> {
             return Verdict::Refill(self.now);
         }
         // Nothing is wanted here: the decision depends on the history alone, so later passes
-        // plan the same refill (idempotent).
-        let last = history.iter().copied().max_by_key(|t| (status_time(t), version(t)));
+        // plan the same refill (idempotent). The last task is the one made last — not the one
+        // whose status changed last: after a start-first hand-over the older task reports its
+        // end after the newer one started, and the newer one, told to stop, is what the unit
+        // waits for.
+        let last = history.iter().copied().max_by_key(|t| (creation(t), status_time(t)));
         last.map_or(Verdict::Refill(self.now), |last| self.after(last, history, &lost))
     }
 }
@@ -286,9 +289,14 @@ pub fn reconcile_replicated(
     }
     let replicas = mode.replicas;
     let mut plan = ReplicatedPlan::default();
+    let mut waiting = BTreeSet::new();
     for (&slot, history) in &slots {
         let mut shutdown = Vec::new();
-        match restarts.judge(history, lost, &mut shutdown) {
+        let verdict = restarts.judge(history, lost, &mut shutdown);
+        if matches!(verdict, Verdict::Refill(_) | Verdict::Stopping) {
+            waiting.insert(slot);
+        }
+        match verdict {
             Verdict::Occupied if slot > replicas => {
                 // Scaling down: the occupied slots above the replica count stop.
                 for task in history.iter().filter(|t| current(t)) {
@@ -305,7 +313,7 @@ pub fn reconcile_replicated(
     // occupied, planned or given up already.
     plan.create.extend((1..=replicas).filter(|slot| !slots.contains_key(slot)).map(|slot| (slot, now)));
     slots.retain(|slot, _| *slot <= replicas);
-    let update = plan_update(service, &slots, usize::try_from(replicas).unwrap_or(usize::MAX), lost, now);
+    let update = plan_update(service, &slots, usize::try_from(replicas).unwrap_or(usize::MAX), &waiting, lost, now);
     plan.create.extend(update.create.into_iter().map(|slot| (slot, now)));
     plan.shutdown.extend(update.shutdown);
     (plan.update_status, plan.rollback, plan.due) = (update.status, update.rollback, update.due);
@@ -364,8 +372,13 @@ pub fn reconcile_global(service: &v1::Service, tasks: &[v1::Task], nodes: &[v1::
         on_node.entry(task.node_id.as_str()).or_default().push(task);
     }
     let mut plan = GlobalPlan::default();
+    let mut waiting = BTreeSet::new();
     for (&node, history) in &on_node {
-        if let Verdict::Refill(at) = restarts.judge(history, lost, &mut plan.shutdown)
+        let verdict = restarts.judge(history, lost, &mut plan.shutdown);
+        if matches!(verdict, Verdict::Refill(_) | Verdict::Stopping) {
+            waiting.insert(node);
+        }
+        if let Verdict::Refill(at) = verdict
             && eligible.contains(node)
         {
             plan.create.push((node.to_owned(), at));
@@ -373,7 +386,7 @@ pub fn reconcile_global(service: &v1::Service, tasks: &[v1::Task], nodes: &[v1::
     }
     plan.create.extend(eligible.iter().filter(|n| !on_node.contains_key(*n)).map(|n| ((*n).to_owned(), now)));
     on_node.retain(|node, _| eligible.contains(node));
-    let update = plan_update(service, &on_node, eligible.len(), lost, now);
+    let update = plan_update(service, &on_node, eligible.len(), &waiting, lost, now);
     plan.create.extend(update.create.into_iter().map(|node| (node.to_owned(), now)));
     plan.shutdown.extend(update.shutdown);
     (plan.update_status, plan.rollback, plan.due) = (update.status, update.rollback, update.due);

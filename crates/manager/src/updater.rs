@@ -108,12 +108,14 @@ pub(crate) fn status(state: UpdateState, message: &str, now: SystemTime) -> v1::
 /// Plans one pass of `service`'s rolling update (or rollback), while its update status says one
 /// runs. `units` holds the history of the units the service should have (slots up to the
 /// replica count, eligible nodes) that had tasks, `total` counts all it should have (for the
-/// failure ratio); `lost` says whether a task's node can no longer run it.
+/// failure ratio), `waiting` the units the orchestrator is about to refill (a restart delay, a
+/// task still stopping); `lost` says whether a task's node can no longer run it.
 ///
 /// Rules (Swarm's updater, made a function of the stored state so that any leader carries on):
 /// - The update's tasks are those of the current spec ([`task_dirty`] is false) made since the
 ///   update started. A *lane* is busy while one of them has not reached RUNNING, for `delay`
-///   after it did, or while an older task it replaces is stopping; at most `parallelism` lanes
+///   after it did, or while a unit waits for its next task (an older task stopping, a restart
+///   delay); at most `parallelism` lanes
 ///   are busy (0: no limit). Free lanes take the dirty units in order: stop-first stops the old
 ///   task (the orchestrator refills the unit once it stopped), start-first adds the new task
 ///   beside it (the orchestrator stops the old one once the new one runs).
@@ -128,6 +130,7 @@ pub(crate) fn plan_update<K: Clone + Ord>(
     service: &v1::Service,
     units: &BTreeMap<K, Vec<&v1::Task>>,
     total: usize,
+    waiting: &BTreeSet<K>,
     lost: impl Fn(&v1::Task) -> bool,
     now: SystemTime,
 ) -> UpdatePlan<K> {
@@ -139,7 +142,7 @@ pub(crate) fn plan_update<K: Clone + Ord>(
         _ => return plan,
     };
     let spec = service.spec.as_ref();
-    let config = if rolling_back { spec.and_then(|s| s.rollback.clone()) } else { spec.and_then(|s| s.update.clone()) }
+    let config = if rolling_back { spec.and_then(|s| s.rollback) } else { spec.and_then(|s| s.update) }
         .unwrap_or_default();
     let started = shoal_api::from_timestamp(current.started_at.as_ref()).unwrap_or(SystemTime::UNIX_EPOCH);
     let delay = shoal_api::from_duration(config.delay.as_ref()).unwrap_or_default();
@@ -189,10 +192,10 @@ pub(crate) fn plan_update<K: Clone + Ord>(
                 }
             }
             Some(_) => {}
-            // An old task told to stop for this update, its replacement not made yet.
+            // Its next task is not made yet (an old one still stopping, a restart delay): in
+            // flight. A unit whose restart policy gave up is not.
             None => {
-                let newest = history.iter().copied().max_by_key(|t| creation(t));
-                if newest.is_some_and(|t| task_dirty(service, t) && !t.observed_state().is_terminal() && !lost(t)) {
+                if waiting.contains(unit) {
                     busy += 1;
                 }
             }

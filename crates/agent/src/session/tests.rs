@@ -33,6 +33,16 @@ fn a_session_that_had_started_starts_the_wait_over() {
     assert_eq!(failover.after_broken("a:2377", false, None), ms(200));
 }
 
+/// After a leader change the new leader waits three heartbeat periods for each node: a node
+/// that knows the period never waits longer than one between attempts.
+#[test]
+fn the_wait_never_exceeds_the_heartbeat_period_once_known() {
+    let mut failover = Failover::new(vec!["a:2377".into()]);
+    failover.heartbeat = Some(ms(300));
+    let waits: Vec<Duration> = (0..6).map(|_| failover.after_broken("a:2377", false, None)).collect();
+    assert_eq!(waits, [ms(100), ms(200), ms(300), ms(300), ms(300), ms(300)]);
+}
+
 #[test]
 fn a_follower_naming_a_leader_that_just_failed_does_not_send_the_agent_back_there() {
     // n1 (the old leader) died; n3 has not heard yet and names it; n2 leads now.

@@ -390,6 +390,12 @@ fn a_slot_is_refilled_only_once_its_stopped_task_is_gone() {
     assert_eq!(reconcile_replicated(&svc, &stopped, &nodes, now()), plan(&[(1, 0)], &[]));
     let on_down_node = [made("t1 1 down running shutdown", -5)];
     assert_eq!(reconcile_replicated(&svc, &on_down_node, &nodes, now()), plan(&[(1, 0)], &[]));
+    // After a start-first hand-over the older task ended last, but the newer one is what the
+    // slot waits for.
+    let mut handed_over = made("old 1 n1 shutdown shutdown", -60);
+    handed_over.status.as_mut().expect("status").timestamp = Some(shoal_api::to_timestamp(at(-1)));
+    let after_hand_over = [handed_over, made("new 1 n1 running shutdown", -30)];
+    assert_eq!(reconcile_replicated(&svc, &after_hand_over, &nodes, now()), plan(&[], &[]));
     let never_placed = [made("t1 1 - pending shutdown", -5)];
     assert_eq!(reconcile_replicated(&svc, &never_placed, &nodes, now()), plan(&[(1, 0)], &[]));
 }

@@ -13,8 +13,8 @@ fn service(config: v1::UpdateConfig) -> v1::Service {
     let spec = |tag: &str| v1::ServiceSpec {
         task: image(tag),
         mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 4 })),
-        update: Some(config.clone()),
-        rollback: Some(v1::UpdateConfig { failure_action: FailureAction::Pause as i32, ..config.clone() }),
+        update: Some(config),
+        rollback: Some(v1::UpdateConfig { failure_action: FailureAction::Pause as i32, ..config }),
         ..Default::default()
     };
     v1::Service {
@@ -65,7 +65,14 @@ fn plan(service: &v1::Service, lines: &[&str]) -> UpdatePlan<u64> {
     for task in &tasks {
         units.entry(task.slot).or_default().push(task);
     }
-    plan_update(service, &units, 4, |_| false, now())
+    // What the orchestrator would say: units whose newest task is stopping or ended wait for
+    // their next one.
+    let waiting: BTreeSet<u64> = units
+        .iter()
+        .filter(|(_, history)| !history.iter().any(|t| current_task(t) && !t.observed_state().is_terminal()))
+        .map(|(slot, _)| *slot)
+        .collect();
+    plan_update(service, &units, 4, &waiting, |_| false, now())
 }
 
 const OLD: [&str; 4] = [
@@ -177,7 +184,8 @@ fn failure_action_rollback_rolls_back_and_continue_carries_on() {
     assert_eq!(status.message, "update rolled back due to failure or early termination of task a2");
     assert_eq!(status.started_at, Some(shoal_api::to_timestamp(now())));
 
-    let svc = service(config(1, 0, Order::StopFirst, FailureAction::Continue));
+    // Slot 1 waits for its restart (a busy lane): the second lane takes slot 2.
+    let svc = service(config(2, 0, Order::StopFirst, FailureAction::Continue));
     let lines = ["a2 1 n1 failed v2 made=-8 ran=-6 ended=-3", OLD[1]];
     let plan = super::tests::plan(&svc, &lines);
     assert_eq!((plan.status, plan.rollback, plan.shutdown), (None, false, vec!["b".to_owned()]));
@@ -256,4 +264,15 @@ fn dirty_means_a_different_task_spec_network_or_endpoint_but_not_constraints() {
         ..Default::default()
     });
     assert!(task_dirty(&published, &t), "a port published");
+}
+
+#[test]
+fn the_update_does_not_complete_while_a_slot_waits_for_its_next_task() {
+    let svc = service(config(1, 0, Order::StopFirst, FailureAction::Pause));
+    // Slot 1's task of the new spec failed long after its monitor period: the restart policy
+    // refills it, and until its new task runs the update is not complete.
+    let lines = ["a2 1 n1 failed v2 made=-60 ran=-50 ended=-20", "b2 2 n1 running v2 made=-60 ran=-50"];
+    assert_eq!(plan(&svc, &lines).status, None);
+    let lines = ["b2 2 n1 running v2 made=-60 ran=-50"];
+    assert_eq!(plan(&svc, &lines).status.map(|s| s.state), Some(UpdateState::Completed as i32));
 }
