@@ -20,18 +20,8 @@ use shoal_api::v1;
 use shoal_runtime::{ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ExecSpec, ImageSource};
 use shoal_testkit::images::{self, BuiltImage};
 use shoal_testkit::privileged::{self, Need};
+use shoal_testkit::shoal::bin_dir;
 use shoal_testkit::{Cluster, Node};
-
-/// Where `cargo build` put the workspace's binaries (`TARGET/debug`, this test runs from
-/// `TARGET/debug/deps`).
-fn bin_dir() -> PathBuf {
-    std::env::var_os("SHOAL_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.parent()?.to_owned()))
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
-    })
-}
 
 fn narrate(step: &str) {
     eprintln!("--- {step}");

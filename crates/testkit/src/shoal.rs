@@ -18,6 +18,19 @@ pub const GATEWAY_SUBNET: &str = "198.19.0.0/24";
 /// The executables a Shoal cluster needs.
 pub const BINARIES: [&str; 4] = ["shoal-manager", "shoal-agent", "shoal", "shoal-runtime-logger"];
 
+/// Where `cargo build` put the workspace's binaries, for tests that run them: `SHOAL_BIN_DIR`
+/// when set, else the directory above the running test binary's (tests run from
+/// `TARGET/debug/deps`, wherever `CARGO_TARGET_DIR` put it), else the workspace's `target/debug`.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("SHOAL_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_owned())
+        })
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
+}
+
 /// The binaries that are missing from `dir`.
 pub fn missing_binaries(dir: &Path) -> Vec<&'static str> {
     BINARIES.iter().filter(|b| !dir.join(b).is_file()).copied().collect()

@@ -8,20 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::privileged::{self, Need};
-use shoal_testkit::shoal::{Cli, ShoalCluster, missing_binaries};
+use shoal_testkit::shoal::{Cli, ShoalCluster, bin_dir, missing_binaries};
 use shoal_testkit::{Cluster, Containerd, Registry, images};
-
-pub(crate) fn bin_dir() -> PathBuf {
-    std::env::var_os("SHOAL_BIN_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            // This test runs from TARGET/debug/deps: the binaries are in TARGET/debug, wherever
-            // CARGO_TARGET_DIR put it.
-            let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.to_owned())
-        })
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug"))
-}
 
 /// `shoal ARGS…`, which must succeed.
 pub(crate) fn ok(cli: &Cli, args: &[&str]) -> String {

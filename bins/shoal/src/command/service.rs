@@ -74,13 +74,21 @@ pub(crate) async fn get_service(
         .context("the manager answered without a service")
 }
 
-/// Sends an update of `read` (the service as read); a refusal because it changed since is said
-/// in words that tell what to do.
+/// Sends `spec` as the update of `read` (the service as read), or a rollback when `spec` is
+/// `None`; a refusal because it changed since is said in words that tell what to do.
 pub(crate) async fn write_service(
     control: &mut ControlClient<Channel>,
     read: &v1::Service,
-    request: v1::UpdateServiceRequest,
+    spec: Option<v1::ServiceSpec>,
 ) -> anyhow::Result<v1::Service> {
+    // The version and spec version read: the manager refuses the write if the spec changed since.
+    let request = v1::UpdateServiceRequest {
+        service: read.id.clone(),
+        version: read.meta.as_ref().map_or(0, |m| m.version),
+        rollback: spec.is_none(),
+        spec,
+        spec_version: read.spec_version,
+    };
     match control.update_service(request).await {
         Ok(answer) => answer.into_inner().service.context("the manager answered without a service"),
         Err(status) if status.code() == tonic::Code::Aborted => anyhow::bail!(

@@ -3,7 +3,7 @@
 //! followed as docker prints it.
 
 use clap::Args;
-use shoal_api::v1::{self, control_client::ControlClient};
+use shoal_api::v1::control_client::ControlClient;
 use tonic::transport::Channel;
 
 use super::progress::{Kind, follow};
@@ -23,14 +23,7 @@ pub(crate) struct RollbackArgs {
 
 pub(crate) async fn rollback(control: &mut ControlClient<Channel>, args: &RollbackArgs) -> anyhow::Result<()> {
     let service = get_service(control, args.service.clone()).await?;
-    let request = v1::UpdateServiceRequest {
-        service: service.id.clone(),
-        version: service.meta.as_ref().map_or(0, |m| m.version),
-        spec: None,
-        rollback: true,
-        spec_version: service.spec_version,
-    };
-    let rolled = write_service(control, &service, request).await?;
+    let rolled = write_service(control, &service, None).await?;
     println!("{}", args.service);
     if !args.detach {
         follow(control, &service, &rolled, Kind::Rollback, args.quiet).await?;

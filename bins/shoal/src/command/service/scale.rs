@@ -43,14 +43,7 @@ pub(crate) async fn scale(control: &mut ControlClient<Channel>, args: &ScaleArgs
             Some(v1::service_spec::Mode::Replicated(ref mut r)) => r.replicas = replicas,
             _ => bail!("{name}: scale can only be used with replicated mode"),
         }
-        let request = v1::UpdateServiceRequest {
-            service: service.id.clone(),
-            version: service.meta.as_ref().map_or(0, |m| m.version),
-            spec: Some(spec),
-            rollback: false,
-            spec_version: service.spec_version,
-        };
-        write_service(control, &service, request).await?;
+        write_service(control, &service, Some(spec)).await?;
         println!("{name} scaled to {replicas}");
         if !args.detach {
             converge(control, &service.id, false).await?;

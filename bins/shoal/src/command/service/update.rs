@@ -245,14 +245,7 @@ pub(crate) async fn update(control: &mut ControlClient<Channel>, args: &UpdateAr
     let networks = resolve_networks(control, &endpoint).await?;
     let mut spec = service.spec.clone().unwrap_or_default();
     edit_spec(args, &endpoint, &mut spec, &networks).map_err(anyhow::Error::msg)?;
-    let request = v1::UpdateServiceRequest {
-        service: service.id.clone(),
-        version: service.meta.as_ref().map_or(0, |m| m.version),
-        spec: Some(spec),
-        rollback: false,
-        spec_version: service.spec_version,
-    };
-    let updated = write_service(control, &service, request).await?;
+    let updated = write_service(control, &service, Some(spec)).await?;
     println!("{}", args.service);
     if !args.detach {
         follow(control, &service, &updated, Kind::Update, args.quiet).await?;
