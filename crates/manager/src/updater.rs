@@ -142,8 +142,10 @@ pub(crate) fn plan_update<K: Clone + Ord>(
         _ => return plan,
     };
     let spec = service.spec.as_ref();
-    let config =
-        if rolling_back { spec.and_then(|s| s.rollback) } else { spec.and_then(|s| s.update) }.unwrap_or_default();
+    // A service stored without one (made through the API, not the CLI) gets Swarm's defaults:
+    // one task at a time, pause on failure, 5 s monitor, stop-first.
+    let config = if rolling_back { spec.and_then(|s| s.rollback) } else { spec.and_then(|s| s.update) }
+        .unwrap_or(v1::UpdateConfig { parallelism: 1, ..Default::default() });
     let started = shoal_api::from_timestamp(current.started_at.as_ref()).unwrap_or(SystemTime::UNIX_EPOCH);
     let delay = shoal_api::from_duration(config.delay.as_ref()).unwrap_or_default();
     let monitor = match config.monitor.as_ref() {

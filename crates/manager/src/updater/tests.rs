@@ -276,3 +276,12 @@ fn the_update_does_not_complete_while_a_slot_waits_for_its_next_task() {
     let lines = ["b2 2 n1 running v2 made=-60 ran=-50"];
     assert_eq!(plan(&svc, &lines).status.map(|s| s.state), Some(UpdateState::Completed as i32));
 }
+
+#[test]
+fn a_service_without_an_update_config_updates_one_task_at_a_time() {
+    let mut svc = service(config(0, 0, Order::StopFirst, FailureAction::Pause));
+    if let Some(spec) = svc.spec.as_mut() {
+        spec.update = None;
+    }
+    assert_eq!(plan(&svc, &OLD).shutdown, vec!["a".to_owned()], "Swarm's default parallelism is 1");
+}

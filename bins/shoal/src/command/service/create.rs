@@ -50,7 +50,7 @@ pub(crate) struct CreateArgs {
     /// Container label KEY[=VALUE] (repeatable).
     #[arg(long = "container-label", value_parser = parse_label)]
     container_label: Vec<(String, String)>,
-    /// Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly] (repeatable).
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…(,readonly) (repeatable).
     #[arg(long, value_parser = parse_mount)]
     mount: Vec<v1::Mount>,
     #[command(flatten)]

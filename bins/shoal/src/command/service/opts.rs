@@ -241,7 +241,7 @@ pub(crate) struct SpecArgs {
     /// Replace the image's entrypoint, split as a shell would ("" for the image's own).
     #[arg(long, value_parser = parse_words, allow_hyphen_values = true)]
     pub(crate) entrypoint: Option<Words>,
-    /// User (name or UID[:GID]) the tasks run as.
+    /// User the tasks run as: a name, a UID, or UID:GID.
     #[arg(long, short = 'u')]
     user: Option<String>,
     /// Working directory inside the container.
