@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState, update_config::FailureAction, update_config::Order, update_status::UpdateState};
 
-use crate::orchestrator::{creation, current as current_task, ended_by_itself, later, status_time, version};
+use crate::orchestrator::{
+    DEFAULT_RESTART_DELAY, creation, current as current_task, ended_by_itself, later, status_time, version,
+};
 
 /// Whether `task` runs something other than what its `service` asks for now, so that an update
 /// replaces it: its task spec (image, command, environment, resources, restart policy,
@@ -152,6 +154,11 @@ pub(crate) fn plan_update<K: Clone + Ord>(
         Some(monitor) => shoal_api::from_duration(Some(monitor)).unwrap_or_default(),
         None => DEFAULT_MONITOR,
     };
+    let restart_delay = spec
+        .and_then(|s| s.task.as_ref())
+        .and_then(|t| t.restart.as_ref())
+        .and_then(|r| shoal_api::from_duration(r.delay.as_ref()))
+        .unwrap_or(DEFAULT_RESTART_DELAY);
     let made_by_update = |t: &v1::Task| !task_dirty(service, t) && creation_time(t).is_some_and(|at| at >= started);
 
     let mut busy = 0usize;
@@ -181,7 +188,25 @@ pub(crate) fn plan_update<K: Clone + Ord>(
             .collect();
         live.sort_by_key(|t| std::cmp::Reverse(creation(t)));
         match live.first() {
-            Some(newest) if task_dirty(service, newest) => dirty.push((unit, newest)),
+            Some(newest) if task_dirty(service, newest) => {
+                // A start-first replacement that ended by itself beside the old task (under the
+                // failure action `continue`) is tried again only after the restart delay, as
+                // the orchestrator would refill the unit: no new task every pass.
+                let retry_at = history
+                    .iter()
+                    .copied()
+                    .filter(|t| made_by_update(t) && ended_by_itself(t))
+                    .filter_map(status_time)
+                    .max()
+                    .map(|ended| later(ended, restart_delay));
+                match retry_at {
+                    Some(at) if at > now => {
+                        busy += 1;
+                        plan.due(at);
+                    }
+                    _ => dirty.push((unit, newest)),
+                }
+            }
             Some(newest) if made_by_update(newest) => {
                 let running_since = shoal_api::from_timestamp(newest.running_since.as_ref());
                 match running_since.filter(|_| newest.observed_state() == TaskState::Running) {

@@ -285,3 +285,14 @@ fn a_service_without_an_update_config_updates_one_task_at_a_time() {
     }
     assert_eq!(plan(&svc, &OLD).shutdown, vec!["a".to_owned()], "Swarm's default parallelism is 1");
 }
+
+#[test]
+fn a_failed_start_first_replacement_is_tried_again_after_the_restart_delay() {
+    let svc = service(config(1, 0, Order::StartFirst, FailureAction::Continue));
+    // Slot 1's new task failed 2 s ago beside the old one (default restart delay 5 s).
+    let lines = ["a 1 n1 running v1 made=-500 ran=-490", "a2 1 n1 failed v2 made=-8 ran=-6 ended=-2"];
+    let plan = plan(&svc, &lines);
+    assert_eq!((plan.create, plan.due, plan.status), (vec![], Some(at(3)), None));
+    let lines = ["a 1 n1 running v1 made=-500 ran=-490", "a2 1 n1 failed v2 made=-20 ran=-18 ended=-6"];
+    assert_eq!(super::tests::plan(&svc, &lines).create, vec![1]);
+}
