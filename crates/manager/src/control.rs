@@ -157,6 +157,58 @@ impl ControlService {
         }
     }
 
+    /// The service as `request` (an update or a rollback) leaves it, from `service` as just read:
+    /// versions checked, the spec validated, the update status set.
+    async fn next_service(
+        &self,
+        mut service: v1::Service,
+        request: &v1::UpdateServiceRequest,
+    ) -> Result<v1::Service, Status> {
+        // A version made stale only by the cluster's own writes (the allocator's endpoint, a
+        // job's status, a rolling update's progress) is no conflict when the caller says which
+        // spec it read.
+        let spec_unchanged = request.spec_version != 0 && request.spec_version == service.spec_version;
+        if !spec_unchanged {
+            Self::check_version(&service, request.version)?;
+        }
+        let current = service.spec.clone().unwrap_or_default();
+        let mut next = if request.rollback {
+            service.previous_spec.clone().ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "service {} has no previous spec to roll back to",
+                    service_name(&current)
+                ))
+            })?
+        } else {
+            request.spec.clone().ok_or_else(|| Status::invalid_argument("update service: no spec given"))?
+        };
+        validate_service_spec(&next)?;
+        self.resolve_service_networks(&mut next, Some(&service.id)).await?;
+        let mode = |s: &v1::ServiceSpec| s.mode.as_ref().map(std::mem::discriminant);
+        if mode(&next) != mode(&current) {
+            return Err(Status::invalid_argument(format!(
+                "service {}: the mode (replicated, global, job) cannot change; create a new service",
+                service_name(&current)
+            )));
+        }
+        let now = std::time::SystemTime::now();
+        let paused = service
+            .update_status
+            .as_ref()
+            .is_some_and(|s| s.state == UpdateState::Paused as i32 || s.state == UpdateState::RollbackPaused as i32);
+        if request.rollback {
+            service.update_status =
+                Some(updater::status(UpdateState::RollbackStarted, "manually requested rollback", now));
+        } else if paused || updater::changes_tasks(&current, &next) {
+            // A paused update goes on with any new update, as in Swarm.
+            service.update_status = Some(updater::status(UpdateState::Updating, "update in progress", now));
+        }
+        service.previous_spec = Some(current);
+        service.spec = Some(next);
+        service.spec_version += 1;
+        Ok(service)
+    }
+
     fn check_version<T: Object>(current: &T, requested: u64) -> Result<(), Status> {
         if requested != current.version() {
             return Err(
@@ -166,6 +218,11 @@ impl ControlService {
         Ok(())
     }
 }
+
+/// How many times a service update that names the spec it read is applied again after the
+/// cluster's own writes of the service came between its read and its write (the leader writes a
+/// service at most once a pass, so a few are plenty; the bound only stops a livelock).
+const UPDATE_ATTEMPTS: u32 = 20;
 
 /// Whether `id` is an admin certificate's ID: the prefix, then an ID as [`new_id`] makes them.
 fn is_admin_id(id: &str) -> bool {
@@ -295,51 +352,23 @@ impl Control for ControlService {
         request: Request<v1::UpdateServiceRequest>,
     ) -> Result<Response<v1::UpdateServiceResponse>, Status> {
         let request = request.into_inner();
-        let mut service = self.resolve::<v1::Service>(&request.service).await?;
-        // A version made stale only by the cluster's own writes (the allocator's endpoint, a
-        // job's status) is no conflict when the caller says which spec it read.
-        let spec_unchanged = request.spec_version != 0 && request.spec_version == service.spec_version;
-        if !spec_unchanged {
-            Self::check_version(&service, request.version)?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let service = self.resolve::<v1::Service>(&request.service).await?;
+            match self.objects.update(self.next_service(service, &request).await?).await {
+                Ok(service) => {
+                    tracing::info!(service.id = %service.id, spec_version = service.spec_version, rollback = request.rollback, "service updated");
+                    return Ok(Response::new(v1::UpdateServiceResponse { service: Some(service) }));
+                }
+                // Written between the read and this write. When the caller named the spec it
+                // read, that was the cluster's own write (an allocation, a rolling update's
+                // progress) unless the spec changed too: read again, and the check above
+                // refuses a changed spec.
+                Err(ObjectError::Conflict { .. }) if request.spec_version != 0 && attempt < UPDATE_ATTEMPTS => {}
+                Err(err) => return Err(err.into()),
+            }
         }
-        let current = service.spec.clone().unwrap_or_default();
-        let mut next = if request.rollback {
-            service.previous_spec.clone().ok_or_else(|| {
-                Status::failed_precondition(format!(
-                    "service {} has no previous spec to roll back to",
-                    service_name(&current)
-                ))
-            })?
-        } else {
-            request.spec.ok_or_else(|| Status::invalid_argument("update service: no spec given"))?
-        };
-        validate_service_spec(&next)?;
-        self.resolve_service_networks(&mut next, Some(&service.id)).await?;
-        let mode = |s: &v1::ServiceSpec| s.mode.as_ref().map(std::mem::discriminant);
-        if mode(&next) != mode(&current) {
-            return Err(Status::invalid_argument(format!(
-                "service {}: the mode (replicated, global, job) cannot change; create a new service",
-                service_name(&current)
-            )));
-        }
-        let now = std::time::SystemTime::now();
-        let paused = service
-            .update_status
-            .as_ref()
-            .is_some_and(|s| s.state == UpdateState::Paused as i32 || s.state == UpdateState::RollbackPaused as i32);
-        if request.rollback {
-            service.update_status =
-                Some(updater::status(UpdateState::RollbackStarted, "manually requested rollback", now));
-        } else if paused || updater::changes_tasks(&current, &next) {
-            // A paused update goes on with any new update, as in Swarm.
-            service.update_status = Some(updater::status(UpdateState::Updating, "update in progress", now));
-        }
-        service.previous_spec = Some(current);
-        service.spec = Some(next);
-        service.spec_version += 1;
-        let service = self.objects.update(service).await?;
-        tracing::info!(service.id = %service.id, spec_version = service.spec_version, rollback = request.rollback, "service updated");
-        Ok(Response::new(v1::UpdateServiceResponse { service: Some(service) }))
     }
 
     async fn remove_service(

@@ -177,6 +177,47 @@ async fn updates_set_the_update_status() {
     assert_eq!(state(&rolled), Some((UpdateState::RollbackStarted as i32, "manually requested rollback".to_owned())));
 }
 
+/// The cluster's own writes of a service (the allocator's endpoint, a rolling update's
+/// progress) between the control API's read and write do not refuse an update that names the
+/// spec it read: it is applied to the fresh object (a failover test saw such a refusal).
+#[tokio::test]
+async fn updates_go_through_the_clusters_own_writes() {
+    let (objects, _dir) = store("control-update-race").await;
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca());
+    let web = create(&control, "web").await;
+    let writer = {
+        let objects = objects.clone();
+        let id = web.id.clone();
+        tokio::spawn(async move {
+            // A very busy leader: a write of the service every 2 ms.
+            for i in 0..5_000u64 {
+                let write = objects.modify::<v1::Service>(&id, |s| {
+                    s.allocation_error = format!("write {i}");
+                    true
+                });
+                if write.await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        })
+    };
+    for replicas in 2..32 {
+        let read = control.get_service(Request::new(v1::GetServiceRequest { service: "web".into() })).await;
+        let read = read.expect("get").into_inner().service.expect("service");
+        let request = v1::UpdateServiceRequest {
+            service: "web".into(),
+            version: read.version(),
+            spec: Some(spec("web", replicas)),
+            rollback: false,
+            spec_version: read.spec_version,
+        };
+        let updated = control.update_service(Request::new(request)).await;
+        assert!(updated.is_ok(), "update to {replicas} replicas refused: {updated:?}");
+    }
+    writer.abort();
+}
+
 #[tokio::test]
 async fn removing_a_service_marks_its_tasks_for_removal() {
     let (objects, _dir) = store("control-remove").await;
