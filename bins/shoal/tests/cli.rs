@@ -2,7 +2,7 @@
 //! `init` writes): output as docker prints it, errors as one line and a non-zero exit.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 struct Cli<'a> {
@@ -40,13 +40,20 @@ impl Cli<'_> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn docker_like_commands_against_a_manager() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-test-{}", std::process::id()));
+/// A manager initialised for one test: a fresh directory (`shoal-cli-TAG-test-PID`), a free
+/// loopback port, the running manager and what `init` returned.
+async fn init_manager(tag: &str) -> (PathBuf, SocketAddr, shoal_manager::RunningManager, shoal_manager::InitOutcome) {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-{tag}-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
     let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
     let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    (dir, addr, manager, outcome)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_like_commands_against_a_manager() {
+    let (dir, addr, manager, outcome) = init_manager("cli").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
 
     let nodes = cli.ok(&["node", "ls"]);
@@ -122,11 +129,7 @@ async fn docker_like_commands_against_a_manager() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_bundles_are_listed_rotated_and_revoked() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-admin-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let (dir, addr, manager, outcome) = init_manager("admin").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
 
     // The words of the row of certificate `id`.
@@ -167,11 +170,7 @@ async fn admin_bundles_are_listed_rotated_and_revoked() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_and_published_ports() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-network-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let (dir, addr, manager, outcome) = init_manager("network").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
     let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&cli.ok(args)).expect("json") };
     // Polls `shoal ARGS` until `done` holds (the leader allocates within a pass).
@@ -272,11 +271,7 @@ async fn networks_and_published_ports() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_rollbacks_and_docker_output() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-update-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let (dir, addr, manager, outcome) = init_manager("update").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
     let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&cli.ok(args)).expect("json") };
 

@@ -20,7 +20,7 @@ use shoal_api::v1::{self, TaskState};
 use shoal_runtime::{ContainerRuntime, ContainerState, Containerd, ContainerdConfig, ExecSpec};
 use shoal_testkit::images;
 use shoal_testkit::privileged;
-use shoal_testkit::shoal::bin_dir;
+use shoal_testkit::shoal::runtime_logger;
 use shoal_testkit::{Cluster, Registry};
 
 fn narrate(step: &str) {
@@ -35,15 +35,7 @@ fn prerequisites(test: &str) -> Option<PathBuf> {
     if !privileged::require(test, &needs) {
         return None;
     }
-    let logger = bin_dir().join("shoal-runtime-logger");
-    if !logger.is_file() {
-        privileged::skip(&format!(
-            "{test}: skipped: {} is not built (cargo build -p shoal-runtime --bins)",
-            logger.display()
-        ));
-        return None;
-    }
-    Some(logger)
+    runtime_logger(test)
 }
 
 /// Waits (at most `within`) until `task_id` reports `state`; returns that report and every state

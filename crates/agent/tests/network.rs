@@ -20,7 +20,7 @@ use shoal_api::v1;
 use shoal_runtime::{ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ExecSpec, ImageSource};
 use shoal_testkit::images::{self, BuiltImage};
 use shoal_testkit::privileged::{self, Need};
-use shoal_testkit::shoal::bin_dir;
+use shoal_testkit::shoal::runtime_logger;
 use shoal_testkit::{Cluster, Node};
 
 fn narrate(step: &str) {
@@ -179,15 +179,7 @@ fn prerequisites(test: &str) -> Option<PathBuf> {
     if !privileged::require(test, &needs) {
         return None;
     }
-    let logger = bin_dir().join("shoal-runtime-logger");
-    if !logger.is_file() {
-        privileged::skip(&format!(
-            "{test}: skipped: {} is not built (cargo build -p shoal-runtime --bins)",
-            logger.display()
-        ));
-        return None;
-    }
-    Some(logger)
+    runtime_logger(test)
 }
 
 fn test_images(cluster: &Cluster) -> (BuiltImage, BuiltImage) {

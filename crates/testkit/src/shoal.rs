@@ -31,6 +31,21 @@ pub fn bin_dir() -> PathBuf {
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug"))
 }
 
+/// The container log writer `shoal-runtime-logger` that containerd's shim starts, when it is
+/// built next to the test binaries; otherwise `None`, after [`crate::privileged::skip`] said why
+/// for `test` (a failure under `CI=true`).
+pub fn runtime_logger(test: &str) -> Option<PathBuf> {
+    let logger = bin_dir().join("shoal-runtime-logger");
+    if logger.is_file() {
+        return Some(logger);
+    }
+    crate::privileged::skip(&format!(
+        "{test}: skipped: {} is not built (cargo build -p shoal-runtime --bins)",
+        logger.display()
+    ));
+    None
+}
+
 /// The binaries that are missing from `dir`.
 pub fn missing_binaries(dir: &Path) -> Vec<&'static str> {
     BINARIES.iter().filter(|b| !dir.join(b).is_file()).copied().collect()

@@ -1,7 +1,8 @@
-//! `--filter KEY=VALUE` on `node ls`, `service ls`, `service ps` and `node ps`, with docker's
-//! keys and meaning: a key given twice matches either value, different keys must all match.
-//! Names match a prefix of the name (nodes: any part of the hostname, as docker's), IDs a
-//! prefix, labels `KEY` or `KEY=VALUE`. Pure functions of api objects.
+//! `--filter KEY=VALUE` on `node ls`, `service ls`, `service ps`, `node ps` and `network ls`,
+//! with docker's keys and meaning: a key given twice matches either value, different keys must
+//! all match. Names match a prefix of the name (nodes: any part of the hostname, networks any
+//! part of the name and ID, as docker's), IDs a prefix, labels `KEY` or `KEY=VALUE`. Pure
+//! functions of api objects.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -40,6 +41,14 @@ pub(crate) const TASK_KEYS: &[Key] = &[
     key("desired-state", Some(&["running", "shutdown", "accepted"])),
     key("node", None),
     key("service", None),
+];
+
+pub(crate) const NETWORK_KEYS: &[Key] = &[
+    key("name", None),
+    key("id", None),
+    key("driver", None),
+    key("label", None),
+    key("scope", Some(&["swarm", "local", "global"])),
 ];
 
 /// Parsed `--filter`s: each key with the values given for it.
@@ -128,6 +137,18 @@ pub(crate) fn service_matches(service: &v1::Service, filters: &Filters) -> bool 
         && filters.pass("id", |v| service.id.starts_with(v))
         && filters.pass("label", |v| label_matches(&annotations.labels, v))
         && filters.pass("mode", |v| v == mode)
+}
+
+/// Docker's network filters: name and ID match any part, the driver exactly; every network is
+/// swarm-scoped.
+pub(crate) fn network_matches(network: &v1::Network, filters: &Filters) -> bool {
+    let spec = network.spec.clone().unwrap_or_default();
+    let annotations = spec.annotations.unwrap_or_default();
+    filters.pass("name", |v| annotations.name.contains(v))
+        && filters.pass("id", |v| network.id.contains(v))
+        && filters.pass("driver", |v| spec.driver == v)
+        && filters.pass("label", |v| label_matches(&annotations.labels, v))
+        && filters.pass("scope", |v| v == "swarm")
 }
 
 /// `hostnames` maps node IDs to hostnames (`node=` takes either); `services` service IDs to

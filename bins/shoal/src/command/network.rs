@@ -1,7 +1,7 @@
 //! `shoal network …`: create, list, inspect, remove and prune overlay networks, with docker's
 //! flags and output (`docker network create -d overlay …`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::BufRead as _;
 
 use anyhow::Context as _;
@@ -9,6 +9,7 @@ use clap::{Args, Subcommand};
 use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
+use super::filter::{Filters, NETWORK_KEYS, network_matches};
 use super::{ListArgs, api, reported};
 use crate::format::{self, Output};
 use crate::render;
@@ -125,44 +126,6 @@ pub(crate) fn network_spec(args: &CreateArgs) -> Result<v1::NetworkSpec, String>
     })
 }
 
-/// `network ls --filter`s: each key's values, any of which may match.
-pub(crate) fn parse_filters(filters: &[String]) -> Result<HashMap<String, Vec<String>>, String> {
-    let mut parsed: HashMap<String, Vec<String>> = HashMap::new();
-    for filter in filters {
-        match filter.split_once('=') {
-            Some((key @ ("name" | "id" | "driver" | "label" | "scope"), value)) => {
-                parsed.entry(key.to_owned()).or_default().push(value.to_owned())
-            }
-            _ => {
-                return Err(format!(
-                    "invalid filter {filter:?}: expected name=…, id=…, driver=…, label=KEY[=VALUE] or scope=swarm"
-                ));
-            }
-        }
-    }
-    Ok(parsed)
-}
-
-/// Whether a network passes every filter key (as docker: names and IDs match a part, the
-/// driver and scope exactly, a label by key or key=value).
-pub(crate) fn matches(network: &v1::Network, filters: &HashMap<String, Vec<String>>) -> bool {
-    let spec = network.spec.clone().unwrap_or_default();
-    let annotations = spec.annotations.unwrap_or_default();
-    filters.iter().all(|(key, values)| {
-        values.iter().any(|value| match key.as_str() {
-            "name" => annotations.name.contains(value.as_str()),
-            "id" => network.id.contains(value.as_str()),
-            "driver" => spec.driver == *value,
-            "scope" => value == "swarm",
-            "label" => match value.split_once('=') {
-                Some((k, v)) => annotations.labels.get(k).is_some_and(|l| l == v),
-                None => annotations.labels.contains_key(value),
-            },
-            _ => false,
-        })
-    })
-}
-
 /// Docker's answer to `[y/N]`.
 pub(crate) fn confirmed(answer: &str) -> bool {
     matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
@@ -253,10 +216,10 @@ pub(crate) async fn network_command(
         }
         NetworkCommand::Ls { list, filter, no_trunc } => {
             let output = list.output(render::NETWORK_COLUMNS)?;
-            let filters = parse_filters(&filter).map_err(anyhow::Error::msg)?;
+            let filters = Filters::parse(&filter, NETWORK_KEYS).map_err(anyhow::Error::msg)?;
             let mut networks =
                 control.list_networks(v1::ListNetworksRequest::default()).await.map_err(api)?.into_inner().networks;
-            networks.retain(|n| matches(n, &filters));
+            networks.retain(|n| network_matches(n, &filters));
             match (list.quiet, output) {
                 (true, _) => print!("{}", render::network_ids(&networks, no_trunc)),
                 (false, Output::Json) => {

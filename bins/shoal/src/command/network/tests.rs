@@ -103,16 +103,15 @@ fn filters_as_docker() {
     ];
     for (filters, expected) in cases {
         let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
-        let parsed = parse_filters(&filters).expect("valid filters");
-        let names: Vec<&str> = networks.iter().filter(|n| matches(n, &parsed)).map(render_name).collect();
+        let parsed = Filters::parse(&filters, NETWORK_KEYS).expect("valid filters");
+        let names: Vec<&str> = networks.iter().filter(|n| network_matches(n, &parsed)).map(render_name).collect();
         assert_eq!(names, *expected, "{filters:?}");
     }
     assert_eq!(
-        parse_filters(&["type=custom".to_owned()]),
-        Err("invalid filter \"type=custom\": expected name=…, id=…, driver=…, label=KEY[=VALUE] or scope=swarm"
-            .to_owned())
+        Filters::parse(&["type=custom".to_owned()], NETWORK_KEYS),
+        Err("invalid filter \"type=custom\": \"type\" is not one of name, id, driver, label or scope".to_owned())
     );
-    assert!(parse_filters(&["backend".to_owned()]).is_err());
+    assert!(Filters::parse(&["backend".to_owned()], NETWORK_KEYS).is_err());
 }
 
 fn render_name(network: &v1::Network) -> &str {
