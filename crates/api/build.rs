@@ -9,6 +9,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(&protos, ["../../proto"])?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    // Payloads of secrets (and configs, alike) must never reach a log: these types get a Debug
+    // that shows their size, not their bytes (src/redact.rs).
+    tonic_prost_build::configure()
+        .skip_debug(["shoal.v1.SecretSpec", "shoal.v1.ConfigSpec", "shoal.v1.PayloadVersion"])
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
     Ok(())
 }

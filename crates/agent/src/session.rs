@@ -460,7 +460,7 @@ impl Agent {
                     renew_at = self.renew_when_due(channel.clone(), period * MISSED_HEARTBEATS).await;
                 }
                 _ = heartbeat.tick() => {
-                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone() });
+                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone(), volumes: None });
                     // A manager cut off by a partition never answers; a TCP keep-alive would
                     // notice only after tens of seconds.
                     match tokio::time::timeout(period * MISSED_HEARTBEATS, beat).await {

@@ -7,6 +7,7 @@
 
 mod channel;
 mod convert;
+mod redact;
 mod state;
 
 pub use channel::connect;

@@ -182,6 +182,7 @@ impl ControlService {
         } else {
             request.spec.clone().ok_or_else(|| Status::invalid_argument("update service: no spec given"))?
         };
+        self.resolve_service_payloads(&mut next).await?;
         validate_service_spec(&next)?;
         self.resolve_service_networks(&mut next, Some(&service.id)).await?;
         let mode = |s: &v1::ServiceSpec| s.mode.as_ref().map(std::mem::discriminant);
@@ -209,6 +210,28 @@ impl ControlService {
         Ok(service)
     }
 
+    /// Applies a service update (or rollback) to the service as stored, again when the
+    /// cluster's own write of the service came between the read and the write.
+    async fn apply_service_update(&self, request: &v1::UpdateServiceRequest) -> Result<v1::Service, Status> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let service = self.resolve::<v1::Service>(&request.service).await?;
+            match self.objects.update(self.next_service(service, request).await?).await {
+                Ok(service) => {
+                    tracing::info!(service.id = %service.id, spec_version = service.spec_version, rollback = request.rollback, "service updated");
+                    return Ok(service);
+                }
+                // Written between the read and this write. When the caller named the spec it
+                // read, that was the cluster's own write (an allocation, a rolling update's
+                // progress) unless the spec changed too: read again, and the check in
+                // `next_service` refuses a changed spec.
+                Err(ObjectError::Conflict { .. }) if request.spec_version != 0 && attempt < UPDATE_ATTEMPTS => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+
     fn check_version<T: Object>(current: &T, requested: u64) -> Result<(), Status> {
         if requested != current.version() {
             return Err(
@@ -232,6 +255,8 @@ fn is_admin_id(id: &str) -> bool {
 }
 
 mod network;
+mod payload;
+mod volume;
 pub(crate) use network::node_data_addr;
 
 fn service_name(spec: &v1::ServiceSpec) -> &str {
@@ -316,6 +341,7 @@ impl Control for ControlService {
     ) -> Result<Response<v1::CreateServiceResponse>, Status> {
         let mut spec =
             request.into_inner().spec.ok_or_else(|| Status::invalid_argument("create service: no spec given"))?;
+        self.resolve_service_payloads(&mut spec).await?;
         validate_service_spec(&spec)?;
         self.resolve_service_networks(&mut spec, None).await?;
         let service = v1::Service { id: new_id(), spec: Some(spec), spec_version: 1, ..Default::default() };
@@ -351,24 +377,8 @@ impl Control for ControlService {
         &self,
         request: Request<v1::UpdateServiceRequest>,
     ) -> Result<Response<v1::UpdateServiceResponse>, Status> {
-        let request = request.into_inner();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let service = self.resolve::<v1::Service>(&request.service).await?;
-            match self.objects.update(self.next_service(service, &request).await?).await {
-                Ok(service) => {
-                    tracing::info!(service.id = %service.id, spec_version = service.spec_version, rollback = request.rollback, "service updated");
-                    return Ok(Response::new(v1::UpdateServiceResponse { service: Some(service) }));
-                }
-                // Written between the read and this write. When the caller named the spec it
-                // read, that was the cluster's own write (an allocation, a rolling update's
-                // progress) unless the spec changed too: read again, and the check above
-                // refuses a changed spec.
-                Err(ObjectError::Conflict { .. }) if request.spec_version != 0 && attempt < UPDATE_ATTEMPTS => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let service = self.apply_service_update(&request.into_inner()).await?;
+        Ok(Response::new(v1::UpdateServiceResponse { service: Some(service) }))
     }
 
     async fn remove_service(
@@ -443,6 +453,119 @@ impl Control for ControlService {
         _: Request<v1::PruneNetworksRequest>,
     ) -> Result<Response<v1::PruneNetworksResponse>, Status> {
         Ok(Response::new(v1::PruneNetworksResponse { removed: self.prune_networks().await? }))
+    }
+
+    async fn create_secret(
+        &self,
+        request: Request<v1::CreateSecretRequest>,
+    ) -> Result<Response<v1::CreateSecretResponse>, Status> {
+        let spec = request.into_inner().spec.unwrap_or_default();
+        let secret = self.create_payload::<v1::Secret>(spec.annotations, spec.data).await?;
+        Ok(Response::new(v1::CreateSecretResponse { secret: Some(secret) }))
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<v1::GetSecretRequest>,
+    ) -> Result<Response<v1::GetSecretResponse>, Status> {
+        let secret = self.get_payload::<v1::Secret>(&request.into_inner().secret).await?;
+        Ok(Response::new(v1::GetSecretResponse { secret: Some(secret) }))
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<v1::ListSecretsRequest>,
+    ) -> Result<Response<v1::ListSecretsResponse>, Status> {
+        let secrets = self.list_payloads::<v1::Secret>(&request.into_inner().names).await?;
+        Ok(Response::new(v1::ListSecretsResponse { secrets }))
+    }
+
+    async fn update_secret(
+        &self,
+        request: Request<v1::UpdateSecretRequest>,
+    ) -> Result<Response<v1::UpdateSecretResponse>, Status> {
+        let request = request.into_inner();
+        let spec = request.spec.unwrap_or_default();
+        let (secret, services) =
+            self.update_payload::<v1::Secret>(&request.secret, request.version, spec.annotations, spec.data).await?;
+        Ok(Response::new(v1::UpdateSecretResponse { secret: Some(secret), services }))
+    }
+
+    async fn remove_secret(
+        &self,
+        request: Request<v1::RemoveSecretRequest>,
+    ) -> Result<Response<v1::RemoveSecretResponse>, Status> {
+        self.remove_payload::<v1::Secret>(&request.into_inner().secret).await?;
+        Ok(Response::new(v1::RemoveSecretResponse {}))
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<v1::CreateConfigRequest>,
+    ) -> Result<Response<v1::CreateConfigResponse>, Status> {
+        let spec = request.into_inner().spec.unwrap_or_default();
+        let config = self.create_payload::<v1::Config>(spec.annotations, spec.data).await?;
+        Ok(Response::new(v1::CreateConfigResponse { config: Some(config) }))
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<v1::GetConfigRequest>,
+    ) -> Result<Response<v1::GetConfigResponse>, Status> {
+        let config = self.get_payload::<v1::Config>(&request.into_inner().config).await?;
+        Ok(Response::new(v1::GetConfigResponse { config: Some(config) }))
+    }
+
+    async fn list_configs(
+        &self,
+        request: Request<v1::ListConfigsRequest>,
+    ) -> Result<Response<v1::ListConfigsResponse>, Status> {
+        let configs = self.list_payloads::<v1::Config>(&request.into_inner().names).await?;
+        Ok(Response::new(v1::ListConfigsResponse { configs }))
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<v1::UpdateConfigRequest>,
+    ) -> Result<Response<v1::UpdateConfigResponse>, Status> {
+        let request = request.into_inner();
+        let spec = request.spec.unwrap_or_default();
+        let (config, services) =
+            self.update_payload::<v1::Config>(&request.config, request.version, spec.annotations, spec.data).await?;
+        Ok(Response::new(v1::UpdateConfigResponse { config: Some(config), services }))
+    }
+
+    async fn remove_config(
+        &self,
+        request: Request<v1::RemoveConfigRequest>,
+    ) -> Result<Response<v1::RemoveConfigResponse>, Status> {
+        self.remove_payload::<v1::Config>(&request.into_inner().config).await?;
+        Ok(Response::new(v1::RemoveConfigResponse {}))
+    }
+
+    async fn list_volumes(
+        &self,
+        request: Request<v1::ListVolumesRequest>,
+    ) -> Result<Response<v1::ListVolumesResponse>, Status> {
+        let nodes = self.list_volumes(&request.into_inner().node).await?;
+        Ok(Response::new(v1::ListVolumesResponse { nodes }))
+    }
+
+    async fn remove_volumes(
+        &self,
+        request: Request<v1::RemoveVolumesRequest>,
+    ) -> Result<Response<v1::RemoveVolumesResponse>, Status> {
+        let request = request.into_inner();
+        let removed = self.remove_volumes(&request.node, Some(&request.names)).await?;
+        Ok(Response::new(v1::RemoveVolumesResponse { removed }))
+    }
+
+    async fn prune_volumes(
+        &self,
+        request: Request<v1::PruneVolumesRequest>,
+    ) -> Result<Response<v1::PruneVolumesResponse>, Status> {
+        let removed = self.remove_volumes(&request.into_inner().node, None).await?;
+        Ok(Response::new(v1::PruneVolumesResponse { removed }))
     }
 
     async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {

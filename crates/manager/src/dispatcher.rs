@@ -24,6 +24,8 @@ use crate::ids::new_id;
 use crate::objects::{Object, ObjectError, ObjectStore, Write, decode, kv_id};
 use crate::tls::{PeerInfo, caller};
 
+mod payloads;
+
 /// Heartbeats missed before a node is Down.
 const MISSED_HEARTBEATS: u32 = 3;
 
@@ -786,6 +788,27 @@ impl Dispatcher {
     }
 }
 
+impl Dispatcher {
+    /// Records the volumes a node reports in its record; a removal asked of it is done once the
+    /// volume is no longer reported.
+    async fn record_volumes(&self, node_id: &str, mut volumes: Vec<v1::NodeVolume>) -> Result<(), Status> {
+        volumes.sort_by(|a, b| a.name.cmp(&b.name));
+        self.inner
+            .objects
+            .modify(node_id, |node: &mut v1::Node| {
+                let removals = node.volume_removals.len();
+                node.volume_removals.retain(|name| volumes.iter().any(|v| &v.name == name));
+                if node.volumes == volumes && node.volume_removals.len() == removals {
+                    return false;
+                }
+                node.volumes = volumes.clone();
+                true
+            })
+            .await?;
+        Ok(())
+    }
+}
+
 /// Records a node's report as the task's status, and when it first reached RUNNING (what a
 /// rolling update's monitor period counts from).
 fn record_status(task: &mut v1::Task, status: v1::TaskStatus) {
@@ -931,17 +954,20 @@ impl DispatcherApi for Dispatcher {
         if let Some(session) = self.sessions().get_mut(&node_id) {
             session.last_heartbeat = Instant::now();
         }
+        if let Some(report) = request.into_inner().volumes {
+            self.record_volumes(&node_id, report.volumes).await?;
+        }
         // The role as this member has it: a promotion or demotion reaches the node a beat later
         // at worst.
-        let (role, raft_member) = match self.inner.objects.get_local::<v1::Node>(&node_id).await {
-            Ok(node) => (node.role, node.manager_status.is_some()),
+        let (role, raft_member, remove_volumes) = match self.inner.objects.get_local::<v1::Node>(&node_id).await {
+            Ok(node) => (node.role, node.manager_status.is_some(), node.volume_removals),
             Err(ObjectError::NotFound { .. }) => {
                 return Err(Status::permission_denied(format!("node {node_id} was removed from the cluster")));
             }
             Err(err) => return Err(err.into()),
         };
         let period = Some(shoal_api::to_duration(self.inner.period));
-        Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member }))
+        Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member, remove_volumes }))
     }
 
     async fn update_task_status(
@@ -972,6 +998,7 @@ impl DispatcherApi for Dispatcher {
             .map(|task| v1::AssignmentChange {
                 action: v1::assignment_change::Action::Update as i32,
                 task: Some(task.clone()),
+                ..Default::default()
             })
             .collect();
         drop(listed);
@@ -979,6 +1006,13 @@ impl DispatcherApi for Dispatcher {
         for task in changes.iter().filter_map(|c| c.task.as_ref()) {
             known.insert(task.id.clone(), Told::of(task));
         }
+        // The secrets and configs of the set go before the tasks that use them.
+        let mut payloads = payloads::Told::default();
+        let mut with_payloads = Vec::with_capacity(changes.len());
+        for change in changes {
+            with_payloads.extend(payloads.around(&self.inner.objects, change).await?);
+        }
+        let changes = with_payloads;
         let (tx, rx) = mpsc::channel(16);
         let this = self.clone();
         // The messages are sent from a task of their own: a complete set in more parts than the
@@ -1008,7 +1042,14 @@ impl DispatcherApi for Dispatcher {
                 while let Some(routed) = next {
                     if let Some(change) = Self::assignment_change(routed, listed_at, &node_id, &mut known) {
                         if this.sendable(&change, &node_id) {
-                            changes.push(change);
+                            match payloads.around(&this.inner.objects, change).await {
+                                Ok(around) => changes.extend(around),
+                                Err(err) => {
+                                    let message = format!("cannot read a secret or config for the node: {err}");
+                                    let _ = tx.send(Err(Status::unavailable(message))).await;
+                                    return;
+                                }
+                            }
                         } else if let Some(task) = &change.task {
                             known.remove(&task.id);
                         }
@@ -1061,7 +1102,7 @@ impl Dispatcher {
             }
             Routed::Put(..) | Routed::Delete(..) => return None,
         };
-        Some(v1::AssignmentChange { action: action as i32, task: Some(task) })
+        Some(v1::AssignmentChange { action: action as i32, task: Some(task), ..Default::default() })
     }
 }
 

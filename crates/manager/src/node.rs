@@ -491,6 +491,12 @@ pub fn forget_manager(data_dir: &std::path::Path) -> Result<(), StartError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(&identity)(e)),
     }
+    let key = data_dir.join(crate::data_key::FILE);
+    match std::fs::remove_file(&key) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(&key)(e)),
+    }
     for dir in [data_dir.join("raft"), data_dir.join("ca")] {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
@@ -781,9 +787,9 @@ async fn run(
     let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client.clone()), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
-    let store = Store::open(StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir), transport)
-        .await
-        .map_err(|e| store_err(e.to_string()))?;
+    let mut store_config = StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir);
+    store_config.encryption_key = crate::data_key::load_or_create(&config.data_dir, &raft_dir)?;
+    let store = Store::open(store_config, transport).await.map_err(|e| store_err(e.to_string()))?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;

@@ -67,6 +67,16 @@ object!(v1::Network, "/networks/", "network", true, |o| o
     .as_ref()
     .and_then(|s| s.annotations.as_ref())
     .map(|a| a.name.as_str()));
+object!(v1::Secret, "/secrets/", "secret", true, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.annotations.as_ref())
+    .map(|a| a.name.as_str()));
+object!(v1::Config, "/configs/", "config", true, |o| o
+    .spec
+    .as_ref()
+    .and_then(|s| s.annotations.as_ref())
+    .map(|a| a.name.as_str()));
 object!(v1::Revocation, "/revocations/", "revocation", false, |_o| None);
 object!(v1::AdminCertificate, "/admin-certificates/", "admin certificate", false, |_o| None);
 

@@ -134,6 +134,8 @@ pub fn validate_service_spec(spec: &v1::ServiceSpec) -> Result<(), SpecError> {
     for mount in &container.mounts {
         validate_mount(mount)?;
     }
+    validate_files(container)?;
+    validate_process(container)?;
     if let Some(placement) = &task.placement {
         for text in &placement.constraints {
             shoal_scheduler::Constraint::parse(text).map_err(|e| invalid("constraint", text, e.to_string()))?;
@@ -243,7 +245,215 @@ fn validate_mount(mount: &v1::Mount) -> Result<(), SpecError> {
             Err(invalid("tmpfs mount source", &mount.source, "a tmpfs mount has no source"))
         }
         _ => Ok(()),
+    }?;
+    if mount.bind_options.is_some() && kind != v1::mount::Type::Bind {
+        return Err(invalid("mount option", "bind-propagation", "only a bind mount has a propagation"));
     }
+    if let Some(options) = &mount.volume_options {
+        if kind != v1::mount::Type::Volume {
+            return Err(invalid("mount option", "volume-*", "volume options are for type=volume mounts"));
+        }
+        if !options.driver.is_empty() && options.driver != "local" {
+            return Err(invalid("volume driver", &options.driver, "the one volume driver is local"));
+        }
+        for key in options.driver_options.keys() {
+            if !["type", "o", "device"].contains(&key.as_str()) {
+                return Err(invalid(
+                    "volume option",
+                    key,
+                    "the local driver takes type, o and device (e.g. type=nfs,o=addr=192.0.2.10,device=:/export)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Secrets, configs and mounts: each file target well formed, and no two of them (nor a mount)
+/// at the same path in the container.
+fn validate_files(container: &v1::ContainerSpec) -> Result<(), SpecError> {
+    use crate::payload::{Payload, Reference, target_path};
+    let mut paths: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut claim = |path: String, what: String| match paths.insert(path.clone(), what.clone()) {
+        Some(other) => Err(invalid("target", path, format!("both {other} and {what} are mounted there"))),
+        None => Ok(()),
+    };
+    for mount in &container.mounts {
+        claim(mount.target.trim_end_matches('/').to_owned(), format!("mount {}", mount.source))?;
+    }
+    fn check<P: Payload>(r: &P::Ref) -> Result<String, SpecError> {
+        let field = if P::KIND == "secret" { "secret" } else { "config" };
+        if r.id().is_empty() && r.name().is_empty() {
+            return Err(invalid(field, "", "no source given; name a stored one (source=NAME)"));
+        }
+        let file = r.file().cloned().unwrap_or_default();
+        let path = target_path::<P>(r);
+        if path.split('/').any(|c| c == "..") || path.ends_with('/') || file.name.contains('\0') {
+            return Err(invalid(
+                if P::KIND == "secret" { "secret target" } else { "config target" },
+                &file.name,
+                "a file name or an absolute path without '..'",
+            ));
+        }
+        if file.mode > 0o7777 {
+            return Err(invalid(
+                if P::KIND == "secret" { "secret mode" } else { "config mode" },
+                format!("{:o}", file.mode),
+                "permission bits, at most 7777 (octal); docker's default is 0444",
+            ));
+        }
+        Ok(path)
+    }
+    for r in <v1::Secret as Payload>::refs(container) {
+        claim(check::<v1::Secret>(r)?, format!("secret {}", r.name()))?;
+    }
+    for r in <v1::Config as Payload>::refs(container) {
+        claim(check::<v1::Config>(r)?, format!("config {}", r.name()))?;
+    }
+    Ok(())
+}
+
+/// The resource limits docker's `--ulimit` knows.
+const ULIMITS: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// The capabilities a Linux kernel has (as of 6.x), without the `CAP_` prefix.
+const CAPABILITIES: &[&str] = &[
+    "AUDIT_CONTROL",
+    "AUDIT_READ",
+    "AUDIT_WRITE",
+    "BLOCK_SUSPEND",
+    "BPF",
+    "CHECKPOINT_RESTORE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "KILL",
+    "LEASE",
+    "LINUX_IMMUTABLE",
+    "MAC_ADMIN",
+    "MAC_OVERRIDE",
+    "MKNOD",
+    "NET_ADMIN",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_RAW",
+    "PERFMON",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYSLOG",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_CHROOT",
+    "SYS_MODULE",
+    "SYS_NICE",
+    "SYS_PACCT",
+    "SYS_PTRACE",
+    "SYS_RAWIO",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "WAKE_ALARM",
+];
+
+/// Capabilities, sysctls, ulimits, DNS, extra hosts and groups: what the node's runtime would
+/// refuse at task start is refused here, when the service is stored.
+fn validate_process(container: &v1::ContainerSpec) -> Result<(), SpecError> {
+    for (field, caps) in
+        [("capability to add", &container.capability_add), ("capability to drop", &container.capability_drop)]
+    {
+        for cap in caps {
+            let upper = cap.to_ascii_uppercase();
+            let name = upper.strip_prefix("CAP_").unwrap_or(&upper);
+            if name != "ALL" && !CAPABILITIES.contains(&name) {
+                return Err(invalid(field, cap, "not a Linux capability (e.g. NET_ADMIN, SYS_PTRACE, ALL)"));
+            }
+        }
+    }
+    for key in container.sysctls.keys() {
+        let namespaced = key.starts_with("net.")
+            || key.starts_with("fs.mqueue.")
+            || key.starts_with("kernel.msg")
+            || key.starts_with("kernel.shm")
+            || key == "kernel.sem";
+        if !namespaced {
+            return Err(invalid(
+                "sysctl",
+                key,
+                "only namespaced sysctls can be set for a container: net.*, fs.mqueue.*, kernel.msg*, kernel.shm*, kernel.sem",
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for ulimit in &container.ulimits {
+        if !ULIMITS.contains(&ulimit.name.as_str()) {
+            return Err(invalid(
+                "ulimit",
+                &ulimit.name,
+                format!("not a resource limit; one of {}", ULIMITS.join(", ")),
+            ));
+        }
+        if !seen.insert(ulimit.name.as_str()) {
+            return Err(invalid("ulimit", &ulimit.name, "given twice"));
+        }
+        if ulimit.soft < -1
+            || ulimit.hard < -1
+            || (ulimit.hard != -1 && (ulimit.soft == -1 || ulimit.soft > ulimit.hard))
+        {
+            return Err(invalid(
+                "ulimit",
+                format!("{}={}:{}", ulimit.name, ulimit.soft, ulimit.hard),
+                "the soft limit must not exceed the hard one (-1: unlimited)",
+            ));
+        }
+    }
+    if let Some(dns) = &container.dns_config {
+        for server in &dns.nameservers {
+            if server.parse::<std::net::IpAddr>().is_err() {
+                return Err(invalid("DNS server", server, "an IP address"));
+            }
+        }
+        for name in dns.search.iter().chain(&dns.options) {
+            if name.is_empty() || name.contains(char::is_whitespace) {
+                return Err(invalid("DNS search domain or option", name, "one word, no spaces"));
+            }
+        }
+    }
+    for line in &container.hosts {
+        let mut words = line.split_whitespace();
+        let ip_ok = words.next().is_some_and(|ip| ip.parse::<std::net::IpAddr>().is_ok());
+        if !ip_ok || words.next().is_none() {
+            return Err(invalid("extra host", line, "expected \"IP HOSTNAME [ALIAS...]\" (--host HOSTNAME:IP)"));
+        }
+    }
+    for group in &container.groups {
+        if group.is_empty() || group.contains(|c: char| c.is_whitespace() || c == ':') {
+            return Err(invalid("group", group, "a group name or number"));
+        }
+    }
+    Ok(())
 }
 
 fn validate_resources(resources: &v1::ResourceRequirements) -> Result<(), SpecError> {

@@ -5,12 +5,12 @@ use super::*;
 use crate::testutil::store;
 use tonic::Code;
 
-fn ca() -> std::sync::Arc<std::sync::Mutex<shoal_ca_pki::ClusterCa>> {
+pub(super) fn ca() -> std::sync::Arc<std::sync::Mutex<shoal_ca_pki::ClusterCa>> {
     let root = shoal_ca_pki::RootCa::generate(time::OffsetDateTime::now_utc()).expect("root");
     std::sync::Arc::new(std::sync::Mutex::new(shoal_ca_pki::ClusterCa::new(root)))
 }
 
-fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
+pub(super) fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
     v1::ServiceSpec {
         annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
         mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas })),

@@ -78,10 +78,15 @@ async fn sessions_heartbeats_and_liveness() {
     assert_eq!((status.state, status.addr.as_str()), (v1::node_status::State::Ready as i32, "192.0.2.12"));
     assert_eq!(w1.description.map(|d| d.hostname), Some("host-w1".to_owned()));
 
-    let beat = d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone() }, "w1")).await.expect("heartbeat");
+    let beat = d
+        .heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes: None }, "w1"))
+        .await
+        .expect("heartbeat");
     assert_eq!(beat.into_inner().period, Some(shoal_api::to_duration(Duration::from_millis(150))));
-    let wrong =
-        d.heartbeat(req(v1::HeartbeatRequest { session_id: "other".into() }, "w1")).await.expect_err("wrong session");
+    let wrong = d
+        .heartbeat(req(v1::HeartbeatRequest { session_id: "other".into(), volumes: None }, "w1"))
+        .await
+        .expect_err("wrong session");
     assert_eq!(wrong.code(), Code::NotFound);
 
     tracing::info!("--- the node stops beating: down after three periods, not before");
@@ -89,7 +94,10 @@ async fn sessions_heartbeats_and_liveness() {
     assert_eq!(checks_for(&d, Duration::from_millis(500)).await, vec!["w1".to_owned()]);
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Down as i32));
-    let ended = d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect_err("session over");
+    let ended = d
+        .heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None }, "w1"))
+        .await
+        .expect_err("session over");
     assert_eq!(ended.code(), Code::NotFound);
 
     tracing::info!("--- it comes back with a new session and is Ready again");
@@ -238,7 +246,9 @@ async fn a_node_back_while_its_old_session_expires_stays_ready() {
 
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
-    d.heartbeat(req(v1::HeartbeatRequest { session_id: session }, "w1")).await.expect("the new session lives");
+    d.heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None }, "w1"))
+        .await
+        .expect("the new session lives");
 }
 
 #[tokio::test]
@@ -257,7 +267,7 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
     let refused = on_follower.session(req(v1::SessionRequest::default(), "w1")).await.expect_err("not the leader");
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(refused.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok()), Some("mem://m1"));
-    let beat = on_follower.heartbeat(req(v1::HeartbeatRequest { session_id: "s".into() }, "w1")).await;
+    let beat = on_follower.heartbeat(req(v1::HeartbeatRequest { session_id: "s".into(), volumes: None }, "w1")).await;
     assert_eq!(beat.expect_err("not the leader").code(), Code::Unavailable);
 
     tracing::info!("--- the leader's session names the managers to fail over to");
@@ -418,7 +428,11 @@ fn big_task(id: &str, node: &str, env_bytes: usize) -> v1::Task {
 }
 
 fn update_of(task: v1::Task) -> v1::AssignmentChange {
-    v1::AssignmentChange { action: v1::assignment_change::Action::Update as i32, task: Some(task) }
+    v1::AssignmentChange {
+        action: v1::assignment_change::Action::Update as i32,
+        task: Some(task),
+        ..Default::default()
+    }
 }
 
 #[test]
@@ -558,4 +572,131 @@ async fn time_the_leader_was_held_up_is_not_counted_against_the_nodes() {
 
     tracing::info!("--- checked on time and still silent: Down after three periods");
     assert_eq!(checks_for(&d, Duration::from_millis(700)).await, vec!["w1".to_owned()]);
+}
+
+/// A task of `node` that reads secret `secret` at `version` (and config `cfg`, version 1).
+fn task_with_secret(id: &str, node: &str, secret: &str, version: u64) -> v1::Task {
+    let mut task = task(id, node, TaskState::Assigned, TaskState::Running);
+    task.spec = Some(v1::TaskSpec {
+        container: Some(v1::ContainerSpec {
+            image: "shoal-test/web".into(),
+            secrets: vec![v1::SecretReference {
+                secret_id: secret.into(),
+                secret_name: "db".into(),
+                file: Some(v1::FileTarget { name: "db".into(), mode: 0o400, ..Default::default() }),
+                data_version: version,
+            }],
+            configs: vec![v1::ConfigReference {
+                config_id: "cfg".into(),
+                config_name: "site".into(),
+                file: None,
+                data_version: 1,
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    task
+}
+
+#[tokio::test]
+async fn secrets_go_before_the_tasks_that_use_them_and_leave_with_the_last() {
+    use crate::payload::Payload as _;
+    let (objects, _dir) = store("dispatcher-secrets").await;
+    node(&objects, "w1").await;
+    let mut secret =
+        v1::Secret::new("s1".into(), v1::Annotations { name: "db".into(), ..Default::default() }, b"pw-one".to_vec());
+    secret = objects.create(secret).await.expect("secret");
+    objects
+        .create(v1::Config::new(
+            "cfg".into(),
+            v1::Annotations { name: "site".into(), ..Default::default() },
+            b"cfg".to_vec(),
+        ))
+        .await
+        .expect("config");
+    objects.create(task_with_secret("t1", "w1", "s1", 1)).await.expect("t1");
+    objects.create(task_with_secret("t2", "w1", "s1", 1)).await.expect("t2");
+    objects.create(task_with_secret("elsewhere", "w2", "s1", 1)).await.expect("other node");
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let session = start(&d, "w1").await;
+    let mut stream =
+        d.assignments(req(v1::AssignmentsRequest { session_id: session }, "w1")).await.expect("assign").into_inner();
+    let shown = |m: &v1::AssignmentsMessage| -> Vec<String> {
+        m.changes
+            .iter()
+            .map(|c| {
+                let action = if c.action == v1::assignment_change::Action::Remove as i32 { "-" } else { "+" };
+                match (&c.task, &c.secret, &c.config) {
+                    (Some(t), None, None) => format!("{action}task {}", t.id),
+                    (None, Some(s), None) => format!(
+                        "{action}secret {}@{} {:?}",
+                        s.id,
+                        s.data_version,
+                        String::from_utf8_lossy(s.spec.as_ref().map(|s| s.data.as_slice()).unwrap_or_default())
+                    ),
+                    (None, None, Some(c)) => format!("{action}config {}@{}", c.id, c.data_version),
+                    other => panic!("not exactly one item in a change: {other:?}"),
+                }
+            })
+            .collect()
+    };
+    let complete = next_message(&mut stream).await;
+    assert_eq!(
+        shown(&complete),
+        ["+secret s1@1 \"pw-one\"", "+config cfg@1", "+task t1", "+task t2"],
+        "each payload once, before its first task"
+    );
+
+    // A new version: a task made with it brings it; the old one stays while t1 and t2 use it.
+    crate::payload::replace(&mut secret, b"pw-two".to_vec(), SystemTime::now());
+    objects.update(secret).await.expect("rotate");
+    objects.create(task_with_secret("t3", "w1", "s1", 2)).await.expect("t3");
+    assert_eq!(shown(&next_message(&mut stream).await), ["+secret s1@2 \"pw-two\"", "+task t3"]);
+
+    for id in ["t1", "t2"] {
+        let t: v1::Task = objects.get(id).await.expect("task");
+        objects.delete::<v1::Task>(id, t.version()).await.expect("delete");
+    }
+    let mut removed = shown(&next_message(&mut stream).await);
+    if removed.len() == 1 {
+        removed.extend(shown(&next_message(&mut stream).await));
+    }
+    assert_eq!(removed, ["-task t1", "-task t2", "-secret s1@1 \"\""], "the old version leaves with its last task");
+
+    let t3: v1::Task = objects.get("t3").await.expect("t3");
+    objects.delete::<v1::Task>("t3", t3.version()).await.expect("delete t3");
+    assert_eq!(shown(&next_message(&mut stream).await), ["-task t3", "-secret s1@2 \"\"", "-config cfg@1"]);
+}
+
+#[tokio::test]
+async fn heartbeats_carry_volumes_and_their_removals() {
+    let (objects, _dir) = store("dispatcher-volumes").await;
+    node(&objects, "w1").await;
+    let d = Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let session = start(&d, "w1").await;
+    let volume = |name: &str| v1::NodeVolume { name: name.into(), driver: "local".into(), ..Default::default() };
+    let report = v1::VolumeReport { volumes: vec![volume("data"), volume("cache")] };
+    let beat = |volumes: Option<v1::VolumeReport>| {
+        d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes }, "w1"))
+    };
+    let answer = beat(Some(report)).await.expect("beat").into_inner();
+    assert!(answer.remove_volumes.is_empty());
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    let names: Vec<&str> = w1.volumes.iter().map(|v| v.name.as_str()).collect();
+    assert_eq!(names, ["cache", "data"], "stored, sorted");
+
+    objects
+        .modify("w1", |n: &mut v1::Node| {
+            n.volume_removals = vec!["cache".into()];
+            true
+        })
+        .await
+        .expect("ask removal");
+    let answer = beat(None).await.expect("beat").into_inner();
+    assert_eq!(answer.remove_volumes, ["cache"], "the node is told");
+    beat(Some(v1::VolumeReport { volumes: vec![volume("data")] })).await.expect("beat");
+    let w1: v1::Node = objects.get("w1").await.expect("w1");
+    assert!(w1.volume_removals.is_empty(), "done once the node reports it gone");
+    assert_eq!(w1.volumes.len(), 1);
 }
