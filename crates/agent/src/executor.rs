@@ -11,10 +11,15 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use shoal_api::v1::{self, TaskState};
-use shoal_runtime::{ContainerError, ContainerRuntime, ContainerSpec, ContainerState, ImageSource, Mount, Resources};
+use shoal_runtime::{
+    ContainerError, ContainerRuntime, ContainerSpec, ContainerState, ImageSource, LocalVolumes, Mount, Propagation,
+    Resources, Ulimit,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::etc;
+use crate::files::{Payloads, TaskFiles};
 use crate::health::{self, Check, Prober, Verdict};
 use crate::labels;
 use crate::network::Networking;
@@ -39,12 +44,20 @@ struct Controller {
     handle: JoinHandle<()>,
 }
 
+/// The secrets and configs the node holds, shared by the session (which applies the
+/// assignments) and the controllers (which write them for their tasks).
+pub(crate) type SharedPayloads = Arc<std::sync::Mutex<Payloads>>;
+
 /// Runs the tasks of one node.
 #[derive(Debug)]
 pub(crate) struct Executor {
     runtime: Arc<dyn ContainerRuntime>,
     node_id: String,
-    volumes: std::path::PathBuf,
+    volumes: Arc<LocalVolumes>,
+    files: TaskFiles,
+    payloads: SharedPayloads,
+    /// The node's hostname, for hostname templates (`{{.Node.Hostname}}`).
+    node_hostname: String,
     reports: Reports,
     /// The node's networking, when on.
     network: Option<Arc<Networking>>,
@@ -57,11 +70,56 @@ impl Executor {
     pub(crate) fn new(
         runtime: Arc<dyn ContainerRuntime>,
         node_id: String,
-        volumes: std::path::PathBuf,
+        dirs: &NodeDirs,
         reports: Reports,
         network: Option<Arc<Networking>>,
     ) -> Self {
-        Self { runtime, node_id, volumes, reports, network, controllers: HashMap::new(), found: HashMap::new() }
+        Self {
+            runtime,
+            node_id,
+            volumes: Arc::new(LocalVolumes::new(dirs.volumes.clone())),
+            files: TaskFiles::new(dirs.task_files.clone()),
+            payloads: SharedPayloads::default(),
+            node_hostname: String::new(),
+            reports,
+            network,
+            controllers: HashMap::new(),
+            found: HashMap::new(),
+        }
+    }
+
+    /// The node's hostname, for the tasks' hostname templates.
+    pub(crate) fn set_node_hostname(&mut self, hostname: &str) {
+        hostname.clone_into(&mut self.node_hostname);
+    }
+
+    /// The secrets and configs the node holds.
+    pub(crate) fn payloads(&self) -> &SharedPayloads {
+        &self.payloads
+    }
+
+    /// The node's named volumes.
+    pub(crate) fn volumes(&self) -> &Arc<LocalVolumes> {
+        &self.volumes
+    }
+
+    /// The tasks here (with a controller, so with a container, running or not) that mount each
+    /// named volume.
+    pub(crate) fn volume_users(&self) -> HashMap<String, Vec<String>> {
+        let mut users: HashMap<String, Vec<String>> = HashMap::new();
+        for (id, controller) in &self.controllers {
+            let task = controller.task.borrow();
+            let mounts = task.spec.as_ref().and_then(|s| s.container.as_ref()).map(|c| c.mounts.as_slice());
+            for mount in mounts.unwrap_or_default() {
+                if mount.r#type == v1::mount::Type::Volume as i32 {
+                    users.entry(mount.source.clone()).or_default().push(id.clone());
+                }
+            }
+        }
+        for ids in users.values_mut() {
+            ids.sort();
+        }
+        users
     }
 
     /// Finds this node's containers (after an agent restart), to adopt them; returns their
@@ -122,8 +180,11 @@ impl Executor {
             runtime: self.runtime.clone(),
             node_id: self.node_id.clone(),
             volumes: self.volumes.clone(),
+            files: self.files.clone(),
+            payloads: self.payloads.clone(),
             reports: self.reports.clone(),
             network: self.network.clone(),
+            node_hostname: self.node_hostname.clone(),
         };
         let handle = tokio::spawn(async move { ctx.run(receiver, adopted).await });
         self.controllers.insert(task.id, Controller { task: sender, handle });
@@ -160,10 +221,16 @@ pub struct Standalone {
 
 impl Standalone {
     /// An executor for node `node_id` on `runtime`, without networking (each task gets a fresh
-    /// network namespace with loopback only); named volumes go under `volumes`.
-    pub fn new(runtime: Arc<dyn ContainerRuntime>, node_id: &str, volumes: PathBuf) -> Self {
+    /// network namespace with loopback only); named volumes and the tasks' secret files go
+    /// where `dirs` says.
+    pub fn new(runtime: Arc<dyn ContainerRuntime>, node_id: &str, dirs: &NodeDirs) -> Self {
         let (tx, reports) = mpsc::unbounded_channel();
-        Self { executor: Executor::new(runtime, node_id.to_owned(), volumes, tx, None), reports }
+        Self { executor: Executor::new(runtime, node_id.to_owned(), dirs, tx, None), reports }
+    }
+
+    /// A secret or config, as the assignments bring it.
+    pub fn payload(&mut self, change: &v1::AssignmentChange) {
+        self.executor.payloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner).apply(change);
     }
 
     /// The node's complete assignment set, as a session's first message gives it.
@@ -182,19 +249,44 @@ impl Standalone {
     }
 }
 
+/// Where a node keeps what its tasks use.
+#[derive(Debug, Clone)]
+pub struct NodeDirs {
+    /// Named volumes (`DATA/volumes`).
+    pub volumes: PathBuf,
+    /// The tasks' secret and config files, each task's on a tmpfs of its own (`DATA/tasks`);
+    /// `None` with the simulated runtime, whose containers read no files.
+    pub task_files: Option<PathBuf>,
+}
+
+impl NodeDirs {
+    /// The directories under a node's data directory.
+    pub fn under(data_dir: &std::path::Path) -> Self {
+        Self { volumes: data_dir.join("volumes"), task_files: Some(data_dir.join("tasks")) }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Ctx {
     runtime: Arc<dyn ContainerRuntime>,
     node_id: String,
-    volumes: std::path::PathBuf,
+    volumes: Arc<LocalVolumes>,
+    files: TaskFiles,
+    payloads: SharedPayloads,
     reports: Reports,
     network: Option<Arc<Networking>>,
+    node_hostname: String,
 }
 
-/// The hostname of a task's container: the one its spec asks for, or the first 12 characters of
-/// its ID (as Docker takes the container ID's).
-fn hostname(task: &v1::Task, container: &v1::ContainerSpec) -> String {
-    if container.hostname.is_empty() { task.id.chars().take(12).collect() } else { container.hostname.clone() }
+/// The hostname of a task's container: the one its spec asks for (docker's templates such as
+/// `{{.Service.Name}}-{{.Task.Slot}}` expanded), or the first 12 characters of its ID (as Docker
+/// takes the container ID's).
+fn hostname(task: &v1::Task, container: &v1::ContainerSpec, node_hostname: &str) -> String {
+    if container.hostname.is_empty() {
+        task.id.chars().take(12).collect()
+    } else {
+        crate::etc::expand_hostname(&container.hostname, task, &task.node_id, node_hostname)
+    }
 }
 
 /// The task's container spec (empty when it has none).
@@ -289,6 +381,7 @@ impl Ctx {
             Ok(()) | Err(ContainerError::NotFound { .. }) => {}
             Err(err) => tracing::warn!(task.id = %id, error = %err, "could not remove the task's container"),
         }
+        self.files.release(&id);
     }
 
     /// A running container found after an agent restart: its networking is adopted, and its
@@ -300,7 +393,7 @@ impl Ctx {
         let container = container_of(task);
         // Its namespace, links and balancers are there: the pass adopts them.
         if let Some(network) = &self.network
-            && let Err(err) = network.prepare(task, &hostname(task, &container)).await
+            && let Err(err) = network.prepare(task, &hostname(task, &container, &self.node_hostname)).await
         {
             tracing::warn!(task.id = %id, error = %err, "could not adopt the networking of a running task");
         }
@@ -354,17 +447,34 @@ impl Ctx {
                 return None;
             }
         };
-        if let Err(err) = self.prepare_mounts(&container) {
-            self.report(id, TaskState::Rejected, "preparing failed", &err, None);
-            return None;
+        let mut mounts = match self.mounts(&container).await {
+            Ok(mounts) => mounts,
+            Err(err) => {
+                self.report(id, TaskState::Rejected, "preparing failed", &err, None);
+                return None;
+            }
+        };
+        let files = {
+            let payloads = self.payloads.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.files.prepare(id, &container, &payloads)
+        };
+        match files {
+            Ok(files) => mounts.extend(files),
+            Err(err) => {
+                self.report(id, TaskState::Rejected, "preparing failed", &err, None);
+                return None;
+            }
         }
-        let mut spec = self.container_spec(task, &container, image);
+        let hostname = hostname(task, &container, &self.node_hostname);
+        let mut spec = self.container_spec(task, &container, image, mounts, &hostname);
+        spec.hosts = Some(etc::hosts_file(&hostname, None, &container.hosts));
+        spec.resolv_conf = Some(etc::resolv_conf(None, container.dns_config.as_ref()));
         if let Some(network) = &self.network {
-            match network.prepare(task, &hostname(task, &container)).await {
+            match network.prepare(task, &hostname).await {
                 Ok(wired) => {
                     spec.netns = Some(wired.netns);
-                    spec.hosts = Some(wired.hosts);
-                    spec.resolv_conf = Some(wired.resolv_conf);
+                    spec.hosts = Some(etc::hosts_file(&hostname, Some(&wired.hosts), &container.hosts));
+                    spec.resolv_conf = Some(etc::resolv_conf(Some(&wired.resolv_conf), container.dns_config.as_ref()));
                 }
                 Err(err) => {
                     self.report(id, TaskState::Rejected, "network setup failed", &err.to_string(), None);
@@ -472,40 +582,71 @@ impl Ctx {
         }
     }
 
-    /// What the task's mounts need on this node before its container is made: a bind mount's
-    /// source must exist (as Swarm rejects the task otherwise), and a named volume's directory
-    /// under the volumes directory is made on first use (empty: the image's content is not copied
-    /// into it) and kept for the tasks that come after, on this node.
-    fn prepare_mounts(&self, container: &v1::ContainerSpec) -> Result<(), String> {
-        for mount in &container.mounts {
-            match v1::mount::Type::try_from(mount.r#type).unwrap_or(v1::mount::Type::Bind) {
-                v1::mount::Type::Bind if !std::path::Path::new(&mount.source).exists() => {
-                    return Err(format!(
-                        "invalid mount config for type \"bind\": bind source path does not exist: {}",
-                        mount.source
-                    ));
+    /// The task's mounts as the runtime takes them, with what they need on this node made
+    /// first: a bind mount's source must exist (as Swarm rejects the task otherwise), and a
+    /// named volume is created on first use (with its local driver options: an NFS export, a
+    /// tmpfs…) and kept for the tasks that come after, on this node.
+    async fn mounts(&self, container: &v1::ContainerSpec) -> Result<Vec<Mount>, String> {
+        let mut mounts = Vec::with_capacity(container.mounts.len());
+        for m in &container.mounts {
+            mounts.push(match v1::mount::Type::try_from(m.r#type).unwrap_or(v1::mount::Type::Bind) {
+                v1::mount::Type::Bind => {
+                    if !std::path::Path::new(&m.source).exists() {
+                        return Err(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                            m.source
+                        ));
+                    }
+                    let propagation = match m.bind_options.as_ref().map(|b| b.propagation()) {
+                        Some(v1::mount::bind_options::Propagation::Private) => Propagation::Private,
+                        Some(v1::mount::bind_options::Propagation::Rshared) => Propagation::Rshared,
+                        Some(v1::mount::bind_options::Propagation::Shared) => Propagation::Shared,
+                        Some(v1::mount::bind_options::Propagation::Rslave) => Propagation::Rslave,
+                        Some(v1::mount::bind_options::Propagation::Slave) => Propagation::Slave,
+                        Some(v1::mount::bind_options::Propagation::Rprivate) | None => Propagation::Rprivate,
+                    };
+                    Mount::Bind {
+                        source: m.source.clone().into(),
+                        target: m.target.clone(),
+                        read_only: m.read_only,
+                        propagation,
+                    }
                 }
                 v1::mount::Type::Volume => {
-                    // The manager checks volume names; a name that could leave the directory is
-                    // refused here all the same.
-                    let name = &mount.source;
-                    let plain = !name.is_empty()
-                        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-                        && !name.starts_with('.');
-                    if !plain {
-                        return Err(format!("invalid volume name {name:?}: use letters, digits, '-', '_' and '.'"));
+                    let options = m.volume_options.clone().unwrap_or_default();
+                    let driver_options = options.driver_options.into_iter().collect();
+                    let labels = options.labels.into_iter().collect();
+                    let (volumes, name) = (self.volumes.clone(), m.source.clone());
+                    // A network filesystem's mount may take a while: off the runtime's threads.
+                    let volume = tokio::task::spawn_blocking(move || volumes.ensure(&name, &driver_options, &labels))
+                        .await
+                        .map_err(|e| format!("volume {}: {e}", m.source))?
+                        .map_err(|e| e.to_string())?;
+                    Mount::Volume {
+                        source: volume.mountpoint,
+                        target: m.target.clone(),
+                        read_only: m.read_only,
+                        copy_image_content: !options.no_copy,
                     }
-                    let dir = self.volumes.join(name);
-                    std::fs::create_dir_all(&dir)
-                        .map_err(|e| format!("volume {name}: cannot create {}: {e}", dir.display()))?;
                 }
-                _ => {}
-            }
+                v1::mount::Type::Tmpfs => Mount::Tmpfs {
+                    target: m.target.clone(),
+                    size_bytes: u64::try_from(m.tmpfs_size_bytes).unwrap_or(0),
+                    mode: if m.tmpfs_mode == 0 { 0o1777 } else { m.tmpfs_mode },
+                },
+            });
         }
-        Ok(())
+        Ok(mounts)
     }
 
-    fn container_spec(&self, task: &v1::Task, container: &v1::ContainerSpec, image: String) -> ContainerSpec {
+    fn container_spec(
+        &self,
+        task: &v1::Task,
+        container: &v1::ContainerSpec,
+        image: String,
+        mounts: Vec<Mount>,
+        hostname: &str,
+    ) -> ContainerSpec {
         let mut labels: std::collections::BTreeMap<String, String> =
             container.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         labels.insert(labels::TASK.to_owned(), task.id.clone());
@@ -514,25 +655,8 @@ impl Ctx {
         let limits =
             task.spec.as_ref().and_then(|s| s.resources.as_ref()).and_then(|r| r.limits.clone()).unwrap_or_default();
         let positive = |v: i64| u64::try_from(v).ok().filter(|v| *v > 0);
-        let mounts = container
-            .mounts
-            .iter()
-            .map(|m| match v1::mount::Type::try_from(m.r#type).unwrap_or(v1::mount::Type::Bind) {
-                v1::mount::Type::Bind => {
-                    Mount::Bind { source: m.source.clone().into(), target: m.target.clone(), read_only: m.read_only }
-                }
-                v1::mount::Type::Volume => Mount::Volume {
-                    source: self.volumes.join(&m.source),
-                    target: m.target.clone(),
-                    read_only: m.read_only,
-                },
-                v1::mount::Type::Tmpfs => Mount::Tmpfs {
-                    target: m.target.clone(),
-                    size_bytes: u64::try_from(m.tmpfs_size_bytes).unwrap_or(0),
-                    mode: if m.tmpfs_mode == 0 { 0o1777 } else { m.tmpfs_mode },
-                },
-            })
-            .collect();
+        // Docker's -1 is unlimited.
+        let rlimit = |v: i64| u64::try_from(v).unwrap_or(u64::MAX);
         let non_empty = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         ContainerSpec {
             id: task.id.clone(),
@@ -542,7 +666,7 @@ impl Ctx {
             env: container.env.clone(),
             user: (!container.user.is_empty()).then(|| container.user.clone()),
             workdir: (!container.dir.is_empty()).then(|| container.dir.clone()),
-            hostname: Some(hostname(task, container)),
+            hostname: Some(hostname.to_owned()),
             labels,
             netns: None,
             mounts,
@@ -561,6 +685,16 @@ impl Ctx {
             } else {
                 shoal_runtime::Seccomp::Default
             },
+            capability_add: container.capability_add.clone(),
+            capability_drop: container.capability_drop.clone(),
+            sysctls: container.sysctls.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            ulimits: container
+                .ulimits
+                .iter()
+                .map(|u| Ulimit { name: u.name.clone(), soft: rlimit(u.soft), hard: rlimit(u.hard) })
+                .collect(),
+            init: container.init,
+            groups: container.groups.clone(),
         }
     }
 }

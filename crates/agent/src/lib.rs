@@ -9,7 +9,9 @@
 //! the `shoal-agent` binary and the manager process (which runs a worker too) embed it.
 #![warn(missing_docs)]
 
+mod etc;
 mod executor;
+mod files;
 mod health;
 mod join;
 mod logs;
@@ -19,6 +21,7 @@ mod network;
 mod session;
 mod worker;
 
+pub use executor::NodeDirs;
 pub use join::{JoinError, join};
 pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};

@@ -35,8 +35,8 @@ pub struct AgentConfig {
     pub node_id: String,
     /// What the node says of itself (hostname, platform, resources, engine labels).
     pub description: v1::NodeDescription,
-    /// Where named volumes live.
-    pub volumes_dir: PathBuf,
+    /// Where named volumes and the tasks' secret files live.
+    pub dirs: crate::NodeDirs,
     /// The role the embedding process runs the node as (a worker, or a manager with its worker
     /// role).
     pub role: v1::NodeRole,
@@ -236,10 +236,11 @@ impl Agent {
         let mut executor = Executor::new(
             self.runtime.clone(),
             self.config.node_id.clone(),
-            self.config.volumes_dir.clone(),
+            &self.config.dirs,
             reports,
             network.clone(),
         );
+        executor.set_node_hostname(&description.hostname);
         let found = executor.discover().await?;
         if let Some(network) = &network {
             // Their namespaces stay until their controllers adopt or release them.
@@ -380,6 +381,8 @@ impl Agent {
         // Assignment messages are cut at 1 MiB by the manager; this accepts up to 4 MiB.
         let mut dispatcher = DispatcherClient::new(channel.clone()).max_decoding_message_size(MAX_ASSIGNMENT_BYTES);
         let mut told_role_change = false;
+        // The volume report the manager has from this session.
+        let mut reported_volumes: Option<v1::VolumeReport> = None;
         // Heartbeats in a row that said this manager is outside the Raft group.
         let mut outside_raft = 0;
         let request = v1::SessionRequest { description: Some(context.description.clone()), session_id: String::new() };
@@ -460,13 +463,19 @@ impl Agent {
                     renew_at = self.renew_when_due(channel.clone(), period * MISSED_HEARTBEATS).await;
                 }
                 _ = heartbeat.tick() => {
-                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone(), volumes: None });
+                    // The node's volumes, when they changed since the session last said (and
+                    // with its first heartbeat).
+                    let report = volume_report(executor);
+                    let volumes = (reported_volumes.as_ref() != Some(&report)).then(|| report.clone());
+                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone(), volumes });
                     // A manager cut off by a partition never answers; a TCP keep-alive would
                     // notice only after tens of seconds.
                     match tokio::time::timeout(period * MISSED_HEARTBEATS, beat).await {
                         Err(_) => return broken("heartbeat", &format!("no answer within {} ms", (period * MISSED_HEARTBEATS).as_millis())),
                         Ok(Ok(response)) => {
                             let response = response.into_inner();
+                            reported_volumes = Some(report);
+                            remove_volumes(executor, &response.remove_volumes).await;
                             let role = v1::NodeRole::try_from(response.role).unwrap_or(self.config.role);
                             // A manager removed from the Raft group whose role is manager again
                             // (demoted, then promoted before it heard): it restarts as a worker,
@@ -634,8 +643,9 @@ const MAX_ASSIGNMENT_BYTES: usize = 4 << 20;
 /// (see `AssignmentsMessage` in `proto/shoal/v1/dispatcher.proto`).
 #[derive(Debug, Default)]
 struct AssignmentState {
-    /// The complete set being received: the set it results in and its tasks so far.
-    partial: Option<(u64, Vec<v1::Task>)>,
+    /// The complete set being received: the set it results in, its tasks and its secrets and
+    /// configs so far.
+    partial: Option<(u64, Vec<v1::Task>, Vec<v1::AssignmentChange>)>,
     /// The set the node holds (what the last applied message resulted in); none before the
     /// first complete set.
     current: Option<u64>,
@@ -646,8 +656,9 @@ struct AssignmentState {
 enum Assigned {
     /// Nothing yet: a part of a complete set, more parts to come.
     Wait,
-    /// The node's whole set: tasks not in it are no longer the node's.
-    Complete(Vec<v1::Task>),
+    /// The node's whole set: tasks not in it are no longer the node's; with the secrets and
+    /// configs they use.
+    Complete(Vec<v1::Task>, Vec<v1::AssignmentChange>),
     /// Changes to apply in order.
     Changes(Vec<v1::AssignmentChange>),
 }
@@ -659,23 +670,29 @@ impl AssignmentState {
         use v1::assignments_message::Type;
         match Type::try_from(message.r#type) {
             Ok(Type::Complete) => {
-                let (results_in, mut tasks) = self.partial.take().unwrap_or((message.results_in, Vec::new()));
+                let (results_in, mut tasks, mut payloads) =
+                    self.partial.take().unwrap_or((message.results_in, Vec::new(), Vec::new()));
                 if results_in != message.results_in {
                     return Err(format!(
                         "a part of complete set {} arrived before the last part of complete set {results_in}",
                         message.results_in
                     ));
                 }
-                tasks.extend(message.changes.into_iter().filter_map(|c| c.task));
+                for change in message.changes {
+                    match change.task {
+                        Some(task) => tasks.push(task),
+                        None => payloads.push(change),
+                    }
+                }
                 if message.more {
-                    self.partial = Some((results_in, tasks));
+                    self.partial = Some((results_in, tasks, payloads));
                     return Ok(Assigned::Wait);
                 }
                 self.current = Some(results_in);
-                Ok(Assigned::Complete(tasks))
+                Ok(Assigned::Complete(tasks, payloads))
             }
             Ok(Type::Incremental) => {
-                if let Some((results_in, _)) = &self.partial {
+                if let Some((results_in, ..)) = &self.partial {
                     return Err(format!("an increment arrived before the last part of complete set {results_in}"));
                 }
                 if message.more {
@@ -699,14 +716,69 @@ impl AssignmentState {
     }
 }
 
+/// The node's named volumes as the manager records them: each with the tasks here that use it.
+fn volume_report(executor: &Executor) -> v1::VolumeReport {
+    let volumes = match executor.volumes().list() {
+        Ok(volumes) => volumes,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot list the node's volumes");
+            return v1::VolumeReport::default();
+        }
+    };
+    let mut users = executor.volume_users();
+    let volumes = volumes
+        .into_iter()
+        .map(|v| v1::NodeVolume {
+            task_ids: users.remove(&v.name).unwrap_or_default(),
+            name: v.name,
+            driver: "local".to_owned(),
+            options: v.options.into_iter().collect(),
+            labels: v.labels.into_iter().collect(),
+            created_at: Some(shoal_api::to_timestamp(v.created_at)),
+            mountpoint: v.mountpoint.display().to_string(),
+        })
+        .collect();
+    v1::VolumeReport { volumes }
+}
+
+/// Removes the volumes the manager asks to (`shoal volume rm|prune`), unless a task here uses
+/// one (the manager checked; a task may have come since): it stays, and the next report says so.
+async fn remove_volumes(executor: &Executor, names: &[String]) {
+    if names.is_empty() {
+        return;
+    }
+    let users = executor.volume_users();
+    for name in names {
+        if let Some(tasks) = users.get(name) {
+            tracing::warn!(volume = %name, tasks = ?tasks, "volume removal asked while a task here uses it: kept");
+            continue;
+        }
+        let (volumes, volume) = (executor.volumes().clone(), name.clone());
+        // Unmounting a network filesystem may take a while: off the runtime's threads.
+        match tokio::task::spawn_blocking(move || volumes.remove(&volume)).await {
+            Ok(Ok(())) => tracing::info!(volume = %name, "volume removed"),
+            Ok(Err(shoal_runtime::VolumeError::NotFound { .. })) => {}
+            Ok(Err(err)) => tracing::warn!(volume = %name, error = %err, "could not remove a volume"),
+            Err(err) => tracing::warn!(volume = %name, error = %err, "could not remove a volume"),
+        }
+    }
+}
+
 /// Applies a message of the assignment stream to the executor, once it makes sense: a complete
-/// set when its last part arrives.
+/// set when its last part arrives. Secrets and configs go to the node's payloads (before the
+/// tasks that use them, in the order the manager sent them).
 fn apply(executor: &mut Executor, state: &mut AssignmentState, message: v1::AssignmentsMessage) -> Result<(), String> {
     match state.receive(message)? {
         Assigned::Wait => {}
-        Assigned::Complete(tasks) => executor.set_complete(tasks),
+        Assigned::Complete(tasks, payloads) => {
+            executor.payloads().lock().unwrap_or_else(std::sync::PoisonError::into_inner).set_complete(&payloads);
+            executor.set_complete(tasks);
+        }
         Assigned::Changes(changes) => {
             for change in changes {
+                if executor.payloads().lock().unwrap_or_else(std::sync::PoisonError::into_inner).apply(&change) {
+                    continue;
+                }
                 let Some(task) = change.task else { continue };
                 if change.action == v1::assignment_change::Action::Remove as i32 {
                     executor.remove(&task.id);

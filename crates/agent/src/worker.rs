@@ -276,7 +276,7 @@ async fn run_agent(
                 can_manage: config.can_manage,
                 ..describe_node(config.hostname.as_deref())
             },
-            volumes_dir: config.data_dir.join("volumes"),
+            dirs: crate::NodeDirs::under(&config.data_dir),
             role: runs_as,
             certificate_role,
             certs_dir: config.can_manage.then(|| certs.to_owned()),

@@ -100,7 +100,8 @@ fn an_unhealthy_task_is_stopped_and_failed() {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
         runtime.block_on(async move {
             let containerd_rt = Arc::new(Containerd::connect(config).await.expect("connect"));
-            let mut executor = Standalone::new(containerd_rt.clone(), "n1", volumes);
+            let dirs = shoal_agent::NodeDirs { volumes, task_files: None };
+            let mut executor = Standalone::new(containerd_rt.clone(), "n1", &dirs);
             let task = v1::Task {
                 id: "health1".into(),
                 node_id: "n1".into(),

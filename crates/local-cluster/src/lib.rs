@@ -266,7 +266,8 @@ impl LocalCluster {
                 }),
                 ..Default::default()
             },
-            volumes_dir: dir.join("volumes"),
+            // The simulated runtime's containers read no files: no tmpfs for their secrets.
+            dirs: shoal_agent::NodeDirs { volumes: dir.join("volumes"), task_files: None },
             role: v1::NodeRole::Worker,
             certificate_role: v1::NodeRole::Worker,
             // In-process workers cannot become managers: promotion needs a process that runs one.

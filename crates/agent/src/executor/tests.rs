@@ -58,7 +58,13 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
+    let mut executor = Executor::new(
+        Arc::new(sim.clone()),
+        "n1".into(),
+        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
+        tx,
+        None,
+    );
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     reported(&mut reports, "t1", TaskState::Running).await;
 
@@ -69,7 +75,13 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
 
     tracing::info!("--- a new agent adopts it; a task no longer assigned is stopped and removed");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
+    let mut executor = Executor::new(
+        Arc::new(sim.clone()),
+        "n1".into(),
+        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
+        tx,
+        None,
+    );
     executor.discover().await.expect("discover");
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     executor.remove("t1");
@@ -87,7 +99,13 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
+    let mut executor = Executor::new(
+        Arc::new(sim.clone()),
+        "n1".into(),
+        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
+        tx,
+        None,
+    );
     let ids = ["keeps", "scaled-down", "exited"];
     executor.set_complete(ids.iter().map(|id| task(id, TaskState::Running)).collect());
     reported_all(&mut reports, ids.iter().map(|id| (*id, TaskState::Running)).collect()).await;
@@ -96,7 +114,13 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     tracing::info!("--- while the agent is away one task is scaled down and another's container exits");
     sim.kill_externally("exited", 3, false).expect("kill");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None);
+    let mut executor = Executor::new(
+        Arc::new(sim.clone()),
+        "n1".into(),
+        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
+        tx,
+        None,
+    );
     executor.discover().await.expect("discover");
     executor.set_complete(vec![
         task("keeps", TaskState::Running),
@@ -118,7 +142,13 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(Arc::new(sim.clone()), "n1".into(), dir.join("volumes"), tx, None);
+    let mut executor = Executor::new(
+        Arc::new(sim.clone()),
+        "n1".into(),
+        &NodeDirs { volumes: dir.join("volumes"), task_files: None },
+        tx,
+        None,
+    );
     let with_mount = |id: &str, kind: v1::mount::Type, source: &str| {
         let mut t = task(id, TaskState::Running);
         if let Some(container) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
@@ -154,7 +184,7 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
         "invalid mount config for type \"bind\": bind source path does not exist: /nonexistent/shoal"
     );
     assert!(seen["escape"].err.starts_with("invalid volume name \"../../etc\""), "{}", seen["escape"].err);
-    let made = dir.join("volumes/db-data").is_dir();
+    let made = dir.join("volumes/db-data/_data").is_dir();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(made, "the named volume's directory is made on first use");
 }
@@ -227,7 +257,16 @@ impl Seen {
 
 fn new_executor(sim: &Simulated) -> (Executor, Seen) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Executor::new(Arc::new(sim.clone()), "n1".into(), std::env::temp_dir(), tx, None), Seen::new(rx))
+    (
+        Executor::new(
+            Arc::new(sim.clone()),
+            "n1".into(),
+            &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
+            tx,
+            None,
+        ),
+        Seen::new(rx),
+    )
 }
 
 async fn state_of(sim: &Simulated, id: &str) -> Option<ContainerState> {

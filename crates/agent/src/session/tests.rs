@@ -77,6 +77,7 @@ fn message(kind: v1::assignments_message::Type, applies_to: u64, ids: &[&str], m
         .map(|id| v1::AssignmentChange {
             action: v1::assignment_change::Action::Update as i32,
             task: Some(v1::Task { id: (*id).into(), ..Default::default() }),
+            ..Default::default()
         })
         .collect();
     v1::AssignmentsMessage { r#type: kind as i32, applies_to, results_in: applies_to + 1, changes, more }
@@ -85,7 +86,7 @@ fn message(kind: v1::assignments_message::Type, applies_to: u64, ids: &[&str], m
 fn ids(assigned: &Assigned) -> Vec<String> {
     match assigned {
         Assigned::Wait => Vec::new(),
-        Assigned::Complete(tasks) => tasks.iter().map(|t| t.id.clone()).collect(),
+        Assigned::Complete(tasks, _) => tasks.iter().map(|t| t.id.clone()).collect(),
         Assigned::Changes(changes) => changes.iter().filter_map(|c| c.task.as_ref()).map(|t| t.id.clone()).collect(),
     }
 }
@@ -97,7 +98,7 @@ fn a_complete_set_in_parts_is_applied_when_its_last_part_arrives() {
     assert_eq!(state.receive(message(Complete, 0, &["a", "b"], true)), Ok(Assigned::Wait));
     assert_eq!(state.receive(message(Complete, 0, &["c"], true)), Ok(Assigned::Wait));
     let complete = state.receive(message(Complete, 0, &["d"], false)).expect("the last part");
-    assert!(matches!(complete, Assigned::Complete(_)));
+    assert!(matches!(complete, Assigned::Complete(..)));
     assert_eq!(ids(&complete), ["a", "b", "c", "d"], "every part, in order");
     let increment = state.receive(message(Incremental, 1, &["e"], false)).expect("applies to set 1");
     assert_eq!(ids(&increment), ["e"]);
@@ -107,7 +108,11 @@ fn a_complete_set_in_parts_is_applied_when_its_last_part_arrives() {
     tracing::info!("--- a complete set in one message, as before parts existed");
     let mut state = AssignmentState::default();
     assert_eq!(ids(&state.receive(message(Complete, 0, &["a"], false)).expect("whole")), ["a"]);
-    assert_eq!(state.receive(message(Complete, 0, &[], false)), Ok(Assigned::Complete(Vec::new())), "an empty set");
+    assert_eq!(
+        state.receive(message(Complete, 0, &[], false)),
+        Ok(Assigned::Complete(Vec::new(), Vec::new())),
+        "an empty set"
+    );
 }
 
 #[test]
