@@ -417,6 +417,9 @@ impl Drop for Cluster {
                 narrate(&format!("could not delete namespace {netns} ({err}); `cargo xtask clean` removes it"));
             }
         }
+        // Mounts the agents made under the run's directory (their tasks' secret tmpfs mounts,
+        // typed volumes), left by a killed agent.
+        crate::sweep::unmount_under(&self.dir);
         if !self.keep_dir {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
