@@ -17,8 +17,9 @@ use clap::{CommandFactory as _, Parser};
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about = "Manage a Shoal cluster")]
 struct Cli {
-    /// A manager, HOST:PORT.
-    #[arg(long, short = 'H', env = "SHOAL_HOST", default_value = "127.0.0.1:2377", global = true)]
+    /// A manager, HOST:PORT. Given before the command, as docker's -H: `service create --host`
+    /// is an /etc/hosts entry of the tasks.
+    #[arg(long, short = 'H', env = "SHOAL_HOST", default_value = "127.0.0.1:2377")]
     host: String,
     /// The client bundle directory (key, certificate, roots), as `shoal-manager init` wrote it.
     #[arg(long, env = "SHOAL_CERT_PATH", default_value = "/var/lib/shoal/admin", global = true)]
@@ -76,6 +77,11 @@ mod tests {
                 "rollback",
                 "update-parallelism",
                 "publish-add",
+                "secret",
+                "config",
+                "volume",
+                "secret-add",
+                "data-file",
             ] {
                 assert!(script.contains(word), "{shell}: {word} missing");
             }

@@ -26,6 +26,27 @@ impl Cli<'_> {
         )
     }
 
+    /// Runs `shoal ARGS…` with `input` on its standard input; returns (success, stdout, stderr).
+    fn run_with_input(&self, args: &[&str], input: &[u8]) -> (bool, String, String) {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_HOST", &self.host)
+            .env("SHOAL_CERT_PATH", self.bundle)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run shoal");
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+        let out = child.wait_with_output().expect("wait for shoal");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let (ok, out, err) = self.run(args);
         assert!(ok, "shoal {} failed: {err}", args.join(" "));
@@ -343,6 +364,178 @@ async fn updates_rollbacks_and_docker_output() {
         assert!(pretty.lines().any(|l| l == line), "{line:?} in {pretty}");
     }
     assert!(cli.ok(&["completion", "bash"]).contains("rollback"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_configs_and_the_services_that_use_them() {
+    let (dir, addr, manager, outcome) = init_manager("secret").await;
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_str(&cli.ok(args)).expect("json") };
+    let file = |name: &str, content: &[u8]| -> String {
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write");
+        path.to_string_lossy().into_owned()
+    };
+
+    // Create from a file and from standard input; the payload never comes back.
+    let password = "correct-horse-battery-staple";
+    let id = cli.ok(&["secret", "create", "--label", "env=prod", "db_password", &file("pw.txt", password.as_bytes())]);
+    assert_eq!(id.trim().len(), 25, "prints the new secret's ID: {id}");
+    let (ok, out, err) = cli.run_with_input(&["secret", "create", "api_key", "-"], b"key-from-stdin");
+    assert!(ok && out.trim().len() == 25, "{out} {err}");
+    let (ok, _, err) = cli.run_with_input(&["secret", "create", "empty", "-"], b"");
+    assert!(!ok && err.contains("standard input is empty"), "{err}");
+    let big = file("big.bin", &vec![b'x'; 600 * 1024]);
+    let refused = cli.fails(&["secret", "create", "big", &big]);
+    assert!(refused.contains("is 600.0 KiB (614400 bytes): a secret must be smaller than 500.0 KiB"), "{refused}");
+
+    let ls = cli.ok(&["secret", "ls"]);
+    assert!(ls.starts_with("ID "), "{ls}");
+    assert_eq!(
+        ls.lines().next().map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["ID", "NAME", "VERSION", "CREATED", "UPDATED"])
+    );
+    assert!(ls.lines().any(|l| l.contains("db_password") && l.split_whitespace().nth(2) == Some("1")), "{ls}");
+    assert_eq!(cli.ok(&["secret", "ls", "--filter", "label=env=prod", "--format", "{{.Name}}"]), "db_password\n");
+    let listed = cli.ok(&["secret", "ls", "--format", "json"]);
+    let inspected = cli.ok(&["secret", "inspect", "db_password", "api_key"]);
+    let pretty = cli.ok(&["secret", "inspect", "--pretty", "db_password"]);
+    for out in [&ls, &listed, &inspected, &pretty] {
+        assert!(!out.contains(password) && !out.contains("key-from-stdin") && !out.contains("Data\""), "{out}");
+    }
+    let inspected: serde_json::Value = serde_json::from_str(&inspected).expect("json");
+    assert_eq!(inspected[0]["Spec"]["Name"], "db_password");
+    assert_eq!(inspected[0]["Spec"]["Labels"]["env"], "prod");
+    assert_eq!(inspected[0]["DataVersion"], 1);
+    assert!(pretty.lines().any(|l| l == "Name:            db_password"), "{pretty}");
+
+    // A config shows its payload: base64 in the JSON, text with --pretty.
+    let nginx = "worker_processes 1;\n";
+    cli.ok(&["config", "create", "nginx_conf", &file("nginx.conf", nginx.as_bytes())]);
+    let config = json(&["config", "inspect", "nginx_conf"]);
+    assert_eq!(config[0]["Spec"]["Data"], "d29ya2VyX3Byb2Nlc3NlcyAxOwo=", "{config}");
+    assert!(cli.ok(&["config", "inspect", "--pretty", "nginx_conf"]).ends_with(&format!("Data:\n{nginx}\n")));
+    assert!(!cli.ok(&["config", "ls"]).contains("worker_processes"));
+
+    // A service that uses them, and the container flags that came with them.
+    cli.ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--secret",
+        "db_password",
+        "--secret",
+        "source=api_key,target=/etc/api.key,uid=101,mode=0400",
+        "--config",
+        "source=nginx_conf,target=/etc/nginx/nginx.conf",
+        "--mount",
+        r#"type=volume,source=nfs-data,target=/data,volume-nocopy,volume-opt=type=nfs,"volume-opt=o=addr=192.0.2.10,nfsvers=4",volume-opt=device=:/export"#,
+        "--mount",
+        "type=bind,source=/srv,target=/srv,bind-propagation=rslave",
+        "--init",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--sysctl",
+        "net.ipv4.ip_unprivileged_port_start=0",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--dns",
+        "192.0.2.53",
+        "--dns-search",
+        "example.com",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db.internal:192.0.2.20",
+        "--group",
+        "video",
+        "--limit-pids",
+        "100",
+        "-d",
+        "shoal-test/web:v1",
+    ]);
+    let web = json(&["service", "inspect", "web"]);
+    let container = &web["Spec"]["TaskTemplate"]["ContainerSpec"];
+    let secrets = container["Secrets"].as_array().cloned().unwrap_or_default();
+    assert_eq!(secrets.len(), 2, "{container}");
+    assert_eq!(secrets[0]["SecretName"], "db_password");
+    assert_eq!(secrets[0]["SecretID"].as_str().map(str::len), Some(25), "the manager resolved the name: {container}");
+    assert_eq!(secrets[0]["File"], serde_json::json!({"Name": "db_password", "UID": "0", "GID": "0", "Mode": 0o444}));
+    assert_eq!(
+        secrets[1]["File"],
+        serde_json::json!({"Name": "/etc/api.key", "UID": "101", "GID": "0", "Mode": 0o400})
+    );
+    assert_eq!(secrets[0]["DataVersion"], 1);
+    assert_eq!(container["Configs"][0]["ConfigName"], "nginx_conf");
+    assert_eq!(container["Configs"][0]["File"]["Name"], "/etc/nginx/nginx.conf");
+    assert_eq!(
+        container["Mounts"][0]["VolumeOptions"],
+        serde_json::json!({"NoCopy": true, "DriverConfig": {"Name": "local", "Options": {"type": "nfs", "o": "addr=192.0.2.10,nfsvers=4", "device": ":/export"}}})
+    );
+    assert_eq!(container["Mounts"][1]["BindOptions"]["Propagation"], "rslave");
+    assert_eq!(container["Init"], true);
+    assert_eq!(container["CapabilityAdd"], serde_json::json!(["NET_ADMIN"]));
+    assert_eq!(container["CapabilityDrop"], serde_json::json!(["MKNOD"]));
+    assert_eq!(container["Sysctls"]["net.ipv4.ip_unprivileged_port_start"], "0");
+    assert_eq!(container["Ulimits"], serde_json::json!([{"Name": "nofile", "Soft": 1024, "Hard": 2048}]));
+    assert_eq!(
+        container["DNSConfig"],
+        serde_json::json!({"Nameservers": ["192.0.2.53"], "Search": ["example.com"], "Options": ["ndots:2"]})
+    );
+    assert_eq!(container["Hosts"], serde_json::json!(["192.0.2.20 db.internal"]));
+    assert_eq!(container["Groups"], serde_json::json!(["video"]));
+    assert_eq!(web["Spec"]["TaskTemplate"]["Resources"]["Limits"]["Pids"], 100);
+    let pretty = cli.ok(&["service", "inspect", "--pretty", "web"]);
+    for line in
+        [" Init:          true", "Secrets:", "  Source:       db_password", "  Propagation:  rslave", " Add: NET_ADMIN"]
+    {
+        assert!(pretty.lines().any(|l| l == line), "{line:?} in {pretty}");
+    }
+
+    // Removal is refused while a service uses it; rm goes on after an error, as docker.
+    let in_use = cli.fails(&["secret", "rm", "db_password"]);
+    assert!(in_use.starts_with("Error: ") && in_use.contains("web"), "the manager's error: {in_use}");
+    cli.ok(&["secret", "create", "spare", &file("spare", b"spare")]);
+    let (ok, out, err) = cli.run(&["secret", "rm", "nope", "spare"]);
+    assert!(!ok && out == "spare\n" && err.lines().count() == 1 && err.starts_with("Error: "), "{out} {err}");
+
+    // Rotation moves the services that use the secret to its new version.
+    assert_eq!(cli.ok(&["secret", "update", "db_password", &file("pw2.txt", b"new-password")]), "web\n");
+    let web = json(&["service", "inspect", "web"]);
+    assert_eq!(web["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["DataVersion"], 2, "{web}");
+    assert_eq!(json(&["secret", "inspect", "db_password"])[0]["DataVersion"], 2);
+    let (ok, out, err) = cli.run_with_input(&["secret", "update", "--data-file", "-", "api_key"], b"key-2");
+    assert!(ok && out == "web\n", "{out} {err}");
+    assert_eq!(cli.ok(&["secret", "update", "--label-add", "tier=db", "db_password"]), "db_password\n");
+    assert_eq!(json(&["secret", "inspect", "db_password"])[0]["Spec"]["Labels"]["tier"], "db");
+    cli.ok(&["secret", "create", "unused", &file("unused", b"one")]);
+    assert_eq!(cli.ok(&["secret", "update", "unused", &file("unused2", b"two")]), "no service uses secret unused\n");
+    assert!(cli.fails(&["secret", "update", "unused"]).contains("nothing to change"));
+    assert_eq!(cli.ok(&["config", "update", "nginx_conf", &file("nginx2.conf", b"worker_processes 2;\n")]), "web\n");
+
+    // Once no service uses them, they go.
+    cli.ok(&["service", "update", "--secret-rm", "db_password", "--secret-rm", "/etc/api.key", "-d", "web"]);
+    assert_eq!(cli.ok(&["secret", "rm", "db_password", "api_key"]), "db_password\napi_key\n");
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volumes_of_nodes() {
+    let (dir, addr, manager, outcome) = init_manager("volume").await;
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    // The manager's node has no agent, so no volume report.
+    assert_eq!(cli.ok(&["volume", "ls"]), "DRIVER   VOLUME NAME   NODE\n");
+    assert_eq!(cli.ok(&["volume", "ls", "--node", &outcome.node_id, "-q"]), "");
+    assert!(cli.fails(&["volume", "ls", "--node", "nope"]).contains("nope"));
+    let (ok, out, err) = cli.run(&["volume", "inspect", "data"]);
+    assert!(!ok && out.is_empty() && err.trim() == "Error: no such volume: data (on no node)", "{out} {err}");
+    assert!(cli.fails(&["volume", "ls", "-f", "dangling=maybe"]).contains("dangling is true, false, 1 or 0"));
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

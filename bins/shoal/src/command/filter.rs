@@ -1,8 +1,9 @@
-//! `--filter KEY=VALUE` on `node ls`, `service ls`, `service ps`, `node ps` and `network ls`,
-//! with docker's keys and meaning: a key given twice matches either value, different keys must
-//! all match. Names match a prefix of the name (nodes: any part of the hostname, networks any
-//! part of the name and ID, as docker's), IDs a prefix, labels `KEY` or `KEY=VALUE`. Pure
-//! functions of api objects.
+//! `--filter KEY=VALUE` on `node ls`, `service ls`, `service ps`, `node ps`, `network ls`,
+//! `secret ls`, `config ls` and `volume ls`, with docker's keys and meaning: a key given twice
+//! matches either value, different keys must all match. Names match a prefix of the name
+//! (nodes: any part of the hostname; networks any part of the name and ID, volumes any part of
+//! the name, as docker's), IDs a prefix, labels `KEY` or `KEY=VALUE`. Pure functions of api
+//! objects.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,6 +51,13 @@ pub(crate) const NETWORK_KEYS: &[Key] = &[
     key("label", None),
     key("scope", Some(&["swarm", "local", "global"])),
 ];
+
+/// `secret ls` and `config ls`.
+pub(crate) const PAYLOAD_KEYS: &[Key] = &[key("name", None), key("id", None), key("label", None)];
+
+/// `volume ls`: `dangling=true` keeps the volumes no task uses.
+pub(crate) const VOLUME_KEYS: &[Key] =
+    &[key("name", None), key("driver", None), key("label", None), key("dangling", Some(&["true", "false", "1", "0"]))];
 
 /// Parsed `--filter`s: each key with the values given for it.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -149,6 +157,24 @@ pub(crate) fn network_matches(network: &v1::Network, filters: &Filters) -> bool 
         && filters.pass("driver", |v| spec.driver == v)
         && filters.pass("label", |v| label_matches(&annotations.labels, v))
         && filters.pass("scope", |v| v == "swarm")
+}
+
+/// A secret or config: name and ID match a prefix, as Swarm's.
+pub(crate) fn payload_matches(id: &str, name: &str, labels: &HashMap<String, String>, filters: &Filters) -> bool {
+    filters.pass("name", |v| name.starts_with(v))
+        && filters.pass("id", |v| id.starts_with(v))
+        && filters.pass("label", |v| label_matches(labels, v))
+}
+
+/// A node's volume, as docker's volume filters: the name matches any part, the driver exactly
+/// (an empty one is local), dangling volumes are those no task uses.
+pub(crate) fn volume_matches(volume: &v1::NodeVolume, filters: &Filters) -> bool {
+    let driver = if volume.driver.is_empty() { "local" } else { volume.driver.as_str() };
+    let dangling = volume.task_ids.is_empty();
+    filters.pass("name", |v| volume.name.contains(v))
+        && filters.pass("driver", |v| driver == v)
+        && filters.pass("label", |v| label_matches(&volume.labels, v))
+        && filters.pass("dangling", |v| dangling == matches!(v, "true" | "1"))
 }
 
 /// `hostnames` maps node IDs to hostnames (`node=` takes either); `services` service IDs to

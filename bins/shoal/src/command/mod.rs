@@ -1,5 +1,6 @@
-//! The commands, one module per noun as docker/cli keeps them (`cli/command/<noun>/`): each
-//! is a few calls to the control API and a table from `render`. This module holds what they
+//! The commands, one module per noun as docker/cli keeps them (`cli/command/<noun>/`; secrets
+//! and configs share `payload`): each is a few calls to the control API and a table from
+//! `render`. This module holds what they
 //! share: the top-level command, list options, the duration and size parsers, and `run`.
 
 mod cluster;
@@ -7,7 +8,9 @@ mod filter;
 mod join_token;
 mod network;
 mod node;
+mod payload;
 mod service;
+mod volume;
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,7 +22,9 @@ use self::cluster::{ClusterCommand, admin_cert};
 use self::join_token::{TokenRole, join_token};
 use self::network::{NetworkCommand, network_command};
 use self::node::{NodeCommand, node_command};
+use self::payload::{Kind, PayloadCommand, payload_command};
 use self::service::{ServiceCommand, service_command};
+use self::volume::{VolumeCommand, volume_command};
 use crate::format::{self, Output};
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +38,15 @@ pub(crate) enum Command {
     /// Manage overlay networks.
     #[command(subcommand)]
     Network(NetworkCommand),
+    /// Manage secrets: payloads under 500 KiB that tasks read as files; never shown again.
+    #[command(subcommand)]
+    Secret(PayloadCommand),
+    /// Manage configs: payloads under 1000 KiB that tasks read as files.
+    #[command(subcommand)]
+    Config(PayloadCommand),
+    /// Manage the named volumes on the nodes.
+    #[command(subcommand)]
+    Volume(VolumeCommand),
     /// Manage the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -165,6 +179,9 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         }
         Command::Service(service) => service_command(&mut control, channel, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
+        Command::Secret(secret) => payload_command(&mut control, Kind::Secret, secret).await,
+        Command::Config(config) => payload_command(&mut control, Kind::Config, config).await,
+        Command::Volume(volume) => volume_command(&mut control, volume).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
         // `main` prints it before connecting.
         Command::Completion { .. } => Ok(()),

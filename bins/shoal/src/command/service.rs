@@ -31,6 +31,7 @@ use self::update::{UpdateArgs, update};
 use super::api;
 use crate::render;
 
+pub(crate) use self::opts::parse_label;
 pub(crate) use self::ps::{TaskListArgs, print_tasks};
 
 #[derive(Debug, Subcommand)]

@@ -149,6 +149,33 @@ fn task_filters() {
 }
 
 #[test]
+fn secret_and_config_filters() {
+    let labels = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    };
+    let objects = [
+        ("abc1", "db_password", labels(&[("env", "prod")])),
+        ("abd2", "db_user", labels(&[("env", "dev")])),
+        ("xyz3", "tls_key", labels(&[])),
+    ];
+    let cases: &[(&[&str], &[&str])] = &[
+        (&[], &["abc1", "abd2", "xyz3"]),
+        (&["name=db_"], &["abc1", "abd2"]),
+        (&["name=password"], &[]),
+        (&["id=ab"], &["abc1", "abd2"]),
+        (&["id=abc1", "id=xyz"], &["abc1", "xyz3"]),
+        (&["label=env"], &["abc1", "abd2"]),
+        (&["label=env=dev", "name=db"], &["abd2"]),
+    ];
+    for (given, expected) in cases {
+        let f = filters(given, PAYLOAD_KEYS);
+        let kept: Vec<&str> =
+            objects.iter().filter(|(id, name, l)| payload_matches(id, name, l, &f)).map(|(id, ..)| *id).collect();
+        assert_eq!(kept, *expected, "{given:?}");
+    }
+}
+
+#[test]
 fn bad_filters_name_the_valid_keys_and_values() {
     let cases = [
         (
@@ -177,6 +204,7 @@ fn bad_filters_name_the_valid_keys_and_values() {
             "label=a",
             "invalid filter \"label=a\": \"label\" is not one of name, id, desired-state, node or service",
         ),
+        (PAYLOAD_KEYS, "driver=x", "invalid filter \"driver=x\": \"driver\" is not one of name, id or label"),
     ];
     for (keys, given, expected) in cases {
         assert_eq!(Filters::parse(&[given.to_owned()], keys), Err(expected.to_owned()), "{given}");

@@ -8,7 +8,8 @@ use tonic::transport::Channel;
 
 use super::endpoint::{EndpointArgs, endpoint_spec};
 use super::opts::{
-    SpecArgs, default_restart_policy, default_update_config, parse_count, parse_env, parse_label, parse_mount,
+    ContainerArgs, SpecArgs, default_restart_policy, default_update_config, parse_count, parse_env, parse_label,
+    parse_mount, read_env_files, set_env,
 };
 use super::progress::converge;
 use crate::command::api;
@@ -44,17 +45,25 @@ pub(crate) struct CreateArgs {
     /// Environment variable KEY=VALUE (repeatable).
     #[arg(long, short, value_parser = parse_env)]
     env: Vec<String>,
+    /// Read environment variables from a file: KEY=VALUE lines, # comments; a bare KEY takes
+    /// its value from this shell's environment (repeatable; --env wins).
+    #[arg(long = "env-file", value_name = "FILE")]
+    env_file: Vec<std::path::PathBuf>,
     /// Service label KEY[=VALUE] (repeatable).
     #[arg(long, short, value_parser = parse_label)]
     label: Vec<(String, String)>,
     /// Container label KEY[=VALUE] (repeatable).
     #[arg(long = "container-label", value_parser = parse_label)]
     container_label: Vec<(String, String)>,
-    /// Mount: type=bind|volume|tmpfs,source=…,target=…(,readonly) (repeatable).
+    /// Mount: type=bind|volume|tmpfs,source=…,target=…(,readonly), with bind-propagation=…,
+    /// volume-nocopy, volume-driver=local, volume-opt=KEY=VALUE, volume-label=KEY=VALUE,
+    /// tmpfs-size=…, tmpfs-mode=…; a field with commas in double quotes (repeatable).
     #[arg(long, value_parser = parse_mount)]
     mount: Vec<v1::Mount>,
     #[command(flatten)]
     spec: SpecArgs,
+    #[command(flatten)]
+    container: ContainerArgs,
     #[command(flatten)]
     endpoint: EndpointArgs,
     /// Return at once instead of waiting for the service to converge.
@@ -90,6 +99,11 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
         bail!("--max-concurrent can only be used with replicated-job mode");
     }
     let (networks, endpoint) = endpoint_spec(&args.endpoint).map_err(anyhow::Error::msg)?;
+    // As docker: the files' variables first, then --env; a later value replaces an earlier one.
+    let mut env = read_env_files(&args.env_file).map_err(anyhow::Error::msg)?;
+    for entry in &args.env {
+        set_env(&mut env, entry);
+    }
     let mut spec = v1::ServiceSpec {
         annotations: Some(v1::Annotations { name: args.name.clone(), labels: args.label.iter().cloned().collect() }),
         networks,
@@ -99,7 +113,7 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
             container: Some(v1::ContainerSpec {
                 image: args.image.clone(),
                 args: args.command.clone(),
-                env: args.env.clone(),
+                env,
                 labels: args.container_label.iter().cloned().collect(),
                 mounts: args.mount.clone(),
                 ..Default::default()
@@ -121,6 +135,9 @@ pub(crate) fn service_spec(args: &CreateArgs) -> anyhow::Result<v1::ServiceSpec>
         rollback: Some(default_update_config()),
     };
     args.spec.apply(&mut spec).map_err(anyhow::Error::msg)?;
+    if let Some(container) = spec.task.as_mut().and_then(|t| t.container.as_mut()) {
+        args.container.apply(container).map_err(anyhow::Error::msg)?;
+    }
     Ok(spec)
 }
 
@@ -225,6 +242,138 @@ mod tests {
     }
 
     #[test]
+    fn container_flags_fill_their_fields() {
+        let dir = std::env::temp_dir().join(format!("shoal-create-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let env_file = dir.join("web.env");
+        std::fs::write(&env_file, "# web\nA=from-file\nB=2\nSHOAL_TEST_SURELY_UNSET\n").expect("write");
+        let env_file = env_file.to_string_lossy().into_owned();
+        let spec = spec(&[
+            "--name",
+            "web",
+            "--env-file",
+            &env_file,
+            "-e",
+            "A=from-flag",
+            "--secret",
+            "db_password",
+            "--secret",
+            "source=tls_key,target=/etc/ssl/key.pem,uid=101,gid=102,mode=0400",
+            "--config",
+            "nginx_conf",
+            "--config",
+            "source=site,target=/etc/nginx/conf.d/site.conf,mode=0440",
+            "--mount",
+            r#"type=volume,source=nfs-data,target=/data,volume-nocopy,volume-opt=type=nfs,"volume-opt=o=addr=192.0.2.10,nfsvers=4",volume-opt=device=:/export,volume-label=team=web"#,
+            "--mount",
+            "type=bind,source=/srv,target=/srv,bind-propagation=rslave,readonly",
+            "--init",
+            "--cap-add",
+            "net_admin",
+            "--cap-add",
+            "CAP_SYS_TIME",
+            "--cap-drop",
+            "MKNOD",
+            "--sysctl",
+            "net.ipv4.ip_unprivileged_port_start=0",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "nproc=64",
+            "--dns",
+            "192.0.2.53",
+            "--dns-option",
+            "ndots:2",
+            "--dns-search",
+            "example.com",
+            "--host",
+            "db.internal:192.0.2.20",
+            "--group",
+            "video",
+            "--limit-pids",
+            "100",
+            "--hostname",
+            "{{.Service.Name}}-{{.Task.Slot}}",
+            "web:v1",
+        ]);
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = spec.expect("spec");
+        let task = spec.task.expect("task");
+        let container = task.container.expect("container");
+        assert_eq!(container.env, ["A=from-flag", "B=2"], "the file first, --env wins, an unset bare name is skipped");
+        let file = |name: &str, uid, gid, mode| Some(v1::FileTarget { name: name.into(), uid, gid, mode });
+        assert_eq!(
+            container.secrets,
+            [
+                v1::SecretReference {
+                    secret_id: String::new(),
+                    secret_name: "db_password".into(),
+                    file: file("db_password", 0, 0, 0o444),
+                    data_version: 0,
+                },
+                v1::SecretReference {
+                    secret_id: String::new(),
+                    secret_name: "tls_key".into(),
+                    file: file("/etc/ssl/key.pem", 101, 102, 0o400),
+                    data_version: 0,
+                },
+            ]
+        );
+        let configs: Vec<(&str, Option<v1::FileTarget>)> =
+            container.configs.iter().map(|c| (c.config_name.as_str(), c.file.clone())).collect();
+        assert_eq!(
+            configs,
+            [
+                ("nginx_conf", file("/nginx_conf", 0, 0, 0o444)),
+                ("site", file("/etc/nginx/conf.d/site.conf", 0, 0, 0o440))
+            ]
+        );
+        let volume = container.mounts[0].volume_options.clone().expect("volume options");
+        assert!(volume.no_copy);
+        assert_eq!(volume.driver_options.get("o").map(String::as_str), Some("addr=192.0.2.10,nfsvers=4"));
+        assert_eq!(volume.driver_options.get("device").map(String::as_str), Some(":/export"));
+        assert_eq!(volume.labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(
+            container.mounts[1].bind_options,
+            Some(v1::mount::BindOptions { propagation: v1::mount::bind_options::Propagation::Rslave as i32 })
+        );
+        assert!(container.mounts[1].read_only);
+        assert!(container.init);
+        assert_eq!(container.capability_add, ["NET_ADMIN", "SYS_TIME"]);
+        assert_eq!(container.capability_drop, ["MKNOD"]);
+        assert_eq!(container.sysctls.get("net.ipv4.ip_unprivileged_port_start").map(String::as_str), Some("0"));
+        assert_eq!(
+            container.ulimits,
+            [
+                v1::Ulimit { name: "nofile".into(), soft: 1024, hard: 2048 },
+                v1::Ulimit { name: "nproc".into(), soft: 64, hard: 64 }
+            ]
+        );
+        assert_eq!(
+            container.dns_config,
+            Some(v1::DnsConfig {
+                nameservers: vec!["192.0.2.53".into()],
+                search: vec!["example.com".into()],
+                options: vec!["ndots:2".into()],
+            })
+        );
+        assert_eq!(container.hosts, ["192.0.2.20 db.internal"], "stored as an /etc/hosts line");
+        assert_eq!(container.groups, ["video"]);
+        assert_eq!(container.hostname, "{{.Service.Name}}-{{.Task.Slot}}", "the agent expands the template");
+        assert_eq!(task.resources.and_then(|r| r.limits).map(|l| l.pids), Some(100));
+    }
+
+    #[test]
+    fn without_the_new_flags_the_fields_stay_empty() {
+        let container = spec(&["--name", "web", "web:v1"]).expect("spec").task.and_then(|t| t.container).expect("c");
+        assert_eq!(
+            (container.secrets.len(), container.configs.len(), container.init, container.dns_config),
+            (0, 0, false, None)
+        );
+        assert!(container.capability_add.is_empty() && container.sysctls.is_empty() && container.hosts.is_empty());
+    }
+
+    #[test]
     fn bad_values_are_one_clear_error() {
         let cases: &[(&[&str], &str)] = &[
             (
@@ -248,6 +397,21 @@ mod tests {
                 "--replicas can only be used with replicated and replicated-job modes",
             ),
             (&["--limit-cpu", "-1"], "\"-1\" is not a number of CPUs ≥ 0"),
+            (
+                &["--secret", "source=db,mode=rw"],
+                "invalid --secret \"source=db,mode=rw\": mode \"rw\" is not an octal mode",
+            ),
+            (&["--secret", "a", "--secret", "source=b,target=a"], "secrets a and b both have the target a"),
+            (&["--config", "a", "--config", "source=b,target=/a"], "configs a and b both have the target /a"),
+            (&["--mount", "type=bind,source=/a,target=/b,volume-nocopy"], "volume-nocopy is for type=volume mounts"),
+            (&["--cap-add", "NET ADMIN"], "invalid capability \"NET ADMIN\""),
+            (&["--sysctl", "vm.swappiness=1"], "a container can set only namespaced sysctls"),
+            (&["--ulimit", "nofile=2:1"], "the soft limit 2 is above the hard limit 1"),
+            (&["--dns", "resolver"], "invalid DNS server \"resolver\": expected an IP address"),
+            (&["--host", "db"], "invalid host \"db\": expected HOST:IP"),
+            (&["--limit-pids", "-5"], "is not a number of processes ≥ 0"),
+            (&["--env-file", "/nonexistent/web.env"], "--env-file /nonexistent/web.env: cannot read it"),
+            (&["--init=maybe"], "invalid value 'maybe' for '--init"),
         ];
         for (flags, expected) in cases {
             let argv = [&["--name", "web"], *flags, &["web:v1"]].concat();

@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 
 use super::endpoint::{endpoint_json, endpoint_spec_json, networks_json};
 use super::get_service;
+use super::opts::{propagation_name, type_name};
 use crate::command::api;
 use crate::render;
 
@@ -93,11 +94,56 @@ fn restart_condition(condition: i32) -> &'static str {
 }
 
 fn mount_type(kind: i32) -> &'static str {
-    match v1::mount::Type::try_from(kind) {
-        Ok(v1::mount::Type::Volume) => "volume",
-        Ok(v1::mount::Type::Tmpfs) => "tmpfs",
-        _ => "bind",
+    type_name(v1::mount::Type::try_from(kind).unwrap_or(v1::mount::Type::Bind))
+}
+
+/// A mount as docker's JSON has it, with its bind, volume or tmpfs options.
+fn mount_json(mount: &v1::Mount) -> serde_json::Value {
+    let mut json = json!({"Type": mount_type(mount.r#type), "Source": mount.source, "Target": mount.target, "ReadOnly": mount.read_only});
+    if let Some(bind) = &mount.bind_options {
+        json["BindOptions"] = json!({"Propagation": propagation_name(bind.propagation)});
     }
+    if let Some(volume) = &mount.volume_options {
+        let mut options = serde_json::Map::new();
+        if volume.no_copy {
+            options.insert("NoCopy".into(), true.into());
+        }
+        if !volume.labels.is_empty() {
+            options.insert("Labels".into(), json!(sorted(&volume.labels)));
+        }
+        if !volume.driver.is_empty() || !volume.driver_options.is_empty() {
+            let name = if volume.driver.is_empty() { "local" } else { volume.driver.as_str() };
+            options.insert("DriverConfig".into(), json!({"Name": name, "Options": sorted(&volume.driver_options)}));
+        }
+        json["VolumeOptions"] = serde_json::Value::Object(options);
+    }
+    if mount.tmpfs_size_bytes != 0 || mount.tmpfs_mode != 0 {
+        json["TmpfsOptions"] = json!({"SizeBytes": mount.tmpfs_size_bytes, "Mode": mount.tmpfs_mode});
+    }
+    json
+}
+
+/// A secret's or config's file as docker's JSON has it (UID and GID as strings, the mode as a
+/// number).
+fn file_json(file: Option<&v1::FileTarget>) -> serde_json::Value {
+    let file = file.cloned().unwrap_or_default();
+    json!({"Name": file.name, "UID": file.uid.to_string(), "GID": file.gid.to_string(), "Mode": file.mode})
+}
+
+fn secret_json(secret: &v1::SecretReference) -> serde_json::Value {
+    let mut json = json!({"File": file_json(secret.file.as_ref()), "SecretID": secret.secret_id, "SecretName": secret.secret_name});
+    if secret.data_version != 0 {
+        json["DataVersion"] = secret.data_version.into();
+    }
+    json
+}
+
+fn config_json(config: &v1::ConfigReference) -> serde_json::Value {
+    let mut json = json!({"File": file_json(config.file.as_ref()), "ConfigID": config.config_id, "ConfigName": config.config_name});
+    if config.data_version != 0 {
+        json["DataVersion"] = config.data_version.into();
+    }
+    json
 }
 
 fn update_config_json(config: &v1::UpdateConfig) -> serde_json::Value {
@@ -146,24 +192,39 @@ fn spec_json(spec: &v1::ServiceSpec) -> serde_json::Value {
         None => serde_json::Value::Null,
     };
     let mut container_json = json!({"Image": container.image, "Args": container.args, "Env": container.env});
-    let optional: [(&str, serde_json::Value, bool); 9] = [
+    let dns = container.dns_config.clone().unwrap_or_default();
+    let optional: [(&str, serde_json::Value, bool); 19] = [
         ("Labels", json!(sorted(&container.labels)), !container.labels.is_empty()),
         ("Command", json!(container.command), !container.command.is_empty()),
         ("Dir", json!(container.dir), !container.dir.is_empty()),
         ("User", json!(container.user), !container.user.is_empty()),
+        ("Groups", json!(container.groups), !container.groups.is_empty()),
         ("Hostname", json!(container.hostname), !container.hostname.is_empty()),
         ("StopSignal", json!(container.stop_signal), !container.stop_signal.is_empty()),
-        ("StopGracePeriod", json!(nanos(shoal_api::from_duration(container.stop_grace_period.as_ref()))), container.stop_grace_period.is_some()),
-        ("ReadOnly", json!(container.read_only), container.read_only),
         (
-            "Mounts",
-            container
-                .mounts
-                .iter()
-                .map(|m| json!({"Type": mount_type(m.r#type), "Source": m.source, "Target": m.target, "ReadOnly": m.read_only}))
-                .collect(),
-            !container.mounts.is_empty(),
+            "StopGracePeriod",
+            json!(nanos(shoal_api::from_duration(container.stop_grace_period.as_ref()))),
+            container.stop_grace_period.is_some(),
         ),
+        ("ReadOnly", json!(container.read_only), container.read_only),
+        ("Init", json!(container.init), container.init),
+        ("Mounts", container.mounts.iter().map(mount_json).collect(), !container.mounts.is_empty()),
+        ("Secrets", container.secrets.iter().map(secret_json).collect(), !container.secrets.is_empty()),
+        ("Configs", container.configs.iter().map(config_json).collect(), !container.configs.is_empty()),
+        ("CapabilityAdd", json!(container.capability_add), !container.capability_add.is_empty()),
+        ("CapabilityDrop", json!(container.capability_drop), !container.capability_drop.is_empty()),
+        ("Sysctls", json!(sorted(&container.sysctls)), !container.sysctls.is_empty()),
+        (
+            "Ulimits",
+            container.ulimits.iter().map(|u| json!({"Name": u.name, "Soft": u.soft, "Hard": u.hard})).collect(),
+            !container.ulimits.is_empty(),
+        ),
+        (
+            "DNSConfig",
+            json!({"Nameservers": dns.nameservers, "Search": dns.search, "Options": dns.options}),
+            container.dns_config.is_some(),
+        ),
+        ("Hosts", json!(container.hosts), !container.hosts.is_empty()),
     ];
     for (key, value, present) in optional {
         if present {
@@ -300,6 +361,109 @@ fn config_pretty(out: &mut String, title: &str, config: &v1::UpdateConfig, verb:
     let _ = writeln!(out, " {verb} order:      {}", order(config.order));
 }
 
+/// `KEY=VALUE` pairs in key order, comma-separated.
+fn pairs(map: &HashMap<String, String>) -> String {
+    sorted(map).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The parts of `--pretty` after the container's health check, in docker's order (capabilities,
+/// sysctls, ulimits, mounts, configs, secrets) and then what docker does not show (mount
+/// options, DNS, hosts).
+fn container_pretty(out: &mut String, container: &v1::ContainerSpec) {
+    if !container.capability_add.is_empty() || !container.capability_drop.is_empty() {
+        let _ = writeln!(out, "Capabilities:");
+        if !container.capability_add.is_empty() {
+            let _ = writeln!(out, " Add: {}", container.capability_add.join(", "));
+        }
+        if !container.capability_drop.is_empty() {
+            let _ = writeln!(out, " Drop: {}", container.capability_drop.join(", "));
+        }
+    }
+    if !container.sysctls.is_empty() {
+        let _ = writeln!(out, "SysCtls:");
+        for (key, value) in sorted(&container.sysctls) {
+            let _ = writeln!(out, " {key}{}", if value.is_empty() { String::new() } else { format!(": {value}") });
+        }
+    }
+    if !container.ulimits.is_empty() {
+        let _ = writeln!(out, "Ulimits:");
+        let ulimits: BTreeMap<&str, &v1::Ulimit> = container.ulimits.iter().map(|u| (u.name.as_str(), u)).collect();
+        for (name, ulimit) in ulimits {
+            let _ = writeln!(out, " {name}: {}:{}", ulimit.soft, ulimit.hard);
+        }
+    }
+    if !container.mounts.is_empty() {
+        let _ = writeln!(out, "Mounts:");
+        for mount in &container.mounts {
+            let _ = writeln!(out, " Target:        {}", mount.target);
+            let _ = writeln!(out, "  Source:       {}", mount.source);
+            let _ = writeln!(out, "  ReadOnly:     {}", mount.read_only);
+            let _ = writeln!(out, "  Type:         {}", mount_type(mount.r#type));
+            if let Some(bind) = &mount.bind_options {
+                let _ = writeln!(out, "  Propagation:  {}", propagation_name(bind.propagation));
+            }
+            if let Some(volume) = &mount.volume_options {
+                if volume.no_copy {
+                    let _ = writeln!(out, "  NoCopy:       true");
+                }
+                if !volume.driver.is_empty() || !volume.driver_options.is_empty() {
+                    let driver = if volume.driver.is_empty() { "local" } else { volume.driver.as_str() };
+                    let _ = writeln!(out, "  Driver:       {driver}");
+                }
+                if !volume.driver_options.is_empty() {
+                    let _ = writeln!(out, "  Options:      {}", pairs(&volume.driver_options));
+                }
+                if !volume.labels.is_empty() {
+                    let _ = writeln!(out, "  Labels:       {}", pairs(&volume.labels));
+                }
+            }
+            if mount.tmpfs_size_bytes != 0 {
+                let _ = writeln!(out, "  Size:         {}", bytes_size(mount.tmpfs_size_bytes));
+            }
+            if mount.tmpfs_mode != 0 {
+                let _ = writeln!(out, "  Mode:         {:04o}", mount.tmpfs_mode);
+            }
+        }
+    }
+    let file = |out: &mut String, file: Option<&v1::FileTarget>, source: &str, version: u64| {
+        let file = file.cloned().unwrap_or_default();
+        let _ = writeln!(out, " Target:        {}", file.name);
+        let _ = writeln!(out, "  Source:       {source}");
+        let _ = writeln!(out, "  UID: {}, GID: {}, Mode: {:04o}", file.uid, file.gid, file.mode);
+        if version != 0 {
+            let _ = writeln!(out, "  Version:      {version}");
+        }
+    };
+    if !container.configs.is_empty() {
+        let _ = writeln!(out, "Configs:");
+        for config in &container.configs {
+            file(out, config.file.as_ref(), &config.config_name, config.data_version);
+        }
+    }
+    if !container.secrets.is_empty() {
+        let _ = writeln!(out, "Secrets:");
+        for secret in &container.secrets {
+            file(out, secret.file.as_ref(), &secret.secret_name, secret.data_version);
+        }
+    }
+    if let Some(dns) = &container.dns_config {
+        let _ = writeln!(out, "DNS:");
+        for (title, values) in
+            [("Nameservers:", &dns.nameservers), ("Search:     ", &dns.search), ("Options:    ", &dns.options)]
+        {
+            if !values.is_empty() {
+                let _ = writeln!(out, " {title}  {}", values.join(" "));
+            }
+        }
+    }
+    if !container.hosts.is_empty() {
+        let _ = writeln!(out, "Hosts:");
+        for line in &container.hosts {
+            let _ = writeln!(out, " {line}");
+        }
+    }
+}
+
 /// `service inspect --pretty`: docker's human format. `networks` maps network IDs to names;
 /// `now` words the update's times ("5 minutes ago").
 pub(crate) fn pretty(service: &v1::Service, networks: &HashMap<String, String>, now: SystemTime) -> String {
@@ -375,8 +539,14 @@ pub(crate) fn pretty(service: &v1::Service, networks: &HashMap<String, String>, 
     if !container.dir.is_empty() {
         let _ = writeln!(out, " Dir:           {}", container.dir);
     }
+    if container.init {
+        let _ = writeln!(out, " Init:          true");
+    }
     if !container.user.is_empty() {
         let _ = writeln!(out, " User: {}", container.user);
+    }
+    if !container.groups.is_empty() {
+        let _ = writeln!(out, " Groups:        {}", container.groups.join(" "));
     }
     if let Some(health) = &container.healthcheck {
         let duration = |d: Option<&_>| go_duration(shoal_api::from_duration(d).unwrap_or_default());
@@ -392,15 +562,7 @@ pub(crate) fn pretty(service: &v1::Service, networks: &HashMap<String, String>, 
             }
         }
     }
-    if !container.mounts.is_empty() {
-        let _ = writeln!(out, "Mounts:");
-        for mount in &container.mounts {
-            let _ = writeln!(out, " Target:        {}", mount.target);
-            let _ = writeln!(out, "  Source:       {}", mount.source);
-            let _ = writeln!(out, "  ReadOnly:     {}", mount.read_only);
-            let _ = writeln!(out, "  Type:         {}", mount_type(mount.r#type));
-        }
-    }
+    container_pretty(&mut out, &container);
     let resources = task.resources.clone().unwrap_or_default();
     let (limits, reservations) = (resources.limits.unwrap_or_default(), resources.reservations.unwrap_or_default());
     let has = |r: &v1::Resources| r.nano_cpus > 0 || r.memory_bytes > 0 || r.pids > 0;

@@ -1,13 +1,22 @@
 //! The flags `service create` and `service update` share (docker/cli's `service/opts.go`):
 //! each changes one field of the spec when given, so `create` applies them to its defaults
 //! and `update` to the spec it read. Also the value parsers of the list flags (`--env`,
-//! `--label`, `--mount`), the update and rollback configs, and health checks.
+//! `--label`), the update and rollback configs, and health checks; `mount` parses `--mount`,
+//! `refs` `--secret` and `--config`, and `container` the container's other list flags
+//! (capabilities, sysctls, ulimits, DNS, hosts, groups, env files).
 
+mod container;
+mod mount;
+mod refs;
+
+use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use shoal_api::v1::{self, update_config};
 
+pub(crate) use self::container::{ContainerArgs, ContainerEditArgs, read_env_files, set_env};
+pub(crate) use self::mount::{parse_mount, propagation_name, type_name};
 use crate::command::{parse_bytes, parse_duration};
 
 /// Swarm's default time a task is watched after its update before it counts as a success.
@@ -182,56 +191,59 @@ pub(crate) fn parse_label(text: &str) -> Result<(String, String), String> {
     Ok((key.to_owned(), value.to_owned()))
 }
 
-/// `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly][,tmpfs-size=64M][,tmpfs-mode=1770]`
-/// as docker takes it (`src`, `dst`, `destination`, `ro` too; the type defaults to volume).
-pub(crate) fn parse_mount(text: &str) -> Result<v1::Mount, String> {
-    let fail =
-        |why: String| format!("invalid mount {text:?}: {why}; e.g. type=bind,source=/srv/data,target=/data,readonly");
-    let mut mount = v1::Mount { r#type: v1::mount::Type::Volume as i32, ..Default::default() };
-    for field in text.split(',').filter(|f| !f.is_empty()) {
-        let (key, value) = match field.split_once('=') {
-            Some((key, value)) => (key.trim().to_ascii_lowercase(), Some(value.trim())),
-            None => (field.trim().to_ascii_lowercase(), None),
-        };
-        match (key.as_str(), value) {
-            ("type", Some(kind)) => {
-                mount.r#type = match kind {
-                    "bind" => v1::mount::Type::Bind,
-                    "volume" => v1::mount::Type::Volume,
-                    "tmpfs" => v1::mount::Type::Tmpfs,
-                    _ => return Err(fail(format!("type {kind:?} is not bind, volume or tmpfs"))),
-                } as i32
-            }
-            ("source" | "src", Some(source)) => mount.source = source.to_owned(),
-            ("target" | "dst" | "destination", Some(target)) => mount.target = target.to_owned(),
-            ("readonly" | "ro", None) => mount.read_only = true,
-            ("readonly" | "ro", Some(value)) => {
-                mount.read_only = match value.to_ascii_lowercase().as_str() {
-                    "1" | "true" => true,
-                    "0" | "false" => false,
-                    _ => return Err(fail(format!("readonly={value} is not true or false"))),
-                }
-            }
-            ("tmpfs-size", Some(size)) => mount.tmpfs_size_bytes = parse_bytes(size).map_err(fail)?,
-            ("tmpfs-mode", Some(mode)) => {
-                mount.tmpfs_mode = u32::from_str_radix(mode, 8)
-                    .map_err(|_| fail(format!("tmpfs-mode {mode:?} is not an octal mode such as 1770")))?
-            }
-            _ => {
-                return Err(fail(format!(
-                    "unknown field {key:?} (fields: type, source, target, readonly, tmpfs-size, tmpfs-mode)"
-                )));
-            }
+/// `--KEY-rm` of what is not there is an error (a typo would otherwise change nothing and say
+/// nothing).
+pub(crate) fn missing(flag: &str, value: &str, what: &str) -> String {
+    format!("{flag} {value}: the service has no {what} {value}")
+}
+
+/// Removes the keys `rm` names (each must be there: else the error names `flag` and `what`),
+/// then sets `add`.
+pub(crate) fn edit_map(
+    map: &mut HashMap<String, String>,
+    rm: &[String],
+    add: &[(String, String)],
+    flag: &str,
+    what: &str,
+) -> Result<(), String> {
+    for key in rm {
+        if map.remove(key).is_none() {
+            return Err(missing(flag, key, what));
         }
     }
-    if mount.target.is_empty() {
-        return Err(fail("the target is missing".to_owned()));
+    map.extend(add.iter().cloned());
+    Ok(())
+}
+
+/// Removes the values `rm` names (each must be there), then appends those of `add` it lacks.
+pub(crate) fn edit_list(
+    list: &mut Vec<String>,
+    rm: &[String],
+    add: &[String],
+    flag: &str,
+    what: &str,
+) -> Result<(), String> {
+    for value in rm {
+        let before = list.len();
+        list.retain(|v| v != value);
+        if list.len() == before {
+            return Err(missing(flag, value, what));
+        }
     }
-    let tmpfs = mount.r#type == v1::mount::Type::Tmpfs as i32;
-    if !tmpfs && (mount.tmpfs_size_bytes != 0 || mount.tmpfs_mode != 0) {
-        return Err(fail("tmpfs-size and tmpfs-mode are for type=tmpfs".to_owned()));
+    for value in add {
+        if !list.contains(value) {
+            list.push(value.clone());
+        }
     }
-    Ok(mount)
+    Ok(())
+}
+
+/// `--limit-pids`: the most processes a task may run (0: no limit).
+pub(crate) fn parse_pids(text: &str) -> Result<i64, String> {
+    parse_count(text)
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| format!("{text:?} is not a number of processes ≥ 0 (0: no limit)"))
 }
 
 /// The flags both `create` and `update` take that set one field each. In `update` a flag not
@@ -259,6 +271,10 @@ pub(crate) struct SpecArgs {
     /// Mount the container's root filesystem read-only (--read-only=false to undo).
     #[arg(long = "read-only", num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     read_only: Option<bool>,
+    /// Run an init process as PID 1 that forwards signals and reaps zombies (--init=false to
+    /// undo).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    init: Option<bool>,
     /// Security options: seccomp=unconfined runs the tasks without Docker's default seccomp
     /// profile (repeatable; the last one counts).
     #[arg(long = "security-opt", value_parser = parse_security_opt)]
@@ -290,6 +306,9 @@ pub(crate) struct SpecArgs {
     /// Memory limit (e.g. 128M).
     #[arg(long = "limit-memory", value_parser = parse_bytes, allow_hyphen_values = true)]
     limit_memory: Option<i64>,
+    /// Most processes a task may run (0: no limit).
+    #[arg(long = "limit-pids", value_parser = parse_pids, allow_hyphen_values = true)]
+    limit_pids: Option<i64>,
     #[command(flatten)]
     health: HealthArgs,
     #[command(flatten)]
@@ -518,6 +537,9 @@ impl SpecArgs {
         if let Some(read_only) = self.read_only {
             container.read_only = read_only;
         }
+        if let Some(init) = self.init {
+            container.init = init;
+        }
         if let Some(opt) = self.security_opt.last() {
             container.seccomp = match opt {
                 SecurityOpt::SeccompUnconfined => v1::container_spec::Seccomp::Unconfined,
@@ -553,11 +575,12 @@ impl SpecArgs {
         }
         // Sub-messages are made only for a flag given: an empty one where there was none would
         // be a change of the task spec, and replace every task.
-        if self.limit_cpu.is_some() || self.limit_memory.is_some() {
+        if self.limit_cpu.is_some() || self.limit_memory.is_some() || self.limit_pids.is_some() {
             let limits =
                 task.resources.get_or_insert_with(Default::default).limits.get_or_insert_with(Default::default);
             limits.nano_cpus = self.limit_cpu.unwrap_or(limits.nano_cpus);
             limits.memory_bytes = self.limit_memory.unwrap_or(limits.memory_bytes);
+            limits.pids = self.limit_pids.unwrap_or(limits.pids);
         }
         if self.reserve_cpu.is_some() || self.reserve_memory.is_some() {
             let reservations =

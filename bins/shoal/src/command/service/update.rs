@@ -11,7 +11,10 @@ use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
 use super::endpoint::{EndpointEdit, EndpointUpdateArgs};
-use super::opts::{SpecArgs, Words, parse_count, parse_env, parse_label, parse_mount, parse_words};
+use super::opts::{
+    ContainerEditArgs, SpecArgs, Words, edit_list, edit_map, missing, parse_count, parse_env, parse_label, parse_mount,
+    parse_words, set_env,
+};
 use super::progress::{Kind, follow};
 use super::{get_service, write_service};
 use crate::command::api;
@@ -69,6 +72,8 @@ pub(crate) struct UpdateArgs {
     #[command(flatten)]
     spec: SpecArgs,
     #[command(flatten)]
+    container: ContainerEditArgs,
+    #[command(flatten)]
     endpoint: EndpointUpdateArgs,
     /// Replace every task even if nothing else changes.
     #[arg(long)]
@@ -81,12 +86,6 @@ pub(crate) struct UpdateArgs {
     quiet: bool,
     /// The service: its name, ID or a unique ID prefix.
     service: String,
-}
-
-/// `--KEY-rm` of what is not there is an error (a typo would otherwise change nothing and say
-/// nothing).
-fn missing(flag: &str, value: &str, what: &str) -> String {
-    format!("{flag} {value}: the service has no {what} {value}")
 }
 
 /// Changes `spec` as the flags say (removals before additions, as docker's); `networks` maps
@@ -132,11 +131,7 @@ pub(crate) fn edit_spec(
         }
     }
     for entry in &args.env_add {
-        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
-        match container.env.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key) {
-            Some(existing) => existing.clone_from(entry),
-            None => container.env.push(entry.clone()),
-        }
+        set_env(&mut container.env, entry);
     }
     edit_map(
         &mut container.labels,
@@ -158,6 +153,7 @@ pub(crate) fn edit_spec(
             None => container.mounts.push(mount.clone()),
         }
     }
+    args.container.apply(container)?;
     let placement_flags =
         [&args.constraint_rm, &args.constraint_add, &args.placement_pref_rm, &args.placement_pref_add];
     if placement_flags.iter().any(|values| !values.is_empty()) {
@@ -181,38 +177,6 @@ pub(crate) fn edit_spec(
         task.force_update = task.force_update.wrapping_add(1);
     }
     endpoint.apply(spec, networks)
-}
-
-fn edit_map(
-    map: &mut HashMap<String, String>,
-    rm: &[String],
-    add: &[(String, String)],
-    flag: &str,
-    what: &str,
-) -> Result<(), String> {
-    for key in rm {
-        if map.remove(key).is_none() {
-            return Err(missing(flag, key, what));
-        }
-    }
-    map.extend(add.iter().cloned());
-    Ok(())
-}
-
-fn edit_list(list: &mut Vec<String>, rm: &[String], add: &[String], flag: &str, what: &str) -> Result<(), String> {
-    for value in rm {
-        let before = list.len();
-        list.retain(|v| v != value);
-        if list.len() == before {
-            return Err(missing(flag, value, what));
-        }
-    }
-    for value in add {
-        if !list.contains(value) {
-            list.push(value.clone());
-        }
-    }
-    Ok(())
 }
 
 /// The ID of each network the edits name (the spec holds IDs; names are resolved as the

@@ -234,3 +234,148 @@ fn jobs_take_replicas_and_max_concurrent() {
         Some(v1::service_spec::Mode::ReplicatedJob(v1::ReplicatedJob { max_concurrent: 3, total_completions: 10 }))
     );
 }
+
+/// `existing()` with secrets, configs and the container's other lists set, as a service made
+/// with them and stored by the manager (IDs and versions resolved).
+fn with_lists() -> v1::ServiceSpec {
+    let mut spec = existing();
+    let container = container_mut(&mut spec);
+    let file = |name: &str| Some(v1::FileTarget { name: name.into(), uid: 0, gid: 0, mode: 0o444 });
+    container.secrets = vec![v1::SecretReference {
+        secret_id: "sec-id".into(),
+        secret_name: "db_password".into(),
+        file: file("db_password"),
+        data_version: 2,
+    }];
+    container.configs = vec![v1::ConfigReference {
+        config_id: "cfg-id".into(),
+        config_name: "nginx_conf".into(),
+        file: file("/etc/nginx/nginx.conf"),
+        data_version: 1,
+    }];
+    container.capability_add = vec!["NET_ADMIN".into()];
+    container.sysctls = [("net.core.somaxconn".to_owned(), "1024".to_owned())].into_iter().collect();
+    container.ulimits = vec![v1::Ulimit { name: "nofile".into(), soft: 1024, hard: 1024 }];
+    container.dns_config = Some(v1::DnsConfig {
+        nameservers: vec!["192.0.2.53".into()],
+        search: vec!["example.com".into()],
+        options: vec!["ndots:2".into()],
+    });
+    container.hosts = vec!["192.0.2.20 db".into()];
+    container.groups = vec!["video".into()];
+    spec
+}
+
+#[test]
+fn container_list_flags_add_and_remove() {
+    type Change = fn(&mut v1::ContainerSpec);
+    let cases: &[(&[&str], Change)] = &[
+        (&["--secret-add", "source=api_key,target=/run/key,mode=0400"], |c| {
+            c.secrets.push(v1::SecretReference {
+                secret_id: String::new(),
+                secret_name: "api_key".into(),
+                file: Some(v1::FileTarget { name: "/run/key".into(), uid: 0, gid: 0, mode: 0o400 }),
+                data_version: 0,
+            })
+        }),
+        (&["--secret-rm", "db_password"], |c| c.secrets.clear()),
+        // By target too, and the same target can be given to another secret at once.
+        (&["--secret-rm", "db_password", "--secret-add", "source=db_password_v2,target=db_password"], |c| {
+            c.secrets = vec![v1::SecretReference {
+                secret_id: String::new(),
+                secret_name: "db_password_v2".into(),
+                file: Some(v1::FileTarget { name: "db_password".into(), uid: 0, gid: 0, mode: 0o444 }),
+                data_version: 0,
+            }]
+        }),
+        // An add at a target in use replaces that reference, as --mount-add.
+        (&["--config-add", "source=nginx_v2,target=/etc/nginx/nginx.conf"], |c| {
+            c.configs[0] = v1::ConfigReference {
+                config_id: String::new(),
+                config_name: "nginx_v2".into(),
+                file: Some(v1::FileTarget { name: "/etc/nginx/nginx.conf".into(), uid: 0, gid: 0, mode: 0o444 }),
+                data_version: 0,
+            }
+        }),
+        (&["--config-rm", "/etc/nginx/nginx.conf"], |c| c.configs.clear()),
+        (&["--cap-add", "SYS_TIME", "--cap-drop", "NET_ADMIN"], |c| {
+            c.capability_add = vec!["SYS_TIME".into()];
+            c.capability_drop = vec!["NET_ADMIN".into()];
+        }),
+        (&["--sysctl-add", "net.ipv4.ip_forward=1", "--sysctl-rm", "net.core.somaxconn"], |c| {
+            c.sysctls = [("net.ipv4.ip_forward".to_owned(), "1".to_owned())].into_iter().collect();
+        }),
+        (&["--ulimit-add", "nofile=2048:4096", "--ulimit-add", "nproc=64"], |c| {
+            c.ulimits = vec![
+                v1::Ulimit { name: "nofile".into(), soft: 2048, hard: 4096 },
+                v1::Ulimit { name: "nproc".into(), soft: 64, hard: 64 },
+            ]
+        }),
+        (&["--ulimit-rm", "nofile"], |c| c.ulimits.clear()),
+        (&["--dns-rm", "192.0.2.53", "--dns-add", "192.0.2.54", "--dns-option-add", "timeout:3"], |c| {
+            let dns = c.dns_config.as_mut().expect("dns");
+            dns.nameservers = vec!["192.0.2.54".into()];
+            dns.options.push("timeout:3".into());
+        }),
+        (&["--dns-search-rm", "example.com", "--dns-option-rm", "ndots:2"], |c| {
+            let dns = c.dns_config.as_mut().expect("dns");
+            dns.search.clear();
+            dns.options.clear();
+        }),
+        (&["--host-add", "cache:192.0.2.30"], |c| c.hosts.push("192.0.2.30 cache".into())),
+        (&["--host-rm", "db"], |c| c.hosts.clear()),
+        (&["--group-add", "audio", "--group-rm", "video"], |c| c.groups = vec!["audio".into()]),
+        (&["--init"], |c| c.init = true),
+        (&["--hostname", "{{.Node.Hostname}}-{{.Task.Slot}}"], |c| {
+            c.hostname = "{{.Node.Hostname}}-{{.Task.Slot}}".into()
+        }),
+        (&["--mount-add", "type=bind,source=/srv,target=/srv,bind-propagation=shared"], |c| {
+            c.mounts.push(v1::Mount {
+                r#type: v1::mount::Type::Bind as i32,
+                source: "/srv".into(),
+                target: "/srv".into(),
+                bind_options: Some(v1::mount::BindOptions {
+                    propagation: v1::mount::bind_options::Propagation::Shared as i32,
+                }),
+                ..Default::default()
+            })
+        }),
+    ];
+    for (argv, change) in cases {
+        let mut expected = with_lists();
+        change(container_mut(&mut expected));
+        assert_eq!(updated(argv, &with_lists()), Ok(expected), "{argv:?}");
+    }
+    // The DNS config is made only when a DNS flag is given.
+    let spec = updated(&["--dns-add", "192.0.2.1"], &existing()).expect("dns");
+    assert_eq!(container(&spec).dns_config.map(|d| d.nameservers), Some(vec!["192.0.2.1".to_owned()]));
+    let spec = updated(&["--init=false"], &with_lists()).expect("init");
+    assert!(!container(&spec).init);
+    let spec = updated(&["--limit-pids", "50"], &existing()).expect("pids");
+    assert_eq!(spec.task.and_then(|t| t.resources).and_then(|r| r.limits).map(|l| l.pids), Some(50));
+}
+
+#[test]
+fn removing_what_the_service_lacks_is_an_error() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--secret-rm", "nope"], "--secret-rm nope: the service has no secret nope (by name or target)"),
+        (&["--config-rm", "nope"], "--config-rm nope: the service has no config nope (by name or target)"),
+        (&["--sysctl-rm", "net.nope"], "--sysctl-rm net.nope: the service has no sysctl net.nope"),
+        (&["--ulimit-rm", "core"], "--ulimit-rm core: the service has no ulimit core"),
+        (&["--dns-rm", "192.0.2.99"], "--dns-rm 192.0.2.99: the service has no DNS server 192.0.2.99"),
+        (&["--dns-search-rm", "nope.com"], "--dns-search-rm nope.com: the service has no DNS search domain nope.com"),
+        (&["--dns-option-rm", "rotate"], "--dns-option-rm rotate: the service has no DNS option rotate"),
+        (&["--host-rm", "nope"], "--host-rm nope: the service has no host entry nope"),
+        (&["--group-rm", "audio"], "--group-rm audio: the service has no group audio"),
+        (&["--secret-add", "a", "--secret-add", "source=b,target=a"], "secrets a and b both have the target a"),
+        (&["--secret-add", "source=x,mode=9"], "mode \"9\" is not an octal mode"),
+        (&["--ulimit-add", "nofile"], "expected NAME=SOFT[:HARD]"),
+        (&["--host-add", "db"], "expected HOST:IP"),
+    ];
+    for (argv, expected) in cases {
+        match updated(argv, &with_lists()) {
+            Ok(spec) => panic!("{argv:?} was taken: {spec:?}"),
+            Err(err) => assert!(err.contains(expected), "{argv:?}: {err}"),
+        }
+    }
+}
