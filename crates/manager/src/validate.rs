@@ -742,6 +742,104 @@ mod tests {
                 },
                 "invalid memory reservation \"134217728\": exceeds the memory limit 67108864",
             ),
+            (|s| container(s).capability_add = vec!["NET_ADMINS".into()], "invalid capability to add \"NET_ADMINS\""),
+            (
+                |s| container(s).sysctls = [("kernel.hostname".to_owned(), "x".to_owned())].into(),
+                "invalid sysctl \"kernel.hostname\": only namespaced sysctls",
+            ),
+            (
+                |s| container(s).ulimits = vec![v1::Ulimit { name: "nofile".into(), soft: 10, hard: 5 }],
+                "invalid ulimit \"nofile=10:5\": the soft limit must not exceed the hard one",
+            ),
+            (
+                |s| container(s).ulimits = vec![v1::Ulimit { name: "files".into(), soft: 1, hard: 1 }],
+                "invalid ulimit \"files\": not a resource limit",
+            ),
+            (
+                |s| {
+                    container(s).dns_config =
+                        Some(v1::DnsConfig { nameservers: vec!["dns.example".into()], ..Default::default() })
+                },
+                "invalid DNS server \"dns.example\": an IP address",
+            ),
+            (|s| container(s).hosts = vec!["db.example".into()], "invalid extra host \"db.example\""),
+            (|s| container(s).groups = vec!["a b".into()], "invalid group \"a b\""),
+            (
+                |s| {
+                    container(s).secrets = vec![v1::SecretReference {
+                        secret_name: "db".into(),
+                        file: Some(v1::FileTarget {
+                            name: "../../etc/passwd".into(),
+                            mode: 0o444,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }];
+                },
+                "invalid secret target \"../../etc/passwd\"",
+            ),
+            (
+                |s| {
+                    container(s).configs = vec![v1::ConfigReference {
+                        config_name: "c".into(),
+                        file: Some(v1::FileTarget { name: "/c".into(), mode: 0o17777, ..Default::default() }),
+                        ..Default::default()
+                    }]
+                },
+                "invalid config mode \"17777\"",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount {
+                        r#type: v1::mount::Type::Tmpfs as i32,
+                        target: "/run/secrets/db".into(),
+                        ..Default::default()
+                    }];
+                    container(s).secrets = vec![v1::SecretReference { secret_name: "db".into(), ..Default::default() }];
+                },
+                "invalid target \"/run/secrets/db\": both mount  and secret db are mounted there",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount {
+                        r#type: v1::mount::Type::Volume as i32,
+                        source: "data".into(),
+                        target: "/data".into(),
+                        volume_options: Some(v1::mount::VolumeOptions {
+                            driver: "rexray".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }];
+                },
+                "invalid volume driver \"rexray\": the one volume driver is local",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount {
+                        r#type: v1::mount::Type::Volume as i32,
+                        source: "data".into(),
+                        target: "/data".into(),
+                        volume_options: Some(v1::mount::VolumeOptions {
+                            driver_options: [("size".to_owned(), "1G".to_owned())].into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }];
+                },
+                "invalid volume option \"size\": the local driver takes type, o and device",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount {
+                        r#type: v1::mount::Type::Tmpfs as i32,
+                        target: "/t".into(),
+                        bind_options: Some(v1::mount::BindOptions::default()),
+                        ..Default::default()
+                    }];
+                },
+                "invalid mount option \"bind-propagation\": only a bind mount has a propagation",
+            ),
         ];
         assert_eq!(validate_service_spec(&spec()), Ok(()));
         for (mutate, expected) in cases.into_iter().chain(wait_cases()) {
