@@ -207,6 +207,14 @@ pub(crate) const PREREQS: &[Prereq] = &[
         needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update")],
     },
     Prereq {
+        provides: "/usr/bin/tini-static",
+        probe: Probe::StaticBinary("/usr/bin/tini-static"),
+        source: Source::Apt("tini"),
+        why: "the init a container with `init` runs as PID 1 (Docker's --init), bind-mounted at /sbin/docker-init; \
+              the runtime's tests run containers under it",
+        needed_by: &[Test, Demo, E2e],
+    },
+    Prereq {
         provides: "docker-registry",
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),

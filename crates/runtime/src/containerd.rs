@@ -41,12 +41,12 @@ use crate::logs::{self, LogLine};
 use crate::oci::{self, ImageConfig, SpecContext};
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::rootfs;
 use crate::spec::{
     ContainerInfo, ContainerSpec, ContainerState, ExecOutput, ExecSpec, ExitStatus, Healthcheck, ImageSource,
-    LogOptions, RuntimeEvent,
+    LogOptions, Mount, Propagation, RuntimeEvent,
 };
 use crate::{ContainerRuntime, EventStream, LogStream};
+use crate::{mountinfo, rootfs};
 
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -75,10 +75,18 @@ pub struct ContainerdConfig {
     pub insecure_registries: Vec<String>,
     /// The snapshotter (`overlayfs`).
     pub snapshotter: String,
+    /// A statically linked init (tini) to run as PID 1 of containers whose spec asks for `init`,
+    /// bind-mounted read-only at `/sbin/docker-init`. [`ContainerdConfig::new`] takes Debian's
+    /// `/usr/bin/tini-static` (package `tini`) when it is there.
+    pub init_binary: Option<PathBuf>,
 }
 
+/// Where Debian's `tini` package puts its static build.
+const TINI_STATIC: &str = "/usr/bin/tini-static";
+
 impl ContainerdConfig {
-    /// A config with the `overlayfs` snapshotter and no insecure registries.
+    /// A config with the `overlayfs` snapshotter, no insecure registries, and
+    /// `/usr/bin/tini-static` as the init binary when that file exists.
     pub fn new(
         socket: impl Into<PathBuf>,
         namespace: &str,
@@ -92,6 +100,7 @@ impl ContainerdConfig {
             logger: logger.into(),
             insecure_registries: Vec::new(),
             snapshotter: "overlayfs".to_owned(),
+            init_binary: Path::new(TINI_STATIC).is_file().then(|| PathBuf::from(TINI_STATIC)),
         }
     }
 }
@@ -793,10 +802,18 @@ impl Containerd {
         }
     }
 
-    /// Reads /etc/passwd and /etc/group of a prepared snapshot by mounting it briefly (read-only,
-    /// no devices, no set-uid, no exec). The image is not trusted: see [`rootfs::read_file`]; a
-    /// file that is not a plain, bounded file inside the image makes the spec invalid.
-    async fn image_user_files(&self, id: &str, mounts: Vec<CtrMount>) -> Result<(String, String), ContainerError> {
+    /// Mounts the prepared snapshot of container `id` briefly (read-only, no devices, no
+    /// set-uid, no exec) to read the image's /etc/passwd and /etc/group when `user_files`, and
+    /// to copy the image's content into the new volumes `copies` (target in the image, volume
+    /// directory). The image is not trusted: see [`rootfs`]; a user file that is not a plain,
+    /// bounded file inside the image makes the spec invalid.
+    async fn peek_rootfs(
+        &self,
+        id: &str,
+        mounts: Vec<CtrMount>,
+        user_files: bool,
+        copies: Vec<(String, PathBuf)>,
+    ) -> Result<(String, String), ContainerError> {
         let dir = self.container_dir(id).join("rootfs-peek");
         let io = self.io_err(id, &dir);
         let owned_id = id.to_owned();
@@ -817,19 +834,100 @@ impl Containerd {
                 if m.r#type == "bind" || m.options.iter().any(|o| o == "rbind" || o == "bind") {
                     flags |= nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC;
                 }
-                nix::mount::mount(Some(m.source.as_str()), &dir, Some(m.r#type.as_str()), flags, Some(data.as_str()))
-                    .map_err(std::io::Error::from)?;
+                let mounted = nix::mount::mount(
+                    Some(m.source.as_str()),
+                    &dir,
+                    Some(m.r#type.as_str()),
+                    flags,
+                    Some(data.as_str()),
+                );
+                if let Err(errno) = mounted {
+                    // An earlier mount of the list may be in place: leave nothing behind.
+                    let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+                    let _ = std::fs::remove_dir(&dir);
+                    return Err(std::io::Error::from(errno));
+                }
             }
-            let read = |p: &str| rootfs::read_file(&dir, p, rootfs::USER_FILE_LIMIT).map(Option::unwrap_or_default);
-            let files = read("/etc/passwd").and_then(|passwd| Ok((passwd, read("/etc/group")?)));
+            let work = || -> Result<(String, String), ContainerError> {
+                let files = if user_files {
+                    let read =
+                        |p: &str| rootfs::read_file(&dir, p, rootfs::USER_FILE_LIMIT).map(Option::unwrap_or_default);
+                    read("/etc/passwd")
+                        .and_then(|passwd| Ok((passwd, read("/etc/group")?)))
+                        .map_err(|reason| ContainerError::InvalidSpec { id: owned_id.clone(), reason })?
+                } else {
+                    Default::default()
+                };
+                for (target, volume) in &copies {
+                    let copied = rootfs::copy_into_volume(&dir, target, volume).map_err(|reason| {
+                        ContainerError::VolumeCopy {
+                            id: owned_id.clone(),
+                            target: target.clone(),
+                            volume: volume.clone(),
+                            reason,
+                        }
+                    })?;
+                    tracing::info!(container.id = %owned_id, target, volume = %volume.display(), ?copied,
+                                   "filled a new volume from the image");
+                }
+                Ok(files)
+            };
+            let result = work();
             nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH).map_err(std::io::Error::from)?;
             std::fs::remove_dir(&dir)?;
-            Ok(files.map_err(|reason| ContainerError::InvalidSpec { id: owned_id, reason }))
+            Ok(result)
         })
         .await
         .map_err(|e| io(std::io::Error::other(e.to_string())))?
         .map_err(io)?
     }
+}
+
+/// Refuses a bind mount with shared or slave propagation whose source is on a host mount that
+/// cannot give it (Docker's check): the container would silently get private propagation.
+fn check_bind_propagation(spec: &ContainerSpec) -> Result<(), String> {
+    let mut table = None;
+    for mount in &spec.mounts {
+        let Mount::Bind { source, propagation, .. } = mount else { continue };
+        let needs_shared = matches!(propagation, Propagation::Shared | Propagation::Rshared);
+        let needs_slave = matches!(propagation, Propagation::Slave | Propagation::Rslave);
+        if !needs_shared && !needs_slave {
+            continue;
+        }
+        let resolved = std::fs::canonicalize(source)
+            .map_err(|e| format!("bind mount source {} cannot be resolved: {e}", source.display()))?;
+        let entries = match &table {
+            Some(entries) => entries,
+            None => table.insert(mountinfo::read().map_err(|e| format!("cannot read {}: {e}", mountinfo::MOUNTINFO))?),
+        };
+        let Some(on) = mountinfo::containing(entries, &resolved) else { continue };
+        let point = on.mount_point.display();
+        if needs_shared && !on.shared {
+            return Err(format!(
+                "bind mount source {} is on {point}, which is not a shared mount, so {} propagation cannot \
+                 work: make it shared (mount --make-rshared {point}) or use rprivate",
+                source.display(),
+                propagation.as_str()
+            ));
+        }
+        if needs_slave && !on.shared && !on.slave {
+            return Err(format!(
+                "bind mount source {} is on {point}, which is neither a shared nor a slave mount, so {} \
+                 propagation cannot work: make it shared (mount --make-rshared {point}) or use rprivate",
+                source.display(),
+                propagation.as_str()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The kernel's highest capability number; the highest Shoal knows when it cannot be read.
+fn last_capability() -> usize {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(oci::CAPABILITIES.len() - 1)
 }
 
 #[async_trait::async_trait]
@@ -868,6 +966,20 @@ impl ContainerRuntime for Containerd {
         }
         let image = self.local_image(id, &image_name).await?;
         let stop_signal = oci::stop_signal(spec, &image.config).map_err(invalid_spec)?;
+        let last_capability = last_capability();
+        let init_binary = self.inner.config.init_binary.as_deref();
+        oci::check_options(spec, init_binary, last_capability).map_err(invalid_spec)?;
+        check_bind_propagation(spec).map_err(invalid_spec)?;
+        let copies: Vec<(String, PathBuf)> = spec
+            .mounts
+            .iter()
+            .filter_map(|m| match m {
+                Mount::Volume { source, target, copy_image_content: true, .. } => {
+                    Some((target.clone(), source.clone()))
+                }
+                _ => None,
+            })
+            .collect();
 
         let dir = self.container_dir(id);
         let _ = std::fs::remove_dir_all(&dir);
@@ -916,11 +1028,13 @@ impl ContainerRuntime for Containerd {
                 return Err(container_status(id, "prepare snapshot")(status));
             }
         };
-        let user = spec.user.as_deref().unwrap_or(&image.config.user);
-        let needs_files = !user.is_empty() && user.split(':').any(|part| part.parse::<u32>().is_err());
+        let needs_files = oci::needs_user_files(spec, &image.config);
         let result = async {
-            let (passwd, group) =
-                if needs_files { self.image_user_files(id, mounts).await? } else { Default::default() };
+            let (passwd, group) = if needs_files || !copies.is_empty() {
+                self.peek_rootfs(id, mounts, needs_files, copies).await?
+            } else {
+                Default::default()
+            };
             let ctx = SpecContext {
                 namespace: &self.inner.config.namespace,
                 hosts: &dir.join("hosts"),
@@ -928,6 +1042,8 @@ impl ContainerRuntime for Containerd {
                 hostname_file: &dir.join("hostname"),
                 passwd: &passwd,
                 group: &group,
+                init_binary,
+                last_capability,
             };
             let runtime_spec = oci::runtime_spec(spec, &image.config, &ctx).map_err(invalid_spec)?;
             let value = serde_json::to_vec(&runtime_spec).map_err(|e| invalid_spec(e.to_string()))?;

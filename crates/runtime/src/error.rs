@@ -119,6 +119,18 @@ pub enum ContainerError {
         /// containerd's answer.
         status: Box<tonic::Status>,
     },
+    /// Filling a new volume with the image's content at its target failed.
+    #[error("container {id}: cannot copy the image's {target} into volume {}: {reason}", volume.display())]
+    VolumeCopy {
+        /// The container ID.
+        id: String,
+        /// The volume's path in the container (and the image's directory copied).
+        target: String,
+        /// The volume's directory on the host.
+        volume: std::path::PathBuf,
+        /// What went wrong, naming the entry.
+        reason: String,
+    },
     /// A file of the container (log, hosts, exec output) could not be used.
     #[error("container {id}: {path}: {source}")]
     Io {

@@ -1,5 +1,6 @@
 //! How a Shoal agent runs containers: the [`ContainerRuntime`] trait, its containerd
-//! implementation ([`Containerd`]) and an in-memory simulation ([`Simulated`]) for scale tests.
+//! implementation ([`Containerd`]) and an in-memory simulation ([`Simulated`]) for scale tests,
+//! and Docker's `local` volume driver ([`LocalVolumes`]) for the volumes containers mount.
 //!
 //! The agent asks for four things: make an image present (pull from a registry or load an OCI
 //! archive) and read its health check, run a container from a [`ContainerSpec`] through its
@@ -10,6 +11,7 @@
 mod containerd;
 mod error;
 pub mod logs;
+mod mountinfo;
 mod oci;
 mod reference;
 mod registry;
@@ -17,6 +19,7 @@ mod rootfs;
 mod seccomp;
 mod sim;
 mod spec;
+mod volume;
 
 pub use containerd::{Containerd, ContainerdConfig};
 pub use error::{ConnectError, ContainerError, ImageError};
@@ -24,8 +27,9 @@ pub use reference::{Reference, ReferenceError};
 pub use sim::{SimBehavior, Simulated};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerState, Credentials, ExecOutput, ExecSpec, ExitStatus, Healthcheck,
-    ImageSource, LogOptions, Mount, Resources, RuntimeEvent, Seccomp,
+    ImageSource, LogOptions, Mount, Propagation, Resources, RuntimeEvent, Seccomp, Ulimit,
 };
+pub use volume::{LocalVolume, LocalVolumes, VolumeError};
 
 use std::time::Duration;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::seccomp;
-use crate::spec::{ContainerSpec, Healthcheck, Mount, Seccomp};
+use crate::spec::{ContainerSpec, Healthcheck, Mount, Propagation, Seccomp, Ulimit};
 
 /// Docker's default capability set.
 pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
@@ -28,6 +28,75 @@ pub(crate) const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_KILL",
     "CAP_AUDIT_WRITE",
 ];
+
+/// Every capability Linux defines, indexed by number (`linux/capability.h`): what `ALL` means,
+/// up to the kernel's last one.
+pub(crate) const CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// Docker's `--ulimit` names and the rlimits they set.
+const RLIMITS: &[(&str, &str)] = &[
+    ("as", "RLIMIT_AS"),
+    ("core", "RLIMIT_CORE"),
+    ("cpu", "RLIMIT_CPU"),
+    ("data", "RLIMIT_DATA"),
+    ("fsize", "RLIMIT_FSIZE"),
+    ("locks", "RLIMIT_LOCKS"),
+    ("memlock", "RLIMIT_MEMLOCK"),
+    ("msgqueue", "RLIMIT_MSGQUEUE"),
+    ("nice", "RLIMIT_NICE"),
+    ("nofile", "RLIMIT_NOFILE"),
+    ("nproc", "RLIMIT_NPROC"),
+    ("rss", "RLIMIT_RSS"),
+    ("rtprio", "RLIMIT_RTPRIO"),
+    ("rttime", "RLIMIT_RTTIME"),
+    ("sigpending", "RLIMIT_SIGPENDING"),
+    ("stack", "RLIMIT_STACK"),
+];
+
+/// Where the init binary appears in the container, and what PID 1 runs (Docker's `--init`).
+pub(crate) const INIT_PATH: &str = "/sbin/docker-init";
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CPU_PERIOD_US: u64 = 100_000;
@@ -131,9 +200,13 @@ pub(crate) struct SpecContext<'a> {
     pub(crate) hosts: &'a Path,
     pub(crate) resolv_conf: &'a Path,
     pub(crate) hostname_file: &'a Path,
-    /// The image's /etc/passwd and /etc/group, for user names (empty when not needed).
+    /// The image's /etc/passwd and /etc/group, for user and group names (empty when not needed).
     pub(crate) passwd: &'a str,
     pub(crate) group: &'a str,
+    /// The static init bind-mounted at [`INIT_PATH`] for a spec with `init`; `None`: none found.
+    pub(crate) init_binary: Option<&'a Path>,
+    /// The kernel's highest capability number (`/proc/sys/kernel/cap_last_cap`).
+    pub(crate) last_capability: usize,
 }
 
 /// The process's command line: the entrypoint and command, each from the spec or the image
@@ -185,17 +258,159 @@ pub(crate) fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<(u32
     };
     let gid = match group_part {
         None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => group
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.first() == Some(&g))
-                .and_then(|f| f.get(2)?.parse().ok())
-                .ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
-        },
+        Some(g) => group_id(g, group).ok_or_else(|| format!("group {g:?} is not in the image's /etc/group"))?,
     };
     Ok((uid, gid))
+}
+
+/// The GID of `name` (a number, or a name in the image's /etc/group).
+fn group_id(name: &str, group: &str) -> Option<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Some(gid);
+    }
+    group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&name))
+        .and_then(|f| f.get(2)?.parse().ok())
+}
+
+/// The supplementary GIDs of `groups` (numbers taken as they are, names from the image's
+/// /etc/group), in order, each once.
+pub(crate) fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>, String> {
+    let mut gids = Vec::new();
+    for name in groups {
+        let gid = group_id(name, group).ok_or_else(|| {
+            format!("supplementary group {name:?} is not in the image's /etc/group (give its number or a group the image has)")
+        })?;
+        if !gids.contains(&gid) {
+            gids.push(gid);
+        }
+    }
+    Ok(gids)
+}
+
+/// Whether resolving the spec's user and groups needs the image's /etc/passwd and /etc/group.
+pub(crate) fn needs_user_files(spec: &ContainerSpec, image: &ImageConfig) -> bool {
+    let user = spec.user.as_deref().unwrap_or(&image.user);
+    let named_user = !user.is_empty() && user.split(':').any(|part| part.parse::<u32>().is_err());
+    named_user || spec.groups.iter().any(|g| g.parse::<u32>().is_err())
+}
+
+/// A capability named in `capability_add` or `capability_drop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Capability {
+    All,
+    Number(usize),
+}
+
+/// Docker's normalisation: any case, with or without `CAP_`; `ALL` stands for every one.
+fn capability(name: &str, list: &str) -> Result<Capability, String> {
+    let upper = name.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(Capability::All);
+    }
+    let full = if upper.starts_with("CAP_") { upper } else { format!("CAP_{upper}") };
+    CAPABILITIES.iter().position(|c| *c == full).map(Capability::Number).ok_or_else(|| {
+        format!("unknown capability {name:?} in {list}: use a name such as NET_ADMIN or CAP_NET_ADMIN, or ALL")
+    })
+}
+
+/// The process's capability set, ordered by number: Docker's defaults, less `drop`, plus `add`;
+/// `ALL` in `add` gives every capability up to the kernel's `last` less `drop`; `ALL` in `drop`
+/// leaves only `add` (Docker's rules).
+pub(crate) fn capabilities(add: &[String], drop: &[String], last: usize) -> Result<Vec<&'static str>, String> {
+    let add = add.iter().map(|n| capability(n, "capability_add")).collect::<Result<Vec<_>, _>>()?;
+    let drop = drop.iter().map(|n| capability(n, "capability_drop")).collect::<Result<Vec<_>, _>>()?;
+    let last = last.min(CAPABILITIES.len() - 1);
+    for cap in &add {
+        if let Capability::Number(n) = *cap
+            && n > last
+        {
+            return Err(format!(
+                "capability {} is not known to this kernel (its last is {}): remove it from capability_add",
+                CAPABILITIES[n], CAPABILITIES[last]
+            ));
+        }
+    }
+    let dropped = |n: usize| drop.contains(&Capability::Number(n));
+    let mut set = std::collections::BTreeSet::new();
+    if add.contains(&Capability::All) {
+        set.extend((0..=last).filter(|n| !dropped(*n)));
+    } else {
+        if !drop.contains(&Capability::All) {
+            let defaults = DEFAULT_CAPABILITIES.iter().filter_map(|d| CAPABILITIES.iter().position(|c| c == d));
+            set.extend(defaults.filter(|n| !dropped(*n)));
+        }
+        set.extend(add.iter().filter_map(|c| match c {
+            Capability::Number(n) => Some(*n),
+            Capability::All => None,
+        }));
+    }
+    Ok(set.into_iter().map(|n| CAPABILITIES[n]).collect())
+}
+
+/// Refuses a sysctl that is not namespaced: the container could change the host through it.
+/// `net.*` is namespaced only in a network namespace of the container's own, which every
+/// container here has (a new one, or the caller's, which is never the host's).
+pub(crate) fn check_sysctls(sysctls: &BTreeMap<String, String>) -> Result<(), String> {
+    for key in sysctls.keys() {
+        let well_formed = key.split('.').all(|part| !part.is_empty() && !part.contains('/'));
+        let namespaced = key.starts_with("net.")
+            || key.starts_with("fs.mqueue.")
+            || key.starts_with("kernel.msg")
+            || key.starts_with("kernel.shm")
+            || key == "kernel.sem";
+        if !well_formed || !namespaced {
+            return Err(format!(
+                "sysctl {key:?} is not allowed: only namespaced ones are (net.*, kernel.msg*, kernel.sem, \
+                 kernel.shm*, fs.mqueue.*)"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The OCI `process.rlimits` of `ulimits`, each name once, soft at most hard.
+pub(crate) fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<Value>, String> {
+    let mut seen: Vec<&str> = Vec::new();
+    ulimits
+        .iter()
+        .map(|u| {
+            let name = u.name.as_str();
+            let (_, rlimit) = RLIMITS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
+                let names: Vec<&str> = RLIMITS.iter().map(|(n, _)| *n).collect();
+                format!("unknown ulimit {name:?}: use one of {}", names.join(", "))
+            })?;
+            if seen.contains(&name) {
+                return Err(format!("ulimit {name} is given twice: give it once"));
+            }
+            seen.push(name);
+            if u.soft > u.hard {
+                return Err(format!("ulimit {name}: the soft limit {} is above the hard limit {}", u.soft, u.hard));
+            }
+            Ok(json!({"type": rlimit, "soft": u.soft, "hard": u.hard}))
+        })
+        .collect()
+}
+
+/// The propagation of the container's root mount: shared when a bind mount is shared, else
+/// slave when one is a slave, so that the mount's propagation can take effect (as Docker does).
+fn rootfs_propagation(mounts: &[Mount]) -> Option<&'static str> {
+    let propagations: Vec<Propagation> = mounts
+        .iter()
+        .filter_map(|m| match m {
+            Mount::Bind { propagation, .. } => Some(*propagation),
+            _ => None,
+        })
+        .collect();
+    if propagations.iter().any(|p| matches!(p, Propagation::Shared | Propagation::Rshared)) {
+        Some("shared")
+    } else if propagations.iter().any(|p| matches!(p, Propagation::Slave | Propagation::Rslave)) {
+        Some("rslave")
+    } else {
+        None
+    }
 }
 
 fn passwd_entries(passwd: &str) -> impl Iterator<Item = (&str, &str, u32, u32)> {
@@ -253,15 +468,49 @@ pub(crate) fn stop_signal(spec: &ContainerSpec, image: &ImageConfig) -> Result<u
     signal_number(name).ok_or_else(|| format!("unknown stop signal {name:?} (use a name such as SIGTERM or a number)"))
 }
 
+/// What [`check_options`] made of Docker's options.
+pub(crate) struct Checked<'a> {
+    pub(crate) caps: Vec<&'static str>,
+    pub(crate) rlimits: Vec<Value>,
+    pub(crate) init: Option<&'a Path>,
+}
+
+/// Checks the options that need nothing from the image (capabilities, sysctls, ulimits, init),
+/// so that a container can be refused before anything is prepared for it.
+pub(crate) fn check_options<'a>(
+    spec: &ContainerSpec,
+    init_binary: Option<&'a Path>,
+    last_capability: usize,
+) -> Result<Checked<'a>, String> {
+    let caps = capabilities(&spec.capability_add, &spec.capability_drop, last_capability)?;
+    check_sysctls(&spec.sysctls)?;
+    let rlimits = rlimits(&spec.ulimits)?;
+    let init = match (spec.init, init_binary) {
+        (false, _) => None,
+        (true, Some(binary)) => Some(binary),
+        (true, None) => {
+            return Err("init is requested but no init binary is configured: install Debian's tini package \
+                        (it provides /usr/bin/tini-static) or set ContainerdConfig::init_binary"
+                .to_owned());
+        }
+    };
+    Ok(Checked { caps, rlimits, init })
+}
+
 /// Builds the runtime spec.
 pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &SpecContext<'_>) -> Result<Value, String> {
-    let args = command_line(spec, image);
+    let mut args = command_line(spec, image);
     if args.is_empty() {
         return Err("no command: the image has no entrypoint or command and the spec gives none".to_owned());
+    }
+    let Checked { caps, rlimits, init } = check_options(spec, ctx.init_binary, ctx.last_capability)?;
+    if init.is_some() {
+        args.splice(0..0, [INIT_PATH.to_owned(), "--".to_owned()]);
     }
     let hostname = spec.hostname.clone().unwrap_or_else(|| spec.id.chars().take(12).collect());
     let user = spec.user.as_deref().unwrap_or(&image.user);
     let (uid, gid) = resolve_user(user, ctx.passwd, ctx.group)?;
+    let additional_gids = resolve_groups(&spec.groups, ctx.group)?;
     let cwd = spec
         .workdir
         .clone()
@@ -270,7 +519,6 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
     if !cwd.starts_with('/') {
         return Err(format!("working directory {cwd:?} must be an absolute path"));
     }
-    let caps = DEFAULT_CAPABILITIES;
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
@@ -285,9 +533,18 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
     {
         mounts.push(json!({"destination": target, "type": "bind", "source": source, "options": ["rbind", "rprivate"]}));
     }
+    if let Some(binary) = init {
+        mounts.push(json!({"destination": INIT_PATH, "type": "bind", "source": binary,
+                           "options": ["rbind", "rprivate", "ro"]}));
+    }
     for mount in &spec.mounts {
         mounts.push(match mount {
-            Mount::Bind { source, target, read_only } | Mount::Volume { source, target, read_only } => {
+            Mount::Bind { source, target, read_only, propagation } => {
+                check_target(target)?;
+                json!({"destination": target, "type": "bind", "source": source,
+                       "options": ["rbind", propagation.as_str(), if *read_only { "ro" } else { "rw" }]})
+            }
+            Mount::Volume { source, target, read_only, copy_image_content: _ } => {
                 check_target(target)?;
                 json!({"destination": target, "type": "bind", "source": source,
                        "options": ["rbind", "rprivate", if *read_only { "ro" } else { "rw" }]})
@@ -339,25 +596,39 @@ pub(crate) fn runtime_spec(spec: &ContainerSpec, image: &ImageConfig, ctx: &Spec
                         "/sys/firmware", "/sys/devices/virtual/powercap"],
         "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"],
     });
+    if !spec.sysctls.is_empty() {
+        linux["sysctl"] = json!(spec.sysctls);
+    }
+    if let Some(propagation) = rootfs_propagation(&spec.mounts) {
+        linux["rootfsPropagation"] = json!(propagation);
+    }
     // The profile follows the capabilities the process gets, so that adding one (CAP_SYS_ADMIN,
-    // CAP_SYS_PTRACE, …) brings the syscalls it governs.
+    // CAP_SYS_PTRACE, …) brings the syscalls it governs and dropping one takes them away.
     match spec.seccomp {
         Seccomp::Default => {
-            linux["seccomp"] = seccomp::default_profile(caps);
+            linux["seccomp"] = seccomp::default_profile(&caps);
         }
         Seccomp::Unconfined => {}
     }
+    let mut user = json!({"uid": uid, "gid": gid});
+    if !additional_gids.is_empty() {
+        user["additionalGids"] = json!(additional_gids);
+    }
+    let mut process = json!({
+        "terminal": false,
+        "user": user,
+        "args": args,
+        "env": environment(spec, image, &hostname),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "noNewPrivileges": false,
+    });
+    if !rlimits.is_empty() {
+        process["rlimits"] = Value::Array(rlimits);
+    }
     Ok(json!({
         "ociVersion": "1.0.2",
-        "process": {
-            "terminal": false,
-            "user": {"uid": uid, "gid": gid},
-            "args": args,
-            "env": environment(spec, image, &hostname),
-            "cwd": cwd,
-            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": false,
-        },
+        "process": process,
         "root": {"path": "rootfs", "readonly": spec.read_only_rootfs},
         "hostname": hostname,
         "mounts": mounts,
@@ -404,7 +675,9 @@ mod tests {
             resolv_conf: Path::new("/state/c1/resolv.conf"),
             hostname_file: Path::new("/state/c1/hostname"),
             passwd: "root:x:0:0::/root:/bin/sh\nweb:x:33:44::/:/bin/false\n",
-            group: "root:x:0:\nstaff:x:50:\n",
+            group: "root:x:0:\nstaff:x:50:\naudio:x:29:web\n",
+            init_binary: Some(Path::new("/usr/bin/tini-static")),
+            last_capability: 40,
         }
     }
 
@@ -486,7 +759,12 @@ mod tests {
                 pids: Some(100),
             },
             mounts: vec![
-                Mount::Bind { source: "/srv/data".into(), target: "/data".into(), read_only: true },
+                Mount::Bind {
+                    source: "/srv/data".into(),
+                    target: "/data".into(),
+                    read_only: true,
+                    propagation: Propagation::Rprivate,
+                },
                 Mount::Tmpfs { target: "/scratch".into(), size_bytes: 1 << 20, mode: 0o1777 },
             ],
             ..spec()
@@ -538,6 +816,272 @@ mod tests {
         let v = runtime_spec(&unconfined, &image(), &ctx()).expect("spec");
         assert_eq!(v["linux"].get("seccomp"), None, "unconfined: no seccomp object");
         assert!(v["linux"].get("namespaces").is_some());
+    }
+
+    fn strings(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn capabilities_follow_dockers_rules() {
+        let defaults: Vec<&str> = {
+            let mut d = DEFAULT_CAPABILITIES.to_vec();
+            d.sort_by_key(|c| CAPABILITIES.iter().position(|k| k == c));
+            d
+        };
+        let without = |gone: &[&str]| defaults.iter().filter(|c| !gone.contains(c)).copied().collect::<Vec<_>>();
+        let with = |extra: &[&'static str]| {
+            let mut set: Vec<&str> = defaults.iter().chain(extra).copied().collect();
+            set.sort_by_key(|c| CAPABILITIES.iter().position(|k| k == c));
+            set
+        };
+        /// (add, drop, kernel's last capability, expected set)
+        type Case<'a> = (&'a [&'a str], &'a [&'a str], usize, Vec<&'a str>);
+        let cases: Vec<Case<'_>> = vec![
+            (&[], &[], 40, defaults.clone()),
+            (&["NET_ADMIN"], &[], 40, with(&["CAP_NET_ADMIN"])),
+            (&["cap_net_admin", "Sys_Ptrace"], &[], 40, with(&["CAP_NET_ADMIN", "CAP_SYS_PTRACE"])),
+            (&["CAP_CHOWN"], &[], 40, defaults.clone()),
+            (&[], &["CHOWN", "cap_net_raw"], 40, without(&["CAP_CHOWN", "CAP_NET_RAW"])),
+            (&[], &["ALL"], 40, vec![]),
+            (&["NET_BIND_SERVICE", "kill"], &["all"], 40, vec!["CAP_KILL", "CAP_NET_BIND_SERVICE"]),
+            (&["ALL"], &[], 40, CAPABILITIES.to_vec()),
+            (&["ALL"], &[], 37, CAPABILITIES[..=37].to_vec()),
+            (&["ALL"], &["SYS_ADMIN", "ALL"], 40, {
+                let mut all = CAPABILITIES.to_vec();
+                all.retain(|c| *c != "CAP_SYS_ADMIN");
+                all
+            }),
+            // Dropped and added: Docker drops first, then adds.
+            (&["CHOWN"], &["CHOWN"], 40, defaults.clone()),
+        ];
+        for (add, drop, last, expected) in cases {
+            let got = capabilities(&strings(add), &strings(drop), last);
+            assert_eq!(got, Ok(expected), "add {add:?}, drop {drop:?}, last {last}");
+        }
+        assert_eq!(
+            capabilities(&strings(&["NET_FLY"]), &[], 40),
+            Err("unknown capability \"NET_FLY\" in capability_add: use a name such as NET_ADMIN or \
+                 CAP_NET_ADMIN, or ALL"
+                .to_owned())
+        );
+        assert_eq!(
+            capabilities(&[], &strings(&["CAP_"]), 40),
+            Err("unknown capability \"CAP_\" in capability_drop: use a name such as NET_ADMIN or CAP_NET_ADMIN, \
+                 or ALL"
+                .to_owned())
+        );
+        assert_eq!(
+            capabilities(&strings(&["BPF"]), &[], 38),
+            Err("capability CAP_BPF is not known to this kernel (its last is CAP_PERFMON): remove it from \
+                 capability_add"
+                .to_owned())
+        );
+    }
+
+    #[test]
+    fn the_process_and_its_seccomp_profile_get_the_resulting_capabilities() {
+        let s =
+            ContainerSpec { capability_add: strings(&["SYS_ADMIN"]), capability_drop: strings(&["CHOWN"]), ..spec() };
+        let v = runtime_spec(&s, &image(), &ctx()).expect("spec");
+        let caps: Vec<&str> = v["process"]["capabilities"]["effective"]
+            .as_array()
+            .expect("caps")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(caps.contains(&"CAP_SYS_ADMIN") && !caps.contains(&"CAP_CHOWN"), "{caps:?}");
+        assert_eq!(v["process"]["capabilities"]["bounding"], v["process"]["capabilities"]["effective"]);
+        assert_eq!(v["linux"]["seccomp"], seccomp::default_profile(&caps));
+        let allowed = v["linux"]["seccomp"]["syscalls"][0]["names"].as_array().expect("allowlist");
+        assert!(allowed.iter().any(|n| n == "mount"), "CAP_SYS_ADMIN brings mount");
+
+        let none = ContainerSpec { capability_drop: strings(&["ALL"]), ..spec() };
+        let v = runtime_spec(&none, &image(), &ctx()).expect("spec");
+        assert_eq!(v["process"]["capabilities"]["effective"], json!([]));
+        let allowed = v["linux"]["seccomp"]["syscalls"][0]["names"].as_array().expect("allowlist");
+        assert!(!allowed.iter().any(|n| n == "chroot"), "without CAP_SYS_CHROOT, no chroot");
+    }
+
+    #[test]
+    fn only_namespaced_sysctls_are_set() {
+        let allowed = [
+            "net.ipv4.ip_unprivileged_port_start",
+            "net.core.somaxconn",
+            "kernel.msgmax",
+            "kernel.sem",
+            "kernel.shmmax",
+            "kernel.shm_rmid_forced",
+            "fs.mqueue.msg_max",
+        ];
+        let sysctls: BTreeMap<String, String> = allowed.iter().map(|k| ((*k).to_owned(), "1".to_owned())).collect();
+        let v = runtime_spec(&ContainerSpec { sysctls: sysctls.clone(), ..spec() }, &image(), &ctx()).expect("spec");
+        assert_eq!(v["linux"]["sysctl"], json!(sysctls));
+        assert_eq!(runtime_spec(&spec(), &image(), &ctx()).expect("spec")["linux"].get("sysctl"), None);
+        for refused in [
+            "kernel.hostname",
+            "kernel.domainname",
+            "vm.swappiness",
+            "fs.file-max",
+            "kernel.semx",
+            "net",
+            "net..ipv4",
+            "net.ipv4/../../x",
+            "kernel.printk",
+        ] {
+            let s = ContainerSpec { sysctls: BTreeMap::from([(refused.to_owned(), "1".to_owned())]), ..spec() };
+            assert_eq!(
+                runtime_spec(&s, &image(), &ctx()).err(),
+                Some(format!(
+                    "sysctl {refused:?} is not allowed: only namespaced ones are (net.*, kernel.msg*, kernel.sem, \
+                     kernel.shm*, fs.mqueue.*)"
+                )),
+            );
+        }
+    }
+
+    #[test]
+    fn ulimits_become_rlimits() {
+        let ulimit = |name: &str, soft: u64, hard: u64| Ulimit { name: name.to_owned(), soft, hard };
+        let s = ContainerSpec {
+            ulimits: vec![ulimit("nofile", 1500, 3000), ulimit("core", 0, 0), ulimit("memlock", u64::MAX, u64::MAX)],
+            ..spec()
+        };
+        let v = runtime_spec(&s, &image(), &ctx()).expect("spec");
+        assert_eq!(
+            v["process"]["rlimits"],
+            json!([
+                {"type": "RLIMIT_NOFILE", "soft": 1500, "hard": 3000},
+                {"type": "RLIMIT_CORE", "soft": 0, "hard": 0},
+                {"type": "RLIMIT_MEMLOCK", "soft": u64::MAX, "hard": u64::MAX},
+            ])
+        );
+        assert_eq!(runtime_spec(&spec(), &image(), &ctx()).expect("spec")["process"].get("rlimits"), None);
+        for name in [
+            "as",
+            "cpu",
+            "data",
+            "fsize",
+            "locks",
+            "msgqueue",
+            "nice",
+            "nproc",
+            "rss",
+            "rtprio",
+            "rttime",
+            "sigpending",
+            "stack",
+        ] {
+            assert!(rlimits(&[ulimit(name, 1, 2)]).is_ok(), "{name}");
+        }
+        // (ulimits, error)
+        let cases = [
+            (vec![ulimit("nofile", 10, 5)], "ulimit nofile: the soft limit 10 is above the hard limit 5"),
+            (vec![ulimit("nofile", 1, 1), ulimit("nofile", 2, 2)], "ulimit nofile is given twice: give it once"),
+            (
+                vec![ulimit("NOFILE", 1, 1)],
+                "unknown ulimit \"NOFILE\": use one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, \
+                 nofile, nproc, rss, rtprio, rttime, sigpending, stack",
+            ),
+        ];
+        for (ulimits, expected) in cases {
+            let s = ContainerSpec { ulimits, ..spec() };
+            assert_eq!(runtime_spec(&s, &image(), &ctx()).err().as_deref(), Some(expected));
+        }
+    }
+
+    #[test]
+    fn init_runs_the_command_under_docker_init() {
+        let s = ContainerSpec { init: true, ..spec() };
+        let v = runtime_spec(&s, &image(), &ctx()).expect("spec");
+        assert_eq!(v["process"]["args"], json!(["/sbin/docker-init", "--", "/entry", "serve", "--port=80"]));
+        let mounts = v["mounts"].as_array().expect("mounts");
+        let init = mounts.iter().find(|m| m["destination"] == "/sbin/docker-init").expect("init mounted");
+        assert_eq!(
+            *init,
+            json!({"destination": "/sbin/docker-init", "type": "bind", "source": "/usr/bin/tini-static",
+                   "options": ["rbind", "rprivate", "ro"]})
+        );
+        let plain = runtime_spec(&spec(), &image(), &ctx()).expect("spec");
+        assert_eq!(plain["process"]["args"], json!(["/entry", "serve", "--port=80"]));
+        assert!(!plain["mounts"].as_array().expect("mounts").iter().any(|m| m["destination"] == "/sbin/docker-init"));
+
+        let no_binary = SpecContext { init_binary: None, ..ctx() };
+        assert_eq!(
+            runtime_spec(&s, &image(), &no_binary).err().as_deref(),
+            Some(
+                "init is requested but no init binary is configured: install Debian's tini package (it provides \
+                 /usr/bin/tini-static) or set ContainerdConfig::init_binary"
+            )
+        );
+        assert!(runtime_spec(&spec(), &image(), &no_binary).is_ok(), "no init asked, none needed");
+    }
+
+    #[test]
+    fn supplementary_groups_resolve_from_the_image() {
+        let c = ctx();
+        /// (groups, expected GIDs)
+        type Case<'a> = (&'a [&'a str], Result<Vec<u32>, &'a str>);
+        let cases: &[Case<'_>] = &[
+            (&[], Ok(vec![])),
+            (&["staff"], Ok(vec![50])),
+            (&["audio", "1234", "staff", "50"], Ok(vec![29, 1234, 50])),
+            (
+                &["staff", "wheel"],
+                Err("supplementary group \"wheel\" is not in the image's /etc/group (give its number or a group the \
+                     image has)"),
+            ),
+        ];
+        for (groups, expected) in cases {
+            let got = resolve_groups(&strings(groups), c.group);
+            assert_eq!(got, expected.clone().map_err(str::to_owned), "{groups:?}");
+        }
+        let s = ContainerSpec { user: Some("web".into()), groups: strings(&["audio", "7"]), ..spec() };
+        let v = runtime_spec(&s, &image(), &c).expect("spec");
+        assert_eq!(v["process"]["user"], json!({"uid": 33, "gid": 44, "additionalGids": [29, 7]}));
+        // Names need the image's files; numbers do not.
+        assert!(needs_user_files(&s, &image()));
+        assert!(!needs_user_files(&ContainerSpec { groups: strings(&["7", "8"]), ..spec() }, &image()));
+        assert!(needs_user_files(&ContainerSpec { groups: strings(&["7", "audio"]), ..spec() }, &image()));
+        assert!(!needs_user_files(&ContainerSpec { user: Some("1:2".into()), ..spec() }, &image()));
+    }
+
+    #[test]
+    fn bind_propagation_reaches_the_mount_and_the_root() {
+        let bind = |target: &str, propagation| Mount::Bind {
+            source: "/srv/x".into(),
+            target: target.to_owned(),
+            read_only: false,
+            propagation,
+        };
+        let volume = Mount::Volume {
+            source: "/var/lib/shoal/volumes/db/_data".into(),
+            target: "/db".into(),
+            read_only: false,
+            copy_image_content: true,
+        };
+        // (propagation of the bind mount, its options, rootfsPropagation)
+        let cases = [
+            (Propagation::Rprivate, "rprivate", None),
+            (Propagation::Private, "private", None),
+            (Propagation::Rshared, "rshared", Some("shared")),
+            (Propagation::Shared, "shared", Some("shared")),
+            (Propagation::Rslave, "rslave", Some("rslave")),
+            (Propagation::Slave, "slave", Some("rslave")),
+        ];
+        for (propagation, option, root) in cases {
+            let s = ContainerSpec { mounts: vec![bind("/x", propagation), volume.clone()], ..spec() };
+            let v = runtime_spec(&s, &image(), &ctx()).expect("spec");
+            let mounts = v["mounts"].as_array().expect("mounts");
+            let find = |dest: &str| mounts.iter().find(|m| m["destination"] == dest).map(|m| m["options"].clone());
+            assert_eq!(find("/x"), Some(json!(["rbind", option, "rw"])), "{propagation:?}");
+            assert_eq!(find("/db"), Some(json!(["rbind", "rprivate", "rw"])), "a volume stays private");
+            assert_eq!(v["linux"].get("rootfsPropagation").and_then(Value::as_str), root, "{propagation:?}");
+        }
+        let both =
+            ContainerSpec { mounts: vec![bind("/a", Propagation::Rslave), bind("/b", Propagation::Shared)], ..spec() };
+        let v = runtime_spec(&both, &image(), &ctx()).expect("spec");
+        assert_eq!(v["linux"]["rootfsPropagation"], "shared", "shared wins over slave");
     }
 
     #[test]

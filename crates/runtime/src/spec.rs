@@ -56,8 +56,11 @@ pub enum Mount {
         target: String,
         /// Mounted read-only.
         read_only: bool,
+        /// Whether mounts made later under the source or the target reach the other side.
+        propagation: Propagation,
     },
-    /// A named volume: a directory the caller manages, bind-mounted.
+    /// A named volume: a directory the caller manages (see [`LocalVolumes`](crate::LocalVolumes)),
+    /// bind-mounted.
     Volume {
         /// The volume's directory on the host.
         source: PathBuf,
@@ -65,6 +68,10 @@ pub enum Mount {
         target: String,
         /// Mounted read-only.
         read_only: bool,
+        /// When the directory is empty at creation and the image has a directory at `target`,
+        /// copy the image's content (files, directories, links, owners, modes) into it first, as
+        /// Docker does for a named volume unless `volume-nocopy` is set.
+        copy_image_content: bool,
     },
     /// A tmpfs.
     Tmpfs {
@@ -75,6 +82,53 @@ pub enum Mount {
         /// Mode of the mount's root, e.g. `0o1777`.
         mode: u32,
     },
+}
+
+/// Mount propagation of a bind mount (`bind-propagation` in Docker).
+///
+/// Shared and slave propagation need the source to be on a shared mount of the host (a slave
+/// one will do for slave propagation): `mount --make-shared MOUNTPOINT`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Propagation {
+    /// Private, with every mount below it private too: nothing propagates (Docker's default).
+    #[default]
+    Rprivate,
+    /// Private; mounts below it keep their own propagation.
+    Private,
+    /// Shared both ways, recursively.
+    Rshared,
+    /// Shared both ways.
+    Shared,
+    /// Host mounts reach the container, not the other way round, recursively.
+    Rslave,
+    /// Host mounts reach the container, not the other way round.
+    Slave,
+}
+
+impl Propagation {
+    /// The mount option naming it (`rprivate`, `shared`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Rprivate => "rprivate",
+            Self::Private => "private",
+            Self::Rshared => "rshared",
+            Self::Shared => "shared",
+            Self::Rslave => "rslave",
+            Self::Slave => "slave",
+        }
+    }
+}
+
+/// A resource limit of the container's processes (`--ulimit` in Docker).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Docker's name: `nofile`, `nproc`, `core`, `memlock`, `stack`, `cpu`, `fsize`, `data`,
+    /// `as`, `locks`, `sigpending`, `msgqueue`, `nice`, `rtprio`, `rttime` or `rss`.
+    pub name: String,
+    /// The soft limit; at most `hard`.
+    pub soft: u64,
+    /// The hard limit; `u64::MAX` is unlimited.
+    pub hard: u64,
 }
 
 /// Resource limits, applied through cgroups.
@@ -128,6 +182,21 @@ pub struct ContainerSpec {
     /// The seccomp filter on the container's processes: Docker's default profile unless
     /// [`Seccomp::Unconfined`].
     pub seccomp: Seccomp,
+    /// Capabilities added to Docker's default set: `NET_ADMIN` or `CAP_NET_ADMIN` (any case), or
+    /// `ALL` for every capability the kernel knows (less those dropped).
+    pub capability_add: Vec<String>,
+    /// Capabilities removed from Docker's default set; `ALL` leaves only those added.
+    pub capability_drop: Vec<String>,
+    /// Namespaced kernel parameters (`net.*`, `kernel.msg*`, `kernel.sem`, `kernel.shm*`,
+    /// `fs.mqueue.*`), set in the container's namespaces.
+    pub sysctls: BTreeMap<String, String>,
+    /// Resource limits of the processes (`RLIMIT_*`).
+    pub ulimits: Vec<Ulimit>,
+    /// Run a minimal init as PID 1 that forwards signals to the command and reaps zombies, as
+    /// Docker's `--init` ([`ContainerdConfig::init_binary`](crate::ContainerdConfig::init_binary)).
+    pub init: bool,
+    /// Supplementary groups of the process: names from the image's `/etc/group` or numbers.
+    pub groups: Vec<String>,
 }
 
 /// Which seccomp filter a container's processes run under.

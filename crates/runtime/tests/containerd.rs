@@ -1,7 +1,9 @@
 //! The containerd runtime against a private containerd: the conformance suite, then what only a
 //! real runtime can show (env, args, user, mounts, read-only root, memory limit and OOM kill,
 //! network namespace, seccomp, archive loading, pulls from the test registry, crafted images
-//! whose `/etc/passwd` attacks the host that reads it, the health image's check).
+//! whose `/etc/passwd` attacks the host that reads it, the health image's check), and what
+//! `docker service create` adds (capabilities, sysctls, ulimits, init, groups, bind propagation,
+//! volumes filled from the image).
 //!
 //! Each test builds a one-node harness cluster with the test registry on its underlay and runs
 //! its async body on a thread inside node1's network namespace, so registry pulls (done by this
@@ -18,9 +20,10 @@ use std::time::Duration;
 
 use conformance::{Fixture, Program};
 use futures::StreamExt as _;
+use nix::mount::{MntFlags, MsFlags};
 use shoal_runtime::{
-    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ExecSpec, Healthcheck, ImageSource, LogOptions,
-    Mount, Resources, Seccomp,
+    ContainerRuntime, ContainerSpec, Containerd, ContainerdConfig, ExecSpec, Healthcheck, ImageSource, LocalVolumes,
+    LogOptions, Mount, Propagation, Resources, Seccomp, Ulimit,
 };
 use shoal_testkit::images::{self, BuiltImage};
 use shoal_testkit::{Cluster, Registry, privileged};
@@ -292,7 +295,12 @@ fn real_containers() {
                       grep -c nameserver /etc/resolv.conf; grep -q db.internal /etc/hosts && echo hosts-ok";
         let (code, out) = run_script(&rt, &tools, "mounts", script, |s| {
             s.mounts = vec![
-                Mount::Bind { source: data.clone(), target: "/data".into(), read_only: true },
+                Mount::Bind {
+                    source: data.clone(),
+                    target: "/data".into(),
+                    read_only: true,
+                    propagation: Propagation::Rprivate,
+                },
                 Mount::Tmpfs { target: "/scratch".into(), size_bytes: 1 << 20, mode: 0o1777 },
             ];
             s.read_only_rootfs = true;
@@ -433,6 +441,240 @@ fn real_containers() {
         assert!(err.to_string().starts_with("container bad id: invalid spec: id \"bad id\""), "{err}");
     });
     drop(env.containerd);
+}
+
+/// What `docker service create` adds to a container, as the container sees it: capabilities,
+/// sysctls, ulimits, an init as PID 1, supplementary groups, bind propagation, and volumes filled
+/// from the image.
+#[test]
+fn docker_options() {
+    if !privileged::require("containerd docker_options", &[privileged::Need::File("/usr/bin/tini-static")]) {
+        return;
+    }
+    let Some(env) = env("containerd docker_options") else { return };
+    let config = env.config.clone();
+    assert_eq!(config.init_binary.as_deref(), Some(Path::new("/usr/bin/tini-static")), "found by default");
+    let tools_remote = env.remote("shoal-test/tools");
+    let volumes = LocalVolumes::new(env.cluster.dir().join("volumes"));
+    let shared = BindMountGuard::new(&env.cluster.dir().join("shared"), MsFlags::MS_SHARED);
+    let private = BindMountGuard::new(&env.cluster.dir().join("private"), MsFlags::MS_PRIVATE);
+    let (shared_dir, private_dir) = (shared.0.clone(), private.0.clone());
+    env.block_on(move || async move {
+        let rt = Containerd::connect(config.clone()).await.expect("connect");
+        let tools = rt.ensure_image(&ImageSource::registry(&tools_remote)).await.expect("pull tools");
+        let strings = |items: &[&str]| items.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let cap_eff = "sed -n 's/^CapEff:[[:space:]]*//p' /proc/self/status";
+
+        eprintln!("--- capabilities: NET_ADMIN added, CHOWN dropped, only NET_BIND_SERVICE");
+        let (code, out) = run_script(&rt, &tools, "cap-add", cap_eff, |s| {
+            s.capability_add = strings(&["net_admin"]);
+        })
+        .await;
+        // Docker's default set (0xa80425fb) and bit 12, CAP_NET_ADMIN.
+        assert_eq!((code, out.as_str()), (0, "00000000a80435fb"));
+        let script = "touch /tmp/f; chown 65534 /tmp/f 2>&1; echo chown=$?";
+        let (code, out) = run_script(&rt, &tools, "cap-drop", script, |s| {
+            s.capability_drop = strings(&["CAP_CHOWN"]);
+        })
+        .await;
+        assert_eq!(code, 0, "{out}");
+        assert!(out.contains("Operation not permitted") && out.ends_with("chown=1"), "chown fails without CAP_CHOWN: {out}");
+        let (code, out) = run_script(&rt, &tools, "cap-only", cap_eff, |s| {
+            s.capability_drop = strings(&["ALL"]);
+            s.capability_add = strings(&["NET_BIND_SERVICE"]);
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "0000000000000400"));
+        let bad = ContainerSpec {
+            id: "cap-bad".into(),
+            image: tools.clone(),
+            capability_add: strings(&["NET_FLY"]),
+            ..Default::default()
+        };
+        let err = rt.create(&bad).await.expect_err("unknown capability");
+        assert!(err.to_string().starts_with("container cap-bad: invalid spec: unknown capability \"NET_FLY\""), "{err}");
+
+        eprintln!("--- sysctls set in the container's namespaces; a host-wide one refused");
+        let (code, out) = run_script(&rt, &tools, "sysctl", "cat /proc/sys/net/ipv4/ip_unprivileged_port_start", |s| {
+            s.sysctls = [("net.ipv4.ip_unprivileged_port_start".to_owned(), "80".to_owned())].into();
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "80"));
+        let host = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap_or_default();
+        assert_ne!(host.trim(), "80", "the host's value is untouched");
+        let bad = ContainerSpec {
+            id: "sysctl-bad".into(),
+            image: tools.clone(),
+            sysctls: [("vm.swappiness".to_owned(), "0".to_owned())].into(),
+            ..Default::default()
+        };
+        let err = rt.create(&bad).await.expect_err("not namespaced");
+        assert!(err.to_string().contains("sysctl \"vm.swappiness\" is not allowed"), "{err}");
+
+        eprintln!("--- ulimits");
+        let (code, out) = run_script(&rt, &tools, "ulimit", "ulimit -S -n; ulimit -H -n", |s| {
+            s.ulimits = vec![Ulimit { name: "nofile".into(), soft: 1500, hard: 3000 }];
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "1500\n3000"));
+
+        eprintln!("--- supplementary groups: a name from the image's /etc/group and a number");
+        let (code, out) = run_script(&rt, &tools, "groups", "id -G", |s| {
+            s.groups = strings(&["nogroup", "1234"]);
+        })
+        .await;
+        // The kernel keeps supplementary groups sorted.
+        assert_eq!((code, out.as_str()), (0, "0 1234 65534"));
+        let bad = ContainerSpec {
+            id: "groups-bad".into(),
+            image: tools.clone(),
+            groups: strings(&["wheel"]),
+            ..Default::default()
+        };
+        let err = rt.create(&bad).await.expect_err("unknown group");
+        assert!(err.to_string().contains("supplementary group \"wheel\" is not in the image's /etc/group"), "{err}");
+
+        eprintln!("--- init: docker-init is PID 1, the command its child, and the stop signal reaches it");
+        let script = "cat /proc/1/comm; sed -n 's/^PPid:[[:space:]]*//p' /proc/$$/status; \
+                      trap 'echo got-term; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done";
+        let spec = ContainerSpec {
+            id: "init".into(),
+            image: tools.clone(),
+            entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+            args: Some(vec![]),
+            init: true,
+            ..Default::default()
+        };
+        rt.create(&spec).await.expect("create");
+        rt.start("init").await.expect("start");
+        wait_for_line(&rt, "init", "ready").await;
+        let asked = std::time::Instant::now();
+        let status = rt.stop("init", Duration::from_secs(20)).await.expect("stop");
+        assert_eq!(status.code, 0, "the command trapped TERM and exited 0: {status:?}");
+        assert!(asked.elapsed() < Duration::from_secs(10), "stopped by the signal, not the SIGKILL after grace");
+        let lines = log_lines(&rt, "init").await;
+        assert_eq!(lines, ["docker-init", "1", "ready", "got-term"]);
+        rt.remove("init").await.expect("remove");
+
+        eprintln!("--- volumes: an empty one gets the image's content, unless asked not to; a filled one is kept");
+        let none = std::collections::BTreeMap::new();
+        let fresh = volumes.ensure("fresh", &none, &none).expect("volume");
+        let nocopy = volumes.ensure("nocopy", &none, &none).expect("volume");
+        let filled = volumes.ensure("filled", &none, &none).expect("volume");
+        std::fs::write(filled.mountpoint.join("mine"), "kept\n").expect("write");
+        let volume = |v: &shoal_runtime::LocalVolume, copy: bool| Mount::Volume {
+            source: v.mountpoint.clone(),
+            target: "/usr".into(),
+            read_only: false,
+            copy_image_content: copy,
+        };
+        let script = "ls -A /usr/local/bin; readlink /usr/bin/env; cat /usr/mine 2>/dev/null; true";
+        let (code, out) = run_script(&rt, &tools, "vol-fresh", script, |s| s.mounts = vec![volume(&fresh, true)]).await;
+        assert_eq!((code, out.as_str()), (0, "idle\n/bin/busybox"));
+        use std::os::unix::fs::PermissionsExt as _;
+        let idle = std::fs::metadata(fresh.mountpoint.join("local/bin/idle")).expect("copied on the host");
+        assert_eq!(idle.permissions().mode() & 0o7777, 0o755);
+        let (code, out) = run_script(&rt, &tools, "vol-nocopy", "ls -A /usr | wc -l", |s| {
+            s.mounts = vec![volume(&nocopy, false)];
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "0"), "without copy the volume stays empty");
+        let (code, out) = run_script(&rt, &tools, "vol-filled", "ls -A /usr; cat /usr/mine", |s| {
+            s.mounts = vec![volume(&filled, true)];
+        })
+        .await;
+        assert_eq!((code, out.as_str()), (0, "mine\nkept"), "a volume with content is not overwritten");
+        for name in ["fresh", "nocopy", "filled"] {
+            volumes.remove(name).expect("remove volume");
+        }
+
+        eprintln!("--- bind propagation: rshared carries the container's mounts to the host, rprivate does not");
+        let script = "mount -t tmpfs tmpfs /shared/sub && touch /shared/sub/from-container && echo mounted; \
+                      while :; do sleep 1; done";
+        for (id, propagation, reaches_host) in
+            [("prop-rshared", Propagation::Rshared, true), ("prop-rprivate", Propagation::Rprivate, false)]
+        {
+            std::fs::create_dir_all(shared_dir.join("sub")).expect("mkdir");
+            let spec = ContainerSpec {
+                id: id.into(),
+                image: tools.clone(),
+                entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+                args: Some(vec![]),
+                capability_add: strings(&["SYS_ADMIN"]),
+                mounts: vec![Mount::Bind {
+                    source: shared_dir.clone(),
+                    target: "/shared".into(),
+                    read_only: false,
+                    propagation,
+                }],
+                ..Default::default()
+            };
+            rt.create(&spec).await.expect("create");
+            rt.start(id).await.expect("start");
+            wait_for_line(&rt, id, "mounted").await;
+            let seen = shared_dir.join("sub/from-container").exists();
+            rt.stop(id, Duration::from_secs(1)).await.expect("stop");
+            rt.remove(id).await.expect("remove");
+            // What propagated to the host stays mounted there after the container is gone.
+            let _ = nix::mount::umount2(&shared_dir.join("sub"), MntFlags::MNT_DETACH);
+            assert_eq!(seen, reaches_host, "{id}: the container's mount seen on the host");
+        }
+        let spec = ContainerSpec {
+            id: "prop-private-source".into(),
+            image: tools.clone(),
+            mounts: vec![Mount::Bind {
+                source: private_dir.clone(),
+                target: "/private".into(),
+                read_only: false,
+                propagation: Propagation::Rshared,
+            }],
+            ..Default::default()
+        };
+        let err = rt.create(&spec).await.expect_err("a private source cannot be shared");
+        assert!(
+            err.to_string().contains(&format!("which is not a shared mount, so rshared propagation cannot work: make it shared (mount --make-rshared {})", private_dir.display())),
+            "{err}"
+        );
+    });
+    drop((shared, private));
+    drop(env.containerd);
+}
+
+/// Waits (up to 10 s) until container `id` has logged `line`.
+async fn wait_for_line(rt: &Containerd, id: &str, line: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = log_lines(rt, id).await;
+        if lines.iter().any(|l| l == line) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{id} never logged {line:?}: {lines:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn log_lines(rt: &Containerd, id: &str) -> Vec<String> {
+    rt.logs(id, &LogOptions::default()).await.expect("logs").map(|l| l.line).collect().await
+}
+
+/// A directory bind-mounted on itself with the propagation `flag`, unmounted on drop.
+struct BindMountGuard(PathBuf);
+
+impl BindMountGuard {
+    fn new(dir: &Path, flag: MsFlags) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        nix::mount::mount(Some(dir), dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind mount");
+        let guard = Self(dir.to_owned());
+        nix::mount::mount(None::<&str>, dir, None::<&str>, flag, None::<&str>).expect("set propagation");
+        guard
+    }
+}
+
+impl Drop for BindMountGuard {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0.join("sub"), MntFlags::MNT_DETACH);
+        let _ = nix::mount::umount2(&self.0, MntFlags::MNT_DETACH);
+    }
 }
 
 /// A file on the host for the length of a test.
