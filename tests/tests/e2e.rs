@@ -1,7 +1,9 @@
-//! The first end-to-end slice on real containers: a manager and a worker as separate processes in
-//! their own network namespaces, each running tasks on containerd with images pulled from the test
-//! registry, driven by the `shoal` CLI. (The full 3-manager + 2-worker scenario list of issue 8
-//! grows from here.)
+//! End to end on real containers: managers and workers as separate processes in their own
+//! network namespaces, running tasks on containerd with images pulled from the test registry,
+//! driven by the `shoal` CLI. Three managers and three workers: placement, drain, global
+//! services, a worker's link cut, the leader's process killed, an agent restarted, a manager
+//! restarted, demote and promote of the leader, and the leader's link cut with its process
+//! alive; then a manager and a worker: containers, exits, rejected images, a killed agent.
 //!
 //! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
@@ -161,6 +163,42 @@ fn three_managers_two_workers() {
     eprintln!("{nodes_out}");
     let (refused, _, err) = via_other.run(&["node", "promote", &w1.name]).expect("run shoal");
     assert!(!refused && err.contains("runs shoal-agent, which cannot run a manager"), "{err}");
+
+    eprintln!(
+        "--- cut the leader's link, its process alive: a new leader, the nodes follow it, the old one serves nothing"
+    );
+    let out = ok(&via_other, &["node", "ls"]);
+    let leader = [m1, m2, m3]
+        .into_iter()
+        .find(|m| out.lines().any(|l| l.contains(&format!(" {} ", m.name)) && l.contains("Leader")))
+        .expect("a leader among the managers");
+    let other = if leader.name == m2.name { m3 } else { m2 };
+    let via_other = sc.cli(other, m1);
+    let row = format!(" {} ", leader.name);
+    let started = Instant::now();
+    env.cluster.link_down(leader).expect("cut the leader's link");
+    until(&via_other, "a new leader, the old one Unreachable and Down", 60, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains("Leader") && !l.contains(&row))
+            && out.lines().any(|l| l.contains(&row) && l.contains("Unreachable") && l.contains(" Down "))
+    });
+    eprintln!("    new leader {:?} after the cut", started.elapsed());
+    ok(&via_other, &["service", "scale", "--detach", "sleep=6"]);
+    until(&via_other, "6 sleepers, none on the cut-off node", 60, &["service", "ps", "sleep"], |out| {
+        let counts = running_per_node(out);
+        counts.values().sum::<usize>() == 6 && !counts.contains_key(&leader.name)
+    });
+    // From its own side of the cut, the old leader answers nothing: no read without a quorum.
+    let via_old = sc.cli(leader, m1);
+    let (answered, out, err) = via_old.run(&["service", "ls"]).expect("run shoal");
+    assert!(!answered, "the cut-off leader answered service ls:\n{out}");
+    assert!(err.contains("quorum"), "the refusal says why: {err}");
+    env.cluster.link_up(leader).expect("restore the link");
+    until(&via_other, "the old leader back as a Reachable follower", 60, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains(&row) && l.contains(" Ready ") && l.contains("Reachable"))
+            && out.lines().any(|l| l.contains("Leader") && !l.contains(&row))
+    });
+    let (answered, out, err) = via_old.run(&["service", "ls"]).expect("run shoal");
+    assert!(answered && out.contains("sleep"), "the old leader serves again once it follows: {err}");
     drop(m1_again);
     drop(managers);
     drop(workers);
