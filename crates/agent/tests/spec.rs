@@ -179,11 +179,12 @@ fn the_task_spec_reaches_the_container() {
 
             let exec = |script: &str| {
                 let rt = containerd_rt.clone();
-                let spec = ExecSpec {
-                    cmd: ["/bin/sh", "-c", script].map(str::to_owned).to_vec(),
-                    timeout: Duration::from_secs(10),
-                };
+                let script = script.to_owned();
                 async move {
+                    let spec = ExecSpec {
+                        cmd: vec!["/bin/sh".to_owned(), "-c".to_owned(), script.clone()],
+                        timeout: Duration::from_secs(10),
+                    };
                     let out = rt.exec("spec1", &spec).await.expect("exec");
                     assert_eq!(out.code, 0, "{script}: {out:?}");
                     out.stdout

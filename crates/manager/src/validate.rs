@@ -240,7 +240,23 @@ fn validate_mount(mount: &v1::Mount) -> Result<(), SpecError> {
         v1::mount::Type::Bind if !mount.source.starts_with('/') => {
             Err(invalid("bind mount source", &mount.source, "must be an absolute path on the node"))
         }
-        v1::mount::Type::Volume => validate_name("volume", &mount.source),
+        // Docker's local driver's names: a letter or digit, then at least one more of those or
+        // `_`, `.`, `-`.
+        v1::mount::Type::Volume => {
+            let bytes = mount.source.as_bytes();
+            let valid = (2..=255).contains(&bytes.len())
+                && bytes[0].is_ascii_alphanumeric()
+                && bytes.iter().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(b));
+            if valid {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "volume name",
+                    &mount.source,
+                    "use at least two characters, letters, digits, '_', '.' or '-', the first a letter or digit",
+                ))
+            }
+        }
         v1::mount::Type::Tmpfs if !mount.source.is_empty() => {
             Err(invalid("tmpfs mount source", &mount.source, "a tmpfs mount has no source"))
         }
