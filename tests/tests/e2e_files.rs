@@ -100,7 +100,10 @@ fn secrets_configs_volumes_and_mounts() {
     until(&shoal, "2 Ready", 30, &["node", "ls"], |out| out.matches(" Ready ").count() == 2);
 
     // Random bytes, so that a match on disk is this secret and nothing else.
-    let nonce = format!("{:x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    let nonce = format!(
+        "{:x}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+    );
     let first = format!("pw-first-{nonce}");
     let second = format!("pw-second-{nonce}");
 
@@ -149,6 +152,7 @@ fn secrets_configs_volumes_and_mounts() {
             "stop-first",
             "--update-monitor",
             "1s",
+            "--detach",
             "--entrypoint",
             "/bin/sh",
             &image,
@@ -156,11 +160,27 @@ fn secrets_configs_volumes_and_mounts() {
             &script,
         ],
     );
-    assert!(created.contains("verify: Service converged"), "{created}");
+    eprintln!("{created}");
+    until(&shoal, "web running", 60, &["service", "ps", "--no-trunc", "web"], |ps| {
+        ps.lines().skip(1).any(|l| l.contains(" Running ") && !l.contains(r"\_"))
+    });
     let underlay = env.cluster.underlay_netns().to_owned();
     let addr = m1.addr.to_string();
     let show = || get(&underlay, &addr, "/cgi-bin/show");
-    wait_for("web serves", 20, || show().is_ok());
+    let mut last = Err(String::new());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        last = show();
+        if last.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if let Err(err) = &last {
+        let ps = shoal.run(&["service", "ps", "--no-trunc", "web"]).map(|(_, out, err)| out + &err);
+        let logs = shoal.run(&["service", "logs", "web"]).map(|(_, out, err)| out + &err);
+        panic!("web does not serve /cgi-bin/show: {err}\n{ps:?}\n{logs:?}");
+    }
     let page = show().expect("show");
     eprintln!("{page}");
     assert!(page.contains(&format!("secret={first}\n")), "{page}");

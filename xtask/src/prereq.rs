@@ -165,6 +165,13 @@ pub(crate) const PREREQS: &[Prereq] = &[
         needed_by: NETNS,
     },
     Prereq {
+        provides: "nsenter",
+        probe: Probe::Command("nsenter"),
+        source: Source::Apt("util-linux"),
+        why: "runs the harness's node processes in their network namespace with the host's mounts",
+        needed_by: NETNS,
+    },
+    Prereq {
         provides: "bridge",
         probe: Probe::Command("bridge"),
         source: Source::Apt("iproute2"),

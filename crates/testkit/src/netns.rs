@@ -294,9 +294,14 @@ impl Cluster {
         let io_err = |source| HarnessError::Io { action: "create log", path: log.clone(), source };
         let out = File::create(&log).map_err(io_err)?;
         let err = out.try_clone().map_err(io_err)?;
-        let mut command = Self::command_in(netns, program);
+        // In the node's network namespace only, with the host's mount namespace, as a node's
+        // processes run on a machine of their own: mounts an agent makes (its tasks' secret
+        // tmpfs mounts, typed volumes) are seen by containerd and runc. (`ip netns exec` would
+        // give each a private mount namespace.) nsenter execs the program, so the child's PID is
+        // the program's.
+        let mut command = Command::new("nsenter");
+        command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
         command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        // `ip netns exec` execs the program, so the child's PID is the program's.
         let child = command.spawn().map_err(|source| HarnessError::Command {
             action: format!("start {name} in {netns}"),
             source: CommandError::Spawn { command: cmd::render(&command), source },

@@ -55,7 +55,8 @@ pub fn skip(reason: &str) {
 }
 
 /// The standard needs of a test that builds network namespaces.
-pub const NETNS: &[Need] = &[Need::Root, Need::Command("ip"), Need::Command("nft"), Need::File("/bin/busybox")];
+pub const NETNS: &[Need] =
+    &[Need::Root, Need::Command("ip"), Need::Command("nsenter"), Need::Command("nft"), Need::File("/bin/busybox")];
 
 /// The standard needs of a test that runs containers in a private containerd.
 pub const CONTAINERD: &[Need] = &[
