@@ -39,6 +39,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("shoal-api", &[]),
     ("shoal-stack", &[]),
+    // The compose-file loader: a library at the subsystems' level that anyone can embed.
+    ("shoal-compose", &[]),
 ];
 
 /// One broken convention, naming the crate or file.
