@@ -90,11 +90,7 @@ fn task(image: String) -> v1::Task {
         hostname: "{{.Service.Name}}-{{.Task.Slot}}".into(),
         read_only: true,
         mounts: vec![
-            v1::Mount {
-                r#type: v1::mount::Type::Tmpfs as i32,
-                target: "/scratch".into(),
-                ..Default::default()
-            },
+            v1::Mount { r#type: v1::mount::Type::Tmpfs as i32, target: "/scratch".into(), ..Default::default() },
             v1::Mount {
                 r#type: v1::mount::Type::Volume as i32,
                 source: "webroot".into(),

@@ -1,3 +1,5 @@
+//! The node's payloads and the tasks' files: what the assignments bring, what a task lacks, and the tmpfs each task's files live on (privileged).
+
 use super::*;
 use shoal_testkit::privileged::{Need, require};
 

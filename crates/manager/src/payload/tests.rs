@@ -1,3 +1,5 @@
+//! Payload versions: replacing, pruning, what the control API shows, users, targets, names and sizes.
+
 use std::time::SystemTime;
 
 use super::*;
