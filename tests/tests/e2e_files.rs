@@ -15,20 +15,9 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::Path;
 use std::process::Stdio;
 
+use shoal_testkit::Node;
 use shoal_testkit::shoal::Cli;
-use shoal_testkit::{Cluster, Node, images};
-use support::{env, ok, until, wait_for};
-
-/// GET `path` from `addr:8080` out of the underlay namespace: the body of a 200 answer.
-fn get(underlay: &str, addr: &str, path: &str) -> Result<String, String> {
-    let script = format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} 8080");
-    let out = Cluster::command_in(underlay, images::BUSYBOX).args(["sh", "-c", &script]).output();
-    let response = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.lines().next().is_some_and(|l| l.contains(" 200 ")) => Ok(body.trim().to_owned()),
-        _ => Err(format!("{addr}{path}: no answer ({response:?})")),
-    }
-}
+use support::{env, get, ok, until, wait_for};
 
 /// `shoal ARGS…` with `input` on its standard input, which must succeed.
 fn ok_with_input(shoal: &Cli, args: &[&str], input: &[u8]) -> String {

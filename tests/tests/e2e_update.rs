@@ -16,19 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::{Cluster, Node, images};
-use support::{env, ok, until, wait_for};
-
-/// GET `/` from `addr:8080` out of the underlay namespace `underlay` (a client outside the
-/// cluster): the body of a 200 answer, or what came back instead.
-fn get(underlay: &str, addr: &str) -> Result<String, String> {
-    let script = format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} 8080");
-    let out = Cluster::command_in(underlay, images::BUSYBOX).args(["sh", "-c", &script]).output();
-    let response = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).map_err(|e| e.to_string())?;
-    match response.split_once("\r\n\r\n") {
-        Some((head, body)) if head.lines().next().is_some_and(|l| l.contains(" 200 ")) => Ok(body.trim().to_owned()),
-        _ => Err(format!("{addr}: no answer ({response:?})")),
-    }
-}
+use support::{env, get, ok, until, wait_for};
 
 /// Requests through the routing mesh, on every node in turn, until stopped: what each answered.
 struct Load {
@@ -48,7 +36,7 @@ impl Load {
                 if stopped.load(Ordering::Relaxed) {
                     break;
                 }
-                answers.push(get(&underlay, addr));
+                answers.push(get(&underlay, addr, "/"));
             }
             answers
         });
@@ -130,7 +118,7 @@ fn service_lifecycle() {
     assert!(created.contains("verify: Service converged"), "{created}");
     for node in &nodes {
         wait_for(&format!("{}:8080 answers", node.addr), 20, || {
-            get(env.cluster.underlay_netns(), &node.addr.to_string()).is_ok()
+            get(env.cluster.underlay_netns(), &node.addr.to_string(), "/").is_ok()
         });
     }
 
@@ -151,7 +139,7 @@ fn service_lifecycle() {
     assert!(versions.keys().all(|v| *v == "v1" || *v == "v2"), "{versions:?}");
     assert!(answers.len() >= 10, "the load ran: {} requests", answers.len());
     for node in &nodes {
-        let answer = get(env.cluster.underlay_netns(), &node.addr.to_string());
+        let answer = get(env.cluster.underlay_netns(), &node.addr.to_string(), "/");
         assert!(answer.as_deref().is_ok_and(|a| a.starts_with("v2 ")), "{}: {answer:?}", node.name);
     }
     let ps = ok(&shoal, &["service", "ps", "web"]);
@@ -164,7 +152,7 @@ fn service_lifecycle() {
     assert!(rolled.contains("rollback: manually requested rollback"), "{rolled}");
     assert!(rolled.contains("verify: Service converged"), "{rolled}");
     for node in &nodes {
-        let answer = get(env.cluster.underlay_netns(), &node.addr.to_string());
+        let answer = get(env.cluster.underlay_netns(), &node.addr.to_string(), "/");
         assert!(answer.as_deref().is_ok_and(|a| a.starts_with("v1 ")), "{}: {answer:?}", node.name);
     }
 

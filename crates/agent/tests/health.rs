@@ -11,31 +11,18 @@
 // Tests narrate their steps on stderr, which the harness shows when one fails.
 #![allow(clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use shoal_agent::testing::Standalone;
 use shoal_api::v1::{self, TaskState};
-use shoal_runtime::{ContainerRuntime, ContainerState, Containerd, ContainerdConfig, ExecSpec};
-use shoal_testkit::images;
-use shoal_testkit::privileged;
-use shoal_testkit::shoal::runtime_logger;
-use shoal_testkit::{Cluster, Registry};
+use shoal_runtime::{ContainerRuntime, ContainerState, Containerd, ExecSpec};
+use support::{OneNode, prerequisites};
 
 fn narrate(step: &str) {
     eprintln!("--- {step}");
-}
-
-/// The container log writer, when the test can run (root, containerd, the registry, the
-/// logger built).
-fn prerequisites(test: &str) -> Option<PathBuf> {
-    let mut needs = privileged::CONTAINERD.to_vec();
-    needs.extend_from_slice(privileged::REGISTRY);
-    if !privileged::require(test, &needs) {
-        return None;
-    }
-    runtime_logger(test)
 }
 
 /// Waits (at most `within`) until `task_id` reports `state`; returns that report and every state
@@ -75,25 +62,10 @@ async fn until(
 
 #[test]
 fn an_unhealthy_task_is_stopped_and_failed() {
-    let Some(logger) = prerequisites("an_unhealthy_task_is_stopped_and_failed") else { return };
-    let cluster = Cluster::new(1).expect("cluster");
-    let defs: Vec<_> = images::ALL.iter().filter(|d| d.repository == "shoal-test/health").copied().collect();
-    let built = images::build(&defs, Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
-    let containerd =
-        shoal_testkit::Containerd::start(&cluster.dir().join("containerd"), &format!("{}-push", cluster.prefix()))
-            .expect("containerd");
-    let registry = Registry::start(&cluster).expect("registry");
-    registry.push_all(&containerd, &built).expect("push");
-    let image = registry.reference(&built[0]);
-    let mut config = ContainerdConfig::new(
-        containerd.socket(),
-        &format!("{}-agent", cluster.prefix()),
-        cluster.dir().join("runtime"),
-        &logger,
-    );
-    config.insecure_registries = vec![registry.addr().to_string()];
-    let volumes = cluster.dir().join("volumes");
-    let netns = cluster.node(1).expect("node1").netns.clone();
+    let Some(logger) = prerequisites("an_unhealthy_task_is_stopped_and_failed", &[]) else { return };
+    let node = OneNode::start(&logger, "shoal-test/health");
+    let (image, config, netns) = (node.image.clone(), node.config.clone(), node.netns());
+    let volumes = node.cluster.dir().join("volumes");
 
     // In node1's namespace, so that the pull (done by this client) reaches 192.0.2.1:5000.
     shoal_testkit::in_netns(&netns, move || {
@@ -154,5 +126,5 @@ fn an_unhealthy_task_is_stopped_and_failed() {
         });
     })
     .expect("enter node1");
-    drop(containerd);
+    drop(node);
 }

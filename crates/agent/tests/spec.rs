@@ -11,27 +11,17 @@
 
 #![allow(clippy::print_stderr)]
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_agent::NodeDirs;
 use shoal_agent::testing::Standalone;
 use shoal_api::v1::{self, TaskState};
-use shoal_runtime::{ContainerRuntime, Containerd, ContainerdConfig, ExecSpec};
-use shoal_testkit::privileged::{self, Need};
-use shoal_testkit::shoal::runtime_logger;
-use shoal_testkit::{Cluster, Registry, images};
-
-fn prerequisites(test: &str) -> Option<PathBuf> {
-    let mut needs = privileged::CONTAINERD.to_vec();
-    needs.extend_from_slice(privileged::REGISTRY);
-    needs.push(Need::File("/usr/bin/tini-static"));
-    if !privileged::require(test, &needs) {
-        return None;
-    }
-    runtime_logger(test)
-}
+use shoal_runtime::{ContainerRuntime, Containerd, ExecSpec};
+use shoal_testkit::privileged::Need;
+use support::{OneNode, prerequisites};
 
 /// Waits until `task_id` reports `state`; panics on another end.
 async fn until(executor: &mut Standalone, task_id: &str, state: TaskState) -> v1::TaskStatus {
@@ -140,27 +130,13 @@ fn task(image: String) -> v1::Task {
 
 #[test]
 fn the_task_spec_reaches_the_container() {
-    let Some(logger) = prerequisites("the_task_spec_reaches_the_container") else { return };
-    let cluster = Cluster::new(1).expect("cluster");
-    let defs: Vec<_> = images::ALL.iter().filter(|d| d.repository == "shoal-test/web").copied().collect();
-    let built = images::build(&defs, Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
-    let containerd =
-        shoal_testkit::Containerd::start(&cluster.dir().join("containerd"), &format!("{}-push", cluster.prefix()))
-            .expect("containerd");
-    let registry = Registry::start(&cluster).expect("registry");
-    registry.push_all(&containerd, &built).expect("push");
-    let image = registry.reference(&built[0]);
-    let mut config = ContainerdConfig::new(
-        containerd.socket(),
-        &format!("{}-agent", cluster.prefix()),
-        cluster.dir().join("runtime"),
-        &logger,
-    );
-    config.insecure_registries = vec![registry.addr().to_string()];
-    let dirs = NodeDirs::under(&cluster.dir().join("node"));
+    let needs = [Need::File("/usr/bin/tini-static")];
+    let Some(logger) = prerequisites("the_task_spec_reaches_the_container", &needs) else { return };
+    let node = OneNode::start(&logger, "shoal-test/web");
+    let (image, config, netns) = (node.image.clone(), node.config.clone(), node.netns());
+    let dirs = NodeDirs::under(&node.cluster.dir().join("node"));
     let tasks_dir = dirs.task_files.clone().expect("task files dir");
     let volume_dir = dirs.volumes.clone();
-    let netns = cluster.node(1).expect("node1").netns.clone();
 
     shoal_testkit::in_netns(&netns, move || {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio");
@@ -239,5 +215,5 @@ fn the_task_spec_reaches_the_container() {
         });
     })
     .expect("enter node1");
-    drop(containerd);
+    drop(node);
 }

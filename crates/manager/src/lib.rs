@@ -52,4 +52,4 @@ pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
 pub use tls::PeerInfo;
 pub use updater::task_dirty;
-pub use validate::{SpecError, validate_name, validate_service_spec};
+pub use validate::{SpecError, ULIMITS, validate_name, validate_service_spec};

@@ -329,8 +329,8 @@ fn validate_files(container: &v1::ContainerSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
-/// The resource limits docker's `--ulimit` knows.
-const ULIMITS: &[&str] = &[
+/// The resource limits docker's `--ulimit` knows (setrlimit's, without `RLIMIT_`).
+pub const ULIMITS: &[&str] = &[
     "as",
     "core",
     "cpu",

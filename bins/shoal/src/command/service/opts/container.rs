@@ -13,25 +13,8 @@ use shoal_api::v1;
 use super::refs::{check_targets, edit_refs, parse_config, parse_secret};
 use super::{edit_list, edit_map, missing};
 
-/// Resource limits docker's `--ulimit` knows (setrlimit's, without `RLIMIT_`).
-pub(super) const ULIMITS: &[&str] = &[
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
+/// Resource limits docker's `--ulimit` knows: the manager's list, so both refuse the same.
+pub(super) use shoal_manager::ULIMITS;
 
 /// `--cap-add`/`--cap-drop`: a capability as the spec stores it, upper case without `CAP_`
 /// (`net_admin` and `CAP_NET_ADMIN` are `NET_ADMIN`; `ALL` is every one).
