@@ -11,11 +11,10 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shoal_testkit::{Cluster, Node, images, in_netns};
-use support::{env, ok, until, wait_for};
+use support::{env, http_script, in_task, ok, running_task, running_task_on, until, wait_for};
 
 /// The upstream resolver the agents forward to: answers `outside.test. A 192.0.2.99` and
 /// REFUSED to anything else, at 192.0.2.1:53 in the underlay namespace.
@@ -51,63 +50,6 @@ fn fake_upstream(underlay: &str) -> UdpSocket {
         }
     });
     socket
-}
-
-/// `busybox ARGS…` run inside the container of task `task_id` on `node` (through ctr, so with the
-/// container's own /etc/resolv.conf and namespaces). Returns (success, stdout+stderr).
-fn in_task(env: &support::Env, node: &Node, task_id: &str, args: &[&str]) -> (bool, String) {
-    static PROBES: AtomicU64 = AtomicU64::new(0);
-    let ns = env.shoal().containerd_namespace(node);
-    let exec_id = format!("probe{}", PROBES.fetch_add(1, Ordering::Relaxed));
-    let mut ctr = env.containerd.ctr();
-    ctr.args(["--namespace", &ns, "tasks", "exec", "--exec-id", &exec_id, task_id, images::BUSYBOX]).args(args);
-    let out = ctr.output().expect("ctr exec");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-/// A running task of `service` (desired and current state Running): its node, its container's
-/// ID (the task ID, as the executor names containers) and its name (`web.2`).
-fn running_task<'a>(env: &support::Env, nodes: &'a [Node], service: &str) -> (&'a Node, String, String) {
-    running_task_on(env, nodes, service, "")
-}
-
-/// Like [`running_task`], on the node named `on` (any node when empty).
-fn running_task_on<'a>(env: &support::Env, nodes: &'a [Node], service: &str, on: &str) -> (&'a Node, String, String) {
-    let cli = env.shoal().cli(&nodes[0], &nodes[0]);
-    let json = |args: &[&str]| -> Vec<serde_json::Value> {
-        serde_json::from_str(&ok(&cli, args)).unwrap_or_else(|e| panic!("shoal {}: not JSON: {e}", args.join(" ")))
-    };
-    let hostnames: BTreeMap<String, String> = json(&["node", "ls", "--format", "json"])
-        .iter()
-        .map(|n| {
-            (n["ID"].as_str().unwrap_or_default().to_owned(), n["Hostname"].as_str().unwrap_or_default().to_owned())
-        })
-        .collect();
-    let mut last = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        last = json(&["service", "ps", "--format", "json", service]);
-        let running = last.iter().find(|t| {
-            let hostname =
-                hostnames.get(t["NodeID"].as_str().unwrap_or_default()).map(String::as_str).unwrap_or_default();
-            t["State"] == "Running" && t["DesiredState"] == "Running" && (on.is_empty() || hostname == on)
-        });
-        if let Some(task) = running {
-            let hostname = hostnames.get(task["NodeID"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
-            let node = nodes.iter().find(|n| n.name == hostname).expect("its node");
-            let name = task["Name"].as_str().unwrap_or_default().to_owned();
-            return (node, task["ID"].as_str().unwrap_or_default().to_owned(), name);
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("no running task of {service}: {last:?}");
-}
-
-/// The shell command that GETs `path` from `host:port` with busybox `nc` and prints the response.
-/// (Debian's static busybox `wget` crashes in getaddrinfo, so the tests speak HTTP/1.0 by hand.)
-fn http_script(host: &str, port: u16, path: &str) -> String {
-    format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}")
 }
 
 /// The body of an HTTP response, if it is a 200.

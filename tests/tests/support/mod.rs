@@ -4,12 +4,14 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::privileged::{self, Need};
 use shoal_testkit::shoal::{Cli, ShoalCluster, bin_dir, missing_binaries};
-use shoal_testkit::{Cluster, Containerd, Registry, images};
+use shoal_testkit::{Cluster, Containerd, Node, Registry, images};
 
 /// `shoal ARGS…`, which must succeed.
 pub(crate) fn ok(cli: &Cli, args: &[&str]) -> String {
@@ -114,4 +116,61 @@ pub(crate) fn running_per_node(ps: &str) -> std::collections::BTreeMap<String, u
         }
     }
     counts
+}
+
+/// `busybox ARGS…` run inside the container of task `task_id` on `node` (through ctr, so with the
+/// container's own /etc/resolv.conf and namespaces). Returns (success, stdout+stderr).
+pub(crate) fn in_task(env: &Env, node: &Node, task_id: &str, args: &[&str]) -> (bool, String) {
+    static PROBES: AtomicU64 = AtomicU64::new(0);
+    let ns = env.shoal().containerd_namespace(node);
+    let exec_id = format!("probe{}", PROBES.fetch_add(1, Ordering::Relaxed));
+    let mut ctr = env.containerd.ctr();
+    ctr.args(["--namespace", &ns, "tasks", "exec", "--exec-id", &exec_id, task_id, images::BUSYBOX]).args(args);
+    let out = ctr.output().expect("ctr exec");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// A running task of `service` (desired and current state Running): its node, its container's
+/// ID (the task ID, as the executor names containers) and its name (`web.2`).
+pub(crate) fn running_task<'a>(env: &Env, nodes: &'a [Node], service: &str) -> (&'a Node, String, String) {
+    running_task_on(env, nodes, service, "")
+}
+
+/// Like [`running_task`], on the node named `on` (any node when empty).
+pub(crate) fn running_task_on<'a>(env: &Env, nodes: &'a [Node], service: &str, on: &str) -> (&'a Node, String, String) {
+    let cli = env.shoal().cli(&nodes[0], &nodes[0]);
+    let json = |args: &[&str]| -> Vec<serde_json::Value> {
+        serde_json::from_str(&ok(&cli, args)).unwrap_or_else(|e| panic!("shoal {}: not JSON: {e}", args.join(" ")))
+    };
+    let hostnames: BTreeMap<String, String> = json(&["node", "ls", "--format", "json"])
+        .iter()
+        .map(|n| {
+            (n["ID"].as_str().unwrap_or_default().to_owned(), n["Hostname"].as_str().unwrap_or_default().to_owned())
+        })
+        .collect();
+    let mut last = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        last = json(&["service", "ps", "--format", "json", service]);
+        let running = last.iter().find(|t| {
+            let hostname =
+                hostnames.get(t["NodeID"].as_str().unwrap_or_default()).map(String::as_str).unwrap_or_default();
+            t["State"] == "Running" && t["DesiredState"] == "Running" && (on.is_empty() || hostname == on)
+        });
+        if let Some(task) = running {
+            let hostname = hostnames.get(task["NodeID"].as_str().unwrap_or_default()).cloned().unwrap_or_default();
+            let node = nodes.iter().find(|n| n.name == hostname).expect("its node");
+            let name = task["Name"].as_str().unwrap_or_default().to_owned();
+            return (node, task["ID"].as_str().unwrap_or_default().to_owned(), name);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("no running task of {service}: {last:?}");
+}
+
+/// The shell command that GETs `path` from `host:port` with busybox `nc` and prints the response.
+/// (Debian's static busybox `wget` crashes in getaddrinfo, so the tests speak HTTP/1.0 by hand.)
+pub(crate) fn http_script(host: &str, port: u16, path: &str) -> String {
+    format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}")
 }
