@@ -31,7 +31,7 @@ const TOOLING: &[&str] = &["shoal-testkit", "shoal-local-cluster", "xtask", "sho
 /// Which Shoal crates each layer may depend on (normal and build dependencies). A crate under
 /// `bins/` takes the `bins/*` row.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("bins/*", &["shoal-manager", "shoal-agent", "shoal-stack", "shoal-api"]),
+    ("bins/*", &["shoal-manager", "shoal-agent", "shoal-stack", "shoal-api", "shoal-compose"]),
     ("shoal-manager", &["shoal-raft-store", "shoal-scheduler", "shoal-ca-pki", "shoal-api"]),
     (
         "shoal-agent",

@@ -82,6 +82,8 @@ mod tests {
                 "volume",
                 "secret-add",
                 "data-file",
+                "stack",
+                "resolve-image",
             ] {
                 assert!(script.contains(word), "{shell}: {word} missing");
             }

@@ -10,6 +10,7 @@ mod network;
 mod node;
 mod payload;
 mod service;
+mod stack;
 mod volume;
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use self::network::{NetworkCommand, network_command};
 use self::node::{NodeCommand, node_command};
 use self::payload::{Kind, PayloadCommand, payload_command};
 use self::service::{ServiceCommand, service_command};
+use self::stack::{StackCommand, stack_command};
 use self::volume::{VolumeCommand, volume_command};
 use crate::format::{self, Output};
 
@@ -47,6 +49,9 @@ pub(crate) enum Command {
     /// Manage the named volumes on the nodes.
     #[command(subcommand)]
     Volume(VolumeCommand),
+    /// Manage stacks: compose files deployed as a unit.
+    #[command(subcommand)]
+    Stack(StackCommand),
     /// Manage the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -169,6 +174,10 @@ pub(crate) fn reported(failed: usize) -> anyhow::Result<()> {
 pub(crate) const MAX_ANSWER_BYTES: usize = 256 << 20;
 
 pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyhow::Result<()> {
+    // Reads compose files only: no manager needed.
+    if let Command::Stack(StackCommand::Config(args)) = &command {
+        return stack::config(args);
+    }
     let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
     // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
     let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
@@ -182,6 +191,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Secret(secret) => payload_command(&mut control, Kind::Secret, secret).await,
         Command::Config(config) => payload_command(&mut control, Kind::Config, config).await,
         Command::Volume(volume) => volume_command(&mut control, volume).await,
+        Command::Stack(stack) => stack_command(&mut control, channel, stack).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
         // `main` prints it before connecting.
         Command::Completion { .. } => Ok(()),

@@ -1,0 +1,324 @@
+//! `shoal stack` against a manager started in the test (on loopback, with the admin bundle
+//! `init` writes; no agent, so deploys run `--detach` and tasks stay pending): a stack with a
+//! network, a secret, a config and two services where one depends on the other, deployed with
+//! docker's lines and labels, deployed again unchanged (nothing written) and with one service
+//! changed (only its spec version moves), pruned, listed, and removed without touching an
+//! external network or another stack. Then, on an in-process cluster with a simulated worker,
+//! a deploy that waits: the dependent service is created only once its dependency's job has
+//! completed, and the command ends when every service converged.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+struct Cli<'a> {
+    host: String,
+    bundle: &'a Path,
+}
+
+impl Cli<'_> {
+    /// Runs `shoal ARGS…` with `input` on its standard input; returns (success, stdout, stderr).
+    fn run(&self, args: &[&str], input: &[u8]) -> (bool, String, String) {
+        use std::io::Write as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(args)
+            .env("SHOAL_HOST", &self.host)
+            .env("SHOAL_CERT_PATH", self.bundle)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run shoal");
+        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
+        let out = child.wait_with_output().expect("wait for shoal");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        self.ok_with_input(args, b"")
+    }
+
+    fn ok_with_input(&self, args: &[&str], input: &[u8]) -> String {
+        let (ok, out, err) = self.run(args, input);
+        assert!(ok, "shoal {} failed: {err}", args.join(" "));
+        out
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let (ok, _, err) = self.run(args, b"");
+        assert!(!ok, "shoal {} should fail", args.join(" "));
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        err
+    }
+
+    fn inspect(&self, service: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["service", "inspect", service])).expect("json")
+    }
+}
+
+/// Removes the test's directory however the test ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The stack of the test: `web` waits for `db` to be healthy; `web` is on the stack's network
+/// and the external `corp`, `db` reads a secret from a file beside the compose file.
+fn compose(web_image: &str, with_db: bool) -> String {
+    let db = if with_db {
+        "    depends_on:\n      db: { condition: service_healthy }\n  db:\n    image: shoal-test/db:v1\n    secrets: [db_password]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"services:
+  web:
+    image: {web_image}
+    networks:
+      default: {{ aliases: [www] }}
+      outside:
+    configs:
+      - source: site
+        target: /etc/site.conf
+    deploy:
+      replicas: 2
+      labels: {{ tier: front }}
+{db}networks:
+  outside: {{ external: true, name: corp }}
+secrets:
+  db_password: {{ file: ./db_password.txt }}
+configs:
+  site: {{ content: "hello" }}
+"#
+    )
+}
+
+fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
+    out.lines().filter(|l| l.starts_with(prefix)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_is_deployed_redeployed_pruned_listed_and_removed() {
+    let dir = std::env::temp_dir().join(format!("shoal-cli-stack-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _cleanup = TempDir(dir.clone());
+    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
+    let config = shoal_manager::ManagerConfig::new(dir.join("manager"), addr, addr);
+    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let app = dir.join("app");
+    std::fs::create_dir_all(&app).expect("app dir");
+    std::fs::write(app.join("db_password.txt"), "s3cret\n").expect("secret file");
+    let file = app.join("compose.yml");
+    std::fs::write(&file, compose("shoal-test/web:v1", true)).expect("compose file");
+    let file = file.to_string_lossy().into_owned();
+
+    // --- an external network, made beforehand
+    cli.ok(&["network", "create", "corp"]);
+
+    // --- the first deploy: docker's lines, dependencies first
+    let (ok, out, err) = cli.run(&["stack", "deploy", "-c", &file, "--detach", "shop"], b"");
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Creating network shop_default",
+            "Creating secret shop_db_password",
+            "Creating config shop_site",
+            "Creating service shop_db",
+            "Creating service shop_web",
+        ]
+    );
+    assert!(err.contains("--detach: services are created in their depends_on order without waiting"), "{err}");
+    let web = cli.inspect("shop_web");
+    let labels = &web["Spec"]["Labels"];
+    assert_eq!(
+        (labels["com.docker.stack.namespace"].as_str(), labels["com.docker.stack.image"].as_str()),
+        (Some("shop"), Some("shoal-test/web:v1"))
+    );
+    assert_eq!(labels["tier"], "front");
+    let container = &web["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(container["Labels"]["com.docker.stack.namespace"], "shop");
+    assert_eq!(container["Configs"][0]["ConfigName"], "shop_site");
+    assert_eq!(container["Configs"][0]["File"]["Name"], "/etc/site.conf");
+    let networks = web["Spec"]["TaskTemplate"]["Networks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(networks.len(), 2, "{networks:?}");
+    assert!(networks.iter().any(|n| n["Aliases"] == serde_json::json!(["www", "web"])), "{networks:?}");
+    let db = cli.inspect("shop_db");
+    assert_eq!(db["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"], "shop_db_password");
+    let network: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["network", "inspect", "shop_default"])).expect("json");
+    let network = if network.is_array() { network[0].clone() } else { network };
+    assert_eq!(network["Labels"]["com.docker.stack.namespace"], "shop", "{network}");
+
+    // --- the same file again: nothing is written
+    let out = cli.ok(&["stack", "deploy", "-c", &file, "--detach", "shop"]);
+    assert_eq!(out, "", "an unchanged stack is left as it is");
+    assert_eq!(
+        (cli.inspect("shop_web")["SpecVersion"].as_u64(), cli.inspect("shop_db")["SpecVersion"].as_u64()),
+        (Some(1), Some(1))
+    );
+
+    // --- web changed, the file from standard input (relative paths from the current directory)
+    let changed =
+        compose("shoal-test/web:v2", true).replace("./db_password.txt", &app.join("db_password.txt").to_string_lossy());
+    let out = cli.ok_with_input(&["stack", "deploy", "-c", "-", "--detach", "shop"], changed.as_bytes());
+    let web_id = cli.inspect("shop_web")["ID"].as_str().map(str::to_owned).unwrap_or_default();
+    assert_eq!(out, format!("Updating service shop_web (id: {web_id})\n"));
+    assert_eq!(
+        (cli.inspect("shop_web")["SpecVersion"].as_u64(), cli.inspect("shop_db")["SpecVersion"].as_u64()),
+        (Some(2), Some(1))
+    );
+
+    // --- a new password and a new db image: the secret's next version, to which the manager
+    // moves db, then db's update on top of that (the file names web:v1 again: web goes back)
+    std::fs::write(app.join("db_password.txt"), "n3w\n").expect("secret file");
+    std::fs::write(app.join("compose.yml"), compose("shoal-test/web:v1", true).replace("db:v1", "db:v2"))
+        .expect("compose file");
+    let db_id = cli.inspect("shop_db")["ID"].as_str().map(str::to_owned).unwrap_or_default();
+    let out = cli.ok(&["stack", "deploy", "-c", &file, "--detach", "shop"]);
+    assert_eq!(
+        out,
+        format!(
+            "Updating secret shop_db_password\n  new version of secret shop_db_password; the services using it move to \
+             it: shop_db\nUpdating service shop_db (id: {db_id})\nUpdating service shop_web (id: {web_id})\n"
+        )
+    );
+    let db = cli.inspect("shop_db");
+    assert_eq!(db["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["DataVersion"], 2);
+    assert_eq!(db["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"], "shoal-test/db:v2");
+    assert_eq!(db["SpecVersion"], 3, "moved by the manager, then updated by the deploy");
+    assert_eq!(cli.ok(&["stack", "deploy", "-c", &file, "--detach", "shop"]), "");
+
+    // --- another stack, which nothing below may touch
+    let blog = app.join("blog.yml");
+    std::fs::write(&blog, "services:\n  web:\n    image: shoal-test/blog:v1\n").expect("blog file");
+    let blog = blog.to_string_lossy().into_owned();
+    cli.ok(&["stack", "deploy", "-c", &blog, "--detach", "blog"]);
+
+    // --- lists
+    assert_eq!(cli.ok(&["stack", "ls"]), "NAME   SERVICES\nblog   1\nshop   2\n");
+    assert_eq!(cli.ok(&["stack", "ls", "--format", "{{.Name}}={{.Services}}"]), "blog=1\nshop=2\n");
+    let services = cli.ok(&["stack", "services", "shop"]);
+    assert!(services.starts_with("ID ") && services.contains("shop_db") && services.contains("shop_web"), "{services}");
+    assert!(!services.contains("blog_web"), "{services}");
+    assert_eq!(cli.ok(&["stack", "services", "-q", "shop"]).lines().count(), 2);
+    assert_eq!(
+        cli.ok(&["stack", "services", "--filter", "name=shop_w", "--format", "{{.Name}}", "shop"]),
+        "shop_web\n"
+    );
+    let ps = cli.ok(&["stack", "ps", "shop"]);
+    assert!(ps.contains("shop_web.1") && ps.contains("shop_db.1") && !ps.contains("blog"), "{ps}");
+    let config = cli.ok(&["stack", "config", "-c", &file]);
+    assert!(config.contains("image: shoal-test/web:v1") && config.contains("condition: service_healthy"), "{config}");
+
+    // --- db left the file: kept without --prune, removed with it
+    std::fs::write(app.join("compose.yml"), compose("shoal-test/web:v2", false)).expect("compose file");
+    let out = cli.ok(&["stack", "deploy", "-c", &file, "--detach", "shop"]);
+    assert!(lines_with(&out, "Removing").is_empty(), "{out}");
+    let out = cli.ok(&["stack", "deploy", "-c", &file, "--prune", "--detach", "shop"]);
+    assert_eq!(lines_with(&out, "Removing"), ["Removing service shop_db"]);
+    assert_eq!(cli.ok(&["stack", "ls"]), "NAME   SERVICES\nblog   1\nshop   1\n");
+
+    // --- errors: one line each
+    let cycle = app.join("cycle.yml");
+    std::fs::write(
+        &cycle,
+        "services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: y\n    depends_on: [a]\n",
+    )
+    .expect("cycle file");
+    assert!(cli.fails(&["stack", "deploy", "-c", &cycle.to_string_lossy(), "shop"]).contains("a -> b -> a"));
+    assert!(cli.fails(&["stack", "ps", "nope"]).contains("nothing found in stack: nope"));
+    assert!(cli.fails(&["stack", "deploy", "-c", &file, "bad.name"]).contains("invalid stack name \"bad.name\""));
+
+    // --- rm: what the stack made, nothing else
+    let out = cli.ok(&["stack", "rm", "shop"]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            "Removing service shop_web",
+            "Removing secret shop_db_password",
+            "Removing config shop_site",
+            "Removing network shop_default",
+        ]
+    );
+    assert_eq!(cli.ok(&["stack", "ls"]), "NAME   SERVICES\nblog   1\n");
+    let networks = cli.ok(&["network", "ls", "--format", "{{.Name}}"]);
+    assert!(networks.lines().any(|n| n == "corp") && networks.lines().any(|n| n == "blog_default"), "{networks}");
+    assert!(!networks.contains("shop_"), "{networks}");
+    assert_eq!(cli.ok(&["secret", "ls", "-q"]), "");
+    let (ok, out, err) = cli.run(&["stack", "rm", "shop"], b"");
+    assert!(ok && out.is_empty() && err == "Nothing found in stack: shop\n", "{out}{err}");
+
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_waits_for_dependencies_then_for_convergence() {
+    use std::time::Duration;
+
+    use shoal_local_cluster::{LocalCluster, LocalOptions, SimBehavior};
+
+    let images = vec![
+        ("shoal-test/web:v1".to_owned(), SimBehavior::RunUntilStopped),
+        ("shoal-test/migrate:v1".to_owned(), SimBehavior::ExitAfter { code: 0, after: Duration::from_millis(300) }),
+    ];
+    let cluster =
+        LocalCluster::start(LocalOptions { workers: 1, images, ..Default::default() }).await.expect("cluster");
+    let cli = Cli { host: cluster.manager_addrs()[0].to_string(), bundle: cluster.admin_bundle() };
+    let file = cluster.dir().join("compose.yml");
+    std::fs::write(
+        &file,
+        r#"services:
+  web:
+    image: shoal-test/web:v1
+    depends_on:
+      migrate: { condition: service_completed_successfully }
+    deploy: { replicas: 2 }
+  migrate:
+    image: shoal-test/migrate:v1
+    deploy: { mode: replicated-job }
+"#,
+    )
+    .expect("compose file");
+    let file = file.to_string_lossy().into_owned();
+
+    let deploy = tokio::task::spawn_blocking({
+        let (host, bundle) = (cli.host.clone(), cluster.admin_bundle().to_owned());
+        move || Cli { host, bundle: &bundle }.run(&["stack", "deploy", "-c", &file, "shop"], b"")
+    });
+    let (ok, out, err) =
+        tokio::time::timeout(Duration::from_secs(60), deploy).await.expect("ends in time").expect("joins");
+    assert!(ok, "{out}{err}");
+    let creating = lines_with(&out, "Creating service");
+    assert_eq!(creating, ["Creating service shop_migrate", "Creating service shop_web"], "{out}");
+    assert!(out.starts_with("Creating network shop_default\nCreating service shop_migrate\n"), "{out}");
+    assert!(out.contains("shop_migrate: complete\n") && out.ends_with("shop_web: converged\n"), "{out}");
+
+    // web was created after the job's task completed.
+    let mut control = cluster.control().await.expect("control");
+    let services = control.list_services(shoal_api::v1::ListServicesRequest::default()).await.expect("services");
+    let services = services.into_inner().services;
+    let id_of = |name: &str| {
+        let service = services
+            .iter()
+            .find(|s| s.spec.as_ref().and_then(|s| s.annotations.as_ref()).is_some_and(|a| a.name == name));
+        service.expect("the service").clone()
+    };
+    let (web, migrate) = (id_of("shop_web"), id_of("shop_migrate"));
+    let request = shoal_api::v1::ListTasksRequest { service_ids: vec![migrate.id.clone()], ..Default::default() };
+    let tasks = control.list_tasks(request).await.expect("tasks").into_inner().tasks;
+    let status = tasks[0].status.clone().unwrap_or_default();
+    assert_eq!(status.state, shoal_api::v1::TaskState::Complete as i32);
+    let completed = shoal_api::from_timestamp(status.timestamp.as_ref()).expect("a completion time");
+    let created = shoal_api::from_timestamp(web.meta.and_then(|m| m.created_at).as_ref()).expect("a creation time");
+    assert!(created >= completed, "web created at {created:?}, before the job completed at {completed:?}");
+    cluster.shutdown().await;
+}
