@@ -30,6 +30,8 @@ enum Runner {
     Mesh,
     /// A rolling update of 100 replicas on one node (`update.rs`).
     Update,
+    /// A 10-service compose stack deployed and redeployed on one node (`stack.rs`).
+    Stack,
 }
 
 /// One benchmark: its name, how it runs and what it measures. What it needs from the machine is
@@ -95,6 +97,12 @@ const BENCHES: &[Bench] = &[
         what: "100 replicas on one node updated 10 at a time, stop-first then start-first, vs creating them: time \
                until all run the new image, longest time a slot had no running task",
     },
+    Bench {
+        name: "stack",
+        runner: Runner::Stack,
+        what: "a 10-service stack (3 replicas each, one network) on one node: deploy until all run, then a redeploy with \
+               one service changed until it is replaced (others untouched), vs the same made with service create",
+    },
 ];
 
 /// The benchmarks' names.
@@ -118,6 +126,7 @@ pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()
         Runner::Converge => crate::converge::run(root),
         Runner::Mesh => crate::mesh::run(root),
         Runner::Update => crate::update::run(root),
+        Runner::Stack => crate::stack::run(root),
         Runner::CargoBench { package, target } => {
             let took = crate::prereq::timed_cargo(&["bench", "--locked", "--package", package, "--bench", target])
                 .with_context(|| format!("benchmark {name} failed"))?;

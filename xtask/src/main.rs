@@ -8,6 +8,7 @@ mod converge;
 mod demo;
 mod mesh;
 mod prereq;
+mod stack;
 mod test;
 mod tidy;
 mod update;

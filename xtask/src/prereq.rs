@@ -96,7 +96,8 @@ pub(crate) struct Prereq {
 use Task::{Bench, Build, Demo, E2e, Test, VmTest};
 
 /// Everything that runs Shoal's processes on containerd in network namespaces.
-const CLUSTER: &[Task] = &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update")];
+const CLUSTER: &[Task] =
+    &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update"), Bench("stack")];
 /// Everything that builds network namespaces and links.
 const NETNS: &[Task] = &[
     Test,
@@ -110,6 +111,7 @@ const NETNS: &[Task] = &[
     Bench("lb"),
     Bench("mesh"),
     Bench("update"),
+    Bench("stack"),
 ];
 
 /// The table. Probing and installing both read it; nothing else installs anything.
@@ -211,7 +213,17 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::StaticBinary("/bin/busybox"),
         source: Source::Apt("busybox-static"),
         why: "the test images' userland and the VM's initramfs",
-        needed_by: &[Test, Demo, E2e, VmTest, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update")],
+        needed_by: &[
+            Test,
+            Demo,
+            E2e,
+            VmTest,
+            Bench("converge"),
+            Bench("runtime"),
+            Bench("mesh"),
+            Bench("update"),
+            Bench("stack"),
+        ],
     },
     Prereq {
         provides: "/usr/bin/tini-static",
@@ -226,7 +238,7 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),
         why: "the local registry the nodes pull test images from",
-        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh"), Bench("update")],
+        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh"), Bench("update"), Bench("stack")],
     },
     Prereq {
         provides: "qemu-system-x86_64",
