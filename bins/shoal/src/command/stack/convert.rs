@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use shoal_api::v1::{self, update_config};
@@ -273,14 +272,7 @@ fn update_config(
     rollback: bool,
     key: &str,
 ) -> anyhow::Result<v1::UpdateConfig> {
-    let mut config = v1::UpdateConfig {
-        parallelism: 1,
-        delay: Some(shoal_api::to_duration(Duration::ZERO)),
-        failure_action: update_config::FailureAction::Pause as i32,
-        monitor: Some(shoal_api::to_duration(Duration::from_secs(5))),
-        max_failure_ratio: 0.0,
-        order: update_config::Order::StopFirst as i32,
-    };
+    let mut config = crate::command::service::default_update_config();
     let Some(source) = source else { return Ok(config) };
     if let Some(parallelism) = source.parallelism {
         config.parallelism = parallelism;
@@ -317,12 +309,7 @@ fn update_config(
 /// `restart_policy` (or `restart:`, which the loader reads into it) over Swarm's default: any
 /// exit, after 5 s.
 fn restart_policy(source: Option<&compose::RestartPolicy>) -> v1::RestartPolicy {
-    let mut policy = v1::RestartPolicy {
-        condition: v1::restart_policy::Condition::Any as i32,
-        delay: Some(shoal_api::to_duration(Duration::from_secs(5))),
-        max_attempts: 0,
-        window: None,
-    };
+    let mut policy = crate::command::service::default_restart_policy();
     let Some(source) = source else { return policy };
     if let Some(condition) = source.condition {
         policy.condition = match condition {
