@@ -1,76 +1,11 @@
 //! The `shoal` binary against a manager started in the test (on loopback, with the admin bundle
 //! `init` writes): output as docker prints it, errors as one line and a non-zero exit.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
 
-struct Cli<'a> {
-    host: String,
-    bundle: &'a Path,
-}
+use std::path::Path;
 
-impl Cli<'_> {
-    /// Runs `shoal ARGS…`; returns (success, stdout, stderr).
-    fn run(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_HOST", &self.host)
-            .env("SHOAL_CERT_PATH", self.bundle)
-            .output()
-            .expect("run shoal");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    /// Runs `shoal ARGS…` with `input` on its standard input; returns (success, stdout, stderr).
-    fn run_with_input(&self, args: &[&str], input: &[u8]) -> (bool, String, String) {
-        use std::io::Write as _;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_HOST", &self.host)
-            .env("SHOAL_CERT_PATH", self.bundle)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run shoal");
-        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
-        let out = child.wait_with_output().expect("wait for shoal");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.run(args);
-        assert!(ok, "shoal {} failed: {err}", args.join(" "));
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let (ok, _, err) = self.run(args);
-        assert!(!ok, "shoal {} should fail", args.join(" "));
-        assert_eq!(err.lines().count(), 1, "one line: {err}");
-        err
-    }
-}
-
-/// A manager initialised for one test: a fresh directory (`shoal-cli-TAG-test-PID`), a free
-/// loopback port, the running manager and what `init` returned.
-async fn init_manager(tag: &str) -> (PathBuf, SocketAddr, shoal_manager::RunningManager, shoal_manager::InitOutcome) {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-{tag}-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
-    (dir, addr, manager, outcome)
-}
+use support::{Cli, init_manager};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_like_commands_against_a_manager() {

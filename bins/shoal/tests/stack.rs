@@ -7,58 +7,11 @@
 //! a deploy that waits: the dependent service is created only once its dependency's job has
 //! completed, and the command ends when every service converged.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+mod support;
 
-struct Cli<'a> {
-    host: String,
-    bundle: &'a Path,
-}
+use std::path::PathBuf;
 
-impl Cli<'_> {
-    /// Runs `shoal ARGS…` with `input` on its standard input; returns (success, stdout, stderr).
-    fn run(&self, args: &[&str], input: &[u8]) -> (bool, String, String) {
-        use std::io::Write as _;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(args)
-            .env("SHOAL_HOST", &self.host)
-            .env("SHOAL_CERT_PATH", self.bundle)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run shoal");
-        child.stdin.take().expect("stdin").write_all(input).expect("write stdin");
-        let out = child.wait_with_output().expect("wait for shoal");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_with_input(args, b"")
-    }
-
-    fn ok_with_input(&self, args: &[&str], input: &[u8]) -> String {
-        let (ok, out, err) = self.run(args, input);
-        assert!(ok, "shoal {} failed: {err}", args.join(" "));
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let (ok, _, err) = self.run(args, b"");
-        assert!(!ok, "shoal {} should fail", args.join(" "));
-        assert_eq!(err.lines().count(), 1, "one line: {err}");
-        err
-    }
-
-    fn inspect(&self, service: &str) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["service", "inspect", service])).expect("json")
-    }
-}
+use support::{Cli, init_manager};
 
 /// Removes the test's directory however the test ends.
 struct TempDir(PathBuf);
@@ -106,12 +59,8 @@ fn lines_with<'a>(out: &'a str, prefix: &str) -> Vec<&'a str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stack_is_deployed_redeployed_pruned_listed_and_removed() {
-    let dir = std::env::temp_dir().join(format!("shoal-cli-stack-test-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, addr, manager, outcome) = init_manager("stack").await;
     let _cleanup = TempDir(dir.clone());
-    let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(dir.join("manager"), addr, addr);
-    let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
     let app = dir.join("app");
     std::fs::create_dir_all(&app).expect("app dir");
@@ -124,7 +73,7 @@ async fn a_stack_is_deployed_redeployed_pruned_listed_and_removed() {
     cli.ok(&["network", "create", "corp"]);
 
     // --- the first deploy: docker's lines, dependencies first
-    let (ok, out, err) = cli.run(&["stack", "deploy", "-c", &file, "--detach", "shop"], b"");
+    let (ok, out, err) = cli.run(&["stack", "deploy", "-c", &file, "--detach", "shop"]);
     assert!(ok, "{out}{err}");
     assert_eq!(
         out.lines().collect::<Vec<_>>(),
@@ -254,7 +203,7 @@ async fn a_stack_is_deployed_redeployed_pruned_listed_and_removed() {
     assert!(networks.lines().any(|n| n == "corp") && networks.lines().any(|n| n == "blog_default"), "{networks}");
     assert!(!networks.contains("shop_"), "{networks}");
     assert_eq!(cli.ok(&["secret", "ls", "-q"]), "");
-    let (ok, out, err) = cli.run(&["stack", "rm", "shop"], b"");
+    let (ok, out, err) = cli.run(&["stack", "rm", "shop"]);
     assert!(ok && out.is_empty() && err == "Nothing found in stack: shop\n", "{out}{err}");
 
     manager.shutdown().await;
@@ -292,7 +241,7 @@ async fn a_deploy_waits_for_dependencies_then_for_convergence() {
 
     let deploy = tokio::task::spawn_blocking({
         let (host, bundle) = (cli.host.clone(), cluster.admin_bundle().to_owned());
-        move || Cli { host, bundle: &bundle }.run(&["stack", "deploy", "-c", &file, "shop"], b"")
+        move || Cli { host, bundle: &bundle }.run(&["stack", "deploy", "-c", &file, "shop"])
     });
     let (ok, out, err) =
         tokio::time::timeout(Duration::from_secs(60), deploy).await.expect("ends in time").expect("joins");
