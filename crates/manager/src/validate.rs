@@ -834,6 +834,17 @@ mod tests {
                 |s| {
                     container(s).mounts = vec![v1::Mount {
                         r#type: v1::mount::Type::Volume as i32,
+                        source: "d".into(),
+                        target: "/data".into(),
+                        ..Default::default()
+                    }];
+                },
+                "invalid volume name \"d\": use at least two characters",
+            ),
+            (
+                |s| {
+                    container(s).mounts = vec![v1::Mount {
+                        r#type: v1::mount::Type::Volume as i32,
                         source: "data".into(),
                         target: "/data".into(),
                         volume_options: Some(v1::mount::VolumeOptions {
