@@ -570,6 +570,17 @@ mod tests {
         }
     }
 
+    /// A named volume mounted at /data.
+    fn volume_mount(name: &str, options: Option<v1::mount::VolumeOptions>) -> v1::Mount {
+        v1::Mount {
+            r#type: v1::mount::Type::Volume as i32,
+            source: name.into(),
+            target: "/data".into(),
+            volume_options: options,
+            ..Default::default()
+        }
+    }
+
     fn container(s: &mut v1::ServiceSpec) -> &mut v1::ContainerSpec {
         s.task.as_mut().and_then(|t| t.container.as_mut()).expect("container")
     }
@@ -817,42 +828,20 @@ mod tests {
             ),
             (
                 |s| {
-                    container(s).mounts = vec![v1::Mount {
-                        r#type: v1::mount::Type::Volume as i32,
-                        source: "data".into(),
-                        target: "/data".into(),
-                        volume_options: Some(v1::mount::VolumeOptions {
-                            driver: "rexray".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }];
+                    let options = v1::mount::VolumeOptions { driver: "rexray".into(), ..Default::default() };
+                    container(s).mounts = vec![volume_mount("data", Some(options))];
                 },
                 "invalid volume driver \"rexray\": the one volume driver is local",
             ),
             (
-                |s| {
-                    container(s).mounts = vec![v1::Mount {
-                        r#type: v1::mount::Type::Volume as i32,
-                        source: "d".into(),
-                        target: "/data".into(),
-                        ..Default::default()
-                    }];
-                },
+                |s| container(s).mounts = vec![volume_mount("d", None)],
                 "invalid volume name \"d\": use at least two characters",
             ),
             (
                 |s| {
-                    container(s).mounts = vec![v1::Mount {
-                        r#type: v1::mount::Type::Volume as i32,
-                        source: "data".into(),
-                        target: "/data".into(),
-                        volume_options: Some(v1::mount::VolumeOptions {
-                            driver_options: [("size".to_owned(), "1G".to_owned())].into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }];
+                    let driver_options = [("size".to_owned(), "1G".to_owned())].into();
+                    let options = v1::mount::VolumeOptions { driver_options, ..Default::default() };
+                    container(s).mounts = vec![volume_mount("data", Some(options))];
                 },
                 "invalid volume option \"size\": the local driver takes type, o and device",
             ),

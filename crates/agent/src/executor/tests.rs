@@ -16,6 +16,17 @@ fn task(id: &str, desired: TaskState) -> v1::Task {
     }
 }
 
+/// An executor for node `n1` on `sim`, reporting to `tx`, its volumes in `volumes` (none of
+/// these tests writes a task's files: the simulated runtime reads none).
+fn executor_with(sim: &Simulated, tx: Reports, volumes: PathBuf) -> Executor {
+    Executor::new(Arc::new(sim.clone()), "n1".into(), &NodeDirs { volumes, task_files: None }, tx, None)
+}
+
+/// [`executor_with`] for tests that make no volume.
+fn sim_executor(sim: &Simulated, tx: Reports) -> Executor {
+    executor_with(sim, tx, std::env::temp_dir().join("shoal-agent-no-volumes"))
+}
+
 /// Waits for the report that `task_id` reached `state`.
 async fn reported(reports: &mut mpsc::UnboundedReceiver<(String, v1::TaskStatus)>, task_id: &str, state: TaskState) {
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -58,13 +69,7 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(
-        Arc::new(sim.clone()),
-        "n1".into(),
-        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
-        tx,
-        None,
-    );
+    let mut executor = sim_executor(&sim, tx);
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     reported(&mut reports, "t1", TaskState::Running).await;
 
@@ -75,13 +80,7 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
 
     tracing::info!("--- a new agent adopts it; a task no longer assigned is stopped and removed");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(
-        Arc::new(sim.clone()),
-        "n1".into(),
-        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
-        tx,
-        None,
-    );
+    let mut executor = sim_executor(&sim, tx);
     executor.discover().await.expect("discover");
     executor.set_complete(vec![task("t1", TaskState::Running)]);
     executor.remove("t1");
@@ -99,13 +98,7 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(
-        Arc::new(sim.clone()),
-        "n1".into(),
-        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
-        tx,
-        None,
-    );
+    let mut executor = sim_executor(&sim, tx);
     let ids = ["keeps", "scaled-down", "exited"];
     executor.set_complete(ids.iter().map(|id| task(id, TaskState::Running)).collect());
     reported_all(&mut reports, ids.iter().map(|id| (*id, TaskState::Running)).collect()).await;
@@ -114,13 +107,7 @@ async fn adopted_containers_follow_their_tasks_desired_state() {
     tracing::info!("--- while the agent is away one task is scaled down and another's container exits");
     sim.kill_externally("exited", 3, false).expect("kill");
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(
-        Arc::new(sim.clone()),
-        "n1".into(),
-        &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
-        tx,
-        None,
-    );
+    let mut executor = sim_executor(&sim, tx);
     executor.discover().await.expect("discover");
     executor.set_complete(vec![
         task("keeps", TaskState::Running),
@@ -142,13 +129,7 @@ async fn a_missing_bind_source_rejects_the_task_and_a_named_volume_is_made_on_fi
     let sim = Simulated::new();
     sim.add_image("shoal-test/sleeper", SimBehavior::RunUntilStopped);
     let (tx, mut reports) = mpsc::unbounded_channel();
-    let mut executor = Executor::new(
-        Arc::new(sim.clone()),
-        "n1".into(),
-        &NodeDirs { volumes: dir.join("volumes"), task_files: None },
-        tx,
-        None,
-    );
+    let mut executor = executor_with(&sim, tx, dir.join("volumes"));
     let with_mount = |id: &str, kind: v1::mount::Type, source: &str| {
         let mut t = task(id, TaskState::Running);
         if let Some(container) = t.spec.as_mut().and_then(|s| s.container.as_mut()) {
@@ -257,16 +238,7 @@ impl Seen {
 
 fn new_executor(sim: &Simulated) -> (Executor, Seen) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (
-        Executor::new(
-            Arc::new(sim.clone()),
-            "n1".into(),
-            &NodeDirs { volumes: std::env::temp_dir(), task_files: None },
-            tx,
-            None,
-        ),
-        Seen::new(rx),
-    )
+    (sim_executor(sim, tx), Seen::new(rx))
 }
 
 async fn state_of(sim: &Simulated, id: &str) -> Option<ContainerState> {
