@@ -129,7 +129,18 @@ fn a_stack_deployed_updated_and_removed() {
     let web_at = out.find("Creating service app_web").unwrap_or(usize::MAX);
     let client_at = out.find("Creating service app_client").unwrap_or(0);
     assert!(web_at < client_at, "depends_on: web before client:\n{out}");
+    eprintln!("--- --resolve-image always (the default): web pinned to what the registry serves for its tag");
+    let inspected: serde_json::Value =
+        serde_json::from_str(&ok(&shoal, &["service", "inspect", "app_web"])).expect("service inspect JSON");
+    let image = inspected["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_owned();
+    let digest = image.strip_prefix(&format!("{registry}/shoal-test/web:v1@sha256:")).unwrap_or_default();
+    assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "web's image: {image}");
     let services = ok(&shoal, &["stack", "services", "app"]);
+    let shown = format!("{registry}/shoal-test/web:v1");
+    assert!(
+        services.lines().any(|l| l.contains("app_web") && l.trim_end().ends_with(&shown)),
+        "shown without its digest:\n{services}"
+    );
     assert!(
         services.contains("app_web") && services.contains("app_client") && !services.contains("other"),
         "{services}"

@@ -133,7 +133,23 @@ fn config(common: &Common, advertise_addr: SocketAddr) -> anyhow::Result<Manager
     );
     let mut config = ManagerConfig::new(&common.data_dir, common.listen_addr, advertise_addr);
     config.heartbeat_period = Duration::from_secs_f64(common.heartbeat_period);
+    let registry = shoal_agent::Registry::new(common.insecure_registries.clone());
+    config.image_resolver = Some(std::sync::Arc::new(Registries(registry)));
     Ok(config)
+}
+
+/// Answers the control API's `ResolveImage` from this host, with the registry client (and the
+/// `--insecure-registry` list) its worker pulls with.
+#[derive(Debug)]
+struct Registries(shoal_agent::Registry);
+
+impl shoal_manager::ImageResolver for Registries {
+    fn digest<'a>(&'a self, image: &'a str) -> shoal_manager::Resolving<'a> {
+        Box::pin(async move {
+            let reference = shoal_agent::Reference::parse(image).map_err(|e| e.to_string())?;
+            self.0.digest(&reference, None).await.map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// What this node is right now.

@@ -187,6 +187,15 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
     spec.and_then(|t| t.container.as_ref()).map(|c| c.image.as_str()).unwrap_or_default()
 }
 
+/// An image as docker's tables show it: a tagged image pinned to a digest (what `stack deploy
+/// --resolve-image` sends) without the digest; an image named by digest alone keeps it.
+fn display_image(image: &str) -> &str {
+    match image.split_once('@') {
+        Some((named, _)) if named.rsplit('/').next().is_some_and(|last| last.contains(':')) => named,
+        _ => image,
+    }
+}
+
 /// The placeholders of `service ls --format`, in the order of [`service_rows`]' cells.
 pub(crate) const SERVICE_COLUMNS: &[Column] = &[
     column("ID", "ID"),
@@ -233,7 +242,7 @@ pub(crate) fn service_rows(services: &[v1::Service], tasks: &[v1::Task], no_trun
                 service_name(s).to_owned(),
                 mode.to_owned(),
                 format!("{}/{desired}{blocked}", running.get(s.id.as_str()).copied().unwrap_or(0)),
-                image(spec.and_then(|s| s.task.as_ref())).to_owned(),
+                display_image(image(spec.and_then(|s| s.task.as_ref()))).to_owned(),
                 ports(s),
             ]
         })
@@ -310,7 +319,7 @@ pub(crate) fn task_rows(tasks: &[v1::Task], nodes: &[v1::Node], now: SystemTime,
             rows.push(vec![
                 if no_trunc { task.id.clone() } else { short(&task.id).to_owned() },
                 if i == 0 { name } else { format!(r"\_ {name}") },
-                image(task.spec.as_ref()).to_owned(),
+                if no_trunc { image(task.spec.as_ref()) } else { display_image(image(task.spec.as_ref())) }.to_owned(),
                 hostnames.get(task.node_id.as_str()).copied().unwrap_or_default().to_owned(),
                 desired.label().to_owned(),
                 format!("{} {}", task.observed_state().label(), ago(time(task), now)).trim_end().to_owned(),

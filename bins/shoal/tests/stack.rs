@@ -10,8 +10,9 @@
 mod support;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use support::{Cli, init_manager};
+use support::{Cli, Registries, init_manager, init_manager_with};
 
 /// Removes the test's directory however the test ends.
 struct TempDir(PathBuf);
@@ -210,6 +211,72 @@ async fn a_stack_is_deployed_redeployed_pruned_listed_and_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_are_pinned_to_their_digests_as_resolve_image_says() {
+    let registries = Arc::new(Registries::default());
+    let (dir, addr, manager, outcome) = init_manager_with("stack-images", Some(registries.clone())).await;
+    let _cleanup = TempDir(dir.clone());
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let file = dir.join("compose.yml");
+    let web = |image: &str| format!("services:\n  web:\n    image: {image}\n  db:\n    image: shoal-test/db:v1\n");
+    std::fs::write(&file, web("shoal-test/web:v1")).expect("compose file");
+    let file = file.to_string_lossy().into_owned();
+    let (d1, d2, d3) = (
+        format!("sha256:{}", "1".repeat(64)),
+        format!("sha256:{}", "2".repeat(64)),
+        format!("sha256:{}", "3".repeat(64)),
+    );
+    registries.push("shoal-test/web:v1", &d1);
+    registries.push("shoal-test/web:v2", &d2);
+    let image = |service: &str| {
+        let spec = &cli.inspect(service)["Spec"];
+        let label = spec["Labels"]["com.docker.stack.image"].as_str().unwrap_or_default().to_owned();
+        (spec["TaskTemplate"]["ContainerSpec"]["Image"].as_str().unwrap_or_default().to_owned(), label)
+    };
+    let deploy = |mode: &str| {
+        let (ok, out, err) = cli.run(&["stack", "deploy", "-c", &file, "--detach", "--resolve-image", mode, "shop"]);
+        assert!(ok, "{out}{err}");
+        (out, err)
+    };
+
+    // --- always (the default): web pinned; db's registry does not know it: docker's warning,
+    // and db goes as written
+    let (ok, _, err) = cli.run(&["stack", "deploy", "-c", &file, "--detach", "shop"]);
+    assert!(ok, "{err}");
+    assert_eq!(image("shop_web"), (format!("shoal-test/web:v1@{d1}"), "shoal-test/web:v1".to_owned()));
+    assert_eq!(image("shop_db"), ("shoal-test/db:v1".to_owned(), "shoal-test/db:v1".to_owned()));
+    assert!(
+        err.contains(
+            "image shoal-test/db:v1 could not be accessed on a registry to record its digest (manifest unknown: \
+             shoal-test/db:v1). Each node will access shoal-test/db:v1 independently"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("web:v1 could not"), "{err}");
+
+    // --- the tag is pushed again: changed keeps what the last deploy resolved, without asking;
+    // never sends the image as written (an update); always follows the tag
+    registries.push("shoal-test/web:v1", &d3);
+    registries.asked();
+    let (out, _) = deploy("changed");
+    assert_eq!(out, "", "the file did not change: nothing is written");
+    assert_eq!(registries.asked(), Vec::<String>::new(), "changed asks only for images the file changed");
+    assert_eq!(image("shop_web").0, format!("shoal-test/web:v1@{d1}"));
+    let (out, _) = deploy("always");
+    assert!(out.starts_with("Updating service shop_web"), "{out}");
+    assert_eq!(image("shop_web").0, format!("shoal-test/web:v1@{d3}"));
+    let (out, err) = deploy("never");
+    assert!(out.starts_with("Updating service shop_web"), "{out}");
+    assert!(!err.contains("could not be accessed"), "never asks nothing: {err}");
+    assert_eq!(image("shop_web").0, "shoal-test/web:v1");
+
+    // --- a new image in the file: changed resolves it
+    std::fs::write(&file, web("shoal-test/web:v2")).expect("compose file");
+    deploy("changed");
+    assert_eq!(image("shop_web"), (format!("shoal-test/web:v2@{d2}"), "shoal-test/web:v2".to_owned()));
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deploy_waits_for_dependencies_then_for_convergence() {
     use std::time::Duration;
 
@@ -269,5 +336,28 @@ async fn a_deploy_waits_for_dependencies_then_for_convergence() {
     let completed = shoal_api::from_timestamp(status.timestamp.as_ref()).expect("a completion time");
     let created = shoal_api::from_timestamp(web.meta.and_then(|m| m.created_at).as_ref()).expect("a creation time");
     assert!(created >= completed, "web created at {created:?}, before the job completed at {completed:?}");
+
+    // --- a service no node can take: --wait-timeout ends the wait naming it and why; what
+    // was deployed stays
+    let nowhere = cluster.dir().join("nowhere.yml");
+    std::fs::write(
+        &nowhere,
+        "services:\n  api:\n    image: shoal-test/web:v1\n    deploy:\n      placement: { constraints: [node.labels.zone==nowhere] }\n",
+    )
+    .expect("compose file");
+    let nowhere = nowhere.to_string_lossy().into_owned();
+    let deploy = tokio::task::spawn_blocking({
+        let (host, bundle) = (cli.host.clone(), cluster.admin_bundle().to_owned());
+        move || Cli { host, bundle: &bundle }.run(&["stack", "deploy", "-c", &nowhere, "--wait-timeout", "2s", "shop"])
+    });
+    let (ok, out, err) =
+        tokio::time::timeout(Duration::from_secs(60), deploy).await.expect("ends in time").expect("joins");
+    assert!(!ok, "{out}{err}");
+    assert!(
+        err.contains("the stack did not converge within 2s (--wait-timeout); what was deployed stays. Not there yet: shop_api: 0/1 running (no suitable node"),
+        "{err}"
+    );
+    assert!(out.contains("Creating service shop_api\n"), "{out}");
+    cli.inspect("shop_api");
     cluster.shutdown().await;
 }

@@ -27,6 +27,9 @@ pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 /// An address with a prefix length (the gateway subnet of [`NetworkConfig`]).
 pub use shoal_overlay::Cidr;
+/// A registry client that resolves tags to digests without pulling (the manager process
+/// answers the control API's `ResolveImage` with it), and the image references it takes.
+pub use shoal_runtime::{Reference, Registry};
 pub use worker::{
     WorkerConfig, WorkerError, describe_node, find_logger, forget_worker, holds_worker, join_worker, record_worker,
     run_node, run_worker, worker_advertise_addr,

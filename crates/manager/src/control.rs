@@ -16,6 +16,7 @@ use shoal_ca_pki::{ClusterCa, JoinToken, JoinTokens, RemovedNodes, Role};
 use tonic::{Request, Response, Status};
 
 use crate::ids::new_id;
+use crate::images::ImageResolver;
 use crate::objects::{Object, ObjectError, ObjectStore, Write};
 use crate::tls::{ADMIN_PREFIX, caller};
 use crate::updater;
@@ -28,6 +29,7 @@ pub struct ControlService {
     removed: RemovedNodes,
     ca: Arc<Mutex<ClusterCa>>,
     validity: Duration,
+    images: Option<Arc<dyn ImageResolver>>,
 }
 
 impl ControlService {
@@ -83,13 +85,20 @@ impl ControlService {
     /// Serves the objects in `objects`; node IDs removed through it are added to `removed`, which
     /// the manager's TLS configs consult at every handshake; `ca` is handed to joining managers.
     pub fn new(objects: ObjectStore, removed: RemovedNodes, ca: Arc<Mutex<ClusterCa>>) -> Self {
-        Self { objects, removed, ca, validity: Duration::from_secs(90 * 24 * 3600) }
+        Self { objects, removed, ca, validity: Duration::from_secs(90 * 24 * 3600), images: None }
     }
 
     /// How long the certificates this manager issues last (admin certificates; revocations are
     /// kept at least that long); 90 days unless told.
     pub fn with_cert_validity(mut self, validity: Duration) -> Self {
         self.validity = validity;
+        self
+    }
+
+    /// Who answers `ResolveImage`; without one, it says that this manager cannot reach
+    /// registries.
+    pub fn with_image_resolver(mut self, images: Option<Arc<dyn ImageResolver>>) -> Self {
+        self.images = images;
         self
     }
 
@@ -566,6 +575,24 @@ impl Control for ControlService {
     ) -> Result<Response<v1::PruneVolumesResponse>, Status> {
         let removed = self.remove_volumes(&request.into_inner().node, None).await?;
         Ok(Response::new(v1::PruneVolumesResponse { removed }))
+    }
+
+    async fn resolve_image(
+        &self,
+        request: Request<v1::ResolveImageRequest>,
+    ) -> Result<Response<v1::ResolveImageResponse>, Status> {
+        let image = request.into_inner().image;
+        if image.trim().is_empty() {
+            return Err(Status::invalid_argument("no image given"));
+        }
+        let Some(images) = &self.images else {
+            return Err(Status::unimplemented(
+                "this manager does not resolve image digests (it was started without a registry client)",
+            ));
+        };
+        let digest = images.digest(&image).await.map_err(Status::unavailable)?;
+        let image = crate::images::pinned(&image, &digest);
+        Ok(Response::new(v1::ResolveImageResponse { digest, image }))
     }
 
     async fn get_task(&self, request: Request<v1::GetTaskRequest>) -> Result<Response<v1::GetTaskResponse>, Status> {

@@ -18,6 +18,7 @@ mod control;
 mod data_key;
 mod dispatcher;
 mod ids;
+mod images;
 mod jobs;
 mod leader;
 mod logs;
@@ -40,6 +41,7 @@ pub use ca_service::CaService;
 pub use client::{ClientError, RotatedBundle, connect_with_bundle, rotate_admin_bundle};
 pub use control::ControlService;
 pub use dispatcher::Dispatcher;
+pub use images::{ImageResolver, Resolving};
 pub use jobs::{JobPlan, JobProgress, job_progress, reconcile_job};
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
 pub use node::{

@@ -36,7 +36,7 @@ use crate::objects::{ObjectError, ObjectStore};
 use crate::server::{Services, serve};
 
 /// How a manager runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ManagerConfig {
     /// Where its state lives.
     pub data_dir: PathBuf,
@@ -54,6 +54,9 @@ pub struct ManagerConfig {
     /// For `init`: the prefix length of those subnets (`--default-addr-pool-mask-length`);
     /// 0: Swarm's 24.
     pub subnet_size: u32,
+    /// Who answers the control API's `ResolveImage` (shoal-manager: its agent's registry
+    /// client); `None`: that call says this manager cannot.
+    pub image_resolver: Option<Arc<dyn crate::ImageResolver>>,
 }
 
 impl ManagerConfig {
@@ -67,6 +70,7 @@ impl ManagerConfig {
             cert_validity: Duration::from_secs(90 * 24 * 3600),
             default_addr_pool: Vec::new(),
             subnet_size: 0,
+            image_resolver: None,
         }
     }
 }
@@ -813,6 +817,7 @@ async fn run(
         cert_validity: config.cert_validity,
         dispatcher: dispatcher.clone(),
         client_tls: Some(client),
+        image_resolver: config.image_resolver.clone(),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let stopped = futures::future::FutureExt::shared(async move {

@@ -41,6 +41,8 @@ pub struct Services {
     /// leader relays log subscriptions to the leader; without it, it refuses them naming the
     /// leader.
     pub client_tls: Option<rustls::ClientConfig>,
+    /// Who answers the control API's `ResolveImage` (see [`crate::ImageResolver`]).
+    pub image_resolver: Option<Arc<dyn crate::ImageResolver>>,
 }
 
 /// Serves `services` on `listener` with `tls` (ca-pki's `join_server_config`, so that joining
@@ -52,7 +54,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let control = ControlService::new(services.objects.clone(), services.removed.clone(), services.ca.clone())
-        .with_cert_validity(services.cert_validity);
+        .with_cert_validity(services.cert_validity)
+        .with_image_resolver(services.image_resolver.clone());
     let ca = CaService::new(
         services.objects.clone(),
         services.ca.clone(),

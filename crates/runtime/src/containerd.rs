@@ -1568,7 +1568,8 @@ fn valid_identifier(name: &str) -> bool {
         && name.split(['.', '_', '-']).all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
-fn sha256(bytes: &[u8]) -> String {
+/// `sha256:` and the hex SHA-256 of `bytes`: an OCI content digest.
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     format!("sha256:{}", hex(&Sha256::digest(bytes)))
 }
 

@@ -24,6 +24,7 @@ mod volume;
 pub use containerd::{Containerd, ContainerdConfig};
 pub use error::{ConnectError, ContainerError, ImageError};
 pub use reference::{Reference, ReferenceError};
+pub use registry::Registry;
 pub use sim::{SimBehavior, Simulated};
 pub use spec::{
     ContainerInfo, ContainerSpec, ContainerState, Credentials, ExecOutput, ExecSpec, ExitStatus, Healthcheck,

@@ -97,6 +97,32 @@ impl RegistryClient {
     }
 }
 
+/// Asks registries which manifest a tag names now, without pulling anything (docker's
+/// "distribution inspect"): what a client pins a service to, so that every node runs the same
+/// image even if the tag moves (`shoal stack deploy --resolve-image`).
+#[derive(Debug)]
+pub struct Registry {
+    client: RegistryClient,
+}
+
+impl Registry {
+    /// `insecure_registries` lists `host[:port]` registries reached over plain HTTP.
+    pub fn new(insecure_registries: Vec<String>) -> Self {
+        Self { client: RegistryClient::new(insecure_registries) }
+    }
+
+    /// The digest (`sha256:…`) of the manifest or index `reference` names: its own digest
+    /// when it has one (no request is made), else the SHA-256 of what the registry serves for
+    /// its tag.
+    pub async fn digest(&self, reference: &Reference, credentials: Option<&Credentials>) -> Result<String, ImageError> {
+        if let Some(digest) = &reference.digest {
+            return Ok(digest.clone());
+        }
+        let (_, body) = self.client.session(reference, credentials).manifest(reference.object()).await?;
+        Ok(crate::containerd::sha256(&body))
+    }
+}
+
 /// Roots from the system bundle (Debian's ca-certificates) when present.
 fn tls_config() -> rustls::ClientConfig {
     use rustls::pki_types::CertificateDer;
@@ -648,6 +674,25 @@ mod tests {
         );
         assert!(took < Duration::from_secs(3), "{took:?}");
         assert!(registry.client_closed().await, "the abandoned connection is closed");
+    }
+
+    #[tokio::test]
+    async fn a_tag_resolves_to_the_digest_of_what_the_registry_serves() {
+        let manifest = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        let mut reply = head("200 OK", MANIFEST_TYPE, manifest.len());
+        reply.extend_from_slice(manifest);
+        let fake = FakeRegistry::start(reply).await;
+        let registry = Registry { client: fake.client() };
+        // `echo -n '{"schemaVersion":2,"config":{},"layers":[]}' | sha256sum`
+        let expected = "sha256:4108250765b19c4d5000be73d2bdd612bbb17a989972bcfd1adbf5085a9af46b";
+        assert_eq!(registry.digest(&fake.reference(), None).await.expect("a digest"), expected);
+        // A reference with a digest needs no registry at all.
+        let pinned = Reference::parse(&format!("unreachable.invalid/a/b:v1@sha256:{}", "c".repeat(64))).expect("ref");
+        assert_eq!(registry.digest(&pinned, None).await.expect("its own"), format!("sha256:{}", "c".repeat(64)));
+        // A missing tag is a clear error, not a digest.
+        let missing = FakeRegistry::start(head("404 Not Found", "text/plain", 0)).await;
+        let err = Registry { client: missing.client() }.digest(&missing.reference(), None).await;
+        assert!(matches!(err, Err(ImageError::NotFound { .. })), "{err:?}");
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 mod config;
 mod convert;
 mod deploy;
+mod images;
 mod ls;
 mod plan;
 mod ps;

@@ -336,3 +336,19 @@ fn admin_cert_ls() {
          admin-c     Revoked               5 seconds ago\n"
     );
 }
+
+#[test]
+fn pinned_images_show_their_tag_as_docker_shows_them() {
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let cases = [
+        (format!("web:v1@{digest}"), "web:v1".to_owned()),
+        (format!("192.0.2.10:5000/shop/web:v1@{digest}"), "192.0.2.10:5000/shop/web:v1".to_owned()),
+        // No tag: the digest is all that names it. A registry port is not a tag.
+        (format!("web@{digest}"), format!("web@{digest}")),
+        (format!("192.0.2.10:5000/web@{digest}"), format!("192.0.2.10:5000/web@{digest}")),
+        ("web:v1".to_owned(), "web:v1".to_owned()),
+    ];
+    for (image, shown) in cases {
+        assert_eq!(display_image(&image), shown, "{image}");
+    }
+}

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 /// The `shoal` binary aimed at one manager with one bundle.
 pub(crate) struct Cli<'a> {
@@ -71,10 +72,47 @@ impl Cli<'_> {
 pub(crate) async fn init_manager(
     tag: &str,
 ) -> (PathBuf, SocketAddr, shoal_manager::RunningManager, shoal_manager::InitOutcome) {
+    init_manager_with(tag, None).await
+}
+
+/// As [`init_manager`], with a stand-in for the registries behind `ResolveImage`.
+pub(crate) async fn init_manager_with(
+    tag: &str,
+    registries: Option<Arc<Registries>>,
+) -> (PathBuf, SocketAddr, shoal_manager::RunningManager, shoal_manager::InitOutcome) {
     let dir = std::env::temp_dir().join(format!("shoal-cli-{tag}-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let addr: SocketAddr = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port");
-    let config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    let mut config = shoal_manager::ManagerConfig::new(&dir, addr, addr);
+    config.image_resolver = registries.map(|r| r as Arc<dyn shoal_manager::ImageResolver>);
     let (manager, outcome) = shoal_manager::init(&config).await.expect("init");
     (dir, addr, manager, outcome)
+}
+
+/// Registries as a test wants them: the digest each tag names (a tag can be "pushed" again);
+/// any other image is unknown.
+#[derive(Debug, Default)]
+pub(crate) struct Registries {
+    tags: Mutex<std::collections::HashMap<String, String>>,
+    asked: Mutex<Vec<String>>,
+}
+
+impl Registries {
+    /// `image` now names `digest`.
+    pub(crate) fn push(&self, image: &str, digest: &str) {
+        self.tags.lock().expect("tags").insert(image.to_owned(), digest.to_owned());
+    }
+
+    /// The images asked for since the last call.
+    pub(crate) fn asked(&self) -> Vec<String> {
+        std::mem::take(&mut *self.asked.lock().expect("asked"))
+    }
+}
+
+impl shoal_manager::ImageResolver for Registries {
+    fn digest<'a>(&'a self, image: &'a str) -> shoal_manager::Resolving<'a> {
+        self.asked.lock().expect("asked").push(image.to_owned());
+        let digest = self.tags.lock().expect("tags").get(image).cloned();
+        Box::pin(async move { digest.ok_or_else(|| format!("manifest unknown: {image}")) })
+    }
 }

@@ -59,6 +59,7 @@ async fn serving(objects: ObjectStore, dirs: Vec<crate::testutil::TempDir>) -> F
         cluster_id: "cluster-1".into(),
         cert_validity: Duration::from_secs(3600),
         client_tls: None,
+        image_resolver: None,
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {

@@ -33,10 +33,11 @@ pub(crate) struct DeployArgs {
     /// Remove the stack's services that the files no longer have.
     #[arg(long)]
     prune: bool,
-    /// always, changed or never: accepted for docker's scripts; Shoal sends each image
-    /// reference as written and its nodes resolve tags when they pull, so all three do the same.
-    #[arg(long = "resolve-image", id = "resolve_image", value_name = "MODE", value_enum, default_value = "always")]
-    _resolve_image: ResolveImage,
+    /// Pin each service to the digest its image's tag names now, asked of the registry through
+    /// the manager: always, changed (only images that differ from the last deploy's) or never.
+    /// An image that cannot be resolved is sent as written, with a warning.
+    #[arg(long = "resolve-image", value_name = "MODE", value_enum, default_value = "always")]
+    resolve_image: ResolveImage,
     /// Return once every service is created or updated, without waiting for depends_on
     /// conditions (services are still created in their order) nor for convergence;
     /// --detach=false (the default) waits.
@@ -53,6 +54,11 @@ pub(crate) struct DeployArgs {
     /// Print no progress while waiting.
     #[arg(long, short)]
     quiet: bool,
+    /// Give up waiting (for depends_on conditions and for convergence) after this long, e.g.
+    /// 5m, naming the services that are not there yet and why; what was deployed stays. No
+    /// limit unless given.
+    #[arg(long, value_name = "DURATION", value_parser = crate::command::parse_duration)]
+    wait_timeout: Option<std::time::Duration>,
     /// The stack's name, prefixed to its objects' names (STACK_web).
     stack: String,
 }
@@ -75,7 +81,7 @@ pub(crate) async fn deploy(control: &mut ControlClient<Channel>, args: &DeployAr
     let stack = &args.stack;
     check_stack_name(stack)?;
     let project = args.files.load()?;
-    let converted = convert::convert(&project, stack, &|path| std::fs::read(path))?;
+    let mut converted = convert::convert(&project, stack, &|path| std::fs::read(path))?;
     for warning in &converted.warnings {
         eprintln!("{warning}");
     }
@@ -83,7 +89,9 @@ pub(crate) async fn deploy(control: &mut ControlClient<Channel>, args: &DeployAr
     for service in &converted.stack.services {
         shoal_manager::validate_service_spec(&service.spec).map_err(|e| anyhow!("service {}: {e}", service.name()))?;
     }
+    let deadline = args.wait_timeout.map(|t| wait::Deadline { at: tokio::time::Instant::now() + t, after: t });
     let observed = observe(control).await?;
+    super::images::pin(control, &mut converted.stack, &observed.services, args.resolve_image).await;
     let plan = plan::plan(&converted.stack, &observed, args.prune)?;
     let waits =
         plan.services.iter().any(|s| !s.waits_for.is_empty() && !matches!(s.action, ServiceAction::Unchanged { .. }));
@@ -126,7 +134,8 @@ pub(crate) async fn deploy(control: &mut ControlClient<Channel>, args: &DeployAr
         if !args.detach {
             for (dependency, condition) in &step.waits_for {
                 let baseline = baselines.get(dependency.as_str()).cloned().flatten();
-                wait::dependency(control, name, dependency, *condition, baseline.as_ref(), args.quiet).await?;
+                wait::dependency(control, name, dependency, *condition, baseline.as_ref(), args.quiet, deadline)
+                    .await?;
             }
         }
         match &step.action {
@@ -165,7 +174,7 @@ pub(crate) async fn deploy(control: &mut ControlClient<Channel>, args: &DeployAr
                 baseline: baselines.get(step.name.as_str()).cloned().flatten(),
             })
             .collect();
-        wait::converged(control, &watched, args.quiet).await?;
+        wait::converged(control, &watched, args.quiet, deadline).await?;
     }
     Ok(())
 }
@@ -236,11 +245,11 @@ mod tests {
         let args = parse(&["-c", "a.yml", "--compose-file", "b.yml", "shop"]).expect("parses");
         assert_eq!(args.files.files, ["a.yml", "b.yml"]);
         assert_eq!(
-            (args.detach, args.prune, args.quiet, args._resolve_image),
+            (args.detach, args.prune, args.quiet, args.resolve_image),
             (false, false, false, ResolveImage::Always)
         );
         let args = parse(&["-c", "-", "-d", "--prune", "--resolve-image", "never", "shop"]).expect("parses");
-        assert_eq!((args.detach, args.prune, args._resolve_image), (true, true, ResolveImage::Never));
+        assert_eq!((args.detach, args.prune, args.resolve_image), (true, true, ResolveImage::Never));
         assert!(parse(&["-c", "a.yml", "--detach=false", "shop"]).is_ok_and(|a| !a.detach));
         assert!(parse(&["-c", "a.yml", "--detach=true", "shop"]).is_ok_and(|a| a.detach));
         assert!(parse(&["shop"]).is_err(), "a compose file is required");

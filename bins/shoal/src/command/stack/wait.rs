@@ -207,8 +207,21 @@ async fn look(
     Ok(readiness(goal, &service, &tasks, &nodes, baseline, SystemTime::now()))
 }
 
+/// `--wait-timeout`: when waiting stops, and the limit as given (for the message).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: tokio::time::Instant,
+    pub(crate) after: Duration,
+}
+
+impl Deadline {
+    fn passed(deadline: Option<Self>) -> Option<Duration> {
+        deadline.filter(|d| tokio::time::Instant::now() >= d.at).map(|d| d.after)
+    }
+}
+
 /// Waits until `dependency` meets `condition` before `dependent` is deployed, printing how far
-/// it is whenever that changes; `baseline` as for [`readiness`].
+/// it is whenever that changes; `baseline` as for [`readiness`]; fails once `deadline` passed.
 pub(crate) async fn dependency(
     control: &mut ControlClient<Channel>,
     dependent: &str,
@@ -216,9 +229,17 @@ pub(crate) async fn dependency(
     condition: Condition,
     baseline: Option<&v1::UpdateStatus>,
     quiet: bool,
+    deadline: Option<Deadline>,
 ) -> anyhow::Result<()> {
     let mut last = String::new();
     loop {
+        if let Some(after) = Deadline::passed(deadline) {
+            anyhow::bail!(
+                "{dependent} is not deployed: it waited {} for {dependency} ({}), which is not there yet: {last}",
+                crate::command::service::go_duration(after),
+                condition.as_str()
+            );
+        }
         match look(control, dependency, Goal::Dependency(condition), baseline).await? {
             Readiness::Ready(_) => return Ok(()),
             Readiness::Failed(why) => {
@@ -247,14 +268,32 @@ pub(crate) struct Watched {
 
 /// Waits until every service converged (jobs: completed), printing each one's progress when
 /// it changes and `NAME: converged` as each gets there; fails at once naming a service that
-/// cannot (blocked, update paused or rolled back, a job's tasks failed).
+/// cannot (blocked, update paused or rolled back, a job's tasks failed), or once `deadline`
+/// passed naming those that are not there yet.
 pub(crate) async fn converged(
     control: &mut ControlClient<Channel>,
     services: &[Watched],
     quiet: bool,
+    deadline: Option<Deadline>,
 ) -> anyhow::Result<()> {
     let mut last: Vec<Option<Readiness>> = vec![None; services.len()];
     loop {
+        if let Some(after) = Deadline::passed(deadline) {
+            let behind: Vec<String> = services
+                .iter()
+                .zip(&last)
+                .filter_map(|(watched, last)| match last {
+                    Some(Readiness::Waiting(how)) => Some(format!("{}: {how}", watched.name)),
+                    None => Some(watched.name.clone()),
+                    _ => None,
+                })
+                .collect();
+            anyhow::bail!(
+                "the stack did not converge within {} (--wait-timeout); what was deployed stays. Not there yet: {}",
+                crate::command::service::go_duration(after),
+                behind.join("; ")
+            );
+        }
         let mut all = true;
         for (watched, last) in services.iter().zip(last.iter_mut()) {
             if matches!(last, Some(Readiness::Ready(_))) {
