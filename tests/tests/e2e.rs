@@ -2,8 +2,8 @@
 //! network namespaces, running tasks on containerd with images pulled from the test registry,
 //! driven by the `shoal` CLI. Three managers and three workers: placement, drain, global
 //! services, a worker's link cut, the leader's process killed, an agent restarted, a manager
-//! restarted, demote and promote of the leader, and the leader's link cut with its process
-//! alive; then a manager and a worker: containers, exits, rejected images, a killed agent.
+//! restarted, demote and promote of the leader, the leader's link cut with its process alive,
+//! and a removed worker locked out by every manager; then a manager and a worker: containers, exits, rejected images, a killed agent.
 //!
 //! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
@@ -199,6 +199,29 @@ fn three_managers_two_workers() {
     });
     let (answered, out, err) = via_old.run(&["service", "ls"]).expect("run shoal");
     assert!(answered && out.contains("sleep"), "the old leader serves again once it follows: {err}");
+
+    eprintln!(
+        "--- remove w2 while it runs: its agent, restarted with its old certificate, is refused by every manager"
+    );
+    ok(&via_other, &["node", "rm", "--force", &w2.name]);
+    until(&via_other, "w2 gone from the node list", 15, &["node", "ls"], |out| !out.contains(&w2_row));
+    workers[1].kill().expect("stop w2's agent");
+    let args: Vec<String> = std::iter::once("run".to_owned()).chain(sc.node_flags(w2)).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let w2_again = env.cluster.spawn(w2, "shoal-agent-removed", &agent.to_string_lossy(), &args).expect("restart w2");
+    let refused_by = |m: &Node| {
+        let log = std::fs::read_to_string(w2_again.log()).unwrap_or_default();
+        let manager = format!("{}:2377", m.addr);
+        log.lines().any(|l| l.contains("it was removed from the cluster") && l.contains(&manager))
+    };
+    wait_for("each of the three managers refused w2's old certificate", 60, || {
+        [m1, m2, m3].into_iter().all(refused_by)
+    });
+    let out = ok(&via_other, &["node", "ls"]);
+    assert!(!out.contains(&w2_row), "a removed node came back:\n{out}");
+    let ps = ok(&via_other, &["service", "ps", "everywhere"]);
+    assert!(!running_per_node(&ps).contains_key(&w2.name), "a task runs on the removed node:\n{ps}");
+    drop(w2_again);
     drop(m1_again);
     drop(managers);
     drop(workers);
