@@ -42,6 +42,21 @@ async fn all_reachable(c: &Cluster, leader: u64) -> shoal_raft_store::ClusterSta
     }
 }
 
+/// Waits until `leader` has stopped hearing from `member` (its status says Unreachable: no
+/// heartbeat answer within the election timeout), failing after 10 s.
+async fn until_unreachable(c: &Cluster, leader: u64, member: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = c.store(leader).status().await;
+        let reachability = status.members.iter().find(|m| m.id == member).map(|m| m.reachability);
+        if reachability == Some(Reachability::Unreachable) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{leader} still hears from {member} after 10 s: {status:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn follower_writes_are_forwarded_and_reads_are_linearizable_everywhere() {
     let c = Cluster::start(3, 1, Tuning::default()).await;
@@ -291,10 +306,9 @@ async fn membership_status_and_removal() {
     info!("--- a dead member shows as unreachable");
     let victim = others(leader)[1];
     c.kill(victim).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    until_unreachable(&c, leader, victim).await;
     let status = c.store(leader).status().await;
-    let dead = status.members.iter().find(|m| m.id == victim).expect("still a member");
-    assert_eq!(dead.reachability, Reachability::Unreachable);
+    assert!(status.members.iter().any(|m| m.id == victim), "still a member: {status:?}");
 
     info!("--- remove it; add a fresh learner and promote it");
     c.store(leader).remove(victim).await.expect("remove");
@@ -320,20 +334,33 @@ async fn leadership_is_handed_to_a_voter_the_leader_hears_from() {
     assert!(matches!(c.store(follower).transfer_leadership().await, Err(MembershipError::NotLeader { .. })));
 
     info!("--- the leader hands over while writes keep coming to it: they reach the successor");
+    // The writer goes on until told to stop, which is after the hand-over and three more writes:
+    // writes are in flight before, during and after it, however the threads are scheduled.
+    let (written, mut progress) = tokio::sync::watch::channel(0usize);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let writer = {
         let store = c.store(first).clone();
         tokio::spawn(async move {
-            for i in 0..40 {
-                store.put(format!("/during/{i}"), "x").await?;
-                tokio::time::sleep(Duration::from_millis(1)).await;
+            let mut count = 0;
+            while !*stopped.borrow_and_update() {
+                store.put(format!("/during/{count:03}"), "x").await?;
+                count += 1;
+                written.send_replace(count);
             }
-            Ok::<_, WriteError>(())
+            Ok::<_, WriteError>(count)
         })
     };
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let writes = |n: usize| move |count: &usize| *count >= n;
+    // A failed write ends the writer, and with it these waits; the writer's result says why.
+    let _ = progress.wait_for(writes(1)).await;
     let second = c.store(first).transfer_leadership().await.expect("transfer");
-    writer.await.expect("writer").expect("every write during the hand-over is applied");
+    let at_hand_over = *progress.borrow();
+    let _ = progress.wait_for(writes(at_hand_over + 3)).await;
+    stop.send_replace(true);
+    let count = writer.await.expect("writer").expect("every write during the hand-over is applied");
     assert_ne!(second, first);
+    let during = c.store(second).range("/during/").await.expect("range");
+    assert_eq!(during.kvs.len(), count, "every acknowledged write is there");
     assert_eq!(c.wait_leader().await, second);
     c.store(second).put("/after", "2").await.expect("put on the new leader");
     c.wait_value(first, "/after", "2").await;
@@ -343,12 +370,12 @@ async fn leadership_is_handed_to_a_voter_the_leader_hears_from() {
     let dead = others(second).into_iter().find(|id| *id != first).expect("third member");
     all_reachable(&c, second).await;
     c.kill(dead).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    until_unreachable(&c, second, dead).await;
     assert_eq!(c.store(second).transfer_leadership().await.expect("transfer back"), first);
 
     info!("--- alone with no reachable voter, it refuses and stays leader");
     c.kill(second).await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    until_unreachable(&c, first, second).await;
     match c.store(first).transfer_leadership().await {
         Err(MembershipError::Refused { reason, .. }) => assert!(reason.contains("no other voter"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),

@@ -109,9 +109,7 @@ async fn write_ten(dir: &Path) {
     for i in 1..=10 {
         append(&mut log, vec![put(1, i)]).await;
     }
-    drop(log);
-    // Let the writer thread persist meta and exit.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
 }
 
 #[tokio::test]
@@ -136,8 +134,7 @@ async fn torn_last_record_is_cut_and_appends_continue() {
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("torn tail is repaired");
     assert_eq!(indexes(&mut log).await, (1..=9).collect::<Vec<_>>());
     append(&mut log, vec![blank(2, 10)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, (1..=10).collect::<Vec<_>>());
 }
@@ -206,8 +203,7 @@ async fn wrong_encryption_key_refuses_to_open() {
     let key = |b| Arc::new(Sealer::new(Some(&EncryptionKey::new([b; 32]))).expect("sealer"));
     let mut log = LogStore::open(options(dir.path()), key(1)).expect("open");
     append(&mut log, vec![blank(1, 1), blank(1, 2)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let raw = fs::read(&segments(dir.path())[0]).expect("read");
     assert!(!String::from_utf8_lossy(&raw).contains("log_id"), "records are not plain JSON");
     let err = LogStore::open(options(dir.path()), key(2)).expect_err("wrong key");
@@ -224,8 +220,7 @@ async fn truncate_and_purge_survive_reopen() {
     log.truncate_after(Some(blank(1, 7).log_id)).await.expect("truncate");
     log.purge(blank(1, 3).log_id).await.expect("purge");
     append(&mut log, vec![blank(2, 8), blank(2, 9)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![4, 5, 6, 7, 8, 9]);
     let entries = log.try_get_log_entries(8..).await.expect("read");
@@ -243,8 +238,7 @@ async fn purge_past_the_end_then_append_elsewhere_reopens() {
     tracing::info!("--- a snapshot install purges past the local log");
     log.purge(blank(3, 100).log_id).await.expect("purge");
     append(&mut log, vec![blank(3, 101)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![101]);
 }
@@ -272,8 +266,7 @@ async fn a_full_disk_fails_the_append_and_leaves_whole_records() {
     let failure = failure.expect("the disk fills up");
     assert_eq!(failure.kind(), io::ErrorKind::StorageFull, "{failure}");
     assert!(!acked.is_empty());
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     tracing::info!("--- reopen: every acknowledged entry, and no torn record to cut");
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, acked);
@@ -323,8 +316,7 @@ async fn appends_behind_a_failed_one_fail_too_so_the_log_keeps_no_gap() {
     assert!(err.to_string().contains("refused"), "{err}");
     tracing::info!("--- appending again from the failed index (what Raft retries) works");
     queue(&mut log, put(1, 6)).await.await.expect("index 6 continues the log");
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(opts, sealer()).expect("the log opens: no gap");
     assert_eq!(indexes(&mut log).await, (1..=6).collect::<Vec<_>>());
 }
@@ -343,8 +335,7 @@ async fn a_last_record_with_unwritten_zero_pages_is_cut_but_a_flipped_last_byte_
     fs::write(&last, &torn).expect("write");
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("torn write is repaired");
     assert_eq!(indexes(&mut log).await, (1..=9).collect::<Vec<_>>());
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
 
     tracing::info!("--- one flipped byte in the last record is damage, not a torn write");
     let mut flipped = original;
@@ -389,8 +380,7 @@ async fn purge_past_the_end_of_a_log_whose_last_segment_lost_its_records_then_ap
     tracing::info!("--- a snapshot install purges past the local log; the next append follows the purge point");
     log.purge(blank(3, 100).log_id).await.expect("purge");
     append(&mut log, vec![blank(3, 101), blank(3, 102)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![101, 102]);
     assert_eq!(segments(dir.path()), vec![dir.path().join("log").join(segment_name(101))]);
@@ -411,8 +401,7 @@ async fn a_crash_between_the_purge_record_and_the_segment_removal_is_finished_on
     tracing::info!("--- openraft sees the purge done and appends after it");
     log.purge(blank(3, 100).log_id).await.expect("purge again is a no-op");
     append(&mut log, vec![blank(3, 101)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![101]);
     let state = log.get_log_state().await.expect("state");
@@ -432,8 +421,7 @@ async fn a_crash_after_a_partial_purge_keeps_the_segments_above_the_purge_point(
         first_kept.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()).expect("segment name");
     assert!(first <= 7, "the segment holding index 7 is kept, not {first}");
     append(&mut log, vec![put(1, 11)]).await;
-    drop(log);
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    log.close().await;
     let mut log = LogStore::open(options(dir.path()), sealer()).expect("reopen");
     assert_eq!(indexes(&mut log).await, vec![7, 8, 9, 10, 11]);
 }
