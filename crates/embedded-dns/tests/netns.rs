@@ -6,6 +6,7 @@
 
 mod support;
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -171,11 +172,13 @@ async fn forwards_to_the_upstream_in_another_netns_and_caches() {
     assert_nxdomain(&ask_udp(&c1, "nx.example.test.", RecordType::A).await, "negative answer from the cache");
     assert_eq!(env.upstream.seen(), ["www.example.test", "nx.example.test"], "one upstream query per name");
 
-    eprintln!("--- a lost upstream datagram is sent again after a second, not after the 4 s timeout");
+    eprintln!("--- a lost upstream datagram is sent again after a second, before the 4 s timeout");
     let started = Instant::now();
+    // An answer at all means the second datagram went out before the timeout (with the only
+    // upstream timed out, the client would get SERVFAIL).
     assert_eq!(addresses(&ask_udp(&c1, "lossy.example.test.", RecordType::A).await), ["203.0.113.7"]);
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
+    assert!(took >= Duration::from_millis(900), "sent again after a second, not at once: {took:?}");
     assert_eq!(env.upstream.seen().iter().filter(|n| *n == "lossy.example.test").count(), 2);
 
     eprintln!("--- the cluster domain, single labels and tasks.X never leak");
@@ -203,52 +206,52 @@ async fn upstream_down_or_slow_never_holds_up_local_answers() {
     if !privileged::require("upstream_down_or_slow_never_holds_up_local_answers", privileged::NETNS) {
         return;
     }
-    let mut env = Env::new(Duration::from_secs(3));
+    // The upstream holds `held` questions until released, and the server waits a minute for
+    // it: what must not wait for the upstream shows as happening while a query is held.
+    let mut env = Env::with_upstreams(Duration::ZERO, vec![support::UPSTREAM], Duration::from_secs(60));
     two_networks(&env);
     let c1 = env.container("c1", &["front"]).await;
 
-    eprintln!("--- detach with a slow upstream query in flight frees the address at once");
-    let slow_ns = c1.clone();
-    let pending = tokio::spawn(async move { ask_udp(&slow_ns, "slow0.example.test.", RecordType::A).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    eprintln!("--- detach with an upstream query in flight frees the address, not after the query");
+    let held_ns = c1.clone();
+    let pending = tokio::spawn(async move { ask_udp(&held_ns, "held0.example.test.", RecordType::A).await });
+    env.upstream.received("held0", |seen| seen.iter().any(|n| n == "held0.example.test")).await;
     assert!(env.server.detach("c1"));
     let c1_path = std::path::PathBuf::from("/run/netns").join(&c1);
-    let deadline = Instant::now() + Duration::from_millis(500);
+    // The aborted tasks drop their sockets on the runtime; the query stays held meanwhile.
+    let deadline = Instant::now() + Duration::from_secs(10);
     while let Err(err) = env.server.attach("c1", &c1_path, vec!["front".into()]).await {
         assert!(Instant::now() < deadline, "re-attach while a forwarded query was in flight: {err}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     pending.abort();
 
-    eprintln!("--- a slow upstream query in flight, local answers meanwhile");
-    let slow_ns = c1.clone();
-    let slow = tokio::spawn(async move { ask_udp(&slow_ns, "slow.example.test.", RecordType::A).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
+    eprintln!("--- an upstream query in flight, local answers meanwhile");
+    let held_ns = c1.clone();
+    let held = tokio::spawn(async move { ask_udp(&held_ns, "held.example.test.", RecordType::A).await });
+    env.upstream.received("held", |seen| seen.iter().any(|n| n == "held.example.test")).await;
     for _ in 0..20 {
         assert_eq!(addresses(&ask_udp(&c1, "web.", RecordType::A).await), ["198.18.0.2"]);
     }
-    let local = started.elapsed();
-    assert!(local < Duration::from_secs(1), "20 local answers took {local:?} with a slow upstream");
-    assert!(!slow.is_finished(), "the slow query is still waiting for the upstream");
+    assert!(!held.is_finished(), "the held query is still waiting for the upstream");
 
-    eprintln!("--- over one TCP connection, a local query behind a slow one is answered first");
+    eprintln!("--- over one TCP connection, a local query behind a held one is answered first");
     let mut stream = support::tcp_client(&c1);
-    support::send_tcp(&mut stream, 1, "slowtcp.example.test.", RecordType::A).await;
+    support::send_tcp(&mut stream, 1, "heldtcp.example.test.", RecordType::A).await;
     support::send_tcp(&mut stream, 2, "web.", RecordType::A).await;
-    let first = support::read_tcp(&mut stream, Duration::from_secs(1)).await;
+    let first = support::read_tcp(&mut stream, Duration::from_secs(5)).await;
     assert_eq!((first.metadata.id, addresses(&first)), (2, vec!["198.18.0.2".to_owned()]));
+    env.upstream.release();
     let second = support::read_tcp(&mut stream, Duration::from_secs(5)).await;
     assert_eq!((second.metadata.id, addresses(&second)), (1, vec!["203.0.113.7".to_owned()]));
-    assert_eq!(addresses(&slow.await.expect("slow query")), ["203.0.113.7"]);
+    assert_eq!(addresses(&held.await.expect("held query")), ["203.0.113.7"]);
 
-    eprintln!("--- upstream down: SERVFAIL quickly, local names still answered");
+    eprintln!("--- upstream down: SERVFAIL without waiting for the timeout, local names still answered");
     env.upstream.stop().await;
-    let started = Instant::now();
+    // ask_udp gives up after 5 s, long before the 60 s timeout: an answer means the refused
+    // query failed at once.
     let reply = ask_udp(&c1, "down.example.test.", RecordType::A).await;
-    let took = started.elapsed();
     assert_eq!(reply.metadata.response_code, ResponseCode::ServFail);
-    assert!(took < Duration::from_secs(2), "SERVFAIL took {took:?}");
     assert_eq!(addresses(&ask_udp(&c1, "web.", RecordType::A).await), ["198.18.0.2"]);
     assert_eq!(addresses(&ask_tcp(&c1, "tasks.web.", RecordType::A).await), ["198.18.0.10", "198.18.0.11"]);
 }
@@ -258,18 +261,18 @@ async fn a_dead_first_upstream_costs_one_timeout() {
     if !privileged::require("a_dead_first_upstream_costs_one_timeout", privileged::NETNS) {
         return;
     }
-    // 192.0.2.99 is on the underlay but nobody has it: queries to it vanish.
-    let dead = "192.0.2.99:53".parse().expect("address");
-    let mut env = Env::with_upstreams(Duration::ZERO, vec![dead, support::UPSTREAM], Duration::from_millis(500));
+    let mut env =
+        Env::with_upstreams(Duration::ZERO, vec![support::BLACK_HOLE, support::UPSTREAM], Duration::from_millis(500));
+    let dead = support::BlackHole::start(env.cluster.underlay_netns());
     let c1 = env.container("c1", &["front"]).await;
     let started = Instant::now();
     assert_eq!(addresses(&ask_udp(&c1, "one.example.test.", RecordType::A).await), ["203.0.113.7"]);
     let first = started.elapsed();
     assert!(first >= Duration::from_millis(450), "the first query waits for the dead upstream: {first:?}");
-    let started = Instant::now();
     assert_eq!(addresses(&ask_udp(&c1, "two.example.test.", RecordType::A).await), ["203.0.113.7"]);
-    let second = started.elapsed();
-    assert!(second < Duration::from_millis(400), "the dead upstream now goes last: {second:?}");
+    // Had the second query gone to the dead upstream first, it would have reached it half a
+    // second before the answer came.
+    assert_eq!(dead.seen(), ["one.example.test"], "the dead upstream now goes last");
     assert_eq!(env.upstream.seen(), ["one.example.test", "two.example.test"]);
 }
 
@@ -299,14 +302,16 @@ async fn answers_1024_concurrent_queries() {
     if !privileged::require("answers_1024_concurrent_queries", privileged::NETNS) {
         return;
     }
-    let mut env = Env::new(Duration::from_millis(300));
+    // Slow answers take 300 ms; the server waits a minute for any.
+    let mut env = Env::with_upstreams(Duration::from_millis(300), vec![support::UPSTREAM], Duration::from_secs(60));
     two_networks(&env);
     let c1 = env.container("c1", &["front"]).await;
 
     for (what, name_of) in [
         ("local", (|_| "web.".to_owned()) as fn(u16) -> String),
-        // Each a different name, so none is served from the cache: 1,024 upstream queries of 300 ms.
-        ("forwarded", |i| format!("slow{i}.example.test.")),
+        // Each a different name, so none is served from the cache: 1,024 upstream queries, held
+        // until all of them have reached the upstream (which only queries in flight together can).
+        ("forwarded", |i| format!("held{i}.example.test.")),
         // The same name, not cached yet: one upstream query, 1,024 answers.
         ("identical forwarded", |_| "slowsame.example.test.".to_owned()),
     ] {
@@ -315,6 +320,15 @@ async fn answers_1024_concurrent_queries() {
         let started = Instant::now();
         for id in 0..1024u16 {
             socket.send_to(&query(id, &name_of(id), RecordType::A, false), "127.0.0.11:53").await.expect("send");
+        }
+        if what == "forwarded" {
+            env.upstream
+                .received("1,024 different questions at once", |seen| {
+                    let held: BTreeSet<&String> = seen.iter().filter(|n| n.starts_with("held")).collect();
+                    held.len() == 1024
+                })
+                .await;
+            env.upstream.release();
         }
         let mut answered = vec![false; 1024];
         let mut buf = vec![0u8; 4096];
@@ -331,12 +345,12 @@ async fn answers_1024_concurrent_queries() {
             *slot = true;
             count += 1;
         }
-        let took = started.elapsed();
-        eprintln!("--- {what}: 1024 answered in {took:?}");
-        assert!(took < Duration::from_secs(3), "{what}: answers were serialised ({took:?})");
+        eprintln!("--- {what}: 1024 answered in {:?}", started.elapsed());
     }
     let seen = env.upstream.seen();
-    assert_eq!(seen.iter().filter(|n| n.starts_with("slow") && *n != "slowsame.example.test").count(), 1024);
+    // Held queries may have been sent again (every second without an answer): count names.
+    let held: BTreeSet<&String> = seen.iter().filter(|n| n.starts_with("held")).collect();
+    assert_eq!(held.len(), 1024);
     assert_eq!(seen.iter().filter(|n| *n == "slowsame.example.test").count(), 1, "identical questions share a query");
 }
 

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -14,6 +14,7 @@ use shoal_embedded_dns::{DnsConfig, DnsServer, RecordTable};
 use shoal_testkit::{Cluster, UNDERLAY_GATEWAY, in_netns};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::UdpSocket;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// A container's network namespace (just a namespace with `lo` up). Deleted when dropped.
@@ -51,11 +52,13 @@ fn run(command: &mut Command) {
 /// The fake upstream at 192.0.2.1:53 (UDP and TCP) in the underlay namespace.
 ///
 /// Under `example.test.`: `nx.*` is NXDOMAIN (with an SOA), `big.*` has 100 A records, names
-/// starting with `slow` are answered after the delay, those starting with `lossy` only the second
-/// time they are asked, anything else gets one A record
-/// 203.0.113.7 with TTL 60. Every question it sees is recorded.
+/// starting with `slow` are answered after the delay, those starting with `held` only once the
+/// test calls [`Upstream::release`], those starting with `lossy` only the second time they are
+/// asked, anything else gets one A record 203.0.113.7 with TTL 60. Every question it sees is
+/// recorded, and a test can wait for one to arrive ([`Upstream::received`]).
 pub(crate) struct Upstream {
-    pub(crate) seen: Arc<Mutex<Vec<String>>>,
+    seen: watch::Sender<Vec<String>>,
+    released: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -76,9 +79,11 @@ impl Upstream {
         .expect("enter underlay namespace");
         let udp = Arc::new(UdpSocket::from_std(udp).expect("register"));
         let tcp = tokio::net::TcpListener::from_std(tcp).expect("register");
-        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (seen, _) = watch::channel(Vec::new());
+        let (released, _) = watch::channel(false);
+        let hold = Hold { seen: seen.clone(), released: released.subscribe(), delay };
         let udp_task = {
-            let seen = seen.clone();
+            let hold = hold.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 4096];
                 // Answers in flight belong to this task: stopping it closes the socket at once.
@@ -87,9 +92,9 @@ impl Upstream {
                     while answers.try_join_next().is_some() {}
                     let Ok((n, peer)) = udp.recv_from(&mut buf).await else { continue };
                     let request = buf[..n].to_vec();
-                    let (udp, seen) = (udp.clone(), seen.clone());
+                    let (udp, hold) = (udp.clone(), hold.clone());
                     answers.spawn(async move {
-                        if let Some(reply) = answer(&request, &seen, delay, true).await {
+                        if let Some(reply) = answer(&request, &hold, true).await {
                             let _ = udp.send_to(&reply, peer).await;
                         }
                     });
@@ -97,20 +102,20 @@ impl Upstream {
             })
         };
         let tcp_task = {
-            let seen = seen.clone();
+            let hold = hold.clone();
             tokio::spawn(async move {
                 let mut connections = tokio::task::JoinSet::new();
                 loop {
                     while connections.try_join_next().is_some() {}
                     let Ok((mut stream, _)) = tcp.accept().await else { continue };
-                    let seen = seen.clone();
+                    let hold = hold.clone();
                     connections.spawn(async move {
                         while let Ok(len) = stream.read_u16().await {
                             let mut request = vec![0u8; usize::from(len)];
                             if stream.read_exact(&mut request).await.is_err() {
                                 return;
                             }
-                            let Some(reply) = answer(&request, &seen, delay, false).await else { return };
+                            let Some(reply) = answer(&request, &hold, false).await else { return };
                             let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
                             framed.extend_from_slice(&reply);
                             if stream.write_all(&framed).await.is_err() {
@@ -121,12 +126,25 @@ impl Upstream {
                 }
             })
         };
-        Self { seen, tasks: vec![udp_task, tcp_task] }
+        Self { seen, released, tasks: vec![udp_task, tcp_task] }
     }
 
     /// The questions it has seen, lower case, without the trailing dot.
     pub(crate) fn seen(&self) -> Vec<String> {
-        self.seen.lock().expect("lock").clone()
+        self.seen.borrow().clone()
+    }
+
+    /// Waits until the questions seen satisfy `done` (`what` names it), failing after 10 s.
+    pub(crate) async fn received(&self, what: &str, done: impl FnMut(&Vec<String>) -> bool) {
+        let mut seen = self.seen.subscribe();
+        if tokio::time::timeout(Duration::from_secs(10), seen.wait_for(done)).await.is_err() {
+            panic!("the upstream never received {what}: it saw {:?}", self.seen());
+        }
+    }
+
+    /// Answers the `held` questions, those waiting and any asked later.
+    pub(crate) fn release(&self) {
+        self.released.send_replace(true);
     }
 
     /// Stops answering and closes its sockets: queries to it now meet "port unreachable".
@@ -138,22 +156,82 @@ impl Upstream {
     }
 }
 
-async fn answer(request: &[u8], seen: &Mutex<Vec<String>>, delay: Duration, udp: bool) -> Option<Vec<u8>> {
+/// Where [`BlackHole`] listens: on the underlay, next to the fake upstream.
+pub(crate) const BLACK_HOLE: SocketAddr = SocketAddr::new(IpAddr::V4(UNDERLAY_GATEWAY), 5353);
+
+/// An upstream that never answers, at [`BLACK_HOLE`] (UDP) in the underlay namespace: queries
+/// to it vanish as to a dead server, and it records the questions, so a test sees which
+/// queries tried it.
+pub(crate) struct BlackHole {
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub(crate) fn start(netns: &str) -> Self {
+        let socket = in_netns(netns, || {
+            let socket = std::net::UdpSocket::bind(BLACK_HOLE).expect("bind the black hole");
+            socket.set_nonblocking(true).expect("nonblocking");
+            socket
+        })
+        .expect("enter underlay namespace");
+        let socket = UdpSocket::from_std(socket).expect("register");
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let seen = seen.clone();
+            async move {
+                let mut buf = vec![0u8; 4096];
+                while let Ok(n) = socket.recv(&mut buf).await {
+                    if let Some(query) = Message::from_vec(&buf[..n]).ok().and_then(|m| m.queries.first().cloned()) {
+                        let name = query.name().to_ascii().to_ascii_lowercase();
+                        seen.lock().expect("lock").push(name.trim_end_matches('.').to_owned());
+                    }
+                }
+            }
+        });
+        Self { seen, task }
+    }
+
+    /// The questions sent to it, lower case, without the trailing dot.
+    pub(crate) fn seen(&self) -> Vec<String> {
+        self.seen.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What the upstream's answers share: the questions seen, and what holds answers back.
+#[derive(Clone)]
+struct Hold {
+    seen: watch::Sender<Vec<String>>,
+    released: watch::Receiver<bool>,
+    delay: Duration,
+}
+
+async fn answer(request: &[u8], hold: &Hold, udp: bool) -> Option<Vec<u8>> {
     let request = Message::from_vec(request).ok()?;
     let query = request.queries.first()?.clone();
     let name = query.name().to_ascii().to_ascii_lowercase();
     let name = name.trim_end_matches('.').to_owned();
-    let times_seen = {
-        let mut seen = seen.lock().expect("lock");
+    let mut times_seen = 0;
+    hold.seen.send_modify(|seen| {
         seen.push(name.clone());
-        seen.iter().filter(|n| **n == name).count()
-    };
+        times_seen = seen.iter().filter(|n| **n == name).count();
+    });
     if name.starts_with("lossy") && times_seen == 1 {
         // As if the first datagram were lost.
         return None;
     }
     if name.starts_with("slow") {
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(hold.delay).await;
+    }
+    if name.starts_with("held") {
+        let mut released = hold.released.clone();
+        released.wait_for(|released| *released).await.ok()?;
     }
     let mut reply = Message::response(request.metadata.id, OpCode::Query);
     reply.metadata.recursion_available = true;
