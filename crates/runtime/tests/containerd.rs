@@ -124,15 +124,20 @@ impl Fixture for CtrFixture {
                     ..Default::default()
                 },
             ),
-            Program::IgnoresTerm => {
-                (ImageSource::registry(&self.tools), shell("trap '' TERM; while :; do sleep 1; done".into()))
-            }
+            Program::IgnoresTerm => (
+                ImageSource::registry(&self.tools),
+                shell("trap '' TERM; echo ready; while :; do sleep 1; done".into()),
+            ),
             Program::Print { stdout, stderr } => {
                 let mut script: Vec<String> = stdout.iter().map(|l| format!("echo {l}")).collect();
                 script.extend(stderr.iter().map(|l| format!("echo {l} >&2")));
                 (ImageSource::registry(&self.tools), shell(script.join("; ")))
             }
         }
+    }
+
+    async fn until_ignoring_term(&self, id: &str) {
+        wait_for_line(&self.runtime, id, "ready").await;
     }
 
     fn missing_image(&self) -> ImageSource {
@@ -189,9 +194,10 @@ async fn run_script(
     rt.create(&spec).await.expect("create");
     rt.start(id).await.expect("start");
     let status = rt.wait(id).await.expect("wait");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let lines: Vec<String> = rt.logs(id, &LogOptions::default()).await.expect("logs").map(|l| l.line).collect().await;
+    // Stopping deletes the task, which waits for the logging process to copy what is left in
+    // its pipes and exit: only then is the log complete.
     rt.stop(id, Duration::from_secs(1)).await.expect("stop");
+    let lines: Vec<String> = rt.logs(id, &LogOptions::default()).await.expect("logs").map(|l| l.line).collect().await;
     rt.remove(id).await.expect("remove");
     (status.code, lines.join("\n"))
 }
@@ -548,10 +554,9 @@ fn docker_options() {
         rt.create(&spec).await.expect("create");
         rt.start("init").await.expect("start");
         wait_for_line(&rt, "init", "ready").await;
-        let asked = std::time::Instant::now();
         let status = rt.stop("init", Duration::from_secs(20)).await.expect("stop");
+        // The SIGKILL after the grace period would have made it 137.
         assert_eq!(status.code, 0, "the command trapped TERM and exited 0: {status:?}");
-        assert!(asked.elapsed() < Duration::from_secs(10), "stopped by the signal, not the SIGKILL after grace");
         let lines = log_lines(&rt, "init").await;
         assert_eq!(lines, ["docker-init", "1", "ready", "got-term"]);
         rt.remove("init").await.expect("remove");

@@ -44,6 +44,10 @@ impl Fixture for SimFixture {
         (ImageSource::registry(name), ContainerSpec::default())
     }
 
+    async fn until_ignoring_term(&self, _id: &str) {
+        // A simulated container ignores its stop signal from the start.
+    }
+
     fn missing_image(&self) -> ImageSource {
         ImageSource::registry("sim/not-there:1")
     }

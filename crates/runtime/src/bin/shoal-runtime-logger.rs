@@ -3,6 +3,8 @@
 
 use std::process::ExitCode;
 
+use nix::sys::signal::{SigSet, Signal};
+
 use shoal_runtime::logs::{DriverArgs, run_driver};
 
 fn main() -> ExitCode {
@@ -17,6 +19,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The shim holds the write ends of our pipes until the task is deleted; then it closes them,
+    // sends SIGTERM and waits for this process to exit (up to 12 s, then SIGKILL). The closed
+    // pipes end the copying anyway, while dying of the SIGTERM could lose the lines still in
+    // them. With SIGTERM blocked (the threads inherit the mask), deleting a task waits until
+    // its log is complete.
+    if let Err(err) = SigSet::from(Signal::SIGTERM).thread_block() {
+        #[allow(clippy::print_stderr)]
+        {
+            eprintln!("shoal-runtime-logger: block SIGTERM: {err}");
+        }
+    }
     // SAFETY: the shim starts this process with its stdout/stderr pipes on fds 3 and 4 and the
     // ready pipe on fd 5, and nothing else in this process uses those descriptors.
     match unsafe { run_driver(&args) } {
