@@ -470,6 +470,9 @@ fn a_restarted_agent_adopts_running_tasks_and_removes_what_no_task_needs() {
         second.network.protect(vec!["t1".into(), "t2".into()]);
         // The view comes before the assignments: nothing is torn down meanwhile.
         second.network.set_view(view(&[("t1", "web.1", "198.18.10.3")]));
+        // Not synchronisation but a bounded observation window: until `ready` no pass is
+        // submitted at all, so there is no event to wait for; a pass submitted by mistake would
+        // take web.2's peer away within it.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (code, out) = sh(&second, "t1", "ping -c1 -W2 198.18.10.4").await;
         assert_eq!(code, 0, "web.1 lost web.2 before the first complete assignment set: {out}");

@@ -8,7 +8,7 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use shoal_overlay::{ContainerSpec, Dataplane as _, Desired, Egress, GatewayBridge, LocalEndpoint, Op, RemoteEndpoint};
 use shoal_testkit::privileged;
@@ -264,7 +264,7 @@ fn a_restarted_planner_adopts_existing_state_and_repairs_damage() {
 }
 
 #[test]
-fn five_hundred_endpoints_on_one_network_apply_in_bounded_time() {
+fn five_hundred_endpoints_on_one_network_apply_and_converge() {
     if !privileged::require("five_hundred_endpoints_on_one_network", privileged::NETNS) {
         return;
     }
@@ -303,8 +303,8 @@ fn five_hundred_endpoints_on_one_network_apply_in_bounded_time() {
          no-change pass in {second:.2?}",
         report.applied.len()
     );
+    // The times are printed, not checked: speed is for the overlay bench to measure.
     assert_eq!(again.applied, vec![]);
-    assert!(first < Duration::from_secs(45), "first apply took {first:?}");
     let first_ns = paths[0].file_name().and_then(|n| n.to_str()).expect("name").to_owned();
     assert!(ping(&first_ns, address(LOCAL - 1)), "first local endpoint reaches the last");
 }

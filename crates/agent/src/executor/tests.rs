@@ -75,7 +75,10 @@ async fn an_agent_that_stops_leaves_its_containers_running() {
 
     tracing::info!("--- the agent stops: its executor is dropped");
     drop(executor);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The reports close once the executor and every task it ran are gone: nothing left could
+    // stop the container.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async { while reports.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok(), "the executor's tasks still run 5 s after it was dropped");
     assert_eq!(running(&sim).await, ["t1"], "the container outlives the agent");
 
     tracing::info!("--- a new agent adopts it; a task no longer assigned is stopped and removed");

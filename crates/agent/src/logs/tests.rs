@@ -155,7 +155,10 @@ async fn following_reads_new_tasks_until_the_manager_closes_the_subscription() {
     assert_eq!(outcome, "closed by the manager");
 }
 
-#[tokio::test]
+// The clock is paused so that the sleep below is a wait for quiescence: it returns only once no
+// task can run (the runtime advances a paused clock only when idle), so the publisher has gone as
+// far as it can without the manager taking a batch.
+#[tokio::test(start_paused = true)]
 async fn a_manager_that_does_not_take_batches_holds_back_the_reads() {
     let many: Vec<String> = (0..100_000).map(|i| format!("line {i}")).collect();
     let sim = runtime(&[("t1", SimBehavior::Print { stdout: many, stderr: Vec::new() })]).await;
