@@ -11,7 +11,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,15 +21,18 @@ use support::{env, get, ok, until, wait_for};
 /// Requests through the routing mesh, on every node in turn, until stopped: what each answered.
 struct Load {
     stop: Arc<AtomicBool>,
+    /// How many requests have been made so far (answered or failed).
+    made: Arc<AtomicUsize>,
     thread: std::thread::JoinHandle<Vec<Result<String, String>>>,
 }
 
 impl Load {
     fn start(cluster: &Cluster, nodes: &[Node]) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let made = Arc::new(AtomicUsize::new(0));
         let underlay = cluster.underlay_netns().to_owned();
         let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
-        let stopped = stop.clone();
+        let (stopped, counter) = (stop.clone(), made.clone());
         let thread = std::thread::spawn(move || {
             let mut answers = Vec::new();
             for addr in addrs.iter().cycle() {
@@ -37,10 +40,17 @@ impl Load {
                     break;
                 }
                 answers.push(get(&underlay, addr, "/"));
+                counter.fetch_add(1, Ordering::Relaxed);
             }
             answers
         });
-        Self { stop, thread }
+        Self { stop, made, thread }
+    }
+
+    /// Waits until a request has gone through every node (answered or not), so that what
+    /// comes next happens under load.
+    fn until_going(&self, nodes: usize) {
+        wait_for("a request through every node", 20, || self.made.load(Ordering::Relaxed) >= nodes);
     }
 
     fn stop(self) -> Vec<Result<String, String>> {
@@ -124,7 +134,7 @@ fn service_lifecycle() {
 
     eprintln!("--- service update --image web:v2 under load: only v1 and v2 answer, never an error");
     let load = Load::start(&env.cluster, &nodes);
-    std::thread::sleep(Duration::from_millis(500));
+    load.until_going(nodes.len());
     let updated = ok(&shoal, &["service", "update", "--image", &image("web:v2"), "web"]);
     assert!(updated.contains("verify: Service converged"), "{updated}");
     let answers = load.stop();
