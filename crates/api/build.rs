@@ -1,10 +1,10 @@
-//! Build script: compiles Shoal's .proto files (objects and the control, dispatcher, CA and
-//! logs services) with protox, a protobuf compiler in Rust that carries the well-known types, and
-//! generates the code with tonic-prost-build. Nothing from the system is needed (no `protoc`).
+//! Build script: compiles Shoal's .proto files (objects and the control, dispatcher, CA, logs
+//! and events services) with protox, a protobuf compiler in Rust that carries the well-known
+//! types, and generates the code with tonic-prost-build. Nothing from the system is needed (no `protoc`).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos =
-        ["objects", "control", "dispatcher", "ca", "logs"].map(|name| format!("../../proto/shoal/v1/{name}.proto"));
+    let protos = ["objects", "control", "dispatcher", "ca", "logs", "events"]
+        .map(|name| format!("../../proto/shoal/v1/{name}.proto"));
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");
     }

@@ -1,5 +1,5 @@
 //! Shoal's protobuf API: the cluster objects (nodes, services, tasks, the cluster) and the
-//! control, dispatcher, CA and logs gRPC services, generated from `proto/shoal/v1/` with
+//! control, dispatcher, CA, logs and events gRPC services, generated from `proto/shoal/v1/` with
 //! tonic-prost-build, plus the few helpers every user of the types needs (task-state order,
 //! durations and timestamps) and the TLS channel every client of the manager port opens. No logic: `manager` and `agent` translate between these messages
 //! and the subsystem crates' own types.

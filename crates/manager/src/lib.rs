@@ -17,6 +17,7 @@ mod client;
 mod control;
 mod data_key;
 mod dispatcher;
+mod events;
 mod ids;
 mod images;
 mod jobs;

@@ -1,4 +1,4 @@
-//! Everything a manager serves on its one port: the control API and the logs API (managers and
+//! Everything a manager serves on its one port: the control, logs and events APIs (managers and
 //! admin bundles), the CA (anyone with a join token; renewal for nodes), and the Raft transport
 //! (managers only), each behind its role check, and the dispatcher (any node with a
 //! certificate). Every service refuses revoked identities on each call (see `revocation.rs`).
@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shoal_api::v1::{
-    ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer, logs_server::LogsServer,
+    ca_server::CaServer, control_server::ControlServer, dispatcher_server::DispatcherServer,
+    events_server::EventsServer, logs_server::LogsServer,
 };
 use shoal_ca_pki::{ClusterCa, RemovedNodes};
 use tokio::net::TcpListener;
@@ -17,6 +18,7 @@ use tonic::service::interceptor::InterceptedService;
 use crate::ca_service::CaService;
 use crate::control::ControlService;
 use crate::dispatcher::Dispatcher;
+use crate::events::{EventBroker, EventsService};
 use crate::logs::LogsService;
 use crate::objects::ObjectStore;
 use crate::tls::{Callers, RefuseRevoked, incoming, require};
@@ -67,6 +69,8 @@ pub async fn serve(
         services.dispatcher.log_broker().clone(),
         services.client_tls.clone(),
     );
+    // The broker watches this manager's replica for as long as the server runs.
+    let events = EventsService::new(EventBroker::start(services.objects.store().clone()));
     let raft = shoal_raft_store::grpc::service(services.objects.store().clone());
     let removed = &services.removed;
     tonic::transport::Server::builder()
@@ -77,6 +81,10 @@ pub async fn serve(
         .add_service(InterceptedService::new(
             RefuseRevoked::new(LogsServer::new(logs), services.objects.clone()),
             require("the logs API", Callers::ManagersAndAdmins, removed.clone()),
+        ))
+        .add_service(InterceptedService::new(
+            RefuseRevoked::new(EventsServer::new(events), services.objects.clone()),
+            require("the events API", Callers::ManagersAndAdmins, removed.clone()),
         ))
         .add_service(CaServer::new(ca))
         .add_service(DispatcherServer::with_interceptor(

@@ -4,6 +4,7 @@
 //! share: the top-level command, list options, the duration and size parsers, and `run`.
 
 mod cluster;
+mod events;
 mod filter;
 mod join_token;
 mod network;
@@ -20,6 +21,7 @@ use clap::{Args, Subcommand};
 use shoal_api::v1::control_client::ControlClient;
 
 use self::cluster::{ClusterCommand, admin_cert};
+use self::events::EventsArgs;
 use self::join_token::{TokenRole, join_token};
 use self::network::{NetworkCommand, network_command};
 use self::node::{NodeCommand, node_command};
@@ -55,6 +57,9 @@ pub(crate) enum Command {
     /// Manage the cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Stream the cluster's events: services, nodes, tasks, networks, secrets and configs created,
+    /// updated and removed.
+    Events(EventsArgs),
     /// Print (or rotate) a join token.
     JoinToken {
         /// Which token.
@@ -192,6 +197,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Config(config) => payload_command(&mut control, Kind::Config, config).await,
         Command::Volume(volume) => volume_command(&mut control, volume).await,
         Command::Stack(stack) => stack_command(&mut control, channel, stack).await,
+        Command::Events(args) => events::events(channel, &args).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
         // `main` prints it before connecting.
         Command::Completion { .. } => Ok(()),

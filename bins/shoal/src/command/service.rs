@@ -32,6 +32,7 @@ use super::api;
 use crate::render;
 
 pub(crate) use self::inspect::go_duration;
+pub(crate) use self::logs::{Since, timestamp};
 pub(crate) use self::opts::{default_restart_policy, default_update_config, parse_label};
 pub(crate) use self::ps::{TaskListArgs, print_tasks};
 

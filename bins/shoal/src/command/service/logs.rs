@@ -67,7 +67,7 @@ impl Since {
     /// An RFC 3339 time (`2013-01-02T13:23:37Z`, with fractions and offsets; without a zone,
     /// UTC), a date (`2013-01-02`, midnight UTC), Unix seconds (`1357133017`, `1357133017.5`),
     /// or a duration before now (`42m`, `1h30m`, `90s`).
-    fn parse(text: &str) -> Result<Self, String> {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
             let secs: f64 = text.parse().map_err(|_| format!("invalid --since {text:?}: not a number of seconds"))?;
@@ -85,7 +85,7 @@ impl Since {
     }
 
     /// The point in time, counting back from `now`.
-    fn at(self, now: SystemTime) -> SystemTime {
+    pub(crate) fn at(self, now: SystemTime) -> SystemTime {
         match self {
             Self::At(at) => at,
             Self::Ago(ago) => now.checked_sub(ago).unwrap_or(UNIX_EPOCH),
@@ -158,8 +158,8 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 /// `2014-09-16T06:17:46.000000000Z`: RFC 3339 with nine decimals, so that timestamps align (as
-/// docker's `--timestamps`).
-fn timestamp(at: SystemTime) -> String {
+/// docker's `--timestamps`, and `shoal events`).
+pub(crate) fn timestamp(at: SystemTime) -> String {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     let whole = render::rfc3339(UNIX_EPOCH + Duration::from_secs(since.as_secs()));
     format!("{}.{:09}Z", whole.trim_end_matches('Z'), since.subsec_nanos())
