@@ -53,6 +53,11 @@ struct Common {
     /// names to, and whose search domains and options their resolv.conf keeps.
     #[arg(long, env = "SHOAL_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     resolv_conf: std::path::PathBuf,
+    /// Serve Prometheus metrics over plain HTTP at IP:PORT, as `GET /metrics`; off unless given.
+    /// It has no authentication: prefer a loopback address (e.g. 127.0.0.1:9323) or a
+    /// management network.
+    #[arg(long, env = "SHOAL_METRICS_ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,7 +79,32 @@ enum Command {
     },
 }
 
-fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
+/// Binds `--metrics-addr` and serves the worker's series there for the life of the process.
+async fn serve_metrics(addr: std::net::SocketAddr) -> anyhow::Result<shoal_agent::AgentMetrics> {
+    let metrics = shoal_agent::AgentMetrics::new();
+    let listener = shoal_agent::metrics::bind(addr)
+        .await
+        .map_err(|err| anyhow::anyhow!("--metrics-addr {addr}: cannot listen: {err}"))?;
+    let series = metrics.clone();
+    let render = shoal_agent::metrics::render(move || {
+        let series = series.clone();
+        async move {
+            let mut out = String::new();
+            // Writing to a String cannot fail.
+            let _ = series.encode(&mut out);
+            shoal_agent::metrics::end(&mut out);
+            out
+        }
+    });
+    tokio::spawn(shoal_agent::metrics::serve(listener, render, std::future::pending()));
+    Ok(metrics)
+}
+
+async fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
+    let metrics = match common.metrics_addr {
+        Some(addr) => Some(serve_metrics(addr).await?),
+        None => None,
+    };
     let logger = shoal_agent::find_logger(common.logger.as_deref(), "shoal-agent")?;
     let network = shoal_agent::NetworkConfig {
         netns_prefix: common.netns_prefix,
@@ -93,6 +123,7 @@ fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         // shoal-agent has no manager in it: such a node is not promotable.
         can_manage: false,
         network: Some(network),
+        metrics,
     })
 }
 
@@ -115,14 +146,14 @@ async fn until_signal() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Join { token, remote, common } => {
-            let config = worker_config(common)?;
+            let config = worker_config(common).await?;
             let remote = if remote.contains(':') { remote } else { format!("{remote}:2377") };
             let node_id = shoal_agent::join_worker(&config.data_dir, &remote, &token).await?;
             println!("This node joined a cluster as a worker ({node_id}).");
             shoal_agent::run_worker(&config, until_signal()).await?;
         }
         Command::Run { common } => {
-            let config = worker_config(common)?;
+            let config = worker_config(common).await?;
             shoal_agent::run_worker(&config, until_signal()).await?;
         }
     }

@@ -14,6 +14,9 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shoal_manager::{ManagerConfig, RunningManager};
 
+mod metrics;
+use metrics::Metrics;
+
 /// The manager port's default, as Swarm's.
 const DEFAULT_PORT: u16 = 2377;
 
@@ -69,6 +72,14 @@ struct Common {
     /// names to, and whose search domains and options their resolv.conf keeps.
     #[arg(long, env = "SHOAL_RESOLV_CONF", default_value = "/etc/resolv.conf")]
     resolv_conf: std::path::PathBuf,
+    /// Serve Prometheus metrics (the manager's and its worker role's) over plain HTTP at IP:PORT,
+    /// as `GET /metrics`; off unless given. It has no authentication: prefer a loopback address
+    /// (e.g. 127.0.0.1:9323) or a management network.
+    #[arg(long, env = "SHOAL_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// The series the metrics endpoint serves, made once per process (see [`Metrics::start`]).
+    #[arg(skip)]
+    metrics: Option<Metrics>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +146,7 @@ fn config(common: &Common, advertise_addr: SocketAddr) -> anyhow::Result<Manager
     config.heartbeat_period = Duration::from_secs_f64(common.heartbeat_period);
     let registry = shoal_agent::Registry::new(common.insecure_registries.clone());
     config.image_resolver = Some(std::sync::Arc::new(Registries(registry)));
+    config.metrics = common.metrics.as_ref().map(|m| m.manager.clone());
     Ok(config)
 }
 
@@ -187,6 +199,7 @@ fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
             data_addr: common.data_path_addr.map(|a| a.to_string()),
             ..shoal_agent::NetworkConfig::default()
         }),
+        metrics: common.metrics.as_ref().map(|m| m.agent.clone()),
     })
 }
 
@@ -335,7 +348,13 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
     result
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let common = match &mut cli.command {
+        Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common, .. } => common,
+    };
+    if let Some(addr) = common.metrics_addr {
+        common.metrics = Some(Metrics::start(addr).await?);
+    }
     match cli.command {
         Command::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, common } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;

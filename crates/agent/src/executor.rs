@@ -64,6 +64,8 @@ pub(crate) struct Executor {
     controllers: HashMap<String, Controller>,
     /// Containers found at start (task ID → state), adopted by their tasks' controllers.
     found: HashMap<String, ContainerState>,
+    /// Where task states and start times are counted, if anywhere.
+    metrics: Option<crate::AgentMetrics>,
 }
 
 impl Executor {
@@ -85,7 +87,17 @@ impl Executor {
             network,
             controllers: HashMap::new(),
             found: HashMap::new(),
+            metrics: None,
         }
+    }
+
+    /// Counts this executor's task states and container start times in `metrics` (which start
+    /// from no tasks: the ones it adopts report again).
+    pub(crate) fn set_metrics(&mut self, metrics: Option<crate::AgentMetrics>) {
+        if let Some(metrics) = &metrics {
+            metrics.reset();
+        }
+        self.metrics = metrics;
     }
 
     /// The node's hostname, for the tasks' hostname templates.
@@ -185,6 +197,7 @@ impl Executor {
             reports: self.reports.clone(),
             network: self.network.clone(),
             node_hostname: self.node_hostname.clone(),
+            metrics: self.metrics.clone(),
         };
         let handle = tokio::spawn(async move { ctx.run(receiver, adopted).await });
         self.controllers.insert(task.id, Controller { task: sender, handle });
@@ -276,6 +289,7 @@ struct Ctx {
     reports: Reports,
     network: Option<Arc<Networking>>,
     node_hostname: String,
+    metrics: Option<crate::AgentMetrics>,
 }
 
 /// The hostname of a task's container: the one its spec asks for (docker's templates such as
@@ -350,6 +364,9 @@ impl Ctx {
         } else {
             tracing::debug!(task.id = %task_id, state = state.label(), "task state");
         }
+        if let Some(metrics) = &self.metrics {
+            metrics.task_state(task_id, state);
+        }
         let _ = self.reports.send((task_id.to_owned(), status));
     }
 
@@ -382,6 +399,9 @@ impl Ctx {
             Err(err) => tracing::warn!(task.id = %id, error = %err, "could not remove the task's container"),
         }
         self.files.release(&id);
+        if let Some(metrics) = &self.metrics {
+            metrics.task_gone(&id);
+        }
     }
 
     /// A running container found after an agent restart: its networking is adopted, and its
@@ -433,7 +453,12 @@ impl Ctx {
         self.report(id, TaskState::Accepted, "accepted", "", None);
         self.report(id, TaskState::Preparing, "preparing", "", None);
         let container = container_of(task);
-        let image = match self.runtime.ensure_image(&ImageSource::registry(&container.image)).await {
+        let pulling = std::time::Instant::now();
+        let ensured = self.runtime.ensure_image(&ImageSource::registry(&container.image)).await;
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_pull(pulling.elapsed());
+        }
+        let image = match ensured {
             Ok(image) => image,
             Err(err) => {
                 self.report(id, TaskState::Rejected, "preparing failed", &err.to_string(), None);
@@ -482,6 +507,7 @@ impl Ctx {
                 }
             }
         }
+        let creating = std::time::Instant::now();
         let mut created = self.runtime.create(&spec).await;
         if let Err(ContainerError::AlreadyExists { .. }) = created {
             // Left by an earlier attempt at this very task that died before starting it.
@@ -497,6 +523,9 @@ impl Ctx {
         if let Err(err) = self.runtime.start(id).await {
             self.report(id, TaskState::Failed, "start failed", &err.to_string(), None);
             return None;
+        }
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_start(creating.elapsed());
         }
         if check.is_some() {
             // RUNNING (and with it VIP and DNS traffic) waits for the first passing probe.

@@ -17,12 +17,14 @@ mod join;
 mod logs;
 mod managers;
 pub mod mesh;
+pub mod metrics;
 mod network;
 mod session;
 mod worker;
 
 pub use executor::NodeDirs;
 pub use join::{JoinError, join};
+pub use metrics::AgentMetrics;
 pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 /// An address with a prefix length (the gateway subnet of [`NetworkConfig`]).

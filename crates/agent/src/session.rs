@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// egress, DNS, VIPs, routing mesh), following the manager's `Networks` stream. `None`: tasks
     /// get a fresh namespace with loopback only (the simulated runtime has no namespaces).
     pub network: Option<crate::NetworkConfig>,
+    /// Where the agent counts its tasks by state and times container starts and image pulls;
+    /// `None`: it keeps no metrics.
+    pub metrics: Option<crate::AgentMetrics>,
 }
 
 /// Why [`Agent::run`] returned.
@@ -241,6 +244,7 @@ impl Agent {
             network.clone(),
         );
         executor.set_node_hostname(&description.hostname);
+        executor.set_metrics(self.config.metrics.clone());
         let found = executor.discover().await?;
         if let Some(network) = &network {
             // Their namespaces stay until their controllers adopt or release them.

@@ -41,6 +41,8 @@ pub struct WorkerConfig {
     /// Networking (on by default with containerd: `Some(NetworkConfig::default())`); `None`
     /// leaves every task in a namespace with loopback only.
     pub network: Option<crate::NetworkConfig>,
+    /// Where the worker keeps its metrics (`--metrics-addr`); `None`: it keeps none.
+    pub metrics: Option<crate::AgentMetrics>,
 }
 
 /// Joining or running a worker failed.
@@ -282,6 +284,7 @@ async fn run_agent(
             certs_dir: config.can_manage.then(|| certs.to_owned()),
             credentials: Some(live),
             network: config.network.clone(),
+            metrics: config.metrics.clone(),
         },
         Arc::new(runtime),
     );
@@ -366,6 +369,7 @@ mod tests {
             hostname: None,
             can_manage: false,
             network: None,
+            metrics: None,
         }
     }
 

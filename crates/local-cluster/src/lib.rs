@@ -275,6 +275,7 @@ impl LocalCluster {
             credentials: Some(live),
             // The simulated runtime has no network namespaces.
             network: None,
+            metrics: None,
         })
     }
 

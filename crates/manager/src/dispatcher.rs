@@ -240,6 +240,11 @@ impl Dispatcher {
         &self.inner.logs
     }
 
+    /// How many nodes have a session open here (for the metrics).
+    pub(crate) fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
     fn sessions(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         self.inner.sessions.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

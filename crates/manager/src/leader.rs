@@ -74,6 +74,8 @@ pub struct Leader {
     cursors: Arc<Mutex<Cursors>>,
     /// How many nodes the last pass could not give an ingress address (for its warning).
     without_ingress: Arc<std::sync::atomic::AtomicUsize>,
+    /// Where passes and placements are timed, if anywhere.
+    metrics: Option<crate::ManagerMetrics>,
 }
 
 /// The key a new leader writes when it takes office; its passes' writes require it unchanged.
@@ -90,7 +92,14 @@ impl Leader {
             fenced: Arc::new(Mutex::new(None)),
             cursors: Arc::new(Mutex::new(Cursors::new())),
             without_ingress: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            metrics: None,
         }
+    }
+
+    /// The same loops, timing their passes and placements into `metrics`.
+    pub(crate) fn with_metrics(mut self, metrics: Option<crate::ManagerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Writes the fence key and keeps the store fenced by it for this term's passes.
@@ -188,7 +197,12 @@ impl Leader {
                 continue;
             }
             last_pass = Instant::now();
-            match self.pass(SystemTime::now()).await {
+            let started = std::time::Instant::now();
+            let passed = self.pass(SystemTime::now()).await;
+            if let Some(metrics) = &self.metrics {
+                metrics.observe_pass(started.elapsed());
+            }
+            match passed {
                 Ok(report) => {
                     if report.changed() {
                         tracing::debug!(?report, "control loop pass");
@@ -521,7 +535,11 @@ impl Leader {
         if pending.is_empty() {
             return;
         }
+        let started = std::time::Instant::now();
         let result = place(nodes, &work.tasks, &pending, now, self.seed);
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_placement(started.elapsed());
+        }
         for (task_id, node_id) in result.assigned {
             work.change(&task_id, |task| {
                 task.node_id = node_id;

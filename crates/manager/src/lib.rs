@@ -23,6 +23,7 @@ mod images;
 mod jobs;
 mod leader;
 mod logs;
+mod metrics;
 mod node;
 mod objects;
 mod orchestrator;
@@ -45,6 +46,7 @@ pub use dispatcher::Dispatcher;
 pub use images::{ImageResolver, Resolving};
 pub use jobs::{JobPlan, JobProgress, job_progress, reconcile_job};
 pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
+pub use metrics::ManagerMetrics;
 pub use node::{
     InitOutcome, Joined, ManagerConfig, RunningManager, StartError, forget_manager, holds_manager, init, join,
     join_node, promote, recorded_advertise_addr, start,

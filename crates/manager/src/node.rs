@@ -57,6 +57,9 @@ pub struct ManagerConfig {
     /// Who answers the control API's `ResolveImage` (shoal-manager: its agent's registry
     /// client); `None`: that call says this manager cannot.
     pub image_resolver: Option<Arc<dyn crate::ImageResolver>>,
+    /// Where the manager reports its metrics (Raft, store, tasks, leader passes, sessions);
+    /// `None`: it keeps none.
+    pub metrics: Option<crate::ManagerMetrics>,
 }
 
 impl ManagerConfig {
@@ -71,6 +74,7 @@ impl ManagerConfig {
             default_addr_pool: Vec::new(),
             subnet_size: 0,
             image_resolver: None,
+            metrics: None,
         }
     }
 }
@@ -184,6 +188,7 @@ pub struct RunningManager {
     objects: ObjectStore,
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    metrics: Option<crate::ManagerMetrics>,
 }
 
 impl RunningManager {
@@ -195,6 +200,9 @@ impl RunningManager {
     /// Stops serving and leading, and closes the store. Open connections get a moment to finish
     /// their calls; long-lived streams (sessions, other managers' channels) are then cut.
     pub async fn shutdown(mut self) {
+        if let Some(metrics) = self.metrics.take() {
+            metrics.detach();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -843,7 +851,10 @@ async fn run(
     if begin != Begin::Join && store.wait_for_leader(Duration::from_secs(10)).await.is_none() {
         tracing::warn!("no Raft leader yet; requests fail with `no quorum` until enough managers are back");
     }
-    let leader = Leader::new(objects.clone(), dispatcher, DEFAULT_TASK_HISTORY);
+    if let Some(metrics) = &config.metrics {
+        metrics.attach(&store, &dispatcher);
+    }
+    let leader = Leader::new(objects.clone(), dispatcher, DEFAULT_TASK_HISTORY).with_metrics(config.metrics.clone());
     let period = config.heartbeat_period;
     let leading = tokio::spawn(async move { leader.run(Duration::from_millis(100), period, stopped).await });
     tracing::info!(node.id = %identity.node_id, addr = %local_addr, "manager running");
@@ -853,6 +864,7 @@ async fn run(
         objects,
         stop: Some(stop),
         tasks: [serving, leading, following].into_iter().chain(renewing).collect(),
+        metrics: config.metrics.clone(),
     })
 }
 

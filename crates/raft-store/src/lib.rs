@@ -53,6 +53,8 @@ pub use crate::store::Reachability;
 pub use crate::store::Role;
 pub use crate::store::Store;
 pub use crate::store::StoreConfig;
+pub use crate::store::StoreMetrics;
+pub use crate::store::WriteObserver;
 pub use crate::types::Compare;
 pub use crate::types::Consistency;
 pub use crate::types::Event;

@@ -192,6 +192,12 @@ impl StateMachine {
         self.lock().revision
     }
 
+    /// How many keys the applied state holds, and its revision.
+    pub(crate) fn size(&self) -> (u64, u64) {
+        let st = self.lock();
+        (st.kv.len() as u64, st.revision)
+    }
+
     /// Reads one key from the applied state.
     pub(crate) fn get(&self, key: &[u8]) -> (Option<KeyValue>, u64) {
         let st = self.lock();

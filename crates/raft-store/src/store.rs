@@ -169,6 +169,32 @@ pub struct ClusterStatus {
     pub members: Vec<MemberStatus>,
 }
 
+/// This member's Raft and state machine figures, read without I/O (for metrics endpoints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreMetrics {
+    /// The current Raft term.
+    pub term: u64,
+    /// The current leader, if known.
+    pub leader: Option<NodeId>,
+    /// Whether this member leads.
+    pub is_leader: bool,
+    /// The last log index appended here (0: none).
+    pub last_log_index: u64,
+    /// The last log index this member knows to be committed (0: none).
+    pub committed_index: u64,
+    /// The last log index applied to this member's state machine (0: none).
+    pub applied_index: u64,
+    /// The log index the last snapshot covers (0: none).
+    pub snapshot_index: u64,
+    /// How many keys the applied state holds.
+    pub keys: u64,
+    /// The store revision this member has applied.
+    pub revision: u64,
+}
+
+/// Called with how long each write ([`Store::txn`]) took, and whether it succeeded.
+pub type WriteObserver = Box<dyn Fn(Duration, bool) + Send + Sync>;
+
 /// A leader's answer to a request another member sent it (a forwarded write, a read index).
 #[derive(Debug)]
 pub(crate) enum LeaderAnswer<T> {
@@ -300,6 +326,8 @@ struct Inner {
     /// it, writes here that find no leader wait for the successor rather than fail. Writes
     /// proposed as leader hold it for reading, so a transfer starts once they are done.
     handed_over_at: tokio::sync::RwLock<Option<tokio::time::Instant>>,
+    /// Told how long each write took (see [`Store::observe_writes`]).
+    write_observer: std::sync::OnceLock<WriteObserver>,
 }
 
 impl Drop for Inner {
@@ -398,6 +426,7 @@ impl Store {
                 request_timeout: config.request_timeout,
                 election_timeout_max: emax,
                 handed_over_at: tokio::sync::RwLock::new(None),
+                write_observer: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -499,6 +528,41 @@ impl Store {
     /// While this leader hands leadership over ([`Store::transfer_leadership`]) its writes go to
     /// the successor, waiting for it to win its election if need be.
     pub async fn txn(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
+        let Some(observer) = self.inner.write_observer.get() else {
+            return self.propose(txn).await;
+        };
+        let started = std::time::Instant::now();
+        let result = self.propose(txn).await;
+        observer(started.elapsed(), result.is_ok());
+        result
+    }
+
+    /// Has `observer` told how long each later write took, from the call to its outcome
+    /// (forwarding to the leader included): for a proposal-latency metric. The first observer
+    /// set stays; later calls return `false`.
+    pub fn observe_writes(&self, observer: WriteObserver) -> bool {
+        self.inner.write_observer.set(observer).is_ok()
+    }
+
+    /// This member's term, leader, log indexes and state size, as it sees them now.
+    pub fn metrics(&self) -> StoreMetrics {
+        let m = self.inner.raft.metrics().borrow_watched().clone();
+        let index = |id: Option<&crate::types::LogId>| id.map_or(0, |id| id.index);
+        let (keys, revision) = self.inner.sm.size();
+        StoreMetrics {
+            term: m.current_term,
+            leader: m.current_leader,
+            is_leader: m.state == ServerState::Leader,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            committed_index: index(m.local_committed.as_ref()),
+            applied_index: index(m.last_applied.as_ref()),
+            snapshot_index: index(m.snapshot.as_ref()),
+            keys,
+            revision,
+        }
+    }
+
+    async fn propose(&self, txn: Txn) -> Result<TxnOutcome, WriteError> {
         let handed_over_at = self.inner.handed_over_at.read().await;
         let handing_over = handed_over_at.is_some_and(|at| at.elapsed() < self.inner.election_timeout_max * 3);
         if self.is_leader() && !handing_over {
