@@ -3,7 +3,8 @@
 //! driven by the `shoal` CLI. Three managers and three workers: placement, drain, global
 //! services, a worker's link cut, the leader's process killed, an agent restarted, a manager
 //! restarted, demote and promote of the leader, the leader's link cut with its process alive,
-//! and a removed worker locked out by every manager; then a manager and a worker: containers, exits, rejected images, a killed agent.
+//! a removed worker locked out by every manager, and the loss of two managers recovered with
+//! `--force-new-cluster`; then a manager and a worker: containers, exits, rejected images, a killed agent.
 //!
 //! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
@@ -222,7 +223,53 @@ fn three_managers_two_workers() {
     let ps = ok(&via_other, &["service", "ps", "everywhere"]);
     assert!(!running_per_node(&ps).contains_key(&w2.name), "a task runs on the removed node:\n{ps}");
     drop(w2_again);
-    drop(m1_again);
+
+    eprintln!("--- m2 and m3 lost for good: no quorum, and the error names the way out");
+    for manager in &mut managers {
+        manager.kill().expect("kill a manager");
+    }
+    let via_m1 = sc.cli(m1, m1);
+    wait_for("m1 refuses for want of a quorum", 60, || {
+        let (answered, _, err) = via_m1.run(&["service", "ls"]).expect("run shoal");
+        !answered && err.contains("shoal-manager run --force-new-cluster")
+    });
+
+    eprintln!("--- m1 restarted with --force-new-cluster: the only manager, every service kept");
+    let mut m1_again = m1_again;
+    m1_again.kill().expect("stop m1");
+    let m1_forced = sc.restart_manager_with(m1, &["--force-new-cluster"]).expect("force a new cluster");
+    until(&via_m1, "m1 leads alone", 60, &["node", "ls"], |out| {
+        out.lines().any(|l| l.contains(&format!(" {} ", m1.name)) && l.contains("Leader"))
+    });
+    let services = ok(&via_m1, &["service", "ls"]);
+    assert!(services.contains("sleep") && services.contains("everywhere"), "{services}");
+    until(&via_m1, "6 sleepers on the nodes left", 90, &["service", "ps", "sleep"], |out| {
+        let counts = running_per_node(out);
+        counts.values().sum::<usize>() == 6 && !counts.contains_key(&m2.name) && !counts.contains_key(&m3.name)
+    });
+
+    eprintln!("--- the lost managers removed, then m2 and m3 join again from empty data directories");
+    for m in [m2, m3] {
+        ok(&via_m1, &["node", "demote", &m.name]);
+        until(&via_m1, &format!("{} demoted", m.name), 30, &["node", "ls"], |out| {
+            out.lines()
+                .any(|l| l.contains(&format!(" {} ", m.name)) && !l.contains("Reachable") && !l.contains("Unreachable"))
+        });
+        ok(&via_m1, &["node", "rm", "--force", &m.name]);
+        std::fs::remove_dir_all(sc.data_dir(m)).expect("empty the data directory");
+    }
+    let manager_token = ok(&via_m1, &["join-token", "manager", "-q"]).trim().to_owned();
+    let managers: Vec<_> =
+        [m2, m3].into_iter().map(|m| sc.join_manager(m, &manager_token, m1).expect("join again")).collect();
+    let nodes_out = until(&via_m1, "three managers again: 1 Leader, 2 Reachable", 60, &["node", "ls"], |out| {
+        out.matches("Leader").count() == 1 && out.matches(" Reachable").count() == 2
+    });
+    eprintln!("{nodes_out}");
+    ok(&via_m1, &["service", "scale", "--detach", "sleep=8"]);
+    until(&via_m1, "8 sleepers in the rebuilt cluster", 90, &["service", "ps", "sleep"], |out| {
+        running_per_node(out).values().sum::<usize>() == 8
+    });
+    drop(m1_forced);
     drop(managers);
     drop(workers);
 }

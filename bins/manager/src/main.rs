@@ -99,6 +99,13 @@ enum Command {
             default_value_t = 24
         )]
         default_addr_pool_mask_length: u32,
+        /// How long node certificates last (1h to 87600h: ten years; default 2160h, 90 days);
+        /// `shoal cluster update --cert-expiry` changes it later.
+        #[arg(long, env = "SHOAL_CERT_EXPIRY", default_value = "2160h", value_parser = shoal_api::parse_duration)]
+        cert_expiry: Duration,
+        /// Terminated tasks kept per slot (0 to 1000; -1 keeps them all).
+        #[arg(long, env = "SHOAL_TASK_HISTORY_LIMIT", default_value_t = 5, allow_negative_numbers = true)]
+        task_history_limit: i64,
         #[command(flatten)]
         common: Common,
     },
@@ -121,6 +128,11 @@ enum Command {
         /// Address other nodes reach this one at; defaults to the one recorded at init/join.
         #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
         advertise_addr: Option<String>,
+        /// The other managers are lost for good (no quorum): keep this manager's state and make
+        /// it the only manager of the cluster, which others can then join again. Its old Raft
+        /// directory is kept aside as raft.before-force-new-cluster-TIME.
+        #[arg(long)]
+        force_new_cluster: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -137,10 +149,13 @@ fn advertise(addr: &str, listen: SocketAddr) -> anyhow::Result<SocketAddr> {
 }
 
 fn config(common: &Common, advertise_addr: SocketAddr) -> anyhow::Result<ManagerConfig> {
+    let (shortest, longest) = shoal_manager::HEARTBEAT_RANGE;
     anyhow::ensure!(
-        common.heartbeat_period > 0.0 && common.heartbeat_period <= 3600.0,
-        "--heartbeat-period {} must be between 0 and 3600 seconds",
-        common.heartbeat_period
+        common.heartbeat_period >= shortest.as_secs_f64() && common.heartbeat_period <= longest.as_secs_f64(),
+        "--heartbeat-period {} must be between {} and {} seconds",
+        common.heartbeat_period,
+        shortest.as_secs_f64(),
+        longest.as_secs_f64()
     );
     let mut config = ManagerConfig::new(&common.data_dir, common.listen_addr, advertise_addr);
     config.heartbeat_period = Duration::from_secs_f64(common.heartbeat_period);
@@ -356,11 +371,24 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         common.metrics = Some(Metrics::start(addr).await?);
     }
     match cli.command {
-        Command::Init { advertise_addr, default_addr_pool, default_addr_pool_mask_length, common } => {
+        Command::Init {
+            advertise_addr,
+            default_addr_pool,
+            default_addr_pool_mask_length,
+            cert_expiry,
+            task_history_limit,
+            common,
+        } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;
             let mut config = config(&common, advertised)?;
             config.default_addr_pool = default_addr_pool;
             config.subnet_size = default_addr_pool_mask_length;
+            anyhow::ensure!(
+                (shoal_manager::MIN_CERT_EXPIRY..=shoal_manager::MAX_CERT_EXPIRY).contains(&cert_expiry),
+                "--cert-expiry {cert_expiry:?} is out of range: certificates must last between 1h and 87600h"
+            );
+            config.cert_validity = cert_expiry;
+            config.task_history_limit = task_history_limit;
             let (manager, outcome) = shoal_manager::init(&config).await?;
             println!("Cluster initialized: current node ({}) is now a manager.", outcome.node_id);
             println!();
@@ -396,7 +424,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Run { advertise_addr, common } => {
+        Command::Run { advertise_addr, force_new_cluster, common } => {
+            anyhow::ensure!(
+                !force_new_cluster || shoal_manager::holds_manager(&common.data_dir),
+                "--force-new-cluster recovers a manager's state, and {} holds no manager (a worker has no copy of \
+                 the cluster's state); run it on a surviving manager",
+                common.data_dir.display()
+            );
             let advertised = match advertise_addr {
                 Some(addr) => advertise(&addr, common.listen_addr)?,
                 None if shoal_manager::holds_manager(&common.data_dir) => {
@@ -418,7 +452,16 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             if !shoal_manager::holds_manager(&common.data_dir) && shoal_agent::holds_worker(&common.data_dir) {
                 return serve_node(NodeState::Worker, &common, advertised).await;
             }
-            let manager = shoal_manager::start(&config(&common, advertised)?).await?;
+            let mut config = config(&common, advertised)?;
+            config.force_new_cluster = force_new_cluster;
+            let manager = shoal_manager::start(&config).await?;
+            if force_new_cluster {
+                println!(
+                    "Forced a new cluster: this node ({}) is its only manager, with the state it had. Demote or \
+                     remove the lost managers (shoal node demote|rm), then join managers again.",
+                    manager.node_id
+                );
+            }
             serve_node(NodeState::Manager(manager), &common, advertised).await
         }
     }

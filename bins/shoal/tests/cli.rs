@@ -125,6 +125,51 @@ async fn admin_bundles_are_listed_rotated_and_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_settings_are_shown_and_updated() {
+    let (dir, addr, manager, outcome) = init_manager("cluster").await;
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let inspect = || -> serde_json::Value { serde_json::from_str(&cli.ok(&["cluster", "inspect"])).expect("json") };
+    let json = inspect();
+    let spec = &json["Spec"];
+    assert_eq!(spec["Orchestration"]["TaskHistoryRetentionLimit"], 5);
+    assert_eq!(spec["Dispatcher"]["HeartbeatPeriod"], 1_000_000_000_u64);
+    assert_eq!(spec["CAConfig"]["NodeCertExpiry"], 90 * 86_400 * 1_000_000_000_u64);
+    assert!(json["TLSInfo"]["TrustRoot"].as_str().is_some_and(|pem| pem.contains("BEGIN CERTIFICATE")), "{json}");
+    assert!(json["JoinTokens"]["Worker"].as_str().is_some_and(|t| t.starts_with("SHTKN-")), "{json}");
+
+    let refused = cli.fails(&["cluster", "update", "--cert-expiry", "30m"]);
+    assert!(
+        refused.contains("--cert-expiry 30m is out of range: certificates must last between 1h and 87600h"),
+        "{refused}"
+    );
+    let refused = cli.fails(&["cluster", "update"]);
+    assert!(refused.contains("nothing to update"), "{refused}");
+    assert_eq!(inspect()["Version"], json["Version"], "a refused update changes nothing");
+
+    let out = cli.ok(&[
+        "cluster",
+        "update",
+        "--cert-expiry",
+        "720h",
+        "--dispatcher-heartbeat",
+        "2s",
+        "--task-history-limit",
+        "-1",
+    ]);
+    assert_eq!(out, "Cluster updated.\n");
+    let spec = inspect()["Spec"].clone();
+    assert_eq!(spec["CAConfig"]["NodeCertExpiry"], 720 * 3600 * 1_000_000_000_u64);
+    assert_eq!(spec["Dispatcher"]["HeartbeatPeriod"], 2_000_000_000_u64);
+    assert_eq!(spec["Orchestration"]["TaskHistoryRetentionLimit"], -1);
+    let pretty = cli.ok(&["cluster", "inspect", "--pretty"]);
+    for line in ["Task History Retention Limit:\tunlimited", "Heartbeat Period:\t2s", "Expiry Duration:\t720h0m0s"] {
+        assert!(pretty.contains(line), "{line:?} missing:\n{pretty}");
+    }
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_and_published_ports() {
     let (dir, addr, manager, outcome) = init_manager("network").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };

@@ -1,4 +1,5 @@
-//! Conversions between protobuf's well-known types and std's.
+//! Conversions between protobuf's well-known types and std's, and durations as docker's flags
+//! write them.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +43,36 @@ pub fn to_timestamp(t: SystemTime) -> prost_types::Timestamp {
         seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
         nanos: i32::try_from(since.subsec_nanos()).unwrap_or(0),
     }
+}
+
+/// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    if text.trim().is_empty() {
+        return Err("invalid duration \"\": expected e.g. 5s, 1m30s, 500ms".to_owned());
+    }
+    if let Ok(secs) = text.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let value: f64 =
+            number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s, 500ms"))?;
+        let secs = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("invalid duration {text:?}: unit {unit:?} is not one of ms, s, m, h")),
+        };
+        total += Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
+        rest = next;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ mod redact;
 mod state;
 
 pub use channel::connect;
-pub use convert::{from_duration, from_timestamp, to_duration, to_timestamp};
+pub use convert::{from_duration, from_timestamp, parse_duration, to_duration, to_timestamp};
 
 /// The generated messages and services of package `shoal.v1`.
 #[allow(missing_docs, unreachable_pub, missing_debug_implementations, clippy::all, rust_2018_idioms)]

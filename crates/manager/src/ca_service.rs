@@ -29,12 +29,16 @@ impl CaService {
         Self { objects, ca, cluster_id, validity }
     }
 
-    fn issue(&self, csr: &[u8], identity: &NodeIdentity) -> Result<String, Status> {
+    /// Signs `csr` for `identity`, valid for the cluster's `--cert-expiry` as stored now (this
+    /// manager's own validity while no cluster object can be read).
+    pub(crate) async fn issue(&self, csr: &[u8], identity: &NodeIdentity) -> Result<String, Status> {
         let csr = std::str::from_utf8(csr).map_err(|_| Status::invalid_argument("the CSR is not PEM text"))?;
+        let cluster = crate::settings::cluster(&self.objects).await?;
+        let validity = crate::settings::cert_validity(cluster.as_ref(), self.validity);
         let now = time::OffsetDateTime::now_utc();
         let ca = self.ca.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // A validity beyond time's range (hundreds of billions of years) is clamped, not refused.
-        let validity = time::Duration::try_from(self.validity).unwrap_or(time::Duration::MAX);
+        let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::MAX);
         ca.issue(csr, identity, validity, now)
             .map_err(|e| Status::invalid_argument(format!("cannot sign the CSR: {e}")))
     }
@@ -53,7 +57,7 @@ impl CaService {
             let role = if node.role == v1::NodeRole::Manager as i32 { Role::Manager } else { Role::Worker };
             NodeIdentity { role, ..identity }
         };
-        let chain = self.issue(csr, &identity)?;
+        let chain = self.issue(csr, &identity).await?;
         tracing::info!(node.id = %identity.node_id, role = role_word(identity.role), "renewed a certificate");
         Ok(chain)
     }
@@ -97,7 +101,7 @@ impl Ca for CaService {
             ));
         }
         let identity = NodeIdentity { node_id: new_id(), role, cluster_id: self.cluster_id.clone() };
-        let chain = self.issue(&request.csr, &identity)?;
+        let chain = self.issue(&request.csr, &identity).await?;
         let node_role = if role == Role::Manager { v1::NodeRole::Manager } else { v1::NodeRole::Worker };
         let availability = v1::NodeAvailability::try_from(request.availability).unwrap_or(v1::NodeAvailability::Active);
         let node = v1::Node {

@@ -638,6 +638,16 @@ impl Control for ControlService {
             .ok_or_else(|| Status::failed_precondition("this node is not part of an initialised cluster"))?;
         Self::check_version(&cluster, request.version)?;
         if let Some(spec) = request.spec {
+            crate::settings::validate(&spec)?;
+            // Certificates issued with the old expiry may outlive the new one: revocations
+            // must still cover them.
+            let longest = crate::settings::longest_cert_validity(Some(&cluster), self.validity).max(
+                crate::settings::cert_validity(
+                    Some(&v1::Cluster { spec: Some(spec.clone()), ..Default::default() }),
+                    self.validity,
+                ),
+            );
+            cluster.longest_node_cert_expiry = Some(shoal_api::to_duration(longest));
             cluster.spec = Some(spec);
         }
         if request.rotate_worker_token || request.rotate_manager_token {
@@ -696,7 +706,9 @@ impl Control for ControlService {
         };
         // Recorded first: a certificate the cluster does not list is never handed out.
         crate::revocation::record_admin(&self.objects, &identity, &caller.node_id).await?;
-        let validity = time::Duration::try_from(self.validity).unwrap_or(time::Duration::MAX);
+        let cluster = crate::settings::cluster(&self.objects).await?;
+        let validity = crate::settings::cert_validity(cluster.as_ref(), self.validity);
+        let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::MAX);
         let chain = self
             .ca
             .lock()

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,7 +49,8 @@ pub struct Dispatcher {
 #[derive(Debug)]
 struct Inner {
     objects: ObjectStore,
-    period: Duration,
+    /// The heartbeat period, in nanoseconds (the leader sets the cluster's).
+    period: AtomicU64,
     sessions: Mutex<HashMap<String, Session>>,
     feed: Mutex<Feed>,
     /// Set when a node reported a task ending, for the leader's loop to react to.
@@ -215,12 +216,26 @@ struct Feed {
 }
 
 impl Dispatcher {
+    /// How often nodes are asked for a heartbeat now.
+    pub fn period(&self) -> Duration {
+        Duration::from_nanos(self.inner.period.load(Ordering::Relaxed))
+    }
+
+    /// Asks nodes for a heartbeat every `period` from their next heartbeat on (the cluster's
+    /// setting, which the leader reads each pass).
+    pub fn set_period(&self, period: Duration) {
+        let old = self.inner.period.swap(nanos(period), Ordering::Relaxed);
+        if old != nanos(period) {
+            tracing::info!(period = ?period, "heartbeat period changed");
+        }
+    }
+
     /// A dispatcher asking nodes for a heartbeat every `period` (Shoal's default is 1 s).
     pub fn new(objects: ObjectStore, period: Duration) -> Self {
         Self {
             inner: Arc::new(Inner {
                 objects,
-                period,
+                period: AtomicU64::new(nanos(period)),
                 sessions: Mutex::new(HashMap::new()),
                 feed: Mutex::new(Feed::default()),
                 task_ended: AtomicBool::new(false),
@@ -438,7 +453,7 @@ impl Dispatcher {
     /// followed (a follower refuses heartbeats); they are dropped first, so that their old clocks
     /// do not mark nodes Down at once, without the grace.
     pub fn expect_nodes(&self, node_ids: impl IntoIterator<Item = String>) {
-        let deadline = self.inner.period * MISSED_HEARTBEATS;
+        let deadline = self.period() * MISSED_HEARTBEATS;
         let mut sessions = self.sessions();
         sessions.retain(|_, s| s.last_heartbeat.elapsed() <= deadline);
         for node_id in node_ids {
@@ -486,8 +501,8 @@ impl Dispatcher {
         let now = Instant::now();
         let previous = self.inner.last_check.lock().unwrap_or_else(std::sync::PoisonError::into_inner).replace(now);
         let Some(previous) = previous else { return };
-        let late = now.saturating_duration_since(previous).saturating_sub(self.inner.period);
-        if late <= self.inner.period / 2 {
+        let late = now.saturating_duration_since(previous).saturating_sub(self.period());
+        if late <= self.period() / 2 {
             return;
         }
         tracing::info!(
@@ -502,7 +517,7 @@ impl Dispatcher {
     /// Puts back nodes whose sessions ended but that are not marked Down yet, as sessions that
     /// have already missed their heartbeats (a node that started a new session keeps it).
     fn keep_expired(&self, node_ids: &[String]) {
-        let missed = self.inner.period * MISSED_HEARTBEATS + Duration::from_millis(1);
+        let missed = self.period() * MISSED_HEARTBEATS + Duration::from_millis(1);
         let long_ago = Instant::now().checked_sub(missed).unwrap_or_else(Instant::now);
         let mut sessions = self.sessions();
         for node_id in node_ids {
@@ -516,7 +531,7 @@ impl Dispatcher {
 
     /// Ends the sessions that missed three heartbeat periods; returns their nodes.
     fn end_expired_sessions(&self) -> Vec<String> {
-        let deadline = self.inner.period * MISSED_HEARTBEATS;
+        let deadline = self.period() * MISSED_HEARTBEATS;
         let mut sessions = self.sessions();
         let expired: Vec<String> =
             sessions.iter().filter(|(_, s)| s.last_heartbeat.elapsed() > deadline).map(|(id, _)| id.clone()).collect();
@@ -971,7 +986,7 @@ impl DispatcherApi for Dispatcher {
             }
             Err(err) => return Err(err.into()),
         };
-        let period = Some(shoal_api::to_duration(self.inner.period));
+        let period = Some(shoal_api::to_duration(self.period()));
         Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member, remove_volumes }))
     }
 
@@ -1215,3 +1230,8 @@ fn split_networks(
 mod networks;
 #[cfg(test)]
 mod tests;
+
+/// `period` in nanoseconds (saturating: no period comes near 584 years).
+fn nanos(period: Duration) -> u64 {
+    u64::try_from(period.as_nanos()).unwrap_or(u64::MAX)
+}

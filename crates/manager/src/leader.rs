@@ -117,17 +117,18 @@ impl Leader {
     }
 
     /// Runs the loops until `shutdown` resolves: while this manager is the Raft leader, checks
-    /// heartbeats every `period`, and at most every `tick` runs a pass when something it acts
-    /// on changed — a service or node (watched in the store), a task that ended (the dispatcher
+    /// heartbeats every heartbeat period (the dispatcher's: the cluster's setting), and at most
+    /// every `tick` runs a pass when something it acts on changed — a service, node or the
+    /// cluster's settings (watched in the store), a task that ended (the dispatcher
     /// says so), its own previous pass's writes, or a restart delay that came due — and at least
     /// every ten seconds. Reports of tasks starting and running, the bulk of the traffic, wake
     /// it up not.
-    pub async fn run(&self, tick: Duration, period: Duration, shutdown: impl std::future::Future<Output = ()>) {
+    pub async fn run(&self, tick: Duration, shutdown: impl std::future::Future<Output = ()>) {
         use futures::FutureExt as _;
         tokio::pin!(shutdown);
         let store = self.objects.store();
         let mut watches: Vec<(&str, Option<shoal_raft_store::WatchStream>)> =
-            vec![(v1::Service::PREFIX, None), (v1::Node::PREFIX, None)];
+            vec![(v1::Service::PREFIX, None), (v1::Node::PREFIX, None), (v1::Cluster::PREFIX, None)];
         let mut leading = false;
         let mut dirty = true;
         let mut updating = false;
@@ -179,6 +180,9 @@ impl Leader {
                 }
                 tracing::info!("became leader: control loops running");
             }
+            // The cluster's heartbeat period once a pass has read it (`shoal cluster update
+            // --dispatcher-heartbeat`), this manager's own until then.
+            let period = self.dispatcher.period();
             if last_check.elapsed() >= period {
                 last_check = Instant::now();
                 match self.dispatcher.check_heartbeats().await {
@@ -332,7 +336,9 @@ impl Leader {
                 return Err(err);
             }
         };
-        let reaped = self.reap(&services, &tasks, now);
+        let history = crate::settings::task_history(Some(&cluster), self.history);
+        self.dispatcher.set_period(crate::settings::heartbeat_period(Some(&cluster), self.dispatcher.period()));
+        let reaped = self.reap(&services, &tasks, history, now);
         let mut work = Working::new(tasks);
         let mut updates = Vec::new();
         self.orchestrate(&services, &blocked, &nodes, &mut work, &mut updates, now, &mut report);
@@ -564,7 +570,7 @@ impl Leader {
     /// slot keeps, beyond the limit, the newest attempts its service's restart policy still
     /// counts ([`Restarts::attempts_to_keep`]): with fewer, a slot that used up `max_attempts`
     /// would look as if it had attempts left and start again.
-    fn reap(&self, services: &[v1::Service], tasks: &[v1::Task], now: SystemTime) -> Vec<(String, u64)> {
+    fn reap(&self, services: &[v1::Service], tasks: &[v1::Task], limit: usize, now: SystemTime) -> Vec<(String, u64)> {
         let restarts: HashMap<&str, Restarts<'_>> =
             services.iter().map(|s| (s.id.as_str(), Restarts::new(s.spec.as_ref(), now))).collect();
         let mut history: BTreeMap<(&str, u64, &str), Vec<&v1::Task>> = BTreeMap::new();
@@ -579,7 +585,7 @@ impl Leader {
             }
         }
         for ((service, _, _), mut finished) in history {
-            if finished.len() <= self.history {
+            if finished.len() <= limit {
                 continue;
             }
             // Newest first: the attempts to keep are the newest ones.
@@ -592,7 +598,7 @@ impl Leader {
                 if attempt {
                     attempts_to_keep -= 1;
                 }
-                if attempt || kept < self.history {
+                if attempt || kept < limit {
                     kept += 1;
                 } else {
                     doomed.push(task);

@@ -29,9 +29,11 @@ mod objects;
 mod orchestrator;
 mod payload;
 mod placement;
+mod recovery;
 mod renewal;
 mod revocation;
 mod server;
+mod settings;
 mod status;
 #[cfg(test)]
 mod testutil;
@@ -55,6 +57,7 @@ pub use objects::{BATCH, MODIFY_ATTEMPTS, Object, ObjectError, ObjectStore, Writ
 pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
+pub use settings::{HEARTBEAT_RANGE, MAX_CERT_EXPIRY, MAX_TASK_HISTORY, MIN_CERT_EXPIRY};
 pub use tls::PeerInfo;
 pub use updater::task_dirty;
 pub use validate::{SpecError, ULIMITS, validate_name, validate_service_spec};

@@ -54,6 +54,11 @@ pub struct ManagerConfig {
     /// For `init`: the prefix length of those subnets (`--default-addr-pool-mask-length`);
     /// 0: Swarm's 24.
     pub subnet_size: u32,
+    /// For `init`: terminated tasks kept per slot (`--task-history-limit`; -1: all).
+    pub task_history_limit: i64,
+    /// For `start` (`shoal-manager run --force-new-cluster`): the other managers are lost for
+    /// good; this one becomes the only member of a new Raft group with the state it had.
+    pub force_new_cluster: bool,
     /// Who answers the control API's `ResolveImage` (shoal-manager: its agent's registry
     /// client); `None`: that call says this manager cannot.
     pub image_resolver: Option<Arc<dyn crate::ImageResolver>>,
@@ -73,15 +78,32 @@ impl ManagerConfig {
             cert_validity: Duration::from_secs(90 * 24 * 3600),
             default_addr_pool: Vec::new(),
             subnet_size: 0,
+            task_history_limit: DEFAULT_TASK_HISTORY as i64,
+            force_new_cluster: false,
             image_resolver: None,
             metrics: None,
         }
     }
 }
 
-/// Checks `--default-addr-pool` and `--default-addr-pool-mask-length` before anything is made.
+/// The cluster settings `init` stores, from its flags.
+fn initial_spec(config: &ManagerConfig) -> v1::ClusterSpec {
+    v1::ClusterSpec {
+        annotations: Some(v1::Annotations { name: "default".into(), ..Default::default() }),
+        task_history_retention_limit: config.task_history_limit,
+        heartbeat_period: Some(shoal_api::to_duration(config.heartbeat_period)),
+        node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
+        autolock_managers: false,
+    }
+}
+
+/// Checks the settings `init` stores, `--default-addr-pool` and `--default-addr-pool-mask-length` before anything is made.
 fn check_pools(config: &ManagerConfig) -> Result<(), StartError> {
     let bad = |reason: String| StartError::DataDir { path: config.data_dir.clone(), reason };
+    // The certificate lifetime's floor is for operators (the binaries' --cert-expiry and
+    // `cluster update` keep it); an embedding program or a test may issue shorter ones.
+    let spec = v1::ClusterSpec { node_cert_expiry: None, ..initial_spec(config) };
+    crate::settings::validate(&spec).map_err(|status| bad(status.message().to_owned()))?;
     let size =
         if config.subnet_size == 0 { u32::from(crate::allocator::DEFAULT_SUBNET_SIZE) } else { config.subnet_size };
     if !(8..=29).contains(&size) {
@@ -317,13 +339,8 @@ async fn first_records(
     };
     let cluster = v1::Cluster {
         id: identity.cluster_id.clone(),
-        spec: Some(v1::ClusterSpec {
-            annotations: Some(v1::Annotations { name: "default".into(), ..Default::default() }),
-            task_history_retention_limit: DEFAULT_TASK_HISTORY as i64,
-            heartbeat_period: Some(shoal_api::to_duration(config.heartbeat_period)),
-            node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
-            autolock_managers: false,
-        }),
+        spec: Some(initial_spec(config)),
+        longest_node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
         join_tokens: Some(join_tokens.clone()),
         root_ca_cert: trust.pem().as_bytes().to_vec(),
         root_ca_digest: join_tokens.worker.split('-').nth(2).unwrap_or_default().to_owned(),
@@ -749,7 +766,18 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
             "this manager's certificate expired while it was down; renewed it from the cluster CA"
         );
     }
+    if config.force_new_cluster {
+        crate::recovery::force_new_cluster(store_config(config, &identity)?).await?;
+    }
     run(config, &identity, ca, Begin::Resume).await
+}
+
+/// The replicated store's configuration of the manager of `identity`.
+fn store_config(config: &ManagerConfig, identity: &Identity) -> Result<StoreConfig, StartError> {
+    let raft_dir = config.data_dir.join("raft");
+    let mut store_config = StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir);
+    store_config.encryption_key = crate::data_key::load_or_create(&config.data_dir, &raft_dir)?;
+    Ok(store_config)
 }
 
 /// How a manager's Raft member begins.
@@ -799,9 +827,7 @@ async fn run(
     let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client.clone()), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
-    let mut store_config = StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir);
-    store_config.encryption_key = crate::data_key::load_or_create(&config.data_dir, &raft_dir)?;
-    let store = Store::open(store_config, transport).await.map_err(|e| store_err(e.to_string()))?;
+    let store = Store::open(store_config(config, identity)?, transport).await.map_err(|e| store_err(e.to_string()))?;
     let listener = TcpListener::bind(config.listen_addr)
         .await
         .map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
@@ -855,8 +881,7 @@ async fn run(
         metrics.attach(&store, &dispatcher);
     }
     let leader = Leader::new(objects.clone(), dispatcher, DEFAULT_TASK_HISTORY).with_metrics(config.metrics.clone());
-    let period = config.heartbeat_period;
-    let leading = tokio::spawn(async move { leader.run(Duration::from_millis(100), period, stopped).await });
+    let leading = tokio::spawn(async move { leader.run(Duration::from_millis(100), stopped).await });
     tracing::info!(node.id = %identity.node_id, addr = %local_addr, "manager running");
     Ok(RunningManager {
         node_id: identity.node_id.clone(),

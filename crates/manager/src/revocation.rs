@@ -75,11 +75,11 @@ async fn revocation(
     validity: Duration,
     now: SystemTime,
 ) -> Result<v1::Revocation, ObjectError> {
-    // Every manager issues for its own validity; the cluster object records the one it was made
-    // with. The longer one covers the certificates of both.
-    let cluster = objects.list::<v1::Cluster>().await?.into_iter().next();
-    let configured = cluster.and_then(|c| shoal_api::from_duration(c.spec.and_then(|s| s.node_cert_expiry).as_ref()));
-    let expires_at = later(now, validity.max(configured.unwrap_or_default()).saturating_add(EXPIRY_MARGIN));
+    // Certificates last the cluster's `--cert-expiry` (the longest it ever was covers those
+    // issued before a change), or this manager's own validity while it had none.
+    let cluster = crate::settings::cluster(objects).await?;
+    let longest = crate::settings::longest_cert_validity(cluster.as_ref(), validity);
+    let expires_at = later(now, longest.saturating_add(EXPIRY_MARGIN));
     let stamp = shoal_api::to_timestamp(now);
     Ok(v1::Revocation {
         id: id.to_owned(),

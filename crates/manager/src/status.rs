@@ -8,7 +8,7 @@ use crate::objects::ObjectError;
 use crate::validate::SpecError;
 
 /// The message every request gets while the managers cannot form a quorum.
-pub(crate) const NO_QUORUM: &str = "no quorum: the managers cannot elect a leader (fewer than half are reachable); bring managers back or recover the cluster";
+pub(crate) const NO_QUORUM: &str = "no quorum: the managers cannot elect a leader (fewer than half are reachable); bring managers back, or if they are lost for good, restart one survivor with `shoal-manager run --force-new-cluster` (it keeps the cluster's state and becomes its only manager)";
 
 impl From<ObjectError> for Status {
     fn from(err: ObjectError) -> Self {

@@ -99,6 +99,11 @@ pub struct StoreConfig {
     /// Polling yields to every runnable thread, so it costs CPU time that would otherwise be
     /// idle, and only while writes arrive closer together than this.
     pub log_writer_spin: Duration,
+    /// Quorum recovery only (default false): every entry this member's log holds counts as
+    /// committed when it opens, so its state machine applies all of them. The committed point
+    /// a member keeps on disk is a lower bound (written lazily); a member that will never hear
+    /// from its group again reads its whole state this way, then is bootstrapped anew.
+    pub recover_whole_log: bool,
 }
 
 impl StoreConfig {
@@ -118,6 +123,7 @@ impl StoreConfig {
             fsync: true,
             segment_bytes: 64 << 20,
             watch_history: 10_000,
+            recover_whole_log: false,
             log_writer_spin: Duration::from_millis(2),
         }
     }
@@ -390,6 +396,7 @@ impl Store {
                 fsync: config.fsync,
                 spin: config.log_writer_spin,
                 disk_full_after: None,
+                whole_log_committed: config.recover_whole_log,
             },
             sealer.clone(),
         )?;

@@ -182,7 +182,14 @@ impl<'a> ShoalCluster<'a> {
 
     /// `shoal-manager run` on `node` (a restart from its data dir).
     pub fn restart_manager(&self, node: &Node) -> Result<Process, HarnessError> {
-        self.spawn(node, "shoal-manager", self.manager_args("run", node))
+        self.restart_manager_with(node, &[])
+    }
+
+    /// `shoal-manager run EXTRA…` on `node` (e.g. `--force-new-cluster`).
+    pub fn restart_manager_with(&self, node: &Node, extra: &[&str]) -> Result<Process, HarnessError> {
+        let mut args = self.manager_args("run", node);
+        args.extend(extra.iter().map(|a| (*a).to_owned()));
+        self.spawn(node, "shoal-manager", args)
     }
 
     /// `shoal-agent join` on `node` with a worker `token`, through the manager on `manager`.

@@ -1,21 +1,149 @@
-//! `shoal cluster …`: the admin client bundles (`admin-cert ls|rotate|revoke`).
+//! `shoal cluster …`: the cluster's settings (`inspect`, `update`, as `docker swarm
+//! inspect|update`) and the admin client bundles (`admin-cert ls|rotate|revoke`).
 
 use std::path::Path;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use shoal_api::v1::{self, control_client::ControlClient};
 use tonic::transport::Channel;
 
+use super::service::go_duration;
 use super::{ListArgs, api};
 use crate::format::Output;
 use crate::render;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
+    /// Show the cluster's settings, root CA and address pools (JSON unless --pretty).
+    Inspect {
+        /// Print them for people instead of JSON.
+        #[arg(long)]
+        pretty: bool,
+    },
+    /// Change the cluster's settings; each takes effect at once on every manager.
+    Update(UpdateArgs),
     /// Manage admin client bundles (the certificates the CLI uses).
     #[command(subcommand, name = "admin-cert")]
     AdminCert(AdminCertCommand),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpdateArgs {
+    /// Terminated tasks kept per slot (0 to 1000; -1 keeps them all).
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    task_history_limit: Option<i64>,
+    /// How often nodes send heartbeats (100ms to 1h), e.g. 5s.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    dispatcher_heartbeat: Option<Duration>,
+    /// How long node certificates issued from now on last (1h to 3650d), e.g. 720h; nodes
+    /// get them at their next renewal.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    cert_expiry: Option<Duration>,
+}
+
+async fn get_cluster(control: &mut ControlClient<Channel>) -> anyhow::Result<v1::Cluster> {
+    let cluster = control.get_cluster(v1::GetClusterRequest {}).await.map_err(api)?.into_inner().cluster;
+    cluster.ok_or_else(|| anyhow::anyhow!("the manager answered without a cluster"))
+}
+
+/// `shoal cluster inspect [--pretty]`.
+pub(crate) async fn inspect(control: &mut ControlClient<Channel>, pretty_output: bool) -> anyhow::Result<()> {
+    let cluster = get_cluster(control).await?;
+    if pretty_output {
+        print!("{}", pretty(&cluster));
+    } else {
+        println!("{}", serde_json::to_string_pretty(&cluster_json(&cluster))?);
+    }
+    Ok(())
+}
+
+/// `shoal cluster update …`: the flags given change the stored spec (read, changed, written at
+/// the version read).
+pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArgs) -> anyhow::Result<()> {
+    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry } = args;
+    anyhow::ensure!(
+        task_history_limit.is_some() || dispatcher_heartbeat.is_some() || cert_expiry.is_some(),
+        "nothing to update: give --task-history-limit, --dispatcher-heartbeat or --cert-expiry"
+    );
+    let cluster = get_cluster(control).await?;
+    let mut spec = cluster.spec.clone().unwrap_or_default();
+    if let Some(limit) = task_history_limit {
+        spec.task_history_retention_limit = limit;
+    }
+    if let Some(period) = dispatcher_heartbeat {
+        spec.heartbeat_period = Some(shoal_api::to_duration(period));
+    }
+    if let Some(expiry) = cert_expiry {
+        spec.node_cert_expiry = Some(shoal_api::to_duration(expiry));
+    }
+    let version = cluster.meta.as_ref().map_or(0, |m| m.version);
+    let request = v1::UpdateClusterRequest { version, spec: Some(spec), ..Default::default() };
+    control.update_cluster(request).await.map_err(api)?;
+    println!("Cluster updated.");
+    Ok(())
+}
+
+/// The cluster as docker's `/swarm` JSON: `Spec` with `Orchestration`, `Dispatcher`,
+/// `CAConfig` and `EncryptionConfig` (durations in nanoseconds), `TLSInfo`, the pools.
+pub(crate) fn cluster_json(cluster: &v1::Cluster) -> serde_json::Value {
+    let spec = cluster.spec.clone().unwrap_or_default();
+    let meta = cluster.meta.unwrap_or_default();
+    let nanos = |d: Option<Duration>| u64::try_from(d.unwrap_or_default().as_nanos()).unwrap_or(u64::MAX);
+    let heartbeat = shoal_api::from_duration(spec.heartbeat_period.as_ref());
+    let expiry = shoal_api::from_duration(spec.node_cert_expiry.as_ref());
+    let annotations = spec.annotations.clone().unwrap_or_default();
+    serde_json::json!({
+        "ID": cluster.id,
+        "Version": { "Index": meta.version },
+        "CreatedAt": shoal_api::from_timestamp(meta.created_at.as_ref()).map(render::rfc3339),
+        "UpdatedAt": shoal_api::from_timestamp(meta.updated_at.as_ref()).map(render::rfc3339),
+        "Spec": {
+            "Name": annotations.name,
+            "Labels": annotations.labels,
+            "Orchestration": { "TaskHistoryRetentionLimit": spec.task_history_retention_limit },
+            "Dispatcher": { "HeartbeatPeriod": nanos(heartbeat) },
+            "CAConfig": { "NodeCertExpiry": nanos(expiry) },
+            "EncryptionConfig": { "AutoLockManagers": spec.autolock_managers },
+        },
+        "TLSInfo": {
+            "TrustRoot": String::from_utf8_lossy(&cluster.root_ca_cert),
+            "RootCADigest": cluster.root_ca_digest,
+        },
+        "RootRotationInProgress": false,
+        "DefaultAddrPool": cluster.default_addr_pool,
+        "SubnetSize": cluster.subnet_size,
+        "JoinTokens": cluster.join_tokens.as_ref().map(|t| serde_json::json!({ "Worker": t.worker, "Manager": t.manager })),
+    })
+}
+
+/// `cluster inspect --pretty`, as the Swarm section of `docker info`.
+pub(crate) fn pretty(cluster: &v1::Cluster) -> String {
+    let spec = cluster.spec.clone().unwrap_or_default();
+    let meta = cluster.meta.unwrap_or_default();
+    let created = shoal_api::from_timestamp(meta.created_at.as_ref()).map(render::rfc3339).unwrap_or_default();
+    let limit = match spec.task_history_retention_limit {
+        -1 => "unlimited".to_owned(),
+        n => n.to_string(),
+    };
+    let pools = if cluster.default_addr_pool.is_empty() {
+        "10.0.0.0/8".to_owned()
+    } else {
+        cluster.default_addr_pool.join(", ")
+    };
+    let subnet = if cluster.subnet_size == 0 { 24 } else { cluster.subnet_size };
+    format!(
+        "ID:\t\t\t{}\nName:\t\t\t{}\nCreated:\t\t{created}\nOrchestration:\n Task History Retention Limit:\t{limit}\n\
+         Dispatcher:\n Heartbeat Period:\t{}\nCA Configuration:\n Expiry Duration:\t{}\n Root CA digest:\t{}\n\
+         Autolock Managers:\t{}\nRoot Rotation In Progress:\t{}\nDefault Address Pool:\t{pools}\n SubnetSize:\t{subnet}\n",
+        cluster.id,
+        spec.annotations.map(|a| a.name).unwrap_or_default(),
+        go_duration(shoal_api::from_duration(spec.heartbeat_period.as_ref()).unwrap_or_default()),
+        go_duration(shoal_api::from_duration(spec.node_cert_expiry.as_ref()).unwrap_or_default()),
+        cluster.root_ca_digest,
+        spec.autolock_managers,
+        false,
+    )
 }
 
 #[derive(Debug, Subcommand)]

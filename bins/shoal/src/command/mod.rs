@@ -15,7 +15,6 @@ mod stack;
 mod volume;
 
 use std::path::Path;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use shoal_api::v1::control_client::ControlClient;
@@ -103,35 +102,7 @@ impl ListArgs {
     }
 }
 
-/// Parses `90s`, `5m`, `1h`, `1m30s`, `500ms` or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    if text.trim().is_empty() {
-        return Err("invalid duration \"\": expected e.g. 5s, 1m30s, 500ms".to_owned());
-    }
-    if let Ok(secs) = text.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
-        let (number, tail) = rest.split_at(digits);
-        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_len);
-        let value: f64 =
-            number.parse().map_err(|_| format!("invalid duration {text:?}: expected e.g. 5s, 1m30s, 500ms"))?;
-        let secs = match unit {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => return Err(format!("invalid duration {text:?}: unit {unit:?} is not one of ms, s, m, h")),
-        };
-        total += Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {text:?}: {e}"))?;
-        rest = next;
-    }
-    Ok(total)
-}
+pub(crate) use shoal_api::parse_duration;
 
 /// Parses `1024`, `64k`, `64M`, `1G` (powers of 1024, as docker).
 pub(crate) fn parse_bytes(text: &str) -> Result<i64, String> {
@@ -191,6 +162,8 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Cluster(ClusterCommand::AdminCert(command)) => {
             admin_cert(&mut control, channel, cert_path, command).await
         }
+        Command::Cluster(ClusterCommand::Inspect { pretty }) => cluster::inspect(&mut control, pretty).await,
+        Command::Cluster(ClusterCommand::Update(args)) => cluster::update(&mut control, args).await,
         Command::Service(service) => service_command(&mut control, channel, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
         Command::Secret(secret) => payload_command(&mut control, Kind::Secret, secret).await,
@@ -207,6 +180,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn durations_and_sizes() {

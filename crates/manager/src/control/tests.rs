@@ -574,3 +574,76 @@ async fn the_ingress_network_is_replaced_as_in_swarm() {
     control.create_service(Request::new(v1::CreateServiceRequest { spec: Some(web) })).await.expect("web publishes");
     passes.abort();
 }
+
+#[tokio::test]
+async fn cluster_settings_are_checked_and_take_effect() {
+    let (objects, _dir) = store("control-cluster-settings").await;
+    let day = Duration::from_secs(86_400);
+    let stored = v1::Cluster {
+        id: "cluster-1".into(),
+        spec: Some(v1::ClusterSpec {
+            task_history_retention_limit: 5,
+            heartbeat_period: Some(shoal_api::to_duration(Duration::from_secs(1))),
+            node_cert_expiry: Some(shoal_api::to_duration(day * 90)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    objects.create(stored).await.expect("cluster");
+    let ca = ca();
+    let control = ControlService::new(objects.clone(), RemovedNodes::new(), ca.clone());
+    let read =
+        || async { control.get_cluster(Request::new(v1::GetClusterRequest {})).await.expect("get").into_inner() };
+    let update = |version: u64, spec: v1::ClusterSpec| {
+        control.update_cluster(Request::new(v1::UpdateClusterRequest {
+            version,
+            spec: Some(spec),
+            ..Default::default()
+        }))
+    };
+
+    // --- refused by name, nothing changed
+    let cluster = read().await.cluster.expect("cluster");
+    let mut short = cluster.spec.clone().expect("spec");
+    short.node_cert_expiry = Some(shoal_api::to_duration(Duration::from_secs(600)));
+    let version = cluster.meta.as_ref().map_or(0, |m| m.version);
+    assert_eq!(
+        refusal(update(version, short).await),
+        (
+            Code::InvalidArgument,
+            "--cert-expiry 10m is out of range: certificates must last between 1h and 87600h".to_owned()
+        )
+    );
+    assert_eq!(read().await.cluster.and_then(|c| c.meta).map(|m| m.version), Some(version));
+
+    // --- 2 h certificates, a 2 s heartbeat, one task of history
+    let mut spec = cluster.spec.clone().expect("spec");
+    spec.node_cert_expiry = Some(shoal_api::to_duration(Duration::from_secs(7200)));
+    spec.heartbeat_period = Some(shoal_api::to_duration(Duration::from_secs(2)));
+    spec.task_history_retention_limit = 1;
+    let updated = update(version, spec).await.expect("update").into_inner().cluster.expect("cluster");
+    assert_eq!(
+        shoal_api::from_duration(updated.longest_node_cert_expiry.as_ref()),
+        Some(day * 90),
+        "certificates issued for 90 days may still be out there"
+    );
+
+    // The CA issues for the new expiry at once.
+    let issuer = crate::CaService::new(objects.clone(), ca, "cluster-1".into(), day * 90);
+    let key = shoal_ca_pki::NodeKey::generate().expect("key");
+    let identity = shoal_ca_pki::NodeIdentity {
+        node_id: "node1".into(),
+        role: shoal_ca_pki::Role::Worker,
+        cluster_id: "cluster-1".into(),
+    };
+    let chain = issuer.issue(key.csr_pem().expect("csr").as_bytes(), &identity).await.expect("issued");
+    let credentials = shoal_ca_pki::NodeCredentials::new(&chain, key).expect("credentials");
+    let lasts = credentials.not_after() - time::OffsetDateTime::now_utc();
+    assert!(lasts <= time::Duration::hours(2) && lasts > time::Duration::minutes(100), "lasts {lasts}");
+
+    // The leader's next pass asks nodes for the new heartbeat period.
+    let dispatcher = crate::Dispatcher::new(objects.clone(), Duration::from_secs(1));
+    let leader = crate::Leader::new(objects.clone(), dispatcher.clone(), crate::DEFAULT_TASK_HISTORY);
+    leader.pass(std::time::SystemTime::now()).await.expect("pass");
+    assert_eq!(dispatcher.period(), Duration::from_secs(2));
+}

@@ -35,7 +35,7 @@ async fn checks_for(d: &Dispatcher, how_long: Duration) -> Vec<String> {
     let until = Instant::now() + how_long;
     let mut down = Vec::new();
     while Instant::now() < until {
-        tokio::time::sleep(d.inner.period).await;
+        tokio::time::sleep(d.period()).await;
         down.extend(d.check_heartbeats().await.expect("check"));
     }
     down

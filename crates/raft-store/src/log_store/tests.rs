@@ -43,6 +43,7 @@ fn options(dir: &Path) -> LogOptions {
         fsync: true,
         spin: std::time::Duration::from_micros(200),
         disk_full_after: None,
+        whole_log_committed: false,
     }
 }
 
