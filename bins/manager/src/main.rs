@@ -124,6 +124,29 @@ enum Command {
         common: Common,
     },
     /// Resume from the data directory (after a restart), and run.
+    /// Write a backup of the running manager of --data-dir to a file: the cluster's whole state
+    /// (consistent at one revision, asked of the manager itself), the CA, this manager's
+    /// identity and certificates. Keep it as safe as the data directory: it holds every secret.
+    Backup {
+        /// Where to write it (mode 0600).
+        #[arg(long, short)]
+        output: PathBuf,
+        /// The manager's data directory.
+        #[arg(long, env = "SHOAL_DATA_DIR", default_value = "/var/lib/shoal")]
+        data_dir: PathBuf,
+    },
+    /// Start a new single-manager cluster from a backup in an empty --data-dir, with every
+    /// service, network, secret, config and node it held, and run (the nodes reconnect).
+    Restore {
+        /// The backup file (`shoal-manager backup`).
+        #[arg(long, short)]
+        input: PathBuf,
+        /// Address other nodes reach this one at; defaults to the one the backup recorded.
+        #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
+        advertise_addr: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
     Run {
         /// Address other nodes reach this one at; defaults to the one recorded at init/join.
         #[arg(long, env = "SHOAL_ADVERTISE_ADDR")]
@@ -365,7 +388,24 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let common = match &mut cli.command {
-        Command::Init { common, .. } | Command::Join { common, .. } | Command::Run { common, .. } => common,
+        Command::Init { common, .. }
+        | Command::Join { common, .. }
+        | Command::Run { common, .. }
+        | Command::Restore { common, .. } => common,
+        Command::Backup { output, data_dir } => {
+            let backup = shoal_manager::take_backup(data_dir).await?;
+            shoal_manager::write_backup(&backup, output)?;
+            println!(
+                "Backup of cluster {} written to {} (revision {}, {} keys, {} files); it holds the CA key and every \
+                 secret: keep it safe.",
+                backup.header.cluster_id,
+                output.display(),
+                backup.header.revision,
+                backup.kvs.len(),
+                backup.files.len()
+            );
+            return Ok(());
+        }
     };
     if let Some(addr) = common.metrics_addr {
         common.metrics = Some(Metrics::start(addr).await?);
@@ -423,6 +463,23 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
                     serve_node(NodeState::Worker, &common, advertised).await
                 }
             }
+        }
+        Command::Backup { .. } => Ok(()),
+        Command::Restore { input, advertise_addr, common } => {
+            let bytes = std::fs::read(&input).with_context(|| format!("cannot read the backup {}", input.display()))?;
+            let backup = shoal_manager::Backup::decode(&bytes).with_context(|| format!("{}", input.display()))?;
+            let addr = advertise_addr.map(|a| advertise(&a, common.listen_addr)).transpose()?;
+            std::fs::create_dir_all(&common.data_dir)
+                .with_context(|| format!("cannot make {}", common.data_dir.display()))?;
+            shoal_manager::restore(&backup, &common.data_dir, addr.map(|a| a.to_string())).await?;
+            let advertised = advertise(&shoal_manager::recorded_advertise_addr(&common.data_dir)?, common.listen_addr)?;
+            let manager = shoal_manager::start(&config(&common, advertised)?).await?;
+            println!(
+                "Restored cluster {} from its backup (revision {}): this node ({}) is its only manager. Demote or \
+                 remove the managers that are gone (shoal node demote|rm), then join managers again.",
+                backup.header.cluster_id, backup.header.revision, manager.node_id
+            );
+            serve_node(NodeState::Manager(manager), &common, advertised).await
         }
         Command::Run { advertise_addr, force_new_cluster, common } => {
             anyhow::ensure!(

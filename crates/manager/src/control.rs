@@ -274,6 +274,14 @@ fn service_name(spec: &v1::ServiceSpec) -> &str {
 
 #[tonic::async_trait]
 impl Control for ControlService {
+    type BackupStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<v1::BackupChunk, Status>> + Send>>;
+
+    async fn backup(&self, _: Request<v1::BackupRequest>) -> Result<Response<Self::BackupStream>, Status> {
+        let chunks = crate::backup::chunks(self.objects.store()).await?;
+        tracing::info!(chunks = chunks.len(), "state read for a backup");
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks.into_iter().map(Ok)))))
+    }
+
     async fn get_node(&self, request: Request<v1::GetNodeRequest>) -> Result<Response<v1::GetNodeResponse>, Status> {
         let node = self.resolve::<v1::Node>(&request.into_inner().node).await?;
         Ok(Response::new(v1::GetNodeResponse { node: Some(node) }))
@@ -853,4 +861,4 @@ fn not_the_leader(store: &shoal_raft_store::Store, what: &str) -> Status {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod allocator;
+mod backup;
 mod ca_service;
 mod client;
 mod control;
@@ -41,6 +42,7 @@ mod tls;
 mod updater;
 mod validate;
 
+pub use backup::{Backup, BackupError, BackupHeader, restore, take_backup, write_backup};
 pub use ca_service::CaService;
 pub use client::{ClientError, RotatedBundle, connect_with_bundle, rotate_admin_bundle};
 pub use control::ControlService;

@@ -127,11 +127,11 @@ fn check_pools(config: &ManagerConfig) -> Result<(), StartError> {
 
 /// What a manager remembers about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Identity {
-    cluster_id: String,
-    node_id: String,
-    raft_id: u64,
-    advertise_addr: String,
+pub(crate) struct Identity {
+    pub(crate) cluster_id: String,
+    pub(crate) node_id: String,
+    pub(crate) raft_id: u64,
+    pub(crate) advertise_addr: String,
 }
 
 /// Creating or resuming a manager failed.
@@ -309,7 +309,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
 }
 
 /// Writes the node's identity (`manager.json`) atomically: the last step of `init` and `join`.
-fn write_identity(data: &Path, identity: &Identity) -> Result<(), StartError> {
+pub(crate) fn write_identity(data: &Path, identity: &Identity) -> Result<(), StartError> {
     let json = serde_json::to_vec_pretty(identity).map_err(|e| pki(format!("encode manager.json: {e}")))?;
     let path = data.join("manager.json");
     let tmp = data.join("manager.json.tmp");
@@ -543,13 +543,7 @@ pub fn holds_manager(data_dir: &std::path::Path) -> bool {
 
 /// The address the manager in `data_dir` advertises (recorded by `init`, `join` or `promote`).
 pub fn recorded_advertise_addr(data_dir: &std::path::Path) -> Result<String, StartError> {
-    let path = data_dir.join("manager.json");
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| StartError::DataDir {
-        path: path.clone(),
-        reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
-    })?;
-    Ok(identity.advertise_addr)
+    Ok(read_identity(data_dir)?.advertise_addr)
 }
 
 /// How many times a joining manager asks for `JoinRaft` before it gives up.
@@ -736,18 +730,7 @@ async fn become_manager_steps(
 /// Resumes the manager whose state is in `config.data_dir`.
 pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError> {
     let data = &config.data_dir;
-    let identity_path = data.join("manager.json");
-    let bytes = std::fs::read(&identity_path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => StartError::DataDir {
-            path: data.clone(),
-            reason: "holds no cluster; run `shoal-manager init` or `shoal-manager join` first".to_owned(),
-        },
-        _ => io(&identity_path)(e),
-    })?;
-    let identity: Identity = serde_json::from_slice(&bytes).map_err(|e| StartError::DataDir {
-        path: identity_path.clone(),
-        reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
-    })?;
+    let identity = read_identity(data)?;
     let ca = ClusterCa::load(&data.join("ca"), None).map_err(pki)?;
     let certs = data.join("certs");
     let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
@@ -774,10 +757,32 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
 
 /// The replicated store's configuration of the manager of `identity`.
 fn store_config(config: &ManagerConfig, identity: &Identity) -> Result<StoreConfig, StartError> {
-    let raft_dir = config.data_dir.join("raft");
+    store_config_for(&config.data_dir, identity)
+}
+
+/// The replicated store's configuration of the manager of `identity` in `data_dir` (its data
+/// key made if it has none yet).
+pub(crate) fn store_config_for(data_dir: &Path, identity: &Identity) -> Result<StoreConfig, StartError> {
+    let raft_dir = data_dir.join("raft");
     let mut store_config = StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir);
-    store_config.encryption_key = crate::data_key::load_or_create(&config.data_dir, &raft_dir)?;
+    store_config.encryption_key = crate::data_key::load_or_create(data_dir, &raft_dir)?;
     Ok(store_config)
+}
+
+/// The identity (`manager.json`) of the manager in `data`.
+pub(crate) fn read_identity(data: &Path) -> Result<Identity, StartError> {
+    let identity_path = data.join("manager.json");
+    let bytes = std::fs::read(&identity_path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => StartError::DataDir {
+            path: data.to_path_buf(),
+            reason: "holds no cluster; run `shoal-manager init` or `shoal-manager join` first".to_owned(),
+        },
+        _ => io(&identity_path)(e),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| StartError::DataDir {
+        path: identity_path.clone(),
+        reason: format!("is not a valid manager identity ({e}); restore it from a backup"),
+    })
 }
 
 /// How a manager's Raft member begins.

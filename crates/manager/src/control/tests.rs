@@ -10,7 +10,7 @@ pub(super) fn ca() -> std::sync::Arc<std::sync::Mutex<shoal_ca_pki::ClusterCa>> 
     std::sync::Arc::new(std::sync::Mutex::new(shoal_ca_pki::ClusterCa::new(root)))
 }
 
-pub(super) fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
+pub(crate) fn spec(name: &str, replicas: u64) -> v1::ServiceSpec {
     v1::ServiceSpec {
         annotations: Some(v1::Annotations { name: name.into(), ..Default::default() }),
         mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas })),
