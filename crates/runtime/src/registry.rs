@@ -640,7 +640,8 @@ mod tests {
                 registry.addr, registry.addr
             )
         );
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        // It waited its timeout (the outer 10 s bound shows it gave up on its own).
+        assert!(took >= fake::SHORT, "{took:?}");
         assert!(registry.client_closed().await, "the abandoned connection is closed");
     }
 
@@ -672,7 +673,7 @@ mod tests {
             ),
             "{err}"
         );
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(took >= fake::SHORT, "{took:?}");
         assert!(registry.client_closed().await, "the abandoned connection is closed");
     }
 
@@ -766,9 +767,10 @@ mod tests {
         let mut reply = head("500 Internal Server Error", "text/plain", 100 << 20);
         reply.extend_from_slice(&b"x".repeat(2 * EXCERPT_LIMIT));
         let registry = FakeRegistry::start(reply).await;
-        let (err, took) = manifest_error(&registry, false).await;
+        let (err, _) = manifest_error(&registry, false).await;
+        // Had it waited for the rest of the body, the idle timeout would be the error instead.
         assert!(err.contains(&format!(": 500 Internal Server Error: {}", "x".repeat(200))), "{err}");
-        assert!(took < fake::SHORT, "the excerpt does not wait for the rest of the body: {took:?}");
+        assert!(!err.contains("sent nothing for"), "the excerpt does not wait for the rest of the body: {err}");
     }
 
     #[test]

@@ -48,6 +48,10 @@ impl Fixture for SimFixture {
         // A simulated container ignores its stop signal from the start.
     }
 
+    async fn until_handling_term(&self, _id: &str) {
+        // A simulated sleeper handles its stop signal from the start.
+    }
+
     fn missing_image(&self) -> ImageSource {
         ImageSource::registry("sim/not-there:1")
     }

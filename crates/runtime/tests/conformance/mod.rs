@@ -39,6 +39,9 @@ pub(crate) trait Fixture {
     fn program(&self, program: &Program) -> (ImageSource, ContainerSpec);
     /// Waits until container `id`, running [`Program::IgnoresTerm`], ignores SIGTERM.
     async fn until_ignoring_term(&self, id: &str);
+    /// Waits until container `id`, running [`Program::Sleeper`], handles SIGTERM (the kernel
+    /// drops a SIGTERM that a namespace's init does not handle yet).
+    async fn until_handling_term(&self, id: &str);
     /// A reference no registry has.
     fn missing_image(&self) -> ImageSource;
     /// A command that prints `hello` and exits 3 inside a sleeper.
@@ -134,6 +137,7 @@ async fn life_cycle(f: &impl Fixture) {
     let before = std::time::SystemTime::now();
     rt.start("conf-life").await.expect("start");
     assert_eq!(state_of(&*rt, "conf-life").await, Some(ContainerState::Running));
+    f.until_handling_term("conf-life").await;
     let twice = rt.start("conf-life").await.expect_err("start twice");
     assert_eq!(twice.to_string(), "container conf-life: cannot start while running");
     let removing = rt.remove("conf-life").await.expect_err("remove while running");
