@@ -64,19 +64,10 @@ impl Fixture {
     /// its namespace it would never see a SIGTERM sent before: the kernel drops signals that the
     /// init of a namespace does not handle.
     fn wait_handling_sigterm(&self, id: &str) {
-        // SigCgt in /proc/PID/status: a hex mask of the handled signals, bit N-1 for signal N.
-        const SIGTERM: u64 = 1 << (15 - 1);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let tasks = self.containerd.run_ctr(&["tasks", "list"]).unwrap_or_default();
-            // Rows of TASK, PID, STATUS.
-            let pid = tasks.lines().find_map(|row| {
-                let mut cells = row.split_whitespace();
-                (cells.next() == Some(id)).then(|| cells.next()).flatten()
-            });
-            let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
-            let handled = status.as_deref().and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigCgt:")));
-            if handled.and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok()).is_some_and(|m| m & SIGTERM != 0) {
+            if shoal_testkit::task_handles_sigterm(&tasks, id) {
                 return;
             }
             assert!(Instant::now() < deadline, "container {id} has no SIGTERM handler after 20 s: {tasks}");

@@ -15,6 +15,24 @@ impl Task {
 }
 
 impl TaskState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [TaskState; 14] = [
+        TaskState::New,
+        TaskState::Pending,
+        TaskState::Assigned,
+        TaskState::Accepted,
+        TaskState::Preparing,
+        TaskState::Ready,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Complete,
+        TaskState::Shutdown,
+        TaskState::Failed,
+        TaskState::Rejected,
+        TaskState::Remove,
+        TaskState::Orphaned,
+    ];
+
     /// Whether `next` may follow `self` (states only move forward; REMOVE and ORPHANED are
     /// reachable from any state, as the manager decides them).
     pub fn may_become(self, next: TaskState) -> bool {
@@ -51,22 +69,7 @@ impl TaskState {
 mod tests {
     use super::*;
 
-    const ORDER: [TaskState; 14] = [
-        TaskState::New,
-        TaskState::Pending,
-        TaskState::Assigned,
-        TaskState::Accepted,
-        TaskState::Preparing,
-        TaskState::Ready,
-        TaskState::Starting,
-        TaskState::Running,
-        TaskState::Complete,
-        TaskState::Shutdown,
-        TaskState::Failed,
-        TaskState::Rejected,
-        TaskState::Remove,
-        TaskState::Orphaned,
-    ];
+    const ORDER: [TaskState; 14] = TaskState::ALL;
 
     #[test]
     fn states_only_move_forward() {

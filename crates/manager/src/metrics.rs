@@ -25,22 +25,7 @@ use crate::dispatcher::Dispatcher;
 use crate::objects::Object as _;
 
 /// Every task state, in lifecycle order: each gets a series, zero when no task is in it.
-const STATES: [TaskState; 14] = [
-    TaskState::New,
-    TaskState::Pending,
-    TaskState::Assigned,
-    TaskState::Accepted,
-    TaskState::Preparing,
-    TaskState::Ready,
-    TaskState::Starting,
-    TaskState::Running,
-    TaskState::Complete,
-    TaskState::Shutdown,
-    TaskState::Failed,
-    TaskState::Rejected,
-    TaskState::Remove,
-    TaskState::Orphaned,
-];
+const STATES: [TaskState; 14] = TaskState::ALL;
 
 /// The `state` label value of a task state: `docker service ps`'s word, lower-case.
 pub(crate) fn state_label(state: TaskState) -> String {

@@ -141,8 +141,6 @@ impl Fixture for CtrFixture {
     }
 
     async fn until_handling_term(&self, id: &str) {
-        // SigCgt in /proc/PID/status: a hex mask of the handled signals, bit N-1 for signal N.
-        const SIGTERM: u64 = 1 << (15 - 1);
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         loop {
             let listed = std::process::Command::new("ctr")
@@ -152,14 +150,7 @@ impl Fixture for CtrFixture {
                 .output()
                 .expect("ctr tasks list");
             let tasks = String::from_utf8_lossy(&listed.stdout).into_owned();
-            // Rows of TASK, PID, STATUS.
-            let pid = tasks.lines().find_map(|row| {
-                let mut cells = row.split_whitespace();
-                (cells.next() == Some(id)).then(|| cells.next()).flatten()
-            });
-            let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
-            let handled = status.as_deref().and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigCgt:")));
-            if handled.and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok()).is_some_and(|m| m & SIGTERM != 0) {
+            if shoal_testkit::task_handles_sigterm(&tasks, id) {
                 return;
             }
             assert!(std::time::Instant::now() < deadline, "container {id} has no SIGTERM handler after 20 s: {tasks}");

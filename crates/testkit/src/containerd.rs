@@ -175,3 +175,18 @@ impl Drop for Containerd {
         }
     }
 }
+
+/// Whether task `id` of `tasks` (what `ctr tasks list` prints: TASK, PID, STATUS) runs a
+/// process that handles SIGTERM (`SigCgt` in `/proc/PID/status`, bit N-1 for signal N). The
+/// kernel drops a SIGTERM sent to a namespace's init that does not handle it yet, so a test that
+/// stops a container waits for this first.
+pub fn task_handles_sigterm(tasks: &str, id: &str) -> bool {
+    const SIGTERM: u64 = 1 << (15 - 1);
+    let pid = tasks.lines().find_map(|row| {
+        let mut cells = row.split_whitespace();
+        (cells.next() == Some(id)).then(|| cells.next()).flatten()
+    });
+    let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok());
+    let handled = status.as_deref().and_then(|s| s.lines().find_map(|l| l.strip_prefix("SigCgt:")));
+    handled.and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok()).is_some_and(|m| m & SIGTERM != 0)
+}

@@ -17,7 +17,7 @@ pub mod shoal;
 mod sweep;
 
 pub use cmd::CommandError;
-pub use containerd::{Containerd, ContainerdError};
+pub use containerd::{Containerd, ContainerdError, task_handles_sigterm};
 pub use netns::{Cluster, HarnessError, Node, Process, UNDERLAY_GATEWAY, in_netns};
 pub use registry::{Registry, RegistryError};
 pub use sweep::{SweepReport, sweep, sweep_prefix};
