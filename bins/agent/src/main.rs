@@ -77,6 +77,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Leave the cluster: stop and remove the node's containers and network namespaces, and
+    /// remove its state (its volumes are kept). Stop the agent first. The managers then see the
+    /// node Down; `shoal node rm NODE` removes it from their list.
+    Leave {
+        #[command(flatten)]
+        common: Common,
+    },
 }
 
 /// Binds `--metrics-addr` and serves the worker's series there for the life of the process.
@@ -146,6 +153,8 @@ async fn until_signal() {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Join { token, remote, common } => {
+            // Held for the life of the process: one process per data directory.
+            let _lock = shoal_agent::DataDirLock::acquire(&common.data_dir)?;
             let config = worker_config(common).await?;
             let remote = if remote.contains(':') { remote } else { format!("{remote}:2377") };
             let node_id = shoal_agent::join_worker(&config.data_dir, &remote, &token).await?;
@@ -153,8 +162,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             shoal_agent::run_worker(&config, until_signal()).await?;
         }
         Command::Run { common } => {
+            let _lock = shoal_agent::DataDirLock::acquire(&common.data_dir)?;
             let config = worker_config(common).await?;
             shoal_agent::run_worker(&config, until_signal()).await?;
+        }
+        Command::Leave { common } => {
+            let lock = shoal_agent::lock_for_leave(&common.data_dir, "shoal-agent")?;
+            // shoal-agent knows nothing of a manager's state: leaving one is shoal-manager's.
+            anyhow::ensure!(
+                !common.data_dir.join("manager.json").exists(),
+                "{} holds a manager: use `shoal-manager leave` (after demoting it)",
+                common.data_dir.display()
+            );
+            let runtime = shoal_agent::connect_containerd(
+                &common.data_dir,
+                &common.containerd_socket,
+                &common.containerd_namespace,
+            )
+            .await?;
+            let netns_dir = shoal_agent::NetworkConfig::default().netns_dir;
+            let namespaces = shoal_agent::Namespaces { dir: &netns_dir, prefix: &common.netns_prefix };
+            shoal_agent::leave(&lock, Some(&runtime), Some(namespaces)).await?;
+            println!("Node left the cluster.");
+            println!(
+                "Its volumes are kept in {}; on a manager, `shoal node rm NODE` removes it from the list.",
+                common.data_dir.join("volumes").display()
+            );
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use shoal_manager::{ManagerConfig, RunningManager};
 
+mod leave;
 mod metrics;
 use metrics::Metrics;
 
@@ -156,6 +157,16 @@ enum Command {
         /// directory is kept aside as raft.before-force-new-cluster-TIME.
         #[arg(long)]
         force_new_cluster: bool,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Leave the cluster: stop and remove the node's containers and network namespaces, and
+    /// remove its state (identity, certificates, Raft log, CA, admin bundle; its volumes are
+    /// kept). Stop the node first. A manager must be demoted first, unless --force.
+    Leave {
+        /// Leave even though this node is a manager: the remaining managers count it as lost.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -387,6 +398,7 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
 }
 
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
+    let restoring = matches!(cli.command, Command::Restore { .. });
     let common = match &mut cli.command {
         Command::Init { common, .. }
         | Command::Join { common, .. }
@@ -406,7 +418,25 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             );
             return Ok(());
         }
+        Command::Leave { force, common } => {
+            let containerd = (!common.no_worker).then(|| leave::Containerd {
+                socket: &common.containerd_socket,
+                namespace: &common.containerd_namespace,
+            });
+            let netns_dir = shoal_agent::NetworkConfig::default().netns_dir;
+            let namespaces = shoal_agent::Namespaces { dir: &netns_dir, prefix: &common.netns_prefix };
+            leave::leave(&common.data_dir, *force, containerd, Some(namespaces)).await?;
+            println!("Node left the cluster.");
+            println!(
+                "Its volumes are kept in {}; on a manager, `shoal node rm NODE` removes it from the list.",
+                common.data_dir.join("volumes").display()
+            );
+            return Ok(());
+        }
     };
+    // Held for the life of the process: one process per data directory. A restore takes it
+    // once it has filled the directory, which must be empty before.
+    let mut _lock = if restoring { None } else { Some(shoal_agent::DataDirLock::acquire(&common.data_dir)?) };
     if let Some(addr) = common.metrics_addr {
         common.metrics = Some(Metrics::start(addr).await?);
     }
@@ -472,6 +502,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             std::fs::create_dir_all(&common.data_dir)
                 .with_context(|| format!("cannot make {}", common.data_dir.display()))?;
             shoal_manager::restore(&backup, &common.data_dir, addr.map(|a| a.to_string())).await?;
+            _lock = Some(shoal_agent::DataDirLock::acquire(&common.data_dir)?);
             let advertised = advertise(&shoal_manager::recorded_advertise_addr(&common.data_dir)?, common.listen_addr)?;
             let manager = shoal_manager::start(&config(&common, advertised)?).await?;
             println!(
@@ -521,6 +552,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             }
             serve_node(NodeState::Manager(manager), &common, advertised).await
         }
+        Command::Leave { .. } => Ok(()),
     }
 }
 

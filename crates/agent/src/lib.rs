@@ -14,6 +14,7 @@ mod executor;
 mod files;
 mod health;
 mod join;
+mod leave;
 mod logs;
 mod managers;
 pub mod mesh;
@@ -24,6 +25,7 @@ mod worker;
 
 pub use executor::NodeDirs;
 pub use join::{JoinError, join};
+pub use leave::{DataDirLock, LeaveError, Left, LockError, Namespaces, connect_containerd, leave, lock_for_leave};
 pub use metrics::AgentMetrics;
 pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};

@@ -29,6 +29,8 @@ use shoal_overlay::{Cidr, GatewayBridge};
 
 use self::apply::{Dataplane, Driver, Job};
 use self::egress::EgressPool;
+/// The node's namespaces (`leave` removes them): named ones in a directory, by prefix.
+pub(crate) use self::netns::{delete as delete_namespace, list as list_namespaces};
 use self::plan::{INGRESS_SANDBOX, LocalTask, Names, NetworkRecords, PlanInput};
 use self::view::NetworkView;
 pub(crate) use self::view::{ViewStream, ViewUpdate};
