@@ -1,6 +1,7 @@
 //! Build script: compiles `proto/shoal/v1/raft.proto` (the transport) and this crate's
-//! `proto/etcd_bench.proto` (the etcd client of the benchmark example) when the `grpc` feature is
-//! on, with protox (a protobuf compiler in Rust: no `protoc` needed), and does nothing otherwise.
+//! `proto/etcd_bench.proto` (the etcd client of the benchmark example, and the server of the same
+//! `KV.Put` that its members serve to the benchmark's clients) when the `grpc` feature is on, with
+//! protox (a protobuf compiler in Rust: no `protoc` needed), and does nothing otherwise.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=build.rs");
@@ -13,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let etcd = "proto/etcd_bench.proto";
         println!("cargo:rerun-if-changed={etcd}");
         let descriptors = protox::compile([etcd], ["proto"])?;
-        tonic_prost_build::configure().build_client(true).build_server(false).compile_fds(descriptors)?;
+        tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
     }
     Ok(())
 }

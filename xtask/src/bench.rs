@@ -78,7 +78,8 @@ const BENCHES: &[Bench] = &[
         name: "raft",
         runner: Runner::Raft,
         what: "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 \
-               clients; leader failover",
+               clients embedded in the leader and over one TLS gRPC connection (etcd's KV.Put, the ratio to etcd); \
+               leader failover",
     },
     Bench {
         name: "converge",
