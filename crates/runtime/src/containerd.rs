@@ -783,9 +783,10 @@ impl Containerd {
         Ok((response.exit_status, response.exited_at.and_then(to_system_time)))
     }
 
-    async fn kill(&self, id: &str, exec_id: &str, signal: u32) -> Result<(), ContainerError> {
-        let request =
-            KillRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), signal, all: exec_id.is_empty() };
+    /// Sends `signal` to the task's first process (or the exec's), and with `all` to every
+    /// process of the container.
+    async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> Result<(), ContainerError> {
+        let request = KillRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned(), signal, all };
         match self.tasks().kill(self.request(request)).await {
             Ok(_) => Ok(()),
             // Already gone: nothing to signal.
@@ -1170,7 +1171,10 @@ impl ContainerRuntime for Containerd {
                 let id = id.to_owned();
                 tokio::spawn(async move { this.wait_task(&id, "").await })
             };
-            if let Err(err) = self.kill(id, "", signal).await {
+            // The stop signal goes to PID 1 alone, as docker sends it: the program (or the init
+            // in front of it, which forwards it) decides what its children get. Signalled
+            // directly too, a child of an init got it twice (seen: a TERM trap that ran twice).
+            if let Err(err) = self.kill(id, "", signal, false).await {
                 waiter.abort();
                 return Err(err);
             }
@@ -1179,7 +1183,7 @@ impl ContainerRuntime for Containerd {
                 Ok(done) => Some(done),
                 Err(_) => {
                     tracing::info!(container.id = id, "container ignored its stop signal; killing it");
-                    self.kill(id, "", 9).await?;
+                    self.kill(id, "", 9, true).await?;
                     None
                 }
             };
@@ -1263,7 +1267,7 @@ impl ContainerRuntime for Containerd {
                 Ok(Ok((code, _))) => Ok((i32::try_from(code).unwrap_or(i32::MAX), false)),
                 Ok(Err(status)) => Err(container_status(id, "wait for exec")(status)),
                 // Timed out: kill it, but fall through to the clean-up below either way.
-                Err(_) => match self.kill(id, &exec_id, 9).await {
+                Err(_) => match self.kill(id, &exec_id, 9, false).await {
                     Ok(()) => {
                         let _ = self.wait_task(id, &exec_id).await;
                         Ok((137, true))
