@@ -9,10 +9,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={proto}");
     }
     let descriptors = protox::compile(&protos, ["../../proto"])?;
-    // Payloads of secrets (and configs, alike) must never reach a log: these types get a Debug
+    // Payloads of secrets (and configs, alike) and unlock keys must never reach a log: these types get a Debug
     // that shows their size, not their bytes (src/redact.rs).
     tonic_prost_build::configure()
-        .skip_debug(["shoal.v1.SecretSpec", "shoal.v1.ConfigSpec", "shoal.v1.PayloadVersion"])
+        .skip_debug(["shoal.v1.SecretSpec", "shoal.v1.ConfigSpec", "shoal.v1.PayloadVersion", "shoal.v1.UnlockKeys"])
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -3,8 +3,9 @@
 //! driven by the `shoal` CLI. Three managers and three workers: placement, drain, global
 //! services, a worker's link cut, the leader's process killed, an agent restarted, a manager
 //! restarted, demote and promote of the leader, the leader's link cut with its process alive,
-//! a removed worker locked out by every manager, and the loss of two managers recovered with
-//! `--force-new-cluster`; then a manager and a worker: containers, exits, rejected images, a killed agent.
+//! a removed worker locked out by every manager, the loss of two managers recovered with
+//! `--force-new-cluster`, and an autolocked manager restarted and unlocked; then a manager and a worker:
+//! containers, exits, rejected images, a killed agent, a backup restored into a wiped data directory.
 //!
 //! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
@@ -269,6 +270,42 @@ fn three_managers_two_workers() {
     until(&via_m1, "8 sleepers in the rebuilt cluster", 90, &["service", "ps", "sleep"], |out| {
         running_per_node(out).values().sum::<usize>() == 8
     });
+
+    eprintln!("--- autolock: a restarted manager serves nothing until `shoal cluster unlock` gives it the key");
+    let updated = ok(&via_m1, &["cluster", "update", "--autolock=true"]);
+    assert!(updated.contains("shoal cluster unlock") && updated.contains("SHKEY-1-"), "{updated}");
+    let key = ok(&via_m1, &["cluster", "unlock-key", "-q"]).trim().to_owned();
+    assert!(updated.contains(&key), "the key printed is the cluster's:\n{updated}");
+    let m2_key = sc.data_dir(m2).join("certs").join("node.key");
+    wait_for("m2 encrypts its keys at rest", 30, || {
+        std::fs::read_to_string(&m2_key).is_ok_and(|k| k.starts_with("shoal-encrypted-key-v1"))
+    });
+    let mut managers = managers;
+    managers[0].kill().expect("stop m2");
+    let m2_again = sc.restart_manager(m2).expect("restart m2");
+    let via_m2 = sc.cli(m2, m1);
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (answered, out, err) = via_m2.run(&["node", "ls"]).expect("run shoal");
+        if !answered && err.contains("is locked") && err.contains("shoal cluster unlock") {
+            break;
+        }
+        let log = std::fs::read_to_string(m2_again.log()).unwrap_or_default();
+        assert!(
+            Instant::now() < deadline,
+            "m2 answers that it is locked: not within 60 s; last: {out}{err}\nm2's log:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let wrong = format!("SHKEY-1-{}", "0".repeat(50));
+    let (unlocked, _, err) = via_m2.run_with_input(&["cluster", "unlock"], &wrong).expect("run shoal");
+    assert!(!unlocked && err.contains("not the unlock key") && err.contains("refused 1 time"), "{err}");
+    let (unlocked, out, err) = via_m2.run_with_input(&["cluster", "unlock"], &key).expect("run shoal");
+    assert!(unlocked && out.contains("unlocked"), "{out}{err}");
+    until(&via_m2, "m2 serves again and rejoins: 1 Leader, 2 Reachable", 60, &["node", "ls"], |out| {
+        out.matches("Leader").count() == 1 && out.matches(" Reachable").count() == 2
+    });
+    drop(m2_again);
     drop(m1_forced);
     drop(managers);
     drop(workers);
@@ -350,5 +387,20 @@ fn manager_and_worker_run_containers() {
             == 4
     });
     eprintln!("    tasks running again on node1 {:?} after the agent was killed", started.elapsed());
+
+    eprintln!("--- back up the running manager, wipe its data directory, restore: the services are kept");
+    let backup = cluster.dir().join("cluster.backup");
+    let (backed_up, out, err) = sc.backup_manager(&m1, &backup).expect("run shoal-manager backup");
+    assert!(backed_up && out.contains("written to"), "{out}{err}");
+    let mut manager = manager;
+    manager.kill().expect("stop the manager");
+    let data = sc.data_dir(&m1);
+    std::fs::rename(&data, data.with_extension("wiped")).expect("move the data directory aside");
+    let manager = sc.restore_manager(&m1, &backup).expect("restore");
+    let services = until(&shoal, "the restored manager answers", 60, &["service", "ls"], |_| true);
+    assert!(services.contains("sleep") && services.contains("ghost"), "{services}");
+    until(&shoal, "4 sleepers running under the restored manager", 60, &["service", "ls"], |out| {
+        out.lines().any(|l| l.contains("sleep") && l.contains("4/4"))
+    });
     drop(manager);
 }

@@ -131,6 +131,7 @@ async fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         can_manage: false,
         network: Some(network),
         metrics,
+        key_encryption: Default::default(),
     })
 }
 

@@ -107,6 +107,10 @@ enum Command {
         /// Terminated tasks kept per slot (0 to 1000; -1 keeps them all).
         #[arg(long, env = "SHOAL_TASK_HISTORY_LIMIT", default_value_t = 5, allow_negative_numbers = true)]
         task_history_limit: i64,
+        /// Encrypt the managers' keys at rest with an unlock key (printed once): a restarted
+        /// manager serves nothing until `shoal cluster unlock` gives it the key.
+        #[arg(long)]
+        autolock: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -128,6 +132,7 @@ enum Command {
     /// Write a backup of the running manager of --data-dir to a file: the cluster's whole state
     /// (consistent at one revision, asked of the manager itself), the CA, this manager's
     /// identity and certificates. Keep it as safe as the data directory: it holds every secret.
+    /// With autolock, the unlock key is read from standard input and the file is sealed with it.
     Backup {
         /// Where to write it (mode 0600).
         #[arg(long, short)]
@@ -137,7 +142,8 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Start a new single-manager cluster from a backup in an empty --data-dir, with every
-    /// service, network, secret, config and node it held, and run (the nodes reconnect).
+    /// service, network, secret, config and node it held, and run (the nodes reconnect). A
+    /// backup sealed with the unlock key (autolock) asks for it on standard input.
     Restore {
         /// The backup file (`shoal-manager backup`).
         #[arg(long, short)]
@@ -249,6 +255,8 @@ fn worker_config(common: &Common) -> anyhow::Result<shoal_agent::WorkerConfig> {
             ..shoal_agent::NetworkConfig::default()
         }),
         metrics: common.metrics.as_ref().map(|m| m.agent.clone()),
+        // A manager's own (`serve_manager`) when one runs in this process.
+        key_encryption: Default::default(),
     })
 }
 
@@ -261,9 +269,12 @@ async fn serve_node(mut state: NodeState, common: &Common, advertised: SocketAdd
         state = match state {
             NodeState::Manager(manager) => {
                 let node_id = manager.node_id.clone();
+                let keys = manager.key_encryption().clone();
                 match serve_manager(manager, common, advertised).await? {
                     RoleEnd::Signal => return Ok(()),
                     RoleEnd::Changed { role: shoal_api::v1::NodeRole::Worker, managers } => {
+                        // A worker's key is not locked (autolock is the managers').
+                        shoal_manager::release_node_key(&common.data_dir, keys.get().as_ref())?;
                         shoal_manager::forget_manager(&common.data_dir)?;
                         shoal_agent::record_worker(
                             &common.data_dir,
@@ -335,7 +346,9 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
     let worker = if common.no_worker {
         None
     } else {
-        let config = worker_config(common)?;
+        let mut config = worker_config(common)?;
+        // The node's key file is the manager's: encrypted as it keeps it.
+        config.key_encryption = manager.key_encryption().clone();
         let certs = common.data_dir.join("certs");
         let node_id = manager.node_id.clone();
         Some(tokio::spawn(async move {
@@ -397,6 +410,15 @@ async fn serve_manager(manager: RunningManager, common: &Common, advertised: Soc
     result
 }
 
+/// What `init --autolock` (and `shoal cluster update --autolock=true`) print, as docker does.
+fn print_unlock_key(key: &str) {
+    println!("To unlock a manager after it restarts, run `shoal cluster unlock` and give it this key:");
+    println!();
+    println!("    {key}");
+    println!();
+    println!("Keep it in a password manager: without it, a restarted manager cannot be unlocked.");
+}
+
 async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let restoring = matches!(cli.command, Command::Restore { .. });
     let common = match &mut cli.command {
@@ -405,16 +427,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         | Command::Run { common, .. }
         | Command::Restore { common, .. } => common,
         Command::Backup { output, data_dir } => {
-            let backup = shoal_manager::take_backup(data_dir).await?;
-            shoal_manager::write_backup(&backup, output)?;
+            let kek = match shoal_manager::backup_needs_unlock_key(data_dir)? {
+                true => Some(shoal_manager::read_unlock_key("This manager is autolocked. Unlock key: ")?),
+                false => None,
+            };
+            let backup = shoal_manager::take_backup(data_dir, kek.as_ref()).await?;
+            shoal_manager::write_backup(&backup, output, kek.as_ref())?;
             println!(
                 "Backup of cluster {} written to {} (revision {}, {} keys, {} files); it holds the CA key and every \
-                 secret: keep it safe.",
+                 secret: keep it safe{}.",
                 backup.header.cluster_id,
                 output.display(),
                 backup.header.revision,
                 backup.kvs.len(),
-                backup.files.len()
+                backup.files.len(),
+                if kek.is_some() { " (it is sealed with the unlock key, which restoring it needs)" } else { "" }
             );
             return Ok(());
         }
@@ -447,6 +474,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             default_addr_pool_mask_length,
             cert_expiry,
             task_history_limit,
+            autolock,
             common,
         } => {
             let advertised = advertise(&advertise_addr, common.listen_addr)?;
@@ -459,6 +487,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             );
             config.cert_validity = cert_expiry;
             config.task_history_limit = task_history_limit;
+            config.autolock = autolock;
             let (manager, outcome) = shoal_manager::init(&config).await?;
             println!("Cluster initialized: current node ({}) is now a manager.", outcome.node_id);
             println!();
@@ -470,6 +499,10 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
             println!();
             println!("To use the CLI from another host, copy {} and run:", outcome.admin_bundle.display());
             println!("    export SHOAL_HOST={advertised} SHOAL_CERT_PATH={}", outcome.admin_bundle.display());
+            if let Some(key) = &outcome.unlock_key {
+                println!();
+                print_unlock_key(key);
+            }
             serve_node(NodeState::Manager(manager), &common, advertised).await
         }
         Command::Join { token, advertise_addr, remote, common } => {
@@ -497,14 +530,21 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         Command::Backup { .. } => Ok(()),
         Command::Restore { input, advertise_addr, common } => {
             let bytes = std::fs::read(&input).with_context(|| format!("cannot read the backup {}", input.display()))?;
-            let backup = shoal_manager::Backup::decode(&bytes).with_context(|| format!("{}", input.display()))?;
+            let kek = match shoal_manager::backup_is_sealed(&bytes) {
+                true => Some(shoal_manager::read_unlock_key("This backup is sealed (autolock). Unlock key: ")?),
+                false => None,
+            };
+            let backup =
+                shoal_manager::open_backup(&bytes, kek.as_ref()).with_context(|| format!("{}", input.display()))?;
             let addr = advertise_addr.map(|a| advertise(&a, common.listen_addr)).transpose()?;
             std::fs::create_dir_all(&common.data_dir)
                 .with_context(|| format!("cannot make {}", common.data_dir.display()))?;
-            shoal_manager::restore(&backup, &common.data_dir, addr.map(|a| a.to_string())).await?;
+            shoal_manager::restore(&backup, &common.data_dir, addr.map(|a| a.to_string()), kek.as_ref()).await?;
             _lock = Some(shoal_agent::DataDirLock::acquire(&common.data_dir)?);
             let advertised = advertise(&shoal_manager::recorded_advertise_addr(&common.data_dir)?, common.listen_addr)?;
-            let manager = shoal_manager::start(&config(&common, advertised)?).await?;
+            let mut config = config(&common, advertised)?;
+            config.unlock_key = kek;
+            let manager = shoal_manager::start(&config).await?;
             println!(
                 "Restored cluster {} from its backup (revision {}): this node ({}) is its only manager. Demote or \
                  remove the managers that are gone (shoal node demote|rm), then join managers again.",

@@ -170,6 +170,45 @@ async fn cluster_settings_are_shown_and_updated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autolock_is_turned_on_shown_rotated_and_off() {
+    let (dir, addr, manager, outcome) = init_manager("autolock").await;
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let refused = cli.fails(&["cluster", "unlock-key"]);
+    assert!(refused.contains("autolock is off") && refused.contains("--autolock=true"), "{refused}");
+    let refused = cli.fails(&["cluster", "unlock-key", "--rotate"]);
+    assert!(refused.contains("no unlock key to rotate"), "{refused}");
+
+    let on = cli.ok(&["cluster", "update", "--autolock=true"]);
+    let key = cli.ok(&["cluster", "unlock-key", "-q"]).trim().to_owned();
+    assert!(key.starts_with("SHKEY-1-") && key.len() == "SHKEY-1-".len() + 50, "{key}");
+    assert!(on.starts_with("Cluster updated.\n") && on.contains(&format!("\n    {key}\n")), "{on}");
+    assert!(on.contains("shoal cluster unlock"), "{on}");
+    let shown = cli.ok(&["cluster", "unlock-key"]);
+    assert!(shown.contains(&key) && shown.contains("password manager"), "{shown}");
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["cluster", "inspect"])).expect("json");
+    assert_eq!(json["Spec"]["EncryptionConfig"]["AutoLockManagers"], true);
+    assert!(!cli.ok(&["cluster", "inspect"]).contains(&key), "inspect never shows the key");
+
+    let rotated = cli.ok(&["cluster", "unlock-key", "--rotate"]);
+    assert!(rotated.starts_with("Successfully rotated the unlock key."), "{rotated}");
+    let new_key = cli.ok(&["cluster", "unlock-key", "-q"]).trim().to_owned();
+    assert!(new_key != key && rotated.contains(&new_key), "{rotated}");
+
+    // This manager runs: there is nothing to unlock, and a malformed key is named as such.
+    let (unlocked, _, err) = cli.run_with_input(&["cluster", "unlock"], new_key.as_bytes());
+    assert!(!unlocked && err.contains("is not locked"), "{err}");
+    let (unlocked, _, err) = cli.run_with_input(&["cluster", "unlock"], b"SHKEY-1-tooshort\n");
+    assert!(!unlocked && err.contains("expected 50"), "{err}");
+    let (unlocked, _, err) = cli.run_with_input(&["cluster", "unlock"], b"");
+    assert!(!unlocked && err.contains("no unlock key given"), "{err}");
+
+    assert_eq!(cli.ok(&["cluster", "update", "--autolock=false"]), "Cluster updated.\n");
+    assert!(cli.fails(&["cluster", "unlock-key"]).contains("autolock is off"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn networks_and_published_ports() {
     let (dir, addr, manager, outcome) = init_manager("network").await;
     let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };

@@ -315,7 +315,11 @@ impl Agent {
     ) -> Result<(), String> {
         let (key, chain) = Self::request_certificate(channel).await?;
         let credentials = shoal_ca_pki::NodeCredentials::new(&chain, key).map_err(|e| e.to_string())?;
-        credentials.save(certs_dir, None).map_err(|e| format!("save the certificate in {}: {e}", certs_dir.display()))
+        // Encrypted as the manager in this process keeps it (autolock), if there is one.
+        let kek = self.config.credentials.as_ref().and_then(|live| live.key_encryption().get());
+        credentials
+            .save(certs_dir, kek.as_ref())
+            .map_err(|e| format!("save the certificate in {}: {e}", certs_dir.display()))
     }
 
     /// When the worker's certificate is next due for renewal (never, without live credentials or

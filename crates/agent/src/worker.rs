@@ -43,6 +43,9 @@ pub struct WorkerConfig {
     pub network: Option<crate::NetworkConfig>,
     /// Where the worker keeps its metrics (`--metrics-addr`); `None`: it keeps none.
     pub metrics: Option<crate::AgentMetrics>,
+    /// The unlock key the node's key file is encrypted with, shared with the manager in the same
+    /// process (autolock encrypts a manager's keys at rest); a worker's is in the clear.
+    pub key_encryption: shoal_ca_pki::KeyEncryption,
 }
 
 /// Joining or running a worker failed.
@@ -239,7 +242,8 @@ async fn run_agent(
     save: bool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<AgentExit, WorkerError> {
-    let live = LiveCredentials::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
+    let live = LiveCredentials::load_encrypted(certs, config.key_encryption.clone())
+        .map_err(|e| data_error(certs, e.to_string()))?;
     let credentials = live.current();
     if credentials.not_after() <= time::OffsetDateTime::now_utc() && runs_as == v1::NodeRole::Worker {
         // No manager will renew a certificate that no longer proves who the node is.
@@ -370,6 +374,7 @@ mod tests {
             can_manage: false,
             network: None,
             metrics: None,
+            key_encryption: Default::default(),
         }
     }
 

@@ -22,7 +22,17 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const MANAGER_SERVER_NAME: &str = "shoal-manager";
 
 /// Opens a channel to the manager at `addr` (HOST:PORT) with `tls`.
-pub async fn connect(addr: &str, mut tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
+pub async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<Channel, tonic::transport::Error> {
+    connect_named(addr, tls, MANAGER_SERVER_NAME).await
+}
+
+/// [`connect`] to a server whose certificate carries `server_name` instead of a manager's (a
+/// locked manager's, ca-pki's `LOCKED_SERVER_NAME`).
+pub async fn connect_named(
+    addr: &str,
+    mut tls: rustls::ClientConfig,
+    server_name: &'static str,
+) -> Result<Channel, tonic::transport::Error> {
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
     // The URI only carries the address: TLS is done by the connector below, so "http" it is.
@@ -38,7 +48,7 @@ pub async fn connect(addr: &str, mut tls: rustls::ClientConfig) -> Result<Channe
                 let port = uri.port_u16().unwrap_or(2377);
                 let tcp = TcpStream::connect((host.as_str(), port)).await?;
                 tcp.set_nodelay(true)?;
-                let name = rustls::pki_types::ServerName::try_from(MANAGER_SERVER_NAME)
+                let name = rustls::pki_types::ServerName::try_from(server_name)
                     .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
                 let tls = connector.connect(name, tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(Spoken::first_read(tls).await?))

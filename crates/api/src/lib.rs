@@ -10,7 +10,7 @@ mod convert;
 mod redact;
 mod state;
 
-pub use channel::connect;
+pub use channel::{connect, connect_named};
 pub use convert::{from_duration, from_timestamp, parse_duration, to_duration, to_timestamp};
 
 /// The generated messages and services of package `shoal.v1`.

@@ -1,4 +1,4 @@
-//! `Debug` for the messages that carry secret and config payloads: the payload's size, never
+//! `Debug` for the messages that carry secret and config payloads and unlock keys: the payload's size, never
 //! its bytes, so that a `{:?}` in a log line or an error cannot leak one.
 
 use std::fmt;
@@ -42,6 +42,17 @@ impl fmt::Debug for v1::PayloadVersion {
     }
 }
 
+impl fmt::Debug for v1::UnlockKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UnlockKeys")
+            .field("id", &self.id)
+            .field("meta", &self.meta)
+            .field("current", &Redacted(self.current.len()))
+            .field("previous", &self.previous.iter().map(|p| Redacted(p.len())).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +77,18 @@ mod tests {
         for payload in ["hunter2", "battery", "cfg-bytes", "104, 117"] {
             assert!(!shown.contains(payload), "{payload} leaked into {shown}");
         }
+    }
+
+    #[test]
+    fn unlock_keys_never_show_in_debug_output() {
+        let keys = v1::UnlockKeys {
+            id: "manager".into(),
+            current: vec![0xab; 32],
+            previous: vec![vec![0xcd; 60]],
+            ..Default::default()
+        };
+        let shown = format!("{keys:?}");
+        assert!(shown.contains("<32 bytes redacted>") && shown.contains("<60 bytes redacted>"), "{shown}");
+        assert!(!shown.contains("171") && !shown.contains("205"), "key bytes leaked into {shown}");
     }
 }

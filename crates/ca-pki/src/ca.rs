@@ -119,6 +119,12 @@ pub enum IssueError {
     /// The system random number generator failed.
     #[error("cannot sign node certificate: the system random number generator failed")]
     Random,
+    /// The certificate issued for a locked manager does not make a locked certificate.
+    #[error("cannot make a locked manager's certificate: {reason}")]
+    Locked {
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A root certificate authority: its certificate and its signing key.
@@ -217,26 +223,40 @@ impl RootCa {
         validity: Duration,
         now: OffsetDateTime,
     ) -> Result<String, IssueError> {
+        self.issue_for(csr_pem, &identity.node_id, identity.role.as_str(), &identity.cluster_id, validity, now)
+    }
+
+    /// Signs a CSR for (CN `node_id`, OU `unit`, O `cluster_id`) with `unit` as its DNS name:
+    /// node certificates ([`RootCa::issue`]) and a locked manager's ([`crate::LockedCertificate`]).
+    pub(crate) fn issue_for(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        unit: &str,
+        cluster_id: &str,
+        validity: Duration,
+        now: OffsetDateTime,
+    ) -> Result<String, IssueError> {
         if validity <= Duration::ZERO {
             return Err(IssueError::ValidityTooShort { asked: validity });
         }
-        if identity.node_id.is_empty() {
+        if node_id.is_empty() {
             return Err(IssueError::EmptyIdentity { field: "node ID" });
         }
-        if identity.cluster_id.is_empty() {
+        if cluster_id.is_empty() {
             return Err(IssueError::EmptyIdentity { field: "cluster ID" });
         }
         let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(IssueError::Csr)?;
         let mut params = CertificateParams::default();
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, identity.node_id.as_str());
-        name.push(DnType::OrganizationalUnitName, identity.role.as_str());
-        name.push(DnType::OrganizationName, identity.cluster_id.as_str());
+        name.push(DnType::CommonName, node_id);
+        name.push(DnType::OrganizationalUnitName, unit);
+        name.push(DnType::OrganizationName, cluster_id);
         params.distinguished_name = name;
         params.not_before = now - BACKDATE.min(validity);
         params.not_after = now + validity;
         params.serial_number = Some(random::serial().map_err(|_| IssueError::Random)?);
-        params.subject_alt_names = vec![SanType::DnsName(identity.role.as_str().try_into().map_err(IssueError::Sign)?)];
+        params.subject_alt_names = vec![SanType::DnsName(unit.try_into().map_err(IssueError::Sign)?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;

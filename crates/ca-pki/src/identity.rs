@@ -104,12 +104,18 @@ pub fn peer_identity(chain: Option<&[CertificateDer<'_>]>) -> Result<NodeIdentit
 
 /// Reads the identity of one certificate (no verification).
 pub(crate) fn identity_of(cert: &CertificateDer<'_>) -> Result<NodeIdentity, IdentityError> {
+    let (node_id, unit, cluster_id) = subject_of(cert)?;
+    Ok(NodeIdentity { node_id, role: unit.parse()?, cluster_id })
+}
+
+/// The (CN, OU, O) of one certificate (no verification).
+pub(crate) fn subject_of(cert: &CertificateDer<'_>) -> Result<(String, String, String), IdentityError> {
     let (_, cert) = X509Certificate::from_der(cert).map_err(|e| IdentityError::Malformed { reason: e.to_string() })?;
     let subject = cert.subject();
     let node_id = first_str(subject.iter_common_name(), "CN")?;
-    let role = first_str(subject.iter_organizational_unit(), "OU")?.parse()?;
+    let unit = first_str(subject.iter_organizational_unit(), "OU")?;
     let cluster_id = first_str(subject.iter_organization(), "O")?;
-    Ok(NodeIdentity { node_id, role, cluster_id })
+    Ok((node_id, unit, cluster_id))
 }
 
 /// The first value of a subject attribute, as a string.

@@ -26,6 +26,8 @@ const WRAP_VERSION: u8 = 1;
 /// Associated data binds each ciphertext to its use, so a wrapped DEK cannot pass for a key file.
 const AAD_DEK: &[u8] = b"shoal data-encryption key v1";
 const AAD_KEY_FILE: &[u8] = b"shoal key file v1";
+const AAD_PREVIOUS_KEY: &[u8] = b"shoal previous unlock key v1";
+const AAD_BLOB: &[u8] = b"shoal sealed blob v1";
 
 /// Keys at rest: parsing an unlock key, wrapping keys, reading or writing key files.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +143,41 @@ impl UnlockKey {
     /// Makes a new random unlock key.
     pub fn generate() -> Result<UnlockKey, KeyError> {
         random::random_bytes::<32>().map(UnlockKey).map_err(|_| KeyError::Crypto { what: "generate an unlock key" })
+    }
+
+    /// Uses existing key bytes (as the cluster stores them).
+    pub fn from_bytes(bytes: [u8; 32]) -> UnlockKey {
+        UnlockKey(bytes)
+    }
+
+    /// The key bytes. Secret.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Seals the key this one replaced, so that whoever holds this key can recover it (a
+    /// manager that was down while the key was rotated still has files the old key opens).
+    pub fn seal_previous(&self, previous: &UnlockKey) -> Result<Vec<u8>, KeyError> {
+        self.seal(&previous.0, AAD_PREVIOUS_KEY)
+    }
+
+    /// Opens what [`UnlockKey::seal_previous`] sealed with this key.
+    pub fn open_previous(&self, sealed: &[u8]) -> Result<UnlockKey, KeyError> {
+        let bytes = self.open(sealed, AAD_PREVIOUS_KEY, "the previous unlock key")?;
+        let bytes: [u8; 32] = bytes.try_into().map_err(|v: Vec<u8>| KeyError::Malformed {
+            reason: format!("previous unlock key is {} bytes, expected 32", v.len()),
+        })?;
+        Ok(UnlockKey(bytes))
+    }
+
+    /// Encrypts any bytes with this key (AES-256-GCM, random nonce), for example a backup.
+    pub fn seal_blob(&self, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.seal(plaintext, AAD_BLOB)
+    }
+
+    /// Decrypts what [`UnlockKey::seal_blob`] made; `what` names it in the error.
+    pub fn open_blob(&self, sealed: &[u8], what: &str) -> Result<Vec<u8>, KeyError> {
+        self.open(sealed, AAD_BLOB, what)
     }
 
     fn seal(&self, plaintext: &[u8], aad: &'static [u8]) -> Result<Vec<u8>, KeyError> {
@@ -287,6 +324,12 @@ pub fn read_key_file(path: &Path, kek: Option<&UnlockKey>) -> Result<Vec<u8>, Ke
     let sealed = hex_decode(text.trim())
         .ok_or_else(|| KeyError::Malformed { reason: format!("encrypted key file {} is not hex", path.display()) })?;
     kek.open(&sealed, AAD_KEY_FILE, &format!("key file {}", path.display()))
+}
+
+/// Whether the key file at `path` is encrypted (by [`write_key_file`] with an unlock key).
+pub fn key_file_is_encrypted(path: &Path) -> Result<bool, KeyError> {
+    let content = std::fs::read(path).map_err(|source| KeyError::Io { path: path.to_owned(), source })?;
+    Ok(content.starts_with(ENCRYPTED_HEADER.as_bytes()))
 }
 
 /// Re-encrypts a key file from `old` to `new` (either may be `None` for plaintext).

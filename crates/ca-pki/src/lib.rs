@@ -16,7 +16,9 @@
 //!   [`RemovedNodes`] makes servers refuse removed nodes' certificates, and
 //!   [`refused_as_revoked`] tells a client that a server refused its certificate so.
 //! - [`ClusterCa`] runs root rotation with a cross-signed intermediate ([`RotationState`]).
-//! - [`UnlockKey`], [`DataKey`], [`write_key_file`] and [`read_key_file`] keep keys at rest.
+//! - [`UnlockKey`], [`DataKey`], [`write_key_file`] and [`read_key_file`] keep keys at rest;
+//!   [`KeyEncryption`] is the unlock key a process writes a node's key with (autolock), and
+//!   [`LockedCertificate`] what a manager whose keys are locked shows while it waits for it.
 //!
 //! Time is always a parameter (`now`), so expiry and renewal are deterministic in tests.
 //!
@@ -58,6 +60,7 @@ mod ca;
 mod identity;
 mod keys;
 mod live;
+mod locked;
 mod pair;
 mod random;
 mod removed;
@@ -71,8 +74,9 @@ pub use ca::{
     RootCa,
 };
 pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_identity, require_role};
-pub use keys::{DataKey, KeyError, UnlockKey, read_key_file, rekey_key_file, write_key_file};
-pub use live::{LiveCredentials, live_client_config, live_join_server_config, live_server_config};
+pub use keys::{DataKey, KeyError, UnlockKey, key_file_is_encrypted, read_key_file, rekey_key_file, write_key_file};
+pub use live::{KeyEncryption, LiveCredentials, live_client_config, live_join_server_config, live_server_config};
+pub use locked::{LOCKED_SERVER_NAME, LockedCertificate, named_otherwise};
 pub use removed::{RemovedNodes, refused_as_revoked};
 pub use renewal::{needs_renewal, renewal_retry_wait, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};

@@ -21,6 +21,7 @@ use rustls::{ClientConfig, ServerConfig, SignatureScheme};
 use time::OffsetDateTime;
 
 use crate::ca::NodeKey;
+use crate::keys::UnlockKey;
 use crate::removed::RemovedNodes;
 use crate::renewal::renewal_time;
 use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, TlsConfigError, TrustBundle};
@@ -34,7 +35,48 @@ pub struct LiveCredentials {
 
 struct Inner {
     dir: PathBuf,
+    kek: KeyEncryption,
     current: Mutex<Current>,
+}
+
+/// The unlock key a process encrypts a node's key file with (autolock), or none: one cell
+/// shared by every reader and writer of that file in the process (a manager and the worker role
+/// beside it), so a renewal by either writes the key as the other reads it. Change it with
+/// [`KeyEncryption::set`], then rewrite the file with [`LiveCredentials::rekey`].
+#[derive(Clone, Default)]
+pub struct KeyEncryption(Arc<Mutex<Option<UnlockKey>>>);
+
+impl fmt::Debug for KeyEncryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let on = self.0.lock().unwrap_or_else(PoisonError::into_inner).is_some();
+        write!(f, "KeyEncryption({})", if on { "on" } else { "off" })
+    }
+}
+
+/// Two handles are equal when they are the same cell.
+impl PartialEq for KeyEncryption {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for KeyEncryption {}
+
+impl KeyEncryption {
+    /// A cell holding `kek` (`None`: key files in the clear).
+    pub fn new(kek: Option<UnlockKey>) -> KeyEncryption {
+        KeyEncryption(Arc::new(Mutex::new(kek)))
+    }
+
+    /// The unlock key now.
+    pub fn get(&self) -> Option<UnlockKey> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the unlock key; files are written with it from now on.
+    pub fn set(&self, kek: Option<UnlockKey>) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = kek;
+    }
 }
 
 struct Current {
@@ -87,18 +129,23 @@ impl fmt::Debug for LiveCredentials {
 }
 
 impl LiveCredentials {
-    /// Loads the credentials saved in `dir` ([`NodeCredentials::save`]); they are read again
-    /// whenever `dir/node.crt` changes. Keys at rest are not encrypted here (autolock is not
-    /// built yet).
+    /// Loads the credentials saved in `dir` ([`NodeCredentials::save`]) with the key in the
+    /// clear; they are read again whenever `dir/node.crt` changes.
     pub fn load(dir: &Path) -> Result<LiveCredentials, CredentialsError> {
-        let credentials = NodeCredentials::load(dir, None)?;
+        LiveCredentials::load_encrypted(dir, KeyEncryption::default())
+    }
+
+    /// [`LiveCredentials::load`] for a key file encrypted with the unlock key in `kek` (or in the
+    /// clear while it holds none); renewals write the key file with the key it holds then.
+    pub fn load_encrypted(dir: &Path, kek: KeyEncryption) -> Result<LiveCredentials, CredentialsError> {
+        let credentials = NodeCredentials::load(dir, kek.get().as_ref())?;
         let current = Current {
             certified: certified(&credentials)?,
             credentials: Arc::new(credentials),
             stamp: stamp(dir),
             draw: draw(),
         };
-        Ok(LiveCredentials { inner: Arc::new(Inner { dir: dir.to_owned(), current: Mutex::new(current) }) })
+        Ok(LiveCredentials { inner: Arc::new(Inner { dir: dir.to_owned(), kek, current: Mutex::new(current) }) })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -117,7 +164,7 @@ impl LiveCredentials {
         if now.is_none() || now == current.stamp {
             return;
         }
-        let Ok(credentials) = NodeCredentials::load(&self.inner.dir, None) else { return };
+        let Ok(credentials) = NodeCredentials::load(&self.inner.dir, self.inner.kek.get().as_ref()) else { return };
         let Ok(certified) = certified(&credentials) else { return };
         *current = Current { credentials: Arc::new(credentials), certified, stamp: now, draw: draw() };
     }
@@ -159,10 +206,27 @@ impl LiveCredentials {
         let credentials = NodeCredentials::new(chain_pem, key)?;
         let certified = certified(&credentials)?;
         let mut current = self.lock();
-        credentials.save(&self.inner.dir, None)?;
+        credentials.save(&self.inner.dir, self.inner.kek.get().as_ref())?;
         let credentials = Arc::new(credentials);
         *current = Current { credentials: credentials.clone(), certified, stamp: stamp(&self.inner.dir), draw: draw() };
         Ok(credentials)
+    }
+}
+
+impl LiveCredentials {
+    /// The cell holding the unlock key the key file is written with.
+    pub fn key_encryption(&self) -> &KeyEncryption {
+        &self.inner.kek
+    }
+
+    /// Writes the credentials again with the unlock key [`LiveCredentials::key_encryption`]
+    /// holds now (after [`KeyEncryption::set`]): the key file is encrypted, re-encrypted or
+    /// decrypted; the certificate stays.
+    pub fn rekey(&self) -> Result<(), CredentialsError> {
+        let mut current = self.lock();
+        current.credentials.save(&self.inner.dir, self.inner.kek.get().as_ref())?;
+        current.stamp = stamp(&self.inner.dir);
+        Ok(())
     }
 }
 

@@ -105,10 +105,14 @@ impl ClusterCa {
         now: OffsetDateTime,
     ) -> Result<String, IssueError> {
         let mut chain = self.signer.issue(csr_pem, identity, validity, now)?;
-        if let Some(transition) = &self.transition {
-            chain.push_str(&pem_of(&transition.cross_signed));
-        }
+        chain.push_str(&self.chain_suffix());
         Ok(chain)
+    }
+
+    /// What follows a leaf the signing root issued in its chain: during a transition, the
+    /// cross-signed intermediate (PEM); else nothing.
+    pub(crate) fn chain_suffix(&self) -> String {
+        self.transition.as_ref().map(|t| pem_of(&t.cross_signed)).unwrap_or_default()
     }
 
     /// Whether a node certificate (PEM, leaf first) was signed by the current signing root.

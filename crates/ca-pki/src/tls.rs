@@ -27,7 +27,7 @@ use crate::pair::{PairError, PairFiles};
 use crate::removed::{RefuseRemoved, RemovedNodes};
 
 pub(crate) const CERT_FILE: &str = "node.crt";
-const KEY_FILE: &str = "node.key";
+pub(crate) const KEY_FILE: &str = "node.key";
 const ROOTS_FILE: &str = "root-ca.crt";
 
 /// Assembling credentials or a trust bundle from PEM, or saving and loading them, failed.
@@ -385,7 +385,7 @@ fn files(dir: &Path) -> PairFiles<'_> {
     PairFiles { dir, cert: CERT_FILE, key: KEY_FILE }
 }
 
-fn pair_error(e: PairError) -> CredentialsError {
+pub(crate) fn pair_error(e: PairError) -> CredentialsError {
     match e {
         PairError::Io { path, source } => CredentialsError::Io { path, source },
         PairError::Key(e) => CredentialsError::Key(e),

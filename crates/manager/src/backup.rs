@@ -10,14 +10,16 @@
 //! — a header (JSON), files (path, bytes), key-values —, and last an end record holding the
 //! SHA-256 of every byte before it, so that a truncated or altered file is refused, not half
 //! restored. It holds the CA key and every secret as stored: it is written mode 0600, to be
-//! kept as carefully as a manager's data directory.
+//! kept as carefully as a manager's data directory. With autolock on, the whole file is sealed
+//! with the unlock key (`SHOAL-BACKUP-SEALED\n`, then AES-256-GCM), so it opens only with the
+//! key, as the manager's own files do.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use shoal_api::v1;
-use shoal_ca_pki::{LiveCredentials, TrustBundle, live_client_config};
+use shoal_ca_pki::{KeyEncryption, LiveCredentials, TrustBundle, UnlockKey, live_client_config};
 use shoal_raft_store::Store;
 use tonic::Status;
 
@@ -25,6 +27,8 @@ use crate::leader::LEADER_FENCE;
 use crate::node::StartError;
 
 const MAGIC: &[u8] = b"SHOAL-BACKUP\n";
+/// What starts a backup sealed with the unlock key.
+const SEALED_MAGIC: &[u8] = b"SHOAL-BACKUP-SEALED\n";
 const FORMAT: u32 = 1;
 const TAG_HEADER: u8 = 1;
 const TAG_FILE: u8 = 2;
@@ -261,13 +265,41 @@ fn read_files(data_dir: &Path) -> Result<Vec<(String, Vec<u8>)>, BackupError> {
     Ok(files)
 }
 
+/// Whether the manager in `data_dir` keeps its keys encrypted (autolock): its backups need the
+/// unlock key, and are sealed with it.
+pub fn backup_needs_unlock_key(data_dir: &Path) -> Result<bool, BackupError> {
+    crate::autolock::is_locked(data_dir).map_err(|e| BackupError::Manager(e.to_string()))
+}
+
+/// Whether `bytes` are a backup sealed with the unlock key ([`open_backup`] needs it).
+pub fn backup_is_sealed(bytes: &[u8]) -> bool {
+    bytes.starts_with(SEALED_MAGIC)
+}
+
+/// Reads a backup file's bytes, sealed with the unlock key `kek` or not.
+pub fn open_backup(bytes: &[u8], kek: Option<&UnlockKey>) -> Result<Backup, BackupError> {
+    let Some(sealed) = bytes.strip_prefix(SEALED_MAGIC) else { return Backup::decode(bytes) };
+    let kek =
+        kek.ok_or_else(|| invalid("the backup is sealed with the cluster's unlock key (autolock): give the key"))?;
+    let opened = kek.open_blob(sealed, "the backup").map_err(|e| invalid(e.to_string()))?;
+    Backup::decode(&opened)
+}
+
 /// Takes a backup from the manager running on this host with `data_dir`: its state through the
-/// control API (with this node's own certificate), its files from the directory.
-pub async fn take_backup(data_dir: &Path) -> Result<Backup, BackupError> {
+/// control API (with this node's own certificate, opened with `kek` under autolock), its files
+/// from the directory.
+pub async fn take_backup(data_dir: &Path, kek: Option<&UnlockKey>) -> Result<Backup, BackupError> {
     let identity = crate::node::read_identity(data_dir).map_err(|e| BackupError::Manager(e.to_string()))?;
     let certs = data_dir.join("certs");
     let manager = |reason: String| BackupError::Manager(reason);
-    let live = LiveCredentials::load(&certs).map_err(|e| manager(format!("{}: {e}", certs.display())))?;
+    let live = LiveCredentials::load_encrypted(&certs, KeyEncryption::new(kek.cloned())).map_err(|e| {
+        manager(match kek {
+            None if crate::autolock::is_locked(data_dir).unwrap_or(false) => {
+                "this manager's keys are encrypted (autolock): give the unlock key".to_owned()
+            }
+            _ => format!("{}: {e}", certs.display()),
+        })
+    })?;
     let trust = TrustBundle::load(&certs).map_err(|e| manager(format!("{}: {e}", certs.display())))?;
     let tls = live_client_config(&live, &trust).map_err(|e| manager(e.to_string()))?;
     let addr = identity.advertise_addr.clone();
@@ -287,21 +319,35 @@ pub async fn take_backup(data_dir: &Path) -> Result<Backup, BackupError> {
     Ok(Backup { header, files: read_files(data_dir)?, kvs })
 }
 
-/// Writes `backup` to `path`, mode 0600, durably.
-pub fn write_backup(backup: &Backup, path: &Path) -> Result<(), BackupError> {
+/// Writes `backup` to `path`, mode 0600, durably; sealed with `kek` when one is given.
+pub fn write_backup(backup: &Backup, path: &Path, kek: Option<&UnlockKey>) -> Result<(), BackupError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let io = |source| BackupError::Io { path: path.to_path_buf(), source };
+    let bytes = match kek {
+        None => backup.encode(),
+        Some(kek) => {
+            let mut bytes = SEALED_MAGIC.to_vec();
+            bytes.extend(kek.seal_blob(&backup.encode()).map_err(|e| BackupError::Manager(e.to_string()))?);
+            bytes
+        }
+    };
     let mut file =
         std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(io)?;
-    file.write_all(&backup.encode()).map_err(io)?;
+    file.write_all(&bytes).map_err(io)?;
     file.sync_all().map_err(io)
 }
 
 /// Writes the files of `backup` into `data_dir` (which must hold no manager) and seeds its Raft
-/// store with the state; `advertise_addr` replaces the address the backup recorded. Then
-/// `start` runs it as a new single-manager cluster.
-pub async fn restore(backup: &Backup, data_dir: &Path, advertise_addr: Option<String>) -> Result<(), StartError> {
+/// store with the state; `advertise_addr` replaces the address the backup recorded; `kek` is the
+/// unlock key its key files are encrypted with (autolock). Then `start` runs it as a new
+/// single-manager cluster (given the same key in `ManagerConfig::unlock_key`).
+pub async fn restore(
+    backup: &Backup,
+    data_dir: &Path,
+    advertise_addr: Option<String>,
+    kek: Option<&UnlockKey>,
+) -> Result<(), StartError> {
     let bad = |reason: String| StartError::DataDir { path: data_dir.to_path_buf(), reason };
     if let Ok(existing) = crate::node::read_identity(data_dir) {
         return Err(bad(if existing.cluster_id == backup.header.cluster_id {
@@ -331,7 +377,7 @@ pub async fn restore(backup: &Backup, data_dir: &Path, advertise_addr: Option<St
         identity.advertise_addr = addr;
         crate::node::write_identity(data_dir, &identity)?;
     }
-    let config = crate::node::store_config_for(data_dir, &identity)?;
+    let config = crate::node::store_config_for(data_dir, &identity, kek)?;
     crate::recovery::seed(config, &backup.kvs).await?;
     tracing::warn!(
         cluster.id = %backup.header.cluster_id,

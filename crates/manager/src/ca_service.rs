@@ -75,6 +75,16 @@ impl CaService {
 
 #[tonic::async_trait]
 impl Ca for CaService {
+    async fn get_previous_unlock_keys(
+        &self,
+        _: Request<v1::GetPreviousUnlockKeysRequest>,
+    ) -> Result<Response<v1::GetPreviousUnlockKeysResponse>, Status> {
+        // Sealed, each by the key that replaced it: they open only for whoever has the current
+        // key, which a locked manager is being given.
+        let previous = crate::autolock::stored(&self.objects).await?.map(|keys| keys.previous).unwrap_or_default();
+        Ok(Response::new(v1::GetPreviousUnlockKeysResponse { previous }))
+    }
+
     async fn get_root_ca_certificate(
         &self,
         _: Request<v1::GetRootCaCertificateRequest>,

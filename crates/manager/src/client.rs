@@ -1,10 +1,11 @@
 //! The client side of the manager port, for the CLI and tools: load a client bundle (a
 //! certificate, its key and the cluster's roots, as `init` writes under `DATA/admin`), open a
-//! channel to a manager (telling a revoked bundle from a broken network), rotate an admin bundle.
+//! channel to a manager (telling a revoked bundle or a locked manager from a broken network),
+//! rotate an admin bundle, unlock a locked manager.
 
 use std::path::{Path, PathBuf};
 
-use shoal_ca_pki::{LiveCredentials, NodeKey, TrustBundle, live_client_config};
+use shoal_ca_pki::{KeyError, LiveCredentials, NodeKey, TrustBundle, UnlockKey, live_client_config};
 use tonic::transport::Channel;
 
 /// A client bundle could not be used or the manager could not be reached.
@@ -37,6 +38,24 @@ pub enum ClientError {
         /// The bundle directory.
         dir: PathBuf,
     },
+    /// The manager is locked (autolock): it serves nothing until it is given the unlock key.
+    #[error(
+        "this manager ({addr}) is locked: its keys are encrypted with the cluster's unlock key since it restarted; \
+         run `shoal cluster unlock` (with --host {addr}) and give the key"
+    )]
+    Locked {
+        /// The manager's address.
+        addr: String,
+    },
+    /// `shoal cluster unlock` against a manager that is not locked.
+    #[error("this manager ({addr}) is not locked: there is nothing to unlock")]
+    NotLocked {
+        /// The manager's address.
+        addr: String,
+    },
+    /// The unlock key could not be read or was refused.
+    #[error("{0}")]
+    Unlock(String),
     /// The manager refused a step of a bundle's rotation.
     #[error("{step}: {reason}")]
     Rotation {
@@ -122,16 +141,91 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
     }
     let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
     let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
-    let channel = shoal_api::connect(addr, tls).await.map_err(|e| match shoal_ca_pki::refused_as_revoked(&e) {
-        true => ClientError::Revoked { dir: bundle.to_owned() },
-        false => ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) },
-    })?;
+    let channel = match shoal_api::connect(addr, tls.clone()).await {
+        Ok(channel) => channel,
+        Err(e) if shoal_ca_pki::refused_as_revoked(&e) => return Err(ClientError::Revoked { dir: bundle.to_owned() }),
+        // A certificate for another name: a locked manager, if it proves to be one.
+        Err(e) if shoal_ca_pki::named_otherwise(&e) => {
+            return Err(match shoal_api::connect_named(addr, tls, shoal_ca_pki::LOCKED_SERVER_NAME).await {
+                Ok(_) => ClientError::Locked { addr: addr.to_owned() },
+                Err(_) => ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) },
+            });
+        }
+        Err(e) => return Err(ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) }),
+    };
     if live.until_renewal().is_zero()
         && let Err(reason) = renew_bundle(&live, channel.clone()).await
     {
         tracing::warn!(bundle = %bundle.display(), %reason, "could not renew the client bundle; using it as it is");
     }
     Ok(channel)
+}
+
+/// Gives the locked manager at `addr` the unlock `key` (`shoal cluster unlock`), with the client
+/// bundle in `bundle`; returns its node ID once it accepted the key and started.
+pub async fn unlock(addr: &str, bundle: &Path, key: &UnlockKey) -> Result<String, ClientError> {
+    use shoal_api::v1::{UnlockRequest, lock_client::LockClient};
+    let bad = |reason: String| ClientError::Bundle { dir: bundle.to_owned(), reason };
+    let live = LiveCredentials::load(bundle).map_err(|e| bad(e.to_string()))?;
+    let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
+    let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
+    let channel = match shoal_api::connect_named(addr, tls.clone(), shoal_ca_pki::LOCKED_SERVER_NAME).await {
+        Ok(channel) => channel,
+        Err(e) if shoal_ca_pki::named_otherwise(&e) => {
+            return Err(match shoal_api::connect(addr, tls).await {
+                Ok(_) => ClientError::NotLocked { addr: addr.to_owned() },
+                Err(e) => ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) },
+            });
+        }
+        Err(e) if shoal_ca_pki::refused_as_revoked(&e) => return Err(ClientError::Revoked { dir: bundle.to_owned() }),
+        Err(e) => return Err(ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) }),
+    };
+    let answer = LockClient::new(channel)
+        .unlock(UnlockRequest { unlock_key: key.to_string() })
+        .await
+        .map_err(|s| ClientError::Unlock(s.message().to_owned()))?;
+    Ok(answer.into_inner().node_id)
+}
+
+/// Reads an unlock key from standard input: at a terminal after `prompt` (on standard error),
+/// without echoing what is typed; else its first line (`shoal cluster unlock < key-file`).
+pub fn read_unlock_key(prompt: &str) -> Result<UnlockKey, ClientError> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    use std::os::fd::AsFd as _;
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    let failed =
+        |e: std::io::Error| ClientError::Unlock(format!("cannot read the unlock key from standard input: {e}"));
+    if stdin.is_terminal() {
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        // The prompt is this function's purpose: it goes to the terminal, not to a log.
+        let mut terminal = std::io::stderr();
+        let _ = write!(terminal, "{prompt}");
+        let _ = terminal.flush();
+        let saved = tcgetattr(stdin.as_fd()).ok();
+        if let Some(saved) = &saved {
+            let mut quiet = saved.clone();
+            quiet.local_flags.remove(LocalFlags::ECHO);
+            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, &quiet);
+        }
+        let read = stdin.lock().read_line(&mut line);
+        if let Some(saved) = &saved {
+            let _ = tcsetattr(stdin.as_fd(), SetArg::TCSANOW, saved);
+        }
+        let _ = writeln!(terminal);
+        read.map_err(failed)?;
+    } else {
+        stdin.lock().read_line(&mut line).map_err(failed)?;
+    }
+    let line = line.trim();
+    if line.is_empty() {
+        return Err(ClientError::Unlock(
+            "no unlock key given: type it, or pipe it in (`shoal cluster unlock-key -q` on an unlocked manager \
+             prints it)"
+                .into(),
+        ));
+    }
+    line.parse().map_err(|e: KeyError| ClientError::Unlock(e.to_string()))
 }
 
 /// Renews the bundle's certificate through the manager behind `channel` and rewrites it.

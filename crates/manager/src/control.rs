@@ -263,6 +263,7 @@ fn is_admin_id(id: &str) -> bool {
     })
 }
 
+mod autolock;
 mod network;
 mod payload;
 mod volume;
@@ -680,8 +681,29 @@ impl Control for ControlService {
                 manager: tokens.token(Role::Manager).to_string(),
             });
         }
+        let autolock = cluster.spec.as_ref().is_some_and(|s| s.autolock_managers);
+        if request.rotate_unlock_key && !autolock {
+            return Err(Status::failed_precondition(
+                "autolock is off, so there is no unlock key to rotate: `shoal cluster update --autolock=true` turns it on",
+            ));
+        }
         let cluster = self.objects.update(cluster).await?;
-        Ok(Response::new(v1::UpdateClusterResponse { cluster: Some(cluster) }))
+        let unlock_key = self.follow_autolock(autolock, request.rotate_unlock_key).await?;
+        Ok(Response::new(v1::UpdateClusterResponse { cluster: Some(cluster), unlock_key }))
+    }
+
+    async fn get_unlock_key(
+        &self,
+        _: Request<v1::GetUnlockKeyRequest>,
+    ) -> Result<Response<v1::GetUnlockKeyResponse>, Status> {
+        let keys = self.objects.get::<v1::UnlockKeys>(crate::autolock::UNLOCK_KEYS_ID).await.map_err(|e| match e {
+            ObjectError::NotFound { .. } => Status::failed_precondition(
+                "autolock is off, so the cluster has no unlock key: `shoal cluster update --autolock=true` turns it on",
+            ),
+            other => other.into(),
+        })?;
+        let key = crate::autolock::key_of(&keys)?;
+        Ok(Response::new(v1::GetUnlockKeyResponse { unlock_key: key.to_string() }))
     }
 
     async fn list_admin_certificates(

@@ -2,13 +2,13 @@
 //! AES-256-GCM sealing), so that secrets, configs and every other object are never on a
 //! manager's disk in the clear. Each manager has its own, made when its Raft store is first
 //! created and kept beside it in `DATA/raft.key` (0600); Raft traffic between managers is
-//! protected by mutual TLS instead. (With autolock, to come, this file is itself encrypted by the
-//! unlock key, as Swarm keeps its data key in the TLS key's headers.)
+//! protected by mutual TLS instead. With autolock the file is itself encrypted by the cluster's
+//! unlock key (`autolock.rs`), as Swarm keeps its data key in the TLS key's headers.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use ring::rand::{SecureRandom as _, SystemRandom};
+use shoal_ca_pki::{KeyError, UnlockKey, read_key_file, write_key_file};
 use shoal_raft_store::EncryptionKey;
 
 use crate::node::StartError;
@@ -16,15 +16,23 @@ use crate::node::StartError;
 /// The key's file in the data directory.
 pub(crate) const FILE: &str = "raft.key";
 
-/// The data key of the manager whose Raft store is `raft_dir`: read from `DATA/raft.key`, or
-/// made there when the store does not exist yet. `None` for a store written before encryption
-/// at rest, which stays as it is.
-pub(crate) fn load_or_create(data_dir: &Path, raft_dir: &Path) -> Result<Option<EncryptionKey>, StartError> {
+/// The data key of the manager whose Raft store is `raft_dir`: read from `DATA/raft.key` (opened
+/// with `kek` when autolock encrypted it), or made there when the store does not exist yet.
+/// `None` for a store written before encryption at rest, which stays as it is.
+pub(crate) fn load_or_create(
+    data_dir: &Path,
+    raft_dir: &Path,
+    kek: Option<&UnlockKey>,
+) -> Result<Option<EncryptionKey>, StartError> {
     let path = data_dir.join(FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => return parse(text.trim()).map(Some).map_err(|reason| StartError::DataDir { path, reason }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(StartError::Io { path, source }),
+    match read_key_file(&path, kek) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            return parse(text.trim()).map(Some).map_err(|reason| StartError::DataDir { path, reason });
+        }
+        Err(KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+        Err(KeyError::Io { source, .. }) => return Err(StartError::Io { path, source }),
+        Err(other) => return Err(StartError::DataDir { path, reason: other.to_string() }),
     }
     let existing = std::fs::read_dir(raft_dir).map(|mut entries| entries.next().is_some()).unwrap_or(false);
     if existing {
@@ -41,7 +49,9 @@ pub(crate) fn load_or_create(data_dir: &Path, raft_dir: &Path) -> Result<Option<
         reason: "the system's random source failed; cannot make the Raft data key".to_owned(),
     })?;
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, hex.as_bytes()).map_err(|source| StartError::Io { path: path.clone(), source })?;
+    std::fs::create_dir_all(data_dir).map_err(|source| StartError::Io { path: data_dir.to_owned(), source })?;
+    write_key_file(&path, hex.as_bytes(), kek)
+        .map_err(|e| StartError::DataDir { path: path.clone(), reason: e.to_string() })?;
     Ok(Some(EncryptionKey::new(bytes)))
 }
 
@@ -63,20 +73,6 @@ fn parse(text: &str) -> Result<EncryptionKey, String> {
     Ok(EncryptionKey::new(bytes))
 }
 
-/// Writes `bytes` to `path` readable by its owner only, durably (a temporary file renamed into
-/// place, then the directory synced).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("key.tmp");
-    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,13 +89,13 @@ mod tests {
     fn a_new_store_gets_a_key_that_is_read_back() {
         let dir = temp("new");
         let raft = dir.0.as_path().join("raft");
-        assert!(load_or_create(dir.0.as_path(), &raft).expect("made").is_some());
+        assert!(load_or_create(dir.0.as_path(), &raft, None).expect("made").is_some());
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(dir.0.as_path().join(FILE)).expect("file").permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
         let text = std::fs::read_to_string(dir.0.as_path().join(FILE)).expect("read");
-        assert!(load_or_create(dir.0.as_path(), &raft).expect("read back").is_some());
+        assert!(load_or_create(dir.0.as_path(), &raft, None).expect("read back").is_some());
         assert_eq!(std::fs::read_to_string(dir.0.as_path().join(FILE)).expect("read"), text, "the key is not replaced");
     }
 
@@ -109,10 +105,10 @@ mod tests {
         let raft = dir.0.as_path().join("raft");
         std::fs::create_dir_all(&raft).expect("raft dir");
         std::fs::write(raft.join("log"), b"x").expect("log");
-        assert!(load_or_create(dir.0.as_path(), &raft).expect("old store").is_none());
+        assert!(load_or_create(dir.0.as_path(), &raft, None).expect("old store").is_none());
         assert!(!dir.0.as_path().join(FILE).exists());
         std::fs::write(dir.0.as_path().join(FILE), "not-hex").expect("write");
-        let err = load_or_create(dir.0.as_path(), &raft).expect_err("damaged").to_string();
+        let err = load_or_create(dir.0.as_path(), &raft, None).expect_err("damaged").to_string();
         assert!(err.contains("is not a Raft data key"), "{err}");
     }
 }

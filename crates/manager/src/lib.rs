@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 mod allocator;
+mod autolock;
 mod backup;
 mod ca_service;
 mod client;
@@ -23,6 +24,7 @@ mod ids;
 mod images;
 mod jobs;
 mod leader;
+mod lock;
 mod logs;
 mod metrics;
 mod node;
@@ -42,9 +44,12 @@ mod tls;
 mod updater;
 mod validate;
 
-pub use backup::{Backup, BackupError, BackupHeader, restore, take_backup, write_backup};
+pub use backup::{
+    Backup, BackupError, BackupHeader, backup_is_sealed, backup_needs_unlock_key, open_backup, restore, take_backup,
+    write_backup,
+};
 pub use ca_service::CaService;
-pub use client::{ClientError, RotatedBundle, connect_with_bundle, rotate_admin_bundle};
+pub use client::{ClientError, RotatedBundle, connect_with_bundle, read_unlock_key, rotate_admin_bundle, unlock};
 pub use control::ControlService;
 pub use dispatcher::Dispatcher;
 pub use images::{ImageResolver, Resolving};
@@ -53,7 +58,7 @@ pub use leader::{DEFAULT_TASK_HISTORY, Leader, PassReport};
 pub use metrics::ManagerMetrics;
 pub use node::{
     InitOutcome, Joined, ManagerConfig, RunningManager, StartError, forget_manager, holds_manager, init, join,
-    join_node, promote, recorded_advertise_addr, start,
+    join_node, promote, recorded_advertise_addr, release_node_key, start,
 };
 pub use objects::{BATCH, MODIFY_ATTEMPTS, Object, ObjectError, ObjectStore, Write};
 pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_replicated};

@@ -10,7 +10,13 @@
 //! DATA/ca/            the cluster CA (root key and certificate; cross-signed state during rotation)
 //! DATA/raft/          raft-store's log and snapshots
 //! DATA/admin/         a client bundle for the CLI (key, certificate, roots), mode 0600 keys
+//! DATA/raft.key       the Raft log's data key
+//! DATA/locked/        with autolock: the certificate a restarted, locked manager serves
+//!                     `Unlock` with, and the other managers' addresses (`autolock.rs`)
 //! ```
+//!
+//! With autolock, `certs/node.key`, the CA's keys and `raft.key` are encrypted with the
+//! cluster's unlock key; `start` then waits for it (`lock.rs`) before anything else.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,8 +26,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use shoal_api::v1;
 use shoal_ca_pki::{
-    ClusterCa, JoinTokens, LiveCredentials, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role, RootCa,
-    TrustBundle, client_config, live_client_config, live_join_server_config,
+    ClusterCa, JoinTokens, KeyEncryption, LiveCredentials, NodeCredentials, NodeIdentity, NodeKey, RemovedNodes, Role,
+    RootCa, TrustBundle, UnlockKey, client_config, live_client_config, live_join_server_config,
 };
 use shoal_raft_store::{Store, StoreConfig};
 use tokio::net::TcpListener;
@@ -56,6 +62,11 @@ pub struct ManagerConfig {
     pub subnet_size: u32,
     /// For `init`: terminated tasks kept per slot (`--task-history-limit`; -1: all).
     pub task_history_limit: i64,
+    /// For `init`: encrypt the managers' keys at rest with an unlock key (`--autolock`).
+    pub autolock: bool,
+    /// For `start` of a manager whose keys are locked (autolock): the unlock key, known already
+    /// (`shoal-manager restore` was given it); `None`: it waits for `shoal cluster unlock`.
+    pub unlock_key: Option<UnlockKey>,
     /// For `start` (`shoal-manager run --force-new-cluster`): the other managers are lost for
     /// good; this one becomes the only member of a new Raft group with the state it had.
     pub force_new_cluster: bool,
@@ -79,6 +90,8 @@ impl ManagerConfig {
             default_addr_pool: Vec::new(),
             subnet_size: 0,
             task_history_limit: DEFAULT_TASK_HISTORY as i64,
+            autolock: false,
+            unlock_key: None,
             force_new_cluster: false,
             image_resolver: None,
             metrics: None,
@@ -93,7 +106,7 @@ fn initial_spec(config: &ManagerConfig) -> v1::ClusterSpec {
         task_history_retention_limit: config.task_history_limit,
         heartbeat_period: Some(shoal_api::to_duration(config.heartbeat_period)),
         node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
-        autolock_managers: false,
+        autolock_managers: config.autolock,
     }
 }
 
@@ -198,6 +211,8 @@ pub struct InitOutcome {
     pub manager_token: String,
     /// The admin client bundle's directory.
     pub admin_bundle: PathBuf,
+    /// With `--autolock`: the unlock key (`SHKEY-1-…`), to keep safe.
+    pub unlock_key: Option<String>,
 }
 
 /// A running manager: its port, its store, its leader loop.
@@ -211,12 +226,19 @@ pub struct RunningManager {
     stop: Option<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
     metrics: Option<crate::ManagerMetrics>,
+    key_encryption: KeyEncryption,
 }
 
 impl RunningManager {
     /// The cluster state, for embedding and tests.
     pub fn objects(&self) -> &ObjectStore {
         &self.objects
+    }
+
+    /// The unlock key this manager writes its key files with (autolock), shared with a worker
+    /// role in the same process (`WorkerConfig::key_encryption`).
+    pub fn key_encryption(&self) -> &KeyEncryption {
+        &self.key_encryption
     }
 
     /// Stops serving and leading, and closes the store. Open connections get a moment to finish
@@ -287,9 +309,9 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
     ca.trust_bundle().save(&data.join("admin")).map_err(pki)?;
 
     let trust = ca.trust_bundle();
-    let running = run(config, &identity, ca, Begin::Bootstrap).await?;
+    let running = run(config, &identity, ca, Begin::Bootstrap, None, None).await?;
     match first_records(config, &identity, &trust, &admin_id, &running).await {
-        Ok(join_tokens) => {
+        Ok((join_tokens, unlock_key)) => {
             write_identity(data, &identity)?;
             tracing::info!(cluster.id = %identity.cluster_id, node.id = %identity.node_id, addr = %config.advertise_addr, "cluster initialised");
             let outcome = InitOutcome {
@@ -298,6 +320,7 @@ pub async fn init(config: &ManagerConfig) -> Result<(RunningManager, InitOutcome
                 worker_token: join_tokens.worker,
                 manager_token: join_tokens.manager,
                 admin_bundle: data.join("admin"),
+                unlock_key,
             };
             Ok((running, outcome))
         }
@@ -324,14 +347,14 @@ pub(crate) fn write_identity(data: &Path, identity: &Identity) -> Result<(), Sta
 }
 
 /// A new cluster's first records: its join tokens (returned) and CA, the first manager's node,
-/// and the admin bundle `admin_id`.
+/// the admin bundle `admin_id`, and with `--autolock` the unlock key (returned).
 async fn first_records(
     config: &ManagerConfig,
     identity: &Identity,
     trust: &TrustBundle,
     admin_id: &str,
     running: &RunningManager,
-) -> Result<v1::JoinTokens, StartError> {
+) -> Result<(v1::JoinTokens, Option<String>), StartError> {
     let tokens = JoinTokens::generate(trust).map_err(pki)?;
     let join_tokens = v1::JoinTokens {
         worker: tokens.token(Role::Worker).to_string(),
@@ -381,7 +404,14 @@ async fn first_records(
         Ok(_) | Err(ObjectError::Exists { .. }) => {}
         Err(err) => return Err(err.into()),
     }
-    Ok(join_tokens)
+    let unlock_key = if config.autolock {
+        let (keys, key) = crate::autolock::new_keys().map_err(|s| pki(s.message()))?;
+        running.objects.create(keys).await?;
+        Some(key.to_string())
+    } else {
+        None
+    };
+    Ok((join_tokens, unlock_key))
 }
 
 /// Joins the cluster of the manager at `remote` as a manager, with a manager join token, and runs.
@@ -526,7 +556,7 @@ pub fn forget_manager(data_dir: &std::path::Path) -> Result<(), StartError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(&key)(e)),
     }
-    for dir in [data_dir.join("raft"), data_dir.join("ca")] {
+    for dir in [data_dir.join("raft"), data_dir.join("ca"), data_dir.join(crate::autolock::LOCKED_DIR)] {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -688,7 +718,7 @@ async fn become_manager_steps(
     trust.save(&data.join("certs")).map_err(pki)?;
     let identity =
         Identity { cluster_id, node_id, raft_id: random_u64(), advertise_addr: config.advertise_addr.to_string() };
-    let running = run(config, &identity, ca, Begin::Join).await?;
+    let running = run(config, &identity, ca, Begin::Join, None, None).await?;
     // `JoinRaft` is idempotent: a lost answer or a passing failure (a leader change, a
     // conflicting write) is retried, since the leader may already count this node as a voter.
     // Only the leader adds members: a follower's refusal names it, and the node asks it next.
@@ -731,9 +761,24 @@ async fn become_manager_steps(
 pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError> {
     let data = &config.data_dir;
     let identity = read_identity(data)?;
-    let ca = ClusterCa::load(&data.join("ca"), None).map_err(pki)?;
+    let locked = crate::autolock::is_locked(data).map_err(pki)?;
+    let (kek, listener) = match (locked, &config.unlock_key) {
+        (false, _) => (None, None),
+        (true, Some(key)) => {
+            crate::autolock::unlock_files(data, std::slice::from_ref(key)).map_err(|e| StartError::DataDir {
+                path: data.clone(),
+                reason: format!("the unlock key given does not open this manager's keys: {e}"),
+            })?;
+            (Some(key.clone()), None)
+        }
+        (true, None) => {
+            let (key, listener) = crate::lock::wait_for_unlock(data, config.listen_addr, &identity.node_id).await?;
+            (Some(key), Some(listener))
+        }
+    };
+    let ca = ClusterCa::load(&data.join("ca"), kek.as_ref()).map_err(pki)?;
     let certs = data.join("certs");
-    let credentials = NodeCredentials::load(&certs, None).map_err(pki)?;
+    let credentials = NodeCredentials::load(&certs, kek.as_ref()).map_err(pki)?;
     // A manager holds the cluster CA: a certificate that expired while it was down (or is about
     // to) is renewed here, before anything needs it. Its role is the certificate's: the store is
     // not open yet, and a role change since is followed as always, through the worker role.
@@ -741,7 +786,7 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
     if credentials.not_after() <= now + time::Duration::minutes(1) {
         let id = &credentials.identity().node_id;
         let renewed = issue(&ca, id, credentials.identity().role, &identity.cluster_id, config.cert_validity)?;
-        renewed.save(&certs, None).map_err(pki)?;
+        renewed.save(&certs, kek.as_ref()).map_err(pki)?;
         tracing::warn!(
             node.id = %id,
             expired = %credentials.not_after(),
@@ -750,23 +795,34 @@ pub async fn start(config: &ManagerConfig) -> Result<RunningManager, StartError>
         );
     }
     if config.force_new_cluster {
-        crate::recovery::force_new_cluster(store_config(config, &identity)?).await?;
+        crate::recovery::force_new_cluster(store_config_for(data, &identity, kek.as_ref())?).await?;
     }
-    run(config, &identity, ca, Begin::Resume).await
-}
-
-/// The replicated store's configuration of the manager of `identity`.
-fn store_config(config: &ManagerConfig, identity: &Identity) -> Result<StoreConfig, StartError> {
-    store_config_for(&config.data_dir, identity)
+    run(config, &identity, ca, Begin::Resume, kek, listener).await
 }
 
 /// The replicated store's configuration of the manager of `identity` in `data_dir` (its data
-/// key made if it has none yet).
-pub(crate) fn store_config_for(data_dir: &Path, identity: &Identity) -> Result<StoreConfig, StartError> {
+/// key, opened with `kek` under autolock, made if it has none yet).
+pub(crate) fn store_config_for(
+    data_dir: &Path,
+    identity: &Identity,
+    kek: Option<&UnlockKey>,
+) -> Result<StoreConfig, StartError> {
     let raft_dir = data_dir.join("raft");
     let mut store_config = StoreConfig::new(identity.raft_id, identity.advertise_addr.clone(), &raft_dir);
-    store_config.encryption_key = crate::data_key::load_or_create(data_dir, &raft_dir)?;
+    store_config.encryption_key = crate::data_key::load_or_create(data_dir, &raft_dir, kek)?;
     Ok(store_config)
+}
+
+/// Writes the node's key in the clear again after a demotion: a worker's key is not locked
+/// (`kek` opens it; a key already in the clear is left as it is).
+pub fn release_node_key(data_dir: &Path, kek: Option<&UnlockKey>) -> Result<(), StartError> {
+    let path = data_dir.join("certs").join("node.key");
+    match shoal_ca_pki::key_file_is_encrypted(&path) {
+        Ok(true) => shoal_ca_pki::rekey_key_file(&path, kek, None).map_err(pki),
+        Ok(false) => Ok(()),
+        Err(shoal_ca_pki::KeyError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(err) => Err(pki(err)),
+    }
 }
 
 /// The identity (`manager.json`) of the manager in `data`.
@@ -811,12 +867,16 @@ fn issue(
     NodeCredentials::new(&chain, key).map_err(pki)
 }
 
-/// Runs the manager of `identity`, whose certificate is saved in `DATA/certs`.
+/// Runs the manager of `identity`, whose certificate is saved in `DATA/certs` (its key and the
+/// other key files encrypted with `kek` under autolock), on `listener` if it is given (a locked
+/// manager's port), else on a new socket bound to the listen address.
 async fn run(
     config: &ManagerConfig,
     identity: &Identity,
     ca: ClusterCa,
     begin: Begin,
+    kek: Option<UnlockKey>,
+    listener: Option<std::net::TcpListener>,
 ) -> Result<RunningManager, StartError> {
     let trust: TrustBundle = ca.trust_bundle();
     let raft_dir = config.data_dir.join("raft");
@@ -824,7 +884,8 @@ async fn run(
     // Every TLS config of the manager reads the certificate at each handshake, so renewals (by
     // the loop below, or the worker role after a role change) need no restart.
     let certs_dir = config.data_dir.join("certs");
-    let live = LiveCredentials::load(&certs_dir).map_err(pki)?;
+    let key_encryption = KeyEncryption::new(kek.clone());
+    let live = LiveCredentials::load_encrypted(&certs_dir, key_encryption.clone()).map_err(pki)?;
     let admin_dir = config.data_dir.join("admin");
     let admin =
         if admin_dir.join("node.crt").is_file() { Some(LiveCredentials::load(&admin_dir).map_err(pki)?) } else { None };
@@ -832,10 +893,14 @@ async fn run(
     let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client.clone()), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
-    let store = Store::open(store_config(config, identity)?, transport).await.map_err(|e| store_err(e.to_string()))?;
-    let listener = TcpListener::bind(config.listen_addr)
+    let store = Store::open(store_config_for(&config.data_dir, identity, kek.as_ref())?, transport)
         .await
-        .map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
+        .map_err(|e| store_err(e.to_string()))?;
+    let listen = |source| StartError::Listen { addr: config.listen_addr, source };
+    let listener = match listener {
+        Some(listener) => TcpListener::from_std(listener).map_err(listen)?,
+        None => TcpListener::bind(config.listen_addr).await.map_err(listen)?,
+    };
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
     let removed = RemovedNodes::new();
     let tls = live_join_server_config(&live, &trust, &removed).map_err(pki)?;
@@ -862,7 +927,17 @@ async fn run(
     let stopped = futures::future::FutureExt::shared(async move {
         let _ = stopped.await;
     });
-    let renewer = CaService::new(objects.clone(), ca, identity.cluster_id.clone(), config.cert_validity);
+    let renewer = CaService::new(objects.clone(), ca.clone(), identity.cluster_id.clone(), config.cert_validity);
+    let keeper = crate::autolock::Keeper {
+        data_dir: config.data_dir.clone(),
+        node_id: identity.node_id.clone(),
+        cluster_id: identity.cluster_id.clone(),
+        live: live.clone(),
+        ca,
+        objects: objects.clone(),
+        validity: config.cert_validity,
+    };
+    let keeping = tokio::spawn(keeper.run(stopped.clone()));
     let mut renewing = vec![tokio::spawn(crate::renewal::keep_renewed(renewer.clone(), live, "node", stopped.clone()))];
     if let Some(admin) = admin {
         renewing.push(tokio::spawn(crate::renewal::keep_renewed(renewer, admin, "admin bundle", stopped.clone())));
@@ -893,8 +968,9 @@ async fn run(
         local_addr,
         objects,
         stop: Some(stop),
-        tasks: [serving, leading, following].into_iter().chain(renewing).collect(),
+        tasks: [serving, leading, following, keeping].into_iter().chain(renewing).collect(),
         metrics: config.metrics.clone(),
+        key_encryption,
     })
 }
 

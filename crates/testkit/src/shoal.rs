@@ -192,6 +192,27 @@ impl<'a> ShoalCluster<'a> {
         self.spawn(node, "shoal-manager", args)
     }
 
+    /// `shoal-manager restore --input BACKUP` on `node`, into its (empty) data directory, then run.
+    pub fn restore_manager(&self, node: &Node, backup: &Path) -> Result<Process, HarnessError> {
+        let mut args = self.manager_args("restore", node);
+        args.extend(["--input".into(), backup.to_string_lossy().into_owned()]);
+        self.spawn(node, "shoal-manager", args)
+    }
+
+    /// `shoal-manager backup --output BACKUP` of the running manager on `node` (from inside its
+    /// namespace, where its address answers): (success, stdout, stderr).
+    pub fn backup_manager(&self, node: &Node, backup: &Path) -> Result<(bool, String, String), CommandError> {
+        let manager = self.bins.join("shoal-manager");
+        let mut command = Cluster::command_in(&node.netns, &manager.to_string_lossy());
+        command.arg("backup").arg("--output").arg(backup).arg("--data-dir").arg(self.data_dir(node));
+        let out = cmd::output(&mut command)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
     /// `shoal-agent join` on `node` with a worker `token`, through the manager on `manager`.
     pub fn join_worker(&self, node: &Node, token: &str, manager: &Node) -> Result<Process, HarnessError> {
         self.spawn(
@@ -233,6 +254,25 @@ impl Cli {
     pub fn run(&self, args: &[&str]) -> Result<(bool, String, String), CommandError> {
         let mut command = self.command(args);
         let out = cmd::output(&mut command)?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    }
+
+    /// Runs `shoal ARGS…` with `input` on its standard input; returns (success, stdout, stderr).
+    pub fn run_with_input(&self, args: &[&str], input: &str) -> Result<(bool, String, String), CommandError> {
+        use std::io::Write as _;
+        let mut command = self.command(args);
+        command.stdin(std::process::Stdio::piped());
+        command.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        let spawn_error = |source: std::io::Error| CommandError::Spawn { command: "shoal".into(), source };
+        let mut child = command.spawn().map_err(spawn_error)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).map_err(spawn_error)?;
+        }
+        let out = child.wait_with_output().map_err(spawn_error)?;
         Ok((
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,5 +1,6 @@
 //! `shoal cluster …`: the cluster's settings (`inspect`, `update`, as `docker swarm
-//! inspect|update`) and the admin client bundles (`admin-cert ls|rotate|revoke`).
+//! inspect|update`), autolock (`unlock-key`, `unlock`, as `docker swarm unlock-key|unlock`) and
+//! the admin client bundles (`admin-cert ls|rotate|revoke`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -26,6 +27,19 @@ pub(crate) enum ClusterCommand {
     /// Manage admin client bundles (the certificates the CLI uses).
     #[command(subcommand, name = "admin-cert")]
     AdminCert(AdminCertCommand),
+    /// Print (or rotate) the unlock key of an autolocked cluster.
+    #[command(name = "unlock-key")]
+    UnlockKey {
+        /// Replace the key; every manager re-encrypts its keys with the new one.
+        #[arg(long)]
+        rotate: bool,
+        /// Print only the key.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Give a restarted, locked manager (--host) the unlock key: typed at the prompt, or piped
+    /// in on standard input.
+    Unlock,
 }
 
 #[derive(Debug, Args)]
@@ -40,6 +54,10 @@ pub(crate) struct UpdateArgs {
     /// get them at their next renewal.
     #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     cert_expiry: Option<Duration>,
+    /// Encrypt the managers' keys at rest with an unlock key (true), or stop (false); turning it
+    /// on prints the key.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    autolock: Option<bool>,
 }
 
 async fn get_cluster(control: &mut ControlClient<Channel>) -> anyhow::Result<v1::Cluster> {
@@ -61,10 +79,10 @@ pub(crate) async fn inspect(control: &mut ControlClient<Channel>, pretty_output:
 /// `shoal cluster update …`: the flags given change the stored spec (read, changed, written at
 /// the version read).
 pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArgs) -> anyhow::Result<()> {
-    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry } = args;
+    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry, autolock } = args;
     anyhow::ensure!(
-        task_history_limit.is_some() || dispatcher_heartbeat.is_some() || cert_expiry.is_some(),
-        "nothing to update: give --task-history-limit, --dispatcher-heartbeat or --cert-expiry"
+        task_history_limit.is_some() || dispatcher_heartbeat.is_some() || cert_expiry.is_some() || autolock.is_some(),
+        "nothing to update: give --task-history-limit, --dispatcher-heartbeat, --cert-expiry or --autolock"
     );
     let cluster = get_cluster(control).await?;
     let mut spec = cluster.spec.clone().unwrap_or_default();
@@ -77,10 +95,54 @@ pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArg
     if let Some(expiry) = cert_expiry {
         spec.node_cert_expiry = Some(shoal_api::to_duration(expiry));
     }
+    if let Some(autolock) = autolock {
+        spec.autolock_managers = autolock;
+    }
     let version = cluster.meta.as_ref().map_or(0, |m| m.version);
     let request = v1::UpdateClusterRequest { version, spec: Some(spec), ..Default::default() };
-    control.update_cluster(request).await.map_err(api)?;
+    let updated = control.update_cluster(request).await.map_err(api)?.into_inner();
     println!("Cluster updated.");
+    if !updated.unlock_key.is_empty() {
+        print!("{}", unlock_key_text(&updated.unlock_key));
+    }
+    Ok(())
+}
+
+/// How docker shows an unlock key.
+fn unlock_key_text(key: &str) -> String {
+    format!(
+        "To unlock a manager after it restarts, run `shoal cluster unlock` and give it this key:\n\n    {key}\n\n\
+         Keep it in a password manager: without it, a restarted manager cannot be unlocked.\n"
+    )
+}
+
+/// `shoal cluster unlock-key [--rotate] [-q]`.
+pub(crate) async fn unlock_key(control: &mut ControlClient<Channel>, rotate: bool, quiet: bool) -> anyhow::Result<()> {
+    let key = if rotate {
+        let cluster = get_cluster(control).await?;
+        let version = cluster.meta.as_ref().map_or(0, |m| m.version);
+        let request =
+            v1::UpdateClusterRequest { version, spec: cluster.spec, rotate_unlock_key: true, ..Default::default() };
+        let key = control.update_cluster(request).await.map_err(api)?.into_inner().unlock_key;
+        if !quiet {
+            println!("Successfully rotated the unlock key.\n");
+        }
+        key
+    } else {
+        control.get_unlock_key(v1::GetUnlockKeyRequest {}).await.map_err(api)?.into_inner().unlock_key
+    };
+    match quiet {
+        true => println!("{key}"),
+        false => print!("{}", unlock_key_text(&key)),
+    }
+    Ok(())
+}
+
+/// `shoal cluster unlock`: reads the key, gives it to the locked manager at `host`.
+pub(crate) async fn unlock(host: &str, cert_path: &Path) -> anyhow::Result<()> {
+    let key = shoal_manager::read_unlock_key("Unlock key: ")?;
+    let node_id = shoal_manager::unlock(host, cert_path, &key).await?;
+    println!("Manager {node_id} unlocked: it is starting.");
     Ok(())
 }
 

@@ -28,6 +28,7 @@ pub(crate) async fn join_token(
             spec: None,
             rotate_worker_token: role == TokenRole::Worker,
             rotate_manager_token: role == TokenRole::Manager,
+            ..Default::default()
         };
         cluster = control.update_cluster(request).await.map_err(api)?.into_inner().cluster.context("no cluster")?;
         if !quiet {

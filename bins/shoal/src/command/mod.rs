@@ -154,6 +154,10 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
     if let Command::Stack(StackCommand::Config(args)) = &command {
         return stack::config(args);
     }
+    // A locked manager serves only this.
+    if let Command::Cluster(ClusterCommand::Unlock) = &command {
+        return cluster::unlock(host, cert_path).await;
+    }
     let channel = shoal_manager::connect_with_bundle(host, cert_path).await?;
     // Listing 100,000 tasks takes tens of MiB; tonic's default limit is 4 MiB.
     let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
@@ -164,6 +168,11 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         }
         Command::Cluster(ClusterCommand::Inspect { pretty }) => cluster::inspect(&mut control, pretty).await,
         Command::Cluster(ClusterCommand::Update(args)) => cluster::update(&mut control, args).await,
+        Command::Cluster(ClusterCommand::UnlockKey { rotate, quiet }) => {
+            cluster::unlock_key(&mut control, rotate, quiet).await
+        }
+        // Handled before connecting.
+        Command::Cluster(ClusterCommand::Unlock) => Ok(()),
         Command::Service(service) => service_command(&mut control, channel, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
         Command::Secret(secret) => payload_command(&mut control, Kind::Secret, secret).await,

@@ -121,3 +121,36 @@ fn wrong_unlock_key_is_clear_and_overwrites_nothing() {
     rekey_key_file(&path, Some(&new), None).expect("decrypt");
     assert_eq!(std::fs::read(&path).expect("read"), b"secret key");
 }
+
+#[test]
+fn a_rotated_key_recovers_the_one_it_replaced_and_blobs_need_their_key() {
+    let (old, new) = (UnlockKey::generate().expect("old"), UnlockKey::generate().expect("new"));
+    let sealed = new.seal_previous(&old).expect("seal");
+    assert_eq!(new.open_previous(&sealed).expect("open"), old);
+    let err = old.open_previous(&sealed).expect_err("only the new key opens it");
+    assert!(matches!(err, KeyError::WrongUnlockKey { .. }), "{err}");
+    assert_eq!(UnlockKey::from_bytes(*new.as_bytes()), new);
+
+    let blob = new.seal_blob(b"backup").expect("seal");
+    assert_eq!(new.open_blob(&blob, "the backup").expect("open"), b"backup");
+    let err = old.open_blob(&blob, "the backup").expect_err("wrong key");
+    assert_eq!(
+        err.to_string(),
+        "the unlock key does not open the backup: check that it is this cluster's current unlock key"
+    );
+    // A sealed previous key is no blob (and the reverse): each use has its own associated data.
+    assert!(new.open_blob(&sealed, "x").is_err());
+    assert!(new.open_previous(&blob).is_err());
+}
+
+#[test]
+fn encrypted_key_files_are_told_from_plain_ones() {
+    let dir = std::env::temp_dir().join(format!("shoal-keys-encrypted-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("k");
+    write_key_file(&path, b"secret", None).expect("plain");
+    assert!(!key_file_is_encrypted(&path).expect("read"));
+    write_key_file(&path, b"secret", Some(&UnlockKey::generate().expect("kek"))).expect("sealed");
+    assert!(key_file_is_encrypted(&path).expect("read"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -123,3 +123,30 @@ fn a_renewal_with_a_foreign_key_changes_nothing() {
     assert_eq!(live.current().leaf_der().to_vec(), before);
     assert_eq!(NodeCredentials::load(f.dir.path(), None).expect("load").leaf_der().to_vec(), before);
 }
+
+#[test]
+fn the_key_file_follows_the_shared_unlock_key_through_rekeys_and_renewals() {
+    let fixture = Fixture::new(Role::Manager);
+    let dir = fixture.dir.path();
+    let key_file = dir.join(crate::tls::KEY_FILE);
+    let kek = KeyEncryption::default();
+    let live = LiveCredentials::load_encrypted(dir, kek.clone()).expect("load");
+    // A second reader of the directory (the worker role beside a manager) shares the cell.
+    let other = LiveCredentials::load_encrypted(dir, kek.clone()).expect("load");
+    let unlock = crate::UnlockKey::generate().expect("unlock key");
+    kek.set(Some(unlock.clone()));
+    live.rekey().expect("encrypt");
+    assert!(crate::key_file_is_encrypted(&key_file).expect("read"));
+    assert!(NodeCredentials::load(dir, None).is_err(), "locked without the key");
+    NodeCredentials::load(dir, Some(&unlock)).expect("the unlock key opens it");
+
+    let key = NodeKey::generate().expect("key");
+    let renewed = live.renew(&fixture.chain(&key, Role::Manager, Duration::days(90)), key).expect("renew");
+    assert!(crate::key_file_is_encrypted(&key_file).expect("read"), "a renewal keeps the key encrypted");
+    assert_eq!(other.current().not_after(), renewed.not_after(), "the other reader follows the renewal");
+
+    kek.set(None);
+    live.rekey().expect("decrypt");
+    assert!(!crate::key_file_is_encrypted(&key_file).expect("read"));
+    NodeCredentials::load(dir, None).expect("in the clear again");
+}

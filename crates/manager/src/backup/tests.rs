@@ -97,7 +97,7 @@ async fn a_running_manager_is_backed_up_and_restored_as_a_new_cluster() {
     admin.create_secret(v1::CreateSecretRequest { spec: Some(secret) }).await.expect("secret");
 
     // --- online, with the manager's own certificate
-    let backup = take_backup(&source).await.expect("backup");
+    let backup = take_backup(&source, None).await.expect("backup");
     assert_eq!(
         (backup.header.cluster_id.as_str(), backup.header.node_id.as_str()),
         (outcome.cluster_id.as_str(), outcome.node_id.as_str())
@@ -106,21 +106,21 @@ async fn a_running_manager_is_backed_up_and_restored_as_a_new_cluster() {
     assert!(backup.files.iter().any(|(p, _)| p == "manager.json"), "the manager's identity travels");
     assert!(backup.kvs.iter().all(|(k, _)| k != LEADER_FENCE.as_bytes()));
     let file = root.join("cluster.backup");
-    write_backup(&backup, &file).expect("write");
+    write_backup(&backup, &file, None).expect("write");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777, 0o600);
     manager.shutdown().await;
 
     // --- refused where a cluster lives; restored into an empty directory at a new address
     let decoded = Backup::decode(&std::fs::read(&file).expect("read")).expect("decode");
-    let err = restore(&decoded, &source, None).await.expect_err("not over a manager");
+    let err = restore(&decoded, &source, None, None).await.expect_err("not over a manager");
     assert!(err.to_string().contains("holds a manager of this cluster already"), "{err}");
     let other_addr = free_addr();
     let other_dir = root.join("other");
     let (other, other_outcome) =
         crate::init(&crate::ManagerConfig::new(&other_dir, other_addr, other_addr)).await.expect("another cluster");
     other.shutdown().await;
-    let err = restore(&decoded, &other_dir, None).await.expect_err("not over another cluster");
+    let err = restore(&decoded, &other_dir, None, None).await.expect_err("not over another cluster");
     assert!(
         err.to_string().contains(&format!(
             "holds a manager of cluster {}, and the backup is of cluster {}",
@@ -129,7 +129,7 @@ async fn a_running_manager_is_backed_up_and_restored_as_a_new_cluster() {
         "{err}"
     );
     let new_addr = free_addr();
-    restore(&decoded, &restored_dir, Some(new_addr.to_string())).await.expect("restore");
+    restore(&decoded, &restored_dir, Some(new_addr.to_string()), None).await.expect("restore");
     let restored = crate::start(&crate::ManagerConfig::new(&restored_dir, new_addr, new_addr)).await.expect("start");
     assert_eq!(restored.node_id, outcome.node_id, "the manager the backup was taken from");
     let mut admin = control(&new_addr.to_string(), &restored_dir.join("admin")).await;
@@ -149,5 +149,61 @@ async fn a_running_manager_is_backed_up_and_restored_as_a_new_cluster() {
     // It takes writes alone: a new single-member group.
     let spec = crate::control::tests::spec("api", 1);
     admin.create_service(v1::CreateServiceRequest { spec: Some(spec) }).await.expect("a write after the restore");
+    restored.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autolocked_managers_backup_is_sealed_with_the_unlock_key() {
+    let root = std::env::temp_dir().join(format!("shoal-manager-backup-sealed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let _cleanup = crate::testutil::TempDir(root.clone());
+    let (source, restored_dir) = (root.join("source"), root.join("restored"));
+    let addr = free_addr();
+    let mut config = crate::ManagerConfig::new(&source, addr, addr);
+    config.autolock = true;
+    let (manager, outcome) = crate::init(&config).await.expect("init");
+    let key: shoal_ca_pki::UnlockKey = outcome.unlock_key.as_deref().expect("key").parse().expect("parses");
+    let mut admin = control(&addr.to_string(), &outcome.admin_bundle).await;
+    let spec = crate::control::tests::spec("web", 1);
+    admin.create_service(v1::CreateServiceRequest { spec: Some(spec) }).await.expect("create");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !backup_needs_unlock_key(&source).expect("read") {
+        assert!(std::time::Instant::now() < deadline, "the keeper encrypts the keys within 30 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    let err = take_backup(&source, None).await.expect_err("the node key is locked");
+    assert!(err.to_string().contains("give the unlock key"), "{err}");
+    let backup = take_backup(&source, Some(&key)).await.expect("backup");
+    let file = root.join("sealed.backup");
+    write_backup(&backup, &file, Some(&key)).expect("write");
+    manager.shutdown().await;
+
+    let bytes = std::fs::read(&file).expect("read");
+    assert!(backup_is_sealed(&bytes));
+    assert!(!bytes.windows(b"shoal-test/web".len()).any(|w| w == b"shoal-test/web"), "nothing readable");
+    let err = open_backup(&bytes, None).expect_err("needs the key").to_string();
+    assert!(err.contains("sealed with the cluster's unlock key"), "{err}");
+    let other = shoal_ca_pki::UnlockKey::generate().expect("key");
+    let err = open_backup(&bytes, Some(&other)).expect_err("another key").to_string();
+    assert!(err.contains("does not open the backup"), "{err}");
+    let opened = open_backup(&bytes, Some(&key)).expect("opens with the key");
+    assert_eq!(opened, backup);
+
+    let new_addr = free_addr();
+    restore(&opened, &restored_dir, Some(new_addr.to_string()), Some(&key)).await.expect("restore");
+    let mut config = crate::ManagerConfig::new(&restored_dir, new_addr, new_addr);
+    config.unlock_key = Some(key);
+    let restored = crate::start(&config).await.expect("starts with the key given");
+    let mut admin = control(&new_addr.to_string(), &restored_dir.join("admin")).await;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match admin.list_services(v1::ListServicesRequest::default()).await {
+            Ok(_) => break,
+            Err(status) => assert!(tokio::time::Instant::now() < deadline, "the restored manager answers: {status:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(service_names(&mut admin).await, ["web"]);
     restored.shutdown().await;
 }
