@@ -16,17 +16,15 @@ use std::sync::Arc;
 
 use rustls::ServerConfig;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use time::{Duration, OffsetDateTime};
-use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::ca::{IssueError, NodeKey};
 use crate::identity::subject_of;
 use crate::pair::PairFiles;
 use crate::removed::RemovedNodes;
 use crate::rotation::ClusterCa;
-use crate::tls::{CredentialsError, TlsConfigError, TrustBundle, provider};
+use crate::tls::{CredentialsError, KeyedChain, TlsConfigError, TrustBundle, provider};
 
 /// The OU and TLS server name of a locked manager's certificate.
 pub const LOCKED_SERVER_NAME: &str = "shoal-locked";
@@ -76,36 +74,22 @@ impl LockedCertificate {
     /// Pairs a locked manager's chain (PEM, leaf first) with its key.
     pub fn new(chain_pem: &str, key: NodeKey) -> Result<LockedCertificate, CredentialsError> {
         let what = "locked manager certificate";
-        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
-        let leaf = chain.first().ok_or(CredentialsError::NoCertificate { what })?;
-        let (_, parsed) = X509Certificate::from_der(leaf)
-            .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
-        let (node_id, unit, _) = subject_of(leaf)?;
+        let parsed = KeyedChain::parse(chain_pem, &key, what)?;
+        let (_, unit, _) = subject_of(&parsed.chain[0])?;
         if unit != LOCKED_SERVER_NAME {
             return Err(CredentialsError::Certificate {
                 what,
                 reason: format!("its OU is {unit:?}, not {LOCKED_SERVER_NAME:?}"),
             });
         }
-        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(CredentialsError::KeyMismatch { node_id });
-        }
-        let time = |t: &x509_parser::time::ASN1Time| {
-            OffsetDateTime::from_unix_timestamp(t.timestamp())
-                .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })
-        };
-        let not_before = time(&parsed.validity().not_before)?;
-        let not_after = time(&parsed.validity().not_after)?;
         Ok(LockedCertificate {
             chain_pem: chain_pem.to_owned(),
-            chain,
+            chain: parsed.chain,
             key_der: key.pkcs8_der(),
             key_pem: key.to_pem(),
-            node_id,
-            not_before,
-            not_after,
+            node_id: parsed.common_name,
+            not_before: parsed.not_before,
+            not_after: parsed.not_after,
         })
     }
 
@@ -174,8 +158,7 @@ impl LockedCertificate {
 
 /// Whether a client's connection failed because the server's certificate is valid for another
 /// name than the one asked for: a manager that is locked (its certificate says
-/// [`LOCKED_SERVER_NAME`]) when a manager was asked for. Reads rustls's error out of the chain
-/// (and out of an I/O error, which shows its inner error but skips it as a source).
+/// [`LOCKED_SERVER_NAME`]) when a manager was asked for (rustls's error, anywhere in the chain).
 pub fn named_otherwise(err: &(dyn std::error::Error + 'static)) -> bool {
     use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
     let wrong_name = |e: &(dyn std::error::Error + 'static)| {
@@ -184,18 +167,7 @@ pub fn named_otherwise(err: &(dyn std::error::Error + 'static)) -> bool {
             Some(rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }))
         )
     };
-    let mut next = Some(err);
-    while let Some(e) = next {
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|inner| inner as &(dyn std::error::Error + 'static));
-        if wrong_name(e) || inner.is_some_and(wrong_name) {
-            return true;
-        }
-        next = e.source();
-    }
-    false
+    crate::removed::any_in_chain(err, wrong_name)
 }
 
 fn files(dir: &Path) -> PairFiles<'_> {
@@ -222,7 +194,7 @@ mod tests {
         let identity =
             NodeIdentity { node_id: "node-1".into(), role: crate::Role::Manager, cluster_id: "cluster-1".into() };
         let chain = ca.issue(&node_key.csr_pem().expect("csr"), &identity, Duration::hours(2), now).expect("node");
-        let err = LockedCertificate::new(&chain, NodeKey::generate().expect("key")).expect_err("node cert");
+        let err = LockedCertificate::new(&chain, node_key).expect_err("node cert");
         assert!(err.to_string().contains("not \"shoal-locked\""), "{err}");
 
         let dir = std::env::temp_dir().join(format!("shoal-locked-cert-{}", std::process::id()));

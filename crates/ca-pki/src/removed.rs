@@ -76,14 +76,22 @@ pub fn refused_as_revoked(err: &(dyn std::error::Error + 'static)) -> bool {
     let revoked = |e: &(dyn std::error::Error + 'static)| {
         e.downcast_ref::<rustls::Error>().is_some_and(|e| *e == alert) || e.to_string().contains(&words)
     };
+    any_in_chain(err, revoked)
+}
+
+/// Whether `matches` holds for `err` or an error in its chain of sources, the inner errors of
+/// I/O errors included (an I/O error shows its inner error's message but skips it as a source).
+pub(crate) fn any_in_chain(
+    err: &(dyn std::error::Error + 'static),
+    matches: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> bool {
     let mut next = Some(err);
     while let Some(e) = next {
-        // An I/O error shows its inner error's message but skips it as a source.
         let inner = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
             .map(|inner| inner as &(dyn std::error::Error + 'static));
-        if revoked(e) || inner.is_some_and(revoked) {
+        if matches(e) || inner.is_some_and(&matches) {
             return true;
         }
         next = e.source();

@@ -184,29 +184,16 @@ impl fmt::Debug for NodeCredentials {
 impl NodeCredentials {
     /// Pairs the chain the CA issued (PEM, leaf first) with the node key that made the CSR.
     pub fn new(chain_pem: &str, key: NodeKey) -> Result<NodeCredentials, CredentialsError> {
-        let what = "node certificate chain";
-        let chain = parse_certs(chain_pem, what)?;
-        let leaf = chain.first().ok_or(CredentialsError::NoCertificate { what })?;
-        let (_, parsed) = X509Certificate::from_der(leaf)
-            .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
-        let identity = identity_of(leaf)?;
-        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(CredentialsError::KeyMismatch { node_id: identity.node_id });
-        }
-        let time = |t: &x509_parser::time::ASN1Time| {
-            OffsetDateTime::from_unix_timestamp(t.timestamp())
-                .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })
-        };
-        let not_before = time(&parsed.validity().not_before)?;
-        let not_after = time(&parsed.validity().not_after)?;
+        let parsed = KeyedChain::parse(chain_pem, &key, "node certificate chain")?;
+        let identity = identity_of(&parsed.chain[0])?;
         Ok(NodeCredentials {
             chain_pem: chain_pem.to_owned(),
-            chain,
+            chain: parsed.chain,
             key_der: key.pkcs8_der(),
             key_pem: key.to_pem(),
             identity,
-            not_before,
-            not_after,
+            not_before: parsed.not_before,
+            not_after: parsed.not_after,
         })
     }
 
@@ -366,6 +353,38 @@ pub fn join_client_config(trust: &TrustBundle) -> Result<ClientConfig, TlsConfig
         .with_root_certificates(trust.root_store()?)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// A certificate chain (PEM, leaf first) checked against the key whose CSR the CA signed.
+pub(crate) struct KeyedChain {
+    /// The chain; never empty.
+    pub(crate) chain: Vec<CertificateDer<'static>>,
+    /// The leaf's common name.
+    pub(crate) common_name: String,
+    /// The leaf's validity.
+    pub(crate) not_before: OffsetDateTime,
+    pub(crate) not_after: OffsetDateTime,
+}
+
+impl KeyedChain {
+    /// Parses `chain_pem` (`what` names it in errors) and checks that its leaf is for `key`.
+    pub(crate) fn parse(chain_pem: &str, key: &NodeKey, what: &'static str) -> Result<KeyedChain, CredentialsError> {
+        let chain = parse_certs(chain_pem, what)?;
+        let leaf = chain.first().ok_or(CredentialsError::NoCertificate { what })?;
+        let (_, parsed) = X509Certificate::from_der(leaf)
+            .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })?;
+        let (common_name, _, _) = crate::identity::subject_of(leaf)?;
+        if parsed.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+            return Err(CredentialsError::KeyMismatch { node_id: common_name });
+        }
+        let time = |t: &x509_parser::time::ASN1Time| {
+            OffsetDateTime::from_unix_timestamp(t.timestamp())
+                .map_err(|e| CredentialsError::Certificate { what, reason: e.to_string() })
+        };
+        let not_before = time(&parsed.validity().not_before)?;
+        let not_after = time(&parsed.validity().not_after)?;
+        Ok(KeyedChain { chain, common_name, not_before, not_after })
+    }
 }
 
 fn parse_certs(pem: &str, what: &'static str) -> Result<Vec<CertificateDer<'static>>, CredentialsError> {

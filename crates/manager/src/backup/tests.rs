@@ -69,6 +69,18 @@ async fn control(addr: &str, bundle: &Path) -> v1::control_client::ControlClient
     v1::control_client::ControlClient::new(crate::connect_with_bundle(addr, bundle).await.expect("connect"))
 }
 
+/// Waits (up to 30 s) until the restored manager behind `admin` answers.
+async fn until_it_answers(admin: &mut v1::control_client::ControlClient<tonic::transport::Channel>) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match admin.list_services(v1::ListServicesRequest::default()).await {
+            Ok(_) => return,
+            Err(status) => assert!(tokio::time::Instant::now() < deadline, "the restored manager answers: {status:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 async fn service_names(control: &mut v1::control_client::ControlClient<tonic::transport::Channel>) -> Vec<String> {
     let listed = control.list_services(v1::ListServicesRequest::default()).await.expect("list").into_inner();
     let mut names: Vec<String> =
@@ -133,14 +145,7 @@ async fn a_running_manager_is_backed_up_and_restored_as_a_new_cluster() {
     let restored = crate::start(&crate::ManagerConfig::new(&restored_dir, new_addr, new_addr)).await.expect("start");
     assert_eq!(restored.node_id, outcome.node_id, "the manager the backup was taken from");
     let mut admin = control(&new_addr.to_string(), &restored_dir.join("admin")).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match admin.list_services(v1::ListServicesRequest::default()).await {
-            Ok(_) => break,
-            Err(status) => assert!(tokio::time::Instant::now() < deadline, "the restored manager answers: {status:?}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_it_answers(&mut admin).await;
     assert_eq!(service_names(&mut admin).await, ["db", "web"]);
     let secrets = admin.list_secrets(v1::ListSecretsRequest::default()).await.expect("secrets").into_inner().secrets;
     assert_eq!(secrets.len(), 1);
@@ -196,14 +201,7 @@ async fn an_autolocked_managers_backup_is_sealed_with_the_unlock_key() {
     config.unlock_key = Some(key);
     let restored = crate::start(&config).await.expect("starts with the key given");
     let mut admin = control(&new_addr.to_string(), &restored_dir.join("admin")).await;
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        match admin.list_services(v1::ListServicesRequest::default()).await {
-            Ok(_) => break,
-            Err(status) => assert!(tokio::time::Instant::now() < deadline, "the restored manager answers: {status:?}"),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    until_it_answers(&mut admin).await;
     assert_eq!(service_names(&mut admin).await, ["web"]);
     restored.shutdown().await;
 }
