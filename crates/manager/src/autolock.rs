@@ -33,6 +33,11 @@ pub(crate) const LOCKED_DIR: &str = "locked";
 pub(crate) const PEERS_FILE: &str = "peers";
 /// How often the keeper looks at the store.
 const PASS: Duration = Duration::from_secs(1);
+/// Failed passes in a row before the keeper warns.
+const WARN_AFTER: u32 = 10;
+/// The shortest life of a locked certificate: a manager down for months can still be unlocked
+/// (its node certificate is renewed once it is).
+const LOCKED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A new unlock-keys object for a cluster turning autolock on.
 pub(crate) fn new_keys() -> Result<(v1::UnlockKeys, UnlockKey), Status> {
@@ -149,15 +154,19 @@ impl Keeper {
     /// Runs until `stopped` resolves.
     pub(crate) async fn run(self, stopped: impl Future<Output = ()>) {
         tokio::pin!(stopped);
-        let mut failing: Option<String> = None;
+        // Passes failed in a row: a few are an election or a start (no leader to confirm the
+        // read yet); only a failure that lasts is worth a warning.
+        let mut failed = 0u32;
         loop {
             match self.pass().await {
-                Ok(()) => failing = None,
+                Ok(()) => failed = 0,
                 Err(reason) => {
-                    if failing.as_ref() != Some(&reason) {
+                    failed += 1;
+                    if failed == WARN_AFTER {
                         tracing::warn!(%reason, "autolock: cannot bring this manager's keys at rest in line; trying again");
+                    } else {
+                        tracing::debug!(%reason, failed, "autolock: pass failed");
                     }
-                    failing = Some(reason);
                 }
             }
             tokio::select! {
@@ -237,7 +246,7 @@ impl Keeper {
             }
         }
         let cluster = crate::settings::cluster(&self.objects).await.ok().flatten();
-        let validity = crate::settings::cert_validity(cluster.as_ref(), self.validity);
+        let validity = crate::settings::cert_validity(cluster.as_ref(), self.validity).max(LOCKED_VALIDITY);
         let validity = time::Duration::try_from(validity).unwrap_or(time::Duration::MAX);
         let key = NodeKey::generate().map_err(|e| e.to_string())?;
         let locked = ca()

@@ -37,6 +37,8 @@ struct LockService {
     refused: AtomicU64,
     /// Where the opening key goes (taken by the first success).
     unlocked: Mutex<Option<oneshot::Sender<UnlockKey>>>,
+    /// One `Unlock` at a time: two could rewrite the files with two different keys.
+    unlocking: tokio::sync::Mutex<()>,
 }
 
 impl LockService {
@@ -111,6 +113,10 @@ impl Lock for LockService {
             .trim()
             .parse()
             .map_err(|e: KeyError| Status::invalid_argument(e.to_string()))?;
+        let _one_at_a_time = self.unlocking.lock().await;
+        if self.unlocked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_none() {
+            return Err(Status::failed_precondition("this manager is already unlocked and starting"));
+        }
         match self.open(&key).await {
             Ok(()) => {}
             Err((KeyError::WrongUnlockKey { .. }, unasked)) => {
@@ -177,6 +183,7 @@ pub(crate) async fn wait_for_unlock(
         trust,
         refused: AtomicU64::new(0),
         unlocked: Mutex::new(Some(unlocked)),
+        unlocking: tokio::sync::Mutex::new(()),
     };
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(

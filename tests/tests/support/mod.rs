@@ -49,7 +49,8 @@ pub(crate) fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
 /// GET `path` from `addr:8080` out of the underlay namespace `underlay` (a client outside the
 /// cluster, through the routing mesh): the body of a 200 answer, or what came back instead.
 pub(crate) fn get(underlay: &str, addr: &str, path: &str) -> Result<String, String> {
-    let script = format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {addr} 8080");
+    // nc's -w bounds the connect, not a read from a server that went silent: `timeout` does.
+    let script = format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | timeout 10 nc -w 3 {addr} 8080");
     let out = Cluster::command_in(underlay, images::BUSYBOX).args(["sh", "-c", &script]).output();
     let response = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).map_err(|e| e.to_string())?;
     match response.split_once("\r\n\r\n") {
