@@ -52,6 +52,8 @@ const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec"
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 const RUNC: &str = "io.containerd.runc.v2";
 const STOP_SIGNAL_LABEL: &str = "io.shoal.runtime.stop-signal";
+/// Set ("true") on a container whose PID 1 is the init (`ContainerSpec::init`).
+const INIT_LABEL: &str = "io.shoal.runtime.init";
 const CHUNK: usize = 1 << 20;
 const EXEC_OUTPUT_LIMIT: usize = 4096;
 /// How long [`Containerd::connect`] waits for containerd to answer.
@@ -1051,6 +1053,9 @@ impl ContainerRuntime for Containerd {
             let mut labels: std::collections::HashMap<String, String> =
                 spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             labels.insert(STOP_SIGNAL_LABEL.to_owned(), stop_signal.to_string());
+            if spec.init {
+                labels.insert(INIT_LABEL.to_owned(), "true".to_owned());
+            }
             let container = Container {
                 id: id.to_owned(),
                 labels,
@@ -1171,10 +1176,14 @@ impl ContainerRuntime for Containerd {
                 let id = id.to_owned();
                 tokio::spawn(async move { this.wait_task(&id, "").await })
             };
-            // The stop signal goes to PID 1 alone, as docker sends it: the program (or the init
-            // in front of it, which forwards it) decides what its children get. Signalled
-            // directly too, a child of an init got it twice (seen: a TERM trap that ran twice).
-            if let Err(err) = self.kill(id, "", signal, false).await {
+            // Behind an init, the stop signal goes to the init alone, which forwards it to the
+            // program: signalled directly as well, the program got it twice (seen: a TERM trap
+            // that ran twice). Otherwise every process of the container gets it. (Docker sends
+            // it to PID 1 alone in both cases; with that, twice in ten suite runs, a request to
+            // a web task stopped by a rolling update stalled after its headers — not understood
+            // yet, so the behaviour without an init stays as it was.)
+            let behind_init = container.labels.get(INIT_LABEL).is_some_and(|v| v == "true");
+            if let Err(err) = self.kill(id, "", signal, !behind_init).await {
                 waiter.abort();
                 return Err(err);
             }
@@ -1366,6 +1375,7 @@ impl ContainerRuntime for Containerd {
                 };
                 let mut labels: BTreeMap<String, String> = c.labels.into_iter().collect();
                 labels.remove(STOP_SIGNAL_LABEL);
+                labels.remove(INIT_LABEL);
                 ContainerInfo { id: c.id, image: c.image, labels, state }
             })
             .collect();
