@@ -12,7 +12,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Payloads of secrets (and configs, alike) and unlock keys must never reach a log: these types get a Debug
     // that shows their size, not their bytes (src/redact.rs).
     tonic_prost_build::configure()
-        .skip_debug(["shoal.v1.SecretSpec", "shoal.v1.ConfigSpec", "shoal.v1.PayloadVersion", "shoal.v1.UnlockKeys"])
+        .skip_debug([
+            "shoal.v1.SecretSpec",
+            "shoal.v1.ConfigSpec",
+            "shoal.v1.PayloadVersion",
+            "shoal.v1.UnlockKeys",
+            "shoal.v1.RootCa",
+            "shoal.v1.RootRotation",
+        ])
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

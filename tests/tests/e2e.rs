@@ -5,7 +5,8 @@
 //! restarted, demote and promote of the leader, the leader's link cut with its process alive,
 //! a removed worker locked out by every manager, the loss of two managers recovered with
 //! `--force-new-cluster`, and an autolocked manager restarted and unlocked; then a manager and a worker:
-//! containers, exits, rejected images, a killed agent, a backup restored into a wiped data directory.
+//! containers, exits, rejected images, a root CA rotation under the running tasks, a killed agent, a
+//! backup restored into a wiped data directory.
 //!
 //! The binaries come from `SHOAL_BIN_DIR` (default: the `debug` directory this test runs from); `cargo xtask
 //! test` builds them before the suite runs.
@@ -373,6 +374,32 @@ fn manager_and_worker_run_containers() {
     until(&shoal, "a rejected task", 30, &["service", "ps", "ghost"], |out| {
         out.contains("Rejected") && out.contains("image not found")
     });
+
+    eprintln!("--- rotate the root CA: both nodes move to the new root, no task restarts, the tokens change");
+    let running_ids = |out: &str| -> Vec<String> {
+        let mut ids: Vec<String> = out
+            .lines()
+            .filter(|l| !l.contains(r"\_") && current_state(l).starts_with("Running"))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    let before = running_ids(&ok(&shoal, &["service", "ps", "sleep"]));
+    let rotation_began = Instant::now();
+    let rotated = ok(&shoal, &["cluster", "ca", "--rotate"]);
+    eprintln!("    rotated in {:?}:\n{rotated}", rotation_began.elapsed());
+    assert!(rotated.contains("rotated TLS certificates:") && rotated.contains("] 2/2 nodes"), "{rotated}");
+    assert!(rotated.trim_end().ends_with("-----END CERTIFICATE-----"), "{rotated}");
+    assert_eq!(running_ids(&ok(&shoal, &["service", "ps", "sleep"])), before, "no task restarted");
+    let nodes = ok(&shoal, &["node", "ls"]);
+    assert_eq!(nodes.matches(" Ready ").count(), 2, "{nodes}");
+    assert_ne!(ok(&shoal, &["join-token", "worker", "-q"]).trim(), token, "the token pins the new root");
+    let squeezed = |pem: &str| pem.split_whitespace().collect::<String>();
+    let new_root = ok(&shoal, &["cluster", "ca"]);
+    let worker_roots =
+        std::fs::read_to_string(sc.data_dir(&w1).join("certs").join("root-ca.crt")).expect("the worker's roots");
+    assert_eq!(squeezed(&worker_roots), squeezed(&new_root), "the worker trusts the new root alone");
 
     eprintln!("--- kill -9 the worker's agent: Down within seconds, its tasks run on node1");
     agent.kill().expect("kill agent");

@@ -142,6 +142,9 @@ async fn cluster_settings_are_shown_and_updated() {
         refused.contains("--cert-expiry 30m is out of range: certificates must last between 1h and 87600h"),
         "{refused}"
     );
+    let refused = cli.fails(&["cluster", "update", "--snapshot-interval", "5"]);
+    assert!(refused.contains("--snapshot-interval 5 is out of range: between 10 and 10000000"), "{refused}");
+    assert_eq!(spec["Raft"]["SnapshotInterval"], 10_000);
     let refused = cli.fails(&["cluster", "update"]);
     assert!(refused.contains("nothing to update"), "{refused}");
     assert_eq!(inspect()["Version"], json["Version"], "a refused update changes nothing");
@@ -155,14 +158,28 @@ async fn cluster_settings_are_shown_and_updated() {
         "2s",
         "--task-history-limit",
         "-1",
+        "--snapshot-interval",
+        "50",
     ]);
     assert_eq!(out, "Cluster updated.\n");
+    // Each manager snapshots its own log at the new interval from its next look at the cluster.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while manager.objects().store().snapshot_interval() != 50 {
+        assert!(std::time::Instant::now() < deadline, "the manager never took up the snapshot interval");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let spec = inspect()["Spec"].clone();
     assert_eq!(spec["CAConfig"]["NodeCertExpiry"], 720 * 3600 * 1_000_000_000_u64);
     assert_eq!(spec["Dispatcher"]["HeartbeatPeriod"], 2_000_000_000_u64);
     assert_eq!(spec["Orchestration"]["TaskHistoryRetentionLimit"], -1);
     let pretty = cli.ok(&["cluster", "inspect", "--pretty"]);
-    for line in ["Task History Retention Limit:\tunlimited", "Heartbeat Period:\t2s", "Expiry Duration:\t720h0m0s"] {
+    assert_eq!(spec["Raft"]["SnapshotInterval"], 50);
+    for line in [
+        "Task History Retention Limit:\tunlimited",
+        "Heartbeat Period:\t2s",
+        "Expiry Duration:\t720h0m0s",
+        "Snapshot Interval:\t50",
+    ] {
         assert!(pretty.contains(line), "{line:?} missing:\n{pretty}");
     }
     manager.shutdown().await;
@@ -555,6 +572,57 @@ async fn volumes_of_nodes() {
     let (ok, out, err) = cli.run(&["volume", "inspect", "data"]);
     assert!(!ok && out.is_empty() && err.trim() == "Error: no such volume: data (on no node)", "{out} {err}");
     assert!(cli.fails(&["volume", "ls", "-f", "dangling=maybe"]).contains("dangling is true, false, 1 or 0"));
+    manager.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_ca_is_shown_and_rotated() {
+    let (dir, addr, manager, outcome) = init_manager("root-ca").await;
+    let cli = Cli { host: addr.to_string(), bundle: &outcome.admin_bundle };
+    let first = cli.ok(&["cluster", "ca"]);
+    assert!(
+        first.starts_with("-----BEGIN CERTIFICATE-----") && first.trim_end().ends_with("-----END CERTIFICATE-----")
+    );
+    let (accepted, _, refused) = cli.run_with_input(&["cluster", "ca", "--ca-cert", "x.pem", "--ca-key", "y.pem"], b"");
+    assert!(!accepted && refused.contains("--rotate"), "a root to rotate to, without --rotate: {refused}");
+
+    // One node (this manager): it moves to the new root, then trusts it alone.
+    let rotated = cli.ok(&["cluster", "ca", "--rotate"]);
+    assert!(rotated.starts_with("desired root digest: sha256:"), "{rotated}");
+    assert!(rotated.contains("rotated TLS certificates:") && rotated.contains("rotated CA certificates:"), "{rotated}");
+    assert!(
+        rotated
+            .contains("] 1/1 nodes\n  rotated CA certificates:   [=================================================="),
+        "{rotated}"
+    );
+    let second = cli.ok(&["cluster", "ca"]);
+    assert!(rotated.ends_with(&second), "prints the new root last: {rotated}");
+    assert_ne!(first, second);
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["cluster", "inspect"])).expect("json");
+    assert_eq!(json["RootRotationInProgress"], false);
+    assert_eq!(json["TLSInfo"]["TrustRoot"], second.as_str());
+
+    // To a root the operator gives, quietly: only the root is printed.
+    let now = time::OffsetDateTime::now_utc();
+    let root = shoal_ca_pki::RootCa::generate(now).expect("root");
+    std::fs::write(dir.join("given.crt"), root.cert_pem()).expect("cert");
+    std::fs::write(dir.join("given.key"), root.key_pem()).expect("key");
+    let (cert, key) = (dir.join("given.crt"), dir.join("given.key"));
+    let (cert, key) = (cert.to_str().expect("path"), key.to_str().expect("path"));
+    let mismatched = shoal_ca_pki::RootCa::generate(now).expect("root");
+    std::fs::write(dir.join("other.key"), mismatched.key_pem()).expect("key");
+    let other_key = dir.join("other.key");
+    let refused =
+        cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", other_key.to_str().expect("path")]);
+    assert!(refused.contains("cannot sign for the cluster"), "{refused}");
+    let quiet = cli.ok(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", key, "-q"]);
+    let squeezed = |pem: &str| pem.split_whitespace().collect::<String>();
+    assert_eq!(squeezed(&quiet), squeezed(root.cert_pem()), "-q prints the root alone");
+    let refused = cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", key]);
+    assert!(refused.contains("is the cluster's root already"), "{refused}");
+    // The CLI still connects with its bundle: it moved to the new root with the manager.
+    assert!(cli.ok(&["node", "ls"]).contains("Leader"));
     manager.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

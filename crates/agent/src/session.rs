@@ -322,6 +322,51 @@ impl Agent {
             .map_err(|e| format!("save the certificate in {}: {e}", certs_dir.display()))
     }
 
+    /// The node's certificate issuer and trusted roots, as it reports them.
+    fn tls_info(&self) -> Option<v1::NodeTlsInfo> {
+        let (cert_issuer, trust_root) = self.config.credentials.as_ref()?.tls_fingerprints();
+        Some(v1::NodeTlsInfo { cert_issuer, trust_root })
+    }
+
+    /// Follows a root CA rotation on a worker: when the cluster's roots (fingerprint `wanted`)
+    /// are not the ones the node trusts, fetches them over this session's channel (verified with
+    /// the roots trusted now), trusts them, and renews the certificate at once if the newest root
+    /// did not sign it. Returns whether it renewed. A manager in this process does this itself.
+    async fn follow_trust_root(&self, channel: Channel, wanted: &str, limit: Duration) -> Result<bool, String> {
+        use shoal_api::v1::ca_client::CaClient;
+        let Some(live) = self.config.credentials.as_ref().filter(|_| self.config.role == v1::NodeRole::Worker) else {
+            return Ok(false);
+        };
+        if live.trust().fingerprint() != wanted {
+            let served = tokio::time::timeout(
+                limit,
+                CaClient::new(channel.clone()).get_root_ca_certificate(v1::GetRootCaCertificateRequest {}),
+            )
+            .await
+            .map_err(|_| format!("no root CA bundle within {} ms", limit.as_millis()))?
+            .map_err(|s| format!("fetch the root CA bundle: {}", s.message()))?
+            .into_inner();
+            let pem =
+                String::from_utf8(served.certificate).map_err(|_| "the root CA bundle is not PEM text".to_owned())?;
+            let bundle = shoal_ca_pki::TrustBundle::from_pem(&pem).map_err(|e| e.to_string())?;
+            if bundle.fingerprint() != wanted {
+                // This manager has not taken up the cluster's roots yet: asked again next beat.
+                return Ok(false);
+            }
+            live.set_trust(&bundle).map_err(|e| format!("trust the cluster's root CA bundle: {e}"))?;
+            tracing::info!(trust_root = %wanted, "trusting the cluster's root CA bundle");
+        }
+        if live.issued_by_newest_root() {
+            return Ok(false);
+        }
+        let (key, chain) = tokio::time::timeout(limit, Self::request_certificate(channel))
+            .await
+            .map_err(|_| format!("no certificate within {} ms", limit.as_millis()))??;
+        let renewed = live.renew(&chain, key).map_err(|e| e.to_string())?;
+        tracing::info!(not_after = %renewed.not_after(), "certificate renewed from the cluster's new root CA");
+        Ok(true)
+    }
+
     /// When the worker's certificate is next due for renewal (never, without live credentials or
     /// when a manager in this process renews it).
     fn renewal_due(&self) -> Option<tokio::time::Instant> {
@@ -391,6 +436,7 @@ impl Agent {
         let mut told_role_change = false;
         // The volume report the manager has from this session.
         let mut reported_volumes: Option<v1::VolumeReport> = None;
+        let mut reported_tls: Option<v1::NodeTlsInfo> = None;
         // Heartbeats in a row that said this manager is outside the Raft group.
         let mut outside_raft = 0;
         let request = v1::SessionRequest { description: Some(context.description.clone()), session_id: String::new() };
@@ -475,7 +521,11 @@ impl Agent {
                     // with its first heartbeat).
                     let report = volume_report(executor);
                     let volumes = (reported_volumes.as_ref() != Some(&report)).then(|| report.clone());
-                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone(), volumes });
+                    // What its certificate and trust are, when that changed (a root CA rotation
+                    // waits for every node to say it holds the new root's).
+                    let tls = self.tls_info();
+                    let tls_info = (reported_tls != tls).then(|| tls.clone()).flatten();
+                    let beat = dispatcher.heartbeat(v1::HeartbeatRequest { session_id: session_id.clone(), volumes, tls_info });
                     // A manager cut off by a partition never answers; a TCP keep-alive would
                     // notice only after tens of seconds.
                     match tokio::time::timeout(period * MISSED_HEARTBEATS, beat).await {
@@ -483,7 +533,15 @@ impl Agent {
                         Ok(Ok(response)) => {
                             let response = response.into_inner();
                             reported_volumes = Some(report);
+                            reported_tls = tls;
                             remove_volumes(executor, &response.remove_volumes).await;
+                            if !response.trust_root.is_empty() {
+                                match self.follow_trust_root(channel.clone(), &response.trust_root, period * MISSED_HEARTBEATS).await {
+                                    Ok(true) => renew_at = self.renewal_due(),
+                                    Ok(false) => {}
+                                    Err(reason) => tracing::warn!(%reason, trust_root = %response.trust_root, "cannot follow the cluster's root CA yet"),
+                                }
+                            }
                             let role = v1::NodeRole::try_from(response.role).unwrap_or(self.config.role);
                             // A manager removed from the Raft group whose role is manager again
                             // (demoted, then promoted before it heard): it restarts as a worker,

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shoal_api::v1;
-use shoal_ca_pki::{LiveCredentials, TrustBundle, live_client_config};
+use shoal_ca_pki::{LiveCredentials, live_client_config};
 use shoal_runtime::{Containerd, ContainerdConfig};
 
 use crate::{Agent, AgentConfig, AgentExit};
@@ -263,8 +263,7 @@ async fn run_agent(
         shoal_ca_pki::Role::Manager => v1::NodeRole::Manager,
         shoal_ca_pki::Role::Worker => v1::NodeRole::Worker,
     };
-    let trust = TrustBundle::load(certs).map_err(|e| data_error(certs, e.to_string()))?;
-    let tls = live_client_config(&live, &trust).map_err(|e| data_error(certs, e.to_string()))?;
+    let tls = live_client_config(&live).map_err(|e| data_error(certs, e.to_string()))?;
     let mut containerd = ContainerdConfig::new(
         &config.containerd_socket,
         &config.containerd_namespace,

@@ -53,6 +53,29 @@ impl fmt::Debug for v1::UnlockKeys {
     }
 }
 
+impl fmt::Debug for v1::RootCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootCa")
+            .field("id", &self.id)
+            .field("meta", &self.meta)
+            .field("ca_cert", &String::from_utf8_lossy(&self.ca_cert))
+            .field("ca_key", &Redacted(self.ca_key.len()))
+            .field("rotation", &self.rotation)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::RootRotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootRotation")
+            .field("ca_cert", &String::from_utf8_lossy(&self.ca_cert))
+            .field("ca_key", &Redacted(self.ca_key.len()))
+            .field("cross_signed_cert", &String::from_utf8_lossy(&self.cross_signed_cert))
+            .field("started_at", &self.started_at)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -198,6 +198,17 @@ impl RootCa {
         &self.cert_pem
     }
 
+    /// The root's fingerprint, `sha256:<hex>` of its certificate's DER (what `shoal cluster ca`
+    /// shows and nodes report as their certificate's issuer).
+    pub fn fingerprint(&self) -> String {
+        crate::tls::fingerprint(&self.cert_der)
+    }
+
+    /// A bundle of this root alone: what nodes trust when it is the only root.
+    pub fn trust_bundle(&self) -> crate::TrustBundle {
+        crate::TrustBundle::from_roots(vec![self.cert_der.clone()])
+    }
+
     /// The root certificate in DER.
     pub fn cert_der(&self) -> &CertificateDer<'static> {
         &self.cert_der
@@ -301,6 +312,14 @@ impl RootCa {
 
 /// The root certificate saved in `dir` by [`RootCa::save`] (finishing an interrupted save
 /// first), or `None` when there is none or it cannot be read; the key is not read.
+/// Whether two certificates carry the same public key.
+pub(crate) fn same_public_key(a: &CertificateDer<'_>, b: &CertificateDer<'_>) -> bool {
+    match (X509Certificate::from_der(a), X509Certificate::from_der(b)) {
+        (Ok((_, a)), Ok((_, b))) => a.public_key().raw == b.public_key().raw,
+        _ => false,
+    }
+}
+
 pub(crate) fn saved_cert_der(dir: &Path) -> Option<CertificateDer<'static>> {
     let files = files(dir);
     files.finish().ok()?;

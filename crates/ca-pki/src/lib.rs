@@ -82,6 +82,6 @@ pub use renewal::{needs_renewal, renewal_retry_wait, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{
     CredentialsError, NodeCredentials, TlsConfigError, TrustBundle, bootstrap_client_config, client_config,
-    join_client_config, join_server_config, server_config, server_name,
+    fingerprint, join_client_config, join_server_config, server_config, server_name,
 };
 pub use token::{JoinError, JoinToken, JoinTokens, TokenError};

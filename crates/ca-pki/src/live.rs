@@ -8,23 +8,31 @@
 //! process renews them ([`LiveCredentials::renew`]) or when another component writes the same
 //! directory (the files are read again when `node.crt` changes on disk). Connections already
 //! open keep the certificate they were made with; TLS checks it only at the handshake.
+//!
+//! The roots the configs trust are live the same way: they are the bundle in `root-ca.crt` of
+//! the same directory, read again when that file changes ([`LiveCredentials::set_trust`] writes
+//! it). That is how a root CA rotation reaches running servers and clients: the bundle grows to
+//! both roots, nodes move to certificates from the new root, and the bundle shrinks to it.
 
 use std::fmt;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, ServerConfig, SignatureScheme};
+use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use time::OffsetDateTime;
 
 use crate::ca::NodeKey;
 use crate::keys::UnlockKey;
 use crate::removed::RemovedNodes;
 use crate::renewal::renewal_time;
-use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, TlsConfigError, TrustBundle};
+use crate::tls::{CERT_FILE, CredentialsError, NodeCredentials, ROOTS_FILE, TlsConfigError, TrustBundle};
 
 /// A node's credentials as they are now, shared by every TLS config built on them. Cloning is
 /// cheap and clones share the credentials.
@@ -37,6 +45,31 @@ struct Inner {
     dir: PathBuf,
     kek: KeyEncryption,
     current: Mutex<Current>,
+    trust: Mutex<Trust>,
+    /// [`LiveCredentials::tls_fingerprints`] for one leaf and one bundle fingerprint.
+    fingerprints: Mutex<Option<(Vec<u8>, String, String)>>,
+}
+
+/// The roots trusted now, with the verifiers built on them.
+struct Trust {
+    bundle: TrustBundle,
+    /// What `root-ca.crt` looked like when the bundle was read or written.
+    stamp: Option<Stamp>,
+    clients_required: Arc<dyn ClientCertVerifier>,
+    clients_optional: Arc<dyn ClientCertVerifier>,
+    servers: Arc<WebPkiServerVerifier>,
+}
+
+impl Trust {
+    fn new(bundle: TrustBundle, stamp: Option<Stamp>) -> Result<Trust, TlsConfigError> {
+        Ok(Trust {
+            clients_required: crate::tls::client_verifier(&bundle, true)?,
+            clients_optional: crate::tls::client_verifier(&bundle, false)?,
+            servers: crate::tls::server_verifier(&bundle)?,
+            bundle,
+            stamp,
+        })
+    }
 }
 
 /// The unlock key a process encrypts a node's key file with (autolock), or none: one cell
@@ -97,7 +130,11 @@ struct Stamp {
 }
 
 fn stamp(dir: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(dir.join(CERT_FILE)).ok()?;
+    stamp_of(&dir.join(CERT_FILE))
+}
+
+fn stamp_of(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
     Some(Stamp {
         inode: meta.ino(),
         modified_ns: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()),
@@ -145,7 +182,75 @@ impl LiveCredentials {
             stamp: stamp(dir),
             draw: draw(),
         };
-        Ok(LiveCredentials { inner: Arc::new(Inner { dir: dir.to_owned(), kek, current: Mutex::new(current) }) })
+        let stamp = stamp_of(&dir.join(ROOTS_FILE));
+        let trust = Trust::new(TrustBundle::load(dir)?, stamp)
+            .map_err(|e| CredentialsError::Certificate { what: "trust bundle", reason: e.to_string() })?;
+        let inner = Inner {
+            dir: dir.to_owned(),
+            kek,
+            current: Mutex::new(current),
+            trust: Mutex::new(trust),
+            fingerprints: Mutex::new(None),
+        };
+        Ok(LiveCredentials { inner: Arc::new(inner) })
+    }
+
+    /// The roots trusted now, read again from `root-ca.crt` if it changed there. A bundle that
+    /// cannot be read or used (a writer midway) leaves the trust as it was.
+    fn trust_now(&self) -> std::sync::MutexGuard<'_, Trust> {
+        let mut trust = self.inner.trust.lock().unwrap_or_else(PoisonError::into_inner);
+        let path = self.inner.dir.join(ROOTS_FILE);
+        let now = stamp_of(&path);
+        if now.is_some()
+            && now != trust.stamp
+            && let Some(fresh) = TrustBundle::load(&self.inner.dir).ok().and_then(|b| Trust::new(b, now).ok())
+        {
+            *trust = fresh;
+        }
+        trust
+    }
+
+    /// The roots the TLS configs built on these credentials trust now.
+    pub fn trust(&self) -> TrustBundle {
+        self.trust_now().bundle.clone()
+    }
+
+    /// Trusts `bundle` from the next handshake on, and saves it as `root-ca.crt` in the
+    /// credentials' directory.
+    pub fn set_trust(&self, bundle: &TrustBundle) -> Result<(), CredentialsError> {
+        let fresh = Trust::new(bundle.clone(), None)
+            .map_err(|e| CredentialsError::Certificate { what: "trust bundle", reason: e.to_string() })?;
+        let mut trust = self.inner.trust.lock().unwrap_or_else(PoisonError::into_inner);
+        bundle.save(&self.inner.dir)?;
+        *trust = Trust { stamp: stamp_of(&self.inner.dir.join(ROOTS_FILE)), ..fresh };
+        Ok(())
+    }
+
+    /// Whether the certificate now was signed by the newest root trusted now (the signing root
+    /// during a root rotation): false means it should be renewed.
+    pub fn issued_by_newest_root(&self) -> bool {
+        let (issuer, _) = self.tls_fingerprints();
+        !issuer.is_empty() && issuer == self.trust().newest_root_fingerprint()
+    }
+
+    /// The fingerprints of the root that signed the certificate now (empty if no trusted root
+    /// did) and of the trusted bundle: what a node reports while a root rotation waits for it.
+    /// Kept until the certificate or the bundle changes (agents ask with every heartbeat, and
+    /// finding the issuer checks a signature).
+    pub fn tls_fingerprints(&self) -> (String, String) {
+        let trust = self.trust();
+        let leaf = self.current().leaf_der().to_vec();
+        let bundle = trust.fingerprint();
+        let mut cached = self.inner.fingerprints.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((for_leaf, for_bundle, issuer)) = cached.as_ref()
+            && *for_leaf == leaf
+            && *for_bundle == bundle
+        {
+            return (issuer.clone(), bundle);
+        }
+        let issuer = trust.issuer_of(&CertificateDer::from(leaf.clone())).unwrap_or_default();
+        *cached = Some((leaf, bundle.clone(), issuer.clone()));
+        (issuer, bundle)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -250,38 +355,144 @@ impl ResolvesClientCert for Resolver {
     }
 }
 
-/// [`crate::server_config`] on live credentials: a renewed certificate is presented from the
-/// next handshake on.
+/// Checks client certificates against the roots trusted at each handshake.
+#[derive(Debug)]
+struct LiveClientVerifier {
+    live: LiveCredentials,
+    mandatory: bool,
+}
+
+impl LiveClientVerifier {
+    fn inner(&self) -> Arc<dyn ClientCertVerifier> {
+        let trust = self.live.trust_now();
+        if self.mandatory { trust.clients_required.clone() } else { trust.clients_optional.clone() }
+    }
+}
+
+impl ClientCertVerifier for LiveClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Every root is named `CN=shoal-ca` and a node has one certificate: hints would say nothing.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner().verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner().supported_verify_schemes()
+    }
+}
+
+/// Checks server certificates against the roots trusted at each handshake.
+#[derive(Debug)]
+struct LiveServerVerifier(LiveCredentials);
+
+impl LiveServerVerifier {
+    fn inner(&self) -> Arc<WebPkiServerVerifier> {
+        self.0.trust_now().servers.clone()
+    }
+}
+
+impl ServerCertVerifier for LiveServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.inner().verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner().supported_verify_schemes()
+    }
+}
+
+/// [`crate::server_config`] on live credentials: a renewed certificate is presented, and the
+/// roots in `root-ca.crt` trusted, from the next handshake on.
 pub fn live_server_config(
     credentials: &LiveCredentials,
-    trust: &TrustBundle,
     removed: &RemovedNodes,
 ) -> Result<ServerConfig, TlsConfigError> {
-    build_server(credentials, trust, removed, true)
+    build_server(credentials, removed, true)
 }
 
 /// [`crate::join_server_config`] on live credentials.
 pub fn live_join_server_config(
     credentials: &LiveCredentials,
-    trust: &TrustBundle,
     removed: &RemovedNodes,
 ) -> Result<ServerConfig, TlsConfigError> {
-    build_server(credentials, trust, removed, false)
+    build_server(credentials, removed, false)
 }
 
 fn build_server(
     credentials: &LiveCredentials,
-    trust: &TrustBundle,
     removed: &RemovedNodes,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
-    crate::tls::server_with(Arc::new(Resolver(credentials.clone())), trust, removed, require_client_cert)
+    let verifier = Arc::new(LiveClientVerifier { live: credentials.clone(), mandatory: require_client_cert });
+    crate::tls::server_with(Arc::new(Resolver(credentials.clone())), verifier, removed)
 }
 
 /// [`crate::client_config`] on live credentials: new connections present the renewed
-/// certificate.
-pub fn live_client_config(credentials: &LiveCredentials, trust: &TrustBundle) -> Result<ClientConfig, TlsConfigError> {
-    crate::tls::client_with(Arc::new(Resolver(credentials.clone())), trust)
+/// certificate and trust the roots in `root-ca.crt` as it is then.
+pub fn live_client_config(credentials: &LiveCredentials) -> Result<ClientConfig, TlsConfigError> {
+    crate::tls::client_verified_by(
+        Arc::new(Resolver(credentials.clone())),
+        Arc::new(LiveServerVerifier(credentials.clone())),
+    )
 }
 
 #[cfg(test)]

@@ -152,7 +152,11 @@ impl LockedCertificate {
     pub fn server_config(&self, trust: &TrustBundle, removed: &RemovedNodes) -> Result<ServerConfig, TlsConfigError> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
         let certified = CertifiedKey::from_der(self.chain.clone(), key, &provider())?;
-        crate::tls::server_with(Arc::new(SingleCertAndKey::from(certified)), trust, removed, true)
+        crate::tls::server_with(
+            Arc::new(SingleCertAndKey::from(certified)),
+            crate::tls::client_verifier(trust, true)?,
+            removed,
+        )
     }
 }
 

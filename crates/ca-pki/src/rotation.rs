@@ -49,6 +49,10 @@ pub enum RotationError {
     /// Making the new root or the cross-signed intermediate failed.
     #[error("cannot rotate the root CA: {0}")]
     Ca(#[from] CaError),
+    /// A cross-signed intermediate given for a transition is not the old root's signature of
+    /// the new root.
+    #[error("the cross-signed root certificate is not valid for this rotation: {0}")]
+    CrossSigned(String),
 }
 
 /// The cluster's certificate authority: the signing root and, during a rotation, the old one.
@@ -142,6 +146,35 @@ impl ClusterCa {
         let old_root = std::mem::replace(&mut self.signer, new_root);
         self.transition = Some(Transition { old_root, cross_signed });
         Ok(())
+    }
+
+    /// A CA in a transition another manager started (its parts kept in the cluster's store):
+    /// `new_root` signs, `old_root` is still trusted, and `cross_signed_pem` is the intermediate
+    /// the old root signed for the new root's name and key, checked to be exactly that.
+    pub fn in_transition(
+        old_root: RootCa,
+        new_root: RootCa,
+        cross_signed_pem: &str,
+    ) -> Result<ClusterCa, RotationError> {
+        let cross_signed = CertificateDer::from_pem_slice(cross_signed_pem.as_bytes())
+            .map_err(|e| RotationError::CrossSigned(format!("not a PEM certificate: {e}")))?;
+        if !old_root.signed(&cross_signed) {
+            return Err(RotationError::CrossSigned("the old root did not sign it".into()));
+        }
+        if !crate::ca::same_public_key(&cross_signed, new_root.cert_der()) {
+            return Err(RotationError::CrossSigned("it does not carry the new root's key".into()));
+        }
+        Ok(ClusterCa { signer: new_root, transition: Some(Transition { old_root, cross_signed }) })
+    }
+
+    /// During a transition: the root being replaced, still trusted.
+    pub fn old_root(&self) -> Option<&RootCa> {
+        self.transition.as_ref().map(|t| &t.old_root)
+    }
+
+    /// During a transition: the cross-signed intermediate (PEM).
+    pub fn cross_signed_pem(&self) -> Option<String> {
+        self.transition.as_ref().map(|t| pem_of(&t.cross_signed))
     }
 
     /// Ends the transition: the old root is dropped from the trust bundle, so certificates it

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::ResolvesClientCert;
+use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -28,7 +30,7 @@ use crate::removed::{RefuseRemoved, RemovedNodes};
 
 pub(crate) const CERT_FILE: &str = "node.crt";
 pub(crate) const KEY_FILE: &str = "node.key";
-const ROOTS_FILE: &str = "root-ca.crt";
+pub(crate) const ROOTS_FILE: &str = "root-ca.crt";
 
 /// Assembling credentials or a trust bundle from PEM, or saving and loading them, failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,42 @@ impl TrustBundle {
         sha256(self.pem.as_bytes())
     }
 
+    /// The bundle's fingerprint, `sha256:<hex>` of its PEM: what nodes report and compare to
+    /// tell whether they trust what the cluster trusts.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(self.pem.as_bytes())
+    }
+
+    /// The roots in the bundle, oldest first.
+    pub(crate) fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
+    }
+
+    /// Whether the bundle holds the root with this fingerprint (`sha256:<hex>` of its DER).
+    pub fn has_root(&self, fingerprint_of_root: &str) -> bool {
+        self.roots.iter().any(|root| fingerprint(root) == fingerprint_of_root)
+    }
+
+    /// The fingerprint (`sha256:<hex>` of the DER) of the bundle's newest root: the one that signs
+    /// during a root rotation (bundles list the old root first).
+    pub fn newest_root_fingerprint(&self) -> String {
+        // `from_pem` and `from_roots` never make an empty bundle.
+        self.roots.last().map(|root| fingerprint(root)).unwrap_or_default()
+    }
+
+    /// The fingerprint (`sha256:<hex>` of the DER) of the root in this bundle whose key signed
+    /// `cert` (directly, or through a cross-signed intermediate carrying that key), if one did.
+    pub fn issuer_of(&self, cert: &CertificateDer<'_>) -> Option<String> {
+        let (_, cert) = X509Certificate::from_der(cert).ok()?;
+        self.roots
+            .iter()
+            .find(|root| {
+                X509Certificate::from_der(root)
+                    .is_ok_and(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok())
+            })
+            .map(|root| fingerprint(root))
+    }
+
     /// Saves the bundle as `root-ca.crt` in `dir`.
     pub fn save(&self, dir: &Path) -> Result<(), CredentialsError> {
         write_file(&dir.join(ROOTS_FILE), &self.pem)
@@ -156,6 +194,17 @@ impl TrustBundle {
 /// SHA-256 of some bytes.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// `sha256:<hex>` of some bytes (a certificate's DER, a bundle's PEM), as Docker prints digests.
+pub fn fingerprint(bytes: &[u8]) -> String {
+    let digest = sha256(bytes);
+    let mut text = String::with_capacity(7 + 64);
+    text.push_str("sha256:");
+    for byte in digest {
+        text.push_str(&format!("{byte:02x}"));
+    }
+    text
 }
 
 /// A node's key with its certificate chain (leaf first, then any intermediate).
@@ -302,23 +351,35 @@ fn build_server(
     removed: &RemovedNodes,
     require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
-    server_with(Arc::new(SingleCertAndKey::from(credentials.certified_key()?)), trust, removed, require_client_cert)
+    let verifier = client_verifier(trust, require_client_cert)?;
+    server_with(Arc::new(SingleCertAndKey::from(credentials.certified_key()?)), verifier, removed)
+}
+
+/// webpki's check of client certificates against `trust`: required, or (for the join listener)
+/// optional.
+pub(crate) fn client_verifier(
+    trust: &TrustBundle,
+    require_client_cert: bool,
+) -> Result<Arc<dyn ClientCertVerifier>, TlsConfigError> {
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider());
+    Ok(if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? })
+}
+
+/// webpki's check of server certificates against `trust`.
+pub(crate) fn server_verifier(trust: &TrustBundle) -> Result<Arc<WebPkiServerVerifier>, TlsConfigError> {
+    Ok(WebPkiServerVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider()).build()?)
 }
 
 /// A server config whose certificate comes from `certs` (one certificate, or the live ones of
-/// [`crate::LiveCredentials`]), requiring (or, for the join listener, allowing) client
-/// certificates from `trust` and refusing those of `removed` nodes. TLS 1.3 only.
+/// [`crate::LiveCredentials`]), checking client certificates with `verifier` and refusing
+/// those of `removed` nodes. TLS 1.3 only.
 pub(crate) fn server_with(
     certs: Arc<dyn ResolvesServerCert>,
-    trust: &TrustBundle,
+    verifier: Arc<dyn ClientCertVerifier>,
     removed: &RemovedNodes,
-    require_client_cert: bool,
 ) -> Result<ServerConfig, TlsConfigError> {
-    let provider = provider();
-    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(trust.root_store()?), provider.clone());
-    let webpki = if require_client_cert { builder.build()? } else { builder.allow_unauthenticated().build()? };
-    let verifier = Arc::new(RefuseRemoved { inner: webpki, removed: removed.clone() });
-    let config = ServerConfig::builder_with_provider(provider)
+    let verifier = Arc::new(RefuseRemoved { inner: verifier, removed: removed.clone() });
+    let config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certs);
@@ -341,6 +402,20 @@ pub(crate) fn client_with(
     let config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(trust.root_store()?)
+        .with_client_cert_resolver(certs);
+    Ok(config)
+}
+
+/// A client config presenting the certificate `certs` gives and checking servers with
+/// `verifier` (the live trust of [`crate::LiveCredentials`]). TLS 1.3 only.
+pub(crate) fn client_verified_by(
+    certs: Arc<dyn ResolvesClientCert>,
+    verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
+) -> Result<ClientConfig, TlsConfigError> {
+    let config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
         .with_client_cert_resolver(certs);
     Ok(config)
 }

@@ -189,12 +189,24 @@ impl JoinToken {
     ///
     /// Call this before sending anything secret: on [`TokenError::RootCaMismatch`] close the
     /// connection without sending the token.
+    ///
+    /// During a root rotation the manager serves both roots while tokens still pin the bundle of
+    /// the old root alone: a served bundle holding a root whose own PEM has the token's digest
+    /// verifies, and the trust returned is that root alone (the other root is not pinned by
+    /// anything; the node learns the whole bundle later over its verified session).
     pub fn verify_root_ca(&self, served_bundle_pem: &str) -> Result<TrustBundle, TokenError> {
         // The digest is public; comparing it in constant time costs nothing and keeps the rule simple.
-        if !random::constant_time_eq(&sha256(served_bundle_pem.as_bytes()), &self.digest) {
-            return Err(TokenError::RootCaMismatch);
+        if random::constant_time_eq(&sha256(served_bundle_pem.as_bytes()), &self.digest) {
+            return TrustBundle::from_pem(served_bundle_pem)
+                .map_err(|e: CredentialsError| TokenError::RootCa(e.to_string()));
         }
-        TrustBundle::from_pem(served_bundle_pem).map_err(|e: CredentialsError| TokenError::RootCa(e.to_string()))
+        let served = TrustBundle::from_pem(served_bundle_pem).map_err(|_| TokenError::RootCaMismatch)?;
+        served
+            .roots()
+            .iter()
+            .map(|root| TrustBundle::from_roots(vec![root.clone()]))
+            .find(|single| random::constant_time_eq(&single.digest(), &self.digest))
+            .ok_or(TokenError::RootCaMismatch)
     }
 }
 

@@ -246,12 +246,12 @@ impl LocalCluster {
     pub async fn join_worker_config(&self, name: &str) -> Result<AgentConfig, LocalError> {
         let dir = self.dir.join("workers").join(name);
         let remote = self.manager_addrs[self.first_live().unwrap_or(0)].to_string();
-        let (credentials, trust) = shoal_agent::join(&remote, &self.worker_token, &dir)
+        let (credentials, _) = shoal_agent::join(&remote, &self.worker_token, &dir)
             .await
             .map_err(|source| LocalError::Join { name: name.to_owned(), source })?;
         let tls_error = |e: &dyn std::fmt::Display| LocalError::Tls { name: name.to_owned(), reason: e.to_string() };
         let live = shoal_ca_pki::LiveCredentials::load(&dir).map_err(|e| tls_error(&e))?;
-        let tls = shoal_ca_pki::live_client_config(&live, &trust).map_err(|e| tls_error(&e))?;
+        let tls = shoal_ca_pki::live_client_config(&live).map_err(|e| tls_error(&e))?;
         Ok(AgentConfig {
             managers: self.manager_addrs.iter().map(ToString::to_string).collect(),
             tls,

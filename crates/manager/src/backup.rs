@@ -19,7 +19,7 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use shoal_api::v1;
-use shoal_ca_pki::{KeyEncryption, LiveCredentials, TrustBundle, UnlockKey, live_client_config};
+use shoal_ca_pki::{KeyEncryption, LiveCredentials, UnlockKey, live_client_config};
 use shoal_raft_store::Store;
 use tonic::Status;
 
@@ -300,8 +300,7 @@ pub async fn take_backup(data_dir: &Path, kek: Option<&UnlockKey>) -> Result<Bac
             _ => format!("{}: {e}", certs.display()),
         })
     })?;
-    let trust = TrustBundle::load(&certs).map_err(|e| manager(format!("{}: {e}", certs.display())))?;
-    let tls = live_client_config(&live, &trust).map_err(|e| manager(e.to_string()))?;
+    let tls = live_client_config(&live).map_err(|e| manager(e.to_string()))?;
     let addr = identity.advertise_addr.clone();
     let channel = shoal_api::connect(&addr, tls).await.map_err(|e| {
         manager(format!("cannot reach the manager of {} at {addr}: {e}; is it running?", data_dir.display()))

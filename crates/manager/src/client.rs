@@ -139,8 +139,7 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
              (DATA/admin, which the manager that wrote it keeps renewed)"
         )));
     }
-    let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
-    let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
+    let tls = live_client_config(&live).map_err(|e| bad(e.to_string()))?;
     let channel = match shoal_api::connect(addr, tls.clone()).await {
         Ok(channel) => channel,
         Err(e) if shoal_ca_pki::refused_as_revoked(&e) => return Err(ClientError::Revoked { dir: bundle.to_owned() }),
@@ -153,7 +152,12 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
         }
         Err(e) => return Err(ClientError::Unreachable { addr: addr.to_owned(), reason: source_chain(&e) }),
     };
-    if live.until_renewal().is_zero()
+    // During a root CA rotation the bundle takes up the cluster's roots and a certificate from
+    // the new root, so that it still works once the old root is dropped.
+    if let Err(reason) = follow_roots(&live, channel.clone()).await {
+        tracing::warn!(bundle = %bundle.display(), %reason, "could not bring the client bundle's roots up to date");
+    }
+    if (live.until_renewal().is_zero() || !live.issued_by_newest_root())
         && let Err(reason) = renew_bundle(&live, channel.clone()).await
     {
         tracing::warn!(bundle = %bundle.display(), %reason, "could not renew the client bundle; using it as it is");
@@ -167,8 +171,7 @@ pub async fn unlock(addr: &str, bundle: &Path, key: &UnlockKey) -> Result<String
     use shoal_api::v1::{UnlockRequest, lock_client::LockClient};
     let bad = |reason: String| ClientError::Bundle { dir: bundle.to_owned(), reason };
     let live = LiveCredentials::load(bundle).map_err(|e| bad(e.to_string()))?;
-    let trust = TrustBundle::load(bundle).map_err(|e| bad(e.to_string()))?;
-    let tls = live_client_config(&live, &trust).map_err(|e| bad(e.to_string()))?;
+    let tls = live_client_config(&live).map_err(|e| bad(e.to_string()))?;
     let channel = match shoal_api::connect_named(addr, tls.clone(), shoal_ca_pki::LOCKED_SERVER_NAME).await {
         Ok(channel) => channel,
         Err(e) if shoal_ca_pki::named_otherwise(&e) => {
@@ -229,6 +232,29 @@ pub fn read_unlock_key(prompt: &str) -> Result<UnlockKey, ClientError> {
 }
 
 /// Renews the bundle's certificate through the manager behind `channel` and rewrites it.
+/// Makes the bundle trust the roots the manager behind `channel` serves (verified: the channel
+/// was opened with the roots trusted until now), when they differ and still hold the newest root
+/// trusted until now: a rotation moves from one root to both and from both to the new one, and a
+/// manager that has not taken up a rotation yet must not take the bundle back to the old root.
+async fn follow_roots(live: &LiveCredentials, channel: Channel) -> Result<(), String> {
+    use shoal_api::v1::{GetRootCaCertificateRequest, ca_client::CaClient};
+    let served = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        CaClient::new(channel).get_root_ca_certificate(GetRootCaCertificateRequest {}),
+    )
+    .await
+    .map_err(|_| "no answer within 10 s".to_owned())?
+    .map_err(|s| s.message().to_owned())?
+    .into_inner();
+    let pem = String::from_utf8(served.certificate).map_err(|_| "the root CA bundle is not PEM text".to_owned())?;
+    let roots = TrustBundle::from_pem(&pem).map_err(|e| e.to_string())?;
+    let trusted = live.trust();
+    if roots == trusted || !roots.has_root(&trusted.newest_root_fingerprint()) {
+        return Ok(());
+    }
+    live.set_trust(&roots).map_err(|e| e.to_string())
+}
+
 async fn renew_bundle(live: &LiveCredentials, channel: Channel) -> Result<(), String> {
     use shoal_api::v1::{RenewNodeCertificateRequest, ca_client::CaClient};
     let key = NodeKey::generate().map_err(|e| e.to_string())?;

@@ -785,6 +785,43 @@ impl Control for ControlService {
         Ok(Response::new(v1::GetClusterCaResponse { ca_cert, ca_key }))
     }
 
+    async fn rotate_root_ca(
+        &self,
+        request: Request<v1::RotateRootCaRequest>,
+    ) -> Result<Response<v1::RotateRootCaResponse>, Status> {
+        let request = request.into_inner();
+        let given = match (request.ca_cert.is_empty(), request.ca_key.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                let text = |bytes: Vec<u8>, what: &str| {
+                    String::from_utf8(bytes)
+                        .map_err(|_| Status::invalid_argument(format!("the root CA {what} is not PEM text")))
+                };
+                let (cert, key) = (text(request.ca_cert, "certificate")?, text(request.ca_key, "key")?);
+                let root = shoal_ca_pki::RootCa::from_pem(&cert, &key).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "the root CA given cannot sign for the cluster: {e}; give a CA certificate (--ca-cert) and                          its own private key (--ca-key), both PEM"
+                    ))
+                })?;
+                Some(root)
+            }
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give both the root CA certificate (--ca-cert) and its key (--ca-key), or neither to have a new                      root made",
+                ));
+            }
+        };
+        let desired_root = crate::root_ca::start(&self.objects, &self.ca, given).await?;
+        Ok(Response::new(v1::RotateRootCaResponse { desired_root }))
+    }
+
+    async fn get_root_ca_status(
+        &self,
+        _: Request<v1::GetRootCaStatusRequest>,
+    ) -> Result<Response<v1::GetRootCaStatusResponse>, Status> {
+        Ok(Response::new(crate::root_ca::status(&self.objects, &self.ca).await?))
+    }
+
     async fn join_raft(&self, request: Request<v1::JoinRaftRequest>) -> Result<Response<v1::JoinRaftResponse>, Status> {
         let node = self.calling_manager(&request).await?;
         let v1::JoinRaftRequest { raft_id, addr } = request.into_inner();

@@ -70,6 +70,8 @@ struct Inner {
     networks_feed: Mutex<Option<mpsc::UnboundedSender<networks::Subscribe>>>,
     /// The log broker: the nodes' log subscription streams (see `logs.rs`).
     logs: crate::logs::LogBroker,
+    /// The fingerprint of the roots nodes are to trust, told with every heartbeat.
+    trust_root: crate::root_ca::TrustRoot,
 }
 
 /// The task table as read for new assignment streams: when the read began, the tasks and the
@@ -246,6 +248,7 @@ impl Dispatcher {
                 last_check: Mutex::new(None),
                 networks_feed: Mutex::new(None),
                 logs: crate::logs::LogBroker::default(),
+                trust_root: crate::root_ca::TrustRoot::default(),
             }),
         }
     }
@@ -974,8 +977,19 @@ impl DispatcherApi for Dispatcher {
         if let Some(session) = self.sessions().get_mut(&node_id) {
             session.last_heartbeat = Instant::now();
         }
-        if let Some(report) = request.into_inner().volumes {
+        let request = request.into_inner();
+        if let Some(report) = request.volumes {
             self.record_volumes(&node_id, report.volumes).await?;
+        }
+        if let Some(info) = request.tls_info {
+            self.inner
+                .objects
+                .modify(&node_id, |node: &mut v1::Node| {
+                    let changed = node.tls_info.as_ref() != Some(&info);
+                    node.tls_info = Some(info.clone());
+                    changed
+                })
+                .await?;
         }
         // The role as this member has it: a promotion or demotion reaches the node a beat later
         // at worst.
@@ -987,7 +1001,12 @@ impl DispatcherApi for Dispatcher {
             Err(err) => return Err(err.into()),
         };
         let period = Some(shoal_api::to_duration(self.period()));
-        Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member, remove_volumes }))
+        // A stored root this manager cannot read must not cost the node its session.
+        let trust_root = self.inner.trust_root.get(&self.inner.objects).await.unwrap_or_else(|status| {
+            tracing::warn!(error = %status.message(), "cannot tell nodes the cluster's root CA");
+            String::new()
+        });
+        Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member, remove_volumes, trust_root }))
     }
 
     async fn update_task_status(

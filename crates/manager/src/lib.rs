@@ -35,6 +35,7 @@ mod placement;
 mod recovery;
 mod renewal;
 mod revocation;
+mod root_ca;
 mod server;
 mod settings;
 mod status;
@@ -64,7 +65,10 @@ pub use objects::{BATCH, MODIFY_ATTEMPTS, Object, ObjectError, ObjectStore, Writ
 pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_replicated};
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
-pub use settings::{HEARTBEAT_RANGE, MAX_CERT_EXPIRY, MAX_TASK_HISTORY, MIN_CERT_EXPIRY};
+pub use settings::{
+    DEFAULT_SNAPSHOT_INTERVAL, HEARTBEAT_RANGE, MAX_CERT_EXPIRY, MAX_TASK_HISTORY, MIN_CERT_EXPIRY,
+    SNAPSHOT_INTERVAL_RANGE,
+};
 pub use tls::PeerInfo;
 pub use updater::task_dirty;
 pub use validate::{SpecError, ULIMITS, validate_name, validate_service_spec};

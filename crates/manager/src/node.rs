@@ -107,6 +107,8 @@ fn initial_spec(config: &ManagerConfig) -> v1::ClusterSpec {
         heartbeat_period: Some(shoal_api::to_duration(config.heartbeat_period)),
         node_cert_expiry: Some(shoal_api::to_duration(config.cert_validity)),
         autolock_managers: config.autolock,
+        // The default (10,000 entries) until `cluster update --snapshot-interval`.
+        snapshot_interval: 0,
     }
 }
 
@@ -878,7 +880,6 @@ async fn run(
     kek: Option<UnlockKey>,
     listener: Option<std::net::TcpListener>,
 ) -> Result<RunningManager, StartError> {
-    let trust: TrustBundle = ca.trust_bundle();
     let raft_dir = config.data_dir.join("raft");
     let store_err = |reason: String| StartError::Store { path: raft_dir.clone(), reason };
     // Every TLS config of the manager reads the certificate at each handshake, so renewals (by
@@ -889,7 +890,7 @@ async fn run(
     let admin_dir = config.data_dir.join("admin");
     let admin =
         if admin_dir.join("node.crt").is_file() { Some(LiveCredentials::load(&admin_dir).map_err(pki)?) } else { None };
-    let client = live_client_config(&live, &trust).map_err(pki)?;
+    let client = live_client_config(&live).map_err(pki)?;
     let transport = shoal_raft_store::grpc::GrpcTransport::new(Arc::new(client.clone()), "shoal-manager")
         .map_err(|e| store_err(e.to_string()))?
         .into_transport();
@@ -903,7 +904,7 @@ async fn run(
     };
     let local_addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen_addr, source })?;
     let removed = RemovedNodes::new();
-    let tls = live_join_server_config(&live, &trust, &removed).map_err(pki)?;
+    let tls = live_join_server_config(&live, &removed).map_err(pki)?;
     let objects = ObjectStore::new(store.clone());
     // The revocations this member holds are refused before the port serves anyone (after a
     // restart too); later ones as the store applies them (`revocation::follow`, below).
@@ -933,11 +934,27 @@ async fn run(
         node_id: identity.node_id.clone(),
         cluster_id: identity.cluster_id.clone(),
         live: live.clone(),
-        ca,
+        ca: ca.clone(),
         objects: objects.clone(),
         validity: config.cert_validity,
     };
     let keeping = tokio::spawn(keeper.run(stopped.clone()));
+    let root_follower = crate::root_ca::Follower {
+        data_dir: config.data_dir.clone(),
+        node_id: identity.node_id.clone(),
+        ca,
+        objects: objects.clone(),
+        renewer: renewer.clone(),
+        key_encryption: key_encryption.clone(),
+        node: live.clone(),
+        admin: admin.clone(),
+    };
+    let following_root = tokio::spawn(root_follower.run(stopped.clone()));
+    let snapshots = tokio::spawn(crate::settings::follow_snapshot_interval(
+        objects.clone(),
+        identity.cluster_id.clone(),
+        stopped.clone(),
+    ));
     let mut renewing = vec![tokio::spawn(crate::renewal::keep_renewed(renewer.clone(), live, "node", stopped.clone()))];
     if let Some(admin) = admin {
         renewing.push(tokio::spawn(crate::renewal::keep_renewed(renewer, admin, "admin bundle", stopped.clone())));
@@ -968,7 +985,7 @@ async fn run(
         local_addr,
         objects,
         stop: Some(stop),
-        tasks: [serving, leading, following, keeping].into_iter().chain(renewing).collect(),
+        tasks: [serving, leading, following, keeping, following_root, snapshots].into_iter().chain(renewing).collect(),
         metrics: config.metrics.clone(),
         key_encryption,
     })

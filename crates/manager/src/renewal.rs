@@ -19,7 +19,7 @@ const REFUSED_RECHECK: std::time::Duration = std::time::Duration::from_secs(10);
 /// Why a renewal failed, and whether trying again can help.
 #[derive(Debug)]
 pub(crate) struct Failed {
-    reason: String,
+    pub(crate) reason: String,
     /// The CA refused the identity itself (it was revoked): trying again cannot help.
     refused: bool,
 }

@@ -1,8 +1,9 @@
 //! The cluster-wide settings `shoal cluster update` changes (the cluster object's spec), read
 //! where they act: the task history the leader keeps per slot, the heartbeat period its
-//! dispatcher asks of nodes, and how long the certificates the CA issues last. A manager's own
-//! configuration (`--heartbeat-period`, `--cert-expiry` at init) is what `init` stores and what
-//! applies while no cluster object can be read.
+//! dispatcher asks of nodes, how long the certificates the CA issues last, and how often each
+//! manager snapshots its Raft log. A manager's own configuration (`--heartbeat-period`,
+//! `--cert-expiry` at init) is what `init` stores and what applies while no cluster object can
+//! be read.
 
 use std::time::Duration;
 
@@ -20,6 +21,11 @@ pub const MAX_CERT_EXPIRY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 pub const HEARTBEAT_RANGE: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
 /// The most terminated tasks kept per slot (`-1`: no limit, as swarmkit's negative limit).
 pub const MAX_TASK_HISTORY: i64 = 1000;
+/// Raft log entries between two snapshots unless `--snapshot-interval` says otherwise (Swarm's).
+pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
+/// The range `--snapshot-interval` takes: a snapshot at least every few entries is all
+/// compaction and no log; beyond ten million the log outgrows any disk it fits on.
+pub const SNAPSHOT_INTERVAL_RANGE: (u64, u64) = (10, 10_000_000);
 
 /// The cluster object, if this manager can read one.
 pub(crate) async fn cluster(objects: &ObjectStore) -> Result<Option<v1::Cluster>, ObjectError> {
@@ -48,6 +54,33 @@ pub(crate) fn task_history(cluster: Option<&v1::Cluster>, fallback: usize) -> us
         Some(limit) if limit < 0 => usize::MAX,
         Some(limit) => usize::try_from(limit).unwrap_or(usize::MAX),
         None => fallback,
+    }
+}
+
+/// Raft log entries between two snapshots.
+pub(crate) fn snapshot_interval(cluster: Option<&v1::Cluster>) -> u64 {
+    match spec(cluster).map(|s| s.snapshot_interval) {
+        Some(0) | None => DEFAULT_SNAPSHOT_INTERVAL,
+        Some(n) => n,
+    }
+}
+
+/// Keeps this manager's Raft snapshot interval at the cluster's setting (each member compacts
+/// its own log), looking at its replica of the cluster object `cluster_id` once a second.
+pub(crate) async fn follow_snapshot_interval(
+    objects: ObjectStore,
+    cluster_id: String,
+    stopped: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(stopped);
+    loop {
+        if let Ok(cluster) = objects.get_local::<v1::Cluster>(&cluster_id).await {
+            objects.store().set_snapshot_interval(snapshot_interval(Some(&cluster)));
+        }
+        tokio::select! {
+            () = &mut stopped => return,
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     }
 }
 
@@ -85,6 +118,13 @@ pub(crate) fn validate(spec: &v1::ClusterSpec) -> Result<(), Status> {
                 human(HEARTBEAT_RANGE.1)
             )));
         }
+    }
+    let interval = spec.snapshot_interval;
+    if interval != 0 && !(SNAPSHOT_INTERVAL_RANGE.0..=SNAPSHOT_INTERVAL_RANGE.1).contains(&interval) {
+        return Err(Status::invalid_argument(format!(
+            "--snapshot-interval {interval} is out of range: between {} and {} log entries",
+            SNAPSHOT_INTERVAL_RANGE.0, SNAPSHOT_INTERVAL_RANGE.1
+        )));
     }
     let limit = spec.task_history_retention_limit;
     if !(-1..=MAX_TASK_HISTORY).contains(&limit) {

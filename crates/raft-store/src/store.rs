@@ -73,7 +73,8 @@ pub struct StoreConfig {
     pub addr: String,
     /// The directory for the log (`log/`) and snapshots (`snapshot/`).
     pub data_dir: PathBuf,
-    /// Build a snapshot and compact the log after this many entries (default 10,000).
+    /// Build a snapshot and compact the log after this many entries (default 10,000); changed
+    /// while the store runs with [`Store::set_snapshot_interval`].
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind a snapshot, so slightly lagging members catch up from the
     /// log instead of a snapshot (default 1,000).
@@ -334,6 +335,31 @@ struct Inner {
     handed_over_at: tokio::sync::RwLock<Option<tokio::time::Instant>>,
     /// Told how long each write took (see [`Store::observe_writes`]).
     write_observer: std::sync::OnceLock<WriteObserver>,
+    /// Entries applied between two snapshots (see [`Store::set_snapshot_interval`]).
+    snapshot_interval: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Triggers a snapshot whenever `interval` entries were applied since the last one (or since
+/// the last trigger, while that snapshot is being built); ends when Raft shuts down.
+async fn snapshotter(raft: Raft, interval: Arc<std::sync::atomic::AtomicU64>) {
+    let mut metrics = raft.metrics();
+    let mut last_tried = 0u64;
+    loop {
+        let (applied, snapshot) = {
+            let m = metrics.borrow_watched();
+            (m.last_applied.as_ref().map_or(0, |l| l.index), m.snapshot.as_ref().map_or(0, |l| l.index))
+        };
+        let every = interval.load(std::sync::atomic::Ordering::Relaxed).max(1);
+        if applied.saturating_sub(snapshot.max(last_tried)) >= every {
+            last_tried = applied;
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Drop for Inner {
@@ -408,7 +434,9 @@ impl Store {
             election_timeout_min: millis(emin),
             election_timeout_max: millis(emax),
             install_snapshot_timeout: millis(config.request_timeout).max(1000),
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_after_entries.max(1)),
+            // Snapshots are triggered by this store (`snapshotter`), so the interval can change
+            // while it runs (`shoal cluster update --snapshot-interval`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_entries_after_snapshot,
             // The committed log id is persisted lazily, so a restarted leader must win an election
             // (and commit a new-term entry) before it serves reads.
@@ -422,6 +450,8 @@ impl Store {
             .await
             .map_err(|e| OpenError::Raft { node: id, reason: e.to_string() })?;
         tracing::info!(node.id = id, node.addr = %config.addr, "raft store opened");
+        let snapshot_interval = Arc::new(std::sync::atomic::AtomicU64::new(config.snapshot_after_entries.max(1)));
+        tokio::spawn(snapshotter(raft.clone(), snapshot_interval.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 id,
@@ -434,8 +464,24 @@ impl Store {
                 election_timeout_max: emax,
                 handed_over_at: tokio::sync::RwLock::new(None),
                 write_observer: std::sync::OnceLock::new(),
+                snapshot_interval,
             }),
         })
+    }
+
+    /// Builds a snapshot (and compacts the log) once this many entries were applied since the
+    /// last one, from now on (at least 1).
+    pub fn set_snapshot_interval(&self, entries: u64) {
+        let entries = entries.max(1);
+        let before = self.inner.snapshot_interval.swap(entries, std::sync::atomic::Ordering::Relaxed);
+        if before != entries {
+            tracing::info!(node.id = self.inner.id, entries, "raft snapshot interval set");
+        }
+    }
+
+    /// The entries applied between two snapshots.
+    pub fn snapshot_interval(&self) -> u64 {
+        self.inner.snapshot_interval.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn downgrade(&self) -> WeakStore {

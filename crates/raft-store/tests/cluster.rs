@@ -262,6 +262,36 @@ async fn members_that_fell_behind_install_a_snapshot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_snapshot_interval_changes_while_the_store_runs() {
+    let c = Cluster::start(1, 7, Tuning { snapshot_after_entries: 10_000, keep_entries_after_snapshot: 0 }).await;
+    let leader = c.wait_leader().await;
+    let store = c.store(leader);
+    for i in 0..30 {
+        store.put(format!("/k/{i:02}"), "v").await.expect("put");
+    }
+    assert_eq!(store.metrics().snapshot_index, 0, "no snapshot within the first 10,000 entries");
+    store.set_snapshot_interval(10);
+    assert_eq!(store.snapshot_interval(), 10);
+    store.put("/k/last", "v").await.expect("put");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.metrics().snapshot_index < 30 {
+        assert!(std::time::Instant::now() < deadline, "no snapshot after the interval changed: {:?}", store.metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    info!("--- every 10 entries from then on");
+    let first = store.metrics().snapshot_index;
+    for i in 0..25 {
+        store.put(format!("/m/{i:02}"), "v").await.expect("put");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while store.metrics().snapshot_index < first + 20 {
+        assert!(std::time::Instant::now() < deadline, "snapshots stopped: {:?}", store.metrics());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_whole_cluster_restarts_from_disk() {
     let mut c = Cluster::start(3, 6, Tuning { snapshot_after_entries: 30, keep_entries_after_snapshot: 5 }).await;
     let leader = c.wait_leader().await;

@@ -1,6 +1,7 @@
 //! `shoal cluster …`: the cluster's settings (`inspect`, `update`, as `docker swarm
 //! inspect|update`), autolock (`unlock-key`, `unlock`, as `docker swarm unlock-key|unlock`) and
-//! the admin client bundles (`admin-cert ls|rotate|revoke`).
+//! the admin client bundles (`admin-cert ls|rotate|revoke`) and the root CA (`ca [--rotate]`,
+//! as `docker swarm ca`).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -13,6 +14,8 @@ use super::service::go_duration;
 use super::{ListArgs, api};
 use crate::format::Output;
 use crate::render;
+
+pub(crate) mod ca;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
@@ -40,6 +43,8 @@ pub(crate) enum ClusterCommand {
     /// Give a restarted, locked manager (--host) the unlock key: typed at the prompt, or piped
     /// in on standard input.
     Unlock,
+    /// Print the cluster's root CA certificate, or rotate it (--rotate) and follow the nodes.
+    Ca(ca::CaArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,6 +63,9 @@ pub(crate) struct UpdateArgs {
     /// on prints the key.
     #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
     autolock: Option<bool>,
+    /// Raft log entries between two snapshots on each manager (10 to 10000000; default 10000).
+    #[arg(long, value_name = "N")]
+    snapshot_interval: Option<u64>,
 }
 
 async fn get_cluster(control: &mut ControlClient<Channel>) -> anyhow::Result<v1::Cluster> {
@@ -79,10 +87,15 @@ pub(crate) async fn inspect(control: &mut ControlClient<Channel>, pretty_output:
 /// `shoal cluster update …`: the flags given change the stored spec (read, changed, written at
 /// the version read).
 pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArgs) -> anyhow::Result<()> {
-    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry, autolock } = args;
+    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry, autolock, snapshot_interval } = args;
     anyhow::ensure!(
-        task_history_limit.is_some() || dispatcher_heartbeat.is_some() || cert_expiry.is_some() || autolock.is_some(),
-        "nothing to update: give --task-history-limit, --dispatcher-heartbeat, --cert-expiry or --autolock"
+        task_history_limit.is_some()
+            || dispatcher_heartbeat.is_some()
+            || cert_expiry.is_some()
+            || autolock.is_some()
+            || snapshot_interval.is_some(),
+        "nothing to update: give --task-history-limit, --dispatcher-heartbeat, --cert-expiry, --autolock or \
+         --snapshot-interval"
     );
     let cluster = get_cluster(control).await?;
     let mut spec = cluster.spec.clone().unwrap_or_default();
@@ -97,6 +110,9 @@ pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArg
     }
     if let Some(autolock) = autolock {
         spec.autolock_managers = autolock;
+    }
+    if let Some(interval) = snapshot_interval {
+        spec.snapshot_interval = interval;
     }
     let version = cluster.meta.as_ref().map_or(0, |m| m.version);
     let request = v1::UpdateClusterRequest { version, spec: Some(spec), ..Default::default() };
@@ -167,12 +183,13 @@ pub(crate) fn cluster_json(cluster: &v1::Cluster) -> serde_json::Value {
             "Dispatcher": { "HeartbeatPeriod": nanos(heartbeat) },
             "CAConfig": { "NodeCertExpiry": nanos(expiry) },
             "EncryptionConfig": { "AutoLockManagers": spec.autolock_managers },
+            "Raft": { "SnapshotInterval": snapshot_interval(&spec) },
         },
         "TLSInfo": {
             "TrustRoot": String::from_utf8_lossy(&cluster.root_ca_cert),
             "RootCADigest": cluster.root_ca_digest,
         },
-        "RootRotationInProgress": false,
+        "RootRotationInProgress": rotation_in_progress(cluster),
         "DefaultAddrPool": cluster.default_addr_pool,
         "SubnetSize": cluster.subnet_size,
         "JoinTokens": cluster.join_tokens.as_ref().map(|t| serde_json::json!({ "Worker": t.worker, "Manager": t.manager })),
@@ -197,15 +214,27 @@ pub(crate) fn pretty(cluster: &v1::Cluster) -> String {
     format!(
         "ID:\t\t\t{}\nName:\t\t\t{}\nCreated:\t\t{created}\nOrchestration:\n Task History Retention Limit:\t{limit}\n\
          Dispatcher:\n Heartbeat Period:\t{}\nCA Configuration:\n Expiry Duration:\t{}\n Root CA digest:\t{}\n\
-         Autolock Managers:\t{}\nRoot Rotation In Progress:\t{}\nDefault Address Pool:\t{pools}\n SubnetSize:\t{subnet}\n",
+         Autolock Managers:\t{}\nRaft:\n Snapshot Interval:\t{}\nRoot Rotation In Progress:\t{}\n\
+         Default Address Pool:\t{pools}\n SubnetSize:\t{subnet}\n",
         cluster.id,
-        spec.annotations.map(|a| a.name).unwrap_or_default(),
+        spec.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default(),
         go_duration(shoal_api::from_duration(spec.heartbeat_period.as_ref()).unwrap_or_default()),
         go_duration(shoal_api::from_duration(spec.node_cert_expiry.as_ref()).unwrap_or_default()),
         cluster.root_ca_digest,
         spec.autolock_managers,
-        false,
+        snapshot_interval(&spec),
+        rotation_in_progress(cluster),
     )
+}
+
+/// The snapshot interval in effect (0 stored: the default).
+fn snapshot_interval(spec: &v1::ClusterSpec) -> u64 {
+    if spec.snapshot_interval == 0 { shoal_manager::DEFAULT_SNAPSHOT_INTERVAL } else { spec.snapshot_interval }
+}
+
+/// Whether a root CA rotation is under way: the cluster trusts two roots exactly then.
+fn rotation_in_progress(cluster: &v1::Cluster) -> bool {
+    String::from_utf8_lossy(&cluster.root_ca_cert).matches("-----BEGIN CERTIFICATE-----").count() > 1
 }
 
 #[derive(Debug, Subcommand)]

@@ -173,6 +173,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         }
         // Handled before connecting.
         Command::Cluster(ClusterCommand::Unlock) => Ok(()),
+        Command::Cluster(ClusterCommand::Ca(args)) => cluster::ca::run(&mut control, args).await,
         Command::Service(service) => service_command(&mut control, channel, service).await,
         Command::Network(network) => network_command(&mut control, network).await,
         Command::Secret(secret) => payload_command(&mut control, Kind::Secret, secret).await,

@@ -24,6 +24,7 @@ impl Fixture {
         let fixture =
             Self { ca: ClusterCa::new(RootCa::generate(now()).expect("root")), dir: tempfile::tempdir().expect("dir") };
         fixture.issue(role, Duration::days(90)).save(fixture.dir.path(), None).expect("save");
+        fixture.ca.trust_bundle().save(fixture.dir.path()).expect("trust");
         fixture
     }
 
@@ -66,10 +67,9 @@ async fn handshake(server: ServerConfig, client: ClientConfig, name: ServerName<
 #[tokio::test]
 async fn a_renewal_is_presented_from_the_next_handshake_on_both_sides() {
     let f = Fixture::new(Role::Manager);
-    let trust = f.ca.trust_bundle();
     let live = LiveCredentials::load(f.dir.path()).expect("load");
-    let server = || live_join_server_config(&live, &trust, &RemovedNodes::new()).expect("server");
-    let client = || live_client_config(&live, &trust).expect("client");
+    let server = || live_join_server_config(&live, &RemovedNodes::new()).expect("server");
+    let client = || live_client_config(&live).expect("client");
     let first = live.current().leaf_der().to_vec();
     let (seen_by_server, seen_by_client) = handshake(server(), client(), server_name(Role::Manager)).await;
     assert_eq!((&seen_by_server, &seen_by_client), (&first, &first));
@@ -149,4 +149,91 @@ fn the_key_file_follows_the_shared_unlock_key_through_rekeys_and_renewals() {
     live.rekey().expect("decrypt");
     assert!(!crate::key_file_is_encrypted(&key_file).expect("read"));
     NodeCredentials::load(dir, None).expect("in the clear again");
+}
+
+/// A node's credentials in a directory of its own, issued by `ca`.
+fn node_dir(ca: &ClusterCa, node_id: &str, role: Role) -> (tempfile::TempDir, LiveCredentials) {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = NodeKey::generate().expect("key");
+    let identity = NodeIdentity { node_id: node_id.into(), role, cluster_id: "cluster-1".into() };
+    let chain = ca.issue(&key.csr_pem().expect("csr"), &identity, Duration::days(90), now()).expect("issue");
+    NodeCredentials::new(&chain, key).expect("credentials").save(dir.path(), None).expect("save");
+    ca.trust_bundle().save(dir.path()).expect("trust");
+    let live = LiveCredentials::load(dir.path()).expect("load");
+    (dir, live)
+}
+
+fn renew(ca: &ClusterCa, live: &LiveCredentials) {
+    let key = NodeKey::generate().expect("key");
+    let identity = live.current().identity().clone();
+    let chain = ca.issue(&key.csr_pem().expect("csr"), &identity, Duration::days(90), now()).expect("issue");
+    live.renew(&chain, key).expect("renew");
+}
+
+/// One handshake between two configs; whether it went through.
+async fn connects(server: ServerConfig, client: ClientConfig) -> bool {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let serve = async move {
+        let mut stream = acceptor.accept(a).await.ok()?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.ok()?;
+        stream.write_all(&byte).await.ok()?;
+        stream.flush().await.ok()
+    };
+    let connect = async move {
+        let mut stream = connector.connect(server_name(Role::Manager), b).await.ok()?;
+        stream.write_all(b"x").await.ok()?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.ok()
+    };
+    let (served, connected) = tokio::join!(serve, connect);
+    served.is_some() && connected.is_some()
+}
+
+#[tokio::test]
+async fn configs_follow_a_root_rotation_through_the_trust_file() {
+    let mut ca = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    let (_m, manager) = node_dir(&ca, "manager-1", Role::Manager);
+    let (_w, worker) = node_dir(&ca, "worker-1", Role::Worker);
+    let (_s, straggler) = node_dir(&ca, "worker-2", Role::Worker);
+    // Built once, before the rotation, as a running manager port and a running agent hold them.
+    let removed = RemovedNodes::new();
+    let server = live_server_config(&manager, &removed).expect("server");
+    let client = live_client_config(&worker).expect("client");
+    let old_bundle = ca.trust_bundle();
+    assert!(worker.issued_by_newest_root());
+    assert_eq!(worker.tls_fingerprints(), (old_bundle.newest_root_fingerprint(), old_bundle.fingerprint()));
+
+    ca.start_rotation(now()).expect("start");
+    let both = ca.trust_bundle();
+    // The manager moves first: a certificate from the new root, the cross-signed intermediate
+    // in its chain, both roots trusted. The worker, still on the old root alone, verifies it.
+    manager.set_trust(&both).expect("trust both");
+    renew(&ca, &manager);
+    assert!(manager.issued_by_newest_root());
+    assert!(connects(server.clone(), client.clone()).await, "old-root worker to new-root manager");
+    // The worker hears of the bundle, trusts it and renews.
+    worker.set_trust(&both).expect("trust both");
+    assert!(!worker.issued_by_newest_root(), "its certificate is from the old root");
+    renew(&ca, &worker);
+    assert!(worker.issued_by_newest_root());
+    assert_eq!(worker.tls_fingerprints().0, both.newest_root_fingerprint());
+    assert!(connects(server.clone(), client.clone()).await, "both on the new root");
+
+    ca.complete_rotation().expect("complete");
+    let new_bundle = ca.trust_bundle();
+    manager.set_trust(&new_bundle).expect("trust the new root");
+    worker.set_trust(&new_bundle).expect("trust the new root");
+    assert!(connects(server.clone(), client.clone()).await, "configs built before the rotation still connect");
+    assert_eq!(worker.tls_fingerprints(), (new_bundle.newest_root_fingerprint(), new_bundle.fingerprint()));
+    // A node that missed the rotation holds an old-root certificate: refused now.
+    let stale = live_client_config(&straggler).expect("client");
+    assert!(!connects(server.clone(), stale).await, "an old-root certificate is refused after the rotation");
+    assert_eq!(straggler.tls_fingerprints().0, old_bundle.newest_root_fingerprint());
+    // Another writer of the trust file (the worker role beside a manager) is followed too.
+    let reread = LiveCredentials::load(manager.dir()).expect("load");
+    old_bundle.save(manager.dir()).expect("write the old bundle back");
+    assert_eq!(reread.trust(), old_bundle);
 }

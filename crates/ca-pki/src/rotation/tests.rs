@@ -214,3 +214,32 @@ fn a_transition_saved_again_under_a_new_unlock_key_loads_with_it() {
     let err = ClusterCa::load(dir.path(), None).expect_err("locked");
     assert!(err.to_string().contains("is encrypted"), "{err}");
 }
+
+/// The same root again, as another manager reads it from the cluster's store.
+fn copy(root: &RootCa) -> RootCa {
+    RootCa::from_pem(root.cert_pem(), &root.key_pem()).expect("root from PEM")
+}
+
+#[test]
+fn another_manager_takes_up_a_transition_from_its_parts() {
+    let mut started = ClusterCa::new(RootCa::generate(now()).expect("root"));
+    let old_root = copy(started.signing_root());
+    started.start_rotation(now()).expect("start");
+    let cross = started.cross_signed_pem().expect("in transition");
+    let old = started.old_root().expect("in transition");
+    assert_eq!(old.cert_der(), old_root.cert_der());
+
+    let taken_up = ClusterCa::in_transition(copy(old), copy(started.signing_root()), &cross).expect("same parts");
+    assert_eq!(taken_up.state(), RotationState::Transition);
+    assert_eq!(taken_up.trust_bundle(), started.trust_bundle());
+    let chain = issue(&taken_up);
+    assert!(started.is_current(&chain), "both sign with the new root");
+    assert_eq!(certs(&chain)[1], certs(&cross)[0], "and chain the same intermediate");
+
+    // An intermediate another root signed, or one for another key, is refused.
+    let stranger = RootCa::generate(now()).expect("root");
+    let err = ClusterCa::in_transition(copy(&stranger), copy(started.signing_root()), &cross).expect_err("signer");
+    assert!(err.to_string().contains("the old root did not sign it"), "{err}");
+    let err = ClusterCa::in_transition(copy(old), stranger, &cross).expect_err("key");
+    assert!(err.to_string().contains("does not carry the new root's key"), "{err}");
+}

@@ -141,7 +141,37 @@ fn verify_root_ca_pins_the_bundle() {
     assert_eq!(pinned, trust);
     let err = token.verify_root_ca(bundle().pem()).expect_err("another root");
     assert_eq!(err, TokenError::RootCaMismatch);
-    // One changed byte is enough.
-    let altered = trust.pem().replacen("-----\n", "-----\r\n", 1);
+    // The token pins the certificate, not its line endings: the same root written otherwise is
+    // still that root, and what is trusted is the root as the token knows it.
+    let rewrapped = trust.pem().replacen("-----\n", "-----\r\n", 1);
+    assert_eq!(token.verify_root_ca(&rewrapped), Ok(trust.clone()));
+    // One changed byte of the certificate is enough to refuse it.
+    let body = trust.pem().find("-----\n").expect("header") + 6 + 40;
+    let mut altered = trust.pem().to_owned().into_bytes();
+    altered[body] = if altered[body] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("text");
     assert_eq!(token.verify_root_ca(&altered), Err(TokenError::RootCaMismatch));
+}
+
+#[test]
+fn during_a_root_rotation_the_token_pins_its_own_root_alone() {
+    let now = time::OffsetDateTime::now_utc();
+    let mut ca = crate::ClusterCa::new(RootCa::generate(now).expect("root"));
+    let old = ca.trust_bundle();
+    let token = JoinTokens::generate(&old).expect("tokens").token(Role::Worker);
+    ca.start_rotation(now).expect("start");
+    let both = ca.trust_bundle();
+    assert_ne!(both.pem(), old.pem());
+    // The manager serves both roots; the token's root is found among them and pinned alone.
+    assert_eq!(token.verify_root_ca(both.pem()).expect("old root among the served"), old);
+    // A bundle of someone else's roots, even with two of them, does not verify.
+    let mut foreign = crate::ClusterCa::new(RootCa::generate(now).expect("root"));
+    foreign.start_rotation(now).expect("start");
+    assert_eq!(token.verify_root_ca(foreign.trust_bundle().pem()), Err(TokenError::RootCaMismatch));
+    // Once the rotation completes, tokens pinned to the new root verify the new bundle only.
+    ca.complete_rotation().expect("complete");
+    let mut tokens = JoinTokens::generate(&old).expect("tokens");
+    tokens.set_root_ca(&ca.trust_bundle());
+    assert_eq!(tokens.token(Role::Worker).verify_root_ca(ca.trust_bundle().pem()).expect("new"), ca.trust_bundle());
+    assert_eq!(token.verify_root_ca(ca.trust_bundle().pem()), Err(TokenError::RootCaMismatch));
 }

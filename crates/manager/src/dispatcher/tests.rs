@@ -79,12 +79,12 @@ async fn sessions_heartbeats_and_liveness() {
     assert_eq!(w1.description.map(|d| d.hostname), Some("host-w1".to_owned()));
 
     let beat = d
-        .heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes: None }, "w1"))
+        .heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes: None, tls_info: None }, "w1"))
         .await
         .expect("heartbeat");
     assert_eq!(beat.into_inner().period, Some(shoal_api::to_duration(Duration::from_millis(150))));
     let wrong = d
-        .heartbeat(req(v1::HeartbeatRequest { session_id: "other".into(), volumes: None }, "w1"))
+        .heartbeat(req(v1::HeartbeatRequest { session_id: "other".into(), volumes: None, tls_info: None }, "w1"))
         .await
         .expect_err("wrong session");
     assert_eq!(wrong.code(), Code::NotFound);
@@ -95,7 +95,7 @@ async fn sessions_heartbeats_and_liveness() {
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Down as i32));
     let ended = d
-        .heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None }, "w1"))
+        .heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None, tls_info: None }, "w1"))
         .await
         .expect_err("session over");
     assert_eq!(ended.code(), Code::NotFound);
@@ -246,7 +246,7 @@ async fn a_node_back_while_its_old_session_expires_stays_ready() {
 
     let w1: v1::Node = objects.get("w1").await.expect("w1");
     assert_eq!(w1.status.map(|s| s.state), Some(v1::node_status::State::Ready as i32));
-    d.heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None }, "w1"))
+    d.heartbeat(req(v1::HeartbeatRequest { session_id: session, volumes: None, tls_info: None }, "w1"))
         .await
         .expect("the new session lives");
 }
@@ -267,7 +267,9 @@ async fn a_manager_that_is_not_the_leader_sends_nodes_to_the_leader() {
     let refused = on_follower.session(req(v1::SessionRequest::default(), "w1")).await.expect_err("not the leader");
     assert_eq!(refused.code(), Code::Unavailable);
     assert_eq!(refused.metadata().get(shoal_api::LEADER_METADATA).and_then(|v| v.to_str().ok()), Some("mem://m1"));
-    let beat = on_follower.heartbeat(req(v1::HeartbeatRequest { session_id: "s".into(), volumes: None }, "w1")).await;
+    let beat = on_follower
+        .heartbeat(req(v1::HeartbeatRequest { session_id: "s".into(), volumes: None, tls_info: None }, "w1"))
+        .await;
     assert_eq!(beat.expect_err("not the leader").code(), Code::Unavailable);
 
     tracing::info!("--- the leader's session names the managers to fail over to");
@@ -678,7 +680,7 @@ async fn heartbeats_carry_volumes_and_their_removals() {
     let volume = |name: &str| v1::NodeVolume { name: name.into(), driver: "local".into(), ..Default::default() };
     let report = v1::VolumeReport { volumes: vec![volume("data"), volume("cache")] };
     let beat = |volumes: Option<v1::VolumeReport>| {
-        d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes }, "w1"))
+        d.heartbeat(req(v1::HeartbeatRequest { session_id: session.clone(), volumes, tls_info: None }, "w1"))
     };
     let answer = beat(Some(report)).await.expect("beat").into_inner();
     assert!(answer.remove_volumes.is_empty());

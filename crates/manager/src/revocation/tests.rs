@@ -214,7 +214,7 @@ async fn a_removed_node_is_refused_by_every_manager_and_after_a_restart() {
     assert_eq!(renewal.code(), Code::PermissionDenied);
     assert!(renewal.message().starts_with(&format!("node {node_id} was removed from the cluster")), "{renewal:?}");
     let session = v1::dispatcher_client::DispatcherClient::new(opened_before)
-        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None })
+        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None, tls_info: None })
         .await
         .expect_err("dispatcher call of a removed node");
     assert_eq!(session.code(), Code::PermissionDenied);

@@ -98,7 +98,7 @@ async fn each_service_checks_the_callers_role() {
     assert_eq!(anon.expect_err("anonymous").code(), Code::Unauthenticated);
     // The dispatcher needs a node certificate of either role.
     let dispatcher = v1::dispatcher_client::DispatcherClient::new(anonymous.clone())
-        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None })
+        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None, tls_info: None })
         .await;
     assert_eq!(dispatcher.expect_err("anonymous dispatcher").code(), Code::Unauthenticated);
     // The raft transport is for managers only as well.
@@ -117,7 +117,7 @@ async fn each_service_checks_the_callers_role() {
     assert_eq!(raft.code(), Code::PermissionDenied);
     assert_eq!(raft.message(), "the raft transport is for cluster nodes, not for admin clients");
     let dispatcher = v1::dispatcher_client::DispatcherClient::new(admin)
-        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None })
+        .heartbeat(v1::HeartbeatRequest { session_id: "x".into(), volumes: None, tls_info: None })
         .await;
     assert_eq!(dispatcher.expect_err("admin dispatcher").code(), Code::PermissionDenied);
 }
