@@ -603,26 +603,25 @@ async fn the_root_ca_is_shown_and_rotated() {
     assert_eq!(json["RootRotationInProgress"], false);
     assert_eq!(json["TLSInfo"]["TrustRoot"], second.as_str());
 
-    // To a root the operator gives, quietly: only the root is printed.
-    let now = time::OffsetDateTime::now_utc();
-    let root = shoal_ca_pki::RootCa::generate(now).expect("root");
-    std::fs::write(dir.join("given.crt"), root.cert_pem()).expect("cert");
-    std::fs::write(dir.join("given.key"), root.key_pem()).expect("key");
-    let (cert, key) = (dir.join("given.crt"), dir.join("given.key"));
+    // To a root the operator gives, quietly: only the root is printed. Another cluster's root
+    // serves as one (its CA files, as an operator would copy them from a CA of their own).
+    let (other_dir, _, other, _) = init_manager("root-ca-given").await;
+    let (cert, key) = (other_dir.join("ca").join("ca.crt"), other_dir.join("ca").join("ca.key"));
     let (cert, key) = (cert.to_str().expect("path"), key.to_str().expect("path"));
-    let mismatched = shoal_ca_pki::RootCa::generate(now).expect("root");
-    std::fs::write(dir.join("other.key"), mismatched.key_pem()).expect("key");
-    let other_key = dir.join("other.key");
+    let own_key = dir.join("ca").join("ca.key");
     let refused =
-        cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", other_key.to_str().expect("path")]);
-    assert!(refused.contains("cannot sign for the cluster"), "{refused}");
+        cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", own_key.to_str().expect("path")]);
+    assert!(refused.contains("cannot sign for the cluster"), "another root's key: {refused}");
     let quiet = cli.ok(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", key, "-q"]);
     let squeezed = |pem: &str| pem.split_whitespace().collect::<String>();
-    assert_eq!(squeezed(&quiet), squeezed(root.cert_pem()), "-q prints the root alone");
+    let given = std::fs::read_to_string(cert).expect("the given root");
+    assert_eq!(squeezed(&quiet), squeezed(&given), "-q prints the root alone");
     let refused = cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", key]);
     assert!(refused.contains("is the cluster's root already"), "{refused}");
     // The CLI still connects with its bundle: it moved to the new root with the manager.
     assert!(cli.ok(&["node", "ls"]).contains("Leader"));
     manager.shutdown().await;
+    other.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&other_dir);
 }
