@@ -33,8 +33,6 @@ pub(crate) const LOCKED_DIR: &str = "locked";
 pub(crate) const PEERS_FILE: &str = "peers";
 /// How often the keeper looks at the store.
 const PASS: Duration = Duration::from_secs(1);
-/// Failed passes in a row before the keeper warns.
-const WARN_AFTER: u32 = 10;
 /// The shortest life of a locked certificate: a manager down for months can still be unlocked
 /// (its node certificate is renewed once it is).
 const LOCKED_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -153,27 +151,9 @@ pub(crate) struct Keeper {
 impl Keeper {
     /// Runs until `stopped` resolves.
     pub(crate) async fn run(self, stopped: impl Future<Output = ()>) {
-        tokio::pin!(stopped);
-        // Passes failed in a row: a few are an election or a start (no leader to confirm the
-        // read yet); only a failure that lasts is worth a warning.
-        let mut failed = 0u32;
-        loop {
-            match self.pass().await {
-                Ok(()) => failed = 0,
-                Err(reason) => {
-                    failed += 1;
-                    if failed == WARN_AFTER {
-                        tracing::warn!(%reason, "autolock: cannot bring this manager's keys at rest in line; trying again");
-                    } else {
-                        tracing::debug!(%reason, failed, "autolock: pass failed");
-                    }
-                }
-            }
-            tokio::select! {
-                () = &mut stopped => return,
-                () = tokio::time::sleep(PASS) => {}
-            }
-        }
+        let failing = "cannot bring this manager's keys at rest in line";
+        let this = &self;
+        crate::passes::every(PASS, "autolock", failing, stopped, || this.pass()).await;
     }
 
     /// One look at the store: the key files follow the unlock key, the locked certificate and

@@ -30,6 +30,7 @@ mod metrics;
 mod node;
 mod objects;
 mod orchestrator;
+mod passes;
 mod payload;
 mod placement;
 mod recovery;

@@ -39,8 +39,6 @@ pub(crate) const ROOT_CA_ID: &str = "root";
 const PASS: Duration = Duration::from_secs(1);
 /// Pending nodes named in a status answer.
 const PENDING_SHOWN: usize = 20;
-/// Failed passes in a row after which a follower warns.
-const WARN_AFTER: u32 = 10;
 
 /// The stored root CA, if the cluster's root was ever rotated (linearizable read).
 pub(crate) async fn stored(objects: &ObjectStore) -> Result<Option<v1::RootCa>, ObjectError> {
@@ -296,25 +294,9 @@ pub(crate) struct Follower {
 impl Follower {
     /// Runs until `stopped` resolves.
     pub(crate) async fn run(self, stopped: impl Future<Output = ()>) {
-        tokio::pin!(stopped);
-        let mut failed = 0u32;
-        loop {
-            match self.pass().await {
-                Ok(()) => failed = 0,
-                Err(reason) => {
-                    failed += 1;
-                    if failed == WARN_AFTER {
-                        tracing::warn!(%reason, "root CA: cannot bring this manager in line with the cluster's root; trying again");
-                    } else {
-                        tracing::debug!(%reason, failed, "root CA: pass failed");
-                    }
-                }
-            }
-            tokio::select! {
-                () = &mut stopped => return,
-                () = tokio::time::sleep(PASS) => {}
-            }
-        }
+        let failing = "cannot bring this manager in line with the cluster's root";
+        let this = &self;
+        crate::passes::every(PASS, "root CA", failing, stopped, || this.pass()).await;
     }
 
     /// One look at the stored root CA.
