@@ -618,6 +618,15 @@ async fn the_root_ca_is_shown_and_rotated() {
     assert_eq!(squeezed(&quiet), squeezed(&given), "-q prints the root alone");
     let refused = cli.fails(&["cluster", "ca", "--rotate", "--ca-cert", cert, "--ca-key", key]);
     assert!(refused.contains("is the cluster's root already"), "{refused}");
+    // Detached: the command returns once the rotation started; `cluster ca` then waits for the
+    // rotation under way (printing its progress) and prints the root it ends on.
+    let detached = cli.ok(&["cluster", "ca", "--rotate", "--detach"]);
+    assert!(detached.starts_with("Root CA rotation started: desired root digest sha256:"), "{detached}");
+    let shown = cli.ok(&["cluster", "ca"]);
+    assert!(shown.trim_end().ends_with("-----END CERTIFICATE-----"), "{shown}");
+    assert!(!shown.contains(quiet.trim()), "the root rotated to last: {shown}");
+    let json: serde_json::Value = serde_json::from_str(&cli.ok(&["cluster", "inspect"])).expect("json");
+    assert_eq!(json["RootRotationInProgress"], false);
     // The CLI still connects with its bundle: it moved to the new root with the manager.
     assert!(cli.ok(&["node", "ls"]).contains("Leader"));
     manager.shutdown().await;
