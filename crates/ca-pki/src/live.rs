@@ -46,13 +46,18 @@ struct Inner {
     kek: KeyEncryption,
     current: Mutex<Current>,
     trust: Mutex<Trust>,
-    /// [`LiveCredentials::tls_fingerprints`] for one leaf and one bundle fingerprint.
-    fingerprints: Mutex<Option<(Vec<u8>, String, String)>>,
+    /// Counts the changes of the credentials or the trust, so that what is worked out from
+    /// them can be kept until they change.
+    generation: std::sync::atomic::AtomicU64,
+    /// [`LiveCredentials::tls_fingerprints`] as of one generation.
+    fingerprints: Mutex<Option<(u64, String, String)>>,
 }
 
 /// The roots trusted now, with the verifiers built on them.
 struct Trust {
     bundle: TrustBundle,
+    /// The bundle's fingerprint, computed once.
+    fingerprint: String,
     /// What `root-ca.crt` looked like when the bundle was read or written.
     stamp: Option<Stamp>,
     clients_required: Arc<dyn ClientCertVerifier>,
@@ -63,6 +68,7 @@ struct Trust {
 impl Trust {
     fn new(bundle: TrustBundle, stamp: Option<Stamp>) -> Result<Trust, TlsConfigError> {
         Ok(Trust {
+            fingerprint: bundle.fingerprint(),
             clients_required: crate::tls::client_verifier(&bundle, true)?,
             clients_optional: crate::tls::client_verifier(&bundle, false)?,
             servers: crate::tls::server_verifier(&bundle)?,
@@ -190,6 +196,7 @@ impl LiveCredentials {
             kek,
             current: Mutex::new(current),
             trust: Mutex::new(trust),
+            generation: std::sync::atomic::AtomicU64::new(0),
             fingerprints: Mutex::new(None),
         };
         Ok(LiveCredentials { inner: Arc::new(inner) })
@@ -206,8 +213,14 @@ impl LiveCredentials {
             && let Some(fresh) = TrustBundle::load(&self.inner.dir).ok().and_then(|b| Trust::new(b, now).ok())
         {
             *trust = fresh;
+            self.changed();
         }
         trust
+    }
+
+    /// Notes that the credentials or the trust changed.
+    fn changed(&self) {
+        self.inner.generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The roots the TLS configs built on these credentials trust now.
@@ -223,6 +236,7 @@ impl LiveCredentials {
         let mut trust = self.inner.trust.lock().unwrap_or_else(PoisonError::into_inner);
         bundle.save(&self.inner.dir)?;
         *trust = Trust { stamp: stamp_of(&self.inner.dir.join(ROOTS_FILE)), ..fresh };
+        self.changed();
         Ok(())
     }
 
@@ -238,19 +252,20 @@ impl LiveCredentials {
     /// Kept until the certificate or the bundle changes (agents ask with every heartbeat, and
     /// finding the issuer checks a signature).
     pub fn tls_fingerprints(&self) -> (String, String) {
-        let trust = self.trust();
-        let leaf = self.current().leaf_der().to_vec();
-        let bundle = trust.fingerprint();
+        // Read before the credentials and the trust: a change meanwhile (theirs read again from
+        // disk included) leaves what is kept below one generation behind, to be worked out again.
+        let generation = self.inner.generation.load(std::sync::atomic::Ordering::Relaxed);
+        let credentials = self.current();
+        let trust = self.trust_now();
         let mut cached = self.inner.fingerprints.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((for_leaf, for_bundle, issuer)) = cached.as_ref()
-            && *for_leaf == leaf
-            && *for_bundle == bundle
+        if let Some((of, issuer, bundle)) = cached.as_ref()
+            && *of == generation
         {
-            return (issuer.clone(), bundle);
+            return (issuer.clone(), bundle.clone());
         }
-        let issuer = trust.issuer_of(&CertificateDer::from(leaf.clone())).unwrap_or_default();
-        *cached = Some((leaf, bundle.clone(), issuer.clone()));
-        (issuer, bundle)
+        let issuer = trust.bundle.issuer_of(credentials.leaf_der()).unwrap_or_default();
+        *cached = Some((generation, issuer.clone(), trust.fingerprint.clone()));
+        (issuer, trust.fingerprint.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -272,6 +287,7 @@ impl LiveCredentials {
         let Ok(credentials) = NodeCredentials::load(&self.inner.dir, self.inner.kek.get().as_ref()) else { return };
         let Ok(certified) = certified(&credentials) else { return };
         *current = Current { credentials: Arc::new(credentials), certified, stamp: now, draw: draw() };
+        self.changed();
     }
 
     /// The credentials now (read again from disk if they changed there).
@@ -314,6 +330,7 @@ impl LiveCredentials {
         credentials.save(&self.inner.dir, self.inner.kek.get().as_ref())?;
         let credentials = Arc::new(credentials);
         *current = Current { credentials: credentials.clone(), certified, stamp: stamp(&self.inner.dir), draw: draw() };
+        self.changed();
         Ok(credentials)
     }
 }

@@ -3,6 +3,8 @@
 //! RUNNING, placements per second through Raft (tasks ASSIGNED per second, each a replicated
 //! write), and the process's peak RSS (manager and all agents together, so an upper bound for
 //! the manager). Targets from the issue: ≥ 20,000 placements/s, converge ≤ 10 s, RSS ≤ 2 GB.
+//! Then the root CA is rotated under the running service: how long until every node holds a
+//! certificate from the new root, and until every node trusts it alone (no task replaced).
 //! Scale with SHOAL_BENCH_AGENTS and SHOAL_BENCH_REPLICAS.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -129,6 +131,8 @@ async fn bench(managers: usize) -> Result<(), Box<dyn std::error::Error>> {
     }
     let peak = rss_kib("VmHWM:") / 1024;
     let tasks_made = nodes.len() as u64;
+    let rotation =
+        if running_at.is_some() { Some(rotate_root(&mut control, &objects, managers + agents).await?) } else { None };
     cluster.shutdown().await;
     marked_down.abort();
     let down = down.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -153,5 +157,55 @@ async fn bench(managers: usize) -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "  peak RSS of the whole process ({managers} manager(s) + {agents} agents): {peak} MiB (target for a manager ≤ 2,048 MiB)"
     );
+    if let Some(rotation) = rotation {
+        println!(
+            "  root CA rotation with the service running: every node's certificate from the new root after {:.2} s, \
+             the old root dropped everywhere after {:.2} s; tasks replaced meanwhile: {} (target 0)",
+            rotation.completed.as_secs_f64(),
+            rotation.converged.as_secs_f64(),
+            rotation.tasks_after.saturating_sub(tasks_made),
+        );
+    }
     Ok(())
+}
+
+/// What a root CA rotation of the converged cluster took.
+struct Rotation {
+    /// Until every node held a certificate from the new root (the rotation completed).
+    completed: Duration,
+    /// Until every node trusted the new root alone.
+    converged: Duration,
+    /// Tasks in the store afterwards (a replaced task would add one).
+    tasks_after: u64,
+}
+
+/// Rotates the root CA under the running service and times the nodes' move to it.
+async fn rotate_root(
+    control: &mut v1::control_client::ControlClient<tonic::transport::Channel>,
+    objects: &shoal_manager::ObjectStore,
+    nodes: usize,
+) -> Result<Rotation, Box<dyn std::error::Error>> {
+    let began = Instant::now();
+    control.rotate_root_ca(v1::RotateRootCaRequest::default()).await?;
+    let mut completed = None;
+    loop {
+        let status = control.get_root_ca_status(v1::GetRootCaStatusRequest {}).await?.into_inner();
+        if completed.is_none() && !status.rotating {
+            completed = Some(began.elapsed());
+        }
+        if let Some(completed) = completed
+            && status.trust_rotated as usize >= nodes
+        {
+            let tasks_after = objects.list::<v1::Task>().await?.len() as u64;
+            return Ok(Rotation { completed, converged: began.elapsed(), tasks_after });
+        }
+        if began.elapsed() > Duration::from_secs(300) {
+            return Err(format!(
+                "the root CA rotation did not converge within 300 s: {} of {nodes} certificates, {} trusting the new root",
+                status.certificates_rotated, status.trust_rotated
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -253,6 +253,11 @@ impl Dispatcher {
         }
     }
 
+    /// Where the root CA follower puts the roots' fingerprint the heartbeats tell nodes.
+    pub(crate) fn trust_root(&self) -> crate::root_ca::TrustRoot {
+        self.inner.trust_root.clone()
+    }
+
     /// The log broker, which the `Logs` service shares.
     pub(crate) fn log_broker(&self) -> &crate::logs::LogBroker {
         &self.inner.logs
@@ -1001,11 +1006,7 @@ impl DispatcherApi for Dispatcher {
             Err(err) => return Err(err.into()),
         };
         let period = Some(shoal_api::to_duration(self.period()));
-        // A stored root this manager cannot read must not cost the node its session.
-        let trust_root = self.inner.trust_root.get(&self.inner.objects).await.unwrap_or_else(|status| {
-            tracing::warn!(error = %status.message(), "cannot tell nodes the cluster's root CA");
-            String::new()
-        });
+        let trust_root = self.inner.trust_root.get();
         Ok(Response::new(v1::HeartbeatResponse { period, role, raft_member, remove_volumes, trust_root }))
     }
 

@@ -948,6 +948,7 @@ async fn run(
         key_encryption: key_encryption.clone(),
         node: live.clone(),
         admin: admin.clone(),
+        trust_root: dispatcher.trust_root(),
     };
     let following_root = tokio::spawn(root_follower.run(stopped.clone()));
     let snapshots = tokio::spawn(crate::settings::follow_snapshot_interval(

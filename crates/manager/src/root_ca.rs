@@ -255,23 +255,19 @@ pub(crate) async fn status(
     })
 }
 
-/// The fingerprint of the bundle the stored object says nodes trust now; empty before any
-/// rotation (nodes then keep what they have). Cached by the object's version: heartbeats ask.
+/// The fingerprint of the roots the stored root CA says nodes trust now, as this manager's
+/// [`Follower`] last read it; empty before any rotation (nodes then keep what they have). Every
+/// heartbeat answer carries it, so it is kept here rather than read from the store each time.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct TrustRoot(Arc<Mutex<Option<(u64, String)>>>);
+pub(crate) struct TrustRoot(Arc<Mutex<String>>);
 
 impl TrustRoot {
-    pub(crate) async fn get(&self, objects: &ObjectStore) -> Result<String, Status> {
-        let Some(root) = stored_local(objects).await? else { return Ok(String::new()) };
-        let version = crate::objects::Object::version(&root);
-        if let Some((cached, fingerprint)) = self.0.lock().unwrap_or_else(PoisonError::into_inner).as_ref()
-            && *cached == version
-        {
-            return Ok(fingerprint.clone());
-        }
-        let fingerprint = desired_ca(&root).map_err(Status::data_loss)?.trust_bundle().fingerprint();
-        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some((version, fingerprint.clone()));
-        Ok(fingerprint)
+    pub(crate) fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set(&self, fingerprint: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = fingerprint;
     }
 }
 
@@ -289,6 +285,8 @@ pub(crate) struct Follower {
     /// The node's credentials, and the admin bundle's if this manager keeps one.
     pub(crate) node: LiveCredentials,
     pub(crate) admin: Option<LiveCredentials>,
+    /// Where the dispatcher finds the roots' fingerprint it tells nodes.
+    pub(crate) trust_root: TrustRoot,
 }
 
 impl Follower {
@@ -307,6 +305,7 @@ impl Follower {
         let desired = desired_ca(&stored)?;
         let bundle = desired.trust_bundle();
         self.adopt(desired)?;
+        self.trust_root.set(bundle.fingerprint());
         for (live, what) in std::iter::once((&self.node, "node")).chain(self.admin.iter().map(|a| (a, "admin bundle")))
         {
             if live.trust() != bundle {
