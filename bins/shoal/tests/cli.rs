@@ -587,6 +587,13 @@ async fn the_root_ca_is_shown_and_rotated() {
     let (accepted, _, refused) = cli.run_with_input(&["cluster", "ca", "--ca-cert", "x.pem", "--ca-key", "y.pem"], b"");
     assert!(!accepted && refused.contains("--rotate"), "a root to rotate to, without --rotate: {refused}");
 
+    // A copy of the bundle that no command uses during the rotations below.
+    let stale = dir.join("stale-admin");
+    std::fs::create_dir_all(&stale).expect("stale bundle");
+    for file in ["node.crt", "node.key", "root-ca.crt"] {
+        std::fs::copy(outcome.admin_bundle.join(file), stale.join(file)).expect("copy the bundle");
+    }
+
     // One node (this manager): it moves to the new root, then trusts it alone.
     let rotated = cli.ok(&["cluster", "ca", "--rotate"]);
     assert!(rotated.starts_with("desired root digest: sha256:"), "{rotated}");
@@ -627,8 +634,12 @@ async fn the_root_ca_is_shown_and_rotated() {
     assert!(!shown.contains(quiet.trim()), "the root rotated to last: {shown}");
     let json: serde_json::Value = serde_json::from_str(&cli.ok(&["cluster", "inspect"])).expect("json");
     assert_eq!(json["RootRotationInProgress"], false);
-    // The CLI still connects with its bundle: it moved to the new root with the manager.
+    // The CLI still connects with its bundle: it moved to the new root with the manager. The
+    // copy left on the first root is told why it no longer works, and what to do.
     assert!(cli.ok(&["node", "ls"]).contains("Leader"));
+    let stale_cli = Cli { host: addr.to_string(), bundle: &stale };
+    let refused = stale_cli.fails(&["node", "ls"]);
+    assert!(refused.contains("trust different root CAs") && refused.contains("DATA/admin"), "{refused}");
     manager.shutdown().await;
     other.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);

@@ -77,7 +77,7 @@ pub use identity::{IdentityError, NodeIdentity, PermissionError, Role, peer_iden
 pub use keys::{DataKey, KeyError, UnlockKey, key_file_is_encrypted, read_key_file, rekey_key_file, write_key_file};
 pub use live::{KeyEncryption, LiveCredentials, live_client_config, live_join_server_config, live_server_config};
 pub use locked::{LOCKED_SERVER_NAME, LockedCertificate, named_otherwise};
-pub use removed::{RemovedNodes, refused_as_revoked};
+pub use removed::{RemovedNodes, refused_as_revoked, refused_for_unknown_root};
 pub use renewal::{needs_renewal, renewal_retry_wait, renewal_time};
 pub use rotation::{ClusterCa, RotationError, RotationState};
 pub use tls::{

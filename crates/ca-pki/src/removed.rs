@@ -79,6 +79,29 @@ pub fn refused_as_revoked(err: &(dyn std::error::Error + 'static)) -> bool {
     any_in_chain(err, revoked)
 }
 
+/// Whether `err` (or an error in its chain) is a handshake that failed because the two sides do
+/// not share a root: this side did not know the root of the server's certificate, or the server
+/// did not know the root of this side's (the `unknown_ca` alert). After a root CA rotation, that
+/// is what a client bundle left on the old root meets.
+pub fn refused_for_unknown_root(err: &(dyn std::error::Error + 'static)) -> bool {
+    // Every root is named `CN=shoal-ca`, so a certificate from a root this side does not hold is
+    // checked against one it does by that name, and fails as a bad signature rather than an
+    // unknown issuer.
+    let refusals = [
+        rustls::Error::AlertReceived(rustls::AlertDescription::UnknownCA),
+        rustls::Error::AlertReceived(rustls::AlertDescription::BadCertificate),
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature),
+    ];
+    // As with `refused_as_revoked`: past HTTP/2 only the words are left.
+    let words: Vec<String> = refusals.iter().map(ToString::to_string).collect();
+    let matches = |e: &(dyn std::error::Error + 'static)| {
+        e.downcast_ref::<rustls::Error>().is_some_and(|e| refusals.contains(e))
+            || words.iter().any(|w| e.to_string().contains(w.as_str()))
+    };
+    any_in_chain(err, matches)
+}
+
 /// Whether `matches` holds for `err` or an error in its chain of sources, the inner errors of
 /// I/O errors included (an I/O error shows its inner error's message but skips it as a source).
 pub(crate) fn any_in_chain(
@@ -197,6 +220,24 @@ mod tests {
         let words = rustls::Error::AlertReceived(rustls::AlertDescription::CertificateRevoked).to_string();
         let retold = std::io::Error::new(std::io::ErrorKind::InvalidData, words);
         assert!(refused_as_revoked(&Wrapped(retold)));
+    }
+
+    #[test]
+    fn an_unknown_root_is_found_in_the_chain() {
+        let io = |e: rustls::Error| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
+        assert!(refused_for_unknown_root(&Wrapped(io(rustls::Error::InvalidCertificate(
+            CertificateError::UnknownIssuer
+        )))));
+        assert!(refused_for_unknown_root(&Wrapped(io(rustls::Error::AlertReceived(
+            rustls::AlertDescription::UnknownCA
+        )))));
+        assert!(refused_for_unknown_root(&Wrapped(io(rustls::Error::InvalidCertificate(
+            CertificateError::BadSignature
+        )))));
+        assert!(!refused_for_unknown_root(&Wrapped(io(rustls::Error::AlertReceived(
+            rustls::AlertDescription::CertificateRevoked
+        )))));
+        assert!(!refused_for_unknown_root(&std::io::Error::other("connection refused")));
     }
 
     #[test]

@@ -38,6 +38,19 @@ pub enum ClientError {
         /// The bundle directory.
         dir: PathBuf,
     },
+    /// The bundle and the manager share no root: the cluster's root CA was rotated since the
+    /// bundle was last used.
+    #[error(
+        "the client bundle in {dir} and the manager at {addr} trust different root CAs: the cluster's root CA was \
+         rotated (`shoal cluster ca --rotate`) since this bundle was last used; copy a current bundle from a \
+         manager's data directory (DATA/admin)"
+    )]
+    OtherRoot {
+        /// The bundle directory.
+        dir: PathBuf,
+        /// The manager's address.
+        addr: String,
+    },
     /// The manager is locked (autolock): it serves nothing until it is given the unlock key.
     #[error(
         "this manager ({addr}) is locked: its keys are encrypted with the cluster's unlock key since it restarted; \
@@ -143,6 +156,9 @@ pub async fn connect_with_bundle(addr: &str, bundle: &Path) -> Result<Channel, C
     let channel = match shoal_api::connect(addr, tls.clone()).await {
         Ok(channel) => channel,
         Err(e) if shoal_ca_pki::refused_as_revoked(&e) => return Err(ClientError::Revoked { dir: bundle.to_owned() }),
+        Err(e) if shoal_ca_pki::refused_for_unknown_root(&e) => {
+            return Err(ClientError::OtherRoot { dir: bundle.to_owned(), addr: addr.to_owned() });
+        }
         // A certificate for another name: a locked manager, if it proves to be one.
         Err(e) if shoal_ca_pki::named_otherwise(&e) => {
             return Err(match shoal_api::connect_named(addr, tls, shoal_ca_pki::LOCKED_SERVER_NAME).await {
