@@ -253,7 +253,7 @@ pub(crate) fn is_ingress(network: &v1::Network) -> bool {
 
 /// Whether a task still holds its addresses: until it has ended (a task on a Down node that may
 /// still run keeps them), unless it was never scheduled and is told to stop (it never will run).
-pub(crate) fn holds_addresses(task: &v1::Task) -> bool {
+pub fn holds_addresses(task: &v1::Task) -> bool {
     let never_runs = task.node_id.is_empty() && task.desired() as i32 > TaskState::Running as i32;
     !task.observed_state().is_terminal() && !never_runs
 }

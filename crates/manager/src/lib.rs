@@ -46,6 +46,7 @@ mod tls;
 mod updater;
 mod validate;
 
+pub use allocator::holds_addresses;
 pub use backup::{
     Backup, BackupError, BackupHeader, backup_is_sealed, backup_needs_unlock_key, open_backup, restore, take_backup,
     write_backup,

@@ -1,7 +1,7 @@
 //! `shoal stack rm STACK…`: removes what carries the stack's label — its services, then its
-//! secrets and configs, then (once the services' tasks have let go of their addresses) its
-//! networks — as docker's `stack rm`. External objects never carry the label, so they stay;
-//! neither do another stack's. A failure is said and the rest goes on; the exit code says it.
+//! secrets and configs, then (once no task holds an address on them any more) its networks — as
+//! docker's `stack rm`. External objects never carry the label, so they stay; neither do another
+//! stack's. A failure is said and the rest goes on; the exit code says it.
 
 use std::time::{Duration, Instant};
 
@@ -28,18 +28,18 @@ fn outcome<T>(what: &str, name: &str, result: Result<T, tonic::Status>, failed: 
     }
 }
 
-/// Waits (a while) until no task of `service_ids` still runs on a node: until then the tasks
-/// hold addresses on the networks, and the manager refuses to remove those.
-async fn tasks_gone(control: &mut ControlClient<Channel>, service_ids: Vec<String>) -> anyhow::Result<()> {
-    if service_ids.is_empty() {
-        return Ok(());
-    }
+/// Waits (a while) until no task is attached to the networks `network_ids` any more: until then
+/// the tasks hold addresses on them (the removed services' tasks, and those of services an earlier
+/// deploy pruned that are still ending), and the manager refuses to remove those networks.
+async fn tasks_gone(control: &mut ControlClient<Channel>, network_ids: &[String]) -> anyhow::Result<()> {
     let deadline = Instant::now() + TASKS_GONE;
     loop {
-        let request = v1::ListTasksRequest { service_ids: service_ids.clone(), ..Default::default() };
-        let tasks = control.list_tasks(request).await.map_err(api)?.into_inner().tasks;
-        let running = tasks.iter().any(|t| !t.node_id.is_empty() && !t.observed_state().is_terminal());
-        if !running || Instant::now() > deadline {
+        let tasks = control.list_tasks(v1::ListTasksRequest::default()).await.map_err(api)?.into_inner().tasks;
+        let attached = tasks
+            .iter()
+            .filter(|t| shoal_manager::holds_addresses(t))
+            .any(|t| t.networks.iter().any(|a| a.network.as_ref().is_some_and(|n| network_ids.contains(&n.id))));
+        if !attached || Instant::now() > deadline {
             return Ok(());
         }
         tokio::time::sleep(POLL).await;
@@ -50,15 +50,20 @@ pub(crate) async fn rm(control: &mut ControlClient<Channel>, stacks: &[String]) 
     let mut failed = 0;
     for stack in stacks {
         let services = stack_services(control, stack).await?;
-        let mut networks: Vec<String> = control
+        let stack_networks: Vec<(String, String)> = control
             .list_networks(v1::ListNetworksRequest::default())
             .await
             .map_err(api)?
             .into_inner()
             .networks
             .iter()
-            .filter_map(|n| labelled(n.spec.as_ref().and_then(|s| s.annotations.as_ref()), stack).map(str::to_owned))
+            .filter_map(|n| {
+                let name = labelled(n.spec.as_ref().and_then(|s| s.annotations.as_ref()), stack)?;
+                Some((name.to_owned(), n.id.clone()))
+            })
             .collect();
+        let network_ids: Vec<String> = stack_networks.iter().map(|(_, id)| id.clone()).collect();
+        let mut networks: Vec<String> = stack_networks.into_iter().map(|(name, _)| name).collect();
         let mut secrets: Vec<String> = control
             .list_secrets(v1::ListSecretsRequest::default())
             .await
@@ -84,14 +89,10 @@ pub(crate) async fn rm(control: &mut ControlClient<Channel>, stacks: &[String]) 
         networks.sort();
         secrets.sort();
         configs.sort();
-        let mut removed = Vec::new();
         for service in &services {
             let name = render::service_name(service);
             println!("Removing service {name}");
             let result = control.remove_service(v1::RemoveServiceRequest { service: service.id.clone() }).await;
-            if result.is_ok() {
-                removed.push(service.id.clone());
-            }
             outcome("service", name, result, &mut failed);
         }
         for name in &secrets {
@@ -105,7 +106,7 @@ pub(crate) async fn rm(control: &mut ControlClient<Channel>, stacks: &[String]) 
             outcome("config", name, result, &mut failed);
         }
         if !networks.is_empty() {
-            tasks_gone(control, removed).await?;
+            tasks_gone(control, &network_ids).await?;
         }
         for name in &networks {
             println!("Removing network {name}");
