@@ -300,14 +300,19 @@ impl RootCa {
 
     /// Whether `cert` carries a signature by this root's key.
     pub(crate) fn signed(&self, cert: &CertificateDer<'_>) -> bool {
-        let Ok((_, root)) = X509Certificate::from_der(&self.cert_der) else {
-            return false;
-        };
-        let Ok((_, cert)) = X509Certificate::from_der(cert) else {
-            return false;
-        };
-        cert.verify_signature(Some(root.public_key())).is_ok()
+        signed_by(&self.cert_der, cert)
     }
+}
+
+/// Whether `cert` carries a signature by the key of the certificate `signer`.
+pub(crate) fn signed_by(signer: &CertificateDer<'_>, cert: &CertificateDer<'_>) -> bool {
+    let Ok((_, signer)) = X509Certificate::from_der(signer) else {
+        return false;
+    };
+    let Ok((_, cert)) = X509Certificate::from_der(cert) else {
+        return false;
+    };
+    cert.verify_signature(Some(signer.public_key())).is_ok()
 }
 
 /// The root certificate saved in `dir` by [`RootCa::save`] (finishing an interrupted save

@@ -162,14 +162,7 @@ impl TrustBundle {
     /// The fingerprint (`sha256:<hex>` of the DER) of the root in this bundle whose key signed
     /// `cert` (directly, or through a cross-signed intermediate carrying that key), if one did.
     pub fn issuer_of(&self, cert: &CertificateDer<'_>) -> Option<String> {
-        let (_, cert) = X509Certificate::from_der(cert).ok()?;
-        self.roots
-            .iter()
-            .find(|root| {
-                X509Certificate::from_der(root)
-                    .is_ok_and(|(_, root)| cert.verify_signature(Some(root.public_key())).is_ok())
-            })
-            .map(|root| fingerprint(root))
+        self.roots.iter().find(|root| crate::ca::signed_by(root, cert)).map(|root| fingerprint(root))
     }
 
     /// Saves the bundle as `root-ca.crt` in `dir`.
