@@ -189,7 +189,7 @@ fn image(spec: Option<&v1::TaskSpec>) -> &str {
 
 /// An image as docker's tables show it: a tagged image pinned to a digest (what `stack deploy
 /// --resolve-image` sends) without the digest; an image named by digest alone keeps it.
-fn display_image(image: &str) -> &str {
+pub(crate) fn display_image(image: &str) -> &str {
     match image.split_once('@') {
         Some((named, _)) if named.rsplit('/').next().is_some_and(|last| last.contains(':')) => named,
         _ => image,

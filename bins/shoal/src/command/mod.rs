@@ -4,6 +4,7 @@
 //! share: the top-level command, list options, the duration and size parsers, and `run`.
 
 mod cluster;
+mod dashboard;
 mod events;
 mod filter;
 mod join_token;
@@ -20,6 +21,7 @@ use clap::{Args, Subcommand};
 use shoal_api::v1::control_client::ControlClient;
 
 use self::cluster::{ClusterCommand, admin_cert};
+use self::dashboard::DashboardArgs;
 use self::events::EventsArgs;
 use self::join_token::{TokenRole, join_token};
 use self::network::{NetworkCommand, network_command};
@@ -59,6 +61,9 @@ pub(crate) enum Command {
     /// Stream the cluster's events: services, nodes, tasks, networks, secrets and configs created,
     /// updated and removed.
     Events(EventsArgs),
+    /// Serve a live web dashboard of the cluster on this machine (loopback only by default):
+    /// nodes × tasks, services, networks, events; scale, roll back, drain.
+    Dashboard(DashboardArgs),
     /// Print (or rotate) a join token.
     JoinToken {
         /// Which token.
@@ -181,6 +186,7 @@ pub(crate) async fn run(host: &str, cert_path: &Path, command: Command) -> anyho
         Command::Volume(volume) => volume_command(&mut control, volume).await,
         Command::Stack(stack) => stack_command(&mut control, channel, stack).await,
         Command::Events(args) => events::events(channel, &args).await,
+        Command::Dashboard(args) => dashboard::dashboard(host, channel, &args).await,
         Command::JoinToken { role, rotate, quiet } => join_token(&mut control, host, role, rotate, quiet).await,
         // `main` prints it before connecting.
         Command::Completion { .. } => Ok(()),
