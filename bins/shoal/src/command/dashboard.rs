@@ -16,6 +16,7 @@ mod state;
 mod tests;
 mod view;
 
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -76,10 +77,13 @@ pub(crate) async fn dashboard(host: &str, channel: Channel, args: &DashboardArgs
     tokio::spawn(state::watch(Arc::clone(&hub), channel.clone()));
     let control = ControlClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
     let server = Arc::new(http::Server { hub, control, token: token.clone() });
-    println!("Dashboard of the cluster at {host}: http://{bound}/?token={token}");
-    println!("Open it in a browser; stop with Ctrl-C.");
-    use std::io::Write as _;
-    std::io::stdout().flush()?;
+    // The URL is for whoever started the command; if nobody reads the output any more (a
+    // closed pipe), the dashboard still serves.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "Dashboard of the cluster at {host}: http://{bound}/?token={token}");
+    let _ = writeln!(stdout, "Open it in a browser; stop with Ctrl-C.");
+    let _ = stdout.flush();
+    drop(stdout);
     tokio::select! {
         served = http::serve(listener, server) => served.context("the dashboard stopped accepting connections"),
         _ = tokio::signal::ctrl_c() => Ok(()),

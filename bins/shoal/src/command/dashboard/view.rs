@@ -81,11 +81,16 @@ pub(crate) fn node(node: &v1::Node) -> Value {
         Ok(v1::manager_status::Reachability::Unreachable) => "unreachable",
         _ => "unknown",
     });
-    let name = spec.annotations.as_ref().map(|a| a.name.as_str()).filter(|n| !n.is_empty());
+    // Its spec's name, else its hostname, else (a node that never reported one) its short ID.
+    let name = [spec.annotations.as_ref().map_or("", |a| a.name.as_str()), description.hostname.as_str()]
+        .into_iter()
+        .find(|n| !n.is_empty())
+        .unwrap_or(render::short(&node.id))
+        .to_owned();
     json!({
         "id": node.id,
         "hostname": description.hostname,
-        "name": name.unwrap_or(&description.hostname),
+        "name": name,
         "role": if node.role == v1::NodeRole::Manager as i32 { "manager" } else { "worker" },
         "availability": availability,
         "state": state,

@@ -433,8 +433,9 @@ function confirmAction({ title, text, field, ok, run }) {
   }
   const opener = document.activeElement;
   const form = dialog.querySelector('form');
+  // Confirm is the form's only submit button, so Enter in the field confirms; Cancel and Escape close.
+  document.getElementById('confirm-cancel').onclick = () => dialog.close('cancel');
   form.onsubmit = async (event) => {
-    if (event.submitter && event.submitter.value === 'cancel') return;
     event.preventDefault();
     let value = null;
     if (field) {
