@@ -75,6 +75,12 @@ const BENCHES: &[Bench] = &[
                placements/s through Raft, tasks replaced, RSS",
     },
     Bench {
+        name: "dashboard",
+        runner: Runner::CargoBench { package: "shoal", target: "dashboard" },
+        what: "`shoal dashboard` of 100 simulated nodes and 10,000 tasks in headless Chromium: time to hold every task, \
+               first render of the whole grid vs `shoal service ls`, a scale of 500 tasks seen on the page vs the API",
+    },
+    Bench {
         name: "raft",
         runner: Runner::Raft,
         what: "three members over gRPC/TLS with fsync vs a three-member etcd: puts/s and p50/p99 at 1, 16, 256 \

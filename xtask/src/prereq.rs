@@ -255,6 +255,20 @@ pub(crate) const PREREQS: &[Prereq] = &[
         needed_by: &[Test, VmTest],
     },
     Prereq {
+        provides: "chromium",
+        probe: Probe::Command("chromium"),
+        source: Source::Apt("chromium"),
+        why: "the headless browser the dashboard's page is tested and measured in",
+        needed_by: &[Test, Bench("dashboard")],
+    },
+    Prereq {
+        provides: "chromedriver",
+        probe: Probe::Command("chromedriver"),
+        source: Source::Apt("chromium-driver"),
+        why: "drives that browser (W3C WebDriver) in the dashboard's test and benchmark",
+        needed_by: &[Test, Bench("dashboard")],
+    },
+    Prereq {
         provides: "etcd",
         probe: Probe::Command("etcd"),
         source: Source::Apt("etcd-server"),

@@ -147,7 +147,10 @@ async fn the_api_shows_the_cluster_and_acts_on_it() {
     assert_eq!(nodes.len(), 4, "the manager and three workers");
     assert_eq!(nodes.iter().filter(|n| n["role"] == "manager" && n["leader"] == true).count(), 1);
     let service = state["services"].as_array().expect("services").iter().find(|s| s["id"] == web).expect("web");
-    assert_eq!((&service["name"], &service["mode"], &service["replicas"]), (&json!("web"), &json!("replicated"), &json!(3)));
+    assert_eq!(
+        (&service["name"], &service["mode"], &service["replicas"]),
+        (&json!("web"), &json!("replicated"), &json!(3))
+    );
     assert_eq!(service["canRollback"], false);
 
     // Scale: the manager's spec changes, and so does what the page is sent.
@@ -175,17 +178,22 @@ async fn the_api_shows_the_cluster_and_acts_on_it() {
 
     // Drain a worker: its web tasks go elsewhere; activate it again.
     let worker = cluster.workers()[0].node_id.clone();
-    let answer =
-        dashboard.post(&format!("/api/nodes/{worker}/availability"), json!({ "availability": "drain" })).await;
+    let answer = dashboard.post(&format!("/api/nodes/{worker}/availability"), json!({ "availability": "drain" })).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     dashboard
         .state_where("the drained node runs no task", |s| {
-            let on_worker = s["tasks"].as_array().into_iter().flatten().filter(|t| {
-                t["node"] == worker.as_str() && t["desired"] == "running"
-            });
+            let on_worker = s["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|t| t["node"] == worker.as_str() && t["desired"] == "running");
             on_worker.count() == 0
                 && running(s, &web) == 3
-                && s["nodes"].as_array().into_iter().flatten().any(|n| n["id"] == worker.as_str() && n["availability"] == "drain")
+                && s["nodes"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|n| n["id"] == worker.as_str() && n["availability"] == "drain")
         })
         .await;
     let answer =
@@ -229,10 +237,8 @@ async fn the_page_in_a_browser() {
         .expect("network")
         .into_inner();
     let mut api_spec = spec("api", replicated(2));
-    api_spec.networks = vec![v1::NetworkAttachmentConfig {
-        target: net.network.expect("network").id,
-        ..Default::default()
-    }];
+    api_spec.networks =
+        vec![v1::NetworkAttachmentConfig { target: net.network.expect("network").id, ..Default::default() }];
     create(&cluster, api_spec).await;
     let dashboard = Dashboard::start(&cluster).await;
     let profile = tempfile::tempdir().expect("profile dir");

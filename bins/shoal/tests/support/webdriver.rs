@@ -62,10 +62,8 @@ pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.lines();
     let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
+    let headers: Vec<(String, String)> =
+        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
     let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let body = if chunked { dechunk(body) } else { body.to_owned() };
     Answer { status, headers, body }
@@ -181,8 +179,7 @@ impl Browser {
     /// One WebDriver command; panics with the driver's message when it fails.
     pub(crate) async fn call(&self, method: &str, path: &str, body: &Value) -> Value {
         let body = if method == "GET" { String::new() } else { body.to_string() };
-        let answer =
-            http(self.addr, method, path, &[("Content-Type", "application/json; charset=utf-8")], &body).await;
+        let answer = http(self.addr, method, path, &[("Content-Type", "application/json; charset=utf-8")], &body).await;
         let json = answer.json();
         assert_eq!(answer.status, 200, "WebDriver {method} {path}: {}", json["value"]);
         json["value"].clone()
@@ -216,8 +213,7 @@ impl Browser {
 
     /// The first element `css` matches.
     pub(crate) async fn find(&self, css: &str) -> String {
-        let found =
-            self.call("POST", &self.path("/element"), &json!({ "using": "css selector", "value": css })).await;
+        let found = self.call("POST", &self.path("/element"), &json!({ "using": "css selector", "value": css })).await;
         found[ELEMENT].as_str().unwrap_or_else(|| panic!("no element {css}: {found}")).to_owned()
     }
 

@@ -31,16 +31,12 @@ impl From<anyhow::Error> for ActionError {
 
 /// `{"replicas": N}`: sets a replicated service's replicas.
 pub(crate) async fn scale(control: &mut ControlClient<Channel>, id: &str, body: &Value) -> Result<String, ActionError> {
-    let replicas = body
-        .get("replicas")
-        .and_then(Value::as_u64)
-        .filter(|n| *n <= MAX_REPLICAS)
-        .ok_or_else(|| {
-            ActionError::BadRequest(format!(
-                "invalid replicas {}: expected a whole number from 0 to {MAX_REPLICAS}",
-                body.get("replicas").unwrap_or(&Value::Null)
-            ))
-        })?;
+    let replicas = body.get("replicas").and_then(Value::as_u64).filter(|n| *n <= MAX_REPLICAS).ok_or_else(|| {
+        ActionError::BadRequest(format!(
+            "invalid replicas {}: expected a whole number from 0 to {MAX_REPLICAS}",
+            body.get("replicas").unwrap_or(&Value::Null)
+        ))
+    })?;
     let service = get_service(control, id).await?;
     let name = render::service_name(&service).to_owned();
     let mut spec = service.spec.clone().unwrap_or_default();

@@ -121,12 +121,18 @@ impl Server {
     {
         if let Some(given) = query_value(request.uri().query(), "token") {
             if !same_secret(given, &self.token) {
-                return error(StatusCode::UNAUTHORIZED, "this access token is not the dashboard's: open the URL `shoal dashboard` printed");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "this access token is not the dashboard's: open the URL `shoal dashboard` printed",
+                );
             }
             let mut response = respond(StatusCode::SEE_OTHER, "text/plain", full("signed in"));
             let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", self.token);
             let headers = response.headers_mut();
-            headers.insert(header::LOCATION, HeaderValue::from_str(request.uri().path()).unwrap_or(HeaderValue::from_static("/")));
+            headers.insert(
+                header::LOCATION,
+                HeaderValue::from_str(request.uri().path()).unwrap_or(HeaderValue::from_static("/")),
+            );
             if let Ok(cookie) = HeaderValue::from_str(&cookie) {
                 headers.insert(header::SET_COOKIE, cookie);
             }
@@ -141,10 +147,12 @@ impl Server {
         let path = request.uri().path().to_owned();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (request.method().clone(), segments.as_slice()) {
-            (Method::GET, [""] | ["index.html"]) => respond(StatusCode::OK, "text/html; charset=utf-8", full(INDEX_HTML)),
+            (Method::GET, [""] | ["index.html"]) => {
+                respond(StatusCode::OK, "text/html; charset=utf-8", full(INDEX_HTML))
+            }
             (Method::GET, ["app.js"]) => respond(StatusCode::OK, "text/javascript; charset=utf-8", full(APP_JS)),
             (Method::GET, ["app.css"]) => respond(StatusCode::OK, "text/css; charset=utf-8", full(APP_CSS)),
-            (Method::GET, ["api", "state"]) => json_response(StatusCode::OK, &self.hub.snapshot()),
+            (Method::GET, ["api", "state"]) => respond(StatusCode::OK, "application/json", full(self.hub.snapshot())),
             (Method::GET, ["api", "events"]) => self.stream(),
             (Method::POST, ["api", kind @ ("services" | "nodes"), id, action]) => {
                 let (kind, id, action) = (kind.to_string(), id.to_string(), action.to_string());
@@ -207,7 +215,10 @@ impl Server {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim().starts_with("application/json"));
         if !is_json {
-            return error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "actions take a JSON body (Content-Type: application/json)");
+            return error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "actions take a JSON body (Content-Type: application/json)",
+            );
         }
         let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
             Ok(body) => body.to_bytes(),

@@ -104,8 +104,21 @@ impl Model {
     }
 
     /// Makes the objects of `kind` exactly `listed`, noting each difference in `change`.
-    pub(crate) fn replace(&mut self, kind: Kind, mut listed: HashMap<String, Value>, change: &mut Change) {
-        let gone: Vec<String> = self.of(kind).keys().filter(|id| !listed.contains_key(*id)).cloned().collect();
+    pub(crate) fn replace(&mut self, kind: Kind, listed: HashMap<String, Value>, change: &mut Change) {
+        self.replace_where(kind, listed, |_| true, change);
+    }
+
+    /// Makes the objects of `kind` that `within` selects exactly `listed` (a list of part of
+    /// them: the tasks of some services), noting each difference in `change`.
+    pub(crate) fn replace_where(
+        &mut self,
+        kind: Kind,
+        mut listed: HashMap<String, Value>,
+        within: impl Fn(&Value) -> bool,
+        change: &mut Change,
+    ) {
+        let gone: Vec<String> =
+            self.of(kind).iter().filter(|(id, v)| within(v) && !listed.contains_key(*id)).map(|(id, _)| id.clone()).collect();
         for id in gone {
             self.remove(kind, &id, change);
         }
@@ -124,20 +137,43 @@ impl Model {
     }
 
     /// The whole model as the page loads it: `GET /api/state` and each browser's first frame.
-    pub(crate) fn snapshot(&self) -> Value {
-        let mut snapshot = Map::new();
+    /// Written straight from the views (no copy of the model as one JSON value).
+    pub(crate) fn snapshot(&self) -> String {
+        let mut out = String::from("{");
         for (kind, objects) in &self.objects {
-            let mut list: Vec<&Value> = objects.values().collect();
-            list.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-            snapshot.insert(kind.plural().to_owned(), json!(list));
+            let mut list: Vec<(&String, &Value)> = objects.iter().collect();
+            list.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push_str(&format!("\"{}\":[", kind.plural()));
+            for (i, (_, value)) in list.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&value.to_string());
+            }
+            out.push_str("],");
         }
-        snapshot.insert("events".to_owned(), json!(self.events));
-        snapshot.insert("status".to_owned(), self.status());
-        Value::Object(snapshot)
+        out.push_str(&format!("\"events\":{},\"status\":{}}}", json!(self.events), self.status()));
+        out
     }
 
     fn status(&self) -> Value {
         json!({ "manager": self.link.manager, "connected": self.link.connected, "error": self.link.error })
+    }
+
+    /// The services of the tasks `tasks` (each known to the model, or named by its event), or
+    /// `None` if one cannot be told.
+    pub(crate) fn services_of(&self, tasks: &HashMap<String, String>) -> Option<HashSet<String>> {
+        let known = self.objects.get(&Kind::Task)?;
+        let services = self.objects.get(&Kind::Service)?;
+        let by_name: HashMap<&str, &str> =
+            services.values().filter_map(|s| Some((s["name"].as_str()?, s["id"].as_str()?))).collect();
+        tasks
+            .iter()
+            .map(|(id, service_name)| match known.get(id).and_then(|t| t["service"].as_str()) {
+                Some(service) => Some(service.to_owned()),
+                None => by_name.get(service_name.as_str()).map(|s| (*s).to_owned()),
+            })
+            .collect()
     }
 
     /// The number of objects of `kind`.
@@ -148,7 +184,7 @@ impl Model {
 }
 
 /// One server-sent event: its name and one line of JSON.
-pub(crate) fn frame(name: &str, data: &Value) -> Arc<str> {
+pub(crate) fn frame(name: &str, data: &impl std::fmt::Display) -> Arc<str> {
     // serde_json's compact form has no newline: one `data:` line.
     format!("event: {name}\ndata: {data}\n\n").into()
 }
@@ -172,7 +208,7 @@ impl Hub {
     }
 
     /// The model now, as JSON.
-    pub(crate) fn snapshot(&self) -> Value {
+    pub(crate) fn snapshot(&self) -> String {
         self.lock().snapshot()
     }
 
@@ -204,8 +240,8 @@ impl Hub {
         let _ = self.frames.send(frame("status", &model.status()));
     }
 
-    #[cfg(test)]
-    pub(crate) fn with_model<T>(&self, read: impl FnOnce(&Model) -> T) -> T {
+    /// Reads the model.
+    pub(crate) fn read<T>(&self, read: impl FnOnce(&Model) -> T) -> T {
         read(&self.lock())
     }
 }
@@ -236,12 +272,16 @@ async fn list(control: &mut ControlClient<Channel>, kind: Kind) -> Result<HashMa
 async fn get(control: &mut ControlClient<Channel>, kind: Kind, id: &str) -> Result<Option<Value>, tonic::Status> {
     let id = id.to_owned();
     let read = match kind {
-        Kind::Node => control.get_node(v1::GetNodeRequest { node: id }).await.map(|a| a.into_inner().node.map(|n| view::node(&n))),
+        Kind::Node => {
+            control.get_node(v1::GetNodeRequest { node: id }).await.map(|a| a.into_inner().node.map(|n| view::node(&n)))
+        }
         Kind::Service => control
             .get_service(v1::GetServiceRequest { service: id })
             .await
             .map(|a| a.into_inner().service.map(|s| view::service(&s))),
-        Kind::Task => control.get_task(v1::GetTaskRequest { task: id }).await.map(|a| a.into_inner().task.map(|t| view::task(&t))),
+        Kind::Task => {
+            control.get_task(v1::GetTaskRequest { task: id }).await.map(|a| a.into_inner().task.map(|t| view::task(&t)))
+        }
         Kind::Network => control
             .get_network(v1::GetNetworkRequest { network: id })
             .await
@@ -354,6 +394,8 @@ pub(crate) struct Dirty {
     pub(crate) removed: BTreeMap<Kind, HashSet<String>>,
     /// Events were lost: read everything.
     pub(crate) all: bool,
+    /// The changed tasks and the names of their services, as their events say.
+    pub(crate) task_services: HashMap<String, String>,
 }
 
 impl Dirty {
@@ -372,6 +414,12 @@ impl Dirty {
             if let Some(ids) = drop.get_mut(&kind) {
                 ids.remove(&event.id);
             }
+            if kind == Kind::Task && event.action() != v1::EventAction::Remove {
+                let service = event.attributes.get("service").cloned().unwrap_or_default();
+                dirty.task_services.insert(event.id.clone(), service);
+            } else if kind == Kind::Task {
+                dirty.task_services.remove(&event.id);
+            }
         }
         dirty
     }
@@ -384,11 +432,25 @@ async fn catch_up(
     batch: Vec<v1::SubscribeEventsMessage>,
 ) -> Result<(), tonic::Status> {
     let dirty = Dirty::of(&batch);
+    // Many tasks changed: list the tasks of their services only (a scale of one service of
+    // thousands among tens of thousands), or all tasks when a service cannot be told.
+    let task_services = if dirty.changed.get(&Kind::Task).map_or(0, HashSet::len) > RELIST_OVER && !dirty.all {
+        hub.read(|model| model.services_of(&dirty.task_services))
+    } else {
+        None
+    };
     let mut relisted = Vec::new();
+    let mut partly: Option<(HashSet<String>, HashMap<String, Value>)> = None;
     let mut read = Vec::new();
     for kind in Kind::ALL {
         let changed = dirty.changed.get(&kind).map_or(0, HashSet::len);
-        if dirty.all || changed > RELIST_OVER {
+        if kind == Kind::Task
+            && let Some(services) = &task_services
+        {
+            let request = v1::ListTasksRequest { service_ids: services.iter().cloned().collect(), ..Default::default() };
+            let tasks = control.list_tasks(request).await?.into_inner().tasks;
+            partly = Some((services.clone(), view::keyed(&tasks, |t| &t.id, view::task)));
+        } else if dirty.all || changed > RELIST_OVER {
             relisted.push((kind, list(control, kind).await?));
         } else {
             for id in dirty.changed.get(&kind).into_iter().flatten() {
@@ -400,6 +462,10 @@ async fn catch_up(
         let whole: HashSet<Kind> = relisted.iter().map(|(kind, _)| *kind).collect();
         for (kind, objects) in relisted {
             model.replace(kind, objects, change);
+        }
+        if let Some((services, tasks)) = partly {
+            let of_those = |t: &Value| t["service"].as_str().is_some_and(|s| services.contains(s));
+            model.replace_where(Kind::Task, tasks, of_those, change);
         }
         for (kind, ids) in &dirty.removed {
             if !whole.contains(kind) {

@@ -21,11 +21,7 @@ fn server() -> Arc<Server> {
     // Never dialled: the requests here are refused or answered before any call to a manager.
     let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
     let hub = Hub::new("192.0.2.10:2377");
-    Arc::new(Server {
-        hub,
-        control: v1::control_client::ControlClient::new(channel),
-        token: TOKEN.to_owned(),
-    })
+    Arc::new(Server { hub, control: v1::control_client::ControlClient::new(channel), token: TOKEN.to_owned() })
 }
 
 fn request(method: &str, uri: &str) -> hyper::http::request::Builder {
@@ -110,19 +106,22 @@ async fn actions_check_their_request_before_asking_the_manager() {
         builder.body(Full::new(Bytes::from(body.to_owned()))).expect("request")
     };
     // A form post (what a page elsewhere could make a browser send) is not an action.
-    let form = send(&server, post("/api/services/web/scale", Some("application/x-www-form-urlencoded"), "replicas=3")).await;
+    let form =
+        send(&server, post("/api/services/web/scale", Some("application/x-www-form-urlencoded"), "replicas=3")).await;
     assert_eq!(form.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     let not_json = send(&server, post("/api/services/web/scale", Some("application/json"), "{replicas: 3")).await;
     assert_eq!(not_json.status(), StatusCode::BAD_REQUEST);
     assert!(body(not_json).await.contains("the request body is not JSON"));
-    for bad in [r#"{"replicas": -1}"#, r#"{"replicas": 2.5}"#, r#"{"replicas": "3"}"#, r#"{"replicas": 100001}"#, "{}"] {
+    for bad in [r#"{"replicas": -1}"#, r#"{"replicas": 2.5}"#, r#"{"replicas": "3"}"#, r#"{"replicas": 100001}"#, "{}"]
+    {
         let answer = send(&server, post("/api/services/web/scale", Some("application/json"), bad)).await;
         assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{bad}");
         let error: Value = serde_json::from_str(&body(answer).await).expect("json");
         let error = error["error"].as_str().expect("error");
         assert!(error.starts_with("invalid replicas ") && error.ends_with("from 0 to 100000"), "{error}");
     }
-    let answer = send(&server, post("/api/nodes/n1/availability", Some("application/json"), r#"{"availability":"off"}"#)).await;
+    let answer =
+        send(&server, post("/api/nodes/n1/availability", Some("application/json"), r#"{"availability":"off"}"#)).await;
     assert_eq!(answer.status(), StatusCode::BAD_REQUEST);
     assert_eq!(body(answer).await, r#"{"error":"invalid availability \"off\": expected active, pause or drain"}"#);
     let answer = send(&server, post("/api/nodes/n1/promote", Some("application/json"), "{}")).await;
@@ -143,7 +142,9 @@ fn task(id: &str, service: &str, node: &str, state: TaskState) -> v1::Task {
         status: Some(v1::TaskStatus {
             state: state as i32,
             err: if state == TaskState::Failed { "task: non-zero exit (137)".to_owned() } else { String::new() },
-            timestamp: Some(shoal_api::to_timestamp(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000))),
+            timestamp: Some(shoal_api::to_timestamp(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            )),
             ..Default::default()
         }),
         ..Default::default()
@@ -222,11 +223,41 @@ fn the_model_sends_only_what_changed() {
     for i in 0..KEPT_EVENTS + 5 {
         model.record(json!({ "n": i }), &mut change);
     }
-    let snapshot = model.snapshot();
+    let snapshot: Value = serde_json::from_str(&model.snapshot()).expect("json");
     let events = snapshot["events"].as_array().expect("events");
     assert_eq!((events.len(), &events[0]["n"]), (KEPT_EVENTS, &json!(5)));
     assert_eq!(snapshot["tasks"], json!([{ "id": "a", "n": 1 }, { "id": "c", "n": 1 }]));
     assert_eq!(snapshot["status"], json!({ "manager": "m", "connected": false, "error": null }));
+}
+
+#[test]
+fn many_changed_tasks_are_listed_by_their_services() {
+    let mut model = Model::new("m");
+    let mut change = Change::default();
+    let service = |id: &str, name: &str| json!({ "id": id, "name": name });
+    let services = [("s1", service("s1", "web")), ("s2", service("s2", "db"))];
+    model.replace(Kind::Service, services.into_iter().map(|(id, v)| (id.to_owned(), v)).collect(), &mut change);
+    let task = |id: &str, service: &str, state: &str| (id.to_owned(), json!({ "id": id, "service": service, "state": state }));
+    model.replace(Kind::Task, [task("a", "s1", "running"), task("b", "s2", "running")].into(), &mut change);
+
+    // The events name a known task and a new one of a service known by name.
+    let named: HashMap<String, String> = [("a".to_owned(), String::new()), ("c".to_owned(), "web".to_owned())].into();
+    assert_eq!(model.services_of(&named), Some(["s1".to_owned()].into()));
+    let unknown: HashMap<String, String> = [("z".to_owned(), "nope".to_owned())].into();
+    assert_eq!(model.services_of(&unknown), None, "a service that cannot be told: list every task");
+
+    // web's tasks listed: a changed, c new; db's task b untouched though it is not in the list.
+    let mut change = Change::default();
+    let web = |t: &Value| t["service"] == "s1";
+    model.replace_where(Kind::Task, [task("a", "s1", "failed"), task("c", "s1", "running")].into(), web, &mut change);
+    let mut upserted: Vec<&str> = change.upserts[&Kind::Task].iter().filter_map(|t| t["id"].as_str()).collect();
+    upserted.sort_unstable();
+    assert_eq!(upserted, ["a", "c"]);
+    assert!(change.removes.is_empty());
+    let mut change = Change::default();
+    model.replace_where(Kind::Task, [task("c", "s1", "running")].into(), web, &mut change);
+    assert_eq!(change.removes[&Kind::Task], ["a".to_owned()]);
+    assert_eq!(model.count(Kind::Task), 2, "b and c");
 }
 
 fn event(kind: v1::EventType, action: v1::EventAction, id: &str) -> v1::SubscribeEventsMessage {
@@ -283,8 +314,8 @@ async fn the_stream_starts_with_the_model_then_sends_each_change() {
     assert_eq!(answer.headers()[header::CONTENT_TYPE], "text/event-stream");
     let mut stream = answer.into_body();
     let first = next_frame(&mut stream).await;
-    let data: Value = serde_json::from_str(first.strip_prefix("event: reset\ndata: ").expect("a reset").trim_end())
-        .expect("json");
+    let data: Value =
+        serde_json::from_str(first.strip_prefix("event: reset\ndata: ").expect("a reset").trim_end()).expect("json");
     assert_eq!(data["tasks"][0]["state"], "running");
 
     // The task fails: the browser hears of that task alone.
@@ -306,7 +337,7 @@ async fn the_stream_starts_with_the_model_then_sends_each_change() {
     let state: Value = serde_json::from_str(&body(state).await).expect("json");
     assert_eq!(state["tasks"][0]["error"], "task: non-zero exit (137)");
     assert_eq!(state["status"]["connected"], true);
-    assert_eq!(server.hub.with_model(|m| m.count(Kind::Task)), 1);
+    assert_eq!(server.hub.read(|m| m.count(Kind::Task)), 1);
 }
 
 #[test]

@@ -241,4 +241,3 @@ pub(crate) fn event(event: &v1::Event) -> Value {
 pub(crate) fn keyed<T>(objects: &[T], id: impl Fn(&T) -> &str, view: impl Fn(&T) -> Value) -> HashMap<String, Value> {
     objects.iter().map(|o| (id(o).to_owned(), view(o))).collect()
 }
-
