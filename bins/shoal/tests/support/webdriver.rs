@@ -44,9 +44,16 @@ pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[
     let mut raw = Vec::new();
     let read = async {
         let mut buf = vec![0u8; 64 << 10];
+        let mut wanted = None;
         loop {
-            if complete(&raw) {
-                return;
+            // How long the answer is, once its head is in; then only the length is compared.
+            if wanted.is_none() {
+                wanted = expected_length(&raw);
+            }
+            match wanted {
+                Some(Length::Exactly(n)) if raw.len() >= n => return,
+                Some(Length::Chunked) if raw.ends_with(b"0\r\n\r\n") => return,
+                _ => {}
             }
             match stream.read(&mut buf).await {
                 Ok(0) => return,
@@ -69,19 +76,23 @@ pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[
     Answer { status, headers, body }
 }
 
-/// Whether `raw` holds a whole answer: its head and as much body as it announces.
-fn complete(raw: &[u8]) -> bool {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+/// How long an answer is, as its head says.
+enum Length {
+    /// Head and body together.
+    Exactly(usize),
+    Chunked,
+    /// Until the connection ends.
+    ToEnd,
+}
+
+/// The length of the answer `raw` begins, once its head is whole.
+fn expected_length(raw: &[u8]) -> Option<Length> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let body = &raw[end + 4..];
     if let Some(length) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        return length.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
+        return Some(Length::Exactly(end + 4 + length.trim().parse::<usize>().ok()?));
     }
-    if head.contains("transfer-encoding: chunked") {
-        return body.ends_with(b"0\r\n\r\n");
-    }
-    // Neither: the body ends when the connection does.
-    false
+    Some(if head.contains("transfer-encoding: chunked") { Length::Chunked } else { Length::ToEnd })
 }
 
 /// The payload of a chunked body.

@@ -103,6 +103,9 @@ function desiredOf(service, counts) {
 
 // ----- pages -----
 
+// The grid's task cards of the last draw, by task ID: { key (what it shows), el }.
+let gridCards = new Map();
+
 function gridPage() {
   const now = Date.now();
   const columns = new Map();
@@ -116,11 +119,21 @@ function gridPage() {
   }
   const order = (a, b) => serviceName(a.service).localeCompare(serviceName(b.service)) || a.slot - b.slot ||
     (a.since || 0) - (b.since || 0);
-  const card = (task) => h('li', {
-    class: `task ${stateClass(task.state)}`, vars: { '--svc': serviceColour(task.service) },
-    'data-task': task.id, 'data-state': task.state,
-    title: `${taskName(task)}: ${task.state}${task.error ? ` (${task.error})` : ''}, ${task.image}`,
-  }, h('span', { class: 'name' }, taskName(task)), h('span', { class: 'state' }, task.state));
+  // A card is made again only when what it shows changed: a redraw of 10,000 tasks after a few
+  // changed moves the other cards instead of building them anew.
+  const fresh = new Map();
+  const card = (task) => {
+    const name = taskName(task);
+    const title = `${name}: ${task.state}${task.error ? ` (${task.error})` : ''}, ${task.image}`;
+    const key = `${task.state}\u0000${title}\u0000${task.service}`;
+    const kept = gridCards.get(task.id);
+    const el = kept && kept.key === key ? kept.el : h('li', {
+      class: `task ${stateClass(task.state)}`, vars: { '--svc': serviceColour(task.service) },
+      'data-task': task.id, 'data-state': task.state, title,
+    }, h('span', { class: 'name' }, name), h('span', { class: 'state' }, task.state));
+    fresh.set(task.id, { key, el });
+    return el;
+  };
   const nodes = [...store.nodes.values()].sort((a, b) =>
     (a.role === b.role ? 0 : a.role === 'manager' ? -1 : 1) || byName(a, b));
   const column = (node) => {
@@ -144,6 +157,7 @@ function gridPage() {
       h('h3', {}, 'not scheduled', h('small', {}, 'waiting for a node')),
       h('ul', {}, unassigned.sort(order).map(card))));
   }
+  gridCards = fresh;
   return [h('h2', {}, 'Nodes and their tasks'), legend,
     nodes.length ? h('div', { class: 'grid' }, sections) : h('p', { class: 'empty' }, 'No nodes.')];
 }
