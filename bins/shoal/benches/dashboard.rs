@@ -9,6 +9,7 @@
 //!   same tasks to count replicas), run 5 times, median;
 //! - a live change: one service scaled from 1,000 to 1,500, until the open page shows all
 //!   10,500 tasks running, against the manager's own API polled for the same.
+//!
 //! Scale with SHOAL_BENCH_NODES and SHOAL_BENCH_TASKS.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -180,6 +181,17 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
     let mut new_spec = service.spec.clone().ok_or("no spec")?;
     new_spec.mode =
         Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: per_service + per_service / 2 }));
+    // The page notes when it first shows them all (its own clock, every 50 ms): no WebDriver
+    // round trip in the figure.
+    let watch = format!(
+        "window.shoalLongest = 0; new PerformanceObserver(l => l.getEntries().forEach(e => \
+         {{ window.shoalLongest = Math.max(window.shoalLongest, e.duration); }})).observe({{ type: 'longtask' }}); \
+         performance.clearMeasures('shoal-draw'); window.shoalSeen = null; \
+         const timer = setInterval(() => {{ if (document.querySelectorAll('li.task[data-state=running]').length >= {grown}) \
+         {{ window.shoalSeen = Date.now(); clearInterval(timer); }} }}, 50);"
+    );
+    browser.script(&watch, json!([])).await;
+    let asked_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis() as f64;
     let asked = Instant::now();
     control
         .update_service(v1::UpdateServiceRequest {
@@ -210,17 +222,23 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
     };
-    let page = format!("return document.querySelectorAll('li.task[data-state=running]').length >= {grown}");
     let page_at = loop {
-        if browser.script(&page, json!([])).await == json!(true) {
-            break Some(asked.elapsed());
+        if let Some(seen) = browser.script("return window.shoalSeen", json!([])).await.as_f64() {
+            break Some(Duration::from_secs_f64((seen - asked_epoch).max(0.0) / 1e3));
         }
         if asked.elapsed() > Duration::from_secs(120) {
             break None;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let api_at = api.await?;
+    let draws = browser
+        .script(
+            "const d = performance.getEntriesByName('shoal-draw').map(e => e.duration).sort((a, b) => a - b); \
+             performance.clearMeasures('shoal-draw'); return [d.length, d[Math.floor(d.length / 2)] || 0, d[d.length - 1] || 0]",
+            json!([]),
+        )
+        .await;
     let (Some(page_at), Some(api_at)) = (page_at, api_at) else {
         return Err("the scale did not show within 120 s".into());
     };
@@ -230,6 +248,15 @@ async fn bench() -> Result<(), Box<dyn std::error::Error>> {
         page_at.as_secs_f64(),
         api_at.as_secs_f64(),
         page_at.as_secs_f64() - api_at.as_secs_f64()
+    );
+    let longest = browser.script("return window.shoalLongest", json!([])).await;
+    println!(
+        "  page redraws of the {grown}-task grid during the scale: {}, script median {:.0} ms, longest {:.0} ms; \
+         longest main-thread task (script, style, layout) {:.0} ms",
+        draws[0],
+        draws[1].as_f64().unwrap_or(0.0),
+        draws[2].as_f64().unwrap_or(0.0),
+        longest.as_f64().unwrap_or(0.0)
     );
     browser.quit().await;
     drop(child);

@@ -40,7 +40,12 @@ fn main() -> ExitCode {
         completion(shell, &mut std::io::stdout());
         return ExitCode::SUCCESS;
     }
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    // One thread does for a command; the dashboard serves browsers while it follows the cluster.
+    let mut builder = match cli.command {
+        command::Command::Dashboard(_) => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("shoal: cannot start the async runtime: {err}");

@@ -4,6 +4,11 @@
 //! their tasks, a scale made in the page changes the replica count, a task killed turns red
 //! within a second, a drain made in the page moves the tasks, and the keyboard reaches every
 //! page. Screenshots of each page are saved under `target/dashboard/` for people to look at.
+//! The second is the one timed assertion here, because the issue asks for it: it holds with a
+//! margin of about four (the chain from the kill to the red card takes ~0.25 s).
+
+// The test prints what it measured and where the screenshots are.
+#![allow(clippy::print_stdout)]
 
 mod support;
 #[path = "support/webdriver.rs"]

@@ -174,6 +174,9 @@ impl Browser {
             "--disable-background-networking".to_owned(),
             "--disable-extensions".to_owned(),
             "--disable-sync".to_owned(),
+            "--disable-background-timer-throttling".to_owned(),
+            "--disable-renderer-backgrounding".to_owned(),
+            "--disable-backgrounding-occluded-windows".to_owned(),
             format!("--window-size={width},{height}"),
             format!("--user-data-dir={}", profile.display()),
         ];

@@ -117,8 +117,12 @@ impl Model {
         within: impl Fn(&Value) -> bool,
         change: &mut Change,
     ) {
-        let gone: Vec<String> =
-            self.of(kind).iter().filter(|(id, v)| within(v) && !listed.contains_key(*id)).map(|(id, _)| id.clone()).collect();
+        let gone: Vec<String> = self
+            .of(kind)
+            .iter()
+            .filter(|(id, v)| within(v) && !listed.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
         for id in gone {
             self.remove(kind, &id, change);
         }
@@ -447,7 +451,8 @@ async fn catch_up(
         if kind == Kind::Task
             && let Some(services) = &task_services
         {
-            let request = v1::ListTasksRequest { service_ids: services.iter().cloned().collect(), ..Default::default() };
+            let request =
+                v1::ListTasksRequest { service_ids: services.iter().cloned().collect(), ..Default::default() };
             let tasks = control.list_tasks(request).await?.into_inner().tasks;
             partly = Some((services.clone(), view::keyed(&tasks, |t| &t.id, view::task)));
         } else if dirty.all || changed > RELIST_OVER {

@@ -79,7 +79,7 @@ async fn every_request_needs_the_token_of_the_printed_url() {
 async fn assets_and_unknown_routes() {
     let server = server();
     for (path, kind, needle) in [
-        ("/app.js", "text/javascript; charset=utf-8", "new EventSource('/api/events')"),
+        ("/app.js", "text/javascript; charset=utf-8", "fetch('/api/events'"),
         ("/app.css", "text/css; charset=utf-8", ".st-failed"),
         ("/index.html", "text/html; charset=utf-8", "<dialog id=\"confirm\""),
     ] {
@@ -237,7 +237,8 @@ fn many_changed_tasks_are_listed_by_their_services() {
     let service = |id: &str, name: &str| json!({ "id": id, "name": name });
     let services = [("s1", service("s1", "web")), ("s2", service("s2", "db"))];
     model.replace(Kind::Service, services.into_iter().map(|(id, v)| (id.to_owned(), v)).collect(), &mut change);
-    let task = |id: &str, service: &str, state: &str| (id.to_owned(), json!({ "id": id, "service": service, "state": state }));
+    let task =
+        |id: &str, service: &str, state: &str| (id.to_owned(), json!({ "id": id, "service": service, "state": state }));
     model.replace(Kind::Task, [task("a", "s1", "running"), task("b", "s2", "running")].into(), &mut change);
 
     // The events name a known task and a new one of a service known by name.
