@@ -79,7 +79,7 @@ async fn every_request_needs_the_token_of_the_printed_url() {
 async fn assets_and_unknown_routes() {
     let server = server();
     for (path, kind, needle) in [
-        ("/app.js", "text/javascript; charset=utf-8", "fetch('/api/events'"),
+        ("/app.js", "text/javascript; charset=utf-8", "new EventSource('/api/events')"),
         ("/app.css", "text/css; charset=utf-8", ".st-failed"),
         ("/index.html", "text/html; charset=utf-8", "<dialog id=\"confirm\""),
     ] {

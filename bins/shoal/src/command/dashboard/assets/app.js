@@ -423,53 +423,14 @@ function applyDelta(delta) {
   }
 }
 
-// One server-sent event (`event: NAME`, `data: …` lines) to the store.
-function handleFrame(block) {
-  let name = 'message';
-  const data = [];
-  for (const line of block.split('\n')) {
-    if (line.startsWith('event: ')) name = line.slice(7);
-    else if (line.startsWith('data: ')) data.push(line.slice(6));
-  }
-  if (!data.length) return; // a keepalive comment
-  const value = JSON.parse(data.join('\n'));
-  if (name === 'reset') { reset(value); store.streamUp = true; }
-  else if (name === 'delta') applyDelta(value);
-  else if (name === 'status') store.status = value;
-  schedule();
-}
-
-// Follows `/api/events` with fetch and a stream reader rather than EventSource, which in
-// Chromium hands a large message (a scale of hundreds of tasks) to the page hundreds of
-// milliseconds after it arrived; starts over after a second when the stream ends or fails.
-async function follow() {
-  for (;;) {
-    try {
-      const answer = await fetch('/api/events', { credentials: 'same-origin', cache: 'no-store' });
-      if (!answer.ok) throw new Error(`${answer.status} ${answer.statusText}`);
-      const reader = answer.body.getReader();
-      const decoder = new TextDecoder();
-      let buffer = '';
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        // Look for the end of a frame only in what is new (and the byte before it).
-        const from = Math.max(0, buffer.length - 1);
-        buffer += decoder.decode(value, { stream: true });
-        let end = buffer.indexOf('\n\n', from);
-        let start = 0;
-        while (end >= 0) {
-          handleFrame(buffer.slice(start, end));
-          start = end + 2;
-          end = buffer.indexOf('\n\n', start);
-        }
-        if (start) buffer = buffer.slice(start);
-      }
-    } catch (_) { /* the server went away: said in the header below, and tried again */ }
-    store.streamUp = false;
-    drawLink();
-    await new Promise((resolve) => setTimeout(resolve, 1000));
-  }
+function connect() {
+  const source = new EventSource('/api/events');
+  source.addEventListener('open', () => { store.streamUp = true; schedule(); });
+  source.addEventListener('reset', (e) => { store.streamUp = true; reset(JSON.parse(e.data)); schedule(); });
+  source.addEventListener('delta', (e) => { applyDelta(JSON.parse(e.data)); schedule(); });
+  source.addEventListener('status', (e) => { store.status = JSON.parse(e.data); schedule(); });
+  // EventSource reconnects by itself; the server starts it over with a `reset`.
+  source.addEventListener('error', () => { store.streamUp = false; drawLink(); });
 }
 
 // ----- actions -----
@@ -573,5 +534,5 @@ function setAvailability(id, availability) {
 window.addEventListener('hashchange', () => { draw(); document.getElementById('main').focus(); });
 // Keep "… ago" and the grid's recent failures current without a change to draw.
 setInterval(schedule, 10000);
-follow();
+connect();
 draw();
