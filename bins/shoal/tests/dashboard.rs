@@ -210,6 +210,16 @@ async fn the_api_shows_the_cluster_and_acts_on_it() {
     let events = state["events"].as_array().expect("events");
     assert!(events.iter().any(|e| e["type"] == "service" && e["attributes"]["replicas.new"] == "5"), "{events:?}");
     assert!(events.iter().any(|e| e["type"] == "node" && e["attributes"]["availability.new"] == "drain"), "{events:?}");
+
+    // The manager goes away: the page is told, and keeps what it had.
+    let mut cluster = cluster;
+    cluster.kill_manager(0).await;
+    let state = dashboard
+        .state_where("the page told the manager is gone", |s| {
+            s["status"]["connected"] == false && s["status"]["error"].as_str().is_some_and(|e| !e.is_empty())
+        })
+        .await;
+    assert_eq!(state["nodes"].as_array().map(Vec::len), Some(4), "what it had is kept");
     cluster.shutdown().await;
 }
 
