@@ -299,9 +299,14 @@ async fn get(control: &mut ControlClient<Channel>, kind: Kind, id: &str) -> Resu
 
 /// Follows the manager behind `channel` into `hub` until the process ends.
 pub(crate) async fn watch(hub: Arc<Hub>, channel: Channel) {
-    let mut backoff = Duration::from_millis(250);
+    const FIRST: Duration = Duration::from_millis(250);
+    let mut backoff = FIRST;
     loop {
         let error = follow(&hub, channel.clone()).await;
+        // After a run that got through, the next try comes soon again; failed tries back off.
+        if hub.read(|model| model.link.connected) {
+            backoff = FIRST;
+        }
         hub.set_link(false, Some(error));
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
