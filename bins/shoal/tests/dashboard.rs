@@ -62,7 +62,7 @@ impl Dashboard {
             _child: child,
             addr: addr.parse().expect("address"),
             url: url.clone(),
-            cookie: format!("shoal_dashboard={query}"),
+            cookie: format!("shoal_dashboard_{}={query}", addr.rsplit(':').next().expect("port")),
         }
     }
 
@@ -354,6 +354,19 @@ async fn the_page_in_a_browser() {
     browser.click(&button).await;
     browser.keys(&["\u{E00C}"]).await; // Escape closes the dialog: nothing done.
     browser.wait_for("the dialog closed", 5, "return !document.getElementById('confirm').open").await;
+    let button = browser.find(&drain).await;
+    browser.click(&button).await;
+    let cancel = browser.find("#confirm-cancel").await;
+    browser.click(&cancel).await;
+    browser.wait_for("the dialog closed", 5, "return !document.getElementById('confirm').open").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let availability = browser
+        .script(
+            &format!("return document.querySelector(\"tr[data-node='{drained}'] td[data-availability]\").textContent"),
+            json!([]),
+        )
+        .await;
+    assert_eq!(availability, "active", "Escape and Cancel drain nothing");
     let button = browser.find(&drain).await;
     browser.click(&button).await;
     let ok = browser.find("#confirm-ok").await;

@@ -74,9 +74,9 @@ pub(crate) async fn dashboard(host: &str, channel: Channel, args: &DashboardArgs
         );
     }
     let hub = state::Hub::new(host);
-    tokio::spawn(state::watch(Arc::clone(&hub), channel.clone()));
+    let watch = tokio::spawn(state::watch(Arc::clone(&hub), channel.clone()));
     let control = ControlClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
-    let server = Arc::new(http::Server { hub, control, token: token.clone() });
+    let server = Arc::new(http::Server { hub, control, token: token.clone(), port: bound.port() });
     // The URL is for whoever started the command; if nobody reads the output any more (a
     // closed pipe), the dashboard still serves.
     let mut stdout = std::io::stdout().lock();
@@ -86,6 +86,8 @@ pub(crate) async fn dashboard(host: &str, channel: Channel, args: &DashboardArgs
     drop(stdout);
     tokio::select! {
         served = http::serve(listener, server) => served.context("the dashboard stopped accepting connections"),
+        // It loops for ever: ending means it panicked, and the page would show stale data as live.
+        ended = watch => anyhow::bail!("the dashboard stopped following the cluster: {ended:?}"),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }

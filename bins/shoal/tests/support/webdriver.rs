@@ -152,10 +152,12 @@ impl Browser {
     pub(crate) async fn start(profile: &Path, width: u32, height: u32) -> Self {
         let port = free_port();
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        // A process group of its own: the browser it starts goes with it when a test fails.
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .expect("start chromedriver");
@@ -264,10 +266,22 @@ impl Browser {
     }
 
     /// Ends the session (Chromium quits); the driver goes with `self`.
-    pub(crate) async fn quit(mut self) {
+    pub(crate) async fn quit(self) {
         let path = self.path("");
         let _ = http(self.addr, "DELETE", &path, &[], "").await;
-        let _ = self.driver.kill().await;
+    }
+}
+
+impl Drop for Browser {
+    /// Kills chromedriver's process group: the driver and every Chromium process it started,
+    /// also when a test panics half way.
+    fn drop(&mut self) {
+        if let Some(pid) = self.driver.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pid}")])
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -29,7 +29,23 @@ impl From<anyhow::Error> for ActionError {
     }
 }
 
-/// `{"replicas": N}`: sets a replicated service's replicas.
+/// Refuses when the request names the spec version the page showed and the service has moved on.
+fn unchanged_since_shown(service: &v1::Service, body: &Value) -> Result<(), ActionError> {
+    let Some(shown) = body.get("specVersion").filter(|v| !v.is_null()) else { return Ok(()) };
+    let shown = shown.as_u64().ok_or_else(|| {
+        ActionError::BadRequest(format!("invalid specVersion {shown}: expected the version the page showed"))
+    })?;
+    if shown == service.spec_version {
+        return Ok(());
+    }
+    Err(ActionError::Refused(anyhow::anyhow!(
+        "service {} changed since the page showed it (spec version {shown}, now {}): look at it again and retry",
+        render::service_name(service),
+        service.spec_version
+    )))
+}
+
+/// `{"replicas": N, "specVersion": V}`: sets a replicated service's replicas.
 pub(crate) async fn scale(control: &mut ControlClient<Channel>, id: &str, body: &Value) -> Result<String, ActionError> {
     let replicas = body.get("replicas").and_then(Value::as_u64).filter(|n| *n <= MAX_REPLICAS).ok_or_else(|| {
         ActionError::BadRequest(format!(
@@ -38,6 +54,7 @@ pub(crate) async fn scale(control: &mut ControlClient<Channel>, id: &str, body: 
         ))
     })?;
     let service = get_service(control, id).await?;
+    unchanged_since_shown(&service, body)?;
     let name = render::service_name(&service).to_owned();
     let mut spec = service.spec.clone().unwrap_or_default();
     match spec.mode {
@@ -48,9 +65,15 @@ pub(crate) async fn scale(control: &mut ControlClient<Channel>, id: &str, body: 
     Ok(format!("{name} scaled to {replicas}"))
 }
 
-/// Rolls a service back to its spec before the last update.
-pub(crate) async fn rollback(control: &mut ControlClient<Channel>, id: &str) -> Result<String, ActionError> {
+/// `{"specVersion": V}`: rolls a service back to its spec before the last update (a second
+/// rollback would undo the first: the version makes a repeated request fail instead).
+pub(crate) async fn rollback(
+    control: &mut ControlClient<Channel>,
+    id: &str,
+    body: &Value,
+) -> Result<String, ActionError> {
     let service = get_service(control, id).await?;
+    unchanged_since_shown(&service, body)?;
     write_service(control, &service, None).await?;
     Ok(format!("{}: rollback started", render::service_name(&service)))
 }

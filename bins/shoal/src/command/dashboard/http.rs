@@ -2,23 +2,27 @@
 //! access token.
 //!
 //! The token is made at start and printed in the URL (`/?token=…`), as Jupyter does: the first
-//! request with it is answered with a cookie (`HttpOnly`, `SameSite=Strict`) and a redirect to
-//! the same page without it, and every request must carry the cookie. Another user of the machine
-//! cannot use the dashboard without the URL, and a web page on another site cannot make the
-//! browser act through it (the cookie is not sent on cross-site requests; a DNS-rebound name is
-//! another site). Responses forbid framing, sniffing, referrers and any script or style not
-//! served from here.
+//! request with it is answered with a cookie (`shoal_dashboard_PORT`, `HttpOnly`,
+//! `SameSite=Strict`) and a redirect to `/`, and every request must carry the cookie. Another user
+//! of the machine cannot use the dashboard without the URL, and a web page on another site cannot
+//! make the browser act through it (the cookie is not sent on cross-site requests; a DNS-rebound
+//! name is another site). Browsers send a host's cookies to all its ports: a page the operator
+//! opens on another port of the same host could read the cookie, as with any loopback service
+//! that signs in by cookie. Responses forbid framing, sniffing, referrers and any script or style
+//! not served from here.
 //!
 //! | Route | |
 //! |---|---|
 //! | `GET /`, `/app.js`, `/app.css` | the page (embedded in the binary) |
 //! | `GET /api/state` | the whole model (see `state::Model::snapshot`) |
 //! | `GET /api/events` | server-sent events: `reset` (the model), `delta` (changes), `status` |
-//! | `POST /api/services/ID/scale` | `{"replicas": N}` |
-//! | `POST /api/services/ID/rollback` | |
+//! | `POST /api/services/ID/scale` | `{"replicas": N, "specVersion": V}` |
+//! | `POST /api/services/ID/rollback` | `{"specVersion": V}` |
 //! | `POST /api/nodes/ID/availability` | `{"availability": "active" \| "pause" \| "drain"}` |
 //!
 //! Actions answer `{"message": …}` or, with a 4xx status, `{"error": …}` (the CLI's own words).
+//! `specVersion`, when given, is the service's spec version the page showed: a service changed
+//! since is refused (409), so a confirmation never applies to a service the user did not see.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -38,10 +42,15 @@ use tonic::transport::Channel;
 use super::actions;
 use super::state::Hub;
 
-/// The name of the access cookie.
-const COOKIE: &str = "shoal_dashboard";
+/// The access cookie's name: `shoal_dashboard_PORT`, since browsers keep cookies per host, not
+/// per port, and two dashboards on one machine must not take each other's.
+fn cookie_name(port: u16) -> String {
+    format!("shoal_dashboard_{port}")
+}
 /// The largest action body accepted.
 const MAX_BODY: usize = 64 << 10;
+/// How long a client may take to send a request's head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// A comment line sent this often keeps idle streams open and finds browsers that left.
 const KEEPALIVE: Duration = Duration::from_secs(15);
 
@@ -57,6 +66,8 @@ pub(crate) struct Server {
     pub(crate) hub: Arc<Hub>,
     pub(crate) control: ControlClient<Channel>,
     pub(crate) token: String,
+    /// The port it serves on: its cookie's name.
+    pub(crate) port: u16,
 }
 
 fn full(body: impl Into<Bytes>) -> ResponseBody {
@@ -101,15 +112,15 @@ fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     query?.split('&').find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
-/// The access cookie's value, if the request has one.
-fn cookie<B>(request: &Request<B>) -> Option<&str> {
+/// The value of cookie `name`, if the request has one.
+fn cookie<'a, B>(request: &'a Request<B>, name: &str) -> Option<&'a str> {
     request
         .headers()
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
-        .find_map(|pair| pair.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .find_map(|pair| pair.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
 impl Server {
@@ -127,18 +138,16 @@ impl Server {
                 );
             }
             let mut response = respond(StatusCode::SEE_OTHER, "text/plain", full("signed in"));
-            let cookie = format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict", self.token);
+            let cookie = format!("{}={}; Path=/; HttpOnly; SameSite=Strict", cookie_name(self.port), self.token);
             let headers = response.headers_mut();
-            headers.insert(
-                header::LOCATION,
-                HeaderValue::from_str(request.uri().path()).unwrap_or(HeaderValue::from_static("/")),
-            );
+            // Always the page itself (it routes by the part after `#`): never a place the request names.
+            headers.insert(header::LOCATION, HeaderValue::from_static("/"));
             if let Ok(cookie) = HeaderValue::from_str(&cookie) {
                 headers.insert(header::SET_COOKIE, cookie);
             }
             return response;
         }
-        if !cookie(&request).is_some_and(|given| same_secret(given, &self.token)) {
+        if !cookie(&request, &cookie_name(self.port)).is_some_and(|given| same_secret(given, &self.token)) {
             return error(
                 StatusCode::UNAUTHORIZED,
                 "no access token: open the URL `shoal dashboard` printed (it ends in ?token=…)",
@@ -235,7 +244,7 @@ impl Server {
         let mut control = self.control.clone();
         let done = match (kind, action) {
             ("services", "scale") => actions::scale(&mut control, id, &body).await,
-            ("services", "rollback") => actions::rollback(&mut control, id).await,
+            ("services", "rollback") => actions::rollback(&mut control, id, &body).await,
             ("nodes", "availability") => actions::availability(&mut control, id, &body).await,
             _ => return error(StatusCode::NOT_FOUND, format!("no action {action} on {kind}")),
         };
@@ -258,8 +267,13 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, server: Arc<Server>
                 async move { Ok::<_, Infallible>(server.handle(request).await) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);
-            // A browser that goes away mid-request is no news.
-            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+            // A client that sends its request head slowly is dropped; a browser that goes away
+            // mid-request is no news.
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(io, service)
+                .await;
         });
     }
 }

@@ -131,12 +131,16 @@ impl Model {
         }
     }
 
-    /// Keeps `event` for the event page (the newest [`KEPT_EVENTS`]).
+    /// Keeps `event` for the event page (the newest [`KEPT_EVENTS`]); a change carries no more
+    /// than that either.
     pub(crate) fn record(&mut self, event: Value, change: &mut Change) {
         if self.events.len() == KEPT_EVENTS {
             self.events.pop_front();
         }
         self.events.push_back(event.clone());
+        if change.events.len() == KEPT_EVENTS {
+            change.events.remove(0);
+        }
         change.events.push(event);
     }
 
@@ -250,50 +254,87 @@ impl Hub {
     }
 }
 
-/// Every object of every kind, as views keyed by ID.
-async fn list(control: &mut ControlClient<Channel>, kind: Kind) -> Result<HashMap<String, Value>, tonic::Status> {
-    Ok(match kind {
-        Kind::Node => {
-            let nodes = control.list_nodes(v1::ListNodesRequest::default()).await?.into_inner().nodes;
-            view::keyed(&nodes, |n| &n.id, view::node)
-        }
-        Kind::Service => {
-            let services = control.list_services(v1::ListServicesRequest::default()).await?.into_inner().services;
-            view::keyed(&services, |s| &s.id, view::service)
-        }
-        Kind::Task => {
-            let tasks = control.list_tasks(v1::ListTasksRequest::default()).await?.into_inner().tasks;
-            view::keyed(&tasks, |t| &t.id, view::task)
-        }
-        Kind::Network => {
-            let networks = control.list_networks(v1::ListNetworksRequest::default()).await?.into_inner().networks;
-            view::keyed(&networks, |n| &n.id, view::network)
-        }
-    })
+/// Reads objects from the manager as views. It keeps the services it last read, since a task's
+/// view says whether the task is up to date with its service (`shoal_manager::task_dirty`, what
+/// an update replaces and what `service update` counts).
+#[derive(Debug)]
+struct Reader {
+    control: ControlClient<Channel>,
+    services: HashMap<String, v1::Service>,
 }
 
-/// One object's view, or `None` when it is gone.
-async fn get(control: &mut ControlClient<Channel>, kind: Kind, id: &str) -> Result<Option<Value>, tonic::Status> {
-    let id = id.to_owned();
-    let read = match kind {
-        Kind::Node => {
-            control.get_node(v1::GetNodeRequest { node: id }).await.map(|a| a.into_inner().node.map(|n| view::node(&n)))
+impl Reader {
+    fn task_view(&self, task: &v1::Task) -> Value {
+        view::task(task, self.services.get(&task.service_id))
+    }
+
+    /// Every object of `kind`, as views keyed by ID.
+    async fn list(&mut self, kind: Kind) -> Result<HashMap<String, Value>, tonic::Status> {
+        let control = &mut self.control;
+        Ok(match kind {
+            Kind::Node => {
+                let nodes = control.list_nodes(v1::ListNodesRequest::default()).await?.into_inner().nodes;
+                view::keyed(&nodes, |n| &n.id, view::node)
+            }
+            Kind::Service => {
+                let services = control.list_services(v1::ListServicesRequest::default()).await?.into_inner().services;
+                self.services = services.iter().map(|s| (s.id.clone(), s.clone())).collect();
+                view::keyed(&services, |s| &s.id, view::service)
+            }
+            Kind::Task => self.tasks(Vec::new()).await?,
+            Kind::Network => {
+                let networks = control.list_networks(v1::ListNetworksRequest::default()).await?.into_inner().networks;
+                view::keyed(&networks, |n| &n.id, view::network)
+            }
+        })
+    }
+
+    /// The tasks of `services` (all tasks when empty), as views keyed by ID.
+    async fn tasks(&mut self, services: Vec<String>) -> Result<HashMap<String, Value>, tonic::Status> {
+        let request = v1::ListTasksRequest { service_ids: services, ..Default::default() };
+        let tasks = self.control.list_tasks(request).await?.into_inner().tasks;
+        Ok(tasks.iter().map(|t| (t.id.clone(), self.task_view(t))).collect())
+    }
+
+    /// One object's view, or `None` when it is gone.
+    async fn get(&mut self, kind: Kind, id: &str) -> Result<Option<Value>, tonic::Status> {
+        let id = id.to_owned();
+        let control = &mut self.control;
+        let read = match kind {
+            Kind::Node => control
+                .get_node(v1::GetNodeRequest { node: id })
+                .await
+                .map(|a| a.into_inner().node.map(|n| view::node(&n))),
+            Kind::Service => match control.get_service(v1::GetServiceRequest { service: id.clone() }).await {
+                Ok(answer) => {
+                    let service = answer.into_inner().service;
+                    let view = service.as_ref().map(view::service);
+                    match service {
+                        Some(service) => self.services.insert(id, service),
+                        None => self.services.remove(&id),
+                    };
+                    Ok(view)
+                }
+                Err(status) => {
+                    if status.code() == tonic::Code::NotFound {
+                        self.services.remove(&id);
+                    }
+                    Err(status)
+                }
+            },
+            Kind::Task => match control.get_task(v1::GetTaskRequest { task: id }).await {
+                Ok(answer) => Ok(answer.into_inner().task.map(|t| self.task_view(&t))),
+                Err(status) => Err(status),
+            },
+            Kind::Network => control
+                .get_network(v1::GetNetworkRequest { network: id })
+                .await
+                .map(|a| a.into_inner().network.map(|n| view::network(&n))),
+        };
+        match read {
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
+            other => other,
         }
-        Kind::Service => control
-            .get_service(v1::GetServiceRequest { service: id })
-            .await
-            .map(|a| a.into_inner().service.map(|s| view::service(&s))),
-        Kind::Task => {
-            control.get_task(v1::GetTaskRequest { task: id }).await.map(|a| a.into_inner().task.map(|t| view::task(&t)))
-        }
-        Kind::Network => control
-            .get_network(v1::GetNetworkRequest { network: id })
-            .await
-            .map(|a| a.into_inner().network.map(|n| view::network(&n))),
-    };
-    match read {
-        Err(status) if status.code() == tonic::Code::NotFound => Ok(None),
-        other => other,
     }
 }
 
@@ -315,7 +356,8 @@ pub(crate) async fn watch(hub: Arc<Hub>, channel: Channel) {
 
 /// One run of the watch: returns why it stopped.
 async fn follow(hub: &Hub, channel: Channel) -> String {
-    let mut control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
+    let control = ControlClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER_BYTES);
+    let mut reader = Reader { control, services: HashMap::new() };
     let mut events = EventsClient::new(channel).max_decoding_message_size(MAX_ANSWER_BYTES);
     let stream = match events.subscribe(v1::SubscribeEventsRequest::default()).await {
         Ok(answer) => answer.into_inner(),
@@ -324,7 +366,7 @@ async fn follow(hub: &Hub, channel: Channel) -> String {
     // The stream is read by a task of its own: a channel's `recv` can be raced against a timer
     // without losing a message half read.
     let (messages_tx, mut messages) = mpsc::channel::<Result<v1::SubscribeEventsMessage, String>>(4096);
-    let reader = tokio::spawn(async move {
+    let stream_reader = tokio::spawn(async move {
         let mut stream = stream;
         loop {
             let next = match stream.message().await {
@@ -338,8 +380,8 @@ async fn follow(hub: &Hub, channel: Channel) -> String {
             }
         }
     });
-    let _reader = AbortOnDrop(reader);
-    if let Err(status) = relist(hub, &mut control, &Kind::ALL).await {
+    let _stream_reader = AbortOnDrop(stream_reader);
+    if let Err(status) = relist(hub, &mut reader, &Kind::ALL).await {
         return format!("cannot list the cluster: {}", status.message());
     }
     hub.set_link(true, None);
@@ -349,7 +391,7 @@ async fn follow(hub: &Hub, channel: Channel) -> String {
         let first = tokio::select! {
             message = messages.recv() => message,
             _ = poll.tick() => {
-                if let Err(status) = relist(hub, &mut control, &[Kind::Node]).await {
+                if let Err(status) = relist(hub, &mut reader, &[Kind::Node]).await {
                     return format!("cannot list the nodes: {}", status.message());
                 }
                 continue;
@@ -367,7 +409,7 @@ async fn follow(hub: &Hub, channel: Channel) -> String {
                 Err(error) => return error,
             }
         }
-        if let Err(status) = catch_up(hub, &mut control, batch).await {
+        if let Err(status) = catch_up(hub, &mut reader, batch).await {
             return format!("cannot read the changed objects: {}", status.message());
         }
     }
@@ -382,11 +424,12 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Lists `kinds` whole and makes the model match.
-async fn relist(hub: &Hub, control: &mut ControlClient<Channel>, kinds: &[Kind]) -> Result<(), tonic::Status> {
+/// Lists `kinds` whole (in the order of [`Kind::ALL`]: services before their tasks) and makes
+/// the model match.
+async fn relist(hub: &Hub, reader: &mut Reader, kinds: &[Kind]) -> Result<(), tonic::Status> {
     let mut listed = Vec::new();
     for &kind in kinds {
-        listed.push((kind, list(control, kind).await?));
+        listed.push((kind, reader.list(kind).await?));
     }
     hub.apply(|model, change| {
         for (kind, objects) in listed {
@@ -434,38 +477,67 @@ impl Dirty {
     }
 }
 
+/// Which tasks a batch reads again.
+#[derive(Debug, PartialEq)]
+pub(crate) enum TaskRead {
+    /// Each changed task by itself.
+    Each,
+    /// The tasks of these services (and each other changed task by itself).
+    Of(HashSet<String>),
+    /// Every task.
+    All,
+}
+
+/// Which tasks to read again for `dirty`: the tasks of every service whose spec may have changed
+/// (whether each is up to date depends on it); when many tasks changed, the tasks of their
+/// services — or every task, if a service of theirs cannot be told or services came or went in
+/// the same batch (a name may now be another service's).
+pub(crate) fn task_read(dirty: &Dirty, model: &Model) -> TaskRead {
+    if dirty.all {
+        return TaskRead::All;
+    }
+    let mut services: HashSet<String> = dirty.changed.get(&Kind::Service).cloned().unwrap_or_default();
+    if dirty.changed.get(&Kind::Task).map_or(0, HashSet::len) > RELIST_OVER {
+        let known = model.objects.get(&Kind::Service);
+        let services_came_or_went = dirty.removed.get(&Kind::Service).is_some_and(|ids| !ids.is_empty())
+            || services.iter().any(|id| !known.is_some_and(|k| k.contains_key(id)));
+        match model.services_of(&dirty.task_services) {
+            Some(of_tasks) if !services_came_or_went => services.extend(of_tasks),
+            _ => return TaskRead::All,
+        }
+    }
+    if services.is_empty() { TaskRead::Each } else { TaskRead::Of(services) }
+}
+
 /// Reads what `batch` names and sends browsers the difference with its events.
-async fn catch_up(
-    hub: &Hub,
-    control: &mut ControlClient<Channel>,
-    batch: Vec<v1::SubscribeEventsMessage>,
-) -> Result<(), tonic::Status> {
+async fn catch_up(hub: &Hub, reader: &mut Reader, batch: Vec<v1::SubscribeEventsMessage>) -> Result<(), tonic::Status> {
     let dirty = Dirty::of(&batch);
-    // Many tasks changed: list the tasks of their services only (a scale of one service of
-    // thousands among tens of thousands), or all tasks when a service cannot be told.
-    let task_services = if dirty.changed.get(&Kind::Task).map_or(0, HashSet::len) > RELIST_OVER && !dirty.all {
-        hub.read(|model| model.services_of(&dirty.task_services))
-    } else {
-        None
-    };
+    let plan = hub.read(|model| task_read(&dirty, model));
     let mut relisted = Vec::new();
     let mut partly: Option<(HashSet<String>, HashMap<String, Value>)> = None;
     let mut read = Vec::new();
+    // In the order of Kind::ALL: services are read before the views of their tasks are made.
     for kind in Kind::ALL {
         let changed = dirty.changed.get(&kind).map_or(0, HashSet::len);
+        let whole = match kind {
+            Kind::Task => plan == TaskRead::All,
+            _ => dirty.all || changed > RELIST_OVER,
+        };
+        if whole {
+            relisted.push((kind, reader.list(kind).await?));
+            continue;
+        }
         if kind == Kind::Task
-            && let Some(services) = &task_services
+            && let TaskRead::Of(services) = &plan
         {
-            let request =
-                v1::ListTasksRequest { service_ids: services.iter().cloned().collect(), ..Default::default() };
-            let tasks = control.list_tasks(request).await?.into_inner().tasks;
-            partly = Some((services.clone(), view::keyed(&tasks, |t| &t.id, view::task)));
-        } else if dirty.all || changed > RELIST_OVER {
-            relisted.push((kind, list(control, kind).await?));
-        } else {
-            for id in dirty.changed.get(&kind).into_iter().flatten() {
-                read.push((kind, id.clone(), get(control, kind, id).await?));
+            let tasks = reader.tasks(services.iter().cloned().collect()).await?;
+            partly = Some((services.clone(), tasks));
+        }
+        for id in dirty.changed.get(&kind).into_iter().flatten() {
+            if partly.as_ref().is_some_and(|(_, listed)| listed.contains_key(id)) {
+                continue;
             }
+            read.push((kind, id.clone(), reader.get(kind, id).await?));
         }
     }
     hub.apply(|model, change| {

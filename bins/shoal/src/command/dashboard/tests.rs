@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use shoal_api::v1::{self, TaskState};
 
 use super::http::{ResponseBody, Server};
-use super::state::{Change, Dirty, Hub, KEPT_EVENTS, Model};
+use super::state::{Change, Dirty, Hub, KEPT_EVENTS, Model, RELIST_OVER, TaskRead, task_read};
 use super::view::{self, Kind};
 use super::{new_token, refused_listen};
 
@@ -21,7 +21,12 @@ fn server() -> Arc<Server> {
     // Never dialled: the requests here are refused or answered before any call to a manager.
     let channel = tonic::transport::Channel::from_static("http://127.0.0.1:9").connect_lazy();
     let hub = Hub::new("192.0.2.10:2377");
-    Arc::new(Server { hub, control: v1::control_client::ControlClient::new(channel), token: TOKEN.to_owned() })
+    Arc::new(Server {
+        hub,
+        control: v1::control_client::ControlClient::new(channel),
+        token: TOKEN.to_owned(),
+        port: 8088,
+    })
 }
 
 fn request(method: &str, uri: &str) -> hyper::http::request::Builder {
@@ -29,7 +34,8 @@ fn request(method: &str, uri: &str) -> hyper::http::request::Builder {
 }
 
 fn signed_in(method: &str, uri: &str) -> hyper::http::request::Builder {
-    request(method, uri).header(header::COOKIE, format!("theme=dark; shoal_dashboard={TOKEN}"))
+    request(method, uri)
+        .header(header::COOKIE, format!("theme=dark; shoal_dashboard_8089=x; shoal_dashboard_8088={TOKEN}"))
 }
 
 async fn send(server: &Arc<Server>, request: Request<Full<Bytes>>) -> hyper::Response<ResponseBody> {
@@ -53,18 +59,25 @@ async fn every_request_needs_the_token_of_the_printed_url() {
         assert_eq!(answer.status(), StatusCode::UNAUTHORIZED, "{path}");
         assert!(body(answer).await.contains("open the URL `shoal dashboard` printed"));
     }
-    let wrong = request("GET", "/api/state").header(header::COOKIE, "shoal_dashboard=0123456789abcdeX");
+    let wrong = request("GET", "/api/state").header(header::COOKIE, "shoal_dashboard_8088=0123456789abcdeX");
     assert_eq!(send(&server, wrong.body(empty()).expect("request")).await.status(), StatusCode::UNAUTHORIZED);
+    // Another dashboard's cookie (another port) is not this one's.
+    let other = request("GET", "/api/state").header(header::COOKIE, format!("shoal_dashboard_8089={TOKEN}"));
+    assert_eq!(send(&server, other.body(empty()).expect("request")).await.status(), StatusCode::UNAUTHORIZED);
     let wrong = send(&server, request("GET", "/?token=nope").body(empty()).expect("request")).await;
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
     assert!(wrong.headers().get(header::SET_COOKIE).is_none());
 
-    // The printed URL: a cookie only this site's requests carry, and the same page without the token.
-    let signed = send(&server, request("GET", &format!("/?token={TOKEN}")).body(empty()).expect("request")).await;
-    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
-    assert_eq!(signed.headers()[header::LOCATION], "/");
-    let cookie = signed.headers()[header::SET_COOKIE].to_str().expect("ascii");
-    assert_eq!(cookie, format!("shoal_dashboard={TOKEN}; Path=/; HttpOnly; SameSite=Strict"));
+    // The printed URL: a cookie only this site's requests carry, and the page without the token —
+    // always `/`, whatever path came with the token.
+    for path in ["/", "//evil.example", "/app.js"] {
+        let signed =
+            send(&server, request("GET", &format!("{path}?token={TOKEN}")).body(empty()).expect("request")).await;
+        assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+        assert_eq!(signed.headers()[header::LOCATION], "/", "{path}");
+        let cookie = signed.headers()[header::SET_COOKIE].to_str().expect("ascii");
+        assert_eq!(cookie, format!("shoal_dashboard_8088={TOKEN}; Path=/; HttpOnly; SameSite=Strict"));
+    }
 
     let page = send(&server, signed_in("GET", "/").body(empty()).expect("request")).await;
     assert_eq!(page.status(), StatusCode::OK);
@@ -153,7 +166,7 @@ fn task(id: &str, service: &str, node: &str, state: TaskState) -> v1::Task {
 
 #[test]
 fn views_carry_what_the_pages_show() {
-    let view = view::task(&task("t1", "s1", "n1", TaskState::Failed));
+    let view = view::task(&task("t1", "s1", "n1", TaskState::Failed), None);
     assert_eq!(view["name"], "web.2");
     assert_eq!(view["state"], "failed");
     assert_eq!(view["desired"], "running");
@@ -261,6 +274,67 @@ fn many_changed_tasks_are_listed_by_their_services() {
     assert_eq!(model.count(Kind::Task), 2, "b and c");
 }
 
+#[test]
+fn what_a_batch_reads_of_the_tasks() {
+    use v1::{EventAction as A, EventType as T};
+    let mut model = Model::new("m");
+    let mut change = Change::default();
+    model.replace(Kind::Service, [("s1".to_owned(), json!({ "id": "s1", "name": "web" }))].into(), &mut change);
+    model.replace(Kind::Task, [("a".to_owned(), json!({ "id": "a", "service": "s1" }))].into(), &mut change);
+    let with_service = |e: v1::SubscribeEventsMessage, service: &str| {
+        let mut e = e;
+        if let Some(event) = e.event.as_mut() {
+            event.attributes.insert("service".to_owned(), service.to_owned());
+        }
+        e
+    };
+    let many = |service: &str| -> Vec<v1::SubscribeEventsMessage> {
+        (0..=RELIST_OVER).map(|i| with_service(event(T::Task, A::Create, &format!("t{i}")), service)).collect()
+    };
+    // A few tasks: each by itself.
+    assert_eq!(task_read(&Dirty::of(&[event(T::Task, A::Update, "a")]), &model), TaskRead::Each);
+    // A service changed: its tasks, since whether each is up to date may have changed.
+    assert_eq!(
+        task_read(&Dirty::of(&[event(T::Service, A::Update, "s1")]), &model),
+        TaskRead::Of(["s1".to_owned()].into())
+    );
+    // Many tasks of a known service: that service's tasks.
+    assert_eq!(task_read(&Dirty::of(&many("web")), &model), TaskRead::Of(["s1".to_owned()].into()));
+    // Of a service the model does not know, or with services made in the same batch: every task.
+    assert_eq!(task_read(&Dirty::of(&many("api")), &model), TaskRead::All);
+    let mut batch = vec![event(T::Service, A::Remove, "s1"), event(T::Service, A::Create, "s2")];
+    batch.extend(many("web"));
+    assert_eq!(task_read(&Dirty::of(&batch), &model), TaskRead::All, "web may now be s2");
+    // Events lost: every task.
+    let lost = v1::SubscribeEventsMessage { event: None, lost: 1 };
+    assert_eq!(task_read(&Dirty::of(&[lost]), &model), TaskRead::All);
+}
+
+#[test]
+fn a_task_is_up_to_date_as_the_updater_counts_it() {
+    let service = |image: &str| v1::Service {
+        id: "s1".to_owned(),
+        spec: Some(v1::ServiceSpec {
+            task: Some(v1::TaskSpec {
+                container: Some(v1::ContainerSpec { image: image.to_owned(), ..Default::default() }),
+                ..Default::default()
+            }),
+            mode: Some(v1::service_spec::Mode::Replicated(v1::ReplicatedService { replicas: 3 })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut task = task("t1", "s1", "n1", TaskState::Running);
+    task.spec = service("web:v1").spec.and_then(|s| s.task);
+    assert_eq!(view::task(&task, Some(&service("web:v1")))["current"], true);
+    assert_eq!(view::task(&task, Some(&service("web:v2")))["current"], false);
+    // A scale changes the service's spec version, not what its tasks run.
+    let mut scaled = service("web:v1");
+    scaled.spec_version = 7;
+    assert_eq!(view::task(&task, Some(&scaled))["current"], true);
+    assert_eq!(view::task(&task, None)["current"], Value::Null);
+}
+
 fn event(kind: v1::EventType, action: v1::EventAction, id: &str) -> v1::SubscribeEventsMessage {
     v1::SubscribeEventsMessage {
         event: Some(v1::Event { r#type: kind as i32, action: action as i32, id: id.to_owned(), ..Default::default() }),
@@ -309,7 +383,12 @@ async fn next_frame(body: &mut ResponseBody) -> String {
 async fn the_stream_starts_with_the_model_then_sends_each_change() {
     let server = server();
     server.hub.apply(|model, change| {
-        model.upsert(Kind::Task, "t1".to_owned(), view::task(&task("t1", "s1", "n1", TaskState::Running)), change);
+        model.upsert(
+            Kind::Task,
+            "t1".to_owned(),
+            view::task(&task("t1", "s1", "n1", TaskState::Running), None),
+            change,
+        );
     });
     let answer = send(&server, signed_in("GET", "/api/events").body(empty()).expect("request")).await;
     assert_eq!(answer.headers()[header::CONTENT_TYPE], "text/event-stream");
@@ -321,7 +400,7 @@ async fn the_stream_starts_with_the_model_then_sends_each_change() {
 
     // The task fails: the browser hears of that task alone.
     server.hub.apply(|model, change| {
-        model.upsert(Kind::Task, "t1".to_owned(), view::task(&task("t1", "s1", "n1", TaskState::Failed)), change);
+        model.upsert(Kind::Task, "t1".to_owned(), view::task(&task("t1", "s1", "n1", TaskState::Failed), None), change);
     });
     let delta = next_frame(&mut stream).await;
     let data: Value =

@@ -161,7 +161,9 @@ pub(crate) fn service(service: &v1::Service) -> Value {
     })
 }
 
-pub(crate) fn task(task: &v1::Task) -> Value {
+/// A task's view; with its service, whether it is up to date with it (what a rolling update
+/// replaces, as `service update` counts it).
+pub(crate) fn task(task: &v1::Task, service: Option<&v1::Service>) -> Value {
     let status = task.status.clone().unwrap_or_default();
     let name = task.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default();
     let image = task.spec.as_ref().and_then(|t| t.container.as_ref()).map(|c| c.image.as_str()).unwrap_or_default();
@@ -184,6 +186,7 @@ pub(crate) fn task(task: &v1::Task) -> Value {
         "since": millis(status.timestamp.as_ref()),
         "image": render::display_image(image),
         "specVersion": task.spec_version,
+        "current": service.map(|service| !shoal_manager::task_dirty(service, task)),
         "networks": networks,
     })
 }

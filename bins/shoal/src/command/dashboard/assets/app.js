@@ -107,8 +107,9 @@ function serviceCounts() {
     if (!c || !isLive(t)) continue;
     c.live++;
     if (t.state === 'running') c.running++;
-    const s = store.services.get(t.service);
-    if (s && t.specVersion === s.specVersion && t.state === 'running') c.current++;
+    // Up to date with the service as the manager's updater counts it (not by spec version: a
+    // scale changes that without replacing any task).
+    if (t.current && t.state === 'running') c.current++;
   }
   return counts;
 }
@@ -344,9 +345,16 @@ function eventsPage() {
 
 // ----- drawing -----
 
+// The page the hash names (`#/service/ID`); a hash that names no page (the skip link's
+// `#main`) keeps the last one.
+let lastRoute = { page: 'grid', id: undefined };
 function route() {
+  if (location.hash && !location.hash.startsWith('#/')) return lastRoute;
   const [page, id] = (location.hash.replace(/^#\/?/, '') || 'grid').split('/');
-  return { page, id: id && decodeURIComponent(id) };
+  let decoded = id;
+  try { decoded = id && decodeURIComponent(id); } catch (_) { /* a malformed ID shows as not found */ }
+  lastRoute = { page, id: decoded };
+  return lastRoute;
 }
 
 function draw() {
@@ -366,7 +374,11 @@ function draw() {
   else if (page === 'networks') content = networksPage();
   else if (page === 'events') content = eventsPage();
   else content = gridPage();
+  const grid = main.querySelector('.grid');
+  const scrolled = grid ? grid.scrollLeft : 0;
   main.replaceChildren(...[content].flat());
+  const newGrid = main.querySelector('.grid');
+  if (newGrid && scrolled) newGrid.scrollLeft = scrolled;
   if (focused) {
     const again = main.querySelector(`[data-key="${CSS.escape(focused)}"]`);
     if (again) again.focus();
@@ -389,10 +401,12 @@ function drawLink() {
   const link = document.getElementById('link');
   const s = store.status;
   let text; let down = true;
-  if (!store.streamUp) text = 'the dashboard server cannot be reached: is `shoal dashboard` still running?';
-  else if (!s) text = 'connecting…';
-  else if (s.connected) { text = `live · manager ${s.manager}`; down = false; } else text = `manager ${s.manager} unreachable: ${s.error || ''} (retrying)`;
-  link.textContent = text;
+  if (store.signedOut) text = 'this page’s access has ended (the dashboard restarted?): open the URL `shoal dashboard` printed';
+  else if (!store.streamUp) text = 'the dashboard server cannot be reached: is `shoal dashboard` still running?';
+  else if (!s || (!s.connected && !s.error)) { text = `connecting to ${s ? s.manager : 'the manager'}…`; down = false; }
+  else if (s.connected) { text = `live · manager ${s.manager}`; down = false; } else text = `manager ${s.manager} unreachable: ${s.error} (retrying)`;
+  // Only a change is written: the header is a live region, and screen readers announce writes.
+  if (link.textContent !== text) link.textContent = text;
   link.className = down ? 'down' : '';
 }
 
@@ -418,7 +432,7 @@ function applyDelta(delta) {
     for (const id of (delta.remove || {})[kind] || []) store[kind].delete(id);
   }
   if (delta.events && delta.events.length) {
-    store.events.push(...delta.events);
+    for (const event of delta.events) store.events.push(event);
     if (store.events.length > KEPT_EVENTS) store.events.splice(0, store.events.length - KEPT_EVENTS);
   }
 }
@@ -429,8 +443,16 @@ function connect() {
   source.addEventListener('reset', (e) => { store.streamUp = true; reset(JSON.parse(e.data)); schedule(); });
   source.addEventListener('delta', (e) => { applyDelta(JSON.parse(e.data)); schedule(); });
   source.addEventListener('status', (e) => { store.status = JSON.parse(e.data); schedule(); });
-  // EventSource reconnects by itself; the server starts it over with a `reset`.
-  source.addEventListener('error', () => { store.streamUp = false; drawLink(); });
+  // EventSource reconnects by itself and the server starts it over with a `reset` — unless this
+  // page's token is no longer the dashboard's (it restarted): then it stops and says so.
+  source.addEventListener('error', async () => {
+    store.streamUp = false;
+    drawLink();
+    try {
+      const answer = await fetch('/api/state', { method: 'HEAD', credentials: 'same-origin' });
+      if (answer.status === 401) { store.signedOut = true; source.close(); drawLink(); }
+    } catch (_) { /* the server is down: EventSource keeps trying */ }
+  });
 }
 
 // ----- actions -----
@@ -454,7 +476,11 @@ async function post(path, body) {
 }
 
 // Opens the confirmation dialog; `run(value)` is called on Confirm and may throw to keep it open.
+// Each opening has its own number: an answer that comes after the dialog was closed (or opened
+// for something else) is dropped, and Confirm is disabled while a request is under way.
+let dialogOpening = 0;
 function confirmAction({ title, text, field, ok, run }) {
+  const opening = ++dialogOpening;
   const dialog = document.getElementById('confirm');
   const input = document.getElementById('confirm-input');
   document.getElementById('confirm-title').textContent = title;
@@ -466,7 +492,10 @@ function confirmAction({ title, text, field, ok, run }) {
     document.getElementById('confirm-label').textContent = field.label;
     input.value = field.value;
   }
-  const opener = document.activeElement;
+  // The button that opened it is found again by its key on close: a live redraw may have made it anew.
+  const openerKey = document.activeElement && document.activeElement.dataset ? document.activeElement.dataset.key : null;
+  const okButton = document.getElementById('confirm-ok');
+  okButton.disabled = false;
   const form = dialog.querySelector('form');
   // Confirm is the form's only submit button, so Enter in the field confirms; Cancel and Escape close.
   document.getElementById('confirm-cancel').onclick = () => dialog.close('cancel');
@@ -480,15 +509,24 @@ function confirmAction({ title, text, field, ok, run }) {
         return;
       }
     }
+    if (okButton.disabled) return;
+    okButton.disabled = true;
     try {
       const message = await run(value);
+      if (opening !== dialogOpening || !dialog.open) return;
       dialog.close('ok');
       toast(message, false);
     } catch (err) {
+      if (opening !== dialogOpening || !dialog.open) return;
       document.getElementById('confirm-error').textContent = err.message;
+    } finally {
+      if (opening === dialogOpening) okButton.disabled = false;
     }
   };
-  dialog.onclose = () => { if (opener && document.contains(opener)) opener.focus(); };
+  dialog.onclose = () => {
+    const opener = openerKey && document.querySelector(`[data-key="${CSS.escape(openerKey)}"]`);
+    (opener || document.getElementById('main')).focus();
+  };
   dialog.showModal();
   if (field) { input.focus(); input.select(); } else document.getElementById('confirm-ok').focus();
 }
@@ -500,7 +538,7 @@ function scale(id) {
     title: `Scale ${s.name}`,
     text: `The service runs ${s.replicas} replicas. Tasks are added or stopped at once.`,
     field: { label: 'Replicas', value: s.replicas }, ok: 'Scale',
-    run: (replicas) => post(`/api/services/${encodeURIComponent(id)}/scale`, { replicas }),
+    run: (replicas) => post(`/api/services/${encodeURIComponent(id)}/scale`, { replicas, specVersion: s.specVersion }),
   });
 }
 
@@ -510,7 +548,7 @@ function rollback(id) {
   confirmAction({
     title: `Roll back ${s.name}`,
     text: `${s.name} goes back to the spec it had before its last update; its tasks are replaced by its rollback config.`,
-    ok: 'Roll back', run: () => post(`/api/services/${encodeURIComponent(id)}/rollback`),
+    ok: 'Roll back', run: () => post(`/api/services/${encodeURIComponent(id)}/rollback`, { specVersion: s.specVersion }),
   });
 }
 
@@ -532,6 +570,10 @@ function setAvailability(id, availability) {
 // ----- start -----
 
 window.addEventListener('hashchange', () => { draw(); document.getElementById('main').focus(); });
+document.querySelector('.skip').addEventListener('click', (event) => {
+  event.preventDefault();
+  document.getElementById('main').focus();
+});
 // Keep "… ago" and the grid's recent failures current without a change to draw.
 setInterval(schedule, 10000);
 connect();
