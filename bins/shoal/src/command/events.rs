@@ -87,7 +87,8 @@ struct Parts<'a> {
     attributes: BTreeMap<&'a str, &'a str>,
 }
 
-fn parts(event: &v1::Event) -> Parts<'_> {
+/// An event's type and action as docker words them: `service`, `update`.
+pub(crate) fn words(event: &v1::Event) -> (&'static str, &'static str) {
     let kind = match event.r#type() {
         v1::EventType::Service => "service",
         v1::EventType::Node => "node",
@@ -103,6 +104,11 @@ fn parts(event: &v1::Event) -> Parts<'_> {
         v1::EventAction::Remove => "remove",
         v1::EventAction::Unknown => "unknown",
     };
+    (kind, action)
+}
+
+fn parts(event: &v1::Event) -> Parts<'_> {
+    let (kind, action) = words(event);
     Parts {
         time: shoal_api::from_timestamp(event.time.as_ref()).unwrap_or(UNIX_EPOCH),
         kind,

@@ -214,21 +214,7 @@ pub(crate) fn network(network: &v1::Network) -> Value {
 
 /// One cluster event as the event page lists it.
 pub(crate) fn event(event: &v1::Event) -> Value {
-    let kind = match event.r#type() {
-        v1::EventType::Service => "service",
-        v1::EventType::Node => "node",
-        v1::EventType::Task => "task",
-        v1::EventType::Network => "network",
-        v1::EventType::Secret => "secret",
-        v1::EventType::Config => "config",
-        v1::EventType::Unknown => "unknown",
-    };
-    let action = match event.action() {
-        v1::EventAction::Create => "create",
-        v1::EventAction::Update => "update",
-        v1::EventAction::Remove => "remove",
-        v1::EventAction::Unknown => "unknown",
-    };
+    let (kind, action) = crate::command::events::words(event);
     let attributes: std::collections::BTreeMap<&str, &str> =
         event.attributes.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     json!({
