@@ -388,8 +388,12 @@ function draw() {
     ? `${store.nodes.size} nodes · ${store.services.size} services · ${live.filter((t) => t.state === 'running').length}/${live.length} tasks running`
     : '';
   drawLink();
-  // How long each draw takes, for the benchmark (`performance.getEntriesByName('shoal-draw')`).
-  if (store.loaded) performance.measure('shoal-draw', { start: started });
+  // How long each draw takes, for the benchmark (`performance.getEntriesByName('shoal-draw')`);
+  // the browser keeps such entries for ever, so a page open for days keeps the last thousand.
+  if (store.loaded) {
+    if (++draw.count % 1000 === 0) performance.clearMeasures('shoal-draw');
+    performance.measure('shoal-draw', { start: started });
+  }
   if (store.loaded && !draw.marked) {
     draw.marked = true;
     performance.mark('shoal-first-render');
@@ -409,6 +413,8 @@ function drawLink() {
   if (link.textContent !== text) link.textContent = text;
   link.className = down ? 'down' : '';
 }
+
+draw.count = 0;
 
 let scheduled = false;
 function schedule() {
