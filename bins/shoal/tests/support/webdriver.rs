@@ -1,6 +1,6 @@
 //! A real browser for the dashboard's tests: headless Chromium driven through chromedriver's W3C
-//! WebDriver API (JSON over HTTP), with a plain HTTP/1.1 client for that and for the dashboard's
-//! own API. Nothing here reaches beyond loopback.
+//! WebDriver API (JSON over HTTP with hyper's client, also used for the dashboard's own API).
+//! Nothing here reaches beyond loopback.
 
 #![allow(dead_code)]
 
@@ -10,7 +10,6 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::process::{Child, Command};
 
 /// One HTTP answer.
@@ -31,82 +30,38 @@ impl Answer {
     }
 }
 
-/// One request on a fresh connection (`Connection: close`), read to its end.
+/// One request on a fresh connection, through hyper's HTTP/1 client (the hyper the workspace
+/// already has), read to its end.
 pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Answer {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|err| panic!("connect {addr}: {err}"));
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).await.expect("write request");
-    // Read until the body is whole: chromedriver keeps the connection open despite `close`.
-    let mut raw = Vec::new();
-    let read = async {
-        let mut buf = vec![0u8; 64 << 10];
-        let mut wanted = None;
-        loop {
-            // How long the answer is, once its head is in; then only the length is compared.
-            if wanted.is_none() {
-                wanted = expected_length(&raw);
-            }
-            match wanted {
-                Some(Length::Exactly(n)) if raw.len() >= n => return,
-                Some(Length::Chunked) if raw.ends_with(b"0\r\n\r\n") => return,
-                _ => {}
-            }
-            match stream.read(&mut buf).await {
-                Ok(0) => return,
-                Ok(n) => raw.extend_from_slice(&buf[..n]),
-                Err(err) => panic!("{method} {path}: read answer: {err} (after {} bytes)", raw.len()),
-            }
+    use http_body_util::BodyExt as _;
+    let exchange = async {
+        let stream = tokio::net::TcpStream::connect(addr).await.map_err(|err| format!("connect: {err}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|err| format!("handshake: {err}"))?;
+        tokio::spawn(connection);
+        let mut request = hyper::Request::builder().method(method).uri(path).header("Host", addr.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
+        let request = request
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.to_owned())))
+            .map_err(|err| format!("request: {err}"))?;
+        let answer = sender.send_request(request).await.map_err(|err| format!("send: {err}"))?;
+        let status = answer.status().as_u16();
+        let headers = answer
+            .headers()
+            .iter()
+            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let body = answer.into_body().collect().await.map_err(|err| format!("read body: {err}"))?.to_bytes();
+        Ok::<_, String>(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .unwrap_or_else(|_| panic!("{method} {path}: no answer within 60 s"));
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let headers: Vec<(String, String)> =
-        lines.filter_map(|l| l.split_once(':')).map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned())).collect();
-    let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
-    let body = if chunked { dechunk(body) } else { body.to_owned() };
-    Answer { status, headers, body }
-}
-
-/// How long an answer is, as its head says.
-enum Length {
-    /// Head and body together.
-    Exactly(usize),
-    Chunked,
-    /// Until the connection ends.
-    ToEnd,
-}
-
-/// The length of the answer `raw` begins, once its head is whole.
-fn expected_length(raw: &[u8]) -> Option<Length> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    if let Some(length) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        return Some(Length::Exactly(end + 4 + length.trim().parse::<usize>().ok()?));
+    match tokio::time::timeout(Duration::from_secs(60), exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(err)) => panic!("{method} http://{addr}{path}: {err}"),
+        Err(_) => panic!("{method} http://{addr}{path}: no answer within 60 s"),
     }
-    Some(if head.contains("transfer-encoding: chunked") { Length::Chunked } else { Length::ToEnd })
-}
-
-/// The payload of a chunked body.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
-        if size == 0 || after.len() < size {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 /// Standard base64 (what WebDriver's screenshots are) to bytes.
@@ -276,11 +231,8 @@ impl Drop for Browser {
     /// Kills chromedriver's process group: the driver and every Chromium process it started,
     /// also when a test panics half way.
     fn drop(&mut self) {
-        if let Some(pid) = self.driver.id() {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pid}")])
-                .stderr(Stdio::null())
-                .status();
+        if let Some(pid) = self.driver.id().and_then(|pid| i32::try_from(pid).ok()) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
 }

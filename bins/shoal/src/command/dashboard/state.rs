@@ -305,27 +305,28 @@ impl Reader {
                 .get_node(v1::GetNodeRequest { node: id })
                 .await
                 .map(|a| a.into_inner().node.map(|n| view::node(&n))),
-            Kind::Service => match control.get_service(v1::GetServiceRequest { service: id.clone() }).await {
-                Ok(answer) => {
-                    let service = answer.into_inner().service;
-                    let view = service.as_ref().map(view::service);
-                    match service {
-                        Some(service) => self.services.insert(id, service),
-                        None => self.services.remove(&id),
-                    };
-                    Ok(view)
-                }
-                Err(status) => {
-                    if status.code() == tonic::Code::NotFound {
+            Kind::Service => {
+                let read = control.get_service(v1::GetServiceRequest { service: id.clone() }).await;
+                let read = read.map(|answer| answer.into_inner().service);
+                // The services kept follow what was read: a task's view is made against them.
+                match &read {
+                    Ok(Some(service)) => {
+                        self.services.insert(id, service.clone());
+                    }
+                    Ok(None) => {
                         self.services.remove(&id);
                     }
-                    Err(status)
+                    Err(status) if status.code() == tonic::Code::NotFound => {
+                        self.services.remove(&id);
+                    }
+                    Err(_) => {}
                 }
-            },
-            Kind::Task => match control.get_task(v1::GetTaskRequest { task: id }).await {
-                Ok(answer) => Ok(answer.into_inner().task.map(|t| self.task_view(&t))),
-                Err(status) => Err(status),
-            },
+                read.map(|service| service.as_ref().map(view::service))
+            }
+            Kind::Task => {
+                let read = control.get_task(v1::GetTaskRequest { task: id }).await;
+                read.map(|answer| answer.into_inner().task.map(|t| self.task_view(&t)))
+            }
             Kind::Network => control
                 .get_network(v1::GetNetworkRequest { network: id })
                 .await
