@@ -7,6 +7,7 @@
 
 #![allow(clippy::print_stderr)]
 
+mod scenarios;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,7 +15,7 @@ use std::net::UdpSocket;
 use std::time::Instant;
 
 use shoal_testkit::{Cluster, Node, images, in_netns};
-use support::{env, http_script, in_task, ok, running_task, running_task_on, until, wait_for};
+use support::{NetnsBed, body, env, http_script, in_task, ok, running_task, running_task_on, until, wait_for};
 
 /// The upstream resolver the agents forward to: answers `outside.test. A 192.0.2.99` and
 /// REFUSED to anything else, at 192.0.2.1:53 in the underlay namespace.
@@ -50,13 +51,6 @@ fn fake_upstream(underlay: &str) -> UdpSocket {
         }
     });
     socket
-}
-
-/// The body of an HTTP response, if it is a 200.
-fn body(response: &str) -> Option<String> {
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.").then_some(())?;
-    head.lines().next()?.contains(" 200 ").then(|| body.trim().to_owned())
 }
 
 /// GET `path` from `host:port` out of the underlay namespace (a client outside the cluster,
@@ -335,4 +329,11 @@ fn service_networking() {
     }
     drop(w1_agent);
     drop(processes);
+}
+
+/// The scenario the VM and SSH testbeds run (`e2e_vm.rs`), here on three netns nodes.
+#[test]
+fn routing_mesh_and_vips_on_netns() {
+    let Some(bed) = NetnsBed::new("e2e routing_mesh_and_vips_on_netns", 3) else { return };
+    scenarios::mesh::routing_mesh_and_vips(&bed);
 }

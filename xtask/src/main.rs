@@ -68,8 +68,17 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
-    /// Build the binaries and run the end-to-end tests on the netns cluster (also part of `test`).
-    E2e,
+    /// Build the binaries and run the end-to-end tests on the netns cluster (also part of `test`);
+    /// `--vm` runs the scenarios on three qemu VMs instead, `--hosts FILE` on the machines of an
+    /// inventory file.
+    E2e {
+        /// Boot three qemu VMs (Debian's cloud kernel: IPVS, ESP, NFS) and run the scenarios there.
+        #[arg(long, conflicts_with = "hosts")]
+        vm: bool,
+        /// Run the scenarios on the machines an inventory file names (see crates/testkit/README.md).
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
+    },
     /// Bring up a 3-manager + 2-worker cluster in network namespaces with a service running
     /// (`--down` removes it).
     Demo {
@@ -173,16 +182,30 @@ fn dispatch(command: Cmd) -> anyhow::Result<()> {
                 demo::context(demo::up(&root))
             }
         }
-        Cmd::E2e => {
+        Cmd::E2e { vm, hosts } => {
             require_root("e2e")?;
-            let setup = prereq::ensure(prereq::Task::E2e)?;
+            let task = if vm { prereq::Task::E2eVm } else { prereq::Task::E2e };
+            let setup = prereq::ensure(task)?;
             let build = prereq::timed_cargo(&["build", "--workspace", "--bins", "--locked"])?;
             println!(
                 "e2e: set-up took {:.1} s, building the binaries {:.1} s",
                 setup.as_secs_f64(),
                 build.as_secs_f64()
             );
-            prereq::timed_cargo(&["nextest", "run", "--locked", "-p", "shoal-tests", "-E", "binary(e2e)"])?;
+            let mut args = vec!["nextest", "run", "--locked", "-p", "shoal-tests", "--no-capture"];
+            match (vm, &hosts) {
+                (false, None) => args.extend(["-E", "binary(e2e)"]),
+                _ => args.extend(["-E", "binary(e2e_vm)"]),
+            }
+            // The test reads the inventory from SHOAL_TESTBED; without one it boots the VMs.
+            let testbed = match &hosts {
+                Some(file) => vec![(
+                    "SHOAL_TESTBED",
+                    std::fs::canonicalize(file).with_context(|| format!("inventory {}", file.display()))?,
+                )],
+                None => Vec::new(),
+            };
+            prereq::timed_cargo_with(&args, &testbed)?;
             Ok(())
         }
         Cmd::VmTest { filters } => {

@@ -62,6 +62,8 @@ pub(crate) enum Task {
     Demo,
     /// `cargo xtask e2e`.
     E2e,
+    /// `cargo xtask e2e --vm`: the scenarios on qemu VMs.
+    E2eVm,
     /// `cargo xtask vm-test`.
     VmTest,
     /// `cargo xtask bench NAME`.
@@ -75,6 +77,7 @@ impl std::fmt::Display for Task {
             Self::Test => f.write_str("test"),
             Self::Demo => f.write_str("demo"),
             Self::E2e => f.write_str("e2e"),
+            Self::E2eVm => f.write_str("e2e --vm"),
             Self::VmTest => f.write_str("vm-test"),
             Self::Bench(name) => write!(f, "bench {name}"),
         }
@@ -93,16 +96,17 @@ pub(crate) struct Prereq {
     pub(crate) needed_by: &'static [Task],
 }
 
-use Task::{Bench, Build, Demo, E2e, Test, VmTest};
+use Task::{Bench, Build, Demo, E2e, E2eVm, Test, VmTest};
 
 /// Everything that runs Shoal's processes on containerd in network namespaces.
 const CLUSTER: &[Task] =
-    &[Test, Demo, E2e, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update"), Bench("stack")];
+    &[Test, Demo, E2e, E2eVm, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update"), Bench("stack")];
 /// Everything that builds network namespaces and links.
 const NETNS: &[Task] = &[
     Test,
     Demo,
     E2e,
+    E2eVm,
     VmTest,
     Bench("converge"),
     Bench("runtime"),
@@ -113,6 +117,9 @@ const NETNS: &[Task] = &[
     Bench("update"),
     Bench("stack"),
 ];
+
+/// Everything that builds the VM image of `e2e --vm`.
+const VM_IMAGE: &[Task] = &[Test, E2eVm];
 
 /// The table. Probing and installing both read it; nothing else installs anything.
 pub(crate) const PREREQS: &[Prereq] = &[
@@ -150,7 +157,7 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::Cargo("nextest"),
         source: Source::CargoInstall("cargo-nextest"),
         why: "runs the test suite (test groups, JUnit report for the summary)",
-        needed_by: &[Test, E2e],
+        needed_by: &[Test, E2e, E2eVm],
     },
     Prereq {
         provides: "cargo deny",
@@ -212,11 +219,12 @@ pub(crate) const PREREQS: &[Prereq] = &[
         provides: "/bin/busybox (static)",
         probe: Probe::StaticBinary("/bin/busybox"),
         source: Source::Apt("busybox-static"),
-        why: "the test images' userland and the VM's initramfs",
+        why: "the test images' userland, the VMs' initramfs and the VM image's userland",
         needed_by: &[
             Test,
             Demo,
             E2e,
+            E2eVm,
             VmTest,
             Bench("converge"),
             Bench("runtime"),
@@ -238,21 +246,78 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),
         why: "the local registry the nodes pull test images from",
-        needed_by: &[Test, Demo, E2e, Bench("converge"), Bench("mesh"), Bench("update"), Bench("stack")],
+        needed_by: &[Test, Demo, E2e, E2eVm, Bench("converge"), Bench("mesh"), Bench("update"), Bench("stack")],
     },
     Prereq {
         provides: "qemu-system-x86_64",
         probe: Probe::Command("qemu-system-x86_64"),
         source: Source::Apt("qemu-system-x86"),
-        why: "boots Debian's cloud kernel for the IPVS suite (this kernel has no IPVS)",
-        needed_by: &[Test, VmTest],
+        why: "boots Debian's cloud kernel for the IPVS suite and the VM cluster (this kernel has no IPVS)",
+        needed_by: &[Test, VmTest, E2eVm],
     },
     Prereq {
         provides: "SeaBIOS (bios-256k.bin)",
         probe: Probe::File("/usr/share/seabios/bios-256k.bin"),
         source: Source::Apt("seabios"),
         why: "the firmware qemu loads before the kernel",
-        needed_by: &[Test, VmTest],
+        needed_by: &[Test, VmTest, E2eVm],
+    },
+    Prereq {
+        provides: "mkfs.ext4",
+        probe: Probe::Command("mkfs.ext4"),
+        source: Source::Apt("e2fsprogs"),
+        why: "makes the VMs' root disk from a directory (mkfs.ext4 -d), without a loop mount",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "depmod",
+        probe: Probe::Command("depmod"),
+        source: Source::Apt("kmod"),
+        why: "indexes the VM image's kernel modules (on-demand loads: nftables expressions, crypto); \
+              kmod's modprobe is copied into the image",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "dropbear",
+        probe: Probe::Command("dropbear"),
+        source: Source::Apt("dropbear-bin"),
+        why: "the VMs' SSH server, copied into the image (the package starts no service here)",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "dropbearkey",
+        probe: Probe::Command("dropbearkey"),
+        source: Source::Apt("dropbear-bin"),
+        why: "makes the VMs' host key",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "ssh",
+        probe: Probe::Command("ssh"),
+        source: Source::Apt("openssh-client"),
+        why: "drives the VMs and the machines of `e2e --hosts` (one shared connection per node)",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "ssh-keygen",
+        probe: Probe::Command("ssh-keygen"),
+        source: Source::Apt("openssh-client"),
+        why: "makes the harness's login key for the VMs",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "dash",
+        probe: Probe::Command("dash"),
+        source: Source::Apt("dash"),
+        why: "the VM image's /bin/sh (busybox's shell prefers its applets over the real ip and nft)",
+        needed_by: VM_IMAGE,
+    },
+    Prereq {
+        provides: "tcpdump",
+        probe: Probe::Command("tcpdump"),
+        source: Source::Apt("tcpdump"),
+        why: "copied into the VM image, to look at the wire from inside a VM",
+        needed_by: VM_IMAGE,
     },
     Prereq {
         provides: "chromium",
@@ -436,9 +501,15 @@ fn install(task: Task, missing: &[&Prereq]) -> anyhow::Result<()> {
 
 /// Runs `cargo ARGS…` and returns how long it took; fails naming the command.
 pub(crate) fn timed_cargo(args: &[&str]) -> anyhow::Result<Duration> {
+    timed_cargo_with(args, &[])
+}
+
+/// Like [`timed_cargo`], with `env` added to cargo's environment.
+pub(crate) fn timed_cargo_with(args: &[&str], env: &[(&str, std::path::PathBuf)]) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .status()
         .with_context(|| format!("cannot run cargo {}", args.join(" ")))?;
     if !status.success() {

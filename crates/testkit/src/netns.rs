@@ -65,6 +65,22 @@ pub enum HarnessError {
         /// The log to look at.
         log: PathBuf,
     },
+    /// Something the harness needs is not there (a tool, a module, a file on a node).
+    #[error("{what} is missing: {hint}")]
+    Missing {
+        /// What is missing.
+        what: String,
+        /// What to do about it, or what was found instead.
+        hint: String,
+    },
+    /// An inventory file of `cargo xtask e2e --hosts` is not valid.
+    #[error("inventory {path}: {message}")]
+    Inventory {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        message: String,
+    },
     /// A node index outside `1..=N`.
     #[error("no node {index} in a cluster of {count} nodes (nodes are numbered from 1)")]
     NoSuchNode {
@@ -143,6 +159,12 @@ impl Drop for Process {
     }
 }
 
+/// Maps an I/O error of `action` on `path` to a [`HarnessError::Io`].
+pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + use<> {
+    let path = path.to_owned();
+    move |source| HarnessError::Io { action, path, source }
+}
+
 fn process_error(action: String, source: std::io::Error) -> HarnessError {
     HarnessError::Process { action, source }
 }
@@ -162,7 +184,7 @@ static CLUSTERS: AtomicU32 = AtomicU32::new(0);
 
 /// A run ID unique across concurrent test processes: the process ID and a per-process counter,
 /// mixed with the clock so that a recycled PID does not reuse the names of a leftover run.
-fn run_id() -> String {
+pub(crate) fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -290,23 +312,7 @@ impl Cluster {
 
     /// Like [`Cluster::spawn`], in any namespace of this cluster (the underlay's included).
     pub fn spawn_in(&self, netns: &str, name: &str, program: &str, args: &[&str]) -> Result<Process, HarnessError> {
-        let log = self.dir.join("logs").join(format!("{name}.log"));
-        let io_err = |source| HarnessError::Io { action: "create log", path: log.clone(), source };
-        let out = File::create(&log).map_err(io_err)?;
-        let err = out.try_clone().map_err(io_err)?;
-        // In the node's network namespace only, with the host's mount namespace, as a node's
-        // processes run on a machine of their own: mounts an agent makes (its tasks' secret
-        // tmpfs mounts, typed volumes) are seen by containerd and runc. (`ip netns exec` would
-        // give each a private mount namespace.) nsenter execs the program, so the child's PID is
-        // the program's.
-        let mut command = Command::new("nsenter");
-        command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
-        command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = command.spawn().map_err(|source| HarnessError::Command {
-            action: format!("start {name} in {netns}"),
-            source: CommandError::Spawn { command: cmd::render(&command), source },
-        })?;
-        Ok(Process { name: name.to_owned(), child, log })
+        spawn_in(&self.dir.join("logs"), netns, name, program, args)
     }
 
     /// Runs `program args…` to completion in `node`; fails unless it exits 0.
@@ -395,6 +401,34 @@ impl Cluster {
     pub fn keep_dir(&mut self) {
         self.keep_dir = true;
     }
+}
+
+/// Starts `program args…` in `netns` (its network namespace only), with standard output and
+/// error in `log_dir/NAME.log`.
+pub(crate) fn spawn_in(
+    log_dir: &Path,
+    netns: &str,
+    name: &str,
+    program: &str,
+    args: &[&str],
+) -> Result<Process, HarnessError> {
+    let log = log_dir.join(format!("{name}.log"));
+    let io_err = |source| HarnessError::Io { action: "create log", path: log.clone(), source };
+    let out = File::create(&log).map_err(io_err)?;
+    let err = out.try_clone().map_err(io_err)?;
+    // In the node's network namespace only, with the host's mount namespace, as a node's
+    // processes run on a machine of their own: mounts an agent makes (its tasks' secret
+    // tmpfs mounts, typed volumes) are seen by containerd and runc. (`ip netns exec` would
+    // give each a private mount namespace.) nsenter execs the program, so the child's PID is
+    // the program's.
+    let mut command = Command::new("nsenter");
+    command.arg(format!("--net=/run/netns/{netns}")).arg("--").arg(program);
+    command.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    let child = command.spawn().map_err(|source| HarnessError::Command {
+        action: format!("start {name} in {netns}"),
+        source: CommandError::Spawn { command: cmd::render(&command), source },
+    })?;
+    Ok(Process { name: name.to_owned(), child, log })
 }
 
 fn partition_table(peer: &Node) -> String {

@@ -106,21 +106,35 @@ impl Registry {
 
     /// Imports each image into `containerd` and pushes it here over plain HTTP.
     pub fn push_all(&self, containerd: &Containerd, images: &[BuiltImage]) -> Result<(), RegistryError> {
-        for image in images {
-            let reference = self.reference(image);
-            let push = |source| RegistryError::Push { reference: reference.clone(), source };
-            cmd::run(containerd.ctr().args(["images", "import"]).arg(&image.path)).map_err(push)?;
-            // `ctr push` talks to the registry itself, so it runs in the underlay namespace.
-            let mut ctr = Cluster::command_in(&self.underlay, "ctr");
-            ctr.arg("--address").arg(containerd.socket()).args(["--namespace", containerd.namespace()]);
-            ctr.args(["images", "push", "--plain-http", &reference, &image.def.reference()]);
-            cmd::run(&mut ctr).map_err(push)?;
-        }
-        Ok(())
+        push_all(containerd, images, &self.addr.to_string(), Some(&self.underlay))
     }
 
     /// The underlay address, for tests that check where it listens.
     pub fn ip(&self) -> Ipv4Addr {
         *self.addr.ip()
     }
+}
+
+/// Imports each image into `containerd` and pushes it over plain HTTP to the registry at
+/// `registry` (`HOST:PORT`), from the network namespace `netns` of this host (`None`: its own).
+pub fn push_all(
+    containerd: &Containerd,
+    images: &[BuiltImage],
+    registry: &str,
+    netns: Option<&str>,
+) -> Result<(), RegistryError> {
+    for image in images {
+        let reference = format!("{registry}/{}", image.def.reference());
+        let push = |source| RegistryError::Push { reference: reference.clone(), source };
+        cmd::run(containerd.ctr().args(["images", "import"]).arg(&image.path)).map_err(push)?;
+        // `ctr push` talks to the registry itself, so it runs where the registry is reachable.
+        let mut ctr = match netns {
+            Some(netns) => Cluster::command_in(netns, "ctr"),
+            None => std::process::Command::new("ctr"),
+        };
+        ctr.arg("--address").arg(containerd.socket()).args(["--namespace", containerd.namespace()]);
+        ctr.args(["images", "push", "--plain-http", &reference, &image.def.reference()]);
+        cmd::run(&mut ctr).map_err(push)?;
+    }
+    Ok(())
 }

@@ -1,13 +1,16 @@
-//! Shoal's own binaries on the harness: start managers and workers in node namespaces with the
-//! flags a harness node needs (its data dir, the private containerd, the test registry, its
-//! hostname), and run the `shoal` CLI from a node. Used by the end-to-end tests and `cargo xtask
-//! demo`; it only runs executables, so it knows no Shoal crate.
+//! Shoal's own binaries on the harness: start managers and workers with the flags a node needs
+//! (its data dir, its containerd, the test registry, its hostname), on the netns harness
+//! ([`ShoalCluster`]) or on any [`Testbed`] ([`BedCluster`]), and run the `shoal` CLI against a
+//! manager. Used by the end-to-end tests and `cargo xtask demo`; it only runs executables, so it
+//! knows no Shoal crate.
 
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CommandError};
 use crate::netns::{Cluster, HarnessError, Node, Process};
+use crate::node::{NetnsNode, NodeLayout, NodeProcess, TestNode, Testbed};
 
 /// Where the harness's clusters take overlay subnets from.
 pub const OVERLAY_POOL: &str = "198.18.0.0/16";
@@ -74,28 +77,27 @@ impl<'a> ShoalCluster<'a> {
         }
     }
 
+    /// Where `node` keeps things: the cluster's directory, the private containerd, namespaces
+    /// under the run's prefix.
+    pub fn layout(&self, node: &Node) -> NodeLayout {
+        NodeLayout {
+            bin_dir: self.bins.clone(),
+            data_dir: self.data_dir(node),
+            containerd_socket: self.containerd_socket.clone(),
+            containerd_namespace: self.containerd_namespace(node),
+            netns_prefix: self.netns_prefix(node),
+            resolv_conf: Some(self.resolv_conf()),
+        }
+    }
+
+    /// `node` as a [`TestNode`], for the scenarios written against [`Testbed`].
+    pub fn test_node(&self, node: &Node) -> NetnsNode {
+        NetnsNode::new(self.cluster, node, self.layout(node))
+    }
+
     /// The flags every node process takes.
     pub fn node_flags(&self, node: &Node) -> Vec<String> {
-        vec![
-            "--data-dir".into(),
-            self.data_dir(node).to_string_lossy().into_owned(),
-            "--containerd-socket".into(),
-            self.containerd_socket.to_string_lossy().into_owned(),
-            "--containerd-namespace".into(),
-            format!("{}-{}", self.cluster.prefix(), node.name),
-            "--logger".into(),
-            self.bins.join("shoal-runtime-logger").to_string_lossy().into_owned(),
-            "--insecure-registry".into(),
-            self.registry.clone(),
-            "--hostname".into(),
-            node.name.clone(),
-            "--netns-prefix".into(),
-            self.netns_prefix(node),
-            "--gateway-subnet".into(),
-            GATEWAY_SUBNET.into(),
-            "--resolv-conf".into(),
-            self.resolv_conf().to_string_lossy().into_owned(),
-        ]
+        node_flags(&self.layout(node), &self.registry, &node.name)
     }
 
     /// The resolver configuration the nodes' agents read: `nameserver 192.0.2.1` (the underlay
@@ -134,33 +136,18 @@ impl<'a> ShoalCluster<'a> {
     }
 
     fn manager_args(&self, verb: &str, node: &Node) -> Vec<String> {
-        vec![
-            verb.into(),
-            "--advertise-addr".into(),
-            node.addr.to_string(),
-            "--listen-addr".into(),
-            format!("{}:2377", node.addr),
-            "--heartbeat-period".into(),
-            self.heartbeat.clone(),
-        ]
+        manager_args(verb, node.addr, &self.heartbeat)
     }
 
     /// `shoal-manager init` on `node`; returns the process and the worker join token it printed.
     pub fn init(&self, node: &Node) -> Result<(Process, String), HarnessError> {
         let mut args = self.manager_args("init", node);
-        // Overlay subnets inside the test range (198.18.0.0/15): never Swarm's 10.0.0.0/8.
-        args.extend([
-            "--default-addr-pool".into(),
-            OVERLAY_POOL.into(),
-            "--default-addr-pool-mask-length".into(),
-            "24".into(),
-        ]);
+        args.extend(init_args());
         let process = self.spawn(node, "shoal-manager", args)?;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let log = std::fs::read_to_string(process.log()).unwrap_or_default();
-            let token = log.split_whitespace().skip_while(|w| *w != "--token").nth(1).unwrap_or_default();
-            if token.starts_with("SHTKN-1-") {
+            if let Some(token) = printed_token(&log) {
                 return Ok((process, token.to_owned()));
             }
             if Instant::now() > deadline {
@@ -225,7 +212,7 @@ impl<'a> ShoalCluster<'a> {
     /// The CLI as run inside `via`'s namespace against its manager, with `bundle_of`'s admin bundle.
     pub fn cli(&self, via: &Node, bundle_of: &Node) -> Cli {
         Cli {
-            netns: via.netns.clone(),
+            netns: Some(via.netns.clone()),
             host: format!("{}:2377", via.addr),
             shoal: self.bins.join("shoal"),
             bundle: self.data_dir(bundle_of).join("admin"),
@@ -233,10 +220,10 @@ impl<'a> ShoalCluster<'a> {
     }
 }
 
-/// The `shoal` CLI aimed at one manager from inside a node's namespace.
+/// The `shoal` CLI aimed at one manager, from inside a namespace of this host or from the host.
 #[derive(Debug, Clone)]
 pub struct Cli {
-    netns: String,
+    netns: Option<String>,
     host: String,
     shoal: PathBuf,
     bundle: PathBuf,
@@ -245,7 +232,11 @@ pub struct Cli {
 impl Cli {
     /// `shoal ARGS…` as a command to spawn (for output that streams, such as `service logs -f`).
     pub fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut command = Cluster::command_in(&self.netns, &self.shoal.to_string_lossy());
+        let shoal = self.shoal.to_string_lossy();
+        let mut command = match &self.netns {
+            Some(netns) => Cluster::command_in(netns, &shoal),
+            None => std::process::Command::new(&*shoal),
+        };
         command.args(["--host", &self.host]).arg("--cert-path").arg(&self.bundle).args(args);
         command
     }
@@ -281,24 +272,32 @@ impl Cli {
     }
 
     /// A POSIX shell script that runs this CLI from the host's shell: it enters the node's
-    /// namespace with `ip netns exec` and aims at the same manager with the same bundle (the
-    /// `SHOAL_HOST` and `SHOAL_CERT_PATH` environment variables override both).
+    /// namespace with `ip netns exec` (when it runs in one) and aims at the same manager with the
+    /// same bundle (the `SHOAL_HOST` and `SHOAL_CERT_PATH` environment variables override both).
     pub fn wrapper_script(&self) -> String {
         let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+        let (checks, enter) = match &self.netns {
+            Some(netns) => (
+                format!(
+                    "if [ \"$(id -u)\" != 0 ]; then\n\
+                     \x20   echo 'shoal: the cluster runs in network namespaces: run this as root' >&2; exit 1\n\
+                     fi\n\
+                     if [ ! -e /run/netns/{netns} ]; then\n\
+                     \x20   echo 'shoal: network namespace {netns} is gone: the cluster is not running' >&2; exit 1\n\
+                     fi\n"
+                ),
+                format!("ip netns exec {netns} "),
+            ),
+            None => (String::new(), String::new()),
+        };
         format!(
             "#!/bin/sh\n\
-             # The shoal CLI against a cluster in network namespaces, from the host's shell.\n\
-             if [ \"$(id -u)\" != 0 ]; then\n\
-             \x20   echo 'shoal: the cluster runs in network namespaces: run this as root' >&2; exit 1\n\
-             fi\n\
-             if [ ! -e /run/netns/{netns} ]; then\n\
-             \x20   echo 'shoal: network namespace {netns} is gone: the cluster is not running' >&2; exit 1\n\
-             fi\n\
+             # The shoal CLI against a test cluster, from the host's shell.\n\
+             {checks}\
              if [ -z \"${{SHOAL_HOST:-}}\" ]; then SHOAL_HOST={host}; fi\n\
              if [ -z \"${{SHOAL_CERT_PATH:-}}\" ]; then SHOAL_CERT_PATH={bundle}; fi\n\
              export SHOAL_HOST SHOAL_CERT_PATH\n\
-             exec ip netns exec {netns} {shoal} \"$@\"\n",
-            netns = self.netns,
+             exec {enter}{shoal} \"$@\"\n",
             host = quote(&self.host),
             bundle = quote(&self.bundle.to_string_lossy()),
             shoal = quote(&self.shoal.to_string_lossy()),
@@ -307,12 +306,157 @@ impl Cli {
 
     /// The command line a person would type to do what this does, for instructions.
     pub fn command_line(&self) -> String {
-        format!(
-            "ip netns exec {} {} --host {} --cert-path {}",
-            self.netns,
-            self.shoal.display(),
-            self.host,
-            self.bundle.display()
-        )
+        let enter = self.netns.as_ref().map(|n| format!("ip netns exec {n} ")).unwrap_or_default();
+        format!("{enter}{} --host {} --cert-path {}", self.shoal.display(), self.host, self.bundle.display())
+    }
+}
+
+/// The flags every node process takes, from the node's layout.
+fn node_flags(layout: &NodeLayout, registry: &str, hostname: &str) -> Vec<String> {
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    let mut flags = vec![
+        "--data-dir".into(),
+        path(&layout.data_dir),
+        "--containerd-socket".into(),
+        path(&layout.containerd_socket),
+        "--containerd-namespace".into(),
+        layout.containerd_namespace.clone(),
+        "--logger".into(),
+        path(&layout.bin_dir.join("shoal-runtime-logger")),
+        "--insecure-registry".into(),
+        registry.to_owned(),
+        "--hostname".into(),
+        hostname.to_owned(),
+        "--netns-prefix".into(),
+        layout.netns_prefix.clone(),
+        "--gateway-subnet".into(),
+        GATEWAY_SUBNET.into(),
+    ];
+    if let Some(resolv_conf) = &layout.resolv_conf {
+        flags.extend(["--resolv-conf".into(), path(resolv_conf)]);
+    }
+    flags
+}
+
+/// The arguments of `shoal-manager VERB` on a node at `addr`.
+fn manager_args(verb: &str, addr: Ipv4Addr, heartbeat: &str) -> Vec<String> {
+    vec![
+        verb.into(),
+        "--advertise-addr".into(),
+        addr.to_string(),
+        "--listen-addr".into(),
+        format!("{addr}:2377"),
+        "--heartbeat-period".into(),
+        heartbeat.into(),
+    ]
+}
+
+/// `init`'s extra arguments: overlay subnets inside the test range (198.18.0.0/15), never
+/// Swarm's 10.0.0.0/8.
+fn init_args() -> [String; 4] {
+    ["--default-addr-pool".into(), OVERLAY_POOL.into(), "--default-addr-pool-mask-length".into(), "24".into()]
+}
+
+/// The worker join token `shoal-manager init` printed in `log`, once it has.
+fn printed_token(log: &str) -> Option<&str> {
+    log.split_whitespace().skip_while(|w| *w != "--token").nth(1).filter(|t| t.starts_with("SHTKN-1-"))
+}
+
+/// Shoal on a [`Testbed`]'s nodes: managers and agents started with the flags each node's layout
+/// asks for, and the CLI of this host aimed at a manager with its admin bundle (copied over).
+#[derive(Debug)]
+pub struct BedCluster<'a> {
+    bed: &'a dyn Testbed,
+}
+
+impl<'a> BedCluster<'a> {
+    /// Shoal on `bed`.
+    pub fn new(bed: &'a dyn Testbed) -> Self {
+        Self { bed }
+    }
+
+    fn spawn(
+        &self,
+        node: &dyn TestNode,
+        binary: &str,
+        mut args: Vec<String>,
+    ) -> Result<Box<dyn NodeProcess>, HarnessError> {
+        args.extend(node_flags(node.layout(), self.bed.registry(), node.name()));
+        let mut argv = vec![node.layout().bin_dir.join(binary).to_string_lossy().into_owned()];
+        argv.extend(args);
+        let name = binary.strip_prefix("shoal-").unwrap_or(binary);
+        node.spawn(name, &argv)
+    }
+
+    /// `shoal-manager init` on `node`; returns the process and the worker join token it printed.
+    pub fn init(&self, node: &dyn TestNode) -> Result<(Box<dyn NodeProcess>, String), HarnessError> {
+        let mut args = manager_args("init", node.addr(), self.bed.heartbeat());
+        args.extend(init_args());
+        let process = self.spawn(node, "shoal-manager", args)?;
+        let limit = Duration::from_secs(30 * u64::from(self.bed.timescale()));
+        let deadline = Instant::now() + limit;
+        loop {
+            let log = process.log().unwrap_or_default();
+            if let Some(token) = printed_token(&log) {
+                return Ok((process, token.to_owned()));
+            }
+            if Instant::now() > deadline {
+                return Err(HarnessError::Timeout {
+                    what: format!("`shoal-manager init` on {} to print a join token (it printed: {log})", node.name()),
+                    log: PathBuf::from(format!("{}:/var/log/shoal/manager.log", node.name())),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// `shoal-agent join` on `node` with a worker `token`, through the manager on `manager`.
+    pub fn join_worker(
+        &self,
+        node: &dyn TestNode,
+        token: &str,
+        manager: &dyn TestNode,
+    ) -> Result<Box<dyn NodeProcess>, HarnessError> {
+        let args = vec!["join".into(), "--token".into(), token.into(), format!("{}:2377", manager.addr())];
+        self.spawn(node, "shoal-agent", args)
+    }
+
+    /// `shoal-manager join` on `node` with a manager `token`, through the manager on `leader`.
+    pub fn join_manager(
+        &self,
+        node: &dyn TestNode,
+        token: &str,
+        leader: &dyn TestNode,
+    ) -> Result<Box<dyn NodeProcess>, HarnessError> {
+        let mut args = manager_args("join", node.addr(), self.bed.heartbeat());
+        args.extend(["--token".into(), token.into(), format!("{}:2377", leader.addr())]);
+        self.spawn(node, "shoal-manager", args)
+    }
+
+    /// The CLI of this host, run in the testbed's client namespace, against the manager on
+    /// `manager` with its admin bundle (copied into the testbed's work directory).
+    pub fn cli(&self, manager: &dyn TestNode) -> Result<Cli, HarnessError> {
+        let remote = manager.layout().data_dir.join("admin");
+        let out = manager.exec(&["tar", "-C", &remote.to_string_lossy(), "-cf", "-", "."])?;
+        if !out.status.success() {
+            return Err(HarnessError::Missing {
+                what: format!("the admin bundle {} on {}", remote.display(), manager.name()),
+                hint: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
+        }
+        let archive = out.stdout;
+        let bundle = self.bed.work_dir().join(format!("{}-admin", manager.name()));
+        let _ = std::fs::remove_dir_all(&bundle);
+        tar::Archive::new(archive.as_slice()).unpack(&bundle).map_err(|source| HarnessError::Io {
+            action: "unpack the admin bundle",
+            path: bundle.clone(),
+            source,
+        })?;
+        Ok(Cli {
+            netns: self.bed.client_netns().map(str::to_owned),
+            host: format!("{}:2377", manager.addr()),
+            shoal: self.bed.cli_binary().to_owned(),
+            bundle,
+        })
     }
 }

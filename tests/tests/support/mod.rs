@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use shoal_testkit::privileged::{self, Need};
 use shoal_testkit::shoal::{Cli, ShoalCluster, bin_dir, missing_binaries};
-use shoal_testkit::{Cluster, Containerd, Node, Registry, images};
+use shoal_testkit::{Cluster, Containerd, Features, NetnsNode, Node, Registry, TestNode, Testbed, images};
 
 /// `shoal ARGS…`, which must succeed.
 pub(crate) fn ok(cli: &Cli, args: &[&str]) -> String {
@@ -44,6 +44,13 @@ pub(crate) fn wait_for(what: &str, secs: u64, mut check: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {secs} s");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The body of an HTTP response, if it is a 200.
+pub(crate) fn body(response: &str) -> Option<String> {
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.").then_some(())?;
+    head.lines().next()?.contains(" 200 ").then(|| body.trim().to_owned())
 }
 
 /// GET `path` from `addr:8080` out of the underlay namespace `underlay` (a client outside the
@@ -174,4 +181,66 @@ pub(crate) fn running_task_on<'a>(env: &Env, nodes: &'a [Node], service: &str, o
 /// (Debian's static busybox `wget` crashes in getaddrinfo, so the tests speak HTTP/1.0 by hand.)
 pub(crate) fn http_script(host: &str, port: u16, path: &str) -> String {
     format!("printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 3 {host} {port}")
+}
+
+/// The netns harness as a [`Testbed`], for the scenarios written once for every kind of node.
+pub(crate) struct NetnsBed {
+    nodes: Vec<NetnsNode>,
+    load_balancer: &'static str,
+    cli: PathBuf,
+    env: Env,
+}
+
+impl std::fmt::Debug for NetnsBed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetnsBed").field("nodes", &self.nodes).field("dir", &self.env.cluster.dir()).finish()
+    }
+}
+
+impl NetnsBed {
+    /// `nodes` netns nodes on containerd with the test registry; `None` when skipped.
+    pub(crate) fn new(test: &str, nodes: usize) -> Option<Self> {
+        let env = env(test, nodes)?;
+        let shoal = env.shoal();
+        let nodes = env.cluster.nodes().iter().map(|n| shoal.test_node(n)).collect();
+        // The agents pick IPVS where the kernel has it (the module loads on first use).
+        let _ = std::process::Command::new("modprobe").args(["-q", "ip_vs"]).status();
+        let ipvs = std::fs::read_to_string("/proc/modules").is_ok_and(|m| m.lines().any(|l| l.starts_with("ip_vs ")));
+        let cli = env.bins.join("shoal");
+        Some(Self { nodes, load_balancer: if ipvs { "ipvs" } else { "nftables" }, cli, env })
+    }
+}
+
+impl Testbed for NetnsBed {
+    fn nodes(&self) -> Vec<&dyn TestNode> {
+        self.nodes.iter().map(|n| n as &dyn TestNode).collect()
+    }
+
+    fn client_netns(&self) -> Option<&str> {
+        Some(self.env.cluster.underlay_netns())
+    }
+
+    fn registry(&self) -> &str {
+        &self.env.registry_addr
+    }
+
+    fn features(&self) -> Features {
+        Features { load_balancer: self.load_balancer }
+    }
+
+    fn timescale(&self) -> u32 {
+        1
+    }
+
+    fn heartbeat(&self) -> &str {
+        "0.5"
+    }
+
+    fn work_dir(&self) -> &Path {
+        self.env.cluster.dir()
+    }
+
+    fn cli_binary(&self) -> &Path {
+        &self.cli
+    }
 }

@@ -258,6 +258,15 @@ pub(crate) fn node_json(node: &v1::Node) -> serde_json::Value {
         "Role": v1::NodeRole::try_from(node.role).map(|r| r.as_str_name()).unwrap_or_default(),
         "Labels": spec.annotations.map(|a| a.labels).unwrap_or_default(),
         "ManagerStatus": node.manager_status.as_ref().map(|m| serde_json::json!({"Leader": m.leader, "Addr": m.addr})),
-        "Platform": description.platform.map(|p| serde_json::json!({"OS": p.os, "Architecture": p.architecture})),
+        "Platform": description.platform.as_ref().map(|p| serde_json::json!({"OS": p.os, "Architecture": p.architecture})),
+        // Docker's layout of what the node says of itself, with the load balancer its kernel
+        // offers for VIPs and the routing mesh ("ipvs" or "nftables").
+        "Description": {
+            "Hostname": description.hostname,
+            "Platform": description.platform.as_ref().map(|p| serde_json::json!({"OS": p.os, "Architecture": p.architecture})),
+            "Resources": description.resources.as_ref().map(|r| serde_json::json!({"NanoCPUs": r.nano_cpus, "MemoryBytes": r.memory_bytes})),
+            "Engine": description.engine.as_ref().map(|e| serde_json::json!({"EngineVersion": e.engine_version})),
+            "LoadBalancer": description.load_balancer,
+        },
     })
 }
