@@ -335,5 +335,6 @@ fn service_networking() {
 #[test]
 fn routing_mesh_and_vips_on_netns() {
     let Some(bed) = NetnsBed::new("e2e routing_mesh_and_vips_on_netns", 3) else { return };
-    scenarios::mesh::routing_mesh_and_vips(&bed);
+    let cluster = scenarios::start(&bed);
+    scenarios::mesh::routing_mesh_and_vips(&bed, &cluster);
 }

@@ -71,8 +71,9 @@ fn testbed(test: &str) -> Option<(Machines, SshBed)> {
     let cache = vm::cache_dir();
     let kernel = Kernel::fetch(&cache).expect("the kernel");
     let image = vm::image::build(&cache, &kernel, &bins).expect("the VM image");
-    let specs: Vec<VmSpec> =
-        (1..=3).map(|i| VmSpec { name: format!("vm{i}"), memory_mib: if i == 1 { 1024 } else { 768 } }).collect();
+    let specs: Vec<VmSpec> = (1..=3)
+        .map(|i| VmSpec { name: format!("vm{i}"), memory_mib: if i == 1 { 1024 } else { 768 }, nfs_server: i == 1 })
+        .collect();
     let vms = VmCluster::boot(&image, &specs).expect("boot the VMs");
     let cluster = vms.cluster();
     let built = images::build_all(Path::new(images::BUSYBOX), &cluster.dir().join("images")).expect("images");
@@ -91,8 +92,11 @@ fn testbed(test: &str) -> Option<(Machines, SshBed)> {
     Some((Machines { _vms: Some(vms), _containerd: containerd }, bed))
 }
 
+/// One cluster on the machines runs every scenario in turn (booting VMs takes a while).
 #[test]
-fn routing_mesh_and_vips_on_machines() {
-    let Some((_machines, bed)) = testbed("e2e_vm routing_mesh_and_vips_on_machines") else { return };
-    scenarios::mesh::routing_mesh_and_vips(&bed);
+fn scenarios_on_machines() {
+    let Some((_machines, bed)) = testbed("e2e_vm scenarios_on_machines") else { return };
+    let cluster = scenarios::start(&bed);
+    scenarios::mesh::routing_mesh_and_vips(&bed, &cluster);
+    scenarios::nfs::nfs_volume(&bed, &cluster);
 }

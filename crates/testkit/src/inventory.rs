@@ -9,6 +9,7 @@
 //! load_balancer = "ipvs"              # what the agents should pick: ipvs or nftables
 //! timescale = 1                       # deadlines × this (slow machines, emulation)
 //! heartbeat = "2"                     # agents' heartbeat period, seconds
+//! nfs_server = "192.0.2.11"           # optional: exports /srv/nfs (NFSv4) to the nodes
 //!
 //! [[node]]                            # the first node is the manager
 //! name = "node1"
@@ -52,6 +53,9 @@ pub struct Inventory {
     /// The agents' heartbeat period in seconds.
     #[serde(default = "default_heartbeat")]
     pub heartbeat: String,
+    /// A machine exporting `/srv/nfs` over NFSv4 to the nodes (none: the NFS scenario is skipped).
+    #[serde(default)]
+    pub nfs_server: Option<Ipv4Addr>,
     /// The machines, the first one the manager.
     #[serde(rename = "node")]
     pub nodes: Vec<InventoryNode>,
@@ -164,6 +168,9 @@ impl Inventory {
         let _ = writeln!(out, "load_balancer = {}", quote(&self.load_balancer));
         let _ = writeln!(out, "timescale = {}", self.timescale);
         let _ = writeln!(out, "heartbeat = {}", quote(&self.heartbeat));
+        if let Some(server) = self.nfs_server {
+            let _ = writeln!(out, "nfs_server = \"{server}\"");
+        }
         for node in &self.nodes {
             let _ = writeln!(out, "\n[[node]]\nname = {}\naddr = \"{}\"", quote(&node.name), node.addr);
             if let Some(ssh) = &node.ssh {
@@ -291,7 +298,10 @@ impl Testbed for SshBed {
     }
 
     fn features(&self) -> Features {
-        Features { load_balancer: if self.inventory.load_balancer == "ipvs" { "ipvs" } else { "nftables" } }
+        Features {
+            load_balancer: if self.inventory.load_balancer == "ipvs" { "ipvs" } else { "nftables" },
+            nfs_server: self.inventory.nfs_server,
+        }
     }
 
     fn timescale(&self) -> u32 {
@@ -321,6 +331,7 @@ client_netns = "shoaltest-ab12cd-u"
 load_balancer = "ipvs"
 timescale = 4
 heartbeat = "2"
+nfs_server = "192.0.2.11"
 
 [[node]]
 name = "vm1"

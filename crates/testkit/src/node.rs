@@ -105,6 +105,8 @@ impl NodeProcess for Process {
 pub struct Features {
     /// The load balancer the agents pick: `"ipvs"` where the kernel has IPVS, else `"nftables"`.
     pub load_balancer: &'static str,
+    /// A machine exporting `/srv/nfs` over NFSv4 to the nodes, whose kernels mount NFS.
+    pub nfs_server: Option<Ipv4Addr>,
 }
 
 /// The machines a scenario runs on and what surrounds them.

@@ -1,5 +1,5 @@
 //! The routing mesh and VIPs on whatever load balancer the nodes' kernels offer (SCENARIOS.md 6):
-//! a manager and two or more workers; `web` (2 replicas on the workers) published on 8080 and a
+//! on a manager and two or more workers, `web` (2 replicas on the workers) published on 8080 and a
 //! global `probe` on an overlay. Each node says which balancer its agent picked (`node inspect`),
 //! the published port answers on every node's address (the manager runs no web task), requests
 //! through the node without a task and through the VIP reach both tasks, and the kernel's own
@@ -7,10 +7,9 @@
 
 use std::collections::BTreeSet;
 
-use shoal_testkit::shoal::BedCluster;
 use shoal_testkit::{TestNode, Testbed};
 
-use super::{eventually, from_outside, in_task, json, running_task};
+use super::{Running, eventually, from_outside, in_task, json, running_task};
 use crate::support::{http_script, ok};
 
 /// The load-balancer state of a node's namespace `netns`, as its kernel shows it: the IPVS
@@ -29,23 +28,14 @@ fn ipvs_destinations(table: &str) -> usize {
     table.lines().filter(|l| l.trim_start().starts_with("->") && !l.contains("RemoteAddress")).count()
 }
 
-pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed) {
+pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed, cluster: &Running) {
     let nodes = bed.nodes();
-    assert!(nodes.len() >= 3, "the scenario needs a manager and two workers, the testbed has {}", nodes.len());
-    let (manager, workers) = (nodes[0], &nodes[1..]);
+    let manager = nodes[0];
     let expected = bed.features().load_balancer;
-    let shoal = BedCluster::new(bed);
-    eprintln!("--- {} manager, {} workers; their agents should pick {expected}", manager.name(), workers.len());
-    let (_manager_process, token) = shoal.init(manager).expect("init");
-    let cli = shoal.cli(manager).expect("the CLI");
-    let _agents: Vec<_> =
-        workers.iter().map(|w| shoal.join_worker(*w, &token, manager).expect("join a worker")).collect();
-    eventually(bed, "every node Ready", 60, || {
-        let (ok, out, _) = cli.run(&["node", "ls"]).expect("run shoal");
-        ok && out.matches(" Ready ").count() == nodes.len()
-    });
+    let cli = &cluster.cli;
+    eprintln!("--- every node's agent picked {expected}");
     for node in &nodes {
-        let inspect = json(&cli, &["node", "inspect", node.name()]);
+        let inspect = json(cli, &["node", "inspect", node.name()]);
         let picked = &inspect["Description"]["LoadBalancer"];
         assert_eq!(picked, expected, "{}: node inspect says {picked}", node.name());
     }
@@ -54,9 +44,9 @@ pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed) {
     let registry = bed.registry();
     let web_image = format!("{registry}/shoal-test/web:v1");
     let tools = format!("{registry}/shoal-test/tools:latest");
-    ok(&cli, &["network", "create", "--driver", "overlay", "front"]);
+    ok(cli, &["network", "create", "--driver", "overlay", "front"]);
     ok(
-        &cli,
+        cli,
         &[
             "service",
             "create",
@@ -73,9 +63,9 @@ pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed) {
             &web_image,
         ],
     );
-    ok(&cli, &["service", "create", "--name", "probe", "--mode", "global", "--network", "front", &tools]);
+    ok(cli, &["service", "create", "--name", "probe", "--mode", "global", "--network", "front", &tools]);
     eventually(bed, "web and probe converged", 120, || {
-        let ls = ok(&cli, &["service", "ls"]);
+        let ls = ok(cli, &["service", "ls"]);
         let web = ls.lines().any(|l| l.contains(" web ") && l.contains(" 2/2 "));
         let probe = ls.lines().any(|l| l.contains(" probe ") && l.contains(&format!(" {n}/{n} ", n = nodes.len())));
         web && probe
@@ -99,8 +89,8 @@ pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed) {
     assert_eq!(through_mesh.len(), 2, "20 requests through {} reach both tasks: {through_mesh:?}", manager.name());
 
     eprintln!("--- the VIP from the probe on the manager: one address, both tasks behind it");
-    let (probe_node, probe) = running_task(bed, &cli, "probe", manager.name());
-    let inspect = json(&cli, &["service", "inspect", "web"]);
+    let (probe_node, probe) = running_task(bed, cli, "probe", manager.name());
+    let inspect = json(cli, &["service", "inspect", "web"]);
     let vips: Vec<String> = inspect["Endpoint"]["VirtualIPs"]
         .as_array()
         .into_iter()
@@ -133,7 +123,7 @@ pub(crate) fn routing_mesh_and_vips(bed: &dyn Testbed) {
         assert!(task.contains("table ip shoal_lb"), "the probe's balancer:\n{task}");
     }
     for name in ["web", "probe"] {
-        ok(&cli, &["service", "rm", name]);
+        ok(cli, &["service", "rm", name]);
     }
     // The network goes once the tasks on it have stopped.
     eventually(bed, "network front removed", 60, || cli.run(&["network", "rm", "front"]).is_ok_and(|(ok, _, _)| ok));

@@ -6,15 +6,44 @@
 #![allow(dead_code, clippy::print_stderr)]
 
 pub(crate) mod mesh;
+pub(crate) mod nfs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::images;
-use shoal_testkit::shoal::Cli;
-use shoal_testkit::{TestNode, Testbed};
+use shoal_testkit::shoal::{BedCluster, Cli};
+use shoal_testkit::{NodeProcess, TestNode, Testbed};
 
 use crate::support::{body, http_script, ok};
+
+/// A cluster on a testbed: the manager on the first node, agents on the others, and the CLI of
+/// this host aimed at the manager. Its processes are killed when it is dropped.
+pub(crate) struct Running {
+    pub(crate) cli: Cli,
+    _processes: Vec<Box<dyn NodeProcess>>,
+}
+
+/// Starts a cluster on `bed` (at least a manager and two workers) and waits until every node is
+/// Ready.
+pub(crate) fn start(bed: &dyn Testbed) -> Running {
+    let nodes = bed.nodes();
+    assert!(nodes.len() >= 3, "the scenarios need a manager and two workers, the testbed has {}", nodes.len());
+    let (manager, workers) = (nodes[0], &nodes[1..]);
+    eprintln!("--- {} manager, {} workers", manager.name(), workers.len());
+    let shoal = BedCluster::new(bed);
+    let (process, token) = shoal.init(manager).expect("init");
+    let cli = shoal.cli(manager).expect("the CLI");
+    let mut processes = vec![process];
+    for worker in workers {
+        processes.push(shoal.join_worker(*worker, &token, manager).expect("join a worker"));
+    }
+    eventually(bed, "every node Ready", 60, || {
+        let (ok, out, _) = cli.run(&["node", "ls"]).expect("run shoal");
+        ok && out.matches(" Ready ").count() == nodes.len()
+    });
+    Running { cli, _processes: processes }
+}
 
 /// `shoal ARGS…` printing JSON, parsed.
 pub(crate) fn json(cli: &Cli, args: &[&str]) -> serde_json::Value {

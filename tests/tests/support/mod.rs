@@ -225,7 +225,8 @@ impl Testbed for NetnsBed {
     }
 
     fn features(&self) -> Features {
-        Features { load_balancer: self.load_balancer }
+        // This host's kernel has no NFS.
+        Features { load_balancer: self.load_balancer, nfs_server: None }
     }
 
     fn timescale(&self) -> u32 {

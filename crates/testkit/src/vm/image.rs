@@ -16,7 +16,7 @@ use sha2::Digest as _;
 
 use crate::cmd;
 use crate::netns::{HarnessError, io_error};
-use crate::vm::initramfs::{boot_initramfs, shared_libraries};
+use crate::vm::initramfs::{boot_initramfs, shared_libraries_with};
 use crate::vm::kernel::Kernel;
 
 /// Where Shoal's binaries are on the image.
@@ -38,6 +38,16 @@ const HOST_TOOLS: &[(&str, &str)] = &[
     ("kmod", "kmod"),
     ("tcpdump", "tcpdump"),
 ];
+
+/// Packages fetched with `apt-get download` and extracted (not installed here: the server would
+/// start on this host) for the NFS server of a VM: NFSv4 only, without rpcbind.
+const NFS_PACKAGES: &[&str] = &["nfs-kernel-server", "nfs-common", "libwrap0", "libtirpc-common"];
+
+/// The NFS server's programs, from those packages.
+const NFS_PROGRAMS: &[&str] = &["usr/sbin/rpc.nfsd", "usr/sbin/rpc.mountd", "usr/sbin/exportfs"];
+
+/// What a VM started with `shoal.nfs=1` exports (read-write to the underlay, root not squashed).
+pub const NFS_EXPORT: &str = "/srv/nfs";
 
 /// Modules loaded at boot; others load on demand (`modprobe` through kmod and `depmod`'s
 /// aliases: nftables expressions, crypto templates, …), and each such load is logged on the
@@ -202,6 +212,7 @@ for word in $(cat /proc/cmdline); do
     case "$word" in
         shoal.ip=*) ADDR="${{word#shoal.ip=}}" ;;
         shoal.name=*) NAME="${{word#shoal.name=}}" ;;
+        shoal.nfs=*) NFS="${{word#shoal.nfs=}}" ;;
     esac
 done
 hostname "${{NAME:-vm}}"
@@ -210,6 +221,13 @@ ip addr add "$ADDR" dev eth0
 ip link set eth0 up
 echo 1 > /proc/sys/net/ipv4/ip_forward
 mkdir -p /var/log/shoal /var/lib/shoal
+if [ "$NFS" = 1 ]; then
+    # NFSv4 only, without rpcbind: the export table, mountd, then the kernel's server threads.
+    modprobe nfsd
+    mount -t nfsd nfsd /proc/fs/nfsd
+    touch /var/lib/nfs/etab /var/lib/nfs/rmtab
+    exportfs -ra && rpc.mountd -N 3 && rpc.nfsd -N 3 4 || echo "shoal-vm: the NFS server did not start"
+fi
 dropbear -s -p 22 -r /etc/dropbear/dropbear_ed25519_host_key -P /run/dropbear.pid
 containerd >/var/log/containerd.log 2>&1 &
 n=0
@@ -217,6 +235,24 @@ while [ ! -S /run/containerd/containerd.sock ] && [ $n -lt 600 ]; do sleep 0.1; 
 echo "{READY_MARKER} $(cut -d' ' -f1 /proc/uptime)"
 "#
     )
+}
+
+/// Downloads `packages` (once, into `cache/downloads`) and extracts them all into one tree,
+/// `cache/packages`, which is returned.
+fn extract_packages(cache: &Path, packages: &[&str]) -> Result<PathBuf, HarnessError> {
+    let tree = cache.join("packages");
+    let stamp = tree.join(".extracted");
+    let wanted = packages.join(" ");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) {
+        return Ok(tree);
+    }
+    let _ = std::fs::remove_dir_all(&tree);
+    for package in packages {
+        let deb = crate::vm::kernel::download(&cache.join("downloads"), package)?;
+        run(&format!("extract {package}"), Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    }
+    std::fs::write(&stamp, &wanted).map_err(io_error("write", &stamp))?;
+    Ok(tree)
 }
 
 /// Builds (or reuses) the image under `cache`, with Shoal's binaries from `shoal_bins`.
@@ -272,13 +308,25 @@ pub fn build(cache: &Path, kernel: &Kernel, shoal_bins: &Path) -> Result<Image, 
         stage.copy(&path, &format!("{SHOAL_BIN_DIR}/{name}"))?;
         executables.push(path);
     }
+    // The NFS server, from packages extracted under the cache.
+    let extracted = extract_packages(cache, NFS_PACKAGES)?;
+    for program in NFS_PROGRAMS {
+        let path = extracted.join(program);
+        let name = Path::new(program).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        stage.copy(&path, &format!("usr/bin/{name}"))?;
+        executables.push(path);
+    }
+    stage.copy(&extracted.join("etc/netconfig"), "etc/netconfig")?;
+    let extra_libraries = vec![extracted.join("usr/lib/x86_64-linux-gnu"), extracted.join("lib/x86_64-linux-gnu")];
     let mut libraries = BTreeSet::new();
     for executable in &executables {
-        libraries.extend(shared_libraries(executable)?);
+        libraries.extend(shared_libraries_with(executable, &extra_libraries)?);
     }
     for library in &libraries {
-        // Under the path ldd printed (the loader's /lib64/… included), the real bytes.
-        stage.copy(library, &library.to_string_lossy())?;
+        // Under the path ldd printed (the loader's /lib64/… included; an extracted library at
+        // its path inside the package), the real bytes.
+        let at = library.strip_prefix(&extracted).map_or_else(|_| library.clone(), |p| Path::new("/").join(p));
+        stage.copy(library, &at.to_string_lossy())?;
     }
     // busybox is also `init` (PID 1, reading /etc/inittab) through its applet links below.
     stage.copy(&busybox, "usr/bin/busybox")?;
@@ -308,6 +356,19 @@ pub fn build(cache: &Path, kernel: &Kernel, shoal_bins: &Path) -> Result<Image, 
     stage.write("etc/shells", 0o644, b"/bin/sh\n")?;
     stage.write("etc/hosts", 0o644, b"127.0.0.1 localhost\n")?;
     stage.write("etc/resolv.conf", 0o644, format!("nameserver {}\n", crate::UNDERLAY_GATEWAY).as_bytes())?;
+    stage.write(
+        "etc/services",
+        0o644,
+        b"sunrpc 111/tcp portmapper\nsunrpc 111/udp portmapper\nnfs 2049/tcp\nnfs 2049/udp\n",
+    )?;
+    stage.write(
+        "etc/exports",
+        0o644,
+        format!("{NFS_EXPORT} 192.0.2.0/24(rw,sync,no_subtree_check,no_root_squash,insecure)\n").as_bytes(),
+    )?;
+    stage.write("etc/nfs.conf", 0o644, b"[nfsd]\nvers3=n\nudp=n\n")?;
+    stage.dir(NFS_EXPORT)?;
+    stage.dir("var/lib/nfs/v4recovery")?;
     stage.write("etc/inittab", 0o644, b"::sysinit:/etc/rc\n::ctrlaltdel:/bin/poweroff -f\n")?;
     stage.write("etc/rc", 0o755, rc_script().as_bytes())?;
     stage.write(

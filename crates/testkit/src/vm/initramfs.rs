@@ -83,7 +83,18 @@ pub fn write_gzip(raw: &[u8], out: &Path) -> Result<(), HarnessError> {
 /// The shared libraries `ldd` lists for `binary` (the dynamic loader included), as the paths it
 /// printed; a static executable has none. A library `ldd` cannot find is an error naming it.
 pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, HarnessError> {
-    let listed = cmd::run(Command::new("ldd").arg(binary)).or_else(|err| match &err {
+    shared_libraries_with(binary, &[])
+}
+
+/// Like [`shared_libraries`], also looking in `extra` (libraries extracted from packages that
+/// are not installed on this host).
+pub fn shared_libraries_with(binary: &Path, extra: &[PathBuf]) -> Result<Vec<PathBuf>, HarnessError> {
+    let mut ldd = Command::new("ldd");
+    ldd.arg(binary);
+    if !extra.is_empty() {
+        ldd.env("LD_LIBRARY_PATH", std::env::join_paths(extra).unwrap_or_default());
+    }
+    let listed = cmd::run(&mut ldd).or_else(|err| match &err {
         // ldd exits 1 on a static executable ("not a dynamic executable").
         cmd::CommandError::Failed { stderr, .. } if stderr.contains("not a dynamic executable") => Ok(String::new()),
         _ => Err(HarnessError::Command { action: format!("list the libraries of {}", binary.display()), source: err }),

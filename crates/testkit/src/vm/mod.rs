@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use crate::cmd;
 use crate::inventory::{Inventory, InventoryNode};
 use crate::netns::{Cluster, HarnessError, narrate};
-pub use image::{Image, READY_MARKER, SHOAL_BIN_DIR};
+pub use image::{Image, NFS_EXPORT, READY_MARKER, SHOAL_BIN_DIR};
 pub use kernel::Kernel;
 
 /// How long a VM may take from qemu's start to its ready line.
@@ -45,6 +45,8 @@ pub struct VmSpec {
     pub name: String,
     /// Its memory, in MiB.
     pub memory_mib: u32,
+    /// Whether it serves NFSv4 ([`NFS_EXPORT`] to the underlay).
+    pub nfs_server: bool,
 }
 
 /// A running VM (qemu is killed when dropped).
@@ -75,8 +77,11 @@ pub fn qemu_command(image: &Image, spec: &VmSpec, addr: Ipv4Addr, tap: &str, mac
     qemu.arg("-netdev").arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"));
     qemu.arg("-device").arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
     qemu.args(["-device", "virtio-rng-pci"]);
-    qemu.arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 root=/dev/vda shoal.ip={addr}/24 shoal.name={name}", name = spec.name));
+    qemu.arg("-append").arg(format!(
+        "console=ttyS0 panic=-1 root=/dev/vda shoal.ip={addr}/24 shoal.name={name} shoal.nfs={nfs}",
+        name = spec.name,
+        nfs = u8::from(spec.nfs_server),
+    ));
     qemu
 }
 
@@ -195,8 +200,8 @@ impl VmCluster {
     }
 
     /// The VMs as an inventory: the CLI and clients in the underlay namespace, `registry` for
-    /// the images, the load balancer the guest kernel offers (IPVS), and deadlines scaled for
-    /// emulation.
+    /// the images, the load balancer the guest kernel offers (IPVS), the NFS server, and
+    /// deadlines scaled for emulation.
     pub fn inventory(&self, registry: &str) -> Inventory {
         Inventory {
             registry: registry.to_owned(),
@@ -205,6 +210,7 @@ impl VmCluster {
             load_balancer: "ipvs".into(),
             timescale: 4,
             heartbeat: "2".into(),
+            nfs_server: self.vms.iter().find(|vm| vm.spec.nfs_server).map(|vm| vm.addr),
             nodes: self
                 .vms
                 .iter()
