@@ -9,7 +9,7 @@
 //! ```
 //!
 //! qemu runs under TCG (software emulation; KVM hangs on this host), one vCPU per VM. The VMs
-//! are written down as an [`Inventory`] and driven through [`SshBed`], exactly as real machines
+//! are written down as an [`Inventory`] and driven through [`SshBed`](crate::inventory::SshBed), exactly as real machines
 //! of `cargo xtask e2e --hosts FILE` are.
 
 pub mod image;
