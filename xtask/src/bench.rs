@@ -32,6 +32,8 @@ enum Runner {
     Update,
     /// A 10-service compose stack deployed and redeployed on one node (`stack.rs`).
     Stack,
+    /// The routing mesh on VMs, IPVS against nftables (`vmbench.rs`).
+    Vm,
 }
 
 /// One benchmark: its name, how it runs and what it measures. What it needs from the machine is
@@ -110,6 +112,12 @@ const BENCHES: &[Bench] = &[
         what: "a 10-service stack (3 replicas each, one network) on one node: deploy until all run, then a redeploy with \
                one service changed until it is replaced (others untouched), vs the same made with service create",
     },
+    Bench {
+        name: "vm",
+        runner: Runner::Vm,
+        what: "the routing mesh on 3 qemu VMs with IPVS vs with nftables (--lb-backend), freshly booted for each: \
+               HTTP req/s and p50/p99 from outside through the node without a task, and the ratio",
+    },
 ];
 
 /// The benchmarks' names.
@@ -134,6 +142,7 @@ pub(crate) fn run(root: &std::path::Path, args: &BenchArgs) -> anyhow::Result<()
         Runner::Mesh => crate::mesh::run(root),
         Runner::Update => crate::update::run(root),
         Runner::Stack => crate::stack::run(root),
+        Runner::Vm => crate::vmbench::run(root),
         Runner::CargoBench { package, target } => {
             let took = crate::prereq::timed_cargo(&["bench", "--locked", "--package", package, "--bench", target])
                 .with_context(|| format!("benchmark {name} failed"))?;

@@ -12,6 +12,7 @@ mod stack;
 mod test;
 mod tidy;
 mod update;
+mod vmbench;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};

@@ -25,13 +25,13 @@ use shoal_testkit::shoal::{Cli, ShoalCluster};
 use shoal_testkit::{Cluster, Node, in_netns};
 
 /// Rounds of each path, alternating.
-const ROUNDS: usize = 3;
+pub(crate) const ROUNDS: usize = 3;
 /// Seconds of each round.
-const ROUND_SECS: u64 = 4;
+pub(crate) const ROUND_SECS: u64 = 4;
 /// Concurrent connections of the HTTP load.
-const CONNECTIONS: usize = 4;
+pub(crate) const CONNECTIONS: usize = 4;
 
-fn shoal(cli: &Cli, args: &[&str]) -> anyhow::Result<String> {
+pub(crate) fn shoal(cli: &Cli, args: &[&str]) -> anyhow::Result<String> {
     let (ok, out, err) = cli.run(args)?;
     if !ok {
         bail!("shoal {}: {}", args.join(" "), err.trim());
@@ -48,7 +48,7 @@ fn met(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,
@@ -59,15 +59,15 @@ fn median(values: &mut [f64]) -> f64 {
 
 /// One round of HTTP load: requests/s, p50 and p99 in milliseconds.
 #[derive(Debug, Clone, Copy)]
-struct Load {
-    rps: f64,
-    p50: f64,
-    p99: f64,
+pub(crate) struct Load {
+    pub(crate) rps: f64,
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
 }
 
 /// `CONNECTIONS` clients in `netns`, each requesting `GET /` from the next of `targets` in turn
 /// until the round ends. A failed request fails the round (the bench must not time errors).
-fn load(netns: &str, targets: &[SocketAddr]) -> anyhow::Result<Load> {
+pub(crate) fn load(netns: &str, targets: &[SocketAddr]) -> anyhow::Result<Load> {
     let deadline = Instant::now() + Duration::from_secs(ROUND_SECS);
     let mut workers = Vec::new();
     for worker in 0..CONNECTIONS {

@@ -99,14 +99,25 @@ pub(crate) struct Prereq {
 use Task::{Bench, Build, Demo, E2e, E2eVm, Test, VmTest};
 
 /// Everything that runs Shoal's processes on containerd in network namespaces.
-const CLUSTER: &[Task] =
-    &[Test, Demo, E2e, E2eVm, Bench("converge"), Bench("runtime"), Bench("mesh"), Bench("update"), Bench("stack")];
+const CLUSTER: &[Task] = &[
+    Test,
+    Demo,
+    E2e,
+    E2eVm,
+    Bench("vm"),
+    Bench("converge"),
+    Bench("runtime"),
+    Bench("mesh"),
+    Bench("update"),
+    Bench("stack"),
+];
 /// Everything that builds network namespaces and links.
 const NETNS: &[Task] = &[
     Test,
     Demo,
     E2e,
     E2eVm,
+    Bench("vm"),
     VmTest,
     Bench("converge"),
     Bench("runtime"),
@@ -119,7 +130,7 @@ const NETNS: &[Task] = &[
 ];
 
 /// Everything that builds the VM image of `e2e --vm`.
-const VM_IMAGE: &[Task] = &[Test, E2eVm];
+const VM_IMAGE: &[Task] = &[Test, E2eVm, Bench("vm")];
 
 /// The table. Probing and installing both read it; nothing else installs anything.
 pub(crate) const PREREQS: &[Prereq] = &[
@@ -225,6 +236,7 @@ pub(crate) const PREREQS: &[Prereq] = &[
             Demo,
             E2e,
             E2eVm,
+            Bench("vm"),
             VmTest,
             Bench("converge"),
             Bench("runtime"),
@@ -246,21 +258,31 @@ pub(crate) const PREREQS: &[Prereq] = &[
         probe: Probe::Command("docker-registry"),
         source: Source::Apt("docker-registry"),
         why: "the local registry the nodes pull test images from",
-        needed_by: &[Test, Demo, E2e, E2eVm, Bench("converge"), Bench("mesh"), Bench("update"), Bench("stack")],
+        needed_by: &[
+            Test,
+            Demo,
+            E2e,
+            E2eVm,
+            Bench("vm"),
+            Bench("converge"),
+            Bench("mesh"),
+            Bench("update"),
+            Bench("stack"),
+        ],
     },
     Prereq {
         provides: "qemu-system-x86_64",
         probe: Probe::Command("qemu-system-x86_64"),
         source: Source::Apt("qemu-system-x86"),
         why: "boots Debian's cloud kernel for the IPVS suite and the VM cluster (this kernel has no IPVS)",
-        needed_by: &[Test, VmTest, E2eVm],
+        needed_by: &[Test, VmTest, E2eVm, Bench("vm")],
     },
     Prereq {
         provides: "SeaBIOS (bios-256k.bin)",
         probe: Probe::File("/usr/share/seabios/bios-256k.bin"),
         source: Source::Apt("seabios"),
         why: "the firmware qemu loads before the kernel",
-        needed_by: &[Test, VmTest, E2eVm],
+        needed_by: &[Test, VmTest, E2eVm, Bench("vm")],
     },
     Prereq {
         provides: "mkfs.ext4",

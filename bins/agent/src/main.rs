@@ -45,6 +45,10 @@ struct Common {
     /// the address the manager sees the node's session come from).
     #[arg(long, env = "SHOAL_DATA_PATH_ADDR")]
     data_path_addr: Option<std::net::IpAddr>,
+    /// The load balancer of VIPs and the routing mesh: auto (IPVS where the kernel has it,
+    /// nftables otherwise), ipvs, or nftables. `node inspect` shows which one a node uses.
+    #[arg(long, env = "SHOAL_LB_BACKEND", default_value = "auto", value_parser = ["auto", "ipvs", "nftables"])]
+    lb_backend: String,
     /// Prefix of the network namespaces the agent makes (`PREFIX` + `t<task id>`, …); each agent
     /// on a machine needs its own (the test harness runs several).
     #[arg(long, env = "SHOAL_NETNS_PREFIX", default_value = "shoal-")]
@@ -118,6 +122,7 @@ async fn worker_config(common: Common) -> anyhow::Result<WorkerConfig> {
         resolv_conf: common.resolv_conf,
         gateway_subnet: common.gateway_subnet,
         data_addr: common.data_path_addr.map(|a| a.to_string()),
+        lb_backend: shoal_agent::parse_lb_backend(&common.lb_backend).map_err(anyhow::Error::msg)?,
         ..shoal_agent::NetworkConfig::default()
     };
     Ok(WorkerConfig {

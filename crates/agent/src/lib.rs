@@ -27,7 +27,7 @@ pub use executor::NodeDirs;
 pub use join::{JoinError, join};
 pub use leave::{DataDirLock, LeaveError, Left, LockError, Namespaces, connect_containerd, leave, lock_for_leave};
 pub use metrics::AgentMetrics;
-pub use network::{NetworkConfig, NetworkError, Networking, TaskNetwork};
+pub use network::{LbBackend, NetworkConfig, NetworkError, Networking, TaskNetwork, parse_lb_backend};
 pub use session::{Agent, AgentConfig, AgentError, AgentExit};
 /// An address with a prefix length (the gateway subnet of [`NetworkConfig`]).
 pub use shoal_overlay::Cidr;

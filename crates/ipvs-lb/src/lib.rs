@@ -245,14 +245,24 @@ fn drained(
 /// Opens the best load balancer for `netns`: IPVS when its generic-netlink family resolves there,
 /// nftables (table `table`) otherwise. The choice and the reason are logged.
 pub fn open(netns: &Netns, table: &str) -> Result<Box<dyn LoadBalancer>, OpenError> {
-    match IpvsBalancer::open(netns) {
-        Ok(ipvs) => {
-            tracing::info!(netns = %netns, backend = "ipvs", "load balancer: IPVS family resolved");
-            Ok(Box::new(ipvs))
-        }
-        Err(err) => {
-            tracing::info!(netns = %netns, backend = "nftables", reason = %err, "load balancer: IPVS unavailable, using nftables");
-            Ok(Box::new(NftBalancer::open(netns, table)?))
-        }
+    open_with(netns, table, None)
+}
+
+/// Like [`open`], with the backend chosen by the caller when `backend` is `Some` (an operator's
+/// `--lb-backend`, a benchmark comparing both): IPVS fails when the kernel has none.
+pub fn open_with(netns: &Netns, table: &str, backend: Option<BackendKind>) -> Result<Box<dyn LoadBalancer>, OpenError> {
+    match backend {
+        Some(BackendKind::Ipvs) => Ok(Box::new(IpvsBalancer::open(netns)?)),
+        Some(BackendKind::Nftables) => Ok(Box::new(NftBalancer::open(netns, table)?)),
+        None => match IpvsBalancer::open(netns) {
+            Ok(ipvs) => {
+                tracing::info!(netns = %netns, backend = "ipvs", "load balancer: IPVS family resolved");
+                Ok(Box::new(ipvs))
+            }
+            Err(err) => {
+                tracing::info!(netns = %netns, backend = "nftables", reason = %err, "load balancer: IPVS unavailable, using nftables");
+                Ok(Box::new(NftBalancer::open(netns, table)?))
+            }
+        },
     }
 }

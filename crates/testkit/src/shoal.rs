@@ -367,12 +367,18 @@ fn printed_token(log: &str) -> Option<&str> {
 #[derive(Debug)]
 pub struct BedCluster<'a> {
     bed: &'a dyn Testbed,
+    args: Vec<String>,
 }
 
 impl<'a> BedCluster<'a> {
     /// Shoal on `bed`.
     pub fn new(bed: &'a dyn Testbed) -> Self {
-        Self { bed }
+        Self { bed, args: Vec::new() }
+    }
+
+    /// Shoal on `bed`, every manager and agent started with `args` too (e.g. `--lb-backend`).
+    pub fn with_args(bed: &'a dyn Testbed, args: &[&str]) -> Self {
+        Self { bed, args: args.iter().map(|a| (*a).to_owned()).collect() }
     }
 
     fn spawn(
@@ -382,6 +388,7 @@ impl<'a> BedCluster<'a> {
         mut args: Vec<String>,
     ) -> Result<Box<dyn NodeProcess>, HarnessError> {
         args.extend(node_flags(node.layout(), self.bed.registry(), node.name()));
+        args.extend(self.args.iter().cloned());
         let mut argv = vec![node.layout().bin_dir.join(binary).to_string_lossy().into_owned()];
         argv.extend(args);
         let name = binary.strip_prefix("shoal-").unwrap_or(binary);

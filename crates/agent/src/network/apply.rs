@@ -170,6 +170,8 @@ pub(crate) struct Dataplane {
     node_netns: Option<PathBuf>,
     /// Load balancers open per namespace.
     lbs: BTreeMap<PathBuf, Box<dyn LoadBalancer>>,
+    /// The load balancer asked for (`None`: the kernel's best).
+    lb_backend: Option<shoal_ipvs_lb::BackendKind>,
     /// Return routes set per namespace.
     routes: BTreeMap<PathBuf, ReturnRoutes>,
     /// The published ports set; `None` until the first pass (which also clears a table left by
@@ -183,14 +185,20 @@ pub(crate) struct Dataplane {
 }
 
 impl Dataplane {
-    /// A dataplane for the node namespace `node_netns` (the agent's own when `None`).
-    pub(crate) fn new(names: Names, node_netns: Option<PathBuf>) -> Result<Self, shoal_overlay::KernelError> {
+    /// A dataplane for the node namespace `node_netns` (the agent's own when `None`), balancing
+    /// with `lb_backend` (the kernel's best when `None`).
+    pub(crate) fn new(
+        names: Names,
+        node_netns: Option<PathBuf>,
+        lb_backend: Option<shoal_ipvs_lb::BackendKind>,
+    ) -> Result<Self, shoal_overlay::KernelError> {
         let kernel = Kernel::new(KernelConfig { node_netns: node_netns.clone(), netns_dir: names.netns_dir.clone() })?;
         Ok(Self {
             overlay: Overlay::new(kernel, names.overlay()),
             names,
             node_netns,
             lbs: BTreeMap::new(),
+            lb_backend,
             routes: BTreeMap::new(),
             published: None,
             forwarding: None,
@@ -305,7 +313,7 @@ impl Dataplane {
             let services = plan.lb.get(&path).unwrap_or(&empty);
             let owner = Self::owner(plan, &path);
             if !self.lbs.contains_key(&path) {
-                match shoal_ipvs_lb::open(&Netns::Path(path.clone()), LB_TABLE) {
+                match shoal_ipvs_lb::open_with(&Netns::Path(path.clone()), LB_TABLE, self.lb_backend) {
                     Ok(lb) => {
                         self.lbs.insert(path.clone(), lb);
                     }
@@ -383,6 +391,16 @@ impl Dataplane {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lb_backend_flag_values() {
+        use crate::network::{LbBackend, parse_lb_backend};
+        assert_eq!(parse_lb_backend("auto"), Ok(None));
+        assert_eq!(parse_lb_backend("ipvs"), Ok(Some(LbBackend::Ipvs)));
+        assert_eq!(parse_lb_backend("nftables"), Ok(Some(LbBackend::Nftables)));
+        let err = parse_lb_backend("bpf").expect_err("not a balancer");
+        assert!(err.contains("\"bpf\"") && err.contains("auto, ipvs or nftables"), "{err}");
+    }
 
     /// Records the generations it was given; fails the passes listed in `fail`; holds its first
     /// pass until the test lets it go, when given a `hold`.

@@ -58,6 +58,23 @@ pub struct NetworkConfig {
     /// The underlay address other nodes send this node's overlay traffic to (`--data-path-addr`);
     /// `None`: the manager uses the address the session comes from.
     pub data_addr: Option<String>,
+    /// The load balancer of VIPs and the routing mesh (`--lb-backend`); `None`: IPVS where the
+    /// kernel has it, nftables otherwise.
+    pub lb_backend: Option<LbBackend>,
+}
+
+/// The load balancers an agent can drive.
+pub use shoal_ipvs_lb::BackendKind as LbBackend;
+
+/// Parses `--lb-backend`: `auto` (IPVS where the kernel has it, else nftables), `ipvs` or
+/// `nftables`.
+pub fn parse_lb_backend(value: &str) -> Result<Option<LbBackend>, String> {
+    match value {
+        "auto" => Ok(None),
+        "ipvs" => Ok(Some(LbBackend::Ipvs)),
+        "nftables" => Ok(Some(LbBackend::Nftables)),
+        other => Err(format!("{other:?} is not a load balancer: use auto, ipvs or nftables")),
+    }
 }
 
 impl NetworkConfig {
@@ -74,6 +91,7 @@ impl Default for NetworkConfig {
             gateway_subnet: Cidr { addr: std::net::IpAddr::V4(Ipv4Addr::new(172, 18, 0, 0)), prefix_len: 16 },
             resolv_conf: PathBuf::from("/etc/resolv.conf"),
             data_addr: None,
+            lb_backend: None,
         }
     }
 }
@@ -90,6 +108,9 @@ pub enum NetworkError {
     /// The embedded DNS server could not start.
     #[error("start the embedded dns server: {0}")]
     Dns(#[from] shoal_embedded_dns::StartError),
+    /// `--lb-backend ipvs` on a kernel without IPVS.
+    #[error("--lb-backend ipvs: {0}; use --lb-backend auto or nftables on this kernel")]
+    NoIpvs(shoal_ipvs_lb::OpenError),
     /// The netlink dataplane could not be made.
     #[error("start the overlay dataplane: {0}")]
     Kernel(#[from] shoal_overlay::KernelError),
@@ -184,14 +205,16 @@ impl Networking {
         let dns = DnsServer::new(dns_config, RecordTable::new())?;
         let names = Names { prefix: config.netns_prefix.clone(), netns_dir: config.netns_dir.clone() };
         let gateway = GatewayBridge { subnet: pool.subnet(), address: pool.gateway(), mtu: 1500 };
-        let (node_netns, dataplane_names) = (config.node_netns.clone(), names.clone());
+        let (node_netns, dataplane_names, lb_backend) = (config.node_netns.clone(), names.clone(), config.lb_backend);
         let started = tokio::task::spawn_blocking(move || {
-            let mut dataplane = Dataplane::new(dataplane_names, node_netns.clone())?;
+            let mut dataplane = Dataplane::new(dataplane_names, node_netns.clone(), lb_backend)?;
             let found = dataplane.observe_addresses();
             let lb_netns = node_netns.map_or(shoal_ipvs_lb::Netns::Current, shoal_ipvs_lb::Netns::Path);
-            let load_balancer = match shoal_ipvs_lb::IpvsBalancer::open(&lb_netns) {
-                Ok(_) => "ipvs",
-                Err(_) => "nftables",
+            let load_balancer = match (lb_backend, shoal_ipvs_lb::IpvsBalancer::open(&lb_netns)) {
+                (Some(LbBackend::Nftables), _) => "nftables",
+                (Some(LbBackend::Ipvs), Err(err)) => return Err(NetworkError::NoIpvs(err)),
+                (_, Ok(_)) => "ipvs",
+                (None, Err(_)) => "nftables",
             };
             Ok::<_, NetworkError>((dataplane, found, load_balancer))
         })

@@ -9,9 +9,11 @@
 //! ```
 //!
 //! qemu runs under TCG (software emulation; KVM hangs on this host), one vCPU per VM. The VMs
-//! are written down as an [`Inventory`] and driven through [`SshBed`](crate::inventory::SshBed), exactly as real machines
-//! of `cargo xtask e2e --hosts FILE` are.
+//! are written down as an [`Inventory`] and driven through
+//! [`SshBed`](crate::inventory::SshBed), exactly as real machines of `cargo xtask e2e --hosts
+//! FILE` are; [`VmBed`] does all of it for a test.
 
+mod bed;
 pub mod image;
 pub mod initramfs;
 pub mod kernel;
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant};
 use crate::cmd;
 use crate::inventory::{Inventory, InventoryNode};
 use crate::netns::{Cluster, HarnessError, narrate};
+pub use bed::{VmBed, three_vms};
 pub use image::{Image, NFS_EXPORT, READY_MARKER, SHOAL_BIN_DIR};
 pub use kernel::Kernel;
 
