@@ -10,9 +10,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::Context as _;
+use shoal_testkit::Testbed as _;
 use shoal_testkit::shoal::BedCluster;
 use shoal_testkit::vm::{VmBed, three_vms};
-use shoal_testkit::Testbed as _;
 
 use crate::mesh::{CONNECTIONS, Load, ROUND_SECS, ROUNDS, load, median, shoal};
 
