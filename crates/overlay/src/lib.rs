@@ -47,6 +47,7 @@ mod model;
 mod netns;
 mod nft;
 mod plan;
+pub mod xfrm;
 
 pub use dataplane::{ApplyError, Dataplane, ObserveError};
 pub use fake::FakeDataplane;
