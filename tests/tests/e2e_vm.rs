@@ -20,16 +20,24 @@ use shoal_testkit::shoal::{bin_dir, missing_binaries};
 use shoal_testkit::vm::{VmBed, three_vms};
 use shoal_testkit::{Containerd, Testbed as _, images, push_all};
 
-/// What booting the VMs takes from this host.
+/// What booting the VMs takes from this host (the image copies its containerd, runc, nft, ip,
+/// kmod, dropbear, tcpdump and dash; packages are fetched with apt-get and dpkg-deb).
 const VM_NEEDS: &[Need] = &[
     Need::Root,
     Need::Command("qemu-system-x86_64"),
     Need::Command("mkfs.ext4"),
     Need::Command("depmod"),
+    Need::Command("dropbear"),
     Need::Command("dropbearkey"),
     Need::Command("ssh"),
     Need::Command("ssh-keygen"),
+    Need::Command("dash"),
+    Need::Command("tcpdump"),
+    Need::Command("apt-get"),
+    Need::Command("dpkg-deb"),
     Need::Command("containerd"),
+    Need::Command("runc"),
+    Need::Command("nft"),
     Need::Command("docker-registry"),
 ];
 
