@@ -73,6 +73,14 @@ pub enum HarnessError {
         /// What to do about it, or what was found instead.
         hint: String,
     },
+    /// A piece of a testbed (the test images, a registry, a containerd) could not be set up.
+    #[error("harness: cannot set up {what}: {detail}")]
+    Setup {
+        /// What was being set up.
+        what: &'static str,
+        /// Why it failed.
+        detail: String,
+    },
     /// An inventory file of `cargo xtask e2e --hosts` is not valid.
     #[error("inventory {path}: {message}")]
     Inventory {

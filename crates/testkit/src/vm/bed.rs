@@ -26,7 +26,7 @@ pub struct VmBed {
 }
 
 fn setup(what: &'static str) -> impl FnOnce(String) -> HarnessError {
-    move |detail| HarnessError::Missing { what: what.to_owned(), hint: detail }
+    move |detail| HarnessError::Setup { what, detail }
 }
 
 impl VmBed {
