@@ -332,22 +332,31 @@ impl Control for ControlService {
         request: Request<v1::RemoveNodeRequest>,
     ) -> Result<Response<v1::RemoveNodeResponse>, Status> {
         let request = request.into_inner();
-        let node = self.resolve::<v1::Node>(&request.node).await?;
-        let name = node.name().unwrap_or(&node.id).to_owned();
-        if node.role == v1::NodeRole::Manager as i32 {
-            return Err(Status::failed_precondition(format!(
-                "node {name} is a manager; demote it first (shoal node demote {name})"
-            )));
-        }
-        let ready = node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32);
-        if ready && !request.force {
-            return Err(Status::failed_precondition(format!(
-                "node {name} is not down and can't be removed; stop its agent first, or use --force"
-            )));
-        }
-        // The record goes and the revocation comes in one write: every manager refuses the
-        // node's certificate from then on (this one at once, the others as their stores follow).
-        crate::revocation::remove_node(&self.objects, &node, self.validity).await?;
+        // The request names no version: a write to the node in between (its status, its TLS
+        // details) is no reason to refuse, so the checks run again on what is stored now.
+        let mut attempts = 0;
+        let node = loop {
+            let node = self.resolve::<v1::Node>(&request.node).await?;
+            let name = node.name().unwrap_or(&node.id).to_owned();
+            if node.role == v1::NodeRole::Manager as i32 {
+                return Err(Status::failed_precondition(format!(
+                    "node {name} is a manager; demote it first (shoal node demote {name})"
+                )));
+            }
+            let ready = node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32);
+            if ready && !request.force {
+                return Err(Status::failed_precondition(format!(
+                    "node {name} is not down and can't be removed; stop its agent first, or use --force"
+                )));
+            }
+            // The record goes and the revocation comes in one write: every manager refuses the
+            // node's certificate from then on (this one at once, the others as their stores follow).
+            match crate::revocation::remove_node(&self.objects, &node, self.validity).await {
+                Ok(_) => break node,
+                Err(ObjectError::Conflict { .. }) if attempts + 1 < crate::objects::MODIFY_ATTEMPTS => attempts += 1,
+                Err(err) => return Err(err.into()),
+            }
+        };
         self.removed.insert(node.id.clone());
         tracing::info!(node.id = %node.id, forced = request.force, "node removed");
         Ok(Response::new(v1::RemoveNodeResponse {}))
