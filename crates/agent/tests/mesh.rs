@@ -83,6 +83,7 @@ impl World {
         let naming = Naming {
             netns_prefix: format!("{}-{}-", self.cluster.prefix(), node.name),
             nft_table: "shoal_overlay".into(),
+            esp_table: "shoal_esp".into(),
         };
         Overlay::new(Kernel::new(config).expect("overlay kernel"), naming)
     }
@@ -301,12 +302,14 @@ impl Mesh {
         let remote = |addr: Ipv4Addr, node: &Node| RemoteEndpoint::new("ingress", addr, IpAddr::V4(node.addr));
         let desired = [
             Desired {
+                encryption: None,
                 networks: vec![ingress.clone()],
                 containers: vec![container("sbx1", &sandboxes[0].1, sandbox_addr(1), SANDBOX_EGRESS)],
                 remotes: vec![remote(sandbox_addr(2), &nodes[1]), remote(TASK, &nodes[1])],
                 gateway: Some(gateway.clone()),
             },
             Desired {
+                encryption: None,
                 networks: vec![ingress],
                 containers: vec![
                     container("sbx2", &sandboxes[1].1, sandbox_addr(2), SANDBOX_EGRESS),

@@ -84,6 +84,7 @@ fn run() -> BenchResult<()> {
         }
         let peer = if i == 0 { &n2 } else { &n1 };
         let desired = Desired {
+            encryption: None,
             networks: vec![net.clone()],
             containers: vec![ContainerSpec {
                 id: container.clone(),

@@ -41,6 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         assert!(status.success(), "ip netns add {container}");
         let peer = &cluster.nodes()[1 - i];
         let desired = Desired {
+            encryption: None,
             networks: vec![blue.clone()],
             containers: vec![ContainerSpec {
                 id: container.clone(),

@@ -37,6 +37,22 @@ pub enum ObserveError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The xfrm state (ESP SAs and policies) could not be read.
+    #[error("observe {what}: {source}")]
+    Xfrm {
+        /// What was being read.
+        what: String,
+        /// The xfrm error.
+        source: crate::xfrm::XfrmError,
+    },
+    /// `nft`'s text listing could not be read.
+    #[error("observe {what}: {detail}")]
+    NftText {
+        /// What was being read.
+        what: String,
+        /// What went wrong, with what `nft` printed.
+        detail: String,
+    },
     /// nftables could not be listed.
     #[error("observe {what}: {source}{stderr}")]
     Nft {
@@ -82,6 +98,22 @@ pub enum ApplyError {
         /// What `nft` printed on standard error (`": …"`), empty when nothing.
         stderr: String,
     },
+    /// The kernel refused an ESP SA or policy.
+    #[error("{op}: {source}")]
+    Xfrm {
+        /// The operation.
+        op: String,
+        /// The xfrm error (it says when the kernel has no ESP at all).
+        source: crate::xfrm::XfrmError,
+    },
+    /// `nft` could not be run, or refused a script.
+    #[error("{op}: {detail}")]
+    NftScript {
+        /// The operation.
+        op: String,
+        /// What went wrong, with what `nft` printed.
+        detail: String,
+    },
     /// Something the operation needs is not there.
     #[error("{op}: {missing} not found")]
     NotFound {
@@ -96,6 +128,14 @@ pub enum ApplyError {
         /// The operation.
         op: String,
     },
+}
+
+impl ApplyError {
+    /// Whether the kernel has no ESP or no AES-GCM, so that no encrypted network can work on
+    /// this node (as opposed to a failure worth retrying).
+    pub fn no_esp(&self) -> bool {
+        matches!(self, Self::Xfrm { source, .. } if source.no_esp())
+    }
 }
 
 /// `": <stderr>"` of a failed `nft` run, which the nftables error's message leaves out.

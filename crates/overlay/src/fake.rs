@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::dataplane::{ApplyError, Dataplane, ObserveError};
+use crate::esp::table_comment;
 use crate::model::{Desired, GATEWAY_BRIDGE, MacAddr, Naming, SANDBOX_BRIDGE};
 use crate::plan::{ContainerState, LinkState, Observed, Op, Place, SandboxState, VxlanState, masquerade_comment};
+use crate::xfrm::{SaId, XfrmError};
 
 /// A simulated kernel. Veth pairs die together, as in the kernel, and deleting a sandbox takes
 /// the container ends of its veths with it.
@@ -20,6 +22,8 @@ pub struct FakeDataplane {
     pub fail_at: Option<usize>,
     /// Container namespaces that do not exist; every other desired one does.
     pub missing_netns: std::collections::BTreeSet<PathBuf>,
+    /// A kernel without ESP: adding an SA is refused as such a kernel refuses it.
+    pub no_esp: bool,
     peers: BTreeMap<(Place, String), (Place, String)>,
     routes: BTreeMap<PathBuf, String>,
 }
@@ -226,6 +230,28 @@ impl Dataplane for FakeDataplane {
                     (Place::Container(netns.clone()), ifname.clone()),
                     inner,
                 );
+            }
+            Op::SetEspTable { rules } => self.state.node.esp.table = Some(table_comment(rules)),
+            Op::DeleteEspTable => self.state.node.esp.table = None,
+            Op::AddSa { sa } => {
+                if self.no_esp {
+                    let errno = nix::errno::Errno::ENOENT as i32;
+                    let source = XfrmError::Refused { op: format!("add SA {} -> {}", sa.src, sa.dst), errno };
+                    return Err(ApplyError::Xfrm { op: op.to_string(), source });
+                }
+                self.state.node.esp.sas.insert(SaId { src: sa.src, dst: sa.dst, spi: sa.spi });
+            }
+            Op::DeleteSa { id } => {
+                self.state.node.esp.sas.remove(id);
+            }
+            Op::SetPolicy { policy, .. } => {
+                let policies = &mut self.state.node.esp.policies;
+                policies.retain(|p| (p.src, p.dst, p.dport) != (policy.src, policy.dst, policy.dport));
+                policies.push(*policy);
+            }
+            Op::DeletePolicy { policy } => {
+                let policies = &mut self.state.node.esp.policies;
+                policies.retain(|p| (p.src, p.dst, p.dport) != (policy.src, policy.dst, policy.dport));
             }
             Op::SetDefaultRoute { netns, ifname, via } => {
                 let container: &mut ContainerState = self.state.containers.entry(netns.clone()).or_default();

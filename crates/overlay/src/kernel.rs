@@ -30,13 +30,16 @@ use rtnetlink::{
 };
 
 use crate::dataplane::{ApplyError, Dataplane, ObserveError, nft_stderr};
+use crate::esp::EspState;
 use crate::model::{Cidr, Desired, GATEWAY_BRIDGE, MacAddr, Naming, SANDBOX_BRIDGE};
 use crate::netns;
 use crate::nft;
 use crate::plan::{ContainerState, LinkState, NodeState, Observed, Op, Place, SandboxState, VxlanState};
+use crate::xfrm::{XfrmError, XfrmSocket};
 use nftables::helper::NftablesError;
 
 const ENOENT: i32 = 2;
+const EPROTONOSUPPORT: i32 = 93;
 const ENODEV: i32 = 19;
 /// Node ends of egress veths (see `model::egress_port`).
 const EGRESS_PREFIX: &str = "shl-eg";
@@ -76,6 +79,8 @@ pub struct Kernel {
     config: KernelConfig,
     rt: tokio::runtime::Runtime,
     conns: HashMap<Option<PathBuf>, Conn>,
+    /// The node namespace's xfrm socket, open for one pass.
+    xfrm: Option<XfrmSocket>,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -88,7 +93,7 @@ impl Kernel {
     /// A dataplane working in the namespaces `config` names.
     pub fn new(config: KernelConfig) -> Result<Self, KernelError> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(KernelError::Runtime)?;
-        Ok(Self { config, rt, conns: HashMap::new() })
+        Ok(Self { config, rt, conns: HashMap::new(), xfrm: None })
     }
 
     /// The configuration.
@@ -134,6 +139,38 @@ impl Kernel {
 
     fn node(&self) -> Option<PathBuf> {
         self.config.node_netns.clone()
+    }
+
+    /// The xfrm socket of the node namespace, opened on first use in a pass.
+    fn xfrm(&mut self) -> Result<&mut XfrmSocket, XfrmError> {
+        let socket = match self.xfrm.take() {
+            Some(socket) => socket,
+            None => netns::run_in(self.node().as_deref(), XfrmSocket::open)??,
+        };
+        Ok(self.xfrm.insert(socket))
+    }
+
+    /// Shoal's SAs and policies, and the ESP marking table, in the node namespace. A kernel
+    /// without `NETLINK_XFRM` has none of them.
+    fn observe_esp(&mut self, naming: &Naming, what: &str) -> Result<EspState, ObserveError> {
+        let name = naming.esp_table.clone();
+        let table = netns::run_in(self.node().as_deref(), move || nft::observe_text(&name))
+            .map_err(|source| ObserveError::Io { what: format!("nftables in {what}"), source })?
+            .map_err(|detail| ObserveError::NftText {
+                what: format!("nftables table ip {} in {what}", naming.esp_table),
+                detail,
+            })?;
+        let xfrm_err = |source| ObserveError::Xfrm { what: format!("ESP SAs and policies in {what}"), source };
+        let socket = match self.xfrm() {
+            Ok(socket) => socket,
+            Err(XfrmError::Io(err)) if err.raw_os_error() == Some(EPROTONOSUPPORT) => {
+                return Ok(EspState { table, ..EspState::default() });
+            }
+            Err(err) => return Err(xfrm_err(err)),
+        };
+        let sas = socket.sas().map_err(xfrm_err)?.into_iter().collect();
+        let policies = socket.policies().map_err(xfrm_err)?;
+        Ok(EspState { sas, policies, table })
     }
 
     fn observe_inner(&mut self, desired: &Desired, naming: &Naming) -> Result<Observed, ObserveError> {
@@ -182,21 +219,8 @@ impl Kernel {
             .map_err(io_err(format!("{FORWARDING} in {what}")))?
             .trim()
             == "1";
-        let table = naming.nft_table.clone();
-        state.masquerade = match netns::run_in(node.as_deref(), move || nft::observe(&table))
-            .map_err(io_err(format!("nftables in {what}")))?
-        {
-            Ok(comment) => comment,
-            // Without `nft` there cannot be a table of ours; applying one will say what is missing.
-            Err(NftablesError::NftExecution { inner, .. }) if inner.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(ObserveError::Nft {
-                    what: format!("nftables table ip {} in {what}", naming.nft_table),
-                    stderr: nft_stderr(&source),
-                    source: Box::new(source),
-                });
-            }
-        };
+        state.masquerade = observe_table(node.as_deref(), &naming.nft_table, &what)?;
+        state.esp = self.observe_esp(naming, &what)?;
         observed.node = state;
         Ok(observed)
     }
@@ -265,6 +289,24 @@ impl Kernel {
                     .map_err(io_step("enter the node namespace"))
                     .and_then(|applied| applied.map_err(Step::Nft))
             }
+            Op::SetEspTable { rules } => {
+                let script = crate::esp::table_script(&naming.esp_table, rules);
+                netns::run_in(self.node().as_deref(), move || nft_script(&script))
+                    .map_err(io_step("enter the node namespace"))
+                    .and_then(|applied| applied.map_err(Step::Script))
+            }
+            Op::DeleteEspTable => {
+                let table = naming.esp_table.clone();
+                netns::run_in(self.node().as_deref(), move || nft::delete(&table))
+                    .map_err(io_step("enter the node namespace"))
+                    .and_then(|applied| applied.map_err(Step::Nft))
+            }
+            Op::AddSa { sa } => self.xfrm().and_then(|x| x.add_sa(sa)).map_err(Step::Xfrm),
+            Op::DeleteSa { id } => self.xfrm().and_then(|x| x.delete_sa(*id)).map_err(Step::Xfrm),
+            Op::SetPolicy { policy, update } => {
+                self.xfrm().and_then(|x| x.set_policy(policy, *update)).map_err(Step::Xfrm)
+            }
+            Op::DeletePolicy { policy } => self.xfrm().and_then(|x| x.delete_policy(policy)).map_err(Step::Xfrm),
             Op::SetDefaultRoute { netns, ifname, via } => {
                 let result = self.set_default_route(netns, ifname, *via);
                 self.close(Some(netns));
@@ -524,6 +566,8 @@ enum Step {
     Io(String, io::Error),
     Missing(String),
     Nft(NftablesError),
+    Xfrm(XfrmError),
+    Script(String),
 }
 
 impl Step {
@@ -534,8 +578,53 @@ impl Step {
             Self::Io(step, source) => ApplyError::Io { op, step, source },
             Self::Missing(missing) => ApplyError::NotFound { op, missing },
             Self::Nft(source) => ApplyError::Nft { op, stderr: nft_stderr(&source), source: Box::new(source) },
+            Self::Xfrm(source) => ApplyError::Xfrm { op, source },
+            Self::Script(detail) => ApplyError::NftScript { op, detail },
         }
     }
+}
+
+/// The comment of the first rule of nftables table `name` (family `ip`) in `netns`, or `None`
+/// when the table is absent; `what` names the namespace.
+fn observe_table(netns: Option<&Path>, name: &str, what: &str) -> Result<Option<String>, ObserveError> {
+    let table = name.to_owned();
+    let listed = netns::run_in(netns, move || nft::observe(&table))
+        .map_err(|source| ObserveError::Io { what: format!("nftables in {what}"), source })?;
+    match listed {
+        Ok(comment) => Ok(comment),
+        // Without `nft` there cannot be a table of ours; applying one will say what is missing.
+        Err(NftablesError::NftExecution { inner, .. }) if inner.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ObserveError::Nft {
+            what: format!("nftables table ip {name} in {what}"),
+            stderr: nft_stderr(&source),
+            source: Box::new(source),
+        }),
+    }
+}
+
+/// Runs `nft -f -` with `script` in the calling thread's namespace.
+fn nft_script(script: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("run nft: {err} (install nftables)"))?;
+    let written = child.stdin.take().map(|mut stdin| stdin.write_all(script.as_bytes()));
+    let output = child.wait_with_output().map_err(|err| format!("wait for nft: {err}"))?;
+    if let Some(Err(err)) = written {
+        return Err(format!("write the rules to nft: {err}"));
+    }
+    if !output.status.success() {
+        return Err(format!(
+            "nft -f refused the rules ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
 }
 
 fn nl_step(step: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Step {
@@ -872,6 +961,7 @@ impl Dataplane for Kernel {
     }
 
     fn finish(&mut self) {
+        self.xfrm = None;
         let open: Vec<Option<PathBuf>> = self.conns.keys().cloned().collect();
         for key in open {
             self.close(key.as_deref());

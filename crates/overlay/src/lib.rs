@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod dataplane;
+pub mod esp;
 mod fake;
 mod kernel;
 mod model;

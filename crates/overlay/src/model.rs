@@ -117,6 +117,9 @@ pub struct NetworkSpec {
     pub vxlan_port: u16,
     /// An internal network gives its containers no egress through the gateway bridge.
     pub internal: bool,
+    /// Its VXLAN datagrams leave the node only as ESP (see [`crate::esp`]); give it
+    /// [`ENCRYPTED_MTU`](crate::esp::ENCRYPTED_MTU) unless the underlay's MTU is larger.
+    pub encrypted: bool,
 }
 
 impl NetworkSpec {
@@ -129,6 +132,7 @@ impl NetworkSpec {
             mtu: DEFAULT_MTU,
             vxlan_port: DEFAULT_VXLAN_PORT,
             internal: false,
+            encrypted: false,
         }
     }
 
@@ -143,6 +147,14 @@ impl NetworkSpec {
     #[must_use]
     pub fn internal(mut self) -> Self {
         self.internal = true;
+        self
+    }
+
+    /// Marks the network encrypted, with [`ENCRYPTED_MTU`](crate::esp::ENCRYPTED_MTU).
+    #[must_use]
+    pub fn encrypted(mut self) -> Self {
+        self.encrypted = true;
+        self.mtu = crate::esp::ENCRYPTED_MTU;
         self
     }
 
@@ -249,6 +261,9 @@ pub struct Desired {
     pub remotes: Vec<RemoteEndpoint>,
     /// The gateway bridge; `None` removes it.
     pub gateway: Option<GatewayBridge>,
+    /// The node's address and the cluster's keys, for encrypted networks. Without it (or with
+    /// an empty ring) an encrypted network's datagrams are blocked, never sent in the clear.
+    pub encryption: Option<crate::esp::Encryption>,
 }
 
 /// Names of what this library creates. Sandbox namespaces are `{netns_prefix}{network id}`;
@@ -259,11 +274,17 @@ pub struct Naming {
     pub netns_prefix: String,
     /// nftables table (family `ip`) that holds the masquerade rule.
     pub nft_table: String,
+    /// nftables table (family `ip`) that marks encrypted networks' VXLAN datagrams for ESP.
+    pub esp_table: String,
 }
 
 impl Default for Naming {
     fn default() -> Self {
-        Self { netns_prefix: "shoal-ov-".to_owned(), nft_table: "shoal_overlay".to_owned() }
+        Self {
+            netns_prefix: "shoal-ov-".to_owned(),
+            nft_table: "shoal_overlay".to_owned(),
+            esp_table: "shoal_esp".to_owned(),
+        }
     }
 }
 

@@ -83,3 +83,29 @@ pub(crate) fn delete(table_name: &str) -> Result<(), NftablesError> {
     batch.delete(NfListObject::Table(table(table_name)));
     helper::apply_ruleset(&batch.to_nftables())
 }
+
+/// The comment of the first commented rule of table `name` (family `ip`), read from `nft`'s text
+/// listing (its JSON of raw payload and `meta secpath` expressions is more than the `nftables`
+/// crate reads), or `None` when the table is absent. `Err` says what failed.
+pub(crate) fn observe_text(name: &str) -> Result<Option<String>, String> {
+    let run = |args: &[&str]| -> Result<String, String> {
+        let output = std::process::Command::new("nft")
+            .args(args)
+            .output()
+            .map_err(|err| format!("run nft {}: {err} (install nftables)", args.join(" ")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!("nft {} ({}): {}", args.join(" "), output.status, stderr.trim()));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    };
+    let tables = run(&["list", "tables", "ip"])?;
+    if !tables.lines().any(|l| l.trim() == format!("table ip {name}")) {
+        return Ok(None);
+    }
+    let listed = run(&["list", "table", "ip", name])?;
+    Ok(listed.lines().find_map(|l| {
+        let (_, rest) = l.split_once("comment \"")?;
+        rest.split_once('"').map(|(comment, _)| comment.to_owned())
+    }))
+}

@@ -6,8 +6,11 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::IpAddr;
+
+use crate::xfrm::{Policy, Sa, SaId};
 use std::path::PathBuf;
 
+use crate::esp::EspState;
 use crate::model::{
     Cidr, ContainerSpec, Desired, GATEWAY_BRIDGE, MacAddr, NetworkSpec, SANDBOX_BRIDGE, egress_port, endpoint_port,
     vxlan_name,
@@ -86,6 +89,8 @@ pub struct NodeState {
     /// Links of ours that have no business in the node namespace (a VXLAN device left there by
     /// a crash between creating it and moving it into its sandbox).
     pub stray: BTreeSet<String>,
+    /// ESP: SAs, policies and the marking table.
+    pub esp: EspState,
 }
 
 /// What is there: sandboxes found by name prefix, the desired containers' namespaces that exist,
@@ -267,6 +272,36 @@ pub enum Op {
         /// MTU.
         mtu: u32,
     },
+    /// Replaces the ESP marking table: outgoing VXLAN datagrams of these (port, VNI) pairs are
+    /// marked for the xfrm policies, incoming ones that did not come through ESP are dropped.
+    SetEspTable {
+        /// (VXLAN port, VNI) of each encrypted network, sorted.
+        rules: Vec<(u16, u32)>,
+    },
+    /// Removes the ESP marking table.
+    DeleteEspTable,
+    /// Adds an ESP SA in the node namespace.
+    AddSa {
+        /// The SA (its key stays out of logs).
+        sa: Sa,
+    },
+    /// Deletes an ESP SA.
+    DeleteSa {
+        /// Which.
+        id: SaId,
+    },
+    /// Adds an outbound policy, or switches the one with its selector in place (`update`).
+    SetPolicy {
+        /// The policy.
+        policy: Policy,
+        /// Whether one with this selector is there.
+        update: bool,
+    },
+    /// Deletes an outbound policy.
+    DeletePolicy {
+        /// The policy.
+        policy: Policy,
+    },
     /// Sets (replaces) the container's IPv4 default route.
     SetDefaultRoute {
         /// Container namespace.
@@ -393,6 +428,16 @@ pub enum PlanError {
         /// The other node.
         second: IpAddr,
     },
+    /// An encrypted network with a peer node reached over IPv6 (ESP here is IPv4 only).
+    #[error(
+        "network {network} is encrypted, but node {node} is reached over IPv6; encrypted overlays need an IPv4 underlay"
+    )]
+    EncryptedOverIpv6 {
+        /// Network ID.
+        network: String,
+        /// The peer node's address.
+        node: IpAddr,
+    },
 }
 
 /// The masquerade rule's comment, which records what it was made for.
@@ -424,7 +469,11 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
         }
     }
 
-    // 2. Each network's sandbox, bridge, VXLAN device, stale ports and peer entries.
+    // 2. ESP before any sandbox of an encrypted network (so that nothing leaves in the clear),
+    //    and its removal after those sandboxes went.
+    crate::esp::plan(desired, &observed.node.esp, &mut ops)?;
+
+    // 3. Each network's sandbox, bridge, VXLAN device, stale ports and peer entries.
     let empty = SandboxState::default();
     for network in &desired.networks {
         let sandbox = observed.sandboxes.get(&network.id).filter(|s| !s.broken);
@@ -435,7 +484,7 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
         plan_sandbox(network, sandbox, desired, &mut ops)?;
     }
 
-    // 3. The gateway bridge, forwarding and masquerade.
+    // 4. The gateway bridge, forwarding and masquerade.
     if let Some(gateway) = &desired.gateway {
         let address = gateway.subnet.with_addr(IpAddr::V4(gateway.address));
         match &observed.node.gateway {
@@ -454,13 +503,13 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Result<Vec<Op>, PlanError
         }
     }
 
-    // 4. Containers: endpoints, egress, default route.
+    // 5. Containers: endpoints, egress, default route.
     let mut egress_ports = BTreeSet::new();
     for container in &desired.containers {
         plan_container(container, &networks, desired, observed, &mut ops, &mut egress_ports);
     }
 
-    // 5. Egress veths of containers that are gone, then the gateway bridge if unwanted.
+    // 6. Egress veths of containers that are gone, then the gateway bridge if unwanted.
     for port in observed.node.ports.keys() {
         if !egress_ports.contains(port) {
             ops.push(Op::DeleteLink { place: Place::Node, name: port.clone() });
@@ -833,9 +882,35 @@ impl std::fmt::Display for Op {
                 "create egress {port} <-> {ifname} ({address}) of container {container} in {}",
                 netns.display()
             ),
+            Self::SetEspTable { rules } => {
+                let list: Vec<String> = rules.iter().map(|(port, vni)| format!("{port}:{vni}")).collect();
+                write!(f, "esp: mark vxlan datagrams of [{}] in the node namespace", list.join(","))
+            }
+            Self::DeleteEspTable => f.write_str("esp: delete the marking table"),
+            Self::AddSa { sa } => write!(f, "esp: add SA {} -> {} spi {:#010x}", sa.src, sa.dst, sa.spi),
+            Self::DeleteSa { id } => write!(f, "esp: delete SA {} -> {} spi {:#010x}", id.src, id.dst, id.spi),
+            Self::SetPolicy { policy, update } => {
+                write!(f, "esp: {} policy {}", if *update { "switch" } else { "add" }, DisplayPolicy(policy))
+            }
+            Self::DeletePolicy { policy } => write!(f, "esp: delete policy {}", DisplayPolicy(policy)),
             Self::SetDefaultRoute { netns, ifname, via } => {
                 write!(f, "default route via {via} dev {ifname} in {}", netns.display())
             }
+        }
+    }
+}
+
+/// A policy as operations name it.
+struct DisplayPolicy<'a>(&'a Policy);
+
+impl std::fmt::Display for DisplayPolicy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Policy { src, dst, dport, action, .. } = self.0;
+        let any = |a: &Option<std::net::Ipv4Addr>| a.map_or_else(|| "any".to_owned(), |a| a.to_string());
+        write!(f, "{} -> {} udp dport {dport}: ", any(src), any(dst))?;
+        match action {
+            crate::xfrm::PolicyAction::Encrypt { spi } => write!(f, "encrypt with spi {spi:#010x}"),
+            crate::xfrm::PolicyAction::Block => f.write_str("block"),
         }
     }
 }

@@ -82,6 +82,7 @@ fn kernel_and_fake_dataplanes_agree_step_by_step() {
     let mut peer = RemoteEndpoint::new("blue", v4("198.18.0.9"), IpAddr::V4(v4("192.0.2.12")));
     peer.addresses.push(IpAddr::V6(v6("fd00:18::9")));
     let mut desired = Desired {
+        encryption: None,
         networks: vec![blue, red],
         containers: vec![c1, c2],
         remotes: vec![
@@ -128,6 +129,7 @@ fn the_kernel_resumes_exactly_where_a_crashed_pass_stopped() {
     c1.endpoints[0] = c1.endpoints[0].clone().with_ipv6(v6("fd00:18::2"));
     c1.egress = Some(Egress { ifname: "eth1".into(), address: v4("198.19.255.2") });
     let desired = Desired {
+        encryption: None,
         networks: vec![blue],
         containers: vec![c1],
         remotes: vec![RemoteEndpoint::new("blue", v4("198.18.0.9"), IpAddr::V4(v4("192.0.2.12")))],

@@ -42,12 +42,14 @@ fn containers_on_two_nodes_reach_each_other_and_teardown_leaves_nothing() {
         endpoint
     };
     let desired1 = Desired {
+        encryption: None,
         networks: vec![net.clone()],
         containers: vec![c1],
         remotes: vec![dual(a2, "fd00:18::3", n2.addr)],
         gateway: None,
     };
     let desired2 = Desired {
+        encryption: None,
         networks: vec![net],
         containers: vec![c2],
         remotes: vec![dual(a1, "fd00:18::2", n1.addr)],
@@ -180,12 +182,14 @@ fn removing_a_remote_endpoint_cuts_only_that_endpoint() {
     let (_, c2) = world.container("c2", &[("blue", a2)]);
     let (_, c3) = world.container("c3", &[("blue", a3)]);
     let mut desired1 = Desired {
+        encryption: None,
         networks: vec![net.clone()],
         containers: vec![c1],
         remotes: vec![remote("blue", a2, n2.addr), remote("blue", a3, n2.addr)],
         gateway: None,
     };
     let desired2 = Desired {
+        encryption: None,
         networks: vec![net],
         containers: vec![c2, c3],
         remotes: vec![remote("blue", a1, n1.addr)],
@@ -229,8 +233,13 @@ fn a_restarted_planner_adopts_existing_state_and_repairs_damage() {
     c1.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 2) });
     let mut peer = remote("blue", a2, n2.addr);
     peer.addresses.push("fd00:18::3".parse().expect("v6"));
-    let desired =
-        Desired { networks: vec![net.clone()], containers: vec![c1], remotes: vec![peer], gateway: Some(gateway) };
+    let desired = Desired {
+        encryption: None,
+        networks: vec![net.clone()],
+        containers: vec![c1],
+        remotes: vec![peer],
+        gateway: Some(gateway),
+    };
     world.overlay(&n1).reconcile(&desired).expect("first reconcile");
 
     narrate("a new planner (as after an agent restart) finds nothing to do");
@@ -290,7 +299,7 @@ fn five_hundred_endpoints_on_one_network_apply_and_converge() {
         })
         .collect();
     let remotes: Vec<RemoteEndpoint> = (LOCAL..LOCAL * 2).map(|i| remote("big", address(i), n2.addr)).collect();
-    let desired = Desired { networks: vec![net], containers, remotes, gateway: None };
+    let desired = Desired { encryption: None, networks: vec![net], containers, remotes, gateway: None };
     let mut o1 = world.overlay(&n1);
     let start = Instant::now();
     let report = o1.reconcile(&desired).expect("reconcile");
@@ -333,6 +342,7 @@ fn internal_networks_have_no_egress_and_normal_ones_masquerade_out() {
     let (other_ns, mut other) = world.container("other", &[("green", ip(198, 18, 2, 2))]);
     other.egress = Some(Egress { ifname: "eth1".into(), address: ip(198, 19, 255, 4) });
     let desired = Desired {
+        encryption: None,
         networks: vec![network("blue", 4301, 0), network("vault", 4302, 1).internal(), network("green", 4303, 2)],
         containers: vec![open, closed, other],
         remotes: vec![],
@@ -383,7 +393,12 @@ fn missing_namespaces_are_reported_and_errors_name_what_failed() {
     let world = World::new(1);
     let n1 = world.node(1);
     let mut overlay = world.overlay(&n1);
-    let desired = Desired { networks: vec![network("blue", 4097, 0)], containers: vec![], ..Default::default() };
+    let desired = Desired {
+        encryption: None,
+        networks: vec![network("blue", 4097, 0)],
+        containers: vec![],
+        ..Default::default()
+    };
     // A sandbox file without a namespace behind it (a crash before the mount) is remade.
     let sandbox = PathBuf::from(format!("/run/netns/{}-node1-blue", world.cluster.prefix()));
     std::fs::write(&sandbox, b"").expect("plant a broken sandbox");
@@ -394,7 +409,7 @@ fn missing_namespaces_are_reported_and_errors_name_what_failed() {
     let (_, mut gone) = world.container("gone", &[("blue", ip(198, 18, 0, 2))]);
     let (here_ns, here) = world.container("here", &[("blue", ip(198, 18, 0, 3))]);
     gone.netns = PathBuf::from(format!("/run/netns/{}-vanished", world.cluster.prefix()));
-    let with_containers = Desired { containers: vec![gone, here], ..desired.clone() };
+    let with_containers = Desired { encryption: None, containers: vec![gone, here], ..desired.clone() };
     let report = overlay.reconcile(&with_containers).expect("reconcile");
     assert_eq!(report.missing, vec!["gone".to_owned()]);
     assert!(ping(&here_ns, "198.18.0.1"), "the other container is wired");
@@ -404,8 +419,10 @@ fn missing_namespaces_are_reported_and_errors_name_what_failed() {
     std::fs::write(&not_netns, b"").expect("write file");
     let (_, mut odd) = world.container("odd", &[("blue", ip(198, 18, 0, 4))]);
     odd.netns.clone_from(&not_netns);
-    let err =
-        overlay.reconcile(&Desired { containers: vec![odd], ..desired }).expect_err("not a namespace").to_string();
+    let err = overlay
+        .reconcile(&Desired { encryption: None, containers: vec![odd], ..desired })
+        .expect_err("not a namespace")
+        .to_string();
     assert!(err.contains("container odd") && err.contains(&not_netns.display().to_string()), "{err}");
     eprintln!("error: {err}");
 
@@ -424,4 +441,81 @@ fn missing_namespaces_are_reported_and_errors_name_what_failed() {
         "{err}"
     );
     eprintln!("error: {err}");
+}
+
+/// `XfrmOutPolBlock` of `xfrm_stat` in namespace `netns`: datagrams a block policy dropped
+/// (`/proc/net` is the main thread's namespace; `thread-self` is the one entered).
+fn blocked_by_policy(netns: &str) -> u64 {
+    let stat = shoal_testkit::in_netns(netns, || std::fs::read_to_string("/proc/thread-self/net/xfrm_stat"))
+        .expect("enter the node namespace")
+        .expect("read /proc/net/xfrm_stat");
+    stat.lines()
+        .find_map(|l| l.strip_prefix("XfrmOutPolBlock"))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("XfrmOutPolBlock")
+}
+
+#[test]
+fn an_encrypted_network_is_blocked_rather_than_sent_in_the_clear_on_a_kernel_without_esp() {
+    if !privileged::require("an_encrypted_network_is_blocked_rather_than_sent_in_the_clear", privileged::NETNS) {
+        return;
+    }
+    let world = World::new(2);
+    let (n1, n2) = (world.node(1), world.node(2));
+    let blue = network("blue", 4097, 0);
+    let red = network("red", 4098, 1).encrypted();
+    let (c1_ns, c1) = world.container("c1", &[("blue", ip(198, 18, 0, 2)), ("red", ip(198, 18, 1, 2))]);
+    let (_, c2) = world.container("c2", &[("blue", ip(198, 18, 0, 3)), ("red", ip(198, 18, 1, 3))]);
+    let desired = |container: ContainerSpec, peer: Ipv4Addr, n: u8| Desired {
+        networks: vec![blue.clone(), red.clone()],
+        containers: vec![container],
+        remotes: vec![remote("blue", ip(198, 18, 0, n), peer), remote("red", ip(198, 18, 1, n), peer)],
+        gateway: None,
+        encryption: None,
+    };
+    let (mut d1, d2) = (desired(c1, n2.addr, 3), desired(c2, n1.addr, 2));
+    let (mut o1, mut o2) = (world.overlay(&n1), world.overlay(&n2));
+
+    narrate("no keys yet: the marking table and the block policy come before the sandboxes");
+    let applied = o1.reconcile(&d1).expect("reconcile node1").applied;
+    assert!(matches!(applied[..2], [Op::SetEspTable { .. }, Op::SetPolicy { .. }]), "{applied:#?}");
+    o2.reconcile(&d2).expect("reconcile node2");
+    let table = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1.netns, "nft", "list", "table", "ip", "shoal_esp"])
+        .output()
+        .expect("nft");
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.contains("@th,96,24 0x1002") && table.contains("meta mark set 0x45535000"), "{table}");
+    assert!(!table.contains("0x1001") && !table.contains("4097"), "the plain network is not marked: {table}");
+    let policies = ip_in(&n1.netns, &["xfrm", "policy"]);
+    assert!(policies.contains("action block") && policies.contains("dport 4789"), "{policies}");
+    assert_eq!(o1.reconcile(&d1).expect("again").applied, vec![], "adopted as it is");
+
+    narrate("the plain network works; the encrypted one is dropped by the block policy");
+    assert!(ping(&c1_ns, "198.18.0.3"), "blue is plain VXLAN");
+    let before = blocked_by_policy(&n1.netns);
+    assert!(no_reply(&c1_ns, "198.18.1.3"), "red must not get through without ESP");
+    assert!(blocked_by_policy(&n1.netns) > before, "the block policy dropped red's datagrams");
+
+    narrate("with keys, the SA is refused, with the reason; the block stays");
+    d1.encryption = Some(shoal_overlay::esp::Encryption {
+        local: n1.addr,
+        keys: vec![shoal_overlay::esp::NetworkKey { tag: 7, key: [9; 16] }],
+    });
+    let err = o1.reconcile(&d1).expect_err("no ESP here");
+    let shoal_overlay::ReconcileError::Apply { source, .. } = &err else { panic!("{err}") };
+    assert!(source.no_esp(), "{err}");
+    assert!(err.to_string().contains("this kernel has no ESP (esp4)"), "{err}");
+    assert!(ip_in(&n1.netns, &["xfrm", "policy"]).contains("action block"));
+    assert!(ip_in(&n1.netns, &["xfrm", "state"]).trim().is_empty(), "no SA half made");
+
+    narrate("teardown removes the table and the policies");
+    o1.teardown_all().expect("teardown");
+    assert!(ip_in(&n1.netns, &["xfrm", "policy"]).trim().is_empty());
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "exec", &n1.netns, "nft", "list", "tables"])
+        .output()
+        .expect("nft");
+    assert!(!String::from_utf8_lossy(&listed.stdout).contains("shoal_esp"));
+    o2.teardown_all().expect("teardown node2");
 }

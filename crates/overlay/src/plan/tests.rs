@@ -3,11 +3,13 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
+use crate::esp::{Encryption, NetworkKey};
 use crate::fake::FakeDataplane;
 use crate::model::{
     Cidr, ContainerSpec, Desired, Egress, GatewayBridge, LocalEndpoint, MacAddr, Naming, NetworkSpec, RemoteEndpoint,
 };
 use crate::plan::{Observed, Op, PlanError, plan};
+use crate::xfrm::PolicyAction;
 use crate::{Dataplane, Overlay};
 
 fn v4(s: &str) -> Ipv4Addr {
@@ -62,6 +64,7 @@ fn one_network() -> Desired {
         containers: vec![container("c1", vec![LocalEndpoint::new("blue", "eth0", v4("198.18.0.2"))])],
         remotes: vec![remote("blue", "198.18.0.3", "192.0.2.12")],
         gateway: None,
+        encryption: None,
     }
 }
 
@@ -276,6 +279,7 @@ fn dual_stack_addresses_reach_bridge_endpoint_and_neighbours() {
         )],
         remotes: vec![peer],
         gateway: None,
+        encryption: None,
     };
     check(
         &desired,
@@ -465,4 +469,189 @@ fn the_kernel_overlay_can_move_to_a_blocking_thread() {
     fn assert_send<T: Send>() {}
     assert_send::<Overlay<crate::Kernel>>();
     assert_send::<Overlay<FakeDataplane>>();
+}
+
+// --- Encrypted networks ---------------------------------------------------------------------
+
+const LOCAL: &str = "192.0.2.11";
+
+fn ring(tags: &[u64]) -> Vec<NetworkKey> {
+    tags.iter().map(|t| NetworkKey { tag: *t, key: [u8::try_from(*t % 251).unwrap_or(0); 16] }).collect()
+}
+
+/// One encrypted network on this node (192.0.2.11) with peers on .12 and .13, keys `tags`.
+fn encrypted(tags: &[u64]) -> Desired {
+    let mut desired = one_network();
+    desired.networks[0] = net("blue", 4097, 0).encrypted();
+    desired.remotes.push(remote("blue", "198.18.0.4", "192.0.2.13"));
+    desired.encryption = Some(Encryption { local: v4(LOCAL), keys: ring(tags) });
+    desired
+}
+
+/// The ESP ops of a plan, with SPIs named by the key they were derived from: `k11`.
+fn esp_ops(ops: &[Op], tags: &[u64]) -> Vec<String> {
+    let name = |src: Ipv4Addr, dst: Ipv4Addr, spi: u32| {
+        let tag = ring(tags).into_iter().find(|k| crate::esp::sa(k, src, dst).spi == spi);
+        format!("{src}->{dst} {}", tag.map_or_else(|| format!("{spi:#x}"), |k| format!("k{}", k.tag)))
+    };
+    ops.iter()
+        .filter_map(|op| match op {
+            Op::SetEspTable { rules } => Some(format!("table {rules:?}")),
+            Op::DeleteEspTable => Some("delete table".to_owned()),
+            Op::AddSa { sa } => Some(format!("add sa {}", name(sa.src, sa.dst, sa.spi))),
+            Op::DeleteSa { id } => Some(format!("delete sa {}", name(id.src, id.dst, id.spi))),
+            Op::SetPolicy { policy, update } => Some(match (policy.action, policy.dst) {
+                (PolicyAction::Block, _) => format!("block port {}", policy.dport),
+                (PolicyAction::Encrypt { spi }, Some(dst)) => {
+                    format!("{} policy {}", if *update { "switch" } else { "add" }, name(v4(LOCAL), dst, spi))
+                }
+                (PolicyAction::Encrypt { spi }, None) => format!("policy to any {spi:#x}"),
+            }),
+            Op::DeletePolicy { policy } => Some(format!("delete policy to {:?}", policy.dst)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_encrypted_network_gets_its_esp_before_its_sandbox() {
+    let desired = encrypted(&[10, 11, 12]);
+    assert_eq!(desired.networks[0].mtu, 1416, "1450 less ESP's 34 bytes");
+    let ops = plan(&desired, &bare(&desired)).expect("plan");
+    let first_sandbox_op = ops.iter().position(|op| matches!(op, Op::CreateSandbox { .. })).expect("sandbox");
+    assert!(ops[..first_sandbox_op].iter().all(|op| op.to_string().starts_with("esp: ")), "{ops:#?}");
+    let mut want = vec!["table [(4789, 4097)]".to_owned(), "block port 4789".to_owned()];
+    for peer in ["192.0.2.12", "192.0.2.13"] {
+        for tag in [10, 11, 12] {
+            want.push(format!("add sa {peer}->{LOCAL} k{tag}"));
+        }
+    }
+    want.push(format!("add sa {LOCAL}->192.0.2.12 k11"));
+    want.push(format!("add sa {LOCAL}->192.0.2.13 k11"));
+    want.push(format!("add policy {LOCAL}->192.0.2.12 k11"));
+    want.push(format!("add policy {LOCAL}->192.0.2.13 k11"));
+    assert_eq!(esp_ops(&ops, &[10, 11, 12]), want);
+}
+
+#[test]
+fn a_rotation_receives_first_switches_in_place_and_prunes_last() {
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    let before = encrypted(&[10, 11, 12]);
+    reconcile(&mut overlay, &before);
+    let after = encrypted(&[11, 12, 13]);
+    let ops = reconcile(&mut overlay, &after);
+    let tags = [10, 11, 12, 13];
+    // Swarm's order, derived from state: +rSA(new) → +fSA(primary) → switch fSP → −fSA(old) → −rSA(pruned).
+    assert_eq!(
+        esp_ops(&ops, &tags),
+        [
+            "add sa 192.0.2.12->192.0.2.11 k13",
+            "add sa 192.0.2.13->192.0.2.11 k13",
+            "add sa 192.0.2.11->192.0.2.12 k12",
+            "add sa 192.0.2.11->192.0.2.13 k12",
+            "switch policy 192.0.2.11->192.0.2.12 k12",
+            "switch policy 192.0.2.11->192.0.2.13 k12",
+            "delete sa 192.0.2.11->192.0.2.12 k11",
+            "delete sa 192.0.2.11->192.0.2.13 k11",
+            "delete sa 192.0.2.12->192.0.2.11 k10",
+            "delete sa 192.0.2.13->192.0.2.11 k10",
+        ]
+    );
+    assert_eq!(ops.len(), 10, "nothing but ESP changes: {ops:#?}");
+    assert_eq!(reconcile(&mut overlay, &after), vec![]);
+}
+
+#[test]
+fn every_step_of_a_rotation_keeps_sending_encrypted() {
+    // Crash after each op of a rotation: whatever state is left, every peer policy sends
+    // through an SA that is there, and the block policy and the marking table stay.
+    let total = {
+        let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+        reconcile(&mut overlay, &encrypted(&[10, 11, 12]));
+        reconcile(&mut overlay, &encrypted(&[11, 12, 13])).len()
+    };
+    for crash in 0..total {
+        let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+        reconcile(&mut overlay, &encrypted(&[10, 11, 12]));
+        let done = overlay.dataplane().log.len();
+        overlay.dataplane_mut().fail_at = Some(done + crash);
+        assert!(overlay.reconcile(&encrypted(&[11, 12, 13])).is_err());
+        let esp = &overlay.dataplane().state.node.esp;
+        assert!(esp.table.is_some(), "crash at {crash}: the table stays");
+        for policy in &esp.policies {
+            match policy.action {
+                PolicyAction::Block => {}
+                PolicyAction::Encrypt { spi } => assert!(
+                    esp.sas.iter().any(|sa| Some(sa.dst) == policy.dst && sa.spi == spi),
+                    "crash at {crash}: policy {policy:?} points at a missing SA"
+                ),
+            }
+        }
+        assert!(esp.policies.iter().any(|p| p.action == PolicyAction::Block), "crash at {crash}");
+        overlay.dataplane_mut().fail_at = None;
+        reconcile(&mut overlay, &encrypted(&[11, 12, 13]));
+        assert_eq!(reconcile(&mut overlay, &encrypted(&[11, 12, 13])), vec![], "converged after a crash at {crash}");
+    }
+}
+
+#[test]
+fn without_keys_an_encrypted_network_is_blocked_not_sent_in_the_clear() {
+    let mut desired = encrypted(&[]);
+    let ops = plan(&desired, &bare(&desired)).expect("plan");
+    assert_eq!(esp_ops(&ops, &[]), ["table [(4789, 4097)]", "block port 4789"]);
+    desired.encryption = None;
+    assert_eq!(
+        esp_ops(&plan(&desired, &bare(&desired)).expect("plan"), &[]),
+        ["table [(4789, 4097)]", "block port 4789"]
+    );
+}
+
+#[test]
+fn the_last_encrypted_network_leaving_takes_all_esp_state_with_it() {
+    let mut overlay = Overlay::new(FakeDataplane::new(), Naming::default());
+    reconcile(&mut overlay, &encrypted(&[10, 11, 12]));
+    // A peer goes: its SAs and policy go, the other's stay.
+    let mut one_peer = encrypted(&[10, 11, 12]);
+    one_peer.remotes.retain(|r| r.node != IpAddr::V4(v4("192.0.2.13")));
+    let ops = reconcile(&mut overlay, &one_peer);
+    let mut labels = esp_ops(&ops, &[10, 11, 12]);
+    labels[2..].sort();
+    assert_eq!(
+        labels,
+        [
+            "delete policy to Some(192.0.2.13)",
+            "delete sa 192.0.2.11->192.0.2.13 k11",
+            "delete sa 192.0.2.13->192.0.2.11 k10",
+            "delete sa 192.0.2.13->192.0.2.11 k11",
+            "delete sa 192.0.2.13->192.0.2.11 k12",
+        ]
+    );
+    let ops = reconcile(&mut overlay, &Desired::default());
+    assert!(matches!(ops.first(), Some(Op::DeleteSandbox { .. })), "the sandbox goes first: {ops:#?}");
+    assert_eq!(esp_ops(&ops, &[10, 11, 12]).last().map(String::as_str), Some("delete table"));
+    assert_eq!(overlay.dataplane().state.node.esp, crate::esp::EspState::default());
+}
+
+#[test]
+fn a_plain_network_has_no_esp_and_an_ipv6_peer_of_an_encrypted_one_is_refused() {
+    let plain = one_network();
+    assert!(esp_ops(&plan(&plain, &bare(&plain)).expect("plan"), &[]).is_empty());
+    let mut v6 = encrypted(&[1]);
+    v6.remotes.push(RemoteEndpoint::new("blue", v4("198.18.0.9"), "2001:db8::9".parse().expect("ipv6")));
+    let err = plan(&v6, &bare(&v6)).expect_err("ipv6 underlay");
+    assert_eq!(
+        err.to_string(),
+        "network blue is encrypted, but node 2001:db8::9 is reached over IPv6; encrypted overlays need an IPv4 underlay"
+    );
+}
+
+#[test]
+fn a_kernel_without_esp_fails_the_pass_with_a_reason_callers_can_tell() {
+    let mut fake = FakeDataplane::new();
+    fake.no_esp = true;
+    let mut overlay = Overlay::new(fake, Naming::default());
+    let err = overlay.reconcile(&encrypted(&[10, 11, 12])).expect_err("no ESP");
+    let crate::ReconcileError::Apply { source, .. } = &err else { panic!("{err}") };
+    assert!(source.no_esp(), "{err}");
+    assert!(err.to_string().contains("this kernel has no ESP (esp4)"), "{err}");
 }

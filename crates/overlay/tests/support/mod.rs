@@ -75,6 +75,7 @@ impl World {
         let naming = Naming {
             netns_prefix: format!("{}-{}-", self.cluster.prefix(), node.name),
             nft_table: "shoal_overlay".into(),
+            esp_table: "shoal_esp".into(),
         };
         Overlay::new(Kernel::new(config).expect("kernel"), naming)
     }
