@@ -145,6 +145,9 @@ async fn cluster_settings_are_shown_and_updated() {
     let refused = cli.fails(&["cluster", "update", "--snapshot-interval", "5"]);
     assert!(refused.contains("--snapshot-interval 5 is out of range: between 10 and 10000000"), "{refused}");
     assert_eq!(spec["Raft"]["SnapshotInterval"], 10_000);
+    assert_eq!(spec["EncryptionConfig"]["NetworkKeyRotation"], 12 * 3600 * 1_000_000_000_u64, "Swarm's 12 h");
+    let refused = cli.fails(&["cluster", "update", "--network-key-rotation", "5s"]);
+    assert!(refused.contains("--network-key-rotation 5s is out of range: between 10s and 8760h"), "{refused}");
     let refused = cli.fails(&["cluster", "update"]);
     assert!(refused.contains("nothing to update"), "{refused}");
     assert_eq!(inspect()["Version"], json["Version"], "a refused update changes nothing");
@@ -160,6 +163,8 @@ async fn cluster_settings_are_shown_and_updated() {
         "-1",
         "--snapshot-interval",
         "50",
+        "--network-key-rotation",
+        "90m",
     ]);
     assert_eq!(out, "Cluster updated.\n");
     // Each manager snapshots its own log at the new interval from its next look at the cluster.
@@ -179,6 +184,7 @@ async fn cluster_settings_are_shown_and_updated() {
         "Heartbeat Period:\t2s",
         "Expiry Duration:\t720h0m0s",
         "Snapshot Interval:\t50",
+        "Network Key Rotation:\t1h30m0s",
     ] {
         assert!(pretty.contains(line), "{line:?} missing:\n{pretty}");
     }
@@ -255,8 +261,14 @@ async fn networks_and_published_ports() {
     let id = id.trim().to_owned();
     assert_eq!(id.len(), 25, "prints the new network's ID: {id}");
     assert!(
-        cli.fails(&["network", "create", "-o", "encrypted=1", "secret"]).contains("--opt encrypted is not supported")
+        cli.fails(&["network", "create", "-o", "encrypted=1", "secret"])
+            .contains("--opt encrypted=1 is not understood")
     );
+    cli.ok(&["network", "create", "--opt", "encrypted", "secret"]);
+    let secret = json(&["network", "inspect", "secret"]);
+    assert_eq!(secret[0]["Options"]["encrypted"], "", "{secret}");
+    assert_eq!(secret[0]["Options"]["com.docker.network.driver.mtu"], "1416", "ESP's bytes off the MTU: {secret}");
+    cli.ok(&["network", "rm", "secret"]);
     assert_eq!(cli.ok(&["network", "ls", "-q", "--filter", "name=back"]).trim(), &id[..12]);
     let inspect = json(&["network", "inspect", "backend"]);
     assert_eq!(inspect[0]["Id"], id.as_str());

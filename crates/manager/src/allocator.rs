@@ -251,6 +251,19 @@ pub(crate) fn is_ingress(network: &v1::Network) -> bool {
     network.spec.as_ref().is_some_and(|s| s.ingress)
 }
 
+/// Whether a network's VXLAN traffic is encrypted (`--opt encrypted`).
+pub(crate) fn is_encrypted(network: &v1::Network) -> bool {
+    network.spec.as_ref().is_some_and(|s| s.options.contains_key(ENCRYPTED))
+}
+
+/// The option of encrypted networks (Docker's name).
+pub(crate) const ENCRYPTED: &str = "encrypted";
+
+/// The MTU of an encrypted network without an `mtu` option: [`DEFAULT_MTU`] less the 34 bytes
+/// ESP adds (SPI, sequence number, IV, trailer and a 16-byte ICV), so that a full-sized frame's
+/// ESP packet still fits a 1500-byte underlay.
+pub(crate) const ENCRYPTED_MTU: u32 = DEFAULT_MTU - 34;
+
 /// Whether a task still holds its addresses: until it has ended (a task on a Down node that may
 /// still run keeps them), unless it was never scheduled and is told to stop (it never will run).
 pub fn holds_addresses(task: &v1::Task) -> bool {
@@ -395,6 +408,7 @@ impl<'c> Allocator<'c> {
         };
         let vni = (FIRST_VNI..=LAST_VNI).find(|v| !self.vnis.contains(v)).ok_or(AllocError::VnisExhausted)?;
         let mtu = match spec.options.get("mtu") {
+            None if spec.options.contains_key(ENCRYPTED) => ENCRYPTED_MTU,
             None => DEFAULT_MTU,
             Some(mtu) => mtu
                 .parse()

@@ -336,6 +336,16 @@ impl Leader {
                 return Err(err);
             }
         };
+        // The key ring of encrypted overlays: made once, rotated when due (the loop wakes for a
+        // rotation sooner than its idle pass would come).
+        let rotation = crate::settings::network_key_rotation(Some(&cluster));
+        match keys::ensure_network_keys(&objects, now, rotation).await {
+            Ok((_, due)) if due < now + IDLE_PASS => report.due(due),
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "network keys not made or rotated this pass; the next pass tries again")
+            }
+        }
         let history = crate::settings::task_history(Some(&cluster), self.history);
         self.dispatcher.set_period(crate::settings::heartbeat_period(Some(&cluster), self.dispatcher.period()));
         let reaped = self.reap(&services, &tasks, history, now);
@@ -689,6 +699,9 @@ pub(crate) fn is_ready(node: &v1::Node) -> bool {
     node.status.as_ref().is_some_and(|s| s.state == v1::node_status::State::Ready as i32)
 }
 
+mod keys;
 mod network;
+
+pub(crate) use keys::RING_ID;
 #[cfg(test)]
 mod tests;

@@ -68,8 +68,8 @@ pub use orchestrator::{GlobalPlan, ReplicatedPlan, reconcile_global, reconcile_r
 pub use placement::{PlacementResult, place};
 pub use server::{Services, serve};
 pub use settings::{
-    DEFAULT_SNAPSHOT_INTERVAL, HEARTBEAT_RANGE, MAX_CERT_EXPIRY, MAX_TASK_HISTORY, MIN_CERT_EXPIRY,
-    SNAPSHOT_INTERVAL_RANGE,
+    DEFAULT_NETWORK_KEY_ROTATION, DEFAULT_SNAPSHOT_INTERVAL, HEARTBEAT_RANGE, MAX_CERT_EXPIRY, MAX_TASK_HISTORY,
+    MIN_CERT_EXPIRY, NETWORK_KEY_ROTATION_RANGE, SNAPSHOT_INTERVAL_RANGE,
 };
 pub use tls::PeerInfo;
 pub use updater::task_dirty;

@@ -109,6 +109,8 @@ fn initial_spec(config: &ManagerConfig) -> v1::ClusterSpec {
         autolock_managers: config.autolock,
         // The default (10,000 entries) until `cluster update --snapshot-interval`.
         snapshot_interval: 0,
+        // Swarm's 12 h until `cluster update --network-key-rotation`.
+        network_key_rotation: None,
     }
 }
 

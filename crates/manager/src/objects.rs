@@ -1,6 +1,6 @@
 //! Typed access to the cluster objects in raft-store: each object is prost-encoded under its
 //! kind's prefix (`/nodes/ID`, `/services/ID`, `/tasks/ID`, `/networks/ID`, `/cluster/ID`, `/revocations/ID`,
-//! `/admin-certificates/ID`, `/unlock-keys/manager`, `/root-ca/root`), names that must be unique have an index key
+//! `/admin-certificates/ID`, `/unlock-keys/manager`, `/root-ca/root`, `/network-keys/ipsec`), names that must be unique have an index key
 //! (`/names/services/NAME`), and `Meta.version` is the key's mod revision: an update or delete
 //! naming another version is refused, so two writers can never overwrite each other's changes
 //! unseen.
@@ -81,6 +81,7 @@ object!(v1::Revocation, "/revocations/", "revocation", false, |_o| None);
 object!(v1::AdminCertificate, "/admin-certificates/", "admin certificate", false, |_o| None);
 object!(v1::UnlockKeys, "/unlock-keys/", "unlock key", false, |_o| None);
 object!(v1::RootCa, "/root-ca/", "root CA", false, |_o| None);
+object!(v1::NetworkKeyRing, "/network-keys/", "network key ring", false, |_o| None);
 
 /// A read or write of the object store failed.
 #[derive(Debug, thiserror::Error)]

@@ -27,6 +27,15 @@ pub const DEFAULT_SNAPSHOT_INTERVAL: u64 = 10_000;
 /// compaction and no log; beyond ten million the log outgrows any disk it fits on.
 pub const SNAPSHOT_INTERVAL_RANGE: (u64, u64) = (10, 10_000_000);
 
+/// How often the keys of encrypted overlays are rotated unless the cluster says otherwise
+/// (Swarm's fixed interval).
+pub const DEFAULT_NETWORK_KEY_ROTATION: Duration = Duration::from_secs(12 * 3600);
+/// The range `--network-key-rotation` takes: every node must apply a rotation before the next
+/// one prunes the key it may still be sending with, so not faster than a few heartbeats; and at
+/// least once a year.
+pub const NETWORK_KEY_ROTATION_RANGE: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(365 * 24 * 3600));
+
 /// The cluster object, if this manager can read one.
 pub(crate) async fn cluster(objects: &ObjectStore) -> Result<Option<v1::Cluster>, ObjectError> {
     Ok(objects.list::<v1::Cluster>().await?.into_iter().next())
@@ -92,6 +101,14 @@ pub(crate) fn heartbeat_period(cluster: Option<&v1::Cluster>, fallback: Duration
         .unwrap_or(fallback)
 }
 
+/// How often the keys of encrypted overlays are rotated.
+pub(crate) fn network_key_rotation(cluster: Option<&v1::Cluster>) -> Duration {
+    spec(cluster)
+        .and_then(|s| shoal_api::from_duration(s.network_key_rotation.as_ref()))
+        .filter(|p| (NETWORK_KEY_ROTATION_RANGE.0..=NETWORK_KEY_ROTATION_RANGE.1).contains(p))
+        .unwrap_or(DEFAULT_NETWORK_KEY_ROTATION)
+}
+
 /// Refuses a cluster spec whose settings cannot work, naming the setting, the value and the
 /// range.
 pub(crate) fn validate(spec: &v1::ClusterSpec) -> Result<(), Status> {
@@ -116,6 +133,19 @@ pub(crate) fn validate(spec: &v1::ClusterSpec) -> Result<(), Status> {
                 human(period),
                 human(HEARTBEAT_RANGE.0),
                 human(HEARTBEAT_RANGE.1)
+            )));
+        }
+    }
+    if let Some(rotation) = spec.network_key_rotation.as_ref() {
+        let rotation = shoal_api::from_duration(Some(rotation))
+            .ok_or_else(|| Status::invalid_argument("--network-key-rotation must not be negative"))?;
+        let (min, max) = NETWORK_KEY_ROTATION_RANGE;
+        if !(min..=max).contains(&rotation) {
+            return Err(Status::invalid_argument(format!(
+                "--network-key-rotation {} is out of range: between {} and {}",
+                human(rotation),
+                human(min),
+                human(max)
             )));
         }
     }
@@ -211,6 +241,27 @@ mod tests {
             Some("--task-history-limit -2 is out of range: between 0 and 1000, or -1 to keep every task".to_owned())
         );
         assert_eq!(with(|s| s.task_history_retention_limit = -1), None);
+        assert_eq!(
+            with(|s| s.network_key_rotation = Some(shoal_api::to_duration(Duration::from_secs(5)))),
+            Some("--network-key-rotation 5s is out of range: between 10s and 8760h".to_owned())
+        );
+        assert_eq!(with(|s| s.network_key_rotation = Some(shoal_api::to_duration(Duration::from_secs(10)))), None);
+    }
+
+    #[test]
+    fn the_network_key_rotation_is_twelve_hours_unless_set() {
+        assert_eq!(network_key_rotation(None), Duration::from_secs(12 * 3600));
+        let every = |secs| {
+            cluster(
+                v1::ClusterSpec {
+                    network_key_rotation: Some(shoal_api::to_duration(Duration::from_secs(secs))),
+                    ..Default::default()
+                },
+                None,
+            )
+        };
+        assert_eq!(network_key_rotation(Some(&every(30))), Duration::from_secs(30));
+        assert_eq!(network_key_rotation(Some(&every(1))), Duration::from_secs(12 * 3600), "out of range: the default");
     }
 
     #[test]

@@ -66,6 +66,10 @@ pub(crate) struct UpdateArgs {
     /// Raft log entries between two snapshots on each manager (10 to 10000000; default 10000).
     #[arg(long, value_name = "N")]
     snapshot_interval: Option<u64>,
+    /// How often the keys of encrypted overlay networks are rotated (10s to 8760h; default
+    /// 12h), e.g. 1h.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    network_key_rotation: Option<Duration>,
 }
 
 async fn get_cluster(control: &mut ControlClient<Channel>) -> anyhow::Result<v1::Cluster> {
@@ -87,15 +91,23 @@ pub(crate) async fn inspect(control: &mut ControlClient<Channel>, pretty_output:
 /// `shoal cluster update …`: the flags given change the stored spec (read, changed, written at
 /// the version read).
 pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArgs) -> anyhow::Result<()> {
-    let UpdateArgs { task_history_limit, dispatcher_heartbeat, cert_expiry, autolock, snapshot_interval } = args;
+    let UpdateArgs {
+        task_history_limit,
+        dispatcher_heartbeat,
+        cert_expiry,
+        autolock,
+        snapshot_interval,
+        network_key_rotation,
+    } = args;
     anyhow::ensure!(
         task_history_limit.is_some()
             || dispatcher_heartbeat.is_some()
             || cert_expiry.is_some()
             || autolock.is_some()
-            || snapshot_interval.is_some(),
-        "nothing to update: give --task-history-limit, --dispatcher-heartbeat, --cert-expiry, --autolock or \
-         --snapshot-interval"
+            || snapshot_interval.is_some()
+            || network_key_rotation.is_some(),
+        "nothing to update: give --task-history-limit, --dispatcher-heartbeat, --cert-expiry, --autolock, \
+         --snapshot-interval or --network-key-rotation"
     );
     let cluster = get_cluster(control).await?;
     let mut spec = cluster.spec.clone().unwrap_or_default();
@@ -113,6 +125,9 @@ pub(crate) async fn update(control: &mut ControlClient<Channel>, args: UpdateArg
     }
     if let Some(interval) = snapshot_interval {
         spec.snapshot_interval = interval;
+    }
+    if let Some(rotation) = network_key_rotation {
+        spec.network_key_rotation = Some(shoal_api::to_duration(rotation));
     }
     let version = cluster.meta.as_ref().map_or(0, |m| m.version);
     let request = v1::UpdateClusterRequest { version, spec: Some(spec), ..Default::default() };
@@ -182,7 +197,10 @@ pub(crate) fn cluster_json(cluster: &v1::Cluster) -> serde_json::Value {
             "Orchestration": { "TaskHistoryRetentionLimit": spec.task_history_retention_limit },
             "Dispatcher": { "HeartbeatPeriod": nanos(heartbeat) },
             "CAConfig": { "NodeCertExpiry": nanos(expiry) },
-            "EncryptionConfig": { "AutoLockManagers": spec.autolock_managers },
+            "EncryptionConfig": {
+                "AutoLockManagers": spec.autolock_managers,
+                "NetworkKeyRotation": nanos(Some(network_key_rotation(&spec))),
+            },
             "Raft": { "SnapshotInterval": snapshot_interval(&spec) },
         },
         "TLSInfo": {
@@ -214,7 +232,7 @@ pub(crate) fn pretty(cluster: &v1::Cluster) -> String {
     format!(
         "ID:\t\t\t{}\nName:\t\t\t{}\nCreated:\t\t{created}\nOrchestration:\n Task History Retention Limit:\t{limit}\n\
          Dispatcher:\n Heartbeat Period:\t{}\nCA Configuration:\n Expiry Duration:\t{}\n Root CA digest:\t{}\n\
-         Autolock Managers:\t{}\nRaft:\n Snapshot Interval:\t{}\nRoot Rotation In Progress:\t{}\n\
+         Autolock Managers:\t{}\nNetwork Key Rotation:\t{}\nRaft:\n Snapshot Interval:\t{}\nRoot Rotation In Progress:\t{}\n\
          Default Address Pool:\t{pools}\n SubnetSize:\t{subnet}\n",
         cluster.id,
         spec.annotations.as_ref().map(|a| a.name.as_str()).unwrap_or_default(),
@@ -222,6 +240,7 @@ pub(crate) fn pretty(cluster: &v1::Cluster) -> String {
         go_duration(shoal_api::from_duration(spec.node_cert_expiry.as_ref()).unwrap_or_default()),
         cluster.root_ca_digest,
         spec.autolock_managers,
+        go_duration(network_key_rotation(&spec)),
         snapshot_interval(&spec),
         rotation_in_progress(cluster),
     )
@@ -230,6 +249,11 @@ pub(crate) fn pretty(cluster: &v1::Cluster) -> String {
 /// The snapshot interval in effect (0 stored: the default).
 fn snapshot_interval(spec: &v1::ClusterSpec) -> u64 {
     if spec.snapshot_interval == 0 { shoal_manager::DEFAULT_SNAPSHOT_INTERVAL } else { spec.snapshot_interval }
+}
+
+/// The network key rotation in effect (unset: the default).
+fn network_key_rotation(spec: &v1::ClusterSpec) -> Duration {
+    shoal_api::from_duration(spec.network_key_rotation.as_ref()).unwrap_or(shoal_manager::DEFAULT_NETWORK_KEY_ROTATION)
 }
 
 /// Whether a root CA rotation is under way: the cluster trusts two roots exactly then.

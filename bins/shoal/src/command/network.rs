@@ -104,7 +104,10 @@ fn key_values(flag: &str, pairs: &[String], bare: bool) -> Result<BTreeMap<Strin
 
 /// The spec `shoal network create` sends.
 pub(crate) fn network_spec(args: &CreateArgs) -> Result<v1::NetworkSpec, String> {
-    let mut options = key_values("--opt", &args.opt, false)?;
+    // `--opt encrypted` alone, as docker takes it; other options need a value.
+    let opts: Vec<String> =
+        args.opt.iter().map(|o| if o == "encrypted" { "encrypted=".to_owned() } else { o.clone() }).collect();
+    let mut options = key_values("--opt", &opts, false)?;
     if let Some(mtu) = options.remove(DOCKER_MTU) {
         options.insert("mtu".to_owned(), mtu);
     }

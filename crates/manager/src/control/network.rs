@@ -20,7 +20,7 @@ use crate::validate::validate_name;
 const ALLOCATION_WAIT: Duration = Duration::from_secs(5);
 
 /// Options `--opt` takes.
-const OPTIONS: &[&str] = &["mtu"];
+const OPTIONS: &[&str] = &["mtu", crate::allocator::ENCRYPTED];
 
 impl ControlService {
     pub(super) async fn create_network(&self, spec: Option<v1::NetworkSpec>) -> Result<v1::Network, Status> {
@@ -37,10 +37,16 @@ impl ControlService {
             }
         }
         if let Some(option) = spec.options.keys().find(|k| !OPTIONS.contains(&k.as_str())) {
-            let hint = if option == "encrypted" { " (encrypted overlays are not built yet)" } else { "" };
             return Err(Status::invalid_argument(format!(
-                "network {name}: --opt {option} is not supported{hint}; supported: {}",
+                "network {name}: --opt {option} is not supported; supported: {}",
                 OPTIONS.join(", ")
+            )));
+        }
+        if let Some(value) = spec.options.get(crate::allocator::ENCRYPTED)
+            && !matches!(value.as_str(), "" | "true")
+        {
+            return Err(Status::invalid_argument(format!(
+                "network {name}: --opt encrypted={value} is not understood; give --opt encrypted (or encrypted=true), or leave it out for a plain network"
             )));
         }
         if spec.ingress && (spec.attachable || spec.internal) {

@@ -407,6 +407,18 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
         (allocation.subnet.as_str(), allocation.gateway.as_str(), allocation.vni, allocation.mtu),
         ("198.18.1.0/24", "198.18.1.1", 4097, 1450)
     );
+    // Encrypted: ESP's 34 bytes come off the default MTU; an MTU given is kept.
+    let mut secure = network_spec("secure", "198.18.3.0/24");
+    secure.options.insert("encrypted".into(), String::new());
+    let secure = create_network(&control, secure).await.expect("encrypted");
+    assert_eq!(secure.allocation.map(|a| a.mtu), Some(1416));
+    let mut sized = network_spec("sized", "198.18.4.0/24");
+    sized.options.extend([("encrypted".to_owned(), "true".to_owned()), ("mtu".to_owned(), "1380".to_owned())]);
+    assert_eq!(create_network(&control, sized).await.expect("sized").allocation.map(|a| a.mtu), Some(1380));
+    for name in ["secure", "sized"] {
+        let request = Request::new(v1::RemoveNetworkRequest { network: name.into() });
+        Control::remove_network(&control, request).await.expect("remove");
+    }
 
     let mut other_ingress = ingress.clone();
     other_ingress.annotations = Some(v1::Annotations { name: "ingress2".into(), ..Default::default() });
@@ -416,7 +428,9 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
     let mut bad_driver = network_spec("x", "");
     bad_driver.driver = "bridge".into();
     let mut encrypted = network_spec("x", "");
-    encrypted.options.insert("encrypted".into(), String::new());
+    encrypted.options.insert("encrypted".into(), "no".into());
+    let mut unknown = network_spec("x", "");
+    unknown.options.insert("com.docker.network.driver.overlay.vxlanid_list".into(), "4097".into());
     let cases: Vec<(v1::NetworkSpec, Code, &str)> = vec![
         (
             network_spec("x", "198.18.1.128/25"),
@@ -436,7 +450,12 @@ async fn networks_are_checked_allocated_and_removed_only_when_unused() {
         (
             encrypted,
             Code::InvalidArgument,
-            "network x: --opt encrypted is not supported (encrypted overlays are not built yet); supported: mtu",
+            "network x: --opt encrypted=no is not understood; give --opt encrypted (or encrypted=true), or leave it out for a plain network",
+        ),
+        (
+            unknown,
+            Code::InvalidArgument,
+            "network x: --opt com.docker.network.driver.overlay.vxlanid_list is not supported; supported: mtu, encrypted",
         ),
         (network_spec("front", "198.18.2.0/24"), Code::AlreadyExists, ""),
     ];

@@ -17,17 +17,20 @@ use shoal_api::v1::{self, TaskState};
 use shoal_raft_store::EventKind;
 use tokio::sync::mpsc;
 
-use crate::allocator::{holds_addresses, is_ingress};
+use crate::allocator::{holds_addresses, is_encrypted, is_ingress};
 use crate::control::node_data_addr;
 use crate::objects::{Object, ObjectStore, decode, kv_id};
 
 /// The prefix of a node's ingress sandbox's peer ID.
 pub(crate) const SANDBOX_PREFIX: &str = "ingress-sbox.";
 
-/// One item of a network, ordered so that the network comes before its peers and services.
+/// One item of a network, ordered so that the network comes before its keys, peers and
+/// services.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum Key {
     Network,
+    /// The cluster's key ring, on encrypted networks.
+    Keys,
     Peer(String),
     Service(String),
 }
@@ -94,6 +97,8 @@ struct Index {
     tasks: HashMap<String, TaskEntry>,
     by_node: HashMap<String, HashSet<String>>,
     by_network: HashMap<String, HashSet<String>>,
+    /// The keys of encrypted networks.
+    keys: Vec<v1::NetworkKey>,
 }
 
 /// What a batch of changes touched.
@@ -178,6 +183,15 @@ impl Index {
         }
     }
 
+    fn put_keys(&mut self, ring: Option<v1::NetworkKeyRing>, dirty: &mut Dirty) {
+        let keys = ring.map(|r| r.keys).unwrap_or_default();
+        if keys == self.keys {
+            return;
+        }
+        self.keys = keys;
+        dirty.networks.extend(self.networks.values().filter(|n| is_encrypted(n)).map(|n| n.id.clone()));
+    }
+
     fn put_node(&mut self, id: &str, node: Option<NodeEntry>, dirty: &mut Dirty) {
         let old = self.nodes.get(id).cloned();
         if old == node {
@@ -229,6 +243,10 @@ impl Index {
             Key::Network,
             v1::NetworkChange { action: update, network: Some(network.clone()), ..Default::default() },
         );
+        if is_encrypted(network) && !self.keys.is_empty() {
+            let keys = v1::NetworkKeys { network_id: id.to_owned(), keys: self.keys.clone() };
+            items.insert(Key::Keys, v1::NetworkChange { action: update, keys: Some(keys), ..Default::default() });
+        }
         for task_id in self.by_network.get(id).into_iter().flatten() {
             let Some(task) = self.tasks.get(task_id) else { continue };
             let Some(node) = self.nodes.get(&task.node_id).filter(|n| !n.addr.is_empty()) else { continue };
@@ -307,6 +325,11 @@ fn removal(network_id: &str, key: &Key) -> v1::NetworkChange {
         Key::Network => v1::NetworkChange {
             action,
             network: Some(v1::Network { id: network_id.to_owned(), ..Default::default() }),
+            ..Default::default()
+        },
+        Key::Keys => v1::NetworkChange {
+            action,
+            keys: Some(v1::NetworkKeys { network_id: network_id.to_owned(), ..Default::default() }),
             ..Default::default()
         },
         Key::Peer(id) => v1::NetworkChange {
@@ -447,12 +470,13 @@ fn decode_event<T: Object>(event: &shoal_raft_store::Event) -> (String, Option<T
     (id, object)
 }
 
-/// Runs the feed until its watches end or no stream is left: subscribes to the four prefixes,
+/// Runs the feed until its watches end or no stream is left: subscribes to the five prefixes,
 /// reads them, and then follows them, answering subscriptions from `requests`.
 pub(super) async fn run(objects: ObjectStore, mut requests: mpsc::UnboundedReceiver<Subscribe>) {
     let store = objects.store();
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, shoal_raft_store::Event)>();
-    let prefixes = [v1::Task::PREFIX, v1::Service::PREFIX, v1::Network::PREFIX, v1::Node::PREFIX];
+    let prefixes =
+        [v1::Task::PREFIX, v1::Service::PREFIX, v1::Network::PREFIX, v1::Node::PREFIX, v1::NetworkKeyRing::PREFIX];
     for (kind, prefix) in prefixes.iter().enumerate() {
         let mut watch = match store.watch(*prefix, 0) {
             Ok(watch) => watch,
@@ -473,7 +497,7 @@ pub(super) async fn run(objects: ObjectStore, mut requests: mpsc::UnboundedRecei
     }
     drop(events_tx);
     let mut feed = Feed::default();
-    let mut listed = [0u64; 4];
+    let mut listed = [0u64; 5];
     let mut dirty = Dirty::default();
     macro_rules! list {
         ($ty:ty) => {
@@ -506,6 +530,9 @@ pub(super) async fn run(objects: ObjectStore, mut requests: mpsc::UnboundedRecei
     for node in &nodes {
         feed.index.put_node(&node.id, Some(NodeEntry::of(node)), &mut dirty);
     }
+    let (rings, at) = list!(v1::NetworkKeyRing);
+    listed[4] = at;
+    feed.index.put_keys(rings.into_iter().find(|r| r.id == crate::leader::RING_ID), &mut dirty);
     loop {
         let first = tokio::select! {
             request = requests.recv() => match request {
@@ -543,9 +570,15 @@ pub(super) async fn run(objects: ObjectStore, mut requests: mpsc::UnboundedRecei
                         let (id, network) = decode_event::<v1::Network>(&event);
                         feed.index.put_network(&id, network, &mut dirty);
                     }
-                    _ => {
+                    3 => {
                         let (id, node) = decode_event::<v1::Node>(&event);
                         feed.index.put_node(&id, node.as_ref().map(NodeEntry::of), &mut dirty);
+                    }
+                    _ => {
+                        let (id, ring) = decode_event::<v1::NetworkKeyRing>(&event);
+                        if id == crate::leader::RING_ID {
+                            feed.index.put_keys(ring, &mut dirty);
+                        }
                     }
                 }
             }

@@ -174,13 +174,11 @@ fn networks(
                 DOCKER_MTU | "mtu" => {
                     options.insert("mtu".to_owned(), value.clone());
                 }
-                // Traffic the file asks to encrypt must not go out in the clear.
-                "encrypted" => bail!(
-                    "network {key}: encrypted overlay networks are not supported yet; remove driver_opts.encrypted \
-                     only if the traffic may cross the underlay in the clear"
-                ),
+                "encrypted" => {
+                    options.insert("encrypted".to_owned(), value.clone());
+                }
                 other => warnings.push(format!(
-                    "network {key}: driver_opts {other} is ignored; the one option is {DOCKER_MTU} (the MTU)"
+                    "network {key}: driver_opts {other} is ignored; the options are {DOCKER_MTU} (the MTU) and encrypted"
                 )),
             }
         }

@@ -71,6 +71,9 @@ fn describe(batch: &[v1::NetworkChange]) -> Vec<String> {
                 format!("{sign}peer {} {}{at}{serving}", p.network_id, p.id)
             } else if let Some(s) = &c.service {
                 format!("{sign}svc {} {} {} {:?}", s.network_id, s.name, s.vip, s.aliases)
+            } else if let Some(k) = &c.keys {
+                let times: Vec<u64> = k.keys.iter().map(|k| k.lamport_time).collect();
+                format!("{sign}keys {} {times:?}", k.network_id)
             } else {
                 "?".to_owned()
             }
@@ -181,4 +184,53 @@ fn a_node_that_falls_behind_is_dropped_so_that_it_starts_over() {
     change(&mut feed, |i, d| i.put_task("t2", TaskEntry::of(&task("n1", "198.18.0.4/24", TaskState::Running)), d));
     assert!(feed.subscribers.is_empty(), "dropped: its stream ends and the node opens a new one");
     assert!(rx.try_recv().is_ok());
+}
+
+fn ring(times: &[u64]) -> v1::NetworkKeyRing {
+    v1::NetworkKeyRing {
+        id: crate::leader::RING_ID.into(),
+        keys: times
+            .iter()
+            .map(|t| v1::NetworkKey { key: vec![u8::try_from(*t).unwrap_or(0); 16], lamport_time: *t })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn keys_go_only_to_nodes_that_host_an_encrypted_network_and_follow_rotations() {
+    let mut feed = Feed::default();
+    let mut dirty = Dirty::default();
+    let mut secure = network("secure", false);
+    secure.spec.as_mut().expect("spec").options.insert("encrypted".into(), String::new());
+    feed.index.put_network("front", Some(network("front", false)), &mut dirty);
+    feed.index.put_network("secure", Some(secure), &mut dirty);
+    feed.index.put_keys(Some(ring(&[10, 11, 12])), &mut dirty);
+    feed.index.put_node("n1", Some(node("192.0.2.11", None)), &mut dirty);
+    feed.index.put_node("n2", Some(node("192.0.2.12", None)), &mut dirty);
+    let mut on_secure = task("n1", "198.18.0.3/24", TaskState::Running);
+    on_secure.networks[0].network = Some(network("secure", false));
+    feed.index.put_task("t1", TaskEntry::of(&on_secure), &mut dirty);
+    feed.index.put_task("t2", TaskEntry::of(&task("n2", "198.18.0.4/24", TaskState::Running)), &mut dirty);
+
+    let mut n1 = subscribe(&mut feed, "n1");
+    let mut n2 = subscribe(&mut feed, "n2");
+    assert_eq!(
+        next(&mut n1),
+        ["+net secure", "+keys secure [10, 11, 12]", "+peer secure t1 198.18.0.3/24@192.0.2.11 serving"]
+    );
+    let plain = next(&mut n2);
+    assert!(!plain.iter().any(|c| c.contains("keys")), "a node on plain networks only gets no keys: {plain:?}");
+
+    // A rotation: one update of the keys item, to the node that hosts the encrypted network.
+    change(&mut feed, |index, dirty| index.put_keys(Some(ring(&[11, 12, 13])), dirty));
+    assert_eq!(next(&mut n1), ["+keys secure [11, 12, 13]"]);
+    assert_eq!(next(&mut n2), Vec::<String>::new());
+    // The same ring again (another write of the object): nothing is sent.
+    change(&mut feed, |index, dirty| index.put_keys(Some(ring(&[11, 12, 13])), dirty));
+    assert_eq!(next(&mut n1), Vec::<String>::new());
+
+    // n1 stops hosting it: the network goes, and its keys with it.
+    change(&mut feed, |index, dirty| index.put_task("t1", None, dirty));
+    assert_eq!(next(&mut n1), ["-net secure"]);
 }

@@ -644,7 +644,7 @@ networks:
     driver: overlay
     attachable: true
     internal: true
-    driver_opts: { com.docker.network.driver.mtu: "1400" }
+    driver_opts: { com.docker.network.driver.mtu: "1400", encrypted: "" }
     ipam:
       config:
         - subnet: 10.9.0.0/24
@@ -656,6 +656,11 @@ networks:
     assert_eq!(
         (spec.attachable, spec.internal, spec.ingress, spec.options.get("mtu").map(String::as_str)),
         (true, true, false, Some("1400"))
+    );
+    assert_eq!(
+        spec.options.get("encrypted").map(String::as_str),
+        Some(""),
+        "encrypted, as docker stack deploy makes it"
     );
     assert_eq!(
         spec.ipam,
@@ -674,11 +679,6 @@ fn what_cannot_be_honoured_is_refused_or_said() {
             "a network driver other than overlay",
             "services:\n  a:\n    image: x\n    networks: [n]\nnetworks:\n  n: { driver: bridge }\n",
             "network n: driver bridge is not supported; Shoal's networks are overlay networks",
-        ),
-        (
-            "an encrypted overlay",
-            "services:\n  a:\n    image: x\n    networks: [n]\nnetworks:\n  n:\n    driver_opts: { encrypted: \"\" }\n",
-            "network n: encrypted overlay networks are not supported yet",
         ),
         (
             "two subnets",
