@@ -337,4 +337,6 @@ fn routing_mesh_and_vips_on_netns() {
     let Some(bed) = NetnsBed::new("e2e routing_mesh_and_vips_on_netns", 3) else { return };
     let cluster = scenarios::start(&bed);
     scenarios::mesh::routing_mesh_and_vips(&bed, &cluster);
+    // This host's kernel has no ESP: an encrypted network's tasks are refused with the reason.
+    scenarios::encrypted::encrypted_overlay(&bed, &cluster);
 }

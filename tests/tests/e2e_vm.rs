@@ -94,4 +94,5 @@ fn scenarios_on_machines() {
     let cluster = scenarios::start(bed);
     scenarios::mesh::routing_mesh_and_vips(bed, &cluster);
     scenarios::nfs::nfs_volume(bed, &cluster);
+    scenarios::encrypted::encrypted_overlay(bed, &cluster);
 }

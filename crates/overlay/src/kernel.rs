@@ -150,6 +150,14 @@ impl Kernel {
         Ok(self.xfrm.insert(socket))
     }
 
+    /// Whether the node namespace's kernel can make ESP SAs with AES-GCM (what encrypted networks
+    /// need): probed with a throw-away SA, which is deleted at once.
+    pub fn esp_available(&mut self) -> Result<bool, XfrmError> {
+        let probed = self.xfrm().and_then(XfrmSocket::probe_esp);
+        self.xfrm = None;
+        probed
+    }
+
     /// Shoal's SAs and policies, and the ESP marking table, in the node namespace. A kernel
     /// without `NETLINK_XFRM` has none of them.
     fn observe_esp(&mut self, naming: &Naming, what: &str) -> Result<EspState, ObserveError> {

@@ -426,6 +426,9 @@ impl XfrmError {
 /// What the kernel answers an SA it cannot make: no ESP type, no such algorithm.
 const NO_ESP: [Errno; 3] = [Errno::ENOENT, Errno::ENOSYS, Errno::EPROTONOSUPPORT];
 
+/// The SPI of [`XfrmSocket::probe_esp`]'s throw-away SA: below 256, which no real SA of ours has.
+const PROBE_SPI: u32 = 0xfe;
+
 /// How an SA's addition is named in errors.
 const ADD_SA: &str = "add SA";
 
@@ -502,6 +505,27 @@ impl XfrmSocket {
         let seq = self.next_seq();
         let op = || format!("delete policy {policy:?}");
         self.exchange(op, &delete_policy(policy, seq), seq).map(drop)
+    }
+
+    /// Whether this kernel can make Shoal's SAs (ESP in transport mode with
+    /// `rfc4106(gcm(aes))`): adds one between two loopback addresses with an SPI below the range
+    /// Shoal's SAs use (see [`crate::esp::sa`]), then deletes it. `Err` for any other refusal.
+    pub fn probe_esp(&mut self) -> Result<bool, XfrmError> {
+        let probe = Sa {
+            src: Ipv4Addr::new(127, 0, 0, 1),
+            dst: Ipv4Addr::new(127, 0, 0, 2),
+            spi: PROBE_SPI,
+            key: [0; 16],
+            salt: [0; 4],
+        };
+        match self.add_sa(&probe) {
+            Ok(()) => {
+                self.delete_sa(SaId { src: probe.src, dst: probe.dst, spi: probe.spi })?;
+                Ok(true)
+            }
+            Err(err) if err.no_esp() => Ok(false),
+            Err(err) => Err(err),
+        }
     }
 
     /// Shoal's SAs.

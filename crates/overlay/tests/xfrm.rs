@@ -53,6 +53,8 @@ fn policies_and_sas_round_trip_in_a_namespace() {
         xfrm.delete_policy(&block).expect("delete");
         assert!(xfrm.policies().expect("dump").is_empty());
 
+        assert_eq!(xfrm.probe_esp().expect("probe"), has_esp, "the probe tells a kernel with ESP from one without");
+        assert!(xfrm.sas().expect("dump").is_empty(), "the probe leaves nothing behind");
         let sa = Sa { src: LOCAL, dst: PEER, spi: 0x0100_0001, key: [0x5a; 16], salt: [1, 2, 3, 4] };
         match xfrm.add_sa(&sa) {
             Ok(()) => {

@@ -10,6 +10,7 @@
 //! timescale = 1                       # deadlines × this (slow machines, emulation)
 //! heartbeat = "2"                     # agents' heartbeat period, seconds
 //! nfs_server = "192.0.2.11"           # optional: exports /srv/nfs (NFSv4) to the nodes
+//! esp = true                          # the kernels have ESP (encrypted overlays); default true
 //!
 //! [[node]]                            # the first node is the manager
 //! name = "node1"
@@ -56,6 +57,10 @@ pub struct Inventory {
     /// A machine exporting `/srv/nfs` over NFSv4 to the nodes (none: the NFS scenario is skipped).
     #[serde(default)]
     pub nfs_server: Option<Ipv4Addr>,
+    /// Whether the nodes' kernels have ESP with AES-GCM (encrypted overlays work); production
+    /// kernels do.
+    #[serde(default = "default_esp")]
+    pub esp: bool,
     /// The machines, the first one the manager.
     #[serde(rename = "node")]
     pub nodes: Vec<InventoryNode>,
@@ -88,6 +93,9 @@ pub struct InventoryNode {
 
 fn default_load_balancer() -> String {
     "nftables".into()
+}
+fn default_esp() -> bool {
+    true
 }
 fn default_timescale() -> u32 {
     1
@@ -171,6 +179,7 @@ impl Inventory {
         if let Some(server) = self.nfs_server {
             let _ = writeln!(out, "nfs_server = \"{server}\"");
         }
+        let _ = writeln!(out, "esp = {}", self.esp);
         for node in &self.nodes {
             let _ = writeln!(out, "\n[[node]]\nname = {}\naddr = \"{}\"", quote(&node.name), node.addr);
             if let Some(ssh) = &node.ssh {
@@ -301,6 +310,7 @@ impl Testbed for SshBed {
         Features {
             load_balancer: if self.inventory.load_balancer == "ipvs" { "ipvs" } else { "nftables" },
             nfs_server: self.inventory.nfs_server,
+            esp: self.inventory.esp,
         }
     }
 
@@ -332,6 +342,7 @@ load_balancer = "ipvs"
 timescale = 4
 heartbeat = "2"
 nfs_server = "192.0.2.11"
+esp = false
 
 [[node]]
 name = "vm1"
@@ -348,6 +359,8 @@ data_dir = "/srv/shoal"
     fn an_inventory_parses_with_defaults_and_round_trips() {
         let inventory = Inventory::parse(EXAMPLE).expect("parse");
         assert_eq!(inventory.nodes.len(), 2);
+        assert!(!inventory.esp);
+        assert!(Inventory::parse(&EXAMPLE.replace("esp = false\n", "")).expect("parse").esp, "ESP by default");
         assert_eq!(inventory.nodes[0].bin_dir, Path::new("/opt/shoal/bin"));
         assert_eq!(inventory.nodes[0].containerd_namespace, "shoal");
         assert_eq!(inventory.nodes[1].data_dir, Path::new("/srv/shoal"));

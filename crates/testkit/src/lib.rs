@@ -8,6 +8,7 @@
 //! no default route and the underlay bridge lives in a namespace of its own.
 #![warn(missing_docs)]
 
+pub mod capture;
 mod cmd;
 mod containerd;
 pub mod images;

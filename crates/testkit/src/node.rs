@@ -107,6 +107,9 @@ pub struct Features {
     pub load_balancer: &'static str,
     /// A machine exporting `/srv/nfs` over NFSv4 to the nodes, whose kernels mount NFS.
     pub nfs_server: Option<Ipv4Addr>,
+    /// The nodes' kernels have ESP with AES-GCM: encrypted overlays work (else their tasks are
+    /// refused with the reason).
+    pub esp: bool,
 }
 
 /// The machines a scenario runs on and what surrounds them.

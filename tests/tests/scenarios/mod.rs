@@ -5,6 +5,7 @@
 
 #![allow(dead_code, clippy::print_stderr)]
 
+pub(crate) mod encrypted;
 pub(crate) mod mesh;
 pub(crate) mod nfs;
 

@@ -225,8 +225,8 @@ impl Testbed for NetnsBed {
     }
 
     fn features(&self) -> Features {
-        // This host's kernel has no NFS.
-        Features { load_balancer: self.load_balancer, nfs_server: None }
+        // This host's kernel has no NFS; ESP where its module loads.
+        Features { load_balancer: self.load_balancer, nfs_server: None, esp: has_esp() }
     }
 
     fn timescale(&self) -> u32 {
@@ -244,4 +244,10 @@ impl Testbed for NetnsBed {
     fn cli_binary(&self) -> &Path {
         &self.cli
     }
+}
+
+/// Whether this host's kernel has ESP: its module loads (or is built in).
+pub(crate) fn has_esp() -> bool {
+    let _ = std::process::Command::new("modprobe").args(["-q", "esp4"]).status();
+    std::path::Path::new("/sys/module/esp4").exists()
 }

@@ -206,6 +206,18 @@ impl Dataplane {
         })
     }
 
+    /// Whether the node's kernel has ESP with AES-GCM, which encrypted networks need. A probe
+    /// that fails for another reason counts as no.
+    pub(crate) fn esp_available(&mut self) -> bool {
+        match self.overlay.dataplane_mut().esp_available() {
+            Ok(available) => available,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot tell whether this kernel has ESP; encrypted networks are refused");
+                false
+            }
+        }
+    }
+
     /// The IPv4 addresses the namespaces of ours have now, by owner (task ID or the ingress
     /// sandbox): how egress addresses survive an agent restart.
     pub(crate) fn observe_addresses(&mut self) -> BTreeMap<String, Vec<std::net::Ipv4Addr>> {

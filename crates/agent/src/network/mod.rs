@@ -179,6 +179,8 @@ pub struct Networking {
     resolv_conf: String,
     load_balancer: &'static str,
     data_addr: Option<String>,
+    /// Whether the kernel has ESP (encrypted networks).
+    esp: bool,
     state: Mutex<State>,
     driver: Driver,
 }
@@ -209,6 +211,7 @@ impl Networking {
         let started = tokio::task::spawn_blocking(move || {
             let mut dataplane = Dataplane::new(dataplane_names, node_netns.clone(), lb_backend)?;
             let found = dataplane.observe_addresses();
+            let esp = dataplane.esp_available();
             let lb_netns = node_netns.map_or(shoal_ipvs_lb::Netns::Current, shoal_ipvs_lb::Netns::Path);
             let load_balancer = match (lb_backend, shoal_ipvs_lb::IpvsBalancer::open(&lb_netns)) {
                 (Some(LbBackend::Nftables), _) => "nftables",
@@ -216,18 +219,18 @@ impl Networking {
                 (_, Ok(_)) => "ipvs",
                 (None, Err(_)) => "nftables",
             };
-            Ok::<_, NetworkError>((dataplane, found, load_balancer))
+            Ok::<_, NetworkError>((dataplane, found, load_balancer, esp))
         })
         .await
         .map_err(|e| NetworkError::Thread(std::io::Error::other(e)))?;
-        let (dataplane, found, load_balancer) = started?;
+        let (dataplane, found, load_balancer, esp) = started?;
         for (owner, addrs) in found {
             if addrs.iter().any(|a| pool.seed(&owner, *a)) {
                 tracing::debug!(owner = %owner, egress = ?pool.get(&owner), "egress address kept from before the restart");
             }
         }
         let driver = Driver::start(dataplane).map_err(NetworkError::Thread)?;
-        tracing::info!(load_balancer, gateway = %gateway.subnet, prefix = %names.prefix, "networking started");
+        tracing::info!(load_balancer, esp, gateway = %gateway.subnet, prefix = %names.prefix, "networking started");
         Ok(Arc::new(Self {
             node_id,
             names,
@@ -236,6 +239,7 @@ impl Networking {
             resolv_conf,
             load_balancer,
             data_addr: config.data_addr,
+            esp,
             state: Mutex::new(State {
                 view: NetworkView::default(),
                 tasks: BTreeMap::new(),
@@ -416,6 +420,11 @@ impl Networking {
             sandbox_egress: state.pool.get(INGRESS_SANDBOX),
             gateway: &self.gateway,
             names: &self.names,
+            esp: self.esp,
+            data_addr: self.data_addr.as_deref().and_then(plan::parse_addr).and_then(|a| match a {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            }),
         });
         self.driver.submit(Job {
             generation: state.generation,
@@ -443,8 +452,17 @@ impl Networking {
             state.generation
         };
         let mut outcomes = self.driver.outcomes();
+        // A task on an encrypted network whose keys have not come yet waits for a pass that
+        // has them (each change of the view brings one).
         let waited = tokio::time::timeout(PREPARE_TIMEOUT, async {
-            outcomes.wait_for(|o| o.generation >= generation).await.map(|outcome| outcome.clone())
+            let mut after = generation;
+            loop {
+                let outcome = outcomes.wait_for(|o| o.generation >= after).await.map(|outcome| outcome.clone())?;
+                match outcome.failed.get(&task.id) {
+                    Some(reason) if reason.starts_with(plan::KEYS_PENDING) => after = outcome.generation + 1,
+                    _ => return Ok::<_, tokio::sync::watch::error::RecvError>(outcome),
+                }
+            }
         })
         .await;
         let outcome = match waited {

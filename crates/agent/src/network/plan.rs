@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use shoal_api::v1;
 use shoal_embedded_dns::{Delta, Endpoint, ServiceRecord, TaskRecord};
 use shoal_ipvs_lb::{Backend, Protocol, Service, ServiceKey};
+use shoal_overlay::esp::{Encryption, NetworkKey as EspKey};
 use shoal_overlay::{
     Cidr, ContainerSpec, Desired, Egress, GatewayBridge, LocalEndpoint, MacAddr, Naming, NetworkSpec, RemoteEndpoint,
 };
@@ -125,7 +126,16 @@ pub(crate) struct PlanInput<'a> {
     pub(crate) gateway: &'a GatewayBridge,
     /// Names.
     pub(crate) names: &'a Names,
+    /// Whether the node's kernel has ESP with AES-GCM (encrypted networks need it).
+    pub(crate) esp: bool,
+    /// The node's underlay address when set (`--data-path-addr`); otherwise the one the manager
+    /// gives this node's peers.
+    pub(crate) data_addr: Option<Ipv4Addr>,
 }
+
+/// How a task on an encrypted network that waits for the keys is told apart (it is wired at a
+/// later pass, when the keys come).
+pub(crate) const KEYS_PENDING: &str = "waiting for the keys of encrypted network";
 
 /// An address in CIDR notation ("198.18.0.3/24") or bare.
 pub(crate) fn parse_addr(text: &str) -> Option<IpAddr> {
@@ -153,7 +163,24 @@ pub(crate) fn network_spec(network: &v1::Network) -> Result<NetworkSpec, String>
         spec.mtu = allocation.mtu;
     }
     spec.internal = network.spec.as_ref().is_some_and(|s| s.internal);
+    spec.encrypted = is_encrypted(network);
     Ok(spec)
+}
+
+/// Whether a stored network is encrypted (`--opt encrypted`).
+pub(crate) fn is_encrypted(network: &v1::Network) -> bool {
+    network.spec.as_ref().is_some_and(|s| s.options.contains_key("encrypted"))
+}
+
+/// The newest key ring the view holds (every encrypted network carries the same one; during a
+/// rotation some may be a step behind), as the overlay takes it.
+fn ring(view: &NetworkView) -> Vec<EspKey> {
+    let newest = view.keys.values().max_by_key(|keys| keys.iter().map(|k| k.lamport_time).max().unwrap_or(0));
+    newest
+        .into_iter()
+        .flatten()
+        .filter_map(|k| Some(EspKey { tag: k.lamport_time, key: k.key.as_slice().try_into().ok()? }))
+        .collect()
 }
 
 /// Whether a stored network is the ingress network.
@@ -224,7 +251,27 @@ struct Wiring {
 
 /// Computes the node's plan.
 pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
-    let PlanInput { node_id, view, tasks, ingress, sandbox_egress, gateway, names } = input;
+    let PlanInput { node_id, view, tasks, ingress, sandbox_egress, gateway, names, esp, data_addr } = input;
+    // Encryption: the kernel must have ESP, and the node needs the keys and its own address.
+    let keys = ring(view);
+    let underlay =
+        data_addr.or_else(|| view.peers.values().filter(|p| p.node_id == node_id).find_map(|p| parse_v4(&p.node_addr)));
+    let encryption = match (esp, underlay) {
+        (true, Some(local)) if !keys.is_empty() => Some(Encryption { local, keys }),
+        _ => None,
+    };
+    let cannot_encrypt = |network: &str| -> Option<String> {
+        if !esp {
+            Some(format!(
+                "network {network} is encrypted, and this node's kernel has no ESP (esp4) or no rfc4106(gcm(aes)): \
+                 its tasks cannot run here (load esp4, or constrain the service to nodes that have it)"
+            ))
+        } else if encryption.is_none() {
+            Some(format!("{KEYS_PENDING} {network}"))
+        } else {
+            None
+        }
+    };
     let mut out = NodePlan::default();
     // Networks the node hosts: those of its tasks, and ingress with an ingress attachment.
     let mut networks: BTreeMap<String, NetworkSpec> = BTreeMap::new();
@@ -300,6 +347,9 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
     if let (Some(attachment), Some(id)) = (ingress, ingress_id.as_ref()) {
         let path = names.sandbox_netns();
         match (networks.get(id), own_sandbox, sandbox_egress) {
+            (Some(spec), _, _) if spec.encrypted && cannot_encrypt(id).is_some() => {
+                out.problems.insert(INGRESS_SANDBOX.to_owned(), cannot_encrypt(id).unwrap_or_default());
+            }
             (Some(spec), Some(addr), Some(egress)) if spec.subnet_of(IpAddr::V4(addr)).is_some() => {
                 out.netns.insert(path.clone(), INGRESS_SANDBOX.to_owned());
                 out.overlay.containers.push(ContainerSpec {
@@ -366,6 +416,11 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
                 continue;
             }
         };
+        let encrypted = wiring.endpoints.iter().find(|e| networks.get(&e.network).is_some_and(|n| n.encrypted));
+        if let Some(why) = encrypted.and_then(|e| cannot_encrypt(&e.network)) {
+            out.problems.insert(task_id.clone(), why);
+            continue;
+        }
         let egress = local.egress.map(|address| Egress { ifname: format!("eth{}", wiring.endpoints.len()), address });
         out.overlay.containers.push(ContainerSpec {
             id: task_id.clone(),
@@ -435,6 +490,7 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
     out.overlay.remotes.sort();
     out.overlay.networks = networks.into_values().collect();
     out.overlay.gateway = Some(gateway.clone());
+    out.overlay.encryption = encryption;
     out
 }
 

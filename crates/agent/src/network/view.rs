@@ -17,6 +17,8 @@ pub(crate) struct NetworkView {
     pub(crate) peers: BTreeMap<(String, String), v1::NetworkPeer>,
     /// Services by (network ID, service ID).
     pub(crate) services: BTreeMap<(String, String), v1::NetworkService>,
+    /// The cluster's key ring, as sent with each encrypted network (by network ID).
+    pub(crate) keys: BTreeMap<String, Vec<v1::NetworkKey>>,
 }
 
 impl NetworkView {
@@ -26,8 +28,8 @@ impl NetworkView {
         self.apply(changes);
     }
 
-    /// Applies changes in order. A network's removal takes its peers and services with it; a
-    /// peer or service removal needs only its network and ID.
+    /// Applies changes in order. A network's removal takes its peers, services and keys with it;
+    /// a peer, service or keys removal needs only its network (and ID).
     pub(crate) fn apply(&mut self, changes: Vec<v1::NetworkChange>) {
         for change in changes {
             let remove = change.action == v1::network_change::Action::Remove as i32;
@@ -36,6 +38,7 @@ impl NetworkView {
                     let id = network.id;
                     self.peers.retain(|(net, _), _| *net != id);
                     self.services.retain(|(net, _), _| *net != id);
+                    self.keys.remove(&id);
                     self.networks.remove(&id);
                 } else {
                     self.networks.insert(network.id.clone(), network);
@@ -53,6 +56,12 @@ impl NetworkView {
                     self.services.remove(&key);
                 } else {
                     self.services.insert(key, service);
+                }
+            } else if let Some(keys) = change.keys {
+                if remove {
+                    self.keys.remove(&keys.network_id);
+                } else {
+                    self.keys.insert(keys.network_id, keys.keys);
                 }
             }
         }

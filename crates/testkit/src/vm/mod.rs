@@ -203,7 +203,7 @@ impl VmCluster {
     }
 
     /// The VMs as an inventory: the CLI and clients in the underlay namespace, `registry` for
-    /// the images, the load balancer the guest kernel offers (IPVS), the NFS server, and
+    /// the images, the load balancer the guest kernel offers (IPVS), the NFS server, ESP, and
     /// deadlines scaled for emulation.
     pub fn inventory(&self, registry: &str) -> Inventory {
         Inventory {
@@ -214,6 +214,7 @@ impl VmCluster {
             timescale: 4,
             heartbeat: "2".into(),
             nfs_server: self.vms.iter().find(|vm| vm.spec.nfs_server).map(|vm| vm.addr),
+            esp: true,
             nodes: self
                 .vms
                 .iter()

@@ -126,6 +126,18 @@ fn check(
     sandbox_egress: Option<&str>,
     expect: &[&str],
 ) {
+    check_esp(view, tasks, ingress, sandbox_egress, true, expect);
+}
+
+/// [`check`] on a node whose kernel has ESP (`esp`) or not.
+fn check_esp(
+    view: &NetworkView,
+    tasks: &BTreeMap<String, LocalTask>,
+    ingress: Option<&v1::NetworkAttachment>,
+    sandbox_egress: Option<&str>,
+    esp: bool,
+    expect: &[&str],
+) {
     let names = names();
     let gateway = gateway();
     let plan = plan(PlanInput {
@@ -136,12 +148,19 @@ fn check(
         sandbox_egress: sandbox_egress.map(|a| a.parse().expect("ip")),
         gateway: &gateway,
         names: &names,
+        esp,
+        data_addr: None,
     });
     let short = |p: &std::path::Path| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut lines = Vec::new();
     for n in &plan.overlay.networks {
         let internal = if n.internal { " internal" } else { "" };
-        lines.push(format!("network {} vni {} {}{internal}", n.id, n.vni, n.subnets[0].cidr));
+        let encrypted = if n.encrypted { format!(" encrypted mtu {}", n.mtu) } else { String::new() };
+        lines.push(format!("network {} vni {} {}{internal}{encrypted}", n.id, n.vni, n.subnets[0].cidr));
+    }
+    if let Some(e) = &plan.overlay.encryption {
+        let tags: Vec<u64> = e.keys.iter().map(|k| k.tag).collect();
+        lines.push(format!("encryption from {} with keys {tags:?}", e.local));
     }
     for c in &plan.overlay.containers {
         let eps: Vec<String> = c
@@ -559,4 +578,81 @@ fn task_namespaces_are_named_and_recognised_by_prefix() {
     assert_eq!(names.task_of("shoaltest-x-t"), None);
     assert_eq!(names.task_of("other-tabc"), None);
     assert_eq!(names.overlay().sandbox("front"), "shoaltest-x-ov-front");
+}
+
+fn secure() -> v1::Network {
+    let mut network = net("secure", "198.18.3.0/24", 4099, false, false);
+    network.spec.as_mut().expect("spec").options.insert("encrypted".into(), String::new());
+    network.allocation.as_mut().expect("allocation").mtu = 1416;
+    network
+}
+
+fn with_keys(mut view: NetworkView, times: &[u64]) -> NetworkView {
+    let keys = times.iter().map(|t| v1::NetworkKey { key: vec![7; 16], lamport_time: *t }).collect();
+    view.apply(vec![v1::NetworkChange {
+        keys: Some(v1::NetworkKeys { network_id: "secure".into(), keys }),
+        ..Default::default()
+    }]);
+    view
+}
+
+#[test]
+fn an_encrypted_network_gets_the_ring_and_the_nodes_own_underlay_address() {
+    let view = with_keys(
+        view(
+            vec![secure()],
+            vec![
+                peer("secure", "t1", ME, "198.18.3.3", "web", true),
+                peer("secure", "t2", "n2", "198.18.3.4", "web", true),
+            ],
+            vec![],
+        ),
+        &[5, 6, 7],
+    );
+    let tasks = local(vec![(task("t1", &[(secure(), "198.18.3.3")], vec![]), None)]);
+    check(
+        &view,
+        &tasks,
+        None,
+        None,
+        &[
+            "network secure vni 4099 198.18.3.0/24 encrypted mtu 1416",
+            "encryption from 192.0.2.11 with keys [5, 6, 7]",
+            "container t1 in shoaltest-x-tt1 [eth0:secure=198.18.3.3]",
+            "remote secure 198.18.3.4 at 192.0.2.12",
+            "netns [shoaltest-x-tt1=t1]",
+        ],
+    );
+}
+
+#[test]
+fn a_task_on_an_encrypted_network_waits_for_the_keys_and_is_refused_without_esp() {
+    let plain = view(vec![secure()], vec![peer("secure", "t1", ME, "198.18.3.3", "web", true)], vec![]);
+    let tasks = local(vec![(task("t1", &[(secure(), "198.18.3.3")], vec![]), None)]);
+    // No keys yet: not wired (the sandbox is made, fail closed), and the reason says it waits.
+    check(
+        &plain,
+        &tasks,
+        None,
+        None,
+        &[
+            "network secure vni 4099 198.18.3.0/24 encrypted mtu 1416",
+            "problem t1: waiting for the keys of encrypted network secure",
+            "netns [shoaltest-x-tt1=t1]",
+        ],
+    );
+    // A kernel without ESP: the keys do not help.
+    check_esp(
+        &with_keys(plain, &[5, 6, 7]),
+        &tasks,
+        None,
+        None,
+        false,
+        &[
+            "network secure vni 4099 198.18.3.0/24 encrypted mtu 1416",
+            "problem t1: network secure is encrypted, and this node's kernel has no ESP (esp4) or no rfc4106(gcm(aes)): \
+             its tasks cannot run here (load esp4, or constrain the service to nodes that have it)",
+            "netns [shoaltest-x-tt1=t1]",
+        ],
+    );
 }
