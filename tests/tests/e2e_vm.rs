@@ -92,7 +92,29 @@ fn scenarios_on_machines() {
     let Some(machines) = testbed("e2e_vm scenarios_on_machines") else { return };
     let bed = machines.bed();
     let cluster = scenarios::start(bed);
-    scenarios::mesh::routing_mesh_and_vips(bed, &cluster);
-    scenarios::nfs::nfs_volume(bed, &cluster);
-    scenarios::encrypted::encrypted_overlay(bed, &cluster);
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        scenarios::encrypted::encrypted_overlay(bed, &cluster);
+        scenarios::mesh::routing_mesh_and_vips(bed, &cluster);
+        scenarios::nfs::nfs_volume(bed, &cluster);
+    }));
+    if let Err(panic) = ran {
+        hold_on_failure(bed);
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// With `SHOAL_HOLD_ON_FAILURE=SECONDS`, a failed run keeps its machines (and cluster) up that
+/// long, saying how to reach them, so that a developer can look around.
+fn hold_on_failure(bed: &SshBed) {
+    let Some(secs) = std::env::var("SHOAL_HOLD_ON_FAILURE").ok().and_then(|s| s.parse::<u64>().ok()) else { return };
+    let inventory = bed.inventory();
+    let netns = inventory.client_netns.as_deref().map(|n| format!("ip netns exec {n} ")).unwrap_or_default();
+    let key = inventory.ssh_key.as_ref().map(|k| format!("-i {} ", k.display())).unwrap_or_default();
+    for node in &inventory.nodes {
+        eprintln!(
+            "--- held for {secs} s: {netns}ssh {key}-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@{} ({})",
+            node.addr, node.name
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_secs(secs));
 }

@@ -14,7 +14,7 @@ use shoal_testkit::capture::{self, Packet};
 use shoal_testkit::{NodeProcess, TestNode, Testbed};
 
 use super::{Running, eventually, in_task, json, running_task};
-use crate::support::ok;
+use crate::support::{body, ok};
 
 /// The reqid of Shoal's SAs (`shoal_overlay::xfrm::ESP_MARK`) as `ip xfrm` prints it.
 const REQID: &str = "reqid 1163087872";
@@ -107,22 +107,21 @@ pub(crate) fn encrypted_overlay(bed: &dyn Testbed, cluster: &Running) {
     });
 
     // The first page each server gives: its marker, looked for in the capture.
-    let (fetched, secret) =
-        in_task(w1, &client, &["wget", "-q", "-T", "10", "-O", "-", &format!("http://{server_ip}/")]);
-    assert!(fetched && secret.starts_with("v1 "), "secweb over the encrypted network: {secret}");
-    let (fetched, control) =
-        in_task(w1, &plain_client, &["wget", "-q", "-T", "10", "-O", "-", &format!("http://{plain_ip}/")]);
-    assert!(fetched && control.starts_with("v1 "), "plainweb over the plain network: {control}");
-    let (secret, control) = (secret.trim().to_owned(), control.trim().to_owned());
+    let secret = fetch(w1, &client, &server_ip).unwrap_or_else(|| {
+        panic!("secweb over the encrypted network ({server_ip}): no page\n{}", diagnostics(&[w1, w2]))
+    });
+    let control = fetch(w1, &plain_client, &plain_ip).expect("plainweb over the plain network");
+    assert!(secret.starts_with("v1 ") && control.starts_with("v1 "), "{secret:?} {control:?}");
 
     eprintln!("--- {TRAFFIC_SECS} s of requests w1 -> w2 across rotations, captured on the underlay");
     let capture = Capture::start(bed, w1, w2);
     let loop_script = format!(
         "ok=0; fail=0; end=$(( $(date +%s) + {TRAFFIC_SECS} )); \
          while [ $(date +%s) -lt $end ]; do \
-           if wget -q -T 10 -O - http://{server_ip}/ | grep -q '{secret}'; then ok=$((ok+1)); else fail=$((fail+1)); fi; \
+           if {} | grep -q '{secret}'; then ok=$((ok+1)); else fail=$((fail+1)); fi; \
            sleep 0.2; \
-         done; echo ok=$ok fail=$fail"
+         done; echo ok=$ok fail=$fail",
+        get(&server_ip)
     );
     let mut spis = BTreeSet::new();
     let traffic = std::thread::scope(|scope| {
@@ -134,9 +133,8 @@ pub(crate) fn encrypted_overlay(bed: &dyn Testbed, cluster: &Running) {
         }
         traffic.join().expect("the traffic thread")
     });
-    let (fetched, plain) =
-        in_task(w1, &plain_client, &["wget", "-q", "-T", "10", "-O", "-", &format!("http://{plain_ip}/")]);
-    assert!(fetched && plain.contains(&control), "the control request: {plain}");
+    let plain = fetch(w1, &plain_client, &plain_ip).unwrap_or_default();
+    assert_eq!(plain, control, "the control request");
     let packets = capture.finish();
 
     eprintln!("--- {}; outbound SPIs seen: {spis:x?}", traffic.1.trim());
@@ -176,6 +174,39 @@ pub(crate) fn encrypted_overlay(bed: &dyn Testbed, cluster: &Running) {
     ok(cli, &["cluster", "update", "--network-key-rotation", "12h"]);
 }
 
+/// A shell pipeline that GETs `/` from `ip`:80 and prints the answer (busybox's `nc`: its
+/// static `wget` crashes on some kernels).
+fn get(ip: &str) -> String {
+    format!("printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 10 nc -w 5 {ip} 80")
+}
+
+/// The page task `task` on `node` gets from `ip`:80, if it gets one.
+fn fetch(node: &dyn TestNode, task: &str, ip: &str) -> Option<String> {
+    let (_, out) = in_task(node, task, &["sh", "-c", &get(ip)]);
+    body(&out)
+}
+
+/// What the workers' kernels say of ESP, for a failure's message: SAs and policies with their
+/// counters, the marking table's counters, the xfrm error counters.
+fn diagnostics(nodes: &[&dyn TestNode]) -> String {
+    let mut out = String::new();
+    for node in nodes {
+        for argv in [
+            &["ip", "-s", "xfrm", "state"][..],
+            &["ip", "-s", "xfrm", "policy"],
+            &["nft", "list", "table", "ip", "shoal_esp"],
+            &["cat", "/proc/net/xfrm_stat"],
+        ] {
+            let shown = node.exec(argv).map_or_else(
+                |e| e.to_string(),
+                |o| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            );
+            out.push_str(&format!("--- {}: {}\n{shown}\n", node.name(), argv.join(" ")));
+        }
+    }
+    out
+}
+
 /// The IPv4 address of `eth0` in task `task` on `node`: its address on the task's first network.
 fn overlay_ip(node: &dyn TestNode, task: &str) -> String {
     let (ok, out) = in_task(node, task, &["ip", "-4", "-o", "addr", "show", "eth0"]);
@@ -204,15 +235,17 @@ fn sas(state: &str, src: std::net::Ipv4Addr, dst: std::net::Ipv4Addr) -> usize {
         .count()
 }
 
-/// The SPI of the outbound policy towards `peer` in `ip xfrm policy`'s output.
+/// The SPI of the outbound policy towards `peer` in `ip xfrm policy`'s output (its template's
+/// `proto esp spi 0x…` line).
 fn outbound_spi(policies: &str, peer: std::net::Ipv4Addr) -> Option<u32> {
     let mut towards = false;
     for line in policies.lines() {
         if line.starts_with("src ") {
             towards = line.contains(&format!("dst {peer}/32"));
-        } else if towards && line.trim_start().starts_with("tmpl ") {
-            let spi = line.split_whitespace().skip_while(|w| *w != "spi").nth(1)?;
-            return u32::from_str_radix(spi.trim_start_matches("0x"), 16).ok();
+        } else if towards && line.trim_start().starts_with("proto esp spi ") {
+            let spi = line.split_whitespace().nth(3)?;
+            let hex = spi.split('(').next()?.trim_start_matches("0x");
+            return u32::from_str_radix(hex, 16).ok();
         }
     }
     None
@@ -276,5 +309,23 @@ impl<'a> Capture<'a> {
             }
         };
         capture::ipv4_packets(&data).expect("a pcap file")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_outbound_spi_is_read_from_ip_xfrm_policy() {
+        let shown = "src 192.0.2.12/32 dst 192.0.2.13/32 proto 17 dport 4789 uid 0
+\tdir out action allow index 9 priority 100 ptype main share any flag  (0x00000000)
+\tmark 0x45535000/0xffffffff
+\ttmpl src 192.0.2.12 dst 192.0.2.13
+\t\tproto esp spi 0xdfd80529(3755476265) reqid 1163087872(0x45535000) mode transport
+src 0.0.0.0/0 dst 0.0.0.0/0 proto 17 dport 4789 uid 0
+\tdir out action block index 1 priority 200 ptype main share any flag  (0x00000000)
+";
+        let peer = std::net::Ipv4Addr::new(192, 0, 2, 13);
+        assert_eq!(super::outbound_spi(shown, peer), Some(0xdfd8_0529));
+        assert_eq!(super::outbound_spi(shown, std::net::Ipv4Addr::new(192, 0, 2, 14)), None);
     }
 }

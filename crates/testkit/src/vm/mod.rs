@@ -134,7 +134,10 @@ impl VmCluster {
             })?;
             // qemu opens the tap by name, so it runs in the underlay's namespace.
             let mac = format!("52:54:00:c0:02:{last:02x}");
-            let qemu = qemu_command(image, spec, addr, &tap, &mac);
+            let mut qemu = qemu_command(image, spec, addr, &tap, &mac);
+            // A pid file in the run's directory: the command line names the run, so the sweep of
+            // `cargo xtask clean` finds a VM whose test was killed before it could stop it.
+            qemu.arg("-pidfile").arg(console.with_extension("pid"));
             let mut command = Command::new("nsenter");
             command.arg(format!("--net=/run/netns/{underlay}")).arg("--").arg(qemu.get_program()).args(qemu.get_args());
             command.stdin(Stdio::null()).stdout(out).stderr(err);
