@@ -230,6 +230,7 @@ const FUZZ_TARGETS: &[(&str, &str)] = &[
     ("raft_snapshot_file", "shoal-raft-store"),
     ("ipvs_netlink", "shoal-ipvs-lb"),
     ("nft_netlink", "shoal-ipvs-lb"),
+    ("xfrm_netlink", "shoal-overlay"),
     ("dns_query", "shoal-embedded-dns"),
     ("dns_upstream_answer", "shoal-embedded-dns"),
     ("join_token", "shoal-ca-pki"),
@@ -287,7 +288,7 @@ mod tests {
     fn fuzz_targets_match_the_fuzz_tests() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let mut found = Vec::new();
-        for dir in ["raft-store", "ipvs-lb", "embedded-dns", "ca-pki"] {
+        for dir in ["raft-store", "ipvs-lb", "overlay", "embedded-dns", "ca-pki"] {
             let text = std::fs::read_to_string(root.join("crates").join(dir).join("tests/fuzz.rs")).expect("fuzz.rs");
             let package = format!("shoal-{dir}");
             for name in text.lines().filter_map(|l| l.trim().strip_prefix("fn fuzz_")?.split('(').next()) {

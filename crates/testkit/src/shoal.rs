@@ -18,6 +18,39 @@ pub const OVERLAY_POOL: &str = "198.18.0.0/16";
 /// The subnet of each node's gateway bridge (egress), inside the test range.
 pub const GATEWAY_SUBNET: &str = "198.19.0.0/24";
 
+/// The argv that runs `busybox ARGS…` inside the container of task `task_id` on a node with
+/// `layout` (through its containerd's `ctr`, so in the container's own namespaces); `exec_id`
+/// names the process and must be unique among the container's running execs.
+pub fn task_exec_argv(layout: &NodeLayout, task_id: &str, exec_id: &str, args: &[&str]) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "ctr".into(),
+        "--address".into(),
+        layout.containerd_socket.to_string_lossy().into_owned(),
+        "--namespace".into(),
+        layout.containerd_namespace.clone(),
+        "tasks".into(),
+        "exec".into(),
+        "--exec-id".into(),
+        exec_id.into(),
+        task_id.into(),
+        crate::images::BUSYBOX.into(),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv
+}
+
+/// Runs `busybox ARGS…` in the container of task `task_id` on `node` to completion: (success,
+/// standard output and error together).
+pub fn task_exec(node: &dyn TestNode, task_id: &str, args: &[&str]) -> Result<(bool, String), HarnessError> {
+    static EXECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let exec_id = format!("probe{}", EXECS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let argv = task_exec_argv(node.layout(), task_id, &exec_id, args);
+    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let out = node.exec(&argv)?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok((out.status.success(), text))
+}
+
 /// The executables a Shoal cluster needs.
 pub const BINARIES: [&str; 4] = ["shoal-manager", "shoal-agent", "shoal", "shoal-runtime-logger"];
 

@@ -9,7 +9,6 @@ pub(crate) mod encrypted;
 pub(crate) mod mesh;
 pub(crate) mod nfs;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shoal_testkit::images;
@@ -77,16 +76,7 @@ pub(crate) fn from_outside(bed: &dyn Testbed, host: &str, port: u16, path: &str)
 /// `busybox ARGS…` inside the container of task `task_id` on `node` (through its containerd's
 /// `ctr`, so with the container's own namespaces and /etc/resolv.conf): (success, output).
 pub(crate) fn in_task(node: &dyn TestNode, task_id: &str, args: &[&str]) -> (bool, String) {
-    static PROBES: AtomicU64 = AtomicU64::new(0);
-    let layout = node.layout();
-    let exec_id = format!("probe{}", PROBES.fetch_add(1, Ordering::Relaxed));
-    let socket = layout.containerd_socket.to_string_lossy();
-    let mut argv = vec!["ctr", "--address", &socket, "--namespace", &layout.containerd_namespace];
-    argv.extend(["tasks", "exec", "--exec-id", &exec_id, task_id, images::BUSYBOX]);
-    argv.extend(args);
-    let out = node.exec(&argv).expect("ctr tasks exec");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+    shoal_testkit::shoal::task_exec(node, task_id, args).expect("ctr tasks exec")
 }
 
 /// A running task of `service` (desired and current state Running), on the node named `on`
