@@ -39,6 +39,34 @@ pub(crate) fn shoal(cli: &Cli, args: &[&str]) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `shoal service create` of `name` with one task on each of the two workers, on `network`,
+/// with `extra` flags, running `image`.
+pub(crate) fn one_per_worker(
+    cli: &Cli,
+    name: &str,
+    network: &str,
+    extra: &[&str],
+    image: &str,
+) -> anyhow::Result<String> {
+    let mut args = vec![
+        "service",
+        "create",
+        "--name",
+        name,
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--constraint",
+        "node.role==worker",
+        "--network",
+        network,
+    ];
+    args.extend_from_slice(extra);
+    args.push(image);
+    shoal(cli, &args)
+}
+
 fn json(cli: &Cli, args: &[&str]) -> anyhow::Result<serde_json::Value> {
     let out = shoal(cli, args)?;
     serde_json::from_str(&out).with_context(|| format!("shoal {}: not JSON: {out}", args.join(" ")))
@@ -274,26 +302,7 @@ pub(crate) fn run(root: &Path) -> anyhow::Result<()> {
     let web = format!("{registry_addr}/shoal-test/web:v1");
     let tools = format!("{registry_addr}/shoal-test/tools:latest");
     shoal(&cli, &["network", "create", "bench"])?;
-    shoal(
-        &cli,
-        &[
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--replicas",
-            "2",
-            "--replicas-max-per-node",
-            "1",
-            "--constraint",
-            "node.role==worker",
-            "--network",
-            "bench",
-            "-p",
-            "8080:80",
-            &web,
-        ],
-    )?;
+    one_per_worker(&cli, "web", "bench", &["-p", "8080:80"], &web)?;
     shoal(&cli, &["service", "create", "--name", "probe", "--mode", "global", "--network", "bench", &tools])?;
     println!("mesh bench: web ×2 on the workers (busybox httpd), a probe task on every node, release binaries");
 

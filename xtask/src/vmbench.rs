@@ -19,7 +19,7 @@ use shoal_testkit::shoal::{BedCluster, Cli, task_exec, task_exec_argv};
 use shoal_testkit::vm::{VmBed, three_vms};
 use shoal_testkit::{TestNode, Testbed as _};
 
-use crate::mesh::{CONNECTIONS, Load, ROUND_SECS, ROUNDS, load, median, shoal};
+use crate::mesh::{CONNECTIONS, Load, ROUND_SECS, ROUNDS, load, median, one_per_worker, shoal};
 
 /// Bytes each throughput round sends.
 const TRANSFER_MIB: u64 = 32;
@@ -100,25 +100,7 @@ fn overlay_throughput(bed: &dyn shoal_testkit::Testbed, cli: &Cli) -> anyhow::Re
     shoal(cli, &["network", "create", "plain"])?;
     shoal(cli, &["network", "create", "--opt", "encrypted", "secure"])?;
     for (service, network) in [("sink-plain", "plain"), ("sink-secure", "secure")] {
-        shoal(
-            cli,
-            &[
-                "service",
-                "create",
-                "--detach",
-                "--name",
-                service,
-                "--replicas",
-                "2",
-                "--replicas-max-per-node",
-                "1",
-                "--constraint",
-                "node.role==worker",
-                "--network",
-                network,
-                &tools,
-            ],
-        )?;
+        one_per_worker(cli, service, network, &["--detach"], &tools)?;
     }
     crate::converge::wait(cli, "sink-plain and sink-secure 2/2", 480, &["service", "ls"], |out| {
         ["sink-plain", "sink-secure"]
@@ -171,26 +153,7 @@ fn measure(bins: &Path, backend: &str) -> anyhow::Result<Figures> {
     }
     let web = format!("{}/shoal-test/web:v1", bed.registry());
     shoal(&cli, &["network", "create", "bench"])?;
-    shoal(
-        &cli,
-        &[
-            "service",
-            "create",
-            "--name",
-            "web",
-            "--replicas",
-            "2",
-            "--replicas-max-per-node",
-            "1",
-            "--constraint",
-            "node.role==worker",
-            "--network",
-            "bench",
-            "-p",
-            "8080:80",
-            &web,
-        ],
-    )?;
+    one_per_worker(&cli, "web", "bench", &["-p", "8080:80"], &web)?;
     crate::converge::wait(&cli, "web 2/2", 480, &["service", "ls"], |out| out.contains(" 2/2 "))?;
     let netns = bed.client_netns().context("the VM testbed has a client namespace")?.to_owned();
     let target = SocketAddr::from((nodes[0].addr(), 8080));

@@ -421,10 +421,7 @@ impl Networking {
             gateway: &self.gateway,
             names: &self.names,
             esp: self.esp,
-            data_addr: self.data_addr.as_deref().and_then(plan::parse_addr).and_then(|a| match a {
-                std::net::IpAddr::V4(v4) => Some(v4),
-                std::net::IpAddr::V6(_) => None,
-            }),
+            data_addr: self.data_addr.as_deref().and_then(plan::parse_v4),
         });
         self.driver.submit(Job {
             generation: state.generation,

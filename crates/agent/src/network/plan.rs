@@ -143,7 +143,8 @@ pub(crate) fn parse_addr(text: &str) -> Option<IpAddr> {
     addr.trim().parse().ok()
 }
 
-fn parse_v4(text: &str) -> Option<Ipv4Addr> {
+/// An IPv4 address in CIDR notation or bare; `None` for anything else.
+pub(crate) fn parse_v4(text: &str) -> Option<Ipv4Addr> {
     match parse_addr(text)? {
         IpAddr::V4(v4) => Some(v4),
         IpAddr::V6(_) => None,
