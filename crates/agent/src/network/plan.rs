@@ -261,16 +261,16 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
         (true, Some(local)) if !keys.is_empty() => Some(Encryption { local, keys }),
         _ => None,
     };
-    let cannot_encrypt = |network: &str| -> Option<String> {
-        if !esp {
-            Some(format!(
-                "network {network} is encrypted, and this node's kernel has no ESP (esp4) or no rfc4106(gcm(aes)): \
+    // Why an owner on `network` cannot be wired, when the network is encrypted and that is so.
+    let cannot_encrypt = |network: &NetworkSpec| -> Option<String> {
+        let id = &network.id;
+        match (network.encrypted, esp, &encryption) {
+            (false, _, _) | (true, true, Some(_)) => None,
+            (true, false, _) => Some(format!(
+                "network {id} is encrypted, and this node's kernel has no ESP (esp4) or no rfc4106(gcm(aes)): \
                  its tasks cannot run here (load esp4, or constrain the service to nodes that have it)"
-            ))
-        } else if encryption.is_none() {
-            Some(format!("{KEYS_PENDING} {network}"))
-        } else {
-            None
+            )),
+            (true, true, None) => Some(format!("{KEYS_PENDING} {id}")),
         }
     };
     let mut out = NodePlan::default();
@@ -347,9 +347,10 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
     // The ingress sandbox.
     if let (Some(attachment), Some(id)) = (ingress, ingress_id.as_ref()) {
         let path = names.sandbox_netns();
+        let encryption_problem = networks.get(id).and_then(cannot_encrypt);
         match (networks.get(id), own_sandbox, sandbox_egress) {
-            (Some(spec), _, _) if spec.encrypted && cannot_encrypt(id).is_some() => {
-                out.problems.insert(INGRESS_SANDBOX.to_owned(), cannot_encrypt(id).unwrap_or_default());
+            (Some(_), _, _) if encryption_problem.is_some() => {
+                out.problems.insert(INGRESS_SANDBOX.to_owned(), encryption_problem.unwrap_or_default());
             }
             (Some(spec), Some(addr), Some(egress)) if spec.subnet_of(IpAddr::V4(addr)).is_some() => {
                 out.netns.insert(path.clone(), INGRESS_SANDBOX.to_owned());
@@ -417,8 +418,7 @@ pub(crate) fn plan(input: PlanInput<'_>) -> NodePlan {
                 continue;
             }
         };
-        let encrypted = wiring.endpoints.iter().find(|e| networks.get(&e.network).is_some_and(|n| n.encrypted));
-        if let Some(why) = encrypted.and_then(|e| cannot_encrypt(&e.network)) {
+        if let Some(why) = wiring.endpoints.iter().find_map(|e| networks.get(&e.network).and_then(cannot_encrypt)) {
             out.problems.insert(task_id.clone(), why);
             continue;
         }
